@@ -1,0 +1,107 @@
+"""The application factory. It never reads the environment: settings (and optionally a ready store) come in."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import openapi
+from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
+from .errors import error_middleware
+from .keys import HTTP, ISSUER, LIVEKIT_HEALTH, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
+from .routes import agents, meta, sessions
+from .routing import Route, register
+from .settings import Settings
+from .store.db import Store
+from .version import VERSION
+
+log = logging.getLogger("voxarena.api")
+
+ROUTE_MODULES = [meta, agents, sessions]
+
+
+def all_routes(extra: list[Route] | None = None) -> list[Route]:
+    routes: list[Route] = []
+    for module in ROUTE_MODULES:
+        routes.extend(module.ROUTES)
+    return routes + (extra or [])
+
+
+async def _no_livekit() -> dict[str, Any]:
+    return {"status": "disabled", "detail": "no LiveKit worker in this process"}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    extra_routes: list[Route] | None = None,
+    livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> web.Application:
+    routes = all_routes(extra_routes)
+    public_paths = {r.path for r in routes if r.public}
+
+    def is_public(request: web.Request) -> bool:
+        path = request.path.rstrip("/") or "/"
+        return path in public_paths or not path.startswith("/api/")
+
+    app_store: dict[str, Store] = {}
+
+    def http() -> aiohttp.ClientSession:
+        return app[HTTP]
+
+    if settings.clerk_issuer or settings.clerk_jwks_url:
+        url = settings.clerk_jwks_url or settings.clerk_issuer.rstrip("/") + "/.well-known/jwks.json"
+        fetch = jwks_fetch or http_jwks_fetch(url, http)
+        issuer_claim: str | None = settings.clerk_issuer or None
+        local = None
+    else:
+        local = LocalIssuer(settings.data_dir)
+
+        async def local_fetch() -> dict[str, Any]:
+            return local.jwks()
+
+        fetch = jwks_fetch or local_fetch
+        issuer_claim = LOCAL_ISSUER
+    verifier = Verifier(
+        JwksCache(fetch, min_refresh_seconds=settings.jwks_min_refresh_seconds,
+                  max_age_seconds=settings.jwks_cache_seconds),
+        issuer=issuer_claim,
+        authorized_parties=settings.clerk_authorized_parties,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(verifier, is_public)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[VERIFIER] = verifier
+    app[STARTED] = time.monotonic()
+    app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
+    app[SERVICES] = {}
+    if local is not None:
+        app[ISSUER] = local
+    app[meta.OPENAPI] = openapi.build(routes, version=VERSION)
+    if store is not None:
+        app[STORE] = store
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        owned = None
+        if STORE not in app:
+            owned = Store(settings.database_path)
+            app[STORE] = owned
+        app[HTTP] = aiohttp.ClientSession()
+        yield
+        await app[HTTP].close()
+        if owned is not None:
+            owned.close()
+
+    app.cleanup_ctx.append(resources)
+    register(app, routes)
+    return app

@@ -1,0 +1,199 @@
+"""Bearer-token auth: RS256 JWTs verified against a JWKS (Clerk's, or the embedded issuer's).
+
+One verification path serves both modes; only where the JWKS comes from differs: an HTTP fetch (Clerk, or any
+OIDC-style issuer) or the embedded issuer's own key. Unknown ``kid``s refetch at most once per interval, so a burst
+of forged tokens cannot turn into a burst of JWKS requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from .errors import Unauthorized
+
+log = logging.getLogger("voxarena.auth")
+
+ALGORITHM = "RS256"
+LOCAL_ISSUER = "voxarena-local"
+PRINCIPAL = "voxarena.principal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+JwksFetch = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class LocalIssuer:
+    """The embedded issuer: an RSA key kept in the data dir, used when no Clerk settings are given."""
+
+    def __init__(self, data_dir: Path) -> None:
+        path = data_dir / "issuer_key.pem"
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+            try:
+                os.link(tmp, path)  # first writer wins if two processes start at once
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        self._key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        public = self._key.public_key()
+        jwk = json.loads(RSAAlgorithm.to_jwk(public))
+        self.kid = RSAAlgorithm.to_jwk(public, as_dict=True)["n"][:16]
+        jwk.update({"kid": self.kid, "use": "sig", "alg": ALGORITHM})
+        self._jwks = {"keys": [jwk]}
+
+    def jwks(self) -> dict[str, Any]:
+        return self._jwks
+
+    def issue(self, user_id: str, *, ttl_seconds: int = 3600, extra: dict[str, Any] | None = None) -> str:
+        now = int(time.time())
+        claims = {"iss": LOCAL_ISSUER, "sub": user_id, "iat": now, "nbf": now, "exp": now + ttl_seconds}
+        claims.update(extra or {})
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+
+def http_jwks_fetch(url: str, session: Callable[[], aiohttp.ClientSession]) -> JwksFetch:
+    async def fetch() -> dict[str, Any]:
+        async with session().get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            resp.raise_for_status()
+            return await resp.json(content_type=None)
+
+    return fetch
+
+
+class JwksCache:
+    def __init__(self, fetch: JwksFetch, *, min_refresh_seconds: float, max_age_seconds: float) -> None:
+        self._fetch = fetch
+        self._min_refresh = min_refresh_seconds
+        self._max_age = max_age_seconds
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.fetch_count = 0
+
+    async def key(self, kid: str) -> Any:
+        if kid in self._keys and time.monotonic() - self._fetched_at < self._max_age:
+            return self._keys[kid]
+        async with self._lock:
+            # Someone may have refreshed while we waited; refetch only if allowed by the interval.
+            if kid not in self._keys or time.monotonic() - self._fetched_at >= self._max_age:
+                if time.monotonic() - self._fetched_at >= self._min_refresh:
+                    await self._refresh()
+        if kid not in self._keys:
+            raise Unauthorized("token signed by an unknown key")
+        return self._keys[kid]
+
+    async def _refresh(self) -> None:
+        self._fetched_at = time.monotonic()
+        self.fetch_count += 1
+        try:
+            doc = await self._fetch()
+        except Exception as e:  # keep the old keys: a JWKS outage must not log everyone out
+            log.warning("JWKS fetch failed: %s", e)
+            return
+        keys: dict[str, Any] = {}
+        for jwk in doc.get("keys", []):
+            if jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig" or "kid" not in jwk:
+                continue
+            try:
+                keys[jwk["kid"]] = RSAAlgorithm.from_jwk(jwk)
+            except Exception:
+                log.warning("ignoring malformed JWK %s", jwk.get("kid"))
+        self._keys = keys
+
+
+class Verifier:
+    def __init__(
+        self,
+        jwks: JwksCache,
+        *,
+        issuer: str | None,
+        authorized_parties: tuple[str, ...] = (),
+        leeway_seconds: float = 5.0,
+    ) -> None:
+        self.jwks = jwks
+        self._issuer = issuer
+        self._azp = set(authorized_parties)
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("malformed token") from None
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized(f"token algorithm must be {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("token has no key id")
+        key = await self.jwks.key(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                leeway=self._leeway,
+                issuer=self._issuer,
+                options={"require": ["exp", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("token is not yet valid") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("token issuer is not accepted") from None
+        except jwt.PyJWTError as e:
+            raise Unauthorized(f"invalid token: {e}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise Unauthorized("token has no subject")
+        if self._azp and claims.get("azp") not in self._azp:
+            raise Unauthorized("token authorized party is not accepted")
+        return Principal(user_id=sub, claims=claims)
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool]) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if is_public(request):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing bearer token")
+        request[PRINCIPAL] = await verifier.verify(token.strip())
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,148 @@
+"""Typed errors and the one place they become HTTP responses.
+
+Every 4xx/5xx the API sends has the same body: ``{"detail": str, "status_code": int, "type": str}``
+(the shape of the Autonomite API), optionally with ``errors`` listing field problems.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+log = logging.getLogger("voxarena.api")
+
+
+class ApiError(Exception):
+    status_code = 500
+    type = "internal_error"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class BadRequest(ApiError):
+    status_code = 400
+    type = "bad_request"
+
+
+class InvalidJson(BadRequest):
+    type = "invalid_json"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    type = "unauthorized"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    type = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+    type = "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    type = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    type = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    type = "unsupported_media_type"
+
+
+class ValidationFailed(ApiError):
+    status_code = 422
+    type = "validation_error"
+
+
+class Unavailable(ApiError):
+    status_code = 503
+    type = "service_unavailable"
+
+
+class BadGateway(ApiError):
+    status_code = 502
+    type = "upstream_error"
+
+
+def error_body(status: int, type_: str, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": detail, "status_code": status, "type": type_}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def error_response(err: ApiError) -> web.Response:
+    return web.json_response(error_body(err.status_code, err.type, err.detail, err.errors), status=err.status_code)
+
+
+def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
+    errors = []
+    for item in e.errors(include_url=False, include_context=False, include_input=False):
+        loc = ".".join(str(p) for p in item["loc"]) or where
+        errors.append({"loc": [where, *item["loc"]], "msg": item["msg"], "type": item["type"]})
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"][1:]) or where
+    detail = f"{where} {field}: {first['msg']}" if field != where else f"{where}: {first['msg']}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return ValidationFailed(detail, errors=errors)
+
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Outermost middleware: turns every exception, including aiohttp's own, into the one error body."""
+    try:
+        resp = await handler(request)
+    except ApiError as e:
+        return error_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        detail = e.reason
+        if e.status == 405:
+            detail = f"method {request.method} is not allowed on {request.path}"
+        elif e.status == 404:
+            detail = f"no route for {request.path}"
+        elif e.status == 413:
+            detail = "request body is too large"
+        return web.json_response(
+            error_body(e.status, _HTTP_TYPES.get(e.status, "http_error"), detail), status=e.status
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response(error_body(500, "internal_error", "internal server error"), status=500)
+    return resp
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,23 @@
+"""Typed application keys: everything a handler reaches through the app lives here."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from .auth import LocalIssuer, Verifier
+from .settings import Settings
+from .store.db import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+VERIFIER = web.AppKey("verifier", Verifier)
+ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
+HTTP = web.AppKey("http_session", aiohttp.ClientSession)
+STARTED = web.AppKey("started_monotonic", float)
+# Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.
+LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, Any]]])
+# Services hung on the app by later layers (LiveKit client, call controller, pricing); typed where they are defined.
+SERVICES = web.AppKey("services", dict)

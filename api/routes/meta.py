@@ -1,0 +1,54 @@
+"""Unauthenticated routes: /health, /openapi.json and the embedded issuer's JWKS."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from ..keys import ISSUER, LIVEKIT_HEALTH, STARTED, STORE
+from ..routing import Call, Route
+from ..schemas.health import Health
+from ..store.migrations import schema_version
+from ..store.timefmt import now_iso
+from ..version import VERSION
+
+OPENAPI = web.AppKey("openapi", dict)
+
+
+async def health(call: Call) -> dict:
+    app = call.request.app
+    try:
+        version = await app[STORE].read(schema_version)
+        database = {"status": "ok", "detail": f"schema version {version}"}
+    except Exception as e:  # health must answer even when the database does not
+        database = {"status": "error", "detail": str(e)}
+    livekit = await app[LIVEKIT_HEALTH]()
+    healthy = database["status"] == "ok" and livekit["status"] in {"ok", "disabled", "not_configured"}
+    return {
+        "status": "healthy" if healthy else "degraded",
+        "version": VERSION,
+        "uptime": round(time.monotonic() - app[STARTED], 3),
+        "timestamp": now_iso(),
+        "database": database,
+        "livekit": livekit,
+    }
+
+
+async def openapi(call: Call) -> web.Response:
+    return web.json_response(call.request.app[OPENAPI])
+
+
+async def jwks(call: Call) -> web.Response:
+    issuer = call.request.app.get(ISSUER)
+    if issuer is None:
+        raise web.HTTPNotFound()
+    return web.json_response(issuer.jwks())
+
+
+ROUTES = [
+    Route("GET", "/health", health, "Liveness and dependencies", "meta", response=Health, public=True),
+    Route("GET", "/openapi.json", openapi, "This document", "meta", public=True, raw=True),
+    Route("GET", "/.well-known/jwks.json", jwks, "Public keys of the embedded token issuer", "meta", public=True,
+          raw=True),
+]

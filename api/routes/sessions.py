@@ -1,0 +1,85 @@
+"""/api/sessions and /api/dashboard/metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..errors import ValidationFailed
+from ..keys import STORE
+from ..routing import Call, Route
+from ..schemas.sessions import (
+    CallAnalysis,
+    DashboardMetrics,
+    DateRange,
+    Session,
+    SessionList,
+    SessionQuery,
+    TranscriptItem,
+)
+from ..store import sessions as repo
+from ..store.timefmt import day_start, parse_iso, to_iso
+
+
+def date_bounds(q: DateRange) -> tuple[str | None, str | None]:
+    """Inclusive start and end from the query, as store timestamps; the end is returned exclusive.
+
+    A bare date as ``end_date`` includes that whole day, which is what a date picker means."""
+    start = end = None
+    try:
+        if q.start_date:
+            start = _bound(q.start_date, end=False)
+        if q.end_date:
+            end = _bound(q.end_date, end=True)
+    except ValueError as e:
+        raise ValidationFailed(f"query: invalid date: {e}") from None
+    if start and end and start >= end:
+        raise ValidationFailed("query: start_date must be before end_date")
+    return start, end
+
+
+def _bound(text: str, *, end: bool) -> str:
+    if len(text) == 10:
+        d = datetime.strptime(text, "%Y-%m-%d").date()
+        return day_start(d + timedelta(days=1)) if end else day_start(d)
+    dt = parse_iso(text.replace(" ", "T"))
+    return to_iso(dt + timedelta(microseconds=1)) if end else to_iso(dt)
+
+
+async def list_sessions(call: Call) -> dict:
+    q: SessionQuery = call.query
+    start, end = date_bounds(q)
+    return await call.request.app[STORE].read(
+        lambda db: repo.list_(
+            db, call.user_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction
+        )
+    )
+
+
+async def get_session(call: Call) -> dict:
+    return await call.request.app[STORE].read(repo.get, call.user_id, call.params["id"])
+
+
+async def get_session_transcripts(call: Call) -> list:
+    return await call.request.app[STORE].read(repo.transcript, call.user_id, call.params["id"])
+
+
+async def get_session_analysis(call: Call) -> dict | None:
+    return await call.request.app[STORE].read(repo.get_analysis, call.user_id, call.params["id"])
+
+
+async def dashboard_metrics(call: Call) -> dict:
+    return await call.request.app[STORE].read(repo.dashboard, call.user_id)
+
+
+ROUTES = [
+    Route("GET", "/api/sessions", list_sessions, "List your call sessions", "sessions", response=SessionList,
+          query=SessionQuery),
+    Route("GET", "/api/sessions/{id}", get_session, "Get a session with its transcript", "sessions",
+          response=Session, owned_param="id"),
+    Route("GET", "/api/sessions/{id}/transcripts", get_session_transcripts, "The transcript items of a session",
+          "sessions", response=TranscriptItem, many=True, owned_param="id"),
+    Route("GET", "/api/sessions/{id}/analysis", get_session_analysis, "Post-call analysis (null until it exists)",
+          "sessions", response=CallAnalysis, nullable=True, owned_param="id"),
+    Route("GET", "/api/dashboard/metrics", dashboard_metrics, "Dashboard counters", "dashboard",
+          response=DashboardMetrics),
+]

@@ -1,0 +1,139 @@
+"""The route table: each route declares its body, query and response models once; the same declaration parses
+requests, serialises responses and generates the OpenAPI document, so the document cannot drift from the handlers.
+
+Handlers follow one shape: parse (done here), call one service/repository function, return a model or plain data
+that validates against the declared response model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .auth import Principal, principal
+from .errors import InvalidJson, ValidationFailed, from_validation_error
+
+
+@dataclass
+class Call:
+    """What a handler receives: the request, its verified principal (None on public routes) and parsed inputs."""
+
+    request: web.Request
+    principal: Principal | None
+    body: Any
+    query: Any
+    params: dict[str, str]
+
+    @property
+    def user_id(self) -> str:
+        assert self.principal is not None
+        return self.principal.user_id
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    response: type[BaseModel] | None = None
+    many: bool = False
+    nullable: bool = False
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    status: int = 200
+    public: bool = False
+    raw: bool = False  # handler returns its own web.Response (webhooks, non-JSON)
+    owned_param: str | None = None  # path parameter naming an object owned by the caller
+    errors: tuple[int, ...] = ()
+    adapter: TypeAdapter[Any] | None = field(default=None, compare=False)
+
+    def response_adapter(self) -> TypeAdapter[Any]:
+        assert self.response is not None
+        tp: Any = self.response
+        if self.many:
+            tp = list[tp]
+        if self.nullable:
+            tp = tp | None
+        return TypeAdapter(tp)
+
+
+_PARAM = re.compile(r"{(\w+)}")
+
+
+def path_params(path: str) -> list[str]:
+    return _PARAM.findall(path)
+
+
+async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    if not raw.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidJson(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise from_validation_error(e, where="body") from None
+
+
+def _read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    data: dict[str, Any] = {}
+    for key in request.query.keys():
+        values = request.query.getall(key)
+        data[key] = values[-1]
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise from_validation_error(e, where="query") from None
+
+
+def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    adapter = route.response_adapter() if route.response is not None and not route.raw else None
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await _read_body(request, route.body) if route.body is not None else None
+        query = _read_query(request, route.query) if route.query is not None else None
+        call = Call(
+            request=request,
+            principal=None if route.public else principal(request),
+            body=body,
+            query=query,
+            params=dict(request.match_info),
+        )
+        result = await route.handler(call)
+        if route.raw:
+            return result
+        assert adapter is not None
+        if isinstance(result, BaseModel):
+            result = result.model_dump()
+        payload = adapter.dump_json(adapter.validate_python(result))
+        return web.Response(body=payload, status=route.status, content_type="application/json")
+
+    handler.__name__ = route.handler.__name__
+    return handler
+
+
+def register(app: web.Application, routes: list[Route]) -> None:
+    """Each route is served with and without a trailing slash, and PATCH beside every PUT."""
+    for route in routes:
+        handler = make_handler(route)
+        methods = [route.method] + (["PATCH"] if route.method == "PUT" else [])
+        for method in methods:
+            app.router.add_route(method, route.path, handler)
+            if route.path != "/":
+                app.router.add_route(method, route.path.rstrip("/") + "/", handler)

@@ -1,0 +1,40 @@
+"""Shared wire-model pieces: the error body, provider enums, strict request base."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SttProvider = Literal["deepgram", "assemblyai", "elevenlabs"]
+LlmProvider = Literal["gemini"]
+TtsProvider = Literal["elevenlabs", "resemble", "google"]
+FirstMessageMode = Literal["assistant_speaks_first", "assistant_waits"]
+
+STT_PROVIDERS: tuple[str, ...] = SttProvider.__args__  # type: ignore[attr-defined]
+LLM_PROVIDERS: tuple[str, ...] = LlmProvider.__args__  # type: ignore[attr-defined]
+TTS_PROVIDERS: tuple[str, ...] = TtsProvider.__args__  # type: ignore[attr-defined]
+
+
+class RequestBody(BaseModel):
+    """Bodies are validated strictly (a string is never silently a number); unknown fields are ignored so a client
+    that sends back what it read (id, createdAt, ...) is not refused."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class Query(BaseModel):
+    """Query strings arrive as text, so they are parsed leniently, then range-checked."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    status_code: int
+    type: str
+    errors: list[dict] | None = Field(default=None, description="Per-field problems, when validation failed.")
+
+
+class Success(BaseModel):
+    success: bool

@@ -1,0 +1,91 @@
+"""Session wire models (001: Session { id, agentId, startedAt, endedAt, transcript, duration, analysis?, direction? }
+plus the outbound fields call_direction, outbound_phone_number, call_status)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from .common import Query
+
+CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
+
+
+class TurnMetrics(BaseModel):
+    """Per-turn latency of an agent reply, in seconds."""
+
+    end_of_turn_delay: float | None = Field(default=None, description="End of user speech to end-of-turn decision.")
+    transcription_delay: float | None = None
+    llm_ttft: float | None = Field(default=None, description="LLM time to first token.")
+    tts_ttfb: float | None = Field(default=None, description="TTS time to first audio byte.")
+    e2e_latency: float | None = Field(default=None, description="End of user speech to first agent audio.")
+
+
+class TranscriptItem(BaseModel):
+    speaker: Literal["USER", "AGENT"]
+    content: str
+    timestamp: str
+    interrupted: bool = False
+    metrics: TurnMetrics | None = None
+
+
+class CallAnalysis(BaseModel):
+    summary: str
+    sentiment: Literal["positive", "neutral", "negative"]
+    sentiment_score: float = Field(ge=0.0, le=1.0)
+    topics: list[str]
+    outcome: str
+    action_items: list[str]
+
+
+class Session(BaseModel):
+    id: str
+    agentId: str
+    startedAt: str
+    endedAt: str | None
+    transcript: list[TranscriptItem]
+    duration: int | None = Field(description="Whole seconds; null while the call is live.")
+    analysis: CallAnalysis | None
+    direction: Literal["inbound", "outbound"]
+    call_direction: Literal["INBOUND", "OUTBOUND"]
+    outbound_phone_number: str | None
+    call_status: CallStatus | None
+    roomName: str | None
+    status: Literal["pending", "active", "ended"]
+    endReason: str | None
+    error: str | None
+    analysisStatus: Literal["pending", "completed", "failed"] | None
+    analysisError: str | None
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]
+    total: int
+
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+class DateRange(Query):
+    start_date: str | None = Field(default=None, pattern=DATE_PATTERN, description="ISO 8601 date or date-time (UTC if no offset); inclusive.")
+    end_date: str | None = Field(default=None, pattern=DATE_PATTERN, description="ISO 8601 date (whole day included) or date-time; inclusive.")
+
+
+class SessionQuery(DateRange):
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=20, ge=1, le=100)
+    direction: Literal["inbound", "outbound"] | None = None
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+
+class DashboardMetrics(BaseModel):
+    totalSessions: int
+    totalAgents: int
+    avgDuration: float = Field(description="Average duration of ended sessions, in seconds.")
+    sessionsToday: int
+    transcriptsToday: int = Field(description="Sessions started today (UTC) that hold a transcript.")

@@ -1,0 +1,191 @@
+"""Every setting of the product, in one place, read from environment variables prefixed ``VOXARENA_``.
+
+The README's settings table is checked against ``SETTINGS`` by a docs test, so a setting cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PREFIX = "VOXARENA_"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- control API ---
+    host: str = field(default="127.0.0.1", metadata={"doc": "Address the control API binds to."})
+    port: int = field(default=8080, metadata={"doc": "Port of the control API."})
+    data_dir: Path = field(
+        default=Path("./data"),
+        metadata={"doc": "Directory for the SQLite database and the embedded issuer's key."},
+    )
+    public_url: str = field(
+        default="",
+        metadata={"doc": "Public base URL of the API (used as the embedded issuer's `iss`); default http://HOST:PORT."},
+    )
+    max_body_bytes: int = field(default=1_048_576, metadata={"doc": "Largest accepted request body, in bytes."})
+    log_level: str = field(default="INFO", metadata={"doc": "Python log level."})
+    # --- auth ---
+    clerk_issuer: str = field(
+        default="",
+        metadata={"doc": "Clerk issuer URL (e.g. https://clerk.example.com). Tokens must carry it as `iss`; "
+                         "the JWKS is fetched from ISSUER/.well-known/jwks.json unless CLERK_JWKS_URL is set."},
+    )
+    clerk_jwks_url: str = field(default="", metadata={"doc": "Explicit JWKS URL (overrides the issuer's)."})
+    clerk_authorized_parties: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Comma-separated origins accepted in the token's `azp` claim; empty accepts any."},
+    )
+    jwks_min_refresh_seconds: float = field(
+        default=60.0,
+        metadata={"doc": "A token with an unknown `kid` triggers at most one JWKS refetch per this interval."},
+    )
+    jwks_cache_seconds: float = field(default=3600.0, metadata={"doc": "How long a fetched JWKS is trusted."})
+    jwt_leeway_seconds: float = field(default=5.0, metadata={"doc": "Clock leeway for `exp` and `nbf`."})
+    # --- LiveKit ---
+    livekit_url: str = field(
+        default="",
+        metadata={"doc": "LiveKit server URL (ws:// or wss://). Empty: `serve` starts a local dev server on loopback."},
+    )
+    livekit_api_key: str = field(default="", metadata={"doc": "LiveKit API key."})
+    livekit_api_secret: str = field(default="", metadata={"doc": "LiveKit API secret."})
+    livekit_server_bin: str = field(
+        default="",
+        metadata={"doc": "Path of the livekit-server binary for the embedded dev server "
+                         "(default: ~/.cache/voxarena/bin/livekit-server, built by .ci/build-livekit.sh)."},
+    )
+    agent_name: str = field(default="voxarena", metadata={"doc": "Agent name the worker registers under."})
+    worker_enabled: bool = field(default=True, metadata={"doc": "Run the LiveKit worker beside the API."})
+    worker_port: int = field(default=8081, metadata={"doc": "Port of the worker's built-in health server."})
+    job_executor: str = field(default="process", metadata={"doc": "`process` (isolated jobs) or `thread`."})
+    num_idle_processes: int = field(default=1, metadata={"doc": "Job processes kept warm."})
+    turn_detection: str = field(
+        default="model",
+        metadata={"doc": "`model` (local end-of-turn model + silero VAD), `vad` or `stt`."},
+    )
+    session_sweep_seconds: float = field(
+        default=60.0, metadata={"doc": "How often orphaned sessions are looked for."}
+    )
+    session_orphan_seconds: float = field(
+        default=900.0,
+        metadata={"doc": "A live session with no activity for this long and no running job is closed by the sweeper."},
+    )
+    drain_timeout_seconds: float = field(default=60.0, metadata={"doc": "How long SIGTERM waits for calls to end."})
+    # --- providers ---
+    deepgram_api_key: str = field(default="", metadata={"doc": "Deepgram API key.", "secret": True})
+    deepgram_base_url: str = field(default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."})
+    assemblyai_api_key: str = field(default="", metadata={"doc": "AssemblyAI API key.", "secret": True})
+    assemblyai_base_url: str = field(
+        default="wss://streaming.assemblyai.com", metadata={"doc": "AssemblyAI streaming base URL."}
+    )
+    elevenlabs_api_key: str = field(default="", metadata={"doc": "ElevenLabs API key (STT and TTS).", "secret": True})
+    elevenlabs_base_url: str = field(default="https://api.elevenlabs.io/v1", metadata={"doc": "ElevenLabs API base URL."})
+    elevenlabs_voice_id: str = field(default="", metadata={"doc": "Default ElevenLabs voice (plugin default if empty)."})
+    google_api_key: str = field(default="", metadata={"doc": "Gemini API key.", "secret": True})
+    google_base_url: str = field(
+        default="", metadata={"doc": "Gemini API base URL (google-genai default if empty)."}
+    )
+    gemini_model: str = field(default="gemini-2.5-flash", metadata={"doc": "Gemini model for calls and analysis."})
+    google_credentials_file: str = field(
+        default="", metadata={"doc": "Service-account JSON for Google Cloud TTS."}
+    )
+    google_tts_endpoint: str = field(
+        default="", metadata={"doc": "Google Cloud TTS gRPC endpoint host:port (default texttospeech.googleapis.com)."}
+    )
+    resemble_api_key: str = field(default="", metadata={"doc": "Resemble API key.", "secret": True})
+    resemble_base_url: str = field(
+        default="https://f.cluster.resemble.ai", metadata={"doc": "Resemble synthesis base URL."}
+    )
+    resemble_websocket_url: str = field(
+        default="wss://websocket.cluster.resemble.ai/stream", metadata={"doc": "Resemble streaming websocket URL."}
+    )
+    resemble_voice_uuid: str = field(default="", metadata={"doc": "Default Resemble voice."})
+    # --- pricing / metering ---
+    pricing_file: str = field(default="", metadata={"doc": "Path of pricing.yaml (default: the repo's)."})
+    # --- telephony ---
+    sip_outbound_trunk_id: str = field(default="", metadata={"doc": "LiveKit SIP outbound trunk id (ST_...)."})
+    sip_ring_timeout_seconds: float = field(default=30.0, metadata={"doc": "Ring timeout of outbound calls."})
+    sip_max_call_seconds: float = field(default=1800.0, metadata={"doc": "Longest outbound call."})
+    callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
+    callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if isinstance(self.clerk_authorized_parties, str):
+            object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
+        if self.job_executor not in {"process", "thread"}:
+            raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process' or 'thread', not {self.job_executor!r}")
+        if self.turn_detection not in {"model", "vad", "stt"}:
+            raise ValueError(f"{PREFIX}TURN_DETECTION must be 'model', 'vad' or 'stt', not {self.turn_detection!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``VOXARENA_*`` variables; explicit overrides (CLI flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.default, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of ``from_env``, so job processes see the same settings as the main process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = ",".join(v)
+            elif isinstance(v, bool):
+                v = "true" if v else "false"
+            out[PREFIX + f.name.upper()] = str(v)
+        return out
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "voxarena.db"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _coerce(name: str, default: Any, raw: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return _bool(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return _split(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as e:
+        raise ValueError(f"{PREFIX}{name.upper()}: {e}") from None
+
+
+SETTINGS = tuple(f for f in fields(Settings))

@@ -1,0 +1,223 @@
+"""Versioned schema migrations, applied in order at start, each in its own transaction.
+
+Every row carries ``owner_id`` (the Clerk user id today; a tenant's id once tenants land). Timestamps are ISO 8601
+UTC text of fixed width (``2026-01-02T03:04:05.123456Z``) so they sort as text. Money is integer nano-USD.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sqlite_utils
+
+from .timefmt import now_iso
+
+log = logging.getLogger("voxarena.store")
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "core schema",
+        """
+CREATE TABLE agents (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  system_prompt TEXT NOT NULL,
+  stt_provider TEXT NOT NULL,
+  llm_provider TEXT NOT NULL,
+  tts_provider TEXT NOT NULL,
+  first_message TEXT,
+  first_message_mode TEXT NOT NULL DEFAULT 'assistant_waits'
+    CHECK (first_message_mode IN ('assistant_speaks_first', 'assistant_waits')),
+  config TEXT NOT NULL DEFAULT '{}',
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  deleted_at TEXT
+);
+CREATE INDEX agents_owner ON agents(owner_id, deleted_at, created_at);
+
+CREATE TABLE sessions (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL REFERENCES agents(id),
+  room_name TEXT,
+  direction TEXT NOT NULL DEFAULT 'inbound' CHECK (direction IN ('inbound', 'outbound')),
+  outbound_phone_number TEXT,
+  call_status TEXT,
+  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'active', 'ended')),
+  job_id TEXT,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  duration_ms INTEGER,
+  end_reason TEXT,
+  error TEXT,
+  last_activity_at TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX sessions_owner_started ON sessions(owner_id, started_at);
+CREATE INDEX sessions_room ON sessions(room_name);
+CREATE INDEX sessions_live ON sessions(status, last_activity_at);
+
+CREATE TABLE transcript_items (
+  id INTEGER PRIMARY KEY,
+  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  item_key TEXT NOT NULL,
+  speaker TEXT NOT NULL CHECK (speaker IN ('USER', 'AGENT')),
+  content TEXT NOT NULL,
+  interrupted INTEGER NOT NULL DEFAULT 0,
+  metrics TEXT,
+  timestamp TEXT NOT NULL,
+  UNIQUE (session_id, item_key)
+);
+CREATE INDEX transcript_session ON transcript_items(session_id, timestamp, id);
+CREATE INDEX transcript_owner_time ON transcript_items(owner_id, timestamp);
+
+CREATE TABLE analyses (
+  session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('completed', 'failed')),
+  summary TEXT,
+  sentiment TEXT,
+  sentiment_score REAL,
+  topics TEXT,
+  outcome TEXT,
+  action_items TEXT,
+  error TEXT,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL
+);
+
+CREATE TABLE usage_events (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  session_id TEXT REFERENCES sessions(id),
+  agent_id TEXT,
+  provider TEXT NOT NULL,
+  model TEXT,
+  event_type TEXT NOT NULL CHECK (event_type IN ('stt_minutes', 'llm_tokens', 'tts_characters')),
+  token_kind TEXT,
+  quantity TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  unit_cost TEXT,
+  total_cost_nanos INTEGER,
+  priced INTEGER NOT NULL,
+  price_version TEXT,
+  idempotency_key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  source TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  UNIQUE (owner_id, idempotency_key)
+);
+CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
+CREATE INDEX usage_owner_time ON usage_events(owner_id, occurred_at);
+
+-- Kept on write in the same transaction as the event, so cost reads never scan the ledger.
+CREATE TABLE cost_rollups (
+  owner_id TEXT NOT NULL,
+  day TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  total_cost_nanos INTEGER NOT NULL DEFAULT 0,
+  event_count INTEGER NOT NULL DEFAULT 0,
+  unpriced_count INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (owner_id, day, agent_id, provider, event_type)
+) WITHOUT ROWID;
+
+CREATE TABLE outbound_calls (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL REFERENCES agents(id),
+  session_id TEXT REFERENCES sessions(id),
+  room_name TEXT NOT NULL,
+  phone_number TEXT NOT NULL,
+  status TEXT NOT NULL,
+  sip_status_code INTEGER,
+  sip_status TEXT,
+  failure_reason TEXT,
+  callback_url TEXT,
+  answered_at TEXT,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  duration_ms INTEGER,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX calls_owner ON outbound_calls(owner_id, created_at);
+CREATE INDEX calls_room ON outbound_calls(room_name);
+
+CREATE TABLE call_events (
+  id INTEGER PRIMARY KEY,
+  call_id TEXT NOT NULL REFERENCES outbound_calls(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  sip_status_code INTEGER,
+  detail TEXT,
+  created_at TEXT NOT NULL
+);
+
+CREATE TABLE callback_deliveries (
+  id INTEGER PRIMARY KEY,
+  call_id TEXT NOT NULL REFERENCES outbound_calls(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  event_status TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  url TEXT NOT NULL,
+  response_status INTEGER,
+  error TEXT,
+  signature TEXT NOT NULL,
+  delivered INTEGER NOT NULL,
+  created_at TEXT NOT NULL
+);
+
+CREATE TABLE user_secrets (
+  owner_id TEXT PRIMARY KEY,
+  callback_secret TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+  event_id TEXT PRIMARY KEY,
+  event TEXT NOT NULL,
+  room_name TEXT,
+  received_at TEXT NOT NULL
+);
+""",
+    ),
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply pending migrations; returns the versions applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT version FROM _migrations").fetchall()}
+    applied = []
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        log.info("applying migration %d: %s", version, name)
+        stamp = now_iso()
+        try:
+            db.conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO _migrations(version, name, applied_at) "
+                f"VALUES ({version}, '{name}', '{stamp}');\nCOMMIT;"
+            )
+        except sqlite3.Error:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            # Another process (a job process opening the same file) may have applied it first.
+            if db.execute("SELECT 1 FROM _migrations WHERE version = ?", [version]).fetchone():
+                continue
+            raise
+        applied.append(version)
+    return applied
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    row = db.execute("SELECT MAX(version) FROM _migrations").fetchone()
+    return int(row[0] or 0)

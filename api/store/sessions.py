@@ -1,0 +1,315 @@
+"""Sessions, their transcript items and analyses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from ..errors import NotFound
+from .timefmt import now_iso, parse_iso, today_utc, day_start
+
+ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
+METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")
+
+
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else (ms + 500) // 1000
+
+
+def create(
+    db: sqlite_utils.Database,
+    *,
+    owner_id: str,
+    agent_id: str,
+    session_id: str | None = None,
+    room_name: str | None = None,
+    direction: str = "inbound",
+    phone_number: str | None = None,
+    call_status: str | None = None,
+    status: str = "pending",
+    started_at: str | None = None,
+) -> str:
+    """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
+    sid = session_id or str(uuid.uuid4())
+    now = now_iso()
+    db.execute(
+        "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
+        "call_status, status, started_at, last_activity_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now],
+    )
+    return sid
+
+
+def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
+    if owner_id is None:
+        rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))
+    else:
+        rows = list(db.query("SELECT * FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]))
+    if not rows:
+        raise NotFound(f"session {session_id} not found")
+    return rows[0]
+
+
+def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None) -> None:
+    now = now_iso()
+    db.execute(
+        "UPDATE sessions SET status = 'active', job_id = COALESCE(?, job_id), started_at = COALESCE(?, started_at), "
+        "last_activity_at = ? WHERE id = ? AND status = 'pending'",
+        [job_id, started_at, now, session_id],
+    )
+
+
+def append_item(
+    db: sqlite_utils.Database,
+    *,
+    session_id: str,
+    item_key: str,
+    speaker: str,
+    content: str,
+    timestamp: str,
+    interrupted: bool = False,
+    metrics: dict[str, float] | None = None,
+) -> bool:
+    """Append one final transcript item; the (session, item_key) pair makes a retried append a no-op."""
+    owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
+    if owner is None:
+        raise NotFound(f"session {session_id} not found")
+    cur = db.execute(
+        "INSERT OR IGNORE INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
+        "metrics, timestamp) VALUES (?,?,?,?,?,?,?,?)",
+        [session_id, owner[0], item_key, speaker, content, int(interrupted),
+         json.dumps(metrics) if metrics else None, timestamp],
+    )
+    db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
+    return cur.rowcount > 0
+
+
+def touch(db: sqlite_utils.Database, session_id: str) -> None:
+    db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ? AND status != 'ended'", [now_iso(), session_id])
+
+
+def set_call_status(db: sqlite_utils.Database, session_id: str, call_status: str) -> None:
+    db.execute("UPDATE sessions SET call_status = ? WHERE id = ?", [call_status, session_id])
+
+
+def end(
+    db: sqlite_utils.Database,
+    session_id: str,
+    *,
+    reason: str,
+    ended_at: str | None = None,
+    error: str | None = None,
+) -> bool:
+    """Close a session once; later calls (a replayed webhook, the sweeper, the job's own end) change nothing."""
+    row = db.execute("SELECT started_at, ended_at FROM sessions WHERE id = ?", [session_id]).fetchone()
+    if row is None:
+        raise NotFound(f"session {session_id} not found")
+    if row[1] is not None:
+        if error:
+            db.execute("UPDATE sessions SET error = COALESCE(error, ?) WHERE id = ?", [error, session_id])
+        return False
+    ended = ended_at or now_iso()
+    duration_ms = max(0, int((parse_iso(ended) - parse_iso(row[0])).total_seconds() * 1000))
+    db.execute(
+        "UPDATE sessions SET status = 'ended', ended_at = ?, duration_ms = ?, end_reason = ?, "
+        "error = COALESCE(error, ?), last_activity_at = ? WHERE id = ?",
+        [ended, duration_ms, reason, error, now_iso(), session_id],
+    )
+    return True
+
+
+def stale_live_sessions(db: sqlite_utils.Database, cutoff_iso: str) -> list[dict[str, Any]]:
+    return list(
+        db.query(
+            "SELECT id, room_name, job_id, last_activity_at FROM sessions "
+            "WHERE status != 'ended' AND last_activity_at < ?",
+            [cutoff_iso],
+        )
+    )
+
+
+def live_sessions_for_room(db: sqlite_utils.Database, room_name: str) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT id FROM sessions WHERE room_name = ? AND status != 'ended'", [room_name]
+    ).fetchall()]
+
+
+# ---- analysis ----
+
+def store_analysis(
+    db: sqlite_utils.Database, session_id: str, *, result: dict[str, Any] | None, error: str | None, attempts: int
+) -> None:
+    owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
+    if owner is None:
+        raise NotFound(f"session {session_id} not found")
+    values: dict[str, Any] = {k: None for k in ANALYSIS_FIELDS}
+    if result is not None:
+        values.update(result)
+        values["topics"] = json.dumps(result["topics"])
+        values["action_items"] = json.dumps(result["action_items"])
+    db.execute(
+        "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, summary, sentiment, sentiment_score, topics, "
+        "outcome, action_items, error, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [session_id, owner[0], "completed" if result is not None else "failed", values["summary"],
+         values["sentiment"], values["sentiment_score"], values["topics"], values["outcome"],
+         values["action_items"], error, attempts, now_iso()],
+    )
+
+
+def _analysis_wire(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None or row["status"] != "completed":
+        return None
+    return {
+        "summary": row["summary"],
+        "sentiment": row["sentiment"],
+        "sentiment_score": row["sentiment_score"],
+        "topics": json.loads(row["topics"]),
+        "outcome": row["outcome"],
+        "action_items": json.loads(row["action_items"]),
+    }
+
+
+def get_analysis(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any] | None:
+    get_row(db, session_id, owner_id)
+    rows = list(db.query("SELECT * FROM analyses WHERE session_id = ?", [session_id]))
+    return _analysis_wire(rows[0] if rows else None)
+
+
+# ---- reads for the API ----
+
+def _item_wire(row: dict[str, Any]) -> dict[str, Any]:
+    metrics = json.loads(row["metrics"]) if row["metrics"] else None
+    return {
+        "speaker": row["speaker"],
+        "content": row["content"],
+        "timestamp": row["timestamp"],
+        "interrupted": bool(row["interrupted"]),
+        "metrics": metrics,
+    }
+
+
+def _items_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
+    if not session_ids:
+        return out
+    marks = ",".join("?" * len(session_ids))
+    for row in db.query(
+        f"SELECT * FROM transcript_items WHERE session_id IN ({marks}) ORDER BY session_id, timestamp, id",
+        session_ids,
+    ):
+        out[row["session_id"]].append(_item_wire(row))
+    return out
+
+
+def _analyses_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+    if not session_ids:
+        return {}
+    marks = ",".join("?" * len(session_ids))
+    return {r["session_id"]: r for r in db.query(f"SELECT * FROM analyses WHERE session_id IN ({marks})", session_ids)}
+
+
+def _session_wire(row: dict[str, Any], items: list[dict[str, Any]], analysis: dict[str, Any] | None) -> dict[str, Any]:
+    analysis_status = analysis["status"] if analysis else ("pending" if row["status"] == "ended" else None)
+    return {
+        "id": row["id"],
+        "agentId": row["agent_id"],
+        "startedAt": row["started_at"],
+        "endedAt": row["ended_at"],
+        "transcript": items,
+        "duration": _seconds(row["duration_ms"]),
+        "analysis": _analysis_wire(analysis),
+        "direction": row["direction"],
+        "call_direction": row["direction"].upper(),
+        "outbound_phone_number": row["outbound_phone_number"],
+        "call_status": row["call_status"],
+        "roomName": row["room_name"],
+        "status": row["status"],
+        "endReason": row["end_reason"],
+        "error": row["error"],
+        "analysisStatus": analysis_status,
+        "analysisError": analysis["error"] if analysis else None,
+    }
+
+
+def _wire_many(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = [r["id"] for r in rows]
+    items = _items_by_session(db, ids)
+    analyses = _analyses_by_session(db, ids)
+    return [_session_wire(r, items[r["id"]], analyses.get(r["id"])) for r in rows]
+
+
+def get(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
+    return _wire_many(db, [get_row(db, session_id, owner_id)])[0]
+
+
+def transcript(db: sqlite_utils.Database, owner_id: str, session_id: str) -> list[dict[str, Any]]:
+    get_row(db, session_id, owner_id)
+    return _items_by_session(db, [session_id])[session_id]
+
+
+def list_(
+    db: sqlite_utils.Database,
+    owner_id: str,
+    *,
+    page: int,
+    limit: int,
+    start: str | None,
+    end_exclusive: str | None,
+    direction: str | None,
+) -> dict[str, Any]:
+    where = ["owner_id = ?"]
+    args: list[Any] = [owner_id]
+    if start:
+        where.append("started_at >= ?")
+        args.append(start)
+    if end_exclusive:
+        where.append("started_at < ?")
+        args.append(end_exclusive)
+    if direction:
+        where.append("direction = ?")
+        args.append(direction)
+    clause = " AND ".join(where)
+    total = db.execute(f"SELECT COUNT(*) FROM sessions WHERE {clause}", args).fetchone()[0]
+    rows = list(
+        db.query(
+            f"SELECT * FROM sessions WHERE {clause} ORDER BY started_at DESC, id LIMIT ? OFFSET ?",
+            [*args, limit, (page - 1) * limit],
+        )
+    )
+    return {"sessions": _wire_many(db, rows), "total": total}
+
+
+def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
+    today = day_start(today_utc())
+    total, avg_ms = db.execute(
+        "SELECT COUNT(*), AVG(duration_ms) FROM sessions WHERE owner_id = ?", [owner_id]
+    ).fetchone()
+    sessions_today = db.execute(
+        "SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND started_at >= ?", [owner_id, today]
+    ).fetchone()[0]
+    transcripts_today = db.execute(
+        "SELECT COUNT(*) FROM sessions s WHERE s.owner_id = ? AND s.started_at >= ? AND EXISTS "
+        "(SELECT 1 FROM transcript_items t WHERE t.session_id = s.id)",
+        [owner_id, today],
+    ).fetchone()[0]
+    agents = db.execute(
+        "SELECT COUNT(*) FROM agents WHERE owner_id = ? AND deleted_at IS NULL", [owner_id]
+    ).fetchone()[0]
+    return {
+        "totalSessions": total,
+        "totalAgents": agents,
+        "avgDuration": round((avg_ms or 0) / 1000, 1),
+        "sessionsToday": sessions_today,
+        "transcriptsToday": transcripts_today,
+    }
+
+
+def ids_owned(db: sqlite_utils.Database, owner_id: str, session_ids: Iterable[str]) -> set[str]:
+    ids = list(session_ids)
+    if not ids:
+        return set()
+    marks = ",".join("?" * len(ids))
+    return {r[0] for r in db.execute(f"SELECT id FROM sessions WHERE owner_id = ? AND id IN ({marks})", [owner_id, *ids])}

@@ -1,0 +1,32 @@
+"""Timestamps as the store keeps them: ISO 8601 UTC text of fixed width, so text order is time order."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+
+FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def to_iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime(FORMAT)
+
+
+def now_iso() -> str:
+    return to_iso(datetime.now(timezone.utc))
+
+
+def parse_iso(text: str) -> datetime:
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def day_start(d: date) -> str:
+    return to_iso(datetime.combine(d, time.min, tzinfo=timezone.utc))
+
+
+def today_utc() -> date:
+    return datetime.now(timezone.utc).date()

@@ -1,0 +1,6 @@
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    VERSION = _version("voxarena")
+except PackageNotFoundError:  # running from a source tree without an install
+    VERSION = "0.0.0+source"

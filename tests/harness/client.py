@@ -1,0 +1,259 @@
+"""A LiveKit SDK (livekit.rtc) participant for e2e tests: publish a WAV as a microphone, measure what comes back.
+
+All timestamps are `time.monotonic()` seconds in this process, so differences between them are latencies:
+
+    client = AudioRoomClient(server.url, server.token("caller", room), identity="caller")
+    await client.connect()
+    sent = await client.publish_wav(speech_wav(), lead_silence=0.5, trail_silence=2.0)
+    t = await client.wait_for_audio(after=sent.last_speech_at, timeout=10)
+    latency = t - sent.last_speech_at            # end of our speech -> first audible reply frame
+    await client.disconnect()
+
+`publish_wav` paces frames in real time. Each frame's send time is when it reaches the head of the SDK's
+audio queue (push time + queued duration), i.e. when libwebrtc takes it to encode and send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from livekit import rtc
+
+from .audio import SILENCE_DBFS, dbfs, read_wav
+
+log = logging.getLogger("voxarena.harness.client")
+
+
+@dataclass
+class PublishStats:
+    """What publish_wav sent. Times are time.monotonic() seconds."""
+
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    frames_sent: int = 0
+    speech_frames_sent: int = 0
+    first_speech_at: float | None = None  # send time of the first non-silent input frame
+    last_speech_at: float | None = None  # send time of the end of the last non-silent input frame
+    duration_s: float = 0.0  # audio duration pushed, silence included
+
+
+@dataclass
+class ReceivedFrame:
+    at: float  # time.monotonic() when the SDK handed us the frame
+    participant: str
+    track_sid: str
+    duration_s: float
+    dbfs: float
+
+
+@dataclass
+class ReceiveStats:
+    frames: int = 0
+    duration_s: float = 0.0
+    nonsilent_frames: int = 0
+    nonsilent_duration_s: float = 0.0
+    by_participant: dict[str, float] = field(default_factory=dict)  # identity -> seconds received
+
+
+class AudioRoomClient:
+    """One room participant that can publish a WAV file and records every remote audio frame it receives."""
+
+    def __init__(self, url: str, token: str, *, identity: str = "", sample_rate: int = 48000,
+                 silence_dbfs: float = SILENCE_DBFS, keep_frames: bool = True) -> None:
+        self.url = url
+        self.token = token
+        self.identity = identity
+        self.sample_rate = sample_rate
+        self.silence_dbfs = silence_dbfs
+        self.keep_frames = keep_frames
+        self.room = rtc.Room()
+        self.received: list[ReceivedFrame] = []  # every received frame (if keep_frames), in arrival order
+        self.stats = ReceiveStats()
+        self._nonsilent_times: list[float] = []
+        self._new_audio = asyncio.Event()
+        self._stream_tasks: set[asyncio.Task] = set()
+        self._source: rtc.AudioSource | None = None
+        self._track: rtc.LocalAudioTrack | None = None
+        self._publication: rtc.LocalTrackPublication | None = None
+        self._connected = False
+        self.room.on("track_subscribed", self._on_track_subscribed)
+
+    # --- connection --------------------------------------------------------------------------------------
+
+    async def connect(self, timeout: float = 15.0) -> None:
+        try:
+            await asyncio.wait_for(
+                self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=True)), timeout
+            )
+        except asyncio.TimeoutError as e:
+            raise TimeoutError(f"{self.identity or 'client'}: room.connect to {self.url} took over {timeout}s") from e
+        self._connected = True
+
+    async def disconnect(self, timeout: float = 10.0) -> None:
+        for t in list(self._stream_tasks):
+            t.cancel()
+        for t in list(self._stream_tasks):
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(t, 2)
+        if self._source is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._source.aclose(), 2)
+            self._source = None
+        if self._connected:
+            self._connected = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.room.disconnect(), timeout)
+
+    async def __aenter__(self) -> AudioRoomClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    async def wait_for_participant(self, identity: str | None = None, *, kind: int | None = None,
+                                   timeout: float = 15.0) -> rtc.RemoteParticipant:
+        """A remote participant with this identity and/or kind (rtc.ParticipantKind.*), waiting if needed."""
+
+        def match() -> rtc.RemoteParticipant | None:
+            for p in self.room.remote_participants.values():
+                if (identity is None or p.identity == identity) and (kind is None or p.kind == kind):
+                    return p
+            return None
+
+        deadline = time.monotonic() + timeout
+        while (p := match()) is None:
+            if time.monotonic() >= deadline:
+                have = [(p.identity, p.kind) for p in self.room.remote_participants.values()]
+                raise TimeoutError(f"no participant identity={identity!r} kind={kind!r} after {timeout}s; have {have}")
+            await asyncio.sleep(0.05)
+        return p
+
+    # --- publishing --------------------------------------------------------------------------------------
+
+    async def _ensure_track(self, frame_ms: int) -> rtc.AudioSource:
+        if self._source is None:
+            # A small queue keeps "pushed" close to "sent"; we pace in real time ourselves.
+            self._source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=max(100, 4 * frame_ms))
+            self._track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+            opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            self._publication = await asyncio.wait_for(
+                self.room.local_participant.publish_track(self._track, opts), 15
+            )
+        return self._source
+
+    async def publish_wav(self, path: Path | str, *, lead_silence: float = 0.0, trail_silence: float = 0.0,
+                          frame_ms: int = 20) -> PublishStats:
+        """Publish a 16-bit mono WAV (resampled by the caller to `sample_rate`) as the microphone track, in
+        real time in `frame_ms` frames (10 or 20), with optional leading/trailing silence. Returns when the
+        last frame has been played out."""
+        if frame_ms not in (10, 20):
+            raise ValueError("frame_ms must be 10 or 20")
+        samples, rate = read_wav(path)
+        if rate != self.sample_rate:
+            raise ValueError(f"{path} is {rate} Hz; this client publishes at {self.sample_rate} Hz")
+        source = await self._ensure_track(frame_ms)
+        n = rate * frame_ms // 1000
+        lead = np.zeros(int(lead_silence * rate) // n * n, dtype=np.int16)
+        trail = np.zeros(int(trail_silence * rate) // n * n, dtype=np.int16)
+        body = np.concatenate([samples, np.zeros((-len(samples)) % n, dtype=np.int16)])
+        all_samples = np.concatenate([lead, body, trail])
+        frame_s = frame_ms / 1000.0
+
+        stats = PublishStats(started_at=time.monotonic())
+        t0 = stats.started_at
+        for i in range(0, len(all_samples), n):
+            chunk = all_samples[i:i + n]
+            # real-time pacing: never run ahead of the wall clock by more than one frame
+            delay = t0 + (i // n) * frame_s - time.monotonic() - frame_s
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame = rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk))
+            await source.capture_frame(frame)
+            sent_at = time.monotonic() + source.queued_duration - frame_s  # start of this frame on the wire
+            stats.frames_sent += 1
+            if dbfs(chunk) > self.silence_dbfs:
+                stats.speech_frames_sent += 1
+                if stats.first_speech_at is None:
+                    stats.first_speech_at = sent_at
+                stats.last_speech_at = sent_at + frame_s
+        await asyncio.wait_for(source.wait_for_playout(), 5 + len(all_samples) / rate)
+        stats.finished_at = time.monotonic()
+        stats.duration_s = len(all_samples) / rate
+        return stats
+
+    async def unpublish(self) -> None:
+        if self._publication is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.room.local_participant.unpublish_track(self._publication.sid), 5)
+            self._publication = None
+
+    # --- receiving ---------------------------------------------------------------------------------------
+
+    def _on_track_subscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
+                             participant: rtc.RemoteParticipant) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        task = asyncio.ensure_future(self._consume(track, participant.identity))
+        self._stream_tasks.add(task)
+        task.add_done_callback(self._stream_tasks.discard)
+
+    async def _consume(self, track: rtc.Track, identity: str) -> None:
+        stream = rtc.AudioStream.from_track(track=track, sample_rate=self.sample_rate, num_channels=1)
+        try:
+            async for ev in stream:
+                now = time.monotonic()
+                f = ev.frame
+                dur = f.samples_per_channel / f.sample_rate
+                level = dbfs(np.frombuffer(f.data, dtype=np.int16))
+                self.stats.frames += 1
+                self.stats.duration_s += dur
+                self.stats.by_participant[identity] = self.stats.by_participant.get(identity, 0.0) + dur
+                if level > self.silence_dbfs:
+                    self.stats.nonsilent_frames += 1
+                    self.stats.nonsilent_duration_s += dur
+                    self._nonsilent_times.append(now)
+                if self.keep_frames:
+                    self.received.append(ReceivedFrame(now, identity, track.sid, dur, level))
+                self._new_audio.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+    def first_nonsilent_after(self, after: float = 0.0) -> float | None:
+        """time.monotonic() of the first non-silent received frame at or after `after`, if any."""
+        import bisect
+
+        i = bisect.bisect_left(self._nonsilent_times, after)
+        return self._nonsilent_times[i] if i < len(self._nonsilent_times) else None
+
+    def nonsilent_duration_after(self, after: float = 0.0) -> float:
+        return sum(f.duration_s for f in self.received if f.at >= after and f.dbfs > self.silence_dbfs)
+
+    async def wait_for_audio(self, *, after: float = 0.0, min_nonsilent_s: float = 0.0,
+                             timeout: float = 10.0) -> float:
+        """Wait for non-silent received audio after `after`; returns the monotonic time of its first frame.
+
+        With `min_nonsilent_s`, also waits until that much non-silent audio arrived after `after`
+        (needs keep_frames=True)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            first = self.first_nonsilent_after(after)
+            if first is not None and (min_nonsilent_s <= 0 or self.nonsilent_duration_after(after) >= min_nonsilent_s):
+                return first
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"{self.identity or 'client'}: no non-silent audio after t={after:.3f} within {timeout}s "
+                    f"(received {self.stats.frames} frames / {self.stats.duration_s:.2f}s, "
+                    f"{self.stats.nonsilent_duration_s:.2f}s non-silent, from {self.stats.by_participant})"
+                )
+            self._new_audio.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new_audio.wait(), min(remaining, 0.5))

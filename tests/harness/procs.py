@@ -1,0 +1,142 @@
+"""Child processes for the harness: log to a file, bounded readiness waits, always killed on stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+class HarnessError(RuntimeError):
+    """A harness process failed to start or become ready; the message carries its log tail."""
+
+
+def log_tail(path: Path | str, lines: int = 60) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        return f"<no log at {path}: {e}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def free_port(ip: str, kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on `ip` for `kind` (TCP or UDP). Racy in general, fine inside a private netns."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_udp_port(ip: str, *, attempts: int = 50) -> int:
+    """A port number free for both TCP and UDP on `ip` (SIP and some servers use both)."""
+    for _ in range(attempts):
+        port = free_port(ip, socket.SOCK_STREAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind((ip, port))
+            except OSError:
+                continue
+        return port
+    raise HarnessError(f"no port free for both TCP and UDP on {ip}")
+
+
+def free_port_range(ip: str, count: int, kind: int = socket.SOCK_DGRAM, *, lo: int = 20000, hi: int = 40000,
+                    attempts: int = 200) -> tuple[int, int]:
+    """A run of `count` consecutive free ports, returned as (first, last)."""
+    import random
+
+    for _ in range(attempts):
+        start = random.randrange(lo, hi - count)
+        socks: list[socket.socket] = []
+        try:
+            for p in range(start, start + count):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind((ip, p))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return start, start + count - 1
+    raise HarnessError(f"no run of {count} free ports on {ip}")
+
+
+class ManagedProcess:
+    """A child process in its own process group, stdout+stderr to `log_path`."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
+                 cwd: Path | str | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 60) -> str:
+        self._log.flush()
+        return log_tail(self.log_path, lines)
+
+    def fail(self, why: str, lines: int = 80) -> HarnessError:
+        rc = self.proc.poll()
+        state = "running" if rc is None else f"exited rc={rc}"
+        return HarnessError(
+            f"{self.name}: {why} ({state}); command: {' '.join(self.argv)}\n"
+            f"--- last {lines} lines of {self.log_path} ---\n{self.tail(lines)}"
+        )
+
+    def wait_until(self, check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2) -> None:
+        """Poll `check` until it returns True; raise with the log tail on timeout or if the process dies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise self.fail(f"exited before {what}")
+            try:
+                if check():
+                    return
+            except Exception:  # noqa: BLE001 - readiness probes fail in many ways until ready
+                pass
+            if time.monotonic() >= deadline:
+                raise self.fail(f"not {what} within {timeout:.0f}s")
+            time.sleep(interval)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, then SIGKILL after `timeout`; returns the exit code."""
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        if not self._log.closed:
+            self._log.close()
+        return self.proc.poll()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,65 @@
+"""`voxarena serve`: the control API and the LiveKit worker in one process and one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from api.app import create_app
+from api.settings import Settings
+from api.store.db import Store
+
+log = logging.getLogger("voxarena")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    return asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> int:
+    # Job processes are forked from a fresh interpreter: hand them the resolved settings through the environment.
+    os.environ.update(settings.to_env())
+    store = Store(settings.database_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    from .runtime import Runtime
+
+    runtime = Runtime(settings, store)
+    app = create_app(
+        settings,
+        store=store,
+        extra_routes=runtime.routes(),
+        livekit_health=runtime.health,
+    )
+    runtime.attach(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("control API listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
+    exit_code = 0
+    try:
+        exit_code = await runtime.run_until(stop)
+    finally:
+        log.info("shutting down")
+        await runtime.aclose()
+        await runner.cleanup()
+        store.close()
+    return exit_code
