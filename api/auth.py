@@ -30,7 +30,6 @@ log = logging.getLogger("voxarena.auth")
 
 ALGORITHM = "RS256"
 LOCAL_ISSUER = "voxarena-local"
-PRINCIPAL = "voxarena.principal"
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class Principal:
     user_id: str
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 JwksFetch = Callable[[], Awaitable[dict[str, Any]]]
 

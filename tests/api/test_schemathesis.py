@@ -1,0 +1,38 @@
+"""schemathesis against the served OpenAPI document, authenticated, every operation: no server errors, no response
+that breaks its declared schema, status code or content type."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.api.seed import ANALYSIS, seed_call
+
+CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
+
+
+async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, token_for, store, tmp_path):
+    seed_call(store, "fuzzer", analysis=ANALYSIS)
+    url = str(client.make_url("/openapi.json"))
+    report = tmp_path / "schemathesis"
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", url,
+        "--checks", CHECKS,
+        "--header", f"Authorization: Bearer {token_for('fuzzer')}",
+        "--phases", "examples,coverage,fuzzing",
+        "--max-examples", os.environ.get("VOXARENA_SCHEMATHESIS_EXAMPLES", "100"),
+        "--workers", "1",
+        "--request-timeout", "10",
+        "--continue-on-failure",
+        "--suppress-health-check", "all",
+        "--report", "junit", "--report-dir", str(report),
+    ]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    text = out.decode(errors="replace")
+    print(text[-3000:])
+    assert proc.returncode == 0, text[-6000:]
+    assert "operations" in text.lower() or "passed" in text.lower(), text[-2000:]

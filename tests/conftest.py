@@ -1,0 +1,73 @@
+"""Fixtures shared by the API tests: real SQLite files, the real aiohttp app on a real loopback socket."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.keys import ISSUER
+from api.settings import Settings
+from api.store.db import Store
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    s = Store(settings.database_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, store: Store) -> AsyncIterator[TestClient]:
+    app = create_app(settings, store=store)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+@pytest.fixture
+def token_for(client: TestClient) -> Callable[[str], str]:
+    issuer = client.app[ISSUER]
+
+    def make(user: str, **kw: Any) -> str:
+        return issuer.issue(user, **kw)
+
+    return make
+
+
+@pytest.fixture
+def auth(token_for: Callable[[str], str]) -> Callable[[str], dict[str, str]]:
+    return lambda user: {"Authorization": f"Bearer {token_for(user)}"}
+
+
+async def assert_error(resp: ClientResponse, status: int, type_: str | None = None) -> dict[str, Any]:
+    """The one error body every 4xx/5xx carries."""
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["status_code"] == status
+    assert isinstance(body["type"], str) and body["type"]
+    if type_ is not None:
+        assert body["type"] == type_, body
+    return body
+
+
+def table_snapshot(db_path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table, to prove a refused request wrote nothing."""
+    conn = sqlite3.connect(db_path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {n: sorted(conn.execute(f"SELECT * FROM {n}").fetchall(), key=repr) for n in names}
+    finally:
+        conn.close()
