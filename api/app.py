@@ -12,8 +12,9 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import HTTP, ISSUER, LIVEKIT_HEALTH, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
-from .routes import agents, meta, sessions
+from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
+from .livekit import LiveKitGateway
+from .routes import agents, livekit, meta, sessions
 from .routing import Route, register
 from .settings import Settings
 from .store.db import Store
@@ -21,7 +22,7 @@ from .version import VERSION
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions]
+ROUTE_MODULES = [meta, agents, sessions, livekit]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -90,6 +91,9 @@ def create_app(
     app[meta.OPENAPI] = openapi.build(routes, version=VERSION)
     if store is not None:
         app[STORE] = store
+    gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
+                             agent_name=settings.agent_name)
+    app[LIVEKIT] = gateway
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         owned = None
@@ -98,6 +102,7 @@ def create_app(
             app[STORE] = owned
         app[HTTP] = aiohttp.ClientSession()
         yield
+        await gateway.aclose()
         await app[HTTP].close()
         if owned is not None:
             owned.close()

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from .auth import LocalIssuer, Verifier
+from .livekit import LiveKitGateway
 from .settings import Settings
 from .store.db import Store
 
@@ -15,6 +16,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 VERIFIER = web.AppKey("verifier", Verifier)
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
+LIVEKIT = web.AppKey("livekit", LiveKitGateway)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.

@@ -16,9 +16,25 @@ from api.settings import Settings
 from api.store.db import Store
 
 
+LIVEKIT_KEY = "testkey"
+LIVEKIT_SECRET = "test-secret-that-is-long-enough-000000"
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False)
+async def twirp_stub():
+    from tests.api.twirp_stub import start_twirp_stub
+
+    server, calls = await start_twirp_stub()
+    yield server, calls
+    await server.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, twirp_stub) -> Settings:
+    server, _ = twirp_stub
+    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False,
+                    livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
+                    livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET)
 
 
 @pytest.fixture

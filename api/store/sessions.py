@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Iterable
+from typing import Any
 
 import sqlite_utils
 
@@ -129,6 +129,13 @@ def stale_live_sessions(db: sqlite_utils.Database, cutoff_iso: str) -> list[dict
             [cutoff_iso],
         )
     )
+
+
+def room_taken_by_other(db: sqlite_utils.Database, room_name: str, owner_id: str) -> bool:
+    return db.execute(
+        "SELECT 1 FROM sessions WHERE room_name = ? AND owner_id != ? AND status != 'ended' LIMIT 1",
+        [room_name, owner_id],
+    ).fetchone() is not None
 
 
 def live_sessions_for_room(db: sqlite_utils.Database, room_name: str) -> list[str]:
@@ -260,7 +267,8 @@ def list_(
     end_exclusive: str | None,
     direction: str | None,
 ) -> dict[str, Any]:
-    where = ["owner_id = ?"]
+    # A pending session is a token handed out for a call that has not started; it is not a call yet.
+    where = ["owner_id = ?", "status != 'pending'"]
     args: list[Any] = [owner_id]
     if start:
         where.append("started_at >= ?")
@@ -285,10 +293,11 @@ def list_(
 def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     today = day_start(today_utc())
     total, avg_ms = db.execute(
-        "SELECT COUNT(*), AVG(duration_ms) FROM sessions WHERE owner_id = ?", [owner_id]
+        "SELECT COUNT(*), AVG(duration_ms) FROM sessions WHERE owner_id = ? AND status != 'pending'", [owner_id]
     ).fetchone()
     sessions_today = db.execute(
-        "SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND started_at >= ?", [owner_id, today]
+        "SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'pending' AND started_at >= ?",
+        [owner_id, today]
     ).fetchone()[0]
     transcripts_today = db.execute(
         "SELECT COUNT(*) FROM sessions s WHERE s.owner_id = ? AND s.started_at >= ? AND EXISTS "
@@ -307,9 +316,3 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     }
 
 
-def ids_owned(db: sqlite_utils.Database, owner_id: str, session_ids: Iterable[str]) -> set[str]:
-    ids = list(session_ids)
-    if not ids:
-        return set()
-    marks = ",".join("?" * len(ids))
-    return {r[0] for r in db.execute(f"SELECT id FROM sessions WHERE owner_id = ? AND id IN ({marks})", [owner_id, *ids])}

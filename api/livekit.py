@@ -1,0 +1,75 @@
+"""The API's side of LiveKit: access tokens, agent dispatch, room control and webhook verification."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from livekit import api as lk
+
+log = logging.getLogger("voxarena.livekit")
+
+
+def http_url(url: str) -> str:
+    if url.startswith("ws://"):
+        return "http://" + url[5:]
+    if url.startswith("wss://"):
+        return "https://" + url[6:]
+    return url
+
+
+class LiveKitGateway:
+    def __init__(self, url: str, api_key: str, api_secret: str, *, agent_name: str) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.agent_name = agent_name
+        self._api: lk.LiveKitAPI | None = None
+        self.receiver = lk.WebhookReceiver(lk.TokenVerifier(api_key, api_secret))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.api_key and self.api_secret)
+
+    @property
+    def client(self) -> lk.LiveKitAPI:
+        if self._api is None:  # created lazily, inside the running loop
+            self._api = lk.LiveKitAPI(http_url(self.url), self.api_key, self.api_secret)
+        return self._api
+
+    async def aclose(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+    def participant_token(self, *, identity: str, name: str, room: str, ttl: timedelta = timedelta(hours=1)) -> str:
+        return (
+            lk.AccessToken(self.api_key, self.api_secret)
+            .with_identity(identity)
+            .with_name(name)
+            .with_ttl(ttl)
+            .with_grants(lk.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
+                                        can_publish_data=True))
+            .to_jwt()
+        )
+
+    async def dispatch(self, *, room: str, metadata: dict[str, Any]) -> str:
+        d = await self.client.agent_dispatch.create_dispatch(
+            lk.CreateAgentDispatchRequest(agent_name=self.agent_name, room=room, metadata=json.dumps(metadata))
+        )
+        return d.id
+
+    async def delete_room(self, room: str) -> None:
+        try:
+            await self.client.room.delete_room(lk.DeleteRoomRequest(room=room))
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
+
+    def verify_webhook(self, body: str, authorization: str) -> lk.WebhookEvent:
+        token = authorization.strip()
+        if token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        return self.receiver.receive(body, token)

@@ -1,0 +1,86 @@
+"""/api/livekit/token (a caller's way into a room with one of their agents) and /api/livekit/webhook."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from aiohttp import web
+from livekit import api as lk
+
+from ..errors import Conflict, Unauthorized, Unavailable
+from ..keys import LIVEKIT, STORE
+from ..routing import Call, Route
+from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
+from ..store import agents as agents_repo
+from ..store import sessions as sessions_repo
+from ..store import webhooks as webhooks_repo
+
+log = logging.getLogger("voxarena.livekit")
+
+
+def _gateway(request: web.Request):
+    gw = request.app.get(LIVEKIT)
+    if gw is None or not gw.configured:
+        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+    return gw
+
+
+async def livekit_token(call: Call) -> dict:
+    body: TokenRequest = call.body
+    gw = _gateway(call.request)
+    store = call.request.app[STORE]
+    await store.read(agents_repo.get, call.user_id, body.agentId)
+    room = body.roomName or f"vx-{uuid.uuid4().hex[:12]}"
+    session_id = str(uuid.uuid4())
+    identity = f"caller-{uuid.uuid4().hex[:8]}"
+
+    def reserve(db) -> None:
+        # A room belongs to one user while a call is live in it: another user's token must not join it.
+        if sessions_repo.room_taken_by_other(db, room, call.user_id):
+            raise Conflict(f"room {room} is in use")
+        sessions_repo.create(db, owner_id=call.user_id, agent_id=body.agentId, session_id=session_id,
+                             room_name=room, direction="inbound")
+
+    await store.write(reserve)
+    metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.user_id, "direction": "inbound"}
+    try:
+        await gw.dispatch(room=room, metadata=metadata)
+    except Exception as e:
+        log.error("agent dispatch to room %s failed: %s", room, e)
+        await store.write(lambda db: sessions_repo.end(db, session_id, reason="dispatch_failed", error=str(e)))
+        raise Unavailable(f"could not dispatch the agent through LiveKit: {e}") from None
+    token = gw.participant_token(identity=identity, name=call.user_id, room=room)
+    return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
+
+
+async def livekit_webhook(call: Call) -> dict:
+    gw = _gateway(call.request)
+    body = await call.request.text()
+    try:
+        event = gw.verify_webhook(body, call.request.headers.get("Authorization", ""))
+    except Exception as e:
+        raise Unauthorized(f"webhook signature rejected: {e}") from None
+    fresh = await call.request.app[STORE].write(webhooks_repo.apply_event, _event_dict(event))
+    return {"received": True, "duplicate": not fresh}
+
+
+def _event_dict(event: lk.WebhookEvent) -> dict:
+    participant = event.participant
+    return {
+        "id": event.id,
+        "event": event.event,
+        "room": event.room.name if event.HasField("room") else None,
+        "created_at": event.created_at,
+        "participant_identity": participant.identity if event.HasField("participant") else None,
+        "participant_kind": int(participant.kind) if event.HasField("participant") else None,
+        "participant_attributes": dict(participant.attributes) if event.HasField("participant") else {},
+    }
+
+
+ROUTES = [
+    Route("POST", "/api/livekit/token", livekit_token, "A LiveKit token to call one of your agents", "livekit",
+          response=TokenResponse, body=TokenRequest, errors=(404, 409, 503)),
+    Route("POST", "/api/livekit/webhook", livekit_webhook, "LiveKit webhook receiver (signed by LiveKit)", "livekit",
+          response=WebhookAck, public=True, errors=(401, 503)),
+]

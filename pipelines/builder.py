@@ -1,0 +1,71 @@
+"""Builds an agent's STT -> LLM -> TTS session from its spec, with local VAD and turn detection only."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, APIConnectOptions, inference, llm, stt, tts, vad
+from livekit.agents.voice.agent_session import SessionConnectOptions
+
+from .config import AgentSpec, ProvidersConfig
+from .registry import builder
+
+log = logging.getLogger("voxarena.pipeline")
+
+# Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up.
+CONNECT = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=8.0)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+
+
+def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig) -> Pipeline:
+    """Build the three providers; raises ProviderConfigError before any audio flows if one cannot be built."""
+    return Pipeline(
+        stt=builder("stt", agent.stt_provider)(agent, cfg),  # type: ignore[arg-type]
+        llm=builder("llm", agent.llm_provider)(agent, cfg),  # type: ignore[arg-type]
+        tts=builder("tts", agent.tts_provider)(agent, cfg),  # type: ignore[arg-type]
+    )
+
+
+def turn_handling(mode: str) -> dict[str, Any]:
+    """`model`: the local end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
+    detection: Any = inference.TurnDetector(version="v1-mini", local_fallback=True) if mode == "model" else mode
+    return {
+        "turn_detection": detection,
+        "endpointing": {"min_delay": 0.4, "max_delay": 3.0},
+        # VAD-based barge-in: the adaptive detector is a cloud model.
+        "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5},
+    }
+
+
+def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, **kwargs: Any) -> AgentSession:
+    return AgentSession(
+        stt=pipeline.stt,
+        llm=pipeline.llm,
+        tts=pipeline.tts,
+        vad=vad_model,
+        turn_handling=turn_handling(turn_detection),
+        conn_options=SessionConnectOptions(
+            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT, max_unrecoverable_errors=1
+        ),
+        **kwargs,
+    )
+
+
+class VoiceAgent(Agent):
+    """The agent as configured in the store: its system prompt, and its greeting when it speaks first."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
+        self.spec = spec
+
+    async def on_enter(self) -> None:
+        if self.spec.first_message_mode == "assistant_speaks_first" and self.spec.first_message:
+            self.session.say(self.spec.first_message)

@@ -1,0 +1,59 @@
+"""What the pipeline builder needs to know, as plain data: the agent's choices and the providers' credentials.
+
+`pipelines/` never imports `api/`; the worker maps its settings and the stored agent onto these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ProviderConfigError(Exception):
+    """A provider cannot be built (missing key, unsupported choice). Not retryable: the call ends with this reason."""
+
+    retryable = False
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+@dataclass(frozen=True)
+class ProviderCredentials:
+    api_key: str = ""
+    base_url: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProvidersConfig:
+    deepgram: ProviderCredentials = ProviderCredentials()
+    assemblyai: ProviderCredentials = ProviderCredentials()
+    elevenlabs: ProviderCredentials = ProviderCredentials()
+    google: ProviderCredentials = ProviderCredentials()
+    resemble: ProviderCredentials = ProviderCredentials()
+    gemini_model: str = "gemini-2.5-flash"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent as the pipeline sees it."""
+
+    id: str
+    name: str
+    system_prompt: str
+    stt_provider: str
+    llm_provider: str
+    tts_provider: str
+    first_message: str | None = None
+    first_message_mode: str = "assistant_waits"
+    voice_id: str | None = None
+    stt_model: str | None = None
+    llm_model: str | None = None
+    tts_model: str | None = None
+    language: str | None = None
+
+
+def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:
+    if not creds.api_key:
+        raise ProviderConfigError(provider, f"no API key configured (set {setting})")
+    return creds.api_key

@@ -1,0 +1,21 @@
+"""Deepgram streaming STT (`/v1/listen` websocket)."""
+
+from __future__ import annotations
+
+from livekit.agents import stt as stt_base
+from livekit.plugins import deepgram
+
+from ..config import AgentSpec, ProvidersConfig, require_key
+
+DEFAULT_MODEL = "nova-3"
+
+
+def stt(agent: AgentSpec, cfg: ProvidersConfig) -> stt_base.STT:
+    key = require_key("deepgram", cfg.deepgram, "VOXARENA_DEEPGRAM_API_KEY")
+    kwargs = {"base_url": cfg.deepgram.base_url} if cfg.deepgram.base_url else {}
+    return deepgram.STT(
+        api_key=key,
+        model=agent.stt_model or DEFAULT_MODEL,
+        language=agent.language or "en-US",
+        **kwargs,
+    )

@@ -1,0 +1,36 @@
+"""A loopback stand-in for LiveKit's Twirp API, for API tests that need a dispatch to succeed without a media server.
+(The end-to-end tier runs the real livekit-server.)"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from livekit.protocol import agent_dispatch as proto_dispatch
+from livekit.protocol import room as proto_room
+
+
+async def start_twirp_stub() -> tuple[TestServer, list[tuple[str, bytes]]]:
+    calls: list[tuple[str, bytes]] = []
+
+    async def create_dispatch(request: web.Request) -> web.Response:
+        body = await request.read()
+        calls.append(("CreateDispatch", body))
+        req = proto_dispatch.CreateAgentDispatchRequest()
+        req.ParseFromString(body)
+        out = proto_dispatch.AgentDispatch(id=f"AD_{uuid.uuid4().hex[:8]}", agent_name=req.agent_name, room=req.room,
+                                           metadata=req.metadata)
+        return web.Response(body=out.SerializeToString(), content_type="application/protobuf")
+
+    async def delete_room(request: web.Request) -> web.Response:
+        calls.append(("DeleteRoom", await request.read()))
+        return web.Response(body=proto_room.DeleteRoomResponse().SerializeToString(),
+                            content_type="application/protobuf")
+
+    app = web.Application()
+    app.router.add_post("/twirp/livekit.AgentDispatchService/CreateDispatch", create_dispatch)
+    app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", delete_room)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, calls

@@ -1,0 +1,95 @@
+"""A local LiveKit dev server beside the product, for `voxarena serve` with no LiveKit settings.
+
+It is the same pinned build the tests use (`.ci/build-livekit.sh`), bound to loopback, with keys generated per data
+directory so nothing else on the machine can join its rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger("voxarena.livekit")
+
+DEFAULT_BIN = Path(os.environ.get("VOXARENA_BIN_DIR", Path.home() / ".cache" / "voxarena" / "bin")) / "livekit-server"
+
+
+class LocalLiveKitError(RuntimeError):
+    pass
+
+
+class LocalLiveKit:
+    def __init__(self, data_dir: Path, *, binary: str = "", port: int = 7880, host: str = "127.0.0.1") -> None:
+        self.data_dir = data_dir
+        self.binary = Path(binary) if binary else DEFAULT_BIN
+        self.port = port
+        self.host = host
+        self.proc: asyncio.subprocess.Process | None = None
+        keys_path = data_dir / "livekit-dev-keys.json"
+        if keys_path.exists():
+            keys = json.loads(keys_path.read_text())
+        else:
+            keys = {"api_key": "vx" + secrets.token_hex(6), "api_secret": secrets.token_urlsafe(32)}
+            data_dir.mkdir(parents=True, exist_ok=True)
+            keys_path.write_text(json.dumps(keys))
+            keys_path.chmod(0o600)
+        self.api_key: str = keys["api_key"]
+        self.api_secret: str = keys["api_secret"]
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> None:
+        if not self.binary.exists():
+            found = shutil.which("livekit-server")
+            if not found:
+                raise LocalLiveKitError(
+                    f"no livekit-server at {self.binary}: build it with .ci/build-livekit.sh (needs Go >= 1.26), "
+                    "or set VOXARENA_LIVEKIT_URL, VOXARENA_LIVEKIT_API_KEY and VOXARENA_LIVEKIT_API_SECRET"
+                )
+            self.binary = Path(found)
+        config = self.data_dir / "livekit-dev.yaml"
+        config.write_text("rtc:\n  enable_loopback_candidate: true\n")
+        log_path = self.data_dir / "livekit-dev.log"
+        logf = open(log_path, "ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(self.binary), "--dev", "--config", str(config), "--bind", self.host, "--node-ip", self.host,
+            "--port", str(self.port), "--keys", f"{self.api_key}: {self.api_secret}",
+            stdout=logf, stderr=logf, start_new_session=True,
+        )
+        logf.close()
+        log.info("starting local livekit-server (pid %d, log %s)", self.proc.pid, log_path)
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.returncode is not None:
+                    raise LocalLiveKitError(f"livekit-server exited with {self.proc.returncode}; see {log_path}")
+                try:
+                    async with http.get(f"http://{self.host}:{self.port}/", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        if r.status == 200:
+                            break
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    await self.stop()
+                    raise LocalLiveKitError(f"livekit-server not ready after {timeout:.0f}s; see {log_path}")
+                await asyncio.sleep(0.2)
+        log.info("local livekit-server ready at %s", self.url)
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
