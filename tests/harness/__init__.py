@@ -1,4 +1,4 @@
-"""End-to-end test harness: real livekit-server / livekit-sip / redis / sipp processes, run inside a
+"""End-to-end test harness: real livekit-server processes, run inside a
 private network namespace made by `.ci/netns-run`, plus a LiveKit SDK audio client and audio helpers.
 
 Modules:
@@ -7,5 +7,4 @@ Modules:
     livekit_server  -- LiveKitServer: the cached livekit-server binary in --dev mode
     audio           -- espeak-ng speech rendered to WAV (48k/16k PCM, 8k u-law), RMS/silence helpers
     client          -- AudioRoomClient: livekit.rtc client that publishes a WAV and measures received audio
-    sip             -- RedisServer, LiveKitSip, SippCallee, RtpSniffer
 """

@@ -1,7 +1,7 @@
 """Test speech rendered by espeak-ng (converted with sox) and small signal helpers.
 
-Rendered files are cached per (text, voice, format) in one directory per process
-(VOXARENA_AUDIO_CACHE overrides it), so a session renders each phrase once.
+Rendered files are cached per (text, voice, format) in $TMPDIR/voxarena-audio-cache (VOXARENA_AUDIO_CACHE
+overrides it), written atomically, so each phrase is rendered once per machine.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def cache_dir() -> Path:
     global _cache_dir
     if _cache_dir is None:
         env = os.environ.get("VOXARENA_AUDIO_CACHE")
-        _cache_dir = Path(env) if env else Path(tempfile.mkdtemp(prefix="voxarena-audio-"))
+        _cache_dir = Path(env) if env else Path(tempfile.gettempdir()) / "voxarena-audio-cache"
         _cache_dir.mkdir(parents=True, exist_ok=True)
     return _cache_dir
 
@@ -55,7 +55,7 @@ def render_speech(text: str = DEFAULT_TEXT, *, voice: str = "en-us", speed_wpm: 
     """espeak-ng's own output (22050 Hz mono s16le WAV), cached."""
     out = cache_dir() / f"espeak-{_key(text, voice, speed_wpm)}.wav"
     if not out.exists():
-        tmp = out.with_suffix(".tmp.wav")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
         _run([_need("espeak-ng"), "-v", voice, "-s", str(speed_wpm), "-w", str(tmp), text])
         tmp.replace(out)
     return out
@@ -66,7 +66,7 @@ def speech_wav(text: str = DEFAULT_TEXT, *, sample_rate: int = 48000, voice: str
     src = render_speech(text, voice=voice)
     out = cache_dir() / f"speech-{_key(text, voice)}-{sample_rate}.wav"
     if not out.exists():
-        tmp = out.with_suffix(".tmp.wav")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
         _run([_need("sox"), str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed-integer",
               str(tmp)])
         tmp.replace(out)
@@ -82,7 +82,7 @@ def speech_ulaw_wav(text: str = DEFAULT_TEXT, *, voice: str = "en-us", pad_s: fl
     src = render_speech(text, voice=voice)
     out = cache_dir() / f"speech-{_key(text, voice, pad_s)}-8k-ulaw.wav"
     if not out.exists():
-        tmp = out.with_suffix(".tmp.wav")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
         argv = [_need("sox"), str(src), "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", str(tmp)]
         if pad_s > 0:
             argv += ["pad", "0", str(pad_s)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,6 @@ import numpy as np
 from livekit import rtc
 
 from .audio import SILENCE_DBFS, dbfs, read_wav
-
-log = logging.getLogger("voxarena.harness.client")
 
 
 @dataclass
@@ -91,7 +88,7 @@ class AudioRoomClient:
             await asyncio.wait_for(
                 self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=True)), timeout
             )
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise TimeoutError(f"{self.identity or 'client'}: room.connect to {self.url} took over {timeout}s") from e
         self._connected = True
 
@@ -134,6 +131,18 @@ class AudioRoomClient:
                 raise TimeoutError(f"no participant identity={identity!r} kind={kind!r} after {timeout}s; have {have}")
             await asyncio.sleep(0.05)
         return p
+
+    async def wait_for_attribute(self, identity: str, key: str, value: str, *, timeout: float = 10.0) -> None:
+        """Wait until remote participant `identity` has attribute key == value (e.g. sip.callStatus == active)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            p = next((x for x in self.room.remote_participants.values() if x.identity == identity), None)
+            if p is not None and p.attributes.get(key) == value:
+                return
+            if time.monotonic() >= deadline:
+                have = dict(p.attributes) if p is not None else None
+                raise TimeoutError(f"{identity}.{key} != {value!r} after {timeout}s; attributes={have}")
+            await asyncio.sleep(0.05)
 
     # --- publishing --------------------------------------------------------------------------------------
 
@@ -255,5 +264,5 @@ class AudioRoomClient:
                     f"{self.stats.nonsilent_duration_s:.2f}s non-silent, from {self.stats.by_participant})"
                 )
             self._new_audio.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_audio.wait(), min(remaining, 0.5))

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .netns import require_test_netns
-from .procs import HarnessError, ManagedProcess, free_port, free_tcp_udp_port
+from .procs import HarnessError, ManagedProcess, distinct_free_ports
 
 READY_TIMEOUT_S = 30.0
 
@@ -64,13 +64,13 @@ class LiveKitServer:
         """A join token for `room`. Extra keyword grants (e.g. can_publish=False) go into VideoGrants."""
         from livekit import api
 
-        g = {"room_join": True, "room": room, "can_publish": True, "can_subscribe": True, **grants}
+        flags: dict[str, bool] = {"can_publish": True, "can_subscribe": True, **grants}
         t = api.AccessToken(self.api_key, self.api_secret).with_identity(identity).with_ttl(ttl)
-        t = t.with_grants(api.VideoGrants(**g))
+        t = t.with_grants(api.VideoGrants(room_join=True, room=room, **flags))  # type: ignore[arg-type]
         if name:
             t = t.with_name(name)
         if kind:
-            t = t.with_kind(kind)
+            t = t.with_kind(kind)  # type: ignore[arg-type]
         return t.to_jwt()
 
     def api(self):  # -> livekit.api.LiveKitAPI (use as `async with server.api() as lk:`)
@@ -87,6 +87,7 @@ class LiveKitServer:
 
 def start_livekit_server(*, workdir: Path | None = None, redis_address: str | None = None,
                          api_key: str | None = None, api_secret: str | None = None,
+                         webhook_urls: list[str] | None = None,
                          ready_timeout: float = READY_TIMEOUT_S) -> LiveKitServer:
     """Start livekit-server --dev bound to the netns IP on free ports and wait until `GET /` says OK.
 
@@ -99,9 +100,8 @@ def start_livekit_server(*, workdir: Path | None = None, redis_address: str | No
     workdir.mkdir(parents=True, exist_ok=True)
     api_key = api_key or "vx" + secrets.token_hex(6)
     api_secret = api_secret or secrets.token_urlsafe(32)
-    port = free_port(ip, socket.SOCK_STREAM)
-    tcp_port = free_port(ip, socket.SOCK_STREAM)
-    udp_port = free_port(ip, socket.SOCK_DGRAM)
+    port, tcp_port, udp_port, stun_port = distinct_free_ports(
+        ip, [socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM])
     # JSON is valid YAML and avoids quoting issues with the generated secret.
     import json
 
@@ -114,9 +114,15 @@ def start_livekit_server(*, workdir: Path | None = None, redis_address: str | No
             # pion's UDP mux opens no loopback socket without this; livekit-sip's pion client may use it.
             "enable_loopback_candidate": True,
             "use_external_ip": False,
+            # Without stun_servers the server hands every client (and livekit-sip's pion client) Google's and
+            # Twilio's public STUN servers in the join response, even with --node-ip. Point them at an unused
+            # port on the netns IP instead: nothing answers, and host candidates are all we need.
+            "stun_servers": [f"{ip}:{stun_port}"],
         },
         "logging": {"level": "debug"},
     }
+    if webhook_urls:
+        config["webhook"] = {"api_key": api_key, "urls": webhook_urls}
     config_path = workdir / "livekit.yaml"
     config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / "livekit-server.log"
@@ -136,4 +142,4 @@ def start_livekit_server(*, workdir: Path | None = None, redis_address: str | No
     return server
 
 
-__all__ = ["LiveKitServer", "start_livekit_server", "bin_dir", "require_binary", "free_tcp_udp_port"]
+__all__ = ["LiveKitServer", "start_livekit_server", "bin_dir", "require_binary"]

@@ -30,6 +30,24 @@ def free_port(ip: str, kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def distinct_free_ports(ip: str, kinds: list[int]) -> list[int]:
+    """One free port per socket kind in `kinds`, all different (sockets are held until all are chosen)."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < len(kinds):
+            s = socket.socket(socket.AF_INET, kinds[len(ports)])
+            socks.append(s)
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+            if port not in ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
 def free_tcp_udp_port(ip: str, *, attempts: int = 50) -> int:
     """A port number free for both TCP and UDP on `ip` (SIP and some servers use both)."""
     for _ in range(attempts):
@@ -49,7 +67,7 @@ def free_port_range(ip: str, count: int, kind: int = socket.SOCK_DGRAM, *, lo: i
     import random
 
     for _ in range(attempts):
-        start = random.randrange(lo, hi - count)
+        start = random.randrange(lo, hi - count) & ~1  # even: RTP on even ports, RTCP on odd
         socks: list[socket.socket] = []
         try:
             for p in range(start, start + count):
