@@ -3,6 +3,7 @@ endpointer that stands in for real ASR's voice activity detection."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import wave
@@ -17,7 +18,7 @@ def voice_like_pcm(duration_s: float, sample_rate: int, *, amplitude: float = 0.
 
     Deterministic (no noise) so encoded sizes and durations are reproducible in tests.
     """
-    n = max(0, int(round(duration_s * sample_rate)))
+    n = max(0, round(duration_s * sample_rate))
     t = np.arange(n, dtype=np.float64) / sample_rate
     tone = (
         np.sin(2 * np.pi * 180 * t)
@@ -176,3 +177,37 @@ class EnergyEndpointer:
         if self._speech_start is not None and end - self._last_voiced_end >= self._end_silence_s:
             events.append(SpeechEnd(self._speech_start, self._last_voiced_end))
             self._speech_start = None
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An ElevenLabs-style output format string such as pcm_16000 or mp3_22050_32."""
+
+    codec: str  # "pcm" or "mp3"
+    sample_rate: int
+    bitrate: int = 64000
+
+    @classmethod
+    def parse(cls, value: str) -> OutputFormat:
+        parts = value.split("_")
+        if parts[0] == "pcm" and len(parts) == 2:
+            return cls("pcm", int(parts[1]))
+        if parts[0] == "mp3" and len(parts) == 3:
+            return cls("mp3", int(parts[1]), int(parts[2]) * 1000)
+        raise ValueError(f"fake supports pcm_<rate> and mp3_<rate>_<kbps>, not {value!r}")
+
+    @property
+    def mime_type(self) -> str:
+        return "audio/mpeg" if self.codec == "mp3" else "audio/pcm"
+
+
+async def render_speech(text: str, fmt: OutputFormat, ms_per_char: float) -> tuple[bytes, float]:
+    """Fake speech for `text` in `fmt`, plus its nominal duration in seconds."""
+    duration = tts_duration_s(text, ms_per_char)
+    if duration == 0.0:
+        return b"", 0.0
+    if fmt.codec == "pcm":
+        return voice_like_pcm(duration, fmt.sample_rate), duration
+    # MP3 encoding is CPU work; keep it off the event loop that also serves the STT fakes.
+    data = await asyncio.to_thread(mp3_voice, duration, fmt.sample_rate, fmt.bitrate)
+    return data, duration

@@ -144,6 +144,9 @@ class FakeState:
         self.api_key = api_key
         self.script = script or FakeScript()
         self._counters = _zero_counters()
+        # provider -> sample rate -> PCM bytes; audio_seconds is derived from this so it is
+        # exactly bytes / (rate * 2) rather than a running float sum.
+        self._audio_bytes: dict[str, dict[int, int]] = {}
         self._stt_index = 0
         # Recent requests per provider (bounded), for tests that inspect what was sent.
         self.log: dict[str, deque[dict[str, Any]]] = {p: deque(maxlen=200) for p in PROVIDERS}
@@ -152,12 +155,25 @@ class FakeState:
     def add(self, provider: str, name: str, amount: int | float = 1) -> None:
         self._counters[provider][name] += amount
 
+    def add_audio(self, provider: str, nbytes: int, sample_rate: int) -> None:
+        """Count received PCM s16le mono bytes (the STT `audio_bytes`/`audio_seconds`)."""
+        self._counters[provider]["audio_bytes"] += nbytes
+        by_rate = self._audio_bytes.setdefault(provider, {})
+        by_rate[sample_rate] = by_rate.get(sample_rate, 0) + nbytes
+
     def counters(self) -> dict[str, dict[str, int | float]]:
         """A deep copy, safe to compare against later snapshots."""
-        return copy.deepcopy(self._counters)
+        snapshot = copy.deepcopy(self._counters)
+        for provider, by_rate in self._audio_bytes.items():
+            snapshot[provider]["audio_seconds"] = sum(n / (sr * 2) for sr, n in by_rate.items())
+        for values in snapshot.values():
+            if "audio_seconds_out" in values:
+                values["audio_seconds_out"] = round(values["audio_seconds_out"], 6)
+        return snapshot
 
     def reset_counters(self) -> None:
         self._counters = _zero_counters()
+        self._audio_bytes = {}
         for entries in self.log.values():
             entries.clear()
 
