@@ -26,8 +26,10 @@ class LocalLiveKitError(RuntimeError):
 
 
 class LocalLiveKit:
-    def __init__(self, data_dir: Path, *, binary: str = "", port: int = 7880, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, *, binary: str = "", port: int = 7880, host: str = "127.0.0.1",
+                 webhook_url: str = "") -> None:
         self.data_dir = data_dir
+        self.webhook_url = webhook_url
         self.binary = Path(binary) if binary else DEFAULT_BIN
         self.port = port
         self.host = host
@@ -57,7 +59,13 @@ class LocalLiveKit:
                 )
             self.binary = Path(found)
         config = self.data_dir / "livekit-dev.yaml"
-        config.write_text("rtc:\n  enable_loopback_candidate: true\n")
+        cfg: dict = {
+            # Loopback only: no public STUN servers handed to clients (the server would otherwise list Google's).
+            "rtc": {"enable_loopback_candidate": True, "use_external_ip": False, "stun_servers": [f"{self.host}:3478"]},
+        }
+        if self.webhook_url:
+            cfg["webhook"] = {"api_key": self.api_key, "urls": [self.webhook_url]}
+        config.write_text(json.dumps(cfg))  # JSON is YAML
         log_path = self.data_dir / "livekit-dev.log"
         logf = open(log_path, "ab")
         self.proc = await asyncio.create_subprocess_exec(

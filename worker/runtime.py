@@ -1,34 +1,156 @@
-"""What runs beside the control API in `voxarena serve`."""
+"""What runs beside the control API in `voxarena serve`: the LiveKit AgentServer (every agent, one agent name),
+an optional local LiveKit dev server, and the sweeper that closes sessions orphaned by a crash or a lost webhook."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from aiohttp import web
+import aiohttp
+from livekit.agents import AgentServer
+from livekit.agents.job import JobExecutorType
 
-from api.routing import Route
+from api.livekit import http_url
 from api.settings import Settings
+from api.store import sessions as sessions_repo
 from api.store.db import Store
+from api.store.timefmt import to_iso
+
+from . import entrypoint as job
+from .livekit_dev import LocalLiveKit
+
+log = logging.getLogger("voxarena.worker")
+
+# Connection failures are retried forever (the API keeps serving meanwhile); only other failures are fatal.
+MAX_RETRY = 1_000_000_000
 
 
 class Runtime:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        self.local_livekit: LocalLiveKit | None = None
+        self.server: AgentServer | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.registered = False
+        self._probe: tuple[float, dict[str, Any]] = (0.0, {})
 
-    def routes(self) -> list[Route]:
-        return []
+    async def prepare(self) -> Settings:
+        """Start the local LiveKit dev server if no LiveKit is configured; returns the settings to serve with."""
+        s = self.settings
+        if s.worker_enabled and not s.livekit_url:
+            self.local_livekit = LocalLiveKit(s.data_dir, binary=s.livekit_server_bin,
+                                              webhook_url=f"http://{s.host}:{s.port}/api/livekit/webhook")
+            await self.local_livekit.start()
+            s = s.with_(livekit_url=self.local_livekit.url, livekit_api_key=self.local_livekit.api_key,
+                        livekit_api_secret=self.local_livekit.api_secret)
+            self.settings = s
+        return s
 
-    def attach(self, app: web.Application) -> None:
-        self.app = app
+    def _build_server(self) -> AgentServer:
+        s = self.settings
+        server = AgentServer(
+            job_executor_type=JobExecutorType.PROCESS if s.job_executor == "process" else JobExecutorType.THREAD,
+            setup_fnc=job.prewarm,
+            num_idle_processes=s.num_idle_processes,
+            host="127.0.0.1",
+            port=s.worker_port,
+            ws_url=s.livekit_url,
+            api_key=s.livekit_api_key,
+            api_secret=s.livekit_api_secret,
+            max_retry=MAX_RETRY,
+            drain_timeout=int(s.drain_timeout_seconds),
+        )
+        server.rtc_session(job.entrypoint, agent_name=s.agent_name, on_session_end=job.on_session_end)
+        server.on("worker_registered", self._on_registered)
+        return server
+
+    def _on_registered(self, worker_id: str, server_info: Any) -> None:
+        self.registered = True
+        log.info("worker %s registered with LiveKit as agent %r", worker_id, self.settings.agent_name)
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "disabled", "detail": "LiveKit worker not started"}
+        s = self.settings
+        if not s.worker_enabled:
+            return {"status": "disabled", "detail": "worker disabled (API only)"}
+        if not s.livekit_url:
+            return {"status": "not_configured", "detail": "no LiveKit URL"}
+        checked_at, cached = self._probe
+        if time.monotonic() - checked_at < 2.0:
+            return cached
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    reachable = r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            reachable = False
+        if not reachable:
+            result = {"status": "unreachable", "detail": f"{s.livekit_url} does not answer; the worker keeps retrying"}
+        elif not self.registered:
+            result = {"status": "connecting", "detail": f"{s.livekit_url} reachable; worker registering"}
+        else:
+            jobs = len(self.server.active_jobs) if self.server else 0
+            result = {"status": "ok", "detail": f"{s.livekit_url}; agent {s.agent_name!r}; {jobs} active calls"}
+        self._probe = (time.monotonic(), result)
+        return result
 
     async def run_until(self, stop: asyncio.Event) -> int:
-        await stop.wait()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+        if not self.settings.worker_enabled:
+            await stop.wait()
+            return 0
+        self.server = self._build_server()
+        self._server_task = asyncio.create_task(self.server.run(devmode=False), name="agent-server")
+        stop_task = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({self._server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._server_task in done:
+            stop_task.cancel()
+            exc = self._server_task.exception()
+            log.critical("LiveKit worker stopped: %s", exc or "returned unexpectedly")
+            return 1
+        log.info("SIGTERM: draining active calls (up to %.0fs)", self.settings.drain_timeout_seconds)
+        try:
+            await asyncio.wait_for(self.server.drain(), self.settings.drain_timeout_seconds)
+        except asyncio.TimeoutError:
+            log.warning("drain timed out; closing with calls still active")
         return 0
 
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("session sweep failed")
+            await asyncio.sleep(self.settings.session_sweep_seconds)
+
+    async def sweep_once(self) -> int:
+        cutoff = to_iso(datetime.now(timezone.utc) - timedelta(seconds=self.settings.session_orphan_seconds))
+
+        def close_stale(db: Any) -> int:
+            n = 0
+            for row in sessions_repo.stale_live_sessions(db, cutoff):
+                if sessions_repo.end(db, row["id"], reason="orphaned", ended_at=row["last_activity_at"]):
+                    n += 1
+            return n
+
+        closed = await self.store.write(close_stale)
+        if closed:
+            log.warning("sweeper closed %d orphaned sessions (no activity since %s)", closed, cutoff)
+        return closed
+
     async def aclose(self) -> None:
-        return None
+        if self._sweeper:
+            self._sweeper.cancel()
+        if self.server is not None:
+            try:
+                await self.server.aclose()
+            except Exception as e:
+                log.warning("worker close: %s", e)
+        if self._server_task is not None and not self._server_task.done():
+            self._server_task.cancel()
+        if self.local_livekit is not None:
+            await self.local_livekit.stop()

@@ -40,15 +40,17 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     from .runtime import Runtime
+    from .livekit_dev import LocalLiveKitError
 
     runtime = Runtime(settings, store)
-    app = create_app(
-        settings,
-        store=store,
-        extra_routes=runtime.routes(),
-        livekit_health=runtime.health,
-    )
-    runtime.attach(app)
+    try:
+        settings = await runtime.prepare()
+    except LocalLiveKitError as e:
+        log.critical("%s", e)
+        store.close()
+        return 2
+    os.environ.update(settings.to_env())
+    app = create_app(settings, store=store, livekit_health=runtime.health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

@@ -218,6 +218,10 @@ def _analyses_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> d
     return {r["session_id"]: r for r in db.query(f"SELECT * FROM analyses WHERE session_id IN ({marks})", session_ids)}
 
 
+def items_for(db: sqlite_utils.Database, session_id: str) -> list[dict[str, Any]]:
+    return _items_by_session(db, [session_id])[session_id]
+
+
 def _session_wire(row: dict[str, Any], items: list[dict[str, Any]], analysis: dict[str, Any] | None) -> dict[str, Any]:
     analysis_status = analysis["status"] if analysis else ("pending" if row["status"] == "ended" else None)
     return {

@@ -1,0 +1,86 @@
+"""Post-call analysis: the agent's own LLM turns the transcript into a validated CallAnalysis (structured output),
+with one retry on invalid output; a second failure is stored as failed, with its reason."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from livekit.agents import llm
+from pydantic import ValidationError
+
+from api.schemas.sessions import CallAnalysis
+from api.store import sessions as repo
+from api.store.db import Store
+
+log = logging.getLogger("voxarena.analysis")
+
+INSTRUCTIONS = (
+    "You analyse transcripts of phone calls between a caller (USER) and a voice agent (AGENT). "
+    "Reply with one JSON object and nothing else, with exactly these fields: "
+    '"summary" (2-3 sentences), "sentiment" ("positive", "neutral" or "negative": the caller\'s), '
+    '"sentiment_score" (a number from 0 to 1, 0 very negative, 0.5 neutral, 1 very positive), '
+    '"topics" (a list of short strings), "outcome" (one short phrase: what the call achieved), '
+    '"action_items" (a list of follow-ups, possibly empty).'
+)
+MAX_ATTEMPTS = 2
+
+
+def transcript_text(items: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{i['speaker']}: {i['content']}" for i in items)
+
+
+async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> str:
+    parts: list[str] = []
+    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                parts.append(chunk.delta.content)
+    return "".join(parts)
+
+
+def parse(text: str) -> CallAnalysis:
+    cleaned = text.strip()
+    if cleaned.startswith("```"):  # some models fence JSON even in JSON mode
+        cleaned = cleaned.strip("`").removeprefix("json").strip()
+    return CallAnalysis.model_validate(json.loads(cleaned))
+
+
+async def analyse(model: llm.LLM, items: list[dict[str, Any]]) -> tuple[CallAnalysis | None, str | None, int]:
+    """Returns (analysis, error, attempts)."""
+    if not items:
+        return None, "no transcript to analyse", 0
+    chat_ctx = llm.ChatContext.empty()
+    chat_ctx.add_message(role="system", content=INSTRUCTIONS)
+    chat_ctx.add_message(role="user", content=f"Transcript:\n{transcript_text(items)}")
+    error = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            text = await _ask(model, chat_ctx)
+        except Exception as e:  # provider failure: retry once like invalid output, then give up
+            error = f"LLM request failed: {e}"
+            log.warning("analysis attempt %d failed: %s", attempt, error)
+            continue
+        try:
+            return parse(text), None, attempt
+        except (ValueError, ValidationError) as e:
+            error = f"invalid analysis output: {str(e).splitlines()[0][:300]}"
+            log.warning("analysis attempt %d: %s", attempt, error)
+            chat_ctx.add_message(role="assistant", content=text)
+            chat_ctx.add_message(
+                role="user", content=f"That reply was not valid ({error}). Reply again with only the JSON object."
+            )
+    return None, error, MAX_ATTEMPTS
+
+
+async def run_and_store(store: Store, session_id: str, model: llm.LLM) -> CallAnalysis | None:
+    items = await store.read(repo.items_for, session_id)
+    result, error, attempts = await analyse(model, items)
+    await store.write(
+        lambda db: repo.store_analysis(
+            db, session_id, result=result.model_dump() if result else None, error=error, attempts=attempts
+        )
+    )
+    log.info("analysis of session %s: %s", session_id, "stored" if result else f"failed ({error})")
+    return result
