@@ -14,7 +14,8 @@ from .registry import builder
 
 log = logging.getLogger("voxarena.pipeline")
 
-# Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up.
+# Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up. One retry per
+# request, then the first unrecoverable error (retries exhausted) closes the session with its reason.
 CONNECT = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=8.0)
 
 
@@ -53,7 +54,7 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
         vad=vad_model,
         turn_handling=turn_handling(turn_detection),
         conn_options=SessionConnectOptions(
-            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT, max_unrecoverable_errors=1
+            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT, max_unrecoverable_errors=0
         ),
         **kwargs,
     )

@@ -78,3 +78,53 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 rep.sections.append((f"harness: {name} log tail", describe()))
             except Exception as e:  # noqa: BLE001
                 rep.sections.append((f"harness: {name} log tail", f"<unavailable: {e}>"))
+
+
+# --- the product, wired to a real livekit-server and the provider fakes -----------------------------------------
+
+FAKE_KEY = "fake-provider-key"
+ANALYSIS_JSON = {"summary": "The caller asked for the opening hours and got them.", "sentiment": "positive",
+                 "sentiment_score": 0.8, "topics": ["opening hours"], "outcome": "answered",
+                 "action_items": []}
+VOICE_SCRIPT = {
+    "stt_transcripts": [],
+    "stt_default_transcript": "What are your opening hours?",
+    "llm_default_reply": "We are open from nine to five, every weekday.",
+    "llm_default_json": ANALYSIS_JSON,
+}
+
+
+@pytest.fixture(scope="session")
+def fakes(e2e_workdir: Path):
+    """The provider fakes as their own process (tests/harness/fakes_proc.py)."""
+    from tests.harness.fakes_proc import start_fakes
+
+    proc = _start_or_fail(start_fakes, e2e_workdir / "fakes", script=VOICE_SCRIPT, api_key=FAKE_KEY)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def voice_stack(netns_ip: str, e2e_workdir: Path, fakes):
+    """`voxarena serve` (API + worker + job processes) with its own livekit-server, which posts its webhooks to
+    the product. Yields (product, livekit_server, fakes)."""
+    from tests.harness.procs import free_port
+    from tests.harness.product import product_env, start_product
+
+    port = free_port("127.0.0.1")
+    server = _start_or_fail(start_livekit_server, workdir=e2e_workdir / "livekit-voice",
+                            webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"])
+    env = product_env(data_dir=e2e_workdir / "product-data", port=port, livekit=server, fakes_urls=fakes.urls,
+                      api_key=FAKE_KEY)
+    try:
+        product = _start_or_fail(start_product, workdir=e2e_workdir / "product", port=port, env=env)
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        yield product, server, fakes
+    finally:
+        product.stop()
+        server.stop()

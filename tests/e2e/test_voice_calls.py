@@ -1,0 +1,122 @@
+"""Calls through the whole product: a LiveKit SDK client gets a token from the API, joins a real livekit-server,
+speaks (espeak-ng), and hears the agent; the session, its latencies and its analysis are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.e2e.conftest import ANALYSIS_JSON
+from tests.harness.audio import speech_wav
+from tests.harness.client import AudioRoomClient
+
+GREETING = "Hello! Thanks for calling. How can I help?"
+
+
+async def _agent(product, user="alice", **over) -> str:
+    body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
+            "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
+            "firstMessage": GREETING, "firstMessageMode": "assistant_speaks_first", **over}
+    status, agent = await product.request("POST", "/api/agents", user, json=body)
+    assert status == 201, agent
+    return agent["id"]
+
+
+async def _call(product, agent_id: str, *, user="alice", greet: bool = True, turns: int = 1) -> tuple[str, float]:
+    status, tok = await product.request("POST", "/api/livekit/token", user, json={"agentId": agent_id})
+    assert status == 200, tok
+    client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
+    await client.connect()
+    try:
+        t0 = time.monotonic()
+        if greet:
+            await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
+            await asyncio.sleep(2.0)  # let the greeting finish before speaking
+        latency = 0.0
+        for _ in range(turns):
+            sent = await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
+            heard = await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
+            latency = heard - sent.last_speech_at
+            await asyncio.sleep(2.5)  # the reply plays out
+    finally:
+        await client.disconnect()
+    return tok["sessionId"], latency
+
+
+def _ended_with_analysis(s: dict) -> bool:
+    return s["endedAt"] is not None and s["analysisStatus"] in ("completed", "failed")
+
+
+async def test_a_call_is_answered_recorded_with_latencies_and_analysed(voice_stack):
+    product, _, fakes = voice_stack
+    before = fakes.counters()
+    agent_id = await _agent(product)
+    session_id, latency = await _call(product, agent_id)
+    assert 0 < latency < 10
+    s = await product.wait_session(session_id, "alice", _ended_with_analysis, timeout=45, what="ended and analysed")
+    speakers = [t["speaker"] for t in s["transcript"]]
+    assert speakers[0] == "AGENT" and s["transcript"][0]["content"] == GREETING
+    assert "USER" in speakers and speakers.count("AGENT") >= 2, s["transcript"]
+    user = next(t for t in s["transcript"] if t["speaker"] == "USER")
+    assert user["content"] == "What are your opening hours?"
+    reply = s["transcript"][speakers.index("USER") + 1]
+    assert reply["speaker"] == "AGENT" and reply["content"] == "We are open from nine to five, every weekday."
+    m = reply["metrics"]
+    assert m["llm_ttft"] > 0 and m["tts_ttfb"] > 0 and m["e2e_latency"] > 0 and m["end_of_turn_delay"] >= 0, m
+    assert s["duration"] >= 3 and s["status"] == "ended" and s["endReason"] == "participant_disconnected"
+    assert s["direction"] == "inbound" and s["error"] is None
+    assert s["analysis"] == ANALYSIS_JSON and s["analysisStatus"] == "completed"
+    status, analysis = await product.request("GET", f"/api/sessions/{session_id}/analysis")
+    assert status == 200 and analysis == ANALYSIS_JSON
+    after = fakes.counters()
+    assert after["deepgram"]["audio_seconds"] > before["deepgram"]["audio_seconds"]
+    assert after["elevenlabs_tts"]["characters"] > before["elevenlabs_tts"]["characters"]
+    # someone else sees nothing of it
+    status, _ = await product.request("GET", f"/api/sessions/{session_id}", "mallory")
+    assert status == 404
+
+
+async def test_ten_calls_in_a_row_all_complete(voice_stack):
+    product, _, _ = voice_stack
+    agent_id = await _agent(product, firstMessageMode="assistant_waits", firstMessage=None)
+    ids = []
+    for _ in range(10):
+        session_id, _ = await _call(product, agent_id, greet=False)
+        ids.append(session_id)
+    for session_id in ids:
+        s = await product.wait_session(session_id, "alice", _ended_with_analysis, timeout=45, what="ended")
+        assert [t["speaker"] for t in s["transcript"]][:2] == ["USER", "AGENT"], s["transcript"]
+        assert s["analysisStatus"] == "completed" and s["error"] is None
+
+
+async def test_a_provider_without_an_api_key_ends_the_call_fast_with_the_reason(voice_stack):
+    product, server, _ = voice_stack
+    # The product has keys for every fake; a Google Cloud TTS agent has no service-account file configured.
+    agent_id = await _agent(product, ttsProvider="google")
+    status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
+    t0 = time.monotonic()
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=20,
+                                   what="ended")
+    assert time.monotonic() - t0 < 15
+    assert s["endReason"] == "provider_error" and "VOXARENA_GOOGLE_CREDENTIALS_FILE" in s["error"]
+
+
+async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product, firstMessageMode="assistant_waits", firstMessage=None)
+    fakes.script(failures={"gemini": "reject"})
+    try:
+        status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
+        client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
+        await client.connect()
+        try:
+            await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
+            t0 = time.monotonic()
+            s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
+                                           timeout=30, what="ended after the LLM failed")
+            assert time.monotonic() - t0 < 25
+        finally:
+            await client.disconnect()
+    finally:
+        fakes.script(failures={})
+    assert s["endReason"] == "error" and s["error"] and "gemini" in s["error"].lower(), s

@@ -1,0 +1,61 @@
+"""The provider fakes as their own process (`python -m tests.fakes`), steered and read over HTTP, so that module- or
+session-scoped e2e fixtures do not depend on any one test's event loop."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .procs import ManagedProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakesProcess:
+    urls: dict[str, str]
+    api_key: str
+    process: ManagedProcess
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.urls["base_url"] + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback
+            return json.loads(r.read() or b"null")
+
+    def counters(self) -> dict[str, dict[str, float]]:
+        return self._call("GET", "/_fake/counters")
+
+    def script(self, **fields: Any) -> None:
+        self._call("POST", "/_fake/script", fields)
+
+    def reset(self) -> None:
+        self._call("POST", "/_fake/reset", {})
+
+    def log_tail(self) -> str:
+        return self.process.tail(60)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_fakes(workdir: Path, *, script: dict[str, Any], api_key: str = "fake-key", timeout: float = 20) -> FakesProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    script_path = workdir / "script.json"
+    script_path.write_text(json.dumps(script))
+    port_file = workdir / "port"
+    port_file.unlink(missing_ok=True)
+    proc = ManagedProcess("fakes", [sys.executable, "-m", "tests.fakes", "--port", "0", "--script", str(script_path),
+                                    "--api-key", api_key, "--port-file", str(port_file)],
+                          workdir / "fakes.log", cwd=ROOT)
+    proc.wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=timeout,
+                    what="listening")
+    from tests.fakes.server import urls_for
+
+    return FakesProcess(urls=urls_for(int(port_file.read_text())), api_key=api_key, process=proc)

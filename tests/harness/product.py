@@ -1,0 +1,118 @@
+"""`voxarena serve` as a real subprocess (one process: API + LiveKit worker + job processes), wired to a real
+livekit-server and to the provider fakes through the product's own base-URL settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import urllib.request
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .livekit_server import LiveKitServer
+from .procs import ManagedProcess
+
+
+def product_env(*, data_dir: Path, port: int, livekit: LiveKitServer, fakes_urls: dict[str, str], api_key: str,
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXARENA_", "LIVEKIT_", "GOOGLE_"))}
+    env.update({
+        "VOXARENA_DATA_DIR": str(data_dir),
+        "VOXARENA_HOST": "127.0.0.1",
+        "VOXARENA_PORT": str(port),
+        "VOXARENA_WORKER_PORT": "0",
+        "VOXARENA_LOG_LEVEL": "INFO",
+        "VOXARENA_LIVEKIT_URL": livekit.url,
+        "VOXARENA_LIVEKIT_API_KEY": livekit.api_key,
+        "VOXARENA_LIVEKIT_API_SECRET": livekit.api_secret,
+        "VOXARENA_DEEPGRAM_API_KEY": api_key,
+        "VOXARENA_DEEPGRAM_BASE_URL": fakes_urls["deepgram_url"],
+        "VOXARENA_ASSEMBLYAI_API_KEY": api_key,
+        "VOXARENA_ASSEMBLYAI_BASE_URL": fakes_urls["assemblyai_url"],
+        "VOXARENA_ELEVENLABS_API_KEY": api_key,
+        "VOXARENA_ELEVENLABS_BASE_URL": fakes_urls["elevenlabs_base_url"],
+        "VOXARENA_GOOGLE_API_KEY": api_key,
+        "VOXARENA_GOOGLE_BASE_URL": fakes_urls["gemini_base_url"],
+        "VOXARENA_RESEMBLE_API_KEY": api_key,
+        "VOXARENA_RESEMBLE_BASE_URL": fakes_urls["resemble_base_url"],
+        "VOXARENA_RESEMBLE_WEBSOCKET_URL": fakes_urls["resemble_ws_url"],
+        "VOXARENA_RESEMBLE_VOICE_UUID": "fake-voice",
+        "VOXARENA_DRAIN_TIMEOUT_SECONDS": "20",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Product:
+    base_url: str
+    data_dir: Path
+    process: ManagedProcess
+    env: dict[str, str] = field(repr=False)
+
+    def token(self, user: str) -> str:
+        from api.auth import LocalIssuer
+
+        return LocalIssuer(self.data_dir).issue(user)
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    async def request(self, method: str, path: str, user: str | None = "alice", **kw: Any) -> tuple[int, Any]:
+        headers = self.headers(user) if user else {}
+        async with aiohttp.ClientSession() as http:
+            async with http.request(method, self.base_url + path, headers=headers, **kw) as r:
+                body = await r.json(content_type=None)
+                return r.status, body
+
+    async def wait_session(self, session_id: str, user: str, predicate, *, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            status, last = await self.request("GET", f"/api/sessions/{session_id}", user)
+            if status == 200 and predicate(last):
+                return last
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"session {session_id}: {what} not reached in {timeout}s; last: {last}\n"
+                             f"--- product log ---\n{self.process.tail(120)}")
+
+    def log_tail(self, lines: int = 150) -> str:
+        return self.process.tail(lines)
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM (drain, then stop), as a supervisor would; returns the exit code."""
+        return self.process.stop(timeout=timeout)
+
+
+def health(base_url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(base_url + "/health", timeout=2) as r:  # noqa: S310 - netns-local URL
+            return json.loads(r.read())
+    except Exception:
+        return None
+
+
+def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeout: float = 60.0) -> Product:
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [str(Path(sys.executable).with_name("voxarena")), "serve"]
+    proc = ManagedProcess("voxarena", argv, workdir / "voxarena.log", env=env)
+    base = f"http://127.0.0.1:{port}"
+    product = Product(base_url=base, data_dir=Path(env["VOXARENA_DATA_DIR"]), process=proc, env=env)
+    try:
+        proc.wait_until(lambda: (h := health(base)) is not None and h["livekit"]["status"] == "ok",
+                        timeout=ready_timeout, what="healthy with the worker registered")
+    except BaseException:
+        proc.stop()
+        raise
+    return product
+
+
+__all__ = ["Product", "start_product", "product_env", "health", "signal"]
