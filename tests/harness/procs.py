@@ -105,7 +105,8 @@ class ManagedProcess:
         return self.proc.poll() is None
 
     def tail(self, lines: int = 60) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return log_tail(self.log_path, lines)
 
     def fail(self, why: str, lines: int = 80) -> HarnessError:

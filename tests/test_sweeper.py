@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from api.settings import Settings
+from api.store import sessions as repo
+from api.store.timefmt import now_iso
+from tests.api.seed import seed_call
+from worker.runtime import Runtime
+
+
+async def test_the_sweeper_closes_only_sessions_silent_past_the_orphan_cutoff(tmp_path, store):
+    settings = Settings(data_dir=tmp_path, session_orphan_seconds=600, worker_enabled=False)
+    _, stale = seed_call(store, "alice", started_at="2026-01-01T10:00:00.000000Z", ended_at=None)
+    store.write_sync(lambda db: db.execute("UPDATE sessions SET last_activity_at = '2026-01-01T10:05:00.000000Z' "
+                                           "WHERE id = ?", [stale]))
+    _, live = seed_call(store, "alice", started_at=now_iso(), ended_at=None)
+    _, done = seed_call(store, "alice")
+    done_before = store.read_sync(repo.get_row, done)
+    assert await Runtime(settings, store).sweep_once() == 1
+    s = store.read_sync(repo.get_row, stale)
+    assert s["status"] == "ended" and s["end_reason"] == "orphaned"
+    assert s["ended_at"] == "2026-01-01T10:05:00.000000Z" and s["duration_ms"] == 300_000
+    assert store.read_sync(repo.get_row, live)["status"] == "active"
+    assert store.read_sync(repo.get_row, done) == done_before
+    assert await Runtime(settings, store).sweep_once() == 0
