@@ -12,17 +12,18 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
+from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, PRICEBOOK, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
 from .livekit import LiveKitGateway
-from .routes import agents, livekit, meta, sessions
+from .routes import agents, costs, livekit, meta, sessions
 from .routing import Route, register
 from .settings import Settings
 from .store.db import Store
 from .version import VERSION
+from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -82,6 +83,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
     app[VERIFIER] = verifier
     app[STARTED] = time.monotonic()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from .auth import LocalIssuer, Verifier
 from .livekit import LiveKitGateway
+from pipelines.pricing import PriceBook
+
 from .settings import Settings
 from .store.db import Store
 
@@ -17,6 +19,7 @@ STORE = web.AppKey("store", Store)
 VERIFIER = web.AppKey("verifier", Verifier)
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)
+PRICEBOOK = web.AppKey("pricebook", PriceBook)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.

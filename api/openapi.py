@@ -80,7 +80,9 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
                 schema = {"type": "array", "items": schema}
             if r.nullable:
                 schema = {"anyOf": [schema, {"type": "null"}]}
-            op["responses"][str(r.status)] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+            for status in (r.status, *r.also):
+                op["responses"][str(status)] = {"description": "OK",
+                                                "content": {"application/json": {"schema": schema}}}
         else:
             op["responses"][str(r.status)] = {"description": "OK"}
         codes = set(r.errors) | set(_COMMON_ERRORS)

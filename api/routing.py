@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +29,7 @@ class Call:
     body: Any
     query: Any
     params: dict[str, str]
+    raw_body: Any = None
 
     @property
     def user_id(self) -> str:
@@ -53,8 +55,10 @@ class Route:
     status: int = 200
     public: bool = False
     raw: bool = False  # handler returns its own web.Response (webhooks, non-JSON)
+    exact_numbers: bool = False  # JSON numbers with a fraction are parsed as Decimal, never float
     owned_param: str | None = None  # path parameter naming an object owned by the caller
     errors: tuple[int, ...] = ()
+    also: tuple[int, ...] = ()  # other success statuses with the same body (e.g. 200 for an idempotent replay)
     adapter: TypeAdapter[Any] | None = field(default=None, compare=False)
 
     def response_adapter(self) -> TypeAdapter[Any]:
@@ -74,19 +78,19 @@ def path_params(path: str) -> list[str]:
     return _PARAM.findall(path)
 
 
-async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+async def _read_body(request: web.Request, model: type[BaseModel], *, exact: bool = False) -> tuple[BaseModel, Any]:
     raw = await request.read()
     if not raw.strip():
         data: Any = {}
     else:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_float=Decimal) if exact else json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise InvalidJson(f"request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ValidationFailed("request body must be a JSON object")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), data
     except ValidationError as e:
         raise from_validation_error(e, where="body") from None
 
@@ -106,7 +110,9 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
     adapter = route.response_adapter() if route.response is not None and not route.raw else None
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        body = await _read_body(request, route.body) if route.body is not None else None
+        body = raw_body = None
+        if route.body is not None:
+            body, raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
         query = _read_query(request, route.query) if route.query is not None else None
         call = Call(
             request=request,
@@ -114,6 +120,7 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
             body=body,
             query=query,
             params=dict(request.match_info),
+            raw_body=raw_body,
         )
         result = await route.handler(call)
         if route.raw:

@@ -17,7 +17,8 @@ from ..schemas.sessions import (
     TranscriptItem,
 )
 from ..store import sessions as repo
-from ..store.timefmt import day_start, parse_iso, to_iso
+from ..store import usage as usage_repo
+from ..store.timefmt import day_start, parse_iso, to_iso, today_utc
 
 
 def date_bounds(q: DateRange) -> tuple[str | None, str | None]:
@@ -68,7 +69,17 @@ async def get_session_analysis(call: Call) -> dict | None:
 
 
 async def dashboard_metrics(call: Call) -> dict:
-    return await call.request.app[STORE].read(repo.dashboard, call.user_id)
+    today = today_utc()
+
+    def read(db) -> dict:
+        metrics = repo.dashboard(db, call.user_id)
+        metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.user_id, today.isoformat()))
+        metrics["costThisMonth"] = usage_repo.usd(
+            usage_repo.costs_since(db, call.user_id, today.replace(day=1).isoformat()))
+        metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, call.user_id, "0000-00-00"))
+        return metrics
+
+    return await call.request.app[STORE].read(read)
 
 
 ROUTES = [

@@ -89,3 +89,6 @@ class DashboardMetrics(BaseModel):
     avgDuration: float = Field(description="Average duration of ended sessions, in seconds.")
     sessionsToday: int
     transcriptsToday: int = Field(description="Sessions started today (UTC) that hold a transcript.")
+    totalCost: float = Field(description="USD, all time, from the usage ledger.")
+    costToday: float
+    costThisMonth: float

@@ -187,6 +187,21 @@ CREATE TABLE webhook_deliveries (
 );
 """,
     ),
+    (
+        2,
+        "per-session cost rollup",
+        """
+CREATE TABLE session_costs (
+  session_id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  total_cost_nanos INTEGER NOT NULL DEFAULT 0,
+  event_count INTEGER NOT NULL DEFAULT 0,
+  unpriced_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX session_costs_agent ON session_costs(owner_id, agent_id);
+""",
+    ),
 ]
 
 

@@ -24,7 +24,7 @@ def object_ids(store) -> dict[str, str]:
 
 
 def test_the_matrix_covers_routes():
-    assert len(owned_routes()) >= 6
+    assert len(owned_routes()) >= 7
 
 
 async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, store, settings):

@@ -66,7 +66,8 @@ async def test_dashboard_metrics_count_only_the_callers_data(client, auth, store
     seed_call(store, "alice", agent_id=agent_id)  # 65.4 s, long ago
     seed_call(store, "bob", started_at=today)
     m = await (await client.get("/api/dashboard/metrics", headers=auth("alice"))).json()
-    assert m == {"totalSessions": 3, "totalAgents": 1, "avgDuration": 65.4, "sessionsToday": 2, "transcriptsToday": 1}
+    assert m == {"totalSessions": 3, "totalAgents": 1, "avgDuration": 65.4, "sessionsToday": 2, "transcriptsToday": 1,
+                 "totalCost": 0.0, "costToday": 0.0, "costThisMonth": 0.0}
 
 
 async def test_unknown_session_is_404(client, auth):

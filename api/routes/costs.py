@@ -1,0 +1,65 @@
+"""Usage ingestion and the contract's cost endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..keys import PRICEBOOK, STORE
+from ..routing import Call, Route
+from ..schemas.costs import (
+    AgentCost,
+    CostSummary,
+    SessionCostBreakdown,
+    TimelinePoint,
+    TimelineQuery,
+    UsageEvent,
+    UsageEventIn,
+)
+from ..services import usage as usage_service
+from ..store import usage as ledger
+from ..store.timefmt import today_utc
+from .sessions import date_bounds
+
+
+async def post_usage_event(call: Call) -> web.Response:
+    app = call.request.app
+    header_key = call.request.headers.get("Idempotency-Key")
+    # The body's id is the idempotency key itself, so it is not part of what must match on a replay.
+    body_hash = ledger.request_hash({k: v for k, v in call.raw_body.items() if k != "id"})
+    wire, created = await app[STORE].write(
+        usage_service.ingest, app[PRICEBOOK], call.user_id, call.body, header_key, body_hash
+    )
+    return web.json_response(UsageEvent.model_validate(wire).model_dump(mode="json"), status=201 if created else 200,
+                             headers={} if created else {"Idempotent-Replayed": "true"})
+
+
+async def cost_summary(call: Call) -> dict:
+    month_start = today_utc().replace(day=1).isoformat()
+    return await call.request.app[STORE].read(ledger.summary, call.user_id, month_start)
+
+
+async def cost_timeline(call: Call) -> list:
+    q: TimelineQuery = call.query
+    start, end = date_bounds(q)
+    return await call.request.app[STORE].read(ledger.timeline, call.user_id, q.period, start, end)
+
+
+async def cost_by_agent(call: Call) -> list:
+    return await call.request.app[STORE].read(ledger.by_agent, call.user_id)
+
+
+async def session_cost_breakdown(call: Call) -> dict:
+    return await call.request.app[STORE].read(ledger.session_breakdown, call.user_id, call.params["id"])
+
+
+ROUTES = [
+    Route("POST", "/api/usage/events", post_usage_event, "Record a usage event (idempotent)", "costs",
+          response=UsageEvent, body=UsageEventIn, status=201, also=(200,), raw=True, exact_numbers=True, errors=(404, 409)),
+    Route("GET", "/api/costs/summary", cost_summary, "Total, this month's and per-provider costs", "costs",
+          response=CostSummary),
+    Route("GET", "/api/costs/timeline", cost_timeline, "Costs per day, week or month", "costs",
+          response=TimelinePoint, many=True, query=TimelineQuery),
+    Route("GET", "/api/costs/by-agent", cost_by_agent, "Costs per agent", "costs", response=AgentCost, many=True),
+    Route("GET", "/api/sessions/{id}/cost-breakdown", session_cost_breakdown, "One session's usage and costs",
+          "costs", response=SessionCostBreakdown, owned_param="id"),
+]

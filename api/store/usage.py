@@ -1,0 +1,237 @@
+"""The usage ledger: idempotent event inserts with rollups kept in the same transaction, and the cost reads.
+
+Totals are integer sums of integer nano-USD, so a total always equals the sum of its events exactly."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import Conflict, NotFound
+from .timefmt import now_iso, to_iso
+
+COLUMNS = ("id", "owner_id", "session_id", "agent_id", "provider", "model", "event_type", "token_kind", "quantity",
+           "unit", "unit_cost", "total_cost_nanos", "priced", "price_version", "idempotency_key", "request_hash",
+           "source", "occurred_at", "created_at")
+_INSERT = (f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(COLUMNS))})")
+
+
+def _row(e: dict[str, Any], request_hash: str) -> list[Any]:
+    occurred = e["occurred_at"]
+    return [
+        e["id"], e["owner_id"], e["session_id"], e["agent_id"], e["provider"], e["model"], e["event_type"],
+        e["token_kind"], str(e["quantity"]), e["unit"],
+        None if e["unit_cost"] is None else str(e["unit_cost"]), e["total_cost_nanos"],
+        int(e["total_cost_nanos"] is not None), e["price_version"], e["idempotency_key"], request_hash, e["source"],
+        occurred if isinstance(occurred, str) else to_iso(occurred), now_iso(),
+    ]
+
+
+def _roll_up(db: sqlite_utils.Database, e: dict[str, Any], occurred_iso: str) -> None:
+    nanos = e["total_cost_nanos"] or 0
+    unpriced = int(e["total_cost_nanos"] is None)
+    agent = e["agent_id"] or ""
+    db.execute(
+        "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
+        "unpriced_count) VALUES (?,?,?,?,?,?,1,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) DO "
+        "UPDATE SET total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, event_count = event_count + 1, "
+        "unpriced_count = unpriced_count + excluded.unpriced_count",
+        [e["owner_id"], occurred_iso[:10], agent, e["provider"], e["event_type"], nanos, unpriced],
+    )
+    if e["session_id"]:
+        db.execute(
+            "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
+            " VALUES (?,?,?,?,1,?) ON CONFLICT (session_id) DO UPDATE SET "
+            "total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, event_count = event_count + 1, "
+            "unpriced_count = unpriced_count + excluded.unpriced_count",
+            [e["session_id"], e["owner_id"], agent, nanos, unpriced],
+        )
+
+
+def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], request_hash: str = "") -> list[bool]:
+    """Insert events; an event whose (owner, idempotency key) is already in the ledger is skipped. Returns which
+    were new."""
+    out = []
+    for e in events:
+        row = _row(e, request_hash)
+        cur = db.execute(_INSERT, row)
+        fresh = cur.rowcount > 0
+        if fresh:
+            _roll_up(db, e, row[COLUMNS.index("occurred_at")])
+        out.append(fresh)
+    return out
+
+
+def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_hash: str) -> tuple[dict[str, Any], bool]:
+    """One event from POST /api/usage/events. The same key with the same body returns the stored event; the same
+    key with a different body is a conflict and writes nothing."""
+    existing = list(db.query("SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
+                             [event["owner_id"], event["idempotency_key"]]))
+    if existing:
+        if existing[0]["request_hash"] != request_hash:
+            raise Conflict(f"idempotency key {event['idempotency_key']!r} was already used with a different body")
+        return existing[0], False
+    record_events(db, [event], request_hash)
+    return get_row(db, event["owner_id"], event["id"]), True
+
+
+def get_row(db: sqlite_utils.Database, owner_id: str, event_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM usage_events WHERE id = ? AND owner_id = ?", [event_id, owner_id]))
+    if not rows:
+        raise NotFound(f"usage event {event_id} not found")
+    return rows[0]
+
+
+def usd(nanos: int | None) -> float | None:
+    return None if nanos is None else nanos / 1_000_000_000
+
+
+def event_wire(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "session_id": row["session_id"],
+        "user_id": row["owner_id"],
+        "agent_id": row["agent_id"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "event_type": row["event_type"],
+        "token_kind": row["token_kind"],
+        "quantity": float(Decimal(row["quantity"])),
+        "unit": row["unit"],
+        "unit_cost": None if row["unit_cost"] is None else float(Decimal(row["unit_cost"])),
+        "total_cost": usd(row["total_cost_nanos"]),
+        "total_cost_nanos": row["total_cost_nanos"],
+        "priced": bool(row["priced"]),
+        "price_version": row["price_version"],
+        "idempotency_key": row["idempotency_key"],
+        "source": row["source"],
+        "occurred_at": row["occurred_at"],
+        "created_at": row["created_at"],
+    }
+
+
+# ---- reads ----
+
+def summary(db: sqlite_utils.Database, owner_id: str, month_start: str) -> dict[str, Any]:
+    by_provider: dict[str, int] = {}
+    total = month = events = unpriced = 0
+    for provider, nanos, month_nanos, n, u in db.execute(
+        "SELECT provider, SUM(total_cost_nanos), SUM(CASE WHEN day >= ? THEN total_cost_nanos ELSE 0 END), "
+        "SUM(event_count), SUM(unpriced_count) FROM cost_rollups WHERE owner_id = ? GROUP BY provider",
+        [month_start, owner_id],
+    ):
+        by_provider[provider] = nanos
+        total += nanos
+        month += month_nanos
+        events += n
+        unpriced += u
+    return {
+        "total_cost": usd(total),
+        "this_month_cost": usd(month),
+        "by_provider": {p: usd(v) for p, v in sorted(by_provider.items())},
+        "currency": "USD",
+        "event_count": events,
+        "unpriced_event_count": unpriced,
+        "total_cost_nanos": total,
+    }
+
+
+def _bucket(day: str, period: str) -> str:
+    d = date.fromisoformat(day)
+    if period == "weekly":
+        d = d - timedelta(days=d.weekday())
+    elif period == "monthly":
+        d = d.replace(day=1)
+    return d.isoformat()
+
+
+def timeline(db: sqlite_utils.Database, owner_id: str, period: str, start: str | None, end_exclusive: str | None
+             ) -> list[dict[str, Any]]:
+    where, args = ["owner_id = ?"], [owner_id]
+    if start:
+        where.append("day >= ?")
+        args.append(start[:10])
+    if end_exclusive:
+        where.append("day < ?")
+        args.append(end_exclusive[:10])
+    points: dict[str, dict[str, int]] = {}
+    for day, provider, nanos in db.execute(
+        f"SELECT day, provider, SUM(total_cost_nanos) FROM cost_rollups WHERE {' AND '.join(where)} "
+        "GROUP BY day, provider ORDER BY day",
+        args,
+    ):
+        bucket = points.setdefault(_bucket(day, period), {})
+        bucket[provider] = bucket.get(provider, 0) + nanos
+    return [
+        {"date": d, "total_cost": usd(sum(p.values())), "by_provider": {k: usd(v) for k, v in sorted(p.items())},
+         "total_cost_nanos": sum(p.values())}
+        for d, p in sorted(points.items())
+    ]
+
+
+def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
+    sessions = dict(db.execute(
+        "SELECT agent_id, COUNT(*) FROM session_costs WHERE owner_id = ? GROUP BY agent_id", [owner_id]).fetchall())
+    rows = db.execute(
+        "SELECT r.agent_id, a.name, SUM(r.total_cost_nanos), SUM(r.event_count) FROM cost_rollups r "
+        "LEFT JOIN agents a ON a.id = r.agent_id AND a.owner_id = r.owner_id "
+        "WHERE r.owner_id = ? GROUP BY r.agent_id ORDER BY SUM(r.total_cost_nanos) DESC, r.agent_id",
+        [owner_id],
+    ).fetchall()
+    return [
+        {"agent_id": agent or None, "agent_name": name, "total_cost": usd(nanos),
+         "session_count": sessions.get(agent, 0), "event_count": n, "total_cost_nanos": nanos}
+        for agent, name, nanos, n in rows
+    ]
+
+
+def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
+    if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]).fetchone() is None:
+        raise NotFound(f"session {session_id} not found")
+    rows = list(db.query("SELECT * FROM usage_events WHERE session_id = ? AND owner_id = ? "
+                         "ORDER BY occurred_at, idempotency_key", [session_id, owner_id]))
+    by_type: dict[str, int] = {}
+    for r in rows:
+        by_type[r["event_type"]] = by_type.get(r["event_type"], 0) + (r["total_cost_nanos"] or 0)
+    total = sum(by_type.values())
+    return {
+        "session_id": session_id,
+        "total_cost": usd(total),
+        "events": [event_wire(r) for r in rows],
+        "cost_by_type": {k: usd(v) for k, v in sorted(by_type.items())},
+        "unpriced_event_count": sum(1 for r in rows if not r["priced"]),
+        "total_cost_nanos": total,
+    }
+
+
+def costs_since(db: sqlite_utils.Database, owner_id: str, day: str) -> int:
+    row = db.execute("SELECT COALESCE(SUM(total_cost_nanos), 0) FROM cost_rollups WHERE owner_id = ? AND day >= ?",
+                     [owner_id, day]).fetchone()
+    return int(row[0])
+
+
+def events_in_period(db: sqlite_utils.Database, start: str | None, end_exclusive: str | None,
+                     owner_id: str | None = None) -> list[dict[str, Any]]:
+    where, args = ["1=1"], []
+    if owner_id:
+        where.append("owner_id = ?")
+        args.append(owner_id)
+    if start:
+        where.append("occurred_at >= ?")
+        args.append(start)
+    if end_exclusive:
+        where.append("occurred_at < ?")
+        args.append(end_exclusive)
+    return list(db.query(f"SELECT * FROM usage_events WHERE {' AND '.join(where)}", args))
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+

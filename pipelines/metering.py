@@ -1,0 +1,234 @@
+"""Inline metering: usage turned into priced events while the call runs.
+
+- STT minutes come from the audio actually streamed to the provider (counted frame by frame in the agent's STT
+  node), not from the plugins' usage reports, which under-report short calls.
+- LLM tokens (input and output apart) and TTS characters come from the session's cumulative usage; each report
+  becomes the delta since the previous one.
+- Every event carries an idempotency key derived from the cumulative counters it covers (``.../0-480000``), so a
+  retried or replayed write is the same event and the ledger (an upsert on the key) never counts it twice.
+- Events go to a ``UsageSink``; the worker wires it to the store. Nothing here knows about HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Protocol
+
+from .pricing import PriceBook, Unpriced, cost_nanos
+
+log = logging.getLogger("voxarena.metering")
+
+QUANTUM = Decimal("1e-12")  # minutes are kept to 12 decimals (60 ps): exact enough, and bounded in size
+KEY_NAMESPACE = uuid.UUID("6f1c1e9c-8f6e-4d4e-9a51-5b2a3c6d7e80")
+
+UNITS = {"stt_minutes": "minute", "llm_tokens": "token", "tts_characters": "character"}
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    id: str
+    idempotency_key: str
+    owner_id: str
+    session_id: str | None
+    agent_id: str | None
+    provider: str
+    model: str | None
+    event_type: str
+    token_kind: str | None
+    quantity: Decimal
+    unit: str
+    unit_cost: Decimal | None
+    total_cost_nanos: int | None
+    price_version: str | None
+    occurred_at: datetime
+    source: str
+
+    @property
+    def priced(self) -> bool:
+        return self.total_cost_nanos is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def event_id(owner_id: str, key: str) -> str:
+    """The event id is a function of the key, so the same usage always lands on the same row."""
+    return str(uuid.uuid5(KEY_NAMESPACE, f"{owner_id}\x00{key}"))
+
+
+def make_event(
+    book: PriceBook,
+    *,
+    key: str,
+    owner_id: str,
+    session_id: str | None,
+    agent_id: str | None,
+    provider: str,
+    model: str | None,
+    event_type: str,
+    quantity: Decimal,
+    token_kind: str | None = None,
+    at: datetime | None = None,
+    source: str = "worker",
+) -> UsageEvent:
+    at = at or datetime.now(timezone.utc)
+    provider_key = book.provider_key(provider)
+    try:
+        quote = book.quote(provider=provider_key, event_type=event_type, model=model, token_kind=token_kind, at=at)
+        unit_cost, total, version = quote.unit_cost, cost_nanos(quantity, quote.unit_cost), quote.price_version
+    except Unpriced as e:
+        log.warning("unpriced usage recorded: %s", e)
+        unit_cost, total, version = None, None, None
+    return UsageEvent(
+        id=event_id(owner_id, key), idempotency_key=key, owner_id=owner_id, session_id=session_id,
+        agent_id=agent_id, provider=provider_key, model=model, event_type=event_type, token_kind=token_kind,
+        quantity=quantity, unit=UNITS[event_type], unit_cost=unit_cost, total_cost_nanos=total,
+        price_version=version, occurred_at=at, source=source,
+    )
+
+
+class UsageSink(Protocol):
+    async def record(self, events: list[UsageEvent]) -> None: ...
+
+
+class CallMeter:
+    """Meters one call. Thread-compatible only with its own event loop (one meter per job)."""
+
+    def __init__(
+        self,
+        book: PriceBook,
+        sink: UsageSink,
+        *,
+        owner_id: str,
+        session_id: str,
+        agent_id: str,
+        stt_provider: str,
+        stt_model: str | None,
+        stt_flush_seconds: float = 1.0,
+    ) -> None:
+        self.book = book
+        self.sink = sink
+        self.owner_id = owner_id
+        self.session_id = session_id
+        self.agent_id = agent_id
+        self.stt_provider = stt_provider
+        self.stt_model = stt_model
+        self.stt_flush_seconds = stt_flush_seconds
+        # STT audio: cumulative samples per sample rate, and how many of them are already in the ledger.
+        self._samples: dict[int, int] = {}
+        self._flushed: dict[int, int] = {}
+        # Cumulative usage already turned into events, per (provider, model, counter).
+        self._seen: dict[tuple[str, str, str], int] = {}
+        self._pending: set[asyncio.Future[None]] = set()
+        self._lock = asyncio.Lock()
+        self.failed_writes = 0
+
+    # ---- STT: the audio streamed to the provider ----
+    def on_stt_audio(self, samples: int, sample_rate: int) -> None:
+        self._samples[sample_rate] = self._samples.get(sample_rate, 0) + samples
+        unflushed = self._samples[sample_rate] - self._flushed.get(sample_rate, 0)
+        if unflushed >= sample_rate * self.stt_flush_seconds:
+            self._spawn(self.flush_stt())
+
+    def stt_seconds(self) -> Decimal:
+        return sum((Decimal(n) / rate for rate, n in self._samples.items()), Decimal(0))
+
+    def _stt_events(self) -> tuple[list[UsageEvent], dict[int, int]]:
+        """Events for the audio not yet in the ledger, and the marks to advance once they are written."""
+        events, marks = [], {}
+        for rate, total in list(self._samples.items()):
+            start = self._flushed.get(rate, 0)
+            if total <= start:
+                continue
+            minutes = (Decimal(total - start) / Decimal(rate * 60)).quantize(QUANTUM)
+            key = f"{self.session_id}/stt/{self.stt_provider}/{rate}/{start}-{total}"
+            events.append(self._event(key, self.stt_provider, self.stt_model, "stt_minutes", minutes))
+            marks[rate] = total
+        return events, marks
+
+    async def flush_stt(self) -> None:
+        async with self._lock:
+            events, marks = self._stt_events()
+            await self._write(events)
+            self._flushed.update(marks)
+
+    # ---- LLM / TTS: cumulative usage reports from the session ----
+    def usage_events(self, model_usage: Iterable[Any]) -> list[UsageEvent]:
+        events: list[UsageEvent] = []
+        for u in model_usage:
+            kind = getattr(u, "type", "")
+            provider = str(getattr(u, "provider", "") or "unknown")
+            model = str(getattr(u, "model", "") or "") or None
+            if kind == "llm_usage":
+                counters = (("input", "llm_tokens", u.input_tokens), ("output", "llm_tokens", u.output_tokens))
+            elif kind == "tts_usage":
+                counters = (("characters", "tts_characters", u.characters_count),)
+            else:  # STT is metered from the audio itself; EOT/interruption models are local and free
+                continue
+            for counter, event_type, cumulative in counters:
+                seen_key = (provider, model or "", counter)
+                before = self._seen.get(seen_key, 0)
+                if cumulative <= before:
+                    continue
+                self._seen[seen_key] = cumulative
+                key = f"{self.session_id}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-{cumulative}"
+                events.append(self._event(key, provider, model, event_type, Decimal(cumulative - before),
+                                          token_kind=counter if event_type == "llm_tokens" else None))
+        return events
+
+    def on_usage(self, model_usage: Iterable[Any]) -> None:
+        events = self.usage_events(model_usage)
+        if events:
+            self._spawn(self._locked_write(events))
+
+    async def record_llm_call(self, *, key: str, provider: str, model: str | None, input_tokens: int,
+                              output_tokens: int) -> None:
+        """Usage of an LLM call made outside the session (the post-call analysis)."""
+        events = [
+            self._event(f"{self.session_id}/{key}/input", provider, model, "llm_tokens", Decimal(input_tokens),
+                        token_kind="input"),
+            self._event(f"{self.session_id}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens),
+                        token_kind="output"),
+        ]
+        await self._locked_write([e for e in events if e.quantity > 0])
+
+    # ---- plumbing ----
+    def _event(self, key: str, provider: str, model: str | None, event_type: str, quantity: Decimal,
+               token_kind: str | None = None) -> UsageEvent:
+        return make_event(self.book, key=key, owner_id=self.owner_id, session_id=self.session_id,
+                          agent_id=self.agent_id, provider=provider, model=model, event_type=event_type,
+                          quantity=quantity, token_kind=token_kind)
+
+    async def _locked_write(self, events: list[UsageEvent]) -> None:
+        async with self._lock:
+            await self._write(events)
+
+    async def _write(self, events: list[UsageEvent]) -> None:
+        if not events:
+            return
+        try:
+            await self.sink.record(events)
+        except Exception:
+            self.failed_writes += 1
+            log.exception("could not record %d usage events for session %s", len(events), self.session_id)
+            raise
+
+    def _spawn(self, coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    async def close(self, final_usage: Iterable[Any] = ()) -> None:
+        """At the end of the call: the last usage report (which the plugins deliver late) and the last audio."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        events = self.usage_events(final_usage)
+        async with self._lock:
+            stt, marks = self._stt_events()
+            await self._write(events + stt)
+            self._flushed.update(marks)
