@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncGenerator, AsyncIterable, Callable
 
-from livekit.agents import Agent, AgentSession, APIConnectOptions, inference, llm, stt, tts, vad
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, APIConnectOptions, ModelSettings, inference, llm, stt, tts, vad
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from .config import AgentSpec, ProvidersConfig
@@ -60,12 +61,30 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
     )
 
 
-class VoiceAgent(Agent):
-    """The agent as configured in the store: its system prompt, and its greeting when it speaks first."""
+AudioTap = Callable[[int, int], None]
 
-    def __init__(self, spec: AgentSpec) -> None:
+
+class VoiceAgent(Agent):
+    """The agent as configured in the store: its system prompt, its greeting when it speaks first, and a tap on
+    the audio its STT node streams to the provider (the meter counts billable STT audio there)."""
+
+    def __init__(self, spec: AgentSpec, *, stt_audio_tap: AudioTap | None = None) -> None:
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
         self.spec = spec
+        self._tap = stt_audio_tap
+
+    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+                       ) -> AsyncGenerator[stt.SpeechEvent, None]:
+        tap = self._tap
+
+        async def tapped() -> AsyncGenerator[rtc.AudioFrame, None]:
+            async for frame in audio:
+                if tap is not None:
+                    tap(frame.samples_per_channel, frame.sample_rate)
+                yield frame
+
+        async for event in Agent.default.stt_node(self, tapped(), model_settings):
+            yield event
 
     async def on_enter(self) -> None:
         if self.spec.first_message_mode == "assistant_speaks_first" and self.spec.first_message:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from livekit.agents import llm
 from pydantic import ValidationError
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from api.schemas.sessions import CallAnalysis
 from api.store import sessions as repo
 from api.store.db import Store
+from pipelines.metering import CallMeter
 
 log = logging.getLogger("voxarena.analysis")
 
@@ -31,13 +32,19 @@ def transcript_text(items: list[dict[str, Any]]) -> str:
     return "\n".join(f"{i['speaker']}: {i['content']}" for i in items)
 
 
-async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> str:
+UsageHook = Callable[[int, int, int], Awaitable[None]]  # (attempt, input tokens, output tokens)
+
+
+async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> tuple[str, int, int]:
     parts: list[str] = []
+    prompt = completion = 0
     async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis) as stream:
         async for chunk in stream:
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
-    return "".join(parts)
+            if chunk.usage is not None:
+                prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+    return "".join(parts), prompt, completion
 
 
 def parse(text: str) -> CallAnalysis:
@@ -47,7 +54,8 @@ def parse(text: str) -> CallAnalysis:
     return CallAnalysis.model_validate(json.loads(cleaned))
 
 
-async def analyse(model: llm.LLM, items: list[dict[str, Any]]) -> tuple[CallAnalysis | None, str | None, int]:
+async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHook | None = None
+                  ) -> tuple[CallAnalysis | None, str | None, int]:
     """Returns (analysis, error, attempts)."""
     if not items:
         return None, "no transcript to analyse", 0
@@ -57,7 +65,9 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]]) -> tuple[CallAnal
     error = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            text = await _ask(model, chat_ctx)
+            text, prompt, completion = await _ask(model, chat_ctx)
+            if on_usage is not None:
+                await on_usage(attempt, prompt, completion)
         except Exception as e:  # provider failure: retry once like invalid output, then give up
             error = f"LLM request failed: {e}"
             log.warning("analysis attempt %d failed: %s", attempt, error)
@@ -74,9 +84,16 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]]) -> tuple[CallAnal
     return None, error, MAX_ATTEMPTS
 
 
-async def run_and_store(store: Store, session_id: str, model: llm.LLM) -> CallAnalysis | None:
+async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter: CallMeter | None = None
+                        ) -> CallAnalysis | None:
     items = await store.read(repo.items_for, session_id)
-    result, error, attempts = await analyse(model, items)
+
+    async def metered(attempt: int, prompt: int, completion: int) -> None:
+        if meter is not None:
+            await meter.record_llm_call(key=f"analysis/{attempt}", provider=model.provider, model=model.model,
+                                        input_tokens=prompt, output_tokens=completion)
+
+    result, error, attempts = await analyse(model, items, metered)
     await store.write(
         lambda db: repo.store_analysis(
             db, session_id, result=result.model_dump() if result else None, error=error, attempts=attempts

@@ -21,11 +21,14 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from pipelines.builder import VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderConfigError
+from pipelines.metering import CallMeter
+from pipelines.pricing import PriceBook
 from pipelines.registry import builder
 
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .recorder import SessionRecorder
+from .usage_sink import StoreUsageSink
 
 log = logging.getLogger("voxarena.job")
 
@@ -41,6 +44,7 @@ class Call:
     recorder: SessionRecorder
     spec: AgentSpec | None = None
     session: AgentSession | None = None
+    meter: CallMeter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,6 +53,7 @@ def prewarm(proc: JobProcess) -> None:
     settings = Settings.from_env()
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_path, readers=2)
+    proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
     proc.userdata["vad"] = silero.VAD.load()
 
 
@@ -101,6 +106,11 @@ async def entrypoint(ctx: JobContext) -> None:
     session = build_session(pipeline, vad_model=ctx.proc.userdata["vad"], turn_detection=settings.turn_detection)
     call.session = session
     recorder.attach(session)
+    meter = CallMeter(ctx.proc.userdata["pricebook"], StoreUsageSink(store), owner_id=owner,
+                      session_id=session_id, agent_id=meta.agent_id, stt_provider=call.spec.stt_provider,
+                      stt_model=getattr(pipeline.stt, "model", None))
+    call.meter = meter
+    session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
 
     def on_close(ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
@@ -108,7 +118,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     session.on("close", on_close)
     await session.start(
-        agent=VoiceAgent(call.spec),
+        agent=VoiceAgent(call.spec, stt_audio_tap=meter.on_stt_audio),
         room=ctx.room,
         room_options=room_io.RoomOptions(participant_identity=participant.identity, close_on_disconnect=True),
     )
@@ -122,7 +132,19 @@ async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> 
 
 async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
     await call.recorder.end(reason=reason, error=error)
+    await _close_meter(call)
     ctx.shutdown(reason=reason)
+
+
+async def _close_meter(call: Call) -> None:
+    """The last usage (the plugins report it late) and the last audio, once; safe to call again."""
+    if call.meter is None or call.session is None or call.extras.get("meter_closed"):
+        return
+    call.extras["meter_closed"] = True
+    try:
+        await call.meter.close(call.session.usage.model_usage)
+    except Exception:
+        log.exception("final metering of session %s failed", call.session_id)
 
 
 async def on_session_end(ctx: JobContext) -> None:
@@ -131,6 +153,7 @@ async def on_session_end(ctx: JobContext) -> None:
     if call is None:
         return
     await call.recorder.end(reason="job_ended")
+    await _close_meter(call)
     if call.spec is None or call.session is None:
         return
     try:
@@ -139,4 +162,4 @@ async def on_session_end(ctx: JobContext) -> None:
         await call.store.write(lambda db: sessions_repo.store_analysis(db, call.session_id, result=None,
                                                                        error=str(e), attempts=0))
         return
-    await run_and_store(call.store, call.session_id, model)  # type: ignore[arg-type]
+    await run_and_store(call.store, call.session_id, model, meter=call.meter)  # type: ignore[arg-type]
