@@ -53,6 +53,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reprice(args: argparse.Namespace) -> int:
+    import json
+
+    from api.routes.sessions import date_bounds
+    from api.schemas.sessions import DateRange
+    from api.services.reprice import reprice
+    from api.store.db import connect
+    from pipelines.pricing import PriceBook
+
+    settings = _settings(args)
+    book = PriceBook.load(args.pricing)
+    start, end = date_bounds(DateRange(start_date=args.start, end_date=args.end))
+    db = connect(settings.database_path)
+    db.conn.execute("PRAGMA query_only = ON")
+    report = reprice(db, book, start=start, end=end, owner_id=args.user)
+    db.conn.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    data = report.as_dict()
+    print(f"re-priced under {data['to_version']} (recorded with {', '.join(data['from_versions']) or '-'})")
+    print(f"{'provider/event type':32} {'events':>8} {'recorded USD':>16} {'re-priced USD':>16} {'difference':>14}")
+    for name, line in [*data["by_provider"].items(), ("TOTAL", data["total"])]:
+        print(f"{name:32} {line['events']:>8} {line['original_usd']:>16} {line['repriced_usd']:>16} "
+              f"{line['difference_usd']:>14}" + (f"  ({line['unpriced_after']} unpriced)" if line["unpriced_after"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxarena", description="Self-hosted voice-AI agents on LiveKit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(token)
     token.set_defaults(func=cmd_token)
 
+    rep = sub.add_parser("reprice", help="compare a period's costs under another pricing.yaml (read-only)")
+    rep.add_argument("--pricing", required=True, help="the other price book")
+    rep.add_argument("--start", help="first day (YYYY-MM-DD) or date-time, inclusive")
+    rep.add_argument("--end", help="last day (YYYY-MM-DD, whole day) or date-time, inclusive")
+    rep.add_argument("--user", help="only this user's usage")
+    rep.add_argument("--json", action="store_true", help="machine-readable output")
+    data_dir(rep)
+    rep.set_defaults(func=cmd_reprice)
+
     mig = sub.add_parser("migrate", help="apply database migrations")
     data_dir(mig)
     mig.set_defaults(func=cmd_migrate)
@@ -83,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:  # a bad setting: say which, do not dump a traceback
+    except ValueError as e:  # a bad setting or price book: say which, do not dump a traceback
         logging.getLogger("voxarena").error("%s", e)
         print(f"voxarena: {e}", file=sys.stderr)
         return 2
