@@ -110,8 +110,12 @@ class CallMeter:
         stt_provider: str,
         stt_model: str | None,
         stt_flush_seconds: float = 1.0,
+        key_scope: str | None = None,
     ) -> None:
         self.book = book
+        # Keys are scoped to the job as well as the session: a job re-dispatched into the same call after a crash
+        # meters new usage from zero, and must not collide with the keys of what the dead job already recorded.
+        self.scope = key_scope or session_id
         self.sink = sink
         self.owner_id = owner_id
         self.session_id = session_id
@@ -146,7 +150,7 @@ class CallMeter:
             if total <= start:
                 continue
             minutes = (Decimal(total - start) / Decimal(rate * 60)).quantize(QUANTUM)
-            key = f"{self.session_id}/stt/{self.stt_provider}/{rate}/{start}-{total}"
+            key = f"{self.scope}/stt/{self.stt_provider}/{rate}/{start}-{total}"
             events.append(self._event(key, self.stt_provider, self.stt_model, "stt_minutes", minutes))
             marks[rate] = total
         return events, marks
@@ -176,7 +180,7 @@ class CallMeter:
                 if cumulative <= before:
                     continue
                 self._seen[seen_key] = cumulative
-                key = f"{self.session_id}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-{cumulative}"
+                key = f"{self.scope}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-{cumulative}"
                 events.append(self._event(key, provider, model, event_type, Decimal(cumulative - before),
                                           token_kind=counter if event_type == "llm_tokens" else None))
         return events
@@ -190,9 +194,9 @@ class CallMeter:
                               output_tokens: int) -> None:
         """Usage of an LLM call made outside the session (the post-call analysis)."""
         events = [
-            self._event(f"{self.session_id}/{key}/input", provider, model, "llm_tokens", Decimal(input_tokens),
+            self._event(f"{self.scope}/{key}/input", provider, model, "llm_tokens", Decimal(input_tokens),
                         token_kind="input"),
-            self._event(f"{self.session_id}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens),
+            self._event(f"{self.scope}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens),
                         token_kind="output"),
         ]
         await self._locked_write([e for e in events if e.quantity > 0])

@@ -108,7 +108,7 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder.attach(session)
     meter = CallMeter(ctx.proc.userdata["pricebook"], StoreUsageSink(store), owner_id=owner,
                       session_id=session_id, agent_id=meta.agent_id, stt_provider=call.spec.stt_provider,
-                      stt_model=getattr(pipeline.stt, "model", None))
+                      stt_model=getattr(pipeline.stt, "model", None), key_scope=f"{session_id}/{ctx.job.id}")
     call.meter = meter
     session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
 

@@ -116,3 +116,31 @@ def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeou
 
 
 __all__ = ["Product", "start_product", "product_env", "health", "signal"]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def job_process_pids(product: Product) -> list[int]:
+    """The job processes (idle or running a call): the children of the worker's multiprocessing forkserver."""
+    pids = []
+    for child in _children(product.process.pid):
+        try:
+            cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"forkserver" in cmdline:
+            pids += _children(child)
+    return pids

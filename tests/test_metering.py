@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+
+from api.store import usage as ledger
+from pipelines.metering import CallMeter
+from pipelines.pricing import PriceBook
+from tests.api.seed import seed_call
+
+BOOK = PriceBook.load()
+
+
+class ListSink:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.events = []
+        self.fail_first = fail_first
+
+    async def record(self, events):
+        if self.fail_first:
+            self.fail_first -= 1
+            raise RuntimeError("disk on fire")
+        self.events += events
+
+
+def meter(sink, session_id="s1", **kw):
+    return CallMeter(BOOK, sink, owner_id="alice", session_id=session_id, agent_id="a1", stt_provider="deepgram",
+                     stt_model="nova-3", key_scope=f"{session_id}/job1", **kw)
+
+
+async def test_stt_minutes_follow_the_audio_streamed_exactly_and_flush_every_second():
+    sink = ListSink()
+    m = meter(sink)
+    for _ in range(350):  # 3.5 s of 10 ms frames at 48 kHz, the loop running between frames as in a call
+        m.on_stt_audio(480, 48000)
+        await asyncio.sleep(0)
+    await m.close()
+    minutes = sum(e.quantity for e in sink.events)
+    assert abs(minutes - Decimal("3.5") / 60) < Decimal("1e-11")  # minutes are kept to 12 decimals
+    assert len(sink.events) == 4  # 1 s, 1 s, 1 s, then the last half second at close
+    ranges = [e.idempotency_key.rsplit("/", 1)[1] for e in sink.events]
+    assert ranges == ["0-48000", "48000-96000", "96000-144000", "144000-168000"]
+    assert sum(e.total_cost_nanos for e in sink.events) == pytest.approx(int(Decimal("0.0043") * Decimal("3.5") / 60 * 10**9), abs=4)
+
+
+def usage(llm_in, llm_out, chars):
+    return [SimpleNamespace(type="llm_usage", provider="Gemini", model="gemini-2.5-flash", input_tokens=llm_in,
+                            output_tokens=llm_out),
+            SimpleNamespace(type="tts_usage", provider="ElevenLabs", model="eleven_turbo_v2_5",
+                            characters_count=chars)]
+
+
+async def test_cumulative_usage_becomes_deltas_and_a_repeat_report_adds_nothing():
+    sink = ListSink()
+    m = meter(sink)
+    first = m.usage_events(usage(100, 20, 50))
+    again = m.usage_events(usage(100, 20, 50))
+    second = m.usage_events(usage(180, 35, 90))
+    assert again == []
+    assert [(e.event_type, e.token_kind, e.quantity) for e in first + second] == [
+        ("llm_tokens", "input", 100), ("llm_tokens", "output", 20), ("tts_characters", None, 50),
+        ("llm_tokens", "input", 80), ("llm_tokens", "output", 15), ("tts_characters", None, 40)]
+    assert {e.provider for e in first} == {"gemini", "elevenlabs"}
+
+
+async def test_a_failed_write_is_retried_with_the_same_audio_and_never_doubles(store):
+    sink = ListSink(fail_first=1)
+    _, session_id = seed_call(store, "alice")
+    m = meter(sink, session_id=session_id)
+    for _ in range(100):
+        m.on_stt_audio(480, 48000)
+    with pytest.raises(RuntimeError):
+        await m.flush_stt()
+    await m.close()
+    assert abs(sum(e.quantity for e in sink.events) * 60 - 1) < Decimal("1e-9")
+    assert [e.idempotency_key.rsplit("/", 1)[1] for e in sink.events] == ["0-48000"]
+    rows = [e.as_dict() for e in sink.events]
+    assert store.write_sync(ledger.record_events, rows) == [True] * len(rows)
+    assert store.write_sync(ledger.record_events, rows) == [False] * len(rows)  # a replay changes nothing
+
+
+async def test_usage_of_an_unpriced_provider_is_flagged_not_zeroed():
+    m = meter(ListSink())
+    (e,) = m.usage_events([SimpleNamespace(type="llm_usage", provider="OpenAI", model="gpt", input_tokens=5,
+                                           output_tokens=0)])
+    assert e.priced is False and e.total_cost_nanos is None and e.unit_cost is None
