@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: Redis and sipp (telephony e2e), espeak-ng and sox (speech audio),
-# iproute2 (the test network namespace), and the cgo libraries livekit-sip links against.
+# Debian packages the tests and benchmarks need: espeak-ng and sox (speech audio), iproute2 (the test network
+# namespace), ffmpeg (audio the provider fakes serve), wrk (API throughput benchmark).
 set -euo pipefail
-PKGS=(redis-server sip-tester espeak-ng sox iproute2 pkg-config libopus-dev libopusfile-dev libsoxr-dev ffmpeg)
+PKGS=(espeak-ng sox iproute2 ffmpeg wrk)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

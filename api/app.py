@@ -12,8 +12,9 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, PRICEBOOK, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
+from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
 from .livekit import LiveKitGateway
+from .loopmon import LoopMonitor
 from .routes import agents, costs, livekit, meta, sessions
 from .routing import Route, register
 from .settings import Settings
@@ -103,7 +104,10 @@ def create_app(
             owned = Store(settings.database_path)
             app[STORE] = owned
         app[HTTP] = aiohttp.ClientSession()
+        app[LOOP] = LoopMonitor()
+        app[LOOP].start()
         yield
+        await app[LOOP].stop()
         await gateway.aclose()
         await app[HTTP].close()
         if owned is not None:

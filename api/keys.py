@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .auth import LocalIssuer, Verifier
 from .livekit import LiveKitGateway
+from .loopmon import LoopMonitor
 from pipelines.pricing import PriceBook
 
 from .settings import Settings
@@ -20,6 +21,7 @@ VERIFIER = web.AppKey("verifier", Verifier)
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)
+LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.

@@ -79,6 +79,16 @@ class Settings:
         default="model",
         metadata={"doc": "`model` (local end-of-turn model + silero VAD), `vad` or `stt`."},
     )
+    endpointing_min_delay: float = field(
+        default=0.4, metadata={"doc": "Seconds of silence after the user's speech before the turn may end."}
+    )
+    endpointing_max_delay: float = field(
+        default=3.0, metadata={"doc": "Longest wait for the end-of-turn model before the turn ends anyway."}
+    )
+    load_threshold: float = field(
+        default=0.75,
+        metadata={"doc": "Worker load (CPU, 0..1) above which LiveKit sends no new calls here; above 1 never full."},
+    )
     session_sweep_seconds: float = field(
         default=60.0, metadata={"doc": "How often orphaned sessions are looked for."}
     )

@@ -36,24 +36,25 @@ def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig) -> Pipeline:
     )
 
 
-def turn_handling(mode: str) -> dict[str, Any]:
+def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> dict[str, Any]:
     """`model`: the local end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
     detection: Any = inference.TurnDetector(version="v1-mini", local_fallback=True) if mode == "model" else mode
     return {
         "turn_detection": detection,
-        "endpointing": {"min_delay": 0.4, "max_delay": 3.0},
+        "endpointing": {"min_delay": min_delay, "max_delay": max_delay},
         # VAD-based barge-in: the adaptive detector is a cloud model.
         "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5},
     }
 
 
-def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, **kwargs: Any) -> AgentSession:
+def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, min_delay: float = 0.4,
+                  max_delay: float = 3.0, **kwargs: Any) -> AgentSession:
     return AgentSession(
         stt=pipeline.stt,
         llm=pipeline.llm,
         tts=pipeline.tts,
         vad=vad_model,
-        turn_handling=turn_handling(turn_detection),
+        turn_handling=turn_handling(turn_detection, min_delay=min_delay, max_delay=max_delay),
         conn_options=SessionConnectOptions(
             stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT, max_unrecoverable_errors=0
         ),

@@ -103,7 +103,8 @@ async def entrypoint(ctx: JobContext) -> None:
         await _fail(ctx, call, "caller_never_joined", None)
         return
 
-    session = build_session(pipeline, vad_model=ctx.proc.userdata["vad"], turn_detection=settings.turn_detection)
+    session = build_session(pipeline, vad_model=ctx.proc.userdata["vad"], turn_detection=settings.turn_detection,
+                            min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay)
     call.session = session
     recorder.attach(session)
     meter = CallMeter(ctx.proc.userdata["pricebook"], StoreUsageSink(store), owner_id=owner,

@@ -64,6 +64,7 @@ class Runtime:
             api_secret=s.livekit_api_secret,
             max_retry=MAX_RETRY,
             drain_timeout=int(s.drain_timeout_seconds),
+            load_threshold=s.load_threshold,
         )
         server.rtc_session(job.entrypoint, agent_name=s.agent_name, on_session_end=job.on_session_end)
         server.on("worker_registered", self._on_registered)

@@ -6,7 +6,7 @@ import time
 
 from aiohttp import web
 
-from ..keys import ISSUER, LIVEKIT_HEALTH, STARTED, STORE
+from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
 from ..routing import Call, Route
 from ..schemas.health import Health
 from ..store.migrations import schema_version
@@ -32,6 +32,7 @@ async def health(call: Call) -> dict:
         "timestamp": now_iso(),
         "database": database,
         "livekit": livekit,
+        "event_loop": app[LOOP].snapshot(),
     }
 
 

@@ -10,6 +10,13 @@ class ComponentHealth(BaseModel):
     detail: str | None = None
 
 
+class LoopLag(BaseModel):
+    samples: int
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+
+
 class Health(BaseModel):
     status: Literal["healthy", "degraded"]
     version: str
@@ -17,3 +24,4 @@ class Health(BaseModel):
     timestamp: str
     database: ComponentHealth
     livekit: ComponentHealth
+    event_loop: LoopLag

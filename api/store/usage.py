@@ -21,7 +21,7 @@ _INSERT = (f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(COLUMNS))})")
 
 
-def _row(e: dict[str, Any], request_hash: str) -> list[Any]:
+def row_values(e: dict[str, Any], request_hash: str) -> list[Any]:
     occurred = e["occurred_at"]
     return [
         e["id"], e["owner_id"], e["session_id"], e["agent_id"], e["provider"], e["model"], e["event_type"],
@@ -32,39 +32,66 @@ def _row(e: dict[str, Any], request_hash: str) -> list[Any]:
     ]
 
 
-def _roll_up(db: sqlite_utils.Database, e: dict[str, Any], occurred_iso: str) -> None:
-    nanos = e["total_cost_nanos"] or 0
-    unpriced = int(e["total_cost_nanos"] is None)
-    agent = e["agent_id"] or ""
-    db.execute(
-        "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
-        "unpriced_count) VALUES (?,?,?,?,?,?,1,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) DO "
-        "UPDATE SET total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, event_count = event_count + 1, "
-        "unpriced_count = unpriced_count + excluded.unpriced_count",
-        [e["owner_id"], occurred_iso[:10], agent, e["provider"], e["event_type"], nanos, unpriced],
-    )
-    if e["session_id"]:
-        db.execute(
-            "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
-            " VALUES (?,?,?,?,1,?) ON CONFLICT (session_id) DO UPDATE SET "
-            "total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, event_count = event_count + 1, "
-            "unpriced_count = unpriced_count + excluded.unpriced_count",
-            [e["session_id"], e["owner_id"], agent, nanos, unpriced],
-        )
-
-
 def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], request_hash: str = "") -> list[bool]:
     """Insert events; an event whose (owner, idempotency key) is already in the ledger is skipped. Returns which
-    were new."""
-    out = []
-    for e in events:
-        row = _row(e, request_hash)
-        cur = db.execute(_INSERT, row)
-        fresh = cur.rowcount > 0
-        if fresh:
-            _roll_up(db, e, row[COLUMNS.index("occurred_at")])
-        out.append(fresh)
-    return out
+    were new. Runs inside the writer's transaction, so the existence check and the inserts cannot race; rollups are
+    aggregated per batch and upserted once per key."""
+    if not events:
+        return []
+    existing: set[tuple[str, str]] = set()
+    pairs = [(e["owner_id"], e["idempotency_key"]) for e in events]
+    by_owner: dict[str, list[str]] = {}
+    for owner, key in pairs:
+        by_owner.setdefault(owner, []).append(key)
+    for owner, keys in by_owner.items():  # one indexed lookup per owner and chunk of keys
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            existing.update((owner, k) for (k,) in db.execute(
+                f"SELECT idempotency_key FROM usage_events WHERE owner_id = ? AND idempotency_key IN "
+                f"({','.join('?' * len(chunk))})", [owner, *chunk]))
+    fresh_rows, flags = [], []
+    rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
+    per_session: dict[str, list[Any]] = {}
+    for e, pair in zip(events, pairs):
+        if pair in existing:
+            flags.append(False)
+            continue
+        existing.add(pair)  # a key repeated inside one batch counts once
+        flags.append(True)
+        row = row_values(e, request_hash)
+        fresh_rows.append(row)
+        nanos = e["total_cost_nanos"] or 0
+        unpriced = int(e["total_cost_nanos"] is None)
+        agent = e["agent_id"] or ""
+        acc = rollups.setdefault((e["owner_id"], row[COLUMNS.index("occurred_at")][:10], agent, e["provider"],
+                                  e["event_type"]), [0, 0, 0])
+        acc[0] += nanos
+        acc[1] += 1
+        acc[2] += unpriced
+        if e["session_id"]:
+            s = per_session.setdefault(e["session_id"], [e["owner_id"], agent, 0, 0, 0])
+            s[2] += nanos
+            s[3] += 1
+            s[4] += unpriced
+    if fresh_rows:
+        db.conn.executemany(_INSERT, fresh_rows)
+        db.conn.executemany(
+            "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
+            "unpriced_count) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) "
+            "DO UPDATE SET total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, "
+            "event_count = event_count + excluded.event_count, "
+            "unpriced_count = unpriced_count + excluded.unpriced_count",
+            [(*k, *v) for k, v in rollups.items()],
+        )
+        db.conn.executemany(
+            "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
+            "total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, "
+            "event_count = event_count + excluded.event_count, "
+            "unpriced_count = unpriced_count + excluded.unpriced_count",
+            [(sid, *v) for sid, v in per_session.items()],
+        )
+    return flags
 
 
 def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_hash: str) -> tuple[dict[str, Any], bool]:
@@ -213,21 +240,6 @@ def costs_since(db: sqlite_utils.Database, owner_id: str, day: str) -> int:
     row = db.execute("SELECT COALESCE(SUM(total_cost_nanos), 0) FROM cost_rollups WHERE owner_id = ? AND day >= ?",
                      [owner_id, day]).fetchone()
     return int(row[0])
-
-
-def events_in_period(db: sqlite_utils.Database, start: str | None, end_exclusive: str | None,
-                     owner_id: str | None = None) -> list[dict[str, Any]]:
-    where, args = ["1=1"], []
-    if owner_id:
-        where.append("owner_id = ?")
-        args.append(owner_id)
-    if start:
-        where.append("occurred_at >= ?")
-        args.append(start)
-    if end_exclusive:
-        where.append("occurred_at < ?")
-        args.append(end_exclusive)
-    return list(db.query(f"SELECT * FROM usage_events WHERE {' AND '.join(where)}", args))
 
 
 def request_hash(body: dict[str, Any]) -> str:

@@ -1,0 +1,55 @@
+"""`python -m bench [--only ingest,costs,api,voice] [--quick]`: every benchmark, one table.
+
+Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from .common import Results, machine
+
+SECTIONS = ("voice", "ingest", "costs", "api")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for trying the harness")
+    args = parser.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    results = Results()
+    started = time.time()
+    print(f"machine: {machine()}", flush=True)
+    if "voice" in only:
+        from . import voice
+
+        asyncio.run(voice.run(results, quick=args.quick))
+    if "ingest" in only:
+        from . import ingest
+
+        asyncio.run(ingest.run(results, events=20_000 if args.quick else 200_000))
+    if "costs" in only:
+        from . import cost_queries
+
+        asyncio.run(cost_queries.run(results, sizes=(100_000,) if args.quick else (1_000_000, 10_000_000),
+                                     requests=50 if args.quick else 200))
+    if "api" in only:
+        from . import api_throughput
+
+        api_throughput.run(results, seconds=3 if args.quick else 8, rounds=1 if args.quick else 3)
+    table = results.table()
+    print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.md").write_text(f"machine: {machine()}\n\n{table}\n")
+    (out / "latest.json").write_text(json.dumps({"machine": machine(), "rows": [r.__dict__ for r in results.rows],
+                                                 "raw": results.raw}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""Voice-to-voice overhead and concurrency, through the real product and a real livekit-server room.
+
+Provider fakes inject fixed latencies (STT final 100 ms after the end of speech, LLM first token 200 ms, TTS first
+audio 150 ms). The client measures from its last non-silent input frame to the first non-silent agent frame it
+receives; overhead = measured - injected. Beside it, in the same run, a minimal hand-written asyncio chain talks to
+the same fakes directly (no LiveKit, no framework): the floor. Runs inside the test network namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from tests.harness.audio import read_wav, speech_wav
+from tests.harness.client import AudioRoomClient
+from tests.harness.fakes_proc import start_fakes
+from tests.harness.livekit_server import start_livekit_server
+from tests.harness.procs import free_port
+from tests.harness.product import job_process_pids, product_env, start_product
+
+from .common import Results, median, pct
+
+STT_MS, LLM_MS, TTS_MS = 100, 200, 150
+INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
+UTTERANCE = "Hello there."
+REPLY = "Okay."
+KEY = "bench-key"
+SCRIPT = {
+    "stt_default_transcript": UTTERANCE,
+    # the fake's end of speech is 100 ms of silence, and its final follows at once: 100 ms after speech ends
+    "stt_end_silence_ms": STT_MS,
+    "stt_final_delay_ms": 0,
+    "llm_default_reply": REPLY,
+    "llm_first_token_delay_ms": LLM_MS,
+    "llm_chunk_delay_ms": 0,
+    "llm_chunks": 1,
+    "tts_first_byte_delay_ms": TTS_MS,
+    "llm_default_json": {"summary": "bench", "sentiment": "neutral", "sentiment_score": 0.5, "topics": [],
+                         "outcome": "bench", "action_items": []},
+}
+
+
+def pss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def product_pids(product) -> list[int]:
+    from tests.harness.product import _children
+
+    pids, frontier = [product.process.pid], [product.process.pid]
+    while frontier:
+        kids = _children(frontier.pop())
+        pids += kids
+        frontier += kids
+    return pids
+
+
+async def _call(product, agent_id: str, user: str, turns: int, out: dict[str, Any]) -> None:
+    status, tok = await product.request("POST", "/api/livekit/token", user, json={"agentId": agent_id})
+    assert status == 200, tok
+    client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
+    await client.connect()
+    wav = speech_wav(UTTERANCE)
+    latencies, gaps = [], 0
+    try:
+        await client.wait_for_participant(timeout=20)
+        await asyncio.sleep(1.0)
+        for _ in range(turns):
+            sent = await client.publish_wav(wav, trail_silence=0.4)
+            heard = await client.wait_for_audio(after=sent.last_speech_at, timeout=15)
+            latencies.append(heard - sent.last_speech_at)
+            await asyncio.sleep(0.9)  # the short reply plays out
+        frames = [f for f in client.received if f.dbfs > client.silence_dbfs]
+        times = [f.at for f in frames]
+        gaps = sum(1 for a, b in zip(times, times[1:]) if 0.06 < b - a < 0.5)  # a hole inside a reply
+    finally:
+        await client.disconnect()
+    out.setdefault("latencies", []).extend(latencies)
+    out.setdefault("gaps", 0)
+    out["gaps"] += gaps
+    out.setdefault("sessions", []).append((tok["sessionId"], latencies))
+
+
+async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: dict[str, int]) -> None:
+    headers = product.headers(user)
+    paths = ["/api/sessions?limit=10", "/api/costs/summary", "/api/agents", "/api/dashboard/metrics"]
+    async with aiohttp.ClientSession(headers=headers) as http:
+        i, t0, loop = 0, time.monotonic(), asyncio.get_running_loop()
+        while not stop.is_set():
+            async def one(path: str) -> None:
+                async with http.get(product.base_url + path) as r:
+                    await r.read()
+                    out["ok" if r.status == 200 else "bad"] = out.get("ok" if r.status == 200 else "bad", 0) + 1
+            loop.create_task(one(paths[i % len(paths)]))
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+
+
+async def _floor(fakes_urls: dict[str, str], turns: int) -> list[float]:
+    """The same three providers driven by hand: PCM to the STT socket, the final to Gemini's SSE, the first token to
+    the TTS socket; from the last speech frame sent to the first audio byte back."""
+    samples, rate = read_wav(speech_wav(UTTERANCE, sample_rate=16000))
+    pcm = samples.astype(np.int16).tobytes()
+    frame = rate // 50 * 2
+    silence = bytes(frame)
+    out = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(turns):
+            stt = await http.ws_connect(fakes_urls["deepgram_url"].replace("http", "ws", 1) +
+                                        "?encoding=linear16&sample_rate=16000&channels=1&interim_results=false"
+                                        "&vad_events=true", headers={"Authorization": f"Token {KEY}"})
+            last_speech = 0.0
+            t_next = time.monotonic()
+            for i in range(0, len(pcm), frame):
+                await stt.send_bytes(pcm[i:i + frame])
+                last_speech = time.monotonic()
+                t_next += 0.02
+                await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+            transcript = None
+            async def pump_silence() -> None:
+                nonlocal t_next
+                while True:
+                    await stt.send_bytes(silence)
+                    t_next += 0.02
+                    await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+            pump = asyncio.ensure_future(pump_silence())
+            async for msg in stt:
+                data = json.loads(msg.data)
+                if data.get("type") == "Results" and data.get("is_final"):
+                    transcript = data["channel"]["alternatives"][0]["transcript"]
+                    break
+            pump.cancel()
+            await stt.close()
+            body = {"contents": [{"role": "user", "parts": [{"text": transcript}]}]}
+            first_token = None
+            async with http.post(fakes_urls["gemini_base_url"] + "/v1/models/gemini-2.5-flash:streamGenerateContent"
+                                 "?alt=sse", json=body, headers={"x-goog-api-key": KEY}) as r:
+                async for line in r.content:
+                    if line.startswith(b"data:"):
+                        chunk = json.loads(line[5:])
+                        first_token = chunk["candidates"][0]["content"]["parts"][0]["text"]
+                        break
+            tts = await http.ws_connect(fakes_urls["elevenlabs_base_url"].replace("http", "ws", 1) +
+                                        "/text-to-speech/voice/multi-stream-input?model_id=eleven_turbo_v2_5"
+                                        "&output_format=pcm_16000", headers={"xi-api-key": KEY})
+            await tts.send_json({"text": " ", "context_id": "c"})
+            await tts.send_json({"text": first_token + " ", "context_id": "c", "flush": True})
+            async for msg in tts:
+                data = json.loads(msg.data)
+                if data.get("audio") and base64.b64decode(data["audio"]).strip(b"\x00"):
+                    out.append(time.monotonic() - last_speech)
+                    break
+            await tts.close()
+    return out
+
+
+async def run(results: Results, *, quick: bool = False) -> None:
+    work = Path(os.environ.get("VOXARENA_BENCH_DIR", "/tmp/voxarena-bench"))
+    work.mkdir(parents=True, exist_ok=True)
+    fakes = start_fakes(work / "fakes", script=SCRIPT, api_key=KEY)
+    server = start_livekit_server(workdir=work / "livekit")
+    port = free_port("127.0.0.1")
+    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server, fakes_urls=fakes.urls,
+                      api_key=KEY, extra={"VOXARENA_TURN_DETECTION": "stt", "VOXARENA_ENDPOINTING_MIN_DELAY": "0",
+                                          "VOXARENA_LOAD_THRESHOLD": "1.5", "VOXARENA_NUM_IDLE_PROCESSES": "2",
+                                          "VOXARENA_LOG_LEVEL": "WARNING"})
+    product = start_product(workdir=work / "product", port=port, env=env)
+    try:
+        status, agent = await product.request("POST", "/api/agents", "bench", json={
+            "name": "bench", "systemPrompt": "Answer in one word.", "sttProvider": "deepgram",
+            "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
+        agent_id = agent["id"]
+        single_turns = 40 if quick else 200
+        # 1. one call at a time, with the floor measured in between, same run
+        single: dict[str, Any] = {}
+        calls = 2 if quick else 5
+        floor: list[float] = []
+        for _ in range(calls):
+            await _call(product, agent_id, "bench", single_turns // calls, single)
+            floor += await _floor(fakes.urls, 4 if quick else 10)
+        lat = single["latencies"]
+        over = [x - INJECTED for x in lat]
+        p50, p95 = pct(over, 0.5) * 1000, pct(over, 0.95) * 1000
+        f50 = pct(floor, 0.5) * 1000
+        results.raw["voice_single"] = {"latencies": lat, "floor": floor}
+        results.add("1 voice", f"turns measured", f"{len(lat)} (one call at a time)")
+        results.add("1 voice", "client-measured voice-to-voice p50 / p95",
+                    f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)")
+        results.add("1 voice", "overhead p50", f"{p50:.0f} ms", "<= 20 ms", p50 <= 20)
+        results.add("1 voice", "overhead p95", f"{p95:.0f} ms", "<= 50 ms", p95 <= 50)
+        results.add("1 voice", "hand-written floor p50 (same fakes, no LiveKit)", f"{f50:.0f} ms "
+                    f"(= {f50 - INJECTED * 1000:.0f} ms over injected)")
+        gap = pct(lat, 0.5) * 1000 - f50
+        results.add("1 voice", "product p50 - floor p50", f"{gap:.0f} ms", "<= 15 ms", gap <= 15)
+        # stored per-turn latencies against what the client measured
+        diffs = []
+        for sid, measured in single["sessions"]:
+            s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30,
+                                           what="ended")
+            stored = [t["metrics"]["e2e_latency"] for t in s["transcript"]
+                      if t["speaker"] == "AGENT" and t.get("metrics") and t["metrics"].get("e2e_latency")]
+            for a, b in zip(stored, measured):
+                diffs.append(abs(a - b) * 1000)
+        results.add("1 voice", "stored e2e_latency vs client, median |diff| / p95",
+                    f"{median(diffs):.0f} / {pct(diffs, .95):.0f} ms over {len(diffs)} turns", "within 20 ms",
+                    pct(diffs, 0.95) <= 20)
+
+        # 2. concurrency, with 200 requests/s of API reads running
+        p95_single = None
+        mem: dict[int, float] = {}
+        for n in ((1, 4) if quick else (1, 4, 8, 12)):
+            out: dict[str, Any] = {}
+            stop = asyncio.Event()
+            reads: dict[str, int] = {}
+            reader = asyncio.ensure_future(_api_reads(product, "bench", 200, stop, reads))
+            await asyncio.sleep(2)
+            tasks = [asyncio.ensure_future(_call(product, agent_id, "bench", 8 if quick else 15, out))
+                     for _ in range(n)]
+            await asyncio.sleep(6)
+            mem[n] = pss_mb(product_pids(product))
+            await asyncio.gather(*tasks)
+            stop.set()
+            await reader
+            _, health = await product.request("GET", "/health", None)
+            o95 = (pct(out["latencies"], 0.95) - INJECTED) * 1000
+            if n == 1:
+                p95_single = o95
+            lag = health["event_loop"]["lag_p99_ms"]
+            results.raw.setdefault("voice_concurrency", {})[n] = {"latencies": out["latencies"], "gaps": out["gaps"],
+                                                                 "reads": reads, "loop": health["event_loop"],
+                                                                 "pss_mb": mem[n]}
+            results.add("2 concurrency", f"{n} calls: overhead p95", f"{o95:.0f} ms",
+                        "<= 2x single" if n > 1 else "", (o95 <= 2 * p95_single) if n > 1 else None)
+            results.add("2 concurrency", f"{n} calls: loop lateness p99", f"{lag:.1f} ms", "<= 10 ms", lag <= 10)
+            results.add("2 concurrency", f"{n} calls: audio gaps / API reads ok, failed",
+                        f"{out['gaps']} / {reads.get('ok', 0)}, {reads.get('bad', 0)}", "0 gaps", out["gaps"] == 0)
+        ns = sorted(mem)
+        per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
+        results.add("2 concurrency", "memory per added call (PSS of the process tree)",
+                    f"{per_call:.0f} MB ({', '.join(f'{n}: {mem[n]:.0f} MB' for n in ns)})", "<= 30 MB",
+                    per_call <= 30)
+        _ = job_process_pids
+    finally:
+        product.stop()
+        server.stop()
+        fakes.stop()
