@@ -144,8 +144,27 @@ class Verifier:
         self._issuer = issuer
         self._azp = set(authorized_parties)
         self._leeway = leeway_seconds
+        # token -> (principal, trusted until): a dashboard sends the same token on every request, and an RSA
+        # verify per request dominated the cost of small reads. Entries live at most CACHE_SECONDS (so a key
+        # removed from the JWKS stops working within that time) and never past the token's own expiry.
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    CACHE_SECONDS = 60.0
+    CACHE_SIZE = 10_000
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        hit = self._cache.get(token)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        principal = await self._verify(token)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()
+        exp = float(principal.claims.get("exp", now))
+        self._cache[token] = (principal, min(exp, now + self.CACHE_SECONDS))
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

@@ -53,6 +53,7 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
     }
     for wire, col in COLUMNS.items():
         row[col] = data.get(wire)
+    row["first_message_mode"] = row["first_message_mode"] or "assistant_waits"
     cols = ", ".join(row)
     db.execute(f"INSERT INTO agents ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
     return to_wire(row)

@@ -202,6 +202,45 @@ CREATE TABLE session_costs (
 CREATE INDEX session_costs_agent ON session_costs(owner_id, agent_id);
 """,
     ),
+    (
+        3,
+        "leaner ledger: rowid primary key, the idempotency key as the only unique index",
+        """
+CREATE TABLE usage_events_v3 (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  session_id TEXT REFERENCES sessions(id),
+  agent_id TEXT,
+  provider TEXT NOT NULL,
+  model TEXT,
+  event_type TEXT NOT NULL CHECK (event_type IN ('stt_minutes', 'llm_tokens', 'tts_characters')),
+  token_kind TEXT,
+  quantity TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  unit_cost TEXT,
+  total_cost_nanos INTEGER,
+  priced INTEGER NOT NULL,
+  price_version TEXT,
+  idempotency_key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  source TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  UNIQUE (owner_id, idempotency_key)
+);
+INSERT INTO usage_events_v3 (id, owner_id, session_id, agent_id, provider, model, event_type, token_kind, quantity,
+  unit, unit_cost, total_cost_nanos, priced, price_version, idempotency_key, request_hash, source, occurred_at,
+  created_at)
+SELECT id, owner_id, session_id, agent_id, provider, model, event_type, token_kind, quantity, unit, unit_cost,
+  total_cost_nanos, priced, price_version, idempotency_key, request_hash, source, occurred_at, created_at
+FROM usage_events ORDER BY created_at;
+DROP TABLE usage_events;
+ALTER TABLE usage_events_v3 RENAME TO usage_events;
+-- The event id is a function of (owner, idempotency key), so the unique key above already makes it unique.
+CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
+""",
+    ),
 ]
 
 

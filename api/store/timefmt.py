@@ -10,7 +10,8 @@ FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 def to_iso(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime(FORMAT)
+    # isoformat is several times faster than strftime and gives the same fixed-width text for UTC
+    return dt.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now_iso() -> str:

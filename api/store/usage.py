@@ -21,14 +21,14 @@ _INSERT = (f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(COLUMNS))})")
 
 
-def row_values(e: dict[str, Any], request_hash: str) -> list[Any]:
+def row_values(e: dict[str, Any], request_hash: str, created_at: str | None = None) -> list[Any]:
     occurred = e["occurred_at"]
     return [
         e["id"], e["owner_id"], e["session_id"], e["agent_id"], e["provider"], e["model"], e["event_type"],
         e["token_kind"], str(e["quantity"]), e["unit"],
         None if e["unit_cost"] is None else str(e["unit_cost"]), e["total_cost_nanos"],
         int(e["total_cost_nanos"] is not None), e["price_version"], e["idempotency_key"], request_hash, e["source"],
-        occurred if isinstance(occurred, str) else to_iso(occurred), now_iso(),
+        occurred if isinstance(occurred, str) else to_iso(occurred), created_at or now_iso(),
     ]
 
 
@@ -50,6 +50,7 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
                 f"SELECT idempotency_key FROM usage_events WHERE owner_id = ? AND idempotency_key IN "
                 f"({','.join('?' * len(chunk))})", [owner, *chunk]))
     fresh_rows, flags = [], []
+    created_at = now_iso()
     rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
     per_session: dict[str, list[Any]] = {}
     for e, pair in zip(events, pairs):
@@ -58,7 +59,7 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
             continue
         existing.add(pair)  # a key repeated inside one batch counts once
         flags.append(True)
-        row = row_values(e, request_hash)
+        row = row_values(e, request_hash, created_at)
         fresh_rows.append(row)
         nanos = e["total_cost_nanos"] or 0
         unpriced = int(e["total_cost_nanos"] is None)
@@ -104,14 +105,8 @@ def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_h
             raise Conflict(f"idempotency key {event['idempotency_key']!r} was already used with a different body")
         return existing[0], False
     record_events(db, [event], request_hash)
-    return get_row(db, event["owner_id"], event["id"]), True
-
-
-def get_row(db: sqlite_utils.Database, owner_id: str, event_id: str) -> dict[str, Any]:
-    rows = list(db.query("SELECT * FROM usage_events WHERE id = ? AND owner_id = ?", [event_id, owner_id]))
-    if not rows:
-        raise NotFound(f"usage event {event_id} not found")
-    return rows[0]
+    return next(db.query("SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
+                         [event["owner_id"], event["idempotency_key"]])), True
 
 
 def usd(nanos: int | None) -> float | None:
@@ -220,8 +215,10 @@ def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
 def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
     if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]).fetchone() is None:
         raise NotFound(f"session {session_id} not found")
-    rows = list(db.query("SELECT * FROM usage_events WHERE session_id = ? AND owner_id = ? "
-                         "ORDER BY occurred_at, idempotency_key", [session_id, owner_id]))
+    # The session is the caller's (checked above), so its events are too: filtering on the session alone keeps
+    # the planner on the session index.
+    rows = list(db.query("SELECT * FROM usage_events WHERE session_id = ? ORDER BY occurred_at, idempotency_key",
+                         [session_id]))
     by_type: dict[str, int] = {}
     for r in rows:
         by_type[r["event_type"]] = by_type.get(r["event_type"], 0) + (r["total_cost_nanos"] or 0)
