@@ -53,8 +53,6 @@ def create_app(
         path = request.path.rstrip("/") or "/"
         return path in public_paths or not path.startswith("/api/")
 
-    app_store: dict[str, Store] = {}
-
     def http() -> aiohttp.ClientSession:
         return app[HTTP]
 

@@ -94,7 +94,6 @@ def error_response(err: ApiError) -> web.Response:
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
     errors = []
     for item in e.errors(include_url=False, include_context=False, include_input=False):
-        loc = ".".join(str(p) for p in item["loc"]) or where
         errors.append({"loc": [where, *item["loc"]], "msg": item["msg"], "type": item["type"]})
     first = errors[0]
     field = ".".join(str(p) for p in first["loc"][1:]) or where

@@ -3,7 +3,6 @@ and their totals checked exactly against full-scan queries."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import tempfile
 import time

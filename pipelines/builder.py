@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Any, AsyncGenerator, AsyncIterable, Callable
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, APIConnectOptions, ModelSettings, inference, llm, stt, tts, vad
+from livekit.agents import Agent, AgentSession, APIConnectOptions, ModelSettings, inference, vad
+from livekit.agents import llm as llm_base
+from livekit.agents import stt as stt_base
+from livekit.agents import tts as tts_base
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from .config import AgentSpec, ProvidersConfig
@@ -22,9 +25,9 @@ CONNECT = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=8.0)
 
 @dataclass(frozen=True)
 class Pipeline:
-    stt: stt.STT
-    llm: llm.LLM
-    tts: tts.TTS
+    stt: stt_base.STT
+    llm: llm_base.LLM
+    tts: tts_base.TTS
 
 
 def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig) -> Pipeline:
@@ -75,7 +78,7 @@ class VoiceAgent(Agent):
         self._tap = stt_audio_tap
 
     async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
-                       ) -> AsyncGenerator[stt.SpeechEvent, None]:
+                       ) -> AsyncGenerator[stt_base.SpeechEvent, None]:
         tap = self._tap
 
         async def tapped() -> AsyncGenerator[rtc.AudioFrame, None]:

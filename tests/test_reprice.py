@@ -8,7 +8,6 @@ from pathlib import Path
 
 from api.services.reprice import reprice
 from api.store import usage as ledger
-from api.store.db import connect
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from api.store.timefmt import parse_iso

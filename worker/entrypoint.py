@@ -160,7 +160,8 @@ async def on_session_end(ctx: JobContext) -> None:
     try:
         model = builder("llm", call.spec.llm_provider)(call.spec, providers_config(call.settings))
     except ProviderConfigError as e:
+        reason = str(e)
         await call.store.write(lambda db: sessions_repo.store_analysis(db, call.session_id, result=None,
-                                                                       error=str(e), attempts=0))
+                                                                       error=reason, attempts=0))
         return
     await run_and_store(call.store, call.session_id, model, meter=call.meter)  # type: ignore[arg-type]

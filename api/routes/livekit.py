@@ -47,9 +47,10 @@ async def livekit_token(call: Call) -> dict:
     try:
         await gw.dispatch(room=room, metadata=metadata)
     except Exception as e:
-        log.error("agent dispatch to room %s failed: %s", room, e)
-        await store.write(lambda db: sessions_repo.end(db, session_id, reason="dispatch_failed", error=str(e)))
-        raise Unavailable(f"could not dispatch the agent through LiveKit: {e}") from None
+        reason = str(e)
+        log.error("agent dispatch to room %s failed: %s", room, reason)
+        await store.write(lambda db: sessions_repo.end(db, session_id, reason="dispatch_failed", error=reason))
+        raise Unavailable(f"could not dispatch the agent through LiveKit: {reason}") from None
     token = gw.participant_token(identity=identity, name=call.user_id, room=room)
     return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
 

@@ -3,8 +3,6 @@ changes nothing, for every method it serves (PATCH beside PUT) and with or witho
 
 from __future__ import annotations
 
-import pytest
-
 from api.app import all_routes
 from tests.api.seed import ANALYSIS, seed_call
 from tests.conftest import assert_error, table_snapshot

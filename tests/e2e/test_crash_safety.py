@@ -11,15 +11,11 @@ from decimal import Decimal
 
 from tests.e2e.test_voice_calls import _agent
 from tests.harness.audio import speech_wav
-from tests.harness.client import AudioRoomClient
 from tests.harness.product import job_process_pids
 
 
 async def _killed_call(product, agent_id: str, user: str, kill_after: float) -> str:
-    status, tok = await product.request("POST", "/api/livekit/token", user, json={"agentId": agent_id})
-    assert status == 200, tok
-    client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
-    await client.connect()
+    client, tok = await product.join(agent_id, user)
     try:
         t0 = time.monotonic()
         speaking = asyncio.ensure_future(client.publish_wav(speech_wav("What are your opening hours?"),

@@ -8,7 +8,6 @@ import time
 
 from tests.e2e.conftest import ANALYSIS_JSON
 from tests.harness.audio import speech_wav
-from tests.harness.client import AudioRoomClient
 
 GREETING = "Hello! Thanks for calling. How can I help?"
 
@@ -23,10 +22,7 @@ async def _agent(product, user="alice", **over) -> str:
 
 
 async def _call(product, agent_id: str, *, user="alice", greet: bool = True, turns: int = 1) -> tuple[str, float]:
-    status, tok = await product.request("POST", "/api/livekit/token", user, json={"agentId": agent_id})
-    assert status == 200, tok
-    client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
-    await client.connect()
+    client, tok = await product.join(agent_id, user)
     try:
         t0 = time.monotonic()
         if greet:
@@ -106,9 +102,7 @@ async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(
     agent_id = await _agent(product, firstMessageMode="assistant_waits", firstMessage=None)
     fakes.script(failures={"gemini": "reject"})
     try:
-        status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
-        client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
-        await client.connect()
+        client, tok = await product.join(agent_id)
         try:
             await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
             t0 = time.monotonic()

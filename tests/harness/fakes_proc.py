@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path

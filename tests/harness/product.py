@@ -84,6 +84,17 @@ class Product:
         raise AssertionError(f"session {session_id}: {what} not reached in {timeout}s; last: {last}\n"
                              f"--- product log ---\n{self.process.tail(120)}")
 
+    async def join(self, agent_id: str, user: str = "alice"):
+        """A call: a token from POST /api/livekit/token, and a room client connected with it.
+        Returns (AudioRoomClient, token response); the caller disconnects the client."""
+        from .client import AudioRoomClient
+
+        status, tok = await self.request("POST", "/api/livekit/token", user, json={"agentId": agent_id})
+        assert status == 200, tok
+        client = AudioRoomClient(tok["serverUrl"], tok["token"], identity=tok["identity"])
+        await client.connect()
+        return client, tok
+
     def log_tail(self, lines: int = 150) -> str:
         return self.process.tail(lines)
 
