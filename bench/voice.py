@@ -2,29 +2,29 @@
 
 Provider fakes inject fixed latencies (STT final 100 ms after the end of speech, LLM first token 200 ms, TTS first
 audio 150 ms). The client measures from its last non-silent input frame to the first non-silent agent frame it
-receives; overhead = measured - injected. Beside it, in the same run, a minimal hand-written asyncio chain talks to
-the same fakes directly (no LiveKit, no framework): the floor. Runs inside the test network namespace."""
+receives; overhead = measured - injected. Interleaved with it, in the same run, a minimal hand-written asyncio agent
+(bench/floor_agent.py) in a room of the same server talks to the same fakes: the floor, measured by the same client.
+Runs inside the test network namespace."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 
-from tests.harness.audio import is_silent, read_wav, speech_wav
+from tests.harness.audio import speech_wav
+from tests.harness.client import AudioRoomClient
 from tests.harness.fakes_proc import start_fakes
 from tests.harness.livekit_server import start_livekit_server
 from tests.harness.procs import free_port
 from tests.harness.product import product_env, start_product
 
 from .common import Results, median, pct
+from .floor_agent import FloorAgent
 
 STT_MS, LLM_MS, TTS_MS = 100, 200, 150
 INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
@@ -69,31 +69,48 @@ def product_pids(product) -> list[int]:
     return pids
 
 
+async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
+    """Speak, wait for the first non-silent reply frame, let it play; the same for the product and the floor."""
+    wav = speech_wav(UTTERANCE)
+    latencies, missed = [], 0
+    await client.wait_for_participant(timeout=20)
+    await asyncio.sleep(1.0)
+    for _ in range(turns):
+        sent = await client.publish_wav(wav, trail_silence=0.6)
+        try:
+            heard = await client.wait_for_audio(after=sent.last_speech_at, timeout=5)
+        except TimeoutError:
+            missed += 1  # a turn never answered: counted and reported, not timed
+            continue
+        latencies.append(heard - sent.last_speech_at)
+        await asyncio.sleep(0.6)  # the short reply plays out
+    times = [f.at for f in client.received if f.dbfs > client.silence_dbfs]
+    out["gaps"] = out.get("gaps", 0) + sum(1 for a, b in zip(times, times[1:]) if 0.06 < b - a < 0.5)
+    out["missed"] = out.get("missed", 0) + missed
+    out.setdefault("latencies", []).extend(latencies)
+    return latencies
+
+
 async def _call(product, agent_id: str, user: str, turns: int, out: dict[str, Any]) -> None:
     client, tok = await product.join(agent_id, user)
-    wav = speech_wav(UTTERANCE)
-    latencies, gaps, missed = [], 0, 0
     try:
-        await client.wait_for_participant(timeout=20)
-        await asyncio.sleep(1.0)
-        for _ in range(turns):
-            sent = await client.publish_wav(wav, trail_silence=0.6)
-            try:
-                heard = await client.wait_for_audio(after=sent.last_speech_at, timeout=5)
-            except TimeoutError:
-                missed += 1  # a turn the agent never answered: counted and reported, not timed
-                continue
-            latencies.append(heard - sent.last_speech_at)
-            await asyncio.sleep(0.6)  # the short reply plays out
-        frames = [f for f in client.received if f.dbfs > client.silence_dbfs]
-        times = [f.at for f in frames]
-        gaps = sum(1 for a, b in zip(times, times[1:]) if 0.06 < b - a < 0.5)  # a hole inside a reply
+        latencies = await _turns(client, turns, out)
     finally:
         await client.disconnect()
-    out.setdefault("latencies", []).extend(latencies)
-    out["gaps"] = out.get("gaps", 0) + gaps
-    out["missed"] = out.get("missed", 0) + missed
     out.setdefault("sessions", []).append((tok["sessionId"], latencies))
+
+
+async def _floor_call(server, fakes_urls: dict[str, str], turns: int, out: dict[str, Any]) -> None:
+    room = f"floor-{time.monotonic_ns()}"
+    agent = FloorAgent(server.url, server.token("floor-agent", room), fakes_urls, KEY)
+    await agent.start()
+    client = AudioRoomClient(server.url, server.token("floor-caller", room), identity="floor-caller")
+    await client.connect()
+    try:
+        await _turns(client, turns, out)
+    finally:
+        await client.disconnect()
+        await agent.stop()
 
 
 async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: dict[str, int]) -> None:
@@ -109,68 +126,6 @@ async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: 
             loop.create_task(one(paths[i % len(paths)]))
             i += 1
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-
-
-async def _floor(fakes_urls: dict[str, str], turns: int) -> list[float]:
-    """The same three providers driven by hand: PCM to the STT socket, the final to Gemini's SSE, the first token to
-    the TTS socket; from the last speech frame sent to the first audio byte back."""
-    samples, rate = read_wav(speech_wav(UTTERANCE, sample_rate=16000))
-    pcm = samples.astype(np.int16).tobytes()
-    frame = rate // 50 * 2
-    silence = bytes(frame)
-    # "last speech frame" means what the room client means by it: the last frame above its silence level
-    loud = [i for i in range(0, len(pcm), frame) if not is_silent(np.frombuffer(pcm[i:i + frame], np.int16))]
-    last_loud = loud[-1]
-    out = []
-    async with aiohttp.ClientSession() as http:
-        for _ in range(turns):
-            stt = await http.ws_connect(fakes_urls["deepgram_url"].replace("http", "ws", 1) +
-                                        "?encoding=linear16&sample_rate=16000&channels=1&interim_results=false"
-                                        "&vad_events=true", headers={"Authorization": f"Token {KEY}"})
-            last_speech = 0.0
-            t_next = time.monotonic()
-            for i in range(0, len(pcm), frame):
-                await stt.send_bytes(pcm[i:i + frame])
-                if i == last_loud:
-                    last_speech = time.monotonic()
-                t_next += 0.02
-                await asyncio.sleep(max(0.0, t_next - time.monotonic()))
-            transcript = None
-            async def pump_silence() -> None:
-                nonlocal t_next
-                while True:
-                    await stt.send_bytes(silence)
-                    t_next += 0.02
-                    await asyncio.sleep(max(0.0, t_next - time.monotonic()))
-            pump = asyncio.ensure_future(pump_silence())
-            async for msg in stt:
-                data = json.loads(msg.data)
-                if data.get("type") == "Results" and data.get("is_final"):
-                    transcript = data["channel"]["alternatives"][0]["transcript"]
-                    break
-            pump.cancel()
-            await stt.close()
-            body = {"contents": [{"role": "user", "parts": [{"text": transcript}]}]}
-            first_token = None
-            async with http.post(fakes_urls["gemini_base_url"] + "/v1/models/gemini-2.5-flash:streamGenerateContent"
-                                 "?alt=sse", json=body, headers={"x-goog-api-key": KEY}) as r:
-                async for line in r.content:
-                    if line.startswith(b"data:"):
-                        chunk = json.loads(line[5:])
-                        first_token = chunk["candidates"][0]["content"]["parts"][0]["text"]
-                        break
-            tts = await http.ws_connect(fakes_urls["elevenlabs_base_url"].replace("http", "ws", 1) +
-                                        "/text-to-speech/voice/multi-stream-input?model_id=eleven_turbo_v2_5"
-                                        "&output_format=pcm_16000", headers={"xi-api-key": KEY})
-            await tts.send_json({"text": " ", "context_id": "c"})
-            await tts.send_json({"text": first_token + " ", "context_id": "c", "flush": True})
-            async for msg in tts:
-                data = json.loads(msg.data)
-                if data.get("audio") and base64.b64decode(data["audio"]).strip(b"\x00"):
-                    out.append(time.monotonic() - last_speech)
-                    break
-            await tts.close()
-    return out
 
 
 async def run(results: Results, *, quick: bool = False) -> None:
@@ -195,11 +150,12 @@ async def run(results: Results, *, quick: bool = False) -> None:
         # 1. one call at a time, with the floor measured in between, same run
         single: dict[str, Any] = {}
         calls = 2 if quick else 5
-        floor: list[float] = []
-        for _ in range(calls):
+        floor_out: dict[str, Any] = {}
+        for _ in range(calls):  # interleaved, so both see the same machine
             await _call(product, agent_id, "bench", single_turns // calls, single)
-            floor += await _floor(fakes.urls, 4 if quick else 10)
+            await _floor_call(server, fakes.urls, single_turns // calls, floor_out)
         lat = single["latencies"]
+        floor = floor_out["latencies"]
         over = [x - INJECTED for x in lat]
         p50, p95 = pct(over, 0.5) * 1000, pct(over, 0.95) * 1000
         f50 = pct(floor, 0.5) * 1000
@@ -211,8 +167,9 @@ async def run(results: Results, *, quick: bool = False) -> None:
                     f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)")
         results.add("1 voice", "overhead p50", f"{p50:.0f} ms", "<= 20 ms", p50 <= 20)
         results.add("1 voice", "overhead p95", f"{p95:.0f} ms", "<= 50 ms", p95 <= 50)
-        results.add("1 voice", "hand-written floor p50 (same fakes, no LiveKit)", f"{f50:.0f} ms "
-                    f"(= {f50 - INJECTED * 1000:.0f} ms over injected)")
+        results.add("1 voice", "floor: hand-written agent in the same room, same fakes, p50 / p95",
+                    f"{f50:.0f} / {pct(floor, .95) * 1000:.0f} ms over {len(floor)} turns "
+                    f"({floor_out['missed']} unanswered)")
         gap = pct(lat, 0.5) * 1000 - f50
         results.add("1 voice", "product p50 - floor p50", f"{gap:.0f} ms", "<= 15 ms", gap <= 15)
         # stored per-turn latencies against what the client measured
