@@ -29,8 +29,10 @@ run: venv
 test: venv system-deps livekit-server
 	.ci/netns-run $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
+BENCH_ARGS ?=
+
 bench: venv system-deps livekit-server
-	.ci/netns-run $(VENV)/bin/python -m bench
+	.ci/netns-run $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

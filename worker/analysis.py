@@ -74,13 +74,16 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHo
             continue
         try:
             return parse(text), None, attempt
-        except (ValueError, ValidationError) as e:
-            error = f"invalid analysis output: {str(e).splitlines()[0][:300]}"
-            log.warning("analysis attempt %d: %s", attempt, error)
-            chat_ctx.add_message(role="assistant", content=text)
-            chat_ctx.add_message(
-                role="user", content=f"That reply was not valid ({error}). Reply again with only the JSON object."
-            )
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'output'}: {x['msg']}" for x in e.errors())
+            error = f"invalid analysis output: {problems[:300]}"
+        except ValueError as e:  # not JSON at all
+            error = f"invalid analysis output: {str(e)[:300]}"
+        log.warning("analysis attempt %d: %s", attempt, error)
+        chat_ctx.add_message(role="assistant", content=text)
+        chat_ctx.add_message(
+            role="user", content=f"That reply was not valid ({error}). Reply again with only the JSON object."
+        )
     return None, error, MAX_ATTEMPTS
 
 
