@@ -12,7 +12,7 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SERVICES, SETTINGS, STARTED, STORE, VERIFIER
+from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE, VERIFIER
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
 from .routes import agents, costs, livekit, meta, sessions
@@ -86,7 +86,6 @@ def create_app(
     app[VERIFIER] = verifier
     app[STARTED] = time.monotonic()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
-    app[SERVICES] = {}
     if local is not None:
         app[ISSUER] = local
     app[meta.OPENAPI] = openapi.build(routes, version=VERSION)

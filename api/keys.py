@@ -26,5 +26,3 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.
 LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, Any]]])
-# Services hung on the app by later layers (LiveKit client, call controller, pricing); typed where they are defined.
-SERVICES = web.AppKey("services", dict)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -59,7 +59,6 @@ class Route:
     owned_param: str | None = None  # path parameter naming an object owned by the caller
     errors: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses with the same body (e.g. 200 for an idempotent replay)
-    adapter: TypeAdapter[Any] | None = field(default=None, compare=False)
 
     def response_adapter(self) -> TypeAdapter[Any]:
         assert self.response is not None

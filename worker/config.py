@@ -55,7 +55,6 @@ class DispatchMeta:
     session_id: str | None
     owner_id: str | None
     direction: str = "inbound"
-    call_id: str | None = None
     phone_number: str | None = None
 
     @classmethod
@@ -74,6 +73,5 @@ class DispatchMeta:
             session_id=data.get("session_id"),
             owner_id=data.get("owner_id"),
             direction=direction,
-            call_id=data.get("call_id"),
             phone_number=data.get("phone_number"),
         )

@@ -19,6 +19,7 @@ from api.settings import Settings
 from api.store import agents as agents_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
+from api.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderConfigError
 from pipelines.metering import CallMeter
@@ -77,7 +78,8 @@ async def entrypoint(ctx: JobContext) -> None:
     def open_session(db: Any) -> None:
         sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,
                              room_name=ctx.room.name, direction=meta.direction, phone_number=meta.phone_number)
-        sessions_repo.mark_active(db, session_id, job_id=ctx.job.id)
+        # a session reserved by the token route starts now, when its call does
+        sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
 
     await store.write(open_session)
     recorder = SessionRecorder(store, session_id)
@@ -127,8 +129,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
     log.error("session %s ends: %s%s", call.session_id, reason, f" ({error})" if error else "")
-    await call.recorder.end(reason=reason, error=error)
-    ctx.shutdown(reason=reason)
+    await _finish(ctx, call, reason, error)
 
 
 async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
