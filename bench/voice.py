@@ -198,7 +198,8 @@ async def run(results: Results, *, quick: bool = False) -> None:
                      for _ in range(n)]
             await asyncio.sleep(6)
             mem[n] = pss_mb(product_pids(product))
-            await asyncio.gather(*tasks)
+            failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+            out.setdefault("latencies", [])
             stop.set()
             await reader
             _, health = await product.request("GET", "/health", None)
@@ -213,8 +214,10 @@ async def run(results: Results, *, quick: bool = False) -> None:
                         "<= 2x single" if n > 1 else "", (o95 <= 2 * p95_single) if n > 1 else None)
             results.add("2 concurrency", f"{n} calls: loop lateness p99", f"{lag:.1f} ms", "<= 10 ms", lag <= 10)
             results.add("2 concurrency", f"{n} calls: audio gaps / unanswered turns / API reads ok, failed",
-                        f"{out['gaps']} / {out['missed']} / {reads.get('ok', 0)}, {reads.get('bad', 0)}", "0 gaps",
-                        out["gaps"] == 0)
+                        f"{out.get('gaps', 0)} / {out.get('missed', 0)} / {reads.get('ok', 0)}, {reads.get('bad', 0)}",
+                        "0 gaps", out.get("gaps", 0) == 0)
+            if failed:
+                results.add("2 concurrency", f"{n} calls: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
         ns = sorted(mem)
         per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
         results.add("2 concurrency", "memory per added call (PSS of the process tree)",
