@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests.e2e.conftest import ANALYSIS_JSON
 from tests.harness.audio import speech_wav
 
@@ -114,3 +116,20 @@ async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(
     finally:
         fakes.script(failures={})
     assert s["endReason"] == "error" and s["error"] and "gemini" in s["error"].lower(), s
+
+
+@pytest.mark.parametrize("stt,tts", [("assemblyai", "resemble"), ("elevenlabs", "elevenlabs")])
+async def test_every_provider_answers_a_call_through_its_real_plugin(voice_stack, stt, tts):
+    product, _, fakes = voice_stack
+    before = fakes.counters()
+    agent_id = await _agent(product, sttProvider=stt, ttsProvider=tts, firstMessageMode="assistant_waits",
+                            firstMessage=None)
+    session_id, latency = await _call(product, agent_id, greet=False)
+    s = await product.wait_session(session_id, "alice", _ended_with_analysis, timeout=45, what="ended")
+    assert [t["speaker"] for t in s["transcript"]][:2] == ["USER", "AGENT"], s["transcript"]
+    assert s["error"] is None and 0 < latency < 10
+    after = fakes.counters()
+    stt_key = "elevenlabs_stt" if stt == "elevenlabs" else stt
+    tts_key = "elevenlabs_tts" if tts == "elevenlabs" else tts
+    assert after[stt_key]["audio_seconds"] > before[stt_key]["audio_seconds"]
+    assert after[tts_key]["characters"] > before[tts_key]["characters"]
