@@ -97,9 +97,14 @@ class Quote:
     price_version: str
 
 
+def to_nanos(amount_usd: Decimal) -> int:
+    """An exact USD amount in integer nano-USD, rounded once, half-even."""
+    return int((amount_usd * NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
 def cost_nanos(quantity: Decimal, unit_cost: Decimal) -> int:
     """quantity x unit_cost in integer nano-USD, rounded once, half-even."""
-    return int((quantity * unit_cost * NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
+    return to_nanos(quantity * unit_cost)
 
 
 def usd(nanos: int) -> float:

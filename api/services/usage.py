@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
 
 from pipelines.metering import make_event
-from pipelines.pricing import NANOS, PriceBook, cost_nanos
+from pipelines.pricing import NANOS, PriceBook, cost_nanos, to_nanos
 
 from ..errors import NotFound, ValidationFailed
 from ..schemas.costs import UsageEventIn
@@ -29,7 +29,7 @@ def build_event(book: PriceBook, owner_id: str, body: UsageEventIn, key: str, at
     row = event.as_dict()
     if body.unit_cost is not None and body.total_cost is not None:
         expected = cost_nanos(body.quantity, body.unit_cost)
-        given = int((body.total_cost * NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
+        given = to_nanos(body.total_cost)
         if given != expected:
             raise ValidationFailed(
                 f"body total_cost: {body.total_cost} is not quantity x unit_cost "

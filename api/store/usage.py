@@ -11,6 +11,8 @@ from typing import Any
 
 import sqlite_utils
 
+from pipelines import pricing
+
 from ..errors import Conflict, NotFound
 from .timefmt import now_iso, to_iso
 
@@ -110,7 +112,7 @@ def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_h
 
 
 def usd(nanos: int | None) -> float | None:
-    return None if nanos is None else nanos / 1_000_000_000
+    return None if nanos is None else pricing.usd(nanos)
 
 
 def event_wire(row: dict[str, Any]) -> dict[str, Any]:
