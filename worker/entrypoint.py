@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import AgentSession, JobContext, JobProcess
@@ -46,7 +46,7 @@ class Call:
     spec: AgentSpec | None = None
     session: AgentSession | None = None
     meter: CallMeter | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    meter_closed: bool = False
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -140,9 +140,9 @@ async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -
 
 async def _close_meter(call: Call) -> None:
     """The last usage (the plugins report it late) and the last audio, once; safe to call again."""
-    if call.meter is None or call.session is None or call.extras.get("meter_closed"):
+    if call.meter is None or call.session is None or call.meter_closed:
         return
-    call.extras["meter_closed"] = True
+    call.meter_closed = True
     try:
         await call.meter.close(call.session.usage.model_usage)
     except Exception:

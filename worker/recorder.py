@@ -45,7 +45,6 @@ class SessionRecorder:
         self._last_user_metrics: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self.error: str | None = None
-        self.items = 0
         self._heartbeat: asyncio.Future[None] | None = None
 
     def start_heartbeat(self, interval: float) -> None:
@@ -89,7 +88,6 @@ class SessionRecorder:
         else:
             speaker, turn = "AGENT", turn_metrics(self._last_user_metrics, metrics) or None
             self._last_user_metrics = None
-        self.items += 1
         self._write(
             lambda db: repo.append_item(
                 db, session_id=self.session_id, item_key=item.id, speaker=speaker, content=text,
