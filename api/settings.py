@@ -64,7 +64,7 @@ class Settings:
         metadata={"doc": "LiveKit server URL (ws:// or wss://). Empty: `serve` starts a local dev server on loopback."},
     )
     livekit_api_key: str = field(default="", metadata={"doc": "LiveKit API key."})
-    livekit_api_secret: str = field(default="", metadata={"doc": "LiveKit API secret."})
+    livekit_api_secret: str = field(default="", metadata={"doc": "LiveKit API secret.", "secret": True})
     livekit_server_bin: str = field(
         default="",
         metadata={"doc": "Path of the livekit-server binary for the embedded dev server "
@@ -87,7 +87,18 @@ class Settings:
     )
     load_threshold: float = field(
         default=0.75,
-        metadata={"doc": "Worker load (CPU, 0..1) above which LiveKit sends no new calls here; above 1 never full."},
+        metadata={"doc": "Worker load (0..1: its active calls against MAX_CONCURRENT_CALLS, and its own processes' "
+                         "CPU; never other programs') at or above which LiveKit sends no new calls here."},
+    )
+    max_concurrent_calls: int = field(
+        default=0,
+        metadata={"doc": "Calls this worker runs at once; beyond it the token route answers 503 with Retry-After. "
+                         "0: two per CPU core."},
+    )
+    dispatch_timeout_seconds: float = field(
+        default=15.0,
+        metadata={"doc": "How long a caller in the room waits for the agent's job to start before the dispatch is "
+                         "retried once; after a second wait the call ends as `no_agent_available`."},
     )
     session_sweep_seconds: float = field(
         default=60.0, metadata={"doc": "How often orphaned sessions are looked for."}
@@ -118,6 +129,11 @@ class Settings:
     google_tts_endpoint: str = field(
         default="", metadata={"doc": "Google Cloud TTS gRPC endpoint host:port (default texttospeech.googleapis.com)."}
     )
+    openai_api_key: str = field(default="", metadata={"doc": "OpenAI API key.", "secret": True})
+    openai_base_url: str = field(
+        default="https://api.openai.com/v1", metadata={"doc": "OpenAI (or OpenAI-compatible) API base URL."}
+    )
+    openai_model: str = field(default="gpt-4o-mini", metadata={"doc": "OpenAI model for calls and analysis."})
     resemble_api_key: str = field(default="", metadata={"doc": "Resemble API key.", "secret": True})
     resemble_base_url: str = field(
         default="https://f.cluster.resemble.ai", metadata={"doc": "Resemble synthesis base URL."}
