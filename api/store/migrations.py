@@ -241,6 +241,41 @@ ALTER TABLE usage_events_v3 RENAME TO usage_events;
 CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 """,
     ),
+    (
+        4,
+        "dispatch tracking, skipped analyses, providers per turn",
+        """
+-- A dispatched call is watched until its job starts: the dispatch to retry or delete, how many were made, and when
+-- the caller was first seen in the room (the dispatch timeout counts from there).
+ALTER TABLE sessions ADD COLUMN dispatch_id TEXT;
+ALTER TABLE sessions ADD COLUMN dispatch_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN caller_joined_at TEXT;
+CREATE INDEX sessions_pending ON sessions(status, created_at) WHERE status = 'pending';
+-- Which STT/LLM/TTS provider served an agent turn (JSON), so a fallback taking over is visible per turn.
+ALTER TABLE transcript_items ADD COLUMN providers TEXT;
+-- An analysis can now be skipped (no caller speech, no agent ever joined): not run, not billed.
+CREATE TABLE analyses_v4 (
+  session_id TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('completed', 'failed', 'skipped')),
+  summary TEXT,
+  sentiment TEXT,
+  sentiment_score REAL,
+  topics TEXT,
+  outcome TEXT,
+  action_items TEXT,
+  error TEXT,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL
+);
+INSERT INTO analyses_v4 (session_id, owner_id, status, summary, sentiment, sentiment_score, topics, outcome,
+  action_items, error, attempts, created_at)
+SELECT session_id, owner_id, status, summary, sentiment, sentiment_score, topics, outcome, action_items, error,
+  attempts, created_at FROM analyses;
+DROP TABLE analyses;
+ALTER TABLE analyses_v4 RENAME TO analyses;
+""",
+    ),
 ]
 
 

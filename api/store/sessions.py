@@ -166,6 +166,18 @@ def store_analysis(
     )
 
 
+def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) -> None:
+    """The call has nothing to analyse (the caller never spoke, no agent ever joined): not run, not billed."""
+    owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
+    if owner is None:
+        raise NotFound(f"session {session_id} not found")
+    db.execute(
+        "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, error, attempts, created_at) "
+        "VALUES (?,?,?,?,?,?)",
+        [session_id, owner[0], "skipped", reason, 0, now_iso()],
+    )
+
+
 def _analysis_wire(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None or row["status"] != "completed":
         return None
