@@ -14,7 +14,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -131,45 +131,98 @@ class Store:
                         stop = True
                         break
                     batch.append(nxt)
-                self._run_group(db, batch)
+                try:
+                    self._run_group(db, batch)
+                except BaseException:  # noqa: BLE001 - a bug here must not stop every later write
+                    log.exception("store writer: group of %d writes failed unexpectedly", len(batch))
+                    for w in batch:
+                        _deliver(w, False, RuntimeError("store writer failed; see the log"))
                 if stop:
                     return
         finally:
             db.conn.close()
 
     def _run_group(self, db: sqlite_utils.Database, batch: list[_Write]) -> None:
-        results: list[tuple[_Write, bool, Any]] = []
+        """One transaction for the batch, each write in its own SAVEPOINT. Nothing here may kill the thread: a
+        cancelled write is skipped, a failing write (or a failing SAVEPOINT around it) fails that write alone, and
+        a failed BEGIN or COMMIT fails the writes of that group only."""
+        # A caller that gave up (its task was cancelled) cancelled the future: skip it, never run it half-seen.
+        live = [w for w in batch if w.future.set_running_or_notify_cancel()]
+        if not live:
+            return
         conn = db.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            for w in batch:
-                w.future.set_exception(e)
+        except BaseException as e:  # noqa: BLE001 - the thread must survive anything a write can raise
+            for w in live:
+                _deliver(w, False, e)
             return
-        for w in batch:
-            conn.execute("SAVEPOINT w")
+        results: list[tuple[_Write, bool, Any]] = []
+        for w in live:
+            try:
+                conn.execute("SAVEPOINT w")
+            except BaseException as e:  # noqa: BLE001
+                results.append((w, False, e))
+                continue
             try:
                 value = w.fn(db, *w.args)
-            except BaseException as e:  # the write's own failure: undo it alone
-                conn.execute("ROLLBACK TO w")
-                conn.execute("RELEASE w")
+            except BaseException as e:  # noqa: BLE001 - the write's own failure: undo it alone
                 results.append((w, False, e))
+                if not _undo_savepoint(conn):
+                    # The savepoint itself is gone (the write ended the transaction): the group cannot commit.
+                    self._fail_group(conn, results, live, e)
+                    return
             else:
-                conn.execute("RELEASE w")
-                results.append((w, True, value))
+                try:
+                    conn.execute("RELEASE w")
+                except BaseException as e:  # noqa: BLE001
+                    results.append((w, False, e))
+                    if not _undo_savepoint(conn):
+                        self._fail_group(conn, results, live, e)
+                        return
+                else:
+                    results.append((w, True, value))
         try:
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            log.error("commit failed for %d writes: %s", len(batch), e)
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            for w in batch:
-                w.future.set_exception(e)
+        except BaseException as e:  # noqa: BLE001
+            log.error("commit failed for %d writes: %s", len(live), e)
+            self._fail_group(conn, [], live, e)
             return
         for w, ok, value in results:
-            if ok:
-                w.future.set_result(value)
-            else:
-                w.future.set_exception(value)
+            _deliver(w, ok, value)
+
+    @staticmethod
+    def _fail_group(conn: sqlite3.Connection, results: list[tuple[_Write, bool, Any]], live: list[_Write],
+                    error: BaseException) -> None:
+        """Roll the whole group back; each write fails with its own error if it had one, else with ``error``."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except BaseException:  # noqa: BLE001
+            log.exception("rollback failed")
+        own = {id(w): value for w, ok, value in results if not ok}
+        for w in live:
+            _deliver(w, False, own.get(id(w), error))
+
+
+def _undo_savepoint(conn: sqlite3.Connection) -> bool:
+    """Roll back to and release the current write's savepoint; False if that is no longer possible."""
+    try:
+        conn.execute("ROLLBACK TO w")
+        conn.execute("RELEASE w")
+        return True
+    except BaseException:  # noqa: BLE001
+        return False
+
+
+def _deliver(w: _Write, ok: bool, value: Any) -> None:
+    """Hand a result to the waiting caller; a future nobody waits for any more (or already done) is left alone."""
+    if w.future.done():
+        return
+    try:
+        if ok:
+            w.future.set_result(value)
+        else:
+            w.future.set_exception(value)
+    except InvalidStateError:
+        pass
