@@ -21,6 +21,11 @@ log = logging.getLogger("voxarena.pipeline")
 # Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up. One retry per
 # request, then the first unrecoverable error (retries exhausted) closes the session with its reason.
 CONNECT = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=8.0)
+UNLIMITED_ERRORS = 1_000_000
+
+
+# A fallback list takes over at once: no second try on the provider that just failed, a short wait per attempt.
+FALLBACK_ATTEMPT_TIMEOUT = 8.0
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,35 @@ class Pipeline:
     stt: stt_base.STT
     llm: llm_base.LLM
     tts: tts_base.TTS
+    # Provider keys in the order they are tried (the primary first).
+    stt_providers: tuple[str, ...] = ()
+    llm_providers: tuple[str, ...] = ()
+    tts_providers: tuple[str, ...] = ()
 
 
-def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig) -> Pipeline:
-    """Build the three providers; raises ProviderConfigError before any audio flows if one cannot be built."""
+def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fallbacks: tuple[str, ...],
+           extra: Callable[[str], dict[str, Any]] | None = None) -> tuple[list[Any], tuple[str, ...]]:
+    names = tuple(dict.fromkeys((primary, *fallbacks)))  # a provider listed twice is tried once
+    built = [builder(kind, name)(agent, cfg, **(extra(name) if extra else {})) for name in names]  # type: ignore[call-arg]
+    return built, names
+
+
+def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD | None = None,
+                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
+    """Build the three providers (each with its fallbacks behind LiveKit's FallbackAdapter); raises
+    ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` gives extra keyword
+    arguments for an STT provider's builder (the meter hands each STT its own metered HTTP session)."""
+    stts, stt_names = _chain(agent, cfg, "stt", agent.stt_provider, agent.fallback_stt_providers, stt_kwargs)
+    llms, llm_names = _chain(agent, cfg, "llm", agent.llm_provider, agent.fallback_llm_providers)
+    ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers)
     return Pipeline(
-        stt=builder("stt", agent.stt_provider)(agent, cfg),  # type: ignore[arg-type]
-        llm=builder("llm", agent.llm_provider)(agent, cfg),  # type: ignore[arg-type]
-        tts=builder("tts", agent.tts_provider)(agent, cfg),  # type: ignore[arg-type]
+        stt=stts[0] if len(stts) == 1 else stt_base.FallbackAdapter(
+            stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5),
+        llm=llms[0] if len(llms) == 1 else llm_base.FallbackAdapter(
+            llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0, retry_interval=0.5),
+        tts=ttss[0] if len(ttss) == 1 else tts_base.FallbackAdapter(
+            ttss, max_retry_per_tts=0),
+        stt_providers=stt_names, llm_providers=llm_names, tts_providers=tts_names,
     )
 
 
@@ -59,7 +85,10 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
         vad=vad_model,
         turn_handling=turn_handling(turn_detection, min_delay=min_delay, max_delay=max_delay),
         conn_options=SessionConnectOptions(
-            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT, max_unrecoverable_errors=0
+            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT,
+            # The framework would close the session on the first unrecoverable error, in silence. The job handles
+            # it instead (worker/entrypoint.py): the agent apologises through the TTS if it still works, then hangs up.
+            max_unrecoverable_errors=UNLIMITED_ERRORS,
         ),
         **kwargs,
     )

@@ -7,6 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# What an agent says before it hangs up on a provider failure it cannot recover from (an agent's `errorMessage`
+# replaces it).
+DEFAULT_ERROR_MESSAGE = (
+    "I'm sorry, I'm having a technical problem and I have to end this call. Please call back in a few minutes."
+)
+
+
 class ProviderConfigError(Exception):
     """A provider cannot be built (missing key, unsupported choice). Not retryable: the call ends with this reason."""
 
@@ -31,7 +38,9 @@ class ProvidersConfig:
     elevenlabs: ProviderCredentials = ProviderCredentials()
     google: ProviderCredentials = ProviderCredentials()
     resemble: ProviderCredentials = ProviderCredentials()
+    openai: ProviderCredentials = ProviderCredentials()
     gemini_model: str = "gemini-2.5-flash"
+    openai_model: str = "gpt-4o-mini"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,12 @@ class AgentSpec:
     llm_model: str | None = None
     tts_model: str | None = None
     language: str | None = None
+    # Providers that take over, in order, when the one before fails (LiveKit's FallbackAdapter).
+    fallback_stt_providers: tuple[str, ...] = ()
+    fallback_llm_providers: tuple[str, ...] = ()
+    fallback_tts_providers: tuple[str, ...] = ()
+    # What the agent says before it hangs up on a provider failure it cannot recover from.
+    error_message: str | None = None
 
 
 def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:

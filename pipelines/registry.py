@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import AgentSpec, ProviderConfigError, ProvidersConfig
-from .providers import assemblyai, deepgram, elevenlabs, google, resemble
+from .providers import assemblyai, deepgram, elevenlabs, google, openai, resemble
 
 STT = {"deepgram": deepgram.stt, "assemblyai": assemblyai.stt, "elevenlabs": elevenlabs.stt}
-LLM = {"gemini": google.llm}
+LLM = {"gemini": google.llm, "openai": openai.llm}
 TTS = {"elevenlabs": elevenlabs.tts, "resemble": resemble.tts, "google": google.tts}
 
 

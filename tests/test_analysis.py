@@ -48,10 +48,17 @@ async def test_invalid_output_is_retried_once_then_the_analysis_is_stored(gemini
     assert store.read_sync(repo.get_analysis, "alice", sid) == ANALYSIS
 
 
-async def test_a_call_with_no_transcript_is_not_sent_to_the_model(gemini, store):
+async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_billed(gemini, store):
     fakes, model = gemini
-    _, sid = seed_call(store, "alice", turns=0)
-    assert await run_and_store(store, sid, model) is None
+    agent_id, sid = seed_call(store, "alice", turns=0)
+    # the agent greeted; the caller said nothing
+    store.write_sync(lambda db: repo.append_item(db, session_id=sid, item_key="greeting", speaker="AGENT",
+                                                 content="Hello! How can I help?", timestamp="2026-11-22T10:00:00.000000Z"))
+    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id="alice", session_id=sid, agent_id=agent_id,
+                      stt_provider="deepgram", stt_model=None)
+    assert await run_and_store(store, sid, model, meter=meter) is None
     assert fakes.counters()["gemini"].get("requests", 0) == 0
     s = store.read_sync(repo.get, "alice", sid)
-    assert s["analysisStatus"] == "failed" and s["analysisError"] == "no transcript to analyse"
+    assert s["analysisStatus"] == "skipped" and "never spoke" in s["analysisError"] and s["analysis"] is None
+    assert store.read_sync(repo.get_analysis, "alice", sid) is None
+    assert store.read_sync(ledger.session_breakdown, "alice", sid)["events"] == []

@@ -90,6 +90,12 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHo
 async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter: CallMeter | None = None
                         ) -> CallAnalysis | None:
     items = await store.read(repo.items_for, session_id)
+    if not any(i["speaker"] == "USER" for i in items):
+        # Nothing the caller said: an analysis would describe only the agent's greeting, and bill for it.
+        reason = "skipped: the caller never spoke"
+        await store.write(lambda db: repo.skip_analysis(db, session_id, reason=reason))
+        log.info("analysis of session %s %s", session_id, reason)
+        return None
 
     async def metered(attempt: int, prompt: int, completion: int) -> None:
         if meter is not None:

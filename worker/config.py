@@ -22,7 +22,9 @@ def providers_config(s: Settings) -> ProvidersConfig:
         resemble=ProviderCredentials(s.resemble_api_key, s.resemble_base_url,
                                      {k: v for k, v in (("voice_uuid", s.resemble_voice_uuid),
                                                         ("websocket_url", s.resemble_websocket_url)) if v}),
+        openai=ProviderCredentials(s.openai_api_key, s.openai_base_url),
         gemini_model=s.gemini_model,
+        openai_model=s.openai_model,
     )
 
 
@@ -42,6 +44,10 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
         llm_model=config.get("llmModel"),
         tts_model=config.get("ttsModel"),
         language=config.get("language"),
+        fallback_stt_providers=tuple(config.get("fallbackSttProviders") or ()),
+        fallback_llm_providers=tuple(config.get("fallbackLlmProviders") or ()),
+        fallback_tts_providers=tuple(config.get("fallbackTtsProviders") or ()),
+        error_message=config.get("errorMessage"),
     )
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Coroutine
 
 from livekit.agents import AgentSession, JobContext, JobProcess
 from livekit.agents.voice import room_io
@@ -21,7 +21,7 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_pipeline, build_session
-from pipelines.config import AgentSpec, ProviderConfigError
+from pipelines.config import DEFAULT_ERROR_MESSAGE, AgentSpec, ProviderConfigError
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 from pipelines.registry import builder
@@ -34,6 +34,8 @@ from .usage_sink import StoreUsageSink
 log = logging.getLogger("voxarena.job")
 
 CALLER_JOIN_TIMEOUT = 60.0
+# The apology before a failure hang-up plays out within this, or the call ends without waiting for it.
+APOLOGY_TIMEOUT = 20.0
 
 
 @dataclass
@@ -47,6 +49,28 @@ class Call:
     session: AgentSession | None = None
     meter: CallMeter | None = None
     meter_closed: bool = False
+    failing: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Every task of the call is kept here, and awaited (or cancelled) when the job ends."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.session_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: task %s failed", self.session_id, task.get_name(), exc_info=task.exception())
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in self.tasks if t is not current]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for t in late:
+            t.cancel()
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -75,14 +99,21 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     session_id = meta.session_id or str(uuid.uuid4())
 
-    def open_session(db: Any) -> None:
+    def open_session(db: Any) -> str:
         sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,
                              room_name=ctx.room.name, direction=meta.direction, phone_number=meta.phone_number)
         # a session reserved by the token route starts now, when its call does
         sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
+        return sessions_repo.get_row(db, session_id)["status"]
 
-    await store.write(open_session)
-    recorder = SessionRecorder(store, session_id)
+    if await store.write(open_session) != "active":
+        # Too late: the call was already given up (no agent picked it up in time, or the room closed). A job
+        # arriving now must not revive it.
+        log.warning("job %s refused: session %s already ended", ctx.job.id, session_id)
+        ctx.shutdown(reason="session already ended")
+        return
+    book = ctx.proc.userdata["pricebook"]
+    recorder = SessionRecorder(store, session_id, provider_key=book.provider_key)
     recorder.start_heartbeat(min(60.0, settings.session_orphan_seconds / 4))
     call = Call(settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder)
     ctx.proc.userdata["call"] = call
@@ -93,7 +124,7 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     call.spec = agent_spec(row)
     try:
-        pipeline = build_pipeline(call.spec, providers_config(settings))
+        pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"])
     except ProviderConfigError as e:
         await _fail(ctx, call, "provider_error", str(e))
         return
@@ -108,6 +139,8 @@ async def entrypoint(ctx: JobContext) -> None:
     session = build_session(pipeline, vad_model=ctx.proc.userdata["vad"], turn_detection=settings.turn_detection,
                             min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay)
     call.session = session
+    recorder.providers = {"stt": pipeline.stt_providers, "llm": pipeline.llm_providers, "tts": pipeline.tts_providers}
+    recorder.on_fatal = lambda kind, message: call.spawn(_fail_call(ctx, call, kind, message), "fail-call")
     recorder.attach(session)
     meter = CallMeter(ctx.proc.userdata["pricebook"], StoreUsageSink(store), owner_id=owner,
                       session_id=session_id, agent_id=meta.agent_id, stt_provider=call.spec.stt_provider,
@@ -117,7 +150,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     def on_close(ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
-        asyncio.ensure_future(_finish(ctx, call, reason, error))
+        call.spawn(_finish(ctx, call, reason, error), "finish")
 
     session.on("close", on_close)
     await session.start(
@@ -125,6 +158,23 @@ async def entrypoint(ctx: JobContext) -> None:
         room=ctx.room,
         room_options=room_io.RoomOptions(participant_identity=participant.identity, close_on_disconnect=True),
     )
+
+
+async def _fail_call(ctx: JobContext, call: Call, kind: str, message: str) -> None:
+    """A provider failed for good mid-call (its fallbacks too): say so to the caller through the TTS, if the TTS is
+    not what failed, then end the call with the failure on the session."""
+    if call.failing:
+        return
+    call.failing = True
+    log.error("session %s: %s; ending the call", call.session_id, message)
+    session, spec = call.session, call.spec
+    if session is not None and spec is not None and kind != "tts":
+        try:
+            handle = session.say(spec.error_message or DEFAULT_ERROR_MESSAGE, allow_interruptions=False)
+            await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
+        except Exception as e:  # the TTS may be gone too: the call still ends, the reason is already kept
+            log.warning("session %s: the apology could not be played: %s", call.session_id, e)
+    await _finish(ctx, call, "error", message)
 
 
 async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
@@ -154,6 +204,7 @@ async def on_session_end(ctx: JobContext) -> None:
     call: Call | None = ctx.proc.userdata.get("call")
     if call is None:
         return
+    await call.settle()
     await call.recorder.end(reason="job_ended")
     await _close_meter(call)
     if call.spec is None or call.session is None:

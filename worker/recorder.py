@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from livekit.agents import AgentSession
 from livekit.agents.llm import ChatMessage
-from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent
+from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent, UserInputTranscribedEvent
 
 from api.store import sessions as repo
 from api.store.db import Store
@@ -38,14 +38,36 @@ def turn_metrics(user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str
     return out
 
 
+KINDS = {"stt_error": "stt", "llm_error": "llm", "tts_error": "tts"}
+FatalHandler = Callable[[str, str], None]  # (kind: stt|llm|tts, message)
+
+
+def describe_failure(kind: str, providers: tuple[str, ...], error: BaseException | Any) -> str:
+    """`llm provider gemini failed with status 500: Internal error encountered.`: the kind, every provider that was
+    tried (the primary and its fallbacks) and the provider's status code when it gave one."""
+    names = " then ".join(providers) if providers else "unknown"
+    status = getattr(error, "status_code", None)
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    code = f" with status {status}" if isinstance(status, int) and status > 0 else ""
+    return f"{kind} provider {names} failed{code}: {message}"
+
+
 class SessionRecorder:
-    def __init__(self, store: Store, session_id: str) -> None:
+    def __init__(self, store: Store, session_id: str, *, providers: dict[str, tuple[str, ...]] | None = None,
+                 provider_key: Callable[[str], str] = str.lower) -> None:
         self.store = store
         self.session_id = session_id
+        self.providers = providers or {}
+        self.provider_key = provider_key
+        self.on_fatal: FatalHandler | None = None
         self._last_user_metrics: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self.error: str | None = None
         self._heartbeat: asyncio.Future[None] | None = None
+        # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
+        # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
+        self._unanswered: list[tuple[float, str]] = []
+        self.user_spoke = False
 
     def start_heartbeat(self, interval: float) -> None:
         """Keeps the session's activity fresh during long silences, so the sweeper only closes true orphans."""
@@ -62,7 +84,24 @@ class SessionRecorder:
 
     def attach(self, session: AgentSession) -> None:
         session.on("conversation_item_added", self._on_item)
+        session.on("user_input_transcribed", self._on_transcribed)
         session.on("error", self._on_error)
+
+    def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        if ev.is_final and ev.transcript.strip():
+            self._unanswered.append((ev.created_at, ev.transcript.strip()))
+            self.user_spoke = True
+
+    def _served_by(self, user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str, str] | None:
+        """Which provider served each stage of this turn, from LiveKit's per-message metadata."""
+        out: dict[str, str] = {}
+        for stage, metrics, key in (("stt", user, "stt_metadata"), ("llm", agent, "llm_metadata"),
+                                    ("tts", agent, "tts_metadata")):
+            meta = (metrics or {}).get(key) or {}
+            provider = meta.get("model_provider")
+            if provider:
+                out[stage] = self.provider_key(provider)
+        return out or None
 
     def _write(self, fn: Any, *args: Any) -> None:
         fut = asyncio.ensure_future(self.store.write(fn, *args))
@@ -82,27 +121,45 @@ class SessionRecorder:
         if not text.strip():
             return
         metrics = dict(item.metrics or {})
+        providers = None
         if item.role == "user":
             self._last_user_metrics = metrics
+            # what this committed turn covers is no longer unanswered
+            self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
+            self.user_spoke = True
             speaker, turn = "USER", None
         else:
             speaker, turn = "AGENT", turn_metrics(self._last_user_metrics, metrics) or None
+            providers = self._served_by(self._last_user_metrics, metrics)
             self._last_user_metrics = None
         self._write(
             lambda db: repo.append_item(
                 db, session_id=self.session_id, item_key=item.id, speaker=speaker, content=text,
                 timestamp=_iso(item.created_at), interrupted=bool(item.interrupted), metrics=turn,
+                providers=providers,
             )
         )
 
+    def keep_unanswered_user_turn(self) -> None:
+        """The caller's last words that never became a committed turn (the reply failed) go into the transcript."""
+        if not self._unanswered:
+            return
+        started = self._unanswered[0][0]
+        text = " ".join(t for _, t in self._unanswered)
+        self._unanswered.clear()
+        self._write(lambda db: repo.append_item(db, session_id=self.session_id, item_key=f"unanswered-{started}",
+                                                speaker="USER", content=text, timestamp=_iso(started)))
+
     def _on_error(self, ev: ErrorEvent) -> None:
         recoverable = getattr(ev.error, "recoverable", True)
-        source = type(ev.source).__module__.split(".")[2] if type(ev.source).__module__.startswith("livekit.plugins.") \
-            else type(ev.source).__name__
-        message = f"{source}: {getattr(ev.error, 'error', ev.error)}"
+        kind = KINDS.get(getattr(ev.error, "type", ""), "pipeline")
+        message = describe_failure(kind, self.providers.get(kind, ()), getattr(ev.error, "error", ev.error))
         log.warning("session %s %s error: %s", self.session_id, "recoverable" if recoverable else "fatal", message)
-        if not recoverable:
-            self.error = message
+        if recoverable or self.error is not None:
+            return
+        self.error = message
+        if self.on_fatal is not None:
+            self.on_fatal(kind, message)
 
     async def flush(self) -> None:
         if self._pending:
@@ -111,6 +168,7 @@ class SessionRecorder:
     async def end(self, *, reason: str, error: str | None = None) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        self.keep_unanswered_user_turn()
         await self.flush()
         await self.store.write(lambda db: repo.end(db, self.session_id, reason=reason, error=error or self.error))
 

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from .common import FirstMessageMode, LlmProvider, RequestBody, SttProvider, TtsProvider
 
 _NAME = Field(min_length=1, max_length=200)
 _PROMPT = Field(max_length=100_000)
 _MODEL = Field(default=None, min_length=1, max_length=200)
+MAX_FALLBACKS = 3
+
+
+def _distinct(providers: list[str]) -> list[str]:
+    if len(set(providers)) != len(providers):
+        raise ValueError("a provider may be listed only once")
+    return providers
+
+
+# Further providers tried in order when the one before fails mid-call; each validated like the primary.
+FallbackStt = Annotated[list[SttProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
+FallbackLlm = Annotated[list[LlmProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
+FallbackTts = Annotated[list[TtsProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
+_ERROR_MESSAGE = Field(default=None, min_length=1, max_length=1_000)
 
 
 class AgentCreate(RequestBody):
@@ -24,6 +40,10 @@ class AgentCreate(RequestBody):
     llmModel: str | None = _MODEL
     ttsModel: str | None = _MODEL
     language: str | None = Field(default=None, min_length=2, max_length=35)
+    fallbackSttProviders: FallbackStt | None = None
+    fallbackLlmProviders: FallbackLlm | None = None
+    fallbackTtsProviders: FallbackTts | None = None
+    errorMessage: str | None = _ERROR_MESSAGE
 
 
 class AgentUpdate(RequestBody):
@@ -41,6 +61,10 @@ class AgentUpdate(RequestBody):
     llmModel: str | None = _MODEL
     ttsModel: str | None = _MODEL
     language: str | None = Field(default=None, min_length=2, max_length=35)
+    fallbackSttProviders: FallbackStt | None = None
+    fallbackLlmProviders: FallbackLlm | None = None
+    fallbackTtsProviders: FallbackTts | None = None
+    errorMessage: str | None = _ERROR_MESSAGE
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> "AgentUpdate":
@@ -67,6 +91,11 @@ class Agent(BaseModel):
     llmModel: str | None
     ttsModel: str | None
     language: str | None
+    fallbackSttProviders: list[str] = Field(description="STT providers tried in order when the primary fails.")
+    fallbackLlmProviders: list[str] = Field(description="LLM providers tried in order when the primary fails.")
+    fallbackTtsProviders: list[str] = Field(description="TTS providers tried in order when the primary fails.")
+    errorMessage: str | None = Field(
+        description="What the agent says before it ends a call on a provider failure (null: a default apology).")
     createdAt: str
     updatedAt: str
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SttProvider = Literal["deepgram", "assemblyai", "elevenlabs"]
-LlmProvider = Literal["gemini"]
+LlmProvider = Literal["gemini", "openai"]
 TtsProvider = Literal["elevenlabs", "resemble", "google"]
 FirstMessageMode = Literal["assistant_speaks_first", "assistant_waits"]
 

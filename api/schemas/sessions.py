@@ -22,12 +22,20 @@ class TurnMetrics(BaseModel):
     e2e_latency: float | None = Field(default=None, description="End of user speech to first agent audio.")
 
 
+class TurnProviders(BaseModel):
+    stt: str | None = None
+    llm: str | None = None
+    tts: str | None = None
+
+
 class TranscriptItem(BaseModel):
     speaker: Literal["USER", "AGENT"]
     content: str
     timestamp: str
     interrupted: bool = False
     metrics: TurnMetrics | None = None
+    providers: TurnProviders | None = Field(
+        default=None, description="Agent turns: the provider that served each stage (a fallback shows here).")
 
 
 class CallAnalysis(BaseModel):
@@ -55,8 +63,8 @@ class Session(BaseModel):
     status: Literal["pending", "active", "ended"]
     endReason: str | None
     error: str | None
-    analysisStatus: Literal["pending", "completed", "failed"] | None
-    analysisError: str | None
+    analysisStatus: Literal["pending", "completed", "failed", "skipped"] | None
+    analysisError: str | None = Field(description="Why the analysis failed or was skipped.")
 
 
 class SessionList(BaseModel):

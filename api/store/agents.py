@@ -11,7 +11,9 @@ import sqlite_utils
 from ..errors import NotFound
 from .timefmt import now_iso
 
-CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language")
+CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
+               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage")
+LIST_KEYS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
 COLUMNS = {
     "name": "name",
     "systemPrompt": "system_prompt",
@@ -39,6 +41,8 @@ def to_wire(row: dict[str, Any]) -> dict[str, Any]:
     }
     for key in CONFIG_KEYS:
         out[key] = config.get(key)
+    for key in LIST_KEYS:
+        out[key] = list(out[key] or [])
     return out
 
 

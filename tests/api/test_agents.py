@@ -40,7 +40,7 @@ async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client,
     before = table_snapshot(settings.database_path)
     for field, bad, accepted in [
         ("sttProvider", "whisper", ["deepgram", "assemblyai", "elevenlabs"]),
-        ("llmProvider", "openai", ["gemini"]),
+        ("llmProvider", "anthropic", ["gemini", "openai"]),
         ("ttsProvider", "cartesia", ["elevenlabs", "resemble", "google"]),
     ]:
         body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")),
@@ -49,6 +49,30 @@ async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client,
         for value in accepted:
             assert value in body["detail"]
     assert table_snapshot(settings.database_path) == before
+
+
+async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_trip(client, auth, settings):
+    before = table_snapshot(settings.database_path)
+    for field, bad in [("fallbackSttProviders", ["whisper"]), ("fallbackLlmProviders", ["anthropic"]),
+                       ("fallbackTtsProviders", ["cartesia"]), ("fallbackSttProviders", ["assemblyai", "assemblyai"]),
+                       ("fallbackTtsProviders", "resemble"), ("fallbackLlmProviders", ["openai"] * 4),
+                       ("errorMessage", "")]:
+        body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")),
+                                  422, "validation_error")
+        assert field in body["detail"], body
+    assert table_snapshot(settings.database_path) == before
+    resp = await client.post("/api/agents", headers=auth("alice"), json={
+        **AGENT, "fallbackSttProviders": ["assemblyai"], "fallbackLlmProviders": ["openai"],
+        "errorMessage": "Sorry, we have a problem; please call back."})
+    assert resp.status == 201
+    agent = await resp.json()
+    assert agent["fallbackSttProviders"] == ["assemblyai"] and agent["fallbackLlmProviders"] == ["openai"]
+    assert agent["fallbackTtsProviders"] == [] and agent["errorMessage"].startswith("Sorry")
+    resp = await client.put(f"/api/agents/{agent['id']}", headers=auth("alice"),
+                            json={"fallbackLlmProviders": [], "fallbackTtsProviders": ["resemble"]})
+    updated = await resp.json()
+    assert updated["fallbackLlmProviders"] == [] and updated["fallbackTtsProviders"] == ["resemble"]
+    assert updated["fallbackSttProviders"] == ["assemblyai"]
 
 
 async def test_update_refuses_null_for_required_fields_and_writes_nothing(client, auth, settings):

@@ -133,7 +133,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
-                    if failure == "drop":
+                    if failure == "drop" or (failure is None and state.take_live_drop(ASSEMBLYAI)):
                         await drop(ws)
                         break
                     session.feed_audio(msg.data)

@@ -157,7 +157,7 @@ async def handle_listen(request: web.Request) -> web.StreamResponse:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
-                    if failure == "drop":
+                    if failure == "drop" or (failure is None and state.take_live_drop(DEEPGRAM)):
                         await drop(ws)
                         break
                     session.feed_audio(msg.data)

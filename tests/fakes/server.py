@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import assemblyai, deepgram, elevenlabs_stt, elevenlabs_tts, gemini, resemble
+from . import assemblyai, deepgram, elevenlabs_stt, elevenlabs_tts, gemini, openai, resemble
 from .common import SOCKETS_KEY, STATE_KEY, STOPPING_KEY, json_response, state_of
 from .state import PROVIDERS, FailureMode, FakeScript, FakeState
 
@@ -47,6 +47,8 @@ def build_app(state: FakeState) -> web.Application:
     r.add_post("/v1/text-to-speech/{voice}/stream", elevenlabs_tts.handle_stream_rest)
     r.add_get("/{version:v1|v1beta}/models", gemini.handle_models)
     r.add_route("*", "/{version:v1|v1beta}/models/{tail}", gemini.handle_model_action)
+    r.add_get("/openai/v1/models", openai.handle_models)
+    r.add_post("/openai/v1/chat/completions", openai.handle_chat_completions)
     r.add_get("/resemble/stream", resemble.handle_stream)
     r.add_post("/resemble/synthesize", resemble.handle_synthesize)
     r.add_get("/_fake/health", _health)
@@ -197,6 +199,11 @@ class FakeProviders:
         return self.base_url
 
     @property
+    def openai_base_url(self) -> str:
+        """openai.LLM(base_url=...)"""
+        return f"{self.base_url}/openai/v1"
+
+    @property
     def resemble_base_url(self) -> str:
         """Prefix of the REST URL, for config that appends "/synthesize" itself."""
         return f"{self.base_url}/resemble"
@@ -265,6 +272,7 @@ def urls_for(port: int) -> dict[str, str]:
         "assemblyai_url": f"ws://127.0.0.1:{port}",
         "elevenlabs_base_url": f"{base}/v1",
         "gemini_base_url": base,
+        "openai_base_url": f"{base}/openai/v1",
         "resemble_base_url": f"{base}/resemble",
         "resemble_ws_url": f"ws://127.0.0.1:{port}/resemble/stream",
         "resemble_rest_url": f"{base}/resemble/synthesize",

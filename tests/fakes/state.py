@@ -20,7 +20,8 @@ ELEVENLABS_STT = "elevenlabs_stt"
 ELEVENLABS_TTS = "elevenlabs_tts"
 GEMINI = "gemini"
 RESEMBLE = "resemble"
-PROVIDERS = (DEEPGRAM, ASSEMBLYAI, ELEVENLABS_STT, ELEVENLABS_TTS, GEMINI, RESEMBLE)
+OPENAI = "openai"
+PROVIDERS = (DEEPGRAM, ASSEMBLYAI, ELEVENLABS_STT, ELEVENLABS_TTS, GEMINI, RESEMBLE, OPENAI)
 
 FailureMode = Literal["reject", "drop", "hang"]
 FAILURE_MODES: tuple[str, ...] = ("reject", "drop", "hang")
@@ -134,6 +135,7 @@ def _zero_counters() -> dict[str, dict[str, int | float]]:
         ELEVENLABS_TTS: dict(tts),
         GEMINI: dict(llm),
         RESEMBLE: dict(tts),
+        OPENAI: dict(llm),
     }
 
 
@@ -197,6 +199,12 @@ class FakeState:
         self.add(provider, "injected_failures")
         mode: FailureMode = spec["mode"]
         return mode
+
+    def take_live_drop(self, provider: str) -> bool:
+        """A 'drop' switch set while a socket is already open kills that socket too, at its next audio message:
+        a provider falling over mid-call, not only at connect."""
+        spec = self.script.failures.get(provider)
+        return spec is not None and spec["mode"] == "drop" and self.take_failure(provider) == "drop"
 
     # --- scripted content -------------------------------------------------------------------
     def next_transcript(self) -> str:

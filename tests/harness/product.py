@@ -40,6 +40,8 @@ def product_env(*, data_dir: Path, port: int, livekit: LiveKitServer, fakes_urls
         "VOXARENA_ELEVENLABS_BASE_URL": fakes_urls["elevenlabs_base_url"],
         "VOXARENA_GOOGLE_API_KEY": api_key,
         "VOXARENA_GOOGLE_BASE_URL": fakes_urls["gemini_base_url"],
+        "VOXARENA_OPENAI_API_KEY": api_key,
+        "VOXARENA_OPENAI_BASE_URL": fakes_urls["openai_base_url"],
         "VOXARENA_RESEMBLE_API_KEY": api_key,
         "VOXARENA_RESEMBLE_BASE_URL": fakes_urls["resemble_base_url"],
         "VOXARENA_RESEMBLE_WEBSOCKET_URL": fakes_urls["resemble_ws_url"],
