@@ -52,17 +52,24 @@ def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD
     ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` gives extra keyword
     arguments for an STT provider's builder (the meter hands each STT its own metered HTTP session)."""
     stts, stt_names = _chain(agent, cfg, "stt", agent.stt_provider, agent.fallback_stt_providers, stt_kwargs)
-    llms, llm_names = _chain(agent, cfg, "llm", agent.llm_provider, agent.fallback_llm_providers)
+    model, llm_names = build_llm(agent, cfg)
     ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers)
     return Pipeline(
         stt=stts[0] if len(stts) == 1 else stt_base.FallbackAdapter(
             stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5),
-        llm=llms[0] if len(llms) == 1 else llm_base.FallbackAdapter(
-            llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0, retry_interval=0.5),
-        tts=ttss[0] if len(ttss) == 1 else tts_base.FallbackAdapter(
-            ttss, max_retry_per_tts=0),
+        llm=model,
+        tts=ttss[0] if len(ttss) == 1 else tts_base.FallbackAdapter(ttss, max_retry_per_tts=0),
         stt_providers=stt_names, llm_providers=llm_names, tts_providers=tts_names,
     )
+
+
+def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM, tuple[str, ...]]:
+    """The agent's LLM with its fallbacks (the call's and the post-call analysis's), and the provider order."""
+    llms, names = _chain(agent, cfg, "llm", agent.llm_provider, agent.fallback_llm_providers)
+    if len(llms) == 1:
+        return llms[0], names
+    return llm_base.FallbackAdapter(llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0,
+                                    retry_interval=0.5), names
 
 
 def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> dict[str, Any]:

@@ -99,8 +99,11 @@ async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter:
 
     async def metered(attempt: int, prompt: int, completion: int) -> None:
         if meter is not None:
-            await meter.record_llm_call(key=f"analysis/{attempt}", provider=model.provider, model=model.model,
-                                        input_tokens=prompt, output_tokens=completion)
+            # With fallbacks, the instance that served this attempt (the adapter's own name is the next one's).
+            served = model.metrics_metadata
+            await meter.record_llm_call(key=f"analysis/{attempt}", provider=served["model_provider"] or model.provider,
+                                        model=served["model_name"] or model.model, input_tokens=prompt,
+                                        output_tokens=completion)
 
     result, error, attempts = await analyse(model, items, metered)
     await store.write(

@@ -20,11 +20,10 @@ from api.store import agents as agents_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
-from pipelines.builder import VoiceAgent, build_pipeline, build_session
+from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session
 from pipelines.config import DEFAULT_ERROR_MESSAGE, AgentSpec, ProviderConfigError
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
-from pipelines.registry import builder
 
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
@@ -210,7 +209,7 @@ async def on_session_end(ctx: JobContext) -> None:
     if call.spec is None or call.session is None:
         return
     try:
-        model = builder("llm", call.spec.llm_provider)(call.spec, providers_config(call.settings))
+        model, _ = build_llm(call.spec, providers_config(call.settings))
     except ProviderConfigError as e:
         reason = str(e)
         await call.store.write(lambda db: sessions_repo.store_analysis(db, call.session_id, result=None,

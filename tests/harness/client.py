@@ -245,6 +245,20 @@ class AudioRoomClient:
     def nonsilent_duration_after(self, after: float = 0.0) -> float:
         return sum(f.duration_s for f in self.received if f.at >= after and f.dbfs > self.silence_dbfs)
 
+    async def wait_for_quiet(self, *, quiet_s: float = 0.8, timeout: float = 20.0) -> float:
+        """Wait until no non-silent audio has arrived for `quiet_s` (the agent finished speaking); returns the
+        monotonic time of the last non-silent frame (0.0 if none yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = self._nonsilent_times[-1] if self._nonsilent_times else 0.0
+            now = time.monotonic()
+            if now - last >= quiet_s:
+                return last
+            if now > deadline:
+                raise TimeoutError(f"{self.identity or 'client'}: audio never went quiet for {quiet_s}s "
+                                   f"within {timeout}s")
+            await asyncio.sleep(min(0.1, quiet_s / 4))
+
     async def wait_for_audio(self, *, after: float = 0.0, min_nonsilent_s: float = 0.0,
                              timeout: float = 10.0) -> float:
         """Wait for non-silent received audio after `after`; returns the monotonic time of its first frame.

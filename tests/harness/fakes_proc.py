@@ -34,6 +34,10 @@ class FakesProcess:
     def script(self, **fields: Any) -> None:
         self._call("POST", "/_fake/script", fields)
 
+    def log(self, provider: str) -> list[dict[str, Any]]:
+        """The fake's recent requests for one provider (what it was asked to synthesise, which model, ...)."""
+        return self._call("GET", f"/_fake/log?provider={provider}")[provider]
+
     def reset(self) -> None:
         self._call("POST", "/_fake/reset", {})
 

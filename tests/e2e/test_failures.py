@@ -1,0 +1,140 @@
+"""Calls whose providers fail mid-call, through the whole product: the caller hears an apology before the agent hangs
+up, the caller's last words stay in the transcript, the error names the provider; fallback providers take over
+instead; a call where the caller never speaks is not analysed and not billed for an analysis."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from pipelines.config import DEFAULT_ERROR_MESSAGE
+from tests.harness.audio import speech_wav
+
+GREETING = "Hello! Thanks for calling. How can I help?"
+QUESTION = "What are your opening hours?"
+REPLY = "We are open from nine to five, every weekday."
+
+
+async def _agent(product, **over) -> str:
+    body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
+            "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
+            "firstMessage": GREETING, "firstMessageMode": "assistant_speaks_first", **over}
+    status, agent = await product.request("POST", "/api/agents", json=body)
+    assert status == 201, agent
+    return agent["id"]
+
+
+@contextlib.contextmanager
+def failing(fakes, **failures):
+    fakes.script(failures=failures)
+    try:
+        yield
+    finally:
+        fakes.script(failures={})
+
+
+async def _greeted(client) -> None:
+    await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)
+    await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+
+
+async def _ask(client, text: str = QUESTION) -> float:
+    """Say something; returns the time the agent's answer started (monotonic), once it played out."""
+    sent = await client.publish_wav(speech_wav(text), trail_silence=0.3)
+    heard = await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
+    await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+    return heard
+
+
+async def test_an_llm_failing_mid_call_apologises_keeps_the_callers_words_and_names_the_provider(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product)
+    client, tok = await product.join(agent_id)
+    try:
+        await _greeted(client)
+        with failing(fakes, gemini="reject"):
+            sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
+            # The LLM is down for good: what the caller hears now can only be the apology.
+            await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=1.0, timeout=40)
+            s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
+                                           timeout=40, what="ended after the apology")
+    finally:
+        await client.disconnect()
+    assert s["endReason"] == "error", s
+    assert s["error"].startswith("llm provider gemini failed with status 500"), s["error"]
+    items = [(t["speaker"], t["content"]) for t in s["transcript"]]
+    assert items[0] == ("AGENT", GREETING)
+    assert ("USER", QUESTION) in items, items
+    assert items[-1] == ("AGENT", DEFAULT_ERROR_MESSAGE), items
+    spoken = " ".join(e.get("text") or "" for e in fakes.log("elevenlabs_tts"))
+    assert "technical problem" in spoken
+
+
+async def test_a_fallback_llm_takes_over_mid_call_and_every_turn_is_answered(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product, fallbackLlmProviders=["openai"])
+    before = fakes.counters()
+    client, tok = await product.join(agent_id)
+    try:
+        await _greeted(client)
+        await _ask(client)
+        with failing(fakes, gemini="reject"):
+            await _ask(client)
+            await _ask(client)
+    finally:
+        await client.disconnect()
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["analysisStatus"] in ("completed", "failed"),
+                                   timeout=45, what="ended and analysed")
+    assert s["error"] is None and s["endReason"] == "participant_disconnected", s
+    agent_turns = [t for t in s["transcript"] if t["speaker"] == "AGENT"][1:]  # after the greeting
+    assert [t["content"] for t in agent_turns] == [REPLY] * 3, s["transcript"]
+    assert [t["providers"]["llm"] for t in agent_turns] == ["gemini", "openai", "openai"], agent_turns
+    after = fakes.counters()
+    assert after["openai"]["completed"] - before["openai"]["completed"] >= 2
+    # The analysis ran too: with the primary down it was answered by the same fallback chain's first provider
+    # that works, or recorded as failed with its reason; either way the call itself completed.
+
+
+async def test_a_fallback_stt_takes_over_when_the_primary_dies_mid_call(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product, fallbackSttProviders=["assemblyai"])
+    before = fakes.counters()
+    client, tok = await product.join(agent_id)
+    try:
+        await _greeted(client)
+        await _ask(client)
+        with failing(fakes, deepgram="drop"):  # the open Deepgram socket dies, and every new one
+            await _ask(client)
+    finally:
+        await client.disconnect()
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=45,
+                                   what="ended")
+    assert s["error"] is None and s["endReason"] == "participant_disconnected", s
+    speakers = [t["speaker"] for t in s["transcript"]]
+    assert speakers == ["AGENT", "USER", "AGENT", "USER", "AGENT"], s["transcript"]
+    agent_turns = [t for t in s["transcript"] if t["speaker"] == "AGENT"][1:]
+    assert [t["providers"].get("stt") for t in agent_turns] == ["deepgram", "assemblyai"], agent_turns
+    after = fakes.counters()
+    assert after["assemblyai"]["audio_seconds"] > before["assemblyai"]["audio_seconds"]
+    assert after["deepgram"]["injected_failures"] > before["deepgram"]["injected_failures"]
+
+
+async def test_a_call_where_the_caller_never_speaks_is_not_analysed_and_bills_no_llm_tokens(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product)
+    before = fakes.counters()["gemini"]
+    client, tok = await product.join(agent_id)
+    try:
+        await _greeted(client)
+    finally:
+        await client.disconnect()
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["analysisStatus"] not in (None, "pending"),
+                                   timeout=45, what="ended with its analysis decided")
+    assert s["analysisStatus"] == "skipped" and "never spoke" in s["analysisError"] and s["analysis"] is None, s
+    status, analysis = await product.request("GET", f"/api/sessions/{tok['sessionId']}/analysis")
+    assert status == 200 and analysis is None
+    after = fakes.counters()["gemini"]
+    assert after["requests"] == before["requests"]
+    status, breakdown = await product.request("GET", f"/api/sessions/{tok['sessionId']}/cost-breakdown")
+    assert status == 200 and not [e for e in breakdown["events"] if e["event_type"] == "llm_tokens"], breakdown
+    assert [e for e in breakdown["events"] if e["event_type"] == "tts_characters"], breakdown  # the greeting
