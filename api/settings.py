@@ -64,7 +64,7 @@ class Settings:
         metadata={"doc": "LiveKit server URL (ws:// or wss://). Empty: `serve` starts a local dev server on loopback."},
     )
     livekit_api_key: str = field(default="", metadata={"doc": "LiveKit API key."})
-    livekit_api_secret: str = field(default="", metadata={"doc": "LiveKit API secret.", "secret": True})
+    livekit_api_secret: str = field(default="", repr=False, metadata={"doc": "LiveKit API secret.", "secret": True})
     livekit_server_bin: str = field(
         default="",
         metadata={"doc": "Path of the livekit-server binary for the embedded dev server "
@@ -109,16 +109,16 @@ class Settings:
     )
     drain_timeout_seconds: float = field(default=60.0, metadata={"doc": "How long SIGTERM waits for calls to end."})
     # --- providers ---
-    deepgram_api_key: str = field(default="", metadata={"doc": "Deepgram API key.", "secret": True})
+    deepgram_api_key: str = field(default="", repr=False, metadata={"doc": "Deepgram API key.", "secret": True})
     deepgram_base_url: str = field(default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."})
-    assemblyai_api_key: str = field(default="", metadata={"doc": "AssemblyAI API key.", "secret": True})
+    assemblyai_api_key: str = field(default="", repr=False, metadata={"doc": "AssemblyAI API key.", "secret": True})
     assemblyai_base_url: str = field(
         default="wss://streaming.assemblyai.com", metadata={"doc": "AssemblyAI streaming base URL."}
     )
-    elevenlabs_api_key: str = field(default="", metadata={"doc": "ElevenLabs API key (STT and TTS).", "secret": True})
+    elevenlabs_api_key: str = field(default="", repr=False, metadata={"doc": "ElevenLabs API key (STT and TTS).", "secret": True})
     elevenlabs_base_url: str = field(default="https://api.elevenlabs.io/v1", metadata={"doc": "ElevenLabs API base URL."})
     elevenlabs_voice_id: str = field(default="", metadata={"doc": "Default ElevenLabs voice (plugin default if empty)."})
-    google_api_key: str = field(default="", metadata={"doc": "Gemini API key.", "secret": True})
+    google_api_key: str = field(default="", repr=False, metadata={"doc": "Gemini API key.", "secret": True})
     google_base_url: str = field(
         default="", metadata={"doc": "Gemini API base URL (google-genai default if empty)."}
     )
@@ -129,12 +129,12 @@ class Settings:
     google_tts_endpoint: str = field(
         default="", metadata={"doc": "Google Cloud TTS gRPC endpoint host:port (default texttospeech.googleapis.com)."}
     )
-    openai_api_key: str = field(default="", metadata={"doc": "OpenAI API key.", "secret": True})
+    openai_api_key: str = field(default="", repr=False, metadata={"doc": "OpenAI API key.", "secret": True})
     openai_base_url: str = field(
         default="https://api.openai.com/v1", metadata={"doc": "OpenAI (or OpenAI-compatible) API base URL."}
     )
     openai_model: str = field(default="gpt-4o-mini", metadata={"doc": "OpenAI model for calls and analysis."})
-    resemble_api_key: str = field(default="", metadata={"doc": "Resemble API key.", "secret": True})
+    resemble_api_key: str = field(default="", repr=False, metadata={"doc": "Resemble API key.", "secret": True})
     resemble_base_url: str = field(
         default="https://f.cluster.resemble.ai", metadata={"doc": "Resemble synthesis base URL."}
     )
@@ -173,17 +173,10 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def to_env(self) -> dict[str, str]:
-        """The inverse of ``from_env``, so job processes see the same settings as the main process."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, tuple):
-                v = ",".join(v)
-            elif isinstance(v, bool):
-                v = "true" if v else "false"
-            out[PREFIX + f.name.upper()] = str(v)
-        return out
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with the secret ones masked: for logs and diagnostics."""
+        return {f.name: ("***" if f.metadata.get("secret") and getattr(self, f.name) else getattr(self, f.name))
+                for f in fields(self)}
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)

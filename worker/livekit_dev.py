@@ -49,6 +49,13 @@ class LocalLiveKit:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    def child_env(self) -> dict[str, str]:
+        """The server's whole environment: its own keys (in the environment, not on the command line where any
+        process could read them) and the basics a Go binary needs. Nothing of ours leaks into it."""
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR") if k in os.environ}
+        env["LIVEKIT_KEYS"] = f"{self.api_key}: {self.api_secret}"
+        return env
+
     async def start(self, timeout: float = 30.0) -> None:
         if not self.binary.exists():
             found = shutil.which("livekit-server")
@@ -70,8 +77,8 @@ class LocalLiveKit:
         logf = open(log_path, "ab")
         self.proc = await asyncio.create_subprocess_exec(
             str(self.binary), "--dev", "--config", str(config), "--bind", self.host, "--node-ip", self.host,
-            "--port", str(self.port), "--keys", f"{self.api_key}: {self.api_secret}",
-            stdout=logf, stderr=logf, start_new_session=True,
+            "--port", str(self.port),
+            stdout=logf, stderr=logf, start_new_session=True, env=self.child_env(),
         )
         logf.close()
         log.info("starting local livekit-server (pid %d, log %s)", self.proc.pid, log_path)

@@ -5,7 +5,6 @@ instead; a call where the caller never speaks is not analysed and not billed for
 from __future__ import annotations
 
 import contextlib
-import time
 
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 from tests.harness.audio import speech_wav

@@ -3,7 +3,6 @@ speaks (espeak-ng), and hears the agent; the session, its latencies and its anal
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -29,13 +28,13 @@ async def _call(product, agent_id: str, *, user="alice", greet: bool = True, tur
         t0 = time.monotonic()
         if greet:
             await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
-            await asyncio.sleep(2.0)  # let the greeting finish before speaking
+            await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the greeting finished
         latency = 0.0
         for _ in range(turns):
             sent = await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
             heard = await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
             latency = heard - sent.last_speech_at
-            await asyncio.sleep(2.5)  # the reply plays out
+            await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the reply played out
     finally:
         await client.disconnect()
     return tok["sessionId"], latency
