@@ -5,10 +5,11 @@ the process executor requires."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from livekit.agents import AgentSession, JobContext, JobProcess
 from livekit.agents.voice import room_io
@@ -72,9 +73,14 @@ class Call:
             t.cancel()
 
 
-def prewarm(proc: JobProcess) -> None:
+def process_setup(settings: Settings) -> Callable[[JobProcess], None]:
+    """The job processes' setup function, carrying the resolved settings with it: the executor pickles it to each
+    new process, so settings (keys included) never pass through the environment every child would inherit."""
+    return functools.partial(prewarm, settings)
+
+
+def prewarm(settings: Settings, proc: JobProcess) -> None:
     """Once per job process, before a job arrives: settings, a store connection, the VAD weights."""
-    settings = Settings.from_env()
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_path, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)

@@ -55,7 +55,7 @@ class Runtime:
         s = self.settings
         server = AgentServer(
             job_executor_type=JobExecutorType.PROCESS if s.job_executor == "process" else JobExecutorType.THREAD,
-            setup_fnc=job.prewarm,
+            setup_fnc=job.process_setup(s),
             num_idle_processes=s.num_idle_processes,
             host="127.0.0.1",
             port=s.worker_port,

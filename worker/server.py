@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 
@@ -31,8 +30,6 @@ def serve(settings: Settings) -> int:
 
 
 async def run(settings: Settings) -> int:
-    # Job processes are forked from a fresh interpreter: hand them the resolved settings through the environment.
-    os.environ.update(settings.to_env())
     store = Store(settings.database_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -49,7 +46,6 @@ async def run(settings: Settings) -> int:
         log.critical("%s", e)
         store.close()
         return 2
-    os.environ.update(settings.to_env())
     app = create_app(settings, store=store, livekit_health=runtime.health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
