@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from api.settings import Settings
+from api.settings import PREFIX, Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -23,6 +24,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.no_worker:
         settings = settings.with_(worker_enabled=False)
+    # Read once, then gone from the environment: every child (the local livekit-server, the job processes'
+    # forkserver, anything a plugin starts) would otherwise inherit the keys. Jobs get the settings object itself.
+    for name in [k for k in os.environ if k.startswith(PREFIX)]:
+        del os.environ[name]
     return serve(settings)
 
 
