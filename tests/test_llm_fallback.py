@@ -11,6 +11,7 @@ from pipelines.builder import build_pipeline
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from pipelines.providers import openai as openai_provider
 from tests.fakes import FakeProviders
+from tests.test_provider_fakes import run_chat as ask
 
 SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
                  tts_provider="elevenlabs", fallback_llm_providers=("openai",))
@@ -27,20 +28,6 @@ def config(fakes: FakeProviders) -> ProvidersConfig:
     creds = lambda url: ProviderCredentials("k", url)  # noqa: E731
     return ProvidersConfig(deepgram=creds(fakes.deepgram_url), elevenlabs=creds(fakes.elevenlabs_base_url),
                            google=creds(fakes.gemini_base_url), openai=creds(fakes.openai_base_url))
-
-
-async def ask(model: llm.LLM, text: str = "say something nice please") -> tuple[str, llm.CompletionUsage | None]:
-    ctx = llm.ChatContext.empty()
-    ctx.add_message(role="system", content="You are a terse test agent.")
-    ctx.add_message(role="user", content=text)
-    reply, usage = "", None
-    async with model.chat(chat_ctx=ctx) as stream:
-        async for chunk in stream:
-            if chunk.delta and chunk.delta.content:
-                reply += chunk.delta.content
-            if chunk.usage:
-                usage = chunk.usage
-    return reply, usage
 
 
 async def test_the_openai_provider_streams_a_reply_with_exact_usage_under_a_stable_provider_key(fakes):

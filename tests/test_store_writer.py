@@ -29,13 +29,8 @@ def store(tmp_path: Path):
     s.close()
 
 
-async def _writes_still_complete(store: Store, tag: str) -> None:
-    results = await asyncio.wait_for(asyncio.gather(*(store.write(_insert, f"{tag}-{i}") for i in range(20))), 10)
-    assert results == [f"{tag}-{i}" for i in range(20)]
-    assert store._writer.is_alive()
-
-
-async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_complete(store: Store) -> None:
+async def _hold_writer(store: Store) -> tuple[asyncio.Future[None], threading.Event]:
+    """Occupy the writer thread until the returned event is set, so later writes queue up behind it."""
     gate, entered = threading.Event(), threading.Event()
 
     def blocking(db) -> None:
@@ -44,6 +39,17 @@ async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_comp
 
     blocker = asyncio.ensure_future(store.write(blocking))
     assert await asyncio.to_thread(entered.wait, 10)
+    return blocker, gate
+
+
+async def _writes_still_complete(store: Store, tag: str) -> None:
+    results = await asyncio.wait_for(asyncio.gather(*(store.write(_insert, f"{tag}-{i}") for i in range(20))), 10)
+    assert results == [f"{tag}-{i}" for i in range(20)]
+    assert store._writer.is_alive()
+
+
+async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_complete(store: Store) -> None:
+    blocker, gate = await _hold_writer(store)
     # Queued behind the blocker, then cancelled by its awaiting task before the writer reaches it.
     queued = asyncio.ensure_future(store.write(_insert, "cancelled-while-queued"))
     await asyncio.sleep(0)
@@ -74,14 +80,7 @@ async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_comp
 
 
 async def test_a_failing_write_fails_alone_and_the_group_commits(store: Store) -> None:
-    gate, entered = threading.Event(), threading.Event()
-
-    def blocking(db) -> None:
-        entered.set()
-        gate.wait(10)
-
-    blocker = asyncio.ensure_future(store.write(blocking))
-    assert await asyncio.to_thread(entered.wait, 10)
+    blocker, gate = await _hold_writer(store)
     # These three queue up and run as one group: the middle one violates the primary key.
     first = asyncio.ensure_future(store.write(_insert, "g-1"))
     bad = asyncio.ensure_future(store.write(_insert, "g-1"))

@@ -67,3 +67,11 @@ async def read_until_stopped(request: web.Request, ws: web.WebSocketResponse) ->
 async def _drain(ws: web.WebSocketResponse) -> None:
     async for _ in ws:
         pass
+
+
+def count_llm_completion(state: FakeState, provider: str, prompt: int, completion: int) -> None:
+    """An LLM fake's counters for one completed answer (the tokens it reported in its usage)."""
+    state.add(provider, "completed")
+    state.add(provider, "prompt_tokens", prompt)
+    state.add(provider, "completion_tokens", completion)
+    state.add(provider, "total_tokens", prompt + completion)

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import hang, json_response, state_of
+from .common import count_llm_completion, hang, json_response, state_of
 from .state import GEMINI, FakeState, LlmReply
 
 _MODEL_INFO = {
@@ -196,7 +196,4 @@ async def handle_model_action(request: web.Request) -> web.StreamResponse:
 
 
 def _count_completed(state: FakeState, usage: dict[str, int]) -> None:
-    state.add(GEMINI, "completed")
-    state.add(GEMINI, "prompt_tokens", usage["promptTokenCount"])
-    state.add(GEMINI, "completion_tokens", usage["candidatesTokenCount"])
-    state.add(GEMINI, "total_tokens", usage["totalTokenCount"])
+    count_llm_completion(state, GEMINI, usage["promptTokenCount"], usage["candidatesTokenCount"])

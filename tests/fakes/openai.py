@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import hang, json_response, state_of
+from .common import count_llm_completion, hang, json_response, state_of
 from .state import OPENAI, FakeState, LlmReply
 
 
@@ -152,7 +152,4 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _count_completed(state: FakeState, usage: dict[str, int]) -> None:
-    state.add(OPENAI, "completed")
-    state.add(OPENAI, "prompt_tokens", usage["prompt_tokens"])
-    state.add(OPENAI, "completion_tokens", usage["completion_tokens"])
-    state.add(OPENAI, "total_tokens", usage["total_tokens"])
+    count_llm_completion(state, OPENAI, usage["prompt_tokens"], usage["completion_tokens"])
