@@ -12,11 +12,13 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE, VERIFIER
+from .keys import (HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE, VERIFIER,
+                   WORKER_CAPACITY)
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
 from .routes import agents, costs, livekit, meta, sessions
 from .routing import Route, register
+from .services.dispatch import DispatchWatchdog
 from .settings import Settings
 from .store.db import Store
 from .version import VERSION
@@ -44,6 +46,7 @@ def create_app(
     store: Store | None = None,
     extra_routes: list[Route] | None = None,
     livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    worker_capacity: Callable[[], Awaitable[str | None]] | None = None,
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     routes = all_routes(extra_routes)
@@ -86,6 +89,8 @@ def create_app(
     app[VERIFIER] = verifier
     app[STARTED] = time.monotonic()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
+    if worker_capacity is not None:
+        app[WORKER_CAPACITY] = worker_capacity
     if local is not None:
         app[ISSUER] = local
     app[meta.OPENAPI] = openapi.build(routes, version=VERSION)
@@ -103,7 +108,13 @@ def create_app(
         app[HTTP] = aiohttp.ClientSession()
         app[LOOP] = LoopMonitor()
         app[LOOP].start()
+        watchdog = None
+        if gateway.configured:
+            watchdog = DispatchWatchdog(app[STORE], gateway, timeout_seconds=settings.dispatch_timeout_seconds)
+            watchdog.start()
         yield
+        if watchdog is not None:
+            await watchdog.stop()
         await app[LOOP].stop()
         await gateway.aclose()
         await app[HTTP].close()

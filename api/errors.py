@@ -24,6 +24,7 @@ class ApiError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(ApiError):
@@ -74,6 +75,10 @@ class Unavailable(ApiError):
     status_code = 503
     type = "service_unavailable"
 
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
 
 class BadGateway(ApiError):
     status_code = 502
@@ -88,7 +93,8 @@ def error_body(status: int, type_: str, detail: str, errors: list[dict[str, Any]
 
 
 def error_response(err: ApiError) -> web.Response:
-    return web.json_response(error_body(err.status_code, err.type, err.detail, err.errors), status=err.status_code)
+    return web.json_response(error_body(err.status_code, err.type, err.detail, err.errors), status=err.status_code,
+                             headers=err.headers or None)
 
 
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:

@@ -26,3 +26,5 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.
 LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, Any]]])
+# Why no worker of this process can take a call now (None: it can); absent when this process runs no worker.
+WORKER_CAPACITY = web.AppKey("worker_capacity", Callable[[], Awaitable[str | None]])

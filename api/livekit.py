@@ -61,6 +61,23 @@ class LiveKitGateway:
         )
         return d.id
 
+    async def delete_dispatch(self, dispatch_id: str, room: str) -> None:
+        try:
+            await self.client.agent_dispatch.delete_dispatch(dispatch_id, room)
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
+
+    async def caller_present(self, room: str) -> bool:
+        """Someone other than an agent is in the room (LiveKit's view, for when webhooks are not configured)."""
+        try:
+            resp = await self.client.room.list_participants(lk.ListParticipantsRequest(room=room))
+        except lk.TwirpError as e:
+            if e.code == lk.TwirpErrorCode.NOT_FOUND:
+                return False
+            raise
+        return any(p.kind != lk.ParticipantInfo.Kind.AGENT for p in resp.participants)
+
     async def delete_room(self, room: str) -> None:
         try:
             await self.client.room.delete_room(lk.DeleteRoomRequest(room=room))

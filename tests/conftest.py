@@ -21,10 +21,16 @@ LIVEKIT_SECRET = "test-secret-that-is-long-enough-000000"
 
 
 @pytest.fixture
-async def twirp_stub():
+def livekit_rooms() -> dict[str, list[int]]:
+    """Who the LiveKit stub lists in each room (participant kinds); tests put callers and agents in it."""
+    return {}
+
+
+@pytest.fixture
+async def twirp_stub(livekit_rooms):
     from tests.api.twirp_stub import start_twirp_stub
 
-    server, calls = await start_twirp_stub()
+    server, calls = await start_twirp_stub(livekit_rooms)
     yield server, calls
     await server.close()
 

@@ -22,3 +22,19 @@ async def test_the_sweeper_closes_only_sessions_silent_past_the_orphan_cutoff(tm
     assert store.read_sync(repo.get_row, live)["status"] == "active"
     assert store.read_sync(repo.get_row, done) == done_before
     assert await Runtime(settings, store).sweep_once() == 0
+
+
+async def test_the_sweeper_spares_a_silent_session_whose_job_is_running_here(tmp_path, store):
+    settings = Settings(data_dir=tmp_path, session_orphan_seconds=600, worker_enabled=False)
+    _, running = seed_call(store, "alice", started_at="2026-01-01T10:00:00.000000Z", ended_at=None)
+    _, dead = seed_call(store, "alice", started_at="2026-01-01T10:00:00.000000Z", ended_at=None)
+    for sid, job in ((running, "AJ_running"), (dead, "AJ_gone")):
+        store.write_sync(lambda db, sid=sid, job=job: db.execute(
+            "UPDATE sessions SET job_id = ?, last_activity_at = '2026-01-01T10:05:00.000000Z' WHERE id = ?",
+            [job, sid]))
+    runtime = Runtime(settings, store)
+    runtime.running_job_ids = lambda: {"AJ_running"}  # what the AgentServer reports as its active jobs
+    assert await runtime.sweep_once() == 1
+    assert store.read_sync(repo.get_row, dead)["end_reason"] == "orphaned"
+    spared = store.read_sync(repo.get_row, running)
+    assert spared["status"] == "active" and spared["last_activity_at"] > "2026-01-01T10:05:00.000000Z"

@@ -19,13 +19,18 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import to_iso
 
+from api.store import dispatch as dispatch_repo
+
 from . import entrypoint as job
 from .livekit_dev import LocalLiveKit
+from .load import WorkerLoad, effective_max_calls
 
 log = logging.getLogger("voxarena.worker")
 
 # Connection failures are retried forever (the API keeps serving meanwhile); only other failures are fatal.
 MAX_RETRY = 1_000_000_000
+# A call dispatched within this long and not started yet holds a slot (a caller normally joins within seconds).
+RESERVATION_SECONDS = 60.0
 
 
 class Runtime:
@@ -38,6 +43,8 @@ class Runtime:
         self._sweeper: asyncio.Task[None] | None = None
         self.registered = False
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
+        self.load = WorkerLoad(max_calls=effective_max_calls(settings.max_concurrent_calls),
+                               threshold=settings.load_threshold, active_calls=self._active_calls)
 
     async def prepare(self) -> Settings:
         """Start the local LiveKit dev server if no LiveKit is configured; returns the settings to serve with."""
@@ -65,10 +72,30 @@ class Runtime:
             max_retry=MAX_RETRY,
             drain_timeout=int(s.drain_timeout_seconds),
             load_threshold=s.load_threshold,
+            load_fnc=self.load,
         )
         server.rtc_session(job.entrypoint, agent_name=s.agent_name, on_session_end=job.on_session_end)
         server.on("worker_registered", self._on_registered)
         return server
+
+    def _active_calls(self) -> int:
+        return len(self.server.active_jobs) if self.server is not None else 0
+
+    def running_job_ids(self) -> set[str]:
+        if self.server is None:
+            return set()
+        return {j.job.id for j in self.server.active_jobs}
+
+    async def capacity(self) -> str | None:
+        """Why this worker cannot take one more call now (None: it can). The token route refuses with 503 then,
+        instead of dispatching a call nobody will answer. Calls dispatched but not started count as taken."""
+        if not self.registered or self.server is None:
+            return "the worker is not registered with LiveKit (yet)"
+        if self.server.draining:
+            return "the worker is shutting down"
+        since = to_iso(datetime.now(timezone.utc) - timedelta(seconds=RESERVATION_SECONDS))
+        reserved = await self.store.read(dispatch_repo.reserved_calls, since)
+        return self.load.why_full(reserved)
 
     def _on_registered(self, worker_id: str, server_info: Any) -> None:
         self.registered = True
@@ -129,12 +156,17 @@ class Runtime:
             await asyncio.sleep(self.settings.session_sweep_seconds)
 
     async def sweep_once(self) -> int:
+        """Close live sessions with no activity since the cutoff, except those whose job runs here right now
+        (a long silence in a running call is not an orphan: it is touched instead)."""
         cutoff = to_iso(datetime.now(timezone.utc) - timedelta(seconds=self.settings.session_orphan_seconds))
+        running = self.running_job_ids()
 
         def close_stale(db: Any) -> int:
             n = 0
             for row in sessions_repo.stale_live_sessions(db, cutoff):
-                if sessions_repo.end(db, row["id"], reason="orphaned", ended_at=row["last_activity_at"]):
+                if row["job_id"] is not None and row["job_id"] in running:
+                    sessions_repo.touch(db, row["id"])
+                elif sessions_repo.end(db, row["id"], reason="orphaned", ended_at=row["last_activity_at"]):
                     n += 1
             return n
 

@@ -46,7 +46,8 @@ async def run(settings: Settings) -> int:
         log.critical("%s", e)
         store.close()
         return 2
-    app = create_app(settings, store=store, livekit_health=runtime.health)
+    app = create_app(settings, store=store, livekit_health=runtime.health,
+                     worker_capacity=runtime.capacity if settings.worker_enabled else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

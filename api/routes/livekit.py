@@ -9,14 +9,17 @@ from aiohttp import web
 from livekit import api as lk
 
 from ..errors import Conflict, Unauthorized, Unavailable
-from ..keys import LIVEKIT, STORE
+from ..keys import LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
 from ..store import agents as agents_repo
+from ..store import dispatch as dispatch_repo
 from ..store import sessions as sessions_repo
 from ..store import webhooks as webhooks_repo
 
 log = logging.getLogger("voxarena.livekit")
+
+RETRY_AFTER_SECONDS = 5
 
 
 def _gateway(request: web.Request):
@@ -31,6 +34,11 @@ async def livekit_token(call: Call) -> dict:
     gw = _gateway(call.request)
     store = call.request.app[STORE]
     await store.read(agents_repo.get, call.user_id, body.agentId)
+    capacity = call.request.app.get(WORKER_CAPACITY)
+    if capacity is not None:
+        full = await capacity()
+        if full is not None:  # no worker can take the call: say so now, not after the caller waited in silence
+            raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
     room = body.roomName or f"vx-{uuid.uuid4().hex[:12]}"
     session_id = str(uuid.uuid4())
     identity = f"caller-{uuid.uuid4().hex[:8]}"
@@ -45,7 +53,8 @@ async def livekit_token(call: Call) -> dict:
     await store.write(reserve)
     metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.user_id, "direction": "inbound"}
     try:
-        await gw.dispatch(room=room, metadata=metadata)
+        dispatch_id = await gw.dispatch(room=room, metadata=metadata)
+        await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
     except Exception as e:
         reason = str(e)
         log.error("agent dispatch to room %s failed: %s", room, reason)

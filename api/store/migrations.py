@@ -249,6 +249,7 @@ CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 -- the caller was first seen in the room (the dispatch timeout counts from there).
 ALTER TABLE sessions ADD COLUMN dispatch_id TEXT;
 ALTER TABLE sessions ADD COLUMN dispatch_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN dispatched_at TEXT;
 ALTER TABLE sessions ADD COLUMN caller_joined_at TEXT;
 CREATE INDEX sessions_pending ON sessions(status, created_at) WHERE status = 'pending';
 -- Which STT/LLM/TTS provider served an agent turn (JSON), so a fallback taking over is visible per turn.

@@ -7,8 +7,10 @@ from typing import Any
 
 import sqlite_utils
 
-from . import sessions
+from . import dispatch, sessions
 from .timefmt import now_iso, to_iso
+
+AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT
 
 
 def apply_event(db: sqlite_utils.Database, event: dict[str, Any]) -> bool:
@@ -23,11 +25,15 @@ def apply_event(db: sqlite_utils.Database, event: dict[str, Any]) -> bool:
     if not room:
         return True
     live = sessions.live_sessions_for_room(db, room)
+    at = to_iso(datetime.fromtimestamp(event["created_at"], tz=timezone.utc)) if event.get("created_at") else None
     if event["event"] == "room_finished":
-        at = to_iso(datetime.fromtimestamp(event["created_at"], tz=timezone.utc)) if event.get("created_at") else None
         for sid in live:
-            sessions.end(db, sid, reason="room_finished", ended_at=at)
+            # A call whose job never started is not a normal call that finished: say what happened.
+            if not dispatch.give_up(db, sid, error="the room closed before any agent joined the call", ended_at=at):
+                sessions.end(db, sid, reason="room_finished", ended_at=at)
     elif event["event"] in {"participant_joined", "participant_left", "track_published"}:
+        if event["event"] == "participant_joined" and event.get("participant_kind") != AGENT_KIND:
+            dispatch.caller_joined(db, room, at=at)
         for sid in live:
             sessions.touch(db, sid)
     return True

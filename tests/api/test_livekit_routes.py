@@ -99,3 +99,44 @@ async def test_webhook_with_a_bad_or_missing_signature_is_401_and_writes_nothing
     for headers in ({}, {"Authorization": forged}, {"Authorization": other_body_token}, {"Authorization": "garbage"}):
         await assert_error(await client.post("/api/livekit/webhook", data=body, headers=headers), 401, "unauthorized")
     assert table_snapshot(settings.database_path) == before
+
+
+async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_after_and_nothing_is_created(
+        settings, store, twirp_stub, auth):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+
+    _, calls = twirp_stub
+    reasons = ["1 calls running or starting, the most this worker takes is 1"]
+
+    async def capacity() -> str | None:
+        return reasons[0]
+
+    async with TestClient(TestServer(create_app(settings, store=store, worker_capacity=capacity),
+                                     host="127.0.0.1")) as client:
+        h = auth("alice")
+        agent_id = await _agent(client, h)
+        before = table_snapshot(settings.database_path)
+        resp = await client.post("/api/livekit/token", json={"agentId": agent_id}, headers=h)
+        body = await assert_error(resp, 503, "service_unavailable")
+        assert resp.headers["Retry-After"] == "5" and "the most this worker takes is 1" in body["detail"]
+        assert table_snapshot(settings.database_path) == before
+        assert calls == []
+        reasons[0] = None  # a slot frees up: the same request goes through
+        resp = await client.post("/api/livekit/token", json={"agentId": agent_id}, headers=h)
+        assert resp.status == 200 and [name for name, _ in calls] == ["CreateDispatch"]
+
+
+async def test_room_finished_for_a_call_whose_job_never_started_ends_it_as_no_agent_available(
+        client, auth, store):
+    h = auth("alice")
+    agent_id = await _agent(client, h)
+    tok = await (await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "lonely"},
+                                   headers=h)).json()
+    body, token = _signed({"event": "room_finished", "room": {"name": "lonely"}, "id": f"EV_{uuid.uuid4().hex}",
+                           "createdAt": "1767225660"})
+    assert (await client.post("/api/livekit/webhook", data=body, headers={"Authorization": token})).status == 200
+    s = await (await client.get(f"/api/sessions/{tok['sessionId']}", headers=h)).json()
+    assert s["status"] == "ended" and s["endReason"] == "no_agent_available", s
+    assert "before any agent joined" in s["error"] and s["analysisStatus"] == "skipped" and s["analysis"] is None

@@ -1,0 +1,113 @@
+"""The dispatch watchdog: no call waits for an agent forever, and none ends looking like a normal call.
+
+A token dispatches the agent into the caller's room and leaves the session `pending` until the job starts it. If the
+caller is in the room (a `participant_joined` webhook, or LiveKit's participant list when webhooks are not set up)
+and no job has started within `dispatch_timeout_seconds`, the dispatch is deleted and made once more; after a second
+wait the session ends as `no_agent_available` with the reason, the caller's room is closed, and the analysis is
+skipped. The watchdog is one task owned by the app (started and cancelled with it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..livekit import LiveKitGateway
+from ..store import dispatch as repo
+from ..store.db import Store
+from ..store.timefmt import parse_iso, to_iso
+
+log = logging.getLogger("voxarena.dispatch")
+
+MAX_DISPATCHES = 2  # the first, and one retry
+# A token unused for this long is not watched (its caller never came); the sweeper closes it eventually.
+WATCH_WINDOW = timedelta(hours=1)
+
+
+def dispatch_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """What a job needs to find its call: the same for the first dispatch and a retry."""
+    meta = {"agent_id": row["agent_id"], "session_id": row["id"], "owner_id": row["owner_id"],
+            "direction": row["direction"]}
+    if row.get("outbound_phone_number"):
+        meta["phone_number"] = row["outbound_phone_number"]
+    return meta
+
+
+class DispatchWatchdog:
+    def __init__(self, store: Store, gateway: LiveKitGateway, *, timeout_seconds: float,
+                 interval_seconds: float = 1.0) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.timeout = timedelta(seconds=timeout_seconds)
+        self.interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatch-watchdog")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("dispatch check failed")
+            await asyncio.sleep(self.interval)
+
+    async def check_once(self, now: datetime | None = None) -> dict[str, int]:
+        """One pass over the waiting calls; returns what it did (for tests and logs)."""
+        now = now or datetime.now(timezone.utc)
+        done = {"retried": 0, "given_up": 0}
+        rows = await self.store.read(repo.waiting, to_iso(now - WATCH_WINDOW))
+        for row in rows:
+            joined = row["caller_joined_at"]
+            if joined is None:
+                if not row["room_name"] or not await self.gateway.caller_present(row["room_name"]):
+                    continue  # nobody is waiting yet
+                joined = to_iso(now)
+                await self.store.write(lambda db, room=row["room_name"]: repo.caller_joined(db, room, at=joined))
+            since = max(parse_iso(joined), parse_iso(row["dispatched_at"] or joined))
+            if now - since < self.timeout:
+                continue
+            if row["dispatch_attempts"] < MAX_DISPATCHES:
+                await self._retry(row, now)
+                done["retried"] += 1
+            elif await self._give_up(row, now):
+                done["given_up"] += 1
+        return done
+
+    async def _retry(self, row: dict[str, Any], now: datetime) -> None:
+        waited = self.timeout.total_seconds()
+        log.warning("session %s: no agent picked up the call in room %s within %.0fs; dispatching again",
+                    row["id"], row["room_name"], waited)
+        try:
+            await self.gateway.delete_dispatch(row["dispatch_id"], row["room_name"])
+        except Exception as e:  # the old dispatch may be gone with its room; the new one matters
+            log.warning("session %s: could not delete dispatch %s: %s", row["id"], row["dispatch_id"], e)
+        new_id = await self.gateway.dispatch(room=row["room_name"], metadata=dispatch_metadata(row))
+        await self.store.write(lambda db: repo.record_dispatch(db, row["id"], new_id, at=to_iso(now)))
+
+    async def _give_up(self, row: dict[str, Any], now: datetime) -> bool:
+        error = (f"no agent worker took the call: dispatched {row['dispatch_attempts']} times, waited "
+                 f"{self.timeout.total_seconds():.0f}s after each with the caller in the room")
+        if not await self.store.write(lambda db: repo.give_up(db, row["id"], error=error, ended_at=to_iso(now))):
+            return False  # its job started meanwhile
+        log.error("session %s ends: no_agent_available (%s); closing room %s", row["id"], error, row["room_name"])
+        for what, action in (("dispatch", self.gateway.delete_dispatch(row["dispatch_id"], row["room_name"])),
+                             ("room", self.gateway.delete_room(row["room_name"]))):
+            try:
+                await action
+            except Exception as e:
+                log.warning("session %s: could not delete the %s: %s", row["id"], what, e)
+        return True
+
+
