@@ -113,15 +113,19 @@ def health(base_url: str) -> dict[str, Any] | None:
         return None
 
 
-def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeout: float = 60.0) -> Product:
+def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeout: float = 60.0,
+                  worker: bool = True) -> Product:
+    """Start `voxarena serve`; ready when /health answers with the worker registered (or, for an API-only
+    product, healthy)."""
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [str(Path(sys.executable).with_name("voxarena")), "serve"]
     proc = ManagedProcess("voxarena", argv, workdir / "voxarena.log", env=env)
     base = f"http://127.0.0.1:{port}"
     product = Product(base_url=base, data_dir=Path(env["VOXARENA_DATA_DIR"]), process=proc, env=env)
     try:
-        proc.wait_until(lambda: (h := health(base)) is not None and h["livekit"]["status"] == "ok",
-                        timeout=ready_timeout, what="healthy with the worker registered")
+        ready = (lambda h: h["livekit"]["status"] == "ok") if worker else (lambda h: h["status"] == "healthy")
+        proc.wait_until(lambda: (h := health(base)) is not None and ready(h),
+                        timeout=ready_timeout, what="healthy" + (" with the worker registered" if worker else ""))
     except BaseException:
         proc.stop()
         raise
