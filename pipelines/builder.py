@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterable, Callable
+from typing import Any, Callable
 
-from livekit import rtc
-from livekit.agents import Agent, AgentSession, APIConnectOptions, ModelSettings, inference, vad
+from livekit.agents import Agent, AgentSession, APIConnectOptions, inference, vad
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
@@ -42,7 +41,14 @@ class Pipeline:
 def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fallbacks: tuple[str, ...],
            extra: Callable[[str], dict[str, Any]] | None = None) -> tuple[list[Any], tuple[str, ...]]:
     names = tuple(dict.fromkeys((primary, *fallbacks)))  # a provider listed twice is tried once
-    built = [builder(kind, name)(agent, cfg, **(extra(name) if extra else {})) for name in names]  # type: ignore[call-arg]
+    built = []
+    for name in names:
+        kwargs = extra(name) if extra else {}
+        instance = builder(kind, name)(agent, cfg, **kwargs)  # type: ignore[call-arg]
+        session = kwargs.get("http_session")
+        if session is not None and hasattr(session, "model"):  # a metered session labels usage with the model
+            session.model = getattr(instance, "model", None)
+        built.append(instance)
     return built, names
 
 
@@ -101,30 +107,12 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
     )
 
 
-AudioTap = Callable[[int, int], None]
-
-
 class VoiceAgent(Agent):
-    """The agent as configured in the store: its system prompt, its greeting when it speaks first, and a tap on
-    the audio its STT node streams to the provider (the meter counts billable STT audio there)."""
+    """The agent as configured in the store: its system prompt and its greeting when it speaks first."""
 
-    def __init__(self, spec: AgentSpec, *, stt_audio_tap: AudioTap | None = None) -> None:
+    def __init__(self, spec: AgentSpec) -> None:
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
         self.spec = spec
-        self._tap = stt_audio_tap
-
-    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
-                       ) -> AsyncGenerator[stt_base.SpeechEvent, None]:
-        tap = self._tap
-
-        async def tapped() -> AsyncGenerator[rtc.AudioFrame, None]:
-            async for frame in audio:
-                if tap is not None:
-                    tap(frame.samples_per_channel, frame.sample_rate)
-                yield frame
-
-        async for event in Agent.default.stt_node(self, tapped(), model_settings):
-            yield event
 
     async def on_enter(self) -> None:
         if self.spec.first_message_mode == "assistant_speaks_first" and self.spec.first_message:

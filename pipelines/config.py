@@ -14,6 +14,11 @@ DEFAULT_ERROR_MESSAGE = (
 )
 
 
+# Every STT plugin is built for 16 kHz 16-bit mono PCM; the wire meter turns the bytes a provider accepted into
+# seconds with it.
+STT_SAMPLE_RATE = 16_000
+
+
 class ProviderConfigError(Exception):
     """A provider cannot be built (missing key, unsupported choice). Not retryable: the call ends with this reason."""
 

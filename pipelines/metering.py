@@ -1,7 +1,8 @@
 """Inline metering: usage turned into priced events while the call runs.
 
-- STT minutes come from the audio actually streamed to the provider (counted frame by frame in the agent's STT
-  node), not from the plugins' usage reports, which under-report short calls.
+- STT minutes come from the audio each provider's socket accepted (``wire_meter``: counted only after a send
+  succeeded), not from the plugins' usage reports, which under-report short calls, nor from audio handed to a
+  plugin whose provider never received it.
 - LLM tokens (input and output apart) and TTS characters come from the session's cumulative usage; each report
   becomes the delta since the previous one.
 - Every event carries an idempotency key derived from the cumulative counters it covers (``.../0-480000``), so a
@@ -20,6 +21,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Protocol
 
 from .pricing import PriceBook, Unpriced, cost_nanos
+from .wire_meter import MeteredSession
 
 log = logging.getLogger("voxarena.metering")
 
@@ -97,11 +99,20 @@ def make_event(
 
 
 class UsageSink(Protocol):
-    async def record(self, events: list[UsageEvent]) -> None: ...
+    async def record(self, events: list[UsageEvent]) -> None:
+        """Returns once the events are durable (in the ledger, or spilled for the next start); raises otherwise."""
+
+
+SttKey = tuple[str, "str | None", int]  # (provider, model, sample rate)
+UsageKey = tuple[str, str, str]  # (provider, model or "", counter)
 
 
 class CallMeter:
-    """Meters one call. Thread-compatible only with its own event loop (one meter per job)."""
+    """Meters one call. Thread-compatible only with its own event loop (one meter per job).
+
+    Nothing advances before the sink acknowledged it: the marks of what is in the ledger move only after a write
+    returned, so a failed write leaves its usage to the next flush (same ranges, same keys: never doubled), and two
+    flushes never compute overlapping ranges (they run one at a time, from the latest counters)."""
 
     def __init__(
         self,
@@ -111,8 +122,8 @@ class CallMeter:
         owner_id: str,
         session_id: str,
         agent_id: str,
-        stt_provider: str,
-        stt_model: str | None,
+        stt_provider: str | None = None,
+        stt_model: str | None = None,
         stt_flush_seconds: float = 1.0,
         key_scope: str | None = None,
     ) -> None:
@@ -127,36 +138,47 @@ class CallMeter:
         self.stt_provider = stt_provider
         self.stt_model = stt_model
         self.stt_flush_seconds = stt_flush_seconds
-        # STT audio: cumulative samples per sample rate, and how many of them are already in the ledger.
-        self._samples: dict[int, int] = {}
-        self._flushed: dict[int, int] = {}
-        # Cumulative usage already turned into events, per (provider, model, counter).
-        self._seen: dict[tuple[str, str, str], int] = {}
+        # STT audio the providers accepted: cumulative samples, and how many of them are in the ledger.
+        self._samples: dict[SttKey, int] = {}
+        self._flushed: dict[SttKey, int] = {}
+        # Cumulative usage the session reported, and how much of it is in the ledger.
+        self._reported: dict[UsageKey, int] = {}
+        self._seen: dict[UsageKey, int] = {}
         self._pending: set[asyncio.Future[None]] = set()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
         self._lock = asyncio.Lock()
         self.failed_writes = 0
 
-    # ---- STT: the audio streamed to the provider ----
-    def on_stt_audio(self, samples: int, sample_rate: int) -> None:
-        self._samples[sample_rate] = self._samples.get(sample_rate, 0) + samples
-        unflushed = self._samples[sample_rate] - self._flushed.get(sample_rate, 0)
-        if unflushed >= sample_rate * self.stt_flush_seconds:
-            self._spawn(self.flush_stt())
+    # ---- STT: the audio each provider accepted ----
+    def stt_http_session(self, base: Any, *, provider: str, sample_rate: int) -> MeteredSession:
+        """The ``http_session`` for one STT plugin: its websockets report the 16-bit PCM they delivered."""
+        session = MeteredSession(base, lambda nbytes: self.on_stt_audio(nbytes // 2, sample_rate, provider=provider,
+                                                                        model=session.model))
+        return session
+
+    def on_stt_audio(self, samples: int, sample_rate: int, *, provider: str | None = None,
+                     model: str | None = None) -> None:
+        key = (provider or self.stt_provider or "unknown", model if provider else self.stt_model, sample_rate)
+        self._samples[key] = self._samples.get(key, 0) + samples
+        if self._samples[key] - self._flushed.get(key, 0) >= sample_rate * self.stt_flush_seconds:
+            self._kick("stt")
 
     def stt_seconds(self) -> Decimal:
-        return sum((Decimal(n) / rate for rate, n in self._samples.items()), Decimal(0))
+        return sum((Decimal(n) / key[2] for key, n in self._samples.items()), Decimal(0))
 
-    def _stt_events(self) -> tuple[list[UsageEvent], dict[int, int]]:
+    def _stt_events(self) -> tuple[list[UsageEvent], dict[SttKey, int]]:
         """Events for the audio not yet in the ledger, and the marks to advance once they are written."""
         events, marks = [], {}
-        for rate, total in list(self._samples.items()):
-            start = self._flushed.get(rate, 0)
+        for key, total in list(self._samples.items()):
+            provider, model, rate = key
+            start = self._flushed.get(key, 0)
             if total <= start:
                 continue
             minutes = (Decimal(total - start) / Decimal(rate * 60)).quantize(QUANTUM)
-            key = f"{self.scope}/stt/{self.stt_provider}/{rate}/{start}-{total}"
-            events.append(self._event(key, self.stt_provider, self.stt_model, "stt_minutes", minutes))
-            marks[rate] = total
+            events.append(self._event(f"{self.scope}/stt/{provider}/{rate}/{start}-{total}", provider, model,
+                                      "stt_minutes", minutes))
+            marks[key] = total
         return events, marks
 
     async def flush_stt(self) -> None:
@@ -166,33 +188,51 @@ class CallMeter:
             self._flushed.update(marks)
 
     # ---- LLM / TTS: cumulative usage reports from the session ----
-    def usage_events(self, model_usage: Iterable[Any]) -> list[UsageEvent]:
-        events: list[UsageEvent] = []
+    def note_usage(self, model_usage: Iterable[Any]) -> None:
+        """Keep the latest cumulative counters of a usage report (a late or repeated report never goes back)."""
         for u in model_usage:
             kind = getattr(u, "type", "")
             provider = str(getattr(u, "provider", "") or "unknown")
-            model = str(getattr(u, "model", "") or "") or None
+            model = str(getattr(u, "model", "") or "")
             if kind == "llm_usage":
-                counters = (("input", "llm_tokens", u.input_tokens), ("output", "llm_tokens", u.output_tokens))
+                counters = (("input", u.input_tokens), ("output", u.output_tokens))
             elif kind == "tts_usage":
-                counters = (("characters", "tts_characters", u.characters_count),)
+                counters = (("characters", u.characters_count),)
             else:  # STT is metered from the audio itself; EOT/interruption models are local and free
                 continue
-            for counter, event_type, cumulative in counters:
-                seen_key = (provider, model or "", counter)
-                before = self._seen.get(seen_key, 0)
-                if cumulative <= before:
-                    continue
-                self._seen[seen_key] = cumulative
-                key = f"{self.scope}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-{cumulative}"
-                events.append(self._event(key, provider, model, event_type, Decimal(cumulative - before),
-                                          token_kind=counter if event_type == "llm_tokens" else None))
-        return events
+            for counter, cumulative in counters:
+                key = (provider, model, counter)
+                self._reported[key] = max(self._reported.get(key, 0), int(cumulative or 0))
+
+    def _usage_events(self) -> tuple[list[UsageEvent], dict[UsageKey, int]]:
+        events, marks = [], {}
+        for key, cumulative in list(self._reported.items()):
+            provider, model, counter = key
+            before = self._seen.get(key, 0)
+            if cumulative <= before:
+                continue
+            event_type = "tts_characters" if counter == "characters" else "llm_tokens"
+            events.append(self._event(f"{self.scope}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-"
+                                      f"{cumulative}", provider, model or None, event_type,
+                                      Decimal(cumulative - before),
+                                      token_kind=counter if event_type == "llm_tokens" else None))
+            marks[key] = cumulative
+        return events, marks
+
+    def usage_events(self, model_usage: Iterable[Any]) -> list[UsageEvent]:
+        """The events a report adds beyond what the ledger has (nothing is marked written)."""
+        self.note_usage(model_usage)
+        return self._usage_events()[0]
 
     def on_usage(self, model_usage: Iterable[Any]) -> None:
-        events = self.usage_events(model_usage)
-        if events:
-            self._spawn(self._locked_write(events))
+        self.note_usage(model_usage)
+        self._kick("usage")
+
+    async def flush_usage(self) -> None:
+        async with self._lock:
+            events, marks = self._usage_events()
+            await self._write(events)
+            self._seen.update(marks)
 
     async def record_llm_call(self, *, key: str, provider: str, model: str | None, input_tokens: int,
                               output_tokens: int) -> None:
@@ -203,7 +243,8 @@ class CallMeter:
             self._event(f"{self.scope}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens),
                         token_kind="output"),
         ]
-        await self._locked_write([e for e in events if e.quantity > 0])
+        async with self._lock:
+            await self._write([e for e in events if e.quantity > 0])
 
     # ---- plumbing ----
     def _event(self, key: str, provider: str, model: str | None, event_type: str, quantity: Decimal,
@@ -212,10 +253,6 @@ class CallMeter:
                           agent_id=self.agent_id, provider=provider, model=model, event_type=event_type,
                           quantity=quantity, token_kind=token_kind)
 
-    async def _locked_write(self, events: list[UsageEvent]) -> None:
-        async with self._lock:
-            await self._write(events)
-
     async def _write(self, events: list[UsageEvent]) -> None:
         if not events:
             return
@@ -223,20 +260,41 @@ class CallMeter:
             await self.sink.record(events)
         except Exception:
             self.failed_writes += 1
-            log.exception("could not record %d usage events for session %s", len(events), self.session_id)
+            log.exception("could not record %d usage events for session %s; they stay pending",
+                          len(events), self.session_id)
             raise
 
-    def _spawn(self, coro: Any) -> None:
-        fut = asyncio.ensure_future(coro)
+    def _kick(self, what: str) -> None:
+        """One flush task per kind at a time; usage arriving during a flush triggers one more pass after it."""
+        if what in self._running:
+            self._again.add(what)
+            return
+        self._running.add(what)
+        fut = asyncio.ensure_future(self._drain(what))
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
+
+    async def _drain(self, what: str) -> None:
+        flush = self.flush_stt if what == "stt" else self.flush_usage
+        try:
+            while True:
+                self._again.discard(what)
+                await flush()
+                if what not in self._again:
+                    return
+        except Exception:
+            pass  # logged by _write; the marks did not move, so the next flush (or close) writes it
+        finally:
+            self._running.discard(what)
 
     async def close(self, final_usage: Iterable[Any] = ()) -> None:
         """At the end of the call: the last usage report (which the plugins deliver late) and the last audio."""
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
-        events = self.usage_events(final_usage)
+        self.note_usage(final_usage)
         async with self._lock:
-            stt, marks = self._stt_events()
-            await self._write(events + stt)
-            self._flushed.update(marks)
+            usage, usage_marks = self._usage_events()
+            stt, stt_marks = self._stt_events()
+            await self._write(usage + stt)
+            self._seen.update(usage_marks)
+            self._flushed.update(stt_marks)

@@ -56,14 +56,46 @@ def usage(llm_in, llm_out, chars):
 async def test_cumulative_usage_becomes_deltas_and_a_repeat_report_adds_nothing():
     sink = ListSink()
     m = meter(sink)
-    first = m.usage_events(usage(100, 20, 50))
-    again = m.usage_events(usage(100, 20, 50))
-    second = m.usage_events(usage(180, 35, 90))
-    assert again == []
-    assert [(e.event_type, e.token_kind, e.quantity) for e in first + second] == [
+    m.on_usage(usage(100, 20, 50))
+    await m.flush_usage()
+    m.on_usage(usage(100, 20, 50))
+    m.on_usage(usage(90, 20, 50))  # a late, older report never goes back
+    await m.flush_usage()
+    assert len(sink.events) == 3
+    await m.close(usage(180, 35, 90))
+    assert [(e.event_type, e.token_kind, e.quantity) for e in sink.events] == [
         ("llm_tokens", "input", 100), ("llm_tokens", "output", 20), ("tts_characters", None, 50),
         ("llm_tokens", "input", 80), ("llm_tokens", "output", 15), ("tts_characters", None, 40)]
-    assert {e.provider for e in first} == {"gemini", "elevenlabs"}
+    assert {e.provider for e in sink.events} == {"gemini", "elevenlabs"}
+
+
+async def test_usage_through_a_failing_sink_is_recorded_exactly_once_after_it_recovers():
+    sink = ListSink(fail_first=3)
+    m = meter(sink)
+    for i in range(1, 61):  # reports racing with flushes (and their failures), audio in between
+        m.on_usage(usage(10 * i, 2 * i, 5 * i))
+        m.on_stt_audio(1600, 16000)  # 0.1 s
+        if i % 7 == 0:
+            await asyncio.sleep(0)
+    await m.close(usage(600, 120, 300))
+    assert m.failed_writes >= 1
+    keys = [e.idempotency_key for e in sink.events]
+    assert len(keys) == len(set(keys))
+
+    def total(event_type, kind=None):
+        return sum(e.quantity for e in sink.events if e.event_type == event_type and e.token_kind == kind)
+
+    assert (total("llm_tokens", "input"), total("llm_tokens", "output"), total("tts_characters")) == (600, 120, 300)
+    assert abs(total("stt_minutes") * 60 - 6) < Decimal("1e-9")  # minutes are kept to 12 decimals
+    for event_type in ("llm_tokens", "tts_characters", "stt_minutes"):  # ranges tile, never overlap
+        by_counter: dict[str, list[tuple[int, int]]] = {}
+        for e in sink.events:
+            if e.event_type == event_type:
+                prefix, rng = e.idempotency_key.rsplit("/", 1)
+                by_counter.setdefault(prefix, []).append(tuple(map(int, rng.split("-"))))
+        for ranges in by_counter.values():
+            ranges.sort()
+            assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), ranges
 
 
 async def test_a_failed_write_is_retried_with_the_same_audio_and_never_doubles(store):
@@ -75,6 +107,7 @@ async def test_a_failed_write_is_retried_with_the_same_audio_and_never_doubles(s
     with pytest.raises(RuntimeError):
         await m.flush_stt()
     await m.close()
+    assert m.failed_writes == 1
     assert abs(sum(e.quantity for e in sink.events) * 60 - 1) < Decimal("1e-9")
     assert [e.idempotency_key.rsplit("/", 1)[1] for e in sink.events] == ["0-48000"]
     rows = [e.as_dict() for e in sink.events]

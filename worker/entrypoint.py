@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine
 
-from livekit.agents import AgentSession, JobContext, JobProcess
+from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
@@ -22,7 +22,7 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session
-from pipelines.config import DEFAULT_ERROR_MESSAGE, AgentSpec, ProviderConfigError
+from pipelines.config import DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec, ProviderConfigError
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 
@@ -30,6 +30,7 @@ from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .recorder import SessionRecorder
 from .usage_sink import StoreUsageSink
+from .usage_spill import spill_path
 
 log = logging.getLogger("voxarena.job")
 
@@ -117,8 +118,7 @@ async def entrypoint(ctx: JobContext) -> None:
         log.warning("job %s refused: session %s already ended", ctx.job.id, session_id)
         ctx.shutdown(reason="session already ended")
         return
-    book = ctx.proc.userdata["pricebook"]
-    recorder = SessionRecorder(store, session_id, provider_key=book.provider_key)
+    recorder = SessionRecorder(store, session_id, provider_key=ctx.proc.userdata["pricebook"].provider_key)
     recorder.start_heartbeat(min(60.0, settings.session_orphan_seconds / 4))
     call = Call(settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder)
     ctx.proc.userdata["call"] = call
@@ -128,8 +128,20 @@ async def entrypoint(ctx: JobContext) -> None:
         await _fail(ctx, call, "agent_deleted", f"agent {meta.agent_id} was deleted")
         return
     call.spec = agent_spec(row)
+    book = ctx.proc.userdata["pricebook"]
+    meter = CallMeter(book, StoreUsageSink(store, spill_file=spill_path(settings.data_dir, ctx.job.id)),
+                      owner_id=owner, session_id=session_id, agent_id=meta.agent_id,
+                      key_scope=f"{session_id}/{ctx.job.id}")
+    call.meter = meter
+    http = utils.http_context.http_session()
+
+    def metered_stt(provider: str) -> dict[str, Any]:
+        # each STT provider's socket reports the audio it accepted: that, not what was sent its way, is billed
+        return {"http_session": meter.stt_http_session(http, provider=provider, sample_rate=STT_SAMPLE_RATE)}
+
     try:
-        pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"])
+        pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"],
+                                  stt_kwargs=metered_stt)
     except ProviderConfigError as e:
         await _fail(ctx, call, "provider_error", str(e))
         return
@@ -147,10 +159,6 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder.providers = {"stt": pipeline.stt_providers, "llm": pipeline.llm_providers, "tts": pipeline.tts_providers}
     recorder.on_fatal = lambda kind, message: call.spawn(_fail_call(ctx, call, kind, message), "fail-call")
     recorder.attach(session)
-    meter = CallMeter(ctx.proc.userdata["pricebook"], StoreUsageSink(store), owner_id=owner,
-                      session_id=session_id, agent_id=meta.agent_id, stt_provider=call.spec.stt_provider,
-                      stt_model=getattr(pipeline.stt, "model", None), key_scope=f"{session_id}/{ctx.job.id}")
-    call.meter = meter
     session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
 
     def on_close(ev: Any) -> None:
@@ -159,7 +167,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     session.on("close", on_close)
     await session.start(
-        agent=VoiceAgent(call.spec, stt_audio_tap=meter.on_stt_audio),
+        agent=VoiceAgent(call.spec),
         room=ctx.room,
         room_options=room_io.RoomOptions(participant_identity=participant.identity, close_on_disconnect=True),
     )
@@ -195,11 +203,11 @@ async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -
 
 async def _close_meter(call: Call) -> None:
     """The last usage (the plugins report it late) and the last audio, once; safe to call again."""
-    if call.meter is None or call.session is None or call.meter_closed:
+    if call.meter is None or call.meter_closed:
         return
     call.meter_closed = True
     try:
-        await call.meter.close(call.session.usage.model_usage)
+        await call.meter.close(call.session.usage.model_usage if call.session is not None else ())
     except Exception:
         log.exception("final metering of session %s failed", call.session_id)
 

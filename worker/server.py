@@ -13,6 +13,8 @@ from api.app import create_app
 from api.settings import Settings
 from api.store.db import Store
 
+from .usage_spill import SPILL_DIR, ingest_spilled
+
 log = logging.getLogger("voxarena")
 
 
@@ -31,6 +33,8 @@ def serve(settings: Settings) -> int:
 
 async def run(settings: Settings) -> int:
     store = Store(settings.database_path)
+    # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
+    await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
 from livekit.plugins import elevenlabs
 
-from ..config import AgentSpec, ProvidersConfig, require_key
+from ..config import STT_SAMPLE_RATE, AgentSpec, ProvidersConfig, require_key
 
 # The plugin's default Scribe model is batch-only; a live call needs the realtime one.
 STT_MODEL = "scribe_v2_realtime"
@@ -15,12 +17,13 @@ TTS_MODEL = "eleven_turbo_v2_5"
 TTS_ENCODING = "pcm_16000"
 
 
-def stt(agent: AgentSpec, cfg: ProvidersConfig) -> stt_base.STT:
+def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> stt_base.STT:
     key = require_key("elevenlabs", cfg.elevenlabs, "VOXARENA_ELEVENLABS_API_KEY")
     kwargs: dict = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
     if agent.language:
         kwargs["language_code"] = agent.language
-    return elevenlabs.STT(api_key=key, model=agent.stt_model or STT_MODEL, **kwargs)
+    return elevenlabs.STT(api_key=key, model=agent.stt_model or STT_MODEL, sample_rate=STT_SAMPLE_RATE,
+                          http_session=http_session, **kwargs)
 
 
 def tts(agent: AgentSpec, cfg: ProvidersConfig) -> tts_base.TTS:

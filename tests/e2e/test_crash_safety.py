@@ -36,15 +36,14 @@ async def test_sigkill_mid_call_loses_nothing_metered_and_counts_nothing_twice(v
     product, _, fakes = voice_stack
     user = "crash-user"
     agent_id = await _agent(product, user)
-    await asyncio.sleep(3)  # earlier tests' calls (analysis included) are done before counting starts
+    await asyncio.to_thread(fakes.wait_idle)  # earlier tests' calls (analysis included) are done before counting
     fakes.reset()
     rng = random.Random(int(os.environ.get("VOXARENA_CRASH_SEED", "11")))
     sessions = [await _killed_call(product, agent_id, user, rng.uniform(0.5, 6.0)) for _ in range(3)]
     # The sessions of the dead jobs are closed by LiveKit's room_finished webhook once the rooms empty.
     for sid in sessions:
         await product.wait_session(sid, user, lambda s: s["endedAt"] is not None, timeout=60, what="closed")
-    await asyncio.sleep(1)
-    counted = fakes.counters()
+    counted = await asyncio.to_thread(fakes.wait_idle)  # the dead jobs' sockets are closed, nothing moves
     events = []
     for sid in sessions:
         status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown", user)

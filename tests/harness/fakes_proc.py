@@ -38,6 +38,21 @@ class FakesProcess:
         """The fake's recent requests for one provider (what it was asked to synthesise, which model, ...)."""
         return self._call("GET", f"/_fake/log?provider={provider}")[provider]
 
+    def wait_idle(self, *, quiet_s: float = 1.5, timeout: float = 60.0) -> dict[str, dict[str, float]]:
+        """Wait until no provider counter has moved for `quiet_s` (every call, analysis included, is done)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        last, since = self.counters(), time.monotonic()
+        while time.monotonic() - since < quiet_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"provider fakes still busy after {timeout}s: {last}")
+            time.sleep(0.1)
+            now = self.counters()
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
+
     def reset(self) -> None:
         self._call("POST", "/_fake/reset", {})
 
