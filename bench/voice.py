@@ -137,6 +137,7 @@ async def run(results: Results, *, quick: bool = False) -> None:
     env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server, fakes_urls=fakes.urls,
                       api_key=KEY, extra={"VOXARENA_TURN_DETECTION": "stt", "VOXARENA_ENDPOINTING_MIN_DELAY": "0",
                                           "VOXARENA_LOAD_THRESHOLD": "1.5", "VOXARENA_NUM_IDLE_PROCESSES": "2",
+                                          "VOXARENA_MAX_CONCURRENT_CALLS": "64",
                                           "VOXARENA_JOB_EXECUTOR": os.environ.get("VOXARENA_BENCH_EXECUTOR",
                                                                                   "process"),
                                           "VOXARENA_LOG_LEVEL": "WARNING"})
