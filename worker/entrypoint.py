@@ -105,18 +105,20 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     session_id = meta.session_id or str(uuid.uuid4())
 
-    def open_session(db: Any) -> str:
+    def open_session(db: Any) -> dict[str, Any]:
         sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,
                              room_name=ctx.room.name, direction=meta.direction, phone_number=meta.phone_number)
-        # a session reserved by the token route starts now, when its call does
+        # a session reserved by the token route starts now, when its call does (and only for the first job)
         sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
-        return sessions_repo.get_row(db, session_id)["status"]
+        return sessions_repo.get_row(db, session_id)
 
-    if await store.write(open_session) != "active":
-        # Too late: the call was already given up (no agent picked it up in time, or the room closed). A job
-        # arriving now must not revive it.
-        log.warning("job %s refused: session %s already ended", ctx.job.id, session_id)
-        ctx.shutdown(reason="session already ended")
+    opened = await store.write(open_session)
+    if opened["status"] != "active" or opened["job_id"] != ctx.job.id:
+        # Too late: the call was given up (no agent picked it up in time, the room closed), or the job of an
+        # earlier dispatch started it meanwhile. A job arriving now must neither revive it nor join it twice.
+        why = "already ended" if opened["status"] == "ended" else f"already served by job {opened['job_id']}"
+        log.warning("job %s refused: session %s %s", ctx.job.id, session_id, why)
+        ctx.shutdown(reason=f"session {why}")
         return
     recorder = SessionRecorder(store, session_id, provider_key=ctx.proc.userdata["pricebook"].provider_key)
     recorder.start_heartbeat(min(60.0, settings.session_orphan_seconds / 4))

@@ -67,7 +67,6 @@ class SessionRecorder:
         # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
         # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
         self._unanswered: list[tuple[float, str]] = []
-        self.user_spoke = False
 
     def start_heartbeat(self, interval: float) -> None:
         """Keeps the session's activity fresh during long silences, so the sweeper only closes true orphans."""
@@ -90,7 +89,6 @@ class SessionRecorder:
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         if ev.is_final and ev.transcript.strip():
             self._unanswered.append((ev.created_at, ev.transcript.strip()))
-            self.user_spoke = True
 
     def _served_by(self, user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str, str] | None:
         """Which provider served each stage of this turn, from LiveKit's per-message metadata."""
@@ -126,7 +124,6 @@ class SessionRecorder:
             self._last_user_metrics = metrics
             # what this committed turn covers is no longer unanswered
             self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
-            self.user_spoke = True
             speaker, turn = "USER", None
         else:
             speaker, turn = "AGENT", turn_metrics(self._last_user_metrics, metrics) or None

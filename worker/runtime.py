@@ -15,11 +15,10 @@ from livekit.agents.job import JobExecutorType
 
 from api.livekit import http_url
 from api.settings import Settings
+from api.store import dispatch as dispatch_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import to_iso
-
-from api.store import dispatch as dispatch_repo
 
 from . import entrypoint as job
 from .livekit_dev import LocalLiveKit
