@@ -50,10 +50,16 @@ async def _writes_still_complete(store: Store, tag: str) -> None:
 
 async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_complete(store: Store) -> None:
     blocker, gate = await _hold_writer(store)
-    # Queued behind the blocker, then cancelled by its awaiting task before the writer reaches it.
+    # Queued behind the blocker, then its awaiting task is cancelled before the writer reaches it (the case that
+    # killed the thread: the writer then delivered a result to a cancelled future).
     queued = asyncio.ensure_future(store.write(_insert, "cancelled-while-queued"))
     await asyncio.sleep(0)
     queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    # The same, on the thread-safe API: a future cancelled before its turn is never run.
+    skipped = store.submit(_insert, "cancelled-before-its-turn")
+    assert skipped.cancel()
     # Cancelled while its write is running: the result arrives at a future nobody waits for.
     running_gate, running_entered = threading.Event(), threading.Event()
 
@@ -70,11 +76,9 @@ async def test_a_cancelled_caller_does_not_kill_the_writer_and_later_writes_comp
     running_gate.set()
     with pytest.raises(asyncio.CancelledError):
         await slow_task
-    with pytest.raises(asyncio.CancelledError):
-        await queued
     await _writes_still_complete(store, "after-cancel")
     values = await store.read(_values)
-    assert "cancelled-while-queued" not in values  # skipped, never run
+    assert "cancelled-before-its-turn" not in values  # skipped, never run
     assert "cancelled-while-running" in values  # completed and discarded
     assert len([v for v in values if v.startswith("after-cancel")]) == 20
 
