@@ -4,32 +4,30 @@ share this loop, so this is the number that says whether anything blocks it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+
+from .periodic import Periodic
 
 
 class LoopMonitor:
     def __init__(self, *, interval: float = 0.02, window: int = 3000) -> None:
         self.interval = interval
         self.samples: deque[float] = deque(maxlen=window)
-        self._task: asyncio.Task[None] | None = None
+        self._last: float | None = None
+        self._periodic = Periodic("loop-monitor", interval, self._tick, logging.getLogger("voxarena.api"))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-monitor")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(self.interval)
-            self.samples.append(max(0.0, loop.time() - t - self.interval))
+    async def _tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last is not None:  # how much later than asked this wake-up came
+            self.samples.append(max(0.0, now - self._last - self.interval))
+        self._last = now
 
     def reset(self) -> None:
         self.samples.clear()

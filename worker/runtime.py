@@ -14,6 +14,7 @@ from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType
 
 from api.livekit import http_url
+from api.periodic import Periodic
 from api.settings import Settings
 from api.store import dispatch as dispatch_repo
 from api.store import sessions as sessions_repo
@@ -39,7 +40,7 @@ class Runtime:
         self.local_livekit: LocalLiveKit | None = None
         self.server: AgentServer | None = None
         self._server_task: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic("session-sweeper", settings.session_sweep_seconds, self.sweep_once, log)
         self.registered = False
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
         self.load = WorkerLoad(max_calls=effective_max_calls(settings.max_concurrent_calls),
@@ -126,7 +127,7 @@ class Runtime:
         return result
 
     async def run_until(self, stop: asyncio.Event) -> int:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+        self._sweeper.start()
         if not self.settings.worker_enabled:
             await stop.wait()
             return 0
@@ -145,14 +146,6 @@ class Runtime:
         except asyncio.TimeoutError:
             log.warning("drain timed out; closing with calls still active")
         return 0
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("session sweep failed")
-            await asyncio.sleep(self.settings.session_sweep_seconds)
 
     async def sweep_once(self) -> int:
         """Close live sessions with no activity since the cutoff, except those whose job runs here right now
@@ -175,8 +168,7 @@ class Runtime:
         return closed
 
     async def aclose(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
+        await self._sweeper.stop()
         if self.server is not None:
             try:
                 await self.server.aclose()

@@ -8,12 +8,12 @@ skipped. The watchdog is one task owned by the app (started and cancelled with i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..livekit import LiveKitGateway
+from ..periodic import Periodic
 from ..store import dispatch as repo
 from ..store.db import Store
 from ..store.timefmt import parse_iso, to_iso
@@ -40,28 +40,13 @@ class DispatchWatchdog:
         self.store = store
         self.gateway = gateway
         self.timeout = timedelta(seconds=timeout_seconds)
-        self.interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("dispatch-watchdog", interval_seconds, self.check_once, log)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatch-watchdog")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception:
-                log.exception("dispatch check failed")
-            await asyncio.sleep(self.interval)
+        await self._periodic.stop()
 
     async def check_once(self, now: datetime | None = None) -> dict[str, int]:
         """One pass over the waiting calls; returns what it did (for tests and logs)."""
