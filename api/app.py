@@ -12,12 +12,13 @@ from aiohttp import web
 from . import openapi
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
-from .keys import (HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE, VERIFIER,
-                   WORKER_CAPACITY)
+from .keys import (AGENT_LISTS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE,
+                   VERIFIER, WORKER_CAPACITY)
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
 from .routes import agents, costs, livekit, meta, sessions
 from .routing import Route, register
+from .services.agents import AgentListCache
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
 from .store.db import Store
@@ -87,6 +88,7 @@ def create_app(
     app[SETTINGS] = settings
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
     app[VERIFIER] = verifier
+    app[AGENT_LISTS] = AgentListCache()
     app[STARTED] = time.monotonic()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
     if worker_capacity is not None:

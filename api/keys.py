@@ -12,6 +12,7 @@ from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
 from pipelines.pricing import PriceBook
 
+from .services.agents import AgentListCache
 from .settings import Settings
 from .store.db import Store
 
@@ -21,6 +22,7 @@ VERIFIER = web.AppKey("verifier", Verifier)
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)
+AGENT_LISTS = web.AppKey("agent_lists", AgentListCache)  # serialised GET /api/agents per owner
 LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)

@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+
+import pytest
+
+from api.services import agents as agents_service
+from api.services.agents import AgentListCache
+from api.store import agents as agents_repo
 from tests.conftest import assert_error, table_snapshot
 
 AGENT = {"name": "Support", "systemPrompt": "You are helpful.", "sttProvider": "deepgram", "llmProvider": "gemini",
@@ -91,3 +100,153 @@ async def test_create_fills_provider_defaults_and_ignores_read_only_fields(clien
     assert agent["id"] != "mine"
     assert (agent["sttProvider"], agent["llmProvider"], agent["ttsProvider"]) == ("deepgram", "gemini", "elevenlabs")
     assert agent["firstMessageMode"] == "assistant_waits"
+
+
+@pytest.fixture
+def list_reads(store, monkeypatch) -> list[str]:
+    """Owners whose agent list was read from SQLite (a miss of the list cache)."""
+    reads: list[str] = []
+    real = store.read
+
+    async def read(fn, *args):
+        if fn is agents_service._list_json:
+            reads.append(args[0])
+        return await real(fn, *args)
+
+    monkeypatch.setattr(store, "read", read)
+    return reads
+
+
+async def _list(client, h) -> dict:
+    resp = await client.get("/api/agents", headers=h)
+    assert resp.status == 200 and resp.content_type == "application/json"
+    return await resp.json()
+
+
+async def test_a_repeated_list_is_served_from_the_cache_and_every_write_shows_in_the_next_list(client, auth,
+                                                                                             list_reads):
+    h = auth("alice")
+    assert await _list(client, h) == {"agents": [], "total": 0}
+    assert await _list(client, h) == {"agents": [], "total": 0}
+    assert list_reads == ["alice"]
+
+    first = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    assert await _list(client, h) == {"agents": [first], "total": 1}
+    second = await (await client.post("/api/agents", json={**AGENT, "name": "Second"}, headers=h)).json()
+    assert await _list(client, h) == {"agents": [second, first], "total": 2}
+    assert await _list(client, h) == {"agents": [second, first], "total": 2}
+    assert list_reads == ["alice"] * 3
+
+    updated = await (await client.put(f"/api/agents/{first['id']}", json={"name": "Renamed"}, headers=h)).json()
+    assert (await _list(client, h))["agents"] == [second, updated]
+    patched = await (await client.patch(f"/api/agents/{second['id']}", json={"language": "de"}, headers=h)).json()
+    assert (await _list(client, h))["agents"] == [patched, updated]
+    assert (await client.delete(f"/api/agents/{first['id']}", headers=h)).status == 200
+    assert await _list(client, h) == {"agents": [patched], "total": 1}
+    assert await _list(client, h) == {"agents": [patched], "total": 1}
+    assert list_reads == ["alice"] * 6
+
+
+async def test_a_refused_write_changes_nothing_and_the_list_still_matches_the_store(client, auth, store, list_reads):
+    h = auth("alice")
+    agent = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    listed = await _list(client, h)
+    await assert_error(await client.put(f"/api/agents/{agent['id']}", json={"name": None}, headers=h), 422)
+    await assert_error(await client.delete("/api/agents/nope", headers=h), 404)
+    assert await _list(client, h) == listed == store.read_sync(agents_repo.list_, "alice")
+
+
+async def test_owners_never_see_each_others_cached_list_and_one_owners_write_keeps_the_others_entry(
+        client, auth, list_reads):
+    alice, bob = auth("alice"), auth("bob")
+    mine = await (await client.post("/api/agents", json=AGENT, headers=alice)).json()
+    assert await _list(client, alice) == {"agents": [mine], "total": 1}
+    assert await _list(client, bob) == {"agents": [], "total": 0}
+    theirs = await (await client.post("/api/agents", json={**AGENT, "name": "Bob's"}, headers=bob)).json()
+    assert await _list(client, bob) == {"agents": [theirs], "total": 1}
+    assert await _list(client, alice) == {"agents": [mine], "total": 1}
+    # bob's write invalidated bob's list only
+    assert list_reads == ["alice", "bob", "bob"]
+    # someone else's agent cannot be written through its id, and the failed attempt leaves both lists right
+    await assert_error(await client.put(f"/api/agents/{mine['id']}", json={"name": "stolen"}, headers=bob), 404)
+    await assert_error(await client.delete(f"/api/agents/{mine['id']}", headers=bob), 404)
+    assert await _list(client, alice) == {"agents": [mine], "total": 1}
+    assert await _list(client, bob) == {"agents": [theirs], "total": 1}
+
+
+async def test_a_list_read_before_a_write_never_fills_the_cache_after_it(client, auth, monkeypatch):
+    h = auth("alice")
+    agent = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    have_read, release = threading.Event(), threading.Event()
+    real = agents_service._list_json
+
+    def slow_list_json(db, owner_id):
+        payload = real(db, owner_id)  # the rows before the rename
+        have_read.set()
+        release.wait(10)
+        return payload
+
+    monkeypatch.setattr(agents_service, "_list_json", slow_list_json)
+    early = asyncio.ensure_future(client.get("/api/agents", headers=h))
+    assert await asyncio.to_thread(have_read.wait, 10)
+    monkeypatch.setattr(agents_service, "_list_json", real)
+    renamed = await (await client.put(f"/api/agents/{agent['id']}", json={"name": "Renamed"}, headers=h)).json()
+    release.set()
+    assert (await (await early).json())["agents"] == [agent]  # began before the write: the old list is fine
+    assert (await _list(client, h))["agents"] == [renamed]
+    assert (await _list(client, h))["agents"] == [renamed]
+
+
+async def test_a_write_whose_caller_is_cancelled_still_invalidates_once_it_commits(store):
+    cache = AgentListCache()
+    agent = store.write_sync(agents_repo.create, "alice", AGENT)
+    running, release = threading.Event(), threading.Event()
+
+    def slow_rename(db, owner_id, agent_id):
+        running.set()
+        release.wait(10)
+        return agents_repo.update(db, owner_id, agent_id, {"name": "Renamed"})
+
+    writer = asyncio.ensure_future(agents_service.write(store, cache, "alice", slow_rename, agent["id"]))
+    assert await asyncio.to_thread(running.wait, 10)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    # the caller is gone but the write is still running: a list read now sees the old row and is cached
+    old = json.loads(await agents_service.list_json(store, cache, "alice"))
+    assert [a["name"] for a in old["agents"]] == ["Support"]
+    release.set()
+    for _ in range(100):
+        if cache.get("alice") is None:
+            break
+        await asyncio.sleep(0.05)
+    listed = json.loads(await agents_service.list_json(store, cache, "alice"))
+    assert [a["name"] for a in listed["agents"]] == ["Renamed"]
+
+
+def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used_owner():
+    cache = AgentListCache(max_bytes=100, max_entry_bytes=60)
+    for owner in ("a", "b"):
+        assert cache.fill(owner, cache.ticket(owner), b"x" * 40)
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    assert cache.fill("c", cache.ticket("c"), b"y" * 40)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.size_bytes == 80 and len(cache) == 2
+    assert not cache.fill("d", cache.ticket("d"), b"z" * 61)  # too big to cache at all
+    assert cache.get("d") is None and cache.size_bytes == 80
+    # a refill replaces the owner's entry instead of counting it twice
+    assert cache.fill("a", cache.ticket("a"), b"w" * 10)
+    assert cache.size_bytes == 50 and cache.get("a") == b"w" * 10
+
+
+def test_an_invalidation_voids_the_tickets_of_reads_in_flight_and_abandoned_tickets_leave_nothing_behind():
+    cache = AgentListCache()
+    before = cache.ticket("alice")
+    cache.invalidate("alice")
+    after = cache.ticket("alice")
+    assert not cache.fill("alice", before, b"old")
+    assert cache.get("alice") is None
+    assert cache.fill("alice", after, b"new") and cache.get("alice") == b"new"
+    assert not cache.fill("alice", after, b"again")  # a ticket is spent once
+    cache.abandon("bob", cache.ticket("bob"))
+    assert cache._tickets == {}

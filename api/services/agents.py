@@ -1,0 +1,125 @@
+"""Agent writes and the agent list, served from a per-owner cache of its serialised JSON.
+
+``GET /api/agents`` is the dashboard's most frequent read and changes only when one of the owner's agents is
+created, updated or deleted. All of those go through this process's store writer (job processes only read agents),
+so dropping the owner's entry when such a write finishes keeps the cache exact. A hit is a dict lookup: no
+reader-thread hop, no pydantic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+import sqlite_utils
+from pydantic import TypeAdapter
+
+from ..schemas.agents import AgentList
+from ..store import agents as repo
+from ..store.db import Store
+
+_LIST = TypeAdapter(AgentList)
+
+
+class AgentListCache:
+    """Serialised agent lists by owner, least recently used first out, within a byte budget.
+
+    A miss takes a ticket before it reads; an invalidation voids the owner's tickets, so a read that began before a
+    write (and may have seen the old rows) can never store its result after the write's invalidation. Invalidation
+    runs on the store's writer thread, hence the lock."""
+
+    def __init__(self, *, max_bytes: int = 32 * 1024 * 1024, max_entry_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_bytes // 4 if max_entry_bytes is None else max_entry_bytes
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._tickets: dict[str, set[object]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, owner: str) -> bytes | None:
+        with self._lock:
+            payload = self._entries.get(owner)
+            if payload is not None:
+                self._entries.move_to_end(owner)
+            return payload
+
+    def ticket(self, owner: str) -> object:
+        ticket = object()
+        with self._lock:
+            self._tickets.setdefault(owner, set()).add(ticket)
+        return ticket
+
+    def fill(self, owner: str, ticket: object, payload: bytes) -> bool:
+        """Store what a miss read, unless a write invalidated the owner since its ticket was taken."""
+        with self._lock:
+            if not self._spend(owner, ticket):
+                return False
+            if len(payload) > self.max_entry_bytes:
+                return False
+            self._drop(owner)
+            self._entries[owner] = payload
+            self._bytes += len(payload)
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+            return True
+
+    def abandon(self, owner: str, ticket: object) -> None:
+        with self._lock:
+            self._spend(owner, ticket)
+
+    def invalidate(self, owner: str) -> None:
+        with self._lock:
+            self._drop(owner)
+            self._tickets.pop(owner, None)
+
+    def _spend(self, owner: str, ticket: object) -> bool:
+        tickets = self._tickets.get(owner)
+        if tickets is None or ticket not in tickets:
+            return False
+        tickets.discard(ticket)
+        if not tickets:
+            del self._tickets[owner]
+        return True
+
+    def _drop(self, owner: str) -> None:
+        payload = self._entries.pop(owner, None)
+        if payload is not None:
+            self._bytes -= len(payload)
+
+
+def _list_json(db: sqlite_utils.Database, owner_id: str) -> bytes:
+    # Serialised on the reader thread, exactly as the route table would have serialised the record.
+    return _LIST.dump_json(_LIST.validate_python(repo.list_(db, owner_id)))
+
+
+async def list_json(store: Store, cache: AgentListCache, owner_id: str) -> bytes:
+    payload = cache.get(owner_id)
+    if payload is not None:
+        return payload
+    ticket = cache.ticket(owner_id)
+    try:
+        payload = await store.read(_list_json, owner_id)
+    except BaseException:
+        cache.abandon(owner_id, ticket)
+        raise
+    cache.fill(owner_id, ticket, payload)
+    return payload
+
+
+async def write(store: Store, cache: AgentListCache, owner_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run an agent write on the store's writer and invalidate the owner's list when it is done.
+
+    The invalidation hangs on the writer's own future, so it runs after the commit even if this caller is cancelled
+    while the write is running, and before the caller (whose result is chained after it) sees the result."""
+    future = store.submit(fn, owner_id, *args)
+    future.add_done_callback(lambda _: cache.invalidate(owner_id))
+    return await asyncio.wrap_future(future)
