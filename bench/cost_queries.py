@@ -1,5 +1,6 @@
 """Cost queries at scale: p50/p95 of the four cost endpoints over HTTP with 1M and 10M usage events in the ledger,
-and their totals checked exactly against full-scan queries."""
+and their totals checked exactly against full-scan queries. The session breakdown is read as a client does, with the
+default page of events; its totals must still cover every event of the session."""
 
 from __future__ import annotations
 
@@ -89,10 +90,14 @@ def _full_scan(store: Store, owner: str, session_id: str) -> dict:
                                  "WHERE owner_id = ? GROUP BY 1", [owner]).fetchall())
         by_agent = dict(db.execute("SELECT agent_id, SUM(total_cost_nanos) FROM usage_events WHERE owner_id = ? "
                                    "GROUP BY agent_id", [owner]).fetchall())
-        session = db.execute("SELECT COALESCE(SUM(total_cost_nanos),0) FROM usage_events WHERE session_id = ?",
-                             [session_id]).fetchone()[0]
+        session, session_events, session_unpriced = db.execute(
+            "SELECT COALESCE(SUM(total_cost_nanos),0), COUNT(*), COUNT(*) - COUNT(total_cost_nanos) FROM usage_events "
+            "WHERE session_id = ?", [session_id]).fetchone()
+        session_by_type = dict(db.execute("SELECT event_type, COALESCE(SUM(total_cost_nanos),0) FROM usage_events "
+                                          "WHERE session_id = ? GROUP BY event_type", [session_id]).fetchall())
         return {"total": total, "by_provider": by_provider, "by_day": by_day, "by_agent": by_agent,
-                "session": session}
+                "session": session, "session_events": session_events, "session_unpriced": session_unpriced,
+                "session_by_type": session_by_type}
 
     return store.read_sync(q)
 
@@ -121,11 +126,19 @@ async def _measure(results: Results, label: str, store: Store, settings: Setting
         timeline = await (await client.get(paths["timeline"], headers=h)).json()
         by_agent = await (await client.get(paths["by-agent"], headers=h)).json()
         breakdown = await (await client.get(paths["session breakdown"], headers=h)).json()
+        # one default page of events, totals over all of them
+        paged = (len(breakdown["events"]) == min(breakdown["events_limit"], scan["session_events"])
+                 and breakdown["events_offset"] == 0)
         exact = (summary["total_cost_nanos"] == scan["total"]
                  and {p: round(v * 1e9) for p, v in summary["by_provider"].items()} == scan["by_provider"]
                  and {t["date"]: t["total_cost_nanos"] for t in timeline} == scan["by_day"]
                  and {a["agent_id"]: a["total_cost_nanos"] for a in by_agent} == scan["by_agent"]
-                 and breakdown["total_cost_nanos"] == scan["session"])
+                 and breakdown["total_cost_nanos"] == scan["session"]
+                 and breakdown["events_total"] == scan["session_events"]
+                 and breakdown["unpriced_event_count"] == scan["session_unpriced"]
+                 and {k: round(v * 1e9) for k, v in breakdown["cost_by_type"].items()} == scan["session_by_type"])
+        results.add(f"4 cost queries {label}", "session breakdown: events paged, totals over all",
+                    f"{len(breakdown['events'])} of {breakdown['events_total']} events", "default page", paged)
         results.add(f"4 cost queries {label}", "totals equal a full-scan query", "exact" if exact else "MISMATCH",
                     "exact", exact)
 

@@ -8,6 +8,7 @@ from ..keys import PRICEBOOK, STORE
 from ..routing import Call, Route
 from ..schemas.costs import (
     AgentCost,
+    BreakdownQuery,
     CostSummary,
     SessionCostBreakdown,
     TimelinePoint,
@@ -49,7 +50,11 @@ async def cost_by_agent(call: Call) -> list:
 
 
 async def session_cost_breakdown(call: Call) -> dict:
-    return await call.request.app[STORE].read(ledger.session_breakdown, call.user_id, call.params["id"])
+    q: BreakdownQuery = call.query
+    breakdown = await call.request.app[STORE].read(
+        lambda db: ledger.session_breakdown(db, call.user_id, call.params["id"], limit=q.events_limit,
+                                            offset=q.events_offset))
+    return {**breakdown, "events_limit": q.events_limit, "events_offset": q.events_offset}
 
 
 ROUTES = [
@@ -61,5 +66,5 @@ ROUTES = [
           response=TimelinePoint, many=True, query=TimelineQuery),
     Route("GET", "/api/costs/by-agent", cost_by_agent, "Costs per agent", "costs", response=AgentCost, many=True),
     Route("GET", "/api/sessions/{id}/cost-breakdown", session_cost_breakdown, "One session's usage and costs",
-          "costs", response=SessionCostBreakdown, owned_param="id"),
+          "costs", response=SessionCostBreakdown, query=BreakdownQuery, owned_param="id"),
 ]

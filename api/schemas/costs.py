@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .common import Query
 from .sessions import DATE_PATTERN, DateRange
 
 EventType = Literal["stt_minutes", "llm_tokens", "tts_characters"]
@@ -100,10 +101,25 @@ class AgentCost(BaseModel):
     total_cost_nanos: int
 
 
+EVENTS_LIMIT = 100
+MAX_EVENTS_LIMIT = 1000
+
+
+class BreakdownQuery(Query):
+    """One page of a session's events; the totals always cover every event of the session."""
+
+    events_limit: int = Field(default=EVENTS_LIMIT, ge=0, le=MAX_EVENTS_LIMIT,
+                              description="Events in this page (0: totals only).")
+    events_offset: int = Field(default=0, ge=0, le=1_000_000_000, description="Events skipped before this page.")
+
+
 class SessionCostBreakdown(BaseModel):
     session_id: str
     total_cost: float
-    events: list[UsageEvent]
+    events: list[UsageEvent] = Field(description="One page of the session's events, oldest first.")
     cost_by_type: dict[str, float]
     unpriced_event_count: int
     total_cost_nanos: int
+    events_total: int = Field(description="Events of the whole session (every total counts them all).")
+    events_limit: int
+    events_offset: int

@@ -214,24 +214,39 @@ def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
+def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str, *, limit: int | None = None,
+                      offset: int = 0) -> dict[str, Any]:
+    """The session's totals over all its events, and ``limit`` of the events themselves (all if None) after the
+    first ``offset``, oldest first."""
     if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]).fetchone() is None:
         raise NotFound(f"session {session_id} not found")
     # The session is the caller's (checked above), so its events are too: filtering on the session alone keeps
-    # the planner on the session index.
-    rows = list(db.query("SELECT * FROM usage_events WHERE session_id = ? ORDER BY occurred_at, idempotency_key",
-                         [session_id]))
-    by_type: dict[str, int] = {}
-    for r in rows:
-        by_type[r["event_type"]] = by_type.get(r["event_type"], 0) + (r["total_cost_nanos"] or 0)
+    # the planner on the session index. One read transaction, so the page and the totals see the same events.
+    db.execute("SAVEPOINT breakdown")
+    try:
+        by_type: dict[str, int] = {}
+        count = unpriced = 0
+        for event_type, nanos, n, u in db.execute(
+            "SELECT event_type, COALESCE(SUM(total_cost_nanos), 0), COUNT(*), SUM(priced = 0) FROM usage_events "
+            "WHERE session_id = ? GROUP BY event_type", [session_id],
+        ):
+            by_type[event_type] = nanos
+            count += n
+            unpriced += u
+        rows = list(db.query(
+            "SELECT * FROM usage_events WHERE session_id = ? ORDER BY occurred_at, idempotency_key LIMIT ? OFFSET ?",
+            [session_id, -1 if limit is None else limit, offset]))
+    finally:
+        db.execute("RELEASE breakdown")
     total = sum(by_type.values())
     return {
         "session_id": session_id,
         "total_cost": usd(total),
         "events": [event_wire(r) for r in rows],
         "cost_by_type": {k: usd(v) for k, v in sorted(by_type.items())},
-        "unpriced_event_count": sum(1 for r in rows if not r["priced"]),
+        "unpriced_event_count": unpriced,
         "total_cost_nanos": total,
+        "events_total": count,
     }
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
+from api.store import usage as ledger
 from api.store.timefmt import now_iso
+from pipelines.metering import make_event
 from pipelines.pricing import PriceBook, PricingError, cost_nanos
 from tests.api.seed import seed_call
 from tests.conftest import assert_error, table_snapshot
@@ -159,3 +161,75 @@ def test_the_newest_effective_price_applies_and_model_prices_beat_wildcards(tmp_
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-05-31")).unit_cost == Decimal("0.01")
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.02")
     assert book.quote(provider="Deepgram", event_type="stt_minutes", model="nova-3", token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.01")
+
+
+def _seed_usage(store, owner: str, sid: str, agent_id: str, n: int) -> list[dict]:
+    """n events in one session: the three kinds, some unpriced, some sharing a timestamp (then the key orders)."""
+    base = datetime(2026, 1, 10, 10, 0, tzinfo=timezone.utc)
+    kinds = [("deepgram", "stt_minutes", Decimal("0.25")), ("gemini", "llm_tokens", Decimal(321)),
+             ("elevenlabs", "tts_characters", Decimal(57)), ("openai", "llm_tokens", Decimal(99))]  # openai: unpriced
+    events = []
+    for i in range(n):
+        provider, kind, qty = kinds[i % len(kinds)]
+        events.append(make_event(BOOK, key=f"k{i:03d}", owner_id=owner, session_id=sid, agent_id=agent_id,
+                                 provider=provider, model=None, event_type=kind, quantity=qty,
+                                 token_kind="output" if kind == "llm_tokens" else None,
+                                 at=base + timedelta(seconds=(n - i) // 3)).as_dict())
+    store.write_sync(ledger.record_events, events)
+    return sorted(events, key=lambda e: (e["occurred_at"], e["idempotency_key"]))
+
+
+def _totals(breakdown: dict) -> dict:
+    return {k: breakdown[k] for k in ("session_id", "total_cost", "cost_by_type", "unpriced_event_count",
+                                      "total_cost_nanos", "events_total")}
+
+
+async def test_the_breakdown_pages_its_events_while_every_total_counts_all_of_them(client, auth, store):
+    agent_id, sid = seed_call(store, "alice")
+    events = _seed_usage(store, "alice", sid, agent_id, 150)
+    h = auth("alice")
+    by_type: dict[str, int] = {}
+    for e in events:
+        by_type[e["event_type"]] = by_type.get(e["event_type"], 0) + (e["total_cost_nanos"] or 0)
+    expected = {"session_id": sid, "total_cost": sum(by_type.values()) / 1e9,
+                "cost_by_type": {k: v / 1e9 for k, v in sorted(by_type.items())},
+                "unpriced_event_count": sum(1 for e in events if e["total_cost_nanos"] is None),
+                "total_cost_nanos": sum(by_type.values()), "events_total": 150}
+    assert expected["unpriced_event_count"] > 0
+
+    url = f"/api/sessions/{sid}/cost-breakdown"
+    default = await (await client.get(url, headers=h)).json()
+    assert _totals(default) == expected
+    assert (default["events_limit"], default["events_offset"]) == (100, 0)
+    keys = [e["idempotency_key"] for e in events]
+    assert [e["idempotency_key"] for e in default["events"]] == keys[:100]
+
+    everything = await (await client.get(url, params={"events_limit": 1000}, headers=h)).json()
+    assert [e["idempotency_key"] for e in everything["events"]] == keys
+    assert _totals(everything) == expected
+
+    pages = []
+    for offset in range(0, 160, 40):
+        page = await (await client.get(url, params={"events_limit": 40, "events_offset": offset}, headers=h)).json()
+        assert _totals(page) == expected
+        assert (page["events_limit"], page["events_offset"]) == (40, offset)
+        pages.extend(page["events"])
+    assert pages == everything["events"]
+    assert len(pages) == 150
+
+    for params in ({"events_limit": 0}, {"events_offset": 150}, {"events_offset": 10**9}):
+        empty = await (await client.get(url, params=params, headers=h)).json()
+        assert empty["events"] == [] and _totals(empty) == expected
+
+
+async def test_bad_event_paging_is_refused_with_the_one_error_body(client, auth, store):
+    _, sid = seed_call(store, "alice")
+    h = auth("alice")
+    url = f"/api/sessions/{sid}/cost-breakdown"
+    for params in ({"events_limit": "-1"}, {"events_limit": "1001"}, {"events_limit": "ten"},
+                   {"events_limit": "2.5"}, {"events_limit": ""}, {"events_offset": "-1"},
+                   {"events_offset": "1e3"}, {"events_offset": str(10**9 + 1)}):
+        body = await assert_error(await client.get(url, params=params, headers=h), 422, "validation_error")
+        assert next(iter(params)) in body["detail"], body
+    # and someone else's session is still not found, whatever the paging
+    await assert_error(await client.get(url, params={"events_limit": 5}, headers=auth("bob")), 404, "not_found")
