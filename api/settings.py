@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipelines.config import TURN_DETECTION_MODES
+
 PREFIX = "VOXARENA_"
 
 
@@ -76,14 +78,17 @@ class Settings:
     job_executor: str = field(default="process", metadata={"doc": "`process` (isolated jobs) or `thread`."})
     num_idle_processes: int = field(default=1, metadata={"doc": "Job processes kept warm."})
     turn_detection: str = field(
-        default="model",
-        metadata={"doc": "`model` (local end-of-turn model + silero VAD), `vad` or `stt`."},
+        default=TURN_DETECTION_MODES[0],
+        metadata={"doc": "`transcript` (the caller's words decide whether the turn is over, after silero VAD's end "
+                         "of speech), `model` (LiveKit's local audio end-of-turn model), `vad` or `stt`."},
     )
     endpointing_min_delay: float = field(
-        default=0.4, metadata={"doc": "Seconds of silence after the user's speech before the turn may end."}
+        default=0.4, metadata={"doc": "Seconds of silence after the user's speech before the turn may end (the VAD's "
+                                      "end-of-speech silence follows it, between 0.2 and 0.55 s)."}
     )
     endpointing_max_delay: float = field(
-        default=3.0, metadata={"doc": "Longest wait for the end-of-turn model before the turn ends anyway."}
+        default=3.0,
+        metadata={"doc": "Longest wait after an unfinished-sounding turn (\"so my number is\") before it ends anyway."},
     )
     load_threshold: float = field(
         default=0.75,
@@ -157,8 +162,9 @@ class Settings:
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
         if self.job_executor not in {"process", "thread"}:
             raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process' or 'thread', not {self.job_executor!r}")
-        if self.turn_detection not in {"model", "vad", "stt"}:
-            raise ValueError(f"{PREFIX}TURN_DETECTION must be 'model', 'vad' or 'stt', not {self.turn_detection!r}")
+        if self.turn_detection not in TURN_DETECTION_MODES:
+            raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
+                             f"not {self.turn_detection!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

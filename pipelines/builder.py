@@ -14,6 +14,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from .config import AgentSpec, ProvidersConfig
 from .registry import builder
+from .turn_detector import TranscriptTurnDetector
 
 log = logging.getLogger("voxarena.pipeline")
 
@@ -79,14 +80,26 @@ def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM, tup
 
 
 def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> dict[str, Any]:
-    """`model`: the local end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
-    detection: Any = inference.TurnDetector(version="v1-mini", local_fallback=True) if mode == "model" else mode
+    """`transcript`: the caller's words decide (pipelines/turn_detector.py) after the VAD's end of speech; `model`:
+    LiveKit's local audio end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
+    detection: Any = mode
+    if mode == "transcript":
+        detection = TranscriptTurnDetector()
+    elif mode == "model":
+        detection = inference.TurnDetector(version="v1-mini", local_fallback=True)
     return {
         "turn_detection": detection,
         "endpointing": {"min_delay": min_delay, "max_delay": max_delay},
         # VAD-based barge-in: the adaptive detector is a cloud model.
         "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5},
     }
+
+
+def vad_min_silence(min_delay: float) -> float:
+    """The VAD's end-of-speech silence: no longer than `min_delay` (the turn cannot end before the VAD says the
+    caller stopped, so silero's 0.55 s default would be the floor of every turn), and never under 0.2 s, which
+    would cut speech at every short pause."""
+    return min(0.55, max(0.2, min_delay))
 
 
 def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, min_delay: float = 0.4,

@@ -14,6 +14,10 @@ DEFAULT_ERROR_MESSAGE = (
 )
 
 
+# How a turn ends (pipelines/builder.py `turn_handling`); the first is the default.
+TURN_DETECTION_MODES = ("transcript", "model", "vad", "stt")
+
+
 # Every STT plugin is built for 16 kHz 16-bit mono PCM; the wire meter turns the bytes a provider accepted into
 # seconds with it.
 STT_SAMPLE_RATE = 16_000

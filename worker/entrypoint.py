@@ -21,7 +21,7 @@ from api.store import agents as agents_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
-from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session
+from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session, vad_min_silence
 from pipelines.config import DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec, ProviderConfigError
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
@@ -85,7 +85,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_path, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
-    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=vad_min_silence(settings.endpointing_min_delay))
 
 
 async def entrypoint(ctx: JobContext) -> None:
