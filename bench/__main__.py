@@ -1,4 +1,4 @@
-"""`python -m bench [--only ingest,costs,api,voice] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,voice,ingest,costs,api] [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("voice", "ingest", "costs", "api")
+SECTIONS = ("eot", "voice", "ingest", "costs", "api")
 
 
 def main() -> int:
@@ -24,6 +24,10 @@ def main() -> int:
     results = Results()
     started = time.time()
     print(f"machine: {machine()}", flush=True)
+    if "eot" in only:
+        from . import end_of_turn
+
+        asyncio.run(end_of_turn.run(results, quick=args.quick))
     if "voice" in only:
         from . import voice
 

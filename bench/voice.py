@@ -11,26 +11,21 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from tests.harness.audio import speech_wav
 from tests.harness.client import AudioRoomClient
-from tests.harness.fakes_proc import start_fakes
-from tests.harness.livekit_server import start_livekit_server
-from tests.harness.procs import free_port
-from tests.harness.product import product_env, start_product
 
 from .common import Results, median, pct
 from .floor_agent import FloorAgent
+from .stack import KEY, product_stack
 
 STT_MS, LLM_MS, TTS_MS = 100, 200, 150
 INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
 UTTERANCE = "Hello there."
 REPLY = "Okay."
-KEY = "bench-key"
 SCRIPT = {
     "stt_default_transcript": UTTERANCE,
     # the fake's end of speech is 100 ms of silence, and its final follows at once: 100 ms after speech ends
@@ -129,102 +124,93 @@ async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: 
 
 
 async def run(results: Results, *, quick: bool = False) -> None:
-    work = Path(os.environ.get("VOXARENA_BENCH_DIR", "/tmp/voxarena-bench"))
-    work.mkdir(parents=True, exist_ok=True)
-    fakes = start_fakes(work / "fakes", script=SCRIPT, api_key=KEY)
-    server = start_livekit_server(workdir=work / "livekit")
-    port = free_port("127.0.0.1")
-    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server, fakes_urls=fakes.urls,
-                      api_key=KEY, extra={"VOXARENA_TURN_DETECTION": "stt", "VOXARENA_ENDPOINTING_MIN_DELAY": "0",
-                                          "VOXARENA_LOAD_THRESHOLD": "1.5", "VOXARENA_NUM_IDLE_PROCESSES": "2",
-                                          "VOXARENA_MAX_CONCURRENT_CALLS": "64",
-                                          "VOXARENA_JOB_EXECUTOR": os.environ.get("VOXARENA_BENCH_EXECUTOR",
-                                                                                  "process"),
-                                          "VOXARENA_LOG_LEVEL": "WARNING"})
-    product = start_product(workdir=work / "product", port=port, env=env)
-    try:
-        status, agent = await product.request("POST", "/api/agents", "bench", json={
-            "name": "bench", "systemPrompt": "Answer in one word.", "sttProvider": "deepgram",
-            "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
-        agent_id = agent["id"]
-        single_turns = 40 if quick else 200
-        # 1. one call at a time, with the floor measured in between, same run
-        single: dict[str, Any] = {}
-        calls = 2 if quick else 5
-        floor_out: dict[str, Any] = {}
-        for _ in range(calls):  # interleaved, so both see the same machine
-            await _call(product, agent_id, "bench", single_turns // calls, single)
-            await _floor_call(server, fakes.urls, single_turns // calls, floor_out)
-        lat = single["latencies"]
-        floor = floor_out["latencies"]
-        over = [x - INJECTED for x in lat]
-        p50, p95 = pct(over, 0.5) * 1000, pct(over, 0.95) * 1000
-        f50 = pct(floor, 0.5) * 1000
-        results.raw["voice_single"] = {"latencies": lat, "floor": floor}
-        results.add("1 voice", "job executor", env["VOXARENA_JOB_EXECUTOR"])
-        results.add("1 voice", "turns measured", f"{len(lat)} in {calls} calls, one call at a time; "
-                    f"{single['missed']} turns got no reply within 5 s")
-        results.add("1 voice", "client-measured voice-to-voice p50 / p95",
-                    f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)")
-        results.add("1 voice", "overhead p50", f"{p50:.0f} ms", "<= 20 ms", p50 <= 20)
-        results.add("1 voice", "overhead p95", f"{p95:.0f} ms", "<= 50 ms", p95 <= 50)
-        results.add("1 voice", "floor: hand-written agent in the same room, same fakes, p50 / p95",
-                    f"{f50:.0f} / {pct(floor, .95) * 1000:.0f} ms over {len(floor)} turns "
-                    f"({floor_out['missed']} unanswered)")
-        gap = pct(lat, 0.5) * 1000 - f50
-        results.add("1 voice", "product p50 - floor p50", f"{gap:.0f} ms", "<= 15 ms", gap <= 15)
-        # stored per-turn latencies against what the client measured
-        diffs = []
-        for sid, measured in single["sessions"]:
-            s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30,
-                                           what="ended")
-            stored = [t["metrics"]["e2e_latency"] for t in s["transcript"]
-                      if t["speaker"] == "AGENT" and t.get("metrics") and t["metrics"].get("e2e_latency")]
-            for a, b in zip(stored, measured):
-                diffs.append(abs(a - b) * 1000)
-        results.add("1 voice", "stored e2e_latency vs client, median |diff| / p95",
-                    f"{median(diffs):.0f} / {pct(diffs, .95):.0f} ms over {len(diffs)} turns", "within 20 ms",
-                    pct(diffs, 0.95) <= 20)
+    executor = os.environ.get("VOXARENA_BENCH_EXECUTOR", "process")
+    with product_stack("voice", SCRIPT, {
+            "VOXARENA_TURN_DETECTION": "stt", "VOXARENA_ENDPOINTING_MIN_DELAY": "0", "VOXARENA_LOAD_THRESHOLD": "1.5",
+            "VOXARENA_NUM_IDLE_PROCESSES": "2", "VOXARENA_MAX_CONCURRENT_CALLS": "64",
+            "VOXARENA_JOB_EXECUTOR": executor}) as (product, server, fakes):
+        await _run(results, product, server, fakes, executor, quick)
 
-        # 2. concurrency, with 200 requests/s of API reads running
-        p95_single = None
-        mem: dict[int, float] = {}
-        for n in ((1, 4) if quick else (1, 4, 8, 12)):
-            out: dict[str, Any] = {}
-            stop = asyncio.Event()
-            reads: dict[str, int] = {}
-            reader = asyncio.ensure_future(_api_reads(product, "bench", 200, stop, reads))
-            await asyncio.sleep(2)
-            tasks = [asyncio.ensure_future(_call(product, agent_id, "bench", 8 if quick else 15, out))
-                     for _ in range(n)]
-            await asyncio.sleep(6)
-            mem[n] = pss_mb(product_pids(product))
-            failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
-            out.setdefault("latencies", [])
-            stop.set()
-            await reader
-            _, health = await product.request("GET", "/health", None)
-            o95 = (pct(out["latencies"], 0.95) - INJECTED) * 1000
-            if n == 1:
-                p95_single = o95
-            lag = health["event_loop"]["lag_p99_ms"]
-            results.raw.setdefault("voice_concurrency", {})[n] = {"latencies": out["latencies"], "gaps": out["gaps"],
-                                                                 "reads": reads, "loop": health["event_loop"],
-                                                                 "pss_mb": mem[n]}
-            results.add("2 concurrency", f"{n} calls: overhead p95", f"{o95:.0f} ms",
-                        "<= 2x single" if n > 1 else "", (o95 <= 2 * p95_single) if n > 1 else None)
-            results.add("2 concurrency", f"{n} calls: loop lateness p99", f"{lag:.1f} ms", "<= 10 ms", lag <= 10)
-            results.add("2 concurrency", f"{n} calls: audio gaps / unanswered turns / API reads ok, failed",
-                        f"{out.get('gaps', 0)} / {out.get('missed', 0)} / {reads.get('ok', 0)}, {reads.get('bad', 0)}",
-                        "0 gaps", out.get("gaps", 0) == 0)
-            if failed:
-                results.add("2 concurrency", f"{n} calls: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
-        ns = sorted(mem)
-        per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
-        results.add("2 concurrency", "memory per added call (PSS of the process tree)",
-                    f"{per_call:.0f} MB ({', '.join(f'{n}: {mem[n]:.0f} MB' for n in ns)})", "<= 30 MB",
-                    per_call <= 30)
-    finally:
-        product.stop()
-        server.stop()
-        fakes.stop()
+
+async def _run(results: Results, product, server, fakes, executor: str, quick: bool) -> None:
+    status, agent = await product.request("POST", "/api/agents", "bench", json={
+        "name": "bench", "systemPrompt": "Answer in one word.", "sttProvider": "deepgram",
+        "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
+    agent_id = agent["id"]
+    single_turns = 40 if quick else 200
+    # 1. one call at a time, with the floor measured in between, same run
+    single: dict[str, Any] = {}
+    calls = 2 if quick else 5
+    floor_out: dict[str, Any] = {}
+    for _ in range(calls):  # interleaved, so both see the same machine
+        await _call(product, agent_id, "bench", single_turns // calls, single)
+        await _floor_call(server, fakes.urls, single_turns // calls, floor_out)
+    lat = single["latencies"]
+    floor = floor_out["latencies"]
+    over = [x - INJECTED for x in lat]
+    p50, p95 = pct(over, 0.5) * 1000, pct(over, 0.95) * 1000
+    f50 = pct(floor, 0.5) * 1000
+    results.raw["voice_single"] = {"latencies": lat, "floor": floor}
+    results.add("1 voice", "job executor", executor)
+    results.add("1 voice", "turns measured", f"{len(lat)} in {calls} calls, one call at a time; "
+                f"{single['missed']} turns got no reply within 5 s")
+    results.add("1 voice", "client-measured voice-to-voice p50 / p95",
+                f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)")
+    results.add("1 voice", "overhead p50", f"{p50:.0f} ms", "<= 20 ms", p50 <= 20)
+    results.add("1 voice", "overhead p95", f"{p95:.0f} ms", "<= 50 ms", p95 <= 50)
+    results.add("1 voice", "floor: hand-written agent in the same room, same fakes, p50 / p95",
+                f"{f50:.0f} / {pct(floor, .95) * 1000:.0f} ms over {len(floor)} turns "
+                f"({floor_out['missed']} unanswered)")
+    gap = pct(lat, 0.5) * 1000 - f50
+    results.add("1 voice", "product p50 - floor p50", f"{gap:.0f} ms", "<= 15 ms", gap <= 15)
+    # stored per-turn latencies against what the client measured
+    diffs = []
+    for sid, measured in single["sessions"]:
+        s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30,
+                                       what="ended")
+        stored = [t["metrics"]["e2e_latency"] for t in s["transcript"]
+                  if t["speaker"] == "AGENT" and t.get("metrics") and t["metrics"].get("e2e_latency")]
+        for a, b in zip(stored, measured):
+            diffs.append(abs(a - b) * 1000)
+    results.add("1 voice", "stored e2e_latency vs client, median |diff| / p95",
+                f"{median(diffs):.0f} / {pct(diffs, .95):.0f} ms over {len(diffs)} turns", "within 20 ms",
+                pct(diffs, 0.95) <= 20)
+
+    # 2. concurrency, with 200 requests/s of API reads running
+    p95_single = None
+    mem: dict[int, float] = {}
+    for n in ((1, 4) if quick else (1, 4, 8, 12)):
+        out: dict[str, Any] = {}
+        stop = asyncio.Event()
+        reads: dict[str, int] = {}
+        reader = asyncio.ensure_future(_api_reads(product, "bench", 200, stop, reads))
+        await asyncio.sleep(2)
+        tasks = [asyncio.ensure_future(_call(product, agent_id, "bench", 8 if quick else 15, out))
+                 for _ in range(n)]
+        await asyncio.sleep(6)
+        mem[n] = pss_mb(product_pids(product))
+        failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+        out.setdefault("latencies", [])
+        stop.set()
+        await reader
+        _, health = await product.request("GET", "/health", None)
+        o95 = (pct(out["latencies"], 0.95) - INJECTED) * 1000
+        if n == 1:
+            p95_single = o95
+        lag = health["event_loop"]["lag_p99_ms"]
+        results.raw.setdefault("voice_concurrency", {})[n] = {"latencies": out["latencies"], "gaps": out["gaps"],
+                                                             "reads": reads, "loop": health["event_loop"],
+                                                             "pss_mb": mem[n]}
+        results.add("2 concurrency", f"{n} calls: overhead p95", f"{o95:.0f} ms",
+                    "<= 2x single" if n > 1 else "", (o95 <= 2 * p95_single) if n > 1 else None)
+        results.add("2 concurrency", f"{n} calls: loop lateness p99", f"{lag:.1f} ms", "<= 10 ms", lag <= 10)
+        results.add("2 concurrency", f"{n} calls: audio gaps / unanswered turns / API reads ok, failed",
+                    f"{out.get('gaps', 0)} / {out.get('missed', 0)} / {reads.get('ok', 0)}, {reads.get('bad', 0)}",
+                    "0 gaps", out.get("gaps", 0) == 0)
+        if failed:
+            results.add("2 concurrency", f"{n} calls: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
+    ns = sorted(mem)
+    per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
+    results.add("2 concurrency", "memory per added call (PSS of the process tree)",
+                f"{per_call:.0f} MB ({', '.join(f'{n}: {mem[n]:.0f} MB' for n in ns)})", "<= 30 MB",
+                per_call <= 30)

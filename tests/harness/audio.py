@@ -61,10 +61,12 @@ def render_speech(text: str = DEFAULT_TEXT, *, voice: str = "en-us", speed_wpm: 
     return out
 
 
-def speech_wav(text: str = DEFAULT_TEXT, *, sample_rate: int = 48000, voice: str = "en-us") -> Path:
+def speech_wav(text: str = DEFAULT_TEXT, *, sample_rate: int = 48000, voice: str = "en-us",
+               speed_wpm: int = 160) -> Path:
     """Speech as mono 16-bit PCM WAV at `sample_rate` (e.g. 48000 for WebRTC, 16000 for STT)."""
-    src = render_speech(text, voice=voice)
-    out = cache_dir() / f"speech-{_key(text, voice)}-{sample_rate}.wav"
+    src = render_speech(text, voice=voice, speed_wpm=speed_wpm)
+    key = _key(text, voice) if speed_wpm == 160 else _key(text, voice, speed_wpm)  # the cache of 160 wpm stays
+    out = cache_dir() / f"speech-{key}-{sample_rate}.wav"
     if not out.exists():
         tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
         _run([_need("sox"), str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed-integer",

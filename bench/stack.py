@@ -1,0 +1,42 @@
+"""The product under test for the voice benchmarks: provider fakes, a real livekit-server and `voxarena serve` as a
+subprocess, all on addresses of the run's network namespace."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.harness.fakes_proc import FakesProcess, start_fakes
+from tests.harness.livekit_server import LiveKitServer, start_livekit_server
+from tests.harness.procs import free_port
+from tests.harness.product import Product, product_env, start_product
+
+KEY = "bench-key"
+
+
+@contextmanager
+def product_stack(name: str, script: dict[str, Any],
+                  extra_env: dict[str, str]) -> Iterator[tuple[Product, LiveKitServer, FakesProcess]]:
+    work = Path(os.environ.get("VOXARENA_BENCH_DIR", "/tmp/voxarena-bench")) / name
+    work.mkdir(parents=True, exist_ok=True)
+    fakes = start_fakes(work / "fakes", script=script, api_key=KEY)
+    server = start_livekit_server(workdir=work / "livekit")
+    port = free_port("127.0.0.1")
+    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server, fakes_urls=fakes.urls,
+                      api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
+    try:
+        product = start_product(workdir=work / "product", port=port, env=env)
+    except BaseException:
+        server.stop()
+        fakes.stop()
+        raise
+    try:
+        yield product, server, fakes
+    finally:
+        product.stop()
+        server.stop()
+        fakes.stop()
