@@ -1,0 +1,79 @@
+"""How a conversation feels, through the whole product with its default turn settings: a finished sentence is
+answered without dead air, an unfinished one is waited for, and a long call has every turn answered."""
+
+from __future__ import annotations
+
+from tests.harness.audio import speech_wav
+
+QUESTION = "What are your opening hours?"
+
+
+async def _agent(product) -> str:
+    status, agent = await product.request("POST", "/api/agents", "alice", json={
+        "name": "Turns", "systemPrompt": "You answer questions about opening hours.", "sttProvider": "deepgram",
+        "llmProvider": "gemini", "ttsProvider": "elevenlabs", "firstMessageMode": "assistant_waits"})
+    assert status == 201, agent
+    return agent["id"]
+
+
+def _replies(session: dict) -> list[dict]:
+    return [t for t in session["transcript"] if t["speaker"] == "AGENT"]
+
+
+async def test_an_unfinished_sentence_is_waited_for_and_a_finished_one_answered_at_once(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product)
+    fakes.script(stt_transcripts=["So my number is", QUESTION])
+    try:
+        client, tok = await product.join(agent_id)
+        try:
+            sent = await client.publish_wav(speech_wav("So my number is"))
+            try:
+                early = await client.wait_for_audio(after=sent.last_speech_at, timeout=1.2)
+            except TimeoutError:
+                early = None
+            assert early is None, f"the agent spoke {early - sent.last_speech_at:.2f}s after an unfinished turn"
+            await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.3, timeout=20)
+            await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+            sent = await client.publish_wav(speech_wav(QUESTION))
+            heard = await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.3, timeout=20)
+            await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+        finally:
+            await client.disconnect()
+    finally:
+        fakes.script(stt_transcripts=[])
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30,
+                                   what="ended")
+    users = [t["content"] for t in s["transcript"] if t["speaker"] == "USER"]
+    assert users == ["So my number is", QUESTION], s["transcript"]
+    unfinished, finished = (r["metrics"]["end_of_turn_delay"] for r in _replies(s)[:2])
+    assert unfinished >= 2.5, s["transcript"]  # the whole max_delay (3 s): the caller had time to go on
+    assert finished < 1.0, s["transcript"]
+    assert heard - sent.last_speech_at < 5
+
+
+async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product)
+    wav = speech_wav(QUESTION)
+    fakes.script(llm_replies=["Nine to five."] * 30)  # short replies keep the call short
+    client, tok = await product.join(agent_id)
+    unanswered = []
+    try:
+        for n in range(30):
+            sent = await client.publish_wav(wav)
+            try:
+                await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.3, timeout=15)
+            except TimeoutError:
+                unanswered.append(n)
+                continue
+            await client.wait_for_quiet(quiet_s=0.6, timeout=30)
+    finally:
+        await client.disconnect()
+        fakes.script(llm_replies=[])
+    assert not unanswered, f"turns {unanswered} of 30 got no reply within 15 s"
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
+                                   timeout=30, what="ended")
+    speakers = [t["speaker"] for t in s["transcript"]]
+    assert speakers.count("USER") == 30 and speakers.count("AGENT") == 30, speakers
+    assert all(r["metrics"] and r["metrics"]["e2e_latency"] > 0 for r in _replies(s)), s["transcript"]
