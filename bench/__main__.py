@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,voice,ingest,costs,api] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,ingest,costs,api] [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "voice", "ingest", "costs", "api")
+SECTIONS = ("eot", "turns", "voice", "ingest", "costs", "api")
 
 
 def main() -> int:
@@ -28,6 +28,10 @@ def main() -> int:
         from . import end_of_turn
 
         asyncio.run(end_of_turn.run(results, quick=args.quick))
+    if "turns" in only:
+        from . import turns
+
+        asyncio.run(turns.run(results, quick=args.quick))
     if "voice" in only:
         from . import voice
 

@@ -29,6 +29,7 @@ from pipelines.pricing import PriceBook
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .recorder import SessionRecorder
+from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
 from .usage_spill import spill_path
 
@@ -161,6 +162,7 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder.providers = {"stt": pipeline.stt_providers, "llm": pipeline.llm_providers, "tts": pipeline.tts_providers}
     recorder.on_fatal = lambda kind, message: call.spawn(_fail_call(ctx, call, kind, message), "fail-call")
     recorder.attach(session)
+    TurnTrace(session_id).attach(session)
     session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
 
     def on_close(ev: Any) -> None:
