@@ -38,3 +38,15 @@ async def test_the_sweeper_spares_a_silent_session_whose_job_is_running_here(tmp
     assert store.read_sync(repo.get_row, dead)["end_reason"] == "orphaned"
     spared = store.read_sync(repo.get_row, running)
     assert spared["status"] == "active" and spared["last_activity_at"] > "2026-01-01T10:05:00.000000Z"
+
+
+async def test_the_sweeper_runs_before_the_worker_has_registered(tmp_path, store):
+    settings = Settings(data_dir=tmp_path, session_orphan_seconds=600, livekit_url="ws://127.0.0.1:9",
+                        livekit_api_key="k", livekit_api_secret="s" * 32)
+    _, stale = seed_call(store, "alice", started_at="2026-01-01T10:00:00.000000Z", ended_at=None)
+    store.write_sync(lambda db: db.execute("UPDATE sessions SET last_activity_at = '2026-01-01T10:05:00.000000Z' "
+                                           "WHERE id = ?", [stale]))
+    runtime = Runtime(settings, store)
+    runtime.server = runtime._build_server()  # built, not run: LiveKit has not seen it yet
+    assert await runtime.sweep_once() == 1
+    assert runtime.load.active_calls() == 0

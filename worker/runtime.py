@@ -79,10 +79,12 @@ class Runtime:
         return server
 
     def _active_calls(self) -> int:
-        return len(self.server.active_jobs) if self.server is not None else 0
+        return len(self.server.active_jobs) if self.server is not None and self.registered else 0
 
     def running_job_ids(self) -> set[str]:
-        if self.server is None:
+        # Before the server first registers (its process pool is built inside run()), no job can run here, and
+        # `active_jobs` would raise AttributeError: the sweeper's first pass at start failed on it.
+        if self.server is None or not self.registered:
             return set()
         return {j.job.id for j in self.server.active_jobs}
 
