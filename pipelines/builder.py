@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterable, AsyncIterator, Callable
 
-from livekit.agents import Agent, AgentSession, APIConnectOptions, inference, vad
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, ModelSettings, inference, vad
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
@@ -14,6 +15,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from .config import AgentSpec, ProvidersConfig
 from .registry import builder
+from .turn_clock import TurnClock
 from .turn_detector import TranscriptTurnDetector
 
 log = logging.getLogger("voxarena.pipeline")
@@ -124,12 +126,57 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
 
 
 class VoiceAgent(Agent):
-    """The agent as configured in the store: its system prompt and its greeting when it speaks first."""
+    """The agent as configured in the store: its system prompt and its greeting when it speaks first. Its pipeline
+    nodes are LiveKit's own, passed through, with a `TurnClock` marking each hop of every reply on the way."""
 
     def __init__(self, spec: AgentSpec) -> None:
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
         self.spec = spec
+        self.clock = TurnClock()
 
     async def on_enter(self) -> None:
+        self.session.on("agent_state_changed", self._on_agent_state)
         if self.spec.first_message_mode == "assistant_speaks_first" and self.spec.first_message:
             self.session.say(self.spec.first_message)
+
+    def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
+        if ev.new_state == "speaking":  # the first frame of the reply went out to the room
+            self.clock.mark("published")
+
+    async def on_user_turn_completed(self, turn_ctx: llm_base.ChatContext, new_message: llm_base.ChatMessage) -> None:
+        self.clock.end_of_turn()
+
+    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame],
+                       model_settings: ModelSettings) -> AsyncIterator[stt_base.SpeechEvent]:
+        clock = self.clock
+
+        async def tapped() -> AsyncIterator[rtc.AudioFrame]:
+            async for frame in audio:
+                clock.input_frame(frame.data)
+                yield frame
+
+        async for ev in Agent.default.stt_node(self, tapped(), model_settings):
+            if isinstance(ev, stt_base.SpeechEvent) and ev.type == stt_base.SpeechEventType.FINAL_TRANSCRIPT:
+                clock.stt_final()
+            yield ev
+
+    async def llm_node(self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool],
+                       model_settings: ModelSettings) -> AsyncIterator[Any]:
+        self.clock.mark("llm_request")
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            if (chunk if isinstance(chunk, str) else getattr(getattr(chunk, "delta", None), "content", None)):
+                self.clock.mark("llm_first_token")
+            yield chunk
+
+    async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[rtc.AudioFrame]:
+        clock = self.clock
+
+        async def watched() -> AsyncIterator[str]:
+            async for chunk in text:
+                if chunk:
+                    clock.mark("tts_first_text")
+                yield chunk
+
+        async for frame in Agent.default.tts_node(self, watched(), model_settings):
+            clock.mark("tts_first_audio")
+            yield frame

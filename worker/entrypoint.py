@@ -170,8 +170,10 @@ async def entrypoint(ctx: JobContext) -> None:
         call.spawn(_finish(ctx, call, reason, error), "finish")
 
     session.on("close", on_close)
+    agent = VoiceAgent(call.spec)
+    recorder.clock = agent.clock
     await session.start(
-        agent=VoiceAgent(call.spec),
+        agent=agent,
         room=ctx.room,
         room_options=room_io.RoomOptions(participant_identity=participant.identity, close_on_disconnect=True),
     )

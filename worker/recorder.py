@@ -16,6 +16,7 @@ from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, 
 from api.store import sessions as repo
 from api.store.db import Store
 from api.store.timefmt import to_iso
+from pipelines.turn_clock import TurnClock
 
 log = logging.getLogger("voxarena.recorder")
 
@@ -60,6 +61,7 @@ class SessionRecorder:
         self.providers = providers or {}
         self.provider_key = provider_key
         self.on_fatal: FatalHandler | None = None
+        self.clock: TurnClock | None = None  # the agent's per-hop marks (pipelines/turn_clock.py)
         self._last_user_metrics: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self.error: str | None = None
@@ -126,7 +128,8 @@ class SessionRecorder:
             self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
             speaker, turn = "USER", None
         else:
-            speaker, turn = "AGENT", turn_metrics(self._last_user_metrics, metrics) or None
+            timed = self.clock.take() if self.clock is not None else {}
+            speaker, turn = "AGENT", {**turn_metrics(self._last_user_metrics, metrics), **timed} or None
             providers = self._served_by(self._last_user_metrics, metrics)
             self._last_user_metrics = None
         self._write(

@@ -7,9 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from pipelines.turn_clock import MARKS
+
 from .common import Query
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
+
+
+class TurnHop(BaseModel):
+    mark: Literal[MARKS]  # type: ignore[valid-type]
+    at: float = Field(description="Seconds from the caller's last loud frame to this mark.")
+    seconds: float = Field(description="Seconds since the mark before it (the first: since the last loud frame).")
 
 
 class TurnMetrics(BaseModel):
@@ -19,7 +27,13 @@ class TurnMetrics(BaseModel):
     transcription_delay: float | None = None
     llm_ttft: float | None = Field(default=None, description="LLM time to first token.")
     tts_ttfb: float | None = Field(default=None, description="TTS time to first audio byte.")
-    e2e_latency: float | None = Field(default=None, description="End of user speech to first agent audio.")
+    e2e_latency: float | None = Field(default=None, description="LiveKit's end of user speech to first agent audio.")
+    voice_to_voice: float | None = Field(
+        default=None, description="The caller's last loud frame at the agent's STT tap to the agent's first frame "
+                                  "published to the room.")
+    hops: list[TurnHop] | None = Field(
+        default=None, description="Where voice_to_voice went: the reply's marks in the order they happened; their "
+                                  "`seconds` add up to voice_to_voice.")
 
 
 class TurnProviders(BaseModel):

@@ -71,7 +71,7 @@ def append_item(
     content: str,
     timestamp: str,
     interrupted: bool = False,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, Any] | None = None,
     providers: dict[str, str] | None = None,
 ) -> bool:
     """Append one final transcript item; the (session, item_key) pair makes a retried append a no-op."""

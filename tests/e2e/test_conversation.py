@@ -3,6 +3,7 @@ answered without dead air, an unfinished one is waited for, and a long call has 
 
 from __future__ import annotations
 
+from pipelines.turn_clock import MARKS
 from tests.harness.audio import speech_wav
 
 QUESTION = "What are your opening hours?"
@@ -58,15 +59,16 @@ async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
     wav = speech_wav(QUESTION)
     fakes.script(llm_replies=["Nine to five."] * 30)  # short replies keep the call short
     client, tok = await product.join(agent_id)
-    unanswered = []
+    unanswered, measured = [], []
     try:
         for n in range(30):
             sent = await client.publish_wav(wav)
             try:
-                await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.3, timeout=15)
+                heard = await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.3, timeout=15)
             except TimeoutError:
                 unanswered.append(n)
                 continue
+            measured.append(heard - sent.last_speech_at)
             await client.wait_for_quiet(quiet_s=0.6, timeout=30)
     finally:
         await client.disconnect()
@@ -76,4 +78,11 @@ async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
                                    timeout=30, what="ended")
     speakers = [t["speaker"] for t in s["transcript"]]
     assert speakers.count("USER") == 30 and speakers.count("AGENT") == 30, speakers
-    assert all(r["metrics"] and r["metrics"]["e2e_latency"] > 0 for r in _replies(s)), s["transcript"]
+    for reply, client_s in zip(_replies(s), measured):
+        m = reply["metrics"]
+        assert m["e2e_latency"] > 0 and m["voice_to_voice"] > 0, m
+        # every hop was timed, they add up to the stored voice-to-voice, and the agent cannot have answered later
+        # than the caller heard it (both are durations on this machine's monotonic clock)
+        assert sorted(h["mark"] for h in m["hops"]) == sorted(MARKS), m
+        assert abs(sum(h["seconds"] for h in m["hops"]) - m["voice_to_voice"]) <= 0.01, m
+        assert m["voice_to_voice"] <= client_s + 0.05, (m, client_s)
