@@ -8,9 +8,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 
 import aiohttp
 from livekit import rtc
+
+from pipelines.turn_clock import LOUD_DBFS, frame_dbfs
 
 RATE = 16000
 
@@ -22,6 +25,10 @@ class FloorAgent:
         self.source = rtc.AudioSource(RATE, 1, queue_size_ms=200)
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        # its own voice-to-voice per reply: last loud input frame to first reply frame handed to the room, as the
+        # product's TurnClock measures it
+        self.v2v: list[float] = []
+        self._last_loud: float | None = None
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
@@ -59,6 +66,8 @@ class FloorAgent:
 
         async def pump() -> None:
             async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+                if frame_dbfs(ev.frame.data) > LOUD_DBFS:
+                    self._last_loud = time.monotonic()
                 await stt.send_bytes(bytes(ev.frame.data))
 
         self._spawn(pump())
@@ -87,7 +96,7 @@ class FloorAgent:
                             reply.append(part["text"])
                             await tts.send_json({"text": part["text"] + " ", "context_id": "c"})
         await tts.send_json({"text": "", "context_id": "c", "flush": True})
-        pending = b""
+        pending, first = b"", True
         async for msg in tts:
             data = json.loads(msg.data)
             if data.get("audio"):
@@ -96,6 +105,9 @@ class FloorAgent:
                 if n:
                     pcm, pending = pending[:n], pending[n:]
                     await self.source.capture_frame(rtc.AudioFrame(pcm, RATE, 1, n // 2))
+                    if first and self._last_loud is not None:
+                        self.v2v.append(time.monotonic() - self._last_loud)
+                    first = False
             if data.get("isFinal"):
                 break
         await tts.close()
