@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,14 @@ def product_stack(name: str, script: dict[str, Any],
                   extra_env: dict[str, str]) -> Iterator[tuple[Product, LiveKitServer, FakesProcess]]:
     work = Path(os.environ.get("VOXARENA_BENCH_DIR", "/tmp/voxarena-bench")) / name
     work.mkdir(parents=True, exist_ok=True)
-    fakes = start_fakes(work / "fakes", script=script, api_key=KEY)
-    server = start_livekit_server(workdir=work / "livekit")
-    port = free_port("127.0.0.1")
-    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server, fakes_urls=fakes.urls,
-                      api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
-    try:
+    with ExitStack() as started:  # stopped in reverse order, whatever fails
+        fakes = start_fakes(work / "fakes", script=script, api_key=KEY)
+        started.callback(fakes.stop)
+        server = start_livekit_server(workdir=work / "livekit")
+        started.callback(server.stop)
+        port = free_port("127.0.0.1")
+        env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server,
+                          fakes_urls=fakes.urls, api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
         product = start_product(workdir=work / "product", port=port, env=env)
-    except BaseException:
-        server.stop()
-        fakes.stop()
-        raise
-    try:
+        started.callback(product.stop)
         yield product, server, fakes
-    finally:
-        product.stop()
-        server.stop()
-        fakes.stop()
