@@ -68,7 +68,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if rep.when != "call" or not rep.failed:
         return
     seen: set[int] = set()
-    for name, value in getattr(item, "funcargs", {}).items():
+    args = [(f"{name}[{i}]", v) for name, value in getattr(item, "funcargs", {}).items()
+            for i, v in (enumerate(value) if isinstance(value, tuple) else [("", value)])]
+    for name, value in args:
+        name = name.removesuffix("[]")
         if id(value) in seen:
             continue
         seen.add(id(value))

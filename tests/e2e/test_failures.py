@@ -104,8 +104,9 @@ async def test_a_fallback_stt_takes_over_when_the_primary_dies_mid_call(voice_st
     before = fakes.counters()
     # the open Deepgram socket dies, and every new one
     session_id = await _call_failing_over(product, fakes, agent_id, {"deepgram": "drop"}, asks_after=1)
-    s = await product.wait_session(session_id, "alice", lambda s: s["endedAt"] is not None, timeout=45,
-                                   what="ended")
+    # the analysis too: its LLM request must not land in the next test's counters
+    s = await product.wait_session(session_id, "alice", lambda s: s["analysisStatus"] in ("completed", "failed"),
+                                   timeout=45, what="ended and analysed")
     assert s["error"] is None and s["endReason"] == "participant_disconnected", s
     speakers = [t["speaker"] for t in s["transcript"]]
     assert speakers == ["AGENT", "USER", "AGENT", "USER", "AGENT"], s["transcript"]

@@ -28,7 +28,7 @@ def product_env(*, data_dir: Path, port: int, livekit: LiveKitServer, fakes_urls
         "VOXARENA_HOST": "127.0.0.1",
         "VOXARENA_PORT": str(port),
         "VOXARENA_WORKER_PORT": "0",
-        "VOXARENA_LOG_LEVEL": "INFO",
+        "VOXARENA_LOG_LEVEL": os.environ.get("VOXARENA_E2E_LOG_LEVEL", "INFO"),  # DEBUG: the turn trace too
         "VOXARENA_LIVEKIT_URL": livekit.url,
         "VOXARENA_LIVEKIT_API_KEY": livekit.api_key,
         "VOXARENA_LIVEKIT_API_SECRET": livekit.api_secret,
