@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, ModelSettings, inference, vad
+from livekit.agents import (Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, ModelSettings, inference,
+                            vad)
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
@@ -94,7 +95,7 @@ def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) 
         "endpointing": {"min_delay": min_delay, "max_delay": max_delay},
         # VAD-based barge-in: the adaptive detector is a cloud model. In `stt` mode the STT ends the turn while the
         # VAD, a few frames behind, is still inside the caller's speech: its stale "speaking" then cut the fresh
-        # reply before it played (4 of 120 turns unanswered in the bench). There a barge-in also needs a word.
+        # reply before it played (2 to 9 of 120 turns unanswered in the bench). There a barge-in also needs a word.
         "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5,
                          "min_words": 1 if mode == "stt" else 0},
     }
