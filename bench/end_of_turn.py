@@ -17,7 +17,7 @@ from tests.harness.product import Product
 
 from .common import Results, pct
 from .eot_corpus import COMPLETE, CORPUS, INCOMPLETE, VOICES, Conversation
-from .stack import product_stack
+from .stack import create_agent, product_stack
 
 WAITED = 1.0  # an unfinished turn must leave the caller at least this long to go on
 
@@ -25,12 +25,9 @@ WAITED = 1.0  # an unfinished turn must leave the caller at least this long to g
 async def _conversation(product: Product, fakes: Any, conv: Conversation, voice: str, wpm: int,
                         max_delay: float) -> list[dict[str, Any]]:
     fakes.script(stt_transcripts=[t.text for t in conv.turns], llm_replies=[t.reply for t in conv.turns])
-    status, agent = await product.request("POST", "/api/agents", "bench", json={
-        "name": f"eot {conv.name}", "systemPrompt": "You are a helpful phone agent.", "sttProvider": "deepgram",
-        "llmProvider": "gemini", "ttsProvider": "elevenlabs", "firstMessage": conv.opener,
-        "firstMessageMode": "assistant_speaks_first"})
-    assert status == 201, agent
-    client, tok = await product.join(agent["id"], "bench")
+    agent_id = await create_agent(product, f"eot {conv.name}", systemPrompt="You are a helpful phone agent.",
+                                  firstMessage=conv.opener, firstMessageMode="assistant_speaks_first")
+    client, tok = await product.join(agent_id, "bench")
     heard_after: list[float | None] = []
     try:
         t0 = time.monotonic()

@@ -34,3 +34,12 @@ def product_stack(name: str, script: dict[str, Any],
         product = start_product(workdir=work / "product", port=port, env=env)
         started.callback(product.stop)
         yield product, server, fakes
+
+
+async def create_agent(product: Product, name: str, **fields: Any) -> str:
+    """A Deepgram -> Gemini -> ElevenLabs agent of the bench user (the providers the fakes serve); returns its id."""
+    status, agent = await product.request("POST", "/api/agents", "bench", json={
+        "name": name, "systemPrompt": "Answer in one word.", "sttProvider": "deepgram", "llmProvider": "gemini",
+        "ttsProvider": "elevenlabs", **fields})
+    assert status == 201, agent
+    return agent["id"]

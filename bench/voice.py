@@ -20,7 +20,7 @@ from tests.harness.client import AudioRoomClient
 
 from .common import Results, median, pct
 from .floor_agent import FloorAgent
-from .stack import KEY, product_stack
+from .stack import KEY, create_agent, product_stack
 
 STT_MS, LLM_MS, TTS_MS = 100, 200, 150
 INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
@@ -134,10 +134,7 @@ async def run(results: Results, *, quick: bool = False) -> None:
 
 
 async def _run(results: Results, product, server, fakes, executor: str, quick: bool) -> None:
-    status, agent = await product.request("POST", "/api/agents", "bench", json={
-        "name": "bench", "systemPrompt": "Answer in one word.", "sttProvider": "deepgram",
-        "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
-    agent_id = agent["id"]
+    agent_id = await create_agent(product, "bench")
     single_turns = 40 if quick else 200
     # 1. one call at a time, with the floor measured in between, same run
     single: dict[str, Any] = {}
