@@ -9,25 +9,26 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from . import openapi
+from . import openapi, ownership  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
 from .keys import (AGENT_LISTS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE,
-                   VERIFIER, WORKER_CAPACITY)
+                   TENANTS, VERIFIER, WORKER_CAPACITY)
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
-from .routes import agents, costs, livekit, meta, sessions
-from .routing import Route, register
+from .routes import agents, apikeys, costs, livekit, meta, sessions, tenants
+from .routing import TENANCY, Route, register
 from .services.agents import AgentListCache
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
 from .store.db import Store
+from .tenancy import Tenants
 from .version import VERSION
 from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -55,7 +56,8 @@ def create_app(
 
     def is_public(request: web.Request) -> bool:
         path = request.path.rstrip("/") or "/"
-        return path in public_paths or not path.startswith("/api/")
+        guarded = path.startswith("/api/") or path == "/tenants" or path.startswith("/tenants/")
+        return path in public_paths or not guarded
 
     def http() -> aiohttp.ClientSession:
         return app[HTTP]
@@ -81,13 +83,16 @@ def create_app(
         leeway_seconds=settings.jwt_leeway_seconds,
     )
 
+    tenants = Tenants(lambda: app[STORE], settings)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(verifier, is_public)],
+        middlewares=[error_middleware, auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
     app[VERIFIER] = verifier
+    app[TENANTS] = tenants
+    app[TENANCY] = tenants.resolve
     app[AGENT_LISTS] = AgentListCache()
     app[STARTED] = time.monotonic()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit

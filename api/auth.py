@@ -34,8 +34,13 @@ LOCAL_ISSUER = "voxarena-local"
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a user (a verified JWT), or an API key acting for its tenant (then ``user_id`` is
+    ``key:<key id>`` and ``tenant_id`` is fixed)."""
+
     user_id: str
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    key_id: str | None = None
+    tenant_id: str | None = None
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -204,16 +209,32 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
-def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool]) -> Any:
+KeyVerify = Callable[[str, str | None], Awaitable[Principal]]
+API_KEY_PREFIX = "vxa_"
+
+
+def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool], verify_key: KeyVerify) -> Any:
+    """A bearer JWT, or an API key as `Authorization: Bearer vxa_...` (Phony) or `X-API-Key` (Autonomite, with
+    an optional `X-Client-ID` that must name one of the key's tenant's clients)."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         if is_public(request):
             return await handler(request)
+        client_id = request.headers.get("X-Client-ID")
+        api_key = request.headers.get("X-API-Key")
+        if api_key is not None:
+            request[PRINCIPAL] = await verify_key(api_key.strip(), client_id)
+            return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing bearer token")
-        request[PRINCIPAL] = await verifier.verify(token.strip())
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("missing bearer token or X-API-Key")
+        if token.startswith(API_KEY_PREFIX):
+            request[PRINCIPAL] = await verify_key(token, client_id)
+        else:
+            request[PRINCIPAL] = await verifier.verify(token)
         return await handler(request)
 
     return middleware

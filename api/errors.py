@@ -13,6 +13,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from .store.errors import ConflictError, LimitError, NotFoundError, StoreError
+
 log = logging.getLogger("voxarena.api")
 
 
@@ -39,6 +41,11 @@ class InvalidJson(BadRequest):
 class Unauthorized(ApiError):
     status_code = 401
     type = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    type = "forbidden"
 
 
 class NotFound(ApiError):
@@ -71,6 +78,17 @@ class ValidationFailed(ApiError):
     type = "validation_error"
 
 
+class TooManyRequests(ApiError):
+    status_code = 429
+    type = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int, type_: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+        if type_:
+            self.type = type_
+
+
 class Unavailable(ApiError):
     status_code = 503
     type = "service_unavailable"
@@ -95,6 +113,25 @@ def error_body(status: int, type_: str, detail: str, errors: list[dict[str, Any]
 def error_response(err: ApiError) -> web.Response:
     return web.json_response(error_body(err.status_code, err.type, err.detail, err.errors), status=err.status_code,
                              headers=err.headers or None)
+
+
+LIMIT_RETRY_AFTER_SECONDS = 5
+
+
+def from_store_error(e: StoreError) -> ApiError:
+    """The one mapping from the store's errors to HTTP."""
+    detail = str(e)
+    if isinstance(e, NotFoundError):
+        return NotFound(detail)
+    if isinstance(e, ConflictError):
+        return Conflict(detail)
+    if isinstance(e, LimitError):
+        if e.kind == "concurrency_limit":
+            return TooManyRequests(detail, retry_after=LIMIT_RETRY_AFTER_SECONDS, type_=e.kind)
+        err = Forbidden(detail)
+        err.type = e.kind
+        return err
+    return ApiError(detail)
 
 
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
@@ -130,6 +167,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         resp = await handler(request)
     except ApiError as e:
         return error_response(e)
+    except StoreError as e:
+        return error_response(from_store_error(e))
     except web.HTTPException as e:
         if e.status < 400:
             raise

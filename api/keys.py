@@ -15,10 +15,12 @@ from pipelines.pricing import PriceBook
 from .services.agents import AgentListCache
 from .settings import Settings
 from .store.db import Store
+from .tenancy import Tenants
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 VERIFIER = web.AppKey("verifier", Verifier)
+TENANTS = web.AppKey("tenants", Tenants)  # API keys, X-Tenant-ID, admins, tenant records
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .auth import Principal, principal
 from .errors import InvalidJson, ValidationFailed, from_validation_error
+from .tenancy import Tenancy
 
 
 @dataclass
@@ -30,11 +31,18 @@ class Call:
     query: Any
     params: dict[str, str]
     raw_body: Any = None
+    tenancy: Tenancy | None = None
 
     @property
     def user_id(self) -> str:
         assert self.principal is not None
         return self.principal.user_id
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant the request acts in: every row it reads or writes has this ``owner_id``."""
+        assert self.tenancy is not None, "route is not tenant-scoped"
+        return self.tenancy.id
 
 
 Handler = Callable[[Call], Awaitable[Any]]
@@ -56,7 +64,10 @@ class Route:
     public: bool = False
     raw: bool = False  # handler returns its own web.Response (webhooks, non-JSON)
     exact_numbers: bool = False  # JSON numbers with a fraction are parsed as Decimal, never float
-    owned_param: str | None = None  # path parameter naming an object owned by the caller
+    owned_param: str | None = None  # path parameter naming an object owned by the caller's tenant...
+    owns: str | None = None  # ...and the kind of object it is (a key of OWNERSHIP), checked before the handler runs
+    unowned: str = ""  # or why a path parameter names nothing the caller must own (e.g. a public webhook)
+    tenant_scoped: bool = True  # resolve the caller's tenant (X-Tenant-ID) and refuse a suspended one
     errors: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses with the same body (e.g. 200 for an idempotent replay)
 
@@ -68,6 +79,19 @@ class Route:
         if self.nullable:
             tp = tp | None
         return TypeAdapter(tp)
+
+
+# kind -> async check(call, id) raising the store's NotFoundError (or NotFound) unless the caller may see it.
+OwnershipCheck = Callable[["Call", str], Awaitable[None]]
+OWNERSHIP: dict[str, OwnershipCheck] = {}
+
+
+def ownership(kind: str) -> Callable[[OwnershipCheck], OwnershipCheck]:
+    def register_check(fn: OwnershipCheck) -> OwnershipCheck:
+        OWNERSHIP[kind] = fn
+        return fn
+
+    return register_check
 
 
 _PARAM = re.compile(r"{(\w+)}")
@@ -105,22 +129,47 @@ def _read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise from_validation_error(e, where="query") from None
 
 
+TenancyResolver = Callable[[web.Request, Principal], Awaitable[Tenancy]]
+TENANCY = web.AppKey("tenancy_resolver", TenancyResolver)
+
+
+def check_declared(route: Route) -> None:
+    """A route naming an object in its path says what it is (and the table checks the caller may see it), or says
+    why it needs no check."""
+    params = path_params(route.path)
+    if not params:
+        return
+    if route.owns is None and not route.unowned:
+        raise ValueError(f"{route.method} {route.path}: declare owns= (and owned_param=) or unowned=")
+    if route.owns is not None:
+        if route.owned_param not in params:
+            raise ValueError(f"{route.method} {route.path}: owned_param must name one of {params}")
+        if route.public:
+            raise ValueError(f"{route.method} {route.path}: a public route cannot check ownership")
+
+
 def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    check_declared(route)
     adapter = route.response_adapter() if route.response is not None and not route.raw else None
+    check = None
+    if route.owns is not None:
+        check = OWNERSHIP.get(route.owns)
+        if check is None:
+            raise ValueError(f"{route.method} {route.path}: no ownership check registered for {route.owns!r}")
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        body = raw_body = None
+        who = None if route.public else principal(request)
+        tenancy = None
+        if who is not None and route.tenant_scoped:
+            tenancy = await request.app[TENANCY](request, who)
+        call = Call(request=request, principal=who, body=None, query=None, params=dict(request.match_info),
+                    tenancy=tenancy)
+        if check is not None:
+            await check(call, call.params[route.owned_param])  # before the body is read: not yours, 404
         if route.body is not None:
-            body, raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
-        query = _read_query(request, route.query) if route.query is not None else None
-        call = Call(
-            request=request,
-            principal=None if route.public else principal(request),
-            body=body,
-            query=query,
-            params=dict(request.match_info),
-            raw_body=raw_body,
-        )
+            call.body, call.raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
+        if route.query is not None:
+            call.query = _read_query(request, route.query)
         result = await route.handler(call)
         if route.raw:
             return result

@@ -54,6 +54,11 @@ class Settings:
         default=(),
         metadata={"doc": "Comma-separated origins accepted in the token's `azp` claim; empty accepts any."},
     )
+    admin_users: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Comma-separated user ids (JWT `sub`) of platform admins: they manage every tenant "
+                         "(`/tenants`); local accounts made with `voxarena user create --admin` are admins too."},
+    )
     jwks_min_refresh_seconds: float = field(
         default=60.0,
         metadata={"doc": "A token with an unknown `kid` triggers at most one JWKS refetch per this interval."},
@@ -160,6 +165,8 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if isinstance(self.clerk_authorized_parties, str):
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
+        if isinstance(self.admin_users, str):
+            object.__setattr__(self, "admin_users", _split(self.admin_users))
         if self.job_executor not in {"process", "thread"}:
             raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process' or 'thread', not {self.job_executor!r}")
         if self.turn_detection not in TURN_DETECTION_MODES:

@@ -3,6 +3,8 @@ invalid output, failure stored with its reason, and the analysis's own tokens me
 
 from __future__ import annotations
 
+from tests.api.seed import tenant_of
+
 import pytest
 
 from api.store import sessions as repo
@@ -32,20 +34,20 @@ async def test_invalid_output_is_retried_once_then_the_analysis_is_stored(gemini
     fakes, model = gemini
     fakes.update_script(llm_json_replies=["this is not json", {**ANALYSIS, "sentiment_score": 7}, ANALYSIS])
     agent_id, sid = seed_call(store, "alice")
-    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id="alice", session_id=sid, agent_id=agent_id,
+    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
                       stt_provider="deepgram", stt_model=None)
     result = await run_and_store(store, sid, model, meter=meter)
     assert result is None  # both attempts invalid (not JSON, then a score outside 0..1)
     row = store.read_sync(lambda db: next(db.query("SELECT * FROM analyses WHERE session_id = ?", [sid])))
     assert row["status"] == "failed" and row["attempts"] == 2 and "sentiment_score" in row["error"]
-    assert store.read_sync(repo.get_analysis, "alice", sid) is None
-    tokens = store.read_sync(ledger.session_breakdown, "alice", sid)["events"]
+    assert store.read_sync(repo.get_analysis, tenant_of("alice"), sid) is None
+    tokens = store.read_sync(ledger.session_breakdown, tenant_of("alice"), sid)["events"]
     assert sum(e["quantity"] for e in tokens if e["token_kind"] == "input") == fakes.counters()["gemini"]["prompt_tokens"]
 
     fakes.update_script(llm_json_replies=["{broken", ANALYSIS])
     result = await run_and_store(store, sid, model)
     assert result is not None and result.model_dump() == ANALYSIS
-    assert store.read_sync(repo.get_analysis, "alice", sid) == ANALYSIS
+    assert store.read_sync(repo.get_analysis, tenant_of("alice"), sid) == ANALYSIS
 
 
 async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_billed(gemini, store):
@@ -54,11 +56,11 @@ async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_bi
     # the agent greeted; the caller said nothing
     store.write_sync(lambda db: repo.append_item(db, session_id=sid, item_key="greeting", speaker="AGENT",
                                                  content="Hello! How can I help?", timestamp="2026-11-22T10:00:00.000000Z"))
-    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id="alice", session_id=sid, agent_id=agent_id,
+    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
                       stt_provider="deepgram", stt_model=None)
     assert await run_and_store(store, sid, model, meter=meter) is None
     assert fakes.counters()["gemini"].get("requests", 0) == 0
-    s = store.read_sync(repo.get, "alice", sid)
+    s = store.read_sync(repo.get, tenant_of("alice"), sid)
     assert s["analysisStatus"] == "skipped" and "never spoke" in s["analysisError"] and s["analysis"] is None
-    assert store.read_sync(repo.get_analysis, "alice", sid) is None
-    assert store.read_sync(ledger.session_breakdown, "alice", sid)["events"] == []
+    assert store.read_sync(repo.get_analysis, tenant_of("alice"), sid) is None
+    assert store.read_sync(ledger.session_breakdown, tenant_of("alice"), sid)["events"] == []

@@ -9,7 +9,7 @@ from api.store import usage as ledger
 from api.store.db import Store
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
-from tests.api.seed import seed_call
+from tests.api.seed import seed_call, tenant_of
 from tests.test_metering import usage
 from worker.usage_sink import StoreUsageSink
 from worker.usage_spill import ingest_spilled, spill_path
@@ -21,7 +21,7 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
     _, session_id = seed_call(store, "alice")
     spill_file = spill_path(tmp_path / "data", "AJ_job/1")
     sink = StoreUsageSink(store, spill_file=spill_file, attempts=2, backoff_seconds=0.01)
-    m = CallMeter(PriceBook.load(), sink, owner_id="alice", session_id=session_id, agent_id="a1",
+    m = CallMeter(PriceBook.load(), sink, owner_id=tenant_of("alice"), session_id=session_id, agent_id="a1",
                   key_scope=f"{session_id}/AJ_job")
     m.on_usage(usage(1000, 200, 3000))
     await m.flush_usage()
@@ -39,7 +39,7 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
     try:
         assert await ingest_spilled(fresh, spill_file.parent) == 4  # llm in/out, tts, stt
         assert not spill_file.exists()
-        before = fresh.read_sync(ledger.session_breakdown, "alice", session_id)
+        before = fresh.read_sync(ledger.session_breakdown, tenant_of("alice"), session_id)
         events = before["events"]
 
         def qty(event_type, kind=None):
@@ -51,6 +51,6 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
         # the same file again (as if a crash came between the commit and the delete): nothing new, same totals
         spill_file.write_text(spilled)
         assert await ingest_spilled(fresh, spill_file.parent) == 0
-        assert fresh.read_sync(ledger.session_breakdown, "alice", session_id) == before
+        assert fresh.read_sync(ledger.session_breakdown, tenant_of("alice"), session_id) == before
     finally:
         fresh.close()

@@ -15,7 +15,7 @@ from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
-from api.errors import NotFound
+from api.store.errors import NotFoundError
 from api.settings import Settings
 from api.store import agents as agents_repo
 from api.store import sessions as sessions_repo
@@ -95,7 +95,7 @@ async def entrypoint(ctx: JobContext) -> None:
     try:
         meta = DispatchMeta.parse(ctx.job.metadata)
         row = await store.read(agents_repo.get_any_owner, meta.agent_id)
-    except (BadDispatch, NotFound) as e:
+    except (BadDispatch, NotFoundError) as e:
         log.error("job %s refused: %s", ctx.job.id, e)
         ctx.shutdown(reason=str(e))
         return

@@ -1,50 +1,103 @@
-"""/api/agents: CRUD on the caller's agents."""
+"""/api/agents (001, with 002's and 003's fields added) and /api/v1/agents (002's snake_case shape): CRUD on the
+tenant's agents. Both paths are one set of agents."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from ..keys import AGENT_LISTS, STORE
 from ..routing import Call, Route
-from ..schemas.agents import Agent, AgentCreate, AgentList, AgentUpdate
-from ..schemas.common import Success
+from ..schemas.agents import (Agent, AgentCreate, AgentList, AgentQuery, AgentUpdate, AgentV1, AgentV1Create,
+                              AgentV1Query, AgentV1Update, agent_v1_wire, agent_wire, storage)
+from ..schemas.common import Deleted
 from ..services import agents as service
 from ..store import agents as repo
 
 
 async def list_agents(call: Call) -> web.Response:
     app = call.request.app
-    payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.user_id)
+    q: AgentQuery = call.query
+    if q.tenant_id is not None and q.tenant_id != call.tenant_id:
+        payload = AgentList(agents=[], total=0).model_dump_json().encode()
+    elif q.status is None and q.type is None:
+        payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.tenant_id)
+    else:
+        listed = await app[STORE].read(service.list_wire, call.tenant_id, status=q.status, agent_type=q.type)
+        payload = AgentList.model_validate(listed).model_dump_json().encode()
     return web.Response(body=payload, content_type="application/json")
 
 
-async def create_agent(call: Call) -> dict:
+async def _write(call: Call, fn: Any, *args: Any) -> Any:
     app = call.request.app
-    return await service.write(app[STORE], app[AGENT_LISTS], call.user_id, repo.create, call.body.model_dump())
+    return await service.write(app[STORE], app[AGENT_LISTS], call.tenant_id, fn, *args)
+
+
+async def create_agent(call: Call) -> dict:
+    data = {k: v for k, v in call.body.model_dump().items() if v is not None}
+    return agent_wire(await _write(call, repo.create, storage(data)))
 
 
 async def get_agent(call: Call) -> dict:
-    return await call.request.app[STORE].read(repo.get, call.user_id, call.params["id"])
+    return agent_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
 
 
 async def update_agent(call: Call) -> dict:
-    app = call.request.app
-    return await service.write(app[STORE], app[AGENT_LISTS], call.user_id, repo.update, call.params["id"],
-                               call.body.changes())
+    return agent_wire(await _write(call, repo.update, call.params["id"], storage(call.body.changes())))
 
 
 async def delete_agent(call: Call) -> dict:
-    app = call.request.app
-    await service.write(app[STORE], app[AGENT_LISTS], call.user_id, repo.delete, call.params["id"])
-    return {"success": True}
+    await _write(call, repo.delete, call.params["id"])
+    return {"success": True, "message": "Agent deleted successfully"}
 
+
+# ---- /api/v1/agents (002) ----
+
+async def list_v1(call: Call) -> list:
+    q: AgentV1Query = call.query
+    rows = await call.request.app[STORE].read(repo.list_, call.tenant_id, client_id=q.client_id, enabled=q.active)
+    return [agent_v1_wire(r) for r in rows]
+
+
+async def create_v1(call: Call) -> dict:
+    return agent_v1_wire(await _write(call, repo.create, call.body.to_storage()))
+
+
+async def get_v1(call: Call) -> dict:
+    return agent_v1_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["agent_id"]))
+
+
+async def update_v1(call: Call) -> dict:
+    return agent_v1_wire(await _write(call, repo.update, call.params["agent_id"], call.body.to_storage()))
+
+
+async def delete_v1(call: Call) -> dict:
+    await _write(call, repo.delete, call.params["agent_id"])
+    return {"success": True, "message": "Agent deleted successfully"}
+
+
+_OWN = {"owns": "agent", "owned_param": "id"}
+_OWN_V1 = {"owns": "agent", "owned_param": "agent_id"}
 
 ROUTES = [
-    # The list is served as the cached bytes (raw), still documented and checked against AgentList.
-    Route("GET", "/api/agents", list_agents, "List your agents", "agents", response=AgentList, raw=True),
-    Route("POST", "/api/agents", create_agent, "Create an agent", "agents", response=Agent, body=AgentCreate, status=201),
-    Route("GET", "/api/agents/{id}", get_agent, "Get an agent", "agents", response=Agent, owned_param="id"),
+    # The unfiltered list is served as the cached bytes (raw), still documented and checked against AgentList.
+    Route("GET", "/api/agents", list_agents, "List your agents", "agents", response=AgentList, query=AgentQuery,
+          raw=True),
+    Route("POST", "/api/agents", create_agent, "Create an agent", "agents", response=Agent, body=AgentCreate,
+          status=201, errors=(403, 409)),
+    Route("GET", "/api/agents/{id}", get_agent, "Get an agent", "agents", response=Agent, **_OWN),
     Route("PUT", "/api/agents/{id}", update_agent, "Update an agent", "agents", response=Agent, body=AgentUpdate,
-          owned_param="id"),
-    Route("DELETE", "/api/agents/{id}", delete_agent, "Delete an agent", "agents", response=Success, owned_param="id"),
+          errors=(409,), **_OWN),
+    Route("DELETE", "/api/agents/{id}", delete_agent, "Delete an agent", "agents", response=Deleted, **_OWN),
+    Route("GET", "/api/v1/agents", list_v1, "List agents (Autonomite shape)", "agents-v1", response=AgentV1,
+          many=True, query=AgentV1Query),
+    Route("POST", "/api/v1/agents", create_v1, "Create an agent (Autonomite shape)", "agents-v1",
+          response=AgentV1, body=AgentV1Create, status=201, errors=(403, 409)),
+    Route("GET", "/api/v1/agents/{agent_id}", get_v1, "Get an agent (Autonomite shape)", "agents-v1",
+          response=AgentV1, **_OWN_V1),
+    Route("PUT", "/api/v1/agents/{agent_id}", update_v1, "Update an agent (Autonomite shape)", "agents-v1",
+          response=AgentV1, body=AgentV1Update, errors=(409,), **_OWN_V1),
+    Route("DELETE", "/api/v1/agents/{agent_id}", delete_v1, "Delete an agent", "agents-v1", response=Deleted,
+          **_OWN_V1),
 ]

@@ -28,7 +28,7 @@ async def post_usage_event(call: Call) -> web.Response:
     # The body's id is the idempotency key itself, so it is not part of what must match on a replay.
     body_hash = ledger.request_hash({k: v for k, v in call.raw_body.items() if k != "id"})
     wire, created = await app[STORE].write(
-        usage_service.ingest, app[PRICEBOOK], call.user_id, call.body, header_key, body_hash
+        usage_service.ingest, app[PRICEBOOK], call.tenant_id, call.body, header_key, body_hash, call.user_id
     )
     return web.json_response(UsageEvent.model_validate(wire).model_dump(mode="json"), status=201 if created else 200,
                              headers={} if created else {"Idempotent-Replayed": "true"})
@@ -36,23 +36,23 @@ async def post_usage_event(call: Call) -> web.Response:
 
 async def cost_summary(call: Call) -> dict:
     month_start = today_utc().replace(day=1).isoformat()
-    return await call.request.app[STORE].read(ledger.summary, call.user_id, month_start)
+    return await call.request.app[STORE].read(ledger.summary, call.tenant_id, month_start)
 
 
 async def cost_timeline(call: Call) -> list:
     q: TimelineQuery = call.query
     start, end = date_bounds(q)
-    return await call.request.app[STORE].read(ledger.timeline, call.user_id, q.period, start, end)
+    return await call.request.app[STORE].read(ledger.timeline, call.tenant_id, q.period, start, end)
 
 
 async def cost_by_agent(call: Call) -> list:
-    return await call.request.app[STORE].read(ledger.by_agent, call.user_id)
+    return await call.request.app[STORE].read(ledger.by_agent, call.tenant_id)
 
 
 async def session_cost_breakdown(call: Call) -> dict:
     q: BreakdownQuery = call.query
     breakdown = await call.request.app[STORE].read(
-        lambda db: ledger.session_breakdown(db, call.user_id, call.params["id"], limit=q.events_limit,
+        lambda db: ledger.session_breakdown(db, call.tenant_id, call.params["id"], limit=q.events_limit,
                                             offset=q.events_offset))
     return {**breakdown, "events_limit": q.events_limit, "events_offset": q.events_offset}
 
@@ -66,5 +66,5 @@ ROUTES = [
           response=TimelinePoint, many=True, query=TimelineQuery),
     Route("GET", "/api/costs/by-agent", cost_by_agent, "Costs per agent", "costs", response=AgentCost, many=True),
     Route("GET", "/api/sessions/{id}/cost-breakdown", session_cost_breakdown, "One session's usage and costs",
-          "costs", response=SessionCostBreakdown, query=BreakdownQuery, owned_param="id"),
+          "costs", response=SessionCostBreakdown, query=BreakdownQuery, owns="session", owned_param="id"),
 ]

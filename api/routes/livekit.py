@@ -22,6 +22,14 @@ log = logging.getLogger("voxarena.livekit")
 RETRY_AFTER_SECONDS = 5
 
 
+def refuse_unavailable_agent(agent: dict) -> None:
+    """A disabled (002) or inactive (003) agent takes no calls."""
+    if not agent["enabled"]:
+        raise Conflict(f"agent {agent['id']} is disabled")
+    if agent["status"] != "active":
+        raise Conflict(f"agent {agent['id']} is {agent['status']}")
+
+
 def _gateway(request: web.Request):
     gw = request.app.get(LIVEKIT)
     if gw is None or not gw.configured:
@@ -33,7 +41,8 @@ async def livekit_token(call: Call) -> dict:
     body: TokenRequest = call.body
     gw = _gateway(call.request)
     store = call.request.app[STORE]
-    await store.read(agents_repo.get, call.user_id, body.agentId)
+    agent = await store.read(agents_repo.get_row, call.tenant_id, body.agentId)
+    refuse_unavailable_agent(agent)
     capacity = call.request.app.get(WORKER_CAPACITY)
     if capacity is not None:
         full = await capacity()
@@ -44,14 +53,15 @@ async def livekit_token(call: Call) -> dict:
     identity = f"caller-{uuid.uuid4().hex[:8]}"
 
     def reserve(db) -> None:
-        # A room belongs to one user while a call is live in it: another user's token must not join it.
-        if sessions_repo.room_taken_by_other(db, room, call.user_id):
+        # A room belongs to one tenant while a call is live in it: another tenant's token must not join it.
+        if sessions_repo.room_taken_by_other(db, room, call.tenant_id):
             raise Conflict(f"room {room} is in use")
-        sessions_repo.create(db, owner_id=call.user_id, agent_id=body.agentId, session_id=session_id,
+        sessions_repo.reserve_call_slot(db, call.tenant_id)
+        sessions_repo.create(db, owner_id=call.tenant_id, agent_id=body.agentId, session_id=session_id,
                              room_name=room, direction="inbound")
 
     await store.write(reserve)
-    metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.user_id, "direction": "inbound"}
+    metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
     try:
         dispatch_id = await gw.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
@@ -90,7 +100,7 @@ def _event_dict(event: lk.WebhookEvent) -> dict:
 
 ROUTES = [
     Route("POST", "/api/livekit/token", livekit_token, "A LiveKit token to call one of your agents", "livekit",
-          response=TokenResponse, body=TokenRequest, errors=(404, 409, 503)),
+          response=TokenResponse, body=TokenRequest, errors=(404, 409, 429, 503)),
     Route("POST", "/api/livekit/webhook", livekit_webhook, "LiveKit webhook receiver (signed by LiveKit)", "livekit",
           response=WebhookAck, public=True, errors=(401, 503)),
 ]

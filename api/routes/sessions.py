@@ -51,32 +51,32 @@ async def list_sessions(call: Call) -> dict:
     start, end = date_bounds(q)
     return await call.request.app[STORE].read(
         lambda db: repo.list_(
-            db, call.user_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction
+            db, call.tenant_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction
         )
     )
 
 
 async def get_session(call: Call) -> dict:
-    return await call.request.app[STORE].read(repo.get, call.user_id, call.params["id"])
+    return await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"])
 
 
 async def get_session_transcripts(call: Call) -> list:
-    return await call.request.app[STORE].read(repo.transcript, call.user_id, call.params["id"])
+    return await call.request.app[STORE].read(repo.transcript, call.tenant_id, call.params["id"])
 
 
 async def get_session_analysis(call: Call) -> dict | None:
-    return await call.request.app[STORE].read(repo.get_analysis, call.user_id, call.params["id"])
+    return await call.request.app[STORE].read(repo.get_analysis, call.tenant_id, call.params["id"])
 
 
 async def dashboard_metrics(call: Call) -> dict:
     today = today_utc()
 
     def read(db) -> dict:
-        metrics = repo.dashboard(db, call.user_id)
-        metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.user_id, today.isoformat()))
+        metrics = repo.dashboard(db, call.tenant_id)
+        metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, today.isoformat()))
         metrics["costThisMonth"] = usage_repo.usd(
-            usage_repo.costs_since(db, call.user_id, today.replace(day=1).isoformat()))
-        metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, call.user_id, "0000-00-00"))
+            usage_repo.costs_since(db, call.tenant_id, today.replace(day=1).isoformat()))
+        metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, "0000-00-00"))
         return metrics
 
     return await call.request.app[STORE].read(read)
@@ -86,11 +86,11 @@ ROUTES = [
     Route("GET", "/api/sessions", list_sessions, "List your call sessions", "sessions", response=SessionList,
           query=SessionQuery),
     Route("GET", "/api/sessions/{id}", get_session, "Get a session with its transcript", "sessions",
-          response=Session, owned_param="id"),
+          response=Session, owns="session", owned_param="id"),
     Route("GET", "/api/sessions/{id}/transcripts", get_session_transcripts, "The transcript items of a session",
-          "sessions", response=TranscriptItem, many=True, owned_param="id"),
+          "sessions", response=TranscriptItem, many=True, owns="session", owned_param="id"),
     Route("GET", "/api/sessions/{id}/analysis", get_session_analysis, "Post-call analysis (null until it exists)",
-          "sessions", response=CallAnalysis, nullable=True, owned_param="id"),
+          "sessions", response=CallAnalysis, nullable=True, owns="session", owned_param="id"),
     Route("GET", "/api/dashboard/metrics", dashboard_metrics, "Dashboard counters", "dashboard",
           response=DashboardMetrics),
 ]

@@ -1,12 +1,16 @@
-"""Agent wire models (001: Agent { id, name, systemPrompt, sttProvider, llmProvider, ttsProvider, createdAt, updatedAt })."""
+"""Agent wire models. 001: Agent { id, name, systemPrompt, sttProvider, llmProvider, ttsProvider, createdAt,
+updatedAt } (camelCase, canonical), with Autonomite's (002) and Phony's (003) fields added in camelCase: slug,
+description, enabled, clientId, voiceSettings, type, status, contextData, phoneNumber, totalCalls, totalMinutes.
+``/api/agents`` bodies also accept 003's snake_case names (``system_prompt``, ``context_data``, ``voice``, ...).
+``/api/v1/agents`` serves 002's snake_case shape."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_validator
 
-from .common import FirstMessageMode, LlmProvider, RequestBody, SttProvider, TtsProvider
+from .common import FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
 
 _NAME = Field(min_length=1, max_length=200)
 _PROMPT = Field(max_length=100_000)
@@ -25,17 +29,64 @@ FallbackStt = Annotated[list[SttProvider], Field(max_length=MAX_FALLBACKS), Afte
 FallbackLlm = Annotated[list[LlmProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
 FallbackTts = Annotated[list[TtsProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
 _ERROR_MESSAGE = Field(default=None, min_length=1, max_length=1_000)
+_SLUG = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_DESCRIPTION = Field(default=None, max_length=2_000)
+_PHONE = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")
+_ID = Field(default=None, min_length=1, max_length=200)
+AgentType = Literal["inbound", "outbound"]
+AgentStatus = Literal["active", "inactive"]
 
 
-class AgentCreate(RequestBody):
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+class VoiceSettings(RequestBody):
+    """002's voice settings. ``voice_id`` is the agent's voice when ``voiceId`` is not set; ``provider`` and
+    ``temperature`` are kept as given."""
+
+    provider: str | None = Field(default=None, min_length=1, max_length=64)
+    voice_id: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+def _context_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    import json
+
+    if value is not None and len(json.dumps(value)) > 32_768:
+        raise ValueError("context data is limited to 32 KiB of JSON")
+    return value
+
+
+ContextData = Annotated[dict[str, Any] | None, AfterValidator(_context_size)]
+
+
+class _AgentExtras(RequestBody):
+    """The fields 002 and 003 add to an agent, in camelCase with their own snake_case names accepted too."""
+
+    slug: str | None = _SLUG
+    description: str | None = _DESCRIPTION
+    enabled: bool | None = None
+    clientId: str | None = Field(default=None, min_length=1, max_length=200,
+                                 validation_alias=_alias("clientId", "client_id"))
+    voiceSettings: VoiceSettings | None = Field(default=None, validation_alias=_alias("voiceSettings",
+                                                                                     "voice_settings"))
+    type: AgentType | None = None
+    status: AgentStatus | None = None
+    contextData: ContextData = Field(default=None, validation_alias=_alias("contextData", "context_data"))
+    phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$",
+                                    validation_alias=_alias("phoneNumber", "phone_number"))
+
+
+class AgentCreate(_AgentExtras):
     name: str = _NAME
-    systemPrompt: str = _PROMPT
+    systemPrompt: str = Field(max_length=100_000, validation_alias=_alias("systemPrompt", "system_prompt"))
     sttProvider: SttProvider = "deepgram"
     llmProvider: LlmProvider = "gemini"
     ttsProvider: TtsProvider = "elevenlabs"
     firstMessage: str | None = Field(default=None, max_length=10_000)
     firstMessageMode: FirstMessageMode = "assistant_waits"
-    voiceId: str | None = _MODEL
+    voiceId: str | None = Field(default=None, min_length=1, max_length=200, validation_alias=_alias("voiceId", "voice"))
     sttModel: str | None = _MODEL
     llmModel: str | None = _MODEL
     ttsModel: str | None = _MODEL
@@ -46,17 +97,18 @@ class AgentCreate(RequestBody):
     errorMessage: str | None = _ERROR_MESSAGE
 
 
-class AgentUpdate(RequestBody):
+class AgentUpdate(_AgentExtras):
     """PUT and PATCH: every field optional; what is sent replaces what is stored."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    systemPrompt: str | None = Field(default=None, max_length=100_000)
+    systemPrompt: str | None = Field(default=None, max_length=100_000,
+                                     validation_alias=_alias("systemPrompt", "system_prompt"))
     sttProvider: SttProvider | None = None
     llmProvider: LlmProvider | None = None
     ttsProvider: TtsProvider | None = None
     firstMessage: str | None = Field(default=None, max_length=10_000)
     firstMessageMode: FirstMessageMode | None = None
-    voiceId: str | None = _MODEL
+    voiceId: str | None = Field(default=None, min_length=1, max_length=200, validation_alias=_alias("voiceId", "voice"))
     sttModel: str | None = _MODEL
     llmModel: str | None = _MODEL
     ttsModel: str | None = _MODEL
@@ -68,7 +120,8 @@ class AgentUpdate(RequestBody):
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> "AgentUpdate":
-        for name in ("name", "systemPrompt", "sttProvider", "llmProvider", "ttsProvider", "firstMessageMode"):
+        for name in ("name", "systemPrompt", "sttProvider", "llmProvider", "ttsProvider", "firstMessageMode",
+                     "enabled", "type", "status"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -98,8 +151,142 @@ class Agent(BaseModel):
         description="What the agent says before it ends a call on a provider failure (null: a default apology).")
     createdAt: str
     updatedAt: str
+    slug: str = Field(description="Unique within the tenant; made from the name when not given.")
+    description: str | None
+    enabled: bool = Field(description="A disabled agent takes no calls (409).")
+    clientId: str | None
+    voiceSettings: dict[str, Any] | None
+    type: AgentType
+    status: AgentStatus = Field(description="An inactive agent takes no calls (409).")
+    contextData: dict[str, Any] | None
+    phoneNumber: str | None
+    totalCalls: int = Field(description="Calls the agent has taken (read-only).")
+    totalMinutes: float = Field(description="Their total length in minutes (read-only).")
 
 
 class AgentList(BaseModel):
     agents: list[Agent]
     total: int
+
+
+# ---- wire <-> storage ----
+
+_WIRE_COLUMNS = {"name": "name", "systemPrompt": "system_prompt", "sttProvider": "stt_provider",
+                 "llmProvider": "llm_provider", "ttsProvider": "tts_provider", "firstMessage": "first_message",
+                 "firstMessageMode": "first_message_mode", "slug": "slug", "description": "description",
+                 "enabled": "enabled", "clientId": "client_id", "type": "agent_type", "status": "status",
+                 "contextData": "context_data", "phoneNumber": "phone_number"}
+_CONFIG = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
+           "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings")
+_LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
+
+
+def storage(data: dict[str, Any]) -> dict[str, Any]:
+    """Wire names (camelCase) to the repository's storage terms; only the keys present are carried over."""
+    out: dict[str, Any] = {}
+    for wire, col in _WIRE_COLUMNS.items():
+        if wire in data:
+            out[col] = data[wire]
+    for key in _CONFIG:
+        if key in data:
+            out[key] = data[key]
+    settings = out.get("voiceSettings")
+    if isinstance(settings, dict):
+        out["voiceSettings"] = {k: v for k, v in settings.items() if v is not None} or None
+        if settings.get("voice_id") and not data.get("voiceId"):
+            out["voiceId"] = settings["voice_id"]
+    return out
+
+
+def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
+    """001's Agent, with the added fields."""
+    config = rec["config"]
+    out = {wire: rec[col] for wire, col in _WIRE_COLUMNS.items()}
+    out.update({"id": rec["id"], "createdAt": rec["created_at"], "updatedAt": rec["updated_at"],
+                "totalCalls": rec["total_calls"], "totalMinutes": rec["total_minutes"]})
+    for key in _CONFIG:
+        out[key] = config.get(key)
+    for key in _LISTS:
+        out[key] = list(out[key] or [])
+    return out
+
+
+class AgentV1(BaseModel):
+    """002's agent (snake_case)."""
+
+    id: str
+    slug: str
+    name: str
+    description: str | None
+    client_id: str | None
+    enabled: bool
+    voice_settings: dict[str, Any] | None
+    system_prompt: str
+    status: AgentStatus
+    type: AgentType
+    created_at: str
+    updated_at: str
+
+
+def agent_v1_wire(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"id": rec["id"], "slug": rec["slug"], "name": rec["name"], "description": rec["description"],
+            "client_id": rec["client_id"], "enabled": rec["enabled"],
+            "voice_settings": rec["config"].get("voiceSettings"), "system_prompt": rec["system_prompt"],
+            "status": rec["status"], "type": rec["agent_type"], "created_at": rec["created_at"],
+            "updated_at": rec["updated_at"]}
+
+
+class AgentV1Create(RequestBody):
+    name: str = _NAME
+    slug: str | None = _SLUG
+    description: str | None = _DESCRIPTION
+    system_prompt: str = Field(default="", max_length=100_000)
+    voice_settings: VoiceSettings | None = None
+    client_id: str | None = _ID
+    enabled: bool = True
+
+    def to_storage(self) -> dict[str, Any]:
+        return storage({"name": self.name, "slug": self.slug, "description": self.description,
+                        "systemPrompt": self.system_prompt, "enabled": self.enabled, "clientId": self.client_id,
+                        "voiceSettings": self.voice_settings.model_dump() if self.voice_settings else None,
+                        "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
+
+
+class AgentV1Update(RequestBody):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    slug: str | None = _SLUG
+    description: str | None = _DESCRIPTION
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    voice_settings: VoiceSettings | None = None
+    client_id: str | None = _ID
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> "AgentV1Update":
+        for name in ("name", "system_prompt", "enabled"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def to_storage(self) -> dict[str, Any]:
+        names = {"name": "name", "slug": "slug", "description": "description", "system_prompt": "systemPrompt",
+                 "client_id": "clientId", "enabled": "enabled", "voice_settings": "voiceSettings"}
+        data: dict[str, Any] = {}
+        for field in self.model_fields_set:
+            value = getattr(self, field)
+            data[names[field]] = value.model_dump() if isinstance(value, BaseModel) else value
+        return storage(data)
+
+
+class AgentV1Query(Query):
+    client_id: str | None = Field(default=None, max_length=200)
+    active: bool | None = None
+
+
+class AgentQuery(Query):
+    """003's filters on GET /api/agents."""
+
+    status: AgentStatus | None = None
+    type: AgentType | None = None
+    tenant_id: str | None = Field(default=None, max_length=200, description="Must be the tenant the request acts "
+                                  "in (X-Tenant-ID or the personal one); another tenant's id lists nothing.")

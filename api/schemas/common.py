@@ -38,3 +38,7 @@ class ErrorBody(BaseModel):
 
 class Success(BaseModel):
     success: bool
+
+
+class Deleted(Success):
+    message: str = "deleted"

@@ -52,7 +52,8 @@ class UsageEventIn(BaseModel):
 class UsageEvent(BaseModel):
     id: str
     session_id: str | None
-    user_id: str
+    user_id: str = Field(description="The owning tenant's id (kept under its first name; see tenant_id).")
+    tenant_id: str
     agent_id: str | None
     provider: str
     model: str | None

@@ -2,7 +2,9 @@
 
 ``GET /api/agents`` is the dashboard's most frequent read and changes only when one of the owner's agents is
 created, updated or deleted. All of those go through this process's store writer (job processes only read agents),
-so dropping the owner's entry when such a write finishes keeps the cache exact. A hit is a dict lookup: no
+so dropping the owner's entry when such a write finishes keeps the agents exact. The read-only call counters
+(``totalCalls``, ``totalMinutes``) change when a call ends, often in a job process, so an entry also expires after
+``ttl_seconds``: the counters lag the last call by at most that. A hit is a dict lookup: no
 reader-thread hop, no pydantic.
 """
 
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
 import sqlite_utils
 from pydantic import TypeAdapter
 
-from ..schemas.agents import AgentList
+from ..schemas.agents import AgentList, agent_wire
 from ..store import agents as repo
 from ..store.db import Store
 
@@ -30,8 +33,11 @@ class AgentListCache:
     write (and may have seen the old rows) can never store its result after the write's invalidation. Invalidation
     runs on the store's writer thread, hence the lock."""
 
-    def __init__(self, *, max_bytes: int = 32 * 1024 * 1024, max_entry_bytes: int | None = None) -> None:
+    def __init__(self, *, max_bytes: int = 32 * 1024 * 1024, max_entry_bytes: int | None = None,
+                 ttl_seconds: float = 5.0) -> None:
         self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self._expires: dict[str, float] = {}
         self.max_entry_bytes = max_bytes // 4 if max_entry_bytes is None else max_entry_bytes
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
@@ -49,6 +55,9 @@ class AgentListCache:
         with self._lock:
             payload = self._entries.get(owner)
             if payload is not None:
+                if time.monotonic() >= self._expires[owner]:
+                    self._drop(owner)
+                    return None
                 self._entries.move_to_end(owner)
             return payload
 
@@ -67,6 +76,7 @@ class AgentListCache:
                 return False
             self._drop(owner)
             self._entries[owner] = payload
+            self._expires[owner] = time.monotonic() + self.ttl_seconds
             self._bytes += len(payload)
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
@@ -92,13 +102,19 @@ class AgentListCache:
 
     def _drop(self, owner: str) -> None:
         payload = self._entries.pop(owner, None)
+        self._expires.pop(owner, None)
         if payload is not None:
             self._bytes -= len(payload)
 
 
+def list_wire(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> dict[str, Any]:
+    agents = [agent_wire(r) for r in repo.list_(db, owner_id, **filters)]
+    return {"agents": agents, "total": len(agents)}
+
+
 def _list_json(db: sqlite_utils.Database, owner_id: str) -> bytes:
     # Serialised on the reader thread, exactly as the route table would have serialised the record.
-    return _LIST.dump_json(_LIST.validate_python(repo.list_(db, owner_id)))
+    return _LIST.dump_json(_LIST.validate_python(list_wire(db, owner_id)))
 
 
 async def list_json(store: Store, cache: AgentListCache, owner_id: str) -> bytes:

@@ -40,8 +40,8 @@ def build_event(book: PriceBook, owner_id: str, body: UsageEventIn, key: str, at
 
 
 def ingest(db: sqlite_utils.Database, book: PriceBook, owner_id: str, body: UsageEventIn, header_key: str | None,
-           body_hash: str) -> tuple[dict[str, Any], bool]:
-    if body.user_id is not None and body.user_id != owner_id:
+           body_hash: str, user_id: str) -> tuple[dict[str, Any], bool]:
+    if body.user_id is not None and body.user_id != user_id:
         raise ValidationFailed("body user_id: must be the authenticated user (or omitted)")
     if header_key and body.id and header_key != body.id:
         raise ValidationFailed("Idempotency-Key header and body id differ")

@@ -1,52 +1,78 @@
-"""Agents repository: synchronous functions over a ``sqlite_utils.Database``, run on the store's threads."""
+"""Agents repository: synchronous functions over a ``sqlite_utils.Database``, run on the store's threads.
+
+Records are plain dicts in storage terms (snake_case columns, ``config`` parsed); the wire shapes of 001
+(camelCase) and 002 (snake_case) are made from them in ``api/schemas/agents.py``."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from typing import Any
 
 import sqlite_utils
 
-from ..errors import NotFound
+from .errors import ConflictError, LimitError, NotFoundError
+from .tenants import slugify
 from .timefmt import now_iso
 
+# Per-agent settings kept in the ``config`` JSON column (its keys are storage keys, not a wire shape).
 CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
-               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage")
-LIST_KEYS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
-COLUMNS = {
-    "name": "name",
-    "systemPrompt": "system_prompt",
-    "sttProvider": "stt_provider",
-    "llmProvider": "llm_provider",
-    "ttsProvider": "tts_provider",
-    "firstMessage": "first_message",
-    "firstMessageMode": "first_message_mode",
-}
+               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings")
+COLUMNS = ("name", "system_prompt", "stt_provider", "llm_provider", "tts_provider", "first_message",
+           "first_message_mode", "slug", "description", "enabled", "client_id", "agent_type", "status",
+           "context_data", "phone_number")
+_LIVE = "deleted_at IS NULL"
 
 
-def to_wire(row: dict[str, Any]) -> dict[str, Any]:
-    config = json.loads(row["config"] or "{}")
-    out = {
-        "id": row["id"],
-        "name": row["name"],
-        "systemPrompt": row["system_prompt"],
-        "sttProvider": row["stt_provider"],
-        "llmProvider": row["llm_provider"],
-        "ttsProvider": row["tts_provider"],
-        "firstMessage": row["first_message"],
-        "firstMessageMode": row["first_message_mode"],
-        "createdAt": row["created_at"],
-        "updatedAt": row["updated_at"],
-    }
-    for key in CONFIG_KEYS:
-        out[key] = config.get(key)
-    for key in LIST_KEYS:
-        out[key] = list(out[key] or [])
+def record(row: dict[str, Any], stats: tuple[int, int] | None = None) -> dict[str, Any]:
+    out = dict(row)
+    out["config"] = json.loads(row["config"] or "{}")
+    out["context_data"] = json.loads(row["context_data"]) if row.get("context_data") else None
+    out["enabled"] = bool(row.get("enabled", 1))
+    calls, ms = stats or (0, 0)
+    out["total_calls"] = calls
+    out["total_minutes"] = round((ms or 0) / 60_000, 2)
     return out
 
 
+def _stats(db: sqlite_utils.Database, owner_id: str, agent_id: str | None = None) -> dict[str, tuple[int, int]]:
+    where, args = "owner_id = ? AND status != 'pending'", [owner_id]
+    if agent_id is not None:
+        where, args = where + " AND agent_id = ?", [*args, agent_id]
+    return {r[0]: (r[1], r[2] or 0) for r in db.execute(
+        f"SELECT agent_id, COUNT(*), SUM(duration_ms) FROM sessions WHERE {where} GROUP BY agent_id", args)}
+
+
+def _storable(data: dict[str, Any]) -> dict[str, Any]:
+    out = {k: data[k] for k in COLUMNS if k in data}
+    if "context_data" in out:
+        out["context_data"] = None if out["context_data"] is None else json.dumps(out["context_data"])
+    if "enabled" in out:
+        out["enabled"] = int(bool(out["enabled"]))
+    return out
+
+
+def _unique_slug(db: sqlite_utils.Database, owner_id: str, base: str, *, exclude: str | None = None) -> str:
+    taken = {r[0] for r in db.execute(
+        f"SELECT slug FROM agents WHERE owner_id = ? AND {_LIVE} AND id IS NOT ? AND (slug = ? OR slug LIKE ?)",
+        [owner_id, exclude, base, base + "-%"])}
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _check_agent_limit(db: sqlite_utils.Database, owner_id: str) -> None:
+    row = db.execute("SELECT max_agents FROM tenants WHERE id = ?", [owner_id]).fetchone()
+    if row is not None and row[0] is not None and count(db, owner_id) >= row[0]:
+        raise LimitError(f"the tenant's limit of {row[0]} agents is reached", kind="tenant_limit")
+
+
 def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` in storage terms: COLUMNS plus CONFIG_KEYS. A slug given is kept (409 if taken), else one is
+    made from the name."""
+    _check_agent_limit(db, owner_id)
     now = now_iso()
     row = {
         "id": str(uuid.uuid4()),
@@ -54,66 +80,82 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
         "config": json.dumps({k: data.get(k) for k in CONFIG_KEYS if data.get(k) is not None}),
         "created_at": now,
         "updated_at": now,
+        **_storable(data),
     }
-    for wire, col in COLUMNS.items():
-        row[col] = data.get(wire)
-    row["first_message_mode"] = row["first_message_mode"] or "assistant_waits"
+    row["first_message_mode"] = row.get("first_message_mode") or "assistant_waits"
+    if not row.get("slug"):
+        row["slug"] = _unique_slug(db, owner_id, slugify(row["name"]))
     cols = ", ".join(row)
-    db.execute(f"INSERT INTO agents ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-    return to_wire(row)
+    try:
+        db.execute(f"INSERT INTO agents ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    except sqlite3.IntegrityError as e:
+        if "slug" in str(e):
+            raise ConflictError(f"slug {row['slug']!r} is taken by another agent") from None
+        raise
+    return get(db, owner_id, row["id"])
 
 
 def get_row(db: sqlite_utils.Database, owner_id: str, agent_id: str) -> dict[str, Any]:
-    rows = list(
-        db.query(
-            "SELECT * FROM agents WHERE id = ? AND owner_id = ? AND deleted_at IS NULL", [agent_id, owner_id]
-        )
-    )
+    rows = list(db.query(f"SELECT * FROM agents WHERE id = ? AND owner_id = ? AND {_LIVE}", [agent_id, owner_id]))
     if not rows:
-        raise NotFound(f"agent {agent_id} not found")
+        raise NotFoundError(f"agent {agent_id} not found")
     return rows[0]
 
 
 def get(db: sqlite_utils.Database, owner_id: str, agent_id: str) -> dict[str, Any]:
-    return to_wire(get_row(db, owner_id, agent_id))
+    return record(get_row(db, owner_id, agent_id), _stats(db, owner_id, agent_id).get(agent_id))
+
+
+def get_by_slug(db: sqlite_utils.Database, owner_id: str, slug: str) -> dict[str, Any]:
+    rows = list(db.query(f"SELECT * FROM agents WHERE owner_id = ? AND slug = ? AND {_LIVE}", [owner_id, slug]))
+    if not rows:
+        raise NotFoundError(f"agent {slug!r} not found")
+    return record(rows[0], _stats(db, owner_id, rows[0]["id"]).get(rows[0]["id"]))
 
 
 def get_any_owner(db: sqlite_utils.Database, agent_id: str) -> dict[str, Any]:
     """For the worker: the job's dispatch metadata names the agent, and the owner comes with the row."""
     rows = list(db.query("SELECT * FROM agents WHERE id = ?", [agent_id]))
     if not rows:
-        raise NotFound(f"agent {agent_id} not found")
+        raise NotFoundError(f"agent {agent_id} not found")
     return rows[0]
 
 
-def list_(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
-    rows = list(
-        db.query(
-            "SELECT * FROM agents WHERE owner_id = ? AND deleted_at IS NULL ORDER BY created_at DESC, id",
-            [owner_id],
-        )
-    )
-    return {"agents": [to_wire(r) for r in rows], "total": len(rows)}
+def list_(db: sqlite_utils.Database, owner_id: str, *, status: str | None = None, agent_type: str | None = None,
+          client_id: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
+    where, args = ["owner_id = ?", _LIVE], [owner_id]
+    for column, value in (("status", status), ("agent_type", agent_type), ("client_id", client_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if enabled is not None:
+        where.append("enabled = ?")
+        args.append(int(enabled))
+    rows = list(db.query(f"SELECT * FROM agents WHERE {' AND '.join(where)} ORDER BY created_at DESC, id", args))
+    stats = _stats(db, owner_id) if rows else {}
+    return [record(r, stats.get(r["id"])) for r in rows]
 
 
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     row = get_row(db, owner_id, agent_id)
-    sets: dict[str, Any] = {}
-    for wire, col in COLUMNS.items():
-        if wire in changes:
-            sets[col] = changes[wire]
+    sets = _storable(changes)
     config_changes = {k: changes[k] for k in CONFIG_KEYS if k in changes}
     if config_changes:
         config = json.loads(row["config"] or "{}")
         config.update(config_changes)
         sets["config"] = json.dumps({k: v for k, v in config.items() if v is not None})
+    if "slug" in sets and not sets["slug"]:
+        sets["slug"] = _unique_slug(db, owner_id, slugify(sets.get("name") or row["name"]), exclude=agent_id)
     sets["updated_at"] = now_iso()
     assignments = ", ".join(f"{c} = ?" for c in sets)
-    db.execute(
-        f"UPDATE agents SET {assignments} WHERE id = ? AND owner_id = ?", [*sets.values(), agent_id, owner_id]
-    )
-    row.update(sets)
-    return to_wire(row)
+    try:
+        db.execute(f"UPDATE agents SET {assignments} WHERE id = ? AND owner_id = ?",
+                   [*sets.values(), agent_id, owner_id])
+    except sqlite3.IntegrityError as e:
+        if "slug" in str(e):
+            raise ConflictError(f"slug {sets['slug']!r} is taken by another agent") from None
+        raise
+    return get(db, owner_id, agent_id)
 
 
 def delete(db: sqlite_utils.Database, owner_id: str, agent_id: str) -> None:
@@ -123,6 +165,4 @@ def delete(db: sqlite_utils.Database, owner_id: str, agent_id: str) -> None:
 
 
 def count(db: sqlite_utils.Database, owner_id: str) -> int:
-    return db.execute(
-        "SELECT COUNT(*) FROM agents WHERE owner_id = ? AND deleted_at IS NULL", [owner_id]
-    ).fetchone()[0]
+    return db.execute(f"SELECT COUNT(*) FROM agents WHERE owner_id = ? AND {_LIVE}", [owner_id]).fetchone()[0]

@@ -1,20 +1,27 @@
 """Versioned schema migrations, applied in order at start, each in its own transaction.
 
-Every row carries ``owner_id`` (the Clerk user id today; a tenant's id once tenants land). Timestamps are ISO 8601
+Every row carries ``owner_id``: the id of the tenant that owns it (since version 5; before that, the user's id:
+version 5 moved each user's rows into their personal tenant). Timestamps are ISO 8601
 UTC text of fixed width (``2026-01-02T03:04:05.123456Z``) so they sort as text. Money is integer nano-USD.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
+from typing import Callable
+
 import sqlite_utils
 
+from .tenants import personal_tenant_id, slugify
 from .timefmt import now_iso
 
 log = logging.getLogger("voxarena.store")
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+Step = str | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[tuple[int, str, Step]] = [
     (
         1,
         "core schema",
@@ -277,7 +284,103 @@ DROP TABLE analyses;
 ALTER TABLE analyses_v4 RENAME TO analyses;
 """,
     ),
+    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields", lambda conn: _v5(conn)),
 ]
+
+# Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
+OWNED_TABLES = ("agents", "sessions", "transcript_items", "analyses", "usage_events", "cost_rollups",
+                "session_costs", "outbound_calls", "call_events", "callback_deliveries", "user_secrets")
+
+V5_SCHEMA = """
+CREATE TABLE tenants (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  subdomain TEXT UNIQUE COLLATE NOCASE,
+  status TEXT NOT NULL CHECK (status IN ('trial', 'active', 'suspended')),
+  personal_of TEXT UNIQUE,
+  max_agents INTEGER,
+  max_concurrent_calls INTEGER,
+  rate_limit_rps REAL,
+  billing_email TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE tenant_members (
+  tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+  user_id TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('owner', 'member')),
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX tenant_members_user ON tenant_members(user_id);
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  prefix TEXT NOT NULL,
+  key_hash TEXT NOT NULL UNIQUE,
+  created_by TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  last_used_at TEXT,
+  revoked_at TEXT
+);
+CREATE INDEX api_keys_owner ON api_keys(owner_id, created_at);
+CREATE TABLE clients (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  domain TEXT,
+  active INTEGER NOT NULL DEFAULT 1,
+  settings TEXT NOT NULL DEFAULT '{}',
+  secrets TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX clients_owner ON clients(owner_id, created_at);
+ALTER TABLE agents ADD COLUMN slug TEXT;
+ALTER TABLE agents ADD COLUMN description TEXT;
+ALTER TABLE agents ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE agents ADD COLUMN client_id TEXT;
+ALTER TABLE agents ADD COLUMN agent_type TEXT NOT NULL DEFAULT 'inbound' CHECK (agent_type IN ('inbound', 'outbound'));
+ALTER TABLE agents ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'inactive'));
+ALTER TABLE agents ADD COLUMN context_data TEXT;
+ALTER TABLE agents ADD COLUMN phone_number TEXT;
+CREATE INDEX sessions_live_owner ON sessions(owner_id) WHERE status != 'ended';
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in re.split(r";\s*\n", script) if s.strip()]
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    for statement in _statements(V5_SCHEMA):
+        conn.execute(statement)
+    owners: set[str] = set()
+    for table in OWNED_TABLES:
+        owners.update(r[0] for r in conn.execute(f"SELECT DISTINCT owner_id FROM {table}"))
+    now = now_iso()
+    for user in sorted(owners):
+        tenant = personal_tenant_id(user)
+        conn.execute("INSERT INTO tenants (id, name, status, personal_of, created_at, updated_at) "
+                     "VALUES (?, ?, 'active', ?, ?, ?)", [tenant, user, user, now, now])
+        conn.execute("INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+                     [tenant, user, now])
+        for table in OWNED_TABLES:
+            conn.execute(f"UPDATE {table} SET owner_id = ? WHERE owner_id = ?", [tenant, user])
+    # Every agent gets a slug from its name, unique within its tenant (deleted agents keep theirs, unindexed).
+    taken: dict[str, set[str]] = {}
+    for agent_id, owner, name, deleted in conn.execute(
+            "SELECT id, owner_id, name, deleted_at FROM agents ORDER BY created_at, id").fetchall():
+        slug = slugify(name)
+        if deleted is None:
+            used = taken.setdefault(owner, set())
+            base, n = slug, 2
+            while slug in used:
+                slug, n = f"{base}-{n}", n + 1
+            used.add(slug)
+        conn.execute("UPDATE agents SET slug = ? WHERE id = ?", [slug, agent_id])
+    conn.execute("CREATE UNIQUE INDEX agents_slug ON agents(owner_id, slug) WHERE deleted_at IS NULL")
 
 
 def migrate(db: sqlite_utils.Database) -> list[int]:
@@ -293,10 +396,20 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
         log.info("applying migration %d: %s", version, name)
         stamp = now_iso()
         try:
-            db.conn.executescript(
-                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO _migrations(version, name, applied_at) "
-                f"VALUES ({version}, '{name}', '{stamp}');\nCOMMIT;"
-            )
+            if callable(sql):
+                db.conn.execute("BEGIN IMMEDIATE")
+                if db.execute("SELECT 1 FROM _migrations WHERE version = ?", [version]).fetchone():
+                    db.conn.execute("ROLLBACK")  # another process applied it while we waited for the lock
+                    continue
+                sql(db.conn)
+                db.conn.execute("INSERT INTO _migrations(version, name, applied_at) VALUES (?, ?, ?)",
+                                [version, name, stamp])
+                db.conn.execute("COMMIT")
+            else:
+                db.conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO _migrations(version, name, applied_at) "
+                    f"VALUES ({version}, '{name}', '{stamp}');\nCOMMIT;"
+                )
         except sqlite3.Error:
             if db.conn.in_transaction:
                 db.conn.execute("ROLLBACK")

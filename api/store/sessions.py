@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ..errors import NotFound
+from .errors import LimitError, NotFoundError
 from .timefmt import now_iso, parse_iso, today_utc, day_start
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
@@ -49,7 +49,7 @@ def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = N
     else:
         rows = list(db.query("SELECT * FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]))
     if not rows:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     return rows[0]
 
 
@@ -77,7 +77,7 @@ def append_item(
     """Append one final transcript item; the (session, item_key) pair makes a retried append a no-op."""
     owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if owner is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     cur = db.execute(
         "INSERT OR IGNORE INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
         "metrics, providers, timestamp) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -107,7 +107,7 @@ def end(
     """Close a session once; later calls (a replayed webhook, the sweeper, the job's own end) change nothing."""
     row = db.execute("SELECT started_at, ended_at FROM sessions WHERE id = ?", [session_id]).fetchone()
     if row is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     if row[1] is not None:
         if error:
             db.execute("UPDATE sessions SET error = COALESCE(error, ?) WHERE id = ?", [error, session_id])
@@ -152,7 +152,7 @@ def store_analysis(
 ) -> None:
     owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if owner is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     values: dict[str, Any] = {k: None for k in ANALYSIS_FIELDS}
     if result is not None:
         values.update(result)
@@ -171,7 +171,7 @@ def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) ->
     """The call has nothing to analyse (the caller never spoke, no agent ever joined): not run, not billed."""
     owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if owner is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     db.execute(
         "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, error, attempts, created_at) "
         "VALUES (?,?,?,?,?,?)",
@@ -334,3 +334,15 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     }
 
 
+
+
+def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
+    """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way)."""
+    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended'", [owner_id]).fetchone()[0]
+
+
+def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
+    """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it."""
+    row = db.execute("SELECT max_concurrent_calls FROM tenants WHERE id = ?", [owner_id]).fetchone()
+    if row is not None and row[0] is not None and live_calls(db, owner_id) >= row[0]:
+        raise LimitError(f"the tenant's limit of {row[0]} concurrent calls is reached", kind="concurrency_limit")

@@ -13,7 +13,7 @@ import sqlite_utils
 
 from pipelines import pricing
 
-from ..errors import Conflict, NotFound
+from .errors import ConflictError, NotFoundError
 from .timefmt import now_iso, to_iso
 
 COLUMNS = ("id", "owner_id", "session_id", "agent_id", "provider", "model", "event_type", "token_kind", "quantity",
@@ -104,7 +104,7 @@ def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_h
                              [event["owner_id"], event["idempotency_key"]]))
     if existing:
         if existing[0]["request_hash"] != request_hash:
-            raise Conflict(f"idempotency key {event['idempotency_key']!r} was already used with a different body")
+            raise ConflictError(f"idempotency key {event['idempotency_key']!r} was already used with a different body")
         return existing[0], False
     record_events(db, [event], request_hash)
     return next(db.query("SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
@@ -120,6 +120,7 @@ def event_wire(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "session_id": row["session_id"],
         "user_id": row["owner_id"],
+        "tenant_id": row["owner_id"],
         "agent_id": row["agent_id"],
         "provider": row["provider"],
         "model": row["model"],
@@ -219,7 +220,7 @@ def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str,
     """The session's totals over all its events, and ``limit`` of the events themselves (all if None) after the
     first ``offset``, oldest first."""
     if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]).fetchone() is None:
-        raise NotFound(f"session {session_id} not found")
+        raise NotFoundError(f"session {session_id} not found")
     # The session is the caller's (checked above), so its events are too: filtering on the session alone keeps
     # the planner on the session index. One read transaction, so the page and the totals see the same events.
     db.execute("SAVEPOINT breakdown")

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from api.schemas.agents import storage
 from api.store import agents, sessions
 from api.store.db import Store
+from api.store.tenants import personal_tenant_id
+
+AGENT_WIRE = {"name": "A", "systemPrompt": "p", "sttProvider": "deepgram", "llmProvider": "gemini",
+              "ttsProvider": "elevenlabs", "firstMessageMode": "assistant_waits"}
+
+
+def tenant_of(user: str) -> str:
+    """The personal tenant a user's requests act in when they send no X-Tenant-ID."""
+    return personal_tenant_id(user)
+
+
+def seed_agent(store: Store, user: str, **changes) -> dict:
+    return store.write_sync(agents.create, tenant_of(user), storage({**AGENT_WIRE, **changes}))
 
 ANALYSIS = {"summary": "Caller asked about hours.", "sentiment": "positive", "sentiment_score": 0.8,
             "topics": ["hours"], "outcome": "resolved", "action_items": ["send schedule"]}
@@ -12,10 +26,10 @@ ANALYSIS = {"summary": "Caller asked about hours.", "sentiment": "positive", "se
 def seed_call(store: Store, owner: str, *, started_at: str = "2026-01-10T10:00:00.000000Z",
               ended_at: str | None = "2026-01-10T10:01:05.400000Z", direction: str = "inbound",
               agent_id: str | None = None, analysis: dict | None = None, turns: int = 1) -> tuple[str, str]:
+    """Seeds a call in the personal tenant of the user ``owner``."""
     if agent_id is None:
-        agent_id = store.write_sync(agents.create, owner, {
-            "name": "A", "systemPrompt": "p", "sttProvider": "deepgram", "llmProvider": "gemini",
-            "ttsProvider": "elevenlabs", "firstMessageMode": "assistant_waits"})["id"]
+        agent_id = seed_agent(store, owner)["id"]
+    owner = tenant_of(owner)
     sid = store.write_sync(lambda db: sessions.create(
         db, owner_id=owner, agent_id=agent_id, room_name=f"room-{started_at}", direction=direction,
         status="active", started_at=started_at))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from api.schemas.agents import storage
+from tests.api.seed import tenant_of
+
 import asyncio
 import json
 import threading
@@ -40,7 +43,7 @@ async def test_agent_crud_round_trip_serves_the_contract_shapes(client, auth):
     assert (await patch.json())["firstMessage"] is None
 
     deleted = await client.delete(f"/api/agents/{agent['id']}", headers=h)
-    assert await deleted.json() == {"success": True}
+    assert await deleted.json() == {"success": True, "message": "Agent deleted successfully"}  # 003 adds message
     await assert_error(await client.get(f"/api/agents/{agent['id']}", headers=h), 404, "not_found")
     assert await (await client.get("/api/agents/", headers=h)).json() == {"agents": [], "total": 0}
 
@@ -128,14 +131,14 @@ async def test_a_repeated_list_is_served_from_the_cache_and_every_write_shows_in
     h = auth("alice")
     assert await _list(client, h) == {"agents": [], "total": 0}
     assert await _list(client, h) == {"agents": [], "total": 0}
-    assert list_reads == ["alice"]
+    assert list_reads == [tenant_of("alice")]
 
     first = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
     assert await _list(client, h) == {"agents": [first], "total": 1}
     second = await (await client.post("/api/agents", json={**AGENT, "name": "Second"}, headers=h)).json()
     assert await _list(client, h) == {"agents": [second, first], "total": 2}
     assert await _list(client, h) == {"agents": [second, first], "total": 2}
-    assert list_reads == ["alice"] * 3
+    assert list_reads == [tenant_of("alice")] * 3
 
     updated = await (await client.put(f"/api/agents/{first['id']}", json={"name": "Renamed"}, headers=h)).json()
     assert (await _list(client, h))["agents"] == [second, updated]
@@ -144,7 +147,7 @@ async def test_a_repeated_list_is_served_from_the_cache_and_every_write_shows_in
     assert (await client.delete(f"/api/agents/{first['id']}", headers=h)).status == 200
     assert await _list(client, h) == {"agents": [patched], "total": 1}
     assert await _list(client, h) == {"agents": [patched], "total": 1}
-    assert list_reads == ["alice"] * 6
+    assert list_reads == [tenant_of("alice")] * 6
 
 
 async def test_a_refused_write_changes_nothing_and_the_list_still_matches_the_store(client, auth, store, list_reads):
@@ -153,7 +156,7 @@ async def test_a_refused_write_changes_nothing_and_the_list_still_matches_the_st
     listed = await _list(client, h)
     await assert_error(await client.put(f"/api/agents/{agent['id']}", json={"name": None}, headers=h), 422)
     await assert_error(await client.delete("/api/agents/nope", headers=h), 404)
-    assert await _list(client, h) == listed == store.read_sync(agents_repo.list_, "alice")
+    assert await _list(client, h) == listed == store.read_sync(agents_service.list_wire, tenant_of("alice"))
 
 
 async def test_owners_never_see_each_others_cached_list_and_one_owners_write_keeps_the_others_entry(
@@ -166,7 +169,7 @@ async def test_owners_never_see_each_others_cached_list_and_one_owners_write_kee
     assert await _list(client, bob) == {"agents": [theirs], "total": 1}
     assert await _list(client, alice) == {"agents": [mine], "total": 1}
     # bob's write invalidated bob's list only
-    assert list_reads == ["alice", "bob", "bob"]
+    assert list_reads == [tenant_of("alice"), tenant_of("bob"), tenant_of("bob")]
     # someone else's agent cannot be written through its id, and the failed attempt leaves both lists right
     await assert_error(await client.put(f"/api/agents/{mine['id']}", json={"name": "stolen"}, headers=bob), 404)
     await assert_error(await client.delete(f"/api/agents/{mine['id']}", headers=bob), 404)
@@ -199,7 +202,7 @@ async def test_a_list_read_before_a_write_never_fills_the_cache_after_it(client,
 
 async def test_a_write_whose_caller_is_cancelled_still_invalidates_once_it_commits(store):
     cache = AgentListCache()
-    agent = store.write_sync(agents_repo.create, "alice", AGENT)
+    agent = store.write_sync(agents_repo.create, "alice", storage(AGENT))
     running, release = threading.Event(), threading.Event()
 
     def slow_rename(db, owner_id, agent_id):

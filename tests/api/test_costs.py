@@ -10,22 +10,19 @@ from api.store import usage as ledger
 from api.store.timefmt import now_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook, PricingError, cost_nanos
-from tests.api.seed import seed_call
+from tests.api.seed import seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
 BOOK = PriceBook.load()
 
-
 def nanos(usd: str) -> int:
     return int(Decimal(usd) * 10**9)
-
 
 async def _post(client, h, body, key=None):
     headers = dict(h)
     if key:
         headers["Idempotency-Key"] = key
     return await client.post("/api/usage/events", json=body, headers=headers)
-
 
 async def test_an_event_is_priced_from_the_price_book_and_served_in_every_cost_view(client, auth, store):
     agent_id, sid = seed_call(store, "alice", started_at=now_iso(), ended_at=None)
@@ -34,7 +31,7 @@ async def test_an_event_is_priced_from_the_price_book_and_served_in_every_cost_v
                                 "quantity": 2.5}, key="k1")
     assert r.status == 201
     ev = await r.json()
-    assert ev["provider"] == "deepgram" and ev["agent_id"] == agent_id and ev["user_id"] == "alice"
+    assert ev["provider"] == "deepgram" and ev["agent_id"] == agent_id and ev["user_id"] == tenant_of("alice") == ev["tenant_id"]
     assert ev["unit_cost"] == 0.0043 and ev["total_cost"] == 0.01075 and ev["total_cost_nanos"] == 10_750_000
     assert ev["priced"] and ev["price_version"].startswith(BOOK.version)
     r = await _post(client, h, {"session_id": sid, "provider": "gemini", "event_type": "llm_tokens",
@@ -59,7 +56,6 @@ async def test_an_event_is_priced_from_the_price_book_and_served_in_every_cost_v
     # bob sees none of it
     assert (await (await client.get("/api/costs/summary", headers=auth("bob"))).json())["total_cost"] == 0
 
-
 async def test_client_prices_must_add_up_and_bad_events_write_nothing(client, auth, settings):
     h = auth("alice")
     before = table_snapshot(settings.database_path)
@@ -80,14 +76,12 @@ async def test_client_prices_must_add_up_and_bad_events_write_nothing(client, au
                                  "unit_cost": 0.0043, "total_cost": 0.0086})
     assert ok.status == 201 and (await ok.json())["price_version"] == "client"
 
-
 async def test_unpriced_usage_is_recorded_flagged_and_counted_never_priced_at_zero(client, auth):
     h = auth("alice")
     ev = await (await _post(client, h, {"provider": "openai", "event_type": "llm_tokens", "quantity": 50})).json()
     assert ev["priced"] is False and ev["total_cost"] is None and ev["unit_cost"] is None
     summary = await (await client.get("/api/costs/summary", headers=h)).json()
     assert summary["unpriced_event_count"] == 1 and summary["event_count"] == 1 and summary["total_cost"] == 0
-
 
 async def test_same_key_same_body_replays_and_different_body_conflicts(client, auth, settings):
     h = auth("alice")
@@ -102,7 +96,6 @@ async def test_same_key_same_body_replays_and_different_body_conflicts(client, a
     assert table_snapshot(settings.database_path) == before
     assert via_header.status == 200  # the header key and the body id name the same event
     assert (await via_header.json())["id"] == (await first.json())["id"]
-
 
 async def test_replaying_a_thousand_events_one_to_five_times_keeps_exactly_a_thousand(client, auth):
     h = auth("alice")
@@ -132,7 +125,6 @@ async def test_replaying_a_thousand_events_one_to_five_times_keeps_exactly_a_tho
     by_provider_sum = sum(Decimal(str(v)) for v in summary["by_provider"].values())
     assert by_provider_sum * 10**9 == expected
 
-
 def test_a_malformed_price_book_refuses_to_load(tmp_path):
     cases = {
         "float rate": "version: v\nprices:\n- {provider: x, event_type: stt_minutes, unit: minute, rate: 0.1, effective_from: 2024-01-01}\n",
@@ -147,7 +139,6 @@ def test_a_malformed_price_book_refuses_to_load(tmp_path):
         with pytest.raises(PricingError):
             PriceBook.load(p)
 
-
 def test_the_newest_effective_price_applies_and_model_prices_beat_wildcards(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text(
@@ -161,7 +152,6 @@ def test_the_newest_effective_price_applies_and_model_prices_beat_wildcards(tmp_
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-05-31")).unit_cost == Decimal("0.01")
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.02")
     assert book.quote(provider="Deepgram", event_type="stt_minutes", model="nova-3", token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.01")
-
 
 def _seed_usage(store, owner: str, sid: str, agent_id: str, n: int) -> list[dict]:
     """n events in one session: the three kinds, some unpriced, some sharing a timestamp (then the key orders)."""
@@ -178,15 +168,13 @@ def _seed_usage(store, owner: str, sid: str, agent_id: str, n: int) -> list[dict
     store.write_sync(ledger.record_events, events)
     return sorted(events, key=lambda e: (e["occurred_at"], e["idempotency_key"]))
 
-
 def _totals(breakdown: dict) -> dict:
     return {k: breakdown[k] for k in ("session_id", "total_cost", "cost_by_type", "unpriced_event_count",
                                       "total_cost_nanos", "events_total")}
 
-
 async def test_the_breakdown_pages_its_events_while_every_total_counts_all_of_them(client, auth, store):
     agent_id, sid = seed_call(store, "alice")
-    events = _seed_usage(store, "alice", sid, agent_id, 150)
+    events = _seed_usage(store, tenant_of("alice"), sid, agent_id, 150)
     h = auth("alice")
     by_type: dict[str, int] = {}
     for e in events:
@@ -220,7 +208,6 @@ async def test_the_breakdown_pages_its_events_while_every_total_counts_all_of_th
     for params in ({"events_limit": 0}, {"events_offset": 150}, {"events_offset": 10**9}):
         empty = await (await client.get(url, params=params, headers=h)).json()
         assert empty["events"] == [] and _totals(empty) == expected
-
 
 async def test_bad_event_paging_is_refused_with_the_one_error_body(client, auth, store):
     _, sid = seed_call(store, "alice")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from tests.api.seed import tenant_of
+
 import base64
 import hashlib
 import json
@@ -33,7 +35,7 @@ async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     assert req.room == "support-1" and req.agent_name == "voxarena"
-    assert json.loads(req.metadata) == {"agent_id": agent_id, "session_id": body["sessionId"], "owner_id": "alice",
+    assert json.loads(req.metadata) == {"agent_id": agent_id, "session_id": body["sessionId"], "owner_id": tenant_of("alice"),
                                         "direction": "inbound"}
     # reserved, but not a call until the job starts it
     assert (await (await client.get("/api/sessions", headers=h)).json())["total"] == 0
@@ -74,7 +76,7 @@ def _signed(event: dict, *, secret: str = LIVEKIT_SECRET) -> tuple[str, str]:
 async def test_webhook_ends_the_rooms_sessions_once_and_replays_change_nothing(client, auth, store, settings):
     h = auth("alice")
     agent_id = await _agent(client, h)
-    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id="alice", agent_id=agent_id, room_name="r1",
+    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent_id, room_name="r1",
                                                            status="active", started_at="2026-01-01T00:00:00.000000Z"))
     event = {"event": "room_finished", "room": {"name": "r1"}, "id": f"EV_{uuid.uuid4().hex}",
              "createdAt": "1767225660"}

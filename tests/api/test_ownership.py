@@ -4,11 +4,16 @@ changes nothing, for every method it serves (PATCH beside PUT) and with or witho
 from __future__ import annotations
 
 from api.app import all_routes
-from tests.api.seed import ANALYSIS, seed_call
+from api.routing import path_params
+from api.store import apikeys, tenants
+from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
 SAMPLE_BODIES = {
     "AgentUpdate": {"name": "stolen", "systemPrompt": "pwned"},
+    "AgentV1Update": {"name": "stolen", "enabled": False},
+    "TenantUpdate": {"name": "stolen"},
+    "MemberCreate": {"user_id": "mallory", "role": "owner"},
 }
 
 
@@ -18,11 +23,20 @@ def owned_routes():
 
 def object_ids(store) -> dict[str, str]:
     agent_id, session_id = seed_call(store, "alice", analysis=ANALYSIS)
-    return {"/api/agents/": agent_id, "/api/sessions/": session_id}
+    key, _ = store.write_sync(apikeys.create, tenant_of("alice"), "ci", "alice")
+    team = store.write_sync(lambda db: tenants.create(db, {"name": "Alice team"}, owner_user_id="alice"))
+    return {"/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
+            "/api/keys/": key["id"], "/tenants/": team["id"]}
 
 
 def test_the_matrix_covers_routes():
-    assert len(owned_routes()) >= 7
+    assert len(owned_routes()) >= 16
+
+
+def test_every_route_naming_an_object_declares_what_it_is_or_why_not():
+    for route in all_routes():
+        if path_params(route.path):
+            assert route.owns or route.unowned, f"{route.method} {route.path} declares neither owns= nor unowned="
 
 
 async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, store, settings):
@@ -33,6 +47,8 @@ async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, s
         prefix = next((p for p in ids if route.path.startswith(p)), None)
         assert prefix, f"no owned object known for {route.path}: add it to object_ids()"
         path = route.path.replace("{" + route.owned_param + "}", ids[prefix])
+        for other in path_params(path):  # e.g. the member of a tenant
+            path = path.replace("{" + other + "}", "alice")
         methods = [route.method] + (["PATCH"] if route.method == "PUT" else [])
         body = None
         if route.body is not None:
@@ -47,5 +63,5 @@ async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, s
                 # the owner still sees it
                 if method == "GET":
                     assert (await client.get(p, headers=auth("alice"))).status == 200
-    assert tried >= 14
+    assert tried >= 34
     assert table_snapshot(settings.database_path) == before

@@ -1,0 +1,47 @@
+"""The ownership checks the route table runs before a handler: a path id names an object of the caller's tenant,
+or the request is a 404 (someone else's object and no object look the same)."""
+
+from __future__ import annotations
+
+from .errors import NotFound
+from .keys import STORE, TENANTS
+from .routing import Call, ownership
+from .store import apikeys, clients, sessions, agents
+from .store.tenants import personal_tenant_id
+
+
+@ownership("agent")
+async def _agent(call: Call, agent_id: str) -> None:
+    await call.request.app[STORE].read(agents.get_row, call.tenant_id, agent_id)
+
+
+@ownership("session")
+async def _session(call: Call, session_id: str) -> None:
+    await call.request.app[STORE].read(sessions.get_row, session_id, call.tenant_id)
+
+
+@ownership("api_key")
+async def _api_key(call: Call, key_id: str) -> None:
+    if not await call.request.app[STORE].read(apikeys.exists, call.tenant_id, key_id):
+        raise NotFound(f"API key {key_id} not found")
+
+
+@ownership("client")
+async def _client(call: Call, client_id: str) -> None:
+    if not await call.request.app[STORE].read(clients.exists, call.tenant_id, client_id):
+        raise NotFound(f"client {client_id} not found")
+
+
+@ownership("tenant")
+async def _tenant(call: Call, tenant_id: str) -> None:
+    """Admins see every tenant; a user sees the tenants they belong to; an API key only its own."""
+    assert call.principal is not None
+    tenants = call.request.app[TENANTS]
+    p = call.principal
+    if p.key_id is not None:
+        visible = p.tenant_id == tenant_id
+    else:
+        visible = await tenants.is_admin(p) or await tenants.role(tenant_id, p.user_id) is not None
+    personal = p.key_id is None and tenant_id == personal_tenant_id(p.user_id)  # stored on first use
+    if not visible or (not personal and await tenants.record(tenant_id) is None):
+        raise NotFound(f"tenant {tenant_id} not found")

@@ -1,0 +1,42 @@
+"""/api/keys: the tenant's API keys (for servers and WordPress sites), shown once, revoked at once."""
+
+from __future__ import annotations
+
+from ..errors import Forbidden
+from ..keys import STORE
+from ..routing import Call, Route
+from ..schemas.apikeys import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
+from ..schemas.common import Success
+from ..store import apikeys as repo
+
+
+def _users_only(call: Call) -> None:
+    assert call.principal is not None
+    if call.principal.key_id is not None:  # a leaked key must not be able to mint its own successors
+        raise Forbidden("API keys are managed by signed-in users, not by API keys")
+
+
+async def create_key(call: Call) -> dict:
+    _users_only(call)
+    record, key = await call.request.app[STORE].write(repo.create, call.tenant_id, call.body.name, call.user_id)
+    return {**key_wire(record), "key": key}
+
+
+async def list_keys(call: Call) -> dict:
+    rows = await call.request.app[STORE].read(repo.list_, call.tenant_id)
+    return {"keys": [key_wire(r) for r in rows], "total": len(rows)}
+
+
+async def delete_key(call: Call) -> dict:
+    _users_only(call)
+    await call.request.app[STORE].write(repo.revoke, call.tenant_id, call.params["id"])
+    return {"success": True}
+
+
+ROUTES = [
+    Route("POST", "/api/keys", create_key, "Create an API key (the key is shown once)", "keys", response=NewApiKey,
+          body=ApiKeyCreate, status=201, errors=(403,)),
+    Route("GET", "/api/keys", list_keys, "The tenant's API keys (no secrets)", "keys", response=ApiKeyList),
+    Route("DELETE", "/api/keys/{id}", delete_key, "Revoke an API key, at once", "keys", response=Success,
+          owns="api_key", owned_param="id", errors=(403,)),
+]

@@ -1,0 +1,134 @@
+"""Tenants and their members. A tenant owns every row (its id is each row's ``owner_id``); every user has a
+personal tenant, whose id is derived from the user's id so it needs no lookup table and no race to create."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import uuid
+import unicodedata
+from typing import Any
+
+import sqlite_utils
+
+from .errors import ConflictError, NotFoundError
+from .timefmt import now_iso
+
+ROLES = ("owner", "member")
+STATUSES = ("trial", "active", "suspended")
+UPDATABLE = ("name", "billing_email", "max_agents", "max_concurrent_calls", "status", "rate_limit_rps")
+
+
+def personal_tenant_id(user_id: str) -> str:
+    return "ten_" + hashlib.sha256(b"personal:" + user_id.encode()).hexdigest()[:24]
+
+
+def slugify(text: str, *, fallback: str = "agent") -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:64].strip("-")
+    return slug or fallback
+
+
+def unstored_personal(user_id: str) -> dict[str, Any]:
+    """What a personal tenant is before its row exists: active, no limits."""
+    return {"id": personal_tenant_id(user_id), "name": user_id, "subdomain": None, "status": "active",
+            "personal_of": user_id, "max_agents": None, "max_concurrent_calls": None, "rate_limit_rps": None,
+            "billing_email": None, "created_at": None, "updated_at": None}
+
+
+def ensure_personal(db: sqlite_utils.Database, user_id: str) -> dict[str, Any]:
+    """The user's personal tenant, created (with the user as its owner) on first use."""
+    tenant_id = personal_tenant_id(user_id)
+    now = now_iso()
+    db.execute("INSERT OR IGNORE INTO tenants (id, name, status, personal_of, created_at, updated_at) "
+               "VALUES (?, ?, 'active', ?, ?, ?)", [tenant_id, user_id, user_id, now, now])
+    db.execute("INSERT OR IGNORE INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+               [tenant_id, user_id, now])
+    return get(db, tenant_id)
+
+
+def find(db: sqlite_utils.Database, tenant_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM tenants WHERE id = ?", [tenant_id]))
+    return rows[0] if rows else None
+
+
+def get(db: sqlite_utils.Database, tenant_id: str) -> dict[str, Any]:
+    row = find(db, tenant_id)
+    if row is None:
+        raise NotFoundError(f"tenant {tenant_id} not found")
+    return row
+
+
+def list_(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return list(db.query("SELECT * FROM tenants ORDER BY created_at, id"))
+
+
+def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: str | None = None) -> dict[str, Any]:
+    now = now_iso()
+    tenant_id = "ten_" + uuid.uuid4().hex[:24]
+    try:
+        db.execute(
+            "INSERT INTO tenants (id, name, subdomain, status, max_agents, max_concurrent_calls, rate_limit_rps, "
+            "billing_email, created_at, updated_at) VALUES (?, ?, ?, 'trial', ?, ?, ?, ?, ?, ?)",
+            [tenant_id, data["name"], data.get("subdomain"), data.get("max_agents"),
+             data.get("max_concurrent_calls"), data.get("rate_limit_rps"), data.get("billing_email"), now, now],
+        )
+    except sqlite3.IntegrityError:
+        raise ConflictError(f"subdomain {data.get('subdomain')!r} is taken") from None
+    if owner_user_id is not None:
+        add_member(db, tenant_id, owner_user_id, "owner")
+    return get(db, tenant_id)
+
+
+def update(db: sqlite_utils.Database, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    get(db, tenant_id)
+    sets = {k: v for k, v in changes.items() if k in UPDATABLE}
+    sets["updated_at"] = now_iso()
+    db.execute(f"UPDATE tenants SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), tenant_id])
+    return get(db, tenant_id)
+
+
+# ---- members ----
+
+def role_of(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> str | None:
+    row = db.execute("SELECT role FROM tenant_members WHERE tenant_id = ? AND user_id = ?",
+                     [tenant_id, user_id]).fetchone()
+    return row[0] if row else None
+
+
+def add_member(db: sqlite_utils.Database, tenant_id: str, user_id: str, role: str) -> dict[str, Any]:
+    """Adds the user, or changes the role of one already there."""
+    get(db, tenant_id)
+    db.execute("INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role",
+               [tenant_id, user_id, role, now_iso()])
+    return member(db, tenant_id, user_id)
+
+
+def member(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM tenant_members WHERE tenant_id = ? AND user_id = ?", [tenant_id, user_id]))
+    if not rows:
+        raise NotFoundError(f"member {user_id} not found")
+    return rows[0]
+
+
+def members(db: sqlite_utils.Database, tenant_id: str) -> list[dict[str, Any]]:
+    get(db, tenant_id)
+    return list(db.query("SELECT * FROM tenant_members WHERE tenant_id = ? ORDER BY created_at, user_id",
+                         [tenant_id]))
+
+
+def remove_member(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> None:
+    row = member(db, tenant_id, user_id)
+    if row["role"] == "owner":
+        owners = db.execute("SELECT COUNT(*) FROM tenant_members WHERE tenant_id = ? AND role = 'owner'",
+                            [tenant_id]).fetchone()[0]
+        if owners <= 1:
+            raise ConflictError(f"{user_id} is the tenant's last owner")
+    db.execute("DELETE FROM tenant_members WHERE tenant_id = ? AND user_id = ?", [tenant_id, user_id])
+
+
+def tenants_of(db: sqlite_utils.Database, user_id: str) -> list[dict[str, Any]]:
+    return list(db.query("SELECT t.*, m.role AS role FROM tenant_members m JOIN tenants t ON t.id = m.tenant_id "
+                         "WHERE m.user_id = ? ORDER BY t.created_at, t.id", [user_id]))

@@ -1,0 +1,150 @@
+"""Who a request acts for: API keys resolved to their tenant, the tenant a user picked with `X-Tenant-ID`
+(default: their personal tenant), platform admins, and the tenant's status.
+
+Tenant records and memberships are cached for a few seconds and dropped at once when this process changes them;
+API keys are looked up on every request, so a revoked key stops working at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .auth import Principal
+from .errors import Forbidden, NotFound, Unauthorized
+from .settings import Settings
+from .store import apikeys
+from .store import clients as clients_repo
+from .store import tenants as repo
+from .store.db import Store
+from .store.timefmt import now_iso
+
+log = logging.getLogger("voxarena.tenancy")
+
+TENANT_HEADER = "X-Tenant-ID"
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    tenant: dict[str, Any]
+    role: str | None  # the user's role in the tenant; None for an API key or an admin acting from outside
+    is_admin: bool
+
+    @property
+    def id(self) -> str:
+        return self.tenant["id"]
+
+
+class _Ttl:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._items: dict[Any, tuple[Any, float]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._items.get(key)
+        if hit is not None and time.monotonic() < hit[1]:
+            return hit[0]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._items) > 50_000:
+            self._items.clear()
+        self._items[key] = (value, time.monotonic() + self.seconds)
+
+    def drop(self, match: Callable[[Any], bool]) -> None:
+        for key in [k for k in self._items if match(k)]:
+            del self._items[key]
+
+
+class Tenants:
+    CACHE_SECONDS = 2.0
+    TOUCH_SECONDS = 60.0
+
+    def __init__(self, store: Callable[[], Store], settings: Settings) -> None:
+        self._store = store
+        self._admins = set(settings.admin_users)
+        self._records = _Ttl(self.CACHE_SECONDS)
+        self._roles = _Ttl(self.CACHE_SECONDS)
+        self._touched: dict[str, float] = {}
+
+    # ---- principals ----
+
+    async def verify_key(self, key: str, client_id: str | None) -> Principal:
+        if not apikeys.well_formed(key):
+            raise Unauthorized("malformed API key")
+        store = self._store()
+        record = await store.read(apikeys.resolve, key)
+        if record is None:
+            raise Unauthorized("unknown or revoked API key")
+        if client_id is not None and not await store.read(clients_repo.exists, record["owner_id"], client_id):
+            raise Unauthorized(f"X-Client-ID {client_id!r} is not a client of this key's tenant")
+        now = time.monotonic()
+        if now - self._touched.get(record["id"], float("-inf")) >= self.TOUCH_SECONDS:
+            self._touched[record["id"]] = now
+            store.submit(apikeys.touch, record["id"], now_iso())  # the writer owns it; nobody waits for it
+        return Principal(user_id=f"key:{record['id']}", key_id=record["id"], tenant_id=record["owner_id"])
+
+    async def is_admin(self, principal: Principal) -> bool:
+        if principal.key_id is not None:
+            return False
+        return principal.user_id in self._admins  # MERGE: local --admin accounts
+
+    # ---- tenants ----
+
+    async def record(self, tenant_id: str) -> dict[str, Any] | None:
+        hit = self._records.get(tenant_id)
+        if hit is None:
+            hit = await self._store().read(repo.find, tenant_id)
+            if hit is not None:
+                self._records.put(tenant_id, hit)
+        return hit
+
+    async def role(self, tenant_id: str, user_id: str) -> str | None:
+        if tenant_id == repo.personal_tenant_id(user_id):
+            return "owner"
+        key = (tenant_id, user_id)
+        hit = self._roles.get(key)
+        if hit is None:
+            hit = await self._store().read(repo.role_of, tenant_id, user_id) or ""
+            self._roles.put(key, hit)
+        return hit or None
+
+    async def personal(self, user_id: str) -> dict[str, Any]:
+        """The user's personal tenant. Until something needs its row (a member added, an admin's change, a read of
+        the tenant itself) it is the default one, unstored: a request that is refused writes nothing."""
+        tenant_id = repo.personal_tenant_id(user_id)
+        return await self.record(tenant_id) or repo.unstored_personal(user_id)
+
+    def changed(self, tenant_id: str) -> None:
+        """This process wrote the tenant or its members: forget what was cached about it."""
+        self._records.drop(lambda k: k == tenant_id)
+        self._roles.drop(lambda k: k[0] == tenant_id)
+
+    async def resolve(self, request: web.Request, principal: Principal) -> Tenancy:
+        """The tenant this request acts in. Someone else's tenant is a 404, like any object of theirs."""
+        wanted = request.headers.get(TENANT_HEADER, "").strip() or None
+        if principal.key_id is not None:
+            assert principal.tenant_id is not None
+            if wanted is not None and wanted != principal.tenant_id:
+                raise NotFound(f"tenant {wanted} not found")
+            tenant, role, admin = await self.record(principal.tenant_id), None, False
+        elif wanted is None:
+            tenant, role = await self.personal(principal.user_id), "owner"
+            admin = await self.is_admin(principal)
+        else:
+            tenant = await self.record(wanted)
+            role = await self.role(wanted, principal.user_id) if tenant is not None else None
+            admin = await self.is_admin(principal)
+            if tenant is None or (role is None and not admin):
+                raise NotFound(f"tenant {wanted} not found")
+        if tenant is None:  # a key whose tenant vanished
+            raise Unauthorized("unknown or revoked API key")
+        if tenant["status"] == "suspended":
+            err = Forbidden(f"tenant {tenant['id']} is suspended")
+            err.type = "tenant_suspended"
+            raise err
+        return Tenancy(tenant=tenant, role=role, is_admin=admin)
