@@ -16,7 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from api.auth import LocalIssuer
+from api.schemas.agents import storage
 from api.store import agents as agents_repo
+from api.store.tenants import personal_tenant_id
 from api.store import usage as ledger
 from api.store.db import Store
 from pipelines.metering import make_event
@@ -25,6 +27,8 @@ from pipelines.pricing import PriceBook
 from .common import Results, median
 
 HERE = Path(__file__).resolve().parent
+
+BENCH = personal_tenant_id("bench")  # the personal tenant of the user the bench signs in as
 
 
 def _port() -> int:
@@ -60,10 +64,10 @@ def _seed(data: Path) -> str:
     store = Store(data / "voxarena.db")
     book = PriceBook.load()
     for i in range(20):
-        store.write_sync(agents_repo.create, "bench", {"name": f"agent {i}", "systemPrompt": "Be brief." * 20,
+        store.write_sync(agents_repo.create, BENCH, storage({"name": f"agent {i}", "systemPrompt": "Be brief." * 20,
                                                          "sttProvider": "deepgram", "llmProvider": "gemini",
-                                                         "ttsProvider": "elevenlabs"})
-    events = [make_event(book, key=f"k{i}", owner_id="bench", session_id=None, agent_id=None, provider="deepgram",
+                                                         "ttsProvider": "elevenlabs"}))
+    events = [make_event(book, key=f"k{i}", owner_id=BENCH, session_id=None, agent_id=None, provider="deepgram",
                          model=None, event_type="stt_minutes", quantity=Decimal("0.5")).as_dict() for i in range(5000)]
     store.write_sync(ledger.record_events, events)
     store.close()

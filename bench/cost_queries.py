@@ -16,7 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.settings import Settings
+from api.schemas.agents import storage
 from api.store import agents as agents_repo
+from api.store.tenants import personal_tenant_id
 from api.store import sessions as sessions_repo
 from api.store import usage as ledger
 from api.store.db import Store
@@ -35,13 +37,13 @@ DAYS = 90
 def _fill(store: Store, book: PriceBook, total: int, *, seed: int = 1) -> tuple[str, list[str]]:
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
-    owners = [f"user{u}" for u in range(USERS)]
+    owners = [personal_tenant_id(f"user{u}") for u in range(USERS)]  # each user's personal tenant
     agents: dict[str, list[str]] = {}
     sessions: dict[str, list[tuple[str, str]]] = {}
     for owner in owners:
-        agents[owner] = [store.write_sync(agents_repo.create, owner, {
+        agents[owner] = [store.write_sync(agents_repo.create, owner, storage({
             "name": f"agent {i}", "systemPrompt": "", "sttProvider": "deepgram", "llmProvider": "gemini",
-            "ttsProvider": "elevenlabs"})["id"] for i in range(AGENTS_PER_USER)]
+            "ttsProvider": "elevenlabs"}))["id"] for i in range(AGENTS_PER_USER)]
 
         def mk(db, owner=owner):
             out = []
@@ -106,7 +108,7 @@ async def _measure(results: Results, label: str, store: Store, settings: Setting
                    sessions: list[str], requests: int) -> None:
     app = create_app(settings, store=store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        h = {"Authorization": f"Bearer {LocalIssuer(settings.data_dir).issue(owner)}"}
+        h = {"Authorization": f"Bearer {LocalIssuer(settings.data_dir).issue('user0')}"}
         sid = sessions[0]
         paths = {"summary": "/api/costs/summary", "timeline": "/api/costs/timeline?period=daily",
                  "by-agent": "/api/costs/by-agent", "session breakdown": f"/api/sessions/{sid}/cost-breakdown"}

@@ -12,7 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from api.loopmon import LoopMonitor
+from api.schemas.agents import storage
 from api.store import agents as agents_repo
+from api.store.tenants import personal_tenant_id
 from api.store import sessions as sessions_repo
 from api.store import usage as ledger
 from api.store.db import Store
@@ -25,13 +27,15 @@ from .common import Results, pct
 KINDS = [("deepgram", "stt_minutes", Decimal("0.016666666667")), ("gemini", "llm_tokens", Decimal(137)),
          ("elevenlabs", "tts_characters", Decimal(42))]
 
+BENCH = personal_tenant_id("bench")  # the personal tenant of the user the bench signs in as
+
 
 def _setup(store: Store, sessions: int) -> list[tuple[str, str]]:
-    agent = store.write_sync(agents_repo.create, "bench", {"name": "bench", "systemPrompt": "", "sttProvider": "deepgram",
-                                                             "llmProvider": "gemini", "ttsProvider": "elevenlabs"})["id"]
+    agent = store.write_sync(agents_repo.create, BENCH, storage({"name": "bench", "systemPrompt": "", "sttProvider": "deepgram",
+                                                             "llmProvider": "gemini", "ttsProvider": "elevenlabs"}))["id"]
     out = []
     for _ in range(sessions):
-        sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id="bench", agent_id=agent, status="active"))
+        sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=BENCH, agent_id=agent, status="active"))
         out.append((sid, agent))
     return out
 
@@ -40,7 +44,7 @@ def _events(book: PriceBook, calls: list[tuple[str, str]], n: int, tag: str):
     for i in range(n):
         sid, agent = calls[i % len(calls)]
         provider, kind, qty = KINDS[i % 3]
-        yield make_event(book, key=f"{tag}/{sid}/{i}", owner_id="bench", session_id=sid, agent_id=agent,
+        yield make_event(book, key=f"{tag}/{sid}/{i}", owner_id=BENCH, session_id=sid, agent_id=agent,
                          provider=provider, model=None, event_type=kind, quantity=qty,
                          token_kind="input" if kind == "llm_tokens" else None)
 
