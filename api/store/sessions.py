@@ -334,3 +334,8 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     }
 
 
+
+
+def count_active(db: sqlite_utils.Database) -> int:
+    """Calls in progress now: sessions whose job has started and not ended (for /healthz's activeCalls)."""
+    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0])
