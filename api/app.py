@@ -9,15 +9,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from . import openapi
+from . import openapi, ratelimit
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
 from .keys import (AGENT_LISTS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE,
                    VERIFIER, WORKER_CAPACITY)
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
-from .routes import agents, costs, livekit, meta, sessions
+from .routes import accounts, agents, costs, livekit, meta, sessions
 from .routing import Route, register
+from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
@@ -27,7 +28,7 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, accounts]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -49,6 +50,8 @@ def create_app(
     livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     worker_capacity: Callable[[], Awaitable[str | None]] | None = None,
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    rate_limiter: ratelimit.RateLimiter | None = None,
+    login_throttle: LoginThrottle | None = None,
 ) -> web.Application:
     routes = all_routes(extra_routes)
     public_paths = {r.path for r in routes if r.public}
@@ -81,8 +84,10 @@ def create_app(
         leeway_seconds=settings.jwt_leeway_seconds,
     )
 
+    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(verifier, is_public)],
+        middlewares=[error_middleware, ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings)),
+                     auth_middleware(verifier, is_public)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -90,6 +95,8 @@ def create_app(
     app[VERIFIER] = verifier
     app[AGENT_LISTS] = AgentListCache()
     app[STARTED] = time.monotonic()
+    app[ratelimit.RATE_LIMITER] = limiter
+    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
     if worker_capacity is not None:
         app[WORKER_CAPACITY] = worker_capacity
@@ -124,5 +131,7 @@ def create_app(
             owned.close()
 
     app.cleanup_ctx.append(resources)
+    if rate_limiter is None:  # one handed in belongs to the caller
+        app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)
     return app
