@@ -43,7 +43,7 @@ class _Failures:
 
 class LoginThrottle:
     def __init__(self, *, free_failures: int = 5, first_pause_seconds: float = 1.0, max_pause_seconds: float = 300.0,
-                 forget_after_seconds: float = 900.0, max_keys: int = 100_000,
+                 forget_after_seconds: float = 900.0, max_keys: int = 100_000, max_concurrent_checks: int = 4,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.free_failures = free_failures
         self.first_pause = first_pause_seconds
@@ -52,6 +52,9 @@ class LoginThrottle:
         self._max_keys = max_keys
         self._clock = clock
         self._keys: OrderedDict[str, _Failures] = OrderedDict()
+        # Each argon2 check takes 64 MiB and ~0.1 s of a core: a flood of logins from many addresses queues here
+        # instead of filling every executor thread (and the memory) at once.
+        self.checking = asyncio.Semaphore(max_concurrent_checks)
 
     def pause(self, count: int) -> float:
         """How long a key with ``count`` consecutive failures is refused after its last one."""
@@ -107,13 +110,15 @@ async def login(store: Store, issuer: LocalIssuer, throttle: LoginThrottle, *, e
         raise TooManyFailures(max(1, math.ceil(wait)))
     throttle.begin([account_key, address_key])
     user = await store.read(repo.get_by_email, email)
-    if user is None:
-        await asyncio.to_thread(passwords.verify_nobody, password)
-        raise InvalidCredentials()
-    if not await asyncio.to_thread(passwords.verify_password, user["password_hash"], password):
-        raise InvalidCredentials()
+    async with throttle.checking:
+        if user is None:
+            await asyncio.to_thread(passwords.verify_nobody, password)
+            raise InvalidCredentials()
+        if not await asyncio.to_thread(passwords.verify_password, user["password_hash"], password):
+            raise InvalidCredentials()
     throttle.succeeded(account_key=account_key, address_key=address_key)
     if passwords.needs_rehash(user["password_hash"]):
-        new_hash = await asyncio.to_thread(passwords.hash_password, password)
+        async with throttle.checking:
+            new_hash = await asyncio.to_thread(passwords.hash_password, password)
         await store.write(repo.set_password_hash, user["id"], new_hash)
     return issuer.issue(user["id"], ttl_seconds=ttl_seconds)
