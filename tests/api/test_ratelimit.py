@@ -13,7 +13,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
