@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks need: espeak-ng and sox (speech audio), iproute2 (the test network
-# namespace), ffmpeg (audio the provider fakes serve), wrk (API throughput benchmark).
+# namespace), ffmpeg (audio the provider fakes serve), wrk (API throughput benchmark), redis-server (the shared
+# rate-limit buckets' tests).
 set -euo pipefail
-PKGS=(espeak-ng sox iproute2 ffmpeg wrk)
+PKGS=(espeak-ng sox iproute2 ffmpeg wrk redis-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

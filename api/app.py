@@ -9,15 +9,16 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from . import openapi, ownership  # noqa: F401  (ownership registers the route table's checks)
+from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import error_middleware
 from .keys import (AGENT_LISTS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE,
                    TENANTS, VERIFIER, WORKER_CAPACITY)
 from .livekit import LiveKitGateway
 from .loopmon import LoopMonitor
-from .routes import agents, apikeys, costs, livekit, meta, sessions, tenants
+from .routes import accounts, agents, apikeys, costs, livekit, meta, sessions, tenants
 from .routing import TENANCY, Route, register
+from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
@@ -28,7 +29,7 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -50,6 +51,8 @@ def create_app(
     livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     worker_capacity: Callable[[], Awaitable[str | None]] | None = None,
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    rate_limiter: ratelimit.RateLimiter | None = None,
+    login_throttle: LoginThrottle | None = None,
 ) -> web.Application:
     routes = all_routes(extra_routes)
     public_paths = {r.path for r in routes if r.public}
@@ -84,8 +87,10 @@ def create_app(
     )
 
     tenants = Tenants(lambda: app[STORE], settings)
+    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url)
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(verifier, is_public, tenants.verify_key)],
+        middlewares=[error_middleware, ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings)),
+                     auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -93,8 +98,11 @@ def create_app(
     app[VERIFIER] = verifier
     app[TENANTS] = tenants
     app[TENANCY] = tenants.resolve
+    app[ratelimit.RATE_OVERRIDE] = tenants.rate_override
     app[AGENT_LISTS] = AgentListCache()
     app[STARTED] = time.monotonic()
+    app[ratelimit.RATE_LIMITER] = limiter
+    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle()
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
     if worker_capacity is not None:
         app[WORKER_CAPACITY] = worker_capacity
@@ -129,5 +137,7 @@ def create_app(
             owned.close()
 
     app.cleanup_ctx.append(resources)
+    if rate_limiter is None:  # one handed in belongs to the caller
+        app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)
     return app

@@ -78,15 +78,13 @@ class ValidationFailed(ApiError):
     type = "validation_error"
 
 
-class TooManyRequests(ApiError):
+class RateLimited(ApiError):
     status_code = 429
     type = "rate_limited"
 
-    def __init__(self, detail: str, *, retry_after: int, type_: str | None = None) -> None:
+    def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.headers = {"Retry-After": str(max(1, retry_after))}
-        if type_:
-            self.type = type_
 
 
 class Unavailable(ApiError):
@@ -115,25 +113,6 @@ def error_response(err: ApiError) -> web.Response:
                              headers=err.headers or None)
 
 
-LIMIT_RETRY_AFTER_SECONDS = 5
-
-
-def from_store_error(e: StoreError) -> ApiError:
-    """The one mapping from the store's errors to HTTP."""
-    detail = str(e)
-    if isinstance(e, NotFoundError):
-        return NotFound(detail)
-    if isinstance(e, ConflictError):
-        return Conflict(detail)
-    if isinstance(e, LimitError):
-        if e.kind == "concurrency_limit":
-            return TooManyRequests(detail, retry_after=LIMIT_RETRY_AFTER_SECONDS, type_=e.kind)
-        err = Forbidden(detail)
-        err.type = e.kind
-        return err
-    return ApiError(detail)
-
-
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
     errors = []
     for item in e.errors(include_url=False, include_context=False, include_input=False):
@@ -160,32 +139,62 @@ _HTTP_TYPES = {
 }
 
 
+# What a repository's error means over HTTP, looked up along the exception's class hierarchy.
+_STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {NotFoundError: NotFound, ConflictError: Conflict}
+
+
+LIMIT_RETRY_AFTER_SECONDS = 5
+
+
+def store_error(e: StoreError) -> ApiError:
+    if isinstance(e, LimitError):  # a tenant limit: 429 for calls (try again soon), 403 for the rest
+        if e.kind == "concurrency_limit":
+            limited = RateLimited(str(e), retry_after=LIMIT_RETRY_AFTER_SECONDS)
+            limited.type = e.kind
+            return limited
+        forbidden = Forbidden(str(e))
+        forbidden.type = e.kind
+        return forbidden
+    for cls in type(e).__mro__:
+        api_error = _STORE_ERRORS.get(cls)  # type: ignore[arg-type]
+        if api_error is not None:
+            return api_error(str(e))
+    return ApiError("internal server error")
+
+
+def exception_response(request: web.Request, exc: Exception) -> web.Response:
+    """The one error body for any exception a handler raised; aiohttp's redirects (status < 400) are re-raised."""
+    if isinstance(exc, StoreError):
+        mapped = store_error(exc)
+        if type(mapped) is ApiError:
+            log.error("unmapped store error on %s %s", request.method, request.path, exc_info=exc)
+        exc = mapped
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        detail = exc.reason
+        if exc.status == 405:
+            detail = f"method {request.method} is not allowed on {request.path}"
+        elif exc.status == 404:
+            detail = f"no route for {request.path}"
+        elif exc.status == 413:
+            detail = "request body is too large"
+        return web.json_response(
+            error_body(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), detail), status=exc.status
+        )
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return web.json_response(error_body(500, "internal_error", "internal server error"), status=500)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Outermost middleware: turns every exception, including aiohttp's own, into the one error body."""
     try:
-        resp = await handler(request)
-    except ApiError as e:
-        return error_response(e)
-    except StoreError as e:
-        return error_response(from_store_error(e))
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        detail = e.reason
-        if e.status == 405:
-            detail = f"method {request.method} is not allowed on {request.path}"
-        elif e.status == 404:
-            detail = f"no route for {request.path}"
-        elif e.status == 413:
-            detail = "request body is too large"
-        return web.json_response(
-            error_body(e.status, _HTTP_TYPES.get(e.status, "http_error"), detail), status=e.status
-        )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response(error_body(500, "internal_error", "internal server error"), status=500)
-    return resp
+        return await handler(request)
+    except Exception as e:
+        return exception_response(request, e)
 
 
 def dumps(data: Any) -> str:

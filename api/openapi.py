@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .ratelimit import is_limited_path
 from .routing import Route, path_params
 from .schemas.common import ErrorBody
 
@@ -21,6 +22,7 @@ _REASONS = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Validation error",
+    429: "Rate limit exceeded (see Retry-After)",
     502: "Upstream (LiveKit) error",
     503: "Service unavailable",
 }
@@ -93,6 +95,8 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
             op["security"] = []
         if path_params(r.path):
             codes.add(404)
+        if is_limited_path(r.path):
+            codes.add(429)
         for code in sorted(codes):
             op["responses"][str(code)] = {
                 "description": _REASONS.get(code, "Error"),

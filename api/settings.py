@@ -65,6 +65,31 @@ class Settings:
     )
     jwks_cache_seconds: float = field(default=3600.0, metadata={"doc": "How long a fetched JWKS is trusted."})
     jwt_leeway_seconds: float = field(default=5.0, metadata={"doc": "Clock leeway for `exp` and `nbf`."})
+    login_token_ttl_seconds: int = field(
+        default=3600,
+        metadata={"doc": "Lifetime of the bearer token POST /api/v1/auth/login issues (embedded issuer only)."},
+    )
+    # --- rate limits ---
+    rate_limit_rps: float = field(
+        default=100.0,
+        metadata={"doc": "Requests per second each credential (bearer token or X-API-Key; the client address when "
+                         "none is sent) may make to /api and /tenants: a token bucket refilled at this rate."},
+    )
+    rate_limit_burst: int = field(
+        default=0,
+        metadata={"doc": "Size of each bucket: requests that may be made at once after a quiet spell "
+                         "(X-RateLimit-Limit). 0: twice the bucket's rate."},
+    )
+    rate_limit_auth_rps: float = field(
+        default=10.0,
+        metadata={"doc": "Requests per second each client address may make to POST /api/v1/auth/login."},
+    )
+    redis_url: str = field(
+        default="",
+        metadata={"doc": "Redis URL (redis://, rediss:// or unix://) holding the rate-limit buckets, so several API "
+                         "processes share them. Empty: buckets live in this process. While Redis is unreachable "
+                         "each process falls back to its own buckets.", "secret": True},
+    )
     # --- LiveKit ---
     livekit_url: str = field(
         default="",
@@ -169,6 +194,14 @@ class Settings:
             object.__setattr__(self, "admin_users", _split(self.admin_users))
         if self.job_executor not in {"process", "thread"}:
             raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process' or 'thread', not {self.job_executor!r}")
+        if not self.rate_limit_rps > 0 or not self.rate_limit_auth_rps > 0:
+            raise ValueError(f"{PREFIX}RATE_LIMIT_RPS and {PREFIX}RATE_LIMIT_AUTH_RPS must be positive")
+        if self.rate_limit_burst < 0:
+            raise ValueError(f"{PREFIX}RATE_LIMIT_BURST must be 0 (twice the rate) or a positive size")
+        if self.login_token_ttl_seconds <= 0:
+            raise ValueError(f"{PREFIX}LOGIN_TOKEN_TTL_SECONDS must be positive")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
                              f"not {self.turn_detection!r}")

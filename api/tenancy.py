@@ -7,6 +7,7 @@ API keys are looked up on every request, so a revoked key stops working at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from . import ratelimit
 from .auth import Principal
 from .errors import Forbidden, NotFound, Unauthorized
 from .settings import Settings
-from .store import apikeys
+from .store import accounts, apikeys
 from .store import clients as clients_repo
 from .store import tenants as repo
 from .store.db import Store
@@ -69,7 +71,9 @@ class Tenants:
         self._admins = set(settings.admin_users)
         self._records = _Ttl(self.CACHE_SECONDS)
         self._roles = _Ttl(self.CACHE_SECONDS)
+        self._admin_accounts = _Ttl(self.CACHE_SECONDS)
         self._touched: dict[str, float] = {}
+        self._credential_rps: dict[str, float | None] = {}  # credential sha256 -> its tenant's rate_limit_rps
 
     # ---- principals ----
 
@@ -91,7 +95,13 @@ class Tenants:
     async def is_admin(self, principal: Principal) -> bool:
         if principal.key_id is not None:
             return False
-        return principal.user_id in self._admins  # MERGE: local --admin accounts
+        if principal.user_id in self._admins:
+            return True
+        hit = self._admin_accounts.get(principal.user_id)
+        if hit is None:  # a local account created with --admin
+            hit = await self._store().read(accounts.is_admin, principal.user_id)
+            self._admin_accounts.put(principal.user_id, hit)
+        return hit
 
     # ---- tenants ----
 
@@ -147,4 +157,18 @@ class Tenants:
             err = Forbidden(f"tenant {tenant['id']} is suspended")
             err.type = "tenant_suspended"
             raise err
+        self._remember_rate(request, tenant)
         return Tenancy(tenant=tenant, role=role, is_admin=admin)
+
+    def _remember_rate(self, request: web.Request, tenant: dict[str, Any]) -> None:
+        cred = ratelimit.credential(request)
+        if cred is None:
+            return
+        if len(self._credential_rps) > 100_000:
+            self._credential_rps.clear()
+        self._credential_rps[hashlib.sha256(cred.encode()).hexdigest()] = tenant["rate_limit_rps"]
+
+    async def rate_override(self, credential_sha256: str) -> float | None:
+        """The rate limiter's hook: a credential's tenant's own ``rate_limit_rps``, once a request of that
+        credential has resolved its tenant (from memory; the first request runs at the default rate)."""
+        return self._credential_rps.get(credential_sha256)

@@ -148,7 +148,7 @@ async def _measure(results: Results, label: str, store: Store, settings: Setting
 async def run(results: Results, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000), requests: int = 200) -> None:
     book = PriceBook.load()
     with tempfile.TemporaryDirectory(prefix="vx-bench-costs-") as d:
-        settings = Settings(data_dir=Path(d), worker_enabled=False)
+        settings = Settings(data_dir=Path(d), worker_enabled=False, rate_limit_rps=1e9)
         store = Store(settings.database_path)
         have, owner, sessions = 0, "", []
         for size in sizes:

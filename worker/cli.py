@@ -1,4 +1,4 @@
-"""The `voxarena` command: serve, token, migrate."""
+"""The `voxarena` command: serve, token, user, migrate, reprice."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import argparse
 import logging
 import os
 import sys
+from typing import TextIO
 
 from api.settings import PREFIX, Settings
+
+MIN_PASSWORD = 8
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -41,6 +44,52 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     issuer = LocalIssuer(settings.data_dir)
     print(issuer.issue(args.user, ttl_seconds=args.ttl))
+    return 0
+
+
+def _read_password(stream: TextIO) -> str:
+    """The password is the first line of stdin (never an argument: those show in `ps` and shell history)."""
+    if stream.isatty():
+        import getpass
+
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise ValueError("the passwords differ")
+        return first
+    return stream.readline().rstrip("\r\n")
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from api.passwords import hash_password
+    from api.store import accounts
+    from api.store.db import connect
+    from api.store.errors import ConflictError
+    from api.store.migrations import migrate
+
+    settings = _settings(args)
+    email = accounts.normalize_email(args.email)
+    if "@" not in email or any(c.isspace() for c in email):
+        print(f"voxarena user create: not an email address: {args.email!r}", file=sys.stderr)
+        return 2
+    password = _read_password(sys.stdin)
+    if len(password) < MIN_PASSWORD:
+        print(f"voxarena user create: the password (read from stdin) must have at least {MIN_PASSWORD} characters",
+              file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = connect(settings.database_path)
+    try:
+        migrate(db)
+        user = accounts.create_user(db, email, hash_password(password), args.admin)
+    except ConflictError as e:
+        print(f"voxarena user create: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.conn.close()
+    print(f"{user['id']} {user['email']}" + (" (admin)" if user["is_admin"] else ""))
+    if settings.clerk_issuer or settings.clerk_jwks_url:
+        print("voxarena user create: note: Clerk settings are configured, so local login is off until they are "
+              "removed", file=sys.stderr)
     return 0
 
 
@@ -105,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default 1 day)")
     data_dir(token)
     token.set_defaults(func=cmd_token)
+
+    user = sub.add_parser("user", help="manage local accounts (they log in at POST /api/v1/auth/login)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="add a local account; its password is read from stdin")
+    create.add_argument("email", help="the account's email (unique, case-insensitive)")
+    create.add_argument("--admin", action="store_true", help="make the account an administrator")
+    data_dir(create)
+    create.set_defaults(func=cmd_user_create)
 
     rep = sub.add_parser("reprice", help="compare a period's costs under another pricing.yaml (read-only)")
     rep.add_argument("--pricing", required=True, help="the other price book")

@@ -1,4 +1,4 @@
-"""Unauthenticated routes: /health, /openapi.json and the embedded issuer's JWKS."""
+"""Unauthenticated routes: /health, /healthz, /openapi.json and the embedded issuer's JWKS."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import time
 
 from aiohttp import web
 
+from ..errors import Unavailable
 from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
 from ..routing import Call, Route
-from ..schemas.health import Health
+from ..schemas.health import Health, Healthz
 from ..store.migrations import schema_version
+from ..store.sessions import count_active
 from ..store.timefmt import now_iso
 from ..version import VERSION
 
@@ -36,6 +38,15 @@ async def health(call: Call) -> dict:
     }
 
 
+async def healthz(call: Call) -> dict:
+    app = call.request.app
+    try:
+        active = await app[STORE].read(count_active)
+    except Exception as e:  # the database is down: not ok, and said so in the one error body
+        raise Unavailable(f"database: {e}") from None
+    return {"status": "ok", "uptime": int(time.monotonic() - app[STARTED]), "activeCalls": active}
+
+
 async def openapi(call: Call) -> web.Response:
     return web.json_response(call.request.app[OPENAPI])
 
@@ -49,6 +60,8 @@ async def jwks(call: Call) -> web.Response:
 
 ROUTES = [
     Route("GET", "/health", health, "Liveness and dependencies", "meta", response=Health, public=True),
+    Route("GET", "/healthz", healthz, "Liveness and calls in progress (the Phony shape)", "meta", response=Healthz,
+          public=True, errors=(503,)),
     Route("GET", "/openapi.json", openapi, "This document", "meta", public=True, raw=True),
     Route("GET", "/.well-known/jwks.json", jwks, "Public keys of the embedded token issuer", "meta", public=True,
           raw=True),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ComponentHealth(BaseModel):
@@ -25,3 +25,11 @@ class Health(BaseModel):
     database: ComponentHealth
     livekit: ComponentHealth
     event_loop: LoopLag
+
+
+class Healthz(BaseModel):
+    """The short liveness answer of the Phony API: ``status`` is "ok" whenever the process answers."""
+
+    status: Literal["ok"]
+    uptime: int = Field(description="Whole seconds since the API started.")
+    activeCalls: int = Field(description="Sessions with status 'active' (calls in progress).")

@@ -1,10 +1,11 @@
-"""The store's own errors. Repositories raise these; only `api/errors.py` knows which HTTP status each becomes."""
+"""Errors the repositories raise. They speak data, not HTTP: the API's error middleware maps them to status codes
+(``api/errors.py``), and the CLI prints them. The message is written for the caller (it becomes ``detail``)."""
 
 from __future__ import annotations
 
 
 class StoreError(Exception):
-    """Base class: the message is written for the API's caller (it becomes the error body's ``detail``)."""
+    """Something about the stored data prevents the operation."""
 
 
 class NotFoundError(StoreError):
@@ -12,7 +13,7 @@ class NotFoundError(StoreError):
 
 
 class ConflictError(StoreError):
-    """The write contradicts what is stored (a duplicate slug or subdomain, a reused idempotency key)."""
+    """The write would break a uniqueness rule (a taken slug, subdomain or email; a reused idempotency key)."""
 
 
 class LimitError(StoreError):

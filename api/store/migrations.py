@@ -285,6 +285,22 @@ ALTER TABLE analyses_v4 RENAME TO analyses;
 """,
     ),
     (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields", lambda conn: _v5(conn)),
+    (
+        6,
+        "local accounts",
+        """
+-- Local accounts for the embedded issuer: `voxarena user create` adds them, POST /api/v1/auth/login checks them.
+-- The password is an argon2id hash (PHC string); failure slowing is kept in memory, not here.
+CREATE TABLE users (
+  id TEXT PRIMARY KEY,
+  email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  password_hash TEXT NOT NULL,
+  is_admin INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -346,3 +346,8 @@ def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
     row = db.execute("SELECT max_concurrent_calls FROM tenants WHERE id = ?", [owner_id]).fetchone()
     if row is not None and row[0] is not None and live_calls(db, owner_id) >= row[0]:
         raise LimitError(f"the tenant's limit of {row[0]} concurrent calls is reached", kind="concurrency_limit")
+
+
+def count_active(db: sqlite_utils.Database) -> int:
+    """Calls in progress now: sessions whose job has started and not ended (for /healthz's activeCalls)."""
+    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0])
