@@ -24,7 +24,8 @@ async def list_agents(call: Call) -> web.Response:
     elif q.status is None and q.type is None:
         payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.tenant_id)
     else:
-        listed = await app[STORE].read(service.list_wire, call.tenant_id, status=q.status, agent_type=q.type)
+        listed = await app[STORE].read(
+            lambda db: service.list_wire(db, call.tenant_id, status=q.status, agent_type=q.type))
         payload = AgentList.model_validate(listed).model_dump_json().encode()
     return web.Response(body=payload, content_type="application/json")
 
@@ -56,7 +57,8 @@ async def delete_agent(call: Call) -> dict:
 
 async def list_v1(call: Call) -> list:
     q: AgentV1Query = call.query
-    rows = await call.request.app[STORE].read(repo.list_, call.tenant_id, client_id=q.client_id, enabled=q.active)
+    rows = await call.request.app[STORE].read(
+        lambda db: repo.list_(db, call.tenant_id, client_id=q.client_id, enabled=q.active))
     return [agent_v1_wire(r) for r in rows]
 
 

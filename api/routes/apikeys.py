@@ -8,6 +8,7 @@ from ..routing import Call, Route
 from ..schemas.apikeys import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
 from ..schemas.common import Success
 from ..store import apikeys as repo
+from ..store import tenants as tenants_repo
 
 
 def _users_only(call: Call) -> None:
@@ -18,7 +19,14 @@ def _users_only(call: Call) -> None:
 
 async def create_key(call: Call) -> dict:
     _users_only(call)
-    record, key = await call.request.app[STORE].write(repo.create, call.tenant_id, call.body.name, call.user_id)
+    personal = call.tenancy is not None and call.tenancy.tenant["personal_of"] == call.user_id
+
+    def create(db):
+        if personal:  # a key acts for a stored tenant: store the personal one on its first key
+            tenants_repo.ensure_personal(db, call.user_id)
+        return repo.create(db, call.tenant_id, call.body.name, call.user_id)
+
+    record, key = await call.request.app[STORE].write(create)
     return {**key_wire(record), "key": key}
 
 

@@ -41,7 +41,7 @@ async def create_tenant(call: Call) -> dict:
     await _require_admin(call, "creating a tenant")
     body: TenantCreate = call.body
     data = body.model_dump(exclude={"owner_user_id"})
-    row = await call.request.app[STORE].write(repo.create, data, owner_user_id=body.owner_user_id)
+    row = await call.request.app[STORE].write(lambda db: repo.create(db, data, owner_user_id=body.owner_user_id))
     return tenant_wire(row)
 
 

@@ -127,7 +127,8 @@ class AgentUpdate(_AgentExtras):
         return self
 
     def changes(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
+        dumped = self.model_dump()  # nested models (voiceSettings) as plain data
+        return {name: dumped[name] for name in self.model_fields_set}
 
 
 class Agent(BaseModel):
