@@ -11,12 +11,15 @@ from aiohttp import web
 
 from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
-from .errors import error_middleware
-from .keys import (AGENT_LISTS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SETTINGS, STARTED, STORE,
-                   TENANTS, VERIFIER, WORKER_CAPACITY)
-from .livekit import LiveKitGateway
+from .errors import ApiError, error_middleware
+from .keys import (AGENT_LISTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS, SETTINGS,
+                   STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
+from .livekit import Gateways, LiveKitGateway
+from .secrets import SecretBox
+from .services import clients as clients_service
+from .store import clients as clients_repo
 from .loopmon import LoopMonitor
-from .routes import accounts, agents, apikeys, costs, livekit, meta, sessions, tenants
+from .routes import accounts, agents, apikeys, clients, costs, livekit, meta, sessions, tenants
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
@@ -29,7 +32,7 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -87,9 +90,17 @@ def create_app(
     )
 
     tenants = Tenants(lambda: app[STORE], settings)
+
+    async def user_of(token: str) -> str | None:
+        """The user a bearer JWT names, verified (the verifier's cache makes auth's own check free after this)."""
+        try:
+            return (await verifier.verify(token)).user_id
+        except ApiError:
+            return None
+
     limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url)
     app = web.Application(
-        middlewares=[error_middleware, ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings)),
+        middlewares=[error_middleware, ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of)),
                      auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )
@@ -114,6 +125,15 @@ def create_app(
     gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
                              agent_name=settings.agent_name)
     app[LIVEKIT] = gateway
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    app[SECRETS] = box
+
+    async def client_livekit(owner_id: str, client_id: str) -> dict[str, str] | None:
+        row = await app[STORE].read(clients_repo.get, owner_id, client_id)
+        return clients_service.livekit_of(box, row)
+
+    gateways = Gateways(gateway, client_livekit)
+    app[GATEWAYS] = gateways
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         owned = None
@@ -125,13 +145,14 @@ def create_app(
         app[LOOP].start()
         watchdog = None
         if gateway.configured:
-            watchdog = DispatchWatchdog(app[STORE], gateway, timeout_seconds=settings.dispatch_timeout_seconds)
+            watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
             watchdog.start()
         yield
         if watchdog is not None:
             await watchdog.stop()
         await app[LOOP].stop()
         await gateway.aclose()
+        await gateways.aclose()
         await app[HTTP].close()
         if owned is not None:
             owned.close()

@@ -8,7 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from .auth import LocalIssuer, Verifier
-from .livekit import LiveKitGateway
+from .livekit import Gateways, LiveKitGateway
+from .secrets import SecretBox
 from .loopmon import LoopMonitor
 from pipelines.pricing import PriceBook
 
@@ -22,7 +23,9 @@ STORE = web.AppKey("store", Store)
 VERIFIER = web.AppKey("verifier", Verifier)
 TENANTS = web.AppKey("tenants", Tenants)  # API keys, X-Tenant-ID, admins, tenant records
 ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issuer
-LIVEKIT = web.AppKey("livekit", LiveKitGateway)
+LIVEKIT = web.AppKey("livekit", LiveKitGateway)  # the product's own LiveKit server
+GATEWAYS = web.AppKey("livekit_gateways", Gateways)  # ...and clients' own ones
+SECRETS = web.AppKey("secret_box", SecretBox)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)
 AGENT_LISTS = web.AppKey("agent_lists", AgentListCache)  # serialised GET /api/agents per owner
 LOOP = web.AppKey("loop_monitor", LoopMonitor)

@@ -90,3 +90,40 @@ class LiveKitGateway:
         if token.lower().startswith("bearer "):
             token = token[7:].strip()
         return self.receiver.receive(body, token)
+
+
+class Gateways:
+    """The product's LiveKit gateway and one per client with its own LiveKit server (Autonomite's clients), built
+    from the client's settings and dropped when they change."""
+
+    def __init__(self, default: LiveKitGateway, client_livekit: Any) -> None:
+        # client_livekit(owner_id, client_id) -> awaitable {server_url, api_key, api_secret} | None
+        self.default = default
+        self._client_livekit = client_livekit
+        self._by_client: dict[tuple[str, str], tuple[tuple[str, str, str], LiveKitGateway]] = {}
+        self._retired: list[LiveKitGateway] = []
+
+    async def for_client(self, owner_id: str, client_id: str | None) -> LiveKitGateway:
+        if client_id is None:
+            return self.default
+        settings = await self._client_livekit(owner_id, client_id)
+        if settings is None:
+            return self.default
+        ident = (settings["server_url"], settings["api_key"], settings["api_secret"])
+        hit = self._by_client.get((owner_id, client_id))
+        if hit is not None and hit[0] == ident:
+            return hit[1]
+        if hit is not None:
+            self._retired.append(hit[1])
+        gateway = LiveKitGateway(*ident, agent_name=self.default.agent_name)
+        self._by_client[(owner_id, client_id)] = (ident, gateway)
+        return gateway
+
+    async def for_session(self, row: dict[str, Any]) -> LiveKitGateway:
+        return await self.for_client(row["owner_id"], row.get("client_id"))
+
+    async def aclose(self) -> None:
+        for gateway in [*self._retired, *(g for _, g in self._by_client.values())]:
+            await gateway.aclose()
+        self._retired.clear()
+        self._by_client.clear()

@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .errors import RateLimited, exception_response
+from .store.apikeys import KEY_PREFIX as API_KEY_PREFIX
 from .settings import Settings
 
 log = logging.getLogger("voxarena.ratelimit")
@@ -190,9 +191,17 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def default_identify(settings: Settings) -> Identify:
-    """The login route by client address at RATE_LIMIT_AUTH_RPS; everything else under /api and /tenants by
-    credential (or by address when none is sent) at RATE_LIMIT_RPS, or at the rate ``RATE_OVERRIDE`` gives."""
+UserOf = Callable[[str], Awaitable[str | None]]
+
+
+def default_identify(settings: Settings, user_of: UserOf | None = None) -> Identify:
+    """The login route by client address at RATE_LIMIT_AUTH_RPS; everything else under /api and /tenants at
+    RATE_LIMIT_RPS (or the rate ``RATE_OVERRIDE`` gives) per user, per API key, or per address:
+
+    - a bearer JWT that ``user_of`` verifies: the user (``user:<sub>``), so a user whose tokens rotate (Clerk renews
+      its session tokens every minute) keeps one bucket; a token that does not verify counts against its address;
+    - any other credential (an API key): that credential (``cred:<sha256>``);
+    - no credential: the client address."""
 
     async def identify(request: web.Request) -> Bucket | None:
         path = request.path.rstrip("/") or "/"
@@ -201,18 +210,21 @@ def default_identify(settings: Settings) -> Identify:
         if path == LOGIN_PATH:
             rate = settings.rate_limit_auth_rps
             return Bucket(f"auth:{client_address(request)}", rate, burst_for(rate, settings.rate_limit_burst))
+        rate = settings.rate_limit_rps
         cred = credential(request)
         if cred is None:
-            rate = settings.rate_limit_rps
             return Bucket(f"addr:{client_address(request)}", rate, burst_for(rate, settings.rate_limit_burst))
         digest = hashlib.sha256(cred.encode()).hexdigest()
-        rate = settings.rate_limit_rps
         override = request.app.get(RATE_OVERRIDE)
         if override is not None:
             custom = await override(digest)
             if custom is not None and custom > 0:
                 rate = custom
-        return Bucket(f"cred:{digest}", rate, burst_for(rate, settings.rate_limit_burst))
+        bucket_id = f"cred:{digest}"
+        if user_of is not None and not cred.startswith(API_KEY_PREFIX):
+            user = await user_of(cred)
+            bucket_id = f"user:{user}" if user is not None else f"addr:{client_address(request)}"
+        return Bucket(bucket_id, rate, burst_for(rate, settings.rate_limit_burst))
 
     return identify
 

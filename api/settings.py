@@ -54,6 +54,12 @@ class Settings:
         default=(),
         metadata={"doc": "Comma-separated origins accepted in the token's `azp` claim; empty accepts any."},
     )
+    secret_key: str = field(
+        default="", repr=False,
+        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets); any string. Empty: a key "
+                         "generated into DATA_DIR/secret.key. Losing it makes those secrets unreadable.",
+                  "secret": True},
+    )
     admin_users: tuple[str, ...] = field(
         default=(),
         metadata={"doc": "Comma-separated user ids (JWT `sub`) of platform admins: they manage every tenant "

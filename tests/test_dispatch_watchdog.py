@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
-from api.keys import LIVEKIT
+from api.keys import GATEWAYS
 from api.services.dispatch import DispatchWatchdog
 from api.store import sessions as repo
 from api.store.timefmt import now_iso
@@ -34,7 +34,7 @@ async def test_a_call_no_worker_takes_is_dispatched_once_more_then_ends_as_no_ag
         client, auth, store, twirp_stub, livekit_rooms):
     _, calls = twirp_stub
     sid = await _token(client, auth, "room-a")
-    watchdog = DispatchWatchdog(store, client.app[LIVEKIT], timeout_seconds=10)
+    watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=10)
     t0 = datetime.now(timezone.utc)
     # Nobody in the room yet: the timeout has not started, however long the token waits.
     assert await watchdog.check_once(t0 + timedelta(seconds=30)) == {"retried": 0, "given_up": 0}
@@ -64,7 +64,7 @@ async def test_a_call_whose_job_starts_is_left_alone(client, auth, store, twirp_
     _, calls = twirp_stub
     sid = await _token(client, auth, "room-b")
     livekit_rooms["room-b"] = [CALLER, AGENT_KIND]
-    watchdog = DispatchWatchdog(store, client.app[LIVEKIT], timeout_seconds=5)
+    watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=5)
     t0 = datetime.now(timezone.utc)
     await watchdog.check_once(t0)
     store.write_sync(lambda db: repo.mark_active(db, sid, job_id="AJ_1", started_at=now_iso()))
@@ -77,7 +77,7 @@ async def test_an_agent_alone_in_the_room_is_not_a_waiting_caller(client, auth, 
     _, calls = twirp_stub
     await _token(client, auth, "room-c")
     livekit_rooms["room-c"] = [AGENT_KIND]
-    watchdog = DispatchWatchdog(store, client.app[LIVEKIT], timeout_seconds=1)
+    watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=1)
     t0 = datetime.now(timezone.utc)
     for s in (0, 5, 10):
         assert await watchdog.check_once(t0 + timedelta(seconds=s)) == {"retried": 0, "given_up": 0}

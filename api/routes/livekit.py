@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 
+import jwt
 from aiohttp import web
 from livekit import api as lk
 
 from ..errors import Conflict, Unauthorized, Unavailable
-from ..keys import LIVEKIT, STORE, WORKER_CAPACITY
+from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
 from ..store import agents as agents_repo
+from ..store import clients as clients_repo
 from ..store import dispatch as dispatch_repo
 from ..store import sessions as sessions_repo
 from ..store import webhooks as webhooks_repo
@@ -37,14 +39,27 @@ def _gateway(request: web.Request):
     return gw
 
 
+async def call_gateway(call: Call, agent: dict):
+    """Where the agent's calls run: its client's own LiveKit server, or the product's."""
+    if agent["client_id"] is None:
+        return _gateway(call.request)
+    client = await call.request.app[STORE].read(clients_repo.get, call.tenant_id, agent["client_id"])
+    if not client["active"]:
+        raise Conflict(f"client {client['id']} is inactive")
+    gw = await call.request.app[GATEWAYS].for_client(call.tenant_id, client["id"])
+    if not gw.configured:
+        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+    return gw
+
+
 async def livekit_token(call: Call) -> dict:
     body: TokenRequest = call.body
-    gw = _gateway(call.request)
     store = call.request.app[STORE]
     agent = await store.read(agents_repo.get_row, call.tenant_id, body.agentId)
     refuse_unavailable_agent(agent)
+    gw = await call_gateway(call, agent)
     capacity = call.request.app.get(WORKER_CAPACITY)
-    if capacity is not None:
+    if capacity is not None and gw is call.request.app[LIVEKIT]:
         full = await capacity()
         if full is not None:  # no worker can take the call: say so now, not after the caller waited in silence
             raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
@@ -58,7 +73,7 @@ async def livekit_token(call: Call) -> dict:
             raise Conflict(f"room {room} is in use")
         sessions_repo.reserve_call_slot(db, call.tenant_id)
         sessions_repo.create(db, owner_id=call.tenant_id, agent_id=body.agentId, session_id=session_id,
-                             room_name=room, direction="inbound")
+                             room_name=room, direction="inbound", client_id=agent["client_id"])
 
     await store.write(reserve)
     metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
@@ -74,13 +89,38 @@ async def livekit_token(call: Call) -> dict:
     return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
 
 
-async def livekit_webhook(call: Call) -> dict:
-    gw = _gateway(call.request)
-    body = await call.request.text()
+async def _client_gateways(call: Call, authorization: str) -> list:
+    """The gateways of clients whose LiveKit server signs with the API key this webhook names (its `iss`)."""
+    token = authorization.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
     try:
-        event = gw.verify_webhook(body, call.request.headers.get("Authorization", ""))
-    except Exception as e:
-        raise Unauthorized(f"webhook signature rejected: {e}") from None
+        api_key = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return []
+    if not isinstance(api_key, str) or api_key == call.request.app[LIVEKIT].api_key:
+        return []
+    gateways = call.request.app[GATEWAYS]
+    return [await gateways.for_client(c["owner_id"], c["id"])
+            for c in await call.request.app[STORE].read(clients_repo.with_livekit_key, api_key)]
+
+
+async def livekit_webhook(call: Call) -> dict:
+    body = await call.request.text()
+    authorization = call.request.headers.get("Authorization", "")
+    default = call.request.app[LIVEKIT]
+    candidates = ([default] if default.configured else []) + await _client_gateways(call, authorization)
+    if not candidates:
+        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+    event = None
+    for gw in candidates:  # the product's server, or a client's own one
+        try:
+            event = gw.verify_webhook(body, authorization)
+            break
+        except Exception as e:
+            rejected = e
+    if event is None:
+        raise Unauthorized(f"webhook signature rejected: {rejected}") from None
     fresh = await call.request.app[STORE].write(webhooks_repo.apply_event, _event_dict(event))
     return {"received": True, "duplicate": not fresh}
 

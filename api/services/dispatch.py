@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..livekit import LiveKitGateway
+from ..livekit import Gateways, LiveKitGateway
 from ..periodic import Periodic
 from ..store import dispatch as repo
 from ..store.db import Store
@@ -35,10 +35,10 @@ def dispatch_metadata(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class DispatchWatchdog:
-    def __init__(self, store: Store, gateway: LiveKitGateway, *, timeout_seconds: float,
+    def __init__(self, store: Store, gateways: Gateways, *, timeout_seconds: float,
                  interval_seconds: float = 1.0) -> None:
         self.store = store
-        self.gateway = gateway
+        self.gateways = gateways  # a call of a client's agent is watched on the client's LiveKit server
         self.timeout = timedelta(seconds=timeout_seconds)
         self._periodic = Periodic("dispatch-watchdog", interval_seconds, self.check_once, log)
 
@@ -55,8 +55,9 @@ class DispatchWatchdog:
         rows = await self.store.read(repo.waiting, to_iso(now - WATCH_WINDOW))
         for row in rows:
             joined = row["caller_joined_at"]
+            gateway = await self.gateways.for_session(row)
             if joined is None:
-                if not row["room_name"] or not await self.gateway.caller_present(row["room_name"]):
+                if not row["room_name"] or not await gateway.caller_present(row["room_name"]):
                     continue  # nobody is waiting yet
                 joined = to_iso(now)
                 await self.store.write(lambda db, room=row["room_name"]: repo.caller_joined(db, room, at=joined))
@@ -64,31 +65,31 @@ class DispatchWatchdog:
             if now - since < self.timeout:
                 continue
             if row["dispatch_attempts"] < MAX_DISPATCHES:
-                await self._retry(row, now)
+                await self._retry(gateway, row, now)
                 done["retried"] += 1
-            elif await self._give_up(row, now):
+            elif await self._give_up(gateway, row, now):
                 done["given_up"] += 1
         return done
 
-    async def _retry(self, row: dict[str, Any], now: datetime) -> None:
+    async def _retry(self, gateway: LiveKitGateway, row: dict[str, Any], now: datetime) -> None:
         waited = self.timeout.total_seconds()
         log.warning("session %s: no agent picked up the call in room %s within %.0fs; dispatching again",
                     row["id"], row["room_name"], waited)
         try:
-            await self.gateway.delete_dispatch(row["dispatch_id"], row["room_name"])
+            await gateway.delete_dispatch(row["dispatch_id"], row["room_name"])
         except Exception as e:  # the old dispatch may be gone with its room; the new one matters
             log.warning("session %s: could not delete dispatch %s: %s", row["id"], row["dispatch_id"], e)
-        new_id = await self.gateway.dispatch(room=row["room_name"], metadata=dispatch_metadata(row))
+        new_id = await gateway.dispatch(room=row["room_name"], metadata=dispatch_metadata(row))
         await self.store.write(lambda db: repo.record_dispatch(db, row["id"], new_id, at=to_iso(now)))
 
-    async def _give_up(self, row: dict[str, Any], now: datetime) -> bool:
+    async def _give_up(self, gateway: LiveKitGateway, row: dict[str, Any], now: datetime) -> bool:
         error = (f"no agent worker took the call: dispatched {row['dispatch_attempts']} times, waited "
                  f"{self.timeout.total_seconds():.0f}s after each with the caller in the room")
         if not await self.store.write(lambda db: repo.give_up(db, row["id"], error=error, ended_at=to_iso(now))):
             return False  # its job started meanwhile
         log.error("session %s ends: no_agent_available (%s); closing room %s", row["id"], error, row["room_name"])
-        for what, action in (("dispatch", self.gateway.delete_dispatch(row["dispatch_id"], row["room_name"])),
-                             ("room", self.gateway.delete_room(row["room_name"]))):
+        for what, action in (("dispatch", gateway.delete_dispatch(row["dispatch_id"], row["room_name"])),
+                             ("room", gateway.delete_room(row["room_name"]))):
             try:
                 await action
             except Exception as e:

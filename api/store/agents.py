@@ -63,6 +63,13 @@ def _unique_slug(db: sqlite_utils.Database, owner_id: str, base: str, *, exclude
     return slug
 
 
+def _check_client(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> None:
+    client_id = data.get("client_id")
+    if client_id is not None and db.execute("SELECT 1 FROM clients WHERE owner_id = ? AND id = ?",
+                                            [owner_id, client_id]).fetchone() is None:
+        raise NotFoundError(f"client {client_id} not found")
+
+
 def _check_agent_limit(db: sqlite_utils.Database, owner_id: str) -> None:
     row = db.execute("SELECT max_agents FROM tenants WHERE id = ?", [owner_id]).fetchone()
     if row is not None and row[0] is not None and count(db, owner_id) >= row[0]:
@@ -73,6 +80,7 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
     """``data`` in storage terms: COLUMNS plus CONFIG_KEYS. A slug given is kept (409 if taken), else one is
     made from the name."""
     _check_agent_limit(db, owner_id)
+    _check_client(db, owner_id, data)
     now = now_iso()
     row = {
         "id": str(uuid.uuid4()),
@@ -138,6 +146,7 @@ def list_(db: sqlite_utils.Database, owner_id: str, *, status: str | None = None
 
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     row = get_row(db, owner_id, agent_id)
+    _check_client(db, owner_id, changes)
     sets = _storable(changes)
     config_changes = {k: changes[k] for k in CONFIG_KEYS if k in changes}
     if config_changes:

@@ -27,7 +27,7 @@ def record_dispatch(db: sqlite_utils.Database, session_id: str, dispatch_id: str
 def waiting(db: sqlite_utils.Database, created_since: str) -> list[dict[str, Any]]:
     """Dispatched sessions whose job has not started, newest tokens first bounded by `created_since`."""
     return list(db.query(
-        "SELECT id, owner_id, agent_id, room_name, direction, outbound_phone_number, dispatch_id, "
+        "SELECT id, owner_id, agent_id, client_id, room_name, direction, outbound_phone_number, dispatch_id, "
         "dispatch_attempts, dispatched_at, caller_joined_at, created_at FROM sessions "
         "WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ? ORDER BY created_at",
         [created_since],

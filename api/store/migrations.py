@@ -342,15 +342,16 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_owner ON api_keys(owner_id, created_at);
 CREATE TABLE clients (
-  id TEXT PRIMARY KEY,
   owner_id TEXT NOT NULL,
+  id TEXT NOT NULL,
   name TEXT NOT NULL,
   domain TEXT,
   active INTEGER NOT NULL DEFAULT 1,
   settings TEXT NOT NULL DEFAULT '{}',
   secrets TEXT,
   created_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (owner_id, id)
 );
 CREATE INDEX clients_owner ON clients(owner_id, created_at);
 ALTER TABLE agents ADD COLUMN slug TEXT;
@@ -362,6 +363,8 @@ ALTER TABLE agents ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (statu
 ALTER TABLE agents ADD COLUMN context_data TEXT;
 ALTER TABLE agents ADD COLUMN phone_number TEXT;
 CREATE INDEX sessions_live_owner ON sessions(owner_id) WHERE status != 'ended';
+-- A call of a client's agent runs on the client's LiveKit server: the session remembers which.
+ALTER TABLE sessions ADD COLUMN client_id TEXT;
 """
 
 

@@ -31,14 +31,16 @@ def create(
     call_status: str | None = None,
     status: str = "pending",
     started_at: str | None = None,
+    client_id: str | None = None,
 ) -> str:
     """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
         "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
-        "call_status, status, started_at, last_activity_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now],
+        "call_status, status, started_at, last_activity_at, created_at, client_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
+         client_id],
     )
     return sid
 

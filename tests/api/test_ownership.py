@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from api.store import apikeys, tenants
+from api.store import apikeys, clients, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -14,6 +14,7 @@ SAMPLE_BODIES = {
     "AgentV1Update": {"name": "stolen", "enabled": False},
     "TenantUpdate": {"name": "stolen"},
     "MemberCreate": {"user_id": "mallory", "role": "owner"},
+    "ClientUpdate": {"name": "stolen", "active": False},
 }
 
 
@@ -25,8 +26,9 @@ def object_ids(store) -> dict[str, str]:
     agent_id, session_id = seed_call(store, "alice", analysis=ANALYSIS)
     key, _ = store.write_sync(apikeys.create, tenant_of("alice"), "ci", "alice")
     team = store.write_sync(lambda db: tenants.create(db, {"name": "Alice team"}, owner_user_id="alice"))
+    client = store.write_sync(clients.create, tenant_of("alice"), {"id": "site", "name": "Site"})
     return {"/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
-            "/api/keys/": key["id"], "/tenants/": team["id"]}
+            "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"]}
 
 
 def test_the_matrix_covers_routes():

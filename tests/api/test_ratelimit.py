@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from api.keys import SETTINGS
 from api.auth import LocalIssuer
 from api.ratelimit import RATE_OVERRIDE, MemoryBuckets, RateLimiter, burst_for
 from api.settings import Settings
@@ -86,8 +87,40 @@ async def test_after_the_burst_a_429_with_retry_after_and_the_error_body(tight, 
     assert_limit_headers(refused, limit=5, remaining=0)
     retry = int(refused.headers["Retry-After"])
     assert 1 <= retry <= 100
-    # another credential has its own bucket
+    # another user has their own bucket
     assert (await tight.get("/api/agents", headers=auth("bob"))).status == 200
+
+
+async def test_a_users_tokens_share_one_bucket_and_forged_ones_count_against_their_address(tight, token_for):
+    first = {"Authorization": f"Bearer {token_for('alice', ttl_seconds=600)}"}
+    second = {"Authorization": f"Bearer {token_for('alice', ttl_seconds=900)}"}  # a rotated token, same user
+    assert first != second
+    remaining = []
+    for h in (first, second, first, second):
+        resp = await tight.get("/api/agents", headers=h)
+        assert resp.status == 200
+        remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
+    assert remaining == [4, 3, 2, 1]
+    # a token that does not verify (another issuer's key) spends the address's bucket, never alice's
+    forged = {"Authorization": f"Bearer {LocalIssuer(Path(tight.app[SETTINGS].data_dir) / 'other').issue('alice')}"}
+    for expect in (4, 3):
+        resp = await tight.get("/api/agents", headers=forged)
+        await assert_error(resp, 401)
+        assert int(resp.headers["X-RateLimit-Remaining"]) == expect
+    assert int((await tight.get("/api/agents", headers=first)).headers["X-RateLimit-Remaining"]) == 0
+
+
+async def test_a_tenants_own_rate_applies_to_its_api_keys(settings, store, auth):
+    app = create_app(settings.with_(rate_limit_rps=1.0, rate_limit_burst=0, admin_users=("root",)), store=store)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        team = await (await c.post("/tenants", json={"name": "t", "owner_user_id": "alice", "rate_limit_rps": 50},
+                                   headers=auth("root"))).json()
+        made = await c.post("/api/keys", json={"name": "k"}, headers={**auth("alice"), "X-Tenant-ID": team["id"]})
+        key = {"X-API-Key": (await made.json())["key"]}
+        first = await c.get("/api/agents", headers=key)  # resolves the key's tenant
+        assert first.status == 200 and first.headers["X-RateLimit-Limit"] == "2"  # the default: twice 1/s
+        later = await c.get("/api/agents", headers=key)
+        assert later.status == 200 and later.headers["X-RateLimit-Limit"] == "100"  # twice the tenant's 50/s
 
 
 async def test_the_login_route_is_limited_by_address_at_the_auth_rate(settings, store, auth):
@@ -157,7 +190,8 @@ async def test_an_unreachable_redis_falls_back_to_local_buckets_and_logs_once(se
     try:
         with caplog.at_level(logging.WARNING, logger="voxarena.ratelimit"):
             async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-                statuses = [(await c.get("/api/agents", headers=auth("alice"))).status for _ in range(6)]
+                h = auth("alice")
+                statuses = [(await c.get("/api/agents", headers=h)).status for _ in range(6)]
         assert statuses == [200] * 5 + [429]
         assert len([r for r in caplog.records if "Redis unavailable" in r.getMessage()]) == 1
     finally:

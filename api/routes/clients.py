@@ -1,0 +1,42 @@
+"""/api/v1/clients (Autonomite, 002): the tenant's clients, each optionally with its own LiveKit server. Supabase
+settings are accepted and stored (sealed) but voxarena does not use them."""
+
+from __future__ import annotations
+
+from ..keys import SECRETS, STORE
+from ..routing import Call, Route
+from ..schemas.clients import Client, ClientCreate, ClientUpdate
+from ..services import clients as service
+from ..store import clients as repo
+
+
+async def list_clients(call: Call) -> list:
+    box = call.request.app[SECRETS]
+    return [service.wire(box, r) for r in await call.request.app[STORE].read(repo.list_, call.tenant_id)]
+
+
+async def create_client(call: Call) -> dict:
+    app = call.request.app
+    return await app[STORE].write(service.create, app[SECRETS], call.tenant_id, call.body)
+
+
+async def get_client(call: Call) -> dict:
+    row = await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["client_id"])
+    return service.wire(call.request.app[SECRETS], row)
+
+
+async def update_client(call: Call) -> dict:
+    app = call.request.app
+    return await app[STORE].write(service.update, app[SECRETS], call.tenant_id, call.params["client_id"], call.body)
+
+
+_OWN = {"owns": "client", "owned_param": "client_id"}
+
+ROUTES = [
+    Route("GET", "/api/v1/clients", list_clients, "The tenant's clients", "clients", response=Client, many=True),
+    Route("POST", "/api/v1/clients", create_client, "Create a client (secrets are write-only)", "clients",
+          response=Client, body=ClientCreate, status=201, errors=(409,)),
+    Route("GET", "/api/v1/clients/{client_id}", get_client, "Get a client", "clients", response=Client, **_OWN),
+    Route("PUT", "/api/v1/clients/{client_id}", update_client, "Update a client (a masked secret sent back is kept)",
+          "clients", response=Client, body=ClientUpdate, **_OWN),
+]

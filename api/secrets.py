@@ -1,0 +1,58 @@
+"""Secrets at rest (clients' LiveKit secrets and Supabase keys): Fernet (AES-128-CBC + HMAC-SHA256) under a key from
+``VOXARENA_SECRET_KEY`` (any string; hashed to the key) or, without it, one generated into the data dir."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+KEY_FILE = "secret.key"
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    @classmethod
+    def from_settings(cls, secret_key: str, data_dir: Path) -> "SecretBox":
+        if secret_key:
+            return cls(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
+        path = data_dir / KEY_FILE
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key())
+            try:
+                os.link(tmp, path)  # first writer wins if two processes start at once
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return cls(path.read_bytes().strip())
+
+    def seal(self, plain: str) -> str:
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def open(self, sealed: str) -> str:
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken:
+            raise ValueError("a stored secret cannot be decrypted with this VOXARENA_SECRET_KEY") from None
+
+
+def mask(secret: str | None) -> str | None:
+    """What a response shows of a write-only secret."""
+    if not secret:
+        return None
+    return "****" + secret[-4:] if len(secret) >= 12 else "****"
+
+
+def is_masked(value: str | None) -> bool:
+    return bool(value) and value.startswith("****")
