@@ -98,9 +98,11 @@ def create_app(
         except ApiError:
             return None
 
-    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url)
+    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url,
+                                                    timeout_seconds=settings.redis_timeout_seconds)
     app = web.Application(
-        middlewares=[error_middleware, ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of)),
+        middlewares=[error_middleware,
+                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of)),
                      auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from .store.errors import ConflictError, LimitError, NotFoundError, StoreError
+from .store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError, StoreError
 
 log = logging.getLogger("voxarena.api")
 
@@ -140,7 +140,8 @@ _HTTP_TYPES = {
 
 
 # What a repository's error means over HTTP, looked up along the exception's class hierarchy.
-_STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {NotFoundError: NotFound, ConflictError: Conflict}
+_STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {NotFoundError: NotFound, ConflictError: Conflict,
+                                                         InvalidReferenceError: ValidationFailed}
 
 
 LIMIT_RETRY_AFTER_SECONDS = 5

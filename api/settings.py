@@ -96,6 +96,10 @@ class Settings:
                          "processes share them. Empty: buckets live in this process. While Redis is unreachable "
                          "each process falls back to its own buckets.", "secret": True},
     )
+    redis_timeout_seconds: float = field(
+        default=0.5, metadata={"doc": "A Redis answer slower than this counts as an outage (the request then uses "
+                                      "this process's bucket)."}
+    )
     # --- LiveKit ---
     livekit_url: str = field(
         default="",

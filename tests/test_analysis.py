@@ -3,6 +3,8 @@ invalid output, failure stored with its reason, and the analysis's own tokens me
 
 from __future__ import annotations
 
+from api.schemas.sessions import session_wire
+
 from tests.api.seed import tenant_of
 
 import pytest
@@ -60,7 +62,7 @@ async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_bi
                       stt_provider="deepgram", stt_model=None)
     assert await run_and_store(store, sid, model, meter=meter) is None
     assert fakes.counters()["gemini"].get("requests", 0) == 0
-    s = store.read_sync(repo.get, tenant_of("alice"), sid)
+    s = session_wire(store.read_sync(repo.get, tenant_of("alice"), sid))
     assert s["analysisStatus"] == "skipped" and "never spoke" in s["analysisError"] and s["analysis"] is None
     assert store.read_sync(repo.get_analysis, tenant_of("alice"), sid) is None
     assert store.read_sync(ledger.session_breakdown, tenant_of("alice"), sid)["events"] == []

@@ -15,6 +15,8 @@ from ..schemas.sessions import (
     SessionList,
     SessionQuery,
     TranscriptItem,
+    dashboard_wire,
+    session_wire,
 )
 from ..store import sessions as repo
 from ..store import usage as usage_repo
@@ -49,15 +51,16 @@ def _bound(text: str, *, end: bool) -> str:
 async def list_sessions(call: Call) -> dict:
     q: SessionQuery = call.query
     start, end = date_bounds(q)
-    return await call.request.app[STORE].read(
+    listed = await call.request.app[STORE].read(
         lambda db: repo.list_(
             db, call.tenant_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction
         )
     )
+    return {"sessions": [session_wire(r) for r in listed["sessions"]], "total": listed["total"]}
 
 
 async def get_session(call: Call) -> dict:
-    return await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"])
+    return session_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
 
 
 async def get_session_transcripts(call: Call) -> list:
@@ -72,7 +75,7 @@ async def dashboard_metrics(call: Call) -> dict:
     today = today_utc()
 
     def read(db) -> dict:
-        metrics = repo.dashboard(db, call.tenant_id)
+        metrics = dashboard_wire(repo.dashboard(db, call.tenant_id))
         metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, today.isoformat()))
         metrics["costThisMonth"] = usage_repo.usd(
             usage_repo.costs_since(db, call.tenant_id, today.replace(day=1).isoformat()))

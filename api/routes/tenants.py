@@ -7,7 +7,8 @@ from ..errors import Forbidden
 from ..keys import STORE, TENANTS
 from ..routing import Call, Route
 from ..schemas.common import Success
-from ..schemas.tenants import ADMIN_FIELDS, Member, MemberCreate, MemberList, Tenant, TenantCreate, TenantUpdate, tenant_wire
+from ..schemas.tenants import (ADMIN_FIELDS, Member, MemberCreate, MemberList, Tenant, TenantCreate, TenantUpdate,
+                               tenant_wire)
 from ..store import tenants as repo
 
 

@@ -3,7 +3,7 @@ plus the outbound fields call_direction, outbound_phone_number, call_status)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -114,3 +114,42 @@ class DashboardMetrics(BaseModel):
     totalCost: float = Field(description="USD, all time, from the usage ledger.")
     costToday: float
     costThisMonth: float
+
+
+# ---- records to the wire ----
+
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else (ms + 500) // 1000
+
+
+def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
+    """001's Session (camelCase) with its additions, from the repository's record."""
+    from api.store.sessions import analysis_result
+
+    analysis = rec["analysis_row"]
+    analysis_status = analysis["status"] if analysis else ("pending" if rec["status"] == "ended" else None)
+    return {
+        "id": rec["id"],
+        "agentId": rec["agent_id"],
+        "startedAt": rec["started_at"],
+        "endedAt": rec["ended_at"],
+        "transcript": rec["transcript"],
+        "duration": _seconds(rec["duration_ms"]),
+        "analysis": analysis_result(analysis),
+        "direction": rec["direction"],
+        "call_direction": rec["direction"].upper(),
+        "outbound_phone_number": rec["outbound_phone_number"],
+        "call_status": rec["call_status"],
+        "roomName": rec["room_name"],
+        "status": rec["status"],
+        "endReason": rec["end_reason"],
+        "error": rec["error"],
+        "analysisStatus": analysis_status,
+        "analysisError": analysis["error"] if analysis else None,
+    }
+
+
+def dashboard_wire(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"totalSessions": rec["total_sessions"], "totalAgents": rec["total_agents"],
+            "avgDuration": round(rec["avg_duration_ms"] / 1000, 1), "sessionsToday": rec["sessions_today"],
+            "transcriptsToday": rec["transcripts_today"]}

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import ConflictError, LimitError, NotFoundError
+from .errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from .tenants import slugify
 from .timefmt import now_iso
 
@@ -67,7 +67,7 @@ def _check_client(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]
     client_id = data.get("client_id")
     if client_id is not None and db.execute("SELECT 1 FROM clients WHERE owner_id = ? AND id = ?",
                                             [owner_id, client_id]).fetchone() is None:
-        raise NotFoundError(f"client {client_id} not found")
+        raise InvalidReferenceError(f"body clientId: client {client_id} not found")
 
 
 def _check_agent_limit(db: sqlite_utils.Database, owner_id: str) -> None:

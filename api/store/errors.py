@@ -16,6 +16,10 @@ class ConflictError(StoreError):
     """The write would break a uniqueness rule (a taken slug, subdomain or email; a reused idempotency key)."""
 
 
+class InvalidReferenceError(StoreError):
+    """A body names a record that does not exist in the tenant (an agent's unknown ``clientId``)."""
+
+
 class LimitError(StoreError):
     """A tenant limit refused the write; ``kind`` names it (``tenant_limit``, ``concurrency_limit``)."""
 

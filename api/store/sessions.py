@@ -15,10 +15,6 @@ ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome
 METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")
 
 
-def _seconds(ms: int | None) -> int | None:
-    return None if ms is None else (ms + 500) // 1000
-
-
 def create(
     db: sqlite_utils.Database,
     *,
@@ -181,7 +177,8 @@ def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) ->
     )
 
 
-def _analysis_wire(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def analysis_result(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A completed analysis's result (None otherwise)."""
     if row is None or row["status"] != "completed":
         return None
     return {
@@ -197,12 +194,12 @@ def _analysis_wire(row: dict[str, Any] | None) -> dict[str, Any] | None:
 def get_analysis(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any] | None:
     get_row(db, session_id, owner_id)
     rows = list(db.query("SELECT * FROM analyses WHERE session_id = ?", [session_id]))
-    return _analysis_wire(rows[0] if rows else None)
+    return analysis_result(rows[0] if rows else None)
 
 
 # ---- reads for the API ----
 
-def _item_wire(row: dict[str, Any]) -> dict[str, Any]:
+def _item(row: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads(row["metrics"]) if row["metrics"] else None
     return {
         "speaker": row["speaker"],
@@ -223,7 +220,7 @@ def _items_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict
         f"SELECT * FROM transcript_items WHERE session_id IN ({marks}) ORDER BY session_id, timestamp, id",
         session_ids,
     ):
-        out[row["session_id"]].append(_item_wire(row))
+        out[row["session_id"]].append(_item(row))
     return out
 
 
@@ -238,38 +235,17 @@ def items_for(db: sqlite_utils.Database, session_id: str) -> list[dict[str, Any]
     return _items_by_session(db, [session_id])[session_id]
 
 
-def _session_wire(row: dict[str, Any], items: list[dict[str, Any]], analysis: dict[str, Any] | None) -> dict[str, Any]:
-    analysis_status = analysis["status"] if analysis else ("pending" if row["status"] == "ended" else None)
-    return {
-        "id": row["id"],
-        "agentId": row["agent_id"],
-        "startedAt": row["started_at"],
-        "endedAt": row["ended_at"],
-        "transcript": items,
-        "duration": _seconds(row["duration_ms"]),
-        "analysis": _analysis_wire(analysis),
-        "direction": row["direction"],
-        "call_direction": row["direction"].upper(),
-        "outbound_phone_number": row["outbound_phone_number"],
-        "call_status": row["call_status"],
-        "roomName": row["room_name"],
-        "status": row["status"],
-        "endReason": row["end_reason"],
-        "error": row["error"],
-        "analysisStatus": analysis_status,
-        "analysisError": analysis["error"] if analysis else None,
-    }
-
-
-def _wire_many(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _records(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Session rows with their transcript items and analysis row (None until one exists); the wire shape is made
+    in ``api/schemas/sessions.py``."""
     ids = [r["id"] for r in rows]
     items = _items_by_session(db, ids)
     analyses = _analyses_by_session(db, ids)
-    return [_session_wire(r, items[r["id"]], analyses.get(r["id"])) for r in rows]
+    return [{**r, "transcript": items[r["id"]], "analysis_row": analyses.get(r["id"])} for r in rows]
 
 
 def get(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
-    return _wire_many(db, [get_row(db, session_id, owner_id)])[0]
+    return _records(db, [get_row(db, session_id, owner_id)])[0]
 
 
 def transcript(db: sqlite_utils.Database, owner_id: str, session_id: str) -> list[dict[str, Any]]:
@@ -307,7 +283,7 @@ def list_(
             [*args, limit, (page - 1) * limit],
         )
     )
-    return {"sessions": _wire_many(db, rows), "total": total}
+    return {"sessions": _records(db, rows), "total": total}
 
 
 def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
@@ -327,13 +303,8 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     agents = db.execute(
         "SELECT COUNT(*) FROM agents WHERE owner_id = ? AND deleted_at IS NULL", [owner_id]
     ).fetchone()[0]
-    return {
-        "totalSessions": total,
-        "totalAgents": agents,
-        "avgDuration": round((avg_ms or 0) / 1000, 1),
-        "sessionsToday": sessions_today,
-        "transcriptsToday": transcripts_today,
-    }
+    return {"total_sessions": total, "total_agents": agents, "avg_duration_ms": avg_ms or 0,
+            "sessions_today": sessions_today, "transcripts_today": transcripts_today}
 
 
 

@@ -69,7 +69,7 @@ async def test_a_clients_agents_call_through_the_clients_livekit_server(client, 
     _, product_calls = twirp_stub
     h = auth("alice")
     assert (await client.post("/api/v1/clients", json=_body(url), headers=h)).status == 201
-    await assert_error(await client.post("/api/agents", json={**AGENT_WIRE, "clientId": "nope"}, headers=h), 404)
+    await assert_error(await client.post("/api/agents", json={**AGENT_WIRE, "clientId": "nope"}, headers=h), 422)
     agent = await (await client.post("/api/agents", json={**AGENT_WIRE, "clientId": "new-client"}, headers=h)).json()
     assert agent["clientId"] == "new-client"
     resp = await client.post("/api/livekit/token", json={"agentId": agent["id"], "roomName": "site-1"}, headers=h)

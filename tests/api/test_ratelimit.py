@@ -208,7 +208,7 @@ def redis_server(tmp_path):
 
 
 async def test_redis_buckets_are_atomic_under_concurrent_takes(redis_server):
-    limiter = RateLimiter(redis_server.url)
+    limiter = RateLimiter(redis_server.url, timeout_seconds=30)  # a slow machine must not fall back to local buckets
     try:
         decisions = await asyncio.gather(*[limiter.take("cred:x", 0.001, 20) for _ in range(60)])
         assert sum(d.allowed for d in decisions) == 20
@@ -238,7 +238,8 @@ def two_api_processes(tmp_path, redis_server):
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXARENA_")}
     env.update({"VOXARENA_DATA_DIR": str(data), "VOXARENA_HOST": "127.0.0.1", "VOXARENA_REDIS_URL": redis_server.url,
-                "VOXARENA_RATE_LIMIT_RPS": "0.001", "VOXARENA_RATE_LIMIT_BURST": "10", "PYTHONUNBUFFERED": "1"})
+                "VOXARENA_RATE_LIMIT_RPS": "0.001", "VOXARENA_RATE_LIMIT_BURST": "10", "PYTHONUNBUFFERED": "1",
+                "VOXARENA_REDIS_TIMEOUT_SECONDS": "30"})  # a loaded machine must not fall back to local buckets
     exe = str(Path(sys.executable).with_name("voxarena"))
     LocalIssuer(data)  # one issuer key for both, made before either starts
     procs, bases = [], []

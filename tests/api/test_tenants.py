@@ -12,6 +12,7 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.tenants import personal_tenant_id
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of
+from tests.api.test_ownership import SAMPLE_BODIES, owned_routes
 from tests.conftest import assert_error, table_snapshot
 
 ADMIN = "root"
@@ -219,7 +220,7 @@ async def test_keys_act_for_their_tenant_through_both_headers_and_stop_at_once_w
 
 # ---- the isolation matrix ----
 
-async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, store):
+async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, store, settings):
     t1 = await _tenant(client, auth, "alice")
     t2 = await _tenant(client, auth, "bob")
     for team in (t1, t2):
@@ -264,3 +265,24 @@ async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, s
     for team in (t1, t2):
         await assert_error(await client.get("/api/agents", headers=_h(auth, "mallory", team["id"])), 404)
     assert checked == len(credentials) * 2 * len(reads)
+
+    # every tenant-scoped route of the table naming an object, every method: the other tenant's object is a 404
+    # and nothing changes
+    before = table_snapshot(settings.database_path)
+    tried = 0
+    for route in owned_routes():
+        if not route.tenant_scoped:
+            continue
+        kind = {"agent": "agent", "session": "session", "api_key": "key"}.get(route.owns)
+        if kind is None:
+            continue  # clients: none made here (tests/api/test_ownership.py covers them)
+        methods = [route.method] + (["PATCH"] if route.method == "PUT" else [])
+        body = SAMPLE_BODIES.get(route.body.__name__) if route.body is not None else None
+        for name, (headers, home) in credentials.items():
+            other = next(t for t in objects if t != home)
+            path = route.path.replace("{" + route.owned_param + "}", objects[other][kind])
+            for method in methods:
+                await assert_error(await client.request(method, path, json=body, headers=headers), 404)
+                tried += 1
+    assert tried >= len(credentials) * 12
+    assert table_snapshot(settings.database_path) == before
