@@ -19,10 +19,11 @@ from .secrets import SecretBox
 from .services import clients as clients_service
 from .store import clients as clients_repo
 from .loopmon import LoopMonitor
-from .routes import accounts, agents, apikeys, clients, costs, livekit, meta, sessions, tenants
+from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, meta, sessions, tenants
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
+from .services.callbacks import CallbackSender
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
 from .store.db import Store
@@ -32,7 +33,7 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -149,7 +150,12 @@ def create_app(
         if gateway.configured:
             watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
             watchdog.start()
+        sender = CallbackSender(app[STORE], http, max_attempts=settings.callback_max_attempts,
+                                backoff_seconds=settings.callback_backoff_seconds,
+                                allowed_hosts=settings.callback_allowed_hosts)
+        sender.start()
         yield
+        await sender.stop()
         if watchdog is not None:
             await watchdog.stop()
         await app[LOOP].stop()

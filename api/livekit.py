@@ -12,6 +12,11 @@ from livekit import api as lk
 log = logging.getLogger("voxarena.livekit")
 
 
+def sip_identity(call_id: str) -> str:
+    """The room identity of an outbound call's SIP participant (the job dials it, the API hangs it up)."""
+    return f"sip-{call_id}"
+
+
 def http_url(url: str) -> str:
     if url.startswith("ws://"):
         return "http://" + url[5:]
@@ -77,6 +82,13 @@ class LiveKitGateway:
                 return False
             raise
         return any(p.kind != lk.ParticipantInfo.Kind.AGENT for p in resp.participants)
+
+    async def remove_participant(self, room: str, identity: str) -> None:
+        try:
+            await self.client.room.remove_participant(lk.RoomParticipantIdentity(room=room, identity=identity))
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
 
     async def delete_room(self, room: str) -> None:
         try:

@@ -195,11 +195,18 @@ class Settings:
     sip_max_call_seconds: float = field(default=1800.0, metadata={"doc": "Longest outbound call."})
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
+    callback_allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Comma-separated callback hosts allowed although they are (or resolve to) private, loopback "
+                         "or link-local addresses; every other such callback_url is refused."},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if isinstance(self.clerk_authorized_parties, str):
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
+        if isinstance(self.callback_allowed_hosts, str):
+            object.__setattr__(self, "callback_allowed_hosts", _split(self.callback_allowed_hosts))
         if isinstance(self.admin_users, str):
             object.__setattr__(self, "admin_users", _split(self.admin_users))
         if self.job_executor not in {"process", "thread"}:

@@ -62,6 +62,7 @@ class DispatchMeta:
     owner_id: str | None
     direction: str = "inbound"
     phone_number: str | None = None
+    call_id: str | None = None  # an outbound call: the job dials it
 
     @classmethod
     def parse(cls, raw: str) -> "DispatchMeta":
@@ -80,4 +81,5 @@ class DispatchMeta:
             owner_id=data.get("owner_id"),
             direction=direction,
             phone_number=data.get("phone_number"),
+            call_id=data.get("call_id") if isinstance(data.get("call_id"), str) else None,
         )

@@ -16,8 +16,10 @@ from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
 from api.store.errors import NotFoundError
+from api.livekit import sip_identity
 from api.settings import Settings
 from api.store import agents as agents_repo
+from api.store import calls as calls_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
@@ -28,6 +30,7 @@ from pipelines.pricing import PriceBook
 
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
+from .outbound import DialOutcome, dial
 from .recorder import SessionRecorder
 from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
@@ -150,8 +153,25 @@ async def entrypoint(ctx: JobContext) -> None:
         return
 
     await ctx.connect()
+    identity = None
+    if meta.call_id is not None:  # outbound: ring the number; the SIP outcome is the call's status
+        if not meta.phone_number or not settings.sip_outbound_trunk_id:
+            await _dial_failed(call, DialOutcome("FAILED", "sip_not_configured", detail="no trunk or number"))
+            await _fail(ctx, call, "sip_not_configured", "no outbound trunk or phone number")
+            return
+        outcome = await dial(ctx.api, room=ctx.room.name, trunk_id=settings.sip_outbound_trunk_id,
+                             phone_number=meta.phone_number, call_id=meta.call_id,
+                             ring_timeout=settings.sip_ring_timeout_seconds,
+                             max_call_seconds=settings.sip_max_call_seconds)
+        if outcome.status != "ANSWERED":
+            await _dial_failed(call, outcome)
+            await _fail(ctx, call, outcome.end_reason or "dial_failed", outcome.detail)
+            return
+        call_id = meta.call_id
+        await call.store.write(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
+        identity = sip_identity(meta.call_id)
     try:
-        participant = await asyncio.wait_for(ctx.wait_for_participant(), CALLER_JOIN_TIMEOUT)
+        participant = await asyncio.wait_for(ctx.wait_for_participant(identity=identity), CALLER_JOIN_TIMEOUT)
     except asyncio.TimeoutError:
         await _fail(ctx, call, "caller_never_joined", None)
         return
@@ -196,12 +216,40 @@ async def _fail_call(ctx: JobContext, call: Call, kind: str, message: str) -> No
     await _finish(ctx, call, "error", message)
 
 
+async def _dial_failed(call: Call, outcome: DialOutcome) -> None:
+    assert call.meta.call_id is not None
+    await call.store.write(lambda db: calls_repo.transition(
+        db, call.meta.call_id, outcome.status, end_reason=outcome.end_reason, sip_status_code=outcome.sip_status_code,
+        sip_status=outcome.sip_status))
+
+
+async def _end_outbound(call: Call, reason: str, error: str | None) -> None:
+    """The call is over: COMPLETED if it was answered and ended normally, FAILED with the reason otherwise (a no-op
+    when its status is already final)."""
+    if call.meta.call_id is None:
+        return
+    call_id = call.meta.call_id
+
+    def end(db: Any) -> None:
+        row = calls_repo.get_any(db, call_id)
+        if row["status"] == "ANSWERED" and error is None:
+            calls_repo.transition(db, call_id, "COMPLETED", end_reason=reason)
+        else:
+            calls_repo.transition(db, call_id, "FAILED", end_reason=reason)
+
+    try:
+        await call.store.write(end)
+    except Exception:
+        log.exception("session %s: could not record the end of call %s", call.session_id, call_id)
+
+
 async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
     log.error("session %s ends: %s%s", call.session_id, reason, f" ({error})" if error else "")
     await _finish(ctx, call, reason, error)
 
 
 async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
+    await _end_outbound(call, reason, error)
     await call.recorder.end(reason=reason, error=error)
     await _close_meter(call)
     ctx.shutdown(reason=reason)
@@ -224,6 +272,7 @@ async def on_session_end(ctx: JobContext) -> None:
     if call is None:
         return
     await call.settle()
+    await _end_outbound(call, "job_ended", None)
     await call.recorder.end(reason="job_ended")
     await _close_meter(call)
     if call.spec is None or call.session is None:

@@ -301,6 +301,23 @@ CREATE TABLE users (
 );
 """,
     ),
+    (
+        7,
+        "outbound call events as an outbox of signed callbacks",
+        """
+-- Each status change of an outbound call is an event; its callback is delivered from here (an outbox), in order per
+-- call, retried with backoff, each attempt kept in callback_deliveries.
+ALTER TABLE call_events ADD COLUMN event_id TEXT;
+ALTER TABLE call_events ADD COLUMN payload TEXT;
+ALTER TABLE call_events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE call_events ADD COLUMN deliver_after TEXT;
+ALTER TABLE call_events ADD COLUMN delivered_at TEXT;
+ALTER TABLE call_events ADD COLUMN given_up INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX call_events_outbox ON call_events(call_id, id) WHERE delivered_at IS NULL AND given_up = 0;
+ALTER TABLE callback_deliveries ADD COLUMN event_id TEXT;
+ALTER TABLE outbound_calls ADD COLUMN end_reason TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

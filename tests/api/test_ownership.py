@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from api.store import apikeys, clients, tenants
+from api.store import apikeys, calls, clients, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -27,8 +27,12 @@ def object_ids(store) -> dict[str, str]:
     key, _ = store.write_sync(apikeys.create, tenant_of("alice"), "ci", "alice")
     team = store.write_sync(lambda db: tenants.create(db, {"name": "Alice team"}, owner_user_id="alice"))
     client = store.write_sync(clients.create, tenant_of("alice"), {"id": "site", "name": "Site"})
+    call = store.write_sync(lambda db: calls.create(db, tenant_of("alice"), call_id="call_alice", agent_id=agent_id,
+                                                    session_id=session_id, room_name="r", phone_number="+15550001111",
+                                                    callback_url=None))
     return {"/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
-            "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"]}
+            "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"],
+            "/api/calls/": call["id"], "/api/telephony/outbound/call/": call["id"]}
 
 
 def test_the_matrix_covers_routes():

@@ -40,6 +40,11 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
         out = proto_dispatch.AgentDispatch(id=req.dispatch_id, room=req.room)
         return web.Response(body=out.SerializeToString(), content_type="application/protobuf")
 
+    async def remove_participant(request: web.Request) -> web.Response:
+        calls.append(("RemoveParticipant", await request.read()))
+        return web.Response(body=proto_room.RemoveParticipantResponse().SerializeToString(),
+                            content_type="application/protobuf")
+
     async def list_participants(request: web.Request) -> web.Response:
         req = proto_room.ListParticipantsRequest()
         req.ParseFromString(await request.read())
@@ -52,6 +57,7 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
     app.router.add_post("/twirp/livekit.RoomService/ListParticipants", list_participants)
     app.router.add_post("/twirp/livekit.AgentDispatchService/CreateDispatch", create_dispatch)
     app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", delete_room)
+    app.router.add_post("/twirp/livekit.RoomService/RemoveParticipant", remove_participant)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server, calls

@@ -1,0 +1,106 @@
+"""Outbound calls, both of 001's ways: /api/calls/* (uppercase `call_status`, callbacks) and /api/telephony/*
+(lowercase `status`). Same calls, same checks: the agent must be the tenant's and able to take calls, the tenant
+within its concurrent-call limit, a worker free."""
+
+from __future__ import annotations
+
+from ..errors import NotFound, Unavailable
+from ..keys import LIVEKIT, SETTINGS, STORE, WORKER_CAPACITY
+from ..routing import Call, Route, ownership
+from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
+                             OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
+                             TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
+from ..schemas.common import Success
+from ..services import callbacks, outbound
+from ..store import agents as agents_repo
+from ..store import calls as repo
+from .livekit import RETRY_AFTER_SECONDS, _gateway, refuse_unavailable_agent
+
+
+@ownership("call")
+async def _own_call(call: Call, call_id: str) -> None:
+    if not await call.request.app[STORE].read(repo.exists, call.tenant_id, call_id):
+        raise NotFound(f"call {call_id} not found")
+
+
+async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None) -> dict:
+    app = call.request.app
+    gateway = _gateway(call.request)
+    agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
+    refuse_unavailable_agent(agent)
+    if callback_url is not None:
+        await callbacks.check_url(callback_url, app[SETTINGS].callback_allowed_hosts)
+    capacity = app.get(WORKER_CAPACITY)
+    if capacity is not None:
+        full = await capacity()
+        if full is not None:
+            raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
+    return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
+                                phone_number=phone_number, callback_url=callback_url)
+
+
+async def place_call(call: Call) -> dict:
+    body: OutboundCallRequest = call.body
+    row = await _place(call, body.agent_id, body.phone_number, body.callback_url)
+    return {"call_id": row["id"], "room_name": row["room_name"], "status": row["status"],
+            "session_id": row["session_id"]}
+
+
+async def call_status(call: Call) -> dict:
+    return status_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
+
+
+async def end_call(call: Call) -> dict:
+    await outbound.hang_up(call.request.app[STORE], _gateway(call.request), owner_id=call.tenant_id,
+                           call_id=call.params.get("id") or call.params["call_id"])
+    return {"success": True}
+
+
+async def list_callbacks(call: Call) -> list:
+    rows = await call.request.app[STORE].read(repo.deliveries, call.tenant_id, call.params["id"])
+    return [delivery_wire(r) for r in rows]
+
+
+async def get_secret(call: Call) -> dict:
+    return {"secret": await call.request.app[STORE].write(repo.callback_secret, call.tenant_id)}
+
+
+async def rotate_secret(call: Call) -> dict:
+    return {"secret": await call.request.app[STORE].write(repo.rotate_callback_secret, call.tenant_id)}
+
+
+async def telephony_place(call: Call) -> dict:
+    body: TelephonyCallRequest = call.body
+    row = await _place(call, body.agent_id, body.phone_number, None)
+    return {"call_id": row["id"], "status": repo.TELEPHONY_STATUS[row["status"]]}
+
+
+async def telephony_status(call: Call) -> dict:
+    row = await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["call_id"])
+    return telephony_wire(row, repo.TELEPHONY_STATUS)
+
+
+_OWN = {"owns": "call", "owned_param": "id"}
+_OWN_T = {"owns": "call", "owned_param": "call_id"}
+_PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
+
+ROUTES = [
+    Route("POST", "/api/calls/outbound", place_call, "Call a phone number with one of your agents", "calls",
+          response=OutboundCallResponse, body=OutboundCallRequest, status=201, errors=_PLACE_ERRORS),
+    Route("GET", "/api/calls/callback-secret", get_secret, "The secret your callbacks are signed with", "calls",
+          response=CallbackSecret),
+    Route("POST", "/api/calls/callback-secret", rotate_secret, "Rotate the callback signing secret", "calls",
+          response=CallbackSecret),
+    Route("GET", "/api/calls/{id}/status", call_status, "An outbound call's status", "calls",
+          response=CallStatusResponse, **_OWN),
+    Route("POST", "/api/calls/{id}/end", end_call, "Hang up an outbound call", "calls", response=Success,
+          errors=(409, 503), **_OWN),
+    Route("GET", "/api/calls/{id}/callbacks", list_callbacks, "Every callback attempt of a call", "calls",
+          response=CallbackDelivery, many=True, **_OWN),
+    Route("POST", "/api/telephony/outbound/call", telephony_place, "Call a phone number (telephony shape)",
+          "telephony", response=TelephonyCallResponse, body=TelephonyCallRequest, status=201, errors=_PLACE_ERRORS),
+    Route("GET", "/api/telephony/outbound/call/{call_id}/status", telephony_status, "A call's status (telephony)",
+          "telephony", response=TelephonyStatusResponse, **_OWN_T),
+    Route("POST", "/api/telephony/outbound/call/{call_id}/end", end_call, "Hang up a call (telephony)",
+          "telephony", response=Success, errors=(409, 503), **_OWN_T),
+]

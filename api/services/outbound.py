@@ -1,0 +1,69 @@
+"""Placing and ending outbound calls from the API. The job dials (worker/outbound.py); the API reserves the call,
+dispatches the agent with the call in its metadata, and hangs up on request."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from ..errors import Conflict, Unavailable
+from ..livekit import LiveKitGateway, sip_identity
+from ..settings import Settings
+from ..store import calls as repo
+from ..store import dispatch as dispatch_repo
+from ..store import sessions as sessions_repo
+from ..store.db import Store
+
+log = logging.getLogger("voxarena.outbound")
+
+
+async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, owner_id: str, agent_id: str,
+                phone_number: str, callback_url: str | None) -> dict[str, Any]:
+    if not settings.sip_outbound_trunk_id:
+        raise Unavailable("outbound calls need a LiveKit SIP outbound trunk: set VOXARENA_SIP_OUTBOUND_TRUNK_ID")
+    call_id = f"call_{uuid.uuid4().hex[:20]}"
+    session_id = str(uuid.uuid4())
+    room = f"vx-out-{uuid.uuid4().hex[:12]}"
+
+    def reserve(db: Any) -> dict[str, Any]:
+        sessions_repo.reserve_call_slot(db, owner_id)
+        sessions_repo.create(db, owner_id=owner_id, agent_id=agent_id, session_id=session_id, room_name=room,
+                             direction="outbound", phone_number=phone_number, call_status="RINGING")
+        return repo.create(db, owner_id, call_id=call_id, agent_id=agent_id, session_id=session_id, room_name=room,
+                           phone_number=phone_number, callback_url=callback_url)
+
+    row = await store.write(reserve)
+    metadata = {"agent_id": agent_id, "session_id": session_id, "owner_id": owner_id, "direction": "outbound",
+                "phone_number": phone_number, "call_id": call_id}
+    try:
+        dispatch_id = await gateway.dispatch(room=room, metadata=metadata)
+        await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
+    except Exception as e:
+        reason = str(e)
+        log.error("call %s: agent dispatch to room %s failed: %s", call_id, room, reason)
+
+        def failed(db: Any) -> None:
+            repo.transition(db, call_id, "FAILED", end_reason="dispatch_failed")
+            sessions_repo.end(db, session_id, reason="dispatch_failed", error=reason)
+
+        await store.write(failed)
+        raise Unavailable(f"could not dispatch the agent through LiveKit: {reason}") from None
+    return row
+
+
+async def hang_up(store: Store, gateway: LiveKitGateway, *, owner_id: str, call_id: str) -> None:
+    """Ends a live call: the SIP participant leaves (the callee gets a BYE), the room closes, and the call is
+    COMPLETED if it was answered, FAILED (``canceled``) if it was still ringing."""
+    row = await store.read(repo.get, owner_id, call_id)
+    if row["status"] in repo.TERMINAL:
+        raise Conflict(f"call {call_id} has already ended ({row['status']})")
+
+    def ended(db: Any) -> None:
+        current = repo.get(db, owner_id, call_id)
+        status = "COMPLETED" if current["status"] == "ANSWERED" else "FAILED"
+        repo.transition(db, call_id, status, end_reason="ended_by_api" if status == "COMPLETED" else "canceled")
+
+    await store.write(ended)
+    await gateway.remove_participant(row["room_name"], sip_identity(call_id))
+    await gateway.delete_room(row["room_name"])

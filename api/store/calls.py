@@ -1,0 +1,158 @@
+"""Outbound calls, their status events (an outbox of callbacks) and each callback attempt; the per-tenant callback
+signing secret.
+
+Statuses are 001's: RINGING -> ANSWERED -> COMPLETED, or RINGING -> FAILED | NO_ANSWER (a failure after answering
+is FAILED too). Only SIP outcomes move them (the job that dials reports each one); a terminal status never changes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from typing import Any
+
+import sqlite_utils
+
+from .errors import NotFoundError
+from .timefmt import now_iso, parse_iso
+
+TERMINAL = ("COMPLETED", "FAILED", "NO_ANSWER")
+NEXT = {"RINGING": ("ANSWERED", *TERMINAL), "ANSWERED": ("COMPLETED", "FAILED")}
+
+
+def create(db: sqlite_utils.Database, owner_id: str, *, call_id: str, agent_id: str, session_id: str,
+           room_name: str, phone_number: str, callback_url: str | None) -> dict[str, Any]:
+    now = now_iso()
+    db.execute(
+        "INSERT INTO outbound_calls (id, owner_id, agent_id, session_id, room_name, phone_number, status, "
+        "callback_url, started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'RINGING', ?, ?, ?, ?)",
+        [call_id, owner_id, agent_id, session_id, room_name, phone_number, callback_url, now, now, now],
+    )
+    _event(db, get(db, owner_id, call_id), "RINGING", at=now)
+    return get(db, owner_id, call_id)
+
+
+def get(db: sqlite_utils.Database, owner_id: str, call_id: str) -> dict[str, Any]:
+    rows = list(db.query("SELECT * FROM outbound_calls WHERE id = ? AND owner_id = ?", [call_id, owner_id]))
+    if not rows:
+        raise NotFoundError(f"call {call_id} not found")
+    return rows[0]
+
+
+def get_any(db: sqlite_utils.Database, call_id: str) -> dict[str, Any]:
+    """For the job that dials it (the dispatch names the call; the owner comes with the row)."""
+    rows = list(db.query("SELECT * FROM outbound_calls WHERE id = ?", [call_id]))
+    if not rows:
+        raise NotFoundError(f"call {call_id} not found")
+    return rows[0]
+
+
+def exists(db: sqlite_utils.Database, owner_id: str, call_id: str) -> bool:
+    return db.execute("SELECT 1 FROM outbound_calls WHERE id = ? AND owner_id = ?",
+                      [call_id, owner_id]).fetchone() is not None
+
+
+def transition(db: sqlite_utils.Database, call_id: str, status: str, *, end_reason: str | None = None,
+               sip_status_code: int | None = None, sip_status: str | None = None, at: str | None = None) -> bool:
+    """Move the call (and its session's ``call_status``) to ``status`` if that is a step forward; records the event
+    (and queues its callback). Returns whether anything changed."""
+    row = get_any(db, call_id)
+    if status not in NEXT.get(row["status"], ()):
+        return False
+    at = at or now_iso()
+    sets: dict[str, Any] = {"status": status, "updated_at": at}
+    if sip_status_code is not None:
+        sets.update(sip_status_code=sip_status_code, sip_status=sip_status)
+    if status == "ANSWERED":
+        sets["answered_at"] = at
+    if status in TERMINAL:
+        sets.update(ended_at=at, end_reason=end_reason or status.lower(),
+                    failure_reason=end_reason if status != "COMPLETED" else None)
+        if row["answered_at"]:
+            sets["duration_ms"] = max(0, int((parse_iso(at) - parse_iso(row["answered_at"])).total_seconds() * 1000))
+        else:
+            sets["duration_ms"] = 0
+    db.execute(f"UPDATE outbound_calls SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
+               [*sets.values(), call_id])
+    if row["session_id"]:
+        db.execute("UPDATE sessions SET call_status = ? WHERE id = ?", [status, row["session_id"]])
+    row.update(sets)
+    _event(db, row, status, at=at)
+    return True
+
+
+def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: str) -> None:
+    event_id = f"evt_{uuid.uuid4().hex}"
+    payload = {"id": event_id, "type": "call.status", "created_at": at, "call_id": row["id"],
+               "session_id": row["session_id"], "call_status": status, "status": TELEPHONY_STATUS[status],
+               "phone_number": row["phone_number"], "end_reason": row.get("end_reason"),
+               "sip_status_code": row.get("sip_status_code"),
+               "duration": None if row.get("duration_ms") is None else (row["duration_ms"] + 500) // 1000}
+    db.execute("INSERT INTO call_events (call_id, owner_id, status, sip_status_code, detail, created_at, event_id, "
+               "payload, deliver_after, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,
+                json.dumps(payload), at, None if row["callback_url"] else at])  # no URL: nothing to deliver
+
+
+TELEPHONY_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",
+                    "NO_ANSWER": "no-answer"}
+
+
+def live_for_session(db: sqlite_utils.Database, session_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM outbound_calls WHERE session_id = ?", [session_id]))
+    return rows[0] if rows else None
+
+
+# ---- the callback outbox ----
+
+def due_events(db: sqlite_utils.Database, now: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The oldest undelivered event of each call, when its time has come (later events of a call wait for it)."""
+    return list(db.query(
+        "SELECT e.*, c.callback_url FROM call_events e JOIN outbound_calls c ON c.id = e.call_id "
+        "WHERE e.delivered_at IS NULL AND e.given_up = 0 AND e.deliver_after <= ? AND NOT EXISTS ("
+        "  SELECT 1 FROM call_events p WHERE p.call_id = e.call_id AND p.id < e.id AND p.delivered_at IS NULL "
+        "  AND p.given_up = 0) ORDER BY e.deliver_after, e.id LIMIT ?", [now, limit]))
+
+
+def record_attempt(db: sqlite_utils.Database, event: dict[str, Any], *, attempt: int, url: str, signature: str,
+                   response_status: int | None, error: str | None, delivered: bool, retry_after: str | None) -> None:
+    """One delivery attempt; ``retry_after`` None with ``delivered`` False gives the event up."""
+    now = now_iso()
+    db.execute("INSERT INTO callback_deliveries (call_id, owner_id, event_status, attempt, url, response_status, "
+               "error, signature, delivered, created_at, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               [event["call_id"], event["owner_id"], event["status"], attempt, url, response_status, error, signature,
+                int(delivered), now, event["event_id"]])
+    if delivered:
+        db.execute("UPDATE call_events SET attempts = ?, delivered_at = ? WHERE id = ?", [attempt, now, event["id"]])
+    elif retry_after is None:
+        db.execute("UPDATE call_events SET attempts = ?, given_up = 1 WHERE id = ?", [attempt, event["id"]])
+    else:
+        db.execute("UPDATE call_events SET attempts = ?, deliver_after = ? WHERE id = ?",
+                   [attempt, retry_after, event["id"]])
+
+
+def deliveries(db: sqlite_utils.Database, owner_id: str, call_id: str) -> list[dict[str, Any]]:
+    get(db, owner_id, call_id)
+    return list(db.query("SELECT * FROM callback_deliveries WHERE call_id = ? AND owner_id = ? ORDER BY id",
+                         [call_id, owner_id]))
+
+
+# ---- the signing secret ----
+
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def callback_secret(db: sqlite_utils.Database, owner_id: str) -> str:
+    db.execute("INSERT OR IGNORE INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?)",
+               [owner_id, _new_secret(), now_iso()])
+    return db.execute("SELECT callback_secret FROM user_secrets WHERE owner_id = ?", [owner_id]).fetchone()[0]
+
+
+def rotate_callback_secret(db: sqlite_utils.Database, owner_id: str) -> str:
+    secret = _new_secret()
+    db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?) "
+               "ON CONFLICT (owner_id) DO UPDATE SET callback_secret = excluded.callback_secret, "
+               "created_at = excluded.created_at", [owner_id, secret, now_iso()])
+    return secret

@@ -1,0 +1,66 @@
+"""Dialling an outbound call from its job: `CreateSIPParticipant` through the outbound trunk, and the SIP outcome
+mapped to the call's status (never a timer of ours: LiveKit SIP reports answer, busy, decline and ring timeout).
+
+How LiveKit reports each outcome (livekit-sip v1.11.0): answered -> the request returns (wait_until_answered);
+486 -> twirp `resource_exhausted` (HTTP 429) with `sip_status_code=486`, which is a busy line, never a rate limit to
+retry; 603 -> an error with `sip_status_code=603`; ring timeout -> twirp `canceled`/`deadline_exceeded` (HTTP 408)
+with no SIP status; 408/480 from the far end -> no answer too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from livekit import api
+
+from api.livekit import sip_identity
+from livekit.protocol.sip import CreateSIPParticipantRequest
+from google.protobuf.duration_pb2 import Duration
+
+log = logging.getLogger("voxarena.outbound")
+
+NO_ANSWER_CODES = {408, 480, 487}
+NO_ANSWER_TWIRP = {"canceled", "deadline_exceeded"}
+
+
+@dataclass(frozen=True)
+class DialOutcome:
+    status: str  # ANSWERED, FAILED or NO_ANSWER
+    end_reason: str | None = None
+    sip_status_code: int | None = None
+    sip_status: str | None = None
+    detail: str | None = None
+
+
+def classify(error: Exception) -> DialOutcome:
+    """The call's status from a failed `CreateSIPParticipant`."""
+    if not isinstance(error, api.ServerError):
+        return DialOutcome("FAILED", "dial_error", detail=str(error) or type(error).__name__)
+    raw = error.metadata.get("sip_status_code")
+    code = int(raw) if raw and raw.isdigit() else None
+    phrase = error.metadata.get("sip_status")
+    if code == 486 or code == 600:
+        return DialOutcome("FAILED", "busy", code, phrase, str(error))
+    if code == 603:
+        return DialOutcome("FAILED", "declined", code, phrase, str(error))
+    if code in NO_ANSWER_CODES or (code is None and error.code in NO_ANSWER_TWIRP):
+        return DialOutcome("NO_ANSWER", "no_answer", code, phrase, str(error))
+    reason = f"sip_{code}" if code is not None else (error.code or "dial_error")
+    return DialOutcome("FAILED", reason, code, phrase, str(error))
+
+
+async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number: str, call_id: str,
+               ring_timeout: float, max_call_seconds: float) -> DialOutcome:
+    """Rings the number and returns when it is answered or has failed."""
+    request = CreateSIPParticipantRequest(
+        sip_trunk_id=trunk_id, sip_call_to=phone_number, room_name=room, participant_identity=sip_identity(call_id),
+        participant_name=phone_number, wait_until_answered=True, play_dialtone=False,
+        ringing_timeout=Duration(seconds=int(ring_timeout)), max_call_duration=Duration(seconds=int(max_call_seconds)))
+    try:
+        await lkapi.sip.create_sip_participant(request)
+    except Exception as e:  # every failure is an outcome of the call, recorded with its reason
+        outcome = classify(e)
+        log.warning("call %s to %s: %s (%s)", call_id, phone_number, outcome.status, outcome.detail)
+        return outcome
+    return DialOutcome("ANSWERED")
