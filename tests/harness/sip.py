@@ -52,13 +52,14 @@ def require_sipp() -> str:
 
 
 def _udp_bound(ip: str, port: int) -> bool:
-    """True if something already holds UDP ip:port (binding it fails)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return True
-    return False
+    """True if a UDP socket is bound to ip:port here. Read from /proc/net/udp rather than probed with a bind, which
+    would hold the port for a moment and could make the process we are waiting for fail to bind it."""
+    want = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(line.split()[1] == want for line in lines if len(line.split()) > 1)
 
 
 def _http_status(url: str) -> int:
@@ -118,7 +119,7 @@ def start_livekit_sip(server: LiveKitServer, redis: RedisServer, workdir: Path, 
     workdir.mkdir(parents=True, exist_ok=True)
     sip_port = free_tcp_udp_port(ip)
     health_port = free_port(ip)
-    rtp_lo, rtp_hi = free_port_range("0.0.0.0", 100, lo=40000, hi=60000)
+    rtp_lo, rtp_hi = free_port_range("0.0.0.0", 100, lo=20000, hi=32600)  # below the ephemeral range
     config = {
         "api_key": server.api_key,
         "api_secret": server.api_secret,

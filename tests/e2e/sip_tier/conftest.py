@@ -20,15 +20,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.sip)
 
 
+def _or_fail(start, *args, **kwargs):
+    """Turn a harness error (which names the fix, or carries the log tail) into a plain test failure."""
+    try:
+        return start(*args, **kwargs)
+    except RuntimeError as e:
+        message = str(e)
+    pytest.fail(f"SIP tier: {message}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def sip_stack(netns_ip: str, e2e_workdir: Path) -> Iterator[SipStack]:
     """Yields SipStack: .url/.api_key/.api_secret (the SIP-enabled livekit-server), .api() -> LiveKitAPI,
     .trunk_id (an outbound trunk to .callee_address), .start_callee(scenario, ...) -> SippCallee,
     .livekit/.sip/.redis (the processes), .describe() (log tails)."""
-    try:
-        stack = start_sip_stack(e2e_workdir / "sip")
-    except RuntimeError as e:
-        pytest.fail(f"SIP tier: {e}", pytrace=False)
+    stack = _or_fail(start_sip_stack, e2e_workdir / "sip")
     try:
         yield stack
     finally:
@@ -40,10 +46,7 @@ def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
     """A factory: sip_callee("uas_answer.xml", answer_after_ms=500, play=None, timeout_s=60) starts sipp on the
     trunk's address and returns the SippCallee; it is stopped when the test ends."""
     def start(scenario: str, **kwargs) -> SippCallee:
-        try:
-            return sip_stack.start_callee(scenario, **kwargs)
-        except RuntimeError as e:
-            pytest.fail(f"SIP tier: {e}", pytrace=False)
+        return _or_fail(sip_stack.start_callee, scenario, **kwargs)
 
     try:
         yield start
