@@ -4,7 +4,7 @@ VENV := .venv
 BIN_DIR ?= $(HOME)/.cache/voxarena/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test venv system-deps livekit-server bench clean
+.PHONY: run test venv system-deps livekit-server livekit-sip bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -19,14 +19,20 @@ system-deps:
 livekit-server:
 	.ci/build-livekit.sh server
 
+# The SIP bridge for the SIP tier (tests/e2e/sip_tier): from the module proxy, else from ../shared/livekit-sip.
+# Needs the cgo headers from system-deps.
+livekit-sip: system-deps
+	.ci/build-livekit.sh sip
+
 # Runs the product on its embedded defaults: the API on http://127.0.0.1:8080, SQLite in ./data, the embedded token
 # issuer, and (with no VOXARENA_LIVEKIT_URL) a local LiveKit dev server on loopback.
 run: venv
 	@.ci/build-livekit.sh server || echo "run: could not build livekit-server; set VOXARENA_LIVEKIT_URL/_API_KEY/_API_SECRET to use your own LiveKit server"
 	$(VENV)/bin/voxarena serve
 
-# The whole test suite, inside a network namespace of its own (a real livekit-server built from its Go module).
-test: venv system-deps livekit-server
+# The whole test suite, inside a network namespace of its own (real livekit-server and livekit-sip built from source;
+# the SIP tier also needs sipp and redis-server from system-deps, and fails when one is missing).
+test: venv system-deps livekit-server livekit-sip
 	.ci/netns-run $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 BENCH_ARGS ?=

@@ -1,0 +1,168 @@
+"""The sipp callee's media: a UDP socket that records the RTP (PCMU) livekit-sip sends and plays speech back.
+
+sipp advertises this socket's port in its 200 OK (`-key rtp_port N`, `[rtp_port]` in tests/sip/*.xml) and does the
+signalling only, because sipp's own media (`rtp_stream`, `-rtp_echo`) cannot tell a test what it received."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SILENCE_DBFS, dbfs, ulaw_decode
+from .procs import HarnessError
+
+_RTP_HEADER = struct.Struct("!BBHII")
+PCMU = 0
+
+
+@dataclass
+class RtpStats:
+    """What the RtpPeer received. Levels are per packet, of the G.711 u-law decoded payload (dBFS)."""
+
+    packets: int = 0
+    pcmu_packets: int = 0
+    nonsilent_packets: int = 0
+    payload_types: set[int] = field(default_factory=set)
+    first_at: float | None = None     # time.monotonic()
+    last_at: float | None = None
+    max_dbfs: float = -120.0
+    remote: tuple[str, int] | None = None
+    sent_packets: int = 0
+
+
+class RtpPeer:
+    """The callee's media: a UDP socket on `ip:port` that records incoming RTP and optionally plays a u-law WAV.
+
+    Playback starts once the remote address is known (first packet received, symmetric RTP) and loops the file in
+    20 ms packets, paced by the monotonic clock. `samples()` returns everything received, decoded to int16."""
+
+    def __init__(self, ip: str, *, play: Path | None = None, silence_dbfs: float = SILENCE_DBFS) -> None:
+        self.ip = ip
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.05)
+        self.silence_dbfs = silence_dbfs
+        self.stats = RtpStats()
+        self._payload = _read_ulaw_wav(play) if play else None
+        self._chunks: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rtp-peer-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq, ts, ssrc = 0, 0, 0x5A5A0000 | (self.port & 0xFFFF)
+        pos, next_send = 0, 0.0
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except TimeoutError:
+                data = b""
+            except OSError:
+                return
+            if len(data) >= 12:
+                self._record(data, addr)
+            remote = self.stats.remote
+            if self._payload is None or remote is None:
+                continue
+            now = time.monotonic()
+            if next_send == 0.0:
+                next_send = now
+            while next_send <= now:  # catch up after a slow recv without bursting more than a few packets
+                chunk = self._payload[pos:pos + 160]
+                if len(chunk) < 160:
+                    pos, chunk = 0, self._payload[:160]
+                pos += 160
+                try:
+                    self.sock.sendto(_RTP_HEADER.pack(0x80, PCMU, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + chunk, remote)
+                except OSError:
+                    pass
+                seq, ts = seq + 1, ts + 160
+                self.stats.sent_packets += 1
+                next_send += 0.020
+                if now - next_send > 0.2:
+                    next_send = now
+
+    def _record(self, data: bytes, addr: tuple[str, int]) -> None:
+        b0, b1, _seq, _ts, _ssrc = _RTP_HEADER.unpack_from(data)
+        if b0 >> 6 != 2:
+            return
+        header = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(data) >= header + 4:  # extension
+            header += 4 + 4 * struct.unpack_from("!H", data, header + 2)[0]
+        payload = data[header:]
+        if b0 & 0x20 and payload:  # padding
+            payload = payload[:-payload[-1]]
+        pt = b1 & 0x7F
+        now = time.monotonic()
+        with self._lock:
+            st = self.stats
+            st.packets += 1
+            st.payload_types.add(pt)
+            st.first_at = st.first_at or now
+            st.last_at = now
+            if st.remote is None:
+                st.remote = addr
+            if pt == PCMU and payload:
+                samples = ulaw_decode(payload)
+                self._chunks.append(samples)
+                st.pcmu_packets += 1
+                level = dbfs(samples)
+                st.max_dbfs = max(st.max_dbfs, level)
+                if level > self.silence_dbfs:
+                    st.nonsilent_packets += 1
+
+    def samples(self) -> np.ndarray:
+        with self._lock:
+            return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+
+    def snapshot(self) -> RtpStats:
+        with self._lock:
+            s = self.stats
+            return RtpStats(s.packets, s.pcmu_packets, s.nonsilent_packets, set(s.payload_types), s.first_at,
+                            s.last_at, s.max_dbfs, s.remote, s.sent_packets)
+
+    def wait_for(self, check, *, timeout: float, what: str) -> RtpStats:
+        """Wait until `check(stats)` is true, e.g. `lambda s: s.nonsilent_packets >= 25`; raise on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if check(snap):
+                return snap
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"RTP peer {self.ip}:{self.port}: not {what} within {timeout:.0f}s; stats {snap}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def _read_ulaw_wav(path: Path) -> bytes:
+    """The raw payload of an 8 kHz mono G.711 u-law WAV (format tag 7; the stdlib `wave` reads PCM only)."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"{path}: not a WAV file")
+    pos, fmt, payload = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            fmt = struct.unpack_from("<HHI", body)
+        elif cid == b"data":
+            payload = body
+        pos += 8 + size + (size & 1)
+    if fmt != (7, 1, 8000) or not payload:
+        raise ValueError(f"{path}: want 8 kHz mono u-law (format 7), got format/channels/rate {fmt}")
+    return payload
+
+
+__all__ = ["RtpPeer", "RtpStats"]
