@@ -72,7 +72,7 @@ async def rotate_secret(call: Call) -> dict:
 async def telephony_place(call: Call) -> dict:
     body: TelephonyCallRequest = call.body
     row = await _place(call, body.agent_id, body.phone_number, None)
-    return {"call_id": row["id"], "status": repo.TELEPHONY_STATUS[row["status"]]}
+    return {"call_id": row["id"], "status": repo.TELEPHONY_STATUS[row["status"]], "session_id": row["session_id"]}
 
 
 async def telephony_status(call: Call) -> dict:

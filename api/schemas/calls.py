@@ -50,6 +50,7 @@ class CallStatusResponse(BaseModel):
 class TelephonyCallResponse(BaseModel):
     call_id: str
     status: TelephonyStatus
+    session_id: str
 
 
 class TelephonyStatusResponse(BaseModel):

@@ -52,3 +52,25 @@ def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
         yield start
     finally:
         sip_stack.stop_callee()
+
+
+@pytest.fixture(scope="session")
+def sip_product(sip_stack: SipStack, e2e_workdir: Path, fakes):
+    """`voxarena serve` (API + worker) on the SIP stack's livekit-server, dialling through its outbound trunk, with
+    the provider fakes. Yields the Product."""
+    from tests.e2e.conftest import FAKE_KEY
+    from tests.harness.procs import free_port
+    from tests.harness.product import product_env, start_product
+
+    port = free_port("127.0.0.1")
+    env = product_env(data_dir=e2e_workdir / "sip-product-data", port=port, livekit=sip_stack.livekit,
+                      fakes_urls=fakes.urls, api_key=FAKE_KEY,
+                      extra={"VOXARENA_SIP_OUTBOUND_TRUNK_ID": sip_stack.trunk_id,
+                             "VOXARENA_SIP_RING_TIMEOUT_SECONDS": "3",
+                             "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+                             "VOXARENA_CALLBACK_BACKOFF_SECONDS": "0.1"})
+    product = _or_fail(start_product, workdir=e2e_workdir / "sip-product", port=port, env=env)
+    try:
+        yield product
+    finally:
+        product.stop()
