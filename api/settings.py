@@ -191,6 +191,11 @@ class Settings:
     pricing_file: str = field(default="", metadata={"doc": "Path of pricing.yaml (default: the repo's)."})
     # --- telephony ---
     sip_outbound_trunk_id: str = field(default="", metadata={"doc": "LiveKit SIP outbound trunk id (ST_...)."})
+    sip_carrier: str = field(
+        default="sip",
+        metadata={"doc": "Provider key of the outbound line in pricing.yaml (`sip_minutes`, model: the trunk id or "
+                         "\"*\"); without a price there the line's minutes are recorded unpriced."},
+    )
     sip_ring_timeout_seconds: float = field(default=30.0, metadata={"doc": "Ring timeout of outbound calls."})
     sip_max_call_seconds: float = field(default=1800.0, metadata={"doc": "Longest outbound call."})
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})

@@ -28,7 +28,7 @@ log = logging.getLogger("voxarena.metering")
 QUANTUM = Decimal("1e-12")  # minutes are kept to 12 decimals (60 ps): exact enough, and bounded in size
 KEY_NAMESPACE = uuid.UUID("6f1c1e9c-8f6e-4d4e-9a51-5b2a3c6d7e80")
 
-UNITS = {"stt_minutes": "minute", "llm_tokens": "token", "tts_characters": "character"}
+UNITS = {"stt_minutes": "minute", "llm_tokens": "token", "tts_characters": "character", "sip_minutes": "minute"}
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,14 @@ class CallMeter:
         ]
         async with self._lock:
             await self._write([e for e in events if e.quantity > 0])
+
+    async def record_sip_minutes(self, *, carrier: str, trunk: str | None, answered_ms: int) -> None:
+        """The phone line of an answered outbound call: its answered time, priced per carrier (and trunk)."""
+        minutes = (Decimal(answered_ms) / Decimal(60_000)).quantize(QUANTUM)
+        if minutes <= 0:
+            return
+        async with self._lock:
+            await self._write([self._event(f"{self.scope}/sip", carrier, trunk, "sip_minutes", minutes)])
 
     # ---- plumbing ----
     def _event(self, key: str, provider: str, model: str | None, event_type: str, quantity: Decimal,

@@ -15,22 +15,23 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-EventType = Literal["stt_minutes", "llm_tokens", "tts_characters"]
+EventType = Literal["stt_minutes", "llm_tokens", "tts_characters", "sip_minutes"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 NANOS = Decimal(1_000_000_000)
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "pricing.yaml"
 
 # Units a rate may be quoted in, and how many of the event's quantity unit each one is.
-UNITS: dict[str, tuple[str, Decimal]] = {
-    "minute": ("stt_minutes", Decimal(1)),
-    "second": ("stt_minutes", Decimal(1) / Decimal(60)),
-    "hour": ("stt_minutes", Decimal(60)),
-    "token": ("llm_tokens", Decimal(1)),
-    "1k_tokens": ("llm_tokens", Decimal(1000)),
-    "1m_tokens": ("llm_tokens", Decimal(1_000_000)),
-    "character": ("tts_characters", Decimal(1)),
-    "1k_characters": ("tts_characters", Decimal(1000)),
-    "1m_characters": ("tts_characters", Decimal(1_000_000)),
+_MINUTES = ("stt_minutes", "sip_minutes")
+UNITS: dict[str, tuple[tuple[str, ...], Decimal]] = {
+    "minute": (_MINUTES, Decimal(1)),
+    "second": (_MINUTES, Decimal(1) / Decimal(60)),
+    "hour": (_MINUTES, Decimal(60)),
+    "token": (("llm_tokens",), Decimal(1)),
+    "1k_tokens": (("llm_tokens",), Decimal(1000)),
+    "1m_tokens": (("llm_tokens",), Decimal(1_000_000)),
+    "character": (("tts_characters",), Decimal(1)),
+    "1k_characters": (("tts_characters",), Decimal(1000)),
+    "1m_characters": (("tts_characters",), Decimal(1_000_000)),
 }
 
 
@@ -76,8 +77,8 @@ class Price(BaseModel):
 
     def unit_cost(self) -> Decimal:
         """USD per one unit of the event's quantity (minute, token, character)."""
-        kind, size = UNITS[self.unit]
-        if kind != self.event_type:
+        kinds, size = UNITS[self.unit]
+        if self.event_type not in kinds:
             raise PricingError(f"unit {self.unit} does not fit event type {self.event_type}")
         return self.rate / size
 

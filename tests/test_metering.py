@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -120,3 +121,23 @@ async def test_usage_of_an_unpriced_provider_is_flagged_not_zeroed():
     (e,) = m.usage_events([SimpleNamespace(type="llm_usage", provider="OpenAI", model="gpt", input_tokens=5,
                                            output_tokens=0)])
     assert e.priced is False and e.total_cost_nanos is None and e.unit_cost is None
+
+
+async def test_an_answered_line_is_one_sip_minutes_event_priced_per_carrier_and_trunk(tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "pricing.yaml").read_text())
+    spec["prices"].append({"provider": "telnyx", "event_type": "sip_minutes", "model": "ST_line", "unit": "minute",
+                           "rate": "0.0070", "effective_from": "2024-01-01"})
+    path = tmp_path / "pricing.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sink = ListSink()
+    m = CallMeter(PriceBook.load(path), sink, owner_id="t", session_id="s", agent_id="a", stt_provider="deepgram",
+                  stt_model=None, key_scope="s/j")
+    await m.record_sip_minutes(carrier="telnyx", trunk="ST_line", answered_ms=90_000)
+    await m.record_sip_minutes(carrier="telnyx", trunk="ST_line", answered_ms=90_000)  # a retry: same key
+    await m.record_sip_minutes(carrier="sip", trunk="ST_other", answered_ms=30_000)
+    line, other = sink.events[0], sink.events[-1]
+    assert (line.event_type, line.quantity, line.total_cost_nanos) == ("sip_minutes", Decimal("1.5"), 10_500_000)
+    assert line.idempotency_key == sink.events[1].idempotency_key
+    assert other.total_cost_nanos is None  # no rate for that carrier: unpriced, never 0

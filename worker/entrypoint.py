@@ -230,17 +230,23 @@ async def _end_outbound(call: Call, reason: str, error: str | None) -> None:
         return
     call_id = call.meta.call_id
 
-    def end(db: Any) -> None:
+    def end(db: Any) -> dict[str, Any]:
         row = calls_repo.get_any(db, call_id)
         if row["status"] == "ANSWERED" and error is None:
             calls_repo.transition(db, call_id, "COMPLETED", end_reason=reason)
         else:
             calls_repo.transition(db, call_id, "FAILED", end_reason=reason)
+        return calls_repo.get_any(db, call_id)
 
     try:
-        await call.store.write(end)
+        row = await call.store.write(end)
     except Exception:
         log.exception("session %s: could not record the end of call %s", call.session_id, call_id)
+        return
+    if row["answered_at"] and row["duration_ms"] and call.meter is not None:  # the line is billed when answered
+        await call.meter.record_sip_minutes(carrier=call.settings.sip_carrier,
+                                            trunk=call.settings.sip_outbound_trunk_id or None,
+                                            answered_ms=row["duration_ms"])
 
 
 async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:

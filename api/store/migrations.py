@@ -318,6 +318,39 @@ ALTER TABLE callback_deliveries ADD COLUMN event_id TEXT;
 ALTER TABLE outbound_calls ADD COLUMN end_reason TEXT;
 """,
     ),
+    (
+        8,
+        "the ledger takes sip_minutes (the line of an outbound call)",
+        """
+CREATE TABLE usage_events_v8 (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  session_id TEXT REFERENCES sessions(id),
+  agent_id TEXT,
+  provider TEXT NOT NULL,
+  model TEXT,
+  event_type TEXT NOT NULL CHECK (event_type IN ('stt_minutes', 'llm_tokens', 'tts_characters', 'sip_minutes')),
+  token_kind TEXT,
+  quantity TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  unit_cost TEXT,
+  total_cost_nanos INTEGER,
+  priced INTEGER NOT NULL,
+  price_version TEXT,
+  idempotency_key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  source TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  UNIQUE (owner_id, idempotency_key)
+);
+INSERT INTO usage_events_v8 SELECT * FROM usage_events ORDER BY seq;
+DROP TABLE usage_events;
+ALTER TABLE usage_events_v8 RENAME TO usage_events;
+CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

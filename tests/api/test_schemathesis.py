@@ -22,7 +22,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, 
         "--checks", CHECKS,
         "--header", f"Authorization: Bearer {token_for('fuzzer')}",
         "--phases", "examples,coverage,fuzzing",
-        "--max-examples", os.environ.get("VOXARENA_SCHEMATHESIS_EXAMPLES", "100"),
+        "--max-examples", os.environ.get("VOXARENA_SCHEMATHESIS_EXAMPLES", "60"),
         "--workers", "1",
         "--request-timeout", "10",
         "--continue-on-failure",
@@ -31,7 +31,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, 
     ]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                                                 env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=300)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=900)  # ~60 operations on a busy 2-core machine
     text = out.decode(errors="replace")
     print(text[-3000:])
     assert proc.returncode == 0, text[-6000:]

@@ -72,6 +72,12 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     assert session["call_status"] == "COMPLETED" and session["duration"] >= 1
     status, tel = await product.request("GET", f"/api/telephony/outbound/call/{placed['call_id']}/status")
     assert (tel["status"], tel["phone_number"]) == ("completed", CALLEE_NUMBER)
+    # the line is metered: its answered minutes, unpriced until pricing.yaml has the carrier's rate
+    status, breakdown = await product.request("GET", f"/api/sessions/{placed['session_id']}/cost-breakdown")
+    assert status == 200, breakdown
+    (line,) = [e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]
+    assert line["provider"] == "sip" and line["priced"] is False and line["total_cost"] is None
+    assert abs(line["quantity"] * 60 - done["duration"]) <= 1
 
 
 @pytest.mark.parametrize("scenario, call_status, telephony, end_reason, sip_code", [
