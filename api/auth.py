@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from .errors import Unauthorized
+from .secrets import write_once
 
 log = logging.getLogger("voxarena.auth")
 
@@ -59,16 +58,7 @@ class LocalIssuer:
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-            try:
-                os.link(tmp, path)  # first writer wins if two processes start at once
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            write_once(path, pem)
         self._key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         public = self._key.public_key()
         jwk = json.loads(RSAAlgorithm.to_jwk(public))

@@ -24,17 +24,7 @@ class SecretBox:
             return cls(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
         path = data_dir / KEY_FILE
         if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Fernet.generate_key())
-            try:
-                os.link(tmp, path)  # first writer wins if two processes start at once
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            write_once(path, Fernet.generate_key())
         return cls(path.read_bytes().strip())
 
     def seal(self, plain: str) -> str:
@@ -45,6 +35,21 @@ class SecretBox:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken:
             raise ValueError("a stored secret cannot be decrypted with this VOXARENA_SECRET_KEY") from None
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Create a private file (0600) atomically; if two processes start at once, the first writer wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 def mask(secret: str | None) -> str | None:

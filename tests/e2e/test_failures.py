@@ -15,12 +15,7 @@ REPLY = "We are open from nine to five, every weekday."
 
 
 async def _agent(product, **over) -> str:
-    body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
-            "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
-            "firstMessage": GREETING, "firstMessageMode": "assistant_speaks_first", **over}
-    status, agent = await product.request("POST", "/api/agents", json=body)
-    assert status == 201, agent
-    return agent["id"]
+    return await product.create_agent(firstMessage=GREETING, **over)
 
 
 @contextlib.contextmanager

@@ -97,6 +97,15 @@ class Product:
         await client.connect()
         return client, tok
 
+    async def create_agent(self, user: str = "alice", **fields: Any) -> str:
+        """An agent on the provider fakes (deepgram, gemini, elevenlabs) that speaks first; returns its id."""
+        body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
+                "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
+                "firstMessageMode": "assistant_speaks_first", **fields}
+        status, agent = await self.request("POST", "/api/agents", user, json=body)
+        assert status == 201, agent
+        return agent["id"]
+
     def log_tail(self, lines: int = 150) -> str:
         return self.process.tail(lines)
 

@@ -15,12 +15,7 @@ GREETING = "Hello! This is the front desk calling back."
 
 
 async def _agent(product, **over) -> str:
-    body = {"name": "Caller", "systemPrompt": "You call customers back about opening hours.",
-            "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
-            "firstMessage": GREETING, "firstMessageMode": "assistant_speaks_first", **over}
-    status, agent = await product.request("POST", "/api/agents", json=body)
-    assert status == 201, agent
-    return agent["id"]
+    return await product.create_agent(firstMessage=GREETING, **over)
 
 
 async def _place(product, agent_id: str, *, telephony: bool = False) -> dict:
