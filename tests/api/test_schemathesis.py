@@ -8,9 +8,17 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.api.seed import ANALYSIS, seed_call
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
+
+
+@pytest.fixture
+def settings(settings):
+    # outbound calls configured (their dispatches land on the LiveKit stub), so those routes run end to end
+    return settings.with_(sip_outbound_trunk_id="ST_fuzz")
 
 
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, token_for, store, tmp_path):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.api.test_calls import Receiver
+from tests.api.test_calls import _verify as verify_signature
 from tests.harness.audio import speech_ulaw_wav
 from tests.harness.sip import CALLEE_NUMBER, SippCallee
 
@@ -18,9 +20,12 @@ async def _agent(product, **over) -> str:
     return await product.create_agent(firstMessage=GREETING, **over)
 
 
-async def _place(product, agent_id: str, *, telephony: bool = False) -> dict:
+async def _place(product, agent_id: str, *, telephony: bool = False, callback_url: str | None = None) -> dict:
     path = "/api/telephony/outbound/call" if telephony else "/api/calls/outbound"
-    status, placed = await product.request("POST", path, json={"agent_id": agent_id, "phone_number": CALLEE_NUMBER})
+    body = {"agent_id": agent_id, "phone_number": CALLEE_NUMBER}
+    if callback_url:
+        body["callback_url"] = callback_url
+    status, placed = await product.request("POST", path, json=body)
     assert status == 201, placed
     return placed
 
@@ -42,7 +47,8 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     product = sip_product
     callee: SippCallee = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav())
     agent_id = await _agent(product)
-    placed = await _place(product, agent_id)
+    receiver = Receiver(fail_first=1)  # the first delivery fails: the call must not care
+    placed = await _place(product, agent_id, callback_url=await receiver.start())
     assert placed["status"] == "RINGING"
     answered = await _wait_status(product, placed["call_id"], {"ANSWERED", "FAILED", "NO_ANSWER"}, timeout=40)
     assert answered["call_status"] == "ANSWERED", answered
@@ -73,6 +79,31 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     (line,) = [e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]
     assert line["provider"] == "sip" and line["priced"] is False and line["total_cost"] is None
     assert abs(line["quantity"] * 60 - done["duration"]) <= 1
+    # every status change reached the callback, signed, in order, the failed first delivery retried
+    status, secret = await product.request("GET", "/api/calls/callback-secret")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and [p["call_status"] for p, _, _ in receiver.requests][-1:] != ["COMPLETED"]:
+        await asyncio.sleep(0.1)
+    await receiver.server.close()
+    seen = [(payload["call_status"], verify_signature(secret["secret"], sig, body))
+            for payload, sig, body in receiver.requests]
+    assert seen == [("RINGING", True), ("RINGING", True), ("ANSWERED", True), ("COMPLETED", True)], seen
+    status, attempts = await product.request("GET", f"/api/calls/{placed['call_id']}/callbacks")
+    assert [(a["event_status"], a["delivered"]) for a in attempts] == [
+        ("RINGING", False), ("RINGING", True), ("ANSWERED", True), ("COMPLETED", True)]
+
+
+async def test_a_callee_hanging_up_completes_the_call(sip_product, sip_callee):
+    product = sip_product
+    callee = sip_callee("uas_answer_hangup.xml", answer_after_ms=4000, play=speech_ulaw_wav())
+    placed = await _place(product, await _agent(product))
+    await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
+    done = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=30)
+    assert done["call_status"] == "COMPLETED" and done["duration"] >= 3, done
+    assert await asyncio.to_thread(callee.wait_exit, timeout=15) == 0  # its BYE was answered
+    session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
+                                         timeout=30, what="ended")
+    assert session["call_status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("scenario, call_status, telephony, end_reason, sip_code", [
