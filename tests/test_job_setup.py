@@ -7,6 +7,7 @@ from pathlib import Path
 
 from api.settings import Settings
 from api.store.db import Store
+from pipelines.config import STT_SAMPLE_RATE
 from worker import entrypoint
 from worker.runtime import Runtime
 
@@ -21,3 +22,9 @@ def test_the_forkserver_preloads_the_job_module_so_job_processes_do_not_import_i
     finally:
         store.close()
 
+
+def test_the_callers_audio_arrives_at_the_stt_sample_rate() -> None:
+    options = entrypoint.room_options("caller")
+    audio = options.get_audio_input_options()
+    assert audio is not None and audio.sample_rate == STT_SAMPLE_RATE
+    assert options.participant_identity == "caller" and options.close_on_disconnect
