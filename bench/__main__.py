@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,ingest,costs,api] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api] [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "ingest", "costs", "api")
+SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api")
 
 
 def main() -> int:
@@ -36,6 +36,10 @@ def main() -> int:
         from . import voice
 
         asyncio.run(voice.run(results, quick=args.quick))
+    if "cores" in only:
+        from . import cores
+
+        asyncio.run(cores.run(results, quick=args.quick))
     if "ingest" in only:
         from . import ingest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,17 @@ KEY = "bench-key"
 @contextmanager
 def product_stack(name: str, script: dict[str, Any],
                   extra_env: dict[str, str]) -> Iterator[tuple[Product, LiveKitServer, FakesProcess]]:
+    with servers(name, script) as (work, server, fakes):
+        product = bench_product(work / "product", server, fakes, extra_env)
+        try:
+            yield product, server, fakes
+        finally:
+            product.stop()
+
+
+@contextmanager
+def servers(name: str, script: dict[str, Any]) -> Iterator[tuple[Path, LiveKitServer, FakesProcess]]:
+    """The fakes and a livekit-server for a run, and its work directory; products are started on them."""
     work = Path(os.environ.get("VOXARENA_BENCH_DIR", "/tmp/voxarena-bench")) / name
     work.mkdir(parents=True, exist_ok=True)
     with ExitStack() as started:  # stopped in reverse order, whatever fails
@@ -28,12 +39,16 @@ def product_stack(name: str, script: dict[str, Any],
         started.callback(fakes.stop)
         server = start_livekit_server(workdir=work / "livekit")
         started.callback(server.stop)
-        port = free_port("127.0.0.1")
-        env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server,
-                          fakes_urls=fakes.urls, api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
-        product = start_product(workdir=work / "product", port=port, env=env)
-        started.callback(product.stop)
-        yield product, server, fakes
+        yield work, server, fakes
+
+
+def bench_product(work: Path, server: LiveKitServer, fakes: FakesProcess, extra_env: dict[str, str], *,
+                  argv_prefix: Sequence[str] = ()) -> Product:
+    """`voxarena serve` on `server` and the fakes; the caller stops it."""
+    port = free_port("127.0.0.1")
+    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server,
+                      fakes_urls=fakes.urls, api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
+    return start_product(workdir=work, port=port, env=env, argv_prefix=argv_prefix)
 
 
 async def create_agent(product: Product, name: str, **fields: Any) -> str:

@@ -192,11 +192,14 @@ async def entrypoint(ctx: JobContext) -> None:
     session.on("close", on_close)
     agent = VoiceAgent(call.spec)
     recorder.clock = agent.clock
-    await session.start(
-        agent=agent,
-        room=ctx.room,
-        room_options=room_io.RoomOptions(participant_identity=participant.identity, close_on_disconnect=True),
-    )
+    await session.start(agent=agent, room=ctx.room, room_options=room_options(participant.identity))
+
+
+def room_options(identity: str) -> room_io.RoomOptions:
+    # The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
+    # at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
+    return room_io.RoomOptions(participant_identity=identity, close_on_disconnect=True,
+                               audio_input=room_io.AudioInputOptions(sample_rate=STT_SAMPLE_RATE))
 
 
 async def _fail_call(ctx: JobContext, call: Call, kind: str, message: str) -> None:

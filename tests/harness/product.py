@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +124,11 @@ def health(base_url: str) -> dict[str, Any] | None:
 
 
 def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeout: float = 60.0,
-                  worker: bool = True) -> Product:
+                  worker: bool = True, argv_prefix: Sequence[str] = ()) -> Product:
     """Start `voxarena serve`; ready when /health answers with the worker registered (or, for an API-only
-    product, healthy)."""
+    product, healthy). `argv_prefix` runs it through a wrapper that execs it (`taskset -c 0`: same pid)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [str(Path(sys.executable).with_name("voxarena")), "serve"]
+    argv = [*argv_prefix, str(Path(sys.executable).with_name("voxarena")), "serve"]
     proc = ManagedProcess("voxarena", argv, workdir / "voxarena.log", env=env)
     base = f"http://127.0.0.1:{port}"
     product = Product(base_url=base, data_dir=Path(env["VOXARENA_DATA_DIR"]), process=proc, env=env)

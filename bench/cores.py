@@ -1,0 +1,203 @@
+"""Calls per core: the product (API, worker and job processes) pinned to core 0 with `taskset -c 0`; livekit-server,
+the provider fakes and this bench client on core 1. For each step of concurrent calls: p95 overhead (client-measured
+voice-to-voice minus what the fakes inject, as in the voice section), audio gaps, the product's event-loop lateness,
+CPU-ms per call-second and memory per added call.
+
+Two products run on the same core, one per job executor (`process`, `thread`), each with its own agent name on the
+same livekit-server and fakes; each step runs on one product while the other idles, process then thread, so both see
+the same machine within a minute of each other. Calls of a step arrive `ARRIVAL_S` apart (not all in one instant)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.harness.product import Product, job_process_pids
+
+from .common import Results, median, pct
+from .stack import bench_product, create_agent, servers
+from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, product_pids, pss_mb
+
+PRODUCT_CORE, REST_CORE = 0, 1
+STEPS = (1, 2, 4, 6, 8, 10, 12)
+EXECUTORS = ("process", "thread")
+ARRIVAL_S = 0.5
+# 25 turns of ~2.4 s: a step lasts over a minute, longer than the product's loop-lateness window (3,000 wake-ups of
+# 20 ms), so the `/health` figure read at the end of a step is that step's alone
+TURNS = 25
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of every live process of the tree, plus what its exited children left in cutime + cstime
+    (a job process that exits is reaped by the forkserver, whose counters keep its seconds)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+    return total / TICK
+
+
+def unpinned(pids: list[int], core: int) -> list[tuple[int, set[int]]]:
+    """Threads of `pids` allowed anywhere but `core`."""
+    bad = []
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                allowed = os.sched_getaffinity(int(task.name))
+                if allowed != {core}:
+                    bad.append((int(task.name), allowed))
+    return bad
+
+
+def core_busy_seconds(core: int) -> float:
+    """Seconds core `core` spent busy (not idle, not waiting for I/O) since boot, whoever ran."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK
+    raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def _step(product: Product, fakes, agent_id: str, n: int, executor: str, turns: int,
+                rest: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_before": _loadavg()}
+    pids = product_pids(product)
+    out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
+    cpu0, busy0, t0 = tree_cpu_seconds(pids), core_busy_seconds(PRODUCT_CORE), time.monotonic()
+
+    async def call(i: int) -> None:
+        await asyncio.sleep(i * ARRIVAL_S)
+        await _call(product, agent_id, "bench", turns, out)
+
+    tasks = [asyncio.ensure_future(call(i)) for i in range(n)]
+    # memory and affinity while every call of the step is in its turns
+    await asyncio.sleep(n * ARRIVAL_S + 8)
+    pids = product_pids(product)
+    out["pss_mb"] = pss_mb(pids)
+    out["processes"] = len(pids)
+    out["unpinned"] = unpinned(pids, PRODUCT_CORE) + unpinned(rest, REST_CORE)
+    if out["unpinned"]:
+        for t in tasks:
+            t.cancel()
+        raise RuntimeError(f"threads on the wrong core ({executor} step, {n} calls): {out['unpinned'][:5]}")
+    done, late = await asyncio.wait(tasks, timeout=n * ARRIVAL_S + turns * 8 + 60)
+    for t in late:
+        t.cancel()
+    out["failed"] = [repr(t.exception()) for t in done if not t.cancelled() and t.exception()] + \
+        ["step timeout"] * len(late)
+    _, health = await product.request("GET", "/health", None)
+    out["loop"] = health["event_loop"]
+    # the post-call analyses and the job processes' exits belong to the calls' cost
+    await asyncio.to_thread(fakes.wait_idle, quiet_s=1.5, timeout=60)
+    for _ in range(60):
+        if executor != "process" or len(job_process_pids(product)) <= out["idle_job_processes"]:
+            break
+        await asyncio.sleep(0.5)
+    out["cpu_s"] = tree_cpu_seconds(product_pids(product)) - cpu0
+    # what else ran on the product's core meanwhile (another program on a shared machine): the step's disturbance
+    out["others_on_core"] = max(0.0, core_busy_seconds(PRODUCT_CORE) - busy0 - out["cpu_s"]) / (time.monotonic() - t0)
+    return out
+
+
+async def run(results: Results, *, quick: bool = False) -> None:
+    if not hasattr(os, "sched_setaffinity") or not {PRODUCT_CORE, REST_CORE} <= os.sched_getaffinity(0):
+        results.add("6 calls per core", "skipped", f"needs cores {PRODUCT_CORE} and {REST_CORE}")
+        return
+    before = os.sched_getaffinity(0)
+    _pin_self({REST_CORE})  # this client; livekit-server and the fakes inherit it
+    try:
+        await _run(results, quick)
+    finally:
+        _pin_self(before)
+
+
+def _pin_self(cores: set[int]) -> None:
+    """Every thread of this process (sched_setaffinity(0) moves the calling thread only); later threads inherit."""
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cores)
+
+
+async def _run(results: Results, quick: bool) -> None:
+    steps, turns = ((1, 2), 4) if quick else (STEPS, TURNS)
+    with servers("cores", SCRIPT) as (work, server, fakes), contextlib.ExitStack() as stop:
+        rest = [server.process.pid, fakes.process.pid, os.getpid()]
+        assert not unpinned(rest, REST_CORE), unpinned(rest, REST_CORE)
+        products: dict[str, Product] = {}
+        agents: dict[str, str] = {}
+        for ex in EXECUTORS:
+            products[ex] = bench_product(work / f"product-{ex}", server, fakes, {
+                **VOICE_ENV, "VOXARENA_JOB_EXECUTOR": ex, "VOXARENA_AGENT_NAME": f"voxarena-{ex}",
+                # what LiveKit sizes its pool by (it reads no affinity): the one core this product has
+                "NUM_CPUS": "1"}, argv_prefix=("taskset", "-c", str(PRODUCT_CORE)))
+            stop.callback(products[ex].stop)
+            agents[ex] = await create_agent(products[ex], f"cores-{ex}")
+        for ex, product in products.items():
+            bad = unpinned(product_pids(product), PRODUCT_CORE)
+            if bad:
+                raise RuntimeError(f"{ex} product not pinned to core {PRODUCT_CORE}: {bad[:5]}")
+        raw: dict[str, dict[int, dict[str, Any]]] = {ex: {} for ex in EXECUTORS}
+        results.raw["cores"] = raw
+        for n in steps:
+            for ex in EXECUTORS:
+                print(f"[cores] {ex}: {n} calls (load {_loadavg()})", flush=True)
+                raw[ex][n] = await _step(products[ex], fakes, agents[ex], n, ex, turns, rest)
+    _report(results, raw, steps)
+
+
+def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: tuple[int, ...]) -> None:
+    section = "6 calls per core"
+    results.add(section, "setup", f"product on core {PRODUCT_CORE} (`taskset -c {PRODUCT_CORE}`, every thread of its "
+                f"tree checked), livekit-server + fakes + client on core {REST_CORE}; calls {ARRIVAL_S} s apart; "
+                f"{len(next(iter(raw.values()))[steps[0]].get('latencies', []))} turns per call at 1")
+    for ex, by_n in raw.items():
+        single = (pct(by_n[steps[0]].get("latencies", []), 0.95) - INJECTED) * 1000
+        pss1 = by_n[steps[0]]["pss_mb"]
+        best = 0
+        for n in steps:
+            s = by_n[n]
+            lat = s.get("latencies", [])
+            o95 = (pct(lat, 0.95) - INJECTED) * 1000
+            gaps, missed, failed = s.get("gaps", 0), s.get("missed", 0), s["failed"]
+            call_s = sum(s.get("call_seconds", []))
+            cpu_ms = s["cpu_s"] * 1000 / call_s if call_s else float("nan")
+            per_call = (s["pss_mb"] - pss1) / (n - 1) if n > 1 else float("nan")
+            ok = _ok(s, single)
+            if all(_ok(by_n[m], single) for m in steps if m <= n):
+                best = n
+            joins = s.get("agent_join_s", [])
+            results.add(section, f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
+                        f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
+                        + (f" ({failed[0][:80]})" if failed else ""),
+                        "<= 2x single, 0 gaps" if n > 1 else "", ok if n > 1 else None)
+            results.add(section, f"{ex} {n:>2} calls: loop lateness p99 / CPU-ms per call-second / PSS (per added "
+                        f"call) / agent join p95",
+                        f"{s['loop']['lag_p99_ms']:.1f} ms / {cpu_ms:.0f} / {s['pss_mb']:.0f} MB"
+                        + (f" ({per_call:.0f} MB)" if n > 1 else "") + f" / {pct(joins, .95):.1f} s"
+                        + f"; other programs on core {PRODUCT_CORE}: {s['others_on_core']:.0%}")
+        results.add(section, f"{ex}: most calls on one core with p95 overhead <= 2x single ({single:.0f} ms), "
+                    f"0 gaps, 0 unanswered", f"{best}", ">= 8", best >= 8)
+    if len(raw) == 2:
+        p, t = raw["process"], raw["thread"]
+        common = [n for n in steps if n in p and n in t]
+        cpu = {ex: [raw[ex][n]["cpu_s"] * 1000 / sum(raw[ex][n]["call_seconds"]) for n in common
+                    if raw[ex][n].get("call_seconds")] for ex in raw}
+        results.add(section, "thread vs process: CPU-ms per call-second, median over the steps",
+                    f"{median(cpu['thread']):.0f} vs {median(cpu['process']):.0f}")
+
+
+def _ok(s: dict[str, Any], single: float) -> bool:
+    o95 = (pct(s.get("latencies", []), 0.95) - INJECTED) * 1000
+    return o95 <= 2 * single and s.get("gaps", 0) == 0 and s.get("missed", 0) == 0 and not s["failed"]

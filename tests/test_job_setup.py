@@ -1,0 +1,30 @@
+"""What every call's job costs before and while it runs: the job code comes from the forkserver, and the caller's
+audio reaches the STT and the VAD at their own rate (bench/README.md, section 6 calls per core)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from api.settings import Settings
+from api.store.db import Store
+from pipelines.config import STT_SAMPLE_RATE
+from worker import entrypoint
+from worker.runtime import Runtime
+
+
+def test_the_forkserver_preloads_the_job_module_so_job_processes_do_not_import_it_again(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, livekit_url="ws://127.0.0.1:1", livekit_api_key="k",
+                        livekit_api_secret="s" * 32)
+    store = Store(settings.database_path)
+    try:
+        server = Runtime(settings, store)._build_server()
+        assert entrypoint.__name__ in server._preload_modules
+    finally:
+        store.close()
+
+
+def test_the_callers_audio_arrives_at_the_stt_sample_rate() -> None:
+    options = entrypoint.room_options("caller")
+    audio = options.get_audio_input_options()
+    assert audio is not None and audio.sample_rate == STT_SAMPLE_RATE
+    assert options.participant_identity == "caller" and options.close_on_disconnect
