@@ -14,7 +14,7 @@ from ..schemas.common import Success
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
-from .livekit import RETRY_AFTER_SECONDS, _gateway, refuse_unavailable_agent
+from .livekit import RETRY_AFTER_SECONDS, product_gateway, refuse_unavailable_agent
 
 
 @ownership("call")
@@ -25,7 +25,7 @@ async def _own_call(call: Call, call_id: str) -> None:
 
 async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None) -> dict:
     app = call.request.app
-    gateway = _gateway(call.request)
+    gateway = product_gateway(call.request)
     agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
     refuse_unavailable_agent(agent)
     if callback_url is not None:
@@ -51,7 +51,7 @@ async def call_status(call: Call) -> dict:
 
 
 async def end_call(call: Call) -> dict:
-    await outbound.hang_up(call.request.app[STORE], _gateway(call.request), owner_id=call.tenant_id,
+    await outbound.hang_up(call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
                            call_id=call.params.get("id") or call.params["call_id"])
     return {"success": True}
 
@@ -94,7 +94,7 @@ ROUTES = [
     Route("GET", "/api/calls/{id}/status", call_status, "An outbound call's status", "calls",
           response=CallStatusResponse, **_OWN),
     Route("POST", "/api/calls/{id}/end", end_call, "Hang up an outbound call", "calls", response=Success,
-          errors=(409, 503), **_OWN),
+          errors=(409, 502, 503), **_OWN),
     Route("GET", "/api/calls/{id}/callbacks", list_callbacks, "Every callback attempt of a call", "calls",
           response=CallbackDelivery, many=True, **_OWN),
     Route("POST", "/api/telephony/outbound/call", telephony_place, "Call a phone number (telephony shape)",
@@ -102,5 +102,5 @@ ROUTES = [
     Route("GET", "/api/telephony/outbound/call/{call_id}/status", telephony_status, "A call's status (telephony)",
           "telephony", response=TelephonyStatusResponse, **_OWN_T),
     Route("POST", "/api/telephony/outbound/call/{call_id}/end", end_call, "Hang up a call (telephony)",
-          "telephony", response=Success, errors=(409, 503), **_OWN_T),
+          "telephony", response=Success, errors=(409, 502, 503), **_OWN_T),
 ]

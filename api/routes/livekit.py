@@ -32,7 +32,7 @@ def refuse_unavailable_agent(agent: dict) -> None:
         raise Conflict(f"agent {agent['id']} is {agent['status']}")
 
 
-def _gateway(request: web.Request):
+def product_gateway(request: web.Request):
     gw = request.app.get(LIVEKIT)
     if gw is None or not gw.configured:
         raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
@@ -42,7 +42,7 @@ def _gateway(request: web.Request):
 async def call_gateway(call: Call, agent: dict):
     """Where the agent's calls run: its client's own LiveKit server, or the product's."""
     if agent["client_id"] is None:
-        return _gateway(call.request)
+        return product_gateway(call.request)
     client = await call.request.app[STORE].read(clients_repo.get, call.tenant_id, agent["client_id"])
     if not client["active"]:
         raise Conflict(f"client {client['id']} is inactive")

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from ..errors import Conflict, Unavailable
+from ..errors import BadGateway, Conflict, Unavailable
 from ..livekit import LiveKitGateway, sip_identity
 from ..settings import Settings
 from ..store import calls as repo
@@ -65,5 +65,9 @@ async def hang_up(store: Store, gateway: LiveKitGateway, *, owner_id: str, call_
         repo.transition(db, call_id, status, end_reason="ended_by_api" if status == "COMPLETED" else "canceled")
 
     await store.write(ended)
-    await gateway.remove_participant(row["room_name"], sip_identity(call_id))
-    await gateway.delete_room(row["room_name"])
+    try:
+        await gateway.remove_participant(row["room_name"], sip_identity(call_id))
+        await gateway.delete_room(row["room_name"])
+    except Exception as e:  # the call is ended here; say plainly that the line may still be up
+        log.error("call %s: ended, but LiveKit could not hang it up: %s", call_id, e)
+        raise BadGateway(f"call {call_id} is marked ended, but LiveKit could not hang it up: {e}") from None

@@ -21,7 +21,8 @@ def record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def exists(db: sqlite_utils.Database, owner_id: str, client_id: str) -> bool:
-    return db.execute("SELECT 1 FROM clients WHERE id = ? AND owner_id = ?", [client_id, owner_id]).fetchone() is not None
+    row = db.execute("SELECT 1 FROM clients WHERE id = ? AND owner_id = ?", [client_id, owner_id]).fetchone()
+    return row is not None
 
 
 def get(db: sqlite_utils.Database, owner_id: str, client_id: str) -> dict[str, Any]:

@@ -311,7 +311,8 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
 
 def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
     """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way)."""
-    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended'", [owner_id]).fetchone()[0]
+    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended'",
+                      [owner_id]).fetchone()[0]
 
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
