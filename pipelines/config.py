@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 # What an agent says before it hangs up on a provider failure it cannot recover from (an agent's `errorMessage`
@@ -81,3 +83,11 @@ def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:
     if not creds.api_key:
         raise ProviderConfigError(provider, f"no API key configured (set {setting})")
     return creds.api_key
+
+
+def prompt_with_context(prompt: str, context: dict[str, Any] | None) -> str:
+    """The system prompt with the call's live context appended, so the LLM sees it from the first turn."""
+    if not context:
+        return prompt
+    return (f"{prompt}\n\nContext for this call (JSON, from the operator; use it, do not read it out verbatim):\n"
+            f"{json.dumps(context, ensure_ascii=False, sort_keys=True)}")

@@ -5,7 +5,9 @@ the process executor requires."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session, vad_min_silence
-from pipelines.config import DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec, ProviderConfigError
+from pipelines.config import (DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec, ProviderConfigError,
+                              prompt_with_context)
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 
@@ -134,6 +137,9 @@ async def entrypoint(ctx: JobContext) -> None:
         await _fail(ctx, call, "agent_deleted", f"agent {meta.agent_id} was deleted")
         return
     call.spec = agent_spec(row)
+    if opened.get("context"):  # the call's context (Phony): in the prompt from the first turn
+        call.spec = dataclasses.replace(call.spec, system_prompt=prompt_with_context(
+            call.spec.system_prompt, json.loads(opened["context"])))
     book = ctx.proc.userdata["pricebook"]
     meter = CallMeter(book, StoreUsageSink(store, spill_file=spill_path(settings.data_dir, ctx.job.id)),
                       owner_id=owner, session_id=session_id, agent_id=meta.agent_id,

@@ -11,10 +11,13 @@ from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusRespons
                              OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
                              TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
 from ..schemas.common import Success
+from ..schemas.live import AgentCallRequest, AgentCallResponse, CallHistory, HistoryQuery, LiveCall, live_call_wire
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
+from ..store import sessions as sessions_repo
 from .livekit import RETRY_AFTER_SECONDS, product_gateway, refuse_unavailable_agent
+from .sessions import date_bounds
 
 
 @ownership("call")
@@ -23,7 +26,8 @@ async def _own_call(call: Call, call_id: str) -> None:
         raise NotFound(f"call {call_id} not found")
 
 
-async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None) -> dict:
+async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None,
+                 context: dict | None = None) -> dict:
     app = call.request.app
     gateway = product_gateway(call.request)
     agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
@@ -36,7 +40,7 @@ async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str
         if full is not None:
             raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
     return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
-                                phone_number=phone_number, callback_url=callback_url)
+                                phone_number=phone_number, callback_url=callback_url, context=context)
 
 
 async def place_call(call: Call) -> dict:
@@ -80,11 +84,41 @@ async def telephony_status(call: Call) -> dict:
     return telephony_wire(row, repo.TELEPHONY_STATUS)
 
 
+# ---- Phony (003): an agent's call, calls now and before ----
+
+async def agent_call(call: Call) -> dict:
+    body: AgentCallRequest = call.body
+    row = await _place(call, call.params["agent_id"], body.to_number, None, body.context)
+    return {"call_sid": row["session_id"], "status": "queued", "message": f"Call to {body.to_number} queued",
+            "call_id": row["id"]}
+
+
+async def active_calls(call: Call) -> list:
+    rows = await call.request.app[STORE].read(sessions_repo.active_calls, call.tenant_id)
+    return [live_call_wire(r) for r in rows]
+
+
+async def call_history(call: Call) -> dict:
+    q: HistoryQuery = call.query
+    start, end = date_bounds(q)
+    listed = await call.request.app[STORE].read(lambda db: sessions_repo.call_history(
+        db, call.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset))
+    return {"calls": [live_call_wire(r, with_cost=True) for r in listed["calls"]], "total": listed["total"],
+            "limit": q.limit, "offset": q.offset}
+
+
 _OWN = {"owns": "call", "owned_param": "id"}
 _OWN_T = {"owns": "call", "owned_param": "call_id"}
 _PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
 
 ROUTES = [
+    Route("POST", "/api/agents/{agent_id}/call", agent_call, "Call a number with this agent (Phony shape)", "calls",
+          response=AgentCallResponse, body=AgentCallRequest, status=201, errors=_PLACE_ERRORS, owns="agent",
+          owned_param="agent_id"),
+    Route("GET", "/api/calls/active", active_calls, "The tenant's calls in progress (Phony shape)", "calls",
+          response=LiveCall, many=True),
+    Route("GET", "/api/calls/history", call_history, "The tenant's ended calls with their cost (Phony shape)",
+          "calls", response=CallHistory, query=HistoryQuery),
     Route("POST", "/api/calls/outbound", place_call, "Call a phone number with one of your agents", "calls",
           response=OutboundCallResponse, body=OutboundCallRequest, status=201, errors=_PLACE_ERRORS),
     Route("GET", "/api/calls/callback-secret", get_secret, "The secret your callbacks are signed with", "calls",

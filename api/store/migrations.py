@@ -351,6 +351,15 @@ ALTER TABLE usage_events_v8 RENAME TO usage_events;
 CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 """,
     ),
+    (
+        9,
+        "the live context of a call",
+        """
+-- What the agent knows about this call beyond its prompt (Phony's `context`: set when the call is placed, merged
+-- into while it runs), JSON.
+ALTER TABLE sessions ADD COLUMN context TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
@@ -475,9 +484,10 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
                                 [version, name, stamp])
                 db.conn.execute("COMMIT")
             else:
+                quoted = name.replace("'", "''")
                 db.conn.executescript(
                     f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO _migrations(version, name, applied_at) "
-                    f"VALUES ({version}, '{name}', '{stamp}');\nCOMMIT;"
+                    f"VALUES ({version}, '{quoted}', '{stamp}');\nCOMMIT;"
                 )
         except sqlite3.Error:
             if db.conn.in_transaction:

@@ -28,15 +28,17 @@ def create(
     status: str = "pending",
     started_at: str | None = None,
     client_id: str | None = None,
+    context: dict[str, Any] | None = None,
 ) -> str:
     """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
         "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
-        "call_status, status, started_at, last_activity_at, created_at, client_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "call_status, status, started_at, last_activity_at, created_at, client_id, context) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
-         client_id],
+         client_id, json.dumps(context) if context is not None else None],
     )
     return sid
 
@@ -325,3 +327,35 @@ def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
 def count_active(db: sqlite_utils.Database) -> int:
     """Calls in progress now: sessions whose job has started and not ended (for /healthz's activeCalls)."""
     return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0])
+
+
+# ---- calls now and before (Phony's views) ----
+
+_CALL_COLUMNS = ("SELECT s.id, s.agent_id, s.direction, s.status, s.call_status, s.started_at, s.ended_at, "
+                 "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, c.total_cost_nanos, "
+                 "c.unpriced_count FROM sessions s LEFT JOIN session_costs c ON c.session_id = s.id")
+
+
+def _call_record(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "context": json.loads(row["context"]) if row["context"] else None}
+
+
+def active_calls(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
+    rows = db.query(f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' ORDER BY s.started_at DESC, s.id",
+                    [owner_id])
+    return [_call_record(r) for r in rows]
+
+
+def call_history(db: sqlite_utils.Database, owner_id: str, *, agent_id: str | None, start: str | None,
+                 end_exclusive: str | None, limit: int, offset: int) -> dict[str, Any]:
+    where, args = ["s.owner_id = ?", "s.status = 'ended'"], [owner_id]
+    for clause, value in (("s.agent_id = ?", agent_id), ("s.started_at >= ?", start),
+                          ("s.started_at < ?", end_exclusive)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    clause = " AND ".join(where)
+    total = db.execute(f"SELECT COUNT(*) FROM sessions s WHERE {clause}", args).fetchone()[0]
+    rows = db.query(f"{_CALL_COLUMNS} WHERE {clause} ORDER BY s.started_at DESC, s.id LIMIT ? OFFSET ?",
+                    [*args, limit, offset])
+    return {"calls": [_call_record(r) for r in rows], "total": total}

@@ -15,6 +15,7 @@ SAMPLE_BODIES = {
     "TenantUpdate": {"name": "stolen"},
     "MemberCreate": {"user_id": "mallory", "role": "owner"},
     "ClientUpdate": {"name": "stolen", "active": False},
+    "AgentCallRequest": {"to_number": "+15550001111"},
 }
 
 

@@ -4,6 +4,7 @@ livekit-sip to a sipp callee, and every outcome the far end can give shows as th
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -127,3 +128,36 @@ async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhe
                                          timeout=30, what="ended")
     assert (session["call_status"], session["endReason"]) == (call_status, end_reason)
     assert session["transcript"] == []
+
+
+async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_product, sip_callee, fakes):
+    product = sip_product
+    callee = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav())
+    agent_id = await _agent(product)
+    context = {"customer": "Ada Lovelace", "order": "A-1042"}
+    status, queued = await product.request("POST", f"/api/agents/{agent_id}/call",
+                                           json={"to_number": CALLEE_NUMBER, "context": context})
+    assert status == 201 and queued["status"] == "queued", queued
+    await _wait_status(product, queued["call_id"], {"ANSWERED"}, timeout=40)
+    status, active = await product.request("GET", "/api/calls/active")
+    (live,) = [c for c in active if c["call_sid"] == queued["call_sid"]]
+    assert (live["to_number"], live["direction"], live["context"]) == (CALLEE_NUMBER, "outbound", context)
+
+    def context_reached_the_llm() -> bool:
+        return any("Ada Lovelace" in json.dumps(entry.get("request")) and "A-1042" in json.dumps(entry.get("request"))
+                   for entry in fakes.log("gemini"))
+
+    deadline = time.monotonic() + 40
+    while not await asyncio.to_thread(context_reached_the_llm):
+        assert time.monotonic() < deadline, f"no LLM request carried the context\n{product.log_tail(80)}"
+        await asyncio.sleep(0.25)
+    await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30,
+                            what="the agent's voice at the callee")
+    status, _ = await product.request("POST", f"/api/calls/{queued['call_id']}/end")
+    assert status == 200
+    await _wait_status(product, queued["call_id"], {"COMPLETED"}, timeout=15)
+    session = await product.wait_session(queued["call_sid"], "alice", lambda s: s["status"] == "ended",
+                                         timeout=30, what="ended")
+    status, history = await product.request("GET", "/api/calls/history?limit=1000")
+    (past,) = [c for c in history["calls"] if c["call_sid"] == queued["call_sid"]]
+    assert past["status"] == "completed" and past["cost_nanos"] >= 0 and past["duration_seconds"] == session["duration"]

@@ -1,0 +1,101 @@
+"""Phony's (003) call views: an agent's call, the calls in progress and the history, each call keyed by `call_sid`
+(the product's session id; web calls appear too, with null numbers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+from typing_extensions import Annotated
+
+from pipelines.pricing import usd
+
+from .common import RequestBody
+from .sessions import DateRange
+
+_E164 = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
+
+
+def _bounded(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value)) > 32_768:
+        raise ValueError("context is limited to 32 KiB of JSON")
+    return value
+
+
+Context = Annotated[dict[str, Any] | None, AfterValidator(_bounded)]
+
+
+class AgentCallRequest(RequestBody):
+    to_number: str = _E164
+    context: Context = Field(default=None, description="What the agent knows about this call from its first turn.")
+
+
+class AgentCallResponse(BaseModel):
+    call_sid: str
+    status: Literal["queued"]
+    message: str
+    call_id: str = Field(description="The outbound call's id in /api/calls/{id}/status.")
+
+
+LiveStatus = Literal["in-progress", "ringing", "answered", "completed", "failed", "no-answer"]
+
+
+class LiveCall(BaseModel):
+    id: str
+    call_sid: str
+    agent_id: str
+    from_number: str | None
+    to_number: str | None
+    direction: Literal["inbound", "outbound"]
+    status: LiveStatus
+    started_at: str
+    duration_seconds: int | None = Field(description="Seconds so far for a live call; the call's length once ended.")
+    context: dict[str, Any] | None
+    end_reason: str | None = None
+
+
+class HistoryCall(LiveCall):
+    cost: float = Field(description="The call's exact ledger total, in USD.")
+    cost_nanos: int = Field(description="The same in nano-USD.")
+    unpriced_event_count: int
+
+
+class CallHistory(BaseModel):
+    calls: list[HistoryCall]
+    total: int
+    limit: int
+    offset: int
+
+
+class HistoryQuery(DateRange):
+    agent_id: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=100, ge=1, le=1_000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",
+           "NO_ANSWER": "no-answer"}
+
+
+def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str, Any]:
+    from api.store.timefmt import now_iso, parse_iso
+
+    if rec["call_status"]:
+        status = _STATUS[rec["call_status"]]
+    elif rec["status"] == "ended":
+        status = "failed" if rec["error"] else "completed"  # a call that failed says why in its session
+    else:
+        status = "in-progress"
+    if rec["duration_ms"] is not None:
+        duration = (rec["duration_ms"] + 500) // 1000
+    else:
+        duration = max(0, int((parse_iso(now_iso()) - parse_iso(rec["started_at"])).total_seconds()))
+    out = {"id": rec["id"], "call_sid": rec["id"], "agent_id": rec["agent_id"], "from_number": None,
+           "to_number": rec["outbound_phone_number"], "direction": rec["direction"], "status": status,
+           "started_at": rec["started_at"], "duration_seconds": duration, "context": rec["context"],
+           "end_reason": rec["end_reason"]}
+    if with_cost:
+        nanos = rec["total_cost_nanos"] or 0
+        out.update(cost=usd(nanos), cost_nanos=nanos, unpriced_event_count=rec["unpriced_count"] or 0)
+    return out
