@@ -12,6 +12,9 @@ from livekit import api as lk
 log = logging.getLogger("voxarena.livekit")
 
 
+CONTROL_TOPIC = "voxarena.control"  # commands from the API to a call's job, sent through LiveKit (any machine)
+
+
 def sip_identity(call_id: str) -> str:
     """The room identity of an outbound call's SIP participant (the job dials it, the API hangs it up)."""
     return f"sip-{call_id}"
@@ -89,6 +92,12 @@ class LiveKitGateway:
         except lk.TwirpError as e:
             if e.code != lk.TwirpErrorCode.NOT_FOUND:
                 raise
+
+    async def send_control(self, room: str, message: dict[str, Any]) -> None:
+        """A command for the job running the call in `room`. It travels as a reliable data packet sent by the
+        server (no participant), which is how the job tells it from anything a caller could send."""
+        await self.client.room.send_data(lk.SendDataRequest(
+            room=room, data=json.dumps(message).encode(), kind=lk.DataPacket.Kind.RELIABLE, topic=CONTROL_TOPIC))
 
     async def delete_room(self, room: str) -> None:
         try:

@@ -33,6 +33,7 @@ from pipelines.pricing import PriceBook
 
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
+from .control import ControlChannel
 from .outbound import DialOutcome, dial
 from .recorder import SessionRecorder
 from .turn_trace import TurnTrace
@@ -198,6 +199,14 @@ async def entrypoint(ctx: JobContext) -> None:
     session.on("close", on_close)
     agent = VoiceAgent(call.spec)
     recorder.clock = agent.clock
+    base_prompt = agent_spec(row).system_prompt
+
+    async def update_context(message: dict[str, Any]) -> None:
+        # the merged context is stored by the API; the agent's next LLM turn sees it in its instructions
+        await agent.update_instructions(prompt_with_context(base_prompt, message.get("context") or {}))
+        log.info("session %s: context updated", session_id)
+
+    ControlChannel(ctx.room, session_id, call.spawn).on("context", update_context)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(participant.identity))
 
 

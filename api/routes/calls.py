@@ -4,14 +4,17 @@ within its concurrent-call limit, a worker free."""
 
 from __future__ import annotations
 
-from ..errors import NotFound, Unavailable
-from ..keys import LIVEKIT, SETTINGS, STORE, WORKER_CAPACITY
+import json
+
+from ..errors import BadGateway, NotFound, Unavailable, ValidationFailed
+from ..keys import GATEWAYS, SETTINGS, STORE, WORKER_CAPACITY
 from ..routing import Call, Route, ownership
 from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
                              OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
                              TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
 from ..schemas.common import Success
-from ..schemas.live import AgentCallRequest, AgentCallResponse, CallHistory, HistoryQuery, LiveCall, live_call_wire
+from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, ContextUpdate, ContextUpdated,
+                            HistoryQuery, LiveCall, live_call_wire)
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
@@ -107,6 +110,22 @@ async def call_history(call: Call) -> dict:
             "limit": q.limit, "offset": q.offset}
 
 
+async def update_context(call: Call) -> dict:
+    """Stored first (the active-calls view shows it at once), then sent to the call's job through LiveKit."""
+    app = call.request.app
+    body: ContextUpdate = call.body
+    sid = call.params["call_sid"]
+    if len(json.dumps(body.context)) > 32_768:
+        raise ValidationFailed("body context: limited to 32 KiB of JSON")
+    row = await app[STORE].write(sessions_repo.merge_context, call.tenant_id, sid, body.context)
+    gateway = await app[GATEWAYS].for_session(row)
+    try:
+        await gateway.send_control(row["room_name"], {"type": "context", "context": row["context"]})
+    except Exception as e:
+        raise BadGateway(f"context stored, but LiveKit could not deliver it to the call: {e}") from None
+    return {"message": "Context updated", "call_sid": sid, "context": row["context"]}
+
+
 _OWN = {"owns": "call", "owned_param": "id"}
 _OWN_T = {"owns": "call", "owned_param": "call_id"}
 _PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
@@ -117,6 +136,8 @@ ROUTES = [
           owned_param="agent_id"),
     Route("GET", "/api/calls/active", active_calls, "The tenant's calls in progress (Phony shape)", "calls",
           response=LiveCall, many=True),
+    Route("PUT", "/api/calls/{call_sid}/context", update_context, "Merge into a live call's context", "calls",
+          response=ContextUpdated, body=ContextUpdate, errors=(502,), owns="session", owned_param="call_sid"),
     Route("GET", "/api/calls/history", call_history, "The tenant's ended calls with their cost (Phony shape)",
           "calls", response=CallHistory, query=HistoryQuery),
     Route("POST", "/api/calls/outbound", place_call, "Call a phone number with one of your agents", "calls",

@@ -99,3 +99,13 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
         nanos = rec["total_cost_nanos"] or 0
         out.update(cost=usd(nanos), cost_nanos=nanos, unpriced_event_count=rec["unpriced_count"] or 0)
     return out
+
+
+class ContextUpdate(RequestBody):
+    context: dict[str, Any] = Field(description="Merged into the call's context: keys given replace those stored, a "
+                                                "null value removes its key.")
+
+class ContextUpdated(BaseModel):
+    message: str
+    call_sid: str
+    context: dict[str, Any] = Field(description="The call's context now.")

@@ -359,3 +359,19 @@ def call_history(db: sqlite_utils.Database, owner_id: str, *, agent_id: str | No
     rows = db.query(f"{_CALL_COLUMNS} WHERE {clause} ORDER BY s.started_at DESC, s.id LIMIT ? OFFSET ?",
                     [*args, limit, offset])
     return {"calls": [_call_record(r) for r in rows], "total": total}
+
+
+def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str,
+                  context: dict[str, Any]) -> dict[str, Any]:
+    """Merge into a live call's context (keys given replace those stored; a null value removes its key)."""
+    row = get_row(db, session_id, owner_id)
+    if row["status"] != "active":
+        raise NotFoundError(f"call {session_id} is not live")
+    merged = json.loads(row["context"]) if row["context"] else {}
+    for key, value in context.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
+    return {**row, "context": merged}

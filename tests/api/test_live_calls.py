@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from livekit.protocol import agent_dispatch as proto_dispatch
+from livekit.protocol import room as proto_room
 
 from api.store import sessions as sessions_repo
 from api.store import usage as ledger
@@ -85,3 +86,29 @@ async def test_active_calls_and_history_with_exact_costs(client, auth, store):
     assert (await (await client.get("/api/calls/history?agent_id=nope", headers=h)).json())["total"] == 0
     assert (await (await client.get("/api/calls/history", headers=auth("bob"))).json())["total"] == 0
     await assert_error(await client.get("/api/calls/history?limit=0", headers=h), 422)
+
+
+async def test_context_pushed_into_a_live_call_is_merged_stored_and_sent_to_its_job(client, auth, store, twirp_stub):
+    _, calls = twirp_stub
+    h = auth("alice")
+    agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
+    placed = await (await client.post(f"/api/agents/{agent['id']}/call",
+                                      json={"to_number": PHONE, "context": CONTEXT}, headers=h)).json()
+    sid = placed["call_sid"]
+    await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}}, headers=h), 404)
+    store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="j1"))
+    resp = await client.put(f"/api/calls/{sid}/context", json={"context": {"order": None, "mood": "upset"}},
+                            headers=h)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"message": "Context updated", "call_sid": sid,
+                                 "context": {"customer": "Ada", "mood": "upset"}}
+    name, raw = calls[-1]
+    req = proto_room.SendDataRequest()
+    req.ParseFromString(raw)
+    assert name == "SendData" and req.topic == "voxarena.control" and req.room.startswith("vx-out-")
+    assert json.loads(req.data) == {"type": "context", "context": {"customer": "Ada", "mood": "upset"}}
+    (live,) = await (await client.get("/api/calls/active", headers=h)).json()
+    assert live["context"] == {"customer": "Ada", "mood": "upset"}
+    await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}},
+                                        headers=auth("bob")), 404)
+    await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": "nope"}, headers=h), 422)

@@ -16,6 +16,7 @@ SAMPLE_BODIES = {
     "MemberCreate": {"user_id": "mallory", "role": "owner"},
     "ClientUpdate": {"name": "stolen", "active": False},
     "AgentCallRequest": {"to_number": "+15550001111"},
+    "ContextUpdate": {"context": {"stolen": True}},
 }
 
 

@@ -45,6 +45,10 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
         return web.Response(body=proto_room.RemoveParticipantResponse().SerializeToString(),
                             content_type="application/protobuf")
 
+    async def send_data(request: web.Request) -> web.Response:
+        calls.append(("SendData", await request.read()))
+        return web.Response(body=proto_room.SendDataResponse().SerializeToString(), content_type="application/protobuf")
+
     async def list_participants(request: web.Request) -> web.Response:
         req = proto_room.ListParticipantsRequest()
         req.ParseFromString(await request.read())
@@ -58,6 +62,7 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
     app.router.add_post("/twirp/livekit.AgentDispatchService/CreateDispatch", create_dispatch)
     app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", delete_room)
     app.router.add_post("/twirp/livekit.RoomService/RemoveParticipant", remove_participant)
+    app.router.add_post("/twirp/livekit.RoomService/SendData", send_data)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server, calls

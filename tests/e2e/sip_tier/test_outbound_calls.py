@@ -143,14 +143,21 @@ async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_pr
     (live,) = [c for c in active if c["call_sid"] == queued["call_sid"]]
     assert (live["to_number"], live["direction"], live["context"]) == (CALLEE_NUMBER, "outbound", context)
 
-    def context_reached_the_llm() -> bool:
-        return any("Ada Lovelace" in json.dumps(entry.get("request")) and "A-1042" in json.dumps(entry.get("request"))
-                   for entry in fakes.log("gemini"))
+    async def llm_saw(*words: str) -> None:
+        def seen() -> bool:
+            return any(all(w in json.dumps(entry.get("request")) for w in words) for entry in fakes.log("gemini"))
 
-    deadline = time.monotonic() + 40
-    while not await asyncio.to_thread(context_reached_the_llm):
-        assert time.monotonic() < deadline, f"no LLM request carried the context\n{product.log_tail(80)}"
-        await asyncio.sleep(0.25)
+        deadline = time.monotonic() + 40
+        while not await asyncio.to_thread(seen):
+            assert time.monotonic() < deadline, f"no LLM request carried {words}\n{product.log_tail(80)}"
+            await asyncio.sleep(0.25)
+
+    await llm_saw("Ada Lovelace", "A-1042")
+    # context pushed mid-call reaches the next LLM request (the callee keeps talking, so turns keep coming)
+    status, updated = await product.request("PUT", f"/api/calls/{queued['call_sid']}/context",
+                                            json={"context": {"note": "Grace Hopper called earlier"}})
+    assert status == 200 and updated["context"]["note"] == "Grace Hopper called earlier", updated
+    await llm_saw("Grace Hopper called earlier", "Ada Lovelace")
     await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30,
                             what="the agent's voice at the callee")
     status, _ = await product.request("POST", f"/api/calls/{queued['call_id']}/end")
