@@ -15,6 +15,10 @@ log = logging.getLogger("voxarena.livekit")
 CONTROL_TOPIC = "voxarena.control"  # commands from the API to a call's job, sent through LiveKit (any machine)
 
 
+# RFC 4733 event codes of the DTMF digits
+DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
+
+
 def sip_identity(call_id: str) -> str:
     """The room identity of an outbound call's SIP participant (the job dials it, the API hangs it up)."""
     return f"sip-{call_id}"

@@ -18,7 +18,7 @@ from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
 from api.store.errors import NotFoundError
-from api.livekit import sip_identity
+from api.livekit import DTMF_CODES, sip_identity
 from api.settings import Settings
 from api.store import agents as agents_repo
 from api.store import calls as calls_repo
@@ -206,7 +206,25 @@ async def entrypoint(ctx: JobContext) -> None:
         await agent.update_instructions(prompt_with_context(base_prompt, message.get("context") or {}))
         log.info("session %s: context updated", session_id)
 
-    ControlChannel(ctx.room, session_id, call.spawn).on("context", update_context)
+    async def say(message: dict[str, Any]) -> None:
+        """An operator's words, now: the agent stops what it is saying and says them, uninterruptible."""
+        text = str(message.get("text") or "").strip()
+        if not text:
+            return
+        await session.interrupt(force=True)
+        recorder.supervisor_texts.append(text)
+        session.say(text, allow_interruptions=False)
+        log.info("session %s: saying the supervisor's text", session_id)
+
+    async def dtmf(message: dict[str, Any]) -> None:
+        digit = str(message.get("digit"))
+        await ctx.room.local_participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)  # RFC 2833 on SIP
+        log.info("session %s: sent DTMF %s", session_id, digit)
+
+    control = ControlChannel(ctx.room, session_id, call.spawn)
+    control.on("context", update_context)
+    control.on("say", say)
+    control.on("dtmf", dtmf)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(participant.identity))
 
 

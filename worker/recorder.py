@@ -62,6 +62,7 @@ class SessionRecorder:
         self.provider_key = provider_key
         self.on_fatal: FatalHandler | None = None
         self.clock: TurnClock | None = None  # the agent's per-hop marks (pipelines/turn_clock.py)
+        self.supervisor_texts: list[str] = []  # said on an operator's order: recorded with source "supervisor"
         self._last_user_metrics: dict[str, Any] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self.error: str | None = None
@@ -121,12 +122,15 @@ class SessionRecorder:
         if not text.strip():
             return
         metrics = dict(item.metrics or {})
-        providers = None
+        providers = source = None
         if item.role == "user":
             self._last_user_metrics = metrics
             # what this committed turn covers is no longer unanswered
             self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
             speaker, turn = "USER", None
+        elif text in self.supervisor_texts:  # an operator's words, not a reply: no turn latency
+            self.supervisor_texts.remove(text)
+            speaker, turn, source = "AGENT", None, "supervisor"
         else:
             timed = self.clock.take() if self.clock is not None else {}
             speaker, turn = "AGENT", {**turn_metrics(self._last_user_metrics, metrics), **timed} or None
@@ -136,7 +140,7 @@ class SessionRecorder:
             lambda db: repo.append_item(
                 db, session_id=self.session_id, item_key=item.id, speaker=speaker, content=text,
                 timestamp=_iso(item.created_at), interrupted=bool(item.interrupted), metrics=turn,
-                providers=providers,
+                providers=providers, source=source,
             )
         )
 

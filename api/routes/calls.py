@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import BadGateway, NotFound, Unavailable, ValidationFailed
+from ..errors import BadGateway, Conflict, NotFound, Unavailable, ValidationFailed
 from ..keys import GATEWAYS, SETTINGS, STORE, WORKER_CAPACITY
 from ..routing import Call, Route, ownership
 from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
@@ -14,7 +14,8 @@ from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusRespons
                              TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
 from ..schemas.common import Success
 from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, ContextUpdate, ContextUpdated,
-                            HistoryQuery, LiveCall, live_call_wire)
+                            HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
+                            live_call_wire)
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
@@ -126,6 +127,56 @@ async def update_context(call: Call) -> dict:
     return {"message": "Context updated", "call_sid": sid, "context": row["context"]}
 
 
+# ---- supervisor controls (Phony's /api/override/*): through the same control channel as the context ----
+
+async def _live(call: Call, sid: str) -> dict:
+    row = await call.request.app[STORE].read(sessions_repo.get_row, sid, call.tenant_id)
+    if row["status"] != "active":
+        raise NotFound(f"call {sid} is not live")
+    return row
+
+
+async def _control(call: Call, row: dict, message: dict) -> None:
+    gateway = await call.request.app[GATEWAYS].for_session(row)
+    try:
+        await gateway.send_control(row["room_name"], message)
+    except Exception as e:
+        raise BadGateway(f"LiveKit could not deliver the command to the call: {e}") from None
+
+
+async def override_text(call: Call) -> dict:
+    body: OverrideText = call.body
+    row = await _live(call, body.call_sid)
+    await _control(call, row, {"type": "say", "text": body.text})
+    return {"success": True, "call_sid": body.call_sid, "message": "The agent is saying it"}
+
+
+async def override_dtmf(call: Call) -> dict:
+    body: OverrideDtmf = call.body
+    row = await _live(call, body.call_sid)
+    if row["direction"] != "outbound":
+        raise Conflict(f"call {body.call_sid} is not a phone call: DTMF needs one")
+    await _control(call, row, {"type": "dtmf", "digit": body.digit})
+    return {"success": True, "call_sid": body.call_sid, "message": f"DTMF {body.digit} sent"}
+
+
+async def override_end(call: Call) -> dict:
+    body: OverrideEnd = call.body
+    row = await _live(call, body.call_sid)
+    app = call.request.app
+    phone = await app[STORE].read(repo.live_for_session, body.call_sid)
+    if phone is not None and phone["status"] not in repo.TERMINAL:
+        await outbound.hang_up(app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
+                               call_id=phone["id"])
+    else:  # a web call: closing the room ends it (the job records the end)
+        gateway = await app[GATEWAYS].for_session(row)
+        try:
+            await gateway.delete_room(row["room_name"])
+        except Exception as e:
+            raise BadGateway(f"LiveKit could not close the call's room: {e}") from None
+    return {"success": True, "call_sid": body.call_sid, "message": "Call ended"}
+
+
 _OWN = {"owns": "call", "owned_param": "id"}
 _OWN_T = {"owns": "call", "owned_param": "call_id"}
 _PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
@@ -138,6 +189,12 @@ ROUTES = [
           response=LiveCall, many=True),
     Route("PUT", "/api/calls/{call_sid}/context", update_context, "Merge into a live call's context", "calls",
           response=ContextUpdated, body=ContextUpdate, errors=(502,), owns="session", owned_param="call_sid"),
+    Route("POST", "/api/override/text", override_text, "Have the agent say this now", "override",
+          response=OverrideDone, body=OverrideText, errors=(404, 502)),
+    Route("POST", "/api/override/dtmf", override_dtmf, "Send a DTMF digit into a phone call", "override",
+          response=OverrideDone, body=OverrideDtmf, errors=(404, 409, 502)),
+    Route("POST", "/api/override/end", override_end, "End a live call", "override", response=OverrideDone,
+          body=OverrideEnd, errors=(404, 409, 502)),
     Route("GET", "/api/calls/history", call_history, "The tenant's ended calls with their cost (Phony shape)",
           "calls", response=CallHistory, query=HistoryQuery),
     Route("POST", "/api/calls/outbound", place_call, "Call a phone number with one of your agents", "calls",

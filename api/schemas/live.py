@@ -109,3 +109,23 @@ class ContextUpdated(BaseModel):
     message: str
     call_sid: str
     context: dict[str, Any] = Field(description="The call's context now.")
+
+
+class OverrideText(RequestBody):
+    call_sid: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=2_000)
+
+
+class OverrideDtmf(RequestBody):
+    call_sid: str = Field(min_length=1, max_length=200)
+    digit: str = Field(pattern=r"^[0-9*#A-D]$", description="One of 0-9 * # A-D, sent as an RFC 2833 event.")
+
+
+class OverrideEnd(RequestBody):
+    call_sid: str = Field(min_length=1, max_length=200)
+
+
+class OverrideDone(BaseModel):
+    success: bool
+    call_sid: str
+    message: str

@@ -50,6 +50,8 @@ class TranscriptItem(BaseModel):
     metrics: TurnMetrics | None = None
     providers: TurnProviders | None = Field(
         default=None, description="Agent turns: the provider that served each stage (a fallback shows here).")
+    source: Literal["supervisor"] | None = Field(
+        default=None, description="`supervisor`: text an operator had the agent say; null: the agent's own words.")
 
 
 class CallAnalysis(BaseModel):

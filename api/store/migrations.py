@@ -360,6 +360,14 @@ CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 ALTER TABLE sessions ADD COLUMN context TEXT;
 """,
     ),
+    (
+        10,
+        "who spoke an agent message",
+        """
+-- NULL: the agent's own reply; 'supervisor': text an operator had the agent say (POST /api/override/text).
+ALTER TABLE transcript_items ADD COLUMN source TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

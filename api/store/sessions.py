@@ -73,6 +73,7 @@ def append_item(
     interrupted: bool = False,
     metrics: dict[str, Any] | None = None,
     providers: dict[str, str] | None = None,
+    source: str | None = None,
 ) -> bool:
     """Append one final transcript item; the (session, item_key) pair makes a retried append a no-op."""
     owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
@@ -80,9 +81,9 @@ def append_item(
         raise NotFoundError(f"session {session_id} not found")
     cur = db.execute(
         "INSERT OR IGNORE INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
-        "metrics, providers, timestamp) VALUES (?,?,?,?,?,?,?,?,?)",
+        "metrics, providers, timestamp, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
         [session_id, owner[0], item_key, speaker, content, int(interrupted),
-         json.dumps(metrics) if metrics else None, json.dumps(providers) if providers else None, timestamp],
+         json.dumps(metrics) if metrics else None, json.dumps(providers) if providers else None, timestamp, source],
     )
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
     return cur.rowcount > 0
@@ -210,6 +211,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
         "interrupted": bool(row["interrupted"]),
         "metrics": metrics,
         "providers": json.loads(row["providers"]) if row["providers"] else None,
+        "source": row["source"],
     }
 
 

@@ -112,3 +112,49 @@ async def test_context_pushed_into_a_live_call_is_merged_stored_and_sent_to_its_
     await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}},
                                         headers=auth("bob")), 404)
     await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": "nope"}, headers=h), 422)
+
+
+async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, auth, store, twirp_stub):
+    _, calls = twirp_stub
+    h = auth("alice")
+    agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
+    phone = await (await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE},
+                                     headers=h)).json()
+    _, web = seed_call(store, "alice", agent_id=agent["id"], started_at="2026-11-30T10:00:00.000000Z", ended_at=None)
+    # not live yet, someone else's, malformed
+    await assert_error(await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": "hi"},
+                                         headers=h), 404)
+    store.write_sync(lambda db: sessions_repo.mark_active(db, phone["call_sid"], job_id="j1"))
+    for path, body in (("/api/override/text", {"text": "hi"}), ("/api/override/dtmf", {"digit": "1"}),
+                       ("/api/override/end", {})):
+        await assert_error(await client.post(path, json={"call_sid": phone["call_sid"], **body},
+                                             headers=auth("bob")), 404)
+    await assert_error(await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": "12"},
+                                         headers=h), 422)
+    await assert_error(await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": ""},
+                                         headers=h), 422)
+
+    def sent() -> dict:
+        name, raw = calls[-1]
+        req = proto_room.SendDataRequest()
+        req.ParseFromString(raw)
+        assert name == "SendData" and req.topic == "voxarena.control"
+        return json.loads(req.data)
+
+    said = await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": "Please hold."},
+                             headers=h)
+    assert said.status == 200 and (await said.json())["success"] is True
+    assert sent() == {"type": "say", "text": "Please hold."}
+    for digit in ("5", "#", "D"):
+        resp = await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": digit},
+                                 headers=h)
+        assert resp.status == 200 and sent() == {"type": "dtmf", "digit": digit}
+    await assert_error(await client.post("/api/override/dtmf", json={"call_sid": web, "digit": "1"}, headers=h), 409)
+
+    ended = await client.post("/api/override/end", json={"call_sid": phone["call_sid"]}, headers=h)
+    assert ended.status == 200, await ended.text()
+    assert [n for n, _ in calls][-2:] == ["RemoveParticipant", "DeleteRoom"]
+    status = await (await client.get(f"/api/calls/{phone['call_id']}/status", headers=h)).json()
+    assert (status["call_status"], status["end_reason"]) == ("FAILED", "canceled")
+    web_end = await client.post("/api/override/end", json={"call_sid": web}, headers=h)
+    assert web_end.status == 200 and [n for n, _ in calls][-1] == "DeleteRoom"

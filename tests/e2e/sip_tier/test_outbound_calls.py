@@ -160,8 +160,20 @@ async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_pr
     await llm_saw("Grace Hopper called earlier", "Ada Lovelace")
     await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30,
                             what="the agent's voice at the callee")
-    status, _ = await product.request("POST", f"/api/calls/{queued['call_id']}/end")
+    # a supervisor has the agent say something: the callee hears it, the transcript keeps who ordered it
+    heard = callee.rtp.snapshot().nonsilent_packets
+    words = "Please hold while a specialist joins us."
+    status, said = await product.request("POST", "/api/override/text",
+                                         json={"call_sid": queued["call_sid"], "text": words})
+    assert status == 200, said
+    await product.wait_session(queued["call_sid"], "alice", lambda s: any(
+        t["content"] == words and t["source"] == "supervisor" for t in s["transcript"]), timeout=30,
+        what="the supervisor's words recorded")
+    await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= heard + 25, timeout=30,
+                            what="the supervisor's words at the callee")
+    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": queued["call_sid"]})
     assert status == 200
+    await asyncio.to_thread(callee.wait_received, "BYE", timeout=15)
     await _wait_status(product, queued["call_id"], {"COMPLETED"}, timeout=15)
     session = await product.wait_session(queued["call_sid"], "alice", lambda s: s["status"] == "ended",
                                          timeout=30, what="ended")
