@@ -19,6 +19,8 @@ from .procs import HarnessError
 
 _RTP_HEADER = struct.Struct("!BBHII")
 PCMU = 0
+TELEPHONE_EVENT = 101  # RFC 4733 events (DTMF), as tests/sip/uas_answer_dtmf.xml offers them
+DTMF_DIGITS = "0123456789*#ABCD"
 
 
 @dataclass
@@ -34,6 +36,7 @@ class RtpStats:
     max_dbfs: float = -120.0
     remote: tuple[str, int] | None = None
     sent_packets: int = 0
+    dtmf: str = ""  # the RFC 4733 digits received, one per event (an event repeats over several packets)
 
 
 class RtpPeer:
@@ -50,6 +53,7 @@ class RtpPeer:
         self.sock.settimeout(0.05)
         self.silence_dbfs = silence_dbfs
         self.stats = RtpStats()
+        self._dtmf_timestamps: set[int] = set()
         self._payload = _read_ulaw_wav(play) if play else None
         self._chunks: list[np.ndarray] = []
         self._lock = threading.Lock()
@@ -91,7 +95,7 @@ class RtpPeer:
                     next_send = now
 
     def _record(self, data: bytes, addr: tuple[str, int]) -> None:
-        b0, b1, _seq, _ts, _ssrc = _RTP_HEADER.unpack_from(data)
+        b0, b1, _seq, ts, _ssrc = _RTP_HEADER.unpack_from(data)
         if b0 >> 6 != 2:
             return
         header = 12 + 4 * (b0 & 0x0F)
@@ -110,6 +114,10 @@ class RtpPeer:
             st.last_at = now
             if st.remote is None:
                 st.remote = addr
+            if pt == TELEPHONE_EVENT and len(payload) >= 4 and payload[0] < len(DTMF_DIGITS):
+                if ts not in self._dtmf_timestamps:  # a new event (its packets share one RTP timestamp)
+                    self._dtmf_timestamps.add(ts)
+                    st.dtmf += DTMF_DIGITS[payload[0]]
             if pt == PCMU and payload:
                 samples = ulaw_decode(payload)
                 self._chunks.append(samples)
@@ -127,7 +135,7 @@ class RtpPeer:
         with self._lock:
             s = self.stats
             return RtpStats(s.packets, s.pcmu_packets, s.nonsilent_packets, set(s.payload_types), s.first_at,
-                            s.last_at, s.max_dbfs, s.remote, s.sent_packets)
+                            s.last_at, s.max_dbfs, s.remote, s.sent_packets, s.dtmf)
 
     def wait_for(self, check, *, timeout: float, what: str) -> RtpStats:
         """Wait until `check(stats)` is true, e.g. `lambda s: s.nonsilent_packets >= 25`; raise on timeout."""

@@ -180,3 +180,22 @@ async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_pr
     status, history = await product.request("GET", "/api/calls/history?limit=1000")
     (past,) = [c for c in history["calls"] if c["call_sid"] == queued["call_sid"]]
     assert past["status"] == "completed" and past["cost_nanos"] >= 0 and past["duration_seconds"] == session["duration"]
+
+
+async def test_dtmf_from_the_supervisor_reaches_the_callee_as_rfc_4733_events(sip_product, sip_callee):
+    product = sip_product
+    callee = sip_callee("uas_answer_dtmf.xml", answer_after_ms=300, play=speech_ulaw_wav())
+    placed = await _place(product, await _agent(product))
+    await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
+    await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "active", timeout=20,
+                               what="the call's job running")
+    for digit in ("4", "2", "#"):
+        status, sent = await product.request("POST", "/api/override/dtmf",
+                                             json={"call_sid": placed["session_id"], "digit": digit})
+        assert status == 200, sent
+        await asyncio.to_thread(callee.rtp.wait_for, lambda s, d=digit: s.dtmf.endswith(d), timeout=15,
+                                what=f"DTMF {digit} at the callee")
+    assert callee.rtp.snapshot().dtmf == "42#"
+    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": placed["session_id"]})
+    assert status == 200
+    await _wait_status(product, placed["call_id"], {"COMPLETED"}, timeout=15)
