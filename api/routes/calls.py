@@ -4,9 +4,7 @@ within its concurrent-call limit, a worker free."""
 
 from __future__ import annotations
 
-import json
-
-from ..errors import BadGateway, Conflict, NotFound, Unavailable, ValidationFailed
+from ..errors import BadGateway, Conflict, NotFound, Unavailable
 from ..keys import GATEWAYS, SETTINGS, STORE, WORKER_CAPACITY
 from ..routing import Call, Route, ownership
 from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
@@ -116,8 +114,6 @@ async def update_context(call: Call) -> dict:
     app = call.request.app
     body: ContextUpdate = call.body
     sid = call.params["call_sid"]
-    if len(json.dumps(body.context)) > 32_768:
-        raise ValidationFailed("body context: limited to 32 KiB of JSON")
     row = await app[STORE].write(sessions_repo.merge_context, call.tenant_id, sid, body.context)
     gateway = await app[GATEWAYS].for_session(row)
     try:

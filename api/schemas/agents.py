@@ -50,7 +50,7 @@ class VoiceSettings(RequestBody):
     temperature: float | None = Field(default=None, ge=0, le=2)
 
 
-def _context_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def context_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
     import json
 
     if value is not None and len(json.dumps(value)) > 32_768:
@@ -58,7 +58,7 @@ def _context_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-ContextData = Annotated[dict[str, Any] | None, AfterValidator(_context_size)]
+ContextData = Annotated[dict[str, Any] | None, AfterValidator(context_size)]
 
 
 class _AgentExtras(RequestBody):

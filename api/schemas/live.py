@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -11,19 +10,14 @@ from typing_extensions import Annotated
 
 from pipelines.pricing import usd
 
+from .agents import ContextData, context_size
 from .common import RequestBody
 from .sessions import DateRange
 
 _E164 = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
 
 
-def _bounded(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value)) > 32_768:
-        raise ValueError("context is limited to 32 KiB of JSON")
-    return value
-
-
-Context = Annotated[dict[str, Any] | None, AfterValidator(_bounded)]
+Context = ContextData
 
 
 class AgentCallRequest(RequestBody):
@@ -102,8 +96,8 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
 
 
 class ContextUpdate(RequestBody):
-    context: dict[str, Any] = Field(description="Merged into the call's context: keys given replace those stored, a "
-                                                "null value removes its key.")
+    context: Annotated[dict[str, Any], AfterValidator(context_size)] = Field(
+        description="Merged into the call's context: keys given replace those stored, a null value removes its key.")
 
 class ContextUpdated(BaseModel):
     message: str
