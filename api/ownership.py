@@ -6,7 +6,7 @@ from __future__ import annotations
 from .errors import NotFound
 from .keys import STORE, TENANTS
 from .routing import Call, ownership
-from .store import apikeys, clients, sessions, agents
+from .store import agents, apikeys, calls, clients, sessions
 from .store.tenants import personal_tenant_id
 
 
@@ -30,6 +30,12 @@ async def _api_key(call: Call, key_id: str) -> None:
 async def _client(call: Call, client_id: str) -> None:
     if not await call.request.app[STORE].read(clients.exists, call.tenant_id, client_id):
         raise NotFound(f"client {client_id} not found")
+
+
+@ownership("call")
+async def _call(call: Call, call_id: str) -> None:
+    if not await call.request.app[STORE].read(calls.exists, call.tenant_id, call_id):
+        raise NotFound(f"call {call_id} not found")
 
 
 @ownership("tenant")

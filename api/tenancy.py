@@ -33,8 +33,6 @@ TENANT_HEADER = "X-Tenant-ID"
 @dataclass(frozen=True)
 class Tenancy:
     tenant: dict[str, Any]
-    role: str | None  # the user's role in the tenant; None for an API key or an admin acting from outside
-    is_admin: bool
 
     @property
     def id(self) -> str:
@@ -141,15 +139,14 @@ class Tenants:
             assert principal.tenant_id is not None
             if wanted is not None and wanted != principal.tenant_id:
                 raise NotFound(f"tenant {wanted} not found")
-            tenant, role, admin = await self.record(principal.tenant_id), None, False
+            tenant = await self.record(principal.tenant_id)
         elif wanted is None:
-            tenant, role = await self.personal(principal.user_id), "owner"
-            admin = await self.is_admin(principal)
+            tenant = await self.personal(principal.user_id)
         else:
             tenant = await self.record(wanted)
-            role = await self.role(wanted, principal.user_id) if tenant is not None else None
-            admin = await self.is_admin(principal)
-            if tenant is None or (role is None and not admin):
+            # a member acts in it; an admin may act in any tenant (asked only when not a member)
+            if tenant is None or (await self.role(wanted, principal.user_id) is None
+                                  and not await self.is_admin(principal)):
                 raise NotFound(f"tenant {wanted} not found")
         if tenant is None:  # a key whose tenant vanished
             raise Unauthorized("unknown or revoked API key")
@@ -158,7 +155,7 @@ class Tenants:
             err.type = "tenant_suspended"
             raise err
         self._remember_rate(request, tenant)
-        return Tenancy(tenant=tenant, role=role, is_admin=admin)
+        return Tenancy(tenant=tenant)
 
     def _remember_rate(self, request: web.Request, tenant: dict[str, Any]) -> None:
         cred = ratelimit.credential(request)

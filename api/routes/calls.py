@@ -4,9 +4,9 @@ within its concurrent-call limit, a worker free."""
 
 from __future__ import annotations
 
-from ..errors import BadGateway, Conflict, NotFound, Unavailable
-from ..keys import GATEWAYS, SETTINGS, STORE, WORKER_CAPACITY
-from ..routing import Call, Route, ownership
+from ..errors import BadGateway, Conflict, NotFound
+from ..keys import GATEWAYS, SETTINGS, STORE
+from ..routing import Call, Route
 from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
                              OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
                              TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
@@ -18,14 +18,8 @@ from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
 from ..store import sessions as sessions_repo
-from .livekit import RETRY_AFTER_SECONDS, product_gateway, refuse_unavailable_agent
+from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
 from .sessions import date_bounds
-
-
-@ownership("call")
-async def _own_call(call: Call, call_id: str) -> None:
-    if not await call.request.app[STORE].read(repo.exists, call.tenant_id, call_id):
-        raise NotFound(f"call {call_id} not found")
 
 
 async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None,
@@ -36,11 +30,7 @@ async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str
     refuse_unavailable_agent(agent)
     if callback_url is not None:
         await callbacks.check_url(callback_url, app[SETTINGS].callback_allowed_hosts)
-    capacity = app.get(WORKER_CAPACITY)
-    if capacity is not None:
-        full = await capacity()
-        if full is not None:
-            raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
+    await refuse_when_no_worker(call.request)
     return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
                                 phone_number=phone_number, callback_url=callback_url, context=context)
 
@@ -83,7 +73,7 @@ async def telephony_place(call: Call) -> dict:
 
 async def telephony_status(call: Call) -> dict:
     row = await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["call_id"])
-    return telephony_wire(row, repo.TELEPHONY_STATUS)
+    return telephony_wire(row)
 
 
 # ---- Phony (003): an agent's call, calls now and before ----

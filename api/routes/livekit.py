@@ -22,6 +22,7 @@ from ..store import webhooks as webhooks_repo
 log = logging.getLogger("voxarena.livekit")
 
 RETRY_AFTER_SECONDS = 5
+NOT_CONFIGURED = "LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)"
 
 
 def refuse_unavailable_agent(agent: dict) -> None:
@@ -32,10 +33,19 @@ def refuse_unavailable_agent(agent: dict) -> None:
         raise Conflict(f"agent {agent['id']} is {agent['status']}")
 
 
+async def refuse_when_no_worker(request: web.Request) -> None:
+    """No worker of this process can take a call: say so now (503), not after the caller waited in silence."""
+    capacity = request.app.get(WORKER_CAPACITY)
+    if capacity is not None:
+        full = await capacity()
+        if full is not None:
+            raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
+
+
 def product_gateway(request: web.Request):
     gw = request.app.get(LIVEKIT)
     if gw is None or not gw.configured:
-        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+        raise Unavailable(NOT_CONFIGURED)
     return gw
 
 
@@ -48,7 +58,7 @@ async def call_gateway(call: Call, agent: dict):
         raise Conflict(f"client {client['id']} is inactive")
     gw = await call.request.app[GATEWAYS].for_client(call.tenant_id, client["id"])
     if not gw.configured:
-        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+        raise Unavailable(NOT_CONFIGURED)
     return gw
 
 
@@ -58,11 +68,8 @@ async def livekit_token(call: Call) -> dict:
     agent = await store.read(agents_repo.get_row, call.tenant_id, body.agentId)
     refuse_unavailable_agent(agent)
     gw = await call_gateway(call, agent)
-    capacity = call.request.app.get(WORKER_CAPACITY)
-    if capacity is not None and gw is call.request.app[LIVEKIT]:
-        full = await capacity()
-        if full is not None:  # no worker can take the call: say so now, not after the caller waited in silence
-            raise Unavailable(f"no agent worker can take a call now: {full}", retry_after=RETRY_AFTER_SECONDS)
+    if gw is call.request.app[LIVEKIT]:  # this process's worker serves the product's LiveKit only
+        await refuse_when_no_worker(call.request)
     room = body.roomName or f"vx-{uuid.uuid4().hex[:12]}"
     session_id = str(uuid.uuid4())
     identity = f"caller-{uuid.uuid4().hex[:8]}"
@@ -111,7 +118,7 @@ async def livekit_webhook(call: Call) -> dict:
     default = call.request.app[LIVEKIT]
     candidates = ([default] if default.configured else []) + await _client_gateways(call, authorization)
     if not candidates:
-        raise Unavailable("LiveKit is not configured (set VOXARENA_LIVEKIT_URL, _API_KEY and _API_SECRET)")
+        raise Unavailable(NOT_CONFIGURED)
     event = None
     for gw in candidates:  # the product's server, or a client's own one
         try:

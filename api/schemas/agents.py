@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_validator
 
-from .common import FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
+from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
 
 _NAME = Field(min_length=1, max_length=200)
 _PROMPT = Field(max_length=100_000)
@@ -31,7 +31,6 @@ FallbackTts = Annotated[list[TtsProvider], Field(max_length=MAX_FALLBACKS), Afte
 _ERROR_MESSAGE = Field(default=None, min_length=1, max_length=1_000)
 _SLUG = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _DESCRIPTION = Field(default=None, max_length=2_000)
-_PHONE = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164")
 _ID = Field(default=None, min_length=1, max_length=200)
 AgentType = Literal["inbound", "outbound"]
 AgentStatus = Literal["active", "inactive"]
@@ -74,7 +73,7 @@ class _AgentExtras(RequestBody):
     type: AgentType | None = None
     status: AgentStatus | None = None
     contextData: ContextData = Field(default=None, validation_alias=_alias("contextData", "context_data"))
-    phoneNumber: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$",
+    phoneNumber: str | None = Field(default=None, pattern=E164_PATTERN,
                                     validation_alias=_alias("phoneNumber", "phone_number"))
 
 

@@ -7,11 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .common import RequestBody
+from api.store.calls import TELEPHONY_STATUS
+from api.store.timefmt import whole_seconds
+
+from .common import E164_PATTERN, RequestBody
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
 TelephonyStatus = Literal["ringing", "answered", "completed", "failed", "no-answer"]
-_E164 = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
+_E164 = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
 
 
 class OutboundCallRequest(RequestBody):
@@ -77,20 +80,16 @@ class CallbackDelivery(BaseModel):
     created_at: str
 
 
-def _duration(row: dict[str, Any]) -> int | None:
-    return None if row["duration_ms"] is None else (row["duration_ms"] + 500) // 1000
-
-
 def status_wire(row: dict[str, Any]) -> dict[str, Any]:
     return {"call_id": row["id"], "status": row["status"], "call_status": row["status"], "call_direction": "OUTBOUND",
             "outbound_phone_number": row["phone_number"], "room_name": row["room_name"],
-            "started_at": row["started_at"], "ended_at": row["ended_at"], "duration": _duration(row),
+            "started_at": row["started_at"], "ended_at": row["ended_at"], "duration": whole_seconds(row["duration_ms"]),
             "end_reason": row["end_reason"], "sip_status_code": row["sip_status_code"],
             "session_id": row["session_id"]}
 
 
-def telephony_wire(row: dict[str, Any], lowercase: dict[str, str]) -> dict[str, Any]:
-    return {"call_id": row["id"], "status": lowercase[row["status"]], "duration": _duration(row),
+def telephony_wire(row: dict[str, Any]) -> dict[str, Any]:
+    return {"call_id": row["id"], "status": TELEPHONY_STATUS[row["status"]], "duration": whole_seconds(row["duration_ms"]),
             "phone_number": row["phone_number"], "end_reason": row["end_reason"],
             "sip_status_code": row["sip_status_code"]}
 

@@ -11,6 +11,8 @@ LlmProvider = Literal["gemini", "openai"]
 TtsProvider = Literal["elevenlabs", "resemble", "google"]
 FirstMessageMode = Literal["assistant_speaks_first", "assistant_waits"]
 
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"  # a phone number, e.g. +15551234567
+
 STT_PROVIDERS: tuple[str, ...] = SttProvider.__args__  # type: ignore[attr-defined]
 LLM_PROVIDERS: tuple[str, ...] = LlmProvider.__args__  # type: ignore[attr-defined]
 TTS_PROVIDERS: tuple[str, ...] = TtsProvider.__args__  # type: ignore[attr-defined]

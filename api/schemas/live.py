@@ -11,10 +11,12 @@ from typing_extensions import Annotated
 from pipelines.pricing import usd
 
 from .agents import ContextData, context_size
-from .common import RequestBody
+from api.store.calls import TELEPHONY_STATUS
+
+from .common import E164_PATTERN, RequestBody
 from .sessions import DateRange
 
-_E164 = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +15551234567")
+_E164 = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
 
 
 Context = ContextData
@@ -68,21 +70,17 @@ class HistoryQuery(DateRange):
     offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
-_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",
-           "NO_ANSWER": "no-answer"}
-
-
 def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str, Any]:
-    from api.store.timefmt import now_iso, parse_iso
+    from api.store.timefmt import now_iso, parse_iso, whole_seconds
 
     if rec["call_status"]:
-        status = _STATUS[rec["call_status"]]
+        status = TELEPHONY_STATUS[rec["call_status"]]
     elif rec["status"] == "ended":
         status = "failed" if rec["error"] else "completed"  # a call that failed says why in its session
     else:
         status = "in-progress"
     if rec["duration_ms"] is not None:
-        duration = (rec["duration_ms"] + 500) // 1000
+        duration = whole_seconds(rec["duration_ms"])
     else:
         duration = max(0, int((parse_iso(now_iso()) - parse_iso(rec["started_at"])).total_seconds()))
     out = {"id": rec["id"], "call_sid": rec["id"], "agent_id": rec["agent_id"], "from_number": None,

@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from pipelines.turn_clock import MARKS
 
+from api.store.timefmt import whole_seconds
+
 from .common import Query
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
@@ -120,10 +122,6 @@ class DashboardMetrics(BaseModel):
 
 # ---- records to the wire ----
 
-def _seconds(ms: int | None) -> int | None:
-    return None if ms is None else (ms + 500) // 1000
-
-
 def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
     """001's Session (camelCase) with its additions, from the repository's record."""
     from api.store.sessions import analysis_result
@@ -136,7 +134,7 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "startedAt": rec["started_at"],
         "endedAt": rec["ended_at"],
         "transcript": rec["transcript"],
-        "duration": _seconds(rec["duration_ms"]),
+        "duration": whole_seconds(rec["duration_ms"]),
         "analysis": analysis_result(analysis),
         "direction": rec["direction"],
         "call_direction": rec["direction"].upper(),

@@ -13,6 +13,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
+from . import clients, tenants
 from .tenants import slugify
 from .timefmt import now_iso
 
@@ -65,15 +66,14 @@ def _unique_slug(db: sqlite_utils.Database, owner_id: str, base: str, *, exclude
 
 def _check_client(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> None:
     client_id = data.get("client_id")
-    if client_id is not None and db.execute("SELECT 1 FROM clients WHERE owner_id = ? AND id = ?",
-                                            [owner_id, client_id]).fetchone() is None:
+    if client_id is not None and not clients.exists(db, owner_id, client_id):
         raise InvalidReferenceError(f"body clientId: client {client_id} not found")
 
 
 def _check_agent_limit(db: sqlite_utils.Database, owner_id: str) -> None:
-    row = db.execute("SELECT max_agents FROM tenants WHERE id = ?", [owner_id]).fetchone()
-    if row is not None and row[0] is not None and count(db, owner_id) >= row[0]:
-        raise LimitError(f"the tenant's limit of {row[0]} agents is reached", kind="tenant_limit")
+    limit = (tenants.find(db, owner_id) or {}).get("max_agents")
+    if limit is not None and count(db, owner_id) >= limit:
+        raise LimitError(f"the tenant's limit of {limit} agents is reached", kind="tenant_limit")
 
 
 def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import NotFoundError
-from .timefmt import now_iso, parse_iso
+from .timefmt import elapsed_ms, now_iso, whole_seconds
 
 TERMINAL = ("COMPLETED", "FAILED", "NO_ANSWER")
 NEXT = {"RINGING": ("ANSWERED", *TERMINAL), "ANSWERED": ("COMPLETED", "FAILED")}
@@ -70,7 +70,7 @@ def transition(db: sqlite_utils.Database, call_id: str, status: str, *, end_reas
         sets.update(ended_at=at, end_reason=end_reason or status.lower(),
                     failure_reason=end_reason if status != "COMPLETED" else None)
         if row["answered_at"]:
-            sets["duration_ms"] = max(0, int((parse_iso(at) - parse_iso(row["answered_at"])).total_seconds() * 1000))
+            sets["duration_ms"] = elapsed_ms(row["answered_at"], at)
         else:
             sets["duration_ms"] = 0
     db.execute(f"UPDATE outbound_calls SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
@@ -88,7 +88,7 @@ def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: s
                "session_id": row["session_id"], "call_status": status, "status": TELEPHONY_STATUS[status],
                "phone_number": row["phone_number"], "end_reason": row.get("end_reason"),
                "sip_status_code": row.get("sip_status_code"),
-               "duration": None if row.get("duration_ms") is None else (row["duration_ms"] + 500) // 1000}
+               "duration": whole_seconds(row.get("duration_ms"))}
     db.execute("INSERT INTO call_events (call_id, owner_id, status, sip_status_code, detail, created_at, event_id, "
                "payload, deliver_after, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,

@@ -9,7 +9,8 @@ from typing import Any
 import sqlite_utils
 
 from .errors import LimitError, NotFoundError
-from .timefmt import now_iso, parse_iso, today_utc, day_start
+from . import tenants
+from .timefmt import day_start, elapsed_ms, now_iso, today_utc
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
 METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")
@@ -114,7 +115,7 @@ def end(
             db.execute("UPDATE sessions SET error = COALESCE(error, ?) WHERE id = ?", [error, session_id])
         return False
     ended = ended_at or now_iso()
-    duration_ms = max(0, int((parse_iso(ended) - parse_iso(row[0])).total_seconds() * 1000))
+    duration_ms = elapsed_ms(row[0], ended)
     db.execute(
         "UPDATE sessions SET status = 'ended', ended_at = ?, duration_ms = ?, end_reason = ?, "
         "error = COALESCE(error, ?), last_activity_at = ? WHERE id = ?",
@@ -321,9 +322,9 @@ def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
     """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it."""
-    row = db.execute("SELECT max_concurrent_calls FROM tenants WHERE id = ?", [owner_id]).fetchone()
-    if row is not None and row[0] is not None and live_calls(db, owner_id) >= row[0]:
-        raise LimitError(f"the tenant's limit of {row[0]} concurrent calls is reached", kind="concurrency_limit")
+    limit = (tenants.find(db, owner_id) or {}).get("max_concurrent_calls")
+    if limit is not None and live_calls(db, owner_id) >= limit:
+        raise LimitError(f"the tenant's limit of {limit} concurrent calls is reached", kind="concurrency_limit")
 
 
 def count_active(db: sqlite_utils.Database) -> int:

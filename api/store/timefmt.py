@@ -31,3 +31,13 @@ def day_start(d: date) -> str:
 
 def today_utc() -> date:
     return datetime.now(timezone.utc).date()
+
+
+def whole_seconds(ms: int | None) -> int | None:
+    """A duration in milliseconds as the contract's whole seconds (rounded half up); None stays None."""
+    return None if ms is None else (ms + 500) // 1000
+
+
+def elapsed_ms(start_iso: str, end_iso: str) -> int:
+    """Milliseconds from one stored timestamp to another (never negative)."""
+    return max(0, int((parse_iso(end_iso) - parse_iso(start_iso)).total_seconds() * 1000))
