@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine
 
+from livekit import rtc
 from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
@@ -34,7 +35,7 @@ from pipelines.pricing import PriceBook
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .control import ControlChannel
-from .outbound import DialOutcome, dial
+from .outbound import DialOutcome, dial, transfer
 from .recorder import SessionRecorder
 from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
@@ -59,6 +60,7 @@ class Call:
     meter: CallMeter | None = None
     meter_closed: bool = False
     failing: bool = False
+    transferring: str | None = None  # the target of a supervisor's transfer in flight or done
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -221,10 +223,26 @@ async def entrypoint(ctx: JobContext) -> None:
         await ctx.room.local_participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)  # RFC 2833 on SIP
         log.info("session %s: sent DTMF %s", session_id, digit)
 
+    async def transfer_call(message: dict[str, Any]) -> None:
+        """A supervisor's transfer: the caller's side gets a REFER; once it is done the call ends `transferred`."""
+        target = str(message.get("target") or "")
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP or not target:
+            log.warning("session %s: ignored a transfer (no SIP caller or no target)", session_id)
+            return
+        call.transferring = target
+        failure = await transfer(ctx.api, room=ctx.room.name, identity=participant.identity, target=target)
+        if failure is not None:
+            call.transferring = None
+            log.error("session %s: %s; the call stays with the agent", session_id, failure)
+            return
+        log.info("session %s: transferred to %s", session_id, target)
+        await _finish(ctx, call, "transferred", None)
+
     control = ControlChannel(ctx.room, session_id, call.spawn)
     control.on("context", update_context)
     control.on("say", say)
     control.on("dtmf", dtmf)
+    control.on("transfer", transfer_call)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(participant.identity))
 
 
@@ -291,6 +309,8 @@ async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> 
 
 
 async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
+    if call.transferring is not None and error is None:
+        reason = "transferred"  # the caller's side hangs up as the transfer completes: that is the transfer
     await _end_outbound(call, reason, error)
     await call.recorder.end(reason=reason, error=error)
     await _close_meter(call)

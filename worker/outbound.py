@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from livekit import api
 
 from api.livekit import sip_identity
-from livekit.protocol.sip import CreateSIPParticipantRequest
+from livekit.protocol.sip import CreateSIPParticipantRequest, TransferSIPParticipantRequest
 from google.protobuf.duration_pb2 import Duration
 
 log = logging.getLogger("voxarena.outbound")
@@ -64,3 +64,16 @@ async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number:
         log.warning("call %s to %s: %s (%s)", call_id, phone_number, outcome.status, outcome.detail)
         return outcome
     return DialOutcome("ANSWERED")
+
+
+async def transfer(lkapi: api.LiveKitAPI, *, room: str, identity: str, target: str) -> str | None:
+    """Hands the SIP participant on to `target` (a tel: or sip: URI): LiveKit SIP sends the far end a REFER and
+    returns once the far end reports the transfer done (its NOTIFY). Returns why it failed, or None."""
+    request = TransferSIPParticipantRequest(room_name=room, participant_identity=identity, transfer_to=target,
+                                            play_dialtone=False)
+    try:
+        await lkapi.sip.transfer_sip_participant(request)
+    except Exception as e:
+        raw = e.metadata.get("sip_status_code") if isinstance(e, api.ServerError) else None
+        return f"transfer to {target} failed{f' with SIP {raw}' if raw else ''}: {e}"
+    return None

@@ -13,7 +13,7 @@ from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusRespons
 from ..schemas.common import Success
 from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, ContextUpdate, ContextUpdated,
                             HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
-                            live_call_wire)
+                            OverrideTransfer, live_call_wire, transfer_uri)
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
@@ -137,13 +137,28 @@ async def override_text(call: Call) -> dict:
     return {"success": True, "call_sid": body.call_sid, "message": "The agent is saying it"}
 
 
+def _require_phone_call(row: dict, what: str) -> None:
+    if not row["outbound_phone_number"]:
+        raise Conflict(f"call {row['id']} is not a phone call: {what} needs one")
+
+
 async def override_dtmf(call: Call) -> dict:
     body: OverrideDtmf = call.body
     row = await _live(call, body.call_sid)
-    if row["direction"] != "outbound":
-        raise Conflict(f"call {body.call_sid} is not a phone call: DTMF needs one")
+    _require_phone_call(row, "DTMF")
     await _control(call, row, {"type": "dtmf", "digit": body.digit})
     return {"success": True, "call_sid": body.call_sid, "message": f"DTMF {body.digit} sent"}
+
+
+async def override_transfer(call: Call) -> dict:
+    """The job asks LiveKit to transfer its SIP participant (a SIP REFER to the caller's side); when the far end
+    accepts, the call ends `transferred`. A refused transfer leaves the call up with the agent, and says why in the
+    job's log and on the session's error."""
+    body: OverrideTransfer = call.body
+    row = await _live(call, body.call_sid)
+    _require_phone_call(row, "a transfer")
+    await _control(call, row, {"type": "transfer", "target": transfer_uri(body.target)})
+    return {"success": True, "call_sid": body.call_sid, "message": f"Transferring to {body.target}"}
 
 
 async def override_end(call: Call) -> dict:
@@ -179,6 +194,8 @@ ROUTES = [
           response=OverrideDone, body=OverrideText, errors=(404, 502)),
     Route("POST", "/api/override/dtmf", override_dtmf, "Send a DTMF digit into a phone call", "override",
           response=OverrideDone, body=OverrideDtmf, errors=(404, 409, 502)),
+    Route("POST", "/api/override/transfer", override_transfer, "Transfer a phone call (SIP REFER)", "override",
+          response=OverrideDone, body=OverrideTransfer, errors=(404, 409, 502)),
     Route("POST", "/api/override/end", override_end, "End a live call", "override", response=OverrideDone,
           body=OverrideEnd, errors=(404, 409, 502)),
     Route("GET", "/api/calls/history", call_history, "The tenant's ended calls with their cost (Phony shape)",

@@ -34,7 +34,7 @@ class AgentCallResponse(BaseModel):
     call_id: str = Field(description="The outbound call's id in /api/calls/{id}/status.")
 
 
-LiveStatus = Literal["in-progress", "ringing", "answered", "completed", "failed", "no-answer"]
+LiveStatus = Literal["in-progress", "ringing", "answered", "completed", "failed", "no-answer", "transferred"]
 
 
 class LiveCall(BaseModel):
@@ -79,6 +79,8 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
         status = "failed" if rec["error"] else "completed"  # a call that failed says why in its session
     else:
         status = "in-progress"
+    if rec["end_reason"] == "transferred":
+        status = "transferred"  # handed on by a supervisor's transfer (a completed call to 001)
     if rec["duration_ms"] is not None:
         duration = whole_seconds(rec["duration_ms"])
     else:
@@ -111,6 +113,20 @@ class OverrideText(RequestBody):
 class OverrideDtmf(RequestBody):
     call_sid: str = Field(min_length=1, max_length=200)
     digit: str = Field(pattern=r"^[0-9*#A-D]$", description="One of 0-9 * # A-D, sent as an RFC 2833 event.")
+
+
+TRANSFER_TARGET_PATTERN = rf"^({E164_PATTERN[1:-1]}|sips?:[^\s<>@]+@[^\s<>@]+)$"  # a number or a SIP URI
+
+
+class OverrideTransfer(RequestBody):
+    call_sid: str = Field(min_length=1, max_length=200)
+    target: str = Field(max_length=500, pattern=TRANSFER_TARGET_PATTERN,
+                        description="E.164 (+15551111111) or a SIP URI (sip:desk@pbx.example.com).")
+
+
+def transfer_uri(target: str) -> str:
+    """What LiveKit's transfer takes (the REFER's Refer-To): a tel: URI for a number, a SIP URI as given."""
+    return f"tel:{target}" if target.startswith("+") else target
 
 
 class OverrideEnd(RequestBody):

@@ -126,7 +126,7 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
                                          headers=h), 404)
     store.write_sync(lambda db: sessions_repo.mark_active(db, phone["call_sid"], job_id="j1"))
     for path, body in (("/api/override/text", {"text": "hi"}), ("/api/override/dtmf", {"digit": "1"}),
-                       ("/api/override/end", {})):
+                       ("/api/override/transfer", {"target": "+15551111111"}), ("/api/override/end", {})):
         await assert_error(await client.post(path, json={"call_sid": phone["call_sid"], **body},
                                              headers=auth("bob")), 404)
     await assert_error(await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": "12"},
@@ -150,6 +150,16 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
                                  headers=h)
         assert resp.status == 200 and sent() == {"type": "dtmf", "digit": digit}
     await assert_error(await client.post("/api/override/dtmf", json={"call_sid": web, "digit": "1"}, headers=h), 409)
+    for target, wire in (("+15551111111", "tel:+15551111111"), ("sip:desk@pbx.example.com", "sip:desk@pbx.example.com")):
+        resp = await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"], "target": target},
+                                 headers=h)
+        assert resp.status == 200, await resp.text()
+        assert sent() == {"type": "transfer", "target": wire}
+    for bad in ("5551111111", "tel:+15551111111", "sip:nohost", "sip:a b@c", ""):
+        await assert_error(await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"],
+                                                                             "target": bad}, headers=h), 422)
+    await assert_error(await client.post("/api/override/transfer", json={"call_sid": web, "target": "+15551111111"},
+                                         headers=h), 409)
 
     ended = await client.post("/api/override/end", json={"call_sid": phone["call_sid"]}, headers=h)
     assert ended.status == 200, await ended.text()
