@@ -19,6 +19,7 @@ from .secrets import SecretBox
 from .services import clients as clients_service
 from .store import clients as clients_repo
 from .loopmon import LoopMonitor
+from .dashboard import add_dashboard
 from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, meta, sessions, tenants
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
@@ -169,4 +170,5 @@ def create_app(
     if rate_limiter is None:  # one handed in belongs to the caller
         app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)
+    add_dashboard(app, settings)
     return app

@@ -1,0 +1,124 @@
+// A small SVG chart module (no library to vendor): stacked bars, lines and horizontal bars. Each chart is an
+// <svg role="img"> with an aria-label summary and a <title> per mark, so values are readable without a mouse.
+
+import { h } from "./ui.js";
+
+const NS = "http://www.w3.org/2000/svg";
+const COLORS = ["var(--series-1)", "var(--series-2)", "var(--series-3)", "var(--series-4)", "var(--series-5)",
+  "var(--series-6)"];
+
+export const color = (i) => COLORS[i % COLORS.length];
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  for (const c of children) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+/** A "nice" axis maximum and step for values up to `max`. */
+function niceScale(max, ticks = 4) {
+  if (!(max > 0)) return { top: 1, step: 0.25 };
+  const raw = max / ticks;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((m) => m >= raw) || 10 * mag;
+  return { top: step * Math.ceil(max / step), step };
+}
+
+function legend(series) {
+  if (series.length < 2) return null;
+  return h("div", { class: "legend" }, series.map((sr, i) => h("span", {},
+    h("i", { style: `background:${color(i)}` }), sr.name)));
+}
+
+function frame({ width, height, pad, top, step, format, label }) {
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label,
+    preserveAspectRatio: "xMidYMid meet" });
+  const plotH = height - pad.top - pad.bottom;
+  for (let v = 0; v <= top + 1e-12; v += step) {
+    const y = pad.top + plotH - (v / top) * plotH;
+    svg.append(s("line", { class: "grid-line", x1: pad.left, x2: width - pad.right, y1: y, y2: y }));
+    svg.append(s("text", { x: pad.left - 6, y: y + 4, "text-anchor": "end" }, format(v)));
+  }
+  svg.append(s("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: pad.top + plotH, y2: pad.top + plotH }));
+  return { svg, plotH };
+}
+
+function xLabels(svg, labels, xOf, y, every) {
+  labels.forEach((lab, i) => {
+    if (i % every !== 0 && i !== labels.length - 1) return;
+    svg.append(s("text", { x: xOf(i), y, "text-anchor": "middle" }, lab));
+  });
+}
+
+/**
+ * Stacked bars: labels along x, one stack per label, series [{name, values}] (values aligned with labels).
+ * format(v) renders an axis value (with its unit).
+ */
+export function stackedBars({ labels, series, format = String, label = "chart", width = 760, height = 260 }) {
+  const pad = { top: 12, right: 12, bottom: 28, left: 64 };
+  const totals = labels.map((_, i) => series.reduce((sum, sr) => sum + (Number(sr.values[i]) || 0), 0));
+  const { top, step } = niceScale(Math.max(0, ...totals));
+  const { svg, plotH } = frame({ width, height, pad, top, step, format, label });
+  const plotW = width - pad.left - pad.right;
+  const slot = plotW / Math.max(1, labels.length);
+  const barW = Math.max(2, Math.min(48, slot * 0.7));
+  const xOf = (i) => pad.left + slot * i + slot / 2;
+  labels.forEach((lab, i) => {
+    let y = pad.top + plotH;
+    series.forEach((sr, k) => {
+      const v = Number(sr.values[i]) || 0;
+      if (v <= 0) return;
+      const bh = Math.max(1, (v / top) * plotH);
+      y -= bh;
+      svg.append(s("rect", { x: xOf(i) - barW / 2, y, width: barW, height: bh, fill: color(k), rx: 2 },
+        s("title", {}, `${lab} · ${sr.name}: ${format(v)}`)));
+    });
+    if (totals[i] === 0) {
+      svg.append(s("rect", { x: xOf(i) - barW / 2, y: pad.top + plotH - 1, width: barW, height: 1,
+        fill: "var(--line)" }, s("title", {}, `${lab}: ${format(0)}`)));
+    }
+  });
+  xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / 8));
+  return h("figure", { class: "chart-figure", style: "margin:0" }, svg, legend(series));
+}
+
+/** Lines: series [{name, values}] over labels. */
+export function lines({ labels, series, format = String, label = "chart", width = 760, height = 240 }) {
+  const pad = { top: 12, right: 12, bottom: 28, left: 64 };
+  const all = series.flatMap((sr) => sr.values.map(Number).filter((v) => Number.isFinite(v)));
+  const { top, step } = niceScale(Math.max(0, ...all));
+  const { svg, plotH } = frame({ width, height, pad, top, step, format, label });
+  const plotW = width - pad.left - pad.right;
+  const xOf = (i) => pad.left + (labels.length < 2 ? plotW / 2 : (plotW * i) / (labels.length - 1));
+  const yOf = (v) => pad.top + plotH - (v / top) * plotH;
+  series.forEach((sr, k) => {
+    const pts = sr.values.map((v, i) => [xOf(i), yOf(Number(v) || 0)]);
+    svg.append(s("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: color(k),
+      "stroke-width": 2, "stroke-linejoin": "round" }));
+    pts.forEach(([x, y], i) => svg.append(s("circle", { cx: x, cy: y, r: 3, fill: color(k) },
+      s("title", {}, `${labels[i]} · ${sr.name}: ${format(Number(sr.values[i]) || 0)}`))));
+  });
+  xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / 8));
+  return h("figure", { class: "chart-figure", style: "margin:0" }, svg, legend(series));
+}
+
+/** Horizontal bars: items [{name, value, note?}], longest first. */
+export function hbars(items, { format = String, label = "chart" } = {}) {
+  const max = Math.max(0, ...items.map((i) => Number(i.value) || 0));
+  const width = 520, row = 26, padL = 150, padR = 96;
+  const height = Math.max(row, items.length * row);
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  items.forEach((it, i) => {
+    const v = Number(it.value) || 0;
+    const w = max > 0 ? Math.max(v > 0 ? 2 : 0, ((width - padL - padR) * v) / max) : 0;
+    const y = i * row;
+    const name = String(it.name);
+    svg.append(s("text", { x: padL - 8, y: y + 17, "text-anchor": "end" }, name.length > 22 ? `${name.slice(0, 21)}…` : name));
+    svg.append(s("rect", { x: padL, y: y + 5, width: width - padL - padR, height: 15, fill: "var(--bg)", rx: 3 }));
+    svg.append(s("rect", { x: padL, y: y + 5, width: w, height: 15, fill: color(it.colorIndex ?? 0), rx: 3 },
+      s("title", {}, `${name}: ${format(v)}${it.note ? ` (${it.note})` : ""}`)));
+    svg.append(s("text", { x: width - padR + 6, y: y + 17 }, format(v)));
+  });
+  return svg;
+}

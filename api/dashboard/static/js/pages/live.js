@@ -1,0 +1,269 @@
+// Live: the calls in progress (from the event stream, or polling /api/calls/active where the stream is not
+// served), the selected call's transcript as it is spoken, and the supervisor's controls.
+
+import { get, hasRoute, post, put } from "../api.js";
+import { LiveFeed, speakerOf, textOf } from "../events.js";
+import { transcriptBox } from "../transcript.js";
+import {
+  clear, confirmDialog, describe, duration, empty, errorState, field, h, loading, shortId, statusBadge, toast,
+} from "../ui.js";
+
+const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
+
+export async function render(main, params) {
+  const st = {
+    calls: null, error: null, selected: params[0] || null, finals: new Map(), partials: new Map(), names: {},
+    mode: "connecting", transferAvailable: false,
+  };
+  const modeBox = h("p", { class: "muted small", "aria-live": "polite", "data-testid": "live-mode" });
+  const listBox = h("div", { "data-testid": "live-calls" }, loading("Looking for calls"));
+  const detail = h("section", { class: "panel", "aria-label": "Selected call" });
+  main.append(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Live"),
+      h("p", { class: "muted" }, "Calls in progress. Select one to follow its transcript and step in.")), modeBox),
+    h("div", { class: "split" }, h("section", { class: "panel", "aria-labelledby": "live-h" },
+      h("h2", { id: "live-h" }, "In progress"), listBox), detail));
+
+  const [agents, transfer] = await Promise.all([
+    get("/api/agents").then((r) => r.agents).catch(() => []),
+    hasRoute("POST", "/api/override/transfer"),
+  ]);
+  st.names = Object.fromEntries(agents.map((a) => [a.id, a.name]));
+  st.transferAvailable = transfer;
+
+  let polling = false;
+  async function poll() {
+    if (polling) return;
+    polling = true;
+    try {
+      st.calls = await get("/api/calls/active");
+      st.error = null;
+      if (st.selected) await loadTranscript(st.selected);
+    } catch (err) {
+      st.error = err;
+    } finally {
+      polling = false;
+    }
+    drawList();
+    drawDetail();
+  }
+
+  async function loadTranscript(sid) {
+    try {
+      st.finals.set(sid, await get(`/api/sessions/${encodeURIComponent(sid)}/transcripts`));
+    } catch {
+      // a call that just ended or is not ours: the list says so
+    }
+  }
+
+  let refetch = null;
+  function onEvent(ev) {
+    const sid = ev.call_sid;
+    if (ev.type === "call.started" || ev.type === "call.ended" || ev.type === "call.updated") {
+      clearTimeout(refetch);
+      refetch = setTimeout(poll, 150); // a burst of events is one refetch
+      if (ev.type === "call.ended" && sid) st.partials.delete(sid);
+      return;
+    }
+    if (ev.type === "transcript.partial" && sid) {
+      const p = st.partials.get(sid) || {};
+      p[speakerOf(ev)] = textOf(ev);
+      st.partials.set(sid, p);
+    } else if (ev.type === "transcript.final" && sid) {
+      const speaker = speakerOf(ev);
+      const list = st.finals.get(sid) || [];
+      list.push({ speaker, content: textOf(ev), timestamp: ev.timestamp, metrics: ev.metrics, source: ev.source });
+      st.finals.set(sid, list);
+      const p = st.partials.get(sid);
+      if (p) delete p[speaker];
+    } else if (ev.type === "context.updated" && sid && st.calls) {
+      const call = st.calls.find((c) => c.call_sid === sid);
+      if (call && ev.context) call.context = ev.context;
+    } else if (ev.type === "error") {
+      toast(`Stream: ${ev.message || ev.detail || "error"}${sid ? ` (call ${shortId(sid)})` : ""}`, "error");
+      return;
+    }
+    if (sid === st.selected) drawDetail();
+  }
+
+  function onMode(mode) {
+    st.mode = mode;
+    drawMode();
+  }
+
+  function drawMode() {
+    clear(modeBox,
+      st.mode === "stream" ? [h("span", { class: "badge live" }, "live"), " event stream connected"]
+        : st.mode === "polling" ? [h("span", { class: "badge warn" }, "polling"),
+          " the event stream is not available on this server; refreshing every 2 s"]
+          : [h("span", { class: "spinner" }), "connecting to the event stream…"]);
+  }
+
+  function drawList() {
+    if (st.error && !st.calls) {
+      clear(listBox, errorState(st.error, poll));
+      return;
+    }
+    if (!st.calls) return;
+    if (!st.calls.length) {
+      clear(listBox, empty("No calls in progress. Start one from the Talk page or place an outbound call."));
+      return;
+    }
+    const focused = document.activeElement?.dataset?.sid;
+    const items = st.calls.map((c) => h("li", {},
+      h("button", { type: "button", class: "call-item", dataset: { sid: c.call_sid },
+        "aria-pressed": String(c.call_sid === st.selected), style: "width:100%;text-align:left;margin-bottom:.4rem",
+        onclick: () => select(c.call_sid) },
+      h("strong", {}, st.names[c.agent_id] || shortId(c.agent_id)), " ", statusBadge(c.status),
+      h("div", { class: "muted small" }, c.to_number ? `→ ${c.to_number}` : "web call", " · ",
+        h("span", { class: "ticker", dataset: { started: c.started_at } }, duration(elapsed(c.started_at)))))));
+    clear(listBox, h("ul", { style: "list-style:none;padding:0;margin:0" }, items));
+    if (focused) listBox.querySelector(`[data-sid="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  function select(sid) {
+    st.selected = sid;
+    history.replaceState(null, "", `#/live/${encodeURIComponent(sid)}`);
+    drawList();
+    drawDetail();
+    loadTranscript(sid).then(() => drawDetail());
+  }
+
+  // The selected call's view keeps its controls while the call stays selected, so a poll or an event never
+  // takes away what the supervisor is typing (or the focus).
+  const headBox = h("div", {});
+  const trBox = h("div", { "data-testid": "live-transcript" });
+  const ctlBox = h("div", {});
+  let controlsFor = null;
+  function drawDetail() {
+    const call = st.calls && st.calls.find((c) => c.call_sid === st.selected);
+    if (!call) {
+      controlsFor = null;
+      if (!st.selected || !st.calls) {
+        clear(detail, h("h2", {}, "No call selected"), empty(st.calls && st.calls.length
+          ? "Select a call on the left." : "Waiting for a call."));
+      } else {
+        clear(detail, h("h2", {}, `Call ${shortId(st.selected)}`),
+          empty("This call is not in progress any more.", h("p", {},
+            h("a", { href: `#/calls/${encodeURIComponent(st.selected)}` }, "Open its record"))));
+      }
+      return;
+    }
+    if (controlsFor !== call.call_sid) {
+      clear(ctlBox, controlPanel(call));
+      controlsFor = call.call_sid;
+      clear(detail, headBox, trBox, ctlBox);
+    }
+    const items = [...(st.finals.get(call.call_sid) || [])];
+    const partial = st.partials.get(call.call_sid) || {};
+    for (const [speaker, content] of Object.entries(partial)) {
+      if (content) items.push({ speaker, content, partial: true, timestamp: null });
+    }
+    const box = trBox.querySelector(".transcript");
+    const atBottom = !box || box.scrollTop + box.clientHeight >= box.scrollHeight - 24;
+    clear(headBox,
+      h("h2", {}, st.names[call.agent_id] || "Call", " ", statusBadge(call.status)),
+      h("p", { class: "muted small" }, h("span", { class: "mono" }, call.call_sid), " · ",
+        call.to_number ? `phone ${call.to_number}` : "web call", " · started ",
+        h("span", { class: "ticker", dataset: { started: call.started_at } }, duration(elapsed(call.started_at))), " ago"));
+    clear(trBox, items.length ? transcriptBox(items, { live: true }) : empty("Nothing said yet."));
+    const nb = trBox.querySelector(".transcript");
+    if (nb && atBottom) nb.scrollTop = nb.scrollHeight;
+  }
+
+  function controlPanel(call) {
+    const sid = call.call_sid;
+    const phone = Boolean(call.to_number || call.from_number);
+    const out = h("p", { class: "small", "aria-live": "polite" });
+    const run = async (what, fn) => {
+      out.textContent = `${what}…`;
+      try {
+        const r = await fn();
+        out.textContent = r && r.message ? r.message : `${what}: done`;
+        toast(`${what}: done`);
+        return true;
+      } catch (err) {
+        out.textContent = `${what} failed: ${describe(err)}`;
+        toast(`${what} failed: ${describe(err)}`, "error");
+        return false;
+      }
+    };
+
+    const say = h("form", { class: "actions", "aria-label": "Say" },
+      h("input", { name: "text", placeholder: "Have the agent say…", "aria-label": "Text for the agent to say",
+        style: "flex:1;min-width:180px", maxlength: 2000 }),
+      h("button", { type: "submit" }, "Say"));
+    say.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = say.elements.text.value.trim();
+      if (!text) return;
+      if (await run("Say", () => post("/api/override/text", { call_sid: sid, text }))) say.reset();
+    });
+
+    const keypad = h("div", { class: "actions", role: "group", "aria-label": "DTMF keypad" },
+      DIGITS.map((d) => h("button", { type: "button", disabled: !phone, "aria-label": `DTMF ${d}`,
+        onclick: () => run(`DTMF ${d}`, () => post("/api/override/dtmf", { call_sid: sid, digit: d })) }, d)));
+
+    const transfer = h("form", { class: "actions", "aria-label": "Transfer" },
+      h("input", { name: "target", type: "tel", placeholder: "+15551111111", "aria-label": "Transfer to (E.164)",
+        disabled: !st.transferAvailable, style: "flex:1;min-width:160px" }),
+      h("button", { type: "submit", disabled: !st.transferAvailable }, "Transfer"));
+    transfer.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const target = transfer.elements.target.value.trim();
+      if (target) await run("Transfer", () => post("/api/override/transfer", { call_sid: sid, target }));
+    });
+
+    const ctx = h("textarea", { name: "context", rows: 4, class: "mono", "aria-label": "Context (JSON)" },
+      JSON.stringify(call.context || {}, null, 2));
+    const ctxForm = h("form", { class: "stack" }, ctx, h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Push context")));
+    ctxForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      let context;
+      try {
+        context = JSON.parse(ctx.value || "{}");
+        if (!context || typeof context !== "object" || Array.isArray(context)) throw new Error("a JSON object is needed");
+      } catch (err) {
+        out.textContent = `The context is not a JSON object: ${err.message}`;
+        ctx.setAttribute("aria-invalid", "true");
+        ctx.focus();
+        return;
+      }
+      ctx.removeAttribute("aria-invalid");
+      await run("Push context", () => put(`/api/calls/${encodeURIComponent(sid)}/context`, { context }));
+    });
+
+    const end = h("button", { type: "button", class: "danger", onclick: async () => {
+      if (!(await confirmDialog("End this call now? The caller is disconnected.", { confirm: "End call" }))) return;
+      if (await run("End call", () => post("/api/override/end", { call_sid: sid }))) poll();
+    } }, "End call");
+
+    return h("div", { class: "stack", style: "display:grid;gap:.9rem;margin-top:1rem" },
+      h("h3", {}, "Supervisor"),
+      say,
+      field("DTMF", keypad, phone ? null : "Digits go to phone calls only; this is a web call."),
+      field("Transfer", transfer, st.transferAvailable ? "To another number (E.164)."
+        : "Transfer: not available on this server."),
+      field("Context", ctxForm, "Merged into the call's context (a null value removes a key); the agent uses it from its next turn."),
+      h("div", { class: "actions" }, end),
+      out);
+  }
+
+  const ticker = setInterval(() => {
+    for (const el of document.querySelectorAll(".ticker")) el.textContent = duration(elapsed(el.dataset.started));
+  }, 1000);
+  drawMode();
+  drawDetail();
+  const feed = new LiveFeed({ onEvent, onMode, poll }).start();
+  return () => {
+    clearInterval(ticker);
+    clearTimeout(refetch);
+    feed.close();
+  };
+}
+
+function elapsed(startedAt) {
+  const t = Date.parse(startedAt);
+  return Number.isNaN(t) ? null : (Date.now() - t) / 1000;
+}
