@@ -9,6 +9,16 @@ const COLORS = ["var(--series-1)", "var(--series-2)", "var(--series-3)", "var(--
 
 export const color = (i) => COLORS[i % COLORS.length];
 
+// One colour per provider on every chart of the page (the timeline and the by-provider bars agree).
+const KNOWN = ["deepgram", "elevenlabs", "gemini", "openai", "assemblyai", "resemble", "google", "sip"];
+export function colorFor(name) {
+  const i = KNOWN.indexOf(String(name));
+  if (i >= 0) return COLORS[i % COLORS.length];
+  let hash = 0;
+  for (const ch of String(name)) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
+  return COLORS[hash % COLORS.length];
+}
+
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) el.setAttribute(k, String(v));
@@ -25,10 +35,12 @@ function niceScale(max, ticks = 4) {
   return { top: step * Math.ceil(max / step), step };
 }
 
+const seriesColor = (sr, i) => sr.color || color(i);
+
 function legend(series) {
   if (series.length < 2) return null;
   return h("div", { class: "legend" }, series.map((sr, i) => h("span", {},
-    h("i", { style: `background:${color(i)}` }), sr.name)));
+    h("i", { style: `background:${seriesColor(sr, i)}` }), sr.name)));
 }
 
 function frame({ width, height, pad, top, step, format, label }) {
@@ -46,7 +58,7 @@ function frame({ width, height, pad, top, step, format, label }) {
 
 function xLabels(svg, labels, xOf, y, every) {
   labels.forEach((lab, i) => {
-    if (i % every !== 0 && i !== labels.length - 1) return;
+    if ((labels.length - 1 - i) % every !== 0) return; // counted from the newest, which is always labelled
     svg.append(s("text", { x: xOf(i), y, "text-anchor": "middle" }, lab));
   });
 }
@@ -71,7 +83,7 @@ export function stackedBars({ labels, series, format = String, label = "chart", 
       if (v <= 0) return;
       const bh = Math.max(1, (v / top) * plotH);
       y -= bh;
-      svg.append(s("rect", { x: xOf(i) - barW / 2, y, width: barW, height: bh, fill: color(k), rx: 2 },
+      svg.append(s("rect", { x: xOf(i) - barW / 2, y, width: barW, height: bh, fill: seriesColor(sr, k), rx: 2 },
         s("title", {}, `${lab} · ${sr.name}: ${format(v)}`)));
     });
     if (totals[i] === 0) {
@@ -94,31 +106,29 @@ export function lines({ labels, series, format = String, label = "chart", width 
   const yOf = (v) => pad.top + plotH - (v / top) * plotH;
   series.forEach((sr, k) => {
     const pts = sr.values.map((v, i) => [xOf(i), yOf(Number(v) || 0)]);
-    svg.append(s("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: color(k),
+    svg.append(s("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: seriesColor(sr, k),
       "stroke-width": 2, "stroke-linejoin": "round" }));
-    pts.forEach(([x, y], i) => svg.append(s("circle", { cx: x, cy: y, r: 3, fill: color(k) },
+    pts.forEach(([x, y], i) => svg.append(s("circle", { cx: x, cy: y, r: 3, fill: seriesColor(sr, k) },
       s("title", {}, `${labels[i]} · ${sr.name}: ${format(Number(sr.values[i]) || 0)}`))));
   });
   xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / 8));
   return h("figure", { class: "chart-figure", style: "margin:0" }, svg, legend(series));
 }
 
-/** Horizontal bars: items [{name, value, note?}], longest first. */
+/**
+ * Horizontal bars: items [{name, value, note?, color?}]. Drawn as HTML so the names stay readable in a narrow
+ * panel; each row carries its value as text, and the whole list is one labelled figure.
+ */
 export function hbars(items, { format = String, label = "chart" } = {}) {
   const max = Math.max(0, ...items.map((i) => Number(i.value) || 0));
-  const width = 520, row = 26, padL = 150, padR = 96;
-  const height = Math.max(row, items.length * row);
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
-  items.forEach((it, i) => {
+  return h("figure", { class: "hbars", role: "img", "aria-label": `${label}: ${items.map((i) => `${i.name} ${format(i.value)}`).join(", ")}`,
+    style: "margin:0" },
+  items.map((it, i) => {
     const v = Number(it.value) || 0;
-    const w = max > 0 ? Math.max(v > 0 ? 2 : 0, ((width - padL - padR) * v) / max) : 0;
-    const y = i * row;
-    const name = String(it.name);
-    svg.append(s("text", { x: padL - 8, y: y + 17, "text-anchor": "end" }, name.length > 22 ? `${name.slice(0, 21)}…` : name));
-    svg.append(s("rect", { x: padL, y: y + 5, width: width - padL - padR, height: 15, fill: "var(--bg)", rx: 3 }));
-    svg.append(s("rect", { x: padL, y: y + 5, width: w, height: 15, fill: color(it.colorIndex ?? 0), rx: 3 },
-      s("title", {}, `${name}: ${format(v)}${it.note ? ` (${it.note})` : ""}`)));
-    svg.append(s("text", { x: width - padR + 6, y: y + 17 }, format(v)));
-  });
-  return svg;
+    const pct = max > 0 ? Math.max(v > 0 ? 1 : 0, (100 * v) / max) : 0;
+    return h("div", { class: "hbar", title: `${it.name}: ${format(v)}${it.note ? ` (${it.note})` : ""}` },
+      h("span", { class: "name" }, it.name),
+      h("span", { class: "track" }, h("span", { class: "fill", style: `width:${pct}%;background:${it.color || color(it.colorIndex ?? i)}` })),
+      h("span", { class: "num" }, format(v)));
+  }));
 }

@@ -46,7 +46,8 @@ const usdFormats = new Map();
 export function usd(value, { digits } = {}) {
   if (value === null || value === undefined || Number.isNaN(Number(value))) return "—";
   const v = Number(value);
-  const d = digits ?? (v !== 0 && Math.abs(v) < 1 ? 4 : 2);
+  const a = Math.abs(v);
+  const d = digits ?? (a === 0 || a >= 1 ? 2 : a >= 0.0001 ? 4 : 6);
   if (!usdFormats.has(d)) {
     usdFormats.set(d, new Intl.NumberFormat("en-US", { style: "currency", currency: "USD",
       minimumFractionDigits: d, maximumFractionDigits: d }));
@@ -221,6 +222,12 @@ export function showFieldErrors(form, err) {
 
 export function field(labelText, input, hint) {
   return h("label", {}, labelText, input, hint ? h("span", { class: "muted small" }, hint) : null);
+}
+
+/** A titled group of several controls (a <label> may hold only one). */
+export function group(title, content, hint) {
+  return h("div", { class: "group", role: "group", "aria-label": title }, h("span", { class: "title" }, title), content,
+    hint ? h("span", { class: "muted small" }, hint) : null);
 }
 
 export function statusBadge(status) {

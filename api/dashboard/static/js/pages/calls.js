@@ -202,7 +202,7 @@ async function costBreakdown(id) {
       e.token_kind ? h("div", { class: "muted small" }, e.token_kind) : null),
     h("td", { class: "num" }, e.priced ? usd(e.total_cost, { digits: 6 }) : h("span", { class: "badge warn" }, "unpriced"))));
   return h("div", { "data-testid": "cost-breakdown" },
-    h("p", { class: "card value", "data-testid": "session-cost" }, usd(b.total_cost, { digits: 6 })),
+    h("p", { class: "big-number", "data-testid": "session-cost" }, usd(b.total_cost, { digits: 6 })),
     b.unpriced_event_count ? h("p", { class: "badge warn" }, `${count(b.unpriced_event_count, "event")} without a price (not counted)`) : null,
     types.length ? hbars(types.map(([name, value], i) => ({ name: name.replace("_", " "), value, colorIndex: i })),
       { format: (v) => usd(v, { digits: 5 }), label: "Cost by usage type" }) : empty("No usage recorded for this call."),

@@ -2,7 +2,7 @@
 // serves them) analytics and the cost per successful call of each campaign.
 
 import { get, hasRoute } from "../api.js";
-import { hbars, stackedBars } from "../chart.js";
+import { colorFor, hbars, stackedBars } from "../chart.js";
 import { count, duration, empty, field, fill, h, table, unavailable, usd } from "../ui.js";
 
 const DAY = 86400000;
@@ -45,7 +45,7 @@ export async function render(main) {
     const s = await get("/api/costs/summary");
     const providers = Object.entries(s.by_provider || {}).sort((a, b) => b[1] - a[1]);
     fill(byProvider, async () => (providers.length
-      ? hbars(providers.map(([name, value], i) => ({ name, value, colorIndex: i })), { format: (v) => usd(v), label: "Cost by provider" })
+      ? hbars(providers.map(([name, value]) => ({ name, value, color: colorFor(name) })), { format: (v) => usd(v), label: "Cost by provider" })
       : empty("No usage yet.")));
     return h("div", { class: "cards" },
       card("Total", usd(s.total_cost), "all time"),
@@ -67,8 +67,8 @@ export async function render(main) {
       const providers = [...new Set(filled.flatMap((p) => Object.keys(p.by_provider || {})))].sort();
       return stackedBars({
         labels: filled.map((p) => p.date.slice(5)),
-        series: providers.map((name) => ({ name, values: filled.map((p) => (p.by_provider || {})[name] || 0) })),
-        format: (v) => usd(v, { digits: v && v < 0.01 ? 4 : 2 }),
+        series: providers.map((name) => ({ name, color: colorFor(name), values: filled.map((p) => (p.by_provider || {})[name] || 0) })),
+        format: (v) => usd(v),
         label: `Cost per ${st.period === "daily" ? "day" : st.period === "weekly" ? "week" : "month"}, by provider`,
       });
     }, "Loading the timeline");

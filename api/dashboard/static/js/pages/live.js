@@ -5,7 +5,7 @@ import { get, hasRoute, post, put } from "../api.js";
 import { LiveFeed, speakerOf, textOf } from "../events.js";
 import { transcriptBox } from "../transcript.js";
 import {
-  clear, confirmDialog, describe, duration, empty, errorState, field, h, loading, shortId, statusBadge, toast,
+  clear, confirmDialog, describe, duration, empty, errorState, group, h, loading, shortId, statusBadge, toast,
 } from "../ui.js";
 
 const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
@@ -242,10 +242,10 @@ export async function render(main, params) {
     return h("div", { class: "stack", style: "display:grid;gap:.9rem;margin-top:1rem" },
       h("h3", {}, "Supervisor"),
       say,
-      field("DTMF", keypad, phone ? null : "Digits go to phone calls only; this is a web call."),
-      field("Transfer", transfer, st.transferAvailable ? "To another number (E.164)."
+      group("DTMF", keypad, phone ? null : "Digits go to phone calls only; this is a web call."),
+      group("Transfer", transfer, st.transferAvailable ? "To another number (E.164)."
         : "Transfer: not available on this server."),
-      field("Context", ctxForm, "Merged into the call's context (a null value removes a key); the agent uses it from its next turn."),
+      group("Context", ctxForm, "Merged into the call's context (a null value removes a key); the agent uses it from its next turn."),
       h("div", { class: "actions" }, end),
       out);
   }

@@ -1,0 +1,272 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against the real product: `voxarena serve`
+with its worker, a real livekit-server and the provider fakes. Sign in with a local account, create an agent, read a
+recorded call's transcript and costs, watch a live call from the harness's speaking client and end it from the Live
+page, see the cost chart drawn, and call an agent from the browser on the Talk page (Chromium's fake microphone).
+
+Screenshots of every page go to $VOXARENA_TEST_ARTIFACTS (default tests/.artifacts)/dashboard-<time>/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from tests.harness.audio import speech_wav
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        # the Talk page's microphone: Chromium's own fake device, allowed without a prompt
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+GREETING = "Hello! Thanks for calling. How can I help?"
+QUESTION = "What are your opening hours?"
+REPLY = "We are open from nine to five, every weekday."
+PASSWORD = "correct horse battery"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 30_000
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = (Path(os.environ.get("VOXARENA_TEST_ARTIFACTS") or ROOT / "tests" / ".artifacts")
+             / time.strftime("dashboard-%Y%m%d-%H%M%S"))
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def account(voice_stack) -> tuple[str, str]:
+    """A local admin account in the product's database: (email, user id)."""
+    product, _, _ = voice_stack
+    email = "operator@example.com"
+    cli = str(Path(sys.executable).with_name("voxarena"))
+    out = subprocess.run([cli, "user", "create", email, "--admin"], input=PASSWORD + "\n", env=product.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return email, out.stdout.split()[0]
+
+
+@pytest.fixture
+async def browser():
+    assert Path(CHROMIUM).exists(), "chromium is missing: .ci/install-system.sh installs it"
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Errors(list):
+    """Uncaught page errors: a test fails on any of them."""
+
+
+async def open_page(browser, product, viewport=DESKTOP) -> tuple[Page, Errors]:
+    context = await browser.new_context(viewport=viewport)
+    page = await context.new_page()
+    errors = Errors()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(product.base_url + "/")
+    return page, errors
+
+
+async def sign_in(page: Page, email: str) -> None:
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible(timeout=WAIT_MS)
+
+
+async def go(page: Page, hash_: str, heading: str) -> None:
+    await page.goto(page.url.split("#")[0] + hash_)
+    await expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(heading), timeout=WAIT_MS)
+
+
+async def speak_one_turn(product, agent_id: str, user: str) -> str:
+    """A whole call from the harness's speaking client: the greeting, one question, the reply; returns its id."""
+    client, tok = await product.join(agent_id, user)
+    try:
+        t0 = time.monotonic()
+        await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+        sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
+        await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+    finally:
+        await client.disconnect()
+    return tok["sessionId"]
+
+
+async def wait_priced(product, session_id: str, user: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        status, body = await product.request("GET", f"/api/sessions/{session_id}/cost-breakdown", user)
+        if status == 200 and body["total_cost_nanos"] > 0:
+            return body
+        await __import__("asyncio").sleep(0.25)
+    raise AssertionError(f"session {session_id} has no priced usage after {timeout}s: {body}")
+
+
+async def test_sign_in_and_create_an_agent_with_the_apis_validation_shown(voice_stack, account, browser, shots):
+    product, _, _ = voice_stack
+    email, user_id = account
+    page, errors = await open_page(browser, product)
+    await page.screenshot(path=shots / "signin.png")
+    # a wrong password is refused with the API's own message, and nothing is kept
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill("wrong password")
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.get_by_role("alert")).to_contain_text("wrong email or password", ignore_case=True)
+    await sign_in(page, email)
+    assert await page.evaluate("location.href.includes('token')") is False
+    await expect(page.get_by_test_id("who")).to_have_text(email)
+
+    await page.get_by_role("button", name="New agent").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Name").fill("Reception")
+    await dialog.get_by_label("System prompt").fill("x" * 100_001)  # over the API's limit
+    await dialog.get_by_role("button", name="Create agent").click()
+    await expect(dialog.locator(".field-error").first).to_contain_text("at most 100000 characters")
+    await page.screenshot(path=shots / "agent-form-validation.png")
+    await dialog.get_by_label("System prompt").fill("You greet visitors and answer questions about opening hours.")
+    await dialog.get_by_label("Text to speech").select_option("elevenlabs")
+    await dialog.get_by_label("First message", exact=True).fill(GREETING)
+    await dialog.get_by_role("button", name="Create agent").click()
+    await expect(dialog).to_be_hidden()
+    row = page.get_by_role("row").filter(has_text="Reception")
+    await expect(row).to_contain_text("deepgram → gemini → elevenlabs")
+    await page.screenshot(path=shots / "agents.png")
+
+    status, body = await product.request("GET", "/api/agents", user_id)
+    assert status == 200 and [a["name"] for a in body["agents"]] == ["Reception"]
+    assert body["agents"][0]["firstMessage"] == GREETING
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+    assert errors == []
+
+
+async def test_a_recorded_call_shows_its_transcript_latencies_analysis_and_costs_and_the_chart_is_drawn(
+        voice_stack, account, browser, shots):
+    product, _, _ = voice_stack
+    email, user_id = account
+    agent_id = await product.create_agent(user_id, name="Recorded desk", firstMessage=GREETING)
+    session_id = await speak_one_turn(product, agent_id, user_id)
+    await product.wait_session(session_id, user_id, lambda s: s["analysisStatus"] == "completed", timeout=60,
+                               what="ended and analysed")
+    cost = await wait_priced(product, session_id, user_id)
+
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, "#/calls", "Calls")
+    row = page.locator(f'tr[data-session="{session_id}"]')
+    await expect(row).to_contain_text("Recorded desk", timeout=WAIT_MS)
+    await page.screenshot(path=shots / "calls.png", full_page=True)
+    await row.focus()
+    await page.keyboard.press("Enter")  # rows open from the keyboard too
+    transcript = page.get_by_role("log", name="Transcript")
+    await expect(transcript).to_contain_text(QUESTION, timeout=WAIT_MS)
+    await expect(transcript).to_contain_text(REPLY)
+    await expect(transcript.locator(".turn.agent .meta").filter(has_text="voice-to-voice").first).to_be_visible()
+    await expect(page.get_by_text("The caller asked for the opening hours and got them.")).to_be_visible()
+    shown = page.get_by_test_id("session-cost")
+    await expect(shown).to_have_text(re.compile(r"^\$\d+\.\d{6}$"))
+    assert await shown.text_content() == f"${cost['total_cost']:.6f}"
+    await page.screenshot(path=shots / "call-detail.png", full_page=True)
+
+    await go(page, "#/costs", "Costs")
+    bars = page.get_by_test_id("cost-timeline").locator("svg rect")
+    await expect(bars.first).to_be_visible(timeout=WAIT_MS)
+    heights = await bars.evaluate_all("els => els.map(e => e.getBBox().height)")
+    assert heights and max(heights) > 1, heights
+    await expect(page.get_by_test_id("cost-summary")).to_contain_text("$")
+    await page.screenshot(path=shots / "costs.png", full_page=True)
+    assert errors == []
+
+
+async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voice_stack, account, browser, shots):
+    product, _, _ = voice_stack
+    email, user_id = account
+    agent_id = await product.create_agent(user_id, name="Live desk", firstMessage=GREETING)
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, "#/live", "Live")
+    # no event stream on this server yet: the page says so and polls /api/calls/active
+    await expect(page.get_by_test_id("live-mode")).to_contain_text(re.compile("polling|event stream connected"),
+                                                                   timeout=WAIT_MS)
+
+    client, tok = await product.join(agent_id, user_id)
+    try:
+        session_id = tok["sessionId"]
+        item = page.locator(f'button[data-sid="{session_id}"]')
+        await expect(item).to_contain_text("Live desk", timeout=WAIT_MS)
+        await item.click()
+        transcript = page.get_by_test_id("live-transcript")
+        await expect(transcript).to_contain_text(GREETING, timeout=WAIT_MS)
+        await expect(page.get_by_role("button", name="DTMF 5")).to_be_disabled()  # a web call has no phone line
+        await page.screenshot(path=shots / "live.png", full_page=True)
+
+        await page.get_by_role("button", name="End call").click()
+        await page.get_by_role("dialog").get_by_role("button", name="End call").click()
+        await expect(item).to_be_hidden(timeout=WAIT_MS)
+        await expect(page.get_by_text("No calls in progress")).to_be_visible(timeout=WAIT_MS)
+        s = await product.wait_session(session_id, user_id, lambda s: s["status"] == "ended", timeout=30,
+                                       what="ended from the Live page")
+        assert s["endedAt"] is not None
+        await page.screenshot(path=shots / "live-ended.png", full_page=True)
+    finally:
+        await client.disconnect()
+    assert errors == []
+
+
+async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voice_stack, account, browser, shots):
+    product, _, _ = voice_stack
+    email, user_id = account
+    agent_id = await product.create_agent(user_id, name="Talk desk", firstMessage=GREETING)
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, f"#/talk/{agent_id}", "Talk")
+    await page.get_by_role("button", name="Start call").click()
+    transcript = page.get_by_test_id("talk-transcript")
+    await expect(transcript).to_contain_text(GREETING, timeout=45_000)
+    await page.screenshot(path=shots / "talk.png", full_page=True)
+    status, active = await product.request("GET", "/api/calls/active", user_id)
+    assert status == 200 and any(c["agent_id"] == agent_id for c in active), active
+    await page.get_by_role("button", name="Hang up").click()
+    await expect(page.get_by_test_id("talk-status")).to_contain_text("ended")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, active = await product.request("GET", "/api/calls/active", user_id)
+        if not any(c["agent_id"] == agent_id for c in active):
+            break
+        await __import__("asyncio").sleep(0.25)
+    assert not any(c["agent_id"] == agent_id for c in active), active
+    assert errors == []
+
+
+async def test_every_page_renders_at_desktop_and_phone_width(voice_stack, account, browser, shots):
+    product, _, _ = voice_stack
+    email, _ = account
+    for name, viewport in [("desktop", DESKTOP), ("phone", PHONE)]:
+        page, errors = await open_page(browser, product, viewport)
+        await sign_in(page, email)
+        for hash_, heading in [("#/agents", "Agents"), ("#/calls", "Calls"), ("#/live", "Live"), ("#/costs", "Costs"),
+                               ("#/talk", "Talk"), ("#/settings", "Settings")]:
+            await go(page, hash_, heading)
+            await expect(page.get_by_role("status").filter(has_text="Loading")).to_have_count(0, timeout=WAIT_MS)
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport["width"] + 1, f"{hash_} at {name} width scrolls sideways ({width}px)"
+            await page.screenshot(path=shots / f"{name}-{hash_[2:]}.png", full_page=True)
+        assert errors == [], errors
+        await page.context.close()
