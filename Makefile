@@ -4,7 +4,7 @@ VENV := .venv
 BIN_DIR ?= $(HOME)/.cache/voxarena/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test venv system-deps livekit-server livekit-sip bench clean
+.PHONY: run test venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +39,10 @@ BENCH_ARGS ?=
 
 bench: venv system-deps livekit-server
 	.ci/netns-run $(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# The dashboard's vendored LiveKit JS client, fetched again from the npm registry (VERSION=x.y.z for another one).
+vendor-livekit-client:
+	scripts/vendor-livekit-client.sh $(VERSION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

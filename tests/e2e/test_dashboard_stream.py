@@ -1,0 +1,165 @@
+"""The dashboard's views for routes this branch does not serve yet, against the documented shapes: the Live page on
+an event stream (`GET /events/ws`, JSON events `{type, call_sid, timestamp, ...}`, `?token=`), the transfer button
+(`POST /api/override/transfer`), and the Costs page's analytics (`/api/analytics/summary`) and campaign costs
+(`/api/metrics/by-campaign`). The real app serves them here as extra routes of the route table, so the page finds
+them in /openapi.json exactly as it will find the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import async_playwright, expect
+
+from api.app import create_app
+from api.auth import LocalIssuer
+from api.routing import Call, Route
+from api.store import sessions
+from tests.api.seed import seed_call
+from tests.e2e.test_dashboard import ARGS, CHROMIUM, DESKTOP, WAIT_MS
+
+
+class FakeFeatures:
+    """The stream, transfer and analytics routes, recording what the page sent them."""
+
+    def __init__(self) -> None:
+        self.sockets: list[web.WebSocketResponse] = []
+        self.tokens: list[str] = []
+        self.transfers: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+
+    async def events(self, call: Call) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(call.request)
+        self.tokens.append(call.request.query.get("token", ""))
+        self.sockets.append(ws)
+        self.connected.set()
+        async for _ in ws:
+            pass
+        return ws
+
+    async def send(self, event: dict[str, Any]) -> None:
+        for ws in list(self.sockets):
+            if not ws.closed:
+                await ws.send_str(json.dumps(event))
+
+    async def transfer(self, call: Call) -> web.Response:
+        body = await call.request.json()
+        self.transfers.append(body)
+        return web.json_response({"success": True, "call_sid": body["call_sid"], "message": "Transferring"})
+
+    async def analytics(self, call: Call) -> web.Response:
+        return web.json_response({"total_agents": 2, "total_calls": 850, "total_minutes": 3200,
+                                  "average_call_duration": 226, "success_rate": 0.92, "busiest_hour": 14,
+                                  "top_agents": [{"agent_id": "a1", "name": "Support", "calls": 245, "minutes": 980}]})
+
+    async def campaigns(self, call: Call) -> web.Response:
+        return web.json_response({"campaigns": [
+            {"campaign": "Ohio", "cost_usd": 4.52, "successful_calls": 12, "cost_per_successful_call": 0.3767},
+            {"campaign": "Iowa", "cost_usd": 1.2, "successful_calls": 3, "cost_per_successful_call": 0.4}],
+            "start_date": call.request.query.get("start"), "end_date": call.request.query.get("end")})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/events/ws", self.events, "Event stream (test stand-in)", "test", raw=True, public=True),
+            Route("POST", "/api/override/transfer", self.transfer, "Transfer (test stand-in)", "test", raw=True),
+            Route("GET", "/api/analytics/summary", self.analytics, "Analytics (test stand-in)", "test", raw=True),
+            Route("GET", "/api/metrics/by-campaign", self.campaigns, "Campaigns (test stand-in)", "test", raw=True),
+        ]
+
+
+@pytest.fixture
+async def served(settings, store):
+    features = FakeFeatures()
+    app = create_app(settings, store=store, extra_routes=features.routes())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server, features
+    finally:
+        for ws in features.sockets:
+            await ws.close()
+        await server.close()
+
+
+@pytest.fixture
+async def page_for(served, settings):
+    server, _ = served
+    token = LocalIssuer(settings.data_dir).issue("alice")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = await browser.new_context(viewport=DESKTOP)
+        # signed in already (the sign-in itself is covered by test_dashboard.py)
+        await context.add_init_script(
+            f"sessionStorage.setItem('voxarena.credential', JSON.stringify({{kind: 'password', token: '{token}'}}))")
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            yield page, str(server.make_url("/")), token, errors
+        finally:
+            await browser.close()
+
+
+async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store):
+    _, features = served
+    page, base, token, errors = page_for
+    _, sid = seed_call(store, "alice", ended_at=None, turns=1)
+    await page.goto(base + "#/live")
+    await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
+    assert features.tokens == [token]  # the one place a credential is in a URL: the WebSocket's ?token=
+
+    item = page.locator(f'button[data-sid="{sid}"]')
+    await expect(item).to_be_visible(timeout=WAIT_MS)
+    await item.click()
+    transcript = page.get_by_test_id("live-transcript")
+    await expect(transcript).to_contain_text("answer 0", timeout=WAIT_MS)  # what was said before, from the API
+
+    await features.send({"type": "transcript.partial", "call_sid": sid, "timestamp": "2026-01-10T10:00:05Z",
+                         "speaker": "user", "text": "I would like to"})
+    await expect(transcript.locator(".turn.partial .content")).to_have_text("I would like to", timeout=WAIT_MS)
+    await features.send({"type": "transcript.final", "call_sid": sid, "timestamp": "2026-01-10T10:00:06Z",
+                         "speaker": "user", "text": "I would like to change my booking."})
+    await expect(transcript.locator(".turn.user .content").last).to_have_text("I would like to change my booking.")
+    await expect(transcript.locator(".turn.partial")).to_have_count(0)
+
+    await page.get_by_label("Transfer to (E.164)").fill("+15551111111")
+    await page.get_by_role("button", name="Transfer", exact=True).click()
+    await expect(page.get_by_text("Transferring").first).to_be_visible(timeout=WAIT_MS)
+    assert features.transfers == [{"call_sid": sid, "target": "+15551111111"}]
+
+    store.write_sync(lambda db: sessions.end(db, sid, reason="transferred", ended_at="2026-01-10T10:00:09.000000Z"))
+    await features.send({"type": "call.ended", "call_sid": sid, "timestamp": "2026-01-10T10:00:09Z"})
+    await expect(item).to_be_hidden(timeout=5_000)  # from the event, well before the 15 s safety poll
+    await expect(page.get_by_text("This call is not in progress any more.")).to_be_visible()
+    assert errors == []
+
+
+async def test_the_live_page_polls_while_the_stream_is_down_and_returns_to_it(served, page_for, store):
+    _, features = served
+    page, base, _, errors = page_for
+    await page.goto(base + "#/live")
+    await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
+    await features.sockets[0].close()  # the stream drops: the page polls, then reconnects by itself
+    await expect(page.get_by_test_id("live-mode")).to_contain_text("polling", timeout=WAIT_MS)
+    _, sid = seed_call(store, "alice", ended_at=None, turns=0)
+    await expect(page.locator(f'button[data-sid="{sid}"]')).to_be_visible(timeout=WAIT_MS)
+    await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
+    assert len(features.tokens) >= 2
+    assert errors == []
+
+
+async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign(page_for):
+    page, base, _, errors = page_for
+    await page.goto(base + "#/costs")
+    campaigns = page.get_by_role("img", name="Cost per successful call by campaign")
+    await expect(campaigns).to_contain_text("Ohio", timeout=WAIT_MS)
+    await expect(campaigns).to_contain_text("$0.3767")
+    await expect(page.get_by_text("850 calls")).to_be_visible()
+    await expect(page.get_by_text("92 %")).to_be_visible()
+    await expect(page.get_by_text("not available on this server")).to_have_count(0)
+    assert errors == []
