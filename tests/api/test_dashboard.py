@@ -64,3 +64,11 @@ def test_every_vendored_and_own_asset_ships_with_the_package():
     files = {p for p in STATIC.rglob("*") if p.is_file()}
     assert files and files <= shipped, sorted(str(p) for p in files - shipped)
     assert (STATIC / "vendor" / "livekit-client" / "VERSION").read_text().strip()
+
+
+def test_with_clerk_configured_the_page_offers_a_clerk_token_instead_of_local_accounts(settings):
+    from api.dashboard import page_config
+
+    config = page_config(settings.with_(clerk_issuer="https://clerk.example.com"), "/static/abc")
+    assert config["clerk"] is True and config["localLogin"] is False
+    assert page_config(settings, "/static/abc")["localLogin"] is True

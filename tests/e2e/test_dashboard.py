@@ -148,8 +148,8 @@ async def test_sign_in_and_create_an_agent_with_the_apis_validation_shown(voice_
     await page.screenshot(path=shots / "agents.png")
 
     status, body = await product.request("GET", "/api/agents", user_id)
-    assert status == 200 and [a["name"] for a in body["agents"]] == ["Reception"]
-    assert body["agents"][0]["firstMessage"] == GREETING
+    made = [a for a in body["agents"] if a["name"] == "Reception"]
+    assert status == 200 and len(made) == 1 and made[0]["firstMessage"] == GREETING
 
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -252,6 +252,47 @@ async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voi
             break
         await __import__("asyncio").sleep(0.25)
     assert not any(c["agent_id"] == agent_id for c in active), active
+    assert errors == []
+
+
+async def test_settings_make_an_api_key_that_signs_in_and_an_admin_sets_tenant_limits(voice_stack, account, browser,
+                                                                                      shots):
+    product, _, _ = voice_stack
+    email, user_id = account
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, "#/settings", "Settings")
+    await page.get_by_label("Name", exact=True).fill("Browser test key")
+    await page.get_by_role("button", name="Create key").click()
+    key = (await page.get_by_test_id("api-key-value").text_content()).strip()
+    assert key.startswith("vxa_")
+    await expect(page.get_by_role("row").filter(has_text="Browser test key")).to_be_visible()
+
+    await page.get_by_role("button", name="Reveal").click()
+    status, secret = await product.request("GET", "/api/calls/callback-secret", user_id)
+    await expect(page.get_by_test_id("callback-secret")).to_have_text(secret["secret"])
+
+    await page.get_by_label("Tenant name").fill("Acme Dashboard")
+    await page.get_by_role("button", name="Create tenant").click()
+    row = page.get_by_role("row").filter(has_text="Acme Dashboard")
+    await row.get_by_label("Max agents").fill("3")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.get_by_text("Saved Acme Dashboard")).to_be_visible()
+    status, tenants = await product.request("GET", "/tenants", user_id)
+    acme = next(t for t in tenants if t["name"] == "Acme Dashboard")
+    assert acme["limits"]["max_agents"] == 3
+    await page.screenshot(path=shots / "settings.png", full_page=True)
+
+    # the key signs in (and acts for the same tenant: the agents made above are there)
+    await page.get_by_role("button", name="Sign out").click()
+    await page.get_by_role("tab", name="API key").click()
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in", exact=True).click()
+    await expect(page.get_by_test_id("who")).to_contain_text("API key vxa_", timeout=WAIT_MS)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Settings")  # back where it was
+    await product.create_agent(user_id, name="Seen through the key")
+    await go(page, "#/agents", "Agents")
+    await expect(page.get_by_role("row").filter(has_text="Seen through the key")).to_be_visible(timeout=WAIT_MS)
     assert errors == []
 
 

@@ -20,7 +20,7 @@ from api.auth import LocalIssuer
 from api.routing import Call, Route
 from api.store import sessions
 from tests.api.seed import seed_call
-from tests.e2e.test_dashboard import ARGS, CHROMIUM, DESKTOP, WAIT_MS
+from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, WAIT_MS
 
 
 class FakeFeatures:
@@ -126,6 +126,8 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
                          "speaker": "user", "text": "I would like to change my booking."})
     await expect(transcript.locator(".turn.user .content").last).to_have_text("I would like to change my booking.")
     await expect(transcript.locator(".turn.partial")).to_have_count(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "live-stream.png", full_page=True)
 
     await page.get_by_label("Transfer to (E.164)").fill("+15551111111")
     await page.get_by_role("button", name="Transfer", exact=True).click()
@@ -162,4 +164,6 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
     await expect(page.get_by_text("850 calls")).to_be_visible()
     await expect(page.get_by_text("92 %")).to_be_visible()
     await expect(page.get_by_text("not available on this server")).to_have_count(0)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "costs-analytics.png", full_page=True)
     assert errors == []

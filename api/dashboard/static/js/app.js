@@ -32,11 +32,11 @@ function shell() {
   const nav = h("nav", { class: "nav", "aria-label": "Main" },
     PAGES.map((p) => h("a", { href: `#/${p.path}`, dataset: { page: p.path } }, p.title)));
   const main = h("main", { id: "main", tabindex: "-1" });
-  const side = h("header", { class: "side" },
+  const side = h("header", { class: "side" }, h("div", { class: "side-top" },
     h("div", { class: "brand" }, h("img", { src: `${config.assets}/icon.svg`, alt: "" }), "voxarena"),
     nav,
     h("div", { class: "who" }, h("span", {}, "Signed in as ", h("strong", { "data-testid": "who" }, who(cred))),
-      h("button", { type: "button", onclick: signOut }, "Sign out")));
+      h("button", { type: "button", onclick: signOut }, "Sign out"))));
   clear(root, h("div", { class: "shell" }, side, main));
   return main;
 }

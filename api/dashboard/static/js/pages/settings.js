@@ -2,7 +2,7 @@
 
 import { ApiError, del, get, getCredential, getTenant, patch, post, setTenant } from "../api.js";
 import {
-  add, confirmDialog, describe, empty, field, fill, h, showFieldErrors, statusBadge, table, toast, when,
+  add, clear, confirmDialog, describe, empty, field, fill, h, showFieldErrors, statusBadge, table, toast, when,
 } from "../ui.js";
 
 export async function render(main) {
@@ -138,10 +138,35 @@ async function tenantsView(box) {
       }
       throw err;
     }
-    if (!list.length) return empty("No tenants yet.");
-    return table([{ title: "Tenant" }, { title: "Status" }, { title: "Limits" }, { title: "" }],
-      list.map((t) => tenantRow(t)), { label: "Tenants" });
+    const create = createTenantForm(() => tenantsView(clear(box)));
+    if (!list.length) return [create, empty("No tenants yet (every user also has a personal tenant of their own).")];
+    return [create, table([{ title: "Tenant" }, { title: "Status" }, { title: "Limits" }, { title: "" }],
+      list.map((t) => tenantRow(t)), { label: "Tenants" })];
   }, "Loading tenants");
+}
+
+function createTenantForm(reload) {
+  const submit = h("button", { type: "submit" }, "Create tenant");
+  const form = h("form", { class: "filters", novalidate: true, "aria-label": "New tenant" },
+    field("Tenant name", h("input", { name: "name", placeholder: "Acme Inc.", maxlength: 200 })),
+    field("Subdomain (optional)", h("input", { name: "subdomain", placeholder: "acme" })),
+    submit, h("div", { class: "form-error", style: "flex-basis:100%" }));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showFieldErrors(form, null);
+    const body = { name: form.elements.name.value.trim() };
+    if (form.elements.subdomain.value.trim()) body.subdomain = form.elements.subdomain.value.trim();
+    submit.disabled = true;
+    try {
+      const t = await post("/tenants", body);
+      toast(`Created ${t.name}`);
+      reload();
+    } catch (err) {
+      showFieldErrors(form, err);
+      submit.disabled = false;
+    }
+  });
+  return form;
 }
 
 function tenantRow(t) {
