@@ -173,6 +173,15 @@ async def test_a_recorded_call_shows_its_transcript_latencies_analysis_and_costs
     row = page.locator(f'tr[data-session="{session_id}"]')
     await expect(row).to_contain_text("Recorded desk", timeout=WAIT_MS)
     await page.screenshot(path=shots / "calls.png", full_page=True)
+    # the outbound form: a bad number is the API's validation message beside the field; with no SIP trunk on this
+    # server the 503 says what to set
+    outbound = page.get_by_role("form", name="Place an outbound call")
+    await outbound.get_by_label("Phone number").fill("555")
+    await outbound.get_by_role("button", name="Call").click()
+    await expect(outbound.locator(".field-error").first).to_contain_text("should match pattern")
+    await outbound.get_by_label("Phone number").fill("+15551234567")
+    await outbound.get_by_role("button", name="Call").click()
+    await expect(outbound.get_by_role("alert")).to_contain_text("VOXARENA_SIP_OUTBOUND_TRUNK_ID")
     await row.focus()
     await page.keyboard.press("Enter")  # rows open from the keyboard too
     transcript = page.get_by_role("log", name="Transcript")

@@ -26,7 +26,7 @@ export function turn(item) {
   }
   return h("div", { class: `turn ${agent ? "agent" : "user"}${item.partial ? " partial" : ""}`,
     dataset: { speaker: item.speaker } },
-    h("span", { class: "who" }, item.label || (agent ? "Agent" : "Caller")),
+    h("span", { class: "speaker" }, item.label || (agent ? "Agent" : "Caller")),
     h("div", { class: "content" }, item.content),
     h("div", { class: "meta" }, meta.filter(Boolean).join(" · ")));
 }

@@ -90,7 +90,7 @@ async function outboundForm(panel) {
   const list = await agents();
   const status = h("div", { "aria-live": "polite" });
   const submit = h("button", { type: "submit", class: "primary" }, "Call");
-  const form = h("form", { class: "stack", novalidate: true },
+  const form = h("form", { class: "stack", novalidate: true, "aria-label": "Place an outbound call" },
     h("div", { class: "fields" },
       field("Agent", h("select", { name: "agent_id", required: true },
         list.length ? list.map((a) => h("option", { value: a.id }, a.name)) : h("option", { value: "" }, "no agents yet"))),
