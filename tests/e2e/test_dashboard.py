@@ -151,6 +151,24 @@ async def test_sign_in_and_create_an_agent_with_the_apis_validation_shown(voice_
     made = [a for a in body["agents"] if a["name"] == "Reception"]
     assert status == 200 and len(made) == 1 and made[0]["firstMessage"] == GREETING
 
+    # edit it, then delete it (and a dialog closes with Escape, giving the focus back)
+    await row.get_by_role("button", name="Edit").click()
+    await dialog.get_by_label("Name").fill("Reception desk")
+    await dialog.get_by_role("button", name="Save changes").click()
+    await expect(dialog).to_be_hidden()
+    row = page.get_by_role("row").filter(has_text="Reception desk")
+    await expect(row).to_be_visible()
+    await row.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("dialog")).to_contain_text("Delete the agent “Reception desk”?")
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog")).to_have_count(0)
+    await expect(row.get_by_role("button", name="Delete")).to_be_focused()
+    await row.get_by_role("button", name="Delete").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    await expect(row).to_have_count(0)
+    status, body = await product.request("GET", "/api/agents", user_id)
+    assert not [a for a in body["agents"] if a["name"].startswith("Reception")]
+
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert await page.evaluate("sessionStorage.length") == 0
