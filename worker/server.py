@@ -56,7 +56,8 @@ async def run(settings: Settings) -> int:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    log.info("control API listening on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir)
+    log.info("control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)", settings.host,
+             settings.port, settings.host, settings.port, settings.data_dir)
     exit_code = 0
     try:
         exit_code = await runtime.run_until(stop)

@@ -242,6 +242,16 @@ async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voic
         transcript = page.get_by_test_id("live-transcript")
         await expect(transcript).to_contain_text(GREETING, timeout=WAIT_MS)
         await expect(page.get_by_role("button", name="DTMF 5")).to_be_disabled()  # a web call has no phone line
+        # step in: the agent says the supervisor's words (recorded as such), and the call takes a context
+        await page.get_by_label("Text for the agent to say").fill("Please hold for a moment.")
+        await page.get_by_role("button", name="Say", exact=True).click()
+        said = transcript.locator(".turn.agent").filter(has_text="Please hold for a moment.")
+        await expect(said).to_contain_text("said for the supervisor", timeout=WAIT_MS)
+        await page.get_by_label("Context (JSON)").fill('{"customer": "Ada", "tier": "gold"}')
+        await page.get_by_role("button", name="Push context").click()
+        await expect(page.get_by_label("Context (JSON)")).to_have_value(re.compile(r'"tier": "gold"'))
+        status, active = await product.request("GET", "/api/calls/active", user_id)
+        assert next(c for c in active if c["call_sid"] == session_id)["context"] == {"customer": "Ada", "tier": "gold"}
         await page.screenshot(path=shots / "live.png", full_page=True)
 
         await page.get_by_role("button", name="End call").click()

@@ -181,11 +181,11 @@ export async function render(main, params) {
         const r = await fn();
         out.textContent = r && r.message ? r.message : `${what}: done`;
         toast(`${what}: done`);
-        return true;
+        return r || {};
       } catch (err) {
         out.textContent = `${what} failed: ${describe(err)}`;
         toast(`${what} failed: ${describe(err)}`, "error");
-        return false;
+        return null;
       }
     };
 
@@ -231,7 +231,8 @@ export async function render(main, params) {
         return;
       }
       ctx.removeAttribute("aria-invalid");
-      await run("Push context", () => put(`/api/calls/${encodeURIComponent(sid)}/context`, { context }));
+      const r = await run("Push context", () => put(`/api/calls/${encodeURIComponent(sid)}/context`, { context }));
+      if (r && r.context) ctx.value = JSON.stringify(r.context, null, 2); // what the call holds now, merged
     });
 
     const end = h("button", { type: "button", class: "danger", onclick: async () => {
