@@ -1,5 +1,5 @@
-// A small SVG chart module (no library to vendor): stacked bars, lines and horizontal bars. Each chart is an
-// <svg role="img"> with an aria-label summary and a <title> per mark, so values are readable without a mouse.
+// A small chart module (no library to vendor): stacked bars drawn in SVG (role="img", an aria-label summary and a
+// <title> per mark, so values are readable without a mouse) and horizontal bars drawn in HTML.
 
 import { h } from "./ui.js";
 
@@ -67,7 +67,11 @@ function xLabels(svg, labels, xOf, y, every) {
  * Stacked bars: labels along x, one stack per label, series [{name, values}] (values aligned with labels).
  * format(v) renders an axis value (with its unit).
  */
-export function stackedBars({ labels, series, format = String, label = "chart", width = 760, height = 260 }) {
+// Narrow screens get a narrower drawing, so its text is not scaled down to nothing.
+const narrow = () => window.matchMedia("(max-width: 700px)").matches;
+
+export function stackedBars({ labels, series, format = String, label = "chart", width = narrow() ? 400 : 760,
+  height = narrow() ? 240 : 260 }) {
   const pad = { top: 12, right: 12, bottom: 28, left: 64 };
   const totals = labels.map((_, i) => series.reduce((sum, sr) => sum + (Number(sr.values[i]) || 0), 0));
   const { top, step } = niceScale(Math.max(0, ...totals));
@@ -91,27 +95,7 @@ export function stackedBars({ labels, series, format = String, label = "chart", 
         fill: "var(--line)" }, s("title", {}, `${lab}: ${format(0)}`)));
     }
   });
-  xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / 8));
-  return h("figure", { class: "chart-figure", style: "margin:0" }, svg, legend(series));
-}
-
-/** Lines: series [{name, values}] over labels. */
-export function lines({ labels, series, format = String, label = "chart", width = 760, height = 240 }) {
-  const pad = { top: 12, right: 12, bottom: 28, left: 64 };
-  const all = series.flatMap((sr) => sr.values.map(Number).filter((v) => Number.isFinite(v)));
-  const { top, step } = niceScale(Math.max(0, ...all));
-  const { svg, plotH } = frame({ width, height, pad, top, step, format, label });
-  const plotW = width - pad.left - pad.right;
-  const xOf = (i) => pad.left + (labels.length < 2 ? plotW / 2 : (plotW * i) / (labels.length - 1));
-  const yOf = (v) => pad.top + plotH - (v / top) * plotH;
-  series.forEach((sr, k) => {
-    const pts = sr.values.map((v, i) => [xOf(i), yOf(Number(v) || 0)]);
-    svg.append(s("polyline", { points: pts.map((p) => p.join(",")).join(" "), fill: "none", stroke: seriesColor(sr, k),
-      "stroke-width": 2, "stroke-linejoin": "round" }));
-    pts.forEach(([x, y], i) => svg.append(s("circle", { cx: x, cy: y, r: 3, fill: seriesColor(sr, k) },
-      s("title", {}, `${labels[i]} · ${sr.name}: ${format(Number(sr.values[i]) || 0)}`))));
-  });
-  xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / 8));
+  xLabels(svg, labels, xOf, height - 8, Math.ceil(labels.length / (width < 500 ? 4 : 8)));
   return h("figure", { class: "chart-figure", style: "margin:0" }, svg, legend(series));
 }
 
