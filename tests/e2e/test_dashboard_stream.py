@@ -1,8 +1,8 @@
-"""The dashboard's views for routes this branch does not serve yet, against the documented shapes: the Live page on
-an event stream (`GET /events/ws`, JSON events `{type, call_sid, timestamp, ...}`, `?token=`), the transfer button
-(`POST /api/override/transfer`), and the Costs page's analytics (`/api/analytics/summary`) and campaign costs
-(`/api/metrics/by-campaign`). The real app serves them here as extra routes of the route table, so the page finds
-them in /openapi.json exactly as it will find the real ones."""
+"""The dashboard's views for routes this branch does not serve yet, against their documented shapes: the Live page on
+an event stream (`GET /events/ws`, JSON events `{type, call_sid, timestamp, ...}`, `?token=`) and the Costs page's
+analytics (`/api/analytics/summary`) and campaign costs (`/api/metrics/by-campaign`). The real app serves stand-ins
+as extra routes of its route table, so the page finds them in /openapi.json exactly as it will find the real ones.
+The transfer button runs against the real `POST /api/override/transfer` (its command lands on the LiveKit stub)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,23 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from livekit.protocol import room as proto_room
 from playwright.async_api import async_playwright, expect
 
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.routing import Call, Route
 from api.store import sessions
-from tests.api.seed import seed_call
+from tests.api.seed import seed_agent, seed_call, tenant_of
 from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, WAIT_MS
 
 
 class FakeFeatures:
-    """The stream, transfer and analytics routes, recording what the page sent them."""
+    """The stream and analytics routes, recording what the page sent them."""
 
     def __init__(self) -> None:
         self.sockets: list[web.WebSocketResponse] = []
         self.tokens: list[str] = []
-        self.transfers: list[dict[str, Any]] = []
         self.connected = asyncio.Event()
 
     async def events(self, call: Call) -> web.WebSocketResponse:
@@ -47,11 +47,6 @@ class FakeFeatures:
             if not ws.closed:
                 await ws.send_str(json.dumps(event))
 
-    async def transfer(self, call: Call) -> web.Response:
-        body = await call.request.json()
-        self.transfers.append(body)
-        return web.json_response({"success": True, "call_sid": body["call_sid"], "message": "Transferring"})
-
     async def analytics(self, call: Call) -> web.Response:
         return web.json_response({"total_agents": 2, "total_calls": 850, "total_minutes": 3200,
                                   "average_call_duration": 226, "success_rate": 0.92, "busiest_hour": 14,
@@ -66,7 +61,6 @@ class FakeFeatures:
     def routes(self) -> list[Route]:
         return [
             Route("GET", "/events/ws", self.events, "Event stream (test stand-in)", "test", raw=True, public=True),
-            Route("POST", "/api/override/transfer", self.transfer, "Transfer (test stand-in)", "test", raw=True),
             Route("GET", "/api/analytics/summary", self.analytics, "Analytics (test stand-in)", "test", raw=True),
             Route("GET", "/api/metrics/by-campaign", self.campaigns, "Campaigns (test stand-in)", "test", raw=True),
         ]
@@ -105,10 +99,15 @@ async def page_for(served, settings):
             await browser.close()
 
 
-async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store):
+async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store, twirp_stub):
     _, features = served
     page, base, token, errors = page_for
-    _, sid = seed_call(store, "alice", ended_at=None, turns=1)
+    agent = seed_agent(store, "alice")
+    sid = store.write_sync(lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
+        db, owner_id=tenant_of("alice"), agent_id=agent["id"], room_name="room-phone", direction="outbound",
+        phone_number="+15557654321", call_status="ANSWERED", status="active"))
+    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="a0", speaker="AGENT",
+                                                     content="answer 0", timestamp="2026-01-10T10:00:00.000000Z"))
     await page.goto(base + "#/live")
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
     assert features.tokens == [token]  # the one place a credential is in a URL: the WebSocket's ?token=
@@ -129,10 +128,15 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "live-stream.png", full_page=True)
 
-    await page.get_by_label("Transfer to (E.164)").fill("+15551111111")
+    await page.get_by_label("Transfer to (E.164 or SIP URI)").fill("+15551111111")
     await page.get_by_role("button", name="Transfer", exact=True).click()
-    await expect(page.get_by_text("Transferring").first).to_be_visible(timeout=WAIT_MS)
-    assert features.transfers == [{"call_sid": sid, "target": "+15551111111"}]
+    await expect(page.get_by_text("Transferring to +15551111111").first).to_be_visible(timeout=WAIT_MS)
+    _, livekit_calls = twirp_stub
+    name, raw = livekit_calls[-1]
+    req = proto_room.SendDataRequest()
+    req.ParseFromString(raw)
+    assert name == "SendData" and req.room == "room-phone"
+    assert json.loads(req.data) == {"type": "transfer", "target": "tel:+15551111111"}
 
     store.write_sync(lambda db: sessions.end(db, sid, reason="transferred", ended_at="2026-01-10T10:00:09.000000Z"))
     await features.send({"type": "call.ended", "call_sid": sid, "timestamp": "2026-01-10T10:00:09Z"})

@@ -232,7 +232,7 @@ export function group(title, content, hint) {
 
 export function statusBadge(status) {
   const s = String(status || "").toLowerCase();
-  const kind = ["completed", "ended", "answered", "active", "ok", "delivered", "positive"].includes(s) ? "ok"
+  const kind = ["completed", "ended", "answered", "active", "ok", "delivered", "positive", "transferred"].includes(s) ? "ok"
     : ["failed", "error", "no-answer", "no_answer", "busy", "declined", "suspended", "negative"].includes(s) ? "bad"
       : ["in-progress", "ringing", "live", "pending"].includes(s) ? "live" : "warn";
   return h("span", { class: `badge ${kind}` }, status || "—");

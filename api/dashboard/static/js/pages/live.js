@@ -204,10 +204,12 @@ export async function render(main, params) {
       DIGITS.map((d) => h("button", { type: "button", disabled: !phone, "aria-label": `DTMF ${d}`,
         onclick: () => run(`DTMF ${d}`, () => post("/api/override/dtmf", { call_sid: sid, digit: d })) }, d)));
 
+    const canTransfer = st.transferAvailable && phone; // a SIP REFER: there is no line to refer on a web call
     const transfer = h("form", { class: "actions", "aria-label": "Transfer" },
-      h("input", { name: "target", type: "tel", placeholder: "+15551111111", "aria-label": "Transfer to (E.164)",
-        disabled: !st.transferAvailable, style: "flex:1;min-width:160px" }),
-      h("button", { type: "submit", disabled: !st.transferAvailable }, "Transfer"));
+      h("input", { name: "target", type: "text", placeholder: "+15551111111 or sip:desk@pbx.example.com",
+        "aria-label": "Transfer to (E.164 or SIP URI)", autocomplete: "off", disabled: !canTransfer,
+        style: "flex:1;min-width:160px" }),
+      h("button", { type: "submit", disabled: !canTransfer }, "Transfer"));
     transfer.addEventListener("submit", async (e) => {
       e.preventDefault();
       const target = transfer.elements.target.value.trim();
@@ -244,8 +246,9 @@ export async function render(main, params) {
       h("h3", {}, "Supervisor"),
       say,
       group("DTMF", keypad, phone ? null : "Digits go to phone calls only; this is a web call."),
-      group("Transfer", transfer, st.transferAvailable ? "To another number (E.164)."
-        : "Transfer: not available on this server."),
+      group("Transfer", transfer, !st.transferAvailable ? "Transfer: not available on this server."
+        : phone ? "To a number (E.164) or a SIP URI; the call ends here once it is transferred."
+          : "Transfers go to phone calls only; this is a web call."),
       group("Context", ctxForm, "Merged into the call's context (a null value removes a key); the agent uses it from its next turn."),
       h("div", { class: "actions" }, end),
       out);
