@@ -253,6 +253,12 @@ export function rowActivate(tr, fn) {
 }
 
 export function table(columns, rows, { label } = {}) {
+  // Each cell knows its column's title: on a phone the rows are shown as cards that print it beside the value.
+  for (const tr of rows) {
+    [...tr.children].forEach((td, i) => {
+      if (columns[i] && columns[i].title) td.dataset.label = columns[i].title;
+    });
+  }
   return h("div", { class: "table-wrap" },
     h("table", { "aria-label": label },
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.title)))),
