@@ -30,7 +30,8 @@ def providers_config(s: Settings) -> ProvidersConfig:
 
 
 def agent_spec(row: dict[str, Any]) -> AgentSpec:
-    config = json.loads(row.get("config") or "{}")
+    config = row.get("config") or "{}"
+    config = json.loads(config) if isinstance(config, str) else config  # a raw row, or a repository record
     return AgentSpec(
         id=row["id"],
         name=row["name"],
