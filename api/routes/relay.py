@@ -119,7 +119,8 @@ async def _serve(app: web.Application, chat: ChatService, ws: web.WebSocketRespo
         await call.greet()
         await call.run()
     finally:
-        await call.finish()
+        # owned and shielded: a handler cancelled as the socket drops still ends the call and has it analysed
+        await asyncio.shield(chat.spawn(call.finish(), f"relay-end:{sid}"))
 
 
 class _RelayCall:
