@@ -109,12 +109,14 @@ class ChatService:
             await self._periodic.stop()
         for ws in list(self.sockets):
             await ws.close(code=1001, message=b"server shutting down")
-        if self.tasks:
-            _, late = await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE_SECONDS)
-            for task in late:
-                task.cancel()
-            if late:
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while self.tasks:  # a closing socket may still spawn its call's end: wait for those too
+            _, late = await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
+            if late and time.monotonic() >= deadline:
+                for task in late:
+                    task.cancel()
                 await asyncio.wait(late)
+            await asyncio.sleep(0)  # let the done callbacks drop them from the set
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -138,9 +140,6 @@ class ChatService:
             entry[1] -= 1
             if entry[1] == 0:
                 self._locks.pop(session_id, None)
-
-    def busy(self, session_id: str) -> bool:
-        return session_id in self._locks
 
     # ---- text sessions ----
     async def open_text(self, owner_id: str, agent: dict[str, Any], session_id: str | None, *,
@@ -273,10 +272,12 @@ class ChatService:
         now = now or datetime.now(timezone.utc)
         cutoff = to_iso(now - timedelta(seconds=self.settings.text_session_idle_seconds))
 
+        busy = set(self._locks)  # answering a message now: not idle, whatever its last activity says
+
         def end_idle(db: Any) -> list[str]:
             ended = []
             for sid in chat_repo.idle_sessions(db, cutoff):
-                if self.busy(sid):
+                if sid in busy:
                     continue
                 last = sessions_repo.get_row(db, sid)["last_activity_at"]
                 if sessions_repo.end(db, sid, reason="idle", ended_at=last):

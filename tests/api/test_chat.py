@@ -270,3 +270,30 @@ async def test_text_sessions_take_no_call_slot_and_are_not_live_calls(client, au
     await _say(client, auth, "Hi again")  # two live chats, a limit of one call
     active = await (await client.get("/api/calls/active", headers=auth("alice"))).json()
     assert active == []
+
+
+async def test_shutdown_closes_open_chat_sockets_and_waits_for_the_reply_in_flight(settings, store, fakes, token_for):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+    from api.keys import ISSUER
+
+    _agent(store)
+    fakes.update_script(llm_chunks=4, llm_chunk_delay_ms=200)
+    client = TestClient(TestServer(create_app(settings, store=store), host="127.0.0.1"))
+    await client.start_server()
+    token = client.app[ISSUER].issue("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    r = await client.post("/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk"}, headers=headers)
+    sid = (await r.json())["session_id"]
+    ws = await client.ws_connect(f"/ws/chat/{sid}", headers=headers)
+    await ws.send_json({"type": "message", "content": "Tell me everything"})
+    assert (await ws.receive_json(timeout=20))["type"] == "delta"  # the reply is under way
+    started = time.monotonic()
+    await client.close()  # the app shuts down with the socket open and the reply half streamed
+    assert time.monotonic() - started < 10
+    assert ws.closed
+    items = store.read_sync(lambda db: list(db.query("SELECT speaker, content FROM transcript_items "
+                                                     "WHERE session_id = ? ORDER BY id", [sid])))
+    assert [i["speaker"] for i in items] == ["USER", "AGENT", "USER", "AGENT"]  # the reply was recorded whole
+    assert items[-1]["content"] == "This is a scripted reply."
