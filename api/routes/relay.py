@@ -128,7 +128,7 @@ class _RelayCall:
                  context: dict[str, Any] | None) -> None:
         self.chat, self.ws, self.agent, self.session_id, self.context = chat, ws, agent, session_id, context
         self.speaking: Turn | None = None  # the turn whose reply Twilio is saying
-        self.partial: list[str] = []
+        self.partial = ""  # the caller's words so far, from partial prompts
         self.failed: str | None = None
         self.pending: set[asyncio.Task[Any]] = set()  # this call's turns (owned by the chat service as well)
 
@@ -167,10 +167,11 @@ class _RelayCall:
         words = data.get("voicePrompt")
         if not isinstance(words, str):
             return
-        self.partial.append(words)
+        # partial prompts may repeat what came before (cumulative) or carry only the new words
+        self.partial = words if words.startswith(self.partial) else self.partial + words
         if data.get("last") is False:  # a partial prompt: the caller is still speaking
             return
-        text, self.partial = "".join(self.partial).strip(), []
+        text, self.partial = self.partial.strip(), ""
         if text:
             self._reply(Turn(session_id=self.session_id, content=text))
 

@@ -87,6 +87,61 @@ class LedgerSink:
         await self.store.write(ledger.record_events, [e.as_dict() for e in events])
 
 
+class _Models:
+    """The agents' LLMs, built once per agent version and reused: building one (google-genai and httpx clients,
+    their TLS contexts) takes a quarter of a second of CPU, so it runs on a thread, never on the event loop. An
+    entry replaced (the agent changed) or evicted is closed once no turn uses it any more."""
+
+    SIZE = 32
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._entries: dict[tuple[str, str], list[Any]] = {}  # key -> [model, provider names, users, retired]
+
+    @contextlib.asynccontextmanager
+    async def use(self, agent: dict[str, Any]) -> AsyncIterator[tuple[llm.LLM, tuple[str, ...]]]:
+        key = (agent["id"], str(agent.get("updated_at")))
+        entry = self._entries.get(key)
+        if entry is None:
+            model, names = await asyncio.to_thread(build_llm, agent_spec(agent), providers_config(self.settings))
+            entry = self._entries.get(key)
+            if entry is not None:  # another turn built it meanwhile: use that one
+                await model.aclose()
+            else:
+                entry = self._entries[key] = [model, names, 0, False]
+                for old in self._retire_all_but(key):
+                    if old[2] == 0:
+                        await old[0].aclose()
+        else:
+            self._entries[key] = self._entries.pop(key)  # the most recently used last
+        entry[2] += 1
+        try:
+            yield entry[0], entry[1]
+        finally:
+            entry[2] -= 1
+            if entry[3] and entry[2] == 0:
+                await entry[0].aclose()
+
+    def _retire_all_but(self, keep: tuple[str, str]) -> list[list[Any]]:
+        """The agent's older versions, and the least recently used beyond SIZE."""
+        others = [k for k in self._entries if k != keep]
+        stale = [k for k in others if k[0] == keep[0]]
+        stale += [k for k in others if k not in stale][:max(0, len(self._entries) - len(stale) - self.SIZE)]
+        retired = []
+        for k in stale:
+            entry = self._entries.pop(k)
+            entry[3] = True
+            retired.append(entry)
+        return retired
+
+    async def aclose(self) -> None:
+        for key in list(self._entries):
+            entry = self._entries.pop(key)
+            entry[3] = True
+            if entry[2] == 0:
+                await entry[0].aclose()
+
+
 @dataclass
 class ChatService:
     store: Store
@@ -97,6 +152,10 @@ class ChatService:
     _locks: dict[str, list[Any]] = field(default_factory=dict)
     _analysing: set[str] = field(default_factory=set)
     _periodic: Periodic | None = None
+    models: _Models = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models = _Models(self.settings)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -117,6 +176,7 @@ class ChatService:
                     task.cancel()
                 await asyncio.wait(late)
             await asyncio.sleep(0)  # let the done callbacks drop them from the set
+        await self.models.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -188,37 +248,16 @@ class ChatService:
         for item in items:
             ctx.add_message(role="user" if item["speaker"] == "USER" else "assistant", content=_llm_content(item))
         try:
-            model, names = build_llm(spec, providers_config(self.settings))
+            async with self.models.use(agent) as (model, names):
+                parts, prompt, completion, first, served = await _ask(model, names, ctx, on_delta, sid)
         except ProviderConfigError as e:
             log.error("session %s: %s", sid, e)
             raise LlmFailed(str(e)) from None
-        parts: list[str] = []
-        prompt = completion = 0
-        started = time.monotonic()
-        first: float | None = None
-        try:
-            async with model.chat(chat_ctx=ctx, conn_options=CONNECT) as stream:
-                async for chunk in stream:
-                    text = chunk.delta.content if chunk.delta else None
-                    if text:
-                        first = first if first is not None else time.monotonic() - started
-                        parts.append(text)
-                        if on_delta is not None:
-                            await on_delta(text)
-                    if chunk.usage is not None:
-                        prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-            served = model.metrics_metadata
-        except Exception as e:
-            reason = f"llm provider {' then '.join(names)} failed: {e}"
-            log.error("session %s: %s", sid, reason)
-            raise LlmFailed(reason) from None
-        finally:
-            await model.aclose()
-        provider = self.book.provider_key(served["model_provider"] or model.provider)
+        provider = self.book.provider_key(served["model_provider"] or "unknown")
         meter = CallMeter(self.book, LedgerSink(self.store), owner_id=agent["owner_id"], session_id=sid,
                           agent_id=agent["id"], key_scope=sid)
         await meter.record_llm_call(key=f"chat/{user_key}", provider=provider,
-                                    model=served["model_name"] or model.model, input_tokens=prompt,
+                                    model=served["model_name"] or None, input_tokens=prompt,
                                     output_tokens=completion)
         turn.reply = "".join(parts)
         turn.timestamp = now_iso()
@@ -249,20 +288,15 @@ class ChatService:
         try:
             row = await self.store.read(sessions_repo.get_row, session_id)
             agent = await self.store.read(agents_repo.get_any_owner, row["agent_id"])
-            spec = agent_spec(agent)
+            meter = CallMeter(self.book, LedgerSink(self.store), owner_id=row["owner_id"], session_id=session_id,
+                              agent_id=row["agent_id"], key_scope=session_id)
             try:
-                model, _ = build_llm(spec, providers_config(self.settings))
+                async with self.models.use(agent) as (model, _):
+                    await run_and_store(self.store, session_id, model, meter=meter)
             except ProviderConfigError as e:
                 reason = str(e)
                 await self.store.write(lambda db: sessions_repo.store_analysis(db, session_id, result=None,
                                                                                error=reason, attempts=0))
-                return
-            meter = CallMeter(self.book, LedgerSink(self.store), owner_id=row["owner_id"], session_id=session_id,
-                              agent_id=row["agent_id"], key_scope=session_id)
-            try:
-                await run_and_store(self.store, session_id, model, meter=meter)
-            finally:
-                await model.aclose()
         finally:
             self._analysing.discard(session_id)
 
@@ -296,3 +330,32 @@ def _llm_content(item: dict[str, Any]) -> str:
     if item.get("source") == "dtmf":
         return f"(The caller pressed {item['content']} on the keypad.)"
     return item["content"]
+
+
+async def _ask(model: llm.LLM, names: tuple[str, ...], ctx: llm.ChatContext, on_delta: Delta | None,
+               sid: str) -> tuple[list[str], int, int, float | None, dict[str, Any]]:
+    """Stream one answer: its text chunks, the tokens the provider reported, the time to the first chunk, and
+    which provider served it (with fallbacks, the one that answered)."""
+    parts: list[str] = []
+    prompt = completion = 0
+    started = time.monotonic()
+    first: float | None = None
+    try:
+        async with model.chat(chat_ctx=ctx, conn_options=CONNECT) as stream:
+            async for chunk in stream:
+                text = chunk.delta.content if chunk.delta else None
+                if text:
+                    first = first if first is not None else time.monotonic() - started
+                    parts.append(text)
+                    if on_delta is not None:
+                        await on_delta(text)
+                if chunk.usage is not None:
+                    prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+    except Exception as e:
+        reason = f"llm provider {' then '.join(names)} failed: {e}"
+        log.error("session %s: %s", sid, reason)
+        raise LlmFailed(reason) from None
+    served = dict(model.metrics_metadata)
+    served["model_provider"] = served.get("model_provider") or model.provider
+    served["model_name"] = served.get("model_name") or model.model
+    return parts, prompt, completion, first, served

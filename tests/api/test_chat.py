@@ -297,3 +297,15 @@ async def test_shutdown_closes_open_chat_sockets_and_waits_for_the_reply_in_flig
                                                      "WHERE session_id = ? ORDER BY id", [sid])))
     assert [i["speaker"] for i in items] == ["USER", "AGENT", "USER", "AGENT"]  # the reply was recorded whole
     assert items[-1]["content"] == "This is a scripted reply."
+
+
+async def test_an_agent_changed_mid_conversation_answers_with_its_new_configuration(client, auth, store, fakes):
+    agent = _agent(store)
+    sid = (await _say(client, auth, "Hi"))["session_id"]
+    await _say(client, auth, "Hi again", session_id=sid)  # the same agent version: its LLM is reused
+    r = await client.put(f"/api/agents/{agent['id']}", json={"systemPrompt": "You are the night desk."},
+                         headers=auth("alice"))
+    assert r.status == 200, await r.text()
+    await _say(client, auth, "Still there?", session_id=sid)
+    prompts = [req["systemInstruction"]["parts"][0]["text"] for req in _requests(fakes)]
+    assert prompts == [PROMPT, PROMPT, "You are the night desk."]
