@@ -16,6 +16,15 @@ from api.store.timefmt import parse_iso
 from pipelines.pricing import PriceBook, cost_nanos
 from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
+
+import json
+
+from livekit import api as lk
+from livekit.protocol import agent_dispatch as proto_dispatch
+
+from api.keys import ISSUER
+from api.store import sessions as sessions_repo
+from api.store import tenants as tenants_repo
 from tests.fakes import FakeProviders
 
 FAKE_KEY = "fake-gemini-key"
@@ -260,16 +269,56 @@ async def test_closing_a_conversation_ends_and_analyses_it_once(client, auth, st
     await assert_error(await client.post(f"/api/sessions/{call_sid}/end", headers=auth("alice")), 409)
 
 
-async def test_text_sessions_take_no_call_slot_and_are_not_live_calls(client, auth, store, fakes):
+async def test_voice_mode_dispatches_through_the_token_routes_checks_and_text_chats_take_no_call_slot(
+        client, auth, store, fakes, twirp_stub):
+    _, calls = twirp_stub
     _agent(store)
-    store.write_sync(lambda db: db.execute("INSERT INTO tenants (id, name, status, personal_of, max_concurrent_calls, "
-                                           "created_at, updated_at) VALUES (?, 'alice', 'active', 'alice', 1, 'x', 'x') "
-                                           "ON CONFLICT (id) DO UPDATE SET max_concurrent_calls = 1",
-                                           [tenant_of("alice")]))
+    store.write_sync(lambda db: tenants_repo.update(db, tenants_repo.ensure_personal(db, "alice")["id"],
+                                                    {"max_concurrent_calls": 1}))
     await _say(client, auth, "Hi")
-    await _say(client, auth, "Hi again")  # two live chats, a limit of one call
-    active = await (await client.get("/api/calls/active", headers=auth("alice"))).json()
-    assert active == []
+    await _say(client, auth, "Hi again")  # two live chats, a limit of one call: chats are no calls
+    assert await (await client.get("/api/calls/active", headers=auth("alice"))).json() == []
+    voice = {"room_name": "room-123", "agent_slug": "front-desk", "user_id": "user-123",
+             "conversation_id": "conv-123", "platform": "livekit"}
+    r = await client.post("/trigger-agent", json=voice, headers=auth("alice"))
+    body = await r.json()
+    assert r.status == 200, body
+    assert (body["success"], body["mode"], body["room_name"]) == (True, "voice", "room-123")
+    claims = lk.TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(body["token"])
+    assert claims.video.room == "room-123" and claims.identity == body["identity"] and body["server_url"]
+    (name, raw), = calls
+    req = proto_dispatch.CreateAgentDispatchRequest()
+    req.ParseFromString(raw)
+    assert name == "CreateDispatch" and req.room == "room-123"
+    assert json.loads(req.metadata)["session_id"] == body["session_id"]
+    row = store.read_sync(sessions_repo.get_row, body["session_id"])
+    assert (row["channel"], row["user_id"], row["conversation_id"]) == ("voice", "user-123", "conv-123")
+    # the same tenant limit as the token route: the one call slot is taken
+    r = await client.post("/trigger-agent", json={**voice, "room_name": "room-124"}, headers=auth("alice"))
+    await assert_error(r, 429, "concurrency_limit")
+    assert len(calls) == 1
+
+
+async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_token_route(settings, store, fakes,
+                                                                                          twirp_stub, auth):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+
+    _, calls = twirp_stub
+    _agent(store)
+
+    async def capacity() -> str | None:
+        return "1 calls running or starting, the most this worker takes is 1"
+
+    async with TestClient(TestServer(create_app(settings, store=store, worker_capacity=capacity),
+                                     host="127.0.0.1")) as client:
+        before = table_snapshot(settings.database_path)
+        r = await client.post("/trigger-agent", json={"agent_slug": "front-desk", "platform": "livekit"},
+                              headers={"Authorization": f"Bearer {client.app[ISSUER].issue('alice')}"})
+        await assert_error(r, 503, "service_unavailable")
+        assert r.headers["Retry-After"] == "5" and calls == []
+        assert table_snapshot(settings.database_path) == before
 
 
 async def test_shutdown_closes_open_chat_sockets_and_waits_for_the_reply_in_flight(settings, store, fakes, token_for):
