@@ -115,11 +115,13 @@ async def _serve(app: web.Application, chat: ChatService, ws: web.WebSocketRespo
     context = json.loads(row["context"]) if row["context"] else None
     log.info("ConversationRelay call %s: session %s for agent %s", setup.get("callSid"), sid, agent["id"])
     call = _RelayCall(chat, ws, agent, sid, context)
+    chat.live_relays.add(sid)
     try:
         await call.greet()
         await call.run()
     finally:
         # owned and shielded: a handler cancelled as the socket drops still ends the call and has it analysed
+        chat.live_relays.discard(sid)
         await asyncio.shield(chat.spawn(call.finish(), f"relay-end:{sid}"))
 
 

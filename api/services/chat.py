@@ -151,6 +151,9 @@ class ChatService:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _locks: dict[str, list[Any]] = field(default_factory=dict)
     _analysing: set[str] = field(default_factory=set)
+    # ConversationRelay calls whose socket is open here: a long silence on a live call is no orphan, so each sweep
+    # touches them (the orphan sweeper closes sessions without activity).
+    live_relays: set[str] = field(default_factory=set)
     _periodic: Periodic | None = None
     models: _Models = field(init=False)
 
@@ -319,6 +322,8 @@ class ChatService:
             return ended
 
         ended = await self.store.write(end_idle)
+        for sid in list(self.live_relays):
+            await self.store.write(sessions_repo.touch, sid)
         if ended:
             log.info("ended %d idle text sessions", len(ended))
         for sid in await self.store.read(chat_repo.unanalysed, to_iso(now - ANALYSIS_CATCH_UP)):
