@@ -216,6 +216,7 @@ class ChatService:
             if row is not None and row["agent_id"] != agent["id"]:
                 row = None
             if row is not None and row["status"] != "ended":
+                sessions_repo.touch(db, row["id"])  # a message arrived: not idle, even before it is stored
                 return Opened(row)
             previous = row["id"] if row is not None else None
             sid = sessions_repo.create(

@@ -184,3 +184,19 @@ async def test_a_disabled_agent_hands_the_call_back_to_twilio(client, auth, stor
         await ws.send_json(setup_message(agent_slug="front-desk"))
         msg = await ws.receive_json(timeout=10)
         assert msg["type"] == "end" and "agent_unavailable" in msg["handoffData"]
+
+
+async def test_an_llm_failing_for_good_apologises_hands_the_call_back_and_ends_the_session_with_why(
+        client, auth, store, fakes, twilio_tokens):
+    seed_agent(store, "alice", name="Front Desk", errorMessage="Sorry, we have a problem. Please call back.")
+    fakes.update_script(failures={"gemini": {"mode": "reject", "times": 2}})  # the try and its one retry
+    async with await _relay(client, ALICE_TOKEN) as ws:
+        await ws.send_json(setup_message(agent_slug="front-desk"))
+        await ws.send_json({"type": "prompt", "voicePrompt": "Hello?", "last": True})
+        assert await _reply(ws) == "Sorry, we have a problem. Please call back."
+        end = await ws.receive_json(timeout=10)
+        assert end["type"] == "end" and '"reason": "error"' in end["handoffData"] and "gemini" in end["handoffData"]
+    sid = (await (await client.get("/api/sessions?channel=relay", headers=auth("alice"))).json())["sessions"][0]["id"]
+    s = await _wait_session(client, auth, sid, lambda s: s["status"] == "ended")
+    assert s["endReason"] == "error" and "gemini" in s["error"]
+    assert [t["speaker"] for t in s["transcript"]] == ["USER", "AGENT"]  # the caller's words are kept
