@@ -5,65 +5,30 @@ closed, and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from decimal import Decimal
 
 import aiohttp
 import pytest
-
-from api.settings import Settings
-from api.store.timefmt import parse_iso
-from pipelines.pricing import PriceBook, cost_nanos
-from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
-from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
-
-import json
-
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
 from api.keys import ISSUER
 from api.store import sessions as sessions_repo
 from api.store import tenants as tenants_repo
-from tests.fakes import FakeProviders
+from api.store.timefmt import parse_iso
+from pipelines.pricing import PriceBook, cost_nanos
+from tests.api.chat_support import fakes, idle_seconds, settings  # noqa: F401  (the app on the Gemini fake)
+from tests.api.chat_support import llm_requests, texts, wait_session
+from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
+from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
 
-FAKE_KEY = "fake-gemini-key"
 PROMPT = "You are the front desk of the Lakeside clinic."
-
-
-@pytest.fixture
-def idle_seconds() -> float:
-    return 300.0
-
-
-@pytest.fixture
-async def fakes(monkeypatch):
-    async with FakeProviders(api_key=FAKE_KEY, script={"llm_default_json": ANALYSIS}) as f:
-        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", f.gemini_base_url)
-        yield f
-
-
-@pytest.fixture
-def settings(tmp_path, twirp_stub, fakes, idle_seconds) -> Settings:
-    server, _ = twirp_stub
-    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False,
-                    livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
-                    livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET, rate_limit_rps=1_000_000.0,
-                    google_api_key=FAKE_KEY, google_base_url=fakes.gemini_base_url,
-                    text_session_idle_seconds=idle_seconds)
 
 
 def _agent(store, user: str = "alice", **changes) -> dict:
     return seed_agent(store, user, name="Front Desk", systemPrompt=PROMPT, **changes)
-
-
-def _requests(fakes) -> list[dict]:
-    """What the Gemini fake was asked (the chat requests, not structured analysis ones)."""
-    return [r["request"] for r in fakes.state.log["gemini"] if not r["json_mode"]]
-
-
-def _texts(request: dict) -> list[tuple[str, str]]:
-    return [(c["role"], "".join(p.get("text", "") for p in c["parts"])) for c in request["contents"]]
 
 
 async def _say(client, auth, message: str, user: str = "alice", **extra) -> dict:
@@ -72,18 +37,6 @@ async def _say(client, auth, message: str, user: str = "alice", **extra) -> dict
                           headers=auth(user))
     assert r.status == 200, await r.text()
     return await r.json()
-
-
-async def _wait_session(client, auth, sid: str, predicate, *, timeout: float = 20.0, user: str = "alice") -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get(f"/api/sessions/{sid}", headers=auth(user))
-        body = await r.json()
-        if r.status == 200 and predicate(body):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session {sid} never got there: {body}")
-        await asyncio.sleep(0.05)
 
 
 async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_three_messages(client, auth, store,
@@ -99,8 +52,8 @@ async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_
     assert second["session_id"] == third["session_id"] == sid
     assert (second["response"], third["response"]) == ("Until five.", "Yes, on Saturdays too.")
 
-    last = _requests(fakes)[-1]  # the third request carries the two turns before it, in order
-    assert _texts(last) == [("user", "When do you open?"), ("model", "We open at nine."),
+    last = llm_requests(fakes)[-1]  # the third request carries the two turns before it, in order
+    assert texts(last) == [("user", "When do you open?"), ("model", "We open at nine."),
                             ("user", "And when do you close?"), ("model", "Until five."),
                             ("user", "Are you open at weekends?")]
     assert PROMPT in last["systemInstruction"]["parts"][0]["text"]
@@ -114,9 +67,9 @@ async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_
     agent_turn = s["transcript"][1]
     assert agent_turn["providers"]["llm"] == "gemini" and agent_turn["metrics"]["llm_ttft"] >= 0
 
-    texts = await (await client.get("/api/sessions?channel=text", headers=auth("alice"))).json()
+    chats = await (await client.get("/api/sessions?channel=text", headers=auth("alice"))).json()
     voices = await (await client.get("/api/sessions?channel=voice", headers=auth("alice"))).json()
-    assert [x["id"] for x in texts["sessions"]] == [sid] and voices["total"] == 0
+    assert [x["id"] for x in chats["sessions"]] == [sid] and voices["total"] == 0
 
 
 async def test_every_token_the_fake_reported_is_metered_and_priced_from_pricing_yaml(client, auth, store, fakes):
@@ -163,7 +116,7 @@ async def test_the_websocket_streams_deltas_then_the_final_message_in_the_same_s
     assert final["timestamp"] and final["session_id"] == sid
     # the websocket's turn is in the history the next POST sees
     await _say(client, auth, "Thanks", session_id=sid)
-    assert _texts(_requests(fakes)[-1])[-3:] == [("user", "When do you open?"),
+    assert texts(llm_requests(fakes)[-1])[-3:] == [("user", "When do you open?"),
                                                  ("model", "We open at nine every day."), ("user", "Thanks")]
 
 
@@ -188,7 +141,7 @@ async def test_the_websocket_takes_a_token_in_the_query_and_reports_errors_witho
         assert msg["type"] == "message" and msg["content"] == "This is a scripted reply."
         await ws.send_json({"type": "end"})
         assert (await ws.receive_json(timeout=10))["type"] == "ended"
-    await _wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
+    await wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
 
 
 async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_never_continued(client, auth, store,
@@ -209,7 +162,7 @@ async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_
     before = table_snapshot(settings.database_path)
     bob = await _say(client, auth, "Who am I?", user="bob", session_id=sid)
     assert bob["session_id"] != sid and bob["previous_session_id"] is None  # a new conversation of bob's own
-    assert "Alice" not in str(_requests(fakes)[-1]["contents"])
+    assert "Alice" not in str(llm_requests(fakes)[-1]["contents"])
     after = table_snapshot(settings.database_path)
     alice_items = [row for row in after["transcript_items"] if row[1] == sid]
     assert alice_items == [row for row in before["transcript_items"] if row[1] == sid]
@@ -242,7 +195,7 @@ async def test_bad_requests_are_refused_and_write_nothing(client, auth, store, s
 async def test_a_conversation_that_goes_idle_ends_and_is_analysed_with_its_tokens_metered(client, auth, store, fakes):
     _agent(store)
     sid = (await _say(client, auth, "When do you open?"))["session_id"]
-    s = await _wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
+    s = await wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
     assert s["status"] == "ended" and s["endReason"] == "idle" and s["analysis"] == ANALYSIS
     events = (await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json())["events"]
     analysis = [e for e in events if "/analysis/" in e["idempotency_key"]]
@@ -253,7 +206,7 @@ async def test_a_conversation_that_goes_idle_ends_and_is_analysed_with_its_token
     again = await _say(client, auth, "And on Sundays?", session_id=sid)
     assert again["session_id"] != sid and again["previous_session_id"] == sid
     assert again["conversation_id"] == "conv-1"
-    assert _texts(_requests(fakes)[-1])[0] == ("user", "When do you open?")
+    assert texts(llm_requests(fakes)[-1])[0] == ("user", "When do you open?")
 
 
 async def test_closing_a_conversation_ends_and_analyses_it_once(client, auth, store, fakes):
@@ -263,7 +216,7 @@ async def test_closing_a_conversation_ends_and_analyses_it_once(client, auth, st
     assert r.status == 200 and (await r.json()) == {"success": True, "session_id": sid, "status": "ended"}
     await assert_error(await client.post(f"/api/sessions/{sid}/end", headers=auth("alice")), 409)
     await assert_error(await client.post(f"/api/sessions/{sid}/end", headers=auth("bob")), 404)
-    s = await _wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
+    s = await wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
     assert s["endReason"] == "closed" and s["analysis"] == ANALYSIS
     _, call_sid = seed_call(store, "alice", ended_at=None)
     await assert_error(await client.post(f"/api/sessions/{call_sid}/end", headers=auth("alice")), 409)
@@ -356,5 +309,5 @@ async def test_an_agent_changed_mid_conversation_answers_with_its_new_configurat
                          headers=auth("alice"))
     assert r.status == 200, await r.text()
     await _say(client, auth, "Still there?", session_id=sid)
-    prompts = [req["systemInstruction"]["parts"][0]["text"] for req in _requests(fakes)]
+    prompts = [req["systemInstruction"]["parts"][0]["text"] for req in llm_requests(fakes)]
     assert prompts == [PROMPT, PROMPT, "You are the night desk."]

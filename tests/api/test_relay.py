@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from tests.api.seed import ANALYSIS, seed_agent, tenant_of
-from tests.api.test_chat import _requests, _texts, _wait_session
-from tests.api.test_chat import fakes, idle_seconds, settings  # noqa: F401  (the same app on the Gemini fake)
+from tests.api.chat_support import fakes, idle_seconds, settings  # noqa: F401  (the app on the Gemini fake)
+from tests.api.chat_support import llm_requests, texts, wait_session
 from tests.conftest import assert_error, table_snapshot
 
 ALICE_TOKEN = "alice-twilio-auth-token-0001"
@@ -94,14 +94,14 @@ async def test_a_relay_call_is_answered_by_the_agent_recorded_metered_and_analys
     sessions = await (await client.get("/api/sessions?channel=relay", headers=auth("alice"))).json()
     assert sessions["total"] == 1
     sid = sessions["sessions"][0]["id"]
-    s = await _wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
+    s = await wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
     assert s["agentId"] == agent["id"] and s["endReason"] == "completed" and s["analysis"] == ANALYSIS
     assert (s["user_id"], s["conversation_id"], s["direction"]) == ("+15551230001", "CA" + "2" * 32, "inbound")
     assert [(t["speaker"], t["content"], t["source"]) for t in s["transcript"]] == [
         ("AGENT", "Lakeside clinic, how can I help?", None), ("USER", "When do you open?", None),
         ("AGENT", "We open at nine.", None), ("USER", "1", "dtmf"), ("AGENT", "Booked for Monday.", None)]
-    dtmf_request = _requests(fakes)[-1]
-    assert _texts(dtmf_request)[-1] == ("user", "(The caller pressed 1 on the keypad.)")
+    dtmf_request = llm_requests(fakes)[-1]
+    assert texts(dtmf_request)[-1] == ("user", "(The caller pressed 1 on the keypad.)")
     assert "A-12" in dtmf_request["systemInstruction"]["parts"][0]["text"]  # custom parameters: the call's context
     events = (await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json())["events"]
     counted = fakes.counters()["gemini"]
@@ -125,10 +125,10 @@ async def test_a_caller_interrupting_keeps_what_was_heard_and_the_whole_reply_is
         after = await _reply(ws)  # the interrupted reply says no more; the next one comes whole
     assert after.endswith("Sure.") and "until five" not in first["token"] + after
     sid = (await (await client.get("/api/sessions?channel=relay", headers=auth("alice"))).json())["sessions"][0]["id"]
-    s = await _wait_session(client, auth, sid, lambda s: s["status"] == "ended")
+    s = await wait_session(client, auth, sid, lambda s: s["status"] == "ended")
     agent_turns = [t for t in s["transcript"] if t["speaker"] == "AGENT"]
     assert (agent_turns[0]["content"], agent_turns[0]["interrupted"]) == ("We are open", True)
-    assert _texts(_requests(fakes)[1])[-2] == ("model", "We are open")  # the LLM knows what the caller heard
+    assert texts(llm_requests(fakes)[1])[-2] == ("model", "We are open")  # the LLM knows what the caller heard
     events = (await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json())["events"]
     chat_output = sum(e["quantity"] for e in events if e["token_kind"] == "output" and "/chat/" in e["idempotency_key"])
     assert chat_output == len("We are open from nine in the morning until five.".split()) + 1
@@ -197,6 +197,6 @@ async def test_an_llm_failing_for_good_apologises_hands_the_call_back_and_ends_t
         end = await ws.receive_json(timeout=10)
         assert end["type"] == "end" and '"reason": "error"' in end["handoffData"] and "gemini" in end["handoffData"]
     sid = (await (await client.get("/api/sessions?channel=relay", headers=auth("alice"))).json())["sessions"][0]["id"]
-    s = await _wait_session(client, auth, sid, lambda s: s["status"] == "ended")
+    s = await wait_session(client, auth, sid, lambda s: s["status"] == "ended")
     assert s["endReason"] == "error" and "gemini" in s["error"]
     assert [t["speaker"] for t in s["transcript"]] == ["USER", "AGENT"]  # the caller's words are kept
