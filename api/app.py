@@ -21,10 +21,13 @@ from .store import clients as clients_repo
 from .loopmon import LoopMonitor
 from .dashboard import add_dashboard
 from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, meta, sessions, tenants
+from .routes import chat, relay
+from .keys import CHAT
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
 from .services.callbacks import CallbackSender
+from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
 from .settings import Settings
 from .store.db import Store
@@ -34,7 +37,7 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -61,10 +64,15 @@ def create_app(
 ) -> web.Application:
     routes = all_routes(extra_routes)
     public_paths = {r.path for r in routes if r.public}
+    # Routes outside /api and /tenants that need a credential all the same (Autonomite's /trigger-agent, /ws/...).
+    guarded_elsewhere = {r.path for r in routes if not r.public and not r.path.startswith(("/api/", "/tenants"))}
 
     def is_public(request: web.Request) -> bool:
         path = request.path.rstrip("/") or "/"
         guarded = path.startswith("/api/") or path == "/tenants" or path.startswith("/tenants/")
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical.rstrip("/") in guarded_elsewhere:
+            guarded = True
         return path in public_paths or not guarded
 
     def http() -> aiohttp.ClientSession:
@@ -155,7 +163,10 @@ def create_app(
                                 backoff_seconds=settings.callback_backoff_seconds,
                                 allowed_hosts=settings.callback_allowed_hosts)
         sender.start()
+        app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
+        app[CHAT].start()
         yield
+        await app[CHAT].stop()
         await sender.stop()
         if watchdog is not None:
             await watchdog.stop()

@@ -199,13 +199,18 @@ def principal(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
+def is_websocket_upgrade(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+
+
 KeyVerify = Callable[[str, str | None], Awaitable[Principal]]
 API_KEY_PREFIX = "vxa_"
 
 
 def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool], verify_key: KeyVerify) -> Any:
     """A bearer JWT, or an API key as `Authorization: Bearer vxa_...` (Phony) or `X-API-Key` (Autonomite, with
-    an optional `X-Client-ID` that must name one of the key's tenant's clients)."""
+    an optional `X-Client-ID` that must name one of the key's tenant's clients). A websocket upgrade may carry the
+    token (JWT or API key) as `?token=` instead."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -217,6 +222,8 @@ def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool]
             request[PRINCIPAL] = await verify_key(api_key.strip(), client_id)
             return await handler(request)
         header = request.headers.get("Authorization", "")
+        if not header and "token" in request.query and is_websocket_upgrade(request):
+            header = f"Bearer {request.query['token']}"  # a browser's WebSocket cannot send headers
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:

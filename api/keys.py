@@ -14,6 +14,7 @@ from .loopmon import LoopMonitor
 from pipelines.pricing import PriceBook
 
 from .services.agents import AgentListCache
+from .services.chat import ChatService
 from .settings import Settings
 from .store.db import Store
 from .tenancy import Tenants
@@ -35,3 +36,4 @@ STARTED = web.AppKey("started_monotonic", float)
 LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, Any]]])
 # Why no worker of this process can take a call now (None: it can); absent when this process runs no worker.
 WORKER_CAPACITY = web.AppKey("worker_capacity", Callable[[], Awaitable[str | None]])
+CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets

@@ -29,7 +29,7 @@ from .settings import Settings
 log = logging.getLogger("voxarena.ratelimit")
 
 LOGIN_PATH = "/api/v1/auth/login"
-LIMITED_PREFIXES = ("/api", "/tenants")
+LIMITED_PREFIXES = ("/api", "/tenants", "/trigger-agent")
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,11 @@ class Settings:
         metadata={"doc": "A live session with no activity for this long and no running job is closed by the sweeper."},
     )
     drain_timeout_seconds: float = field(default=60.0, metadata={"doc": "How long SIGTERM waits for calls to end."})
+    text_session_idle_seconds: float = field(
+        default=300.0,
+        metadata={"doc": "A text conversation (POST /trigger-agent, /ws/chat) with no message for this long ends and "
+                         "is analysed."},
+    )
     # --- providers ---
     deepgram_api_key: str = field(default="", repr=False, metadata={"doc": "Deepgram API key.", "secret": True})
     deepgram_base_url: str = field(default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."})
@@ -224,6 +229,8 @@ class Settings:
             raise ValueError(f"{PREFIX}LOGIN_TOKEN_TTL_SECONDS must be positive")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
+        if not self.text_session_idle_seconds > 0:
+            raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
                              f"not {self.turn_detection!r}")

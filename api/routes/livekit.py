@@ -64,13 +64,21 @@ async def call_gateway(call: Call, agent: dict):
 
 async def livekit_token(call: Call) -> dict:
     body: TokenRequest = call.body
+    agent = await call.request.app[STORE].read(agents_repo.get_row, call.tenant_id, body.agentId)
+    return await start_web_call(call, agent, body.roomName)
+
+
+async def start_web_call(call: Call, agent: dict, room_name: str | None, *, participant_name: str | None = None,
+                         user_id: str | None = None, conversation_id: str | None = None) -> dict:
+    """A caller's way into a room with the agent (the token route, and /trigger-agent's voice mode): the agent
+    must take calls, a worker must be free, the tenant's call limit holds; the session is reserved and the agent
+    dispatched before the caller gets a token."""
     store = call.request.app[STORE]
-    agent = await store.read(agents_repo.get_row, call.tenant_id, body.agentId)
     refuse_unavailable_agent(agent)
     gw = await call_gateway(call, agent)
     if gw is call.request.app[LIVEKIT]:  # this process's worker serves the product's LiveKit only
         await refuse_when_no_worker(call.request)
-    room = body.roomName or f"vx-{uuid.uuid4().hex[:12]}"
+    room = room_name or f"vx-{uuid.uuid4().hex[:12]}"
     session_id = str(uuid.uuid4())
     identity = f"caller-{uuid.uuid4().hex[:8]}"
 
@@ -79,11 +87,12 @@ async def livekit_token(call: Call) -> dict:
         if sessions_repo.room_taken_by_other(db, room, call.tenant_id):
             raise Conflict(f"room {room} is in use")
         sessions_repo.reserve_call_slot(db, call.tenant_id)
-        sessions_repo.create(db, owner_id=call.tenant_id, agent_id=body.agentId, session_id=session_id,
-                             room_name=room, direction="inbound", client_id=agent["client_id"])
+        sessions_repo.create(db, owner_id=call.tenant_id, agent_id=agent["id"], session_id=session_id,
+                             room_name=room, direction="inbound", client_id=agent["client_id"], channel="voice",
+                             user_id=user_id, conversation_id=conversation_id)
 
     await store.write(reserve)
-    metadata = {"agent_id": body.agentId, "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
+    metadata = {"agent_id": agent["id"], "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
     try:
         dispatch_id = await gw.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
@@ -92,7 +101,7 @@ async def livekit_token(call: Call) -> dict:
         log.error("agent dispatch to room %s failed: %s", room, reason)
         await store.write(lambda db: sessions_repo.end(db, session_id, reason="dispatch_failed", error=reason))
         raise Unavailable(f"could not dispatch the agent through LiveKit: {reason}") from None
-    token = gw.participant_token(identity=identity, name=call.user_id, room=room)
+    token = gw.participant_token(identity=identity, name=participant_name or call.user_id, room=room)
     return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
 
 

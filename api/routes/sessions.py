@@ -53,8 +53,8 @@ async def list_sessions(call: Call) -> dict:
     start, end = date_bounds(q)
     listed = await call.request.app[STORE].read(
         lambda db: repo.list_(
-            db, call.tenant_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction
-        )
+            db, call.tenant_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction,
+            channel=q.channel)
     )
     return {"sessions": [session_wire(r) for r in listed["sessions"]], "total": listed["total"]}
 

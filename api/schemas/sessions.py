@@ -52,8 +52,9 @@ class TranscriptItem(BaseModel):
     metrics: TurnMetrics | None = None
     providers: TurnProviders | None = Field(
         default=None, description="Agent turns: the provider that served each stage (a fallback shows here).")
-    source: Literal["supervisor"] | None = Field(
-        default=None, description="`supervisor`: text an operator had the agent say; null: the agent's own words.")
+    source: Literal["supervisor", "dtmf"] | None = Field(
+        default=None, description="`supervisor`: text an operator had the agent say; `dtmf`: a key the caller "
+                                  "pressed (ConversationRelay); null: the words said.")
 
 
 class CallAnalysis(BaseModel):
@@ -83,6 +84,11 @@ class Session(BaseModel):
     error: str | None
     analysisStatus: Literal["pending", "completed", "failed", "skipped"] | None
     analysisError: str | None = Field(description="Why the analysis failed or was skipped.")
+    channel: Literal["voice", "text", "relay"] = Field(
+        description="voice: a LiveKit room; text: /trigger-agent or /ws/chat; relay: Twilio ConversationRelay.")
+    user_id: str | None = Field(description="The caller's own user id (a relay call: the caller's number).")
+    conversation_id: str | None = Field(description="The caller's conversation id (a relay call: its CallSid).")
+    previous_session_id: str | None = Field(description="The ended text session this one continues.")
 
 
 class SessionList(BaseModel):
@@ -102,8 +108,9 @@ class SessionQuery(DateRange):
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=20, ge=1, le=100)
     direction: Literal["inbound", "outbound"] | None = None
+    channel: Literal["voice", "text", "relay"] | None = None
 
-    @field_validator("direction", mode="before")
+    @field_validator("direction", "channel", mode="before")
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
@@ -146,6 +153,10 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "error": rec["error"],
         "analysisStatus": analysis_status,
         "analysisError": analysis["error"] if analysis else None,
+        "channel": rec["channel"],
+        "user_id": rec["user_id"],
+        "conversation_id": rec["conversation_id"],
+        "previous_session_id": rec["previous_session_id"],
     }
 
 

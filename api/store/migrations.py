@@ -368,6 +368,27 @@ ALTER TABLE sessions ADD COLUMN context TEXT;
 ALTER TABLE transcript_items ADD COLUMN source TEXT;
 """,
     ),
+    (
+        13,
+        "text and ConversationRelay sessions; the tenant's Twilio auth token",
+        """
+-- How the conversation reaches the agent: 'voice' (a LiveKit room), 'text' (POST /trigger-agent, /ws/chat) or
+-- 'relay' (Twilio ConversationRelay: Twilio does the speech, the agent's LLM answers in text).
+ALTER TABLE sessions ADD COLUMN channel TEXT NOT NULL DEFAULT 'voice' CHECK (channel IN ('voice', 'text', 'relay'));
+-- The caller's own ids (Autonomite's user_id and conversation_id; a relay call's caller number and CallSid).
+ALTER TABLE sessions ADD COLUMN user_id TEXT;
+ALTER TABLE sessions ADD COLUMN conversation_id TEXT;
+-- A text conversation continued after its session ended goes on in a new session that names the one before.
+ALTER TABLE sessions ADD COLUMN previous_session_id TEXT;
+CREATE INDEX sessions_channel_live ON sessions(channel, status, last_activity_at) WHERE channel != 'voice';
+-- Sealed with the API's SecretBox; written by PUT /api/settings/twilio, never read back over HTTP.
+CREATE TABLE twilio_settings (
+  owner_id TEXT PRIMARY KEY,
+  auth_token TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -30,16 +30,21 @@ def create(
     started_at: str | None = None,
     client_id: str | None = None,
     context: dict[str, Any] | None = None,
+    channel: str = "voice",
+    user_id: str | None = None,
+    conversation_id: str | None = None,
+    previous_session_id: str | None = None,
 ) -> str:
     """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
         "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
-        "call_status, status, started_at, last_activity_at, created_at, client_id, context) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "call_status, status, started_at, last_activity_at, created_at, client_id, context, channel, user_id, "
+        "conversation_id, previous_session_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
-         client_id, json.dumps(context) if context is not None else None],
+         client_id, json.dumps(context) if context is not None else None, channel, user_id, conversation_id,
+         previous_session_id],
     )
     return sid
 
@@ -267,6 +272,7 @@ def list_(
     start: str | None,
     end_exclusive: str | None,
     direction: str | None,
+    channel: str | None = None,
 ) -> dict[str, Any]:
     # A pending session is a token handed out for a call that has not started; it is not a call yet.
     where = ["owner_id = ?", "status != 'pending'"]
@@ -280,6 +286,9 @@ def list_(
     if direction:
         where.append("direction = ?")
         args.append(direction)
+    if channel:
+        where.append("channel = ?")
+        args.append(channel)
     clause = " AND ".join(where)
     total = db.execute(f"SELECT COUNT(*) FROM sessions WHERE {clause}", args).fetchone()[0]
     rows = list(
@@ -315,8 +324,9 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
 
 
 def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
-    """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way)."""
-    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended'",
+    """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way). A text chat is no
+    call: it holds no line and no worker, so it never takes a call's place."""
+    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended' AND channel != 'text'",
                       [owner_id]).fetchone()[0]
 
 
@@ -329,7 +339,7 @@ def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
 
 def count_active(db: sqlite_utils.Database) -> int:
     """Calls in progress now: sessions whose job has started and not ended (for /healthz's activeCalls)."""
-    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active'").fetchone()[0])
+    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active' AND channel != 'text'").fetchone()[0])
 
 
 # ---- calls now and before (Phony's views) ----
@@ -344,14 +354,14 @@ def _call_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def active_calls(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
-    rows = db.query(f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' ORDER BY s.started_at DESC, s.id",
+    rows = db.query(f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' AND s.channel != 'text' ORDER BY s.started_at DESC, s.id",
                     [owner_id])
     return [_call_record(r) for r in rows]
 
 
 def call_history(db: sqlite_utils.Database, owner_id: str, *, agent_id: str | None, start: str | None,
                  end_exclusive: str | None, limit: int, offset: int) -> dict[str, Any]:
-    where, args = ["s.owner_id = ?", "s.status = 'ended'"], [owner_id]
+    where, args = ["s.owner_id = ?", "s.status = 'ended'", "s.channel != 'text'"], [owner_id]
     for clause, value in (("s.agent_id = ?", agent_id), ("s.started_at >= ?", start),
                           ("s.started_at < ?", end_exclusive)):
         if value is not None:

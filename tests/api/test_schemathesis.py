@@ -11,14 +11,25 @@ from pathlib import Path
 import pytest
 
 from tests.api.seed import ANALYSIS, seed_call
+from tests.fakes import FakeProviders
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
 
 @pytest.fixture
-def settings(settings):
+async def llm_fakes(monkeypatch):
+    """The LLM providers' fakes: text conversations (POST /trigger-agent) are answered end to end."""
+    async with FakeProviders(api_key="fuzz-key") as fakes:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+        yield fakes
+
+
+@pytest.fixture
+def settings(settings, llm_fakes):
     # outbound calls configured (their dispatches land on the LiveKit stub), so those routes run end to end
-    return settings.with_(sip_outbound_trunk_id="ST_fuzz")
+    return settings.with_(sip_outbound_trunk_id="ST_fuzz", google_api_key="fuzz-key",
+                          google_base_url=llm_fakes.gemini_base_url, openai_api_key="fuzz-key",
+                          openai_base_url=llm_fakes.openai_base_url)
 
 
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, token_for, store, tmp_path):

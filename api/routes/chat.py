@@ -1,0 +1,172 @@
+"""Autonomite's POST /trigger-agent (voice: the agent dispatched into a room, as the token route does; text: the
+agent's answer to a message), the chat websocket /ws/chat/{session_id}, and ending a text conversation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..errors import BadGateway, BadRequest, Conflict
+from ..keys import CHAT, STORE
+from ..routing import Call, Route
+from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
+from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
+from ..store import agents as agents_repo
+from ..store import chat as chat_repo
+from ..store import sessions as sessions_repo
+from ..store.errors import NotFoundError
+from .livekit import refuse_unavailable_agent, start_web_call
+
+log = logging.getLogger("voxarena.chat")
+
+# Close codes of the chat socket (4000-4999 are the application's): the session is not a text session of yours.
+CLOSE_NOT_FOUND = 4404
+
+
+async def _agent(call: Call, body: TriggerAgentRequest) -> dict[str, Any]:
+    store = call.request.app[STORE]
+    if body.agent_slug is not None:
+        return await store.read(agents_repo.get_by_slug, call.tenant_id, body.agent_slug)
+    return await store.read(agents_repo.get, call.tenant_id, body.agent_id)
+
+
+async def trigger_agent(call: Call) -> dict:
+    body: TriggerAgentRequest = call.body
+    agent = await _agent(call, body)
+    refuse_unavailable_agent(agent)
+    if body.mode == "voice":
+        started = await start_web_call(call, agent, body.room_name, participant_name=body.user_id,
+                                       user_id=body.user_id, conversation_id=body.conversation_id)
+        return {"success": True, "mode": "voice", "room_name": started["roomName"],
+                "session_id": started["sessionId"], "token": started["token"], "server_url": started["serverUrl"],
+                "identity": started["identity"], "agent_id": agent["id"], "user_id": body.user_id,
+                "conversation_id": body.conversation_id}
+    chat = call.request.app[CHAT]
+    opened = await chat.open_text(call.tenant_id, agent, body.session_id, user_id=body.user_id,
+                                  conversation_id=body.conversation_id)
+    try:
+        turn = await chat.message(agent, Turn(session_id=opened.row["id"], content=body.message or ""))
+    except LlmFailed as e:
+        raise BadGateway(f"the agent could not answer: {e}") from None
+    return {"success": True, "mode": "text", "session_id": opened.row["id"],
+            "conversation_id": opened.row["conversation_id"], "response": turn.reply, "timestamp": turn.timestamp,
+            "agent_id": agent["id"], "user_id": opened.row["user_id"],
+            "previous_session_id": opened.previous_session_id}
+
+
+async def end_session(call: Call) -> dict:
+    row = await call.request.app[STORE].read(sessions_repo.get_row, call.params["id"], call.tenant_id)
+    if row["channel"] != "text":
+        raise Conflict(f"session {row['id']} is a call; end it with POST /api/override/end")
+    if not await call.request.app[CHAT].close(row["id"], reason="closed"):
+        raise Conflict(f"session {row['id']} has ended already")
+    return {"success": True, "session_id": row["id"], "status": "ended"}
+
+
+# ---- the chat socket ----
+
+def require_websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest(f"{request.path} is a websocket: send an Upgrade: websocket request")
+    return ws
+
+
+async def _send(ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
+    """A client that left mid-reply misses the rest; the reply itself is still recorded."""
+    if ws.closed:
+        return
+    try:
+        await ws.send_json(data)
+    except (ConnectionError, RuntimeError):
+        pass
+
+
+async def chat_socket(call: Call) -> web.WebSocketResponse:
+    ws = require_websocket(call.request)
+    store, chat = call.request.app[STORE], call.request.app[CHAT]
+    row = await store.read(chat_repo.find_text_session, call.tenant_id, call.params["session_id"])
+    await ws.prepare(call.request)
+    if row is None:  # someone else's, absent, or not a text session: the same answer, before any data
+        await ws.close(code=CLOSE_NOT_FOUND, message=b"session not found")
+        return ws
+    chat.sockets.add(ws)
+    session_id = row["id"]
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.BINARY:
+                    await _send(ws, {"type": "error", "detail": "send JSON text frames"})
+                continue
+            session_id = await _on_message(call, ws, session_id, msg.data) or session_id
+    finally:
+        chat.sockets.discard(ws)
+    return ws
+
+
+async def _on_message(call: Call, ws: web.WebSocketResponse, session_id: str, raw: str) -> str | None:
+    """Handle one client frame; returns the session the conversation goes on in (a new one when it had ended)."""
+    chat = call.request.app[CHAT]
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        await _send(ws, {"type": "error", "detail": "the message is not valid JSON"})
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "ping":
+        await _send(ws, {"type": "pong"})
+        return None
+    if kind == "end":
+        await chat.close(session_id, reason="closed")
+        await _send(ws, {"type": "ended", "session_id": session_id})
+        await ws.close()
+        return None
+    if kind != "message":
+        await _send(ws, {"type": "error", "detail": "type must be message, ping or end"})
+        return None
+    content, user_id = data.get("content"), data.get("user_id")
+    if not isinstance(content, str) or not content.strip():
+        await _send(ws, {"type": "error", "detail": "content must be a non-empty string"})
+        return None
+    if len(content) > MAX_MESSAGE_CHARS:
+        await _send(ws, {"type": "error", "detail": f"content is longer than {MAX_MESSAGE_CHARS} characters"})
+        return None
+    store = call.request.app[STORE]
+    current = await store.read(sessions_repo.get_row, session_id, call.tenant_id)
+    try:
+        agent = await store.read(agents_repo.get_row, call.tenant_id, current["agent_id"])
+        refuse_unavailable_agent(agent)
+    except (NotFoundError, Conflict) as e:
+        await _send(ws, {"type": "error", "detail": str(e)})
+        return None
+    opened = await chat.open_text(call.tenant_id, agent, session_id,
+                                  user_id=user_id if isinstance(user_id, str) else None, conversation_id=None)
+    sid = opened.row["id"]
+    if sid != session_id:
+        await _send(ws, {"type": "session", "session_id": sid, "previous_session_id": session_id})
+
+    async def delta(text: str) -> None:
+        await _send(ws, {"type": "delta", "content": text})
+
+    try:
+        turn = await chat.message(agent, Turn(session_id=sid, content=content), delta)
+    except LlmFailed as e:
+        await _send(ws, {"type": "error", "detail": f"the agent could not answer: {e}"})
+        return sid
+    await _send(ws, {"type": "message", "content": turn.reply, "role": "assistant", "timestamp": turn.timestamp,
+                     "session_id": sid})
+    return sid
+
+
+ROUTES = [
+    Route("POST", "/trigger-agent", trigger_agent, "Talk to an agent by voice (a room) or text (its answer)",
+          "chat", response=TriggerAgentResponse, body=TriggerAgentRequest, errors=(404, 409, 429, 502, 503)),
+    Route("GET", "/ws/chat/{session_id}", chat_socket, "Chat with an agent over a websocket (streamed replies)",
+          "chat", raw=True, status=101, errors=(400,),
+          unowned="checked after the upgrade: a session that is not a text session of yours is closed with 4404"),
+    Route("POST", "/api/sessions/{id}/end", end_session, "End a text conversation (it is then analysed)", "chat",
+          response=SessionEnded, owns="session", owned_param="id", errors=(409,)),
+]

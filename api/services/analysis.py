@@ -1,0 +1,117 @@
+"""Post-call analysis: the agent's own LLM turns the transcript into a validated CallAnalysis (structured output),
+with one retry on invalid output; a second failure is stored as failed, with its reason. The job runs it after a
+call; the API process after a text or ConversationRelay conversation (``api/services/chat.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from livekit.agents import llm
+from pydantic import ValidationError
+
+from pipelines.metering import CallMeter
+
+from ..schemas.sessions import CallAnalysis
+from ..store import sessions as repo
+from ..store.db import Store
+
+log = logging.getLogger("voxarena.analysis")
+
+INSTRUCTIONS = (
+    "You analyse transcripts of phone calls between a caller (USER) and a voice agent (AGENT). "
+    "Reply with one JSON object and nothing else, with exactly these fields: "
+    '"summary" (2-3 sentences), "sentiment" ("positive", "neutral" or "negative": the caller\'s), '
+    '"sentiment_score" (a number from 0 to 1, 0 very negative, 0.5 neutral, 1 very positive), '
+    '"topics" (a list of short strings), "outcome" (one short phrase: what the call achieved), '
+    '"action_items" (a list of follow-ups, possibly empty).'
+)
+MAX_ATTEMPTS = 2
+
+
+def transcript_text(items: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{i['speaker']}: {i['content']}" for i in items)
+
+
+UsageHook = Callable[[int, int, int], Awaitable[None]]  # (attempt, input tokens, output tokens)
+
+
+async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> tuple[str, int, int]:
+    parts: list[str] = []
+    prompt = completion = 0
+    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                parts.append(chunk.delta.content)
+            if chunk.usage is not None:
+                prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+    return "".join(parts), prompt, completion
+
+
+def parse(text: str) -> CallAnalysis:
+    cleaned = text.strip()
+    if cleaned.startswith("```"):  # some models fence JSON even in JSON mode
+        cleaned = cleaned.strip("`").removeprefix("json").strip()
+    return CallAnalysis.model_validate(json.loads(cleaned))
+
+
+async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHook | None = None
+                  ) -> tuple[CallAnalysis | None, str | None, int]:
+    """Returns (analysis, error, attempts)."""
+    if not items:
+        return None, "no transcript to analyse", 0
+    chat_ctx = llm.ChatContext.empty()
+    chat_ctx.add_message(role="system", content=INSTRUCTIONS)
+    chat_ctx.add_message(role="user", content=f"Transcript:\n{transcript_text(items)}")
+    error = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            text, prompt, completion = await _ask(model, chat_ctx)
+            if on_usage is not None:
+                await on_usage(attempt, prompt, completion)
+        except Exception as e:  # provider failure: retry once like invalid output, then give up
+            error = f"LLM request failed: {e}"
+            log.warning("analysis attempt %d failed: %s", attempt, error)
+            continue
+        try:
+            return parse(text), None, attempt
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'output'}: {x['msg']}" for x in e.errors())
+            error = f"invalid analysis output: {problems[:300]}"
+        except ValueError as e:  # not JSON at all
+            error = f"invalid analysis output: {str(e)[:300]}"
+        log.warning("analysis attempt %d: %s", attempt, error)
+        chat_ctx.add_message(role="assistant", content=text)
+        chat_ctx.add_message(
+            role="user", content=f"That reply was not valid ({error}). Reply again with only the JSON object."
+        )
+    return None, error, MAX_ATTEMPTS
+
+
+async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter: CallMeter | None = None
+                        ) -> CallAnalysis | None:
+    items = await store.read(repo.items_for, session_id)
+    if not any(i["speaker"] == "USER" for i in items):
+        # Nothing the caller said: an analysis would describe only the agent's greeting, and bill for it.
+        reason = "skipped: the caller never spoke"
+        await store.write(lambda db: repo.skip_analysis(db, session_id, reason=reason))
+        log.info("analysis of session %s %s", session_id, reason)
+        return None
+
+    async def metered(attempt: int, prompt: int, completion: int) -> None:
+        if meter is not None:
+            # With fallbacks, the instance that served this attempt (the adapter's own name is the next one's).
+            served = model.metrics_metadata
+            await meter.record_llm_call(key=f"analysis/{attempt}", provider=served["model_provider"] or model.provider,
+                                        model=served["model_name"] or model.model, input_tokens=prompt,
+                                        output_tokens=completion)
+
+    result, error, attempts = await analyse(model, items, metered)
+    await store.write(
+        lambda db: repo.store_analysis(
+            db, session_id, result=result.model_dump() if result else None, error=error, attempts=attempts
+        )
+    )
+    log.info("analysis of session %s: %s", session_id, "stored" if result else f"failed ({error})")
+    return result

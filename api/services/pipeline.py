@@ -1,0 +1,53 @@
+"""How the product's settings and a stored agent become what `pipelines/` takes: the job builds a call's pipeline
+from them, the API process a text conversation's LLM."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
+
+from ..settings import Settings
+
+
+def providers_config(s: Settings) -> ProvidersConfig:
+    return ProvidersConfig(
+        deepgram=ProviderCredentials(s.deepgram_api_key, s.deepgram_base_url),
+        assemblyai=ProviderCredentials(s.assemblyai_api_key, s.assemblyai_base_url),
+        elevenlabs=ProviderCredentials(s.elevenlabs_api_key, s.elevenlabs_base_url,
+                                       {"voice_id": s.elevenlabs_voice_id} if s.elevenlabs_voice_id else {}),
+        google=ProviderCredentials(s.google_api_key, s.google_base_url,
+                                   {k: v for k, v in (("credentials_file", s.google_credentials_file),
+                                                      ("tts_endpoint", s.google_tts_endpoint)) if v}),
+        resemble=ProviderCredentials(s.resemble_api_key, s.resemble_base_url,
+                                     {k: v for k, v in (("voice_uuid", s.resemble_voice_uuid),
+                                                        ("websocket_url", s.resemble_websocket_url)) if v}),
+        openai=ProviderCredentials(s.openai_api_key, s.openai_base_url),
+        gemini_model=s.gemini_model,
+        openai_model=s.openai_model,
+    )
+
+
+def agent_spec(row: dict[str, Any]) -> AgentSpec:
+    config = row.get("config") or "{}"
+    config = json.loads(config) if isinstance(config, str) else config  # a raw row, or a repository record
+    return AgentSpec(
+        id=row["id"],
+        name=row["name"],
+        system_prompt=row["system_prompt"],
+        stt_provider=row["stt_provider"],
+        llm_provider=row["llm_provider"],
+        tts_provider=row["tts_provider"],
+        first_message=row["first_message"],
+        first_message_mode=row["first_message_mode"],
+        voice_id=config.get("voiceId"),
+        stt_model=config.get("sttModel"),
+        llm_model=config.get("llmModel"),
+        tts_model=config.get("ttsModel"),
+        language=config.get("language"),
+        fallback_stt_providers=tuple(config.get("fallbackSttProviders") or ()),
+        fallback_llm_providers=tuple(config.get("fallbackLlmProviders") or ()),
+        fallback_tts_providers=tuple(config.get("fallbackTtsProviders") or ()),
+        error_message=config.get("errorMessage"),
+    )
