@@ -23,6 +23,7 @@ from .dashboard import add_dashboard
 from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, meta, sessions, tenants
 from .routes import chat, relay
 from .keys import CHAT
+from .routes import phone_numbers
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
@@ -37,7 +38,8 @@ from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay]
+ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay,
+                 phone_numbers]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:

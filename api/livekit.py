@@ -15,6 +15,9 @@ log = logging.getLogger("voxarena.livekit")
 CONTROL_TOPIC = "voxarena.control"  # commands from the API to a call's job, sent through LiveKit (any machine)
 
 
+INBOUND_ROOM_PREFIX = "vx-in-"  # the room of each inbound phone call (a dispatch rule per assigned number)
+
+
 # RFC 4733 event codes of the DTMF digits
 DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
 
@@ -106,6 +109,55 @@ class LiveKitGateway:
     async def delete_room(self, room: str) -> None:
         try:
             await self.client.room.delete_room(lk.DeleteRoomRequest(room=room))
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
+
+    # ---- inbound numbers: the trunk that accepts a number's calls and the rule that dispatches them ----
+
+    async def create_inbound_trunk(self, *, number: str, name: str, allowed_addresses: tuple[str, ...] = (),
+                                   auth_username: str = "", auth_password: str = "") -> str:
+        trunk = await self.client.sip.create_inbound_trunk(lk.CreateSIPInboundTrunkRequest(
+            trunk=lk.SIPInboundTrunkInfo(name=name, numbers=[number], allowed_addresses=list(allowed_addresses),
+                                         auth_username=auth_username, auth_password=auth_password)))
+        return trunk.sip_trunk_id
+
+    async def delete_trunk(self, trunk_id: str) -> None:
+        try:
+            await self.client.sip.delete_trunk(lk.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id))
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
+
+    def _dispatch_rule(self, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> lk.SIPDispatchRuleInfo:
+        # One room per call, the agent dispatched into it with the number's assignment as the job's metadata.
+        return lk.SIPDispatchRuleInfo(
+            name=name, trunk_ids=[trunk_id],
+            rule=lk.SIPDispatchRule(dispatch_rule_individual=lk.SIPDispatchRuleIndividual(
+                room_prefix=INBOUND_ROOM_PREFIX)),
+            room_config=lk.RoomConfiguration(agents=[lk.RoomAgentDispatch(agent_name=self.agent_name,
+                                                                          metadata=json.dumps(metadata))]))
+
+    async def create_dispatch_rule(self, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> str:
+        rule = await self.client.sip.create_dispatch_rule(lk.CreateSIPDispatchRuleRequest(
+            dispatch_rule=self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)))
+        return rule.sip_dispatch_rule_id
+
+    async def replace_dispatch_rule(self, rule_id: str, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> str:
+        """The rule now dispatches per `metadata`, in place (never two rules for one trunk); one is created if the
+        old one is gone. Returns the rule's id."""
+        try:
+            await self.client.sip.update_dispatch_rule(
+                rule_id, self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata))
+        except lk.TwirpError as e:
+            if e.code != lk.TwirpErrorCode.NOT_FOUND:
+                raise
+            return await self.create_dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)
+        return rule_id
+
+    async def delete_dispatch_rule(self, rule_id: str) -> None:
+        try:
+            await self.client.sip.delete_dispatch_rule(lk.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id))
         except lk.TwirpError as e:
             if e.code != lk.TwirpErrorCode.NOT_FOUND:
                 raise

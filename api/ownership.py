@@ -6,7 +6,8 @@ from __future__ import annotations
 from .errors import NotFound
 from .keys import STORE, TENANTS
 from .routing import Call, ownership
-from .store import agents, apikeys, calls, clients, sessions
+from .schemas.phone_numbers import path_number
+from .store import agents, apikeys, calls, clients, phone_numbers, sessions
 from .store.tenants import personal_tenant_id
 
 
@@ -36,6 +37,13 @@ async def _client(call: Call, client_id: str) -> None:
 async def _call(call: Call, call_id: str) -> None:
     if not await call.request.app[STORE].read(calls.exists, call.tenant_id, call_id):
         raise NotFound(f"call {call_id} not found")
+
+
+@ownership("phone_number")
+async def _phone_number(call: Call, raw: str) -> None:
+    number = path_number(raw)
+    if not await call.request.app[STORE].read(phone_numbers.exists, call.tenant_id, number):
+        raise NotFound(f"phone number {number} is not registered")
 
 
 @ownership("tenant")

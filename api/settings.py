@@ -203,6 +203,18 @@ class Settings:
     )
     sip_ring_timeout_seconds: float = field(default=30.0, metadata={"doc": "Ring timeout of outbound calls."})
     sip_max_call_seconds: float = field(default=1800.0, metadata={"doc": "Longest outbound call."})
+    sip_inbound_allowed_addresses: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Comma-separated IPs or CIDR ranges the carrier sends inbound calls from, set on each "
+                         "number's LiveKit inbound trunk; empty: any address (then set the auth below)."},
+    )
+    sip_inbound_auth_username: str = field(
+        default="", metadata={"doc": "Digest username the carrier must authenticate inbound calls with; empty: none."}
+    )
+    sip_inbound_auth_password: str = field(
+        default="", repr=False,
+        metadata={"doc": "Digest password for inbound calls (with SIP_INBOUND_AUTH_USERNAME).", "secret": True},
+    )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
     callback_allowed_hosts: tuple[str, ...] = field(
@@ -217,6 +229,10 @@ class Settings:
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
         if isinstance(self.callback_allowed_hosts, str):
             object.__setattr__(self, "callback_allowed_hosts", _split(self.callback_allowed_hosts))
+        if isinstance(self.sip_inbound_allowed_addresses, str):
+            object.__setattr__(self, "sip_inbound_allowed_addresses", _split(self.sip_inbound_allowed_addresses))
+        if bool(self.sip_inbound_auth_username) != bool(self.sip_inbound_auth_password):
+            raise ValueError(f"{PREFIX}SIP_INBOUND_AUTH_USERNAME and {PREFIX}SIP_INBOUND_AUTH_PASSWORD go together")
         if isinstance(self.admin_users, str):
             object.__setattr__(self, "admin_users", _split(self.admin_users))
         if self.job_executor not in {"process", "thread"}:

@@ -1,5 +1,5 @@
 """Session wire models (001: Session { id, agentId, startedAt, endedAt, transcript, duration, analysis?, direction? }
-plus the outbound fields call_direction, outbound_phone_number, call_status)."""
+plus the outbound fields call_direction, outbound_phone_number, call_status, and a phone call's from/to numbers)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ class Session(BaseModel):
     direction: Literal["inbound", "outbound"]
     call_direction: Literal["INBOUND", "OUTBOUND"]
     outbound_phone_number: str | None
+    from_number: str | None = Field(description="Inbound phone calls: the caller's number.")
+    to_number: str | None = Field(description="Phone calls: the number dialled (the tenant's, inbound; the callee's, "
+                                              "outbound).")
     call_status: CallStatus | None
     roomName: str | None
     status: Literal["pending", "active", "ended"]
@@ -146,6 +149,8 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "direction": rec["direction"],
         "call_direction": rec["direction"].upper(),
         "outbound_phone_number": rec["outbound_phone_number"],
+        "from_number": rec.get("from_number"),
+        "to_number": rec.get("to_number") or rec["outbound_phone_number"],
         "call_status": rec["call_status"],
         "roomName": rec["room_name"],
         "status": rec["status"],

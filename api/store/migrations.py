@@ -389,6 +389,31 @@ CREATE TABLE twilio_settings (
 );
 """,
     ),
+    (
+        11,
+        "phone numbers and inbound calls",
+        """
+-- A number routes to one place, so it is registered once across tenants. The LiveKit objects that make it ring:
+-- its inbound trunk (made at registration) and, while an agent is assigned, its dispatch rule.
+CREATE TABLE phone_numbers (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  phone_number TEXT NOT NULL UNIQUE,
+  friendly_name TEXT,
+  capabilities TEXT NOT NULL DEFAULT '["voice"]',
+  agent_id TEXT REFERENCES agents(id),
+  trunk_id TEXT NOT NULL,
+  dispatch_rule_id TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX phone_numbers_owner ON phone_numbers(owner_id, created_at);
+-- An inbound phone call's numbers (the caller's and the one it dialled) and the number it came in on.
+ALTER TABLE sessions ADD COLUMN from_number TEXT;
+ALTER TABLE sessions ADD COLUMN to_number TEXT;
+ALTER TABLE sessions ADD COLUMN phone_number_id TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

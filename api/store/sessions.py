@@ -34,17 +34,22 @@ def create(
     user_id: str | None = None,
     conversation_id: str | None = None,
     previous_session_id: str | None = None,
+    from_number: str | None = None,
+    to_number: str | None = None,
+    phone_number_id: str | None = None,
 ) -> str:
-    """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
+    """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it.
+    An inbound phone call has `from_number` (the caller), `to_number` (the number dialled) and `phone_number_id`."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
         "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
         "call_status, status, started_at, last_activity_at, created_at, client_id, context, channel, user_id, "
-        "conversation_id, previous_session_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "conversation_id, previous_session_id, from_number, to_number, phone_number_id) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
          client_id, json.dumps(context) if context is not None else None, channel, user_id, conversation_id,
-         previous_session_id],
+         previous_session_id, from_number, to_number, phone_number_id],
     )
     return sid
 
@@ -345,7 +350,8 @@ def count_active(db: sqlite_utils.Database) -> int:
 # ---- calls now and before (Phony's views) ----
 
 _CALL_COLUMNS = ("SELECT s.id, s.agent_id, s.direction, s.status, s.call_status, s.started_at, s.ended_at, "
-                 "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, c.total_cost_nanos, "
+                 "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, s.from_number, s.to_number, "
+                 "c.total_cost_nanos, "
                  "c.unpriced_count FROM sessions s LEFT JOIN session_costs c ON c.session_id = s.id")
 
 

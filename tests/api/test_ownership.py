@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from api.store import apikeys, calls, clients, tenants
+from api.store import apikeys, calls, clients, phone_numbers, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -17,6 +17,7 @@ SAMPLE_BODIES = {
     "ClientUpdate": {"name": "stolen", "active": False},
     "AgentCallRequest": {"to_number": "+15550001111"},
     "ContextUpdate": {"context": {"stolen": True}},
+    "AssignRequest": {"agent_id": "stolen"},
 }
 
 
@@ -32,7 +33,10 @@ def object_ids(store) -> dict[str, str]:
     call = store.write_sync(lambda db: calls.create(db, tenant_of("alice"), call_id="call_alice", agent_id=agent_id,
                                                     session_id=session_id, room_name="r", phone_number="+15550001111",
                                                     callback_url=None))
-    return {"/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
+    number = store.write_sync(lambda db: phone_numbers.create(db, tenant_of("alice"), phone_number="+15550002222",
+                                                              friendly_name=None, capabilities=["voice"],
+                                                              trunk_id="ST_alice"))
+    return {"/api/phone-numbers/": number["phone_number"], "/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
             "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"],
             "/api/calls/": call["id"], "/api/telephony/outbound/call/": call["id"]}
 
