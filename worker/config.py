@@ -24,6 +24,12 @@ class DispatchMeta:
     direction: str = "inbound"
     phone_number: str | None = None
     call_id: str | None = None  # an outbound call: the job dials it
+    phone_number_id: str | None = None  # a call to one of the tenant's numbers (its dispatch rule's metadata)
+
+    @property
+    def inbound_phone(self) -> bool:
+        """An inbound phone call: the number's dispatch rule dispatched it, and the job opens its session."""
+        return self.direction == "inbound" and self.session_id is None and self.phone_number_id is not None
 
     @classmethod
     def parse(cls, raw: str) -> "DispatchMeta":
@@ -43,4 +49,5 @@ class DispatchMeta:
             direction=direction,
             phone_number=data.get("phone_number"),
             call_id=data.get("call_id") if isinstance(data.get("call_id"), str) else None,
+            phone_number_id=data.get("phone_number_id") if isinstance(data.get("phone_number_id"), str) else None,
         )

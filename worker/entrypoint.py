@@ -35,6 +35,7 @@ from pipelines.pricing import PriceBook
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .control import ControlChannel
+from .inbound import InboundLine, admit
 from .outbound import DialOutcome, dial, transfer
 from .recorder import SessionRecorder
 from .turn_trace import TurnTrace
@@ -59,6 +60,7 @@ class Call:
     session: AgentSession | None = None
     meter: CallMeter | None = None
     meter_closed: bool = False
+    line: InboundLine | None = None  # an inbound phone call's line, metered at the end
     failing: bool = False
     transferring: str | None = None  # the target of a supervisor's transfer in flight or done
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -114,6 +116,11 @@ async def entrypoint(ctx: JobContext) -> None:
         ctx.shutdown(reason="agent owner mismatch")
         return
     session_id = meta.session_id or str(uuid.uuid4())
+    inbound = None
+    if meta.inbound_phone:  # a call to one of the tenant's numbers: admitted (or refused) once its caller is here
+        inbound = await admit(ctx, store, meta, row, session_id)
+        if inbound is None:
+            return
 
     def open_session(db: Any) -> dict[str, Any]:
         sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,
@@ -132,7 +139,8 @@ async def entrypoint(ctx: JobContext) -> None:
         return
     recorder = SessionRecorder(store, session_id, provider_key=ctx.proc.userdata["pricebook"].provider_key)
     recorder.start_heartbeat(min(60.0, settings.session_orphan_seconds / 4))
-    call = Call(settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder)
+    call = Call(settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder,
+                line=inbound.line if inbound is not None else None)
     ctx.proc.userdata["call"] = call
     log.info("job %s: session %s for agent %s in room %s", ctx.job.id, session_id, meta.agent_id, ctx.room.name)
 
@@ -179,6 +187,8 @@ async def entrypoint(ctx: JobContext) -> None:
         call_id = meta.call_id
         await call.store.write(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
         identity = sip_identity(meta.call_id)
+    elif inbound is not None:
+        identity = inbound.caller.identity
     try:
         participant = await asyncio.wait_for(ctx.wait_for_participant(identity=identity), CALLER_JOIN_TIMEOUT)
     except asyncio.TimeoutError:
@@ -279,7 +289,9 @@ async def _dial_failed(call: Call, outcome: DialOutcome) -> None:
 
 async def _end_outbound(call: Call, reason: str, error: str | None) -> None:
     """The call is over: COMPLETED if it was answered and ended normally, FAILED with the reason otherwise (a no-op
-    when its status is already final)."""
+    when its status is already final). An inbound phone call's line is metered here too."""
+    if call.line is not None:
+        await call.line.end(call.meter, carrier=call.settings.sip_carrier)
     if call.meta.call_id is None:
         return
     call_id = call.meta.call_id

@@ -138,7 +138,7 @@ async def override_text(call: Call) -> dict:
 
 
 def _require_phone_call(row: dict, what: str) -> None:
-    if not row["outbound_phone_number"]:
+    if not row["outbound_phone_number"] and row["phone_number_id"] is None:  # neither dialled nor to a number
         raise Conflict(f"call {row['id']} is not a phone call: {what} needs one")
 
 

@@ -1,0 +1,148 @@
+"""An inbound phone call's job. livekit-sip took a call to one of a tenant's numbers, the number's dispatch rule made
+a room for it and dispatched the assigned agent here with `{agent_id, owner_id, direction: "inbound",
+phone_number_id}` and no session: this module waits for the caller (the SIP participant), opens the session with the
+caller's and the dialled number, and admits the call, or refuses it (the tenant is at its concurrent-call limit, the
+agent is disabled, inactive or deleted, the number is no longer assigned to it) by ending the session with the
+reason and hanging up on the caller. The answered line is metered as `sip_minutes` when the call ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from livekit import api, rtc
+from livekit.agents import JobContext
+
+from api.store import phone_numbers as numbers_repo
+from api.store import sessions as sessions_repo
+from api.store.db import Store
+from api.store.errors import LimitError, NotFoundError
+from api.store.timefmt import elapsed_ms, now_iso, to_iso
+from pipelines.metering import CallMeter
+
+from .config import DispatchMeta
+
+log = logging.getLogger("voxarena.inbound")
+
+SIP_JOIN_TIMEOUT = 30.0
+CALLER_NUMBER = "sip.phoneNumber"  # livekit-sip's attributes of an inbound call's participant
+DIALLED_NUMBER = "sip.trunkPhoneNumber"
+
+
+@dataclass
+class InboundLine:
+    """The phone line of an admitted call: answered when the SIP participant joined, billed once at the end."""
+
+    answered_at: str
+    trunk_id: str | None
+    metered: bool = field(default=False)
+
+    async def end(self, meter: CallMeter | None, *, carrier: str) -> None:
+        if self.metered or meter is None:
+            return
+        self.metered = True
+        try:
+            await meter.record_sip_minutes(carrier=carrier, trunk=self.trunk_id,
+                                           answered_ms=elapsed_ms(self.answered_at, now_iso()))
+        except Exception:  # the sink retried and spilled what it could; the call still ends
+            log.exception("session %s: the line's minutes could not be recorded", meter.session_id)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    caller: rtc.RemoteParticipant
+    line: InboundLine
+
+
+def _answered_at(caller: rtc.RemoteParticipant | None) -> str:
+    """When the SIP participant joined (the server's clock, never later than now here)."""
+    now = datetime.now(timezone.utc)
+    joined = caller.joined_at if caller is not None else None
+    return to_iso(min(joined, now) if joined is not None else now)
+
+
+def _refusal(db: Any, meta: DispatchMeta, agent: dict[str, Any], number: dict[str, Any] | None,
+             caller: rtc.RemoteParticipant | None) -> tuple[str, str] | None:
+    """Why this call is not taken, as (end_reason, error), or None to take it."""
+    if caller is None:
+        return "caller_never_joined", f"no SIP participant joined within {SIP_JOIN_TIMEOUT:.0f}s"
+    if number is None:
+        return "number_not_assigned", f"phone number {meta.phone_number_id} is not registered any more"
+    if number["agent_id"] != meta.agent_id or number["owner_id"] != agent["owner_id"]:
+        return "number_not_assigned", f"{number['phone_number']} is no longer assigned to agent {meta.agent_id}"
+    if agent["deleted_at"] is not None:
+        return "agent_deleted", f"agent {meta.agent_id} was deleted"
+    if not agent["enabled"]:
+        return "agent_disabled", f"agent {meta.agent_id} is disabled"
+    if agent["status"] != "active":
+        return "agent_inactive", f"agent {meta.agent_id} is {agent['status']}"
+    try:
+        sessions_repo.reserve_call_slot(db, agent["owner_id"])
+    except LimitError as e:
+        return "concurrency_limit", str(e)
+    return None
+
+
+async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[str, Any],
+                session_id: str) -> Admitted | None:
+    """Opens the call's session once the caller is here. Returns None when the call was refused: its session is
+    ended with the reason (not analysed), the caller is hung up and the job shut down."""
+    assert meta.phone_number_id is not None
+    await ctx.connect()
+    try:
+        caller: rtc.RemoteParticipant | None = await asyncio.wait_for(
+            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP), SIP_JOIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        caller = None
+    attributes = caller.attributes if caller is not None else {}
+    answered_at = _answered_at(caller)
+
+    def open_session(db: Any) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+        try:
+            number = numbers_repo.get_by_id(db, meta.phone_number_id)
+        except NotFoundError:
+            number = None
+        refused = _refusal(db, meta, agent, number, caller)
+        sessions_repo.create(
+            db, owner_id=agent["owner_id"], agent_id=meta.agent_id, session_id=session_id, room_name=ctx.room.name,
+            direction="inbound", from_number=attributes.get(CALLER_NUMBER) or None,
+            to_number=attributes.get(DIALLED_NUMBER) or (number["phone_number"] if number else None),
+            phone_number_id=meta.phone_number_id, started_at=answered_at)
+        if refused is None:
+            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=answered_at)
+        else:
+            sessions_repo.end(db, session_id, reason=refused[0], error=refused[1])
+            sessions_repo.skip_analysis(db, session_id, reason=f"the call was refused: {refused[1]}")
+        return number, refused
+
+    number, refused = await store.write(open_session)
+    if refused is None:
+        assert caller is not None
+        log.info("inbound call %s from %s to %s: agent %s answers", session_id, attributes.get(CALLER_NUMBER),
+                 attributes.get(DIALLED_NUMBER), meta.agent_id)
+        trunk = attributes.get("sip.trunkID") or (number["trunk_id"] if number else None)
+        return Admitted(caller=caller, line=InboundLine(answered_at=answered_at, trunk_id=trunk))
+    reason, error = refused
+    log.warning("inbound call %s from %s to %s refused (%s): %s", session_id, attributes.get(CALLER_NUMBER),
+                attributes.get(DIALLED_NUMBER), reason, error)
+    await _hang_up(ctx, caller)
+    ctx.shutdown(reason=reason)
+    return None
+
+
+async def _hang_up(ctx: JobContext, caller: rtc.RemoteParticipant | None) -> None:
+    """The caller leaves (livekit-sip sends the BYE) and the room closes."""
+    # failures are logged only: the session already says the call was refused, and an empty room closes itself
+    if caller is not None:
+        try:
+            await ctx.api.room.remove_participant(api.RoomParticipantIdentity(room=ctx.room.name,
+                                                                              identity=caller.identity))
+        except Exception as e:
+            log.error("refused call in room %s: could not remove the caller: %s", ctx.room.name, e)
+    try:
+        await ctx.delete_room()
+    except Exception as e:
+        log.error("refused call in room %s: could not close the room: %s", ctx.room.name, e)
