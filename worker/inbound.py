@@ -3,7 +3,8 @@ a room for it and dispatched the assigned agent here with `{agent_id, owner_id, 
 phone_number_id}` and no session: this module waits for the caller (the SIP participant), opens the session with the
 caller's and the dialled number, and admits the call, or refuses it (the tenant is at its concurrent-call limit, the
 agent is disabled, inactive or deleted, the number is no longer assigned to it) by ending the session with the
-reason and hanging up on the caller. The answered line is metered as `sip_minutes` when the call ends."""
+reason and hanging up on the caller (livekit-sip has not answered yet: the caller gets a failure response). The
+answered line is metered as `sip_minutes` when the call ends."""
 
 from __future__ import annotations
 
@@ -30,18 +31,33 @@ log = logging.getLogger("voxarena.inbound")
 SIP_JOIN_TIMEOUT = 30.0
 CALLER_NUMBER = "sip.phoneNumber"  # livekit-sip's attributes of an inbound call's participant
 DIALLED_NUMBER = "sip.trunkPhoneNumber"
+CALL_STATUS = "sip.callStatus"  # ringing until livekit-sip answers, then active
 
 
 @dataclass
 class InboundLine:
-    """The phone line of an admitted call: answered when the SIP participant joined, billed once at the end."""
+    """The phone line of an admitted call. livekit-sip keeps the caller ringing (`sip.callStatus: ringing`) until the
+    agent's audio is subscribed, then answers (200 OK) and marks the participant `active`: the line is billed from
+    then to the end of the call, once. A call that never got answered costs no line time."""
 
-    answered_at: str
     trunk_id: str | None
+    answered_at: str | None = None
     metered: bool = field(default=False)
 
+    def watch(self, room: rtc.Room, caller: rtc.RemoteParticipant) -> None:
+        def changed(_: dict[str, str], participant: rtc.Participant) -> None:
+            if participant.identity == caller.identity:
+                self.check(participant.attributes)
+
+        room.on("participant_attributes_changed", changed)
+        self.check(caller.attributes)
+
+    def check(self, attributes: dict[str, str]) -> None:
+        if self.answered_at is None and attributes.get(CALL_STATUS) == "active":
+            self.answered_at = now_iso()
+
     async def end(self, meter: CallMeter | None, *, carrier: str) -> None:
-        if self.metered or meter is None:
+        if self.metered or meter is None or self.answered_at is None:
             return
         self.metered = True
         try:
@@ -57,8 +73,8 @@ class Admitted:
     line: InboundLine
 
 
-def _answered_at(caller: rtc.RemoteParticipant | None) -> str:
-    """When the SIP participant joined (the server's clock, never later than now here)."""
+def _joined_at(caller: rtc.RemoteParticipant | None) -> str:
+    """When the SIP participant joined the room (the server's clock, never later than now here): the call's start."""
     now = datetime.now(timezone.utc)
     joined = caller.joined_at if caller is not None else None
     return to_iso(min(joined, now) if joined is not None else now)
@@ -98,7 +114,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     except asyncio.TimeoutError:
         caller = None
     attributes = caller.attributes if caller is not None else {}
-    answered_at = _answered_at(caller)
+    started_at = _joined_at(caller)
 
     def open_session(db: Any) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
         try:
@@ -110,9 +126,9 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
             db, owner_id=agent["owner_id"], agent_id=meta.agent_id, session_id=session_id, room_name=ctx.room.name,
             direction="inbound", from_number=attributes.get(CALLER_NUMBER) or None,
             to_number=attributes.get(DIALLED_NUMBER) or (number["phone_number"] if number else None),
-            phone_number_id=meta.phone_number_id, started_at=answered_at)
+            phone_number_id=meta.phone_number_id, started_at=started_at)
         if refused is None:
-            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=answered_at)
+            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=started_at)
         else:
             sessions_repo.end(db, session_id, reason=refused[0], error=refused[1])
             sessions_repo.skip_analysis(db, session_id, reason=f"the call was refused: {refused[1]}")
@@ -123,8 +139,9 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
         assert caller is not None
         log.info("inbound call %s from %s to %s: agent %s answers", session_id, attributes.get(CALLER_NUMBER),
                  attributes.get(DIALLED_NUMBER), meta.agent_id)
-        trunk = attributes.get("sip.trunkID") or (number["trunk_id"] if number else None)
-        return Admitted(caller=caller, line=InboundLine(answered_at=answered_at, trunk_id=trunk))
+        line = InboundLine(trunk_id=attributes.get("sip.trunkID") or (number["trunk_id"] if number else None))
+        line.watch(ctx.room, caller)
+        return Admitted(caller=caller, line=line)
     reason, error = refused
     log.warning("inbound call %s from %s to %s refused (%s): %s", session_id, attributes.get(CALLER_NUMBER),
                 attributes.get(DIALLED_NUMBER), reason, error)
