@@ -87,8 +87,7 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
         duration = max(0, int((parse_iso(now_iso()) - parse_iso(rec["started_at"])).total_seconds()))
     out = {"id": rec["id"], "call_sid": rec["id"], "agent_id": rec["agent_id"], "from_number": rec["from_number"],
            "to_number": rec["to_number"] or rec["outbound_phone_number"], "direction": rec["direction"],
-           "status": status,
-           "started_at": rec["started_at"], "duration_seconds": duration, "context": rec["context"],
+           "status": status, "started_at": rec["started_at"], "duration_seconds": duration, "context": rec["context"],
            "end_reason": rec["end_reason"]}
     if with_cost:
         nanos = rec["total_cost_nanos"] or 0
