@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from livekit import api as lk
 
 log = logging.getLogger("voxarena.livekit")
@@ -116,10 +117,13 @@ class LiveKitGateway:
     # ---- inbound numbers: the trunk that accepts a number's calls and the rule that dispatches them ----
 
     async def create_inbound_trunk(self, *, number: str, name: str, allowed_addresses: tuple[str, ...] = (),
-                                   auth_username: str = "", auth_password: str = "") -> str:
+                                   auth_username: str = "", auth_password: str = "", ring_timeout: float = 0,
+                                   max_call_seconds: float = 0) -> str:
         trunk = await self.client.sip.create_inbound_trunk(lk.CreateSIPInboundTrunkRequest(
             trunk=lk.SIPInboundTrunkInfo(name=name, numbers=[number], allowed_addresses=list(allowed_addresses),
-                                         auth_username=auth_username, auth_password=auth_password)))
+                                         auth_username=auth_username, auth_password=auth_password,
+                                         ringing_timeout=Duration(seconds=int(ring_timeout)),
+                                         max_call_duration=Duration(seconds=int(max_call_seconds)))))
         return trunk.sip_trunk_id
 
     async def delete_trunk(self, trunk_id: str) -> None:

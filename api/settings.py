@@ -202,7 +202,8 @@ class Settings:
                          "\"*\"); without a price there the line's minutes are recorded unpriced."},
     )
     sip_ring_timeout_seconds: float = field(default=30.0, metadata={"doc": "Ring timeout of outbound calls."})
-    sip_max_call_seconds: float = field(default=1800.0, metadata={"doc": "Longest outbound call."})
+    sip_max_call_seconds: float = field(
+        default=1800.0, metadata={"doc": "Longest call: outbound, and inbound (set on each number's trunk)."})
     sip_inbound_allowed_addresses: tuple[str, ...] = field(
         default=(),
         metadata={"doc": "Comma-separated IPs or CIDR ranges the carrier sends inbound calls from, set on each "
@@ -210,6 +211,11 @@ class Settings:
     )
     sip_inbound_auth_username: str = field(
         default="", metadata={"doc": "Digest username the carrier must authenticate inbound calls with; empty: none."}
+    )
+    sip_inbound_ring_timeout_seconds: float = field(
+        default=30.0,
+        metadata={"doc": "How long an inbound caller rings while no agent has answered (no worker took the call) "
+                         "before livekit-sip gives up; set on each number's trunk when it is registered."},
     )
     sip_inbound_auth_password: str = field(
         default="", repr=False,

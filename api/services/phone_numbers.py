@@ -43,7 +43,8 @@ async def register(store: Store, gateway: LiveKitGateway, settings: Settings, *,
         trunk_id = await gateway.create_inbound_trunk(
             number=phone_number, name=f"voxarena {phone_number}",
             allowed_addresses=settings.sip_inbound_allowed_addresses,
-            auth_username=settings.sip_inbound_auth_username, auth_password=settings.sip_inbound_auth_password)
+            auth_username=settings.sip_inbound_auth_username, auth_password=settings.sip_inbound_auth_password,
+            ring_timeout=settings.sip_inbound_ring_timeout_seconds, max_call_seconds=settings.sip_max_call_seconds)
     except Exception as e:
         raise BadGateway(f"LiveKit could not create the inbound trunk for {phone_number}: {e}") from None
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from livekit.protocol import sip as proto_sip
 
 from api.store import phone_numbers as repo
@@ -46,11 +48,19 @@ def _sip(twirp_stub, name: str) -> list:
     return out
 
 
+@pytest.fixture
+def settings(settings):
+    return settings.with_(sip_inbound_allowed_addresses=("203.0.113.0/24",), sip_inbound_auth_username="carrier",
+                          sip_inbound_auth_password="s3cret-for-the-carrier")
+
+
 async def test_a_registered_number_has_its_own_inbound_trunk_and_is_listed_available(client, auth, twirp_stub):
     h = auth("alice")
     made = await _register(client, h, friendly_name="Support Line", capabilities=["voice", "sms"])
     (create,) = _sip(twirp_stub, "CreateSIPInboundTrunk")
     assert list(create.trunk.numbers) == [NUMBER]
+    assert (create.trunk.ringing_timeout.seconds, create.trunk.max_call_duration.seconds) == (30, 1800)
+    assert list(create.trunk.allowed_addresses) == ["203.0.113.0/24"] and create.trunk.auth_username == "carrier"
     assert made["twilio_sid"].startswith("ST_") and made["twilio_sid"] in twirp_stub[0].app[SIP_OBJECTS]
     assert {k: made[k] for k in ("phone_number", "friendly_name", "capabilities", "status", "agent_id")} == {
         "phone_number": NUMBER, "friendly_name": "Support Line", "capabilities": ["voice", "sms"],
@@ -218,3 +228,13 @@ def test_the_migration_adds_the_numbers_table_and_the_sessions_numbers(tmp_path)
     assert {"from_number", "to_number", "phone_number_id"} <= set(db["sessions"].columns_dict)
     assert set(db["phone_numbers"].columns_dict) >= {"id", "owner_id", "phone_number", "trunk_id",
                                                       "dispatch_rule_id", "agent_id"}
+
+
+def test_the_carriers_credentials_go_together_and_its_addresses_are_a_list():
+    from api.settings import Settings
+
+    with pytest.raises(ValueError, match="SIP_INBOUND_AUTH"):
+        Settings(sip_inbound_auth_username="carrier")
+    s = Settings.from_env({"VOXARENA_SIP_INBOUND_ALLOWED_ADDRESSES": "203.0.113.7, 198.51.100.0/24"})
+    assert s.sip_inbound_allowed_addresses == ("203.0.113.7", "198.51.100.0/24")
+    assert "s3cret" not in repr(Settings(sip_inbound_auth_username="c", sip_inbound_auth_password="s3cret"))
