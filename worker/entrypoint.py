@@ -118,9 +118,10 @@ async def entrypoint(ctx: JobContext) -> None:
     session_id = meta.session_id or str(uuid.uuid4())
     inbound = None
     if meta.inbound_phone:  # a call to one of the tenant's numbers: admitted (or refused) once its caller is here
-        inbound = await admit(ctx, store, meta, row, session_id)
+        inbound = await admit(ctx, store, meta, row)
         if inbound is None:
             return
+        session_id = inbound.session_id
 
     def open_session(db: Any) -> dict[str, Any]:
         sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,

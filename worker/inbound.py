@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -69,8 +70,15 @@ class InboundLine:
 
 @dataclass(frozen=True)
 class Admitted:
+    session_id: str
     caller: rtc.RemoteParticipant
     line: InboundLine
+
+
+def session_id_for(ctx: JobContext) -> str:
+    """One session per call: derived from its room (one room per call), so a job LiveKit dispatches again into the
+    same room finds the session the first one opened instead of opening another."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"voxarena:inbound:{ctx.job.room.sid or ctx.room.name}"))
 
 
 def _joined_at(caller: rtc.RemoteParticipant | None) -> str:
@@ -102,11 +110,11 @@ def _refusal(db: Any, meta: DispatchMeta, agent: dict[str, Any], number: dict[st
     return None
 
 
-async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[str, Any],
-                session_id: str) -> Admitted | None:
+async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[str, Any]) -> Admitted | None:
     """Opens the call's session once the caller is here. Returns None when the call was refused: its session is
     ended with the reason (not analysed), the caller is hung up and the job shut down."""
     assert meta.phone_number_id is not None
+    session_id = session_id_for(ctx)
     await ctx.connect()
     try:
         caller: rtc.RemoteParticipant | None = await asyncio.wait_for(
@@ -121,6 +129,8 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
             number = numbers_repo.get_by_id(db, meta.phone_number_id)
         except NotFoundError:
             number = None
+        if sessions_repo.exists(db, session_id):  # an earlier job of this call: the entrypoint sees whose it is
+            return number, None
         refused = _refusal(db, meta, agent, number, caller)
         sessions_repo.create(
             db, owner_id=agent["owner_id"], agent_id=meta.agent_id, session_id=session_id, room_name=ctx.room.name,
@@ -141,7 +151,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
                  attributes.get(DIALLED_NUMBER), meta.agent_id)
         line = InboundLine(trunk_id=attributes.get("sip.trunkID") or (number["trunk_id"] if number else None))
         line.watch(ctx.room, caller)
-        return Admitted(caller=caller, line=line)
+        return Admitted(session_id=session_id, caller=caller, line=line)
     reason, error = refused
     log.warning("inbound call %s from %s to %s refused (%s): %s", session_id, attributes.get(CALLER_NUMBER),
                 attributes.get(DIALLED_NUMBER), reason, error)
@@ -151,7 +161,8 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
 
 
 async def _hang_up(ctx: JobContext, caller: rtc.RemoteParticipant | None) -> None:
-    """The caller leaves (livekit-sip sends the BYE) and the room closes."""
+    """The caller leaves and the room closes. livekit-sip had not answered (it waits for the agent's audio), so the
+    carrier gets a failure response (486) to its INVITE, never an answered call."""
     # failures are logged only: the session already says the call was refused, and an empty room closes itself
     if caller is not None:
         try:

@@ -64,6 +64,10 @@ def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = N
     return rows[0]
 
 
+def exists(db: sqlite_utils.Database, session_id: str) -> bool:
+    return db.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is not None
+
+
 def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None) -> None:
     now = now_iso()
     db.execute(
