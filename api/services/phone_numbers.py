@@ -51,7 +51,7 @@ async def register(store: Store, gateway: LiveKitGateway, settings: Settings, *,
         row = await store.write(lambda db: repo.create(db, owner_id, phone_number=phone_number,
                                                        friendly_name=friendly_name, capabilities=capabilities,
                                                        trunk_id=trunk_id))
-    except BaseException:
+    except Exception:  # a cancelled write is not undone: it may have committed
         await _undo(f"trunk {trunk_id} of {phone_number}", gateway.delete_trunk(trunk_id))
         raise
     log.info("phone number %s registered for tenant %s (trunk %s)", phone_number, owner_id, trunk_id)
@@ -76,7 +76,7 @@ async def assign(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_
     try:
         row = await store.write(lambda db: repo.assign(db, owner_id, phone_number, agent_id=agent_id,
                                                        dispatch_rule_id=rule_id))
-    except BaseException:
+    except Exception:  # a cancelled write is not undone: it may have committed
         if old_rule and rule_id == old_rule and old_agent:  # put the previous agent back on the rule
             await _undo(f"rule {rule_id} of {phone_number}", gateway.replace_dispatch_rule(
                 rule_id, trunk_id=trunk, name=name, metadata=rule_metadata(number, old_agent)))
