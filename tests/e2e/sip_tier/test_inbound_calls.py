@@ -127,9 +127,11 @@ async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_me
         t["speaker"] == "AGENT" for t in s["transcript"]), timeout=30, what="the greeting recorded")
     assert session["transcript"][0]["speaker"] == "AGENT" and session["transcript"][0]["content"] == GREETING
     # an inbound call is a phone call: a supervisor's DTMF reaches the caller as RFC 4733 events
-    status, sent = await product.request("POST", "/api/override/dtmf", json={"call_sid": call["call_sid"], "digit": "7"})
+    status, sent = await product.request("POST", "/api/override/dtmf",
+                                         json={"call_sid": call["call_sid"], "digit": "7"})
     assert status == 200, sent
-    await asyncio.to_thread(caller.rtp.wait_for, lambda s: s.dtmf.endswith("7"), timeout=10, what="DTMF 7 at the caller")
+    await asyncio.to_thread(caller.rtp.wait_for, lambda s: s.dtmf.endswith("7"), timeout=10,
+                            what="DTMF 7 at the caller")
 
     assert await asyncio.to_thread(caller.wait_exit, timeout=40) == 0, caller.describe()  # it hung up, BYE answered
     session = await product.wait_session(
