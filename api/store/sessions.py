@@ -30,8 +30,10 @@ def create(
     started_at: str | None = None,
     client_id: str | None = None,
     context: dict[str, Any] | None = None,
+    campaign: str | None = None,
 ) -> str:
-    """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it."""
+    """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it.
+    ``campaign`` (None: the agent's default campaign, if it has one) is what cost-per-outcome figures group by."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
@@ -41,7 +43,17 @@ def create(
         [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
          client_id, json.dumps(context) if context is not None else None],
     )
+    set_campaign(db, sid, campaign)
     return sid
+
+
+def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | None) -> None:
+    """The session's campaign: the one given, else its agent's default (``config.campaign``); set once."""
+    db.execute(
+        "UPDATE sessions SET campaign = COALESCE(?, (SELECT json_extract(a.config, '$.campaign') FROM agents a "
+        "WHERE a.id = sessions.agent_id)) WHERE id = ? AND campaign IS NULL",
+        [campaign, session_id],
+    )
 
 
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
