@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ..errors import BadRequest
-from ..keys import SETTINGS, STORE
+from ..keys import PRICEBOOK, SETTINGS, STORE
 from ..routing import Call, Route
-from ..schemas.metrics import (ByCampaign, Campaigns, CostBreakdown, CostBreakdownQuery, MetricsSummary,
+from ..schemas.metrics import (AskAnswer, AskRequest, ByCampaign, Campaigns, CostBreakdown, CostBreakdownQuery, MetricsSummary,
                                PeriodQuery, Sheets, SheetsQuery, StepBreakdown, Timeseries, TimeseriesQuery)
+from ..services import ask as ask_service
 from ..services import metrics
 
 _ERRORS = (400,)
@@ -59,6 +60,12 @@ async def sheets(call: Call) -> dict:
     return await metrics.sheet_stats(call.request.app[STORE], call.tenant_id, q.campaign)
 
 
+async def ask(call: Call) -> dict:
+    body: AskRequest = call.body
+    app = call.request.app
+    return await ask_service.ask(app[STORE], app[PRICEBOOK], app[SETTINGS], call.tenant_id, body.question)
+
+
 ROUTES = [
     Route("GET", "/api/metrics/summary", metrics_summary, "Outreach and cost figures with period-over-period",
           "metrics", response=MetricsSummary, query=PeriodQuery, errors=_ERRORS, seed_errors=True),
@@ -75,4 +82,6 @@ ROUTES = [
           response=Campaigns, seed_errors=True),
     Route("GET", "/api/sheets", sheets, "004's sheet view (stats or raw rows) from the stored events", "metrics",
           response=Sheets, query=SheetsQuery, seed_errors=True),
+    Route("POST", "/api/ask", ask, "Ask a question about your costs and outcomes (Gemini over the metric functions)",
+          "metrics", response=AskAnswer, body=AskRequest, errors=(502, 503), seed_errors=True),
 ]

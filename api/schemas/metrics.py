@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .common import Query
+from .common import Query, RequestBody
 
 Source = Literal["sheets", "supabase"]
 Metric = Literal["sends", "replies", "opt_outs", "reply_rate", "opt_out_rate", "calls", "minutes", "cost",
@@ -252,3 +252,14 @@ class AgentAnalytics(VoiceOutcome):
     hourly_distribution: dict[str, int] = Field(description="Calls started per UTC hour (hours with calls).")
     daily_trend: list[DayTrend]
     period: AnalyticsPeriod | None
+
+
+# ---- ask your data (004) ----
+
+class AskRequest(RequestBody):
+    question: str = Field(min_length=1, max_length=2_000)
+
+
+class AskAnswer(BaseModel):
+    answer: str
+    timestamp: str
