@@ -16,9 +16,19 @@ CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance
 
 
 @pytest.fixture
-def settings(settings):
-    # outbound calls configured (their dispatches land on the LiveKit stub), so those routes run end to end
-    return settings.with_(sip_outbound_trunk_id="ST_fuzz")
+async def gemini_fake():
+    from tests.fakes import FakeProviders
+
+    async with FakeProviders(api_key="fuzz-key") as fakes:
+        yield fakes
+
+
+@pytest.fixture
+def settings(settings, gemini_fake):
+    # outbound calls configured (their dispatches land on the LiveKit stub) and Gemini pointed at its fake (for
+    # /api/ask), so those routes run end to end
+    return settings.with_(sip_outbound_trunk_id="ST_fuzz", google_api_key="fuzz-key",
+                          google_base_url=gemini_fake.gemini_base_url)
 
 
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, token_for, store, tmp_path):
