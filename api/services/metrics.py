@@ -99,7 +99,8 @@ async def summary(store: Store, owner_id: str, p: Period, campaign: str | None, 
     def read(db: Any) -> tuple[Any, ...]:
         return (repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign),
                 repo.outreach_counts(db, owner_id, *prev.bounds, campaign=campaign),
-                repo.ledger(db, owner_id, *p.bounds, campaign=campaign),
+                repo.ledger(db, owner_id, *p.bounds, campaign=campaign) if campaign is not None
+                else repo.rollup_totals(db, owner_id, *p.bounds),
                 repo.calls(db, owner_id, *p.bounds, campaign=campaign))
 
     now_rows, prev_rows, ledger_rows, calls = await store.read(read)
@@ -149,7 +150,8 @@ async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campai
                          "reply_rate": pct(c.get("replied", 0), sent),
                          "opt_out_rate": pct(c.get("opt_out", 0), sent)}[metric]
     elif metric == "cost":
-        rows = await store.read(lambda db: repo.ledger(db, owner_id, *p.bounds, campaign=campaign, by=("day",)))
+        rows = await store.read(lambda db: repo.ledger(db, owner_id, *p.bounds, campaign=campaign, by=("day",))
+                                if campaign is not None else repo.rollup_totals(db, owner_id, *p.bounds, by_day=True))
         by_day = {r["day"]: r["cost_nanos"] for r in rows}
         values = {d: usd(by_day.get(d, 0)) for d in days}
     else:

@@ -404,6 +404,7 @@ CREATE TABLE cost_events (
 CREATE UNIQUE INDEX cost_events_idempotency ON cost_events(owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX cost_events_natural ON cost_events(owner_id, natural_key) WHERE natural_key IS NOT NULL;
 CREATE INDEX cost_events_owner_time ON cost_events(owner_id, occurred_at);
+CREATE INDEX cost_events_campaign ON cost_events(owner_id, campaign, occurred_at) WHERE campaign IS NOT NULL;
 -- 004's outreach events (emails sent, delivered, replied, opted out, bounced), per campaign and sequence step.
 CREATE TABLE outreach_events (
   seq INTEGER PRIMARY KEY,
