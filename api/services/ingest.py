@@ -3,6 +3,7 @@ idempotency, and stored with the valid others in one write."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -113,6 +114,22 @@ def _answer(items: list[Any], valid: list[tuple[int, Any, BaseModel]], stored: l
 
 async def ingest_costs(store: Store, book: PriceBook, owner_id: str, raw: bytes, *, idempotency_key: str | None,
                        source: str) -> dict[str, Any]:
+    # Parsing, validating and pricing up to MAX_ITEMS items is CPU work: off the event loop.
+    items, valid, errors, rows, ledger = await asyncio.to_thread(_prepare_costs, book, owner_id, raw,
+                                                                 idempotency_key, source)
+    stored = await store.write(repo.record_costs, owner_id, rows, ledger) if rows else []
+
+    def result(index: int, row: dict, duplicate: bool) -> dict:
+        return {"id": row["id"], "provider": row["provider"], "model": row["model"],
+                "cost_usd": _usd(row["cost_nanos"]), "index": index, "duplicate": duplicate,
+                "reported_cost_usd": _usd(row["reported_cost_nanos"]),
+                "priced_cost_usd": _usd(row["priced_cost_nanos"]), "cost_nanos": row["cost_nanos"]}
+
+    return _answer(items, valid, stored, errors, result)
+
+
+def _prepare_costs(book: PriceBook, owner_id: str, raw: bytes, idempotency_key: str | None, source: str
+                   ) -> tuple[list[Any], list[tuple[int, Any, BaseModel]], list[dict], list[dict], list[dict]]:
     items = parse_items(raw)
     valid, errors = _validate(items, CostEventIn)
     rows, ledger = [], []
@@ -143,19 +160,23 @@ async def ingest_costs(store: Store, book: PriceBook, owner_id: str, raw: bytes,
             "price_version": "reported" if reported is not None else version, "idempotency_key": f"cost:{event_id}",
             "source": source, "occurred_at": to_iso(at),
         })
-    stored = await store.write(repo.record_costs, owner_id, rows, ledger) if rows else []
-
-    def result(index: int, row: dict, duplicate: bool) -> dict:
-        return {"id": row["id"], "provider": row["provider"], "model": row["model"],
-                "cost_usd": _usd(row["cost_nanos"]), "index": index, "duplicate": duplicate,
-                "reported_cost_usd": _usd(row["reported_cost_nanos"]),
-                "priced_cost_usd": _usd(row["priced_cost_nanos"]), "cost_nanos": row["cost_nanos"]}
-
-    return _answer(items, valid, stored, errors, result)
+    return items, valid, errors, rows, ledger
 
 
 async def ingest_outreach(store: Store, owner_id: str, raw: bytes, *, idempotency_key: str | None
                           ) -> dict[str, Any]:
+    items, valid, errors, rows = await asyncio.to_thread(_prepare_outreach, raw, idempotency_key)
+    stored = await store.write(repo.record_outreach, owner_id, rows) if rows else []
+
+    def result(index: int, row: dict, duplicate: bool) -> dict:
+        return {"id": row["id"], "event_type": row["event_type"], "contact_email": row["contact_email"],
+                "campaign": row["campaign"], "index": index, "duplicate": duplicate}
+
+    return _answer(items, valid, stored, errors, result)
+
+
+def _prepare_outreach(raw: bytes, idempotency_key: str | None
+                      ) -> tuple[list[Any], list[tuple[int, Any, BaseModel]], list[dict], list[dict]]:
     items = parse_items(raw)
     valid, errors = _validate(items, OutreachEventIn)
     rows = []
@@ -169,13 +190,7 @@ async def ingest_outreach(store: Store, owner_id: str, raw: bytes, *, idempotenc
             "provider_message_id": ev.provider_message_id, "metadata": ev.metadata,
             "event_ts": to_iso(_at(ev.event_ts)),
         })
-    stored = await store.write(repo.record_outreach, owner_id, rows) if rows else []
-
-    def result(index: int, row: dict, duplicate: bool) -> dict:
-        return {"id": row["id"], "event_type": row["event_type"], "contact_email": row["contact_email"],
-                "campaign": row["campaign"], "index": index, "duplicate": duplicate}
-
-    return _answer(items, valid, stored, errors, result)
+    return items, valid, errors, rows
 
 
 def _usd(nanos: int | None) -> float | None:

@@ -27,12 +27,19 @@ _OUTREACH_COLUMNS = ("id", "owner_id", "idempotency_key", "natural_key", "item_h
                      "step", "event_type", "provider", "provider_message_id", "metadata", "event_ts", "created_at")
 
 
-def _find(db: sqlite_utils.Database, table: str, owner_id: str, column: str, value: str | None
-          ) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    rows = list(db.query(f"SELECT * FROM {table} WHERE owner_id = ? AND {column} = ?", [owner_id, value]))
-    return rows[0] if rows else None
+def _stored(db: sqlite_utils.Database, table: str, owner_id: str, items: list[dict[str, Any]]
+            ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows already stored under any of the items' keys, by (key column, value): one indexed lookup per
+    column and chunk of keys."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for column in ("idempotency_key", "natural_key"):
+        values = sorted({i[column] for i in items if i.get(column) is not None})
+        for n in range(0, len(values), 500):
+            chunk = values[n:n + 500]
+            for row in db.query(f"SELECT * FROM {table} WHERE owner_id = ? AND {column} IN "
+                                f"({', '.join('?' * len(chunk))})", [owner_id, *chunk]):
+                found[(column, row[column])] = row
+    return found
 
 
 def _store(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], owner_id: str,
@@ -42,14 +49,14 @@ def _store(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], owne
     out: list[tuple[Outcome, dict[str, Any]]] = []
     created = now_iso()
     fresh: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], dict[str, Any]] = {}  # keys taken earlier in this batch
+    seen = _stored(db, table, owner_id, items)  # and, as the loop goes, the keys taken earlier in this batch
     for item in items:
         earlier = None
         for column in ("idempotency_key", "natural_key"):
             value = item.get(column)
             if value is None:
                 continue
-            earlier = seen.get((column, value)) or _find(db, table, owner_id, column, value)
+            earlier = seen.get((column, value))
             if earlier is not None:
                 if column == "idempotency_key" and earlier["item_hash"] != item["item_hash"]:
                     out.append(("conflict", earlier))
