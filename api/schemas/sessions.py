@@ -83,6 +83,7 @@ class Session(BaseModel):
     error: str | None
     analysisStatus: Literal["pending", "completed", "failed", "skipped"] | None
     analysisError: str | None = Field(description="Why the analysis failed or was skipped.")
+    campaign: str | None = Field(default=None, description="The campaign it belongs to (given, or its agent's).")
 
 
 class SessionList(BaseModel):
@@ -146,6 +147,7 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "error": rec["error"],
         "analysisStatus": analysis_status,
         "analysisError": analysis["error"] if analysis else None,
+        "campaign": rec.get("campaign"),
     }
 
 
