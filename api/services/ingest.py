@@ -21,8 +21,6 @@ from ..store import ingest as repo
 from ..store.db import Store
 from ..store.timefmt import to_iso
 
-# Ledger sources of external costs (usage_events.source): what separates them from the calls' own usage.
-COST_SOURCES = ("cost-events", "llm-usage")
 MAX_ITEMS = 10_000
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
+# Ledger sources of external costs (usage_events.source): what separates them from the calls' own usage.
 COST_SOURCES = ("cost-events", "llm-usage")
 
 # Ledger grouping keys -> SQL over usage_events u, its cost event c (external costs) and its session s (voice).

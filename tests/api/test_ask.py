@@ -9,7 +9,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from api.store import usage as ledger
 from pipelines.pricing import PriceBook, cost_nanos
 from tests.conftest import assert_error
 from tests.fakes import GEMINI, FakeProviders
