@@ -11,6 +11,10 @@ Structured output: a request whose generationConfig has responseMimeType applica
 responseSchema or responseJsonSchema is answered from `llm_json_replies` instead of
 `llm_replies`.
 
+Function calling: a request declaring tools gets the next `llm_tool_calls` item as a functionCall
+part; one whose last turn holds functionResponse parts gets text (the next `llm_replies` item, else
+a sentence quoting the responses).
+
 Token accounting (deterministic, and exactly what the counters record):
   prompt tokens     = whitespace-separated words in every text part of `contents` and
                       `systemInstruction`, plus words of name + JSON args for functionCall /
