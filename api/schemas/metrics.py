@@ -40,7 +40,7 @@ class SheetsQuery(Query):
     format: Literal["stats", "raw"] = "stats"
     campaign: str | None = _CAMPAIGN
     limit: int = Field(default=1000, ge=1, le=10_000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
 
 class AnalyticsQuery(Query):

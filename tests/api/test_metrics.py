@@ -197,5 +197,6 @@ async def test_steps_campaigns_and_the_sheet_view(client, auth, data):
         "campaignName": "Ohio"}, "rows": None, "total": None, "limit": None, "offset": None}
     raw = await _get(client, data, "/api/sheets?format=raw&campaign=Texas")
     assert raw["total"] == 3 and {r["contact_email"] for r in raw["rows"]} == {f"t{i}@texas.test" for i in range(3)}
+    await assert_error(await client.get(f"/api/sheets?format=raw&offset={10**20}", headers=data), 422)
     bob = await _get(client, auth("bob"), "/api/sheets")
     assert bob["stats"]["totalSends"] == 50
