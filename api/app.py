@@ -11,7 +11,7 @@ from aiohttp import web
 
 from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
-from .errors import ApiError, error_middleware
+from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (AGENT_LISTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS, SETTINGS,
                    STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
 from .livekit import Gateways, LiveKitGateway
@@ -24,6 +24,9 @@ from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, m
 from .routes import chat, relay
 from .keys import CHAT
 from .routes import phone_numbers
+from .routes import analytics as analytics_routes
+from .routes import ingest as ingest_routes
+from .routes import metrics as metrics_routes
 from .routing import TENANCY, Route, register
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
@@ -40,6 +43,7 @@ log = logging.getLogger("voxarena.api")
 
 ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay,
                  phone_numbers]
+ROUTE_MODULES += [ingest_routes, metrics_routes, analytics_routes]
 
 
 def all_routes(extra: list[Route] | None = None) -> list[Route]:
@@ -119,6 +123,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[SEED_ERROR_PATHS] = frozenset(r.path for r in routes if r.seed_errors)
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
     app[VERIFIER] = verifier
     app[TENANTS] = tenants

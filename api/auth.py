@@ -208,9 +208,9 @@ API_KEY_PREFIX = "vxa_"
 
 
 def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool], verify_key: KeyVerify) -> Any:
-    """A bearer JWT, or an API key as `Authorization: Bearer vxa_...` (Phony) or `X-API-Key` (Autonomite, with
-    an optional `X-Client-ID` that must name one of the key's tenant's clients). A websocket upgrade may carry the
-    token (JWT or API key) as `?token=` instead."""
+    """A bearer JWT, or an API key as `Authorization: Bearer vxa_...` (Phony), `X-API-Key` (Autonomite, with
+    an optional `X-Client-ID` that must name one of the key's tenant's clients) or `x-webhook-token` (004). A
+    websocket upgrade may carry the token (JWT or API key) as `?token=` instead."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -218,6 +218,8 @@ def auth_middleware(verifier: Verifier, is_public: Callable[[web.Request], bool]
             return await handler(request)
         client_id = request.headers.get("X-Client-ID")
         api_key = request.headers.get("X-API-Key")
+        if api_key is None:  # 004's workflows send the tenant's API key as their webhook token
+            api_key = request.headers.get("x-webhook-token")
         if api_key is not None:
             request[PRINCIPAL] = await verify_key(api_key.strip(), client_id)
             return await handler(request)

@@ -108,9 +108,23 @@ def error_body(status: int, type_: str, detail: str, errors: list[dict[str, Any]
     return body
 
 
-def error_response(err: ApiError) -> web.Response:
-    return web.json_response(error_body(err.status_code, err.type, err.detail, err.errors), status=err.status_code,
-                             headers=err.headers or None)
+def error_response(err: ApiError, request: web.Request | None = None) -> web.Response:
+    body = error_body(err.status_code, err.type, err.detail, err.errors)
+    return web.json_response(_with_seed_keys(request, body), status=err.status_code, headers=err.headers or None)
+
+
+# Paths whose error bodies also carry 004's keys: {"error": <title>, "details": <detail>} beside the usual ones.
+SEED_ERROR_PATHS = web.AppKey("seed_error_paths", frozenset)
+_SEED_TITLES = {400: "Invalid request format", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+                413: "Payload too large", 422: "Invalid request format", 429: "Too many requests",
+                500: "Internal server error", 503: "Service unavailable"}
+
+
+def _with_seed_keys(request: web.Request | None, body: dict[str, Any]) -> dict[str, Any]:
+    if request is None or (request.path.rstrip("/") or "/") not in request.app.get(SEED_ERROR_PATHS, frozenset()):
+        return body
+    title = _SEED_TITLES.get(body["status_code"], "Request failed")
+    return {**body, "error": title, "details": body["detail"]}
 
 
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
@@ -171,7 +185,7 @@ def exception_response(request: web.Request, exc: Exception) -> web.Response:
             log.error("unmapped store error on %s %s", request.method, request.path, exc_info=exc)
         exc = mapped
     if isinstance(exc, ApiError):
-        return error_response(exc)
+        return error_response(exc, request)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc
@@ -183,10 +197,12 @@ def exception_response(request: web.Request, exc: Exception) -> web.Response:
         elif exc.status == 413:
             detail = "request body is too large"
         return web.json_response(
-            error_body(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), detail), status=exc.status
+            _with_seed_keys(request, error_body(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), detail)),
+            status=exc.status
         )
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return web.json_response(error_body(500, "internal_error", "internal server error"), status=500)
+    return web.json_response(_with_seed_keys(request, error_body(500, "internal_error", "internal server error")),
+                             status=500)
 
 
 @web.middleware

@@ -182,7 +182,7 @@ def credential(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    key = request.headers.get("X-API-Key", "").strip()
+    key = request.headers.get("X-API-Key", "").strip() or request.headers.get("x-webhook-token", "").strip()
     return key or None
 
 

@@ -70,6 +70,7 @@ class Route:
     tenant_scoped: bool = True  # resolve the caller's tenant (X-Tenant-ID) and refuse a suspended one
     errors: tuple[int, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses with the same body (e.g. 200 for an idempotent replay)
+    seed_errors: bool = False  # error bodies add 004's `error` (a title) and `details` (the detail) keys
 
     def response_adapter(self) -> TypeAdapter[Any]:
         assert self.response is not None

@@ -229,6 +229,17 @@ class Settings:
                          "or link-local addresses; every other such callback_url is refused."},
     )
 
+    # --- analytics ---
+    success_outcomes: tuple[str, ...] = field(
+        default=("resolved", "success", "successful", "booked", "scheduled", "confirmed", "completed", "sold",
+                 "sale", "purchased", "converted", "qualified", "interested", "agreed", "accepted", "paid",
+                 "answered", "helped", "appointment"),
+        metadata={"doc": "Comma-separated words or phrases: a call whose post-call analysis outcome contains one "
+                         "(whole words, any case) and no negation counts as successful."},
+    )
+    ask_max_rounds: int = field(
+        default=4, metadata={"doc": "Most metric-function rounds the LLM may take to answer one POST /api/ask."})
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if isinstance(self.clerk_authorized_parties, str):
@@ -239,6 +250,8 @@ class Settings:
             object.__setattr__(self, "sip_inbound_allowed_addresses", _split(self.sip_inbound_allowed_addresses))
         if bool(self.sip_inbound_auth_username) != bool(self.sip_inbound_auth_password):
             raise ValueError(f"{PREFIX}SIP_INBOUND_AUTH_USERNAME and {PREFIX}SIP_INBOUND_AUTH_PASSWORD go together")
+        if isinstance(self.success_outcomes, str):
+            object.__setattr__(self, "success_outcomes", _split(self.success_outcomes))
         if isinstance(self.admin_users, str):
             object.__setattr__(self, "admin_users", _split(self.admin_users))
         if self.job_executor not in {"process", "thread"}:

@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external] [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api")
+SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external")
 
 
 def main() -> int:
@@ -53,6 +53,11 @@ def main() -> int:
         from . import api_throughput
 
         api_throughput.run(results, seconds=3 if args.quick else 8, rounds=1 if args.quick else 3)
+    if "external" in only:
+        from . import external_costs
+
+        asyncio.run(external_costs.run(results, events=20_000 if args.quick else 1_000_000,
+                                       http_events=5_000 if args.quick else 50_000, requests=20 if args.quick else 200))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"

@@ -23,7 +23,7 @@ from .sessions import date_bounds
 
 
 async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None,
-                 context: dict | None = None) -> dict:
+                 context: dict | None = None, campaign: str | None = None) -> dict:
     app = call.request.app
     gateway = product_gateway(call.request)
     agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
@@ -32,12 +32,13 @@ async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str
         await callbacks.check_url(callback_url, app[SETTINGS].callback_allowed_hosts)
     await refuse_when_no_worker(call.request)
     return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
-                                phone_number=phone_number, callback_url=callback_url, context=context)
+                                phone_number=phone_number, callback_url=callback_url, context=context,
+                                campaign=campaign)
 
 
 async def place_call(call: Call) -> dict:
     body: OutboundCallRequest = call.body
-    row = await _place(call, body.agent_id, body.phone_number, body.callback_url)
+    row = await _place(call, body.agent_id, body.phone_number, body.callback_url, campaign=body.campaign)
     return {"call_id": row["id"], "room_name": row["room_name"], "status": row["status"],
             "session_id": row["session_id"]}
 
@@ -67,7 +68,7 @@ async def rotate_secret(call: Call) -> dict:
 
 async def telephony_place(call: Call) -> dict:
     body: TelephonyCallRequest = call.body
-    row = await _place(call, body.agent_id, body.phone_number, None)
+    row = await _place(call, body.agent_id, body.phone_number, None, campaign=body.campaign)
     return {"call_id": row["id"], "status": repo.TELEPHONY_STATUS[row["status"]], "session_id": row["session_id"]}
 
 
@@ -80,7 +81,7 @@ async def telephony_status(call: Call) -> dict:
 
 async def agent_call(call: Call) -> dict:
     body: AgentCallRequest = call.body
-    row = await _place(call, call.params["agent_id"], body.to_number, None, body.context)
+    row = await _place(call, call.params["agent_id"], body.to_number, None, body.context, body.campaign)
     return {"call_sid": row["session_id"], "status": "queued", "message": f"Call to {body.to_number} queued",
             "call_id": row["id"]}
 

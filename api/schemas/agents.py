@@ -75,6 +75,8 @@ class _AgentExtras(RequestBody):
     contextData: ContextData = Field(default=None, validation_alias=_alias("contextData", "context_data"))
     phoneNumber: str | None = Field(default=None, pattern=E164_PATTERN,
                                     validation_alias=_alias("phoneNumber", "phone_number"))
+    campaign: str | None = Field(default=None, min_length=1, max_length=200,
+                                 description="The campaign its calls belong to unless the call names one.")
 
 
 class AgentCreate(_AgentExtras):
@@ -162,6 +164,7 @@ class Agent(BaseModel):
     phoneNumber: str | None
     totalCalls: int = Field(description="Calls the agent has taken (read-only).")
     totalMinutes: float = Field(description="Their total length in minutes (read-only).")
+    campaign: str | None = Field(default=None, description="Default campaign of its calls and text sessions.")
 
 
 class AgentList(BaseModel):
@@ -177,7 +180,7 @@ _WIRE_COLUMNS = {"name": "name", "systemPrompt": "system_prompt", "sttProvider":
                  "enabled": "enabled", "clientId": "client_id", "type": "agent_type", "status": "status",
                  "contextData": "context_data", "phoneNumber": "phone_number"}
 _CONFIG = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
-           "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings")
+           "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings", "campaign")
 _LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.store.calls import TELEPHONY_STATUS
 from api.store.timefmt import whole_seconds
 
-from .common import E164_PATTERN, RequestBody
+from .common import CAMPAIGN, E164_PATTERN, RequestBody
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
 TelephonyStatus = Literal["ringing", "answered", "completed", "failed", "no-answer"]
@@ -21,11 +21,13 @@ class OutboundCallRequest(RequestBody):
     agent_id: str = Field(min_length=1, max_length=200)
     phone_number: str = _E164
     callback_url: str | None = Field(default=None, min_length=8, max_length=2_000)
+    campaign: str | None = CAMPAIGN
 
 
 class TelephonyCallRequest(RequestBody):
     agent_id: str = Field(min_length=1, max_length=200)
     phone_number: str = _E164
+    campaign: str | None = CAMPAIGN
 
 
 class OutboundCallResponse(BaseModel):

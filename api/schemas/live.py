@@ -13,7 +13,7 @@ from pipelines.pricing import usd
 from .agents import ContextData, context_size
 from api.store.calls import TELEPHONY_STATUS
 
-from .common import E164_PATTERN, RequestBody
+from .common import CAMPAIGN, E164_PATTERN, RequestBody
 from .sessions import DateRange
 
 _E164 = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
@@ -25,6 +25,7 @@ Context = ContextData
 class AgentCallRequest(RequestBody):
     to_number: str = _E164
     context: Context = Field(default=None, description="What the agent knows about this call from its first turn.")
+    campaign: str | None = CAMPAIGN
 
 
 class AgentCallResponse(BaseModel):

@@ -92,6 +92,7 @@ class Session(BaseModel):
     user_id: str | None = Field(description="The caller's own user id (a relay call: the caller's number).")
     conversation_id: str | None = Field(description="The caller's conversation id (a relay call: its CallSid).")
     previous_session_id: str | None = Field(description="The ended text session this one continues.")
+    campaign: str | None = Field(default=None, description="The campaign it belongs to (given, or its agent's).")
 
 
 class SessionList(BaseModel):
@@ -162,6 +163,7 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "user_id": rec["user_id"],
         "conversation_id": rec["conversation_id"],
         "previous_session_id": rec["previous_session_id"],
+        "campaign": rec.get("campaign"),
     }
 
 

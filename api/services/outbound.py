@@ -19,7 +19,8 @@ log = logging.getLogger("voxarena.outbound")
 
 
 async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, owner_id: str, agent_id: str,
-                phone_number: str, callback_url: str | None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+                phone_number: str, callback_url: str | None, context: dict[str, Any] | None = None,
+                campaign: str | None = None) -> dict[str, Any]:
     if not settings.sip_outbound_trunk_id:
         raise Unavailable("outbound calls need a LiveKit SIP outbound trunk: set VOXARENA_SIP_OUTBOUND_TRUNK_ID")
     call_id = f"call_{uuid.uuid4().hex[:20]}"
@@ -29,7 +30,8 @@ async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, ow
     def reserve(db: Any) -> dict[str, Any]:
         sessions_repo.reserve_call_slot(db, owner_id)
         sessions_repo.create(db, owner_id=owner_id, agent_id=agent_id, session_id=session_id, room_name=room,
-                             direction="outbound", phone_number=phone_number, call_status="RINGING", context=context)
+                             direction="outbound", phone_number=phone_number, call_status="RINGING", context=context,
+                             campaign=campaign)
         return repo.create(db, owner_id, call_id=call_id, agent_id=agent_id, session_id=session_id, room_name=room,
                            phone_number=phone_number, callback_url=callback_url)
 

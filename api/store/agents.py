@@ -19,7 +19,7 @@ from .timefmt import now_iso
 
 # Per-agent settings kept in the ``config`` JSON column (its keys are storage keys, not a wire shape).
 CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
-               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings")
+               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings", "campaign")
 COLUMNS = ("name", "system_prompt", "stt_provider", "llm_provider", "tts_provider", "first_message",
            "first_message_mode", "slug", "description", "enabled", "client_id", "agent_type", "status",
            "context_data", "phone_number")

@@ -414,6 +414,69 @@ ALTER TABLE sessions ADD COLUMN to_number TEXT;
 ALTER TABLE sessions ADD COLUMN phone_number_id TEXT;
 """,
     ),
+    (
+        14,
+        "external costs and outreach events (004), campaigns on sessions",
+        """
+-- Costs reported from outside the calls (004's cost events, sent by automation workflows). Each is also one row of
+-- the ledger (usage_events: same id, event_type llm_tokens, source cost-events or llm-usage), so every cost total
+-- keeps being one exact sum; this table keeps what the ledger has no columns for. cost_nanos is what the ledger
+-- counts: the reported cost, else the price book's, else NULL (unpriced); both figures are kept side by side.
+CREATE TABLE cost_events (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  owner_id TEXT NOT NULL,
+  idempotency_key TEXT,
+  natural_key TEXT,
+  item_hash TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  model TEXT,
+  tokens_in INTEGER NOT NULL DEFAULT 0,
+  tokens_out INTEGER NOT NULL DEFAULT 0,
+  cost_nanos INTEGER,
+  reported_cost_nanos INTEGER,
+  priced_cost_nanos INTEGER,
+  price_version TEXT,
+  campaign TEXT,
+  contact_email TEXT,
+  purpose TEXT,
+  workflow_id TEXT,
+  run_id TEXT,
+  metadata TEXT,
+  source TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX cost_events_idempotency ON cost_events(owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX cost_events_natural ON cost_events(owner_id, natural_key) WHERE natural_key IS NOT NULL;
+CREATE INDEX cost_events_owner_time ON cost_events(owner_id, occurred_at);
+CREATE INDEX cost_events_campaign ON cost_events(owner_id, campaign, occurred_at) WHERE campaign IS NOT NULL;
+-- 004's outreach events (emails sent, delivered, replied, opted out, bounced), per campaign and sequence step.
+CREATE TABLE outreach_events (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  owner_id TEXT NOT NULL,
+  idempotency_key TEXT,
+  natural_key TEXT,
+  item_hash TEXT NOT NULL,
+  contact_email TEXT NOT NULL,
+  campaign TEXT,
+  step INTEGER,
+  event_type TEXT NOT NULL CHECK (event_type IN ('sent', 'delivered', 'replied', 'opt_out', 'bounced')),
+  provider TEXT,
+  provider_message_id TEXT,
+  metadata TEXT,
+  event_ts TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX outreach_idempotency ON outreach_events(owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX outreach_natural ON outreach_events(owner_id, natural_key) WHERE natural_key IS NOT NULL;
+CREATE INDEX outreach_owner_time ON outreach_events(owner_id, event_ts);
+-- The campaign a call or text session belongs to (given when it is placed, else its agent's default).
+ALTER TABLE sessions ADD COLUMN campaign TEXT;
+CREATE INDEX sessions_owner_campaign ON sessions(owner_id, campaign, started_at) WHERE campaign IS NOT NULL;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -37,9 +37,11 @@ def create(
     from_number: str | None = None,
     to_number: str | None = None,
     phone_number_id: str | None = None,
+    campaign: str | None = None,
 ) -> str:
     """Create the session row; with an explicit id a repeat is a no-op, so a re-dispatched job cannot duplicate it.
-    An inbound phone call has `from_number` (the caller), `to_number` (the number dialled) and `phone_number_id`."""
+    An inbound phone call has `from_number` (the caller), `to_number` (the number dialled) and `phone_number_id`.
+    ``campaign`` (None: the agent's default campaign, if it has one) is what cost-per-outcome figures group by."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     db.execute(
@@ -51,7 +53,17 @@ def create(
          client_id, json.dumps(context) if context is not None else None, channel, user_id, conversation_id,
          previous_session_id, from_number, to_number, phone_number_id],
     )
+    set_campaign(db, sid, campaign)
     return sid
+
+
+def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | None) -> None:
+    """The session's campaign: the one given, else its agent's default (``config.campaign``); set once."""
+    db.execute(
+        "UPDATE sessions SET campaign = COALESCE(?, (SELECT json_extract(a.config, '$.campaign') FROM agents a "
+        "WHERE a.id = sessions.agent_id)) WHERE id = ? AND campaign IS NULL",
+        [campaign, session_id],
+    )
 
 
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:

@@ -219,3 +219,25 @@ async def test_limits_and_unavailable_agents_refuse_outbound_calls(client, auth,
     disabled = await _agent(client, auth("alice"), enabled=False)
     await assert_error(await client.post("/api/calls/outbound", json={"agent_id": disabled, "phone_number": PHONE},
                                          headers=auth("alice")), 409)
+
+
+async def test_a_call_carries_its_campaign_or_its_agents_default(client, auth, store):
+    h = auth("alice")
+    plain = await _agent(client, h)
+    outreach = await _agent(client, h, campaign="Ohio")
+    assert (await (await client.get(f"/api/agents/{outreach}", headers=h)).json())["campaign"] == "Ohio"
+    named = await (await client.post("/api/calls/outbound", headers=h, json={
+        "agent_id": plain, "phone_number": PHONE, "campaign": "Texas"})).json()
+    default = await (await client.post("/api/telephony/outbound/call", headers=h, json={
+        "agent_id": outreach, "phone_number": PHONE})).json()
+    phony = await (await client.post(f"/api/agents/{outreach}/call", headers=h, json={
+        "to_number": PHONE, "campaign": "Iowa"})).json()
+    none = await (await client.post("/api/calls/outbound", headers=h, json={"agent_id": plain,
+                                                                           "phone_number": PHONE})).json()
+    sessions = {}
+    for sid in (named["session_id"], default["session_id"], phony["call_sid"], none["session_id"]):
+        sessions[sid] = (await (await client.get(f"/api/sessions/{sid}", headers=h)).json())["campaign"]
+    assert sessions[named["session_id"]] == "Texas" and sessions[default["session_id"]] == "Ohio"
+    assert sessions[phony["call_sid"]] == "Iowa" and sessions[none["session_id"]] is None
+    campaigns = await (await client.get("/api/campaigns", headers=h)).json()
+    assert campaigns == {"campaigns": [{"name": n} for n in ("Iowa", "Ohio", "Texas")]}

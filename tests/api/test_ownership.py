@@ -38,7 +38,8 @@ def object_ids(store) -> dict[str, str]:
                                                               trunk_id="ST_alice"))
     return {"/api/phone-numbers/": number["phone_number"], "/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
             "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"],
-            "/api/calls/": call["id"], "/api/telephony/outbound/call/": call["id"]}
+            "/api/calls/": call["id"], "/api/telephony/outbound/call/": call["id"],
+            "/api/analytics/agents/": agent_id}
 
 
 def test_the_matrix_covers_routes():

@@ -11,6 +11,10 @@ Structured output: a request whose generationConfig has responseMimeType applica
 responseSchema or responseJsonSchema is answered from `llm_json_replies` instead of
 `llm_replies`.
 
+Function calling: a request declaring tools gets the next `llm_tool_calls` item as a functionCall
+part; one whose last turn holds functionResponse parts gets text (the next `llm_replies` item, else
+a sentence quoting the responses).
+
 Token accounting (deterministic, and exactly what the counters record):
   prompt tokens     = whitespace-separated words in every text part of `contents` and
                       `systemInstruction`, plus words of name + JSON args for functionCall /
@@ -110,6 +114,44 @@ def _reply_parts(reply: LlmReply, chunks: int) -> list[dict[str, Any]]:
     return [{"text": text[i * len(text) // n : (i + 1) * len(text) // n]} for i in range(n)]
 
 
+def declared_functions(body: dict[str, Any]) -> set[str]:
+    """The function names a request declares (`tools[].functionDeclarations[].name`)."""
+    return {
+        fn.get("name", "")
+        for tool in body.get("tools") or []
+        for fn in tool.get("functionDeclarations") or []
+    }
+
+
+def _function_responses(body: dict[str, Any]) -> list[dict[str, Any]]:
+    contents = body.get("contents") or []
+    last = contents[-1] if contents else {}
+    return [p["functionResponse"] for p in last.get("parts") or [] if "functionResponse" in p]
+
+
+def _tool_turn(state: FakeState, body: dict[str, Any], declared: set[str]) -> LlmReply | web.Response:
+    """A request with tools: the next scripted function call, or (after function responses) a text answer."""
+    script = state.script
+    responses = _function_responses(body)
+    if responses:
+        if script.llm_replies:
+            return script.llm_replies.pop(0)
+        quoted = "; ".join(
+            f"{r.get('name')} returned {json.dumps(r.get('response', {}), sort_keys=True)}"
+            for r in responses
+        )
+        return {"text": f"Based on the figures: {quoted}"}
+    if script.llm_tool_calls:
+        call = script.llm_tool_calls.pop(0)
+        if call["name"] not in declared:
+            return _error(
+                400, "INVALID_ARGUMENT", f"fake: scripted call {call['name']!r} is not declared"
+            )
+        state.add(GEMINI, "function_calls")
+        return {"function_call": {"name": call["name"], "args": call.get("args", {})}}
+    return state.next_llm_reply(json_mode=False)
+
+
 async def handle_models(request: web.Request) -> web.Response:
     state = state_of(request)
     if (err := _auth_error(request, state)) is not None:
@@ -142,7 +184,14 @@ async def handle_model_action(request: web.Request) -> web.StreamResponse:
     json_mode = _wants_json(body.get("generationConfig") or {})
     state.add(GEMINI, "json_requests", int(json_mode))
     script = state.script
-    reply = state.next_llm_reply(json_mode=json_mode)
+    declared = declared_functions(body)
+    if declared and not json_mode:
+        state.add(GEMINI, "tool_requests")
+        reply = _tool_turn(state, body, declared)
+        if isinstance(reply, web.Response):
+            return reply
+    else:
+        reply = state.next_llm_reply(json_mode=json_mode)
     parts = _reply_parts(reply, script.llm_chunks)
     # Count the whole reply, not the chunks: a chunk boundary may split a word in two.
     whole = parts if "functionCall" in parts[0] else [{"text": "".join(p["text"] for p in parts)}]

@@ -54,6 +54,10 @@ class FakeScript:
     # a str is sent verbatim (so it may be invalid JSON), anything else is json.dumps'ed.
     llm_json_replies: list[Any] = field(default_factory=list)
     llm_default_json: Any = field(default_factory=dict)
+    # Function calling (Gemini): a request that declares tools gets the next of these as a functionCall
+    # ({"name", "args"}; the name must be one it declared), unless its last turn already holds function
+    # responses: then it is answered with text (the next llm_replies item, else a sentence quoting the responses).
+    llm_tool_calls: list[dict[str, Any]] = field(default_factory=list)
     llm_first_token_delay_ms: int = 0
     llm_chunk_delay_ms: int = 5
     llm_chunks: int = 3
@@ -123,6 +127,8 @@ def _zero_counters() -> dict[str, dict[str, int | float]]:
         "requests": 0,
         "completed": 0,
         "json_requests": 0,
+        "tool_requests": 0,
+        "function_calls": 0,
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,

@@ -1,0 +1,28 @@
+"""003's call analytics, with cost per successful call."""
+
+from __future__ import annotations
+
+from ..keys import SETTINGS, STORE
+from ..routing import Call, Route
+from ..schemas.metrics import AgentAnalytics, AnalyticsQuery, AnalyticsSummary
+from ..services import analytics
+
+
+async def analytics_summary(call: Call) -> dict:
+    q: AnalyticsQuery = call.query
+    return await analytics.summary(call.request.app[STORE], call.tenant_id, call.request.app[SETTINGS].success_outcomes,
+                                   period=q.period, tenant_id=q.tenant_id)
+
+
+async def agent_analytics(call: Call) -> dict:
+    q: AnalyticsQuery = call.query
+    return await analytics.agent(call.request.app[STORE], call.tenant_id, call.params["agent_id"],
+                                 call.request.app[SETTINGS].success_outcomes, period=q.period)
+
+
+ROUTES = [
+    Route("GET", "/api/analytics/summary", analytics_summary, "Calls, minutes, success rate and top agents",
+          "analytics", response=AnalyticsSummary, query=AnalyticsQuery, errors=(404,)),
+    Route("GET", "/api/analytics/agents/{agent_id}", agent_analytics, "One agent's calls, success and cost",
+          "analytics", response=AgentAnalytics, query=AnalyticsQuery, owns="agent", owned_param="agent_id"),
+]
