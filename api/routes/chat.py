@@ -39,14 +39,15 @@ async def trigger_agent(call: Call) -> dict:
     refuse_unavailable_agent(agent)
     if body.mode == "voice":
         started = await start_web_call(call, agent, body.room_name, participant_name=body.user_id,
-                                       user_id=body.user_id, conversation_id=body.conversation_id)
+                                       user_id=body.user_id, conversation_id=body.conversation_id,
+                                       campaign=body.campaign)
         return {"success": True, "mode": "voice", "room_name": started["roomName"],
                 "session_id": started["sessionId"], "token": started["token"], "server_url": started["serverUrl"],
                 "identity": started["identity"], "agent_id": agent["id"], "user_id": body.user_id,
                 "conversation_id": body.conversation_id}
     chat = call.request.app[CHAT]
     opened = await chat.open_text(call.tenant_id, agent, body.session_id, user_id=body.user_id,
-                                  conversation_id=body.conversation_id)
+                                  conversation_id=body.conversation_id, campaign=body.campaign)
     try:
         turn = await chat.message(agent, Turn(session_id=opened.row["id"], content=body.message or ""))
     except LlmFailed as e:

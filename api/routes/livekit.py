@@ -69,7 +69,8 @@ async def livekit_token(call: Call) -> dict:
 
 
 async def start_web_call(call: Call, agent: dict, room_name: str | None, *, participant_name: str | None = None,
-                         user_id: str | None = None, conversation_id: str | None = None) -> dict:
+                         user_id: str | None = None, conversation_id: str | None = None,
+                         campaign: str | None = None) -> dict:
     """A caller's way into a room with the agent (the token route, and /trigger-agent's voice mode): the agent
     must take calls, a worker must be free, the tenant's call limit holds; the session is reserved and the agent
     dispatched before the caller gets a token."""
@@ -89,7 +90,7 @@ async def start_web_call(call: Call, agent: dict, room_name: str | None, *, part
         sessions_repo.reserve_call_slot(db, call.tenant_id)
         sessions_repo.create(db, owner_id=call.tenant_id, agent_id=agent["id"], session_id=session_id,
                              room_name=room, direction="inbound", client_id=agent["client_id"], channel="voice",
-                             user_id=user_id, conversation_id=conversation_id)
+                             user_id=user_id, conversation_id=conversation_id, campaign=campaign)
 
     await store.write(reserve)
     metadata = {"agent_id": agent["id"], "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, Field, RootModel, model_validator
 
 from ..services.chat import MAX_MESSAGE_CHARS
-from .common import RequestBody
+from .common import CAMPAIGN, RequestBody
 from .livekit import ROOM_PATTERN
 
 
@@ -27,6 +27,7 @@ class TriggerAgentRequest(RequestBody):
                                    description="Text: continue this conversation (a new one when absent or unknown).")
     user_id: str | None = Field(default=None, max_length=200)
     conversation_id: str | None = Field(default=None, max_length=200)
+    campaign: str | None = CAMPAIGN
 
     @model_validator(mode="after")
     def _resolve(self) -> "TriggerAgentRequest":

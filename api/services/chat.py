@@ -206,7 +206,8 @@ class ChatService:
 
     # ---- text sessions ----
     async def open_text(self, owner_id: str, agent: dict[str, Any], session_id: str | None, *,
-                        user_id: str | None, conversation_id: str | None) -> Opened:
+                        user_id: str | None, conversation_id: str | None,
+                        campaign: str | None = None) -> Opened:
         """The text session a message goes to: the tenant's own live session with that id and agent; a new one
         continuing it when it has ended; a new one when it is absent, someone else's or another agent's (never
         saying which)."""
@@ -223,7 +224,7 @@ class ChatService:
                 db, owner_id=owner_id, agent_id=agent["id"], status="active", client_id=agent["client_id"],
                 channel="text", user_id=user_id or (row or {}).get("user_id"),
                 conversation_id=conversation_id or (row or {}).get("conversation_id") or str(uuid.uuid4()),
-                previous_session_id=previous)
+                previous_session_id=previous, campaign=campaign or (row or {}).get("campaign"))
             return Opened(sessions_repo.get_row(db, sid), previous)
 
         return await self.store.write(open_)

@@ -70,6 +70,16 @@ async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_
     chats = await (await client.get("/api/sessions?channel=text", headers=auth("alice"))).json()
     voices = await (await client.get("/api/sessions?channel=voice", headers=auth("alice"))).json()
     assert [x["id"] for x in chats["sessions"]] == [sid] and voices["total"] == 0
+    assert s["campaign"] is None
+
+
+async def test_a_text_conversation_carries_the_campaign_it_was_started_with(client, auth, store, fakes):
+    _agent(store)
+    fakes.update_script(llm_replies=["Hello.", "Bye."])
+    first = await _say(client, auth, "Hi", campaign="spring-promo")
+    await _say(client, auth, "Bye", session_id=first["session_id"])  # a later message needs not repeat it
+    s = await (await client.get(f"/api/sessions/{first['session_id']}", headers=auth("alice"))).json()
+    assert s["campaign"] == "spring-promo"
 
 
 async def test_every_token_the_fake_reported_is_metered_and_priced_from_pricing_yaml(client, auth, store, fakes):
