@@ -10,7 +10,7 @@ from api.store import agents, phone_numbers, sessions, tenants
 from api.store.db import connect
 from api.store.migrations import migrate
 from tests.api.seed import AGENT_WIRE
-from worker.config import DispatchMeta
+from worker.config import BadDispatch, DispatchMeta
 from worker.inbound import _refusal
 
 
@@ -41,6 +41,21 @@ def test_a_dispatch_from_a_numbers_rule_is_an_inbound_phone_call(db):
     _, _, _, meta = _setup(db)
     assert meta.inbound_phone and meta.session_id is None
     assert not DispatchMeta.parse('{"agent_id": "a", "session_id": "s"}').inbound_phone  # a web call
+
+
+def test_the_rule_of_an_unassigned_number_dispatches_a_refusal_with_no_agent():
+    meta = DispatchMeta.parse('{"owner_id": "t1", "direction": "inbound", "phone_number_id": "pn_1", '
+                              '"refuse": "number_not_assigned"}')
+    assert (meta.refuse, meta.owner_id, meta.phone_number_id, meta.session_id) == (
+        "number_not_assigned", "t1", "pn_1", None)
+    assert not meta.agent_id
+    for bad in ('{"owner_id": "t1", "phone_number_id": "pn_1", "refuse": ""}',
+                '{"owner_id": "t1", "refuse": "number_not_assigned"}',
+                '{"agent_id": "a", "owner_id": "t1", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}',
+                '{"owner_id": "t1", "phone_number_id": "pn_1", "direction": "outbound", "refuse": "x"}'):
+        with pytest.raises(BadDispatch):
+            DispatchMeta.parse(bad)
+    assert DispatchMeta.parse('{"agent_id": "a", "phone_number_id": "pn_1"}').refuse is None  # an agent's rule
 
 
 def test_a_call_within_the_limit_to_the_agents_number_is_taken(db):

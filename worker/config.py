@@ -18,13 +18,15 @@ class BadDispatch(ValueError):
 
 @dataclass(frozen=True)
 class DispatchMeta:
-    agent_id: str
+    agent_id: str  # empty only when `refuse` is set
     session_id: str | None
     owner_id: str | None
     direction: str = "inbound"
     phone_number: str | None = None
     call_id: str | None = None  # an outbound call: the job dials it
     phone_number_id: str | None = None  # a call to one of the tenant's numbers (its dispatch rule's metadata)
+    # a call to a registered number no agent is assigned to: why the job refuses it (no agent, no session)
+    refuse: str | None = None
 
     @property
     def inbound_phone(self) -> bool:
@@ -37,6 +39,8 @@ class DispatchMeta:
             data = json.loads(raw or "{}")
         except ValueError as e:
             raise BadDispatch(f"dispatch metadata is not JSON: {e}") from None
+        if isinstance(data, dict) and "refuse" in data:
+            return cls._refusal(data)
         if not isinstance(data, dict) or not isinstance(data.get("agent_id"), str):
             raise BadDispatch("dispatch metadata has no agent_id")
         direction = data.get("direction", "inbound")
@@ -51,3 +55,15 @@ class DispatchMeta:
             call_id=data.get("call_id") if isinstance(data.get("call_id"), str) else None,
             phone_number_id=data.get("phone_number_id") if isinstance(data.get("phone_number_id"), str) else None,
         )
+
+    @classmethod
+    def _refusal(cls, data: dict[str, Any]) -> "DispatchMeta":
+        """The rule of a registered number no agent is assigned to: `{owner_id, direction: "inbound",
+        phone_number_id, refuse}`, and never an agent."""
+        fields = ("refuse", "owner_id", "phone_number_id")
+        if not all(isinstance(data.get(k), str) and data[k] for k in fields):
+            raise BadDispatch(f"a refusing dispatch needs {', '.join(fields)}")
+        if data.get("direction", "inbound") != "inbound" or "agent_id" in data or "session_id" in data:
+            raise BadDispatch("a refusing dispatch is an inbound phone call with no agent and no session")
+        return cls(agent_id="", session_id=None, owner_id=data["owner_id"], direction="inbound",
+                   phone_number_id=data["phone_number_id"], refuse=data["refuse"])

@@ -35,7 +35,7 @@ from pipelines.pricing import PriceBook
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
 from .control import ControlChannel
-from .inbound import InboundLine, admit
+from .inbound import InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial, transfer
 from .recorder import SessionRecorder
 from .turn_trace import TurnTrace
@@ -105,6 +105,9 @@ async def entrypoint(ctx: JobContext) -> None:
     store: Store = ctx.proc.userdata["store"]
     try:
         meta = DispatchMeta.parse(ctx.job.metadata)
+        if meta.refuse is not None:  # a registered number no agent is assigned to: no session, no agent
+            await refuse_unassigned(ctx, store, meta)
+            return
         row = await store.read(agents_repo.get_any_owner, meta.agent_id)
     except (BadDispatch, NotFoundError) as e:
         log.error("job %s refused: %s", ctx.job.id, e)

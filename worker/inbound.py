@@ -4,7 +4,11 @@ phone_number_id}` and no session: this module waits for the caller (the SIP part
 caller's and the dialled number, and admits the call, or refuses it (the tenant is at its concurrent-call limit, the
 agent is disabled, inactive or deleted, the number is no longer assigned to it) by ending the session with the
 reason and hanging up on the caller (livekit-sip has not answered yet: the caller gets a failure response). The
-answered line is metered as `sip_minutes` when the call ends."""
+answered line is metered as `sip_minutes` when the call ends.
+
+A registered number no agent is assigned to has a rule too (livekit-server would drop a call matching none, and
+the carrier would ring until its own timeout): it dispatches `{owner_id, direction: "inbound", phone_number_id,
+refuse}` and no agent, and `refuse_unassigned` hangs up on the caller without a session or an agent."""
 
 from __future__ import annotations
 
@@ -160,10 +164,43 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     return None
 
 
+async def refuse_unassigned(ctx: JobContext, store: Store, meta: DispatchMeta) -> None:
+    """A call to a registered number no agent was assigned to when it rang: no session, no agent. The caller is
+    hung up as soon as it is in the room, so livekit-sip answers the INVITE with a failure. A number assigned
+    meanwhile still refuses this call (its room was made by the refusing rule); the caller may call again."""
+    assert meta.refuse is not None and meta.phone_number_id is not None
+    await ctx.connect()
+    try:
+        caller: rtc.RemoteParticipant | None = await asyncio.wait_for(
+            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP), SIP_JOIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        caller = None
+    attributes = caller.attributes if caller is not None else {}
+    try:
+        number = await store.read(numbers_repo.get_by_id, meta.phone_number_id)
+    except NotFoundError:
+        why = f"phone number {meta.phone_number_id} is not registered any more"
+    except Exception as e:  # the call is refused all the same: it was never going to an agent
+        why = f"phone number {meta.phone_number_id} could not be read ({e})"
+    else:
+        if number["owner_id"] != meta.owner_id:
+            why = f"{number['phone_number']} is registered by another tenant now"
+        elif number["agent_id"]:
+            why = f"{number['phone_number']} was assigned to agent {number['agent_id']} after this call rang"
+        else:
+            why = f"no agent is assigned to {number['phone_number']}"
+    if caller is None:
+        why += f"; no SIP participant joined within {SIP_JOIN_TIMEOUT:.0f}s"
+    log.warning("inbound call in room %s from %s to %s refused (%s): %s", ctx.room.name,
+                attributes.get(CALLER_NUMBER), attributes.get(DIALLED_NUMBER), meta.refuse, why)
+    await _hang_up(ctx, caller)
+    ctx.shutdown(reason=meta.refuse)
+
+
 async def _hang_up(ctx: JobContext, caller: rtc.RemoteParticipant | None) -> None:
     """The caller leaves and the room closes. livekit-sip had not answered (it waits for the agent's audio), so the
     carrier gets a failure response (486) to its INVITE, never an answered call."""
-    # failures are logged only: the session already says the call was refused, and an empty room closes itself
+    # failures are logged only: the session or the log says the call was refused, and an empty room closes itself
     if caller is not None:
         try:
             await ctx.api.room.remove_participant(api.RoomParticipantIdentity(room=ctx.room.name,

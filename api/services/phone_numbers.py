@@ -1,7 +1,12 @@
 """Phone numbers for inbound calls. The product keeps LiveKit in step itself: registering a number creates its SIP
-inbound trunk, assigning an agent creates (or replaces) the trunk's dispatch rule, releasing deletes the rule and
-unregistering deletes both. LiveKit first, then the store; a store write that fails undoes the LiveKit change, so
-nothing is half-written. A number without a rule (or without a trunk) has its calls refused by livekit-sip."""
+inbound trunk and the trunk's dispatch rule, which refuses the number's calls until an agent is assigned; assigning
+points the rule at the agent and releasing points it back at the refusal (both in place); unregistering deletes
+both. LiveKit first, then the store; a store write that fails undoes the LiveKit change, so nothing is half-written.
+
+A registered number always has a rule because livekit-server drops a call that matches no rule (as a flood: the
+carrier hears ringing and then nothing until its own timeout). The refusing rule dispatches the worker with
+`refusal_metadata`, and the job hangs up on the caller before livekit-sip answers: the carrier gets a failure final
+response at once. A number not registered here has no trunk, and LiveKit drops its calls."""
 
 from __future__ import annotations
 
@@ -21,6 +26,16 @@ def rule_metadata(number: dict[str, Any], agent_id: str) -> dict[str, Any]:
     """The job's dispatch metadata for the number's calls (no session id: the job opens the session)."""
     return {"agent_id": agent_id, "owner_id": number["owner_id"], "direction": "inbound",
             "phone_number_id": number["id"]}
+
+
+def refusal_metadata(number: dict[str, Any]) -> dict[str, Any]:
+    """The dispatch metadata of a number no agent is assigned to: no agent, the job refuses the call."""
+    return {"owner_id": number["owner_id"], "direction": "inbound", "phone_number_id": number["id"],
+            "refuse": "number_not_assigned"}
+
+
+def _metadata(number: dict[str, Any], agent_id: str | None) -> dict[str, Any]:
+    return rule_metadata(number, agent_id) if agent_id else refusal_metadata(number)
 
 
 def _rule_name(number: dict[str, Any]) -> str:
@@ -47,14 +62,24 @@ async def register(store: Store, gateway: LiveKitGateway, settings: Settings, *,
             ring_timeout=settings.sip_inbound_ring_timeout_seconds, max_call_seconds=settings.sip_max_call_seconds)
     except Exception as e:
         raise BadGateway(f"LiveKit could not create the inbound trunk for {phone_number}: {e}") from None
+    number = {"id": repo.new_id(), "owner_id": owner_id, "phone_number": phone_number}
+    try:
+        rule_id = await gateway.create_dispatch_rule(trunk_id=trunk_id, name=_rule_name(number),
+                                                     metadata=refusal_metadata(number))
+    except Exception as e:
+        await _undo(f"trunk {trunk_id} of {phone_number}", gateway.delete_trunk(trunk_id))
+        raise BadGateway(f"LiveKit could not create the dispatch rule for {phone_number}: {e}") from None
     try:
         row = await store.write(lambda db: repo.create(db, owner_id, phone_number=phone_number,
                                                        friendly_name=friendly_name, capabilities=capabilities,
-                                                       trunk_id=trunk_id))
+                                                       trunk_id=trunk_id, number_id=number["id"],
+                                                       dispatch_rule_id=rule_id))
     except Exception:  # a cancelled write is not undone: it may have committed
+        await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
         await _undo(f"trunk {trunk_id} of {phone_number}", gateway.delete_trunk(trunk_id))
         raise
-    log.info("phone number %s registered for tenant %s (trunk %s)", phone_number, owner_id, trunk_id)
+    log.info("phone number %s registered for tenant %s (trunk %s, rule %s refusing its calls until an agent is "
+             "assigned)", phone_number, owner_id, trunk_id, rule_id)
     return row
 
 
@@ -77,9 +102,9 @@ async def assign(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_
         row = await store.write(lambda db: repo.assign(db, owner_id, phone_number, agent_id=agent_id,
                                                        dispatch_rule_id=rule_id))
     except Exception:  # a cancelled write is not undone: it may have committed
-        if old_rule and rule_id == old_rule and old_agent:  # put the previous agent back on the rule
+        if old_rule and rule_id == old_rule:  # the rule dispatches as before: the previous agent, or the refusal
             await _undo(f"rule {rule_id} of {phone_number}", gateway.replace_dispatch_rule(
-                rule_id, trunk_id=trunk, name=name, metadata=rule_metadata(number, old_agent)))
+                rule_id, trunk_id=trunk, name=name, metadata=_metadata(number, old_agent)))
         else:
             await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
         raise
@@ -88,17 +113,27 @@ async def assign(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_
 
 
 async def release(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_number: str) -> dict[str, Any]:
-    """No agent answers the number any more: its rule is deleted, so livekit-sip refuses its calls. If the store
-    write fails after that, the number still reads as assigned but rings nowhere (the job also refuses a call for a
-    number no longer assigned to its agent); releasing again completes it."""
+    """No agent answers the number any more: its rule is replaced in place by the refusing one (created if it is
+    gone). If the store write fails after that, the number still reads as assigned but its calls are refused;
+    releasing again completes it."""
     number = await store.read(repo.get, owner_id, phone_number)
-    if number["dispatch_rule_id"]:
-        try:
-            await gateway.delete_dispatch_rule(number["dispatch_rule_id"])
-        except Exception as e:
-            raise BadGateway(f"LiveKit could not delete the dispatch rule of {phone_number}: {e}") from None
-    row = await store.write(repo.release, owner_id, phone_number)
-    log.info("phone number %s released (was agent %s)", phone_number, number["agent_id"])
+    trunk, name, old_rule = number["trunk_id"], _rule_name(number), number["dispatch_rule_id"]
+    try:
+        if old_rule:
+            rule_id = await gateway.replace_dispatch_rule(old_rule, trunk_id=trunk, name=name,
+                                                          metadata=refusal_metadata(number))
+        else:
+            rule_id = await gateway.create_dispatch_rule(trunk_id=trunk, name=name, metadata=refusal_metadata(number))
+    except Exception as e:
+        raise BadGateway(f"LiveKit could not stop routing {phone_number} to its agent: {e}") from None
+    try:
+        row = await store.write(lambda db: repo.release(db, owner_id, phone_number, dispatch_rule_id=rule_id))
+    except Exception:  # a cancelled write is not undone: it may have committed
+        if rule_id != old_rule:  # a rule the store does not know of: never two for one trunk
+            await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
+        raise
+    log.info("phone number %s released (was agent %s); rule %s refuses its calls", phone_number, number["agent_id"],
+             rule_id)
     return row
 
 

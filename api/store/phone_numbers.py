@@ -1,6 +1,6 @@
 """Phone numbers a tenant registered for inbound calls, with the LiveKit objects that route them: the number's
-inbound trunk (always) and its dispatch rule (while an agent is assigned). A number is registered once across
-tenants: a call to it can go to one place only."""
+inbound trunk and its dispatch rule (to the assigned agent, or refusing the number's calls while none is). A number
+is registered once across tenants: a call to it can go to one place only."""
 
 from __future__ import annotations
 
@@ -24,15 +24,22 @@ def taken(db: sqlite_utils.Database, phone_number: str) -> bool:
     return db.execute("SELECT 1 FROM phone_numbers WHERE phone_number = ?", [phone_number]).fetchone() is not None
 
 
+def new_id() -> str:
+    """A number's id, made before its row: its dispatch rule in LiveKit names it."""
+    return f"pn_{uuid.uuid4().hex[:20]}"
+
+
 def create(db: sqlite_utils.Database, owner_id: str, *, phone_number: str, friendly_name: str | None,
-           capabilities: list[str], trunk_id: str) -> dict[str, Any]:
+           capabilities: list[str], trunk_id: str, number_id: str | None = None,
+           dispatch_rule_id: str | None = None) -> dict[str, Any]:
     now = now_iso()
-    number_id = f"pn_{uuid.uuid4().hex[:20]}"
+    number_id = number_id or new_id()
     try:
         db.execute(
             "INSERT INTO phone_numbers (id, owner_id, phone_number, friendly_name, capabilities, trunk_id, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [number_id, owner_id, phone_number, friendly_name, json.dumps(capabilities), trunk_id, now, now])
+            "dispatch_rule_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [number_id, owner_id, phone_number, friendly_name, json.dumps(capabilities), trunk_id, dispatch_rule_id,
+             now, now])
     except sqlite3.IntegrityError:
         raise ConflictError(f"phone number {phone_number} is already registered") from None
     return get(db, owner_id, phone_number)
@@ -73,10 +80,12 @@ def assign(db: sqlite_utils.Database, owner_id: str, phone_number: str, *, agent
     return get(db, owner_id, phone_number)
 
 
-def release(db: sqlite_utils.Database, owner_id: str, phone_number: str) -> dict[str, Any]:
+def release(db: sqlite_utils.Database, owner_id: str, phone_number: str, *,
+            dispatch_rule_id: str | None) -> dict[str, Any]:
+    """No agent any more; `dispatch_rule_id` is the number's rule now (the one refusing its calls)."""
     get(db, owner_id, phone_number)
-    db.execute("UPDATE phone_numbers SET agent_id = NULL, dispatch_rule_id = NULL, updated_at = ? "
-               "WHERE phone_number = ? AND owner_id = ?", [now_iso(), phone_number, owner_id])
+    db.execute("UPDATE phone_numbers SET agent_id = NULL, dispatch_rule_id = ?, updated_at = ? "
+               "WHERE phone_number = ? AND owner_id = ?", [dispatch_rule_id, now_iso(), phone_number, owner_id])
     return get(db, owner_id, phone_number)
 
 

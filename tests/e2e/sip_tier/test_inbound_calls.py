@@ -1,7 +1,8 @@
 """Inbound calls through the whole product and real SIP: a tenant registers a number (the product creates its LiveKit
 inbound trunk) and assigns an agent (its dispatch rule); sipp, as the carrier delivering a caller, INVITEs
 livekit-sip with that number, and the agent answers, greets, talks, and the call is recorded, metered and analysed.
-A number no agent is assigned to, or none registered, is refused by SIP."""
+A registered number no agent is assigned to (never, or released) gets a SIP failure response at once, from its
+refusing rule's job; a number not registered at all is dropped by LiveKit."""
 
 from __future__ import annotations
 
@@ -86,8 +87,27 @@ async def _refused(stack: SipStack, sip_caller, number: str) -> SippCaller:
     return caller
 
 
+async def _refused_by_job(product, stack: SipStack, sip_caller, number: str) -> None:
+    """The number's refusing rule dispatched a job that hung up on the caller before livekit-sip answered: a failure
+    final response well within the trunk's ring timeout (30 s), never a 2xx, and no session."""
+    started = time.monotonic()
+    caller = await _refused(stack, sip_caller, number)
+    elapsed = time.monotonic() - started
+    finals = caller.final_responses()
+    assert finals and all(400 <= code < 700 for code in finals), f"{finals}\n{caller.describe()}\n{stack.describe()}"
+    assert elapsed < 20, f"refused after {elapsed:.1f}s\n{caller.describe()}"
+    refusal = f"from {CALLER_NUMBER} to {number} refused (number_not_assigned)"
+    await _wait(lambda: _logged(product, refusal), timeout=10, what="the refusal logged by the job", product=product)
+    assert await _inbound_sessions(product, number) == []
+
+
+async def _logged(product, text: str) -> bool:
+    return text in product.log_tail(400)
+
+
 async def _unroutable(product, stack: SipStack, sip_caller, number: str) -> None:
-    """livekit-sip found nothing to route the call to (no trunk, or no dispatch rule): no job, no session."""
+    """livekit-sip found nothing to route the call to (a number not registered: no trunk, no dispatch rule): no job,
+    no session."""
     caller = await _refused(stack, sip_caller, number)
     call_id = caller.call_id()
     rejected = [line for line in stack.sip.log_text().splitlines()
@@ -154,26 +174,33 @@ async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_me
         "completed", CALLER_NUMBER, number, "inbound")
 
 
-async def test_a_number_no_agent_answers_is_refused_by_sip(sip_product, sip_stack, sip_caller):
+async def test_a_registered_number_no_agent_answers_gets_a_sip_failure_and_an_unregistered_one_is_dropped(
+        sip_product, sip_stack, sip_caller):
     product = sip_product
     registered, unknown = "+15551230002", "+15551230003"
     await _register(product, registered)
-    for number in (registered, unknown):
-        await _unroutable(product, sip_stack, sip_caller, number)
+    await _refused_by_job(product, sip_stack, sip_caller, registered)
+    await _unroutable(product, sip_stack, sip_caller, unknown)  # no trunk: LiveKit's own drop, no final response
 
 
-async def test_after_release_the_number_is_refused_again(sip_product, sip_stack, sip_caller):
+async def test_after_release_the_number_gets_a_sip_failure_again(sip_product, sip_stack, sip_caller):
     product = sip_product
     number = "+15551230004"
     made = await _register(product, number, await product.create_agent(firstMessage=GREETING))
     status, released = await product.request("POST", f"/api/phone-numbers/{number}/release")
     assert (status, released["message"]) == (200, "Phone number released successfully"), released
-    await _unroutable(product, sip_stack, sip_caller, number)
+    async with sip_stack.api() as lk:  # the number's one rule is the refusing one again
+        rules = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+        (rule,) = [r for r in rules if list(r.trunk_ids) == [made["twilio_sid"]]]
+        assert '"refuse": "number_not_assigned"' in rule.room_config.agents[0].metadata
+    await _refused_by_job(product, sip_stack, sip_caller, number)
     status, _ = await product.request("DELETE", f"/api/phone-numbers/{number}")
     assert status == 200
     async with sip_stack.api() as lk:
         trunks = (await lk.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
         assert made["twilio_sid"] not in [t.sip_trunk_id for t in trunks]
+        rules = (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+        assert rule.sip_dispatch_rule_id not in [r.sip_dispatch_rule_id for r in rules]
 
 
 async def test_a_call_for_a_disabled_agent_is_refused_by_its_job_with_the_reason_on_the_session(
