@@ -12,15 +12,15 @@ from aiohttp import web
 from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
-from .keys import (AGENT_LISTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS, SETTINGS,
-                   STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
+from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
+                   SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
 from .livekit import Gateways, LiveKitGateway
 from .secrets import SecretBox
 from .services import clients as clients_service
 from .store import clients as clients_repo
 from .loopmon import LoopMonitor
 from .dashboard import add_dashboard
-from .routes import accounts, agents, apikeys, calls, clients, costs, livekit, meta, sessions, tenants
+from .routes import accounts, agents, apikeys, calls, clients, costs, events, livekit, meta, sessions, tenants
 from .routes import chat, relay
 from .keys import CHAT
 from .routes import phone_numbers
@@ -33,6 +33,8 @@ from .services.agents import AgentListCache
 from .services.callbacks import CallbackSender
 from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
+from .services.events import EventHub
+from .schemas.events import event_wire
 from .settings import Settings
 from .store.db import Store
 from .tenancy import Tenants
@@ -42,7 +44,7 @@ from pipelines.pricing import PriceBook
 log = logging.getLogger("voxarena.api")
 
 ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay,
-                 phone_numbers]
+                 phone_numbers, events]
 ROUTE_MODULES += [ingest_routes, metrics_routes, analytics_routes]
 
 
@@ -172,7 +174,13 @@ def create_app(
         sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
         app[CHAT].start()
+        hub = EventHub(app[STORE], queue_size=settings.event_queue_size,
+                       max_connections=settings.event_max_connections,
+                       retention_seconds=settings.event_retention_seconds, to_wire=event_wire)
+        app[EVENTS] = hub
+        hub.start()
         yield
+        await hub.stop()
         await app[CHAT].stop()
         await sender.stop()
         if watchdog is not None:
@@ -185,6 +193,12 @@ def create_app(
             owned.close()
 
     app.cleanup_ctx.append(resources)
+
+    async def close_streams(app: web.Application) -> None:  # before aiohttp waits for open handlers
+        if EVENTS in app:
+            app[EVENTS].close_all()
+
+    app.on_shutdown.append(close_streams)
     if rate_limiter is None:  # one handed in belongs to the caller
         app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)

@@ -87,6 +87,11 @@ class RateLimited(ApiError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
+class ConnectionLimit(ApiError):
+    status_code = 429
+    type = "connection_limit"
+
+
 class Unavailable(ApiError):
     status_code = 503
     type = "service_unavailable"

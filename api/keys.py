@@ -11,6 +11,7 @@ from .auth import LocalIssuer, Verifier
 from .livekit import Gateways, LiveKitGateway
 from .secrets import SecretBox
 from .loopmon import LoopMonitor
+from .services.events import EventHub
 from pipelines.pricing import PriceBook
 
 from .services.agents import AgentListCache
@@ -37,3 +38,4 @@ LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, A
 # Why no worker of this process can take a call now (None: it can); absent when this process runs no worker.
 WORKER_CAPACITY = web.AppKey("worker_capacity", Callable[[], Awaitable[str | None]])
 CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets
+EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out

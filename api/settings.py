@@ -228,6 +228,24 @@ class Settings:
         metadata={"doc": "Comma-separated callback hosts allowed although they are (or resolve to) private, loopback "
                          "or link-local addresses; every other such callback_url is refused."},
     )
+    # --- live event stream ---
+    event_retention_seconds: float = field(
+        default=86_400.0,
+        metadata={"doc": "How long live call events (the /events/ws stream, GET /api/calls/{call_sid}/events) are "
+                         "kept; older ones are pruned every 10 minutes."},
+    )
+    event_queue_size: int = field(
+        default=1_000,
+        metadata={"doc": "Events queued per /events/ws connection; a connection that falls this far behind is "
+                         "closed with 4008 (slow consumer)."},
+    )
+    event_max_connections: int = field(
+        default=10, metadata={"doc": "Concurrent /events/ws connections per API key (per user for a JWT)."})
+    event_heartbeat_seconds: float = field(
+        default=30.0,
+        metadata={"doc": "Ping interval of /events/ws; a connection whose pong is missing after half of it is "
+                         "closed."},
+    )
 
     # --- analytics ---
     success_outcomes: tuple[str, ...] = field(
@@ -266,6 +284,9 @@ class Settings:
             raise ValueError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
         if not self.text_session_idle_seconds > 0:
             raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
+        if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:
+            raise ValueError(f"{PREFIX}EVENT_QUEUE_SIZE, {PREFIX}EVENT_MAX_CONNECTIONS and "
+                             f"{PREFIX}EVENT_HEARTBEAT_SECONDS must be positive")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
                              f"not {self.turn_detection!r}")

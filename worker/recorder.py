@@ -13,6 +13,7 @@ from livekit.agents import AgentSession
 from livekit.agents.llm import ChatMessage
 from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent, UserInputTranscribedEvent
 
+from api.store import events
 from api.store import sessions as repo
 from api.store.db import Store
 from api.store.timefmt import to_iso
@@ -40,6 +41,9 @@ def turn_metrics(user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str
 
 
 KINDS = {"stt_error": "stt", "llm_error": "llm", "tts_error": "tts"}
+# Interim transcripts reach the live stream at most this often per call (the latest text wins), so a fast STT
+# cannot flood the store with rows nobody needs after the final.
+PARTIAL_INTERVAL = 0.2
 FatalHandler = Callable[[str, str], None]  # (kind: stt|llm|tts, message)
 
 
@@ -70,6 +74,10 @@ class SessionRecorder:
         # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
         # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
         self._unanswered: list[tuple[float, str]] = []
+        self._partial_sent = ""  # the caller's interim text last written to the live stream
+        self._partial_at = float("-inf")
+        self._partial_pending: str | None = None
+        self._partial_timer: asyncio.TimerHandle | None = None
 
     def start_heartbeat(self, interval: float) -> None:
         """Keeps the session's activity fresh during long silences, so the sweeper only closes true orphans."""
@@ -90,8 +98,37 @@ class SessionRecorder:
         session.on("error", self._on_error)
 
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
-        if ev.is_final and ev.transcript.strip():
-            self._unanswered.append((ev.created_at, ev.transcript.strip()))
+        text = ev.transcript.strip()
+        if ev.is_final:
+            self._cancel_partial()
+            self._partial_sent = ""
+            if text:
+                self._unanswered.append((ev.created_at, text))
+            return
+        if not text or text == self._partial_sent:
+            return
+        self._partial_pending = text
+        wait = self._partial_at + PARTIAL_INTERVAL - asyncio.get_running_loop().time()
+        if wait <= 0:
+            self._send_partial()
+        elif self._partial_timer is None:
+            self._partial_timer = asyncio.get_running_loop().call_later(wait, self._send_partial)
+
+    def _send_partial(self) -> None:
+        self._partial_timer = None
+        text, self._partial_pending = self._partial_pending, None
+        if text is None or text == self._partial_sent:
+            return
+        self._partial_sent = text
+        self._partial_at = asyncio.get_running_loop().time()
+        self._write(lambda db: events.emit_for_session(db, self.session_id, "transcript.partial",
+                                                       {"speaker": "user", "text": text}))
+
+    def _cancel_partial(self) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
+        self._partial_pending = None
 
     def _served_by(self, user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str, str] | None:
         """Which provider served each stage of this turn, from LiveKit's per-message metadata."""
@@ -159,6 +196,8 @@ class SessionRecorder:
         kind = KINDS.get(getattr(ev.error, "type", ""), "pipeline")
         message = describe_failure(kind, self.providers.get(kind, ()), getattr(ev.error, "error", ev.error))
         log.warning("session %s %s error: %s", self.session_id, "recoverable" if recoverable else "fatal", message)
+        self._write(lambda db: events.emit_for_session(db, self.session_id, "error", {
+            "detail": message, "stage": kind, "recoverable": bool(recoverable)}))
         if recoverable or self.error is not None:
             return
         self.error = message
@@ -172,6 +211,7 @@ class SessionRecorder:
     async def end(self, *, reason: str, error: str | None = None) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        self._cancel_partial()
         self.keep_unanswered_user_turn()
         await self.flush()
         await self.store.write(lambda db: repo.end(db, self.session_id, reason=reason, error=error or self.error))

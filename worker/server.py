@@ -9,6 +9,7 @@ import sys
 
 from aiohttp import web
 
+from api.accesslog import RedactingAccessLogger
 from api.app import create_app
 from api.settings import Settings
 from api.store.db import Store
@@ -52,7 +53,7 @@ async def run(settings: Settings) -> int:
         return 2
     app = create_app(settings, store=store, livekit_health=runtime.health,
                      worker_capacity=runtime.capacity if settings.worker_enabled else None)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, access_log_class=RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

@@ -17,6 +17,7 @@ from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, Co
 from ..services import callbacks, outbound
 from ..store import agents as agents_repo
 from ..store import calls as repo
+from ..store import events as events_repo
 from ..store import sessions as sessions_repo
 from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
 from .sessions import date_bounds
@@ -123,6 +124,16 @@ async def _live(call: Call, sid: str) -> dict:
     return row
 
 
+async def record_override(call: Call, call_sid: str, kind: str, data: dict) -> None:
+    """A supervisor's command as the call's event ``override.<kind>`` (text, dtmf, end, transfer), with who sent it:
+    recorded once the command is accepted (the call is live, the input valid), before it is sent, so the audit
+    trail keeps an attempt LiveKit then failed to deliver (that request answers 502)."""
+    assert call.principal is not None
+    sent_by = {"sent_by": call.principal.user_id, "key_id": call.principal.key_id}
+    await call.request.app[STORE].write(lambda db: events_repo.record_override(
+        db, call.tenant_id, call_sid, kind, data, sent_by=sent_by))
+
+
 async def _control(call: Call, row: dict, message: dict) -> None:
     gateway = await call.request.app[GATEWAYS].for_session(row)
     try:
@@ -134,6 +145,7 @@ async def _control(call: Call, row: dict, message: dict) -> None:
 async def override_text(call: Call) -> dict:
     body: OverrideText = call.body
     row = await _live(call, body.call_sid)
+    await record_override(call, body.call_sid, "text", {"text": body.text})
     await _control(call, row, {"type": "say", "text": body.text})
     return {"success": True, "call_sid": body.call_sid, "message": "The agent is saying it"}
 
@@ -147,6 +159,7 @@ async def override_dtmf(call: Call) -> dict:
     body: OverrideDtmf = call.body
     row = await _live(call, body.call_sid)
     _require_phone_call(row, "DTMF")
+    await record_override(call, body.call_sid, "dtmf", {"digit": body.digit})
     await _control(call, row, {"type": "dtmf", "digit": body.digit})
     return {"success": True, "call_sid": body.call_sid, "message": f"DTMF {body.digit} sent"}
 
@@ -158,6 +171,7 @@ async def override_transfer(call: Call) -> dict:
     body: OverrideTransfer = call.body
     row = await _live(call, body.call_sid)
     _require_phone_call(row, "a transfer")
+    await record_override(call, body.call_sid, "transfer", {"target": body.target})
     await _control(call, row, {"type": "transfer", "target": transfer_uri(body.target)})
     return {"success": True, "call_sid": body.call_sid, "message": f"Transferring to {body.target}"}
 
@@ -165,6 +179,7 @@ async def override_transfer(call: Call) -> dict:
 async def override_end(call: Call) -> dict:
     body: OverrideEnd = call.body
     row = await _live(call, body.call_sid)
+    await record_override(call, body.call_sid, "end", {})
     app = call.request.app
     phone = await app[STORE].read(repo.live_for_session, body.call_sid)
     if phone is not None and phone["status"] not in repo.TERMINAL:

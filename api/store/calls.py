@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
+from . import events
 from .errors import NotFoundError
 from .timefmt import elapsed_ms, now_iso, whole_seconds
 
@@ -93,6 +94,10 @@ def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: s
                "payload, deliver_after, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,
                 json.dumps(payload), at, None if row["callback_url"] else at])  # no URL: nothing to deliver
+    if row["session_id"]:  # the live stream's view of the same change
+        events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], type="call.updated", at=at,
+                    payload={"status": payload["status"], "call_status": status, "call_id": row["id"],
+                             "end_reason": payload["end_reason"], "sip_status_code": payload["sip_status_code"]})
 
 
 TELEPHONY_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",

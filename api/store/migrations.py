@@ -477,6 +477,25 @@ ALTER TABLE sessions ADD COLUMN campaign TEXT;
 CREATE INDEX sessions_owner_campaign ON sessions(owner_id, campaign, started_at) WHERE campaign IS NOT NULL;
 """,
     ),
+    (
+        12,
+        "live call events (the /events/ws stream and each call's audit trail)",
+        """
+-- Written by the repositories in the same transaction as the change they report, by whichever process made it
+-- (a job process, the API); the API tails it by id to feed the websocket stream. Pruned after
+-- VOXARENA_EVENT_RETENTION_SECONDS. call_sid is the session id; payload is JSON.
+CREATE TABLE live_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  owner_id TEXT NOT NULL,
+  call_sid TEXT NOT NULL,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX live_events_call ON live_events(call_sid, id);
+CREATE INDEX live_events_created ON live_events(created_at);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -9,8 +9,8 @@ from typing import Any
 import sqlite_utils
 
 from .errors import LimitError, NotFoundError
-from . import tenants
-from .timefmt import day_start, elapsed_ms, now_iso, today_utc
+from . import events, tenants
+from .timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
 METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")
@@ -82,11 +82,16 @@ def exists(db: sqlite_utils.Database, session_id: str) -> bool:
 
 def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None) -> None:
     now = now_iso()
-    db.execute(
+    cur = db.execute(
         "UPDATE sessions SET status = 'active', job_id = COALESCE(?, job_id), started_at = COALESCE(?, started_at), "
         "last_activity_at = ? WHERE id = ? AND status = 'pending'",
         [job_id, started_at, now, session_id],
     )
+    if cur.rowcount:
+        row = get_row(db, session_id)
+        events.emit(db, owner_id=row["owner_id"], call_sid=session_id, type="call.started",
+                    payload={"agent_id": row["agent_id"], "direction": row["direction"], "from_number": None,
+                             "to_number": row["outbound_phone_number"], "started_at": row["started_at"]})
 
 
 def append_item(
@@ -113,6 +118,9 @@ def append_item(
          json.dumps(metrics) if metrics else None, json.dumps(providers) if providers else None, timestamp, source],
     )
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
+    if cur.rowcount:
+        said = {"speaker": speaker.lower(), "text": content, **({"source": source} if source else {})}
+        events.emit(db, owner_id=owner[0], call_sid=session_id, type="transcript.final", payload=said)
     return cur.rowcount > 0
 
 
@@ -133,7 +141,8 @@ def end(
     error: str | None = None,
 ) -> bool:
     """Close a session once; later calls (a replayed webhook, the sweeper, the job's own end) change nothing."""
-    row = db.execute("SELECT started_at, ended_at FROM sessions WHERE id = ?", [session_id]).fetchone()
+    row = db.execute("SELECT started_at, ended_at, owner_id, error FROM sessions WHERE id = ?",
+                     [session_id]).fetchone()
     if row is None:
         raise NotFoundError(f"session {session_id} not found")
     if row[1] is not None:
@@ -147,6 +156,12 @@ def end(
         "error = COALESCE(error, ?), last_activity_at = ? WHERE id = ?",
         [ended, duration_ms, reason, error, now_iso(), session_id],
     )
+    failure = row[3] or error
+    if failure and not events.has_error(db, session_id, failure):
+        events.emit(db, owner_id=row[2], call_sid=session_id, type="error", payload={"detail": failure})
+    events.emit(db, owner_id=row[2], call_sid=session_id, type="call.ended",
+                payload={"duration": whole_seconds(duration_ms), "reason": reason, "error": failure,
+                         "ended_at": ended})
     return True
 
 
@@ -409,4 +424,5 @@ def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str,
         else:
             merged[key] = value
     db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
+    events.emit(db, owner_id=owner_id, call_sid=session_id, type="context.updated", payload={"context": merged})
     return {**row, "context": merged}

@@ -1,0 +1,104 @@
+"""The live event stream (003's `GET /events/ws`) and a call's stored events (`GET /api/calls/{call_sid}/events`).
+
+Events are rows the repositories write with the change they report (api/store/events.py), whichever process made
+it; the app's EventHub tails them and fans them out here. A subscriber that cannot keep up is closed with 4008, never
+waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import WSCloseCode, web
+
+from ..errors import BadRequest, ConnectionLimit
+from ..keys import EVENTS, SETTINGS, STORE
+from ..routing import Call, Route
+from ..schemas.events import CallEvents, CallEventsQuery, EventStreamQuery, event_wire
+from ..services.events import Subscriber, TooManyConnections
+from ..store import events as repo
+from ..store import sessions as sessions_repo
+
+log = logging.getLogger("voxarena.events")
+
+CLOSE_SLOW_CONSUMER = 4008  # its queue overflowed: reconnect, and catch up from GET /api/calls/{call_sid}/events
+CLOSE_TIMEOUT = 10.0  # a closing peer that reads nothing for this long is cut off
+
+
+async def call_events(call: Call) -> dict:
+    q: CallEventsQuery = call.query
+    sid = call.params["call_sid"]
+    rows = await call.request.app[STORE].read(
+        lambda db: repo.for_call(db, call.tenant_id, sid, limit=q.limit, after_id=q.after))
+    return {"call_sid": sid, "events": [event_wire(r) for r in rows]}
+
+
+async def stream(call: Call) -> web.StreamResponse:
+    request, app = call.request, call.request.app
+    q: EventStreamQuery = call.query
+    if q.call_sid is not None:  # another tenant's call and no call look the same: 404
+        await app[STORE].read(sessions_repo.get_row, q.call_sid, call.tenant_id)
+    ws = web.WebSocketResponse(heartbeat=app[SETTINGS].event_heartbeat_seconds, timeout=CLOSE_TIMEOUT,
+                               max_msg_size=64 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("GET /events/ws is a websocket: send Connection: Upgrade and Upgrade: websocket")
+    hub = app[EVENTS]
+    assert call.principal is not None
+    credential = call.principal.user_id  # a user, or "key:<id>" for an API key
+    try:
+        hub.admit(credential)
+    except TooManyConnections as e:
+        raise ConnectionLimit(str(e)) from None
+    try:
+        sub = await hub.subscribe(call.tenant_id, q.call_sid)
+        try:
+            await ws.prepare(request)
+            await _serve(request, ws, sub)
+        finally:
+            hub.unsubscribe(sub)
+    finally:
+        hub.release(credential)
+    return ws
+
+
+async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    """Send the subscriber's events until the client leaves, the connection breaks, or the hub drops it."""
+
+    async def pump() -> None:
+        while (event := await sub.next()) is not None:
+            await ws.send_str(json.dumps(event))
+
+    async def read() -> None:
+        async for _ in ws:  # clients have nothing to say; pings and the close are handled by aiohttp
+            pass
+
+    # the drop is watched apart from the pump: a slow peer's pump may be stuck waiting for its socket to drain
+    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(read()), asyncio.ensure_future(sub.dropped.wait())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if ws.closed:
+        return
+    if sub.reason == "slow":
+        code, message = CLOSE_SLOW_CONSUMER, b"slow consumer"
+    elif sub.reason == "shutdown":
+        code, message = WSCloseCode.GOING_AWAY, b"server shutting down"
+    else:
+        code, message = WSCloseCode.INTERNAL_ERROR, b"stream failed"
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError):
+        if request.transport is not None:  # a peer that reads nothing: drop what is buffered for it
+            request.transport.abort()
+
+
+ROUTES = [
+    Route("GET", "/events/ws", stream, "The live event stream (websocket)", "events", query=EventStreamQuery,
+          raw=True, status=101, errors=(400, 404, 429)),
+    Route("GET", "/api/calls/{call_sid}/events", call_events, "A call's stored events, in order", "calls",
+          response=CallEvents, query=CallEventsQuery, owns="session", owned_param="call_sid"),
+]
