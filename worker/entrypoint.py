@@ -23,6 +23,7 @@ from api.livekit import DTMF_CODES, sip_identity
 from api.settings import Settings
 from api.store import agents as agents_repo
 from api.store import calls as calls_repo
+from api.store import events as events_repo
 from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
@@ -248,6 +249,8 @@ async def entrypoint(ctx: JobContext) -> None:
         if failure is not None:
             call.transferring = None
             log.error("session %s: %s; the call stays with the agent", session_id, failure)
+            await store.write(lambda db: events_repo.emit_for_session(
+                db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}))
             return
         log.info("session %s: transferred to %s", session_id, target)
         await _finish(ctx, call, "transferred", None)

@@ -205,14 +205,18 @@ async def test_override_commands_are_recorded_as_call_events_with_who_sent_them(
                               headers={"X-API-Key": key})).status == 200
     await assert_error(await client.post("/api/override/dtmf", json={"call_sid": sid, "digit": "55"},
                                          headers=h), 422)
+    assert (await client.post("/api/override/transfer", json={"call_sid": sid, "target": "+15550002222"},
+                              headers=h)).status == 200
     assert (await client.post("/api/override/end", json={"call_sid": sid}, headers=h)).status == 200
     live = await events_until(stream, "call.updated")
-    assert [e["type"] for e in live] == ["override.text", "override.dtmf", "override.end", "call.updated"]
+    assert [e["type"] for e in live] == ["override.text", "override.dtmf", "override.transfer", "override.end",
+                                         "call.updated"]
+    assert live[2]["target"] == "+15550002222"
     assert live[-1]["call_status"] == "FAILED" and live[-1]["status"] == "failed"
     listed = (await (await client.get(f"/api/calls/{sid}/events", headers=h)).json())["events"]
     by_type = {e["type"]: e for e in listed}
     assert [e["type"] for e in listed] == ["call.updated", "call.started", "override.text", "override.dtmf",
-                                           "override.end", "call.updated"]
+                                           "override.transfer", "override.end", "call.updated"]
     assert by_type["override.text"]["text"] == "Please hold." and by_type["override.text"]["sent_by"] == "alice"
     assert by_type["override.text"]["key_id"] is None
     dtmf = by_type["override.dtmf"]
