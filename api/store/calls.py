@@ -95,7 +95,7 @@ def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: s
                [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,
                 json.dumps(payload), at, None if row["callback_url"] else at])  # no URL: nothing to deliver
     if row["session_id"]:  # the live stream's view of the same change
-        events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], type="call.updated", at=at,
+        events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], event_type="call.updated", at=at,
                     payload={"status": payload["status"], "call_status": status, "call_id": row["id"],
                              "end_reason": payload["end_reason"], "sip_status_code": payload["sip_status_code"]})
 

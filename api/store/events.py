@@ -21,21 +21,21 @@ TYPES = ("call.started", "call.updated", "call.ended", "transcript.partial", "tr
 OVERRIDE_KINDS = ("text", "dtmf", "end", "transfer")
 
 
-def emit(db: sqlite_utils.Database, *, owner_id: str, call_sid: str, type: str,
+def emit(db: sqlite_utils.Database, *, owner_id: str, call_sid: str, event_type: str,
          payload: dict[str, Any] | None = None, at: str | None = None) -> int:
     """Record one event; call it inside the write that makes the change."""
     cur = db.execute("INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                     [owner_id, call_sid, type, json.dumps(payload or {}), at or now_iso()])
+                     [owner_id, call_sid, event_type, json.dumps(payload or {}), at or now_iso()])
     return int(cur.lastrowid)
 
 
-def emit_for_session(db: sqlite_utils.Database, session_id: str, type: str, payload: dict[str, Any] | None = None,
-                     *, at: str | None = None) -> int:
+def emit_for_session(db: sqlite_utils.Database, session_id: str, event_type: str,
+                     payload: dict[str, Any] | None = None, *, at: str | None = None) -> int:
     """The same for a session whose owner the caller does not have at hand."""
     row = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if row is None:
         raise NotFoundError(f"session {session_id} not found")
-    return emit(db, owner_id=row[0], call_sid=session_id, type=type, payload=payload, at=at)
+    return emit(db, owner_id=row[0], call_sid=session_id, event_type=event_type, payload=payload, at=at)
 
 
 def has_error(db: sqlite_utils.Database, session_id: str, detail: str) -> bool:
@@ -53,7 +53,7 @@ def record_override(db: sqlite_utils.Database, owner_id: str, call_sid: str, kin
         raise ValueError(f"unknown override {kind!r}")
     if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [call_sid, owner_id]).fetchone() is None:
         raise NotFoundError(f"call {call_sid} not found")
-    return emit(db, owner_id=owner_id, call_sid=call_sid, type=f"override.{kind}", payload={**data, **sent_by})
+    return emit(db, owner_id=owner_id, call_sid=call_sid, event_type=f"override.{kind}", payload={**data, **sent_by})
 
 
 def last_id(db: sqlite_utils.Database) -> int:

@@ -89,7 +89,7 @@ def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | Non
     )
     if cur.rowcount:
         row = get_row(db, session_id)
-        events.emit(db, owner_id=row["owner_id"], call_sid=session_id, type="call.started",
+        events.emit(db, owner_id=row["owner_id"], call_sid=session_id, event_type="call.started",
                     payload={"agent_id": row["agent_id"], "direction": row["direction"], "from_number": None,
                              "to_number": row["outbound_phone_number"], "started_at": row["started_at"]})
 
@@ -120,7 +120,7 @@ def append_item(
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
     if cur.rowcount:
         said = {"speaker": speaker.lower(), "text": content, **({"source": source} if source else {})}
-        events.emit(db, owner_id=owner[0], call_sid=session_id, type="transcript.final", payload=said)
+        events.emit(db, owner_id=owner[0], call_sid=session_id, event_type="transcript.final", payload=said)
     return cur.rowcount > 0
 
 
@@ -158,8 +158,8 @@ def end(
     )
     failure = row[3] or error
     if failure and not events.has_error(db, session_id, failure):
-        events.emit(db, owner_id=row[2], call_sid=session_id, type="error", payload={"detail": failure})
-    events.emit(db, owner_id=row[2], call_sid=session_id, type="call.ended",
+        events.emit(db, owner_id=row[2], call_sid=session_id, event_type="error", payload={"detail": failure})
+    events.emit(db, owner_id=row[2], call_sid=session_id, event_type="call.ended",
                 payload={"duration": whole_seconds(duration_ms), "reason": reason, "error": failure,
                          "ended_at": ended})
     return True
@@ -424,5 +424,5 @@ def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str,
         else:
             merged[key] = value
     db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
-    events.emit(db, owner_id=owner_id, call_sid=session_id, type="context.updated", payload={"context": merged})
+    events.emit(db, owner_id=owner_id, call_sid=session_id, event_type="context.updated", payload={"context": merged})
     return {**row, "context": merged}

@@ -170,7 +170,7 @@ async def test_a_slow_consumer_is_closed_with_4008_while_writers_and_other_subsc
             assert time.monotonic() < deadline, "the slow consumer was never dropped"
             started = time.monotonic()
             store.write_sync(lambda db: [events_repo.emit(db, owner_id=owner, call_sid=flooded,
-                                                          type="transcript.partial",
+                                                          event_type="transcript.partial",
                                                           payload={"speaker": "user", "text": blob})
                                          for _ in range(100)])
             slowest_write = max(slowest_write, time.monotonic() - started)
@@ -237,7 +237,7 @@ async def test_the_stream_pings_so_a_dead_peer_is_noticed(settings, store):
 
 async def test_old_events_are_pruned_after_the_retention(client, store):
     sid = live_call(store, "alice")
-    store.write_sync(lambda db: events_repo.emit(db, owner_id=tenant_of("alice"), call_sid=sid, type="error",
+    store.write_sync(lambda db: events_repo.emit(db, owner_id=tenant_of("alice"), call_sid=sid, event_type="error",
                                                  payload={"detail": "old"}, at="2020-01-01T00:00:00.000000Z"))
     assert await client.app[EVENTS].prune_once() == 1
     kept = store.read_sync(lambda db: events_repo.for_call(db, tenant_of("alice"), sid, limit=100))
