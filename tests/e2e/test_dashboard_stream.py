@@ -1,14 +1,13 @@
-"""The dashboard's views for routes this branch does not serve yet, against their documented shapes: the Live page on
-an event stream (`GET /events/ws`, JSON events `{type, call_sid, timestamp, ...}`, `?token=`) and the Costs page's
-analytics (`/api/analytics/summary`) and campaign costs (`/api/metrics/by-campaign`). The real app serves stand-ins
-as extra routes of its route table, so the page finds them in /openapi.json exactly as it will find the real ones.
-The transfer button runs against the real `POST /api/override/transfer` (its command lands on the LiveKit stub)."""
+"""The dashboard's Live page on the real event stream (`GET /events/ws`, `?token=`: events written by the
+repositories as a job writes them), and its views for routes this branch does not serve yet, against their
+documented shapes: the Costs page's analytics (`/api/analytics/summary`) and campaign costs
+(`/api/metrics/by-campaign`). The real app serves stand-ins for those as extra routes of its route table, so the page
+finds them in /openapi.json exactly as it will find the real ones. The transfer button runs against the real
+`POST /api/override/transfer` (its command lands on the LiveKit stub)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,34 +17,15 @@ from playwright.async_api import async_playwright, expect
 
 from api.app import create_app
 from api.auth import LocalIssuer
+from api.keys import EVENTS
 from api.routing import Call, Route
-from api.store import sessions
+from api.store import events, sessions
 from tests.api.seed import seed_agent, seed_call, tenant_of
 from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, WAIT_MS
 
 
 class FakeFeatures:
-    """The stream and analytics routes, recording what the page sent them."""
-
-    def __init__(self) -> None:
-        self.sockets: list[web.WebSocketResponse] = []
-        self.tokens: list[str] = []
-        self.connected = asyncio.Event()
-
-    async def events(self, call: Call) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(call.request)
-        self.tokens.append(call.request.query.get("token", ""))
-        self.sockets.append(ws)
-        self.connected.set()
-        async for _ in ws:
-            pass
-        return ws
-
-    async def send(self, event: dict[str, Any]) -> None:
-        for ws in list(self.sockets):
-            if not ws.closed:
-                await ws.send_str(json.dumps(event))
+    """The analytics routes."""
 
     async def analytics(self, call: Call) -> web.Response:
         return web.json_response({"total_agents": 2, "total_calls": 850, "total_minutes": 3200,
@@ -60,7 +40,6 @@ class FakeFeatures:
 
     def routes(self) -> list[Route]:
         return [
-            Route("GET", "/events/ws", self.events, "Event stream (test stand-in)", "test", raw=True, public=True),
             Route("GET", "/api/analytics/summary", self.analytics, "Analytics (test stand-in)", "test", raw=True),
             Route("GET", "/api/metrics/by-campaign", self.campaigns, "Campaigns (test stand-in)", "test", raw=True),
         ]
@@ -75,8 +54,6 @@ async def served(settings, store):
     try:
         yield server, features
     finally:
-        for ws in features.sockets:
-            await ws.close()
         await server.close()
 
 
@@ -100,7 +77,7 @@ async def page_for(served, settings):
 
 
 async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store, twirp_stub):
-    _, features = served
+    server, _ = served
     page, base, token, errors = page_for
     agent = seed_agent(store, "alice")
     sid = store.write_sync(lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
@@ -110,7 +87,8 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
                                                      content="answer 0", timestamp="2026-01-10T10:00:00.000000Z"))
     await page.goto(base + "#/live")
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
-    assert features.tokens == [token]  # the one place a credential is in a URL: the WebSocket's ?token=
+    # a browser cannot set a WebSocket's headers: the stream took the credential from ?token=
+    assert server.app[EVENTS].connections == {"alice": 1}
 
     item = page.locator(f'button[data-sid="{sid}"]')
     await expect(item).to_be_visible(timeout=WAIT_MS)
@@ -118,11 +96,13 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     transcript = page.get_by_test_id("live-transcript")
     await expect(transcript).to_contain_text("answer 0", timeout=WAIT_MS)  # what was said before, from the API
 
-    await features.send({"type": "transcript.partial", "call_sid": sid, "timestamp": "2026-01-10T10:00:05Z",
-                         "speaker": "user", "text": "I would like to"})
+    store.write_sync(lambda db: events.emit(db, owner_id=tenant_of("alice"), call_sid=sid,  # as the job's recorder
+                                            event_type="transcript.partial",
+                                            payload={"speaker": "user", "text": "I would like to"}))
     await expect(transcript.locator(".turn.partial .content")).to_have_text("I would like to", timeout=WAIT_MS)
-    await features.send({"type": "transcript.final", "call_sid": sid, "timestamp": "2026-01-10T10:00:06Z",
-                         "speaker": "user", "text": "I would like to change my booking."})
+    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="u1", speaker="USER",
+                                                     content="I would like to change my booking.",
+                                                     timestamp="2026-01-10T10:00:06.000000Z"))
     await expect(transcript.locator(".turn.user .content").last).to_have_text("I would like to change my booking.")
     await expect(transcript.locator(".turn.partial")).to_have_count(0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -139,23 +119,22 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     assert json.loads(req.data) == {"type": "transfer", "target": "tel:+15551111111"}
 
     store.write_sync(lambda db: sessions.end(db, sid, reason="transferred", ended_at="2026-01-10T10:00:09.000000Z"))
-    await features.send({"type": "call.ended", "call_sid": sid, "timestamp": "2026-01-10T10:00:09Z"})
     await expect(item).to_be_hidden(timeout=5_000)  # from the event, well before the 15 s safety poll
     await expect(page.get_by_text("This call is not in progress any more.")).to_be_visible()
     assert errors == []
 
 
 async def test_the_live_page_polls_while_the_stream_is_down_and_returns_to_it(served, page_for, store):
-    _, features = served
+    server, _ = served
     page, base, _, errors = page_for
     await page.goto(base + "#/live")
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
-    await features.sockets[0].close()  # the stream drops: the page polls, then reconnects by itself
+    server.app[EVENTS].close_all()  # the stream drops (1001): the page polls, then reconnects by itself
     await expect(page.get_by_test_id("live-mode")).to_contain_text("polling", timeout=WAIT_MS)
     _, sid = seed_call(store, "alice", ended_at=None, turns=0)
     await expect(page.locator(f'button[data-sid="{sid}"]')).to_be_visible(timeout=WAIT_MS)
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
-    assert len(features.tokens) >= 2
+    assert server.app[EVENTS].connections == {"alice": 1}
     assert errors == []
 
 
