@@ -44,7 +44,7 @@ def create(
     ``campaign`` (None: the agent's default campaign, if it has one) is what cost-per-outcome figures group by."""
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
-    db.execute(
+    cur = db.execute(
         "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
         "call_status, status, started_at, last_activity_at, created_at, client_id, context, channel, user_id, "
         "conversation_id, previous_session_id, from_number, to_number, phone_number_id) "
@@ -54,6 +54,8 @@ def create(
          previous_session_id, from_number, to_number, phone_number_id],
     )
     set_campaign(db, sid, campaign)
+    if cur.rowcount and status == "active":  # a call that starts as it is created (a relay call)
+        _started(db, get_row(db, sid))
     return sid
 
 
@@ -64,6 +66,19 @@ def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | Non
         "WHERE a.id = sessions.agent_id)) WHERE id = ? AND campaign IS NULL",
         [campaign, session_id],
     )
+
+
+def _stream(db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str,
+            payload: dict[str, Any]) -> None:
+    """The live event stream follows calls (voice and relay sessions); text chats are not calls."""
+    if channel != "text":
+        events.emit(db, owner_id=owner_id, call_sid=session_id, event_type=event_type, payload=payload)
+
+
+def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
+    _stream(db, row["owner_id"], row["id"], row["channel"], "call.started",
+            {"agent_id": row["agent_id"], "direction": row["direction"], "from_number": None,
+             "to_number": row["outbound_phone_number"], "started_at": row["started_at"]})
 
 
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
@@ -88,10 +103,7 @@ def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | Non
         [job_id, started_at, now, session_id],
     )
     if cur.rowcount:
-        row = get_row(db, session_id)
-        events.emit(db, owner_id=row["owner_id"], call_sid=session_id, event_type="call.started",
-                    payload={"agent_id": row["agent_id"], "direction": row["direction"], "from_number": None,
-                             "to_number": row["outbound_phone_number"], "started_at": row["started_at"]})
+        _started(db, get_row(db, session_id))
 
 
 def append_item(
@@ -108,7 +120,7 @@ def append_item(
     source: str | None = None,
 ) -> bool:
     """Append one final transcript item; the (session, item_key) pair makes a retried append a no-op."""
-    owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
+    owner = db.execute("SELECT owner_id, channel FROM sessions WHERE id = ?", [session_id]).fetchone()
     if owner is None:
         raise NotFoundError(f"session {session_id} not found")
     cur = db.execute(
@@ -120,7 +132,7 @@ def append_item(
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
     if cur.rowcount:
         said = {"speaker": speaker.lower(), "text": content, **({"source": source} if source else {})}
-        events.emit(db, owner_id=owner[0], call_sid=session_id, event_type="transcript.final", payload=said)
+        _stream(db, owner[0], session_id, owner[1], "transcript.final", said)
     return cur.rowcount > 0
 
 
@@ -141,7 +153,7 @@ def end(
     error: str | None = None,
 ) -> bool:
     """Close a session once; later calls (a replayed webhook, the sweeper, the job's own end) change nothing."""
-    row = db.execute("SELECT started_at, ended_at, owner_id, error FROM sessions WHERE id = ?",
+    row = db.execute("SELECT started_at, ended_at, owner_id, error, channel FROM sessions WHERE id = ?",
                      [session_id]).fetchone()
     if row is None:
         raise NotFoundError(f"session {session_id} not found")
@@ -158,10 +170,9 @@ def end(
     )
     failure = row[3] or error
     if failure and not events.has_error(db, session_id, failure):
-        events.emit(db, owner_id=row[2], call_sid=session_id, event_type="error", payload={"detail": failure})
-    events.emit(db, owner_id=row[2], call_sid=session_id, event_type="call.ended",
-                payload={"duration": whole_seconds(duration_ms), "reason": reason, "error": failure,
-                         "ended_at": ended})
+        _stream(db, row[2], session_id, row[4], "error", {"detail": failure})
+    _stream(db, row[2], session_id, row[4], "call.ended",
+            {"duration": whole_seconds(duration_ms), "reason": reason, "error": failure, "ended_at": ended})
     return True
 
 
@@ -424,5 +435,5 @@ def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str,
         else:
             merged[key] = value
     db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
-    events.emit(db, owner_id=owner_id, call_sid=session_id, event_type="context.updated", payload={"context": merged})
+    _stream(db, owner_id, session_id, row["channel"], "context.updated", {"context": merged})
     return {**row, "context": merged}

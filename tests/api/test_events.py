@@ -259,3 +259,20 @@ async def test_the_query_token_never_reaches_the_access_log(settings, store, cap
                 assert time.monotonic() < deadline, caplog.text
                 await asyncio.sleep(0.02)
     assert token not in caplog.text
+
+
+async def test_text_chats_are_not_calls_and_stay_off_the_stream_while_relay_calls_are_on_it(client, store):
+    agent = seed_agent(store, "alice")
+    owner = tenant_of("alice")
+    chat = store.write_sync(lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"], channel="text",
+                                                            status="active"))
+    store.write_sync(lambda db: sessions_repo.append_item(db, session_id=chat, item_key="u1", speaker="USER",
+                                                          content="hi", timestamp="t"))
+    store.write_sync(lambda db: sessions_repo.end(db, chat, reason="closed"))
+    relay = store.write_sync(lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"],
+                                                             channel="relay", status="active"))
+    store.write_sync(lambda db: sessions_repo.end(db, relay, reason="completed"))
+    listed = lambda sid: [e["type"] for e in store.read_sync(  # noqa: E731
+        lambda db: events_repo.for_call(db, owner, sid, limit=100))]
+    assert listed(chat) == []
+    assert listed(relay) == ["call.started", "call.ended"]
