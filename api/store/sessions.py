@@ -77,8 +77,8 @@ def _stream(db: sqlite_utils.Database, owner_id: str, session_id: str, channel: 
 
 def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
     _stream(db, row["owner_id"], row["id"], row["channel"], "call.started",
-            {"agent_id": row["agent_id"], "direction": row["direction"], "from_number": None,
-             "to_number": row["outbound_phone_number"], "started_at": row["started_at"]})
+            {"agent_id": row["agent_id"], "direction": row["direction"], "from_number": row["from_number"],
+             "to_number": row["to_number"] or row["outbound_phone_number"], "started_at": row["started_at"]})
 
 
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
