@@ -34,8 +34,9 @@ class CallEventsQuery(Query):
 class EventStreamQuery(Query):
     call_sid: str | None = Field(default=None, min_length=1, max_length=200,
                                  description="Only this call's events (one of the tenant's calls, else 404).")
-    # URL-safe and bounded, so the request line stays within aiohttp's 8 KiB (a JWT is base64url, a key vxa_...)
-    token: str | None = Field(default=None, max_length=4_096, pattern=r"^[A-Za-z0-9._~+/=-]+$",
+    # Unreserved URL characters only (a JWT is base64url with dots, a key vxa_ and base64url), bounded: never
+    # percent-encoded, the request line stays within aiohttp's 8 KiB
+    token: str | None = Field(default=None, max_length=4_096, pattern=r"^[A-Za-z0-9._~-]+$",
                               description="A JWT or an API key, for clients that cannot set headers (browsers); "
                                           "a header wins when both are sent.")
 
