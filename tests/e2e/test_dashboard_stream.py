@@ -1,16 +1,18 @@
 """The dashboard's Live page on the real event stream (`GET /events/ws`, `?token=`: events written by the
-repositories as a job writes them), and its views for routes this branch does not serve yet, against their
-documented shapes: the Costs page's analytics (`/api/analytics/summary`) and campaign costs
-(`/api/metrics/by-campaign`). The real app serves stand-ins for those as extra routes of its route table, so the page
-finds them in /openapi.json exactly as it will find the real ones. The transfer button runs against the real
-`POST /api/override/transfer` (its command lands on the LiveKit stub)."""
+repositories as a job writes them), and its Costs page on the real call analytics (`/api/analytics/summary`) and
+campaign metrics (`/api/metrics/by-campaign`) over data seeded the way the product writes it: sessions, their
+post-call analyses and usage through the repositories, external cost events and outreach events through their ingest
+routes. The transfer button runs against the real `POST /api/override/transfer` (its command lands on the LiveKit
+stub)."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
+import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from livekit.protocol import room as proto_room
 from playwright.async_api import async_playwright, expect
@@ -18,48 +20,27 @@ from playwright.async_api import async_playwright, expect
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.keys import EVENTS
-from api.routing import Call, Route
 from api.store import events, sessions
-from tests.api.seed import seed_agent, seed_call, tenant_of
+from api.store import usage as ledger
+from pipelines.metering import make_event
+from pipelines.pricing import PriceBook
+from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
 from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, WAIT_MS
-
-
-class FakeFeatures:
-    """The analytics routes."""
-
-    async def analytics(self, call: Call) -> web.Response:
-        return web.json_response({"total_agents": 2, "total_calls": 850, "total_minutes": 3200,
-                                  "average_call_duration": 226, "success_rate": 0.92, "busiest_hour": 14,
-                                  "top_agents": [{"agent_id": "a1", "name": "Support", "calls": 245, "minutes": 980}]})
-
-    async def campaigns(self, call: Call) -> web.Response:
-        return web.json_response({"campaigns": [
-            {"campaign": "Ohio", "cost_usd": 4.52, "successful_calls": 12, "cost_per_successful_call": 0.3767},
-            {"campaign": "Iowa", "cost_usd": 1.2, "successful_calls": 3, "cost_per_successful_call": 0.4}],
-            "start_date": call.request.query.get("start"), "end_date": call.request.query.get("end")})
-
-    def routes(self) -> list[Route]:
-        return [
-            Route("GET", "/api/analytics/summary", self.analytics, "Analytics (test stand-in)", "test", raw=True),
-            Route("GET", "/api/metrics/by-campaign", self.campaigns, "Campaigns (test stand-in)", "test", raw=True),
-        ]
 
 
 @pytest.fixture
 async def served(settings, store):
-    features = FakeFeatures()
-    app = create_app(settings, store=store, extra_routes=features.routes())
-    server = TestServer(app, host="127.0.0.1")
+    server = TestServer(create_app(settings, store=store), host="127.0.0.1")
     await server.start_server()
     try:
-        yield server, features
+        yield server
     finally:
         await server.close()
 
 
 @pytest.fixture
 async def page_for(served, settings):
-    server, _ = served
+    server = served
     token = LocalIssuer(settings.data_dir).issue("alice")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -77,7 +58,7 @@ async def page_for(served, settings):
 
 
 async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store, twirp_stub):
-    server, _ = served
+    server = served
     page, base, token, errors = page_for
     agent = seed_agent(store, "alice")
     sid = store.write_sync(lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
@@ -125,7 +106,7 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
 
 
 async def test_the_live_page_polls_while_the_stream_is_down_and_returns_to_it(served, page_for, store):
-    server, _ = served
+    server = served
     page, base, _, errors = page_for
     await page.goto(base + "#/live")
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
@@ -138,14 +119,97 @@ async def test_the_live_page_polls_while_the_stream_is_down_and_returns_to_it(se
     assert errors == []
 
 
-async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign(page_for):
-    page, base, _, errors = page_for
+BOOK = PriceBook.load()
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _ago(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dollars(value: float) -> str:
+    """How the page writes an exact figure: every digit the API sent, at least cents."""
+    text = format(Decimal(repr(value)), "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def _call(store, agent_id: str, campaign: str, started: float, seconds: int, outcome: str, **usage) -> str:
+    """A call of the last hours, its post-call analysis and one usage event of its job."""
+    _, sid = seed_call(store, "alice", agent_id=agent_id, started_at=_iso(_ago(started)),
+                       ended_at=_iso(_ago(started) + timedelta(seconds=seconds)),
+                       analysis={**ANALYSIS, "outcome": outcome})
+    store.write_sync(sessions.set_campaign, sid, campaign)
+    event = make_event(BOOK, key=f"{sid}:usage", owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
+                       at=_ago(started) + timedelta(seconds=5), **usage)
+    store.write_sync(ledger.record_events, [event.as_dict()])
+    return sid
+
+
+async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign(served, page_for, store):
+    server = served
+    page, base, token, errors = page_for
+    support = seed_agent(store, "alice", name="Support")["id"]
+    stt = {"provider": "deepgram", "model": None, "event_type": "stt_minutes"}
+    _call(store, support, "Ohio", 180, 120, "Appointment booked", **stt, quantity=Decimal(2))
+    _call(store, support, "Ohio", 150, 60, "caller declined the appointment", **stt, quantity=Decimal(1))
+    _call(store, support, "Iowa", 120, 45, "Issue resolved", provider="gemini", model="gemini-2.5-flash",
+          event_type="llm_tokens", token_kind="input", quantity=Decimal(1000))
+    seed_call(store, "bob", started_at=_iso(_ago(100)), ended_at=_iso(_ago(99)), analysis=ANALYSIS)  # not alice's
+    sent_at = _iso(_ago(300))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(base_url=str(server.make_url("/")), headers=headers) as http:
+        async def post(path: str, body: list[dict]) -> None:
+            async with http.post(path, json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["errors"] == 0
+
+        async def get(path: str, **query: str) -> dict:
+            async with http.get(path, params=query) as resp:
+                assert resp.status == 200, await resp.text()
+                return await resp.json()
+
+        await post("/api/cost-events", [{"provider": "openai", "model": "o3-mini", "tokens_in": 291,
+                                         "tokens_out": 572, "cost_usd": 0.002837, "campaign_name": "Ohio",
+                                         "occurred_at": sent_at}])
+        await post("/api/events", [{"contact_email": f"c{i}@ohio.test", "campaign": "Ohio", "step": 1,
+                                    "event_type": kind, "provider": "gmail", "provider_message_id": f"m{i}-{kind}",
+                                    "event_ts": sent_at} for i in range(4) for kind in ["sent"] + ["replied"] * (i == 0)])
+        # the page's range: the last 30 days, UTC; its analytics: period=month
+        today = datetime.now(timezone.utc).date()
+        by_campaign = await get("/api/metrics/by-campaign", start=str(today - timedelta(days=29)), end=str(today))
+        analytics = await get("/api/analytics/summary", period="month")
+
+    rows = {c["campaign"]: c for c in by_campaign["campaigns"]}
+    assert set(rows) == {"Ohio", "Iowa"}
+    ohio, iowa = rows["Ohio"], rows["Iowa"]
+    assert (ohio["voice"]["calls"], ohio["voice"]["successful_calls"], iowa["voice"]["successful_calls"]) == (2, 1, 1)
+    assert ohio["voice"]["cost_per_successful_call"] > 0 and ohio["cost_per_reply"] > 0 and ohio["replies"] == 1
+    assert (analytics["total_calls"], analytics["successful_calls"], analytics["success_rate"]) == (3, 2, 0.67)
+
     await page.goto(base + "#/costs")
-    campaigns = page.get_by_role("img", name="Cost per successful call by campaign")
-    await expect(campaigns).to_contain_text("Ohio", timeout=WAIT_MS)
-    await expect(campaigns).to_contain_text("$0.3767")
-    await expect(page.get_by_text("850 calls")).to_be_visible()
-    await expect(page.get_by_text("92 %")).to_be_visible()
+    chart = page.get_by_role("img", name="Cost per successful call by campaign")
+    await expect(chart).to_contain_text("Ohio", timeout=WAIT_MS)
+    for name, row in rows.items():
+        await expect(chart).to_contain_text(_dollars(row["voice"]["cost_per_successful_call"]))
+        cells = page.get_by_role("table", name="Campaigns").locator(f'tr[data-campaign="{name}"] td')
+        voice = row["voice"]
+        await expect(cells).to_have_text([
+            name, str(voice["calls"]), f"{voice['minutes']:g}", _dollars(voice["cost_usd"]),
+            str(voice["successful_calls"]), _dollars(voice["cost_per_successful_call"]), str(row["replies"]),
+            "—" if row["cost_per_reply"] is None else _dollars(row["cost_per_reply"]), _dollars(row["cost_usd"])])
+
+    cards = page.get_by_test_id("analytics-cards")
+    await expect(cards).to_contain_text(f"{analytics['total_calls']} calls")
+    await expect(cards).to_contain_text(f"{round(analytics['success_rate'] * 100)} %")
+    await expect(cards).to_contain_text(f"{analytics['successful_calls']} successful calls")
+    await expect(cards).to_contain_text(_dollars(analytics["cost_usd"]))
+    await expect(cards).to_contain_text(_dollars(analytics["cost_per_successful_call"]))
+    await expect(cards).to_contain_text(f"{analytics['total_minutes']:g} min")
     await expect(page.get_by_text("not available on this server")).to_have_count(0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "costs-analytics.png", full_page=True)

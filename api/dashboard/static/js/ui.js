@@ -43,16 +43,18 @@ export function clear(el, ...children) {
 const usdFormats = new Map();
 
 /** US dollars, with enough digits for per-call costs (a call often costs fractions of a cent). */
-export function usd(value, { digits } = {}) {
+/** `exact`: every digit the API sent (to the nano-USD), at least cents. */
+export function usd(value, { digits, exact = false } = {}) {
   if (value === null || value === undefined || Number.isNaN(Number(value))) return "—";
   const v = Number(value);
   const a = Math.abs(v);
   const d = digits ?? (a === 0 || a >= 1 ? 2 : a >= 0.0001 ? 4 : 6);
-  if (!usdFormats.has(d)) {
-    usdFormats.set(d, new Intl.NumberFormat("en-US", { style: "currency", currency: "USD",
-      minimumFractionDigits: d, maximumFractionDigits: d }));
+  const key = exact ? "exact" : d;
+  if (!usdFormats.has(key)) {
+    usdFormats.set(key, new Intl.NumberFormat("en-US", { style: "currency", currency: "USD",
+      minimumFractionDigits: exact ? 2 : d, maximumFractionDigits: exact ? 9 : d }));
   }
-  return usdFormats.get(d).format(v);
+  return usdFormats.get(key).format(v);
 }
 
 export function usdFromNanos(nanos) {

@@ -105,35 +105,55 @@ function fillDays(points, start, end) {
   return out;
 }
 
-// 004's /api/metrics/by-campaign: each campaign's cost and its successful calls (or replies, 004's own measure).
+// 004's /api/metrics/by-campaign: per campaign, its whole cost and cost per reply (outreach), and in `voice` its
+// calls' usage and the cost per successful call (a call whose analysis has a successful outcome). Every figure is
+// the API's own, shown in full (the ledger is exact to the nano-USD).
 async function campaignView(range) {
   if (!(await hasRoute("GET", "/api/metrics/by-campaign"))) return unavailable("Campaign costs (/api/metrics/by-campaign)");
   const { campaigns } = await get("/api/metrics/by-campaign", range);
   if (!campaigns || !campaigns.length) return empty("No campaigns in this range.");
-  const perSuccess = (c) => c.cost_per_successful_call ?? c.cost_per_success
-    ?? (c.successful_calls ? c.cost_usd / c.successful_calls : c.cost_per_reply ?? null);
-  const rows = campaigns.map((c) => ({ ...c, per: perSuccess(c) }));
+  const exact = (v) => usd(v, { exact: true });
+  const voiceOf = (c) => c.voice || {};
+  const charted = campaigns.filter((c) => voiceOf(c).cost_per_successful_call != null);
+  const minutes = (m) => Number(m || 0).toLocaleString("en-US", { maximumFractionDigits: 2 });
   return [
-    hbars(rows.filter((c) => c.per != null).map((c, i) => ({ name: c.campaign || "(none)", value: c.per, colorIndex: i })),
-      { format: (v) => usd(v), label: "Cost per successful call by campaign" }),
-    table([{ title: "Campaign" }, { title: "Cost", num: true }, { title: "Successful", num: true }, { title: "Per success", num: true }],
-      rows.map((c) => h("tr", {}, h("td", {}, c.campaign || "(none)"), h("td", { class: "num" }, usd(c.cost_usd)),
-        h("td", { class: "num" }, c.successful_calls ?? c.replies ?? "—"), h("td", { class: "num" }, c.per == null ? "—" : usd(c.per)))),
-      { label: "Campaigns" }),
+    charted.length
+      ? hbars(charted.map((c, i) => ({ name: c.campaign || "(none)", value: c.voice.cost_per_successful_call,
+        note: count(c.voice.successful_calls, "successful call"), colorIndex: i })),
+      { format: exact, label: "Cost per successful call by campaign" })
+      : empty("No campaign has a successful call in this range yet."),
+    table([{ title: "Campaign" }, { title: "Calls", num: true }, { title: "Minutes", num: true },
+      { title: "Calls' cost", num: true }, { title: "Successful", num: true }, { title: "Per successful call", num: true },
+      { title: "Replies", num: true }, { title: "Per reply", num: true }, { title: "Campaign cost", num: true }],
+    campaigns.map((c) => {
+      const v = voiceOf(c);
+      return h("tr", { dataset: { campaign: c.campaign } }, h("td", {}, c.campaign || "(none)"),
+        h("td", { class: "num" }, v.calls ?? "—"), h("td", { class: "num" }, v.minutes == null ? "—" : minutes(v.minutes)),
+        h("td", { class: "num" }, exact(v.cost_usd)), h("td", { class: "num" }, v.successful_calls ?? "—"),
+        h("td", { class: "num" }, exact(v.cost_per_successful_call)),
+        h("td", { class: "num" }, c.replies ?? "—"), h("td", { class: "num" }, exact(c.cost_per_reply)),
+        h("td", { class: "num" }, exact(c.cost_usd)));
+    }), { label: "Campaigns" }),
+    h("p", { class: "muted small" }, "Calls' cost is all usage of the campaign's calls, failed and unanswered attempts " +
+      "included; the campaign cost adds its external cost events. A successful call is one whose post-call analysis " +
+      "has a successful outcome; — where there is nothing to divide by."),
   ];
 }
 
-// 003's /api/analytics/summary.
+// 003's /api/analytics/summary over the last 30 days.
 async function analyticsView() {
   if (!(await hasRoute("GET", "/api/analytics/summary"))) return unavailable("Call analytics (/api/analytics/summary)");
   const a = await get("/api/analytics/summary", { period: "month" });
   const top = a.top_agents || [];
   return [
-    h("div", { class: "cards" },
-      card("Calls", count(a.total_calls, "call"), "this month"),
-      card("Talk time", `${Number(a.total_minutes || 0).toLocaleString("en-US", { maximumFractionDigits: 1 })} min`, ""),
-      card("Average call", duration(a.average_call_duration), ""),
-      card("Success rate", a.success_rate == null ? "—" : `${Math.round(a.success_rate * 100)} %`, ""),
+    h("div", { class: "cards", "data-testid": "analytics-cards" },
+      card("Calls", count(a.total_calls, "call"), "last 30 days"),
+      card("Talk time", `${Number(a.total_minutes || 0).toLocaleString("en-US", { maximumFractionDigits: 2 })} min`, ""),
+      card("Average call", duration(a.average_call_duration), "ended calls"),
+      card("Success rate", a.success_rate == null ? "—" : `${Math.round(a.success_rate * 100)} %`,
+        count(a.successful_calls, "successful call")),
+      card("Calls' cost", usd(a.cost_usd, { exact: true }), ""),
+      card("Per successful call", usd(a.cost_per_successful_call, { exact: true }), ""),
       card("Busiest hour", a.busiest_hour == null ? "—" : `${String(a.busiest_hour).padStart(2, "0")}:00 UTC`, "")),
     top.length ? hbars(top.map((t, i) => ({ name: t.name || t.agent_id, value: t.calls, colorIndex: i })),
       { format: (v) => count(v, "call"), label: "Calls by agent" }) : null,
