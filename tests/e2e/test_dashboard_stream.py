@@ -86,6 +86,16 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
                                                      timestamp="2026-01-10T10:00:06.000000Z"))
     await expect(transcript.locator(".turn.user .content").last).to_have_text("I would like to change my booking.")
     await expect(transcript.locator(".turn.partial")).to_have_count(0)
+    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="a1", speaker="AGENT",
+                                                     content="Of course, which date?", source="supervisor",
+                                                     timestamp="2026-01-10T10:00:07.000000Z"))
+    agent_turn = transcript.locator(".turn.agent").last  # transcript.final {speaker: "agent", source}
+    await expect(agent_turn.locator(".content")).to_have_text("Of course, which date?", timeout=WAIT_MS)
+    await expect(agent_turn.locator(".meta")).to_contain_text("said for the supervisor")
+    store.write_sync(lambda db: events.emit_for_session(db, sid, "error", {  # as the job's recorder
+        "detail": "tts failed: connection reset", "stage": "tts", "recoverable": True}))
+    await expect(page.get_by_text("Stream: tts failed: connection reset (tts, call").first).to_be_visible(
+        timeout=WAIT_MS)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "live-stream.png", full_page=True)
 
@@ -102,6 +112,7 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     store.write_sync(lambda db: sessions.end(db, sid, reason="transferred", ended_at="2026-01-10T10:00:09.000000Z"))
     await expect(item).to_be_hidden(timeout=5_000)  # from the event, well before the 15 s safety poll
     await expect(page.get_by_text("This call is not in progress any more.")).to_be_visible()
+    await expect(page.get_by_text("Ended: transferred")).to_be_visible()  # call.ended's reason
     assert errors == []
 
 

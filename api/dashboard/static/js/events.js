@@ -109,12 +109,11 @@ function defaultUrl(token) {
   return `${scheme}://${location.host}/events/ws?token=${encodeURIComponent(token)}`;
 }
 
-/** An event's speaker as the transcript has it ("USER" or "AGENT"), whatever name the stream gives it. */
+/** A transcript event's speaker ("user" or "agent" on the stream) as the transcript has it: "USER" or "AGENT". */
 export function speakerOf(event) {
-  const who = String(event.speaker ?? event.role ?? event.participant ?? "").toLowerCase();
-  return /agent|assistant|bot|supervisor/.test(who) ? "AGENT" : "USER";
+  return String(event.speaker || "").toLowerCase() === "agent" ? "AGENT" : "USER";
 }
 
 export function textOf(event) {
-  return String(event.text ?? event.content ?? event.transcript ?? "");
+  return String(event.text ?? "");
 }

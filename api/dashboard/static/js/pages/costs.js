@@ -48,8 +48,8 @@ export async function render(main) {
       ? hbars(providers.map(([name, value]) => ({ name, value, color: colorFor(name) })), { format: (v) => usd(v), label: "Cost by provider" })
       : empty("No usage yet.")));
     return h("div", { class: "cards" },
-      card("Total", usd(s.total_cost), "all time"),
-      card("This month", usd(s.this_month_cost), "since the 1st, UTC"),
+      card("Total", usd(s.total_cost, { exact: true }), "all time"),
+      card("This month", usd(s.this_month_cost, { exact: true }), "since the 1st, UTC"),
       card("Usage events", count(s.event_count, "event"), ""),
       card("Without a price", count(s.unpriced_event_count, "event"), s.unpriced_event_count ? "add rates to pricing.yaml" : "every event priced"));
   }, "Loading the summary");
@@ -114,7 +114,8 @@ async function campaignView(range) {
   if (!campaigns || !campaigns.length) return empty("No campaigns in this range.");
   const exact = (v) => usd(v, { exact: true });
   const voiceOf = (c) => c.voice || {};
-  const charted = campaigns.filter((c) => voiceOf(c).cost_per_successful_call != null);
+  const charted = campaigns.filter((c) => voiceOf(c).cost_per_successful_call != null)
+    .sort((a, b) => b.voice.cost_per_successful_call - a.voice.cost_per_successful_call);
   const minutes = (m) => Number(m || 0).toLocaleString("en-US", { maximumFractionDigits: 2 });
   return [
     charted.length

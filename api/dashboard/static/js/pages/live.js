@@ -13,6 +13,7 @@ const DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 export async function render(main, params) {
   const st = {
     calls: null, error: null, selected: params[0] || null, finals: new Map(), partials: new Map(), names: {},
+    ended: new Map(),
     mode: "connecting", transferAvailable: false,
   };
   const modeBox = h("p", { class: "muted small", "aria-live": "polite", "data-testid": "live-mode" });
@@ -56,31 +57,62 @@ export async function render(main, params) {
     }
   }
 
+  // The events' own fields (README "Live event stream"): call.started {agent_id, direction, from_number, to_number,
+  // started_at}, call.updated {status, ...}, call.ended {duration, reason, error, ended_at}, transcript.partial and
+  // transcript.final {speaker: "user"|"agent", text, source?}, context.updated {context}, error {detail, stage?,
+  // recoverable?}. Each change is shown at once; a refetch (one per burst) then brings what the event does not carry.
   let refetch = null;
+  let refetchTranscript = null;
+  const refetchSoon = () => {
+    clearTimeout(refetch);
+    refetch = setTimeout(poll, 150);
+  };
   function onEvent(ev) {
     const sid = ev.call_sid;
-    if (ev.type === "call.started" || ev.type === "call.ended" || ev.type === "call.updated") {
-      clearTimeout(refetch);
-      refetch = setTimeout(poll, 150); // a burst of events is one refetch
-      if (ev.type === "call.ended" && sid) st.partials.delete(sid);
+    if (ev.type === "call.started" && sid) {
+      if (st.calls && !st.calls.some((c) => c.call_sid === sid)) {
+        st.calls.push({ id: sid, call_sid: sid, agent_id: ev.agent_id, direction: ev.direction,
+          from_number: ev.from_number, to_number: ev.to_number, started_at: ev.started_at || ev.timestamp,
+          status: "in-progress", context: null });
+      }
+      st.ended.delete(sid);
+      drawList();
+      refetchSoon();
       return;
     }
-    if (ev.type === "transcript.partial" && sid) {
+    if (ev.type === "call.updated" && sid) {
+      const call = st.calls && st.calls.find((c) => c.call_sid === sid);
+      if (call && ev.status) call.status = ev.status;
+      drawList();
+      refetchSoon();
+    } else if (ev.type === "call.ended" && sid) {
+      st.ended.set(sid, { reason: ev.reason, duration: ev.duration, error: ev.error });
+      st.partials.delete(sid);
+      if (st.calls) st.calls = st.calls.filter((c) => c.call_sid !== sid);
+      drawList();
+      refetchSoon();
+    } else if (ev.type === "transcript.partial" && sid) {
       const p = st.partials.get(sid) || {};
       p[speakerOf(ev)] = textOf(ev);
       st.partials.set(sid, p);
     } else if (ev.type === "transcript.final" && sid) {
       const speaker = speakerOf(ev);
       const list = st.finals.get(sid) || [];
-      list.push({ speaker, content: textOf(ev), timestamp: ev.timestamp, metrics: ev.metrics, source: ev.source });
+      list.push({ speaker, content: textOf(ev), timestamp: ev.timestamp, source: ev.source });
       st.finals.set(sid, list);
       const p = st.partials.get(sid);
       if (p) delete p[speaker];
+      if (sid === st.selected) { // the stored item adds its latencies and providers
+        clearTimeout(refetchTranscript);
+        refetchTranscript = setTimeout(() => loadTranscript(sid).then(() => drawDetail()), 300);
+      }
     } else if (ev.type === "context.updated" && sid && st.calls) {
       const call = st.calls.find((c) => c.call_sid === sid);
       if (call && ev.context) call.context = ev.context;
     } else if (ev.type === "error") {
-      toast(`Stream: ${ev.message || ev.detail || "error"}${sid ? ` (call ${shortId(sid)})` : ""}`, "error");
+      const where = [ev.stage, sid ? `call ${shortId(sid)}` : null].filter(Boolean).join(", ");
+      const fatal = ev.recoverable === false ? "; the call ends" : "";
+      toast(`Stream: ${ev.detail || "error"}${where ? ` (${where})` : ""}${fatal}`, "error");
       return;
     }
     if (sid === st.selected) drawDetail();
@@ -143,8 +175,11 @@ export async function render(main, params) {
         clear(detail, h("h2", {}, "No call selected"), empty(st.calls && st.calls.length
           ? "Select a call on the left." : "Waiting for a call."));
       } else {
+        const end = st.ended.get(st.selected);
+        const how = end ? [end.reason ? `Ended: ${end.reason}` : "Ended", end.duration != null
+          ? ` after ${duration(end.duration)}` : "", end.error ? ` (${end.error})` : "", ". "] : [];
         clear(detail, h("h2", {}, `Call ${shortId(st.selected)}`),
-          empty("This call is not in progress any more.", h("p", {},
+          empty("This call is not in progress any more.", h("p", {}, ...how,
             h("a", { href: `#/calls/${encodeURIComponent(st.selected)}` }, "Open its record"))));
       }
       return;
@@ -263,6 +298,7 @@ export async function render(main, params) {
   return () => {
     clearInterval(ticker);
     clearTimeout(refetch);
+    clearTimeout(refetchTranscript);
     feed.close();
   };
 }
