@@ -25,7 +25,7 @@ from api.store import usage as ledger
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
-from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, WAIT_MS
+from tests.e2e.test_dashboard import ARGS, ARTIFACTS, CHROMIUM, DESKTOP, PHONE, WAIT_MS
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
                 return await resp.json()
 
         await post("/api/cost-events", [{"provider": "openai", "model": "o3-mini", "tokens_in": 291,
-                                         "tokens_out": 572, "cost_usd": 0.002837, "campaign_name": "Ohio",
+                                         "tokens_out": 572, "cost_usd": 0.012345678, "campaign_name": "Ohio",
                                          "occurred_at": sent_at}])
         await post("/api/events", [{"contact_email": f"c{i}@ohio.test", "campaign": "Ohio", "step": 1,
                                     "event_type": kind, "provider": "gmail", "provider_message_id": f"m{i}-{kind}",
@@ -224,4 +224,10 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
     await expect(page.get_by_text("not available on this server")).to_have_count(0)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "costs-analytics.png", full_page=True)
+    await page.set_viewport_size(PHONE)  # every digit of an exact figure stays inside its card
+    overflowing = await page.locator(".card .value").evaluate_all(
+        "els => els.filter(e => e.scrollWidth > e.clientWidth || e.getBoundingClientRect().right >"
+        " e.parentElement.getBoundingClientRect().right).map(e => e.textContent)")
+    assert overflowing == []
+    await page.screenshot(path=ARTIFACTS / "costs-analytics-phone.png", full_page=True)
     assert errors == []
