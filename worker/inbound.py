@@ -114,17 +114,22 @@ def _refusal(db: Any, meta: DispatchMeta, agent: dict[str, Any], number: dict[st
     return None
 
 
+async def _wait_for_caller(ctx: JobContext) -> rtc.RemoteParticipant | None:
+    """Joins the room and waits (bounded) for the call's SIP participant; None when it never came."""
+    await ctx.connect()
+    try:
+        return await asyncio.wait_for(ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP),
+                                      SIP_JOIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        return None
+
+
 async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[str, Any]) -> Admitted | None:
     """Opens the call's session once the caller is here. Returns None when the call was refused: its session is
     ended with the reason (not analysed), the caller is hung up and the job shut down."""
     assert meta.phone_number_id is not None
     session_id = session_id_for(ctx)
-    await ctx.connect()
-    try:
-        caller: rtc.RemoteParticipant | None = await asyncio.wait_for(
-            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP), SIP_JOIN_TIMEOUT)
-    except asyncio.TimeoutError:
-        caller = None
+    caller = await _wait_for_caller(ctx)
     attributes = caller.attributes if caller is not None else {}
     started_at = _joined_at(caller)
 
@@ -169,12 +174,7 @@ async def refuse_unassigned(ctx: JobContext, store: Store, meta: DispatchMeta) -
     hung up as soon as it is in the room, so livekit-sip answers the INVITE with a failure. A number assigned
     meanwhile still refuses this call (its room was made by the refusing rule); the caller may call again."""
     assert meta.refuse is not None and meta.phone_number_id is not None
-    await ctx.connect()
-    try:
-        caller: rtc.RemoteParticipant | None = await asyncio.wait_for(
-            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP), SIP_JOIN_TIMEOUT)
-    except asyncio.TimeoutError:
-        caller = None
+    caller = await _wait_for_caller(ctx)
     attributes = caller.attributes if caller is not None else {}
     try:
         number = await store.read(numbers_repo.get_by_id, meta.phone_number_id)
