@@ -20,13 +20,7 @@ class Periodic:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is None:
-            return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:
@@ -36,3 +30,14 @@ class Periodic:
             except Exception:
                 self.log.exception("%s failed", self.name)
             await asyncio.sleep(self.interval)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancels an owned background task and waits until it has finished (nothing to do for None)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

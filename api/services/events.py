@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from ..periodic import Periodic
+from ..periodic import Periodic, cancel_and_wait
 from ..store import events as repo
 from ..store.db import Store
 from ..store.timefmt import to_iso
@@ -91,13 +91,8 @@ class EventHub:
 
     async def stop(self) -> None:
         await self._pruner.stop()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.close_all()
 
     def close_all(self) -> None:
