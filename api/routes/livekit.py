@@ -9,6 +9,7 @@ import jwt
 from aiohttp import web
 from livekit import api as lk
 
+from ..dispatch_meta import DispatchMeta
 from ..errors import Conflict, Unauthorized, Unavailable
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
@@ -93,7 +94,7 @@ async def start_web_call(call: Call, agent: dict, room_name: str | None, *, part
                              user_id=user_id, conversation_id=conversation_id, campaign=campaign)
 
     await store.write(reserve)
-    metadata = {"agent_id": agent["id"], "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
+    metadata = DispatchMeta(agent_id=agent["id"], session_id=session_id, owner_id=call.tenant_id, direction="inbound")
     try:
         dispatch_id = await gw.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
