@@ -14,11 +14,11 @@ from ..errors import Conflict, Unauthorized, Unavailable
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
+from ..services import webhooks as webhooks_service
 from ..store import agents as agents_repo
 from ..store import clients as clients_repo
 from ..store import dispatch as dispatch_repo
 from ..store import sessions as sessions_repo
-from ..store import webhooks as webhooks_repo
 
 log = logging.getLogger("voxarena.livekit")
 
@@ -139,8 +139,17 @@ async def livekit_webhook(call: Call) -> dict:
             rejected = e
     if event is None:
         raise Unauthorized(f"webhook signature rejected: {rejected}") from None
-    fresh = await call.request.app[STORE].write(webhooks_repo.apply_event, _event_dict(event))
+    fresh = await webhooks_service.apply(call.request.app[STORE], call.request.app[GATEWAYS], _event_dict(event),
+                                         signer_key=gw.api_key, signed_by=lambda g: _verifies(g, body, authorization))
     return {"received": True, "duplicate": not fresh}
+
+
+def _verifies(gw, body: str, authorization: str) -> bool:
+    try:
+        gw.verify_webhook(body, authorization)
+    except Exception:
+        return False
+    return True
 
 
 def _event_dict(event: lk.WebhookEvent) -> dict:
