@@ -11,6 +11,7 @@ from livekit import api as lk
 
 from ..dispatch_meta import DispatchMeta
 from ..errors import Conflict, Unauthorized, Unavailable
+from ..livekit import LiveKitGateway
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
@@ -144,7 +145,7 @@ async def livekit_webhook(call: Call) -> dict:
     return {"received": True, "duplicate": not fresh}
 
 
-def _verifies(gw, body: str, authorization: str) -> bool:
+def _verifies(gw: LiveKitGateway, body: str, authorization: str) -> bool:
     try:
         gw.verify_webhook(body, authorization)
     except Exception:
