@@ -19,7 +19,7 @@ from api.store.db import Store
 from tests.api.chat_support import fakes, idle_seconds  # noqa: F401  (the app on the Gemini fake)
 from tests.api.chat_support import llm_requests
 from tests.api.chat_support import settings as chat_settings  # noqa: F401
-from tests.api.seed import seed_agent, tenant_of
+from tests.api.seed import seed_agent
 from tests.api.test_events import live_call, next_event, upgrade_headers
 from tests.conftest import assert_error
 from tests.harness.redis_server import start_redis
