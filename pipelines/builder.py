@@ -49,21 +49,23 @@ def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fall
     for name in names:
         kwargs = extra(name) if extra else {}
         instance = builder(kind, name)(agent, cfg, **kwargs)  # type: ignore[call-arg]
-        session = kwargs.get("http_session")
-        if session is not None and hasattr(session, "model"):  # a metered session labels usage with the model
-            session.model = getattr(instance, "model", None)
+        for meter in kwargs.values():
+            if hasattr(meter, "model"):  # a metered session or wire labels its usage with the model
+                meter.model = getattr(instance, "model", None)
         built.append(instance)
     return built, names
 
 
 def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD | None = None,
-                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
+                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None,
+                   tts_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
     """Build the three providers (each with its fallbacks behind LiveKit's FallbackAdapter); raises
-    ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` gives extra keyword
-    arguments for an STT provider's builder (the meter hands each STT its own metered HTTP session)."""
+    ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` and
+    ``tts_kwargs(provider)`` give extra keyword arguments for a provider's builder (the meter hands each STT its own
+    metered HTTP session, each TTS its own wire)."""
     stts, stt_names = _chain(agent, cfg, "stt", agent.stt_provider, agent.fallback_stt_providers, stt_kwargs)
     model, llm_names = build_llm(agent, cfg)
-    ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers)
+    ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers, tts_kwargs)
     return Pipeline(
         stt=stts[0] if len(stts) == 1 else stt_base.FallbackAdapter(
             stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5),

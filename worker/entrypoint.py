@@ -167,9 +167,13 @@ async def entrypoint(ctx: JobContext) -> None:
         # each STT provider's socket reports the audio it accepted: that, not what was sent its way, is billed
         return {"http_session": meter.stt_http_session(http, provider=provider, sample_rate=STT_SAMPLE_RATE)}
 
+    def metered_tts(provider: str) -> dict[str, Any]:
+        # likewise each TTS provider's sends report the characters they carried
+        return {"wire": meter.tts_wire(http, provider=provider)}
+
     try:
         pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"],
-                                  stt_kwargs=metered_stt)
+                                  stt_kwargs=metered_stt, tts_kwargs=metered_tts)
     except ProviderConfigError as e:
         await _fail(ctx, call, "provider_error", str(e))
         return
