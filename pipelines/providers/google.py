@@ -3,21 +3,53 @@
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any, AsyncIterator
 
 import google.auth as google_auth
 from google.api_core.client_options import ClientOptions
 from google.cloud import texttospeech
+from google import genai
 from google.genai import types as genai_types
 from livekit.agents import llm as llm_base
 from livekit.agents import tts as tts_base
+from livekit.agents.utils import http_context
 from livekit.plugins import google
+from livekit.plugins.google import llm as google_llm
 
 from ..config import AgentSpec, ProviderConfigError, ProvidersConfig, require_key
 from ..wire_meter import Counter, TextWire
 
 # The plugin's scope for its own client (livekit/plugins/google/tts.py `_ensure_client`).
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context: LiveKit's, which its HTTP sessions use and builds once per process (honouring
+    SSL_CERT_FILE/SSL_CERT_DIR), given to the google-genai clients too. Left to itself, each genai client loads the
+    CA bundle three times (its httpx, aiohttp and websocket contexts, 50-70 ms each) on the event loop at every job
+    start. The job process's prewarm calls this, so no job start loads a CA bundle."""
+    return http_context._create_ssl_context()
+
+
+def _genai_client(**kwargs: Any) -> genai.Client:
+    # httpx takes the context as `verify`, aiohttp as `ssl`; google-genai keeps for each the keys it accepts.
+    tls = tls_context()
+    kwargs.setdefault("http_options", genai_types.HttpOptions(client_args={"verify": tls},
+                                                              async_client_args={"verify": tls, "ssl": tls}))
+    return genai.Client(**kwargs)
+
+
+def prewarm() -> None:
+    """Once per job process, before any job, what would otherwise block the event loop of a job start: the TLS
+    context, and a first genai client (its first construction imports its HTTP transport, some 130 ms)."""
+    tls_context()
+    _genai_client(api_key="prewarm", vertexai=False).close()
+
+
+# google.LLM builds its genai Client inside its constructor and passes it no http options (its own `http_options`
+# are per request), so the process-wide TLS context can only reach the client through the name it calls.
+google_llm.Client = _genai_client  # type: ignore[assignment]
 
 
 def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
