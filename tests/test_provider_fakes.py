@@ -383,6 +383,28 @@ async def test_google_tts_refuses_a_service_account_it_did_not_issue(
     assert fakes.counters()["google_tts"]["auth_failures"] == 1
 
 
+async def test_google_tts_failure_switches_answer_grpc_errors(
+    fakes: FakeProviders, google_config: ProvidersConfig
+) -> None:
+    fakes.fail("google_tts", "reject", times=1)
+    async with http_context.open():
+        plugin = registry.builder("tts", "google")(GOOGLE_AGENT, google_config)
+        with pytest.raises(APIStatusError) as err:
+            await collect_audio(plugin.synthesize("hi", conn_options=NO_RETRY))  # type: ignore[attr-defined]
+        assert err.value.status_code == 500  # INTERNAL
+        fakes.fail("google_tts", "drop", times=1)
+        stream = plugin.stream(conn_options=NO_RETRY)  # type: ignore[attr-defined]
+        stream.push_text("Nobody hears this.")
+        stream.end_input()
+        with pytest.raises(APIError):
+            await collect_audio(stream)
+        recovered = await collect_audio(plugin.synthesize("Back again."))  # type: ignore[attr-defined]
+        await plugin.aclose()  # type: ignore[attr-defined]
+    assert recovered
+    g = fakes.counters()["google_tts"]
+    assert g["injected_failures"] == 2 and g["characters"] == len("Back again.")
+
+
 # --- auth and failure injection -------------------------------------------------------------------
 
 
