@@ -133,6 +133,7 @@ async def test_streamed_tts_characters_are_what_the_provider_received(fakes, tts
         await plugin.aclose()
         await m.close()
     assert frames
+    assert PriceBook.load().provider_key(plugin.provider) == provider  # the name LiveKit reports maps to our key
     received = fakes.counters()[TTS_FAKES[provider]]["characters"]
     assert metered_characters(sink, provider) == received > 0
     rate = BOOK_RATES[provider]
