@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
-from livekit.agents import (Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, ModelSettings, inference,
-                            vad)
+from livekit.agents import (Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, APIError, ModelSettings,
+                            inference, vad)
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
@@ -21,9 +21,19 @@ from .turn_detector import TranscriptTurnDetector
 
 log = logging.getLogger("voxarena.pipeline")
 
+class BackoffConnectOptions(APIConnectOptions):
+    """Retries that wait twice as long each time (LiveKit's own retry at once, then at a fixed interval)."""
+
+    def _interval_for_retry(self, num_retries: int) -> float:
+        return self.retry_interval * 2**num_retries
+
+
 # Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up. One retry per
 # request, then the first unrecoverable error (retries exhausted) closes the session with its reason.
 CONNECT = APIConnectOptions(max_retry=1, retry_interval=0.5, timeout=8.0)
+# The caller's audio stream: three connection attempts, 0.5 s then 1 s apart, then the call ends on the failure
+# (VoiceAgent.stt_node keeps LiveKit from starting the round again).
+STT_CONNECT = BackoffConnectOptions(max_retry=2, retry_interval=0.5, timeout=8.0)
 UNLIMITED_ERRORS = 1_000_000
 
 
@@ -49,21 +59,23 @@ def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fall
     for name in names:
         kwargs = extra(name) if extra else {}
         instance = builder(kind, name)(agent, cfg, **kwargs)  # type: ignore[call-arg]
-        session = kwargs.get("http_session")
-        if session is not None and hasattr(session, "model"):  # a metered session labels usage with the model
-            session.model = getattr(instance, "model", None)
+        for meter in kwargs.values():
+            if hasattr(meter, "model"):  # a metered session or wire labels its usage with the model
+                meter.model = getattr(instance, "model", None)
         built.append(instance)
     return built, names
 
 
 def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD | None = None,
-                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
+                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None,
+                   tts_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
     """Build the three providers (each with its fallbacks behind LiveKit's FallbackAdapter); raises
-    ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` gives extra keyword
-    arguments for an STT provider's builder (the meter hands each STT its own metered HTTP session)."""
+    ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` and
+    ``tts_kwargs(provider)`` give extra keyword arguments for a provider's builder (the meter hands each STT its own
+    metered HTTP session, each TTS its own wire)."""
     stts, stt_names = _chain(agent, cfg, "stt", agent.stt_provider, agent.fallback_stt_providers, stt_kwargs)
     model, llm_names = build_llm(agent, cfg)
-    ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers)
+    ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers, tts_kwargs)
     return Pipeline(
         stt=stts[0] if len(stts) == 1 else stt_base.FallbackAdapter(
             stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5),
@@ -125,7 +137,7 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
         vad=vad_model,
         turn_handling=turn_handling(turn_detection, min_delay=min_delay, max_delay=max_delay),
         conn_options=SessionConnectOptions(
-            stt_conn_options=CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT,
+            stt_conn_options=STT_CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT,
             # The framework would close the session on the first unrecoverable error, in silence. The job handles
             # it instead (worker/entrypoint.py): the agent apologises through the TTS if it still works, then hangs up.
             max_unrecoverable_errors=UNLIMITED_ERRORS,
@@ -164,10 +176,17 @@ class VoiceAgent(Agent):
                 clock.input_frame(frame.data)
                 yield frame
 
-        async for ev in Agent.default.stt_node(self, tapped(), model_settings):
-            if isinstance(ev, stt_base.SpeechEvent) and ev.type == stt_base.SpeechEventType.FINAL_TRANSCRIPT:
-                clock.stt_final()
-            yield ev
+        try:
+            async for ev in Agent.default.stt_node(self, tapped(), model_settings):
+                if isinstance(ev, stt_base.SpeechEvent) and ev.type == stt_base.SpeechEventType.FINAL_TRANSCRIPT:
+                    clock.stt_final()
+                yield ev
+        except APIError as e:
+            # The stream's retries are spent and the session has the error as unrecoverable: the job ends the call
+            # on it. Raising would make LiveKit's STT pump rebuild the stream every 0.5 s until then, each round with
+            # fresh attempts and a traceback (30 attempts and 60 tracebacks during one apology); ending the node
+            # ends the pump.
+            log.error("STT failed for good, not reconnecting: %s", e, exc_info=e)
 
     async def llm_node(self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool],
                        model_settings: ModelSettings) -> AsyncIterator[Any]:

@@ -3,8 +3,11 @@
 - STT minutes come from the audio each provider's socket accepted (``wire_meter``: counted only after a send
   succeeded), not from the plugins' usage reports, which under-report short calls, nor from audio handed to a
   plugin whose provider never received it.
-- LLM tokens (input and output apart) and TTS characters come from the session's cumulative usage; each report
-  becomes the delta since the previous one.
+- TTS characters come from what each provider was sent (``wire_meter.TextWire``: the text its plugin put on the
+  wire, after the plugin's own re-tokenising, counted once a send succeeded), not from the reply text the session
+  reports, which differs by a space per sentence break and misses text sent for a reply cut short.
+- LLM tokens (input and output apart) come from the session's cumulative usage; each report becomes the delta since
+  the previous one.
 - Every event carries an idempotency key derived from the cumulative counters it covers (``.../0-480000``), so a
   retried or replayed write is the same event and the ledger (an upsert on the key) never counts it twice.
 - Events go to a ``UsageSink``; the worker wires it to the store. Nothing here knows about HTTP or SQL.
@@ -21,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Protocol
 
 from .pricing import PriceBook, Unpriced, cost_nanos
-from .wire_meter import MeteredSession
+from .wire_meter import MeteredSession, TextWire
 
 log = logging.getLogger("voxarena.metering")
 
@@ -141,7 +144,8 @@ class CallMeter:
         # STT audio the providers accepted: cumulative samples, and how many of them are in the ledger.
         self._samples: dict[SttKey, int] = {}
         self._flushed: dict[SttKey, int] = {}
-        # Cumulative usage the session reported, and how much of it is in the ledger.
+        # Cumulative usage (LLM tokens the session reported, TTS characters the wire carried), and how much of it is
+        # in the ledger.
         self._reported: dict[UsageKey, int] = {}
         self._seen: dict[UsageKey, int] = {}
         self._pending: set[asyncio.Future[None]] = set()
@@ -187,7 +191,18 @@ class CallMeter:
             await self._write(events)
             self._flushed.update(marks)
 
-    # ---- LLM / TTS: cumulative usage reports from the session ----
+    # ---- TTS: the characters each provider was sent ----
+    def tts_wire(self, base: Any, *, provider: str) -> TextWire:
+        """What one TTS provider's plugin is built with (``wire=``): its sends report the characters they carried."""
+        return TextWire(base, lambda model, characters: self.on_tts_characters(characters, provider=provider,
+                                                                               model=model))
+
+    def on_tts_characters(self, characters: int, *, provider: str, model: str | None) -> None:
+        key = (provider, model or "", "characters")
+        self._reported[key] = self._reported.get(key, 0) + characters
+        self._kick("usage")
+
+    # ---- LLM: cumulative usage reports from the session ----
     def note_usage(self, model_usage: Iterable[Any]) -> None:
         """Keep the latest cumulative counters of a usage report (a late or repeated report never goes back)."""
         for u in model_usage:
@@ -196,9 +211,7 @@ class CallMeter:
             model = str(getattr(u, "model", "") or "")
             if kind == "llm_usage":
                 counters = (("input", u.input_tokens), ("output", u.output_tokens))
-            elif kind == "tts_usage":
-                counters = (("characters", u.characters_count),)
-            else:  # STT is metered from the audio itself; EOT/interruption models are local and free
+            else:  # STT and TTS are metered on the wire; EOT/interruption models are local and free
                 continue
             for counter, cumulative in counters:
                 key = (provider, model, counter)

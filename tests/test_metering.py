@@ -54,19 +54,26 @@ def usage(llm_in, llm_out, chars):
                             characters_count=chars)]
 
 
+def sent(m, chars):
+    """Characters the TTS provider was sent (its wire reports them; see test_wire_meter)."""
+    m.on_tts_characters(chars, provider="elevenlabs", model="eleven_turbo_v2_5")
+
+
 async def test_cumulative_usage_becomes_deltas_and_a_repeat_report_adds_nothing():
     sink = ListSink()
     m = meter(sink)
-    m.on_usage(usage(100, 20, 50))
+    m.on_usage(usage(100, 20, 999))  # the session's TTS count is the reply text's: not what is billed
+    sent(m, 50)
     await m.flush_usage()
-    m.on_usage(usage(100, 20, 50))
-    m.on_usage(usage(90, 20, 50))  # a late, older report never goes back
+    m.on_usage(usage(100, 20, 999))
+    m.on_usage(usage(90, 20, 999))  # a late, older report never goes back
     await m.flush_usage()
     assert len(sink.events) == 3
-    await m.close(usage(180, 35, 90))
-    assert [(e.event_type, e.token_kind, e.quantity) for e in sink.events] == [
-        ("llm_tokens", "input", 100), ("llm_tokens", "output", 20), ("tts_characters", None, 50),
-        ("llm_tokens", "input", 80), ("llm_tokens", "output", 15), ("tts_characters", None, 40)]
+    sent(m, 40)
+    await m.close(usage(180, 35, 999))
+    assert sorted((e.event_type, e.token_kind or "", e.quantity) for e in sink.events) == [
+        ("llm_tokens", "input", 80), ("llm_tokens", "input", 100), ("llm_tokens", "output", 15),
+        ("llm_tokens", "output", 20), ("tts_characters", "", 40), ("tts_characters", "", 50)]
     assert {e.provider for e in sink.events} == {"gemini", "elevenlabs"}
 
 
@@ -75,6 +82,7 @@ async def test_usage_through_a_failing_sink_is_recorded_exactly_once_after_it_re
     m = meter(sink)
     for i in range(1, 61):  # reports racing with flushes (and their failures), audio in between
         m.on_usage(usage(10 * i, 2 * i, 5 * i))
+        sent(m, 5)
         m.on_stt_audio(1600, 16000)  # 0.1 s
         if i % 7 == 0:
             await asyncio.sleep(0)

@@ -19,7 +19,10 @@ from livekit.plugins import assemblyai, deepgram, elevenlabs, google, resemble
 from livekit.plugins.resemble import tts as resemble_tts
 from pydantic import BaseModel
 
+from pipelines import registry
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.fakes import FakeProviders
+from tests.fakes.google_tts import issue_service_account
 from tests.fakes.drive import collect_audio, collect_events, final_texts, pcm_pattern, push_pcm
 
 SR = 16000
@@ -299,6 +302,107 @@ async def test_resemble_rest_synthesize(
         fakes.counters()["resemble"]["audio_seconds_out"], abs=0.02
     )
     assert fakes.counters()["resemble"]["characters"] == len(text)
+
+
+# --- Google Cloud TTS (gRPC over TLS, service-account JWT) ------------------------------------------
+
+
+@pytest.fixture
+def google_config(fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch) -> ProvidersConfig:
+    # gRPC reads its roots once per process; every fake in this process presents the same certificate.
+    monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", fakes.google_tts_ca_file)
+    return ProvidersConfig(
+        google=ProviderCredentials(
+            extra={
+                "credentials_file": fakes.google_credentials_file,
+                "tts_endpoint": fakes.google_tts_endpoint,
+            }
+        )
+    )
+
+
+GOOGLE_AGENT = AgentSpec(
+    id="a",
+    name="a",
+    system_prompt="",
+    stt_provider="deepgram",
+    llm_provider="gemini",
+    tts_provider="google",
+    language="en-GB",
+)
+
+
+async def test_google_tts_built_from_a_credentials_file_streams_from_the_fake(
+    fakes: FakeProviders, google_config: ProvidersConfig
+) -> None:
+    text = "Hello from Google. This is the second sentence, a little longer than the first."
+    async with http_context.open():
+        plugin = registry.builder("tts", "google")(GOOGLE_AGENT, google_config)
+        stream = plugin.stream()  # type: ignore[attr-defined]
+        stream.push_text(text)
+        stream.end_input()
+        frames = await collect_audio(stream)
+        await plugin.aclose()  # type: ignore[attr-defined]
+    g = fakes.counters()["google_tts"]
+    assert g["connections"] == g["requests"] == 1 and g["auth_failures"] == 0
+    assert g["characters_nonspace"] == len(text.replace(" ", ""))
+    assert frames[0].sample_rate == 24000
+    assert sum(f.duration for f in frames) == pytest.approx(g["audio_seconds_out"], abs=0.01)
+    config, *inputs = fakes.state.log["google_tts"]
+    assert config["streaming_config"]["voice"]["language_code"] == "en-GB"
+    assert "".join(i["input"] for i in inputs).replace(" ", "") == text.replace(" ", "")
+
+
+async def test_google_tts_synthesize_is_one_unary_call(
+    fakes: FakeProviders, google_config: ProvidersConfig
+) -> None:
+    text = "One request, one answer."
+    async with http_context.open():
+        plugin = registry.builder("tts", "google")(GOOGLE_AGENT, google_config)
+        frames = await collect_audio(plugin.synthesize(text))  # type: ignore[attr-defined]
+        await plugin.aclose()  # type: ignore[attr-defined]
+    g = fakes.counters()["google_tts"]
+    assert g["requests"] == 1 and g["characters"] == len(text)
+    assert sum(f.duration for f in frames) == pytest.approx(g["audio_seconds_out"], abs=0.01)
+
+
+async def test_google_tts_refuses_a_service_account_it_did_not_issue(
+    fakes: FakeProviders, google_config: ProvidersConfig, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "stranger.json"
+    stranger.write_text(json.dumps(issue_service_account(token_uri=f"{fakes.base_url}/token").info))
+    extra = {**google_config.google.extra, "credentials_file": str(stranger)}
+    cfg = ProvidersConfig(google=ProviderCredentials(extra=extra))
+    async with http_context.open():
+        plugin = registry.builder("tts", "google")(GOOGLE_AGENT, cfg)
+        with pytest.raises(APIStatusError) as err:
+            await collect_audio(plugin.synthesize("hi", conn_options=NO_RETRY))  # type: ignore[attr-defined]
+        await plugin.aclose()  # type: ignore[attr-defined]
+    # google-api-core maps gRPC UNAUTHENTICATED to HTTP 401: not retried
+    assert err.value.status_code == 401 and not err.value.retryable
+    assert fakes.counters()["google_tts"]["auth_failures"] == 1
+
+
+async def test_google_tts_failure_switches_answer_grpc_errors(
+    fakes: FakeProviders, google_config: ProvidersConfig
+) -> None:
+    fakes.fail("google_tts", "reject", times=1)
+    async with http_context.open():
+        plugin = registry.builder("tts", "google")(GOOGLE_AGENT, google_config)
+        with pytest.raises(APIStatusError) as err:
+            await collect_audio(plugin.synthesize("hi", conn_options=NO_RETRY))  # type: ignore[attr-defined]
+        assert err.value.status_code == 500  # INTERNAL
+        fakes.fail("google_tts", "drop", times=1)
+        stream = plugin.stream(conn_options=NO_RETRY)  # type: ignore[attr-defined]
+        stream.push_text("Nobody hears this.")
+        stream.end_input()
+        with pytest.raises(APIError):
+            await collect_audio(stream)
+        recovered = await collect_audio(plugin.synthesize("Back again."))  # type: ignore[attr-defined]
+        await plugin.aclose()  # type: ignore[attr-defined]
+    assert recovered
+    g = fakes.counters()["google_tts"]
+    assert g["injected_failures"] == 2 and g["characters"] == len("Back again.")
 
 
 # --- auth and failure injection -------------------------------------------------------------------

@@ -10,7 +10,7 @@ from api.store.db import Store
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 from tests.api.seed import seed_call, tenant_of
-from tests.test_metering import usage
+from tests.test_metering import sent, usage
 from worker.usage_sink import StoreUsageSink
 from worker.usage_spill import ingest_spilled, spill_path
 
@@ -24,9 +24,11 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
     m = CallMeter(PriceBook.load(), sink, owner_id=tenant_of("alice"), session_id=session_id, agent_id="a1",
                   key_scope=f"{session_id}/AJ_job")
     m.on_usage(usage(1000, 200, 3000))
+    sent(m, 3000)
     await m.flush_usage()
     store.close()  # the job process's store is gone (its process is shutting down, the disk failed, ...)
     m.on_stt_audio(24_000, 16_000, provider="deepgram", model="nova-3")  # 1.5 s
+    sent(m, 100)
     await m.close(usage(1500, 260, 3100))
     assert m.failed_writes == 0  # the spill acknowledged the last usage
     assert spill_file.exists() and spill_file.parent.name == "usage-spill"

@@ -32,6 +32,7 @@ from pipelines.config import (DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec,
                               prompt_with_context)
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
+from pipelines.providers import google as google_provider
 
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, parse_dispatch, providers_config
@@ -94,11 +95,13 @@ def process_setup(settings: Settings) -> Callable[[JobProcess], None]:
 
 
 def prewarm(settings: Settings, proc: JobProcess) -> None:
-    """Once per job process, before a job arrives: settings, a store connection, the VAD weights."""
+    """Once per job process, before a job arrives: settings, a store connection, the VAD weights, and what would
+    otherwise block the loop of every job start (the TLS context, the Gemini client's first construction)."""
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_path, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=vad_min_silence(settings.endpointing_min_delay))
+    google_provider.prewarm()
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -167,9 +170,13 @@ async def entrypoint(ctx: JobContext) -> None:
         # each STT provider's socket reports the audio it accepted: that, not what was sent its way, is billed
         return {"http_session": meter.stt_http_session(http, provider=provider, sample_rate=STT_SAMPLE_RATE)}
 
+    def metered_tts(provider: str) -> dict[str, Any]:
+        # likewise each TTS provider's sends report the characters they carried
+        return {"wire": meter.tts_wire(http, provider=provider)}
+
     try:
         pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"],
-                                  stt_kwargs=metered_stt)
+                                  stt_kwargs=metered_stt, tts_kwargs=metered_tts)
     except ProviderConfigError as e:
         await _fail(ctx, call, "provider_error", str(e))
         return

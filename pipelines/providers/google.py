@@ -3,13 +3,53 @@
 from __future__ import annotations
 
 import os
+import ssl
+from typing import Any, AsyncIterator
 
+import google.auth as google_auth
+from google.api_core.client_options import ClientOptions
+from google.cloud import texttospeech
+from google import genai
 from google.genai import types as genai_types
 from livekit.agents import llm as llm_base
 from livekit.agents import tts as tts_base
+from livekit.agents.utils import http_context
 from livekit.plugins import google
+from livekit.plugins.google import llm as google_llm
 
 from ..config import AgentSpec, ProviderConfigError, ProvidersConfig, require_key
+from ..wire_meter import Counter, TextWire
+
+# The plugin's scope for its own client (livekit/plugins/google/tts.py `_ensure_client`).
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context: LiveKit's, which its HTTP sessions use and builds once per process (honouring
+    SSL_CERT_FILE/SSL_CERT_DIR), given to the google-genai clients too. Left to itself, each genai client loads the
+    CA bundle three times (its httpx, aiohttp and websocket contexts, 50-70 ms each) on the event loop at every job
+    start. The job process's prewarm calls this, so no job start loads a CA bundle."""
+    return http_context._create_ssl_context()
+
+
+def _genai_client(**kwargs: Any) -> genai.Client:
+    # httpx takes the context as `verify`, aiohttp as `ssl`; google-genai keeps for each the keys it accepts.
+    tls = tls_context()
+    kwargs.setdefault("http_options", genai_types.HttpOptions(client_args={"verify": tls},
+                                                              async_client_args={"verify": tls, "ssl": tls}))
+    return genai.Client(**kwargs)
+
+
+def prewarm() -> None:
+    """Once per job process, before any job, what would otherwise block the event loop of a job start: the TLS
+    context, and a first genai client (its first construction imports its HTTP transport, some 130 ms)."""
+    tls_context()
+    _genai_client(api_key="prewarm", vertexai=False).close()
+
+
+# google.LLM builds its genai Client inside its constructor and passes it no http options (its own `http_options`
+# are per request), so the process-wide TLS context can only reach the client through the name it calls.
+google_llm.Client = _genai_client  # type: ignore[assignment]
 
 
 def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
@@ -26,7 +66,53 @@ def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
     )
 
 
-def tts(agent: AgentSpec, cfg: ProvidersConfig) -> tts_base.TTS:
+class GoogleTTS(google.TTS):
+    """The plugin, with its gRPC client made for our endpoint when one is set (the plugin hard-codes
+    texttospeech.googleapis.com) and the text it sends counted on the call's wire."""
+
+    def __init__(self, *, endpoint: str | None, wire: TextWire | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._endpoint = endpoint
+        self._wire = wire
+
+    def _ensure_client(self) -> Any:
+        if self._client is None and self._endpoint:
+            credentials, _ = google_auth.load_credentials_from_file(self._credentials_file, scopes=[CLOUD_PLATFORM])
+            self._client = texttospeech.TextToSpeechAsyncClient(
+                credentials=credentials, client_options=ClientOptions(api_endpoint=self._endpoint)
+            )
+        client = super()._ensure_client()
+        return client if self._wire is None else _CountedClient(client, self._wire.count)
+
+
+class _CountedClient:
+    """The plugin's calls on the real client, counting the characters of each synthesis input once it went out."""
+
+    def __init__(self, client: texttospeech.TextToSpeechAsyncClient, count: Counter) -> None:
+        self._client = client
+        self._count = count
+
+    async def streaming_synthesize(self, requests: AsyncIterator[Any], **kwargs: Any) -> Any:
+        return await self._client.streaming_synthesize(self._counted(requests), **kwargs)
+
+    async def _counted(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            yield request
+            # gRPC asks for the next request only once it has written this one
+            if n := _characters(request.input):
+                self._count(n)
+
+    async def synthesize_speech(self, *, input: Any, **kwargs: Any) -> Any:  # noqa: A002 (the client's name)
+        response = await self._client.synthesize_speech(input=input, **kwargs)
+        self._count(_characters(input))
+        return response
+
+
+def _characters(synthesis_input: Any) -> int:
+    return len(synthesis_input.text or synthesis_input.markup or getattr(synthesis_input, "ssml", ""))
+
+
+def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS:
     creds_file = cfg.google.extra.get("credentials_file") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
     if not creds_file:
         raise ProviderConfigError(
@@ -37,18 +123,4 @@ def tts(agent: AgentSpec, cfg: ProvidersConfig) -> tts_base.TTS:
         kwargs["voice_name"] = agent.voice_id
     if agent.language:
         kwargs["language"] = agent.language
-    tts = google.TTS(**kwargs)
-    endpoint = cfg.google.extra.get("tts_endpoint")
-    if endpoint:
-        # The plugin hard-codes texttospeech.googleapis.com; a regional or private endpoint needs our own client.
-        import google.auth
-        from google.api_core.client_options import ClientOptions
-        from google.cloud import texttospeech
-
-        credentials, _ = google.auth.load_credentials_from_file(
-            creds_file, scopes=["https://www.googleapis.com/auth/cloud-platform"]
-        )
-        tts._client = texttospeech.TextToSpeechAsyncClient(
-            credentials=credentials, client_options=ClientOptions(api_endpoint=endpoint)
-        )
-    return tts
+    return GoogleTTS(endpoint=cfg.google.extra.get("tts_endpoint") or None, wire=wire, **kwargs)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import tts as tts_base
 from livekit.plugins import resemble
 from livekit.plugins.resemble import tts as resemble_tts
 
 from ..config import AgentSpec, ProviderConfigError, ProvidersConfig, require_key
+from ..wire_meter import TextWire, Units, json_text_units
 
 
-def tts(agent: AgentSpec, cfg: ProvidersConfig) -> tts_base.TTS:
+def _data(message: Any) -> int:
+    """Characters of one synthesis request: its `data` (a sentence on the websocket, the whole text over REST)."""
+    return len(str(message.get("data") or "")) if isinstance(message, dict) else 0
+
+
+TTS_UNITS = Units(text=json_text_units(_data), request=_data)
+
+
+def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS:
     key = require_key("resemble", cfg.resemble, "VOXARENA_RESEMBLE_API_KEY")
     voice = agent.voice_id or cfg.resemble.extra.get("voice_uuid")
     if not voice:
@@ -21,6 +32,8 @@ def tts(agent: AgentSpec, cfg: ProvidersConfig) -> tts_base.TTS:
     if cfg.resemble.extra.get("websocket_url"):
         resemble_tts.RESEMBLE_WEBSOCKET_URL = cfg.resemble.extra["websocket_url"]
     kwargs: dict = {}
+    if wire is not None:
+        kwargs["http_session"] = wire.http_session(TTS_UNITS)
     if agent.tts_model:
         kwargs["model"] = agent.tts_model
     return resemble.TTS(api_key=key, voice_uuid=voice, **kwargs)

@@ -1,4 +1,4 @@
-"""Fake provider servers (Deepgram, AssemblyAI, ElevenLabs, Gemini, Resemble) that speak each
+"""Fake provider servers (Deepgram, AssemblyAI, ElevenLabs, Gemini, Resemble, Google Cloud TTS) that speak each
 provider's real wire protocol, so the real livekit plugins run against them unmodified.
 
 Test-only: nothing here ships in the product.
@@ -11,6 +11,7 @@ from .state import (
     ELEVENLABS_STT,
     ELEVENLABS_TTS,
     GEMINI,
+    GOOGLE_TTS,
     PROVIDERS,
     RESEMBLE,
     FakeScript,
@@ -23,6 +24,7 @@ __all__ = [
     "ELEVENLABS_STT",
     "ELEVENLABS_TTS",
     "GEMINI",
+    "GOOGLE_TTS",
     "PROVIDERS",
     "RESEMBLE",
     "FakeProviders",

@@ -15,6 +15,8 @@ from .state import FakeState
 STATE_KEY = web.AppKey("fake_state", FakeState)
 SOCKETS_KEY = web.AppKey("fake_sockets", set[web.WebSocketResponse])
 STOPPING_KEY = web.AppKey("fake_stopping", asyncio.Event)
+# URLs of fakes served outside the aiohttp app (the Google TTS gRPC server), for `/_fake/urls`.
+EXTRA_URLS_KEY = web.AppKey("fake_extra_urls", dict[str, str])
 
 
 def state_of(request: web.Request) -> FakeState:

@@ -8,6 +8,7 @@ Routes (all on 127.0.0.1:<port>):
                   POST /v1/text-to-speech/{voice}/stream
   Gemini          GET  /{v1,v1beta}/models, POST /{v1,v1beta}/models/{model}:streamGenerateContent
   Resemble        WS   /resemble/stream, POST /resemble/synthesize
+  Google TTS      gRPC google.cloud.texttospeech.v1.TextToSpeech on its own TLS port (google_tts.py)
   Control         GET  /_fake/health, /_fake/counters, /_fake/script, /_fake/urls, /_fake/log
                   POST /_fake/script (partial update), PUT /_fake/script (replace),
                   POST /_fake/reset (zero counters and the request log)
@@ -16,16 +17,21 @@ Routes (all on 127.0.0.1:<port>):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from . import assemblyai, deepgram, elevenlabs_stt, elevenlabs_tts, gemini, openai, resemble
-from .common import SOCKETS_KEY, STATE_KEY, STOPPING_KEY, json_response, state_of
+from .common import EXTRA_URLS_KEY, SOCKETS_KEY, STATE_KEY, STOPPING_KEY, json_response, state_of
+from .google_tts import GoogleTTSServer
 from .state import PROVIDERS, FailureMode, FakeScript, FakeState
 
 logger = logging.getLogger("tests.fakes")
@@ -38,6 +44,7 @@ def build_app(state: FakeState) -> web.Application:
     app[STATE_KEY] = state
     app[SOCKETS_KEY] = set()
     app[STOPPING_KEY] = asyncio.Event()
+    app[EXTRA_URLS_KEY] = {}
     app.on_shutdown.append(_close_everything)
     r = app.router
     r.add_get("/v1/listen", deepgram.handle_listen)
@@ -107,7 +114,7 @@ async def _replace_script(request: web.Request) -> web.Response:
 
 
 async def _get_urls(request: web.Request) -> web.Response:
-    return json_response(200, urls_for(request.url.port or 0))
+    return json_response(200, {**urls_for(request.url.port or 0), **request.app[EXTRA_URLS_KEY]})
 
 
 async def _get_log(request: web.Request) -> web.Response:
@@ -142,6 +149,8 @@ class FakeProviders:
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
+        self._google_tts: GoogleTTSServer | None = None
+        self._files: Path | None = None
         self.port = 0
 
     @property
@@ -150,14 +159,33 @@ class FakeProviders:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> FakeProviders:
-        self._runner = web.AppRunner(build_app(self.state), access_log=None, shutdown_timeout=2.0)
+        app = build_app(self.state)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._requested_port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        await self._start_google_tts()
+        app[EXTRA_URLS_KEY].update(self._google_urls())
         return self
 
+    async def _start_google_tts(self) -> None:
+        # Key generation is CPU work: off the loop that serves the other fakes.
+        server = self._google_tts = await asyncio.to_thread(GoogleTTSServer, self.state)
+        await server.start()
+        # A token exchange, if a client ever tried one, would reach this server (and fail), never Google's.
+        account = await asyncio.to_thread(server.issue, token_uri=f"{self.base_url}/google/oauth2/token")
+        self._files = Path(tempfile.mkdtemp(prefix="voxarena-fakes-"))
+        (self._files / "google-tts-ca.pem").write_bytes(server.tls_cert)
+        (self._files / "google-service-account.json").write_text(json.dumps(account, indent=2))
+
     async def stop(self) -> None:
+        if self._google_tts is not None:
+            await self._google_tts.stop()
+            self._google_tts = None
+        if self._files is not None:
+            shutil.rmtree(self._files, ignore_errors=True)
+            self._files = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -218,8 +246,34 @@ class FakeProviders:
         """livekit.plugins.resemble.tts.RESEMBLE_REST_API_URL"""
         return f"{self.base_url}/resemble/synthesize"
 
+    @property
+    def google_tts_endpoint(self) -> str:
+        """host:port for the Cloud TTS client (ClientOptions(api_endpoint=...), VOXARENA_GOOGLE_TTS_ENDPOINT)."""
+        assert self._google_tts is not None, "start() first"
+        return f"127.0.0.1:{self._google_tts.port}"
+
+    @property
+    def google_tts_ca_file(self) -> str:
+        """The fake's TLS root: env GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, before the first gRPC channel."""
+        assert self._files is not None, "start() first"
+        return str(self._files / "google-tts-ca.pem")
+
+    @property
+    def google_credentials_file(self) -> str:
+        """A service-account JSON the fake issued (a fresh RSA key): credentials_file=... or
+        VOXARENA_GOOGLE_CREDENTIALS_FILE."""
+        assert self._files is not None, "start() first"
+        return str(self._files / "google-service-account.json")
+
+    def _google_urls(self) -> dict[str, str]:
+        return {
+            "google_tts_endpoint": self.google_tts_endpoint,
+            "google_tts_ca_file": self.google_tts_ca_file,
+            "google_credentials_file": self.google_credentials_file,
+        }
+
     def urls(self) -> dict[str, str]:
-        return urls_for(self.port)
+        return {**urls_for(self.port), **self._google_urls()}
 
     # --- scripting, failures, counters ---------------------------------------------------------
     @property

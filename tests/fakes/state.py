@@ -21,7 +21,8 @@ ELEVENLABS_TTS = "elevenlabs_tts"
 GEMINI = "gemini"
 RESEMBLE = "resemble"
 OPENAI = "openai"
-PROVIDERS = (DEEPGRAM, ASSEMBLYAI, ELEVENLABS_STT, ELEVENLABS_TTS, GEMINI, RESEMBLE, OPENAI)
+GOOGLE_TTS = "google_tts"
+PROVIDERS = (DEEPGRAM, ASSEMBLYAI, ELEVENLABS_STT, ELEVENLABS_TTS, GEMINI, RESEMBLE, OPENAI, GOOGLE_TTS)
 
 FailureMode = Literal["reject", "drop", "hang"]
 FAILURE_MODES: tuple[str, ...] = ("reject", "drop", "hang")
@@ -142,6 +143,7 @@ def _zero_counters() -> dict[str, dict[str, int | float]]:
         GEMINI: dict(llm),
         RESEMBLE: dict(tts),
         OPENAI: dict(llm),
+        GOOGLE_TTS: dict(tts),
     }
 
 

@@ -74,6 +74,8 @@ def start_fakes(workdir: Path, *, script: dict[str, Any], api_key: str = "fake-k
                           workdir / "fakes.log", cwd=ROOT)
     proc.wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=timeout,
                     what="listening")
-    from tests.fakes.server import urls_for
-
-    return FakesProcess(urls=urls_for(int(port_file.read_text())), api_key=api_key, process=proc)
+    # the fakes' own list: it has the Google TTS server's port and files too
+    base = f"http://127.0.0.1:{int(port_file.read_text())}"
+    with urllib.request.urlopen(f"{base}/_fake/urls", timeout=10) as r:
+        urls = json.loads(r.read())
+    return FakesProcess(urls=urls, api_key=api_key, process=proc)

@@ -1,0 +1,62 @@
+"""A job start does not block its event loop: what is slow to build (the TLS context, which loads the CA bundle, for
+the Gemini clients and LiveKit's HTTP session) is built once by the job process's prewarm, before any job; building
+the call's pipeline on the loop is then quick, as the loop monitor sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from livekit.agents.utils import http_context
+
+from api.loopmon import LoopMonitor
+from api.settings import Settings
+from pipelines.builder import build_pipeline, build_session
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
+from worker import entrypoint
+
+SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
+                 tts_provider="elevenlabs")
+CONFIG = ProvidersConfig(deepgram=ProviderCredentials("k", "http://127.0.0.1:9/v1/listen"),
+                         google=ProviderCredentials("k", "http://127.0.0.1:9"),
+                         elevenlabs=ProviderCredentials("k", "http://127.0.0.1:9/v1"))
+# A job start took 100-206 ms of one blocking stretch (three CA-bundle loads); what is left is a few ms of plain
+# construction, with room for a busy 2-core machine.
+MAX_BLOCK_MS = 60
+
+
+async def test_after_prewarm_a_job_builds_its_pipeline_without_blocking_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
+    http_context._ssl_context_for.cache_clear()  # as in a fresh job process
+    proc = SimpleNamespace(userdata={})
+    entrypoint.prewarm(Settings(data_dir=tmp_path, worker_enabled=False), proc)  # type: ignore[arg-type]
+    proc.userdata["store"].close()
+
+    contexts: list[Any] = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: contexts.append(traceback.format_stack())
+                        or real(*a, **k))
+
+    monitor = LoopMonitor(interval=0.005)
+    monitor.start()
+    try:
+        while monitor.snapshot()["samples"] < 3:  # the monitor is ticking
+            await asyncio.sleep(0.005)
+        monitor.reset()
+        async with http_context.open():
+            pipeline = build_pipeline(SPEC, CONFIG, vad_model=proc.userdata["vad"])
+            build_session(pipeline, vad_model=proc.userdata["vad"], turn_detection="transcript")
+            while monitor.snapshot()["samples"] < 3:  # the wake-ups that were due during the build have fired
+                await asyncio.sleep(0.005)
+            await pipeline.llm.aclose()
+    finally:
+        await monitor.stop()
+
+    assert contexts == [], "".join(contexts[0][-8:])  # no CA bundle loaded on the loop (else: where it was)
+    assert monitor.snapshot()["lag_max_ms"] < MAX_BLOCK_MS, monitor.snapshot()
