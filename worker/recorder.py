@@ -208,13 +208,14 @@ class SessionRecorder:
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def end(self, *, reason: str, error: str | None = None) -> None:
+    async def close(self) -> None:
+        """Everything said is written (the caller's unanswered words too); the call's end is recorded after this,
+        by the job's end path (worker/ending.py)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         self._cancel_partial()
         self.keep_unanswered_user_turn()
         await self.flush()
-        await self.store.write(lambda db: repo.end(db, self.session_id, reason=reason, error=error or self.error))
 
     @staticmethod
     def close_reason(ev: CloseEvent) -> tuple[str, str | None]:
