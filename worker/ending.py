@@ -34,6 +34,11 @@ log = logging.getLogger("voxarena.job")
 
 # The apology before a failure hang-up plays out within this, or the call ends without waiting for it.
 APOLOGY_TIMEOUT = 20.0
+# The agent's last audio frame is played out when it leaves the agent, not when it reaches a phone: through the SFU,
+# livekit-sip and the carrier it takes a few hundred milliseconds more. The hang-up waits that long after an
+# apology, so the caller hears its last word (measured on the SIP tier: with no wait the BYE and the apology's last
+# packet arrived together).
+PLAYOUT_TAIL = 0.5
 # Each LiveKit request of the hang-up (remove the participant, delete the room) is given up after this.
 HANG_UP_TIMEOUT = 5.0
 
@@ -115,6 +120,7 @@ class CallEnd:
             session.input.set_audio_enabled(False)
             handle = session.say(spec.error_message or DEFAULT_ERROR_MESSAGE, allow_interruptions=False)
             await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
+            await asyncio.sleep(PLAYOUT_TAIL)
         except Exception as e:  # the TTS may be gone too: the call still ends, the reason is already kept
             log.warning("session %s: the apology could not be played: %s", self.call.session_id, e)
 
