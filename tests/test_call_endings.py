@@ -86,3 +86,18 @@ def test_a_session_ending_first_ends_its_call_at_the_same_instant(tmp_path):
         assert types[-2:] == ["call.updated", "call.ended"], types
     finally:
         store.close()
+
+
+def test_a_call_never_answered_is_not_analysed_however_it_ends(tmp_path):
+    store, sid, call_id = _placed(tmp_path)
+    try:
+        # hung up through the API while ringing; the job (or a webhook) ends the session afterwards
+        store.write_sync(lambda db: calls_repo.transition(db, call_id, "FAILED", end_reason="canceled"))
+        store.write_sync(lambda db: sessions_repo.end(db, sid, reason="participant_disconnected"))
+        record = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
+        assert (record["end_reason"], record["duration_ms"]) == ("canceled", 0)
+        analysis = record["analysis_row"]
+        assert analysis["status"] == "skipped" and analysis["error"] == (
+            "skipped: nothing to analyse, the call was never answered (canceled)"), analysis
+    finally:
+        store.close()

@@ -128,20 +128,16 @@ class CallEnd:
         call = self.call
         await call.recorder.close()
         dial, call_id = ending.dial, call.meta.call_id
-        never_answered = None
-        if dial is not None:
-            never_answered = f"skipped: nothing to analyse, the call was never answered ({dial.end_reason})"
-        elif call.session is None:
-            never_answered = f"skipped: nothing to analyse, the call ended before it began ({ending.reason})"
 
         def record(db: Any) -> None:
             if dial is not None and call_id is not None:
                 calls_repo.transition(db, call_id, dial.status, end_reason=dial.end_reason, at=ended_at,
                                       sip_status_code=dial.sip_status_code, sip_status=dial.sip_status)
+            if call.session is None:  # no conversation (an outbound call never answered says so at its end)
+                sessions_repo.skip_analysis(db, call.session_id, reason="skipped: nothing to analyse, the call "
+                                                                        f"ended before it began ({ending.reason})")
             sessions_repo.end(db, call.session_id, reason=ending.reason, ended_at=ended_at,
                               error=ending.error or call.recorder.error)
-            if never_answered is not None:
-                sessions_repo.skip_analysis(db, call.session_id, reason=never_answered)
 
         try:
             await call.store.write(record)

@@ -171,6 +171,8 @@ def end(
         # An outbound call ends once, and the session with it: the call's reason (`ended_by_api`, `busy`, ...) is
         # the session's, and both last from the answer to the hang-up (0 for a call never answered).
         reason, ended, duration_ms = phone["end_reason"], phone["ended_at"], phone["duration_ms"]
+        if not phone["answered_at"]:  # busy, declined, no answer, canceled, a failed dial or dispatch
+            skip_analysis(db, session_id, reason=f"skipped: nothing to analyse, the call was never answered ({reason})")
     db.execute(
         "UPDATE sessions SET status = 'ended', ended_at = ?, duration_ms = ?, end_reason = ?, "
         "error = COALESCE(error, ?), last_activity_at = ? WHERE id = ?",
