@@ -81,3 +81,22 @@ async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(t
         assert analysis["status"] == "skipped" and "never answered" in analysis["error"], analysis
     finally:
         store.close()
+
+
+async def test_words_kept_at_the_end_are_not_recorded_twice_when_the_framework_commits_them_late(tmp_path):
+    from livekit.agents.llm import ChatMessage
+    from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+    store, sid, _ = _placed(tmp_path)
+    try:
+        store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
+        rec = SessionRecorder(store, sid)
+        rec._on_transcribed(UserInputTranscribedEvent(transcript="What are your opening hours?", is_final=True))
+        await rec.close()  # the reply failed: the caller's words are kept
+        late = ChatMessage(role="user", content=["What are your opening hours?"])
+        rec._on_item(ConversationItemAddedEvent(item=late))  # the framework commits the same turn as it closes
+        await rec.flush()
+        said = [(t["speaker"], t["content"]) for t in store.read_sync(sessions_repo.items_for, sid)]
+        assert said == [("USER", "What are your opening hours?")]
+    finally:
+        store.close()

@@ -74,6 +74,9 @@ class SessionRecorder:
         # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
         # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
         self._unanswered: list[tuple[float, str]] = []
+        # ... and what of it was kept: the framework may still commit the same words as a turn when the call
+        # closes, after the transcript already holds them
+        self._kept: list[str] = []
         self._partial_sent = ""  # the caller's interim text last written to the live stream
         self._partial_at = float("-inf")
         self._partial_pending: str | None = None
@@ -161,6 +164,8 @@ class SessionRecorder:
         metrics = dict(item.metrics or {})
         providers = source = None
         if item.role == "user":
+            if any(text.strip() in kept for kept in self._kept):
+                return
             self._last_user_metrics = metrics
             # what this committed turn covers is no longer unanswered
             self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
@@ -188,6 +193,7 @@ class SessionRecorder:
         started = self._unanswered[0][0]
         text = " ".join(t for _, t in self._unanswered)
         self._unanswered.clear()
+        self._kept.append(text)
         self._write(lambda db: repo.append_item(db, session_id=self.session_id, item_key=f"unanswered-{started}",
                                                 speaker="USER", content=text, timestamp=_iso(started)))
 
