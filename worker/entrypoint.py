@@ -83,8 +83,7 @@ class Call:
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=timeout)
-        for t in late:
-            t.cancel()
+        await utils.aio.cancel_and_wait(*late)
 
     async def close_meter(self) -> None:
         """The last usage (the plugins report it late) and the last audio, once; safe to call again."""

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, utils
 from livekit.agents.llm import ChatMessage
 from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent, UserInputTranscribedEvent
 
@@ -218,7 +218,7 @@ class SessionRecorder:
         """Everything said is written (the caller's unanswered words too); the call's end is recorded after this,
         by the job's end path (worker/ending.py)."""
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
+            await utils.aio.cancel_and_wait(self._heartbeat)
         self._cancel_partial()
         self.keep_unanswered_user_turn()
         await self.flush()
