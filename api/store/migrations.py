@@ -496,6 +496,24 @@ CREATE INDEX live_events_call ON live_events(call_sid, id);
 CREATE INDEX live_events_created ON live_events(created_at);
 """,
     ),
+    (
+        15,
+        "one-time ConversationRelay URLs",
+        """
+-- Each URL from POST /api/relay/urls carries a ticket (kept here only as its SHA-256) naming the tenant and agent.
+-- The first handshake Twilio signs for it consumes it (consumed_at), whichever API node it reaches, so a captured
+-- signature cannot open a second call. Rows are pruned a day after they expire.
+CREATE TABLE relay_tickets (
+  ticket_hash TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  consumed_at TEXT
+);
+CREATE INDEX relay_tickets_expires ON relay_tickets(expires_at);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
