@@ -64,7 +64,8 @@ async def test_a_provider_failure_is_one_error_event_before_the_call_ends(tmp_pa
         failure = SimpleNamespace(type="llm_error", recoverable=False,
                                   error=SimpleNamespace(status_code=500, message="boom"))
         rec._on_error(SimpleNamespace(error=failure))
-        await rec.end(reason="error", error=rec.error)
+        await rec.close()
+        await store.write(lambda db: sessions_repo.end(db, sid, reason="error", error=rec.error))
         types = [e["type"] for e in _events(store, sid)]
         assert types == ["call.started", "error", "call.ended"]
         error = _events(store, sid)[1]

@@ -28,7 +28,7 @@ from api.store import sessions as sessions_repo
 from api.store.db import Store
 from api.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session, vad_min_silence
-from pipelines.config import (DEFAULT_ERROR_MESSAGE, STT_SAMPLE_RATE, AgentSpec, ProviderConfigError,
+from pipelines.config import (STT_SAMPLE_RATE, AgentSpec, ProviderConfigError,
                               prompt_with_context)
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
@@ -37,6 +37,7 @@ from pipelines.providers import google as google_provider
 from .analysis import run_and_store
 from .config import BadDispatch, DispatchMeta, agent_spec, parse_dispatch, providers_config
 from .control import ControlChannel
+from .ending import CallEnd, Ending
 from .inbound import InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial, transfer
 from .recorder import SessionRecorder
@@ -47,8 +48,6 @@ from .usage_spill import spill_path
 log = logging.getLogger("voxarena.job")
 
 CALLER_JOIN_TIMEOUT = 60.0
-# The apology before a failure hang-up plays out within this, or the call ends without waiting for it.
-APOLOGY_TIMEOUT = 20.0
 
 
 @dataclass
@@ -63,9 +62,10 @@ class Call:
     meter: CallMeter | None = None
     meter_closed: bool = False
     line: InboundLine | None = None  # an inbound phone call's line, metered at the end
-    failing: bool = False
+    caller_identity: str | None = None  # a phone call's SIP participant, hung up at the end
     transferring: str | None = None  # the target of a supervisor's transfer in flight or done
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    end: CallEnd = field(init=False)  # the one way the call ends (worker/ending.py)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Every task of the call is kept here, and awaited (or cancelled) when the job ends."""
@@ -84,8 +84,17 @@ class Call:
         if not pending:
             return
         _, late = await asyncio.wait(pending, timeout=timeout)
-        for t in late:
-            t.cancel()
+        await utils.aio.cancel_and_wait(*late)
+
+    async def close_meter(self) -> None:
+        """The last usage (the plugins report it late) and the last audio, once; safe to call again."""
+        if self.meter is None or self.meter_closed:
+            return
+        self.meter_closed = True
+        try:
+            await self.meter.close(self.session.usage.model_usage if self.session is not None else ())
+        except Exception:
+            log.exception("final metering of session %s failed", self.session_id)
 
 
 def process_setup(settings: Settings) -> Callable[[JobProcess], None]:
@@ -148,12 +157,15 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder = SessionRecorder(store, session_id, provider_key=ctx.proc.userdata["pricebook"].provider_key)
     recorder.start_heartbeat(min(60.0, settings.session_orphan_seconds / 4))
     call = Call(settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder,
-                line=inbound.line if inbound is not None else None)
+                line=inbound.line if inbound is not None else None,
+                caller_identity=sip_identity(meta.call_id) if meta.call_id is not None
+                else inbound.caller.identity if inbound is not None else None)
+    call.end = CallEnd(ctx, call)
     ctx.proc.userdata["call"] = call
     log.info("job %s: session %s for agent %s in room %s", ctx.job.id, session_id, meta.agent_id, ctx.room.name)
 
     if row["deleted_at"] is not None:
-        await _fail(ctx, call, "agent_deleted", f"agent {meta.agent_id} was deleted")
+        await call.end(Ending("agent_deleted", f"agent {meta.agent_id} was deleted"))
         return
     call.spec = agent_spec(row)
     if opened.get("context"):  # the call's context (Phony): in the prompt from the first turn
@@ -178,47 +190,45 @@ async def entrypoint(ctx: JobContext) -> None:
         pipeline = build_pipeline(call.spec, providers_config(settings), vad_model=ctx.proc.userdata["vad"],
                                   stt_kwargs=metered_stt, tts_kwargs=metered_tts)
     except ProviderConfigError as e:
-        await _fail(ctx, call, "provider_error", str(e))
+        await call.end(Ending("provider_error", str(e)))
         return
 
     await ctx.connect()
-    identity = None
     if meta.call_id is not None:  # outbound: ring the number; the SIP outcome is the call's status
         if not meta.phone_number or not settings.sip_outbound_trunk_id:
-            await _dial_failed(call, DialOutcome("FAILED", "sip_not_configured", detail="no trunk or number"))
-            await _fail(ctx, call, "sip_not_configured", "no outbound trunk or phone number")
+            why = "Failed: no outbound SIP trunk or phone number is configured."
+            await call.end(Ending("sip_not_configured", why, dial=DialOutcome("FAILED", "sip_not_configured")))
             return
         outcome = await dial(ctx.api, room=ctx.room.name, trunk_id=settings.sip_outbound_trunk_id,
                              phone_number=meta.phone_number, call_id=meta.call_id,
                              ring_timeout=settings.sip_ring_timeout_seconds,
                              max_call_seconds=settings.sip_max_call_seconds)
         if outcome.status != "ANSWERED":
-            await _dial_failed(call, outcome)
-            await _fail(ctx, call, outcome.end_reason or "dial_failed", outcome.detail)
+            await call.end(Ending(outcome.end_reason or "dial_failed", outcome.detail, dial=outcome))
             return
         call_id = meta.call_id
         await call.store.write(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
-        identity = sip_identity(meta.call_id)
-    elif inbound is not None:
-        identity = inbound.caller.identity
     try:
-        participant = await asyncio.wait_for(ctx.wait_for_participant(identity=identity), CALLER_JOIN_TIMEOUT)
+        participant = await asyncio.wait_for(ctx.wait_for_participant(identity=call.caller_identity),
+                                             CALLER_JOIN_TIMEOUT)
     except asyncio.TimeoutError:
-        await _fail(ctx, call, "caller_never_joined", None)
+        await call.end(Ending("caller_never_joined", f"the caller did not join within {CALLER_JOIN_TIMEOUT:.0f} s"))
         return
 
     session = build_session(pipeline, vad_model=ctx.proc.userdata["vad"], turn_detection=settings.turn_detection,
                             min_delay=settings.endpointing_min_delay, max_delay=settings.endpointing_max_delay)
     call.session = session
     recorder.providers = {"stt": pipeline.stt_providers, "llm": pipeline.llm_providers, "tts": pipeline.tts_providers}
-    recorder.on_fatal = lambda kind, message: call.spawn(_fail_call(ctx, call, kind, message), "fail-call")
+    # a provider failed for good (its fallbacks too): the caller hears the apology, then the call hangs up
+    recorder.on_fatal = lambda kind, message: call.spawn(call.end(Ending("error", message, failed_stage=kind)),
+                                                         "end-failed")
     recorder.attach(session)
     TurnTrace(session_id).attach(session)
     session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
 
     def on_close(ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
-        call.spawn(_finish(ctx, call, reason, error), "finish")
+        call.spawn(call.end(Ending(reason, error)), "end")
 
     session.on("close", on_close)
     agent = VoiceAgent(call.spec)
@@ -260,7 +270,7 @@ async def entrypoint(ctx: JobContext) -> None:
                 db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}))
             return
         log.info("session %s: transferred to %s", session_id, target)
-        await _finish(ctx, call, "transferred", None)
+        await call.end(Ending("transferred"))
 
     control = ControlChannel(ctx.room, session_id, call.spawn)
     control.on("context", update_context)
@@ -277,93 +287,14 @@ def room_options(identity: str) -> room_io.RoomOptions:
                                audio_input=room_io.AudioInputOptions(sample_rate=STT_SAMPLE_RATE))
 
 
-async def _fail_call(ctx: JobContext, call: Call, kind: str, message: str) -> None:
-    """A provider failed for good mid-call (its fallbacks too): say so to the caller through the TTS, if the TTS is
-    not what failed, then end the call with the failure on the session."""
-    if call.failing:
-        return
-    call.failing = True
-    log.error("session %s: %s; ending the call", call.session_id, message)
-    session, spec = call.session, call.spec
-    if session is not None and spec is not None and kind != "tts":
-        try:
-            handle = session.say(spec.error_message or DEFAULT_ERROR_MESSAGE, allow_interruptions=False)
-            await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
-        except Exception as e:  # the TTS may be gone too: the call still ends, the reason is already kept
-            log.warning("session %s: the apology could not be played: %s", call.session_id, e)
-    await _finish(ctx, call, "error", message)
-
-
-async def _dial_failed(call: Call, outcome: DialOutcome) -> None:
-    assert call.meta.call_id is not None
-    await call.store.write(lambda db: calls_repo.transition(
-        db, call.meta.call_id, outcome.status, end_reason=outcome.end_reason, sip_status_code=outcome.sip_status_code,
-        sip_status=outcome.sip_status))
-
-
-async def _end_outbound(call: Call, reason: str, error: str | None) -> None:
-    """The call is over: COMPLETED if it was answered and ended normally, FAILED with the reason otherwise (a no-op
-    when its status is already final). An inbound phone call's line is metered here too."""
-    if call.line is not None:
-        await call.line.end(call.meter, carrier=call.settings.sip_carrier)
-    if call.meta.call_id is None:
-        return
-    call_id = call.meta.call_id
-
-    def end(db: Any) -> dict[str, Any]:
-        row = calls_repo.get_any(db, call_id)
-        if row["status"] == "ANSWERED" and error is None:
-            calls_repo.transition(db, call_id, "COMPLETED", end_reason=reason)
-        else:
-            calls_repo.transition(db, call_id, "FAILED", end_reason=reason)
-        return calls_repo.get_any(db, call_id)
-
-    try:
-        row = await call.store.write(end)
-    except Exception:
-        log.exception("session %s: could not record the end of call %s", call.session_id, call_id)
-        return
-    if row["answered_at"] and row["duration_ms"] and call.meter is not None:  # the line is billed when answered
-        await call.meter.record_sip_minutes(carrier=call.settings.sip_carrier,
-                                            trunk=call.settings.sip_outbound_trunk_id or None,
-                                            answered_ms=row["duration_ms"])
-
-
-async def _fail(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
-    log.error("session %s ends: %s%s", call.session_id, reason, f" ({error})" if error else "")
-    await _finish(ctx, call, reason, error)
-
-
-async def _finish(ctx: JobContext, call: Call, reason: str, error: str | None) -> None:
-    if call.transferring is not None and error is None:
-        reason = "transferred"  # the caller's side hangs up as the transfer completes: that is the transfer
-    await _end_outbound(call, reason, error)
-    await call.recorder.end(reason=reason, error=error)
-    await _close_meter(call)
-    ctx.shutdown(reason=reason)
-
-
-async def _close_meter(call: Call) -> None:
-    """The last usage (the plugins report it late) and the last audio, once; safe to call again."""
-    if call.meter is None or call.meter_closed:
-        return
-    call.meter_closed = True
-    try:
-        await call.meter.close(call.session.usage.model_usage if call.session is not None else ())
-    except Exception:
-        log.exception("final metering of session %s failed", call.session_id)
-
-
 async def on_session_end(ctx: JobContext) -> None:
     """After the session closed: make sure the row is ended, then analyse the call with the agent's own LLM."""
     call: Call | None = ctx.proc.userdata.get("call")
     if call is None:
         return
     await call.settle()
-    await _end_outbound(call, "job_ended", None)
-    await call.recorder.end(reason="job_ended")
-    await _close_meter(call)
-    if call.spec is None or call.session is None:
+    await call.end(Ending("job_ended"))  # nothing when the call already ended
+    if call.spec is None or call.session is None:  # no conversation: its analysis is already skipped
         return
     try:
         model, _ = build_llm(call.spec, providers_config(call.settings))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents import JobContext
 
 from api.store import phone_numbers as numbers_repo
@@ -30,6 +30,7 @@ from api.store.timefmt import elapsed_ms, now_iso, to_iso
 from pipelines.metering import CallMeter
 
 from .config import DispatchMeta
+from .ending import hang_up
 
 log = logging.getLogger("voxarena.inbound")
 
@@ -61,15 +62,13 @@ class InboundLine:
         if self.answered_at is None and attributes.get(CALL_STATUS) == "active":
             self.answered_at = now_iso()
 
-    async def end(self, meter: CallMeter | None, *, carrier: str) -> None:
-        if self.metered or meter is None or self.answered_at is None:
+    async def end(self, meter: CallMeter, *, carrier: str, ended_at: str) -> None:
+        """Bills the answered time up to `ended_at`, the instant the call ended (once)."""
+        if self.metered or self.answered_at is None:
             return
         self.metered = True
-        try:
-            await meter.record_sip_minutes(carrier=carrier, trunk=self.trunk_id,
-                                           answered_ms=elapsed_ms(self.answered_at, now_iso()))
-        except Exception:  # the sink retried and spilled what it could; the call still ends
-            log.exception("session %s: the line's minutes could not be recorded", meter.session_id)
+        await meter.record_sip_minutes(carrier=carrier, trunk=self.trunk_id,
+                                       answered_ms=elapsed_ms(self.answered_at, ended_at))
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     reason, error = refused
     log.warning("inbound call %s from %s to %s refused (%s): %s", session_id, attributes.get(CALLER_NUMBER),
                 attributes.get(DIALLED_NUMBER), reason, error)
-    await _hang_up(ctx, caller)
+    await hang_up(ctx, caller.identity if caller is not None else None, why=f"refused call in room {ctx.room.name}")
     ctx.shutdown(reason=reason)
     return None
 
@@ -193,21 +192,7 @@ async def refuse_unassigned(ctx: JobContext, store: Store, meta: DispatchMeta) -
         why += f"; no SIP participant joined within {SIP_JOIN_TIMEOUT:.0f}s"
     log.warning("inbound call in room %s from %s to %s refused (%s): %s", ctx.room.name,
                 attributes.get(CALLER_NUMBER), attributes.get(DIALLED_NUMBER), meta.refuse, why)
-    await _hang_up(ctx, caller)
+    await hang_up(ctx, caller.identity if caller is not None else None, why=f"refused call in room {ctx.room.name}")
     ctx.shutdown(reason=meta.refuse)
 
 
-async def _hang_up(ctx: JobContext, caller: rtc.RemoteParticipant | None) -> None:
-    """The caller leaves and the room closes. livekit-sip had not answered (it waits for the agent's audio), so the
-    carrier gets a failure response (486) to its INVITE, never an answered call."""
-    # failures are logged only: the session or the log says the call was refused, and an empty room closes itself
-    if caller is not None:
-        try:
-            await ctx.api.room.remove_participant(api.RoomParticipantIdentity(room=ctx.room.name,
-                                                                              identity=caller.identity))
-        except Exception as e:
-            log.error("refused call in room %s: could not remove the caller: %s", ctx.room.name, e)
-    try:
-        await ctx.delete_room()
-    except Exception as e:
-        log.error("refused call in room %s: could not close the room: %s", ctx.room.name, e)

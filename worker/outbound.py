@@ -30,24 +30,32 @@ class DialOutcome:
     end_reason: str | None = None
     sip_status_code: int | None = None
     sip_status: str | None = None
-    detail: str | None = None
+    detail: str | None = None  # what happened, as a sentence for a person (the session's error)
 
 
-def classify(error: Exception) -> DialOutcome:
-    """The call's status from a failed `CreateSIPParticipant`."""
+def _sip(code: int | None, phrase: str | None = None) -> str:
+    return f" (SIP {code}{f' {phrase}' if phrase else ''})" if code is not None else ""
+
+
+def classify(error: Exception, *, ring_timeout: float) -> DialOutcome:
+    """The call's status from a failed `CreateSIPParticipant`, and a sentence saying what happened (LiveKit's own
+    twirp message goes to the log)."""
     if not isinstance(error, api.ServerError):
-        return DialOutcome("FAILED", "dial_error", detail=str(error) or type(error).__name__)
+        return DialOutcome("FAILED", "dial_error",
+                           detail=f"Failed: the call could not be placed ({str(error) or type(error).__name__}).")
     raw = error.metadata.get("sip_status_code")
     code = int(raw) if raw and raw.isdigit() else None
     phrase = error.metadata.get("sip_status")
     if code == 486 or code == 600:
-        return DialOutcome("FAILED", "busy", code, phrase, str(error))
+        return DialOutcome("FAILED", "busy", code, phrase, f"Busy: the callee's line was busy{_sip(code)}.")
     if code == 603:
-        return DialOutcome("FAILED", "declined", code, phrase, str(error))
+        return DialOutcome("FAILED", "declined", code, phrase, f"Declined: the callee declined the call{_sip(code)}.")
     if code in NO_ANSWER_CODES or (code is None and error.code in NO_ANSWER_TWIRP):
-        return DialOutcome("NO_ANSWER", "no_answer", code, phrase, str(error))
+        return DialOutcome("NO_ANSWER", "no_answer", code, phrase,
+                           f"No answer: the callee did not pick up within {ring_timeout:.0f} s{_sip(code)}.")
     reason = f"sip_{code}" if code is not None else (error.code or "dial_error")
-    return DialOutcome("FAILED", reason, code, phrase, str(error))
+    return DialOutcome("FAILED", reason, code, phrase,
+                       f"Failed: the call could not be connected{_sip(code, phrase) or f' ({error.code})'}.")
 
 
 async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number: str, call_id: str,
@@ -60,8 +68,8 @@ async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number:
     try:
         await lkapi.sip.create_sip_participant(request)
     except Exception as e:  # every failure is an outcome of the call, recorded with its reason
-        outcome = classify(e)
-        log.warning("call %s to %s: %s (%s)", call_id, phone_number, outcome.status, outcome.detail)
+        outcome = classify(e, ring_timeout=ring_timeout)
+        log.warning("call %s to %s: %s: %s (LiveKit: %s)", call_id, phone_number, outcome.status, outcome.detail, e)
         return outcome
     return DialOutcome("ANSWERED")
 

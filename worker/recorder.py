@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, utils
 from livekit.agents.llm import ChatMessage
 from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent, UserInputTranscribedEvent
 
@@ -74,6 +74,9 @@ class SessionRecorder:
         # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
         # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
         self._unanswered: list[tuple[float, str]] = []
+        # ... and what of it was kept: the framework may still commit the same words as a turn when the call
+        # closes, after the transcript already holds them
+        self._kept: list[str] = []
         self._partial_sent = ""  # the caller's interim text last written to the live stream
         self._partial_at = float("-inf")
         self._partial_pending: str | None = None
@@ -161,6 +164,8 @@ class SessionRecorder:
         metrics = dict(item.metrics or {})
         providers = source = None
         if item.role == "user":
+            if any(text.strip() in kept for kept in self._kept):
+                return
             self._last_user_metrics = metrics
             # what this committed turn covers is no longer unanswered
             self._unanswered = [(at, t) for at, t in self._unanswered if t not in text]
@@ -188,6 +193,7 @@ class SessionRecorder:
         started = self._unanswered[0][0]
         text = " ".join(t for _, t in self._unanswered)
         self._unanswered.clear()
+        self._kept.append(text)
         self._write(lambda db: repo.append_item(db, session_id=self.session_id, item_key=f"unanswered-{started}",
                                                 speaker="USER", content=text, timestamp=_iso(started)))
 
@@ -208,13 +214,14 @@ class SessionRecorder:
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
-    async def end(self, *, reason: str, error: str | None = None) -> None:
+    async def close(self) -> None:
+        """Everything said is written (the caller's unanswered words too); the call's end is recorded after this,
+        by the job's end path (worker/ending.py)."""
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
+            await utils.aio.cancel_and_wait(self._heartbeat)
         self._cancel_partial()
         self.keep_unanswered_user_turn()
         await self.flush()
-        await self.store.write(lambda db: repo.end(db, self.session_id, reason=reason, error=error or self.error))
 
     @staticmethod
     def close_reason(ev: CloseEvent) -> tuple[str, str | None]:

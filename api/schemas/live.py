@@ -35,7 +35,7 @@ class AgentCallResponse(BaseModel):
     call_id: str = Field(description="The outbound call's id in /api/calls/{id}/status.")
 
 
-LiveStatus = Literal["in-progress", "ringing", "answered", "completed", "failed", "no-answer", "transferred"]
+LiveStatus = Literal["in-progress", "ringing", "completed", "failed", "no-answer", "transferred"]
 
 
 class LiveCall(BaseModel):
@@ -74,12 +74,12 @@ class HistoryQuery(DateRange):
 def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str, Any]:
     from api.store.timefmt import now_iso, parse_iso, whole_seconds
 
-    if rec["call_status"]:
+    if rec["status"] != "ended":  # one word for a call under way, inbound, outbound or web: only ringing differs
+        status = "ringing" if rec["call_status"] == "RINGING" else "in-progress"
+    elif rec["call_status"]:
         status = TELEPHONY_STATUS[rec["call_status"]]
-    elif rec["status"] == "ended":
-        status = "failed" if rec["error"] else "completed"  # a call that failed says why in its session
     else:
-        status = "in-progress"
+        status = "failed" if rec["error"] else "completed"  # a call that failed says why in its session
     if rec["end_reason"] == "transferred":
         status = "transferred"  # handed on by a supervisor's transfer (a completed call to 001)
     if rec["duration_ms"] is not None:

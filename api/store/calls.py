@@ -3,6 +3,7 @@ signing secret.
 
 Statuses are 001's: RINGING -> ANSWERED -> COMPLETED, or RINGING -> FAILED | NO_ANSWER (a failure after answering
 is FAILED too). Only SIP outcomes move them (the job that dials reports each one); a terminal status never changes.
+A call and its session end together (``sessions.end``): one reason, one instant.
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ def transition(db: sqlite_utils.Database, call_id: str, status: str, *, end_reas
     return True
 
 
+def end_with_session(db: sqlite_utils.Database, session_id: str, *, reason: str, error: str | None,
+                     at: str) -> dict[str, Any] | None:
+    """The outbound call of a session that is ending, ended too (if it was not already: COMPLETED when it was
+    answered and nothing failed, FAILED otherwise), and returned: its end reason and instants are the session's.
+    None for a session that is no outbound call."""
+    row = live_for_session(db, session_id)
+    if row is None:
+        return None
+    if row["status"] not in TERMINAL:
+        status = "COMPLETED" if row["status"] == "ANSWERED" and error is None else "FAILED"
+        transition(db, row["id"], status, end_reason=reason, at=at)
+        row = get_any(db, row["id"])
+    return row
+
+
 def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: str) -> None:
     event_id = f"evt_{uuid.uuid4().hex}"
     payload = {"id": event_id, "type": "call.status", "created_at": at, "call_id": row["id"],
@@ -94,10 +110,22 @@ def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: s
                "payload, deliver_after, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,
                 json.dumps(payload), at, None if row["callback_url"] else at])  # no URL: nothing to deliver
-    if row["session_id"]:  # the live stream's view of the same change
-        events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], event_type="call.updated", at=at,
-                    payload={"status": payload["status"], "call_status": status, "call_id": row["id"],
-                             "end_reason": payload["end_reason"], "sip_status_code": payload["sip_status_code"]})
+    if row["session_id"] and _session_started(db, row["session_id"]):  # the live stream's view of the same change
+        stream_status(db, row, at=at)
+
+
+def _session_started(db: sqlite_utils.Database, session_id: str) -> bool:
+    """The live stream tells of a call from its `call.started` on (the session's start streams the status the
+    call has then), so a status change never comes before the call it belongs to."""
+    found = db.execute("SELECT status FROM sessions WHERE id = ?", [session_id]).fetchone()
+    return found is not None and found[0] != "pending"
+
+
+def stream_status(db: sqlite_utils.Database, row: dict[str, Any], *, at: str | None = None) -> None:
+    """The call's status now, as a `call.updated` live event."""
+    events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], event_type="call.updated", at=at,
+                payload={"status": TELEPHONY_STATUS[row["status"]], "call_status": row["status"], "call_id": row["id"],
+                         "end_reason": row.get("end_reason"), "sip_status_code": row.get("sip_status_code")})
 
 
 TELEPHONY_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",

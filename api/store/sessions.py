@@ -9,7 +9,7 @@ from typing import Any
 import sqlite_utils
 
 from .errors import LimitError, NotFoundError
-from . import events, tenants
+from . import calls, events, tenants
 from .timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
@@ -79,6 +79,9 @@ def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
     _stream(db, row["owner_id"], row["id"], row["channel"], "call.started",
             {"agent_id": row["agent_id"], "direction": row["direction"], "from_number": row["from_number"],
              "to_number": row["to_number"] or row["outbound_phone_number"], "started_at": row["started_at"]})
+    phone = calls.live_for_session(db, row["id"])
+    if phone is not None:  # an outbound call's status so far (RINGING) follows its start on the stream
+        calls.stream_status(db, phone)
 
 
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
@@ -163,6 +166,13 @@ def end(
         return False
     ended = ended_at or now_iso()
     duration_ms = elapsed_ms(row[0], ended)
+    phone = calls.end_with_session(db, session_id, reason=reason, error=row[3] or error, at=ended)
+    if phone is not None:
+        # An outbound call ends once, and the session with it: the call's reason (`ended_by_api`, `busy`, ...) is
+        # the session's, and both last from the answer to the hang-up (0 for a call never answered).
+        reason, ended, duration_ms = phone["end_reason"], phone["ended_at"], phone["duration_ms"]
+        if not phone["answered_at"]:  # busy, declined, no answer, canceled, a failed dial or dispatch
+            skip_analysis(db, session_id, reason=f"skipped: nothing to analyse, the call was never answered ({reason})")
     db.execute(
         "UPDATE sessions SET status = 'ended', ended_at = ?, duration_ms = ?, end_reason = ?, "
         "error = COALESCE(error, ?), last_activity_at = ? WHERE id = ?",

@@ -110,7 +110,7 @@ async def test_statuses_the_job_reports_show_everywhere(client, auth, store):
     store.write_sync(calls_repo.transition, answered["call_id"], "ANSWERED")
     store.write_sync(lambda db: calls_repo.transition(db, answered["call_id"], "COMPLETED", end_reason="hangup"))
     outcome = classify(lk.TwirpError("resource_exhausted", "busy", status=429,
-                                     metadata={"sip_status_code": "486", "sip_status": "Busy Here"}))
+                                     metadata={"sip_status_code": "486", "sip_status": "Busy Here"}), ring_timeout=30)
     store.write_sync(lambda db: calls_repo.transition(db, busy["call_id"], outcome.status,
                                                       end_reason=outcome.end_reason,
                                                       sip_status_code=outcome.sip_status_code))
@@ -128,7 +128,7 @@ async def test_statuses_the_job_reports_show_everywhere(client, auth, store):
 def test_sip_outcomes_map_to_statuses_never_to_a_retry():
     def outcome(code, twirp="unknown", status=500):
         meta = {"sip_status_code": str(code)} if code else {}
-        o = classify(lk.TwirpError(twirp, "x", status=status, metadata=meta))
+        o = classify(lk.TwirpError(twirp, "x", status=status, metadata=meta), ring_timeout=30)
         return o.status, o.end_reason, o.sip_status_code
 
     assert outcome(486, "resource_exhausted", 429) == ("FAILED", "busy", 486)
@@ -136,7 +136,7 @@ def test_sip_outcomes_map_to_statuses_never_to_a_retry():
     assert outcome(None, "canceled", 408) == ("NO_ANSWER", "no_answer", None)
     assert outcome(480) == ("NO_ANSWER", "no_answer", 480)
     assert outcome(404) == ("FAILED", "sip_404", 404)
-    assert classify(RuntimeError("boom")).status == "FAILED"
+    assert classify(RuntimeError("boom"), ring_timeout=30).status == "FAILED"
 
 
 async def test_callbacks_are_signed_in_order_retried_and_every_attempt_is_listed(client, auth, store):

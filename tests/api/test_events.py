@@ -215,13 +215,13 @@ async def test_override_commands_are_recorded_as_call_events_with_who_sent_them(
     assert live[-1]["call_status"] == "FAILED" and live[-1]["status"] == "failed"
     listed = (await (await client.get(f"/api/calls/{sid}/events", headers=h)).json())["events"]
     by_type = {e["type"]: e for e in listed}
-    assert [e["type"] for e in listed] == ["call.updated", "call.started", "override.text", "override.dtmf",
+    assert [e["type"] for e in listed] == ["call.started", "call.updated", "override.text", "override.dtmf",
                                            "override.transfer", "override.end", "call.updated"]
     assert by_type["override.text"]["text"] == "Please hold." and by_type["override.text"]["sent_by"] == "alice"
     assert by_type["override.text"]["key_id"] is None
     dtmf = by_type["override.dtmf"]
     assert dtmf["digit"] == "5" and dtmf["key_id"] and dtmf["sent_by"] == f"key:{dtmf['key_id']}"
-    assert listed[0]["call_status"] == "RINGING"
+    assert listed[1]["call_status"] == "RINGING"
     await stream.close()
 
 

@@ -37,6 +37,7 @@ class RtpStats:
     remote: tuple[str, int] | None = None
     sent_packets: int = 0
     dtmf: str = ""  # the RFC 4733 digits received, one per event (an event repeats over several packets)
+    last_nonsilent_at: float | None = None  # time.monotonic() of the last audible packet (the end of a voice)
 
 
 class RtpPeer:
@@ -126,6 +127,7 @@ class RtpPeer:
                 st.max_dbfs = max(st.max_dbfs, level)
                 if level > self.silence_dbfs:
                     st.nonsilent_packets += 1
+                    st.last_nonsilent_at = now
 
     def samples(self) -> np.ndarray:
         with self._lock:
@@ -135,7 +137,7 @@ class RtpPeer:
         with self._lock:
             s = self.stats
             return RtpStats(s.packets, s.pcmu_packets, s.nonsilent_packets, set(s.payload_types), s.first_at,
-                            s.last_at, s.max_dbfs, s.remote, s.sent_packets, s.dtmf)
+                            s.last_at, s.max_dbfs, s.remote, s.sent_packets, s.dtmf, s.last_nonsilent_at)
 
     def wait_for(self, check, *, timeout: float, what: str) -> RtpStats:
         """Wait until `check(stats)` is true, e.g. `lambda s: s.nonsilent_packets >= 25`; raise on timeout."""

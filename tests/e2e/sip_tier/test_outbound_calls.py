@@ -107,13 +107,13 @@ async def test_a_callee_hanging_up_completes_the_call(sip_product, sip_callee):
     assert session["call_status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("scenario, call_status, telephony, end_reason, sip_code", [
-    ("uas_busy.xml", "FAILED", "failed", "busy", 486),
-    ("uas_decline.xml", "FAILED", "failed", "declined", 603),
-    ("uas_ring.xml", "NO_ANSWER", "no-answer", "no_answer", None),
+@pytest.mark.parametrize("scenario, call_status, telephony, end_reason, sip_code, error", [
+    ("uas_busy.xml", "FAILED", "failed", "busy", 486, "Busy: the callee's line was busy (SIP 486)."),
+    ("uas_decline.xml", "FAILED", "failed", "declined", 603, "Declined: the callee declined the call (SIP 603)."),
+    ("uas_ring.xml", "NO_ANSWER", "no-answer", "no_answer", None, "No answer: the callee did not pick up within 3 s."),
 ])
 async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhere(
-        sip_product, sip_callee, scenario, call_status, telephony, end_reason, sip_code):
+        sip_product, sip_callee, scenario, call_status, telephony, end_reason, sip_code, error):
     product = sip_product
     sip_callee(scenario, answer_after_ms=200)
     agent_id = await _agent(product)
@@ -126,8 +126,10 @@ async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhe
     assert (tel["status"], tel["end_reason"], tel["sip_status_code"]) == (telephony, end_reason, sip_code)
     session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
                                          timeout=30, what="ended")
-    assert (session["call_status"], session["endReason"]) == (call_status, end_reason)
-    assert session["transcript"] == []
+    assert (session["call_status"], session["endReason"], session["error"]) == (call_status, end_reason, error)
+    assert session["transcript"] == [] and session["duration"] == 0
+    # nothing to analyse: never pending forever
+    assert session["analysisStatus"] == "skipped" and "never answered" in session["analysisError"], session
 
 
 async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_product, sip_callee, fakes):

@@ -1,0 +1,102 @@
+"""The job's one end path (worker/ending.py) on a real SQLite file: it hangs up before it records the end, records
+it once however many ways end the call at the same time, skips the analysis of a call never answered, and says in
+words why a dial failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from livekit import api
+
+from api.store import calls as calls_repo
+from api.store import sessions as sessions_repo
+from api.store.db import Store
+from tests.api.seed import tenant_of
+from tests.test_call_endings import PHONE, _placed
+from worker.config import DispatchMeta
+from worker.ending import CallEnd, Ending
+from worker.entrypoint import Call
+from worker.outbound import classify
+from worker.recorder import SessionRecorder
+
+
+def test_a_dial_failure_is_a_sentence_with_its_sip_code():
+    def detail(code, twirp="unknown", status=500):
+        meta = {"sip_status_code": str(code)} if code else {}
+        return classify(api.TwirpError(twirp, "twirp error unknown: sip status: 480", status=status, metadata=meta),
+                        ring_timeout=30).detail
+
+    assert detail(480) == "No answer: the callee did not pick up within 30 s (SIP 480)."
+    assert detail(None, "canceled", 408) == "No answer: the callee did not pick up within 30 s."
+    assert detail(486, "resource_exhausted", 429) == "Busy: the callee's line was busy (SIP 486)."
+    assert detail(603) == "Declined: the callee declined the call (SIP 603)."
+    assert "twirp" not in detail(404) and "(SIP 404)" in detail(404)
+
+
+class _FakeJob:
+    """What the end path uses of LiveKit's JobContext: the room's name, its API, shutdown. Records the order."""
+
+    def __init__(self, store: Store, sid: str) -> None:
+        self.store, self.sid = store, sid
+        self.steps: list[tuple[str, Any]] = []
+        self.job = SimpleNamespace(room=SimpleNamespace(name="vx-out-1"))
+        self.api = SimpleNamespace(room=SimpleNamespace(remove_participant=self._remove, delete_room=self._delete))
+
+    async def _remove(self, req: api.RoomParticipantIdentity) -> None:
+        self.steps.append(("remove", (req.room, req.identity)))
+
+    async def _delete(self, req: api.DeleteRoomRequest) -> None:
+        ended = self.store.read_sync(sessions_repo.get_row, self.sid)["ended_at"]
+        self.steps.append(("delete", (req.room, ended)))
+
+    def shutdown(self, reason: str = "") -> None:
+        self.steps.append(("shutdown", reason))
+
+
+async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(tmp_path, settings):
+    store, sid, call_id = _placed(tmp_path)
+    try:
+        store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
+        meta = DispatchMeta.parse(json.dumps({"agent_id": "a", "session_id": sid, "owner_id": tenant_of("alice"),
+                                              "direction": "outbound", "phone_number": PHONE, "call_id": call_id}))
+        ctx = _FakeJob(store, sid)
+        call = Call(settings=settings, store=store, meta=meta, session_id=sid,
+                    recorder=SessionRecorder(store, sid), caller_identity="sip-call_1")
+        end = CallEnd(ctx, call)  # type: ignore[arg-type]
+        outcome = classify(api.TwirpError("unknown", "x", status=480, metadata={"sip_status_code": "480"}),
+                           ring_timeout=30)
+        await asyncio.gather(end(Ending("no_answer", outcome.detail, dial=outcome)), end(Ending("job_ended")))
+        # hung up before the end is recorded, once; the job shut down with the reason
+        assert ctx.steps == [("remove", ("vx-out-1", "sip-call_1")), ("delete", ("vx-out-1", None)),
+                             ("shutdown", "no_answer")]
+        session = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
+        call_row = store.read_sync(calls_repo.get_any, call_id)
+        assert (call_row["status"], call_row["sip_status_code"], session["end_reason"]) == ("NO_ANSWER", 480,
+                                                                                            "no_answer")
+        assert session["error"] == "No answer: the callee did not pick up within 30 s (SIP 480)."
+        analysis = session["analysis_row"]
+        assert analysis["status"] == "skipped" and "never answered" in analysis["error"], analysis
+    finally:
+        store.close()
+
+
+async def test_words_kept_at_the_end_are_not_recorded_twice_when_the_framework_commits_them_late(tmp_path):
+    from livekit.agents.llm import ChatMessage
+    from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
+
+    store, sid, _ = _placed(tmp_path)
+    try:
+        store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
+        rec = SessionRecorder(store, sid)
+        rec._on_transcribed(UserInputTranscribedEvent(transcript="What are your opening hours?", is_final=True))
+        await rec.close()  # the reply failed: the caller's words are kept
+        late = ChatMessage(role="user", content=["What are your opening hours?"])
+        rec._on_item(ConversationItemAddedEvent(item=late))  # the framework commits the same turn as it closes
+        await rec.flush()
+        said = [(t["speaker"], t["content"]) for t in store.read_sync(sessions_repo.items_for, sid)]
+        assert said == [("USER", "What are your opening hours?")]
+    finally:
+        store.close()
