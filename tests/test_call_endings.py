@@ -59,7 +59,7 @@ def test_a_call_ended_through_the_api_ends_its_session_with_the_same_reason_and_
                                                           at="2026-12-01T10:00:32.500000Z"))
         # the room's deletion reaches the API as a webhook before the job records anything
         webhooks_event = {"id": "EV_1", "event": "room_finished", "room": "vx-out-1", "created_at": 1796119235}
-        store.write_sync(lambda db: webhooks.apply_event(db, webhooks_event))
+        store.write_sync(lambda db: webhooks.apply_event(db, webhooks_event, [sid]))
         store.write_sync(lambda db: sessions_repo.end(db, sid, reason="participant_disconnected"))  # the job, late
         session = store.read_sync(sessions_repo.get_row, sid)
         call = store.read_sync(calls_repo.get_any, call_id)

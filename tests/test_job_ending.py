@@ -5,7 +5,6 @@ words why a dial failed."""
 from __future__ import annotations
 
 import asyncio
-import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -60,8 +59,8 @@ async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(t
     store, sid, call_id = _placed(tmp_path)
     try:
         store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
-        meta = DispatchMeta.parse(json.dumps({"agent_id": "a", "session_id": sid, "owner_id": tenant_of("alice"),
-                                              "direction": "outbound", "phone_number": PHONE, "call_id": call_id}))
+        meta = DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound",
+                            phone_number=PHONE, call_id=call_id)
         ctx = _FakeJob(store, sid)
         call = Call(settings=settings, store=store, meta=meta, session_id=sid,
                     recorder=SessionRecorder(store, sid), caller_identity="sip-call_1")
