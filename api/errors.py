@@ -53,24 +53,9 @@ class NotFound(ApiError):
     type = "not_found"
 
 
-class MethodNotAllowed(ApiError):
-    status_code = 405
-    type = "method_not_allowed"
-
-
 class Conflict(ApiError):
     status_code = 409
     type = "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status_code = 413
-    type = "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status_code = 415
-    type = "unsupported_media_type"
 
 
 class ValidationFailed(ApiError):
