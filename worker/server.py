@@ -11,8 +11,9 @@ from aiohttp import web
 
 from api.accesslog import RedactingAccessLogger
 from api.app import create_app
+from api.secrets import SecretBox
 from api.settings import Settings
-from api.store.db import Store
+from api.store.db import Store, prepare
 
 from .usage_spill import SPILL_DIR, ingest_spilled
 
@@ -33,7 +34,8 @@ def serve(settings: Settings) -> int:
 
 
 async def run(settings: Settings) -> int:
-    store = Store(settings.database_path)
+    prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
+    store = Store(settings.database_path, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()
