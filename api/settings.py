@@ -42,6 +42,16 @@ class Settings:
         metadata={"doc": "Public base URL of the API (used as the embedded issuer's `iss`); default http://HOST:PORT."},
     )
     max_body_bytes: int = field(default=1_048_576, metadata={"doc": "Largest accepted request body, in bytes."})
+    idle_timeout_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "A connection that sends no complete request headers for this long (from its opening, or "
+                         "since its last response) is closed; a websocket is set up by such a request."},
+    )
+    max_connections_per_address: int = field(
+        default=256,
+        metadata={"doc": "Open connections one client address may hold; one more is answered 429 and closed. "
+                         "0: no limit (behind a reverse proxy every client has the proxy's address)."},
+    )
     log_level: str = field(default="INFO", metadata={"doc": "Python log level."})
     # --- auth ---
     clerk_issuer: str = field(
@@ -56,8 +66,9 @@ class Settings:
     )
     secret_key: str = field(
         default="", repr=False,
-        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets); any string. Empty: a key "
-                         "generated into DATA_DIR/secret.key. Losing it makes those secrets unreadable."},
+        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets, Twilio auth tokens, "
+                         "callback signing secrets); any string. Empty: a key generated into DATA_DIR/secret.key. "
+                         "Losing it makes those secrets unreadable."},
     )
     admin_users: tuple[str, ...] = field(
         default=(),
@@ -277,6 +288,10 @@ class Settings:
             raise ValueError(f"{PREFIX}RATE_LIMIT_RPS and {PREFIX}RATE_LIMIT_AUTH_RPS must be positive")
         if self.rate_limit_burst < 0:
             raise ValueError(f"{PREFIX}RATE_LIMIT_BURST must be 0 (twice the rate) or a positive size")
+        if not self.idle_timeout_seconds > 0:
+            raise ValueError(f"{PREFIX}IDLE_TIMEOUT_SECONDS must be positive")
+        if self.max_connections_per_address < 0:
+            raise ValueError(f"{PREFIX}MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or a positive count")
         if self.login_token_ttl_seconds <= 0:
             raise ValueError(f"{PREFIX}LOGIN_TOKEN_TTL_SECONDS must be positive")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
