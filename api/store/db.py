@@ -105,10 +105,11 @@ def prepare(db_path: Path) -> None:
 
 
 def check_writable(db_path: Path) -> None:
-    """Refuse to start on storage that cannot be written, with the file and the reason: an open test of each
-    database file and a file made and removed in the directory. Started anyway, a read-only database would fail
-    every write, and a -shm file that cannot be written (immutable, say) is mapped into memory by SQLite, where a
-    failure is a SIGBUS that ends the process instead of an error."""
+    """Refuse to start on storage that cannot be written, naming what is in the way: a file made and removed in the
+    directory, and an access check of each database file. Started anyway, a read-only database would fail every
+    write, and a -shm file that cannot be written (immutable, say) is mapped into memory by SQLite, where a failure
+    is a SIGBUS that ends the process instead of an error. (The database files are not opened here: closing a
+    descriptor of a file drops every POSIX lock this process holds on it, SQLite's included.)"""
     directory = db_path.parent
     probe = directory / f".voxarena-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -117,13 +118,9 @@ def check_writable(db_path: Path) -> None:
     except OSError as e:
         raise StorageUnavailable(f"the data dir {directory} is not writable ({e.strerror})") from None
     for path in [db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDE_FILES)]:
-        try:
-            os.close(os.open(path, os.O_RDWR))
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise StorageUnavailable(f"{path} cannot be opened for writing ({e.strerror}); the database is "
-                                     "read-only until that is fixed (permissions, `lsattr`/`chattr -i`, mount)") from None
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StorageUnavailable(f"{path} is not writable: the database is read-only until that is fixed "
+                                     "(its mode or owner, an immutable flag (lsattr), a read-only mount)")
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:

@@ -292,7 +292,8 @@ DROP TABLE analyses;
 ALTER TABLE analyses_v4 RENAME TO analyses;
 """,
     ),
-    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields", lambda conn, _box: _v5(conn)),
+    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields",
+     lambda conn, _box: _v5(conn)),
     (
         6,
         "local accounts",
