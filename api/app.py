@@ -22,7 +22,7 @@ from .loopmon import LoopMonitor
 from .dashboard import add_dashboard
 from .routes import accounts, agents, apikeys, calls, clients, costs, events, livekit, meta, sessions, tenants
 from .routes import chat, relay
-from .keys import CHAT
+from .keys import CHAT, SOCKETS
 from .routes import phone_numbers
 from .routes import analytics as analytics_routes
 from .routes import ingest as ingest_routes
@@ -34,6 +34,7 @@ from .services.callbacks import CallbackSender
 from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
+from .services.sockets import SocketGuard, SocketLeases
 from .schemas.events import event_wire
 from .settings import Settings
 from .store.db import Store
@@ -179,9 +180,15 @@ def create_app(
                        retention_seconds=settings.event_retention_seconds, to_wire=event_wire)
         app[EVENTS] = hub
         hub.start()
+        guard = SocketGuard(app[STORE], SocketLeases(settings.redis_url,
+                                                     timeout_seconds=settings.redis_timeout_seconds),
+                            admins=settings.admin_users, interval=settings.socket_recheck_seconds)
+        app[SOCKETS] = guard
+        guard.start()
         yield
         await hub.stop()
         await app[CHAT].stop()
+        await guard.stop()  # after the sockets it watches are closed
         await sender.stop()
         if watchdog is not None:
             await watchdog.stop()

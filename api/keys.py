@@ -12,6 +12,7 @@ from .livekit import Gateways, LiveKitGateway
 from .secrets import SecretBox
 from .loopmon import LoopMonitor
 from .services.events import EventHub
+from .services.sockets import SocketGuard
 from pipelines.pricing import PriceBook
 
 from .services.agents import AgentListCache
@@ -39,3 +40,4 @@ LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, A
 WORKER_CAPACITY = web.AppKey("worker_capacity", Callable[[], Awaitable[str | None]])
 CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets
 EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out
+SOCKETS = web.AppKey("socket_guard", SocketGuard)  # caps and credential re-checks of /ws/chat and /events/ws

@@ -256,6 +256,24 @@ class Settings:
         metadata={"doc": "Ping interval of /events/ws; a connection whose pong is missing after half of it is "
                          "closed."},
     )
+    # --- sockets ---
+    socket_recheck_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "Open /events/ws and /ws/chat sockets have their credential re-read from the store this "
+                         "often (a chat socket also before each message): a revoked API key closes them with 4401, "
+                         "a suspended tenant or a removed member with 4403."},
+    )
+    chat_max_connections: int = field(
+        default=10, metadata={"doc": "Concurrent /ws/chat sockets per API key (per user for a JWT); beyond it the "
+                                     "handshake is a 429 `connection_limit`. Shared by every API process through "
+                                     "REDIS_URL when it is set."})
+    chat_max_connections_per_tenant: int = field(
+        default=100, metadata={"doc": "Concurrent /ws/chat sockets per tenant, all its keys and users together "
+                                      "(429 `connection_limit` beyond it; shared through REDIS_URL when set)."})
+    relay_url_ttl_seconds: float = field(
+        default=300.0,
+        metadata={"doc": "How long a ConversationRelay URL from POST /api/relay/urls may be opened (once)."},
+    )
 
     # --- analytics ---
     success_outcomes: tuple[str, ...] = field(
@@ -301,6 +319,11 @@ class Settings:
         if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:
             raise ValueError(f"{PREFIX}EVENT_QUEUE_SIZE, {PREFIX}EVENT_MAX_CONNECTIONS and "
                              f"{PREFIX}EVENT_HEARTBEAT_SECONDS must be positive")
+        if not self.socket_recheck_seconds > 0 or not self.relay_url_ttl_seconds > 0:
+            raise ValueError(f"{PREFIX}SOCKET_RECHECK_SECONDS and {PREFIX}RELAY_URL_TTL_SECONDS must be positive")
+        if self.chat_max_connections < 1 or self.chat_max_connections_per_tenant < 1:
+            raise ValueError(f"{PREFIX}CHAT_MAX_CONNECTIONS and {PREFIX}CHAT_MAX_CONNECTIONS_PER_TENANT must be "
+                             "positive")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
                              f"not {self.turn_detection!r}")

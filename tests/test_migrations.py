@@ -1,5 +1,5 @@
 """Migrations apply in ascending version order, a list out of order is refused, a database made by an older order
-gets exactly the steps it lacks, and the callback signing secrets are sealed at rest (migration 15 seals old rows)."""
+gets exactly the steps it lacks, and the callback signing secrets are sealed at rest (migration 16 seals old rows)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from api.store.db import Store, connect
 from api.store.migrations import MIGRATIONS, migrate
 
 STEP = {version: (version, name, step) for version, name, step in MIGRATIONS}
-# The order releases up to migration 14 listed (and so applied) the steps in.
-OLD_ORDER = [*range(1, 11), 13, 11, 14, 12]
+# The order earlier releases listed (and so applied) the steps in.
+OLD_ORDER = [*range(1, 11), 13, 11, 14, 12, 15]
 PLAIN = "whsec_" + "p" * 43
 
 
@@ -95,7 +95,7 @@ def test_a_database_made_in_the_old_order_gets_exactly_the_steps_it_lacks(tmp_pa
     assert _schema(old) == _schema(fresh)
 
 
-def test_migration_15_seals_the_stored_callback_secrets_and_they_still_sign(tmp_path):
+def test_migration_16_seals_the_stored_callback_secrets_and_they_still_sign(tmp_path):
     path = tmp_path / "old.db"
     _old_database(path, OLD_ORDER)
     box = SecretBox(Fernet.generate_key())
@@ -109,12 +109,12 @@ def test_migration_15_seals_the_stored_callback_secrets_and_they_still_sign(tmp_
         store.close()
 
 
-def test_migration_15_without_the_key_refuses_and_leaves_the_secrets_as_they_were(tmp_path):
+def test_migration_16_without_the_key_refuses_and_leaves_the_secrets_as_they_were(tmp_path):
     path = tmp_path / "old.db"
     _old_database(path, OLD_ORDER)
     with pytest.raises(migrations.MigrationNeedsKey, match="needs the secret key"):
         Store(path)
-    assert 15 not in _applied(path)
+    assert 16 not in _applied(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT callback_secret FROM user_secrets").fetchone()[0] == PLAIN
     conn.close()

@@ -3,17 +3,19 @@ agent's answer to a message), the chat websocket /ws/chat/{session_id}, and endi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import BadGateway, BadRequest, Conflict
-from ..keys import CHAT, STORE
+from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
+from ..keys import CHAT, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
 from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
+from ..services.sockets import Holder, Refusal, Scope, TooManySockets, Watch
 from ..store import agents as agents_repo
 from ..store import chat as chat_repo
 from ..store import sessions as sessions_repo
@@ -88,27 +90,56 @@ async def _send(ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
 
 async def chat_socket(call: Call) -> web.WebSocketResponse:
     ws = require_websocket(call.request)
-    store, chat = call.request.app[STORE], call.request.app[CHAT]
+    app = call.request.app
+    store, chat, guard, settings = app[STORE], app[CHAT], app[SOCKETS], app[SETTINGS]
     row = await store.read(chat_repo.find_text_session, call.tenant_id, call.params["session_id"])
-    await ws.prepare(call.request)
     if row is None:  # someone else's, absent, or not a text session: the same answer, before any data
+        await ws.prepare(call.request)
         await ws.close(code=CLOSE_NOT_FOUND, message=b"session not found")
         return ws
+    assert call.principal is not None
+    holder = Holder(call.principal, call.tenant_id)
+    try:  # each socket may drive LLM turns: capped before the upgrade
+        lease = await guard.leases.acquire(
+            Scope(f"chat:cred:{holder.credential}", settings.chat_max_connections, "per credential"),
+            Scope(f"chat:tenant:{holder.tenant_id}", settings.chat_max_connections_per_tenant, "per tenant"))
+    except TooManySockets as e:
+        raise ConnectionLimit(f"{e} on /ws/chat") from None
+    watch = guard.watch(holder)
+    closer: asyncio.Task[None] | None = None
     chat.sockets.add(ws)
     session_id = row["id"]
     try:
+        await ws.prepare(call.request)
+        closer = guard.spawn(_close_when_refused(ws, watch), "chat-socket-closer")
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.BINARY:
                     await _send(ws, {"type": "error", "detail": "send JSON text frames"})
                 continue
-            session_id = await _on_message(call, ws, session_id, msg.data) or session_id
-    finally:
+            session_id = await _on_message(call, ws, watch, session_id, msg.data) or session_id
+    finally:  # nothing awaited: aiohttp may cancel the handler as the socket closes
         chat.sockets.discard(ws)
+        guard.unwatch(watch)
+        if closer is not None and watch.refusal is None:
+            closer.cancel()  # a refused socket's closer finishes the close handshake (the guard owns it)
+        guard.leases.release(lease)
     return ws
 
 
-async def _on_message(call: Call, ws: web.WebSocketResponse, session_id: str, raw: str) -> str | None:
+async def _close(ws: web.WebSocketResponse, refusal: Refusal) -> None:
+    if not ws.closed:
+        await ws.close(code=refusal.code, message=refusal.reason.encode())
+
+
+async def _close_when_refused(ws: web.WebSocketResponse, watch: Watch) -> None:
+    await watch.refused.wait()
+    assert watch.refusal is not None
+    await _close(ws, watch.refusal)
+
+
+async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, session_id: str,
+                      raw: str) -> str | None:
     """Handle one client frame; returns the session the conversation goes on in (a new one when it had ended)."""
     chat = call.request.app[CHAT]
     try:
@@ -120,6 +151,12 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, session_id: str, ra
     if kind == "ping":
         await _send(ws, {"type": "pong"})
         return None
+    if kind in ("message", "end"):  # what acts on the session is done with a credential read just now
+        refusal = await call.request.app[SOCKETS].check(watch.holder)
+        if refusal is not None:
+            watch.refuse(refusal)
+            await _close(ws, refusal)
+            return None
     if kind == "end":
         await chat.close(session_id, reason="closed")
         await _send(ws, {"type": "ended", "session_id": session_id})
@@ -166,7 +203,7 @@ ROUTES = [
     Route("POST", "/trigger-agent", trigger_agent, "Talk to an agent by voice (a room) or text (its answer)",
           "chat", response=TriggerAgentResponse, body=TriggerAgentRequest, errors=(404, 409, 429, 502, 503)),
     Route("GET", "/ws/chat/{session_id}", chat_socket, "Chat with an agent over a websocket (streamed replies)",
-          "chat", raw=True, status=101, errors=(400,),
+          "chat", raw=True, status=101, errors=(400, 429),
           unowned="checked after the upgrade: a session that is not a text session of yours is closed with 4404"),
     Route("POST", "/api/sessions/{id}/end", end_session, "End a text conversation (it is then analysed)", "chat",
           response=SessionEnded, owns="session", owned_param="id", errors=(409,)),

@@ -13,10 +13,11 @@ import logging
 from aiohttp import WSCloseCode, web
 
 from ..errors import BadRequest, ConnectionLimit
-from ..keys import EVENTS, SETTINGS, STORE
+from ..keys import EVENTS, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.events import CallEvents, CallEventsQuery, EventStreamQuery, event_wire
 from ..services.events import Subscriber, TooManyConnections
+from ..services.sockets import Holder, Watch
 from ..store import events as repo
 from ..store import sessions as sessions_repo
 
@@ -50,20 +51,24 @@ async def stream(call: Call) -> web.StreamResponse:
         hub.admit(credential)
     except TooManyConnections as e:
         raise ConnectionLimit(str(e)) from None
+    guard = app[SOCKETS]
+    watch = guard.watch(Holder(call.principal, call.tenant_id))
     try:
         sub = await hub.subscribe(call.tenant_id, q.call_sid)
         try:
             await ws.prepare(request)
-            await _serve(request, ws, sub)
+            await _serve(request, ws, sub, watch)
         finally:
             hub.unsubscribe(sub)
     finally:
+        guard.unwatch(watch)
         hub.release(credential)
     return ws
 
 
-async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscriber) -> None:
-    """Send the subscriber's events until the client leaves, the connection breaks, or the hub drops it."""
+async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscriber, watch: Watch) -> None:
+    """Send the subscriber's events until the client leaves, the connection breaks, the hub drops it, or its
+    credential is gone (the socket guard's re-check)."""
 
     async def pump() -> None:
         while (event := await sub.next()) is not None:
@@ -74,7 +79,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscribe
             pass
 
     # the drop is watched apart from the pump: a slow peer's pump may be stuck waiting for its socket to drain
-    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(read()), asyncio.ensure_future(sub.dropped.wait())}
+    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(read()), asyncio.ensure_future(sub.dropped.wait()),
+             asyncio.ensure_future(watch.refused.wait())}
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -83,7 +89,9 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscribe
         await asyncio.gather(*tasks, return_exceptions=True)
     if ws.closed:
         return
-    if sub.reason == "slow":
+    if watch.refusal is not None:
+        code, message = watch.refusal.code, watch.refusal.reason.encode()
+    elif sub.reason == "slow":
         code, message = CLOSE_SLOW_CONSUMER, b"slow consumer"
     elif sub.reason == "shutdown":
         code, message = WSCloseCode.GOING_AWAY, b"server shutting down"

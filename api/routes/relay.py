@@ -1,4 +1,4 @@
-"""Twilio ConversationRelay (`WS /relay/ws`, Phony's) and the tenant's Twilio settings.
+"""Twilio ConversationRelay (`WS /relay/ws`, Phony's), its one-time URLs, and the tenant's Twilio settings.
 
 The protocol (Twilio's): after the handshake Twilio sends `setup`, then `prompt` (the caller's words; `last: false`
 for partial prompts), `interrupt` (the caller spoke over the agent: `utteranceUntilInterrupt` is what was heard),
@@ -16,14 +16,16 @@ from aiohttp import WSMsgType, web
 
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
-from ..errors import Conflict, Unauthorized
+from ..errors import Conflict, Forbidden, Unauthorized
 from ..keys import CHAT, SECRETS, SETTINGS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import TwilioSettings, TwilioSettingsBody
+from ..schemas.relay import RelayUrl, RelayUrlRequest
 from ..secrets import mask
 from ..services import relay as relay_service
 from ..services.chat import ChatService, LlmFailed, Turn
 from ..services.pipeline import agent_spec
+from ..store import agents as agents_repo
 from ..store import sessions as sessions_repo
 from ..store import twilio as twilio_repo
 from ..store.errors import LimitError
@@ -35,7 +37,6 @@ log = logging.getLogger("voxarena.relay")
 
 SETUP_TIMEOUT_SECONDS = 10.0
 CLOSE_BAD_SETUP = 4400
-CLOSE_REFUSED = 4403  # not signed by the agent's tenant, or no such agent: the same answer
 
 
 async def put_twilio_settings(call: Call) -> dict:
@@ -53,19 +54,42 @@ async def get_twilio_settings(call: Call) -> dict:
             "updated_at": row["updated_at"]}
 
 
+async def create_relay_url(call: Call) -> dict:
+    body: RelayUrlRequest = call.body
+    app = call.request.app
+    store, settings = app[STORE], app[SETTINGS]
+    if body.agent_id is not None:
+        agent = await store.read(agents_repo.get_row, call.tenant_id, body.agent_id)
+    else:
+        agent = await store.read(agents_repo.get_by_slug, call.tenant_id, body.agent_slug)
+    refuse_unavailable_agent(agent)
+    if await store.read(twilio_repo.get, call.tenant_id) is None:
+        raise Conflict("set the tenant's Twilio auth token first (PUT /api/settings/twilio): it signs the call")
+    return await relay_service.new_url(store, call.tenant_id, agent["id"], public_base=settings.base_url,
+                                       ttl_seconds=settings.relay_url_ttl_seconds)
+
+
 async def relay_socket(call: Call) -> web.WebSocketResponse:
     request = call.request
     ws = require_websocket(request)
     sig = request.headers.get("X-Twilio-Signature", "").strip()
     if not sig:
         raise Unauthorized("missing X-Twilio-Signature")
-    urls = relay_service.signed_urls(public_base=request.app[SETTINGS].base_url, host=request.host,
-                                     secure=request.secure, path_qs=request.path_qs)
+    urls = relay_service.signed_urls(public_base=request.app[SETTINGS].base_url, path_qs=request.path_qs)
+    try:  # before the upgrade: a refused handshake holds no socket and creates nothing
+        agent = await relay_service.admit(request.app[STORE], request.app[SECRETS],
+                                          ticket=request.query.get("ticket", ""), urls=urls, sig=sig)
+    except relay_service.TenantSuspended as e:
+        err = Forbidden(str(e))
+        err.type = "tenant_suspended"
+        raise err from None
+    except relay_service.RelayRefused as e:
+        raise Forbidden(str(e)) from None
     await ws.prepare(request)
     chat = request.app[CHAT]
     chat.sockets.add(ws)
     try:
-        await _serve(request.app, chat, ws, urls, sig)
+        await _serve(request.app, chat, ws, agent)
     finally:
         chat.sockets.discard(ws)
     return ws
@@ -91,18 +115,11 @@ async def _end(ws: web.WebSocketResponse, reason: str, detail: str | None = None
     await ws.close()
 
 
-async def _serve(app: web.Application, chat: ChatService, ws: web.WebSocketResponse, urls: list[str],
-                 sig: str) -> None:
+async def _serve(app: web.Application, chat: ChatService, ws: web.WebSocketResponse, agent: dict[str, Any]) -> None:
     store = app[STORE]
     setup = await _first_message(ws)
     if setup is None:
         await ws.close(code=CLOSE_BAD_SETUP, message=b"the first message must be a setup message")
-        return
-    params = setup.get("customParameters") if isinstance(setup.get("customParameters"), dict) else {}
-    try:
-        agent = await relay_service.authenticate(store, app[SECRETS], params, urls=urls, sig=sig)
-    except relay_service.RelayRefused as e:
-        await ws.close(code=CLOSE_REFUSED, message=str(e).encode()[:120])
         return
     try:
         refuse_unavailable_agent(agent)
@@ -227,8 +244,10 @@ class _RelayCall:
 
 
 ROUTES = [
-    Route("GET", "/relay/ws", relay_socket, "Twilio ConversationRelay websocket (signed by Twilio)", "relay",
-          raw=True, public=True, status=101, errors=(400, 401)),
+    Route("POST", "/api/relay/urls", create_relay_url, "A one-time ConversationRelay URL for one call of an agent",
+          "relay", response=RelayUrl, body=RelayUrlRequest, status=201, errors=(404, 409)),
+    Route("GET", "/relay/ws", relay_socket, "Twilio ConversationRelay websocket (a one-time URL signed by Twilio)",
+          "relay", raw=True, public=True, status=101, errors=(400, 401, 403)),
     Route("PUT", "/api/settings/twilio", put_twilio_settings, "Set the tenant's Twilio auth token (write-only)",
           "settings", response=TwilioSettings, body=TwilioSettingsBody),
     Route("GET", "/api/settings/twilio", get_twilio_settings, "Whether a Twilio auth token is set (masked)",

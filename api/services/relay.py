@@ -1,10 +1,12 @@
 """Twilio ConversationRelay calls: Twilio does the speech (its STT and TTS), the agent's LLM answers in text.
 
-Who is calling is proved by Twilio's request signature on the websocket handshake (`X-Twilio-Signature`: base64
-HMAC-SHA1 of the URL Twilio opened, keyed with the account's auth token). The agent is named only later, in the
-setup message's custom parameters (its id, or its slug); the signature is then checked against the auth token of
-the agent's tenant, and a slug that several tenants use belongs to the one whose token signed the request. Nothing
-is created and nothing sent before that check passes."""
+Each call opens a URL the tenant asked for just before (``POST /api/relay/urls``, typically from the webhook that
+answers Twilio with TwiML): ``wss://PUBLIC/relay/ws?ticket=...``. The ticket names the tenant and the agent, and is
+good for one handshake. That handshake must carry Twilio's signature of exactly that URL (``X-Twilio-Signature``:
+base64 HMAC-SHA1 keyed with the tenant's auth token), computed over the URL as ``VOXARENA_PUBLIC_URL`` gives it,
+never as the request's ``Host`` header names it. All of it is checked before the websocket upgrade: a refused
+handshake is a 403 and holds nothing; an admitted one uses the ticket up in the store, atomically, so a captured
+signature replayed (here or on another API node) is refused."""
 
 from __future__ import annotations
 
@@ -12,23 +14,35 @@ import base64
 import hashlib
 import hmac
 import logging
+import secrets
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..secrets import SecretBox
-from ..store import chat as chat_repo
+from ..store import agents as agents_repo
 from ..store import sessions as sessions_repo
+from ..store import tenants as tenants_repo
 from ..store import twilio as twilio_repo
 from ..store.db import Store
+from ..store.errors import NotFoundError
+from ..store.timefmt import now_iso, to_iso
 
 log = logging.getLogger("voxarena.relay")
 
+PATH = "/relay/ws"
+# Custom parameters older TwiML still sends to name the agent; the ticket names it now, so they are not context.
 AGENT_PARAMETERS = ("agent_id", "agentId", "agent_slug", "agentSlug", "agent")
 TENANT_PARAMETERS = ("tenant_id", "tenantId", "tenant")
+PRUNE_AFTER = timedelta(days=1)
 
 
 class RelayRefused(Exception):
-    """The setup cannot go on: not signed by the agent's tenant, or no such agent (indistinguishable)."""
+    """The handshake cannot go on (403, before the upgrade)."""
+
+
+class TenantSuspended(RelayRefused):
+    pass
 
 
 def signature(auth_token: str, url: str, params: dict[str, str] | None = None) -> str:
@@ -44,15 +58,19 @@ def _without_default_port(url: str) -> str:
     return url
 
 
-def signed_urls(*, public_base: str, host: str, secure: bool, path_qs: str) -> list[str]:
-    """The URLs Twilio may have signed: the public URL's (behind a proxy the one the API sees differs) and the
-    one this request names, each as ws(s) and http(s), with and without a default port."""
-    bases = [public_base.rstrip("/"), f"{'https' if secure else 'http'}://{host}"]
-    urls: list[str] = []
-    for base in bases:
-        for scheme_from, scheme_to in (("https://", "wss://"), ("http://", "ws://")):
-            if base.startswith(scheme_from):
-                urls += [base + path_qs, scheme_to + base[len(scheme_from):] + path_qs]
+def _ws_base(public_base: str) -> str:
+    base = public_base.rstrip("/")
+    for scheme_from, scheme_to in (("https://", "wss://"), ("http://", "ws://")):
+        if base.startswith(scheme_from):
+            return scheme_to + base[len(scheme_from):]
+    return base
+
+
+def signed_urls(*, public_base: str, path_qs: str) -> list[str]:
+    """The URLs Twilio may have signed for this request: the public URL's, as ws(s) and http(s), with and without
+    a default port. The request's own Host is never used: whoever sends the request chooses it."""
+    base = public_base.rstrip("/")
+    urls = [_ws_base(base) + path_qs, base + path_qs]
     urls += [_without_default_port(u) for u in urls]
     return list(dict.fromkeys(urls))
 
@@ -61,40 +79,47 @@ def verified(auth_token: str, urls: list[str], sig: str) -> bool:
     return any(hmac.compare_digest(signature(auth_token, u), sig) for u in urls)
 
 
-def named(params: dict[str, Any], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        value = params.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+async def new_url(store: Store, owner_id: str, agent_id: str, *, public_base: str,
+                  ttl_seconds: float) -> dict[str, Any]:
+    """A relay URL good for one call of this agent within ``ttl_seconds``."""
+    ticket = secrets.token_urlsafe(24)
+    now = datetime.now(timezone.utc)
+    expires = to_iso(now + timedelta(seconds=ttl_seconds))
+    await store.write(lambda db: twilio_repo.add_ticket(db, ticket, owner_id, agent_id, now=to_iso(now),
+                                                        expires_at=expires,
+                                                        prune_before=to_iso(now - PRUNE_AFTER)))
+    return {"url": f"{_ws_base(public_base)}{PATH}?ticket={ticket}", "agent_id": agent_id, "expires_at": expires}
 
 
-async def authenticate(store: Store, box: SecretBox, params: dict[str, Any], *, urls: list[str],
-                       sig: str) -> dict[str, Any]:
-    """The agent the setup names, of the tenant whose Twilio auth token signed the handshake."""
-    key = named(params, AGENT_PARAMETERS)
-    if key is None:
-        raise RelayRefused("the setup message names no agent (custom parameter agent_id or agent_slug)")
-    candidates = await store.read(chat_repo.relay_agents, key, named(params, TENANT_PARAMETERS))
-    sealed = await store.read(twilio_repo.sealed_tokens, sorted({a["owner_id"] for a in candidates}))
-    signed_by = []
-    for agent in candidates:
-        token = sealed.get(agent["owner_id"])
-        if token is None:
-            continue
+async def admit(store: Store, box: SecretBox, *, ticket: str, urls: list[str], sig: str) -> dict[str, Any]:
+    """The agent a signed handshake may talk to, its ticket used up; RelayRefused otherwise."""
+    row = await store.read(twilio_repo.open_ticket, ticket, now_iso()) if ticket else None
+    if row is None:
+        log.warning("ConversationRelay refused: the URL's ticket is unknown, used or expired")
+        raise RelayRefused("this relay URL is unknown, used or expired, or not signed for this tenant")
+    owner_id = row["owner_id"]
+    settings = await store.read(twilio_repo.get, owner_id)
+    token = None
+    if settings is not None:
         try:
-            plain = box.open(token)
+            token = box.open(settings["auth_token"])
         except ValueError as e:  # sealed under another VOXARENA_SECRET_KEY: this tenant cannot be verified
-            log.error("tenant %s: the Twilio auth token cannot be read: %s", agent["owner_id"], e)
-            continue
-        if verified(plain, urls, sig):
-            signed_by.append(agent)
-    if len(signed_by) != 1:
-        # No agent, no token for its tenant, a wrong signature (or, absurdly, two tenants with one Twilio token).
-        log.warning("ConversationRelay refused for agent %r: the signature matches %d of %d candidates", key,
-                    len(signed_by), len(candidates))
-        raise RelayRefused("the request signature does not match the agent's tenant")
-    return signed_by[0]
+            log.error("tenant %s: the Twilio auth token cannot be read: %s", owner_id, e)
+    if token is None or not verified(token, urls, sig):
+        log.warning("ConversationRelay refused for tenant %s: the signature does not match", owner_id)
+        raise RelayRefused("this relay URL is unknown, used or expired, or not signed for this tenant")
+    tenant = await store.read(tenants_repo.find, owner_id)
+    if tenant is not None and tenant["status"] == "suspended":
+        log.warning("ConversationRelay refused: tenant %s is suspended", owner_id)
+        raise TenantSuspended(f"tenant {owner_id} is suspended")
+    try:
+        agent = await store.read(agents_repo.get_row, owner_id, row["agent_id"])
+    except NotFoundError:
+        raise RelayRefused(f"agent {row['agent_id']} not found") from None
+    if not await store.write(twilio_repo.consume_ticket, ticket, now_iso()):
+        log.warning("ConversationRelay refused for tenant %s: the URL was used already (a replay?)", owner_id)
+        raise RelayRefused("this relay URL is unknown, used or expired, or not signed for this tenant")
+    return agent
 
 
 async def open_call(store: Store, agent: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:

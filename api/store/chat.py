@@ -56,11 +56,3 @@ def unanalysed(db: sqlite_utils.Database, ended_since_iso: str) -> list[str]:
         "AND NOT EXISTS (SELECT 1 FROM analyses a WHERE a.session_id = s.id) ORDER BY s.ended_at",
         [ended_since_iso])]
 
-
-def relay_agents(db: sqlite_utils.Database, key: str, tenant_id: str | None = None) -> list[dict[str, Any]]:
-    """Agents a ConversationRelay call may name: by id, or by slug (unique within a tenant only, so possibly one
-    per tenant; the request's signature tells which tenant sent it)."""
-    where, args = "deleted_at IS NULL AND (id = ? OR slug = ?)", [key, key]
-    if tenant_id is not None:
-        where, args = where + " AND owner_id = ?", [*args, tenant_id]
-    return list(db.query(f"SELECT * FROM agents WHERE {where} ORDER BY created_at, id", args))

@@ -505,7 +505,25 @@ ALTER TABLE sessions ADD COLUMN campaign TEXT;
 CREATE INDEX sessions_owner_campaign ON sessions(owner_id, campaign, started_at) WHERE campaign IS NOT NULL;
 """,
     ),
-    (15, "callback signing secrets sealed", lambda conn, box: _seal_callback_secrets(conn, box)),
+    (
+        15,
+        "one-time ConversationRelay URLs",
+        """
+-- Each URL from POST /api/relay/urls carries a ticket (kept here only as its SHA-256) naming the tenant and agent.
+-- The first handshake Twilio signs for it consumes it (consumed_at), whichever API node it reaches, so a captured
+-- signature cannot open a second call. Rows are pruned a day after they expire.
+CREATE TABLE relay_tickets (
+  ticket_hash TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  consumed_at TEXT
+);
+CREATE INDEX relay_tickets_expires ON relay_tickets(expires_at);
+""",
+    ),
+    (16, "callback signing secrets sealed", lambda conn, box: _seal_callback_secrets(conn, box)),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
@@ -615,7 +633,7 @@ def _seal_callback_secrets(conn: sqlite3.Connection, box: "SecretBox | None") ->
     # Until now the signing secrets were stored as written; from here on the column holds them sealed.
     rows = conn.execute("SELECT owner_id, callback_secret FROM user_secrets").fetchall()
     if rows and box is None:
-        raise MigrationNeedsKey("migration 15 seals the stored callback signing secrets and needs the secret key: "
+        raise MigrationNeedsKey("migration 16 seals the stored callback signing secrets and needs the secret key: "
                                 "run `voxarena migrate` or `voxarena serve` with this data dir and VOXARENA_SECRET_KEY")
     for owner_id, plain in rows:
         conn.execute("UPDATE user_secrets SET callback_secret = ? WHERE owner_id = ?", [box.seal(plain), owner_id])
