@@ -5,6 +5,7 @@ file the kernel refuses to write."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -93,3 +94,27 @@ def test_a_write_that_fails_for_its_own_reasons_does_not_degrade_the_store(tmp_p
         assert store.failure is None
     finally:
         store.close()
+
+
+async def test_a_background_step_says_once_that_the_storage_fails_without_a_traceback(caplog):
+    from api.periodic import Periodic
+    from api.store.errors import StorageUnavailable
+
+    runs = []
+
+    async def step() -> None:
+        runs.append(1)
+        if len(runs) <= 3 or len(runs) == 5:
+            raise StorageUnavailable("the database cannot be used now: the disk holding the database is full")
+
+    periodic = Periodic("sweeper", 0.01, step, logging.getLogger("voxarena.test"))
+    with caplog.at_level(logging.WARNING, logger="voxarena.test"):
+        periodic.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(runs) < 6:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        await periodic.stop()
+    said = [r for r in caplog.records if r.name == "voxarena.test"]
+    assert [r.getMessage().startswith("sweeper skipped while the storage fails") for r in said] == [True, True]
+    assert all(r.exc_info is None for r in said)  # two streaks, one line each, no traceback
