@@ -14,6 +14,7 @@ from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middlewar
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
                    SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
+from .dispatch_meta import DispatchSigner
 from .livekit import Gateways, LiveKitGateway
 from .secrets import SecretBox
 from .services import clients as clients_service
@@ -144,11 +145,11 @@ def create_app(
     app[meta.OPENAPI] = openapi.build(routes, version=VERSION)
     if store is not None:
         app[STORE] = store
-    gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
-                             agent_name=settings.agent_name)
-    app[LIVEKIT] = gateway
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     app[SECRETS] = box
+    gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
+                             agent_name=settings.agent_name, signer=DispatchSigner.from_secret_box(box))
+    app[LIVEKIT] = gateway
 
     async def client_livekit(owner_id: str, client_id: str) -> dict[str, str] | None:
         row = await app[STORE].read(clients_repo.get, owner_id, client_id)

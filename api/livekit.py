@@ -10,6 +10,8 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit import api as lk
 
+from .dispatch_meta import DispatchMeta, DispatchSigner
+
 log = logging.getLogger("voxarena.livekit")
 
 
@@ -37,11 +39,12 @@ def http_url(url: str) -> str:
 
 
 class LiveKitGateway:
-    def __init__(self, url: str, api_key: str, api_secret: str, *, agent_name: str) -> None:
+    def __init__(self, url: str, api_key: str, api_secret: str, *, agent_name: str, signer: DispatchSigner) -> None:
         self.url = url
         self.api_key = api_key
         self.api_secret = api_secret
         self.agent_name = agent_name
+        self.signer = signer  # every job it dispatches carries metadata signed for this server
         self._api: lk.LiveKitAPI | None = None
         self.receiver = lk.WebhookReceiver(lk.TokenVerifier(api_key, api_secret))
 
@@ -71,10 +74,9 @@ class LiveKitGateway:
             .to_jwt()
         )
 
-    async def dispatch(self, *, room: str, metadata: dict[str, Any]) -> str:
-        d = await self.client.agent_dispatch.create_dispatch(
-            lk.CreateAgentDispatchRequest(agent_name=self.agent_name, room=room, metadata=json.dumps(metadata))
-        )
+    async def dispatch(self, *, room: str, metadata: DispatchMeta) -> str:
+        d = await self.client.agent_dispatch.create_dispatch(lk.CreateAgentDispatchRequest(
+            agent_name=self.agent_name, room=room, metadata=self.signer.seal(metadata, server_key=self.api_key)))
         return d.id
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> None:
@@ -133,21 +135,21 @@ class LiveKitGateway:
             if e.code != lk.TwirpErrorCode.NOT_FOUND:
                 raise
 
-    def _dispatch_rule(self, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> lk.SIPDispatchRuleInfo:
+    def _dispatch_rule(self, *, trunk_id: str, name: str, metadata: DispatchMeta) -> lk.SIPDispatchRuleInfo:
         # One room per call, the agent dispatched into it with the number's assignment as the job's metadata.
         return lk.SIPDispatchRuleInfo(
             name=name, trunk_ids=[trunk_id],
             rule=lk.SIPDispatchRule(dispatch_rule_individual=lk.SIPDispatchRuleIndividual(
                 room_prefix=INBOUND_ROOM_PREFIX)),
-            room_config=lk.RoomConfiguration(agents=[lk.RoomAgentDispatch(agent_name=self.agent_name,
-                                                                          metadata=json.dumps(metadata))]))
+            room_config=lk.RoomConfiguration(agents=[lk.RoomAgentDispatch(
+                agent_name=self.agent_name, metadata=self.signer.seal(metadata, server_key=self.api_key))]))
 
-    async def create_dispatch_rule(self, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> str:
+    async def create_dispatch_rule(self, *, trunk_id: str, name: str, metadata: DispatchMeta) -> str:
         rule = await self.client.sip.create_dispatch_rule(lk.CreateSIPDispatchRuleRequest(
             dispatch_rule=self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)))
         return rule.sip_dispatch_rule_id
 
-    async def replace_dispatch_rule(self, rule_id: str, *, trunk_id: str, name: str, metadata: dict[str, Any]) -> str:
+    async def replace_dispatch_rule(self, rule_id: str, *, trunk_id: str, name: str, metadata: DispatchMeta) -> str:
         """The rule now dispatches per `metadata`, in place (never two rules for one trunk); one is created if the
         old one is gone. Returns the rule's id."""
         try:
@@ -196,7 +198,7 @@ class Gateways:
             return hit[1]
         if hit is not None:
             self._retired.append(hit[1])
-        gateway = LiveKitGateway(*ident, agent_name=self.default.agent_name)
+        gateway = LiveKitGateway(*ident, agent_name=self.default.agent_name, signer=self.default.signer)
         self._by_client[(owner_id, client_id)] = (ident, gateway)
         return gateway
 

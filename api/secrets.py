@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ KEY_FILE = "secret.key"
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
+        self._key = key
         self._fernet = Fernet(key)
 
     @classmethod
@@ -27,6 +29,10 @@ class SecretBox:
         if not path.exists():
             write_once(path, Fernet.generate_key())
         return cls(path.read_bytes().strip())
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A key for another use (signing), from the same secret: one key to keep, none reusable for the other."""
+        return hmac.new(self._key, purpose, hashlib.sha256).digest()
 
     def seal(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode()

@@ -11,7 +11,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from api.dispatch_meta import DispatchMeta, DispatchSigner
 from api.keys import ISSUER
+from api.secrets import SecretBox
 from api.settings import Settings
 from api.store.db import Store
 
@@ -84,6 +86,12 @@ async def assert_error(resp: ClientResponse, status: int, type_: str | None = No
     if type_ is not None:
         assert body["type"] == type_, body
     return body
+
+
+def product_dispatch(settings: Settings, raw: str) -> dict[str, Any]:
+    """The fields of metadata the product dispatched a job with, verified as its LiveKit server's worker does."""
+    signer = DispatchSigner.from_secret_box(SecretBox.from_settings(settings.secret_key, settings.data_dir))
+    return DispatchMeta.parse(raw, signer, server_key=settings.livekit_api_key).fields()
 
 
 def table_snapshot(db_path: Path) -> dict[str, list[tuple]]:

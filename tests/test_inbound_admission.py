@@ -3,6 +3,8 @@ concurrent-call limit, the agent's state and the number's assignment. (The SIP t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from api.schemas.agents import storage
@@ -10,7 +12,8 @@ from api.store import agents, phone_numbers, sessions, tenants
 from api.store.db import connect
 from api.store.migrations import migrate
 from tests.api.seed import AGENT_WIRE
-from worker.config import BadDispatch, DispatchMeta
+from tests.test_dispatch_meta import parse, sign
+from worker.config import BadDispatch
 from worker.inbound import _refusal
 
 
@@ -32,20 +35,20 @@ def _setup(db, *, limit: int | None = None):
     number = phone_numbers.create(db, tenant, phone_number="+15551234567", friendly_name=None,
                                   capabilities=["voice"], trunk_id="ST_x")
     number = phone_numbers.assign(db, tenant, number["phone_number"], agent_id=agent["id"], dispatch_rule_id="SDR_x")
-    meta = DispatchMeta.parse(f'{{"agent_id": "{agent["id"]}", "owner_id": "{tenant}", "direction": "inbound", '
-                              f'"phone_number_id": "{number["id"]}"}}')
+    meta = parse(sign({"agent_id": agent["id"], "owner_id": tenant, "direction": "inbound",
+                       "phone_number_id": number["id"]}))
     return tenant, agents.get_row(db, tenant, agent["id"]), number, meta
 
 
 def test_a_dispatch_from_a_numbers_rule_is_an_inbound_phone_call(db):
     _, _, _, meta = _setup(db)
     assert meta.inbound_phone and meta.session_id is None
-    assert not DispatchMeta.parse('{"agent_id": "a", "session_id": "s"}').inbound_phone  # a web call
+    assert not parse(sign({"agent_id": "a", "session_id": "s"})).inbound_phone  # a web call
 
 
 def test_the_rule_of_an_unassigned_number_dispatches_a_refusal_with_no_agent():
-    meta = DispatchMeta.parse('{"owner_id": "t1", "direction": "inbound", "phone_number_id": "pn_1", '
-                              '"refuse": "number_not_assigned"}')
+    meta = parse(sign({"owner_id": "t1", "direction": "inbound", "phone_number_id": "pn_1",
+                       "refuse": "number_not_assigned"}))
     assert (meta.refuse, meta.owner_id, meta.phone_number_id, meta.session_id) == (
         "number_not_assigned", "t1", "pn_1", None)
     assert not meta.agent_id
@@ -54,8 +57,8 @@ def test_the_rule_of_an_unassigned_number_dispatches_a_refusal_with_no_agent():
                 '{"agent_id": "a", "owner_id": "t1", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}',
                 '{"owner_id": "t1", "phone_number_id": "pn_1", "direction": "outbound", "refuse": "x"}'):
         with pytest.raises(BadDispatch):
-            DispatchMeta.parse(bad)
-    assert DispatchMeta.parse('{"agent_id": "a", "phone_number_id": "pn_1"}').refuse is None  # an agent's rule
+            parse(sign(json.loads(bad)))
+    assert parse(sign({"agent_id": "a", "phone_number_id": "pn_1"})).refuse is None  # an agent's rule
 
 
 def test_a_call_within_the_limit_to_the_agents_number_is_taken(db):

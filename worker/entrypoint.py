@@ -34,7 +34,7 @@ from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 
 from .analysis import run_and_store
-from .config import BadDispatch, DispatchMeta, agent_spec, providers_config
+from .config import BadDispatch, DispatchMeta, agent_spec, parse_dispatch, providers_config
 from .control import ControlChannel
 from .inbound import InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial, transfer
@@ -105,7 +105,7 @@ async def entrypoint(ctx: JobContext) -> None:
     settings: Settings = ctx.proc.userdata["settings"]
     store: Store = ctx.proc.userdata["store"]
     try:
-        meta = DispatchMeta.parse(ctx.job.metadata)
+        meta = parse_dispatch(ctx.job.metadata, settings)  # refuses metadata the product did not sign
         if meta.refuse is not None:  # a registered number no agent is assigned to: no session, no agent
             await refuse_unassigned(ctx, store, meta)
             return

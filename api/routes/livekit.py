@@ -9,15 +9,17 @@ import jwt
 from aiohttp import web
 from livekit import api as lk
 
+from ..dispatch_meta import DispatchMeta
 from ..errors import Conflict, Unauthorized, Unavailable
+from ..livekit import LiveKitGateway
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
+from ..services import webhooks as webhooks_service
 from ..store import agents as agents_repo
 from ..store import clients as clients_repo
 from ..store import dispatch as dispatch_repo
 from ..store import sessions as sessions_repo
-from ..store import webhooks as webhooks_repo
 
 log = logging.getLogger("voxarena.livekit")
 
@@ -93,7 +95,7 @@ async def start_web_call(call: Call, agent: dict, room_name: str | None, *, part
                              user_id=user_id, conversation_id=conversation_id, campaign=campaign)
 
     await store.write(reserve)
-    metadata = {"agent_id": agent["id"], "session_id": session_id, "owner_id": call.tenant_id, "direction": "inbound"}
+    metadata = DispatchMeta(agent_id=agent["id"], session_id=session_id, owner_id=call.tenant_id, direction="inbound")
     try:
         dispatch_id = await gw.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
@@ -138,8 +140,17 @@ async def livekit_webhook(call: Call) -> dict:
             rejected = e
     if event is None:
         raise Unauthorized(f"webhook signature rejected: {rejected}") from None
-    fresh = await call.request.app[STORE].write(webhooks_repo.apply_event, _event_dict(event))
+    fresh = await webhooks_service.apply(call.request.app[STORE], call.request.app[GATEWAYS], _event_dict(event),
+                                         signer_key=gw.api_key, signed_by=lambda g: _verifies(g, body, authorization))
     return {"received": True, "duplicate": not fresh}
+
+
+def _verifies(gw: LiveKitGateway, body: str, authorization: str) -> bool:
+    try:
+        gw.verify_webhook(body, authorization)
+    except Exception:
+        return False
+    return True
 
 
 def _event_dict(event: lk.WebhookEvent) -> dict:

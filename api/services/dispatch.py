@@ -12,6 +12,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..dispatch_meta import DispatchMeta
 from ..livekit import Gateways, LiveKitGateway
 from ..periodic import Periodic
 from ..store import dispatch as repo
@@ -25,13 +26,10 @@ MAX_DISPATCHES = 2  # the first, and one retry
 WATCH_WINDOW = timedelta(hours=1)
 
 
-def dispatch_metadata(row: dict[str, Any]) -> dict[str, Any]:
+def dispatch_metadata(row: dict[str, Any]) -> DispatchMeta:
     """What a job needs to find its call: the same for the first dispatch and a retry."""
-    meta = {"agent_id": row["agent_id"], "session_id": row["id"], "owner_id": row["owner_id"],
-            "direction": row["direction"]}
-    if row.get("outbound_phone_number"):
-        meta["phone_number"] = row["outbound_phone_number"]
-    return meta
+    return DispatchMeta(agent_id=row["agent_id"], session_id=row["id"], owner_id=row["owner_id"],
+                        direction=row["direction"], phone_number=row.get("outbound_phone_number") or None)
 
 
 class DispatchWatchdog:

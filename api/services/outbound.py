@@ -7,6 +7,7 @@ import logging
 import uuid
 from typing import Any
 
+from ..dispatch_meta import DispatchMeta
 from ..errors import BadGateway, Conflict, Unavailable
 from ..livekit import LiveKitGateway, sip_identity
 from ..settings import Settings
@@ -36,8 +37,8 @@ async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, ow
                            phone_number=phone_number, callback_url=callback_url)
 
     row = await store.write(reserve)
-    metadata = {"agent_id": agent_id, "session_id": session_id, "owner_id": owner_id, "direction": "outbound",
-                "phone_number": phone_number, "call_id": call_id}
+    metadata = DispatchMeta(agent_id=agent_id, session_id=session_id, owner_id=owner_id, direction="outbound",
+                            phone_number=phone_number, call_id=call_id)
     try:
         dispatch_id = await gateway.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)

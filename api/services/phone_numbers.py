@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..dispatch_meta import DispatchMeta
 from ..errors import BadGateway, Conflict
 from ..livekit import LiveKitGateway
 from ..settings import Settings
@@ -22,19 +23,19 @@ from ..store.db import Store
 log = logging.getLogger("voxarena.numbers")
 
 
-def rule_metadata(number: dict[str, Any], agent_id: str) -> dict[str, Any]:
+def rule_metadata(number: dict[str, Any], agent_id: str) -> DispatchMeta:
     """The job's dispatch metadata for the number's calls (no session id: the job opens the session)."""
-    return {"agent_id": agent_id, "owner_id": number["owner_id"], "direction": "inbound",
-            "phone_number_id": number["id"]}
+    return DispatchMeta(agent_id=agent_id, owner_id=number["owner_id"], direction="inbound",
+                        phone_number_id=number["id"])
 
 
-def refusal_metadata(number: dict[str, Any]) -> dict[str, Any]:
+def refusal_metadata(number: dict[str, Any]) -> DispatchMeta:
     """The dispatch metadata of a number no agent is assigned to: no agent, the job refuses the call."""
-    return {"owner_id": number["owner_id"], "direction": "inbound", "phone_number_id": number["id"],
-            "refuse": "number_not_assigned"}
+    return DispatchMeta(owner_id=number["owner_id"], direction="inbound", phone_number_id=number["id"],
+                        refuse="number_not_assigned")
 
 
-def _metadata(number: dict[str, Any], agent_id: str | None) -> dict[str, Any]:
+def _metadata(number: dict[str, Any], agent_id: str | None) -> DispatchMeta:
     return rule_metadata(number, agent_id) if agent_id else refusal_metadata(number)
 
 

@@ -3,7 +3,7 @@ from the token until its job starts it; these queries find the ones whose caller
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import sqlite_utils
 
@@ -42,12 +42,15 @@ def reserved_calls(db: sqlite_utils.Database, created_since: str) -> int:
     ).fetchone()[0]
 
 
-def caller_joined(db: sqlite_utils.Database, room_name: str, *, at: str | None = None) -> int:
-    """The caller is in the room: the dispatch timeout of its waiting sessions counts from now."""
+def caller_joined(db: sqlite_utils.Database, room_name: str, *, at: str | None = None,
+                  session_ids: Collection[str] | None = None) -> int:
+    """The caller is in the room: the dispatch timeout of its waiting sessions (of `session_ids` only, if given)
+    counts from now."""
+    only = "" if session_ids is None else f" AND id IN ({', '.join('?' * len(session_ids))})"
     return db.execute(
         "UPDATE sessions SET caller_joined_at = ? WHERE room_name = ? AND status = 'pending' "
-        "AND caller_joined_at IS NULL",
-        [at or now_iso(), room_name],
+        "AND caller_joined_at IS NULL" + only,
+        [at or now_iso(), room_name, *(session_ids or ())],
     ).rowcount
 
 

@@ -11,7 +11,7 @@ from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
 from api.store import sessions as sessions_repo
-from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
+from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, product_dispatch, table_snapshot
 
 AGENT = {"name": "Support", "systemPrompt": "Be brief."}
 
@@ -20,7 +20,8 @@ async def _agent(client, h):
     return (await (await client.post("/api/agents", json=AGENT, headers=h)).json())["id"]
 
 
-async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client, auth, twirp_stub, store):
+async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client, auth, twirp_stub, store,
+                                                                         settings):
     _, calls = twirp_stub
     h = auth("alice")
     agent_id = await _agent(client, h)
@@ -35,7 +36,7 @@ async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     assert req.room == "support-1" and req.agent_name == "voxarena"
-    assert json.loads(req.metadata) == {"agent_id": agent_id, "session_id": body["sessionId"], "owner_id": tenant_of("alice"),
+    assert product_dispatch(settings, req.metadata) == {"agent_id": agent_id, "session_id": body["sessionId"], "owner_id": tenant_of("alice"),
                                         "direction": "inbound"}
     # reserved, but not a call until the job starts it
     assert (await (await client.get("/api/sessions", headers=h)).json())["total"] == 0

@@ -15,7 +15,7 @@ from api.store.migrations import migrate
 from api.store.db import connect
 from tests.api.seed import AGENT_WIRE, tenant_of
 from tests.api.twirp_stub import FAILING, SIP_OBJECTS
-from tests.conftest import assert_error, table_snapshot
+from tests.conftest import assert_error, product_dispatch, table_snapshot
 
 NUMBER = "+15551234567"
 
@@ -38,9 +38,9 @@ def _refusal(number: dict) -> dict:
 
 
 def _dispatched(rule) -> dict:
-    """The metadata the rule dispatches the worker with."""
+    """The metadata the rule dispatches the worker with (its signature and server aside)."""
     (dispatch,) = rule.room_config.agents
-    return json.loads(dispatch.metadata)
+    return {k: v for k, v in json.loads(dispatch.metadata).items() if k not in ("sig", "livekit_key")}
 
 
 def _sip(twirp_stub, name: str) -> list:
@@ -80,7 +80,7 @@ async def test_a_registered_number_has_its_own_inbound_trunk_a_refusing_rule_and
     (rule,) = [r.dispatch_rule for r in _sip(twirp_stub, "CreateSIPDispatchRule")]
     assert list(rule.trunk_ids) == [made["twilio_sid"]] and rule.rule.dispatch_rule_individual.room_prefix == "vx-in-"
     assert rule.room_config.agents[0].agent_name == settings.agent_name
-    assert _dispatched(rule) == _refusal(made)
+    assert _dispatched(rule) == _refusal(made) == product_dispatch(settings, rule.room_config.agents[0].metadata)
     assert len(twirp_stub[0].app[SIP_OBJECTS]) == 2
     assert {k: made[k] for k in ("phone_number", "friendly_name", "capabilities", "status", "agent_id")} == {
         "phone_number": NUMBER, "friendly_name": "Support Line", "capabilities": ["voice", "sms"],
