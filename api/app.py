@@ -161,7 +161,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         owned = None
         if STORE not in app:
-            owned = Store(settings.database_path)
+            owned = Store(settings.database_path, secrets=box)
             app[STORE] = owned
         app[HTTP] = aiohttp.ClientSession()
         app[LOOP] = LoopMonitor()
@@ -170,7 +170,7 @@ def create_app(
         if gateway.configured:
             watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
             watchdog.start()
-        sender = CallbackSender(app[STORE], http, max_attempts=settings.callback_max_attempts,
+        sender = CallbackSender(app[STORE], http, box=box, max_attempts=settings.callback_max_attempts,
                                 backoff_seconds=settings.callback_backoff_seconds,
                                 allowed_hosts=settings.callback_allowed_hosts)
         sender.start()

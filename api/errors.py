@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from .store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError, StoreError
+from .store.errors import (ConflictError, InvalidReferenceError, LimitError, NotFoundError, StorageUnavailable,
+                           StoreError)
 
 log = logging.getLogger("voxarena.api")
 
@@ -53,24 +54,9 @@ class NotFound(ApiError):
     type = "not_found"
 
 
-class MethodNotAllowed(ApiError):
-    status_code = 405
-    type = "method_not_allowed"
-
-
 class Conflict(ApiError):
     status_code = 409
     type = "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status_code = 413
-    type = "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status_code = 415
-    type = "unsupported_media_type"
 
 
 class ValidationFailed(ApiError):
@@ -164,9 +150,14 @@ _STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {NotFoundError: NotFound
 
 
 LIMIT_RETRY_AFTER_SECONDS = 5
+STORAGE_RETRY_AFTER_SECONDS = 5
 
 
 def store_error(e: StoreError) -> ApiError:
+    if isinstance(e, StorageUnavailable):  # disk full, read-only, I/O error: the product's trouble, not the caller's
+        unavailable = Unavailable(str(e), retry_after=STORAGE_RETRY_AFTER_SECONDS)
+        unavailable.type = "storage_unavailable"
+        return unavailable
     if isinstance(e, LimitError):  # a tenant limit: 429 for calls (try again soon), 403 for the rest
         if e.kind == "concurrency_limit":
             limited = RateLimited(str(e), retry_after=LIMIT_RETRY_AFTER_SECONDS)

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
+from .store.errors import StorageUnavailable
+
 
 class Periodic:
     def __init__(self, name: str, interval: float, step: Callable[[], Awaitable[Any]], log: logging.Logger) -> None:
@@ -24,11 +26,19 @@ class Periodic:
         self._task = None
 
     async def _run(self) -> None:
+        storage_failing = False
         while True:
             try:
                 await self.step()
+            except StorageUnavailable as e:
+                # The store logs the condition and /health shows it: one line here when it starts, no traceback.
+                if not storage_failing:
+                    self.log.warning("%s skipped while the storage fails: %s", self.name, e)
+                storage_failing = True
             except Exception:
                 self.log.exception("%s failed", self.name)
+            else:
+                storage_failing = False
             await asyncio.sleep(self.interval)
 
 

@@ -1,5 +1,6 @@
-"""Secrets at rest (clients' LiveKit secrets and Supabase keys): Fernet (AES-128-CBC + HMAC-SHA256) under a key from
-``VOXARENA_SECRET_KEY`` (any string; hashed to the key) or, without it, one generated into the data dir."""
+"""Secrets at rest (clients' LiveKit secrets and Supabase keys, tenants' Twilio auth tokens, callback signing
+secrets): Fernet (AES-128-CBC + HMAC-SHA256) under a key from ``VOXARENA_SECRET_KEY`` (any string; hashed to the
+key) or, without it, one generated into the data dir."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class SecretBox:
 
 def write_once(path: Path, data: bytes) -> None:
     """Create a private file (0600) atomically; if two processes start at once, the first writer wins."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

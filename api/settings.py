@@ -42,6 +42,16 @@ class Settings:
         metadata={"doc": "Public base URL of the API (used as the embedded issuer's `iss`); default http://HOST:PORT."},
     )
     max_body_bytes: int = field(default=1_048_576, metadata={"doc": "Largest accepted request body, in bytes."})
+    idle_timeout_seconds: float = field(
+        default=5.0,
+        metadata={"doc": "A connection that sends no complete request headers for this long (from its opening, or "
+                         "since its last response) is closed; a websocket is set up by such a request."},
+    )
+    max_connections_per_address: int = field(
+        default=256,
+        metadata={"doc": "Open connections one client address may hold; one more is answered 429 and closed. "
+                         "0: no limit (behind a reverse proxy every client has the proxy's address)."},
+    )
     log_level: str = field(default="INFO", metadata={"doc": "Python log level."})
     # --- auth ---
     clerk_issuer: str = field(
@@ -56,9 +66,9 @@ class Settings:
     )
     secret_key: str = field(
         default="", repr=False,
-        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets); any string. Empty: a key "
-                         "generated into DATA_DIR/secret.key. Losing it makes those secrets unreadable.",
-                  "secret": True},
+        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets, Twilio auth tokens, "
+                         "callback signing secrets); any string. Empty: a key generated into DATA_DIR/secret.key. "
+                         "Losing it makes those secrets unreadable."},
     )
     admin_users: tuple[str, ...] = field(
         default=(),
@@ -91,10 +101,10 @@ class Settings:
         metadata={"doc": "Requests per second each client address may make to POST /api/v1/auth/login."},
     )
     redis_url: str = field(
-        default="",
+        default="", repr=False,
         metadata={"doc": "Redis URL (redis://, rediss:// or unix://) holding the rate-limit buckets, so several API "
                          "processes share them. Empty: buckets live in this process. While Redis is unreachable "
-                         "each process falls back to its own buckets.", "secret": True},
+                         "each process falls back to its own buckets."},
     )
     redis_timeout_seconds: float = field(
         default=0.5, metadata={"doc": "A Redis answer slower than this counts as an outage (the request then uses "
@@ -106,7 +116,7 @@ class Settings:
         metadata={"doc": "LiveKit server URL (ws:// or wss://). Empty: `serve` starts a local dev server on loopback."},
     )
     livekit_api_key: str = field(default="", metadata={"doc": "LiveKit API key."})
-    livekit_api_secret: str = field(default="", repr=False, metadata={"doc": "LiveKit API secret.", "secret": True})
+    livekit_api_secret: str = field(default="", repr=False, metadata={"doc": "LiveKit API secret."})
     livekit_server_bin: str = field(
         default="",
         metadata={"doc": "Path of the livekit-server binary for the embedded dev server "
@@ -159,16 +169,16 @@ class Settings:
                          "is analysed."},
     )
     # --- providers ---
-    deepgram_api_key: str = field(default="", repr=False, metadata={"doc": "Deepgram API key.", "secret": True})
+    deepgram_api_key: str = field(default="", repr=False, metadata={"doc": "Deepgram API key."})
     deepgram_base_url: str = field(default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."})
-    assemblyai_api_key: str = field(default="", repr=False, metadata={"doc": "AssemblyAI API key.", "secret": True})
+    assemblyai_api_key: str = field(default="", repr=False, metadata={"doc": "AssemblyAI API key."})
     assemblyai_base_url: str = field(
         default="wss://streaming.assemblyai.com", metadata={"doc": "AssemblyAI streaming base URL."}
     )
-    elevenlabs_api_key: str = field(default="", repr=False, metadata={"doc": "ElevenLabs API key (STT and TTS).", "secret": True})
+    elevenlabs_api_key: str = field(default="", repr=False, metadata={"doc": "ElevenLabs API key (STT and TTS)."})
     elevenlabs_base_url: str = field(default="https://api.elevenlabs.io/v1", metadata={"doc": "ElevenLabs API base URL."})
     elevenlabs_voice_id: str = field(default="", metadata={"doc": "Default ElevenLabs voice (plugin default if empty)."})
-    google_api_key: str = field(default="", repr=False, metadata={"doc": "Gemini API key.", "secret": True})
+    google_api_key: str = field(default="", repr=False, metadata={"doc": "Gemini API key."})
     google_base_url: str = field(
         default="", metadata={"doc": "Gemini API base URL (google-genai default if empty)."}
     )
@@ -179,12 +189,12 @@ class Settings:
     google_tts_endpoint: str = field(
         default="", metadata={"doc": "Google Cloud TTS gRPC endpoint host:port (default texttospeech.googleapis.com)."}
     )
-    openai_api_key: str = field(default="", repr=False, metadata={"doc": "OpenAI API key.", "secret": True})
+    openai_api_key: str = field(default="", repr=False, metadata={"doc": "OpenAI API key."})
     openai_base_url: str = field(
         default="https://api.openai.com/v1", metadata={"doc": "OpenAI (or OpenAI-compatible) API base URL."}
     )
     openai_model: str = field(default="gpt-4o-mini", metadata={"doc": "OpenAI model for calls and analysis."})
-    resemble_api_key: str = field(default="", repr=False, metadata={"doc": "Resemble API key.", "secret": True})
+    resemble_api_key: str = field(default="", repr=False, metadata={"doc": "Resemble API key."})
     resemble_base_url: str = field(
         default="https://f.cluster.resemble.ai", metadata={"doc": "Resemble synthesis base URL."}
     )
@@ -219,7 +229,7 @@ class Settings:
     )
     sip_inbound_auth_password: str = field(
         default="", repr=False,
-        metadata={"doc": "Digest password for inbound calls (with SIP_INBOUND_AUTH_USERNAME).", "secret": True},
+        metadata={"doc": "Digest password for inbound calls (with SIP_INBOUND_AUTH_USERNAME)."},
     )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
@@ -296,6 +306,10 @@ class Settings:
             raise ValueError(f"{PREFIX}RATE_LIMIT_RPS and {PREFIX}RATE_LIMIT_AUTH_RPS must be positive")
         if self.rate_limit_burst < 0:
             raise ValueError(f"{PREFIX}RATE_LIMIT_BURST must be 0 (twice the rate) or a positive size")
+        if not self.idle_timeout_seconds > 0:
+            raise ValueError(f"{PREFIX}IDLE_TIMEOUT_SECONDS must be positive")
+        if self.max_connections_per_address < 0:
+            raise ValueError(f"{PREFIX}MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or a positive count")
         if self.login_token_ttl_seconds <= 0:
             raise ValueError(f"{PREFIX}LOGIN_TOKEN_TTL_SECONDS must be positive")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -326,11 +340,6 @@ class Settings:
             values[f.name] = _coerce(f.name, f.default, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    def redacted(self) -> dict[str, Any]:
-        """Every setting, with the secret ones masked: for logs and diagnostics."""
-        return {f.name: ("***" if f.metadata.get("secret") and getattr(self, f.name) else getattr(self, f.name))
-                for f in fields(self)}
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)

@@ -61,8 +61,9 @@ def _read_password(stream: TextIO) -> str:
 
 def cmd_user_create(args: argparse.Namespace) -> int:
     from api.passwords import hash_password
+    from api.secrets import SecretBox
     from api.store import accounts
-    from api.store.db import connect
+    from api.store.db import connect, prepare
     from api.store.errors import ConflictError
     from api.store.migrations import migrate
 
@@ -76,10 +77,10 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         print(f"voxarena user create: the password (read from stdin) must have at least {MIN_PASSWORD} characters",
               file=sys.stderr)
         return 2
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare(settings.database_path)
     db = connect(settings.database_path)
     try:
-        migrate(db)
+        migrate(db, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
         user = accounts.create_user(db, email, hash_password(password), args.admin)
     except ConflictError as e:
         print(f"voxarena user create: {e}", file=sys.stderr)
@@ -94,13 +95,14 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from api.store.db import connect
+    from api.secrets import SecretBox
+    from api.store.db import connect, prepare
     from api.store.migrations import migrate, schema_version
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare(settings.database_path)
     db = connect(settings.database_path)
-    applied = migrate(db)
+    applied = migrate(db, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     print(f"{settings.database_path}: schema version {schema_version(db)}"
           + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
     db.conn.close()
@@ -179,9 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from api.store.errors import StorageUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except StorageUnavailable as e:  # the data dir or database cannot be written: one line, not a traceback
+        print(f"voxarena: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:  # a bad setting or price book: say which, do not dump a traceback
         logging.getLogger("voxarena").error("%s", e)
         print(f"voxarena: {e}", file=sys.stderr)

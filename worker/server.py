@@ -7,13 +7,12 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
-
-from api.accesslog import RedactingAccessLogger
 from api.app import create_app
+from api.secrets import SecretBox
 from api.settings import Settings
-from api.store.db import Store
+from api.store.db import Store, prepare
 
+from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
 from .usage_spill import SPILL_DIR, ingest_spilled
 
 log = logging.getLogger("voxarena")
@@ -33,7 +32,9 @@ def serve(settings: Settings) -> int:
 
 
 async def run(settings: Settings) -> int:
-    store = Store(settings.database_path)
+    raise_fd_limit()
+    prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
+    store = Store(settings.database_path, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()
@@ -53,12 +54,13 @@ async def run(settings: Settings) -> int:
         return 2
     app = create_app(settings, store=store, livekit_health=runtime.health,
                      worker_capacity=runtime.capacity if settings.worker_enabled else None)
-    runner = web.AppRunner(app, access_log=None, access_log_class=RedactingAccessLogger)
+    accept_log = AcceptErrorLog(loop)
+    accept_log.install()
+    runner = make_runner(app, settings)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    site, _ = await start_site(runner, settings)
     log.info("control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)", settings.host,
-             settings.port, settings.host, settings.port, settings.data_dir)
+             site.port, settings.host, site.port, settings.data_dir)
     exit_code = 0
     try:
         exit_code = await runtime.run_until(stop)
@@ -66,5 +68,6 @@ async def run(settings: Settings) -> int:
         log.info("shutting down")
         await runtime.aclose()
         await runner.cleanup()
+        accept_log.uninstall()
         store.close()
     return exit_code

@@ -36,7 +36,7 @@ def _plain(value: Any) -> Any:
 
 
 def spill(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # usage rows name tenants and calls
     data = "".join(json.dumps({k: _plain(v) for k, v in row.items()}, sort_keys=True) + "\n" for row in rows)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -5,7 +5,7 @@ within its concurrent-call limit, a worker free."""
 from __future__ import annotations
 
 from ..errors import BadGateway, Conflict, NotFound
-from ..keys import GATEWAYS, SETTINGS, STORE
+from ..keys import GATEWAYS, SECRETS, SETTINGS, STORE
 from ..routing import Call, Route
 from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
                              OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
@@ -60,11 +60,13 @@ async def list_callbacks(call: Call) -> list:
 
 
 async def get_secret(call: Call) -> dict:
-    return {"secret": await call.request.app[STORE].write(repo.callback_secret, call.tenant_id)}
+    app = call.request.app
+    return {"secret": await app[STORE].write(repo.callback_secret, app[SECRETS], call.tenant_id)}
 
 
 async def rotate_secret(call: Call) -> dict:
-    return {"secret": await call.request.app[STORE].write(repo.rotate_callback_secret, call.tenant_id)}
+    app = call.request.app
+    return {"secret": await app[STORE].write(repo.rotate_callback_secret, app[SECRETS], call.tenant_id)}
 
 
 async def telephony_place(call: Call) -> dict:

@@ -25,6 +25,9 @@ async def health(call: Call) -> dict:
         database = {"status": "ok", "detail": f"schema version {version}"}
     except Exception as e:  # health must answer even when the database does not
         database = {"status": "error", "detail": str(e)}
+    failure = app[STORE].failure
+    if failure is not None and database["status"] == "ok":  # readable, but the last writes failed
+        database = {"status": "degraded", "detail": failure}
     livekit = await app[LIVEKIT_HEALTH]()
     healthy = database["status"] == "ok" and livekit["status"] in {"ok", "disabled", "not_configured"}
     return {

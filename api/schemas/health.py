@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 
 class ComponentHealth(BaseModel):
-    status: Literal["ok", "error", "connecting", "unreachable", "not_configured", "disabled"]
+    status: Literal["ok", "degraded", "error", "connecting", "unreachable", "not_configured", "disabled"]
     detail: str | None = None
 
 

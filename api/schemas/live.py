@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
-from typing_extensions import Annotated
 
 from pipelines.pricing import usd
 

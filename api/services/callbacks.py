@@ -22,6 +22,7 @@ import aiohttp
 
 from ..errors import BadRequest
 from ..periodic import Periodic
+from ..secrets import SecretBox
 from ..store import calls as repo
 from ..store.db import Store
 from ..store.timefmt import now_iso, to_iso
@@ -62,9 +63,10 @@ async def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
 
 
 class CallbackSender:
-    def __init__(self, store: Store, http: Callable[[], aiohttp.ClientSession], *, max_attempts: int,
+    def __init__(self, store: Store, http: Callable[[], aiohttp.ClientSession], *, box: SecretBox, max_attempts: int,
                  backoff_seconds: float, allowed_hosts: tuple[str, ...], interval_seconds: float = 0.5) -> None:
         self.store = store
+        self.box = box
         self.http = http
         self.max_attempts = max_attempts
         self.backoff = backoff_seconds
@@ -87,7 +89,7 @@ class CallbackSender:
         url = event["callback_url"]
         attempt = event["attempts"] + 1
         body = event["payload"].encode()
-        secret = await self.store.write(repo.callback_secret, event["owner_id"])
+        secret = await self.store.write(repo.callback_secret, self.box, event["owner_id"])
         signature = sign(secret, body, int(time.time()))
         status: int | None = None
         error: str | None = None

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from . import events
 from .errors import NotFoundError
 from .timefmt import elapsed_ms, now_iso, whole_seconds
+
+if TYPE_CHECKING:
+    from ..secrets import SecretBox
 
 TERMINAL = ("COMPLETED", "FAILED", "NO_ANSWER")
 NEXT = {"RINGING": ("ANSWERED", *TERMINAL), "ANSWERED": ("COMPLETED", "FAILED")}
@@ -177,15 +180,20 @@ def _new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def callback_secret(db: sqlite_utils.Database, owner_id: str) -> str:
-    db.execute("INSERT OR IGNORE INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?)",
-               [owner_id, _new_secret(), now_iso()])
-    return db.execute("SELECT callback_secret FROM user_secrets WHERE owner_id = ?", [owner_id]).fetchone()[0]
+def callback_secret(db: sqlite_utils.Database, box: "SecretBox", owner_id: str) -> str:
+    """The tenant's signing secret (made on first use); stored sealed, like every secret at rest."""
+    row = db.execute("SELECT callback_secret FROM user_secrets WHERE owner_id = ?", [owner_id]).fetchone()
+    if row is not None:
+        return box.open(row[0])
+    secret = _new_secret()
+    db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?)",
+               [owner_id, box.seal(secret), now_iso()])
+    return secret
 
 
-def rotate_callback_secret(db: sqlite_utils.Database, owner_id: str) -> str:
+def rotate_callback_secret(db: sqlite_utils.Database, box: "SecretBox", owner_id: str) -> str:
     secret = _new_secret()
     db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?) "
                "ON CONFLICT (owner_id) DO UPDATE SET callback_secret = excluded.callback_secret, "
-               "created_at = excluded.created_at", [owner_id, secret, now_iso()])
+               "created_at = excluded.created_at", [owner_id, box.seal(secret), now_iso()])
     return secret

@@ -5,22 +5,35 @@ thread that groups whatever writes are queued into one transaction (each write i
 write rolls back alone) and commits once: the group commit keeps metering ingest fast without ever letting two
 writers race for SQLite's lock inside this process. Job processes open their own ``Store`` on the same file; WAL
 and ``busy_timeout`` arbitrate between processes.
+
+The files hold transcripts and sealed secrets: the directory is kept 0700 and the database files 0600 (SQLite gives
+its -wal and -shm files the database file's mode). A failure of the storage itself (disk full, read-only, I/O error,
+cannot open) is a ``StorageUnavailable``: the caller gets a reason instead of SQLite's code, the store reports itself
+degraded until a write succeeds again, and nothing stops. At start the same conditions refuse to open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
+import uuid
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import sqlite_utils
 
+from .errors import StorageUnavailable
 from .migrations import migrate
+from .timefmt import now_iso
+
+if TYPE_CHECKING:
+    from ..secrets import SecretBox
 
 log = logging.getLogger("voxarena.store")
 
@@ -28,6 +41,86 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_GROUP = 512
+# The files SQLite keeps beside the database (WAL mode, and a rollback journal if one is ever left behind).
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+# SQLite's primary result codes that mean the storage failed, not the statement.
+_STORAGE_CODES = {
+    sqlite3.SQLITE_FULL: "the disk holding the database is full",
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_IOERR: "an I/O error on the database files",
+    sqlite3.SQLITE_CANTOPEN: "the database files cannot be opened",
+}
+
+
+def storage_reason(e: BaseException) -> str | None:
+    """What a storage failure means in words (with SQLite's code name), or None for any other error."""
+    if not isinstance(e, sqlite3.Error):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    reason = _STORAGE_CODES.get(code & 0xFF) if code is not None else None
+    return f"{reason} ({e.sqlite_errorname})" if reason else None
+
+
+def private_dir(path: Path) -> None:
+    """Create the directory 0700, or tighten an existing one that others can read (said in the log). A shared
+    sticky directory (/tmp) is never changed: other programs' files live there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & 0o077 and not mode & stat.S_ISVTX:
+        try:
+            path.chmod(0o700)
+            log.warning("data dir %s was mode %o (open to other users); tightened to 700", path, mode & 0o777)
+        except OSError as e:
+            log.warning("data dir %s is mode %o (open to other users) and cannot be tightened: %s", path,
+                        mode & 0o777, e.strerror)
+
+
+def private_files(db_path: Path) -> None:
+    """The database 0600 from its first byte (created here, not by SQLite with the umask's mode); an existing
+    database or side file others can read is tightened (said in the log)."""
+    try:
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StorageUnavailable(f"cannot create the database {db_path}: {e.strerror}") from None
+    for path in [db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDE_FILES)]:
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077:
+                path.chmod(0o600)
+                log.warning("%s was mode %o (open to other users); tightened to 600", path, mode & 0o777)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("%s cannot be tightened to mode 600: %s", path, e.strerror)
+
+
+def prepare(db_path: Path) -> None:
+    """Before the first connection: a private directory and files, and storage that can be written."""
+    private_dir(db_path.parent)
+    private_files(db_path)
+    check_writable(db_path)
+
+
+def check_writable(db_path: Path) -> None:
+    """Refuse to start on storage that cannot be written, naming what is in the way: a file made and removed in the
+    directory, and an access check of each database file. Started anyway, a read-only database would fail every
+    write, and a -shm file that cannot be written (immutable, say) is mapped into memory by SQLite, where a failure
+    is a SIGBUS that ends the process instead of an error. (The database files are not opened here: closing a
+    descriptor of a file drops every POSIX lock this process holds on it, SQLite's included.)"""
+    directory = db_path.parent
+    probe = directory / f".voxarena-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise StorageUnavailable(f"the data dir {directory} is not writable ({e.strerror})") from None
+    for path in [db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDE_FILES)]:
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StorageUnavailable(f"{path} is not writable: the database is read-only until that is fixed "
+                                     "(its mode or owner, an immutable flag (lsattr), a read-only mount)")
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:
@@ -50,14 +143,28 @@ class _Write:
 class Store:
     """The database file plus its writer thread and reader pool."""
 
-    def __init__(self, path: Path | str, *, readers: int = 4) -> None:
+    def __init__(self, path: Path | str, *, readers: int = 4, secrets: "SecretBox | None" = None) -> None:
+        """Open (and migrate) the database; ``StorageUnavailable`` says why storage that cannot be written is
+        refused. ``secrets`` seals what a pending migration must seal (see ``migrations.MigrationNeedsKey``)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = connect(self.path)
-        migrate(db)
-        db.conn.close()
+        # (what failed, since when) while the storage fails; None when it works
+        self._failure: tuple[str, str] | None = None
+        prepare(self.path)
+        try:
+            db = connect(self.path)
+            try:
+                migrate(db, secrets=secrets)
+            finally:
+                db.conn.close()
+            writer_db = connect(self.path)
+        except sqlite3.Error as e:
+            reason = storage_reason(e)
+            if reason is None:
+                raise
+            raise StorageUnavailable(f"cannot open the database {self.path}: {reason}") from None
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="voxarena-sqlite-writer", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, args=(writer_db,), name="voxarena-sqlite-writer",
+                                        daemon=True)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="voxarena-sqlite-reader")
         self._reader_dbs: list[sqlite_utils.Database] = []
@@ -87,6 +194,14 @@ class Store:
     def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return self._run_read(fn, args)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the storage is failing and since when, while it is (cleared by the next write that stores data)."""
+        if self._failure is None:
+            return None
+        reason, since = self._failure
+        return f"{reason}, since {since}; writes answer 503 until one succeeds"
+
     def close(self) -> None:
         if self._closed:
             return
@@ -111,10 +226,33 @@ class Store:
         return db
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        return fn(self._reader_db(), *args)
+        try:
+            return fn(self._reader_db(), *args)
+        except sqlite3.Error as e:
+            # Readers are query_only by design: their READONLY is a write attempted in a read, a bug, not storage.
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+                raise
+            mapped = self._storage_error(e)
+            if mapped is e:
+                raise
+            raise mapped from e
 
-    def _write_loop(self) -> None:
-        db = connect(self.path)
+    def _storage_error(self, e: BaseException) -> BaseException:
+        """A storage failure becomes a StorageUnavailable (and the store is degraded); other errors pass."""
+        reason = storage_reason(e)
+        if reason is None:
+            return e
+        if self._failure is None:
+            log.error("store degraded: %s; writes answer 503 until one succeeds", reason)
+            self._failure = (reason, now_iso())
+        else:
+            self._failure = (reason, self._failure[1])
+        return StorageUnavailable(f"the database cannot be used now: {reason}; try again later")
+
+    def _fail(self, w: _Write, e: BaseException) -> None:
+        _deliver(w, False, self._storage_error(e))
+
+    def _write_loop(self, db: sqlite_utils.Database) -> None:
         try:
             while True:
                 first = self._queue.get()
@@ -136,7 +274,7 @@ class Store:
                 except BaseException:  # noqa: BLE001 - a bug here must not stop every later write
                     log.exception("store writer: group of %d writes failed unexpectedly", len(batch))
                     for w in batch:
-                        _deliver(w, False, RuntimeError("store writer failed; see the log"))
+                        self._fail(w, RuntimeError("store writer failed; see the log"))
                 if stop:
                     return
         finally:
@@ -151,11 +289,12 @@ class Store:
         if not live:
             return
         conn = db.conn
+        stored = False  # a write that succeeded changed rows
         try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as e:  # noqa: BLE001 - the thread must survive anything a write can raise
             for w in live:
-                _deliver(w, False, e)
+                self._fail(w, e)
             return
         results: list[tuple[_Write, bool, Any]] = []
         for w in live:
@@ -164,6 +303,7 @@ class Store:
             except BaseException as e:  # noqa: BLE001
                 results.append((w, False, e))
                 continue
+            changes_before = conn.total_changes
             try:
                 value = w.fn(db, *w.args)
             except BaseException as e:  # noqa: BLE001 - the write's own failure: undo it alone
@@ -182,17 +322,28 @@ class Store:
                         return
                 else:
                     results.append((w, True, value))
+                    stored = stored or conn.total_changes > changes_before
         try:
             conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001
-            log.error("commit failed for %d writes: %s", len(live), e)
+            if storage_reason(e) is None:  # a storage failure is logged once, when the store becomes degraded
+                log.error("commit failed for %d writes: %s", len(live), e)
             self._fail_group(conn, [], live, e)
             return
+        # Only a commit that stored something proves the storage works again (an empty one writes nothing), and
+        # not while another write of the same group failed for storage reasons.
+        storage_failed = any(not ok and storage_reason(value) for _, ok, value in results)
+        if self._failure is not None and stored and not storage_failed:
+            log.warning("store recovered: writes succeed again (failing since %s: %s)", self._failure[1],
+                        self._failure[0])
+            self._failure = None
         for w, ok, value in results:
-            _deliver(w, ok, value)
+            if ok:
+                _deliver(w, True, value)
+            else:
+                self._fail(w, value)
 
-    @staticmethod
-    def _fail_group(conn: sqlite3.Connection, results: list[tuple[_Write, bool, Any]], live: list[_Write],
+    def _fail_group(self, conn: sqlite3.Connection, results: list[tuple[_Write, bool, Any]], live: list[_Write],
                     error: BaseException) -> None:
         """Roll the whole group back; each write fails with its own error if it had one, else with ``error``."""
         try:
@@ -202,7 +353,7 @@ class Store:
             log.exception("rollback failed")
         own = {id(w): value for w, ok, value in results if not ok}
         for w in live:
-            _deliver(w, False, own.get(id(w), error))
+            self._fail(w, own.get(id(w), error))
 
 
 def _undo_savepoint(conn: sqlite3.Connection) -> bool:

@@ -26,3 +26,8 @@ class LimitError(StoreError):
     def __init__(self, detail: str, *, kind: str) -> None:
         super().__init__(detail)
         self.kind = kind
+
+
+class StorageUnavailable(StoreError):
+    """The database cannot be used for a reason of its storage (disk full, read-only, I/O error, cannot open): not
+    the caller's fault, and over once the condition clears."""

@@ -1,4 +1,7 @@
-"""Versioned schema migrations, applied in order at start, each in its own transaction.
+"""Versioned schema migrations, applied in ascending version order at start, each in its own transaction.
+
+A database records the versions it has (``_migrations``), so it gets exactly the steps it lacks, whatever order
+older releases applied theirs in. A new step takes the next version number and goes at the end of ``MIGRATIONS``.
 
 Every row carries ``owner_id``: the id of the tenant that owns it (since version 5; before that, the user's id:
 version 5 moved each user's rows into their personal tenant). Timestamps are ISO 8601
@@ -10,16 +13,21 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import sqlite_utils
 
 from .tenants import personal_tenant_id, slugify
 from .timefmt import now_iso
 
+if TYPE_CHECKING:
+    from ..secrets import SecretBox
+
 log = logging.getLogger("voxarena.store")
 
-Step = str | Callable[[sqlite3.Connection], None]
+# SQL, or a function of the connection and the secret box (None where the process has no key: a step that needs it
+# then refuses, see MigrationNeedsKey).
+Step = str | Callable[[sqlite3.Connection, "SecretBox | None"], None]
 
 MIGRATIONS: list[tuple[int, str, Step]] = [
     (
@@ -284,7 +292,8 @@ DROP TABLE analyses;
 ALTER TABLE analyses_v4 RENAME TO analyses;
 """,
     ),
-    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields", lambda conn: _v5(conn)),
+    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields",
+     lambda conn, _box: _v5(conn)),
     (
         6,
         "local accounts",
@@ -369,27 +378,6 @@ ALTER TABLE transcript_items ADD COLUMN source TEXT;
 """,
     ),
     (
-        13,
-        "text and ConversationRelay sessions; the tenant's Twilio auth token",
-        """
--- How the conversation reaches the agent: 'voice' (a LiveKit room), 'text' (POST /trigger-agent, /ws/chat) or
--- 'relay' (Twilio ConversationRelay: Twilio does the speech, the agent's LLM answers in text).
-ALTER TABLE sessions ADD COLUMN channel TEXT NOT NULL DEFAULT 'voice' CHECK (channel IN ('voice', 'text', 'relay'));
--- The caller's own ids (Autonomite's user_id and conversation_id; a relay call's caller number and CallSid).
-ALTER TABLE sessions ADD COLUMN user_id TEXT;
-ALTER TABLE sessions ADD COLUMN conversation_id TEXT;
--- A text conversation continued after its session ended goes on in a new session that names the one before.
-ALTER TABLE sessions ADD COLUMN previous_session_id TEXT;
-CREATE INDEX sessions_channel_live ON sessions(channel, status, last_activity_at) WHERE channel != 'voice';
--- Sealed with the API's SecretBox; written by PUT /api/settings/twilio, never read back over HTTP.
-CREATE TABLE twilio_settings (
-  owner_id TEXT PRIMARY KEY,
-  auth_token TEXT NOT NULL,
-  updated_at TEXT NOT NULL
-);
-""",
-    ),
-    (
         11,
         "phone numbers and inbound calls",
         """
@@ -412,6 +400,46 @@ CREATE INDEX phone_numbers_owner ON phone_numbers(owner_id, created_at);
 ALTER TABLE sessions ADD COLUMN from_number TEXT;
 ALTER TABLE sessions ADD COLUMN to_number TEXT;
 ALTER TABLE sessions ADD COLUMN phone_number_id TEXT;
+""",
+    ),
+    (
+        12,
+        "live call events (the /events/ws stream and each call's audit trail)",
+        """
+-- Written by the repositories in the same transaction as the change they report, by whichever process made it
+-- (a job process, the API); the API tails it by id to feed the websocket stream. Pruned after
+-- VOXARENA_EVENT_RETENTION_SECONDS. call_sid is the session id; payload is JSON.
+CREATE TABLE live_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  owner_id TEXT NOT NULL,
+  call_sid TEXT NOT NULL,
+  type TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX live_events_call ON live_events(call_sid, id);
+CREATE INDEX live_events_created ON live_events(created_at);
+""",
+    ),
+    (
+        13,
+        "text and ConversationRelay sessions; the tenant's Twilio auth token",
+        """
+-- How the conversation reaches the agent: 'voice' (a LiveKit room), 'text' (POST /trigger-agent, /ws/chat) or
+-- 'relay' (Twilio ConversationRelay: Twilio does the speech, the agent's LLM answers in text).
+ALTER TABLE sessions ADD COLUMN channel TEXT NOT NULL DEFAULT 'voice' CHECK (channel IN ('voice', 'text', 'relay'));
+-- The caller's own ids (Autonomite's user_id and conversation_id; a relay call's caller number and CallSid).
+ALTER TABLE sessions ADD COLUMN user_id TEXT;
+ALTER TABLE sessions ADD COLUMN conversation_id TEXT;
+-- A text conversation continued after its session ended goes on in a new session that names the one before.
+ALTER TABLE sessions ADD COLUMN previous_session_id TEXT;
+CREATE INDEX sessions_channel_live ON sessions(channel, status, last_activity_at) WHERE channel != 'voice';
+-- Sealed with the API's SecretBox; written by PUT /api/settings/twilio, never read back over HTTP.
+CREATE TABLE twilio_settings (
+  owner_id TEXT PRIMARY KEY,
+  auth_token TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
 """,
     ),
     (
@@ -478,25 +506,6 @@ CREATE INDEX sessions_owner_campaign ON sessions(owner_id, campaign, started_at)
 """,
     ),
     (
-        12,
-        "live call events (the /events/ws stream and each call's audit trail)",
-        """
--- Written by the repositories in the same transaction as the change they report, by whichever process made it
--- (a job process, the API); the API tails it by id to feed the websocket stream. Pruned after
--- VOXARENA_EVENT_RETENTION_SECONDS. call_sid is the session id; payload is JSON.
-CREATE TABLE live_events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  owner_id TEXT NOT NULL,
-  call_sid TEXT NOT NULL,
-  type TEXT NOT NULL,
-  payload TEXT NOT NULL,
-  created_at TEXT NOT NULL
-);
-CREATE INDEX live_events_call ON live_events(call_sid, id);
-CREATE INDEX live_events_created ON live_events(created_at);
-""",
-    ),
-    (
         15,
         "one-time ConversationRelay URLs",
         """
@@ -514,6 +523,7 @@ CREATE TABLE relay_tickets (
 CREATE INDEX relay_tickets_expires ON relay_tickets(expires_at);
 """,
     ),
+    (16, "callback signing secrets sealed", lambda conn, box: _seal_callback_secrets(conn, box)),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
@@ -615,14 +625,39 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX agents_slug ON agents(owner_id, slug) WHERE deleted_at IS NULL")
 
 
-def migrate(db: sqlite_utils.Database) -> list[int]:
-    """Apply pending migrations; returns the versions applied now."""
+class MigrationNeedsKey(ValueError):
+    """A pending step seals secrets and this process was opened without the secret box."""
+
+
+def _seal_callback_secrets(conn: sqlite3.Connection, box: "SecretBox | None") -> None:
+    # Until now the signing secrets were stored as written; from here on the column holds them sealed.
+    rows = conn.execute("SELECT owner_id, callback_secret FROM user_secrets").fetchall()
+    if rows and box is None:
+        raise MigrationNeedsKey("migration 16 seals the stored callback signing secrets and needs the secret key: "
+                                "run `voxarena migrate` or `voxarena serve` with this data dir and VOXARENA_SECRET_KEY")
+    for owner_id, plain in rows:
+        conn.execute("UPDATE user_secrets SET callback_secret = ? WHERE owner_id = ?", [box.seal(plain), owner_id])
+
+
+def check_order(migrations: list[tuple[int, str, Step]]) -> None:
+    """Versions must be strictly ascending, so that list order and version order are the same thing."""
+    versions = [m[0] for m in migrations]
+    for before, after in zip(versions, versions[1:]):
+        if after <= before:
+            raise ValueError(f"migrations are not in strictly ascending version order: {after} comes after {before}")
+
+
+def migrate(db: sqlite_utils.Database, *, secrets: "SecretBox | None" = None,
+            migrations: list[tuple[int, str, Step]] | None = None) -> list[int]:
+    """Apply pending migrations (``MIGRATIONS`` unless a list is given); returns the versions applied now."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    check_order(migrations)
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in db.execute("SELECT version FROM _migrations").fetchall()}
     applied = []
-    for version, name, sql in MIGRATIONS:
+    for version, name, sql in migrations:
         if version in done:
             continue
         log.info("applying migration %d: %s", version, name)
@@ -633,7 +668,7 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
                 if db.execute("SELECT 1 FROM _migrations WHERE version = ?", [version]).fetchone():
                     db.conn.execute("ROLLBACK")  # another process applied it while we waited for the lock
                     continue
-                sql(db.conn)
+                sql(db.conn, secrets)
                 db.conn.execute("INSERT INTO _migrations(version, name, applied_at) VALUES (?, ?, ?)",
                                 [version, name, stamp])
                 db.conn.execute("COMMIT")
@@ -643,7 +678,7 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
                     f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO _migrations(version, name, applied_at) "
                     f"VALUES ({version}, '{quoted}', '{stamp}');\nCOMMIT;"
                 )
-        except sqlite3.Error:
+        except (sqlite3.Error, MigrationNeedsKey):
             if db.conn.in_transaction:
                 db.conn.execute("ROLLBACK")
             # Another process (a job process opening the same file) may have applied it first.

@@ -143,10 +143,6 @@ def touch(db: sqlite_utils.Database, session_id: str) -> None:
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ? AND status != 'ended'", [now_iso(), session_id])
 
 
-def set_call_status(db: sqlite_utils.Database, session_id: str, call_status: str) -> None:
-    db.execute("UPDATE sessions SET call_status = ? WHERE id = ?", [call_status, session_id])
-
-
 def end(
     db: sqlite_utils.Database,
     session_id: str,

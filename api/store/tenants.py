@@ -128,7 +128,3 @@ def remove_member(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> No
             raise ConflictError(f"{user_id} is the tenant's last owner")
     db.execute("DELETE FROM tenant_members WHERE tenant_id = ? AND user_id = ?", [tenant_id, user_id])
 
-
-def tenants_of(db: sqlite_utils.Database, user_id: str) -> list[dict[str, Any]]:
-    return list(db.query("SELECT t.*, m.role AS role FROM tenant_members m JOIN tenants t ON t.id = m.tenant_id "
-                         "WHERE m.user_id = ? ORDER BY t.created_at, t.id", [user_id]))

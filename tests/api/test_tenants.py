@@ -6,7 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from cryptography.fernet import Fernet
 
+from api.secrets import SecretBox
 from api.store import migrations
 from api.store import sessions as sessions_repo
 from api.store.db import Store
@@ -62,7 +64,7 @@ def test_rows_owned_by_users_move_into_their_personal_tenants(tmp_path):
     conn.execute("INSERT INTO user_secrets VALUES ('bob', 'secret', ?)", [stamp])
     conn.close()
 
-    store = Store(path)  # migrates
+    store = Store(path, secrets=SecretBox(Fernet.generate_key()))  # migrates (and seals bob's callback secret)
     try:
         rows = store.read_sync(lambda db: list(db.query("SELECT owner_id, name, slug FROM agents ORDER BY id")))
         assert rows == [
