@@ -32,7 +32,8 @@ async def _forge(server, metadata: str) -> AudioRoomClient:
 
 async def test_a_job_dispatched_with_forged_metadata_naming_another_tenants_agent_opens_no_session(voice_stack):
     product, server, _ = voice_stack
-    victim = await _agent(product, user="alice")
+    alice = f"alice-{uuid.uuid4().hex[:8]}"  # a tenant of this test alone: the stack is shared with other modules
+    victim = await _agent(product, user=alice)
     # bob's own call, dispatched by the product: signed, it runs
     client, tok = await product.join(await _agent(product, user="bob"), user="bob")
     try:
@@ -44,9 +45,9 @@ async def test_a_job_dispatched_with_forged_metadata_naming_another_tenants_agen
         await client.disconnect()
     seen = product.log_tail(2000).count(REFUSED)
 
-    unsigned = json.dumps({"agent_id": victim, "owner_id": tenant_of("alice"), "direction": "inbound"})
+    unsigned = json.dumps({"agent_id": victim, "owner_id": tenant_of(alice), "direction": "inbound"})
     altered = json.loads(signed.metadata)
-    altered.update(agent_id=victim, owner_id=tenant_of("alice"), session_id=str(uuid.uuid4()))
+    altered.update(agent_id=victim, owner_id=tenant_of(alice), session_id=str(uuid.uuid4()))
     callers = [await _forge(server, unsigned), await _forge(server, json.dumps(altered))]
     try:
         deadline = time.monotonic() + 45
@@ -59,5 +60,5 @@ async def test_a_job_dispatched_with_forged_metadata_naming_another_tenants_agen
     finally:
         for caller in callers:
             await caller.disconnect()
-    status, sessions = await product.request("GET", "/api/sessions", "alice")
+    status, sessions = await product.request("GET", "/api/sessions", alice)
     assert status == 200 and sessions["total"] == 0, sessions  # nothing ran, or was billed, as alice's
