@@ -17,7 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .auth import Principal, principal
-from .errors import InvalidJson, ValidationFailed, from_validation_error
+from .errors import InvalidJson, JsonTooDeep, ValidationFailed, from_validation_error
+from .jsondepth import MAX_DEPTH, too_deep
 from .tenancy import Tenancy
 
 
@@ -102,6 +103,13 @@ def path_params(path: str) -> list[str]:
     return _PARAM.findall(path)
 
 
+async def _refuse_deep_body(request: web.Request) -> None:
+    """Every body a route receives, parsed here or by its handler (webhooks, 004's ingest), is scanned before any
+    parser recurses into it; ``request.read()`` keeps the bytes for whoever parses them next."""
+    if request.body_exists and too_deep(await request.read()):
+        raise JsonTooDeep(f"request body nests deeper than {MAX_DEPTH} levels")
+
+
 async def _read_body(request: web.Request, model: type[BaseModel], *, exact: bool = False) -> tuple[BaseModel, Any]:
     raw = await request.read()
     if not raw.strip():
@@ -167,6 +175,7 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
                     tenancy=tenancy)
         if check is not None:
             await check(call, call.params[route.owned_param])  # before the body is read: not yours, 404
+        await _refuse_deep_body(request)
         if route.body is not None:
             call.body, call.raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
         if route.query is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..jsondepth import load_stored
 from .errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from . import clients, tenants
 from .tenants import slugify
@@ -28,8 +29,8 @@ _LIVE = "deleted_at IS NULL"
 
 def record(row: dict[str, Any], stats: tuple[int, int] | None = None) -> dict[str, Any]:
     out = dict(row)
-    out["config"] = json.loads(row["config"] or "{}")
-    out["context_data"] = json.loads(row["context_data"]) if row.get("context_data") else None
+    out["config"] = load_stored(row["config"], what=f"agent {row['id']}: config") or {}
+    out["context_data"] = load_stored(row.get("context_data"), what=f"agent {row['id']}: contextData")
     out["enabled"] = bool(row.get("enabled", 1))
     calls, ms = stats or (0, 0)
     out["total_calls"] = calls
