@@ -116,11 +116,19 @@ def create_app(
         except ApiError:
             return None
 
+    async def key_ok(key: str) -> bool:
+        """Whether an API key is live (for the rate limiter: a refused key counts against its address)."""
+        try:
+            await tenants.verify_key(key, None)
+        except ApiError:
+            return False
+        return True
+
     limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url,
                                                     timeout_seconds=settings.redis_timeout_seconds)
     app = web.Application(
         middlewares=[error_middleware,
-                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of)),
+                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of, key_ok)),
                      auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )
