@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
-from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
+from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
                    SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
@@ -92,7 +92,7 @@ def create_app(
         issuer_claim: str | None = settings.clerk_issuer or None
         local = None
     else:
-        local = LocalIssuer(settings.data_dir)
+        local = local_issuer(settings)
 
         async def local_fetch() -> dict[str, Any]:
             return local.jwks()
@@ -104,6 +104,7 @@ def create_app(
                   max_age_seconds=settings.jwks_cache_seconds),
         issuer=issuer_claim,
         authorized_parties=settings.clerk_authorized_parties,
+        audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
     )
 
