@@ -208,6 +208,7 @@ def create_app(
             app[EVENTS].close_all()
 
     app.on_shutdown.append(close_streams)
+    app.on_response_prepare.append(ratelimit.add_headers)
     if rate_limiter is None:  # one handed in belongs to the caller
         app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)

@@ -271,6 +271,16 @@ def default_identify(settings: Settings, user_of: UserOf | None = None, key_ok: 
     return identify
 
 
+_DECISION = web.RequestKey("rate_decision", Decision)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every limited response carries its bucket's headers, whoever prepares it."""
+    decision = request.get(_DECISION)
+    if decision is not None:
+        response.headers.update(decision.headers())
+
+
 def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
     """Place it inside the error middleware and before auth, so refused and unauthenticated responses carry the
     headers too."""
@@ -287,6 +297,7 @@ def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
                               retry_after=decision.retry_after_seconds)
             err.headers.update(decision.headers())
             raise err
+        request[_DECISION] = decision  # headers added as the response is prepared, streamed ones included
         try:
             resp = await handler(request)
         except web.HTTPException as e:
@@ -298,8 +309,6 @@ def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
             resp = exception_response(request, e)
         if resp.status == 401 and bucket.refusals is not None:
             await limiter.take(bucket.refusals.id, bucket.refusals.rate, bucket.refusals.burst)
-        if not resp.prepared:  # a streamed response has sent its headers already
-            resp.headers.update(decision.headers())
         return resp
 
     return middleware

@@ -7,6 +7,7 @@ that validates against the declared response model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from decimal import Decimal
@@ -136,6 +137,27 @@ def _read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as e:
         raise from_validation_error(e, where="query") from None
+
+
+SEND_CHUNK_BYTES = 256 * 1024
+
+
+async def send_json(request: web.Request, payload: bytes, *, status: int = 200) -> web.StreamResponse:
+    """An already serialised JSON body. A large one (a page of big agents) is written in chunks, giving the loop a
+    turn after each, so copying it out never holds every other request and socket on this loop (the loop monitor's
+    lateness) for its whole length."""
+    if len(payload) <= SEND_CHUNK_BYTES:
+        return web.Response(body=payload, status=status, content_type="application/json")
+    resp = web.StreamResponse(status=status)
+    resp.content_type = "application/json"
+    resp.content_length = len(payload)
+    await resp.prepare(request)
+    view = memoryview(payload)
+    for start in range(0, len(payload), SEND_CHUNK_BYTES):
+        await resp.write(view[start:start + SEND_CHUNK_BYTES])  # waits for the socket when its buffer is full
+        await asyncio.sleep(0)
+    await resp.write_eof()
+    return resp
 
 
 TenancyResolver = Callable[[web.Request, Principal], Awaitable[Tenancy]]
