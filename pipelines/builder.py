@@ -73,13 +73,21 @@ def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD
     )
 
 
+class FallbackLLM(llm_base.FallbackAdapter):
+    """LiveKit's FallbackAdapter, naming its LLMs in the order it tries them: its ``chat()`` takes no
+    ``response_format``, so the post-call analysis (api/services/analysis.py) walks them itself."""
+
+    def __init__(self, llms: list[llm_base.LLM], **kwargs: Any) -> None:
+        super().__init__(llms, **kwargs)
+        self.instances = tuple(llms)
+
+
 def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM, tuple[str, ...]]:
     """The agent's LLM with its fallbacks (the call's and the post-call analysis's), and the provider order."""
     llms, names = _chain(agent, cfg, "llm", agent.llm_provider, agent.fallback_llm_providers)
     if len(llms) == 1:
         return llms[0], names
-    return llm_base.FallbackAdapter(llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0,
-                                    retry_interval=0.5), names
+    return FallbackLLM(llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0, retry_interval=0.5), names
 
 
 def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Post-call analysis: the agent's own LLM turns the transcript into a validated CallAnalysis (structured output),
-with one retry on invalid output; a second failure is stored as failed, with its reason. The job runs it after a
-call; the API process after a text or ConversationRelay conversation (``api/services/chat.py``)."""
+with one retry on invalid output; a second failure is stored as failed, with its reason. With fallback LLMs each
+attempt goes down the chain like a turn does, the primary first. The job runs it after a call; the API process after
+a text or ConversationRelay conversation (``api/services/chat.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from livekit.agents import llm
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
 from pydantic import ValidationError
 
+from pipelines.builder import FALLBACK_ATTEMPT_TIMEOUT, FallbackLLM
 from pipelines.metering import CallMeter
 
 from ..schemas.sessions import CallAnalysis
@@ -34,19 +36,40 @@ def transcript_text(items: list[dict[str, Any]]) -> str:
     return "\n".join(f"{i['speaker']}: {i['content']}" for i in items)
 
 
-UsageHook = Callable[[int, int, int], Awaitable[None]]  # (attempt, input tokens, output tokens)
+UsageHook = Callable[[int, llm.LLM, int, int], Awaitable[None]]  # (attempt, the LLM that answered, input, output)
+
+# In a chain each LLM gets one try within the adapter's per-attempt timeout, as in a call: a failed one hands over.
+CHAIN_ATTEMPT = APIConnectOptions(max_retry=0, timeout=FALLBACK_ATTEMPT_TIMEOUT)
 
 
-async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> tuple[str, int, int]:
+async def _ask_one(model: llm.LLM, chat_ctx: llm.ChatContext, conn_options: APIConnectOptions
+                   ) -> tuple[str, int, int]:
     parts: list[str] = []
     prompt = completion = 0
-    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis) as stream:
+    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis, conn_options=conn_options) as stream:
         async for chunk in stream:
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
             if chunk.usage is not None:
                 prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
     return "".join(parts), prompt, completion
+
+
+async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> tuple[str, int, int, llm.LLM]:
+    """The reply, its tokens and the LLM that gave it. LiveKit's FallbackAdapter takes no ``response_format``, so a
+    chain is walked here, in the adapter's order; this also keeps the adapter's recovery probes (full requests
+    nobody meters) out of the analysis. Raises naming every LLM's failure when none answered."""
+    if not isinstance(model, FallbackLLM):
+        return (*await _ask_one(model, chat_ctx, DEFAULT_API_CONNECT_OPTIONS), model)
+    failures = []
+    for n, instance in enumerate(model.instances, 1):
+        try:
+            return (*await _ask_one(instance, chat_ctx, CHAIN_ATTEMPT), instance)
+        except Exception as e:
+            failures.append(f"{instance.provider} {instance.model}: {e}")
+            if n < len(model.instances):  # the last failure is logged with the attempt's
+                log.warning("analysis by %s %s failed, trying the next LLM: %s", instance.provider, instance.model, e)
+    raise APIConnectionError("; then ".join(failures), retryable=False)
 
 
 def parse(text: str) -> CallAnalysis:
@@ -67,9 +90,9 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHo
     error = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            text, prompt, completion = await _ask(model, chat_ctx)
+            text, prompt, completion, served = await _ask(model, chat_ctx)
             if on_usage is not None:
-                await on_usage(attempt, prompt, completion)
+                await on_usage(attempt, served, prompt, completion)
         except Exception as e:  # provider failure: retry once like invalid output, then give up
             error = f"LLM request failed: {e}"
             log.warning("analysis attempt %d failed: %s", attempt, error)
@@ -99,13 +122,10 @@ async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter:
         log.info("analysis of session %s %s", session_id, reason)
         return None
 
-    async def metered(attempt: int, prompt: int, completion: int) -> None:
-        if meter is not None:
-            # With fallbacks, the instance that served this attempt (the adapter's own name is the next one's).
-            served = model.metrics_metadata
-            await meter.record_llm_call(key=f"analysis/{attempt}", provider=served["model_provider"] or model.provider,
-                                        model=served["model_name"] or model.model, input_tokens=prompt,
-                                        output_tokens=completion)
+    async def metered(attempt: int, served: llm.LLM, prompt: int, completion: int) -> None:
+        if meter is not None:  # billed to the provider that answered (with fallbacks, maybe not the primary)
+            await meter.record_llm_call(key=f"analysis/{attempt}", provider=served.provider, model=served.model,
+                                        input_tokens=prompt, output_tokens=completion)
 
     result, error, attempts = await analyse(model, items, metered)
     await store.write(

@@ -232,6 +232,28 @@ async def test_closing_a_conversation_ends_and_analyses_it_once(client, auth, st
     await assert_error(await client.post(f"/api/sessions/{call_sid}/end", headers=auth("alice")), 409)
 
 
+@pytest.mark.parametrize("primary_fails", [False, True], ids=["primary-healthy", "primary-failing"])
+async def test_a_conversation_with_a_fallback_llm_is_analysed_and_billed_to_the_llm_that_answered(
+        client, auth, store, fakes, primary_fails):
+    _agent(store, fallbackLlmProviders=["openai"])
+    if primary_fails:
+        fakes.fail("gemini", "reject")  # for the reply and the analysis alike
+    sid = (await _say(client, auth, "When do you open?"))["session_id"]
+    assert (await client.post(f"/api/sessions/{sid}/end", headers=auth("alice"))).status == 200
+    s = await wait_session(client, auth, sid, lambda s: s["analysisStatus"] not in (None, "pending"))
+    assert s["analysisStatus"] == "completed" and s["analysis"] == ANALYSIS, s
+    served = "openai" if primary_fails else "gemini"
+    events = (await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json())["events"]
+    analysis = [e for e in events if "/analysis/" in e["idempotency_key"]]
+    assert {e["provider"] for e in analysis} == {served}, analysis
+    counted = fakes.counters()
+    assert counted[served]["json_requests"] == 1
+    assert counted["openai" if served == "gemini" else "gemini"].get("completed", 0) == 0
+    # the reply and the analysis were both served by `served`: every token it counted is billed, none twice
+    assert sum(e["quantity"] for e in events if e["token_kind"] == "input") == counted[served]["prompt_tokens"]
+    assert sum(e["quantity"] for e in events if e["token_kind"] == "output") == counted[served]["completion_tokens"]
+
+
 async def test_voice_mode_dispatches_through_the_token_routes_checks_and_text_chats_take_no_call_slot(
         client, auth, store, fakes, twirp_stub):
     _, calls = twirp_stub

@@ -1,12 +1,14 @@
 """Calls whose providers fail mid-call, through the whole product: the caller hears an apology before the agent hangs
 up, the caller's last words stay in the transcript, the error names the provider; fallback providers take over
-instead; a call where the caller never speaks is not analysed and not billed for an analysis."""
+instead, and analyse the call (through the fallback LLM when the primary is down); a call where the caller never
+speaks is not analysed and not billed for an analysis."""
 
 from __future__ import annotations
 
 import contextlib
 
 from pipelines.config import DEFAULT_ERROR_MESSAGE
+from tests.e2e.conftest import ANALYSIS_JSON
 from tests.harness.audio import speech_wav
 
 GREETING = "Hello! Thanks for calling. How can I help?"
@@ -54,6 +56,19 @@ async def _call_failing_over(product, fakes, agent_id: str, failures: dict[str, 
     return tok["sessionId"]
 
 
+async def _analysed(product, session_id: str) -> dict:
+    s = await product.wait_session(session_id, "alice", lambda s: s["analysisStatus"] not in (None, "pending"),
+                                   timeout=45, what="ended and analysed")
+    assert s["analysisStatus"] == "completed" and s["analysis"] == ANALYSIS_JSON, s
+    return s
+
+
+async def _analysis_providers(product, session_id: str) -> set[str]:
+    status, breakdown = await product.request("GET", f"/api/sessions/{session_id}/cost-breakdown")
+    assert status == 200
+    return {e["provider"] for e in breakdown["events"] if "/analysis/" in e["idempotency_key"]}
+
+
 async def test_an_llm_failing_mid_call_apologises_keeps_the_callers_words_and_names_the_provider(voice_stack):
     product, _, fakes = voice_stack
     agent_id = await _agent(product)
@@ -78,19 +93,48 @@ async def test_an_llm_failing_mid_call_apologises_keeps_the_callers_words_and_na
     assert "technical problem" in spoken
 
 
-async def test_a_fallback_llm_takes_over_mid_call_and_every_turn_is_answered(voice_stack):
+async def test_a_fallback_llm_takes_over_mid_call_every_turn_is_answered_and_the_healed_primary_analyses(voice_stack):
     product, _, fakes = voice_stack
     agent_id = await _agent(product, fallbackLlmProviders=["openai"])
     before = fakes.counters()
     session_id = await _call_failing_over(product, fakes, agent_id, {"gemini": "reject"}, asks_after=2)
-    s = await product.wait_session(session_id, "alice", lambda s: s["analysisStatus"] in ("completed", "failed"),
-                                   timeout=45, what="ended and analysed")
+    s = await _analysed(product, session_id)
+    assert await _analysis_providers(product, session_id) == {"gemini"}  # healthy again when the call ended
     assert s["error"] is None and s["endReason"] == "participant_disconnected", s
     agent_turns = [t for t in s["transcript"] if t["speaker"] == "AGENT"][1:]  # after the greeting
     assert [t["content"] for t in agent_turns] == [REPLY] * 3, s["transcript"]
     assert [t["providers"]["llm"] for t in agent_turns] == ["gemini", "openai", "openai"], agent_turns
     after = fakes.counters()
     assert after["openai"]["completed"] - before["openai"]["completed"] >= 2
+
+
+async def test_with_the_primary_llm_down_for_the_whole_call_the_fallback_answers_and_analyses_it(voice_stack):
+    product, _, fakes = voice_stack
+    agent_id = await _agent(product, fallbackLlmProviders=["openai"])
+    before = fakes.counters()
+    with failing(fakes, gemini="reject"):  # until the analysis is stored
+        client, tok = await product.join(agent_id)
+        try:
+            await _greeted(client)
+            await _ask(client)
+        finally:
+            await client.disconnect()
+        s = await _analysed(product, tok["sessionId"])
+    assert s["error"] is None and s["endReason"] == "participant_disconnected", s
+    replies = [t for t in s["transcript"] if t["speaker"] == "AGENT"][1:]  # after the greeting
+    assert [(t["content"], t["providers"]["llm"]) for t in replies] == [(REPLY, "openai")], s["transcript"]
+    assert await _analysis_providers(product, tok["sessionId"]) == {"openai"}
+    after = fakes.counters()
+    assert after["gemini"]["completed"] == before["gemini"]["completed"]
+    assert after["openai"]["json_requests"] - before["openai"]["json_requests"] == 1
+    # every token the fallback counted for this call (its reply and the analysis) is billed to the session, once
+    status, breakdown = await product.request("GET", f"/api/sessions/{tok['sessionId']}/cost-breakdown")
+    assert status == 200
+    billed = [e for e in breakdown["events"] if e["event_type"] == "llm_tokens"]
+    assert {e["provider"] for e in billed} == {"openai"}, billed
+    for kind, counter in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+        assert sum(e["quantity"] for e in billed if e["token_kind"] == kind) == after["openai"][counter] - before[
+            "openai"][counter], (kind, billed)
 
 
 async def test_a_fallback_stt_takes_over_when_the_primary_dies_mid_call(voice_stack):
@@ -100,8 +144,7 @@ async def test_a_fallback_stt_takes_over_when_the_primary_dies_mid_call(voice_st
     # the open Deepgram socket dies, and every new one
     session_id = await _call_failing_over(product, fakes, agent_id, {"deepgram": "drop"}, asks_after=1)
     # the analysis too: its LLM request must not land in the next test's counters
-    s = await product.wait_session(session_id, "alice", lambda s: s["analysisStatus"] in ("completed", "failed"),
-                                   timeout=45, what="ended and analysed")
+    s = await _analysed(product, session_id)
     assert s["error"] is None and s["endReason"] == "participant_disconnected", s
     speakers = [t["speaker"] for t in s["transcript"]]
     assert speakers == ["AGENT", "USER", "AGENT", "USER", "AGENT"], s["transcript"]
