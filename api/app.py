@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
-from .auth import LOCAL_ISSUER, JwksCache, LocalIssuer, Verifier, auth_middleware, http_jwks_fetch
+from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
                    SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
@@ -94,7 +94,7 @@ def create_app(
         issuer_claim: str | None = settings.clerk_issuer or None
         local = None
     else:
-        local = LocalIssuer(settings.data_dir)
+        local = local_issuer(settings)
 
         async def local_fetch() -> dict[str, Any]:
             return local.jwks()
@@ -106,6 +106,7 @@ def create_app(
                   max_age_seconds=settings.jwks_cache_seconds),
         issuer=issuer_claim,
         authorized_parties=settings.clerk_authorized_parties,
+        audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
     )
 
@@ -118,11 +119,19 @@ def create_app(
         except ApiError:
             return None
 
+    async def key_ok(key: str) -> bool:
+        """Whether an API key is live (for the rate limiter: a refused key counts against its address)."""
+        try:
+            await tenants.verify_key(key, None)
+        except ApiError:
+            return False
+        return True
+
     limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url,
                                                     timeout_seconds=settings.redis_timeout_seconds)
     app = web.Application(
         middlewares=[error_middleware,
-                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of)),
+                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of, key_ok)),
                      auth_middleware(verifier, is_public, tenants.verify_key)],
         client_max_size=settings.max_body_bytes,
     )
@@ -207,6 +216,7 @@ def create_app(
             app[EVENTS].close_all()
 
     app.on_shutdown.append(close_streams)
+    app.on_response_prepare.append(ratelimit.add_headers)
     if rate_limiter is None:  # one handed in belongs to the caller
         app.cleanup_ctx.append(ratelimit.cleanup_ctx(limiter))
     register(app, routes)

@@ -24,6 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from .errors import Unauthorized
 from .secrets import write_once
+from .settings import Settings
 
 log = logging.getLogger("voxarena.auth")
 
@@ -50,7 +51,8 @@ JwksFetch = Callable[[], Awaitable[dict[str, Any]]]
 class LocalIssuer:
     """The embedded issuer: an RSA key kept in the data dir, used when no Clerk settings are given."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, audience: str | None = None) -> None:
+        self.audience = audience
         path = data_dir / "issuer_key.pem"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,8 +74,15 @@ class LocalIssuer:
     def issue(self, user_id: str, *, ttl_seconds: int = 3600, extra: dict[str, Any] | None = None) -> str:
         now = int(time.time())
         claims = {"iss": LOCAL_ISSUER, "sub": user_id, "iat": now, "nbf": now, "exp": now + ttl_seconds}
+        if self.audience:
+            claims["aud"] = self.audience
         claims.update(extra or {})
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+
+def local_issuer(settings: Settings) -> LocalIssuer:
+    """The embedded issuer, its tokens carrying the first configured audience (the verifier requires one)."""
+    return LocalIssuer(settings.data_dir, audience=settings.jwt_audience[0] if settings.jwt_audience else None)
 
 
 def http_jwks_fetch(url: str, session: Callable[[], aiohttp.ClientSession]) -> JwksFetch:
@@ -133,10 +142,12 @@ class Verifier:
         *,
         issuer: str | None,
         authorized_parties: tuple[str, ...] = (),
+        audience: tuple[str, ...] = (),
         leeway_seconds: float = 5.0,
     ) -> None:
         self.jwks = jwks
         self._issuer = issuer
+        self._audience = list(audience)
         self._azp = set(authorized_parties)
         self._leeway = leeway_seconds
         # token -> (principal, trusted until): a dashboard sends the same token on every request, and an RSA
@@ -177,7 +188,9 @@ class Verifier:
                 algorithms=[ALGORITHM],
                 leeway=self._leeway,
                 issuer=self._issuer,
-                options={"require": ["exp", "sub"], "verify_aud": False},
+                audience=self._audience or None,
+                options={"require": ["exp", "sub", *(["aud"] if self._audience else [])],
+                         "verify_aud": bool(self._audience)},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token has expired") from None
@@ -185,6 +198,8 @@ class Verifier:
             raise Unauthorized("token is not yet valid") from None
         except jwt.InvalidIssuerError:
             raise Unauthorized("token issuer is not accepted") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("token audience is not accepted") from None
         except jwt.PyJWTError as e:
             raise Unauthorized(f"invalid token: {e}") from None
         sub = claims.get("sub")

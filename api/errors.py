@@ -39,6 +39,10 @@ class InvalidJson(BadRequest):
     type = "invalid_json"
 
 
+class JsonTooDeep(BadRequest):
+    type = "json_too_deep"
+
+
 class Unauthorized(ApiError):
     status_code = 401
     type = "unauthorized"
@@ -100,22 +104,24 @@ def error_body(status: int, type_: str, detail: str, errors: list[dict[str, Any]
 
 
 def error_response(err: ApiError, request: web.Request | None = None) -> web.Response:
-    body = error_body(err.status_code, err.type, err.detail, err.errors)
-    return web.json_response(_with_seed_keys(request, body), status=err.status_code, headers=err.headers or None)
+    return _respond(request, error_body(err.status_code, err.type, err.detail, err.errors), err.headers or None)
 
 
-# Paths whose error bodies also carry 004's keys: {"error": <title>, "details": <detail>} beside the usual ones.
+# Paths whose error bodies also carry 004's keys: {"error": <title>, "details": <detail>} beside the usual ones, and
+# whose invalid input is a 400 (004's status) where the other seeds' routes answer 422.
 SEED_ERROR_PATHS = web.AppKey("seed_error_paths", frozenset)
 _SEED_TITLES = {400: "Invalid request format", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-                413: "Payload too large", 422: "Invalid request format", 429: "Too many requests",
-                500: "Internal server error", 503: "Service unavailable"}
+                413: "Payload too large", 429: "Too many requests", 500: "Internal server error",
+                503: "Service unavailable"}
 
 
-def _with_seed_keys(request: web.Request | None, body: dict[str, Any]) -> dict[str, Any]:
-    if request is None or (request.path.rstrip("/") or "/") not in request.app.get(SEED_ERROR_PATHS, frozenset()):
-        return body
-    title = _SEED_TITLES.get(body["status_code"], "Request failed")
-    return {**body, "error": title, "details": body["detail"]}
+def _respond(request: web.Request | None, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    if request is not None and (request.path.rstrip("/") or "/") in request.app.get(SEED_ERROR_PATHS, frozenset()):
+        if body["status_code"] == 422:
+            body["status_code"] = 400
+        body["error"] = _SEED_TITLES.get(body["status_code"], "Request failed")
+        body["details"] = body["detail"]
+    return web.json_response(body, status=body["status_code"], headers=headers)
 
 
 def from_validation_error(e: ValidationError, *, where: str) -> ValidationFailed:
@@ -192,13 +198,9 @@ def exception_response(request: web.Request, exc: Exception) -> web.Response:
             detail = f"no route for {request.path}"
         elif exc.status == 413:
             detail = "request body is too large"
-        return web.json_response(
-            _with_seed_keys(request, error_body(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), detail)),
-            status=exc.status
-        )
+        return _respond(request, error_body(exc.status, _HTTP_TYPES.get(exc.status, "http_error"), detail))
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return web.json_response(_with_seed_keys(request, error_body(500, "internal_error", "internal server error")),
-                             status=500)
+    return _respond(request, error_body(500, "internal_error", "internal server error"))
 
 
 @web.middleware

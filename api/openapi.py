@@ -88,6 +88,8 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
         else:
             op["responses"][str(r.status)] = {"description": "OK"}
         codes = set(r.errors) | set(_COMMON_ERRORS)
+        if r.seed_errors:  # 004 answers invalid input with 400
+            codes.discard(422)
         if not r.public:
             codes.add(401)
             op["security"] = [{"bearerAuth": []}]

@@ -37,6 +37,8 @@ class Bucket:
     id: str
     rate: float  # tokens per second
     burst: int  # capacity
+    # where a refused credential (a 401) is charged as well: the client address, when this bucket is not already it
+    refusals: Bucket | None = None
 
 
 @dataclass(frozen=True)
@@ -192,16 +194,44 @@ def client_address(request: web.Request) -> str:
 
 
 UserOf = Callable[[str], Awaitable[str | None]]
+KeyOk = Callable[[str], Awaitable[bool]]
 
 
-def default_identify(settings: Settings, user_of: UserOf | None = None) -> Identify:
+class _Accepted:
+    """API keys (by digest) that ``key_ok`` accepted within the last ``seconds``: their requests skip the lookup."""
+
+    def __init__(self, seconds: float, *, max_size: int = 100_000) -> None:
+        self.seconds = seconds
+        self._until: OrderedDict[str, float] = OrderedDict()
+        self._max = max_size
+
+    def __contains__(self, digest: str) -> bool:
+        until = self._until.get(digest)
+        return until is not None and time.monotonic() < until
+
+    def add(self, digest: str) -> None:
+        self._until[digest] = time.monotonic() + self.seconds
+        self._until.move_to_end(digest)
+        while len(self._until) > self._max:
+            self._until.popitem(last=False)
+
+
+KEY_TRUST_SECONDS = 60.0
+
+
+def default_identify(settings: Settings, user_of: UserOf | None = None, key_ok: KeyOk | None = None) -> Identify:
     """The login route by client address at RATE_LIMIT_AUTH_RPS; everything else under /api and /tenants at
     RATE_LIMIT_RPS (or the rate ``RATE_OVERRIDE`` gives) per user, per API key, or per address:
 
     - a bearer JWT that ``user_of`` verifies: the user (``user:<sub>``), so a user whose tokens rotate (Clerk renews
       its session tokens every minute) keeps one bucket; a token that does not verify counts against its address;
-    - any other credential (an API key): that credential (``cred:<sha256>``);
-    - no credential: the client address."""
+    - an API key that ``key_ok`` accepts (asked at most once per KEY_TRUST_SECONDS per key): that key
+      (``cred:<sha256>``); one it refuses counts against its address, so random keys cannot each get a fresh bucket;
+    - no credential: the client address.
+
+    A request refused with 401 on its own bucket (a key revoked since it was last accepted, a wrong X-Client-ID) is
+    charged to its address as well."""
+    accepted = _Accepted(KEY_TRUST_SECONDS)
 
     async def identify(request: web.Request) -> Bucket | None:
         path = request.path.rstrip("/") or "/"
@@ -211,22 +241,44 @@ def default_identify(settings: Settings, user_of: UserOf | None = None) -> Ident
             rate = settings.rate_limit_auth_rps
             return Bucket(f"auth:{client_address(request)}", rate, burst_for(rate, settings.rate_limit_burst))
         rate = settings.rate_limit_rps
+        address = Bucket(f"addr:{client_address(request)}", rate, burst_for(rate, settings.rate_limit_burst))
         cred = credential(request)
         if cred is None:
-            return Bucket(f"addr:{client_address(request)}", rate, burst_for(rate, settings.rate_limit_burst))
+            return address
         digest = hashlib.sha256(cred.encode()).hexdigest()
+        bucket_id = f"cred:{digest}"
+        if cred.startswith(API_KEY_PREFIX):
+            if key_ok is not None and digest not in accepted:
+                if not await key_ok(cred):
+                    return address
+                accepted.add(digest)
+        elif user_of is not None:
+            user = await user_of(cred)
+            if user is None:
+                return address
+            bucket_id = f"user:{user}"
+        rate = await _rate(request, digest, rate)
+        return Bucket(bucket_id, rate, burst_for(rate, settings.rate_limit_burst), refusals=address)
+
+    async def _rate(request: web.Request, digest: str, default: float) -> float:
         override = request.app.get(RATE_OVERRIDE)
         if override is not None:
             custom = await override(digest)
             if custom is not None and custom > 0:
-                rate = custom
-        bucket_id = f"cred:{digest}"
-        if user_of is not None and not cred.startswith(API_KEY_PREFIX):
-            user = await user_of(cred)
-            bucket_id = f"user:{user}" if user is not None else f"addr:{client_address(request)}"
-        return Bucket(bucket_id, rate, burst_for(rate, settings.rate_limit_burst))
+                return custom
+        return default
 
     return identify
+
+
+_DECISION = web.RequestKey("rate_decision", Decision)
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every limited response carries its bucket's headers, whoever prepares it."""
+    decision = request.get(_DECISION)
+    if decision is not None:
+        response.headers.update(decision.headers())
 
 
 def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
@@ -245,6 +297,7 @@ def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
                               retry_after=decision.retry_after_seconds)
             err.headers.update(decision.headers())
             raise err
+        request[_DECISION] = decision  # headers added as the response is prepared, streamed ones included
         try:
             resp = await handler(request)
         except web.HTTPException as e:
@@ -254,8 +307,8 @@ def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
             resp = exception_response(request, e)
         except Exception as e:
             resp = exception_response(request, e)
-        if not resp.prepared:  # a streamed response has sent its headers already
-            resp.headers.update(decision.headers())
+        if resp.status == 401 and bucket.refusals is not None:
+            await limiter.take(bucket.refusals.id, bucket.refusals.rate, bucket.refusals.burst)
         return resp
 
     return middleware

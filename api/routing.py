@@ -7,6 +7,7 @@ that validates against the declared response model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from decimal import Decimal
@@ -17,7 +18,8 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .auth import Principal, principal
-from .errors import InvalidJson, ValidationFailed, from_validation_error
+from .errors import InvalidJson, JsonTooDeep, ValidationFailed, from_validation_error
+from .jsondepth import MAX_DEPTH, too_deep
 from .tenancy import Tenancy
 
 
@@ -102,6 +104,13 @@ def path_params(path: str) -> list[str]:
     return _PARAM.findall(path)
 
 
+async def _refuse_deep_body(request: web.Request) -> None:
+    """Every body a route receives, parsed here or by its handler (webhooks, 004's ingest), is scanned before any
+    parser recurses into it; ``request.read()`` keeps the bytes for whoever parses them next."""
+    if request.body_exists and too_deep(await request.read()):
+        raise JsonTooDeep(f"request body nests deeper than {MAX_DEPTH} levels")
+
+
 async def _read_body(request: web.Request, model: type[BaseModel], *, exact: bool = False) -> tuple[BaseModel, Any]:
     raw = await request.read()
     if not raw.strip():
@@ -128,6 +137,27 @@ def _read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as e:
         raise from_validation_error(e, where="query") from None
+
+
+SEND_CHUNK_BYTES = 256 * 1024
+
+
+async def send_json(request: web.Request, payload: bytes, *, status: int = 200) -> web.StreamResponse:
+    """An already serialised JSON body. A large one (a page of big agents) is written in chunks, giving the loop a
+    turn after each, so copying it out never holds every other request and socket on this loop (the loop monitor's
+    lateness) for its whole length."""
+    if len(payload) <= SEND_CHUNK_BYTES:
+        return web.Response(body=payload, status=status, content_type="application/json")
+    resp = web.StreamResponse(status=status)
+    resp.content_type = "application/json"
+    resp.content_length = len(payload)
+    await resp.prepare(request)
+    view = memoryview(payload)
+    for start in range(0, len(payload), SEND_CHUNK_BYTES):
+        await resp.write(view[start:start + SEND_CHUNK_BYTES])  # waits for the socket when its buffer is full
+        await asyncio.sleep(0)
+    await resp.write_eof()
+    return resp
 
 
 TenancyResolver = Callable[[web.Request, Principal], Awaitable[Tenancy]]
@@ -167,6 +197,7 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
                     tenancy=tenancy)
         if check is not None:
             await check(call, call.params[route.owned_param])  # before the body is read: not yours, 404
+        await _refuse_deep_body(request)
         if route.body is not None:
             call.body, call.raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
         if route.query is not None:

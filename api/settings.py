@@ -64,6 +64,12 @@ class Settings:
         default=(),
         metadata={"doc": "Comma-separated origins accepted in the token's `azp` claim; empty accepts any."},
     )
+    jwt_audience: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Comma-separated audiences: when set, a bearer JWT's `aud` must name one of them (the "
+                         "embedded issuer's tokens carry the first). Empty: `aud` is not checked (Clerk's session "
+                         "tokens carry none unless a JWT template adds one)."},
+    )
     secret_key: str = field(
         default="", repr=False,
         metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets, Twilio auth tokens, "
@@ -290,6 +296,8 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if isinstance(self.clerk_authorized_parties, str):
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
+        if isinstance(self.jwt_audience, str):
+            object.__setattr__(self, "jwt_audience", _split(self.jwt_audience))
         if isinstance(self.callback_allowed_hosts, str):
             object.__setattr__(self, "callback_allowed_hosts", _split(self.callback_allowed_hosts))
         if isinstance(self.sip_inbound_allowed_addresses, str):

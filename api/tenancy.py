@@ -39,6 +39,13 @@ class Tenancy:
         return self.tenant["id"]
 
 
+def refuse_suspended(tenant: dict[str, Any]) -> None:
+    if tenant["status"] == "suspended":
+        err = Forbidden(f"tenant {tenant['id']} is suspended")
+        err.type = "tenant_suspended"
+        raise err
+
+
 class _Ttl:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -150,10 +157,7 @@ class Tenants:
                 raise NotFound(f"tenant {wanted} not found")
         if tenant is None:  # a key whose tenant vanished
             raise Unauthorized("unknown or revoked API key")
-        if tenant["status"] == "suspended":
-            err = Forbidden(f"tenant {tenant['id']} is suspended")
-            err.type = "tenant_suspended"
-            raise err
+        refuse_suspended(tenant)
         self._remember_rate(request, tenant)
         return Tenancy(tenant=tenant)
 

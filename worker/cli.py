@@ -35,14 +35,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from api.auth import LocalIssuer
+    from api.auth import local_issuer
 
     settings = _settings(args)
     if settings.clerk_issuer or settings.clerk_jwks_url:
         print("voxarena token: Clerk settings are configured; tokens come from Clerk, not the embedded issuer",
               file=sys.stderr)
         return 2
-    issuer = LocalIssuer(settings.data_dir)
+    issuer = local_issuer(settings)
     print(issuer.issue(args.user, ttl_seconds=args.ttl))
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ..keys import AGENT_LISTS, STORE
-from ..routing import Call, Route
+from ..routing import Call, Route, send_json
 from ..schemas.agents import (Agent, AgentCreate, AgentList, AgentQuery, AgentUpdate, AgentV1, AgentV1Create,
                               AgentV1Query, AgentV1Update, agent_v1_wire, agent_wire, storage)
 from ..schemas.common import Deleted
@@ -16,18 +16,16 @@ from ..services import agents as service
 from ..store import agents as repo
 
 
-async def list_agents(call: Call) -> web.Response:
+async def list_agents(call: Call) -> web.StreamResponse:
     app = call.request.app
     q: AgentQuery = call.query
     if q.tenant_id is not None and q.tenant_id != call.tenant_id:
         payload = AgentList(agents=[], total=0).model_dump_json().encode()
-    elif q.status is None and q.type is None:
-        payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.tenant_id)
     else:
-        listed = await app[STORE].read(
-            lambda db: service.list_wire(db, call.tenant_id, status=q.status, agent_type=q.type))
-        payload = AgentList.model_validate(listed).model_dump_json().encode()
-    return web.Response(body=payload, content_type="application/json")
+        filters = {k: v for k, v in (("status", q.status), ("agent_type", q.type)) if v is not None}
+        payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.tenant_id, page=q.page, limit=q.limit,
+                                          **filters)
+    return await send_json(call.request, payload)
 
 
 async def _write(call: Call, fn: Any, *args: Any) -> Any:
@@ -55,11 +53,12 @@ async def delete_agent(call: Call) -> dict:
 
 # ---- /api/v1/agents (002) ----
 
-async def list_v1(call: Call) -> list:
+async def list_v1(call: Call) -> web.StreamResponse:
     q: AgentV1Query = call.query
-    rows = await call.request.app[STORE].read(
-        lambda db: repo.list_(db, call.tenant_id, client_id=q.client_id, enabled=q.active))
-    return [agent_v1_wire(r) for r in rows]
+    filters = {k: v for k, v in (("client_id", q.client_id), ("enabled", q.active)) if v is not None}
+    payload = await call.request.app[STORE].read(
+        lambda db: service.list_v1_json(db, call.tenant_id, page=q.page, limit=q.limit, **filters))
+    return await send_json(call.request, payload)
 
 
 async def create_v1(call: Call) -> dict:
@@ -83,17 +82,17 @@ _OWN = {"owns": "agent", "owned_param": "id"}
 _OWN_V1 = {"owns": "agent", "owned_param": "agent_id"}
 
 ROUTES = [
-    # The unfiltered list is served as the cached bytes (raw), still documented and checked against AgentList.
-    Route("GET", "/api/agents", list_agents, "List your agents", "agents", response=AgentList, query=AgentQuery,
-          raw=True),
+    # Lists are serialised off the loop and sent as bytes (raw), still documented and checked against their models.
+    Route("GET", "/api/agents", list_agents, "List your agents (a page)", "agents", response=AgentList,
+          query=AgentQuery, raw=True),
     Route("POST", "/api/agents", create_agent, "Create an agent", "agents", response=Agent, body=AgentCreate,
           status=201, errors=(403, 409)),
     Route("GET", "/api/agents/{id}", get_agent, "Get an agent", "agents", response=Agent, **_OWN),
     Route("PUT", "/api/agents/{id}", update_agent, "Update an agent", "agents", response=Agent, body=AgentUpdate,
           errors=(409,), **_OWN),
     Route("DELETE", "/api/agents/{id}", delete_agent, "Delete an agent", "agents", response=Deleted, **_OWN),
-    Route("GET", "/api/v1/agents", list_v1, "List agents (Autonomite shape)", "agents-v1", response=AgentV1,
-          many=True, query=AgentV1Query),
+    Route("GET", "/api/v1/agents", list_v1, "List agents (Autonomite shape; a page)", "agents-v1",
+          response=AgentV1, many=True, query=AgentV1Query, raw=True),
     Route("POST", "/api/v1/agents", create_v1, "Create an agent (Autonomite shape)", "agents-v1",
           response=AgentV1, body=AgentV1Create, status=201, errors=(403, 409)),
     Route("GET", "/api/v1/agents/{agent_id}", get_v1, "Get an agent (Autonomite shape)", "agents-v1",

@@ -4,13 +4,13 @@ agent's answer to a message), the chat websocket /ws/chat/{session_id}, and endi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
+from ..jsondepth import TooDeep, loads
 from ..keys import CHAT, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
@@ -143,7 +143,10 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
     """Handle one client frame; returns the session the conversation goes on in (a new one when it had ended)."""
     chat = call.request.app[CHAT]
     try:
-        data = json.loads(raw)
+        data = loads(raw)
+    except TooDeep as e:
+        await _send(ws, {"type": "error", "detail": f"the message {e}"})
+        return None
     except ValueError:
         await _send(ws, {"type": "error", "detail": "the message is not valid JSON"})
         return None

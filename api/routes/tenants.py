@@ -10,6 +10,7 @@ from ..schemas.common import Success
 from ..schemas.tenants import (ADMIN_FIELDS, Member, MemberCreate, MemberList, Tenant, TenantCreate, TenantUpdate,
                                tenant_wire)
 from ..store import tenants as repo
+from ..tenancy import refuse_suspended
 
 
 async def _stored(call: Call) -> str:
@@ -32,10 +33,20 @@ async def _require_owner(call: Call, tenant_id: str, what: str) -> None:
     """An admin, or an owner of the tenant (an API key acts as neither)."""
     assert call.principal is not None
     tenants = call.request.app[TENANTS]
-    if call.principal.key_id is None and (await tenants.is_admin(call.principal)
-                                          or await tenants.role(tenant_id, call.principal.user_id) == "owner"):
+    if call.principal.key_id is None and await tenants.is_admin(call.principal):
+        return
+    if call.principal.key_id is None and await tenants.role(tenant_id, call.principal.user_id) == "owner":
+        await _refuse_if_suspended(call, tenant_id)
         return
     raise Forbidden(f"{what} is for the tenant's owners and platform admins")
+
+
+async def _refuse_if_suspended(call: Call, tenant_id: str) -> None:
+    """A suspended tenant's owners and members still read it (to see that it is suspended) but change nothing;
+    only a platform admin acts on it (and lifts the suspension)."""
+    tenant = await call.request.app[TENANTS].record(tenant_id)
+    if tenant is not None:
+        refuse_suspended(tenant)
 
 
 async def create_tenant(call: Call) -> dict:
@@ -88,6 +99,8 @@ async def remove_member(call: Call) -> dict:
     assert call.principal is not None
     if call.principal.user_id != user_id:  # anyone may leave; removing others is for owners
         await _require_owner(call, tenant_id, "removing members")
+    elif not await call.request.app[TENANTS].is_admin(call.principal):
+        await _refuse_if_suspended(call, tenant_id)
     await call.request.app[STORE].write(repo.remove_member, tenant_id, user_id)
     call.request.app[TENANTS].changed(tenant_id)
     return {"success": True}

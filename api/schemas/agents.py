@@ -281,12 +281,23 @@ class AgentV1Update(RequestBody):
         return storage(data)
 
 
-class AgentV1Query(Query):
+AGENTS_PAGE_DEFAULT = 100
+AGENTS_PAGE_MAX = 500
+
+
+class AgentPage(Query):
+    """001's page/limit (as on GET /api/sessions): a tenant with thousands of agents is listed a page at a time."""
+
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=AGENTS_PAGE_DEFAULT, ge=1, le=AGENTS_PAGE_MAX)
+
+
+class AgentV1Query(AgentPage):
     client_id: str | None = Field(default=None, max_length=200)
     active: bool | None = None
 
 
-class AgentQuery(Query):
+class AgentQuery(AgentPage):
     """003's filters on GET /api/agents."""
 
     status: AgentStatus | None = None

@@ -19,11 +19,12 @@ from typing import Any, Callable
 import sqlite_utils
 from pydantic import TypeAdapter
 
-from ..schemas.agents import AgentList, agent_wire
+from ..schemas.agents import AGENTS_PAGE_DEFAULT, AgentList, AgentV1, agent_v1_wire, agent_wire
 from ..store import agents as repo
 from ..store.db import Store
 
 _LIST = TypeAdapter(AgentList)
+_LIST_V1 = TypeAdapter(list[AgentV1])
 
 
 class AgentListCache:
@@ -107,17 +108,31 @@ class AgentListCache:
             self._bytes -= len(payload)
 
 
-def list_wire(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> dict[str, Any]:
-    agents = [agent_wire(r) for r in repo.list_(db, owner_id, **filters)]
-    return {"agents": agents, "total": len(agents)}
+def list_wire(db: sqlite_utils.Database, owner_id: str, *, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT,
+              **filters: Any) -> dict[str, Any]:
+    """One page of the owner's agents (newest first) and how many there are in all."""
+    agents = [agent_wire(r) for r in repo.list_(db, owner_id, limit=limit, offset=(page - 1) * limit, **filters)]
+    return {"agents": agents, "total": repo.count_listed(db, owner_id, **filters)}
 
 
-def _list_json(db: sqlite_utils.Database, owner_id: str) -> bytes:
-    # Serialised on the reader thread, exactly as the route table would have serialised the record.
-    return _LIST.dump_json(_LIST.validate_python(list_wire(db, owner_id)))
+def _list_json(db: sqlite_utils.Database, owner_id: str, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT,
+               **filters: Any) -> bytes:
+    # Serialised on the reader thread, exactly as the route table would have serialised the record: a page of
+    # large agents costs the event loop nothing but the write.
+    return _LIST.dump_json(_LIST.validate_python(list_wire(db, owner_id, page=page, limit=limit, **filters)))
 
 
-async def list_json(store: Store, cache: AgentListCache, owner_id: str) -> bytes:
+def list_v1_json(db: sqlite_utils.Database, owner_id: str, *, page: int, limit: int, **filters: Any) -> bytes:
+    rows = repo.list_(db, owner_id, limit=limit, offset=(page - 1) * limit, **filters)
+    return _LIST_V1.dump_json(_LIST_V1.validate_python([agent_v1_wire(r) for r in rows]))
+
+
+async def list_json(store: Store, cache: AgentListCache, owner_id: str, *, page: int = 1,
+                    limit: int = AGENTS_PAGE_DEFAULT, **filters: Any) -> bytes:
+    """The owner's list page, serialised. Only the unfiltered first page of the default size (what the dashboard
+    and most clients ask for) is cached; other pages and filtered lists are read each time."""
+    if filters or page != 1 or limit != AGENTS_PAGE_DEFAULT:
+        return await store.read(lambda db: _list_json(db, owner_id, page, limit, **filters))
     payload = cache.get(owner_id)
     if payload is not None:
         return payload

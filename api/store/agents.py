@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..jsondepth import load_stored
 from .errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from . import clients, tenants
 from .tenants import slugify
@@ -28,8 +29,8 @@ _LIVE = "deleted_at IS NULL"
 
 def record(row: dict[str, Any], stats: tuple[int, int] | None = None) -> dict[str, Any]:
     out = dict(row)
-    out["config"] = json.loads(row["config"] or "{}")
-    out["context_data"] = json.loads(row["context_data"]) if row.get("context_data") else None
+    out["config"] = load_stored(row["config"], what=f"agent {row['id']}: config") or {}
+    out["context_data"] = load_stored(row.get("context_data"), what=f"agent {row['id']}: contextData")
     out["enabled"] = bool(row.get("enabled", 1))
     calls, ms = stats or (0, 0)
     out["total_calls"] = calls
@@ -37,10 +38,13 @@ def record(row: dict[str, Any], stats: tuple[int, int] | None = None) -> dict[st
     return out
 
 
-def _stats(db: sqlite_utils.Database, owner_id: str, agent_id: str | None = None) -> dict[str, tuple[int, int]]:
+def _stats(db: sqlite_utils.Database, owner_id: str, agent_id: str | None = None,
+           agent_ids: list[str] | None = None) -> dict[str, tuple[int, int]]:
     where, args = "owner_id = ? AND status != 'pending'", [owner_id]
     if agent_id is not None:
-        where, args = where + " AND agent_id = ?", [*args, agent_id]
+        agent_ids = [agent_id]
+    if agent_ids is not None:
+        where, args = where + f" AND agent_id IN ({', '.join('?' * len(agent_ids))})", [*args, *agent_ids]
     return {r[0]: (r[1], r[2] or 0) for r in db.execute(
         f"SELECT agent_id, COUNT(*), SUM(duration_ms) FROM sessions WHERE {where} GROUP BY agent_id", args)}
 
@@ -129,8 +133,8 @@ def get_any_owner(db: sqlite_utils.Database, agent_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-def list_(db: sqlite_utils.Database, owner_id: str, *, status: str | None = None, agent_type: str | None = None,
-          client_id: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
+def _filters(owner_id: str, status: str | None = None, agent_type: str | None = None, client_id: str | None = None,
+             enabled: bool | None = None) -> tuple[str, list[Any]]:
     where, args = ["owner_id = ?", _LIVE], [owner_id]
     for column, value in (("status", status), ("agent_type", agent_type), ("client_id", client_id)):
         if value is not None:
@@ -139,9 +143,23 @@ def list_(db: sqlite_utils.Database, owner_id: str, *, status: str | None = None
     if enabled is not None:
         where.append("enabled = ?")
         args.append(int(enabled))
-    rows = list(db.query(f"SELECT * FROM agents WHERE {' AND '.join(where)} ORDER BY created_at DESC, id", args))
-    stats = _stats(db, owner_id) if rows else {}
+    return " AND ".join(where), args
+
+
+def list_(db: sqlite_utils.Database, owner_id: str, *, limit: int | None = None, offset: int = 0,
+          **filters: Any) -> list[dict[str, Any]]:
+    """Newest first; ``filters``: status, agent_type, client_id, enabled. ``limit`` None: every one."""
+    where, args = _filters(owner_id, **filters)
+    page = "" if limit is None else " LIMIT ? OFFSET ?"
+    rows = list(db.query(f"SELECT * FROM agents WHERE {where} ORDER BY created_at DESC, id{page}",
+                         [*args, *([limit, offset] if limit is not None else [])]))
+    stats = _stats(db, owner_id, agent_ids=[r["id"] for r in rows]) if rows else {}
     return [record(r, stats.get(r["id"])) for r in rows]
+
+
+def count_listed(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> int:
+    where, args = _filters(owner_id, **filters)
+    return db.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", args).fetchone()[0]
 
 
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:

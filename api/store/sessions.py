@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
+from ..jsondepth import load_stored
 from .errors import LimitError, NotFoundError
 from . import calls, events, tenants
 from .timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
@@ -404,7 +405,7 @@ _CALL_COLUMNS = ("SELECT s.id, s.agent_id, s.direction, s.status, s.call_status,
 
 
 def _call_record(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "context": json.loads(row["context"]) if row["context"] else None}
+    return {**row, "context": load_stored(row["context"], what=f"call {row['id']}: context")}
 
 
 def active_calls(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:

@@ -87,7 +87,7 @@ async def test_a_plain_answer_needs_no_function(asking, auth, fakes):
 async def test_without_an_llm_key_ask_is_a_503_with_a_clear_error(client, auth):
     body = await assert_error(await client.post("/api/ask", json={"question": "q"}, headers=auth("alice")), 503)
     assert "VOXARENA_GOOGLE_API_KEY" in body["detail"] and body["error"] == "Service unavailable"
-    await assert_error(await client.post("/api/ask", json={"question": ""}, headers=auth("alice")), 422)
+    await assert_error(await client.post("/api/ask", json={"question": ""}, headers=auth("alice")), 400)
 
 
 async def test_a_failing_llm_is_a_502(asking, auth, fakes):

@@ -54,11 +54,17 @@ async def jwks_server(keys):
 
 
 @pytest.fixture
-async def clerk_client(tmp_path, jwks_server):
+def audience() -> tuple[str, ...]:
+    return ()
+
+
+@pytest.fixture
+async def clerk_client(tmp_path, jwks_server, audience):
     server, counter = jwks_server
     settings = Settings(data_dir=tmp_path / "d", clerk_issuer=ISSUER,
                         clerk_jwks_url=str(server.make_url("/.well-known/jwks.json")),
-                        clerk_authorized_parties=("https://app.example.com",), worker_enabled=False)
+                        clerk_authorized_parties=("https://app.example.com",), worker_enabled=False,
+                        jwt_audience=audience)
     store = Store(settings.database_path)
     async with TestClient(TestServer(create_app(settings, store=store), host="127.0.0.1")) as c:
         yield c, settings, counter
@@ -156,3 +162,44 @@ async def test_public_routes_need_no_token(clerk_client):
     client, _, _ = clerk_client
     assert (await client.get("/health")).status == 200
     assert (await client.get("/openapi.json")).status == 200
+
+
+async def _post_agent(client, token: str):
+    return await client.post("/api/agents", json={"name": "a", "systemPrompt": "b"},
+                             headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_without_an_audience_configured_aud_is_not_checked(clerk_client, keys):
+    client, _, _ = clerk_client
+    for aud in (None, "anything", ["a", "b"]):
+        assert (await _post_agent(client, sign(keys["good"], claims(aud=aud)))).status == 201
+
+
+@pytest.mark.parametrize("audience", [("https://api.voxarena.test", "voxarena")])
+async def test_with_an_audience_configured_a_token_must_name_one_of_them(clerk_client, keys):
+    client, settings, _ = clerk_client
+    before = table_snapshot(settings.database_path)
+    for aud in (None, "https://other.test", ["https://other.test", "also-not"], ""):
+        body = await assert_error(await _post_agent(client, sign(keys["good"], claims(aud=aud))), 401)
+        assert "aud" in body["detail"], body
+    assert table_snapshot(settings.database_path) == before
+    for aud in ("voxarena", ["https://other.test", "https://api.voxarena.test"]):
+        assert (await _post_agent(client, sign(keys["good"], claims(aud=aud)))).status == 201
+
+
+async def test_the_embedded_issuers_tokens_carry_the_configured_audience_and_verify(tmp_path):
+    from api.auth import local_issuer
+    from api.keys import ISSUER as LOCAL
+
+    settings = Settings(data_dir=tmp_path / "d", worker_enabled=False, jwt_audience=("voxarena", "other"))
+    store = Store(settings.database_path)
+    try:
+        async with TestClient(TestServer(create_app(settings, store=store), host="127.0.0.1")) as client:
+            minted = client.app[LOCAL].issue("alice")
+            assert jwt.decode(minted, options={"verify_signature": False})["aud"] == "voxarena"
+            assert (await _post_agent(client, minted)).status == 201
+            assert (await _post_agent(client, local_issuer(settings).issue("bob"))).status == 201  # the CLI's
+            unaudienced = local_issuer(settings.with_(jwt_audience=())).issue("carol")
+            await assert_error(await _post_agent(client, unaudienced), 401)
+    finally:
+        store.close()

@@ -127,7 +127,7 @@ async def test_start_and_end_are_required_and_errors_carry_004s_keys(client, dat
                  f"/api/metrics/timeseries?{NOV}", "/api/metrics/timeseries?metric=sends"):
         body = await assert_error(await client.get(path, headers=data), 400)
         assert body["error"] == "Invalid request format" and body["details"] == body["detail"], path
-    await assert_error(await client.get(f"/api/metrics/summary?{NOV}&source=excel", headers=data), 422)
+    await assert_error(await client.get(f"/api/metrics/summary?{NOV}&source=excel", headers=data), 400)
 
 
 async def test_timeseries_has_a_point_per_day(client, data):
@@ -197,6 +197,6 @@ async def test_steps_campaigns_and_the_sheet_view(client, auth, data):
         "campaignName": "Ohio"}, "rows": None, "total": None, "limit": None, "offset": None}
     raw = await _get(client, data, "/api/sheets?format=raw&campaign=Texas")
     assert raw["total"] == 3 and {r["contact_email"] for r in raw["rows"]} == {f"t{i}@texas.test" for i in range(3)}
-    await assert_error(await client.get(f"/api/sheets?format=raw&offset={10**20}", headers=data), 422)
+    await assert_error(await client.get(f"/api/sheets?format=raw&offset={10**20}", headers=data), 400)
     bob = await _get(client, auth("bob"), "/api/sheets")
     assert bob["stats"]["totalSends"] == 50

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -108,6 +109,39 @@ async def test_a_users_tokens_share_one_bucket_and_forged_ones_count_against_the
         await assert_error(resp, 401)
         assert int(resp.headers["X-RateLimit-Remaining"]) == expect
     assert int((await tight.get("/api/agents", headers=first)).headers["X-RateLimit-Remaining"]) == 0
+
+
+async def _new_key(client, auth, user: str) -> dict:
+    resp = await client.post("/api/keys", json={"name": "ci"}, headers=auth(user))  # on the user's own bucket
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_refused_api_keys_count_against_their_address_however_they_are_sent(tight, auth):
+    """Random key-shaped values, each new, through every header a key travels in: the address's bucket empties, as
+    with forged JWTs, while a live key keeps its own bucket."""
+    live = (await _new_key(tight, auth, "alice"))["key"]
+    statuses = []
+    for i in range(12):
+        junk = "vxa_" + secrets.token_urlsafe(32)
+        header = ({"Authorization": f"Bearer {junk}"}, {"X-API-Key": junk}, {"x-webhook-token": junk})[i % 3]
+        statuses.append((await tight.get("/api/agents", headers=header)).status)
+    assert statuses == [401] * 5 + [429] * 7
+    await assert_error(await tight.get("/api/agents"), 429)  # no credential: the same address bucket
+    for expect in (4, 3):
+        resp = await tight.get("/api/agents", headers={"X-API-Key": live})
+        assert resp.status == 200 and int(resp.headers["X-RateLimit-Remaining"]) == expect
+
+
+async def test_a_key_refused_after_it_was_accepted_is_charged_to_its_address_too(tight, auth):
+    key = await _new_key(tight, auth, "alice")
+    h = {"X-API-Key": key["key"]}
+    assert (await tight.get("/api/agents", headers=h)).status == 200
+    assert (await tight.delete(f"/api/keys/{key['id']}", headers=auth("alice"))).status == 200
+    for _ in range(4):  # on the key's own bucket (trusted for a while), each 401 spends an address token as well
+        await assert_error(await tight.get("/api/agents", headers=h), 401)
+    await assert_error(await tight.get("/api/agents"), 401)  # the address's last token
+    await assert_error(await tight.get("/api/agents"), 429)
 
 
 async def test_a_tenants_own_rate_applies_to_its_api_keys(settings, store, auth):

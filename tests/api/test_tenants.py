@@ -178,6 +178,31 @@ async def test_limits_refuse_agents_calls_and_suspended_tenants_writing_nothing(
     assert (await client.get("/api/agents", headers=h)).status == 200
 
 
+async def test_a_suspended_tenants_owners_and_members_change_nothing_of_it_and_an_admin_still_may(client, auth,
+                                                                                               settings):
+    team = await _tenant(client, auth, "alice")
+    tid = team["id"]
+    await _json(await client.post(f"/tenants/{tid}/members", json={"user_id": "bob", "role": "member"},
+                                  headers=auth("alice")), 201)
+    await _json(await client.patch(f"/tenants/{tid}", json={"status": "suspended"}, headers=auth(ADMIN)))
+    before = table_snapshot(settings.database_path)
+    for user, method, path, body in (
+            ("alice", "PATCH", f"/tenants/{tid}", {"name": "renamed"}),
+            ("alice", "PATCH", f"/tenants/{tid}", {"billing_email": "a@example.com"}),
+            ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "mallory", "role": "owner"}),
+            ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "bob", "role": "owner"}),
+            ("alice", "DELETE", f"/tenants/{tid}/members/bob", None),
+            ("bob", "DELETE", f"/tenants/{tid}/members/bob", None)):
+        await assert_error(await client.request(method, path, json=body, headers=auth(user)), 403,
+                           "tenant_suspended")
+    assert table_snapshot(settings.database_path) == before
+    assert (await _json(await client.get(f"/tenants/{tid}", headers=auth("alice"))))["name"] == team["name"]
+    renamed = await _json(await client.patch(f"/tenants/{tid}", json={"name": "renamed", "status": "active"},
+                                             headers=auth(ADMIN)))
+    assert renamed["name"] == "renamed" and renamed["status"] == "active"
+    await _json(await client.patch(f"/tenants/{tid}", json={"name": "ours again"}, headers=auth("alice")))
+
+
 async def test_a_disabled_or_inactive_agent_takes_no_calls(client, auth):
     h = auth("alice")
     for change in ({"enabled": False}, {"status": "inactive"}):

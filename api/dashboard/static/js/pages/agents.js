@@ -7,14 +7,32 @@ import {
   rowActivate,
 } from "../ui.js";
 
+const PAGE_SIZE = 100; // the API's default page
+const ALL_PAGE = 500; // the API's largest page
+
+// Every agent of the tenant (the list is paged): for pages that name agents or let you pick one.
+export async function everyAgent() {
+  const all = [];
+  for (let page = 1; ; page++) {
+    const { agents, total } = await get("/api/agents", { page, limit: ALL_PAGE });
+    all.push(...agents);
+    if (!agents.length || all.length >= total) return all;
+  }
+}
+
 export async function render(main) {
+  const state = { page: 1 };
   const list = h("div", {});
   const head = h("div", { class: "page-head" },
     h("div", {}, h("h1", {}, "Agents"), h("p", { class: "muted" }, "Each agent is a prompt and its STT → LLM → TTS providers.")),
     h("button", { type: "button", class: "primary", onclick: () => openForm(null, reload) }, "New agent"));
   main.append(head, h("section", { class: "panel", "aria-label": "Agents" }, list));
   const reload = () => fill(list, async () => {
-    const { agents, total } = await get("/api/agents");
+    let { agents, total } = await get("/api/agents", { page: state.page, limit: PAGE_SIZE });
+    if (!agents.length && state.page > 1) { // the last agent of the last page was deleted
+      state.page = Math.max(1, Math.ceil(total / PAGE_SIZE));
+      ({ agents, total } = await get("/api/agents", { page: state.page, limit: PAGE_SIZE }));
+    }
     if (!agents.length) {
       return empty("No agents yet.", h("button", { type: "button", class: "primary", onclick: () => openForm(null, reload) },
         "Create your first agent"));
@@ -30,9 +48,14 @@ export async function render(main) {
         h("button", { type: "button", onclick: (e) => { e.stopPropagation(); openForm(a, reload); } }, "Edit"),
         h("button", { type: "button", class: "danger", onclick: (e) => { e.stopPropagation(); remove(a, reload); } }, "Delete")))),
     () => openForm(a, reload)));
+    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+    const pager = pages > 1 ? h("div", { class: "actions", style: "margin-top:.8rem" },
+      h("button", { type: "button", disabled: state.page <= 1, onclick: () => { state.page--; reload(); } }, "← Newer"),
+      h("button", { type: "button", disabled: state.page >= pages, onclick: () => { state.page++; reload(); } }, "Older →"),
+      h("span", { class: "muted small" }, `page ${state.page} of ${pages}`)) : null;
     return [h("p", { class: "muted small" }, count(total, "agent")),
       table([{ title: "Name" }, { title: "Pipeline" }, { title: "Status" }, { title: "Calls", num: true },
-        { title: "Talk time", num: true }, { title: "" }], rows, { label: "Agents" })];
+        { title: "Talk time", num: true }, { title: "" }], rows, { label: "Agents" }), pager];
   }, "Loading agents");
   await reload();
 }

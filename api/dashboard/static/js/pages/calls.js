@@ -9,6 +9,7 @@ import {
   statusBadge, table, toast, unavailable, usd, when,
 } from "../ui.js";
 import { navigate } from "../app.js";
+import { everyAgent } from "./agents.js";
 
 const PAGE_SIZE = 20;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "NO_ANSWER"]);
@@ -16,7 +17,7 @@ const TERMINAL = new Set(["COMPLETED", "FAILED", "NO_ANSWER"]);
 let agentNames = null;
 async function agents() {
   if (!agentNames) {
-    agentNames = get("/api/agents").then(({ agents }) => agents).catch(() => []);
+    agentNames = everyAgent().catch(() => []);
   }
   return agentNames;
 }

@@ -2,6 +2,7 @@
 // served), the selected call's transcript as it is spoken, and the supervisor's controls.
 
 import { get, hasRoute, post, put } from "../api.js";
+import { everyAgent } from "./agents.js";
 import { LiveFeed, speakerOf, textOf } from "../events.js";
 import { transcriptBox } from "../transcript.js";
 import {
@@ -26,7 +27,7 @@ export async function render(main, params) {
       h("h2", { id: "live-h" }, "In progress"), listBox), detail));
 
   const [agents, transfer] = await Promise.all([
-    get("/api/agents").then((r) => r.agents).catch(() => []),
+    everyAgent().catch(() => []),
     hasRoute("POST", "/api/override/transfer"),
   ]);
   st.names = Object.fromEntries(agents.map((a) => [a.id, a.name]));

@@ -2,7 +2,8 @@
 // vendored LiveKit JS client joins the room; the transcript arrives live on LiveKit's `lk.transcription` text
 // streams, which the agent publishes for both sides of the conversation.
 
-import { get, post } from "../api.js";
+import { post } from "../api.js";
+import { everyAgent } from "./agents.js";
 import { config } from "../app.js";
 import { transcriptBox } from "../transcript.js";
 import { clear, describe, empty, field, fill, h } from "../ui.js";
@@ -50,7 +51,7 @@ export async function render(main, params) {
 
   let select = null;
   await fill(picker, async () => {
-    const { agents } = await get("/api/agents");
+    const agents = await everyAgent();
     if (!agents.length) {
       start.disabled = true;
       return empty("Create an agent first.", h("p", {}, h("a", { href: "#/agents" }, "Go to Agents")));
