@@ -5,7 +5,6 @@ apology's last audio instead of being left alone in an open room; the session en
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from livekit import api
@@ -16,15 +15,6 @@ from tests.harness.audio import speech_wav
 
 GREETING = "Hello! Thanks for calling. How can I help?"
 QUESTION = "What are your opening hours?"
-
-
-@contextlib.contextmanager
-def failing(fakes, **failures):
-    fakes.script(failures=failures)
-    try:
-        yield
-    finally:
-        fakes.script(failures={})
 
 
 async def _rooms(server) -> set[str]:
@@ -41,7 +31,7 @@ async def test_a_failing_provider_on_a_web_call_disconnects_the_caller_within_tw
     try:
         await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)
         await client.wait_for_quiet(quiet_s=0.8, timeout=30)
-        with failing(fakes, gemini="reject"):
+        with fakes.failing(gemini="reject"):
             sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
             # the LLM is down for good: what the caller hears now is the apology, and then the call is closed
             await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=1.0, timeout=40)

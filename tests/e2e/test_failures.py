@@ -5,7 +5,6 @@ speaks is not analysed and not billed for an analysis."""
 
 from __future__ import annotations
 
-import contextlib
 
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 from tests.e2e.conftest import ANALYSIS_JSON
@@ -18,15 +17,6 @@ REPLY = "We are open from nine to five, every weekday."
 
 async def _agent(product, **over) -> str:
     return await product.create_agent(firstMessage=GREETING, **over)
-
-
-@contextlib.contextmanager
-def failing(fakes, **failures):
-    fakes.script(failures=failures)
-    try:
-        yield
-    finally:
-        fakes.script(failures={})
 
 
 async def _greeted(client) -> None:
@@ -48,7 +38,7 @@ async def _call_failing_over(product, fakes, agent_id: str, failures: dict[str, 
     try:
         await _greeted(client)
         await _ask(client)
-        with failing(fakes, **failures):
+        with fakes.failing(**failures):
             for _ in range(asks_after):
                 await _ask(client)
     finally:
@@ -75,7 +65,7 @@ async def test_an_llm_failing_mid_call_apologises_keeps_the_callers_words_and_na
     client, tok = await product.join(agent_id)
     try:
         await _greeted(client)
-        with failing(fakes, gemini="reject"):
+        with fakes.failing(gemini="reject"):
             sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
             # The LLM is down for good: what the caller hears now can only be the apology.
             await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=1.0, timeout=40)
@@ -112,7 +102,7 @@ async def test_with_the_primary_llm_down_for_the_whole_call_the_fallback_answers
     product, _, fakes = voice_stack
     agent_id = await _agent(product, fallbackLlmProviders=["openai"])
     before = fakes.counters()
-    with failing(fakes, gemini="reject"):  # until the analysis is stored
+    with fakes.failing(gemini="reject"):  # until the analysis is stored
         client, tok = await product.join(agent_id)
         try:
             await _greeted(client)

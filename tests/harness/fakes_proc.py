@@ -3,12 +3,13 @@ session-scoped e2e fixtures do not depend on any one test's event loop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .procs import ManagedProcess
 
@@ -33,6 +34,15 @@ class FakesProcess:
 
     def script(self, **fields: Any) -> None:
         self._call("POST", "/_fake/script", fields)
+
+    @contextlib.contextmanager
+    def failing(self, **failures: Any) -> Iterator[None]:
+        """The named providers fail as scripted inside the block, and are healthy again after it."""
+        self.script(failures=failures)
+        try:
+            yield
+        finally:
+            self.script(failures={})
 
     def log(self, provider: str) -> list[dict[str, Any]]:
         """The fake's recent requests for one provider (what it was asked to synthesise, which model, ...)."""

@@ -5,7 +5,6 @@ session, the call and the billed line all stopping at that instant; calls never 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from datetime import datetime
@@ -17,15 +16,6 @@ from tests.harness.audio import speech_ulaw_wav
 from tests.harness.sip import SippCallee
 
 _STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6})")
-
-
-@contextlib.contextmanager
-def failing(fakes, **failures):
-    fakes.script(failures=failures)
-    try:
-        yield
-    finally:
-        fakes.script(failures={})
 
 
 def _bye_received_at(callee: SippCallee) -> float | None:
@@ -55,7 +45,7 @@ async def test_a_failing_llm_on_an_answered_call_apologises_in_full_then_hangs_u
     product = sip_product
     callee: SippCallee = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav())
     agent_id = await _agent(product)
-    with failing(fakes, gemini="reject"):  # the callee talks at once: its first turn's reply fails for good
+    with fakes.failing(gemini="reject"):  # the callee talks at once: its first turn's reply fails for good
         placed = await _place(product, agent_id)
         await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
         deadline = time.monotonic() + 60
