@@ -16,6 +16,7 @@ from api.keys import ISSUER
 from api.secrets import SecretBox
 from api.settings import Settings
 from api.store.db import Store
+from worker.connections import json_protocol_errors
 
 
 LIVEKIT_KEY = "testkey"
@@ -57,6 +58,7 @@ def store(settings: Settings) -> Store:
 async def client(settings: Settings, store: Store) -> AsyncIterator[TestClient]:
     app = create_app(settings, store=store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        json_protocol_errors(c.server.runner.server)  # as the product's own listener does (worker.connections)
         yield c
 
 

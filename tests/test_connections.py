@@ -5,6 +5,7 @@ running out of descriptors anyway logs a line per interval, not a traceback per 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import resource
@@ -182,3 +183,27 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("request_bytes, reason", [
+    (b"GET /api/analytics/summary?tenant_id=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "longer than 8190 bytes"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Probe: a\x00b\r\n\r\n", "Invalid header value char"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", "longer than 8190 bytes"),
+])
+async def test_a_request_the_parser_refuses_gets_the_one_error_body(api_settings, store, request_bytes, reason):
+    # aiohttp answers these itself, before any route or middleware, in text/plain with the parser's text
+    runner, site, _ = await _serve(api_settings, store)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        writer.write(request_bytes)
+        raw = await asyncio.wait_for(reader.read(), timeout=10)  # the server closes after answering
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 400 ", head), raw[:300]
+        assert b"Content-Type: application/json" in head, head
+        parsed = json.loads(body)
+        assert parsed["status_code"] == 400 and parsed["type"] == "bad_request", parsed
+        assert reason in parsed["detail"] and parsed["error"] == parsed["details"] == parsed["detail"], parsed
+        assert b"x" * 200 not in body and b"y" * 200 not in body  # what was sent is not echoed
+    finally:
+        await runner.cleanup()

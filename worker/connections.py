@@ -12,6 +12,8 @@ import resource
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from api.accesslog import RedactingAccessLogger
 from api.errors import dumps, error_body
@@ -126,6 +128,57 @@ class AddressCap:
         server.connection_lost = connection_lost  # type: ignore[method-assign]
 
 
+_PROTOCOL_ERRORS = {400: ("bad_request", "malformed HTTP request"),
+                    413: ("payload_too_large", "request too large"),
+                    431: ("bad_request", "request headers too large")}
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering what its parser refuses (a request line or header over 8 KB, a NUL
+    in a header, a bad method) with the one error body instead of text/plain with the parser's text."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # part of a response went out already: aiohttp's own handling closes it
+            return super().handle_error(request, status, exc, message)
+        return _json_protocol_error(self, request, status, exc, message)
+
+
+def _json_protocol_error(handler: RequestHandler, request: Any, status: int, exc: BaseException | None,
+                         message: str | None) -> web.StreamResponse:
+    if status >= 500:
+        handler.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        type_, detail = "internal_error", "internal server error"
+    else:
+        type_, what = _PROTOCOL_ERRORS.get(status, ("bad_request", "malformed HTTP request"))
+        # one line and no echo of what was sent: the parser's text quotes up to the whole oversized line
+        reason = (getattr(exc, "message", None) or message or "").strip().splitlines()
+        if isinstance(exc, LineTooLong):
+            detail = f"{what}: the request line or a header is longer than {exc.args[1]} bytes"
+        else:
+            detail = f"{what}: {reason[0][:120]}" if reason else what
+        log.info("refused a malformed request from %s: %s", request.remote, detail)
+    body = error_body(status, type_, detail)
+    body["error"], body["details"] = detail, detail  # 004's keys, as on its routes' errors
+    resp = web.Response(status=status, text=dumps(body), content_type="application/json")
+    resp.force_close()
+    return resp
+
+
+def json_protocol_errors(server: web.Server) -> None:
+    """Every connection of ``server`` answers requests aiohttp cannot parse with the API's one error body."""
+    made = server.connection_made
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        # RequestHandler has __slots__ and web.Server builds it by name: the class is swapped, its layout is the same
+        handler.__class__ = _JsonErrorHandler
+        made(handler, transport)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     # aiohttp's keep-alive timer also runs from the moment a connection opens and while a request's headers are
     # incomplete: one timeout closes connections that never send a request, send it too slowly, or sit idle.
@@ -138,6 +191,7 @@ async def start_site(runner: web.AppRunner, settings: Settings) -> tuple[web.TCP
     assert runner.server is not None, "runner.setup() first"
     cap = AddressCap(settings.max_connections_per_address)
     cap.attach(runner.server)
+    json_protocol_errors(runner.server)
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     return site, cap
