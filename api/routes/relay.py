@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 from ..errors import Conflict, Forbidden, Unauthorized
+from ..jsondepth import loads
 from ..keys import CHAT, SECRETS, SETTINGS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import TwilioSettings, TwilioSettingsBody
@@ -103,7 +104,7 @@ async def _first_message(ws: web.WebSocketResponse) -> dict[str, Any] | None:
     if msg.type != WSMsgType.TEXT:
         return None
     try:
-        data = json.loads(msg.data)
+        data = loads(msg.data)
     except ValueError:
         return None
     return data if isinstance(data, dict) and data.get("type") == "setup" else None
@@ -164,9 +165,9 @@ class _RelayCall:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
-                data = json.loads(msg.data)
+                data = loads(msg.data)
             except ValueError:
-                log.warning("session %s: a relay message that is not JSON", self.session_id)
+                log.warning("session %s: a relay message that is not JSON (or nests too deep): skipped", self.session_id)
                 continue
             kind = data.get("type") if isinstance(data, dict) else None
             if kind == "prompt":

@@ -297,3 +297,19 @@ async def test_an_llm_failing_for_good_apologises_hands_the_call_back_and_ends_t
     s = await wait_session(client, auth, sid, lambda s: s["status"] == "ended")
     assert s["endReason"] == "error" and "gemini" in s["error"]
     assert [t["speaker"] for t in s["transcript"]] == ["USER", "AGENT"]  # the caller's words are kept
+
+
+async def test_a_frame_nested_past_the_json_depth_limit_is_skipped_and_the_call_goes_on(client, auth, store, fakes,
+                                                                                       twilio_tokens, caplog):
+    # a few thousand levels used to raise RecursionError inside json.loads and kill the call's handler
+    seed_agent(store, "alice", name="Front Desk", systemPrompt="You are the front desk.")
+    fakes.update_script(llm_replies=["We open at nine."])
+    async with await _relay(client, ALICE_TOKEN, await relay_url(client, auth)) as ws:
+        await ws.send_str("[" * 5000 + "]" * 5000)  # before the setup: the call is refused cleanly, not crashed
+        assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
+    async with await _relay(client, ALICE_TOKEN, await relay_url(client, auth)) as ws:
+        await ws.send_json(setup_message(agent_slug="front-desk"))
+        await ws.send_str('{"type": "prompt", "x": ' + "[" * 5000 + "]" * 5000 + "}")
+        await ws.send_json({"type": "prompt", "voicePrompt": "When do you open?", "lang": "en-US", "last": True})
+        assert await _reply(ws) == "We open at nine."
+    assert "a relay message that is not JSON (or nests too deep)" in caplog.text
