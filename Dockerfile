@@ -8,6 +8,7 @@ RUN useradd --create-home --uid 10001 voxarena && mkdir /data && chown voxarena 
 WORKDIR /app
 COPY pyproject.toml README.md pricing.yaml ./
 COPY api ./api
+COPY core ./core
 COPY pipelines ./pipelines
 COPY worker ./worker
 RUN pip install --no-cache-dir .

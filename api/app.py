@@ -14,11 +14,11 @@ from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
                    SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
-from .dispatch_meta import DispatchSigner
-from .livekit import Gateways, LiveKitGateway
-from .secrets import SecretBox
+from core.dispatch_meta import DispatchSigner
+from core.livekit import Gateways, LiveKitGateway
+from core.secrets import SecretBox
 from .services import clients as clients_service
-from .store import clients as clients_repo
+from core.store import clients as clients_repo
 from .loopmon import LoopMonitor
 from .dashboard import add_dashboard
 from .routes import accounts, agents, apikeys, calls, clients, costs, events, livekit, meta, sessions, tenants
@@ -37,8 +37,8 @@ from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.sockets import SocketGuard, SocketLeases
 from .schemas.events import event_wire
-from .settings import Settings
-from .store.db import Store
+from core.settings import Settings
+from core.store.db import Store
 from .tenancy import Tenants
 from .version import VERSION
 from pipelines.pricing import PriceBook

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from .errors import Unauthorized
-from .secrets import write_once
-from .settings import Settings
+from core.secrets import write_once
+from core.settings import Settings
 
 log = logging.getLogger("voxarena.auth")
 

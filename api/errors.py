@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from .store.errors import (ConflictError, InvalidReferenceError, LimitError, NotFoundError, StorageUnavailable,
+from core.store.errors import (ConflictError, InvalidReferenceError, LimitError, NotFoundError, StorageUnavailable,
                            StoreError)
 
 log = logging.getLogger("voxarena.api")

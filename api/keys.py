@@ -8,8 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from .auth import LocalIssuer, Verifier
-from .livekit import Gateways, LiveKitGateway
-from .secrets import SecretBox
+from core.livekit import Gateways, LiveKitGateway
+from core.secrets import SecretBox
 from .loopmon import LoopMonitor
 from .services.events import EventHub
 from .services.sockets import SocketGuard
@@ -17,8 +17,8 @@ from pipelines.pricing import PriceBook
 
 from .services.agents import AgentListCache
 from .services.chat import ChatService
-from .settings import Settings
-from .store.db import Store
+from core.settings import Settings
+from core.store.db import Store
 from .tenancy import Tenants
 
 SETTINGS = web.AppKey("settings", Settings)

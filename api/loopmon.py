@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections import deque
 
-from .periodic import Periodic
+from core.periodic import Periodic
 
 
 class LoopMonitor:

@@ -7,8 +7,8 @@ from .errors import NotFound
 from .keys import STORE, TENANTS
 from .routing import Call, ownership
 from .schemas.phone_numbers import path_number
-from .store import agents, apikeys, calls, clients, phone_numbers, sessions
-from .store.tenants import personal_tenant_id
+from core.store import agents, apikeys, calls, clients, phone_numbers, sessions
+from core.store.tenants import personal_tenant_id
 
 
 @ownership("agent")

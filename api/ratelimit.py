@@ -23,8 +23,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from .errors import RateLimited, exception_response
-from .store.apikeys import KEY_PREFIX as API_KEY_PREFIX
-from .settings import Settings
+from core.store.apikeys import KEY_PREFIX as API_KEY_PREFIX
+from core.settings import Settings
 
 log = logging.getLogger("voxarena.ratelimit")
 

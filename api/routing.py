@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .auth import Principal, principal
 from .errors import InvalidJson, JsonTooDeep, ValidationFailed, from_validation_error
-from .jsondepth import MAX_DEPTH, too_deep
+from core.jsondepth import MAX_DEPTH, too_deep
 from .tenancy import Tenancy
 
 

@@ -18,12 +18,12 @@ from aiohttp import web
 from . import ratelimit
 from .auth import Principal
 from .errors import Forbidden, NotFound, Unauthorized
-from .settings import Settings
-from .store import accounts, apikeys
-from .store import clients as clients_repo
-from .store import tenants as repo
-from .store.db import Store
-from .store.timefmt import now_iso
+from core.settings import Settings
+from core.store import accounts, apikeys
+from core.store import clients as clients_repo
+from core.store import tenants as repo
+from core.store.db import Store
+from core.store.timefmt import now_iso
 
 log = logging.getLogger("voxarena.tenancy")
 

@@ -15,14 +15,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import LocalIssuer
-from api.settings import Settings
+from core.settings import Settings
 from api.schemas.agents import storage
-from api.store import agents as agents_repo
-from api.store.tenants import personal_tenant_id
-from api.store import sessions as sessions_repo
-from api.store import usage as ledger
-from api.store.db import Store
-from api.store.timefmt import to_iso
+from core.store import agents as agents_repo
+from core.store.tenants import personal_tenant_id
+from core.store import sessions as sessions_repo
+from core.store import usage as ledger
+from core.store.db import Store
+from core.store.timefmt import to_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 

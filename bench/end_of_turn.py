@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.harness.audio import speech_wav
 from tests.harness.product import Product
 

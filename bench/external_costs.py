@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.services import ingest
-from api.settings import Settings
-from api.store.db import Store
-from api.store.tenants import personal_tenant_id
+from core.settings import Settings
+from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 from pipelines.pricing import PriceBook
 
 from .common import Results, pct

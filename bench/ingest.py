@@ -13,11 +13,11 @@ from pathlib import Path
 
 from api.loopmon import LoopMonitor
 from api.schemas.agents import storage
-from api.store import agents as agents_repo
-from api.store.tenants import personal_tenant_id
-from api.store import sessions as sessions_repo
-from api.store import usage as ledger
-from api.store.db import Store
+from core.store import agents as agents_repo
+from core.store.tenants import personal_tenant_id
+from core.store import sessions as sessions_repo
+from core.store import usage as ledger
+from core.store.db import Store
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from worker.usage_sink import StoreUsageSink

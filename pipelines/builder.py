@@ -87,7 +87,7 @@ def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD
 
 class FallbackLLM(llm_base.FallbackAdapter):
     """LiveKit's FallbackAdapter, naming its LLMs in the order it tries them: its ``chat()`` takes no
-    ``response_format``, so the post-call analysis (api/services/analysis.py) walks them itself."""
+    ``response_format``, so the post-call analysis (core/analysis.py) walks them itself."""
 
     def __init__(self, llms: list[llm_base.LLM], **kwargs: Any) -> None:
         super().__init__(llms, **kwargs)

@@ -11,11 +11,11 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from api.dispatch_meta import DispatchMeta, DispatchSigner
+from core.dispatch_meta import DispatchMeta, DispatchSigner
 from api.keys import ISSUER
-from api.secrets import SecretBox
-from api.settings import Settings
-from api.store.db import Store
+from core.secrets import SecretBox
+from core.settings import Settings
+from core.store.db import Store
 from worker.connections import json_protocol_errors
 
 

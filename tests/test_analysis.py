@@ -10,8 +10,8 @@ from tests.api.seed import tenant_of
 import pytest
 from livekit.agents import llm
 
-from api.store import sessions as repo
-from api.store import usage as ledger
+from core.store import sessions as repo
+from core.store import usage as ledger
 from pipelines.builder import build_llm
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from pipelines.metering import CallMeter

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from api.store import calls as calls_repo
-from api.store import events as events_repo
-from api.store import sessions as sessions_repo
-from api.store import webhooks
-from api.store.db import Store
+from core.store import calls as calls_repo
+from core.store import events as events_repo
+from core.store import sessions as sessions_repo
+from core.store import webhooks
+from core.store.db import Store
 from tests.api.seed import seed_agent, tenant_of
 
 PHONE = "+15551234567"

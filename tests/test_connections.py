@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from api.app import create_app
-from api.settings import Settings
+from core.settings import Settings
 from worker.connections import make_runner, raise_fd_limit, start_site
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("api", "worker", "pipelines")
+SHIPPED = ("api", "core", "worker", "pipelines")
 
 
 def _norm(name: str) -> str:

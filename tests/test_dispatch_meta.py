@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from api.dispatch_meta import BadDispatch, DispatchMeta, DispatchSigner
-from api.secrets import SecretBox
-from api.settings import Settings
+from core.dispatch_meta import BadDispatch, DispatchMeta, DispatchSigner
+from core.secrets import SecretBox
+from core.settings import Settings
 from worker.config import parse_dispatch
 
 KEY = b"k" * 32

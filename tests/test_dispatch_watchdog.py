@@ -11,8 +11,8 @@ from livekit.protocol import agent_dispatch as proto_dispatch
 
 from api.keys import GATEWAYS
 from api.services.dispatch import DispatchWatchdog
-from api.store import sessions as repo
-from api.store.timefmt import now_iso
+from core.store import sessions as repo
+from core.store.timefmt import now_iso
 
 AGENT = {"name": "Support", "systemPrompt": "Be brief."}
 CALLER, AGENT_KIND = int(lk.ParticipantInfo.Kind.STANDARD), int(lk.ParticipantInfo.Kind.AGENT)

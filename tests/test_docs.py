@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from api.app import all_routes
-from api.settings import PREFIX, SETTINGS
+from core.settings import PREFIX, SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from api.schemas.agents import storage
-from api.store import agents, phone_numbers, sessions, tenants
-from api.store.db import connect
-from api.store.migrations import migrate
+from core.store import agents, phone_numbers, sessions, tenants
+from core.store.db import connect
+from core.store.migrations import migrate
 from tests.api.seed import AGENT_WIRE
 from tests.test_dispatch_meta import parse, sign
 from worker.config import BadDispatch

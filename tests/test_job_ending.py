@@ -10,9 +10,9 @@ from typing import Any
 
 from livekit import api
 
-from api.store import calls as calls_repo
-from api.store import sessions as sessions_repo
-from api.store.db import Store
+from core.store import calls as calls_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
 from tests.api.seed import tenant_of
 from tests.test_call_endings import PHONE, _placed
 from worker.config import DispatchMeta

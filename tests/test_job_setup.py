@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.settings import Settings
-from api.store.db import Store
+from core.settings import Settings
+from core.store.db import Store
 from pipelines.config import STT_SAMPLE_RATE
 from worker import entrypoint
 from worker.runtime import Runtime

@@ -15,7 +15,7 @@ import pytest
 from livekit.agents.utils import http_context
 
 from api.loopmon import LoopMonitor
-from api.settings import Settings
+from core.settings import Settings
 from pipelines.builder import build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from worker import entrypoint

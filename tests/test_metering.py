@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from api.store import usage as ledger
+from core.store import usage as ledger
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 from tests.api.seed import seed_call

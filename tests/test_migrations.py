@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from api.secrets import SecretBox
-from api.store import calls as calls_repo
-from api.store import migrations
-from api.store.db import Store, connect
-from api.store.migrations import MIGRATIONS, migrate
+from core.secrets import SecretBox
+from core.store import calls as calls_repo
+from core.store import migrations
+from core.store.db import Store, connect
+from core.store.migrations import MIGRATIONS, migrate
 
 STEP = {version: (version, name, step) for version, name, step in MIGRATIONS}
 # The order earlier releases listed (and so applied) the steps in.

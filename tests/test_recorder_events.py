@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 from livekit.agents.voice.events import UserInputTranscribedEvent
 
-from api.store import events as events_repo
-from api.store import sessions as sessions_repo
-from api.store.db import Store
+from core.store import events as events_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
 from tests.api.seed import seed_agent, tenant_of
 from worker.recorder import PARTIAL_INTERVAL, SessionRecorder
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from api.services.reprice import reprice
-from api.store import usage as ledger
+from core.store import usage as ledger
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
-from api.store.timefmt import parse_iso
+from core.store.timefmt import parse_iso
 
 BOOK = PriceBook.load()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from api.store.db import Store
-from api.store.errors import StorageUnavailable
+from core.store.db import Store
+from core.store.errors import StorageUnavailable
 from tests.storage_conditions import unwritable  # noqa: F401 - the fixture
 from worker.usage_spill import spill, spill_path
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.store.db import Store
+from core.store.db import Store
 
 
 def _insert(db, value: str) -> str:

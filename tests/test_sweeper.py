@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from api.settings import Settings
-from api.store import sessions as repo
-from api.store.timefmt import now_iso
+from core.settings import Settings
+from core.store import sessions as repo
+from core.store.timefmt import now_iso
 from tests.api.seed import seed_call
 from worker.runtime import Runtime
 

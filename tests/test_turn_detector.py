@@ -54,7 +54,7 @@ async def test_other_languages_are_left_to_the_endpointing_delay():
 
 
 def test_the_default_mode_uses_the_transcript_detector_and_the_vad_ends_speech_by_min_delay():
-    from api.settings import Settings
+    from core.settings import Settings
 
     handling = turn_handling(Settings().turn_detection)
     assert isinstance(handling["turn_detection"], TranscriptTurnDetector)

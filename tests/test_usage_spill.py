@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from api.store import usage as ledger
-from api.store.db import Store
+from core.store import usage as ledger
+from core.store.db import Store
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 from tests.api.seed import seed_call, tenant_of

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TextIO
 
-from api.settings import PREFIX, Settings
+from core.settings import PREFIX, Settings
 
 MIN_PASSWORD = 8
 
@@ -61,11 +61,11 @@ def _read_password(stream: TextIO) -> str:
 
 def cmd_user_create(args: argparse.Namespace) -> int:
     from api.passwords import hash_password
-    from api.secrets import SecretBox
-    from api.store import accounts
-    from api.store.db import connect, prepare
-    from api.store.errors import ConflictError
-    from api.store.migrations import migrate
+    from core.secrets import SecretBox
+    from core.store import accounts
+    from core.store.db import connect, prepare
+    from core.store.errors import ConflictError
+    from core.store.migrations import migrate
 
     settings = _settings(args)
     email = accounts.normalize_email(args.email)
@@ -95,9 +95,9 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from api.secrets import SecretBox
-    from api.store.db import connect, prepare
-    from api.store.migrations import migrate, schema_version
+    from core.secrets import SecretBox
+    from core.store.db import connect, prepare
+    from core.store.migrations import migrate, schema_version
 
     settings = _settings(args)
     prepare(settings.database_path)
@@ -115,7 +115,7 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     from api.routes.sessions import date_bounds
     from api.schemas.sessions import DateRange
     from api.services.reprice import reprice
-    from api.store.db import connect
+    from core.store.db import connect
     from pipelines.pricing import PriceBook
 
     settings = _settings(args)
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from api.store.errors import StorageUnavailable
+    from core.store.errors import StorageUnavailable
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,15 +1,15 @@
-"""The job's side of dispatch metadata (the contract is ``api/dispatch_meta.py``); the mapping of settings and stored
-agents onto `pipelines/` is in ``api/services/pipeline.py``."""
+"""The job's side of dispatch metadata (the contract is ``core/dispatch_meta.py``); the mapping of settings and stored
+agents onto `pipelines/` is in ``core/pipeline.py``."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
-from api.dispatch_meta import BadDispatch, DispatchMeta, DispatchSigner
-from api.secrets import SecretBox
-from api.services.pipeline import agent_spec, providers_config
-from api.settings import Settings
+from core.dispatch_meta import BadDispatch, DispatchMeta, DispatchSigner
+from core.secrets import SecretBox
+from core.pipeline import agent_spec, providers_config
+from core.settings import Settings
 
 __all__ = ["BadDispatch", "DispatchMeta", "agent_spec", "parse_dispatch", "providers_config"]
 

@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from api.accesslog import RedactingAccessLogger
 from api.errors import dumps, error_body
-from api.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger("voxarena")
 

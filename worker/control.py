@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 from livekit import rtc
 
-from api.livekit import CONTROL_TOPIC
+from core.livekit import CONTROL_TOPIC
 
 log = logging.getLogger("voxarena.control")
 

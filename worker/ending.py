@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from livekit import api
 from livekit.agents import JobContext
 
-from api.store import calls as calls_repo
-from api.store import sessions as sessions_repo
-from api.store.timefmt import now_iso
+from core.store import calls as calls_repo
+from core.store import sessions as sessions_repo
+from core.store.timefmt import now_iso
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 if TYPE_CHECKING:

@@ -18,15 +18,15 @@ from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
-from api.store.errors import NotFoundError
-from api.livekit import DTMF_CODES, sip_identity
-from api.settings import Settings
-from api.store import agents as agents_repo
-from api.store import calls as calls_repo
-from api.store import events as events_repo
-from api.store import sessions as sessions_repo
-from api.store.db import Store
-from api.store.timefmt import now_iso
+from core.store.errors import NotFoundError
+from core.livekit import DTMF_CODES, sip_identity
+from core.settings import Settings
+from core.store import agents as agents_repo
+from core.store import calls as calls_repo
+from core.store import events as events_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
+from core.store.timefmt import now_iso
 from pipelines.builder import VoiceAgent, build_llm, build_pipeline, build_session, vad_min_silence
 from pipelines.config import (STT_SAMPLE_RATE, AgentSpec, ProviderConfigError,
                               prompt_with_context)

@@ -22,11 +22,11 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import JobContext
 
-from api.store import phone_numbers as numbers_repo
-from api.store import sessions as sessions_repo
-from api.store.db import Store
-from api.store.errors import LimitError, NotFoundError
-from api.store.timefmt import elapsed_ms, now_iso, to_iso
+from core.store import phone_numbers as numbers_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
+from core.store.errors import LimitError, NotFoundError
+from core.store.timefmt import elapsed_ms, now_iso, to_iso
 from pipelines.metering import CallMeter
 
 from .config import DispatchMeta

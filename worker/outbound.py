@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from livekit import api
 
-from api.livekit import sip_identity
+from core.livekit import sip_identity
 from livekit.protocol.sip import CreateSIPParticipantRequest, TransferSIPParticipantRequest
 from google.protobuf.duration_pb2 import Duration
 

@@ -13,10 +13,10 @@ from livekit.agents import AgentSession, utils
 from livekit.agents.llm import ChatMessage
 from livekit.agents.voice.events import CloseEvent, ConversationItemAddedEvent, ErrorEvent, UserInputTranscribedEvent
 
-from api.store import events
-from api.store import sessions as repo
-from api.store.db import Store
-from api.store.timefmt import to_iso
+from core.store import events
+from core.store import sessions as repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 from pipelines.turn_clock import TurnClock
 
 log = logging.getLogger("voxarena.recorder")

@@ -13,13 +13,13 @@ import aiohttp
 from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType
 
-from api.livekit import http_url
-from api.periodic import Periodic
-from api.settings import Settings
-from api.store import dispatch as dispatch_repo
-from api.store import sessions as sessions_repo
-from api.store.db import Store
-from api.store.timefmt import to_iso
+from core.livekit import http_url
+from core.periodic import Periodic
+from core.settings import Settings
+from core.store import dispatch as dispatch_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 
 from . import entrypoint as job
 from .livekit_dev import LocalLiveKit

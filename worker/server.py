@@ -8,9 +8,9 @@ import signal
 import sys
 
 from api.app import create_app
-from api.secrets import SecretBox
-from api.settings import Settings
-from api.store.db import Store, prepare
+from core.secrets import SecretBox
+from core.settings import Settings
+from core.store.db import Store, prepare
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
 from .usage_spill import SPILL_DIR, ingest_spilled

@@ -10,8 +10,8 @@ import asyncio
 import logging
 from pathlib import Path
 
-from api.store import usage as ledger
-from api.store.db import Store
+from core.store import usage as ledger
+from core.store.db import Store
 from pipelines.metering import UsageEvent
 
 from .usage_spill import spill

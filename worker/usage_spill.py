@@ -13,9 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from api.store import usage as ledger
-from api.store.db import Store
-from api.store.timefmt import to_iso
+from core.store import usage as ledger
+from core.store.db import Store
+from core.store.timefmt import to_iso
 
 log = logging.getLogger("voxarena.metering")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..settings import Settings
+from core.settings import Settings
 from ..version import VERSION
 
 STATIC = Path(__file__).parent / "static"

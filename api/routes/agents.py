@@ -13,7 +13,7 @@ from ..schemas.agents import (Agent, AgentCreate, AgentList, AgentQuery, AgentUp
                               AgentV1Query, AgentV1Update, agent_v1_wire, agent_wire, storage)
 from ..schemas.common import Deleted
 from ..services import agents as service
-from ..store import agents as repo
+from core.store import agents as repo
 
 
 async def list_agents(call: Call) -> web.StreamResponse:

@@ -7,8 +7,8 @@ from ..keys import STORE
 from ..routing import Call, Route
 from ..schemas.apikeys import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
 from ..schemas.common import Success
-from ..store import apikeys as repo
-from ..store import tenants as tenants_repo
+from core.store import apikeys as repo
+from core.store import tenants as tenants_repo
 
 
 def _users_only(call: Call) -> None:

@@ -15,10 +15,10 @@ from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, Co
                             HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
                             OverrideTransfer, live_call_wire, transfer_uri)
 from ..services import callbacks, outbound
-from ..store import agents as agents_repo
-from ..store import calls as repo
-from ..store import events as events_repo
-from ..store import sessions as sessions_repo
+from core.store import agents as agents_repo
+from core.store import calls as repo
+from core.store import events as events_repo
+from core.store import sessions as sessions_repo
 from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
 from .sessions import date_bounds
 

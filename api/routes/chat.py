@@ -10,16 +10,16 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
-from ..jsondepth import TooDeep, loads
+from core.jsondepth import TooDeep, loads
 from ..keys import CHAT, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
 from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
 from ..services.sockets import Holder, Refusal, Scope, TooManySockets, Watch
-from ..store import agents as agents_repo
-from ..store import chat as chat_repo
-from ..store import sessions as sessions_repo
-from ..store.errors import NotFoundError
+from core.store import agents as agents_repo
+from core.store import chat as chat_repo
+from core.store import sessions as sessions_repo
+from core.store.errors import NotFoundError
 from .livekit import refuse_unavailable_agent, start_web_call
 
 log = logging.getLogger("voxarena.chat")

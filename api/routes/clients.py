@@ -7,7 +7,7 @@ from ..keys import SECRETS, STORE
 from ..routing import Call, Route
 from ..schemas.clients import Client, ClientCreate, ClientUpdate
 from ..services import clients as service
-from ..store import clients as repo
+from core.store import clients as repo
 
 
 async def list_clients(call: Call) -> list:

@@ -17,8 +17,8 @@ from ..schemas.costs import (
     UsageEventIn,
 )
 from ..services import usage as usage_service
-from ..store import usage as ledger
-from ..store.timefmt import today_utc
+from core.store import usage as ledger
+from core.store.timefmt import today_utc
 from .sessions import date_bounds
 
 

@@ -1,6 +1,6 @@
 """The live event stream (003's `GET /events/ws`) and a call's stored events (`GET /api/calls/{call_sid}/events`).
 
-Events are rows the repositories write with the change they report (api/store/events.py), whichever process made
+Events are rows the repositories write with the change they report (core/store/events.py), whichever process made
 it; the app's EventHub tails them and fans them out here. A subscriber that cannot keep up is closed with 4008, never
 waited for."""
 
@@ -18,8 +18,8 @@ from ..routing import Call, Route
 from ..schemas.events import CallEvents, CallEventsQuery, EventStreamQuery, event_wire
 from ..services.events import Subscriber, TooManyConnections
 from ..services.sockets import Holder, Watch
-from ..store import events as repo
-from ..store import sessions as sessions_repo
+from core.store import events as repo
+from core.store import sessions as sessions_repo
 
 log = logging.getLogger("voxarena.events")
 

@@ -9,17 +9,17 @@ import jwt
 from aiohttp import web
 from livekit import api as lk
 
-from ..dispatch_meta import DispatchMeta
+from core.dispatch_meta import DispatchMeta
 from ..errors import Conflict, Unauthorized, Unavailable
-from ..livekit import LiveKitGateway
+from core.livekit import LiveKitGateway
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
 from ..services import webhooks as webhooks_service
-from ..store import agents as agents_repo
-from ..store import clients as clients_repo
-from ..store import dispatch as dispatch_repo
-from ..store import sessions as sessions_repo
+from core.store import agents as agents_repo
+from core.store import clients as clients_repo
+from core.store import dispatch as dispatch_repo
+from core.store import sessions as sessions_repo
 
 log = logging.getLogger("voxarena.livekit")
 

@@ -10,9 +10,9 @@ from ..errors import Unavailable
 from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
 from ..routing import Call, Route
 from ..schemas.health import Health, Healthz
-from ..store.migrations import schema_version
-from ..store.sessions import count_active
-from ..store.timefmt import now_iso
+from core.store.migrations import schema_version
+from core.store.sessions import count_active
+from core.store.timefmt import now_iso
 from ..version import VERSION
 
 OPENAPI = web.AppKey("openapi", dict)

@@ -9,8 +9,8 @@ from ..routing import Call, Route
 from ..schemas.phone_numbers import (Assigned, AssignRequest, PhoneNumber, PhoneNumberCreate, Released,
                                      Unregistered, number_wire, path_number)
 from ..services import phone_numbers as service
-from ..store import agents as agents_repo
-from ..store import phone_numbers as repo
+from core.store import agents as agents_repo
+from core.store import phone_numbers as repo
 from .livekit import product_gateway, refuse_unavailable_agent
 
 

@@ -17,20 +17,20 @@ from aiohttp import WSMsgType, web
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 from ..errors import Conflict, Forbidden, Unauthorized
-from ..jsondepth import loads
+from core.jsondepth import loads
 from ..keys import CHAT, SECRETS, SETTINGS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import TwilioSettings, TwilioSettingsBody
 from ..schemas.relay import RelayUrl, RelayUrlRequest
-from ..secrets import mask
+from core.secrets import mask
 from ..services import relay as relay_service
 from ..services.chat import ChatService, LlmFailed, Turn
-from ..services.pipeline import agent_spec
-from ..store import agents as agents_repo
-from ..store import sessions as sessions_repo
-from ..store import twilio as twilio_repo
-from ..store.errors import LimitError
-from ..store.timefmt import now_iso
+from core.pipeline import agent_spec
+from core.store import agents as agents_repo
+from core.store import sessions as sessions_repo
+from core.store import twilio as twilio_repo
+from core.store.errors import LimitError
+from core.store.timefmt import now_iso
 from .chat import _send, require_websocket
 from .livekit import refuse_unavailable_agent
 

@@ -18,9 +18,9 @@ from ..schemas.sessions import (
     dashboard_wire,
     session_wire,
 )
-from ..store import sessions as repo
-from ..store import usage as usage_repo
-from ..store.timefmt import day_start, parse_iso, to_iso, today_utc
+from core.store import sessions as repo
+from core.store import usage as usage_repo
+from core.store.timefmt import day_start, parse_iso, to_iso, today_utc
 
 
 def date_bounds(q: DateRange) -> tuple[str | None, str | None]:

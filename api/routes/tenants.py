@@ -9,7 +9,7 @@ from ..routing import Call, Route
 from ..schemas.common import Success
 from ..schemas.tenants import (ADMIN_FIELDS, Member, MemberCreate, MemberList, Tenant, TenantCreate, TenantUpdate,
                                tenant_wire)
-from ..store import tenants as repo
+from core.store import tenants as repo
 from ..tenancy import refuse_suspended
 
 

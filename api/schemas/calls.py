@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.store.calls import TELEPHONY_STATUS
-from api.store.timefmt import whole_seconds
+from core.store.calls import TELEPHONY_STATUS
+from core.store.timefmt import whole_seconds
 
 from .common import CAMPAIGN, E164_PATTERN, RequestBody
 

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pipelines.pricing import usd
 
 from .agents import ContextData, context_size
-from api.store.calls import TELEPHONY_STATUS
+from core.store.calls import TELEPHONY_STATUS
 
 from .common import CAMPAIGN, E164_PATTERN, RequestBody
 from .sessions import DateRange
@@ -71,7 +71,7 @@ class HistoryQuery(DateRange):
 
 
 def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str, Any]:
-    from api.store.timefmt import now_iso, parse_iso, whole_seconds
+    from core.store.timefmt import now_iso, parse_iso, whole_seconds
 
     if rec["status"] != "ended":  # one word for a call under way, inbound, outbound or web: only ringing differs
         status = "ringing" if rec["call_status"] == "RINGING" else "in-progress"

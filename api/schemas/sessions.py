@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from pipelines.turn_clock import MARKS
 
-from api.store.timefmt import whole_seconds
+from core.analysis import CallAnalysis
+from core.store.timefmt import whole_seconds
 
 from .common import Query
 
@@ -55,15 +56,6 @@ class TranscriptItem(BaseModel):
     source: Literal["supervisor", "dtmf"] | None = Field(
         default=None, description="`supervisor`: text an operator had the agent say; `dtmf`: a key the caller "
                                   "pressed (ConversationRelay); null: the words said.")
-
-
-class CallAnalysis(BaseModel):
-    summary: str
-    sentiment: Literal["positive", "neutral", "negative"]
-    sentiment_score: float = Field(ge=0.0, le=1.0)
-    topics: list[str]
-    outcome: str
-    action_items: list[str]
 
 
 class Session(BaseModel):
@@ -135,7 +127,7 @@ class DashboardMetrics(BaseModel):
 
 def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
     """001's Session (camelCase) with its additions, from the repository's record."""
-    from api.store.sessions import analysis_result
+    from core.store.sessions import analysis_result
 
     analysis = rec["analysis_row"]
     analysis_status = analysis["status"] if analysis else ("pending" if rec["status"] == "ended" else None)

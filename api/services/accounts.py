@@ -21,8 +21,8 @@ from aiohttp import web
 
 from .. import passwords
 from ..auth import LocalIssuer
-from ..store import accounts as repo
-from ..store.db import Store
+from core.store import accounts as repo
+from core.store.db import Store
 
 
 class InvalidCredentials(Exception):

@@ -20,8 +20,8 @@ import sqlite_utils
 from pydantic import TypeAdapter
 
 from ..schemas.agents import AGENTS_PAGE_DEFAULT, AgentList, AgentV1, agent_v1_wire, agent_wire
-from ..store import agents as repo
-from ..store.db import Store
+from core.store import agents as repo
+from core.store.db import Store
 
 _LIST = TypeAdapter(AgentList)
 _LIST_V1 = TypeAdapter(list[AgentV1])

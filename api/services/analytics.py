@@ -12,9 +12,9 @@ from typing import Any, Iterable
 from pipelines.pricing import usd
 
 from ..errors import NotFound
-from ..store import metrics as repo
-from ..store.db import Store
-from ..store.timefmt import to_iso
+from core.store import metrics as repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 
 # Words that turn an outcome around ("not resolved", "appointment declined"): such an outcome is never a success.
 NEGATIONS = frozenset({"not", "no", "never", "without", "failed", "fail", "unable", "declined", "refused",

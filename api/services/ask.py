@@ -22,11 +22,11 @@ from pipelines.pricing import PriceBook
 
 from ..errors import ApiError, BadGateway, Unavailable
 from ..schemas.metrics import Metric
-from ..settings import Settings
-from ..store import agents as agents_repo
-from ..store import usage as ledger
-from ..store.db import Store
-from ..store.errors import StoreError
+from core.settings import Settings
+from core.store import agents as agents_repo
+from core.store import usage as ledger
+from core.store.db import Store
+from core.store.errors import StoreError
 from . import analytics, metrics
 
 log = logging.getLogger("voxarena.ask")

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..errors import BadRequest
-from ..periodic import Periodic
-from ..secrets import SecretBox
-from ..store import calls as repo
-from ..store.db import Store
-from ..store.timefmt import now_iso, to_iso
+from core.periodic import Periodic
+from core.secrets import SecretBox
+from core.store import calls as repo
+from core.store.db import Store
+from core.store.timefmt import now_iso, to_iso
 
 log = logging.getLogger("voxarena.callbacks")
 

@@ -29,16 +29,16 @@ from pipelines.config import ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter, UsageEvent
 from pipelines.pricing import PriceBook
 
-from ..periodic import Periodic
-from ..settings import Settings
-from ..store import agents as agents_repo
-from ..store import chat as chat_repo
-from ..store import sessions as sessions_repo
-from ..store import usage as ledger
-from ..store.db import Store
-from ..store.timefmt import now_iso, to_iso
-from .analysis import run_and_store
-from .pipeline import agent_spec, providers_config
+from core.periodic import Periodic
+from core.settings import Settings
+from core.store import agents as agents_repo
+from core.store import chat as chat_repo
+from core.store import sessions as sessions_repo
+from core.store import usage as ledger
+from core.store.db import Store
+from core.store.timefmt import now_iso, to_iso
+from core.analysis import run_and_store
+from core.pipeline import agent_spec, providers_config
 
 log = logging.getLogger("voxarena.chat")
 

@@ -11,8 +11,8 @@ import sqlite_utils
 
 from ..errors import ValidationFailed
 from ..schemas.clients import ClientCreate, ClientSettings, ClientUpdate
-from ..secrets import SecretBox, is_masked, mask
-from ..store import clients as repo
+from core.secrets import SecretBox, is_masked, mask
+from core.store import clients as repo
 
 SECRET_FIELDS = {"livekit": ("api_secret",), "supabase": ("anon_key", "service_role_key")}
 

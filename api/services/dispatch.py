@@ -12,12 +12,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..dispatch_meta import DispatchMeta
-from ..livekit import Gateways, LiveKitGateway
-from ..periodic import Periodic
-from ..store import dispatch as repo
-from ..store.db import Store
-from ..store.timefmt import parse_iso, to_iso
+from core.dispatch_meta import DispatchMeta
+from core.livekit import Gateways, LiveKitGateway
+from core.periodic import Periodic
+from core.store import dispatch as repo
+from core.store.db import Store
+from core.store.timefmt import parse_iso, to_iso
 
 log = logging.getLogger("voxarena.dispatch")
 

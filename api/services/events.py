@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from ..periodic import Periodic, cancel_and_wait
-from ..store import events as repo
-from ..store.db import Store
-from ..store.timefmt import to_iso
+from core.periodic import Periodic, cancel_and_wait
+from core.store import events as repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 
 log = logging.getLogger("voxarena.events")
 

@@ -17,9 +17,9 @@ from pipelines.pricing import PriceBook, Unpriced, to_nanos, usd
 
 from ..errors import BadRequest
 from ..schemas.ingest import CostEventIn, OutreachEventIn
-from ..store import ingest as repo
-from ..store.db import Store
-from ..store.timefmt import to_iso
+from core.store import ingest as repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 
 MAX_ITEMS = 10_000
 

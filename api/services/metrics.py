@@ -14,9 +14,9 @@ from typing import Any
 from pipelines.pricing import usd
 
 from ..errors import BadRequest, NotFound
-from ..store import metrics as repo
-from ..store.db import Store
-from ..store.timefmt import day_start
+from core.store import metrics as repo
+from core.store.db import Store
+from core.store.timefmt import day_start
 from .analytics import cost_per_outcome, minutes, per, ratio, successful
 
 OUTREACH_METRICS = ("sends", "replies", "opt_outs", "reply_rate", "opt_out_rate")

@@ -7,14 +7,14 @@ import logging
 import uuid
 from typing import Any
 
-from ..dispatch_meta import DispatchMeta
+from core.dispatch_meta import DispatchMeta
 from ..errors import BadGateway, Conflict, Unavailable
-from ..livekit import LiveKitGateway, sip_identity
-from ..settings import Settings
-from ..store import calls as repo
-from ..store import dispatch as dispatch_repo
-from ..store import sessions as sessions_repo
-from ..store.db import Store
+from core.livekit import LiveKitGateway, sip_identity
+from core.settings import Settings
+from core.store import calls as repo
+from core.store import dispatch as dispatch_repo
+from core.store import sessions as sessions_repo
+from core.store.db import Store
 
 log = logging.getLogger("voxarena.outbound")
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..dispatch_meta import DispatchMeta
+from core.dispatch_meta import DispatchMeta
 from ..errors import BadGateway, Conflict
-from ..livekit import LiveKitGateway
-from ..settings import Settings
-from ..store import phone_numbers as repo
-from ..store.db import Store
+from core.livekit import LiveKitGateway
+from core.settings import Settings
+from core.store import phone_numbers as repo
+from core.store.db import Store
 
 log = logging.getLogger("voxarena.numbers")
 

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..secrets import SecretBox
-from ..store import agents as agents_repo
-from ..store import sessions as sessions_repo
-from ..store import tenants as tenants_repo
-from ..store import twilio as twilio_repo
-from ..store.db import Store
-from ..store.errors import NotFoundError
-from ..store.timefmt import now_iso, to_iso
+from core.secrets import SecretBox
+from core.store import agents as agents_repo
+from core.store import sessions as sessions_repo
+from core.store import tenants as tenants_repo
+from core.store import twilio as twilio_repo
+from core.store.db import Store
+from core.store.errors import NotFoundError
+from core.store.timefmt import now_iso, to_iso
 
 log = logging.getLogger("voxarena.relay")
 

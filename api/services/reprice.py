@@ -14,7 +14,7 @@ import sqlite_utils
 
 from pipelines.pricing import PriceBook, Unpriced, cost_nanos
 
-from ..store.timefmt import parse_iso
+from core.store.timefmt import parse_iso
 
 
 @dataclass

@@ -22,10 +22,10 @@ from typing import Any, Callable, Coroutine
 import sqlite_utils
 
 from ..auth import Principal
-from ..periodic import Periodic
-from ..store import accounts, apikeys
-from ..store import tenants as tenants_repo
-from ..store.db import Store
+from core.periodic import Periodic
+from core.store import accounts, apikeys
+from core.store import tenants as tenants_repo
+from core.store.db import Store
 
 log = logging.getLogger("voxarena.sockets")
 

@@ -15,8 +15,8 @@ from pipelines.pricing import NANOS, PriceBook, cost_nanos, to_nanos
 
 from ..errors import NotFound, ValidationFailed
 from ..schemas.costs import UsageEventIn
-from ..store import usage as ledger
-from ..store.timefmt import parse_iso
+from core.store import usage as ledger
+from core.store.timefmt import parse_iso
 
 
 def build_event(book: PriceBook, owner_id: str, body: UsageEventIn, key: str, at: datetime) -> dict[str, Any]:

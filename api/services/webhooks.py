@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from ..livekit import Gateways, LiveKitGateway
-from ..store import webhooks as repo
-from ..store.db import Store
+from core.livekit import Gateways, LiveKitGateway
+from core.store import webhooks as repo
+from core.store.db import Store
 
 log = logging.getLogger("voxarena.livekit")
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api.settings import Settings
+from core.settings import Settings
 from tests.api.seed import ANALYSIS
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET
 from tests.fakes import FakeProviders

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from api.schemas.agents import storage
-from api.store import agents, sessions
-from api.store.db import Store
-from api.store.tenants import personal_tenant_id
+from core.store import agents, sessions
+from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 
 AGENT_WIRE = {"name": "A", "systemPrompt": "p", "sttProvider": "deepgram", "llmProvider": "gemini",
               "ttsProvider": "elevenlabs", "firstMessageMode": "assistant_waits"}

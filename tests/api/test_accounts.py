@@ -14,11 +14,11 @@ from api.app import create_app
 from api.auth import LOCAL_ISSUER
 from api.passwords import hash_password
 from api.services.accounts import LoginThrottle
-from api.settings import Settings
-from api.store import accounts
-from api.store.db import Store, connect
-from api.store.errors import ConflictError, NotFoundError
-from api.store.migrations import migrate
+from core.settings import Settings
+from core.store import accounts
+from core.store.db import Store, connect
+from core.store.errors import ConflictError, NotFoundError
+from core.store.migrations import migrate
 from tests.conftest import assert_error
 
 LOGIN = "/api/v1/auth/login"

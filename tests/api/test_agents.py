@@ -11,7 +11,7 @@ import pytest
 
 from api.services import agents as agents_service
 from api.services.agents import AgentListCache
-from api.store import agents as agents_repo
+from core.store import agents as agents_repo
 from tests.conftest import assert_error, table_snapshot
 
 AGENT = {"name": "Support", "systemPrompt": "You are helpful.", "sttProvider": "deepgram", "llmProvider": "gemini",

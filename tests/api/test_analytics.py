@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from api.services.analytics import is_success
-from api.settings import Settings
-from api.store import usage as ledger
-from api.store.timefmt import to_iso
+from core.settings import Settings
+from core.store import usage as ledger
+from core.store.timefmt import to_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of

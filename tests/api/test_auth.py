@@ -18,8 +18,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from api.app import create_app
 from api.keys import VERIFIER
-from api.settings import Settings
-from api.store.db import Store
+from core.settings import Settings
+from core.store.db import Store
 from tests.conftest import assert_error, table_snapshot
 
 ISSUER = "https://clerk.test.local"

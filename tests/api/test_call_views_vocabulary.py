@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.store import calls as calls_repo
-from api.store import sessions as sessions_repo
+from core.store import calls as calls_repo
+from core.store import sessions as sessions_repo
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of
 
 PHONE = "+15551234567"

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
-from api.store import calls as calls_repo
+from core.store import calls as calls_repo
 from tests.api.seed import AGENT_WIRE
 from tests.conftest import assert_error, table_snapshot
 from worker.outbound import classify

@@ -15,9 +15,9 @@ from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
 from api.keys import ISSUER
-from api.store import sessions as sessions_repo
-from api.store import tenants as tenants_repo
-from api.store.timefmt import parse_iso
+from core.store import sessions as sessions_repo
+from core.store import tenants as tenants_repo
+from core.store.timefmt import parse_iso
 from pipelines.pricing import PriceBook, cost_nanos
 from tests.api.chat_support import fakes, idle_seconds, settings  # noqa: F401  (the app on the Gemini fake)
 from tests.api.chat_support import llm_requests, texts, wait_session

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from api.store import usage as ledger
-from api.store.timefmt import now_iso
+from core.store import usage as ledger
+from core.store.timefmt import now_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook, PricingError, cost_nanos
 from tests.api.seed import seed_call, tenant_of

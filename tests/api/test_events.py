@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.accesslog import RedactingAccessLogger
 from api.app import create_app
 from api.keys import EVENTS, ISSUER
-from api.store import events as events_repo
-from api.store import sessions as sessions_repo
+from core.store import events as events_repo
+from core.store import sessions as sessions_repo
 from tests.api.seed import AGENT_WIRE, seed_agent, tenant_of
 from tests.conftest import assert_error
 

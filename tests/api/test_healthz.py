@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.store import sessions
+from core.store import sessions
 from tests.api.seed import seed_call
 
 

@@ -8,9 +8,9 @@ import json
 import logging
 
 from api.app import all_routes
-from api.jsondepth import MAX_DEPTH, too_deep
+from core.jsondepth import MAX_DEPTH, too_deep
 from api.routing import path_params
-from api.store import sessions as sessions_repo
+from core.store import sessions as sessions_repo
 from tests.api.seed import AGENT_WIRE, seed_agent, seed_call, tenant_of
 from tests.api.test_ownership import object_ids
 from tests.conftest import assert_error, table_snapshot

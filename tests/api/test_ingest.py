@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from api.store import ingest as ingest_repo
+from core.store import ingest as ingest_repo
 from pipelines.pricing import PriceBook, to_nanos
 from tests.api.seed import tenant_of
 from tests.conftest import assert_error, table_snapshot

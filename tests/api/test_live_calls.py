@@ -11,8 +11,8 @@ import pytest
 from livekit.protocol import agent_dispatch as proto_dispatch
 from livekit.protocol import room as proto_room
 
-from api.store import sessions as sessions_repo
-from api.store import usage as ledger
+from core.store import sessions as sessions_repo
+from core.store import usage as ledger
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of

@@ -10,7 +10,7 @@ import uuid
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
-from api.store import sessions as sessions_repo
+from core.store import sessions as sessions_repo
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, product_dispatch, table_snapshot
 
 AGENT = {"name": "Support", "systemPrompt": "Be brief."}

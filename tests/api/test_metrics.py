@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from api.store import sessions
-from api.store import usage as ledger
+from core.store import sessions
+from core.store import usage as ledger
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from api.store import apikeys, calls, clients, phone_numbers, tenants
+from core.store import apikeys, calls, clients, phone_numbers, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 

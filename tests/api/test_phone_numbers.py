@@ -10,9 +10,9 @@ import pytest
 
 from livekit.protocol import sip as proto_sip
 
-from api.store import phone_numbers as repo
-from api.store.migrations import migrate
-from api.store.db import connect
+from core.store import phone_numbers as repo
+from core.store.migrations import migrate
+from core.store.db import connect
 from tests.api.seed import AGENT_WIRE, tenant_of
 from tests.api.twirp_stub import FAILING, SIP_OBJECTS
 from tests.conftest import assert_error, product_dispatch, table_snapshot
@@ -278,7 +278,7 @@ def test_the_migration_adds_the_numbers_table_and_the_sessions_numbers(tmp_path)
 
 
 def test_the_carriers_credentials_go_together_and_its_addresses_are_a_list():
-    from api.settings import Settings
+    from core.settings import Settings
 
     with pytest.raises(ValueError, match="SIP_INBOUND_AUTH"):
         Settings(sip_inbound_auth_username="carrier")

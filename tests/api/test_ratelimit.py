@@ -21,8 +21,8 @@ from api.app import create_app
 from api.keys import SETTINGS
 from api.auth import LocalIssuer
 from api.ratelimit import RATE_OVERRIDE, MemoryBuckets, RateLimiter, burst_for
-from api.settings import Settings
-from api.store.db import Store
+from core.settings import Settings
+from core.store.db import Store
 from tests.conftest import assert_error
 from tests.harness.procs import ManagedProcess, free_port
 from tests.harness.redis_server import start_redis

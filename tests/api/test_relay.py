@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from api.store import tenants as tenants_repo
-from api.store.db import Store
+from core.store import tenants as tenants_repo
+from core.store.db import Store
 from tests.api.seed import ANALYSIS, seed_agent, tenant_of
 from tests.api.chat_support import fakes, idle_seconds  # noqa: F401  (the app on the Gemini fake)
 from tests.api.chat_support import settings as chat_settings  # noqa: F401

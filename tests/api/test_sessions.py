@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from api.store import sessions as repo
-from api.store.timefmt import now_iso
+from core.store import sessions as repo
+from core.store.timefmt import now_iso
 from tests.api.seed import ANALYSIS, seed_call
 from tests.conftest import assert_error
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from api.store.db import Store
+from core.store.db import Store
 from tests.api.seed import AGENT_WIRE
 from tests.conftest import assert_error
 from tests.storage_conditions import make_unwritable
@@ -97,8 +97,8 @@ def test_a_write_that_fails_for_its_own_reasons_does_not_degrade_the_store(tmp_p
 
 
 async def test_a_background_step_says_once_that_the_storage_fails_without_a_traceback(caplog):
-    from api.periodic import Periodic
-    from api.store.errors import StorageUnavailable
+    from core.periodic import Periodic
+    from core.store.errors import StorageUnavailable
 
     runs = []
 

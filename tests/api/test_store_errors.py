@@ -6,7 +6,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.routing import Route
-from api.store.errors import ConflictError, NotFoundError, StoreError
+from core.store.errors import ConflictError, NotFoundError, StoreError
 from tests.conftest import assert_error
 
 

@@ -8,11 +8,11 @@ import sqlite3
 import pytest
 from cryptography.fernet import Fernet
 
-from api.secrets import SecretBox
-from api.store import migrations
-from api.store import sessions as sessions_repo
-from api.store.db import Store
-from api.store.tenants import personal_tenant_id
+from core.secrets import SecretBox
+from core.store import migrations
+from core.store import sessions as sessions_repo
+from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of
 from tests.api.test_ownership import SAMPLE_BODIES, owned_routes
 from tests.conftest import assert_error, table_snapshot

@@ -14,10 +14,10 @@ import uuid
 import pytest
 from livekit import api as lk
 
-from api.secrets import SecretBox
-from api.store import clients as clients_repo
-from api.store import dispatch as dispatch_repo
-from api.store import sessions as sessions_repo
+from core.secrets import SecretBox
+from core.store import clients as clients_repo
+from core.store import dispatch as dispatch_repo
+from core.store import sessions as sessions_repo
 from tests.api.seed import seed_agent, tenant_of
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, table_snapshot
 

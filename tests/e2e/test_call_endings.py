@@ -9,7 +9,7 @@ import time
 
 from livekit import api
 
-from api.store.timefmt import parse_iso
+from core.store.timefmt import parse_iso
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 from tests.harness.audio import speech_wav
 

@@ -20,8 +20,8 @@ from playwright.async_api import async_playwright, expect
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.keys import EVENTS
-from api.store import events, sessions
-from api.store import usage as ledger
+from core.store import events, sessions
+from core.store import usage as ledger
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of

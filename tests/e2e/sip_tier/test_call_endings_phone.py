@@ -9,7 +9,7 @@ import re
 import time
 from datetime import datetime
 
-from api.store.timefmt import parse_iso
+from core.store.timefmt import parse_iso
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 from tests.e2e.sip_tier.test_outbound_calls import _agent, _place, _wait_status
 from tests.harness.audio import speech_ulaw_wav

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Callable
 
 import sqlite_utils
 
-from .tenants import personal_tenant_id, slugify
-from .timefmt import now_iso
+from core.store.tenants import personal_tenant_id, slugify
+from core.store.timefmt import now_iso
 
 if TYPE_CHECKING:
-    from ..secrets import SecretBox
+    from core.secrets import SecretBox
 
 log = logging.getLogger("voxarena.store")
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
-from .store.errors import StorageUnavailable
+from core.store.errors import StorageUnavailable
 
 
 class Periodic:

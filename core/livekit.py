@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit import api as lk
 
-from .dispatch_meta import DispatchMeta, DispatchSigner
+from core.dispatch_meta import DispatchMeta, DispatchSigner
 
 log = logging.getLogger("voxarena.livekit")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .timefmt import now_iso
+from core.store.timefmt import now_iso
 
 
 def set_auth_token(db: sqlite_utils.Database, owner_id: str, sealed: str) -> str:

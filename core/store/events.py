@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import NotFoundError
-from .timefmt import now_iso
+from core.store.errors import NotFoundError
+from core.store.timefmt import now_iso
 
 TYPES = ("call.started", "call.updated", "call.ended", "transcript.partial", "transcript.final", "context.updated",
          "error")

@@ -8,8 +8,8 @@ from typing import Any, Collection
 
 import sqlite_utils
 
-from . import dispatch, sessions
-from .timefmt import now_iso, to_iso
+from core.store import dispatch, sessions
+from core.store.timefmt import now_iso, to_iso
 
 AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT
 

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Literal
 
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from pipelines.builder import FALLBACK_ATTEMPT_TIMEOUT, FallbackLLM
 from pipelines.metering import CallMeter
 
-from ..schemas.sessions import CallAnalysis
-from ..store import sessions as repo
-from ..store.db import Store
+from core.store import sessions as repo
+from core.store.db import Store
 
 log = logging.getLogger("voxarena.analysis")
 
@@ -30,6 +29,15 @@ INSTRUCTIONS = (
     '"action_items" (a list of follow-ups, possibly empty).'
 )
 MAX_ATTEMPTS = 2
+
+
+class CallAnalysis(BaseModel):
+    summary: str
+    sentiment: Literal["positive", "neutral", "negative"]
+    sentiment_score: float = Field(ge=0.0, le=1.0)
+    topics: list[str]
+    outcome: str
+    action_items: list[str]
 
 
 def transcript_text(items: list[dict[str, Any]]) -> str:

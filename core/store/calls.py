@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from . import events
-from .errors import NotFoundError
-from .timefmt import elapsed_ms, now_iso, whole_seconds
+from core.store import events
+from core.store.errors import NotFoundError
+from core.store.timefmt import elapsed_ms, now_iso, whole_seconds
 
 if TYPE_CHECKING:
-    from ..secrets import SecretBox
+    from core.secrets import SecretBox
 
 TERMINAL = ("COMPLETED", "FAILED", "NO_ANSWER")
 NEXT = {"RINGING": ("ANSWERED", *TERMINAL), "ANSWERED": ("COMPLETED", "FAILED")}

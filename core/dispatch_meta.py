@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .secrets import SecretBox
+from core.secrets import SecretBox
 
 SIGNATURE = "sig"
 SERVER = "livekit_key"  # the API key of the LiveKit server the product dispatched the job to

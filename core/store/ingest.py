@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from . import usage
-from .timefmt import now_iso
+from core.store import usage
+from core.store.timefmt import now_iso
 
 Outcome = Literal["inserted", "duplicate", "conflict"]
 

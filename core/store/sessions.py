@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlite_utils
 
-from ..jsondepth import load_stored
-from .errors import LimitError, NotFoundError
-from . import calls, events, tenants
-from .timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
+from core.jsondepth import load_stored
+from core.store.errors import LimitError, NotFoundError
+from core.store import calls, events, tenants
+from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
 METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")

@@ -11,8 +11,8 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import ConflictError, NotFoundError
-from .timefmt import now_iso
+from core.store.errors import ConflictError, NotFoundError
+from core.store.timefmt import now_iso
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import NotFoundError
+from core.store.errors import NotFoundError
 
 # A continued conversation's history follows at most this many sessions back.
 MAX_HOPS = 20

@@ -12,11 +12,11 @@ from typing import Any
 
 import sqlite_utils
 
-from ..jsondepth import load_stored
-from .errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
-from . import clients, tenants
-from .tenants import slugify
-from .timefmt import now_iso
+from core.jsondepth import load_stored
+from core.store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
+from core.store import clients, tenants
+from core.store.tenants import slugify
+from core.store.timefmt import now_iso
 
 # Per-agent settings kept in the ``config`` JSON column (its keys are storage keys, not a wire shape).
 CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",

@@ -7,8 +7,8 @@ from typing import Any, Collection
 
 import sqlite_utils
 
-from . import sessions
-from .timefmt import now_iso
+from core.store import sessions
+from core.store.timefmt import now_iso
 
 NO_AGENT = "no_agent_available"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 
-from ..settings import Settings
+from core.settings import Settings
 
 
 def providers_config(s: Settings) -> ProvidersConfig:

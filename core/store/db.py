@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import sqlite_utils
 
-from .errors import StorageUnavailable
-from .migrations import migrate
-from .timefmt import now_iso
+from core.store.errors import StorageUnavailable
+from core.store.migrations import migrate
+from core.store.timefmt import now_iso
 
 if TYPE_CHECKING:
-    from ..secrets import SecretBox
+    from core.secrets import SecretBox
 
 log = logging.getLogger("voxarena.store")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import NotFoundError
-from .timefmt import now_iso
+from core.store.errors import NotFoundError
+from core.store.timefmt import now_iso
 
 KEY_PREFIX = "vxa_"
 KEY_SHAPE = re.compile(r"^vxa_[A-Za-z0-9_-]{43}$")

@@ -13,8 +13,8 @@ import sqlite_utils
 
 from pipelines import pricing
 
-from .errors import ConflictError, NotFoundError
-from .timefmt import now_iso, to_iso
+from core.store.errors import ConflictError, NotFoundError
+from core.store.timefmt import now_iso, to_iso
 
 COLUMNS = ("id", "owner_id", "session_id", "agent_id", "provider", "model", "event_type", "token_kind", "quantity",
            "unit", "unit_cost", "total_cost_nanos", "priced", "price_version", "idempotency_key", "request_hash",
