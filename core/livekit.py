@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -10,19 +9,13 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from livekit import api as lk
 
+from core.control import CONTROL_TOPIC, ControlMessage
 from core.dispatch_meta import DispatchMeta, DispatchSigner
 
 log = logging.getLogger("voxarena.livekit")
 
 
-CONTROL_TOPIC = "voxarena.control"  # commands from the API to a call's job, sent through LiveKit (any machine)
-
-
 INBOUND_ROOM_PREFIX = "vx-in-"  # the room of each inbound phone call (a dispatch rule per assigned number)
-
-
-# RFC 4733 event codes of the DTMF digits
-DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
 
 
 def sip_identity(call_id: str) -> str:
@@ -103,11 +96,11 @@ class LiveKitGateway:
             if e.code != lk.TwirpErrorCode.NOT_FOUND:
                 raise
 
-    async def send_control(self, room: str, message: dict[str, Any]) -> None:
+    async def send_control(self, room: str, message: ControlMessage) -> None:
         """A command for the job running the call in `room`. It travels as a reliable data packet sent by the
         server (no participant), which is how the job tells it from anything a caller could send."""
         await self.client.room.send_data(lk.SendDataRequest(
-            room=room, data=json.dumps(message).encode(), kind=lk.DataPacket.Kind.RELIABLE, topic=CONTROL_TOPIC))
+            room=room, data=message.encode(), kind=lk.DataPacket.Kind.RELIABLE, topic=CONTROL_TOPIC))
 
     async def delete_room(self, room: str) -> None:
         try:

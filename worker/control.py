@@ -4,27 +4,26 @@ runs: another process, another machine. A packet sent by a participant (a caller
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from livekit import rtc
 
-from core.livekit import CONTROL_TOPIC
+from core.control import CONTROL_TOPIC, BadControl, ControlMessage
 
 log = logging.getLogger("voxarena.control")
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+M = TypeVar("M", bound=ControlMessage)
 
 
 class ControlChannel:
     def __init__(self, room: rtc.Room, session_id: str, spawn: Callable[[Awaitable[Any], str], None]) -> None:
         self.session_id = session_id
         self._spawn = spawn
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[type[ControlMessage], Callable[[Any], Awaitable[None]]] = {}
         room.on("data_received", self._on_data)
 
-    def on(self, kind: str, handler: Handler) -> None:
+    def on(self, kind: type[M], handler: Callable[[M], Awaitable[None]]) -> None:
         self._handlers[kind] = handler
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
@@ -35,9 +34,12 @@ class ControlChannel:
                         packet.participant.identity)
             return
         try:
-            message = json.loads(packet.data)
-            handler = self._handlers[message["type"]]
-        except (ValueError, KeyError, TypeError) as e:
+            message = ControlMessage.parse(packet.data)
+        except BadControl as e:
             log.warning("session %s: ignored a malformed control packet (%s)", self.session_id, e)
             return
-        self._spawn(handler(message), f"control-{message['type']}")
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            log.warning("session %s: ignored a %s command: this call does not take it", self.session_id, message.type)
+            return
+        self._spawn(handler(message), f"control-{message.type}")

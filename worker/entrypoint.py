@@ -19,7 +19,8 @@ from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
 from core.store.errors import NotFoundError
-from core.livekit import DTMF_CODES, sip_identity
+from core.control import DTMF_CODES, Say, SendDtmf, Transfer, UpdateContext
+from core.livekit import sip_identity
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import calls as calls_repo
@@ -235,30 +236,28 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder.clock = agent.clock
     base_prompt = agent_spec(row).system_prompt
 
-    async def update_context(message: dict[str, Any]) -> None:
+    async def update_context(message: UpdateContext) -> None:
         # the merged context is stored by the API; the agent's next LLM turn sees it in its instructions
-        await agent.update_instructions(prompt_with_context(base_prompt, message.get("context") or {}))
+        await agent.update_instructions(prompt_with_context(base_prompt, message.context))
         log.info("session %s: context updated", session_id)
 
-    async def say(message: dict[str, Any]) -> None:
+    async def say(message: Say) -> None:
         """An operator's words, now: the agent stops what it is saying and says them, uninterruptible."""
-        text = str(message.get("text") or "").strip()
-        if not text:
-            return
+        text = message.text.strip()
         await session.interrupt(force=True)
         recorder.supervisor_texts.append(text)
         session.say(text, allow_interruptions=False)
         log.info("session %s: saying the supervisor's text", session_id)
 
-    async def dtmf(message: dict[str, Any]) -> None:
-        digit = str(message.get("digit"))
+    async def dtmf(message: SendDtmf) -> None:
+        digit = message.digit
         await ctx.room.local_participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)  # RFC 2833 on SIP
         log.info("session %s: sent DTMF %s", session_id, digit)
 
-    async def transfer_call(message: dict[str, Any]) -> None:
+    async def transfer_call(message: Transfer) -> None:
         """A supervisor's transfer: the caller's side gets a REFER; once it is done the call ends `transferred`."""
-        target = str(message.get("target") or "")
-        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP or not target:
+        target = message.target
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
             log.warning("session %s: ignored a transfer (no SIP caller or no target)", session_id)
             return
         call.transferring = target
@@ -273,10 +272,10 @@ async def entrypoint(ctx: JobContext) -> None:
         await call.end(Ending("transferred"))
 
     control = ControlChannel(ctx.room, session_id, call.spawn)
-    control.on("context", update_context)
-    control.on("say", say)
-    control.on("dtmf", dtmf)
-    control.on("transfer", transfer_call)
+    control.on(UpdateContext, update_context)
+    control.on(Say, say)
+    control.on(SendDtmf, dtmf)
+    control.on(Transfer, transfer_call)
     await session.start(agent=agent, room=ctx.room, room_options=room_options(participant.identity))
 
 

@@ -15,6 +15,7 @@ from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, Co
                             HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
                             OverrideTransfer, live_call_wire, transfer_uri)
 from ..services import callbacks, outbound
+from core.control import ControlMessage, Say, SendDtmf, Transfer, UpdateContext
 from core.store import agents as agents_repo
 from core.store import calls as repo
 from core.store import events as events_repo
@@ -111,7 +112,7 @@ async def update_context(call: Call) -> dict:
     row = await app[STORE].write(sessions_repo.merge_context, call.tenant_id, sid, body.context)
     gateway = await app[GATEWAYS].for_session(row)
     try:
-        await gateway.send_control(row["room_name"], {"type": "context", "context": row["context"]})
+        await gateway.send_control(row["room_name"], UpdateContext(row["context"]))
     except Exception as e:
         raise BadGateway(f"context stored, but LiveKit could not deliver it to the call: {e}") from None
     return {"message": "Context updated", "call_sid": sid, "context": row["context"]}
@@ -136,7 +137,7 @@ async def record_override(call: Call, call_sid: str, kind: str, data: dict) -> N
         db, call.tenant_id, call_sid, kind, data, sent_by=sent_by))
 
 
-async def _control(call: Call, row: dict, message: dict) -> None:
+async def _control(call: Call, row: dict, message: ControlMessage) -> None:
     gateway = await call.request.app[GATEWAYS].for_session(row)
     try:
         await gateway.send_control(row["room_name"], message)
@@ -148,7 +149,7 @@ async def override_text(call: Call) -> dict:
     body: OverrideText = call.body
     row = await _live(call, body.call_sid)
     await record_override(call, body.call_sid, "text", {"text": body.text})
-    await _control(call, row, {"type": "say", "text": body.text})
+    await _control(call, row, Say(body.text))
     return {"success": True, "call_sid": body.call_sid, "message": "The agent is saying it"}
 
 
@@ -162,7 +163,7 @@ async def override_dtmf(call: Call) -> dict:
     row = await _live(call, body.call_sid)
     _require_phone_call(row, "DTMF")
     await record_override(call, body.call_sid, "dtmf", {"digit": body.digit})
-    await _control(call, row, {"type": "dtmf", "digit": body.digit})
+    await _control(call, row, SendDtmf(body.digit))
     return {"success": True, "call_sid": body.call_sid, "message": f"DTMF {body.digit} sent"}
 
 
@@ -174,7 +175,7 @@ async def override_transfer(call: Call) -> dict:
     row = await _live(call, body.call_sid)
     _require_phone_call(row, "a transfer")
     await record_override(call, body.call_sid, "transfer", {"target": body.target})
-    await _control(call, row, {"type": "transfer", "target": transfer_uri(body.target)})
+    await _control(call, row, Transfer(transfer_uri(body.target)))
     return {"success": True, "call_sid": body.call_sid, "message": f"Transferring to {body.target}"}
 
 
