@@ -11,7 +11,7 @@ from cryptography.fernet import Fernet
 
 from core.secrets import SecretBox
 from core.store import calls as calls_repo
-from core.store import migrations
+from core.store import migrations, schema
 from core.store.db import Store, connect
 from core.store.migrations import MIGRATIONS, migrate
 
@@ -133,3 +133,18 @@ async def test_the_callback_signing_secret_is_stored_sealed(client, auth, settin
     assert client.app[SECRETS].open(stored) == rotated
     again = await client.get("/api/calls/callback-secret", headers=auth("alice"))
     assert (await again.json())["secret"] == rotated
+
+
+def test_the_schema_snapshot_is_what_the_migrations_make(tmp_path):
+    # core/store/schema.sql is the readable current schema; regenerate: .venv/bin/python -m core.store.schema
+    assert schema.SNAPSHOT.read_text() == schema.fresh(), "core/store/schema.sql is stale: python -m core.store.schema"
+    migrated = tmp_path / "migrated.db"
+    db = connect(migrated)
+    migrate(db)
+    db.conn.close()
+    # and it is the same schema, not only the same text: a database made from the file has the same shape
+    from_file = tmp_path / "from_file.db"
+    conn = sqlite3.connect(from_file)
+    conn.executescript(schema.SNAPSHOT.read_text())
+    conn.close()
+    assert _schema(from_file) == _schema(migrated)

@@ -15,6 +15,7 @@ from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, Co
                             HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
                             OverrideTransfer, live_call_wire, transfer_uri)
 from ..services import callbacks, outbound
+from core import phone_calls
 from core.control import ControlMessage, Say, SendDtmf, Transfer, UpdateContext
 from core.store import agents as agents_repo
 from core.store import calls as repo
@@ -73,7 +74,7 @@ async def rotate_secret(call: Call) -> dict:
 async def telephony_place(call: Call) -> dict:
     body: TelephonyCallRequest = call.body
     row = await _place(call, body.agent_id, body.phone_number, None, campaign=body.campaign)
-    return {"call_id": row["id"], "status": repo.TELEPHONY_STATUS[row["status"]], "session_id": row["session_id"]}
+    return {"call_id": row["id"], "status": phone_calls.TELEPHONY_STATUS[row["status"]], "session_id": row["session_id"]}
 
 
 async def telephony_status(call: Call) -> dict:
@@ -185,7 +186,7 @@ async def override_end(call: Call) -> dict:
     await record_override(call, body.call_sid, "end", {})
     app = call.request.app
     phone = await app[STORE].read(repo.live_for_session, body.call_sid)
-    if phone is not None and phone["status"] not in repo.TERMINAL:
+    if phone is not None and phone["status"] not in phone_calls.TERMINAL:
         await outbound.hang_up(app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
                                call_id=phone["id"])
     else:  # a web call: closing the room ends it (the job records the end)

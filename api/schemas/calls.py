@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from core.store.calls import TELEPHONY_STATUS
+from core.phone_calls import TELEPHONY_STATUS
 from core.store.timefmt import whole_seconds
 
 from .common import CAMPAIGN, E164_PATTERN, RequestBody

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pipelines.pricing import usd
 
 from .agents import ContextData, context_size
-from core.store.calls import TELEPHONY_STATUS
+from core.phone_calls import TELEPHONY_STATUS
 
 from .common import CAMPAIGN, E164_PATTERN, RequestBody
 from .sessions import DateRange

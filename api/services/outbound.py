@@ -7,6 +7,7 @@ import logging
 import uuid
 from typing import Any
 
+from core import phone_calls
 from core.dispatch_meta import DispatchMeta
 from ..errors import BadGateway, Conflict, Unavailable
 from core.livekit import LiveKitGateway, sip_identity
@@ -59,7 +60,7 @@ async def hang_up(store: Store, gateway: LiveKitGateway, *, owner_id: str, call_
     """Ends a live call: the SIP participant leaves (the callee gets a BYE), the room closes, and the call is
     COMPLETED if it was answered, FAILED (``canceled``) if it was still ringing."""
     row = await store.read(repo.get, owner_id, call_id)
-    if row["status"] in repo.TERMINAL:
+    if row["status"] in phone_calls.TERMINAL:
         raise Conflict(f"call {call_id} has already ended ({row['status']})")
 
     def ended(db: Any) -> None:

@@ -1,10 +1,6 @@
 """Outbound calls, their status events (an outbox of callbacks) and each callback attempt; the per-tenant callback
-signing secret.
-
-Statuses are 001's: RINGING -> ANSWERED -> COMPLETED, or RINGING -> FAILED | NO_ANSWER (a failure after answering
-is FAILED too). Only SIP outcomes move them (the job that dials reports each one); a terminal status never changes.
-A call and its session end together (``sessions.end``): one reason, one instant.
-"""
+signing secret. The rules (which status may follow which, what a move sets, the payloads) are
+``core/phone_calls.py``'s; this module stores what they decide."""
 
 from __future__ import annotations
 
@@ -15,16 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from core import phone_calls as rules
+from core.phone_calls import TERMINAL
 from core.store import events
 from core.store.errors import NotFoundError
-from core.store.timefmt import elapsed_ms, now_iso, whole_seconds
+from core.store.timefmt import now_iso
 
 if TYPE_CHECKING:
     from core.secrets import SecretBox
-
-TERMINAL = ("COMPLETED", "FAILED", "NO_ANSWER")
-NEXT = {"RINGING": ("ANSWERED", *TERMINAL), "ANSWERED": ("COMPLETED", "FAILED")}
-
 
 def create(db: sqlite_utils.Database, owner_id: str, *, call_id: str, agent_id: str, session_id: str,
            room_name: str, phone_number: str, callback_url: str | None) -> dict[str, Any]:
@@ -63,21 +57,11 @@ def transition(db: sqlite_utils.Database, call_id: str, status: str, *, end_reas
     """Move the call (and its session's ``call_status``) to ``status`` if that is a step forward; records the event
     (and queues its callback). Returns whether anything changed."""
     row = get_any(db, call_id)
-    if status not in NEXT.get(row["status"], ()):
+    if not rules.can_move(row["status"], status):
         return False
     at = at or now_iso()
-    sets: dict[str, Any] = {"status": status, "updated_at": at}
-    if sip_status_code is not None:
-        sets.update(sip_status_code=sip_status_code, sip_status=sip_status)
-    if status == "ANSWERED":
-        sets["answered_at"] = at
-    if status in TERMINAL:
-        sets.update(ended_at=at, end_reason=end_reason or status.lower(),
-                    failure_reason=end_reason if status != "COMPLETED" else None)
-        if row["answered_at"]:
-            sets["duration_ms"] = elapsed_ms(row["answered_at"], at)
-        else:
-            sets["duration_ms"] = 0
+    sets = rules.step(row, status, at=at, end_reason=end_reason, sip_status_code=sip_status_code,
+                      sip_status=sip_status)
     db.execute(f"UPDATE outbound_calls SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
                [*sets.values(), call_id])
     if row["session_id"]:
@@ -96,19 +80,14 @@ def end_with_session(db: sqlite_utils.Database, session_id: str, *, reason: str,
     if row is None:
         return None
     if row["status"] not in TERMINAL:
-        status = "COMPLETED" if row["status"] == "ANSWERED" and error is None else "FAILED"
-        transition(db, row["id"], status, end_reason=reason, at=at)
+        transition(db, row["id"], rules.end_status(row["status"], error), end_reason=reason, at=at)
         row = get_any(db, row["id"])
     return row
 
 
 def _event(db: sqlite_utils.Database, row: dict[str, Any], status: str, *, at: str) -> None:
     event_id = f"evt_{uuid.uuid4().hex}"
-    payload = {"id": event_id, "type": "call.status", "created_at": at, "call_id": row["id"],
-               "session_id": row["session_id"], "call_status": status, "status": TELEPHONY_STATUS[status],
-               "phone_number": row["phone_number"], "end_reason": row.get("end_reason"),
-               "sip_status_code": row.get("sip_status_code"),
-               "duration": whole_seconds(row.get("duration_ms"))}
+    payload = rules.callback_payload(row, status, event_id=event_id, at=at)
     db.execute("INSERT INTO call_events (call_id, owner_id, status, sip_status_code, detail, created_at, event_id, "
                "payload, deliver_after, delivered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                [row["id"], row["owner_id"], status, row.get("sip_status_code"), row.get("end_reason"), at, event_id,
@@ -127,12 +106,7 @@ def _session_started(db: sqlite_utils.Database, session_id: str) -> bool:
 def stream_status(db: sqlite_utils.Database, row: dict[str, Any], *, at: str | None = None) -> None:
     """The call's status now, as a `call.updated` live event."""
     events.emit(db, owner_id=row["owner_id"], call_sid=row["session_id"], event_type="call.updated", at=at,
-                payload={"status": TELEPHONY_STATUS[row["status"]], "call_status": row["status"], "call_id": row["id"],
-                         "end_reason": row.get("end_reason"), "sip_status_code": row.get("sip_status_code")})
-
-
-TELEPHONY_STATUS = {"RINGING": "ringing", "ANSWERED": "answered", "COMPLETED": "completed", "FAILED": "failed",
-                    "NO_ANSWER": "no-answer"}
+                payload=rules.live_update_payload(row))
 
 
 def live_for_session(db: sqlite_utils.Database, session_id: str) -> dict[str, Any] | None:
