@@ -17,7 +17,7 @@ from tests.api.seed import tenant_of
 from tests.test_call_endings import PHONE, _placed
 from worker.config import DispatchMeta
 from worker.ending import CallEnd, Ending
-from worker.entrypoint import Call
+from worker.entrypoint import CallJob
 from worker.outbound import classify
 from worker.recorder import SessionRecorder
 
@@ -62,9 +62,9 @@ async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(t
         meta = DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound",
                             phone_number=PHONE, call_id=call_id)
         ctx = _FakeJob(store, sid)
-        call = Call(settings=settings, store=store, meta=meta, session_id=sid,
-                    recorder=SessionRecorder(store, sid), caller_identity="sip-call_1")
-        end = CallEnd(ctx, call)  # type: ignore[arg-type]
+        job = CallJob(ctx=ctx, settings=settings, store=store, meta=meta, session_id=sid,  # type: ignore[arg-type]
+                      recorder=SessionRecorder(store, sid), caller_identity="sip-call_1")
+        end = CallEnd(job)
         outcome = classify(api.TwirpError("unknown", "x", status=480, metadata={"sip_status_code": "480"}),
                            ring_timeout=30)
         await asyncio.gather(end(Ending("no_answer", outcome.detail, dial=outcome)), end(Ending("job_ended")))

@@ -5,7 +5,8 @@ runs: another process, another machine. A packet sent by a participant (a caller
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from livekit import rtc
 
@@ -17,13 +18,14 @@ M = TypeVar("M", bound=ControlMessage)
 
 
 class ControlChannel:
-    def __init__(self, room: rtc.Room, session_id: str, spawn: Callable[[Awaitable[Any], str], None]) -> None:
+    def __init__(self, room: rtc.Room, session_id: str,
+                 spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None:
         self.session_id = session_id
         self._spawn = spawn
-        self._handlers: dict[type[ControlMessage], Callable[[Any], Awaitable[None]]] = {}
+        self._handlers: dict[type[ControlMessage], Callable[[Any], Coroutine[Any, Any, None]]] = {}
         room.on("data_received", self._on_data)
 
-    def on(self, kind: type[M], handler: Callable[[M], Awaitable[None]]) -> None:
+    def on(self, kind: type[M], handler: Callable[[M], Coroutine[Any, Any, None]]) -> None:
         self._handlers[kind] = handler
 
     def _on_data(self, packet: rtc.DataPacket) -> None:

@@ -4,8 +4,8 @@ transfer, no answer or a failed dial, the agent was deleted, the caller never jo
 1. the apology, where there is one (a provider failed for good), bounded by `APOLOGY_TIMEOUT`;
 2. the hang-up: the SIP participant removed and the room deleted, so the far end gets a BYE (phone) or a
    disconnect (web) at once, never livekit-sip's media timeout or an open room;
-3. the end recorded on the call and its session in one write, at the instant the call ended (after the apology,
-   before the hang-up): the session's duration and the line's billed minutes stop there;
+3. the end recorded on the session (and an outbound phone call) in one write, at the instant the call ended
+   (after the apology, before the hang-up): the session's duration and the line's billed minutes stop there;
 4. the meter closed, the job shut down.
 
 The first ending wins; any later one (the session closing because of the hang-up, the job's own end) waits for it
@@ -27,7 +27,7 @@ from core.store.timefmt import now_iso
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 if TYPE_CHECKING:
-    from .entrypoint import Call
+    from .entrypoint import CallJob
     from .outbound import DialOutcome
 
 log = logging.getLogger("voxarena.job")
@@ -78,11 +78,11 @@ async def hang_up(ctx: JobContext, identity: str | None, *, why: str) -> None:
 
 
 class CallEnd:
-    """The one end path of a running call (see the module's docstring)."""
+    """The one end path of a running call, `job` (see the module's docstring)."""
 
-    def __init__(self, ctx: JobContext, call: Call) -> None:
-        self.ctx = ctx
-        self.call = call
+    def __init__(self, job: CallJob) -> None:
+        self.ctx: JobContext = job.ctx
+        self.job = job
         self._lock = asyncio.Lock()
         self.ended: Ending | None = None
         self.ended_at: str | None = None
@@ -95,25 +95,25 @@ class CallEnd:
             await self._run(ending)
 
     async def _run(self, ending: Ending) -> None:
-        call = self.call
-        if call.transferring is not None and ending.error is None:
+        job = self.job
+        if job.transferring is not None and ending.error is None:
             # the caller's side hangs up as the transfer completes: that is the transfer
             ending = Ending("transferred")
-        (log.error if ending.error else log.info)("session %s ends: %s%s", call.session_id, ending.reason,
+        (log.error if ending.error else log.info)("session %s ends: %s%s", job.session_id, ending.reason,
                                                   f" ({ending.error})" if ending.error else "")
         if ending.failed_stage is not None and ending.failed_stage != "tts":
             await self._apologise()
         self.ended_at = ended_at = now_iso()
-        await hang_up(self.ctx, call.caller_identity, why=f"session {call.session_id}")
+        await hang_up(self.ctx, job.caller_identity, why=f"session {job.session_id}")
         await self._record(ending, ended_at)
         await self._bill_line(ended_at)
-        await call.close_meter()
+        await job.close_meter()
         self.ctx.shutdown(reason=ending.reason)
 
     async def _apologise(self) -> None:
         """The agent's `errorMessage`, heard in full: the caller's audio is no longer listened to, so nothing they
         say can start a turn (or a failing reply) that cuts it short."""
-        session, spec = self.call.session, self.call.spec
+        session, spec = self.job.session, self.job.spec
         if session is None or spec is None:
             return
         try:
@@ -122,42 +122,42 @@ class CallEnd:
             await asyncio.wait_for(handle.wait_for_playout(), APOLOGY_TIMEOUT)
             await asyncio.sleep(PLAYOUT_TAIL)
         except Exception as e:  # the TTS may be gone too: the call still ends, the reason is already kept
-            log.warning("session %s: the apology could not be played: %s", self.call.session_id, e)
+            log.warning("session %s: the apology could not be played: %s", self.job.session_id, e)
 
     async def _record(self, ending: Ending, ended_at: str) -> None:
-        call = self.call
-        await call.recorder.close()
-        dial, call_id = ending.dial, call.meta.call_id
+        job = self.job
+        await job.recorder.close()
+        dial, phone_call_id = ending.dial, job.phone_call_id
 
         def record(db: Any) -> None:
-            if dial is not None and call_id is not None:
-                calls_repo.transition(db, call_id, dial.status, end_reason=dial.end_reason, at=ended_at,
+            if dial is not None and phone_call_id is not None:
+                calls_repo.transition(db, phone_call_id, dial.status, end_reason=dial.end_reason, at=ended_at,
                                       sip_status_code=dial.sip_status_code, sip_status=dial.sip_status)
-            if call.session is None:  # no conversation (an outbound call never answered says so at its end)
-                sessions_repo.skip_analysis(db, call.session_id, reason="skipped: nothing to analyse, the call "
+            if job.session is None:  # no conversation (an outbound call never answered says so at its end)
+                sessions_repo.skip_analysis(db, job.session_id, reason="skipped: nothing to analyse, the call "
                                                                         f"ended before it began ({ending.reason})")
-            sessions_repo.end(db, call.session_id, reason=ending.reason, ended_at=ended_at,
-                              error=ending.error or call.recorder.error)
+            sessions_repo.end(db, job.session_id, reason=ending.reason, ended_at=ended_at,
+                              error=ending.error or job.recorder.error)
 
         try:
-            await call.store.write(record)
+            await job.store.write(record)
         except Exception:
-            log.exception("session %s: could not record the end of the call", call.session_id)
+            log.exception("session %s: could not record the end of the call", job.session_id)
 
     async def _bill_line(self, ended_at: str) -> None:
-        """The phone line's answered time, up to the instant the call ended (the call's row has it for an outbound
-        call: the API may have ended it first)."""
-        call = self.call
-        if call.meter is None:
+        """The phone line's answered time, up to the instant the call ended (an outbound phone call's row has it:
+        the API may have ended it first)."""
+        job = self.job
+        if job.meter is None:
             return
         try:
-            if call.line is not None:
-                await call.line.end(call.meter, carrier=call.settings.sip_carrier, ended_at=ended_at)
-            elif call.meta.call_id is not None:
-                row = await call.store.read(calls_repo.get_any, call.meta.call_id)
+            if job.line is not None:
+                await job.line.end(job.meter, carrier=job.settings.sip_carrier, ended_at=ended_at)
+            elif job.phone_call_id is not None:
+                row = await job.store.read(calls_repo.get_any, job.phone_call_id)
                 if row["answered_at"] and row["duration_ms"]:
-                    await call.meter.record_sip_minutes(carrier=call.settings.sip_carrier,
-                                                        trunk=call.settings.sip_outbound_trunk_id or None,
-                                                        answered_ms=row["duration_ms"])
+                    await job.meter.record_sip_minutes(carrier=job.settings.sip_carrier,
+                                                       trunk=job.settings.sip_outbound_trunk_id or None,
+                                                       answered_ms=row["duration_ms"])
         except Exception:  # the sink retried and spilled what it could; the call still ends
-            log.exception("session %s: the line's minutes could not be recorded", call.session_id)
+            log.exception("session %s: the line's minutes could not be recorded", job.session_id)

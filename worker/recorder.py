@@ -68,9 +68,9 @@ class SessionRecorder:
         self.clock: TurnClock | None = None  # the agent's per-hop marks (pipelines/turn_clock.py)
         self.supervisor_texts: list[str] = []  # said on an operator's order: recorded with source "supervisor"
         self._last_user_metrics: dict[str, Any] | None = None
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._writes = utils.aio.TaskSet()  # the writes in flight, awaited by `flush`
         self.error: str | None = None
-        self._heartbeat: asyncio.Future[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         # Final transcripts of the caller that no committed user message has covered yet: when a provider fails
         # before the agent answers, the framework never commits that turn, and the recorder keeps it itself.
         self._unanswered: list[tuple[float, str]] = []
@@ -93,7 +93,7 @@ class SessionRecorder:
                 except Exception as e:
                     log.warning("heartbeat of session %s failed: %s", self.session_id, e)
 
-        self._heartbeat = asyncio.ensure_future(beat())
+        self._heartbeat = asyncio.get_running_loop().create_task(beat(), name=f"heartbeat:{self.session_id}")
 
     def attach(self, session: AgentSession) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -145,12 +145,10 @@ class SessionRecorder:
         return out or None
 
     def _write(self, fn: Any, *args: Any) -> None:
-        fut = asyncio.ensure_future(self.store.write(fn, *args))
-        self._pending.add(fut)
-        fut.add_done_callback(self._done)
+        task = self._writes.create_task(self.store.write(fn, *args), name=f"record:{self.session_id}")
+        task.add_done_callback(self._done)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
-        self._pending.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             log.error("could not record to session %s: %s", self.session_id, fut.exception())
 
@@ -211,8 +209,9 @@ class SessionRecorder:
             self.on_fatal(kind, message)
 
     async def flush(self) -> None:
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Every write started so far is done (a failed one was logged)."""
+        if writes := self._writes.tasks:
+            await asyncio.gather(*writes, return_exceptions=True)
 
     async def close(self) -> None:
         """Everything said is written (the caller's unanswered words too); the call's end is recorded after this,

@@ -1,0 +1,81 @@
+"""What a running call does with the API's commands (core/control.py): update its context, say an operator's text,
+send DTMF, transfer the caller. The control channel (worker/control.py) hands each command to its handler here, in
+a task the job owns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from livekit import rtc
+from livekit.agents import AgentSession
+
+from core.control import DTMF_CODES, Say, SendDtmf, Transfer, UpdateContext
+from core.store import events as events_repo
+from pipelines.builder import VoiceAgent
+from pipelines.config import prompt_with_context
+
+from .control import ControlChannel
+from .ending import Ending
+from .outbound import transfer
+
+if TYPE_CHECKING:
+    from .entrypoint import CallJob
+
+log = logging.getLogger("voxarena.job")
+
+
+@dataclass
+class CallCommands:
+    """The commands of one call's session, once it runs with `caller`. `base_prompt` is the agent's own prompt,
+    which a context update extends (never the prompt of the last update)."""
+
+    job: CallJob
+    session: AgentSession
+    agent: VoiceAgent
+    caller: rtc.RemoteParticipant
+    base_prompt: str
+
+    def listen(self, channel: ControlChannel) -> None:
+        channel.on(UpdateContext, self.update_context)
+        channel.on(Say, self.say)
+        channel.on(SendDtmf, self.send_dtmf)
+        channel.on(Transfer, self.transfer)
+
+    async def update_context(self, message: UpdateContext) -> None:
+        # the merged context is stored by the API; the agent's next LLM turn sees it in its instructions
+        await self.agent.update_instructions(prompt_with_context(self.base_prompt, message.context))
+        log.info("session %s: context updated", self.job.session_id)
+
+    async def say(self, message: Say) -> None:
+        """An operator's words, now: the agent stops what it is saying and says them, uninterruptible."""
+        text = message.text.strip()
+        await self.session.interrupt(force=True)
+        self.job.recorder.supervisor_texts.append(text)
+        self.session.say(text, allow_interruptions=False)
+        log.info("session %s: saying the supervisor's text", self.job.session_id)
+
+    async def send_dtmf(self, message: SendDtmf) -> None:
+        digit = message.digit
+        room = self.job.ctx.room
+        await room.local_participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)  # RFC 2833 on SIP
+        log.info("session %s: sent DTMF %s", self.job.session_id, digit)
+
+    async def transfer(self, message: Transfer) -> None:
+        """A supervisor's transfer: the caller's side gets a REFER; once it is done the call ends `transferred`.
+        A failed transfer leaves the call with the agent, with an `error` event (recoverable) on the session."""
+        job, target, session_id = self.job, message.target, self.job.session_id
+        if self.caller.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+            log.warning("session %s: ignored a transfer (no SIP caller or no target)", session_id)
+            return
+        job.transferring = target
+        failure = await transfer(job.ctx.api, room=job.ctx.room.name, identity=self.caller.identity, target=target)
+        if failure is not None:
+            job.transferring = None
+            log.error("session %s: %s; the call stays with the agent", session_id, failure)
+            await job.store.write(lambda db: events_repo.emit_for_session(
+                db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}))
+            return
+        log.info("session %s: transferred to %s", session_id, target)
+        await job.end(Ending("transferred"))
