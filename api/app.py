@@ -4,31 +4,67 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
-from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
-from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
-from .keys import (AGENT_LISTS, EVENTS, GATEWAYS, HTTP, ISSUER, LIVEKIT, LIVEKIT_HEALTH, LOOP, PRICEBOOK, SECRETS,
-                   SETTINGS, STARTED, STORE, TENANTS, VERIFIER, WORKER_CAPACITY)
 from core.dispatch_meta import DispatchSigner
 from core.livekit import Gateways, LiveKitGateway
 from core.secrets import SecretBox
-from .services import clients as clients_service
+from core.settings import Settings
 from core.store import clients as clients_repo
-from .loopmon import LoopMonitor
+from core.store.db import Store
+from pipelines.pricing import PriceBook
+
+from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
+from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
 from .dashboard import add_dashboard
-from .routes import accounts, agents, apikeys, calls, clients, costs, events, livekit, meta, sessions, tenants
-from .routes import chat, relay
-from .keys import CHAT, SOCKETS
-from .routes import phone_numbers
+from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
+from .keys import (
+    AGENT_LISTS,
+    CHAT,
+    EVENTS,
+    GATEWAYS,
+    HTTP,
+    ISSUER,
+    LIVEKIT,
+    LIVEKIT_HEALTH,
+    LOOP,
+    PRICEBOOK,
+    SECRETS,
+    SETTINGS,
+    SOCKETS,
+    STARTED,
+    STORE,
+    TENANTS,
+    VERIFIER,
+    WORKER_CAPACITY,
+)
+from .loopmon import LoopMonitor
+from .routes import (
+    accounts,
+    agents,
+    apikeys,
+    calls,
+    chat,
+    clients,
+    costs,
+    events,
+    livekit,
+    meta,
+    phone_numbers,
+    relay,
+    sessions,
+    tenants,
+)
 from .routes import analytics as analytics_routes
 from .routes import ingest as ingest_routes
 from .routes import metrics as metrics_routes
 from .routing import TENANCY, Route, register
+from .schemas.events import event_wire
+from .services import clients as clients_service
 from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
 from .services.callbacks import CallbackSender
@@ -36,12 +72,8 @@ from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.sockets import SocketGuard, SocketLeases
-from .schemas.events import event_wire
-from core.settings import Settings
-from core.store.db import Store
 from .tenancy import Tenants
 from .version import VERSION
-from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.api")
 

@@ -11,9 +11,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import jwt
@@ -22,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from .errors import Unauthorized
 from core.secrets import write_once
 from core.settings import Settings
+
+from .errors import Unauthorized
 
 log = logging.getLogger("voxarena.auth")
 

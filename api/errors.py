@@ -13,8 +13,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from core.store.errors import (ConflictError, InvalidReferenceError, LimitError, NotFoundError, StorageUnavailable,
-                           StoreError)
+from core.store.errors import (
+    ConflictError,
+    InvalidReferenceError,
+    LimitError,
+    NotFoundError,
+    StorageUnavailable,
+    StoreError,
+)
 
 log = logging.getLogger("voxarena.api")
 

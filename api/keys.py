@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from .auth import LocalIssuer, Verifier
 from core.livekit import Gateways, LiveKitGateway
 from core.secrets import SecretBox
-from .loopmon import LoopMonitor
-from .services.events import EventHub
-from .services.sockets import SocketGuard
-from pipelines.pricing import PriceBook
-
-from .services.agents import AgentListCache
-from .services.chat import ChatService
 from core.settings import Settings
 from core.store.db import Store
+from pipelines.pricing import PriceBook
+
+from .auth import LocalIssuer, Verifier
+from .loopmon import LoopMonitor
+from .services.agents import AgentListCache
+from .services.chat import ChatService
+from .services.events import EventHub
+from .services.sockets import SocketGuard
 from .tenancy import Tenants
 
 SETTINGS = web.AppKey("settings", Settings)

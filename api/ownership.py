@@ -3,12 +3,13 @@ or the request is a 404 (someone else's object and no object look the same)."""
 
 from __future__ import annotations
 
+from core.store import agents, apikeys, calls, clients, phone_numbers, sessions
+from core.store.tenants import personal_tenant_id
+
 from .errors import NotFound
 from .keys import STORE, TENANTS
 from .routing import Call, ownership
 from .schemas.phone_numbers import path_number
-from core.store import agents, apikeys, calls, clients, phone_numbers, sessions
-from core.store.tenants import personal_tenant_id
 
 
 @ownership("agent")

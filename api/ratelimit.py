@@ -17,14 +17,16 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from .errors import RateLimited, exception_response
-from core.store.apikeys import KEY_PREFIX as API_KEY_PREFIX
 from core.settings import Settings
+from core.store.apikeys import KEY_PREFIX as API_KEY_PREFIX
+
+from .errors import RateLimited, exception_response
 
 log = logging.getLogger("voxarena.ratelimit")
 
@@ -149,7 +151,7 @@ class RateLimiter:
         if self._redis is not None and self._clock() >= self._down_until:
             try:
                 allowed, tokens, now = await self._script(keys=[self.KEY_PREFIX + bucket_id], args=[rate, burst])
-            except Exception as e:  # noqa: BLE001 - any Redis failure: the API keeps serving on local buckets
+            except Exception as e:
                 self._down_until = self._clock() + self.RETRY_REDIS_SECONDS
                 if not self._outage_logged:
                     self._outage_logged = True

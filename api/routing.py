@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from decimal import Decimal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from decimal import Decimal
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from core.jsondepth import MAX_DEPTH, too_deep
+
 from .auth import Principal, principal
 from .errors import InvalidJson, JsonTooDeep, ValidationFailed, from_validation_error
-from core.jsondepth import MAX_DEPTH, too_deep
 from .tenancy import Tenancy
 
 

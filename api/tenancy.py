@@ -10,20 +10,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
-from . import ratelimit
-from .auth import Principal
-from .errors import Forbidden, NotFound, Unauthorized
 from core.settings import Settings
 from core.store import accounts, apikeys
 from core.store import clients as clients_repo
 from core.store import tenants as repo
 from core.store.db import Store
 from core.store.timefmt import now_iso
+
+from . import ratelimit
+from .auth import Principal
+from .errors import Forbidden, NotFound, Unauthorized
 
 log = logging.getLogger("voxarena.tenancy")
 

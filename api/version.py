@@ -1,4 +1,5 @@
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     VERSION = _version("voxarena")

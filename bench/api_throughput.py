@@ -18,9 +18,9 @@ from pathlib import Path
 from api.auth import LocalIssuer
 from api.schemas.agents import storage
 from core.store import agents as agents_repo
-from core.store.tenants import personal_tenant_id
 from core.store import usage as ledger
 from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 

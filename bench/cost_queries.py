@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,13 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from api.auth import LocalIssuer
-from core.settings import Settings
 from api.schemas.agents import storage
+from core.settings import Settings
 from core.store import agents as agents_repo
-from core.store.tenants import personal_tenant_id
 from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 from core.store.timefmt import to_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
@@ -36,7 +36,7 @@ DAYS = 90
 
 def _fill(store: Store, book: PriceBook, total: int, *, seed: int = 1) -> tuple[str, list[str]]:
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     owners = [personal_tenant_id(f"user{u}") for u in range(USERS)]  # each user's personal tenant
     agents: dict[str, list[str]] = {}
     sessions: dict[str, list[tuple[str, str]]] = {}

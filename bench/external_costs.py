@@ -8,7 +8,7 @@ import json
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -40,7 +40,7 @@ def _items(rng: random.Random, n: int, start: int, now: datetime) -> list[dict]:
 async def run(results: Results, *, events: int = 1_000_000, http_events: int = 50_000, requests: int = 200) -> None:
     book = PriceBook.load()
     rng = random.Random(4)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     owner = personal_tenant_id("bench")
     with tempfile.TemporaryDirectory(prefix="vx-bench-external-") as d:
         settings = Settings(data_dir=Path(d), worker_enabled=False, rate_limit_rps=1e9,

@@ -14,10 +14,10 @@ from pathlib import Path
 from api.loopmon import LoopMonitor
 from api.schemas.agents import storage
 from core.store import agents as agents_repo
-from core.store.tenants import personal_tenant_id
 from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.store.db import Store
+from core.store.tenants import personal_tenant_id
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
 from worker.usage_sink import StoreUsageSink

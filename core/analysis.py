@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm
 from pydantic import BaseModel, Field, ValidationError
 
-from pipelines.builder import FALLBACK_ATTEMPT_TIMEOUT, FallbackLLM
-from pipelines.metering import CallMeter
-
 from core.store import sessions as repo
 from core.store.db import Store
+from pipelines.builder import FALLBACK_ATTEMPT_TIMEOUT, FallbackLLM
+from pipelines.metering import CallMeter
 
 log = logging.getLogger("voxarena.analysis")
 

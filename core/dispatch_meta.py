@@ -49,7 +49,7 @@ class DispatchMeta:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and (k != "agent_id" or v)}
 
     @classmethod
-    def parse(cls, raw: str, signer: "DispatchSigner", *, server_key: str) -> "DispatchMeta":
+    def parse(cls, raw: str, signer: DispatchSigner, *, server_key: str) -> DispatchMeta:
         """The job's metadata, if the product signed it for the LiveKit server `server_key` names."""
         try:
             data = json.loads(raw or "{}")
@@ -76,7 +76,7 @@ class DispatchMeta:
         )
 
     @classmethod
-    def _refusal(cls, data: dict[str, Any]) -> "DispatchMeta":
+    def _refusal(cls, data: dict[str, Any]) -> DispatchMeta:
         """The rule of a registered number no agent is assigned to: `{owner_id, direction: "inbound",
         phone_number_id, refuse}`, and never an agent."""
         fields = ("refuse", "owner_id", "phone_number_id")
@@ -95,7 +95,7 @@ class DispatchSigner:
         self._key = key
 
     @classmethod
-    def from_secret_box(cls, box: SecretBox) -> "DispatchSigner":
+    def from_secret_box(cls, box: SecretBox) -> DispatchSigner:
         return cls(box.derive(PURPOSE))
 
     def seal(self, meta: DispatchMeta, *, server_key: str) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
-
 from core.settings import Settings
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 
 
 def providers_config(s: Settings) -> ProvidersConfig:

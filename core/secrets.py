@@ -22,7 +22,7 @@ class SecretBox:
         self._fernet = Fernet(key)
 
     @classmethod
-    def from_settings(cls, secret_key: str, data_dir: Path) -> "SecretBox":
+    def from_settings(cls, secret_key: str, data_dir: Path) -> SecretBox:
         if secret_key:
             return cls(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
         path = data_dir / KEY_FILE

@@ -6,9 +6,10 @@ The README's settings table is checked against ``SETTINGS`` by a docs test, so a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipelines.config import TURN_DETECTION_MODES
 
@@ -337,7 +338,7 @@ class Settings:
                              f"not {self.turn_detection!r}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``VOXARENA_*`` variables; explicit overrides (CLI flags) win."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -349,7 +350,7 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     @property

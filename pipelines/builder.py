@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterable, AsyncIterator, Callable
+from typing import Any
 
 from livekit import rtc
-from livekit.agents import (Agent, AgentSession, AgentStateChangedEvent, APIConnectOptions, APIError, ModelSettings,
-                            inference, vad)
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    AgentStateChangedEvent,
+    APIConnectOptions,
+    APIError,
+    ModelSettings,
+    inference,
+    vad,
+)
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # What an agent says before it hangs up on a provider failure it cannot recover from (an agent's `errorMessage`
 # replaces it).
 DEFAULT_ERROR_MESSAGE = (

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from .pricing import PriceBook, Unpriced, cost_nanos
 from .wire_meter import MeteredSession, TextWire
@@ -85,7 +86,7 @@ def make_event(
     at: datetime | None = None,
     source: str = "worker",
 ) -> UsageEvent:
-    at = at or datetime.now(timezone.utc)
+    at = at or datetime.now(UTC)
     provider_key = book.provider_key(provider)
     try:
         quote = book.quote(provider=provider_key, event_type=event_type, model=model, token_kind=token_kind, at=at)

@@ -7,7 +7,7 @@ integer nano-USD, and totals are integer sums of those. Nothing here is ever a f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
@@ -124,7 +124,7 @@ class PriceBook:
             p.unit_cost()  # unit/event type mismatches fail at load, not at the first call
 
     @classmethod
-    def load(cls, path: Path | str | None = None) -> "PriceBook":
+    def load(cls, path: Path | str | None = None) -> PriceBook:
         p = Path(path) if path else DEFAULT_FILE
         try:
             raw = yaml.safe_load(p.read_text())
@@ -145,7 +145,7 @@ class PriceBook:
 
     def quote(self, *, provider: str, event_type: str, model: str | None, token_kind: str | None,
               at: datetime) -> Quote:
-        day = at.astimezone(timezone.utc).date()
+        day = at.astimezone(UTC).date()
         key = self.provider_key(provider)
         candidates = [
             p for p in self.prices

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .config import AgentSpec, ProviderConfigError, ProvidersConfig
 from .providers import assemblyai, deepgram, elevenlabs, google, openai, resemble

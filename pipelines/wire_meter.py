@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -82,7 +83,7 @@ class MeteredWebSocket:
     async def send_json(self, data: Any, *args: Any, **kwargs: Any) -> None:
         await self.send_str(json.dumps(data), *args, **kwargs)
 
-    def __aiter__(self) -> "MeteredWebSocket":
+    def __aiter__(self) -> MeteredWebSocket:
         return self
 
     async def __anext__(self) -> aiohttp.WSMessage:

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from core.dispatch_meta import DispatchMeta, DispatchSigner
 from api.keys import ISSUER
+from core.dispatch_meta import DispatchMeta, DispatchSigner
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store
 from worker.connections import json_protocol_errors
-
 
 LIVEKIT_KEY = "testkey"
 LIVEKIT_SECRET = "test-secret-that-is-long-enough-000000"

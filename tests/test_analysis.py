@@ -3,13 +3,10 @@ invalid output, failure stored with its reason, and the analysis's own tokens me
 
 from __future__ import annotations
 
-from api.schemas.sessions import session_wire
-
-from tests.api.seed import tenant_of
-
 import pytest
 from livekit.agents import llm
 
+from api.schemas.sessions import session_wire
 from core.store import sessions as repo
 from core.store import usage as ledger
 from pipelines.builder import build_llm
@@ -17,7 +14,7 @@ from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
 from pipelines.providers import google as google_provider
-from tests.api.seed import ANALYSIS, seed_call
+from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.fakes import FakeProviders
 from worker.analysis import run_and_store
 from worker.usage_sink import StoreUsageSink

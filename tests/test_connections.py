@@ -107,9 +107,8 @@ async def test_one_address_holds_at_most_the_cap_and_others_are_unaffected(api_s
         while cap.open.get("127.0.0.1", 0) >= 5:
             assert time.monotonic() < deadline, cap.open
             await asyncio.sleep(0.02)
-        async with aiohttp.ClientSession() as same:
-            async with same.get(f"http://127.0.0.1:{site.port}/health") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as same, same.get(f"http://127.0.0.1:{site.port}/health") as resp:
+            assert resp.status == 200
     finally:
         for _, w in held:
             w.close()
@@ -167,12 +166,11 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
         deadline = time.monotonic() + 30
         while True:  # the descriptors come back: the server answers again
             try:
-                async with aiohttp.ClientSession() as http:
-                    async with http.get(f"http://127.0.0.1:{port}/health",
-                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                        if resp.status == 200:
-                            break
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health",
+                                    timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                    if resp.status == 200:
+                        break
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             assert time.monotonic() < deadline, log_path.read_text()[-2000:]
             await asyncio.sleep(0.2)

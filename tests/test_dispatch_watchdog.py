@@ -4,7 +4,7 @@ job starts meanwhile is left alone."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
@@ -35,7 +35,7 @@ async def test_a_call_no_worker_takes_is_dispatched_once_more_then_ends_as_no_ag
     _, calls = twirp_stub
     sid = await _token(client, auth, "room-a")
     watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=10)
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     # Nobody in the room yet: the timeout has not started, however long the token waits.
     assert await watchdog.check_once(t0 + timedelta(seconds=30)) == {"retried": 0, "given_up": 0}
     livekit_rooms["room-a"] = [CALLER]
@@ -65,7 +65,7 @@ async def test_a_call_whose_job_starts_is_left_alone(client, auth, store, twirp_
     sid = await _token(client, auth, "room-b")
     livekit_rooms["room-b"] = [CALLER, AGENT_KIND]
     watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=5)
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     await watchdog.check_once(t0)
     store.write_sync(lambda db: repo.mark_active(db, sid, job_id="AJ_1", started_at=now_iso()))
     assert await watchdog.check_once(t0 + timedelta(seconds=60)) == {"retried": 0, "given_up": 0}
@@ -78,7 +78,7 @@ async def test_an_agent_alone_in_the_room_is_not_a_waiting_caller(client, auth, 
     await _token(client, auth, "room-c")
     livekit_rooms["room-c"] = [AGENT_KIND]
     watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=1)
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     for s in (0, 5, 10):
         assert await watchdog.check_once(t0 + timedelta(seconds=s)) == {"retried": 0, "given_up": 0}
     assert _names(calls) == ["CreateDispatch"]

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 from pipelines import registry
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.fakes import FakeProviders
-from tests.fakes.google_tts import issue_service_account
 from tests.fakes.drive import collect_audio, collect_events, final_texts, pcm_pattern, push_pcm
+from tests.fakes.google_tts import issue_service_account
 
 SR = 16000
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=5.0)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from api.services.reprice import reprice
 from core.store import usage as ledger
+from core.store.timefmt import parse_iso
 from pipelines.metering import make_event
 from pipelines.pricing import PriceBook
-from core.store.timefmt import parse_iso
 
 BOOK = PriceBook.load()
 

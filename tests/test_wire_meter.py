@@ -11,10 +11,10 @@ import pytest
 from livekit.agents import APIConnectOptions, stt
 from livekit.agents.utils import http_context
 
+from pipelines import registry
 from pipelines.config import STT_SAMPLE_RATE, AgentSpec, ProviderCredentials, ProvidersConfig
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
-from pipelines import registry
 from pipelines.providers import assemblyai, deepgram, elevenlabs
 from tests.fakes import FakeProviders
 from tests.fakes.drive import collect_audio, pcm_pattern, push_pcm

@@ -7,8 +7,8 @@ import functools
 from pathlib import Path
 
 from core.dispatch_meta import BadDispatch, DispatchMeta, DispatchSigner
-from core.secrets import SecretBox
 from core.pipeline import agent_spec, providers_config
+from core.secrets import SecretBox
 from core.settings import Settings
 
 __all__ = ["BadDispatch", "DispatchMeta", "agent_spec", "parse_dispatch", "providers_config"]

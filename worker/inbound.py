@@ -16,7 +16,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from livekit import rtc
@@ -86,7 +86,7 @@ def session_id_for(ctx: JobContext) -> str:
 
 def _joined_at(caller: rtc.RemoteParticipant | None) -> str:
     """When the SIP participant joined the room (the server's clock, never later than now here): the call's start."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     joined = caller.joined_at if caller is not None else None
     return to_iso(min(joined, now) if joined is not None else now)
 
@@ -119,7 +119,7 @@ async def _wait_for_caller(ctx: JobContext) -> rtc.RemoteParticipant | None:
     try:
         return await asyncio.wait_for(ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP),
                                       SIP_JOIN_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 

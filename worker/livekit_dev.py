@@ -91,7 +91,7 @@ class LocalLiveKit:
                     async with http.get(f"http://{self.host}:{self.port}/", timeout=aiohttp.ClientTimeout(total=1)) as r:
                         if r.status == 200:
                             break
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 if asyncio.get_running_loop().time() > deadline:
                     await self.stop()
@@ -105,6 +105,6 @@ class LocalLiveKit:
         self.proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             await self.proc.wait()

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 from livekit.agents.utils.hw import get_cpu_monitor

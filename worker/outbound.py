@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from google.protobuf.duration_pb2 import Duration
 from livekit import api
+from livekit.protocol.sip import CreateSIPParticipantRequest, TransferSIPParticipantRequest
 
 from core.livekit import sip_identity
-from livekit.protocol.sip import CreateSIPParticipantRequest, TransferSIPParticipantRequest
-from google.protobuf.duration_pb2 import Duration
 
 log = logging.getLogger("voxarena.outbound")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from livekit.agents import AgentSession, utils
 from livekit.agents.llm import ChatMessage
@@ -23,7 +24,7 @@ log = logging.getLogger("voxarena.recorder")
 
 
 def _iso(ts: float) -> str:
-    return to_iso(datetime.fromtimestamp(ts, tz=timezone.utc))
+    return to_iso(datetime.fromtimestamp(ts, tz=UTC))
 
 
 def turn_metrics(user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str, float]:

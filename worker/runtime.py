@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -98,7 +98,7 @@ class Runtime:
             return "the worker is not registered with LiveKit (yet)"
         if self.server.draining:
             return "the worker is shutting down"
-        since = to_iso(datetime.now(timezone.utc) - timedelta(seconds=RESERVATION_SECONDS))
+        since = to_iso(datetime.now(UTC) - timedelta(seconds=RESERVATION_SECONDS))
         reserved = await self.store.read(dispatch_repo.reserved_calls, since)
         return self.load.why_full(reserved)
 
@@ -119,7 +119,7 @@ class Runtime:
             async with aiohttp.ClientSession() as http:
                 async with http.get(http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
                     reachable = r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             reachable = False
         if not reachable:
             result = {"status": "unreachable", "detail": f"{s.livekit_url} does not answer; the worker keeps retrying"}
@@ -148,14 +148,14 @@ class Runtime:
         log.info("SIGTERM: draining active calls (up to %.0fs)", self.settings.drain_timeout_seconds)
         try:
             await asyncio.wait_for(self.server.drain(), self.settings.drain_timeout_seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("drain timed out; closing with calls still active")
         return 0
 
     async def sweep_once(self) -> int:
         """Close live sessions with no activity since the cutoff, except those whose job runs here right now
         (a long silence in a running call is not an orphan: it is touched instead)."""
-        cutoff = to_iso(datetime.now(timezone.utc) - timedelta(seconds=self.settings.session_orphan_seconds))
+        cutoff = to_iso(datetime.now(UTC) - timedelta(seconds=self.settings.session_orphan_seconds))
         running = self.running_job_ids()
 
         def close_stale(db: Any) -> int:

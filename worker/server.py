@@ -42,8 +42,8 @@ async def run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    from .runtime import Runtime
     from .livekit_dev import LocalLiveKitError
+    from .runtime import Runtime
 
     runtime = Runtime(settings, store)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core.settings import Settings
+
 from ..version import VERSION
 
 STATIC = Path(__file__).parent / "static"

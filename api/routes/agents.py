@@ -7,13 +7,26 @@ from typing import Any
 
 from aiohttp import web
 
+from core.store import agents as repo
+
 from ..keys import AGENT_LISTS, STORE
 from ..routing import Call, Route, send_json
-from ..schemas.agents import (Agent, AgentCreate, AgentList, AgentQuery, AgentUpdate, AgentV1, AgentV1Create,
-                              AgentV1Query, AgentV1Update, agent_v1_wire, agent_wire, storage)
+from ..schemas.agents import (
+    Agent,
+    AgentCreate,
+    AgentList,
+    AgentQuery,
+    AgentUpdate,
+    AgentV1,
+    AgentV1Create,
+    AgentV1Query,
+    AgentV1Update,
+    agent_v1_wire,
+    agent_wire,
+    storage,
+)
 from ..schemas.common import Deleted
 from ..services import agents as service
-from core.store import agents as repo
 
 
 async def list_agents(call: Call) -> web.StreamResponse:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from core.store import apikeys as repo
+from core.store import tenants as tenants_repo
+
 from ..errors import Forbidden
 from ..keys import STORE
 from ..routing import Call, Route
-from ..schemas.apikeys import ApiKey, ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
+from ..schemas.apikeys import ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
 from ..schemas.common import Success
-from core.store import apikeys as repo
-from core.store import tenants as tenants_repo
 
 
 def _users_only(call: Call) -> None:

@@ -4,23 +4,47 @@ within its concurrent-call limit, a worker free."""
 
 from __future__ import annotations
 
-from ..errors import BadGateway, Conflict, NotFound
-from ..keys import GATEWAYS, SECRETS, SETTINGS, STORE
-from ..routing import Call, Route
-from ..schemas.calls import (CallbackDelivery, CallbackSecret, CallStatusResponse, OutboundCallRequest,
-                             OutboundCallResponse, TelephonyCallRequest, TelephonyCallResponse,
-                             TelephonyStatusResponse, delivery_wire, status_wire, telephony_wire)
-from ..schemas.common import Success
-from ..schemas.live import (AgentCallRequest, AgentCallResponse, CallHistory, ContextUpdate, ContextUpdated,
-                            HistoryQuery, LiveCall, OverrideDone, OverrideDtmf, OverrideEnd, OverrideText,
-                            OverrideTransfer, live_call_wire, transfer_uri)
-from ..services import callbacks, outbound
 from core import phone_calls
 from core.control import ControlMessage, Say, SendDtmf, Transfer, UpdateContext
 from core.store import agents as agents_repo
 from core.store import calls as repo
 from core.store import events as events_repo
 from core.store import sessions as sessions_repo
+
+from ..errors import BadGateway, Conflict, NotFound
+from ..keys import GATEWAYS, SECRETS, SETTINGS, STORE
+from ..routing import Call, Route
+from ..schemas.calls import (
+    CallbackDelivery,
+    CallbackSecret,
+    CallStatusResponse,
+    OutboundCallRequest,
+    OutboundCallResponse,
+    TelephonyCallRequest,
+    TelephonyCallResponse,
+    TelephonyStatusResponse,
+    delivery_wire,
+    status_wire,
+    telephony_wire,
+)
+from ..schemas.common import Success
+from ..schemas.live import (
+    AgentCallRequest,
+    AgentCallResponse,
+    CallHistory,
+    ContextUpdate,
+    ContextUpdated,
+    HistoryQuery,
+    LiveCall,
+    OverrideDone,
+    OverrideDtmf,
+    OverrideEnd,
+    OverrideText,
+    OverrideTransfer,
+    live_call_wire,
+    transfer_uri,
+)
+from ..services import callbacks, outbound
 from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
 from .sessions import date_bounds
 

@@ -9,17 +9,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
 from core.jsondepth import TooDeep, loads
+from core.store import agents as agents_repo
+from core.store import chat as chat_repo
+from core.store import sessions as sessions_repo
+from core.store.errors import NotFoundError
+
+from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
 from ..keys import CHAT, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
 from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
 from ..services.sockets import Holder, Refusal, Scope, TooManySockets, Watch
-from core.store import agents as agents_repo
-from core.store import chat as chat_repo
-from core.store import sessions as sessions_repo
-from core.store.errors import NotFoundError
 from .livekit import refuse_unavailable_agent, start_web_call
 
 log = logging.getLogger("voxarena.chat")

@@ -3,11 +3,12 @@ settings are accepted and stored (sealed) but voxarena does not use them."""
 
 from __future__ import annotations
 
+from core.store import clients as repo
+
 from ..keys import SECRETS, STORE
 from ..routing import Call, Route
 from ..schemas.clients import Client, ClientCreate, ClientUpdate
 from ..services import clients as service
-from core.store import clients as repo
 
 
 async def list_clients(call: Call) -> list:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from core.store import usage as ledger
+from core.store.timefmt import today_utc
+
 from ..keys import PRICEBOOK, STORE
 from ..routing import Call, Route
 from ..schemas.costs import (
@@ -17,8 +20,6 @@ from ..schemas.costs import (
     UsageEventIn,
 )
 from ..services import usage as usage_service
-from core.store import usage as ledger
-from core.store.timefmt import today_utc
 from .sessions import date_bounds
 
 

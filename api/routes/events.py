@@ -12,14 +12,15 @@ import logging
 
 from aiohttp import WSCloseCode, web
 
+from core.store import events as repo
+from core.store import sessions as sessions_repo
+
 from ..errors import BadRequest, ConnectionLimit
 from ..keys import EVENTS, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.events import CallEvents, CallEventsQuery, EventStreamQuery, event_wire
 from ..services.events import Subscriber, TooManyConnections
 from ..services.sockets import Holder, Watch
-from core.store import events as repo
-from core.store import sessions as sessions_repo
 
 log = logging.getLogger("voxarena.events")
 
@@ -99,7 +100,7 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscribe
         code, message = WSCloseCode.INTERNAL_ERROR, b"stream failed"
     try:
         await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         if request.transport is not None:  # a peer that reads nothing: drop what is buffered for it
             request.transport.abort()
 

@@ -10,16 +10,17 @@ from aiohttp import web
 from livekit import api as lk
 
 from core.dispatch_meta import DispatchMeta
-from ..errors import Conflict, Unauthorized, Unavailable
 from core.livekit import LiveKitGateway
-from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
-from ..routing import Call, Route
-from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
-from ..services import webhooks as webhooks_service
 from core.store import agents as agents_repo
 from core.store import clients as clients_repo
 from core.store import dispatch as dispatch_repo
 from core.store import sessions as sessions_repo
+
+from ..errors import Conflict, Unauthorized, Unavailable
+from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
+from ..routing import Call, Route
+from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
+from ..services import webhooks as webhooks_service
 
 log = logging.getLogger("voxarena.livekit")
 

@@ -6,13 +6,14 @@ import time
 
 from aiohttp import web
 
+from core.store.migrations import schema_version
+from core.store.sessions import count_active
+from core.store.timefmt import now_iso
+
 from ..errors import Unavailable
 from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
 from ..routing import Call, Route
 from ..schemas.health import Health, Healthz
-from core.store.migrations import schema_version
-from core.store.sessions import count_active
-from core.store.timefmt import now_iso
 from ..version import VERSION
 
 OPENAPI = web.AppKey("openapi", dict)

@@ -5,8 +5,21 @@ from __future__ import annotations
 from ..errors import BadRequest
 from ..keys import PRICEBOOK, SETTINGS, STORE
 from ..routing import Call, Route
-from ..schemas.metrics import (AskAnswer, AskRequest, ByCampaign, Campaigns, CostBreakdown, CostBreakdownQuery, MetricsSummary,
-                               PeriodQuery, Sheets, SheetsQuery, StepBreakdown, Timeseries, TimeseriesQuery)
+from ..schemas.metrics import (
+    AskAnswer,
+    AskRequest,
+    ByCampaign,
+    Campaigns,
+    CostBreakdown,
+    CostBreakdownQuery,
+    MetricsSummary,
+    PeriodQuery,
+    Sheets,
+    SheetsQuery,
+    StepBreakdown,
+    Timeseries,
+    TimeseriesQuery,
+)
 from ..services import ask as ask_service
 from ..services import metrics
 

@@ -4,13 +4,22 @@ kept in step by the service."""
 
 from __future__ import annotations
 
-from ..keys import SETTINGS, STORE
-from ..routing import Call, Route
-from ..schemas.phone_numbers import (Assigned, AssignRequest, PhoneNumber, PhoneNumberCreate, Released,
-                                     Unregistered, number_wire, path_number)
-from ..services import phone_numbers as service
 from core.store import agents as agents_repo
 from core.store import phone_numbers as repo
+
+from ..keys import SETTINGS, STORE
+from ..routing import Call, Route
+from ..schemas.phone_numbers import (
+    Assigned,
+    AssignRequest,
+    PhoneNumber,
+    PhoneNumberCreate,
+    Released,
+    Unregistered,
+    number_wire,
+    path_number,
+)
+from ..services import phone_numbers as service
 from .livekit import product_gateway, refuse_unavailable_agent
 
 

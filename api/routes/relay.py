@@ -14,23 +14,23 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from pipelines.config import DEFAULT_ERROR_MESSAGE
-
-from ..errors import Conflict, Forbidden, Unauthorized
 from core.jsondepth import loads
-from ..keys import CHAT, SECRETS, SETTINGS, STORE
-from ..routing import Call, Route
-from ..schemas.chat import TwilioSettings, TwilioSettingsBody
-from ..schemas.relay import RelayUrl, RelayUrlRequest
-from core.secrets import mask
-from ..services import relay as relay_service
-from ..services.chat import ChatService, LlmFailed, Turn
 from core.pipeline import agent_spec
+from core.secrets import mask
 from core.store import agents as agents_repo
 from core.store import sessions as sessions_repo
 from core.store import twilio as twilio_repo
 from core.store.errors import LimitError
 from core.store.timefmt import now_iso
+from pipelines.config import DEFAULT_ERROR_MESSAGE
+
+from ..errors import Conflict, Forbidden, Unauthorized
+from ..keys import CHAT, SECRETS, SETTINGS, STORE
+from ..routing import Call, Route
+from ..schemas.chat import TwilioSettings, TwilioSettingsBody
+from ..schemas.relay import RelayUrl, RelayUrlRequest
+from ..services import relay as relay_service
+from ..services.chat import ChatService, LlmFailed, Turn
 from .chat import _send, require_websocket
 from .livekit import refuse_unavailable_agent
 
@@ -99,7 +99,7 @@ async def relay_socket(call: Call) -> web.WebSocketResponse:
 async def _first_message(ws: web.WebSocketResponse) -> dict[str, Any] | None:
     try:
         msg = await ws.receive(timeout=SETUP_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     if msg.type != WSMsgType.TEXT:
         return None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from core.store import sessions as repo
+from core.store import usage as usage_repo
+from core.store.timefmt import day_start, parse_iso, to_iso, today_utc
+
 from ..errors import ValidationFailed
 from ..keys import STORE
 from ..routing import Call, Route
@@ -18,9 +22,6 @@ from ..schemas.sessions import (
     dashboard_wire,
     session_wire,
 )
-from core.store import sessions as repo
-from core.store import usage as usage_repo
-from core.store.timefmt import day_start, parse_iso, to_iso, today_utc
 
 
 def date_bounds(q: DateRange) -> tuple[str | None, str | None]:

@@ -3,13 +3,22 @@ owners rename it and manage its members; limits, status and rate limits are the 
 
 from __future__ import annotations
 
+from core.store import tenants as repo
+
 from ..errors import Forbidden
 from ..keys import STORE, TENANTS
 from ..routing import Call, Route
 from ..schemas.common import Success
-from ..schemas.tenants import (ADMIN_FIELDS, Member, MemberCreate, MemberList, Tenant, TenantCreate, TenantUpdate,
-                               tenant_wire)
-from core.store import tenants as repo
+from ..schemas.tenants import (
+    ADMIN_FIELDS,
+    Member,
+    MemberCreate,
+    MemberList,
+    Tenant,
+    TenantCreate,
+    TenantUpdate,
+    tenant_wire,
+)
 from ..tenancy import refuse_suspended
 
 

@@ -120,7 +120,7 @@ class AgentUpdate(_AgentExtras):
     errorMessage: str | None = _ERROR_MESSAGE
 
     @model_validator(mode="after")
-    def _required_fields_not_null(self) -> "AgentUpdate":
+    def _required_fields_not_null(self) -> AgentUpdate:
         for name in ("name", "systemPrompt", "sttProvider", "llmProvider", "ttsProvider", "firstMessageMode",
                      "enabled", "type", "status"):
             if name in self.model_fields_set and getattr(self, name) is None:
@@ -265,7 +265,7 @@ class AgentV1Update(RequestBody):
     enabled: bool | None = None
 
     @model_validator(mode="after")
-    def _not_null(self) -> "AgentV1Update":
+    def _not_null(self) -> AgentV1Update:
         for name in ("name", "system_prompt", "enabled"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")

@@ -3,7 +3,7 @@ tenant's Twilio settings."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
@@ -30,7 +30,7 @@ class TriggerAgentRequest(RequestBody):
     campaign: str | None = CAMPAIGN
 
     @model_validator(mode="after")
-    def _resolve(self) -> "TriggerAgentRequest":
+    def _resolve(self) -> TriggerAgentRequest:
         if self.agent_slug is None and self.agent_id is None:
             raise ValueError("give agent_slug (or agent_id)")
         if self.mode is None:
@@ -66,7 +66,7 @@ class TriggerTextResponse(BaseModel):
         description="Set when `session_id` named a conversation that had ended: this session continues it.")
 
 
-class TriggerAgentResponse(RootModel[Annotated[Union[TriggerVoiceResponse, TriggerTextResponse],
+class TriggerAgentResponse(RootModel[Annotated[TriggerVoiceResponse | TriggerTextResponse,
                                                Field(discriminator="mode")]]):
     pass
 

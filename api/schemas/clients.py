@@ -49,7 +49,7 @@ class ClientUpdate(RequestBody):
     settings: ClientSettings | None = None
 
     @model_validator(mode="after")
-    def _not_null(self) -> "ClientUpdate":
+    def _not_null(self) -> ClientUpdate:
         for name in ("name", "active"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")

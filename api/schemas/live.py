@@ -7,11 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from core.phone_calls import TELEPHONY_STATUS
 from pipelines.pricing import usd
 
 from .agents import ContextData, context_size
-from core.phone_calls import TELEPHONY_STATUS
-
 from .common import CAMPAIGN, E164_PATTERN, RequestBody
 from .sessions import DateRange
 

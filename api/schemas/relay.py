@@ -12,7 +12,7 @@ class RelayUrlRequest(RequestBody):
     agent_slug: str | None = Field(default=None, min_length=1, max_length=100)
 
     @model_validator(mode="after")
-    def _named(self) -> "RelayUrlRequest":
+    def _named(self) -> RelayUrlRequest:
         if self.agent_id is None and self.agent_slug is None:
             raise ValueError("give agent_id (or agent_slug)")
         return self

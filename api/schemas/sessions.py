@@ -7,10 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from pipelines.turn_clock import MARKS
-
 from core.analysis import CallAnalysis
 from core.store.timefmt import whole_seconds
+from pipelines.turn_clock import MARKS
 
 from .common import Query
 

@@ -39,7 +39,7 @@ class TenantUpdate(RequestBody):
     rate_limit_rps: float | None = _RPS
 
     @model_validator(mode="after")
-    def _not_null(self) -> "TenantUpdate":
+    def _not_null(self) -> TenantUpdate:
         for name in ("name", "status"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")

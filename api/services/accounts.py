@@ -14,15 +14,16 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import web
 
-from .. import passwords
-from ..auth import LocalIssuer
 from core.store import accounts as repo
 from core.store.db import Store
+
+from .. import passwords
+from ..auth import LocalIssuer
 
 
 class InvalidCredentials(Exception):

@@ -14,14 +14,16 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlite_utils
 from pydantic import TypeAdapter
 
-from ..schemas.agents import AGENTS_PAGE_DEFAULT, AgentList, AgentV1, agent_v1_wire, agent_wire
 from core.store import agents as repo
 from core.store.db import Store
+
+from ..schemas.agents import AGENTS_PAGE_DEFAULT, AgentList, AgentV1, agent_v1_wire, agent_wire
 
 _LIST = TypeAdapter(AgentList)
 _LIST_V1 = TypeAdapter(list[AgentV1])

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
-from typing import Any, Iterable
+from typing import Any
 
-from pipelines.pricing import usd
-
-from ..errors import NotFound
 from core.store import metrics as repo
 from core.store.db import Store
 from core.store.timefmt import to_iso
+from pipelines.pricing import usd
+
+from ..errors import NotFound
 
 # Words that turn an outcome around ("not resolved", "appointment declined"): such an outcome is never a success.
 NEGATIONS = frozenset({"not", "no", "never", "without", "failed", "fail", "unable", "declined", "refused",
@@ -77,7 +78,7 @@ def cost_per_outcome(rows: list[dict[str, Any]], terms: Iterable[str]) -> dict[s
 def _since(period: str | None) -> str | None:
     if period is None:
         return None
-    return to_iso(datetime.now(timezone.utc) - timedelta(days=PERIOD_DAYS[period]))
+    return to_iso(datetime.now(UTC) - timedelta(days=PERIOD_DAYS[period]))
 
 
 def _ended(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -17,16 +17,16 @@ from google import genai
 from google.genai import types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.metering import make_event
-from pipelines.pricing import PriceBook
-
-from ..errors import ApiError, BadGateway, Unavailable
-from ..schemas.metrics import Metric
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import usage as ledger
 from core.store.db import Store
 from core.store.errors import StoreError
+from pipelines.metering import make_event
+from pipelines.pricing import PriceBook
+
+from ..errors import ApiError, BadGateway, Unavailable
+from ..schemas.metrics import Metric
 from . import analytics, metrics
 
 log = logging.getLogger("voxarena.ask")
@@ -150,7 +150,7 @@ async def ask(store: Store, book: PriceBook, settings: Settings, owner_id: str, 
         raise Unavailable("ask-your-data needs an LLM: set VOXARENA_GOOGLE_API_KEY (Gemini)")
     table = tools(store, owner_id, settings.success_outcomes)
     config = types.GenerateContentConfig(
-        system_instruction=INSTRUCTIONS.format(today=datetime.now(timezone.utc).date().isoformat()),
+        system_instruction=INSTRUCTIONS.format(today=datetime.now(UTC).date().isoformat()),
         tools=[types.Tool(function_declarations=declarations(table))],
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         temperature=0,
@@ -206,4 +206,4 @@ async def _meter(store: Store, book: PriceBook, settings: Settings, owner_id: st
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,18 +14,20 @@ import ipaddress
 import logging
 import socket
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..errors import BadRequest
 from core.periodic import Periodic
 from core.secrets import SecretBox
 from core.store import calls as repo
 from core.store.db import Store
 from core.store.timefmt import now_iso, to_iso
+
+from ..errors import BadRequest
 
 log = logging.getLogger("voxarena.callbacks")
 
@@ -102,13 +104,13 @@ class CallbackSender:
                 status = resp.status
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, BadRequest) as e:
+        except (TimeoutError, aiohttp.ClientError, BadRequest) as e:
             error = getattr(e, "detail", None) or str(e) or type(e).__name__
         delivered = error is None
         retry_after = None
         if not delivered and attempt < self.max_attempts:
             delay = self.backoff * (2 ** (attempt - 1))
-            retry_after = to_iso(datetime.now(timezone.utc) + timedelta(seconds=delay))
+            retry_after = to_iso(datetime.now(UTC) + timedelta(seconds=delay))
         if not delivered:
             log.warning("callback %s for call %s (%s) attempt %d failed: %s%s", event["event_id"], event["call_id"],
                         event["status"], attempt, error, "; giving up" if retry_after is None else "")

@@ -17,19 +17,17 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from livekit.agents import llm
 
-from pipelines.builder import CONNECT, build_llm
-from pipelines.config import ProviderConfigError, prompt_with_context
-from pipelines.metering import CallMeter, UsageEvent
-from pipelines.pricing import PriceBook
-
+from core.analysis import run_and_store
 from core.periodic import Periodic
+from core.pipeline import agent_spec, providers_config
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import chat as chat_repo
@@ -37,8 +35,10 @@ from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.store.db import Store
 from core.store.timefmt import now_iso, to_iso
-from core.analysis import run_and_store
-from core.pipeline import agent_spec, providers_config
+from pipelines.builder import CONNECT, build_llm
+from pipelines.config import ProviderConfigError, prompt_with_context
+from pipelines.metering import CallMeter, UsageEvent
+from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.chat")
 
@@ -308,7 +308,7 @@ class ChatService:
     async def sweep_once(self, now: datetime | None = None) -> list[str]:
         """End the text sessions idle for ``text_session_idle_seconds`` (not one answering a message now) and
         analyse every ended conversation still without an analysis; returns the sessions it ended."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         cutoff = to_iso(now - timedelta(seconds=self.settings.text_session_idle_seconds))
 
         busy = set(self._locks)  # answering a message now: not idle, whatever its last activity says

@@ -9,10 +9,11 @@ from typing import Any
 
 import sqlite_utils
 
-from ..errors import ValidationFailed
-from ..schemas.clients import ClientCreate, ClientSettings, ClientUpdate
 from core.secrets import SecretBox, is_masked, mask
 from core.store import clients as repo
+
+from ..errors import ValidationFailed
+from ..schemas.clients import ClientCreate, ClientSettings, ClientUpdate
 
 SECRET_FIELDS = {"livekit": ("api_secret",), "supabase": ("anon_key", "service_role_key")}
 

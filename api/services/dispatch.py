@@ -9,7 +9,7 @@ skipped. The watchdog is one task owned by the app (started and cancelled with i
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.dispatch_meta import DispatchMeta
@@ -48,7 +48,7 @@ class DispatchWatchdog:
 
     async def check_once(self, now: datetime | None = None) -> dict[str, int]:
         """One pass over the waiting calls; returns what it did (for tests and logs)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         done = {"retried": 0, "given_up": 0}
         rows = await self.store.read(repo.waiting, to_iso(now - WATCH_WINDOW))
         for row in rows:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.periodic import Periodic, cancel_and_wait
 from core.store import events as repo
@@ -176,7 +177,7 @@ class EventHub:
         return len(rows) == self.batch
 
     async def prune_once(self) -> int:
-        cutoff = to_iso(datetime.now(timezone.utc) - timedelta(seconds=self.retention_seconds))
+        cutoff = to_iso(datetime.now(UTC) - timedelta(seconds=self.retention_seconds))
         removed = await self.store.write(repo.prune, cutoff)
         if removed:
             log.info("pruned %d live events older than %s", removed, cutoff)

@@ -7,19 +7,20 @@ import asyncio
 import hashlib
 import json
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from core.store import ingest as repo
+from core.store.db import Store
+from core.store.timefmt import to_iso
 from pipelines.pricing import PriceBook, Unpriced, to_nanos, usd
 
 from ..errors import BadRequest
 from ..schemas.ingest import CostEventIn, OutreachEventIn
-from core.store import ingest as repo
-from core.store.db import Store
-from core.store.timefmt import to_iso
 
 MAX_ITEMS = 10_000
 
@@ -62,8 +63,8 @@ def _hash(item: Any) -> str:
 
 def _at(value: datetime | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc)
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return datetime.now(UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _validate(items: list[Any], model: type[BaseModel]) -> tuple[list[tuple[int, Any, BaseModel]], list[dict]]:

@@ -11,12 +11,12 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from pipelines.pricing import usd
-
-from ..errors import BadRequest, NotFound
 from core.store import metrics as repo
 from core.store.db import Store
 from core.store.timefmt import day_start
+from pipelines.pricing import usd
+
+from ..errors import BadRequest, NotFound
 from .analytics import cost_per_outcome, minutes, per, ratio, successful
 
 OUTREACH_METRICS = ("sends", "replies", "opt_outs", "reply_rate", "opt_out_rate")
@@ -38,7 +38,7 @@ class Period:
     def bounds(self) -> tuple[str, str]:
         return day_start(self.start), day_start(self.end + timedelta(days=1))
 
-    def previous(self) -> "Period":
+    def previous(self) -> Period:
         return Period(self.start - timedelta(days=self.days), self.start - timedelta(days=1))
 
     def each_day(self) -> list[str]:

@@ -9,13 +9,14 @@ from typing import Any
 
 from core import phone_calls
 from core.dispatch_meta import DispatchMeta
-from ..errors import BadGateway, Conflict, Unavailable
 from core.livekit import LiveKitGateway, sip_identity
 from core.settings import Settings
 from core.store import calls as repo
 from core.store import dispatch as dispatch_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
+
+from ..errors import BadGateway, Conflict, Unavailable
 
 log = logging.getLogger("voxarena.outbound")
 

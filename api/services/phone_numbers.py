@@ -14,11 +14,12 @@ import logging
 from typing import Any
 
 from core.dispatch_meta import DispatchMeta
-from ..errors import BadGateway, Conflict
 from core.livekit import LiveKitGateway
 from core.settings import Settings
 from core.store import phone_numbers as repo
 from core.store.db import Store
+
+from ..errors import BadGateway, Conflict
 
 log = logging.getLogger("voxarena.numbers")
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -83,7 +83,7 @@ async def new_url(store: Store, owner_id: str, agent_id: str, *, public_base: st
                   ttl_seconds: float) -> dict[str, Any]:
     """A relay URL good for one call of this agent within ``ttl_seconds``."""
     ticket = secrets.token_urlsafe(24)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     expires = to_iso(now + timedelta(seconds=ttl_seconds))
     await store.write(lambda db: twilio_repo.add_ticket(db, ticket, owner_id, agent_id, now=to_iso(now),
                                                         expires_at=expires,

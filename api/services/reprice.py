@@ -5,16 +5,16 @@ Read-only: the raw usage and the prices each event was recorded with stay as the
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import sqlite_utils
 
-from pipelines.pricing import PriceBook, Unpriced, cost_nanos
-
 from core.store.timefmt import parse_iso
+from pipelines.pricing import PriceBook, Unpriced, cost_nanos
 
 
 @dataclass

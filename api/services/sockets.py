@@ -16,16 +16,18 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 import sqlite_utils
 
-from ..auth import Principal
 from core.periodic import Periodic
 from core.store import accounts, apikeys
 from core.store import tenants as tenants_repo
 from core.store.db import Store
+
+from ..auth import Principal
 
 log = logging.getLogger("voxarena.sockets")
 
@@ -184,7 +186,7 @@ class SocketLeases:
                 full = int(await self._acquire(keys=[self.KEY_PREFIX + s.key for s in scopes],
                                                args=[lease.id, int(self.LEASE_SECONDS * 1000),
                                                      *[s.limit for s in scopes]]))
-            except Exception as e:  # noqa: BLE001 - any Redis failure: count in this process
+            except Exception as e:
                 self._redis_failed(e)
             else:
                 if self._outage_logged:
@@ -231,7 +233,7 @@ class SocketLeases:
             for scope in lease.scopes:
                 pipe.zrem(self.KEY_PREFIX + scope.key, lease.id)
             await pipe.execute()
-        except Exception as e:  # noqa: BLE001 - the lease then expires on its own
+        except Exception as e:
             log.warning("socket caps: releasing a lease failed (%s); it expires within %.0f s", e,
                         self.LEASE_SECONDS)
 
@@ -251,7 +253,7 @@ class SocketLeases:
                 args += [index[k], lease.id]
         try:
             await self._renew(keys=keys, args=args)
-        except Exception as e:  # noqa: BLE001 - leases still valid may yet be renewed next time
+        except Exception as e:
             self._redis_failed(e)
 
 

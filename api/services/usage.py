@@ -4,19 +4,19 @@ idempotency, in front of the ledger."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
 
+from core.store import usage as ledger
+from core.store.timefmt import parse_iso
 from pipelines.metering import make_event
 from pipelines.pricing import NANOS, PriceBook, cost_nanos, to_nanos
 
 from ..errors import NotFound, ValidationFailed
 from ..schemas.costs import UsageEventIn
-from core.store import usage as ledger
-from core.store.timefmt import parse_iso
 
 
 def build_event(book: PriceBook, owner_id: str, body: UsageEventIn, key: str, at: datetime) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def ingest(db: sqlite_utils.Database, book: PriceBook, owner_id: str, body: Usag
     ).fetchone() is None:
         raise NotFound(f"agent {body.agent_id} not found")
     try:
-        at = parse_iso(body.occurred_at.replace(" ", "T")) if body.occurred_at else datetime.now(timezone.utc)
+        at = parse_iso(body.occurred_at.replace(" ", "T")) if body.occurred_at else datetime.now(UTC)
     except ValueError as e:
         raise ValidationFailed(f"body occurred_at: {e}") from None
     event = build_event(book, owner_id, body, key, at)

@@ -9,7 +9,8 @@ anything but a 2xx, and logged."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from core.livekit import Gateways, LiveKitGateway
 from core.store import webhooks as repo

@@ -13,8 +13,8 @@ from typing import Any
 import sqlite_utils
 
 from core.jsondepth import load_stored
-from core.store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from core.store import clients, tenants
+from core.store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from core.store.tenants import slugify
 from core.store.timefmt import now_iso
 

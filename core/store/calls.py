@@ -154,7 +154,7 @@ def _new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def callback_secret(db: sqlite_utils.Database, box: "SecretBox", owner_id: str) -> str:
+def callback_secret(db: sqlite_utils.Database, box: SecretBox, owner_id: str) -> str:
     """The tenant's signing secret (made on first use); stored sealed, like every secret at rest."""
     row = db.execute("SELECT callback_secret FROM user_secrets WHERE owner_id = ?", [owner_id]).fetchone()
     if row is not None:
@@ -165,7 +165,7 @@ def callback_secret(db: sqlite_utils.Database, box: "SecretBox", owner_id: str) 
     return secret
 
 
-def rotate_callback_secret(db: sqlite_utils.Database, box: "SecretBox", owner_id: str) -> str:
+def rotate_callback_secret(db: sqlite_utils.Database, box: SecretBox, owner_id: str) -> str:
     secret = _new_secret()
     db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES (?, ?, ?) "
                "ON CONFLICT (owner_id) DO UPDATE SET callback_secret = excluded.callback_secret, "

@@ -22,9 +22,10 @@ import sqlite3
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlite_utils
 
@@ -134,7 +135,7 @@ def connect(path: Path | str) -> sqlite_utils.Database:
 
 
 class _Write:
-    __slots__ = ("fn", "args", "future")
+    __slots__ = ("args", "fn", "future")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Future[Any]) -> None:
         self.fn, self.args, self.future = fn, args, future
@@ -143,7 +144,7 @@ class _Write:
 class Store:
     """The database file plus its writer thread and reader pool."""
 
-    def __init__(self, path: Path | str, *, readers: int = 4, secrets: "SecretBox | None" = None) -> None:
+    def __init__(self, path: Path | str, *, readers: int = 4, secrets: SecretBox | None = None) -> None:
         """Open (and migrate) the database; ``StorageUnavailable`` says why storage that cannot be written is
         refused. ``secrets`` seals what a pending migration must seal (see ``migrations.MigrationNeedsKey``)."""
         self.path = Path(path)
@@ -181,7 +182,7 @@ class Store:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     # ---- thread-safe API (usable from job threads and other loops) ----
-    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         if self._closed:
             raise RuntimeError("store is closed")
         fut: Future[T] = Future()
@@ -271,7 +272,7 @@ class Store:
                     batch.append(nxt)
                 try:
                     self._run_group(db, batch)
-                except BaseException:  # noqa: BLE001 - a bug here must not stop every later write
+                except BaseException:
                     log.exception("store writer: group of %d writes failed unexpectedly", len(batch))
                     for w in batch:
                         self._fail(w, RuntimeError("store writer failed; see the log"))
@@ -292,7 +293,7 @@ class Store:
         stored = False  # a write that succeeded changed rows
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except BaseException as e:  # noqa: BLE001 - the thread must survive anything a write can raise
+        except BaseException as e:
             for w in live:
                 self._fail(w, e)
             return
@@ -300,13 +301,13 @@ class Store:
         for w in live:
             try:
                 conn.execute("SAVEPOINT w")
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 results.append((w, False, e))
                 continue
             changes_before = conn.total_changes
             try:
                 value = w.fn(db, *w.args)
-            except BaseException as e:  # noqa: BLE001 - the write's own failure: undo it alone
+            except BaseException as e:
                 results.append((w, False, e))
                 if not _undo_savepoint(conn):
                     # The savepoint itself is gone (the write ended the transaction): the group cannot commit.
@@ -315,7 +316,7 @@ class Store:
             else:
                 try:
                     conn.execute("RELEASE w")
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     results.append((w, False, e))
                     if not _undo_savepoint(conn):
                         self._fail_group(conn, results, live, e)
@@ -325,7 +326,7 @@ class Store:
                     stored = stored or conn.total_changes > changes_before
         try:
             conn.execute("COMMIT")
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             if storage_reason(e) is None:  # a storage failure is logged once, when the store becomes degraded
                 log.error("commit failed for %d writes: %s", len(live), e)
             self._fail_group(conn, [], live, e)
@@ -349,7 +350,7 @@ class Store:
         try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             log.exception("rollback failed")
         own = {id(w): value for w, ok, value in results if not ok}
         for w in live:
@@ -362,7 +363,7 @@ def _undo_savepoint(conn: sqlite3.Connection) -> bool:
         conn.execute("ROLLBACK TO w")
         conn.execute("RELEASE w")
         return True
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         return False
 
 

@@ -3,7 +3,8 @@ from the token until its job starts it; these queries find the ones whose caller
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 import sqlite_utils
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import sqlite_utils
 
@@ -629,7 +630,7 @@ class MigrationNeedsKey(ValueError):
     """A pending step seals secrets and this process was opened without the secret box."""
 
 
-def _seal_callback_secrets(conn: sqlite3.Connection, box: "SecretBox | None") -> None:
+def _seal_callback_secrets(conn: sqlite3.Connection, box: SecretBox | None) -> None:
     # Until now the signing secrets were stored as written; from here on the column holds them sealed.
     rows = conn.execute("SELECT owner_id, callback_secret FROM user_secrets").fetchall()
     if rows and box is None:
@@ -647,7 +648,7 @@ def check_order(migrations: list[tuple[int, str, Step]]) -> None:
             raise ValueError(f"migrations are not in strictly ascending version order: {after} comes after {before}")
 
 
-def migrate(db: sqlite_utils.Database, *, secrets: "SecretBox | None" = None,
+def migrate(db: sqlite_utils.Database, *, secrets: SecretBox | None = None,
             migrations: list[tuple[int, str, Step]] | None = None) -> list[int]:
     """Apply pending migrations (``MIGRATIONS`` unless a list is given); returns the versions applied now."""
     migrations = MIGRATIONS if migrations is None else migrations

@@ -9,8 +9,8 @@ from typing import Any
 import sqlite_utils
 
 from core.jsondepth import load_stored
-from core.store.errors import LimitError, NotFoundError
 from core.store import calls, events, tenants
+from core.store.errors import LimitError, NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
@@ -214,7 +214,7 @@ def store_analysis(
     owner = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if owner is None:
         raise NotFoundError(f"session {session_id} not found")
-    values: dict[str, Any] = {k: None for k in ANALYSIS_FIELDS}
+    values: dict[str, Any] = dict.fromkeys(ANALYSIS_FIELDS)
     if result is not None:
         values.update(result)
         values["topics"] = json.dumps(result["topics"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import uuid
 import unicodedata
+import uuid
 from typing import Any
 
 import sqlite_utils

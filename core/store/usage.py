@@ -11,10 +11,9 @@ from typing import Any
 
 import sqlite_utils
 
-from pipelines import pricing
-
 from core.store.errors import ConflictError, NotFoundError
 from core.store.timefmt import now_iso, to_iso
+from pipelines import pricing
 
 COLUMNS = ("id", "owner_id", "session_id", "agent_id", "provider", "model", "event_type", "token_kind", "quantity",
            "unit", "unit_cost", "total_cost_nanos", "priced", "price_version", "idempotency_key", "request_hash",

@@ -3,8 +3,9 @@ event may touch is decided by its caller (``api/services/webhooks.py``: those of
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Collection
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 
@@ -33,7 +34,7 @@ def apply_event(db: sqlite_utils.Database, event: dict[str, Any], session_ids: C
     if not room:
         return True
     live = [sid for sid in sessions.live_sessions_for_room(db, room) if sid in session_ids]
-    at = to_iso(datetime.fromtimestamp(event["created_at"], tz=timezone.utc)) if event.get("created_at") else None
+    at = to_iso(datetime.fromtimestamp(event["created_at"], tz=UTC)) if event.get("created_at") else None
     if event["event"] == "room_finished":
         for sid in live:
             # A call whose job never started is not a normal call that finished: say what happened.

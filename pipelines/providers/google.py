@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import google.auth as google_auth
+from google import genai
 from google.api_core.client_options import ClientOptions
 from google.cloud import texttospeech
-from google import genai
 from google.genai import types as genai_types
 from livekit.agents import llm as llm_base
 from livekit.agents import tts as tts_base
@@ -102,7 +103,7 @@ class _CountedClient:
             if n := _characters(request.input):
                 self._count(n)
 
-    async def synthesize_speech(self, *, input: Any, **kwargs: Any) -> Any:  # noqa: A002 (the client's name)
+    async def synthesize_speech(self, *, input: Any, **kwargs: Any) -> Any:
         response = await self._client.synthesize_speech(input=input, **kwargs)
         self._count(_characters(input))
         return response

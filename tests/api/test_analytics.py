@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,7 +17,7 @@ from tests.api.seed import ANALYSIS, seed_agent, seed_call, tenant_of
 from tests.conftest import assert_error
 
 BOOK = PriceBook.load()
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _at(hours: float) -> str:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -115,7 +115,7 @@ async def test_replaying_a_thousand_events_one_to_five_times_keeps_exactly_a_tho
         results = await asyncio.gather(*[_post(client, h, e) for e in sends[i:i + 50]])
         assert {r.status for r in results} <= {200, 201}
     expected = 0
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for e in events:
         q = BOOK.quote(provider=e["provider"], event_type=e["event_type"], model=None, token_kind=None, at=now)
         expected += cost_nanos(Decimal(str(e["quantity"])), q.unit_cost)
@@ -155,7 +155,7 @@ def test_the_newest_effective_price_applies_and_model_prices_beat_wildcards(tmp_
 
 def _seed_usage(store, owner: str, sid: str, agent_id: str, n: int) -> list[dict]:
     """n events in one session: the three kinds, some unpriced, some sharing a timestamp (then the key orders)."""
-    base = datetime(2026, 1, 10, 10, 0, tzinfo=timezone.utc)
+    base = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
     kinds = [("deepgram", "stt_minutes", Decimal("0.25")), ("gemini", "llm_tokens", Decimal(321)),
              ("elevenlabs", "tts_characters", Decimal(57)), ("openai", "llm_tokens", Decimal(99))]  # openai: unpriced
     events = []

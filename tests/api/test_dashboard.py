@@ -53,8 +53,8 @@ async def test_the_apis_the_page_calls_still_need_credentials(client, auth):
 
 
 def test_every_vendored_and_own_asset_ships_with_the_package():
-    from pathlib import Path
     import tomllib
+    from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]

@@ -105,7 +105,7 @@ async def test_without_credentials_or_upgrade_the_stream_is_refused_with_the_err
     await assert_error(await client.get("/events/ws?token=vxa_nope", headers=upgrade_headers()), 401)
     await assert_error(await client.get("/events/ws", headers=auth("alice")), 400)
     # ?token= is a websocket-only way in: the API routes keep asking for a header
-    await assert_error(await client.get(f"/api/agents?token=x"), 401)
+    await assert_error(await client.get("/api/agents?token=x"), 401)
 
 
 async def test_the_eleventh_connection_of_a_key_is_refused_and_a_freed_place_is_taken_again(client, auth, store):

@@ -8,8 +8,8 @@ import json
 import logging
 
 from api.app import all_routes
-from core.jsondepth import MAX_DEPTH, too_deep
 from api.routing import path_params
+from core.jsondepth import MAX_DEPTH, too_deep
 from core.store import sessions as sessions_repo
 from tests.api.seed import AGENT_WIRE, seed_agent, seed_call, tenant_of
 from tests.api.test_ownership import object_ids

@@ -4,7 +4,7 @@ exact cost; all scoped to the tenant."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -68,7 +68,7 @@ async def test_active_calls_and_history_with_exact_costs(client, auth, store):
     ended = [seed_call(store, "alice", agent_id=agent["id"], started_at=f"2026-11-2{d}T10:00:00.000000Z",
                        ended_at=f"2026-11-2{d}T10:01:00.000000Z")[1] for d in range(1, 4)]
     book = PriceBook.load()
-    at = datetime(2026, 11, 21, 10, 0, 30, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 21, 10, 0, 30, tzinfo=UTC)
     events = [make_event(book, key=f"k{i}", owner_id=tenant_of("alice"), session_id=ended[0], agent_id=agent["id"],
                          provider="deepgram", model=None, event_type="stt_minutes", quantity=Decimal("0.333"),
                          token_kind=None, at=at).as_dict() for i in range(3)]

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from tests.api.seed import tenant_of
-
 import base64
 import hashlib
 import json
@@ -11,6 +9,7 @@ from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
 from core.store import sessions as sessions_repo
+from tests.api.seed import tenant_of
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, product_dispatch, table_snapshot
 
 AGENT = {"name": "Support", "systemPrompt": "Be brief."}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -25,7 +25,7 @@ def _sent(email: str, campaign: str, step: int, ts: str, kind: str = "sent") -> 
 
 def _usage(store, user, sid, agent_id, key, at, **kw) -> None:
     event = make_event(BOOK, key=key, owner_id=tenant_of(user), session_id=sid, agent_id=agent_id,
-                       at=datetime.fromisoformat(at).replace(tzinfo=timezone.utc), **kw)
+                       at=datetime.fromisoformat(at).replace(tzinfo=UTC), **kw)
     store.write_sync(ledger.record_events, [event.as_dict()])
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from livekit.protocol import sip as proto_sip
 
 from core.store import phone_numbers as repo
-from core.store.migrations import migrate
 from core.store.db import connect
+from core.store.migrations import migrate
 from tests.api.seed import AGENT_WIRE, tenant_of
 from tests.api.twirp_stub import FAILING, SIP_OBJECTS
 from tests.conftest import assert_error, product_dispatch, table_snapshot

@@ -18,10 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from core.store import tenants as tenants_repo
 from core.store.db import Store
-from tests.api.seed import ANALYSIS, seed_agent, tenant_of
-from tests.api.chat_support import fakes, idle_seconds  # noqa: F401  (the app on the Gemini fake)
+from tests.api.chat_support import fakes, idle_seconds, llm_requests, texts, wait_session  # noqa: F401  (the app on the Gemini fake)
 from tests.api.chat_support import settings as chat_settings  # noqa: F401
-from tests.api.chat_support import llm_requests, texts, wait_session
+from tests.api.seed import ANALYSIS, seed_agent, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
 ALICE_TOKEN = "alice-twilio-auth-token-0001"
@@ -165,7 +164,7 @@ async def test_a_caller_interrupting_keeps_what_was_heard_and_the_whole_reply_is
     assert texts(llm_requests(fakes)[1])[-2] == ("model", "We are open")  # the LLM knows what the caller heard
     events = (await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json())["events"]
     chat_output = sum(e["quantity"] for e in events if e["token_kind"] == "output" and "/chat/" in e["idempotency_key"])
-    assert chat_output == len("We are open from nine in the morning until five.".split()) + 1
+    assert chat_output == len(["We", "are", "open", "from", "nine", "in", "the", "morning", "until", "five."]) + 1
 
 
 async def _agent_id(client, auth) -> str:

@@ -16,8 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.keys import ISSUER
 from core.store.db import Store
-from tests.api.chat_support import fakes, idle_seconds  # noqa: F401  (the app on the Gemini fake)
-from tests.api.chat_support import llm_requests
+from tests.api.chat_support import fakes, idle_seconds, llm_requests  # noqa: F401  (the app on the Gemini fake)
 from tests.api.chat_support import settings as chat_settings  # noqa: F401
 from tests.api.seed import seed_agent
 from tests.api.test_events import live_call, next_event, upgrade_headers

@@ -79,7 +79,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if callable(describe):
             try:
                 rep.sections.append((f"harness: {name} log tail", describe()))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 rep.sections.append((f"harness: {name} log tail", f"<unavailable: {e}>"))
 
 

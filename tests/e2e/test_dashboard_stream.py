@@ -8,7 +8,7 @@ stub)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import aiohttp
@@ -131,7 +131,7 @@ async def test_the_live_page_polls_while_the_stream_is_down_and_returns_to_it(se
 
 
 BOOK = PriceBook.load()
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _ago(minutes: float) -> datetime:
@@ -191,7 +191,7 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
                                     "event_type": kind, "provider": "gmail", "provider_message_id": f"m{i}-{kind}",
                                     "event_ts": sent_at} for i in range(4) for kind in ["sent"] + ["replied"] * (i == 0)])
         # the page's range: the last 30 days, UTC; its analytics: period=month
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         by_campaign = await get("/api/metrics/by-campaign", start=str(today - timedelta(days=29)), end=str(today))
         analytics = await get("/api/analytics/summary", period="month")
 

@@ -5,7 +5,6 @@ speaks is not analysed and not billed for an analysis."""
 
 from __future__ import annotations
 
-
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 from tests.e2e.conftest import ANALYSIS_JSON
 from tests.harness.audio import speech_wav

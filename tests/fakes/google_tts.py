@@ -88,7 +88,7 @@ def self_signed_tls() -> tuple[bytes, bytes]:
     gRPC loads its roots once per process, so every fake started later must present the same certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "voxarena fake google tts")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

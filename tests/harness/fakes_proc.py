@@ -7,9 +7,10 @@ import contextlib
 import json
 import sys
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .procs import ManagedProcess
 
@@ -26,7 +27,7 @@ class FakesProcess:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.urls["base_url"] + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read() or b"null")
 
     def counters(self) -> dict[str, dict[str, float]]:

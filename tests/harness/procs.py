@@ -126,7 +126,7 @@ class ManagedProcess:
             try:
                 if check():
                     return
-            except Exception:  # noqa: BLE001 - readiness probes fail in many ways until ready
+            except Exception:
                 pass
             if time.monotonic() >= deadline:
                 raise self.fail(f"not {what} within {timeout:.0f}s")

@@ -4,12 +4,12 @@ livekit-server and to the provider fakes through the product's own base-URL sett
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 import urllib.request
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +117,7 @@ class Product:
 
 def health(base_url: str) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(base_url + "/health", timeout=2) as r:  # noqa: S310 - netns-local URL
+        with urllib.request.urlopen(base_url + "/health", timeout=2) as r:
             return json.loads(r.read())
     except Exception:
         return None
@@ -142,7 +142,7 @@ def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeou
     return product
 
 
-__all__ = ["Product", "start_product", "product_env", "health", "signal"]
+__all__ = ["Product", "health", "product_env", "signal", "start_product"]
 
 
 def _children(pid: int) -> list[int]:

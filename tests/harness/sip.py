@@ -60,7 +60,7 @@ def _udp_bound(ip: str, port: int) -> bool:
 
 def _http_status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - netns-local URL
+        with urllib.request.urlopen(url, timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -371,5 +371,18 @@ def start_sip_stack(workdir: Path) -> SipStack:
                     trunk_id=trunk_id, workdir=workdir)
 
 
-__all__ = ["SipStack", "start_sip_stack", "LiveKitSip", "start_livekit_sip", "SippCallee", "RtpPeer", "RtpStats",
-           "create_outbound_trunk", "require_sipp", "eventually", "SCENARIO_DIR", "TRUNK_NUMBER", "CALLEE_NUMBER"]
+__all__ = [
+    "CALLEE_NUMBER",
+    "SCENARIO_DIR",
+    "TRUNK_NUMBER",
+    "LiveKitSip",
+    "RtpPeer",
+    "RtpStats",
+    "SipStack",
+    "SippCallee",
+    "create_outbound_trunk",
+    "eventually",
+    "require_sipp",
+    "start_livekit_sip",
+    "start_sip_stack",
+]

@@ -70,4 +70,4 @@ class SippCaller(SippCallee):
         return out
 
 
-__all__ = ["SippCaller", "CALLER_NUMBER"]
+__all__ = ["CALLER_NUMBER", "SippCaller"]
