@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.dispatch_meta import DispatchSigner
 from core.livekit import Gateways, LiveKitGateway
+from core.netpolicy import Lookup, NetPolicy
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import clients as clients_repo
@@ -32,6 +33,7 @@ from .keys import (
     LIVEKIT,
     LIVEKIT_HEALTH,
     LOOP,
+    NETPOLICY,
     PRICEBOOK,
     SECRETS,
     SETTINGS,
@@ -103,6 +105,7 @@ def create_app(
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     rate_limiter: ratelimit.RateLimiter | None = None,
     login_throttle: LoginThrottle | None = None,
+    net_lookup: Lookup | None = None,
 ) -> web.Application:
     routes = all_routes(extra_routes)
     public_paths = {r.path for r in routes if r.public}
@@ -196,7 +199,9 @@ def create_app(
         row = await app[STORE].read(clients_repo.get, owner_id, client_id)
         return clients_service.livekit_of(box, row)
 
-    gateways = Gateways(gateway, client_livekit)
+    policy = NetPolicy.of(settings.outbound_http_allowed_hosts, net_lookup)
+    app[NETPOLICY] = policy
+    gateways = Gateways(gateway, client_livekit, policy)
     app[GATEWAYS] = gateways
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -211,9 +216,8 @@ def create_app(
         if gateway.configured:
             watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
             watchdog.start()
-        sender = CallbackSender(app[STORE], http, box=box, max_attempts=settings.callback_max_attempts,
-                                backoff_seconds=settings.callback_backoff_seconds,
-                                allowed_hosts=settings.callback_allowed_hosts)
+        sender = CallbackSender(app[STORE], policy, box=box, max_attempts=settings.callback_max_attempts,
+                                backoff_seconds=settings.callback_backoff_seconds)
         sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
         app[CHAT].start()

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from core.livekit import Gateways, LiveKitGateway
+from core.netpolicy import NetPolicy
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store
@@ -30,6 +31,7 @@ ISSUER = web.AppKey("local_issuer", LocalIssuer)  # only with the embedded issue
 LIVEKIT = web.AppKey("livekit", LiveKitGateway)  # the product's own LiveKit server
 GATEWAYS = web.AppKey("livekit_gateways", Gateways)  # ...and clients' own ones
 SECRETS = web.AppKey("secret_box", SecretBox)
+NETPOLICY = web.AppKey("outbound_policy", NetPolicy)  # what a tenant-set URL may reach (core/netpolicy.py)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)
 AGENT_LISTS = web.AppKey("agent_lists", AgentListCache)  # serialised GET /api/agents per owner
 LOOP = web.AppKey("loop_monitor", LoopMonitor)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import aiohttp
 from google.protobuf.duration_pb2 import Duration
 from livekit import api as lk
 
 from core.control import CONTROL_TOPIC, ControlMessage
 from core.dispatch_meta import DispatchMeta, DispatchSigner
+from core.netpolicy import NetPolicy
 
 log = logging.getLogger("voxarena.livekit")
 
@@ -168,16 +174,96 @@ class LiveKitGateway:
         return self.receiver.receive(body, token)
 
 
-class Gateways:
-    """The product's LiveKit gateway and one per client with its own LiveKit server (Autonomite's clients), built
-    from the client's settings and dropped when they change."""
+UPSTREAM_FAILED = "the client's LiveKit server could not be reached or refused the request"
 
-    def __init__(self, default: LiveKitGateway, client_livekit: Any) -> None:
+
+class UpstreamFailed(Exception):
+    """A tenant's own LiveKit server failed a request. Its message is the same whatever happened (refused address,
+    closed port, unknown name, timeout, an error answer), so that it tells a tenant nothing about the network the
+    product sits in; what happened is logged."""
+
+    def __init__(self) -> None:
+        super().__init__(UPSTREAM_FAILED)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _uniform(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(method)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as e:
+            gateway = args[0]
+            cause = getattr(e, "os_error", None) or e  # aiohttp's connector errors wrap the resolver's
+            log.warning("client LiveKit server %s: %s failed: %s: %s", getattr(gateway, "url", "?"),
+                        method.__name__, type(cause).__name__, cause)
+            raise UpstreamFailed() from None
+    return wrapped
+
+
+class ClientGateway(LiveKitGateway):
+    """A client's own LiveKit server (Autonomite's clients), a URL a tenant set: reached only through the outbound
+    address policy (its name resolved and checked at each connection, an address literal checked before each
+    request, no region failover to other hosts), and every failure is `UpstreamFailed`."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str, *, agent_name: str, signer: DispatchSigner,
+                 policy: NetPolicy) -> None:
+        super().__init__(url, api_key, api_secret, agent_name=agent_name, signer=signer)
+        self.policy = policy
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> lk.LiveKitAPI:
+        if self._api is None:
+            self._session = self.policy.session()
+            self._api = lk.LiveKitAPI(http_url(self.url), self.api_key, self.api_secret, session=self._session,
+                                      failover=False)
+        return self._api
+
+    async def _checked(self) -> None:
+        await self.policy.check_url(http_url(self.url), resolve=False)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _through_policy(name: str) -> None:
+    base = getattr(LiveKitGateway, name)
+
+    async def checked(self: ClientGateway, *args: Any, **kwargs: Any) -> Any:
+        await self._checked()
+        return await base(self, *args, **kwargs)
+
+    checked.__name__ = name
+    setattr(ClientGateway, name, _uniform(checked))
+
+
+# What the product asks of a client's server; the SIP calls are the product's server's only.
+for _name in ("dispatch", "delete_dispatch", "caller_present", "remove_participant", "send_control", "delete_room"):
+    _through_policy(_name)
+
+
+class Gateways:
+    """The product's LiveKit gateway and one per client with its own LiveKit server, one per (url, key, secret):
+    at most `MAX_CLIENT_GATEWAYS`, the least recently used closed first, and one whose client's settings changed
+    closed at once (each holds an HTTP session and its sockets)."""
+
+    MAX_CLIENT_GATEWAYS = 64
+
+    def __init__(self, default: LiveKitGateway, client_livekit: Any, policy: NetPolicy | None = None) -> None:
         # client_livekit(owner_id, client_id) -> awaitable {server_url, api_key, api_secret} | None
         self.default = default
+        self.policy = policy or NetPolicy()
         self._client_livekit = client_livekit
-        self._by_client: dict[tuple[str, str], tuple[tuple[str, str, str], LiveKitGateway]] = {}
-        self._retired: list[LiveKitGateway] = []
+        self._by_ident: OrderedDict[tuple[str, str, str], ClientGateway] = OrderedDict()
+        self._ident_of: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def for_client(self, owner_id: str, client_id: str | None) -> LiveKitGateway:
         if client_id is None:
@@ -186,20 +272,40 @@ class Gateways:
         if settings is None:
             return self.default
         ident = (settings["server_url"], settings["api_key"], settings["api_secret"])
-        hit = self._by_client.get((owner_id, client_id))
-        if hit is not None and hit[0] == ident:
-            return hit[1]
-        if hit is not None:
-            self._retired.append(hit[1])
-        gateway = LiveKitGateway(*ident, agent_name=self.default.agent_name, signer=self.default.signer)
-        self._by_client[(owner_id, client_id)] = (ident, gateway)
+        old = self._ident_of.get((owner_id, client_id))
+        self._ident_of[(owner_id, client_id)] = ident
+        if old is not None and old != ident and old not in self._ident_of.values():
+            self._close(self._by_ident.pop(old, None))  # nobody uses the old settings any more
+        gateway = self._by_ident.get(ident)
+        if gateway is None:
+            gateway = ClientGateway(*ident, agent_name=self.default.agent_name, signer=self.default.signer,
+                                    policy=self.policy)
+            self._by_ident[ident] = gateway
+            while len(self._by_ident) > self.MAX_CLIENT_GATEWAYS:
+                _, evicted = self._by_ident.popitem(last=False)
+                self._close(evicted)
+        self._by_ident.move_to_end(ident)
         return gateway
+
+    def _close(self, gateway: ClientGateway | None) -> None:
+        """Closed in a task of this object (a request in flight on it may still finish), awaited by `aclose`."""
+        if gateway is None:
+            return
+        task = asyncio.get_running_loop().create_task(gateway.aclose(), name="livekit-gateway-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def open_client_gateways(self) -> int:
+        return len(self._by_ident)
 
     async def for_session(self, row: dict[str, Any]) -> LiveKitGateway:
         return await self.for_client(row["owner_id"], row.get("client_id"))
 
     async def aclose(self) -> None:
-        for gateway in [*self._retired, *(g for _, g in self._by_client.values())]:
+        for gateway in self._by_ident.values():
             await gateway.aclose()
-        self._retired.clear()
-        self._by_client.clear()
+        self._by_ident.clear()
+        self._ident_of.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -240,10 +240,12 @@ class Settings:
     )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
-    callback_allowed_hosts: tuple[str, ...] = field(
+    outbound_http_allowed_hosts: tuple[str, ...] = field(
         default=(),
-        metadata={"doc": "Comma-separated callback hosts allowed although they are (or resolve to) private, loopback "
-                         "or link-local addresses; every other such callback_url is refused."},
+        metadata={"doc": "Comma-separated hosts the product may reach on a tenant's behalf although they are (or "
+                         "resolve to) non-public addresses (callback URLs, clients' LiveKit servers); every other "
+                         "such URL is refused (docs/outbound-http.md).",
+                  "alias": "CALLBACK_ALLOWED_HOSTS"},
     )
     # --- live event stream ---
     event_retention_seconds: float = field(
@@ -299,8 +301,8 @@ class Settings:
             object.__setattr__(self, "clerk_authorized_parties", _split(self.clerk_authorized_parties))
         if isinstance(self.jwt_audience, str):
             object.__setattr__(self, "jwt_audience", _split(self.jwt_audience))
-        if isinstance(self.callback_allowed_hosts, str):
-            object.__setattr__(self, "callback_allowed_hosts", _split(self.callback_allowed_hosts))
+        if isinstance(self.outbound_http_allowed_hosts, str):
+            object.__setattr__(self, "outbound_http_allowed_hosts", _split(self.outbound_http_allowed_hosts))
         if isinstance(self.sip_inbound_allowed_addresses, str):
             object.__setattr__(self, "sip_inbound_allowed_addresses", _split(self.sip_inbound_allowed_addresses))
         if bool(self.sip_inbound_auth_username) != bool(self.sip_inbound_auth_password):
@@ -344,6 +346,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(PREFIX + f.name.upper())
+            if raw is None and "alias" in f.metadata:  # an older name still read
+                raw = env.get(PREFIX + f.metadata["alias"])
             if raw is None:
                 continue
             values[f.name] = _coerce(f.name, f.default, raw)

@@ -17,6 +17,7 @@ from core.dispatch_meta import DispatchMeta, DispatchSigner
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store
+from tests.harness.dns import DnsServer
 from worker.connections import json_protocol_errors
 
 LIVEKIT_KEY = "testkey"
@@ -55,8 +56,16 @@ def store(settings: Settings) -> Store:
 
 
 @pytest.fixture
-async def client(settings: Settings, store: Store) -> AsyncIterator[TestClient]:
-    app = create_app(settings, store=store)
+async def dns_server() -> AsyncIterator[DnsServer]:
+    """The only DNS the API under test asks (tests/harness/dns.py): names resolve as the test says."""
+    server = await DnsServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, store: Store, dns_server: DnsServer) -> AsyncIterator[TestClient]:
+    app = create_app(settings, store=store, net_lookup=dns_server.lookup)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         json_protocol_errors(c.server.runner.server)  # as the product's own listener does (worker.connections)
         yield c

@@ -12,7 +12,7 @@ from core.store import events as events_repo
 from core.store import sessions as sessions_repo
 
 from ..errors import BadGateway, Conflict, NotFound
-from ..keys import GATEWAYS, SECRETS, SETTINGS, STORE
+from ..keys import GATEWAYS, NETPOLICY, SECRETS, SETTINGS, STORE
 from ..routing import Call, Route
 from ..schemas.calls import (
     CallbackDelivery,
@@ -56,7 +56,7 @@ async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str
     agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
     refuse_unavailable_agent(agent)
     if callback_url is not None:
-        await callbacks.check_url(callback_url, app[SETTINGS].callback_allowed_hosts)
+        await callbacks.check_url(app[NETPOLICY], callback_url)
     await refuse_when_no_worker(call.request)
     return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
                                 phone_number=phone_number, callback_url=callback_url, context=context,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.store import clients as repo
 
-from ..keys import SECRETS, STORE
+from ..keys import NETPOLICY, SECRETS, STORE
 from ..routing import Call, Route
 from ..schemas.clients import Client, ClientCreate, ClientUpdate
 from ..services import clients as service
@@ -18,6 +18,7 @@ async def list_clients(call: Call) -> list:
 
 async def create_client(call: Call) -> dict:
     app = call.request.app
+    await service.check_urls(app[NETPOLICY], call.body.settings)
     return await app[STORE].write(service.create, app[SECRETS], call.tenant_id, call.body)
 
 
@@ -28,6 +29,7 @@ async def get_client(call: Call) -> dict:
 
 async def update_client(call: Call) -> dict:
     app = call.request.app
+    await service.check_urls(app[NETPOLICY], call.body.settings)
     return await app[STORE].write(service.update, app[SECRETS], call.tenant_id, call.params["client_id"], call.body)
 
 

@@ -10,13 +10,13 @@ from aiohttp import web
 from livekit import api as lk
 
 from core.dispatch_meta import DispatchMeta
-from core.livekit import LiveKitGateway
+from core.livekit import LiveKitGateway, UpstreamFailed
 from core.store import agents as agents_repo
 from core.store import clients as clients_repo
 from core.store import dispatch as dispatch_repo
 from core.store import sessions as sessions_repo
 
-from ..errors import Conflict, Unauthorized, Unavailable
+from ..errors import BadGateway, Conflict, Unauthorized, Unavailable
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
 from ..routing import Call, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
@@ -104,6 +104,8 @@ async def start_web_call(call: Call, agent: dict, room_name: str | None, *, part
         reason = str(e)
         log.error("agent dispatch to room %s failed: %s", room, reason)
         await store.write(lambda db: sessions_repo.end(db, session_id, reason="dispatch_failed", error=reason))
+        if isinstance(e, UpstreamFailed):  # a tenant's own server: one answer whatever failed (no network oracle)
+            raise BadGateway(reason) from None
         raise Unavailable(f"could not dispatch the agent through LiveKit: {reason}") from None
     token = gw.participant_token(identity=identity, name=participant_name or call.user_id, room=room)
     return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
@@ -169,7 +171,7 @@ def _event_dict(event: lk.WebhookEvent) -> dict:
 
 ROUTES = [
     Route("POST", "/api/livekit/token", livekit_token, "A LiveKit token to call one of your agents", "livekit",
-          response=TokenResponse, body=TokenRequest, errors=(404, 409, 429, 503)),
+          response=TokenResponse, body=TokenRequest, errors=(404, 409, 429, 502, 503)),
     Route("POST", "/api/livekit/webhook", livekit_webhook, "LiveKit webhook receiver (signed by LiveKit)", "livekit",
           response=WebhookAck, public=True, errors=(401, 503)),
 ]

@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
-import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
+from core.netpolicy import AddressRefused, NetPolicy
 from core.periodic import Periodic
 from core.secrets import SecretBox
 from core.store import calls as repo
@@ -40,46 +37,51 @@ def sign(secret: str, body: bytes, t: int) -> str:
     return f"t={t},v1={digest}"
 
 
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-            or ip.is_unspecified)
-
-
-async def check_url(url: str, allowed_hosts: tuple[str, ...]) -> None:
-    """http(s) only; a host resolving to a private, loopback or link-local address is refused unless listed in
-    VOXARENA_CALLBACK_ALLOWED_HOSTS (so a callback cannot be aimed at the product's own network)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("body callback_url: must be an http(s) URL with a host")
-    host = parts.hostname
-    if host in allowed_hosts:
-        return
+async def check_url(policy: NetPolicy, url: str) -> None:
+    """When a callback URL is given: http(s), and a host the outbound address policy lets the product reach
+    (core/netpolicy.py); a 400 naming the field otherwise."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise BadRequest(f"body callback_url: host {host!r} does not resolve ({e.strerror})") from None
-    if any(_private(info[4][0]) for info in infos):
-        raise BadRequest(f"body callback_url: {host!r} is a private, loopback or link-local address "
-                         "(list it in VOXARENA_CALLBACK_ALLOWED_HOSTS to allow it)")
+        await policy.check_url(url)
+    except AddressRefused as e:
+        raise BadRequest(f"body callback_url: {e}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """What a failed attempt stores: the policy's refusal in its own words, else the client's error."""
+    refused = e if isinstance(e, AddressRefused) else getattr(e, "os_error", None)
+    if isinstance(refused, AddressRefused):
+        return f"refused: {refused}"
+    return str(e) or type(e).__name__
 
 
 class CallbackSender:
-    def __init__(self, store: Store, http: Callable[[], aiohttp.ClientSession], *, box: SecretBox, max_attempts: int,
-                 backoff_seconds: float, allowed_hosts: tuple[str, ...], interval_seconds: float = 0.5) -> None:
+    """Delivers due callback events through an HTTP session of the outbound address policy: each delivery resolves
+    the receiver's name once and connects only to the addresses it checked (no DNS rebinding), follows no
+    redirect, and a refused address is a failed attempt that says why."""
+
+    def __init__(self, store: Store, policy: NetPolicy, *, box: SecretBox, max_attempts: int,
+                 backoff_seconds: float, interval_seconds: float = 0.5) -> None:
         self.store = store
         self.box = box
-        self.http = http
+        self.policy = policy
         self.max_attempts = max_attempts
         self.backoff = backoff_seconds
-        self.allowed_hosts = allowed_hosts
+        self._http: aiohttp.ClientSession | None = None
         self._periodic = Periodic("callback-sender", interval_seconds, self.deliver_due, log)
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:  # made inside the running loop
+            self._http = self.policy.session()
+        return self._http
 
     def start(self) -> None:
         self._periodic.start()
 
     async def stop(self) -> None:
         await self._periodic.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def deliver_due(self) -> int:
         events = await self.store.read(repo.due_events, now_iso())
@@ -96,7 +98,7 @@ class CallbackSender:
         status: int | None = None
         error: str | None = None
         try:
-            await check_url(url, self.allowed_hosts)  # again: DNS may point elsewhere now
+            await self.policy.check_url(url, resolve=False)  # an address literal; a name is checked as it resolves
             async with self.http().post(url, data=body, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
                                         allow_redirects=False,
                                         headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature,
@@ -104,8 +106,8 @@ class CallbackSender:
                 status = resp.status
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
-        except (TimeoutError, aiohttp.ClientError, BadRequest) as e:
-            error = getattr(e, "detail", None) or str(e) or type(e).__name__
+        except (TimeoutError, aiohttp.ClientError, AddressRefused) as e:
+            error = _reason(e)
         delivered = error is None
         retry_after = None
         if not delivered and attempt < self.max_attempts:

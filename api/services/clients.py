@@ -9,10 +9,11 @@ from typing import Any
 
 import sqlite_utils
 
+from core.netpolicy import AddressRefused, NetPolicy
 from core.secrets import SecretBox, is_masked, mask
 from core.store import clients as repo
 
-from ..errors import ValidationFailed
+from ..errors import BadRequest, ValidationFailed
 from ..schemas.clients import ClientCreate, ClientSettings, ClientUpdate
 
 SECRET_FIELDS = {"livekit": ("api_secret",), "supabase": ("anon_key", "service_role_key")}
@@ -32,6 +33,17 @@ def _merge(plain: dict[str, Any], secret: dict[str, Any], incoming: ClientSettin
     if livekit and not all(livekit.get(k) for k in ("server_url", "api_key", "api_secret")):
         raise ValidationFailed("body settings.livekit: give server_url, api_key and api_secret together")
     return plain, secret
+
+
+async def check_urls(policy: NetPolicy, settings: ClientSettings | None) -> None:
+    """The client's LiveKit server must be one the outbound address policy lets the product reach: checked (and
+    resolved) when it is set, as it is again at each use."""
+    server_url = settings.livekit.server_url if settings is not None and settings.livekit is not None else None
+    if server_url:
+        try:
+            await policy.check_url(server_url, schemes=("http", "https", "ws", "wss"))
+        except AddressRefused as e:
+            raise BadRequest(f"body settings.livekit.server_url: {e}") from None
 
 
 def _secrets(box: SecretBox, row: dict[str, Any] | None) -> dict[str, Any]:

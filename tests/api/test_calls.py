@@ -26,7 +26,7 @@ PHONE = "+15551234567"
 
 @pytest.fixture
 def settings(settings):
-    return settings.with_(sip_outbound_trunk_id="ST_test", callback_allowed_hosts=("127.0.0.1",),
+    return settings.with_(sip_outbound_trunk_id="ST_test", outbound_http_allowed_hosts=("127.0.0.1",),
                           callback_backoff_seconds=0.05, callback_max_attempts=4, admin_users=("root",))
 
 
