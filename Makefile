@@ -37,10 +37,10 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # The fast tier (under 2 minutes): lint, types and every test that needs no root, no Go-built binary and no network
-# namespace, but the API fuzzing (schemathesis, 1.5 min on its own), which `make test` runs.
+# namespace, in 4 pytest workers, but the API fuzzing (schemathesis, 1.5 min on its own), which `make test` runs.
 check: lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e --deselect tests/api/test_schemathesis.py \
-	  --durations=10 $(CHECK_ARGS)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 4 --ignore=tests/e2e \
+	  --deselect tests/api/test_schemathesis.py --durations=10 $(CHECK_ARGS)
 
 # The whole test suite, lint and types first, then every test inside a network namespace of its own (real
 # livekit-server and livekit-sip built from source; the SIP tier also needs sipp and redis-server from system-deps,
