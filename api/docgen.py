@@ -77,9 +77,7 @@ def render_routes(tag: str, routes: Iterable[Route] | None = None) -> str:
         body = f"`{r.body.__name__}`" if r.body is not None else ""
         query = _names(r.query) if r.query is not None else ""
         errors = ", ".join(str(e) for e in r.errors)
-        rows.append(
-            f"| {r.method} | `{r.path}` | {_cell(summary)} | {body} | {query} | {_answer(r)} | {errors} |"
-        )
+        rows.append(f"| {r.method} | `{r.path}` | {_cell(summary)} | {body} | {query} | {_answer(r)} | {errors} |")
     return "\n".join(rows) + "\n"
 
 
@@ -131,8 +129,11 @@ def fill(text: str, wanted: Mapping[str, str], *, where: str = "") -> str:
 
 def stale(root: Path = ROOT) -> list[Path]:
     """The documentation files whose generated blocks differ from what the code says now."""
-    return [rel for rel, wanted in blocks().items()
-            if fill((root / rel).read_text(), wanted, where=str(rel)) != (root / rel).read_text()]
+    return [
+        rel
+        for rel, wanted in blocks().items()
+        if fill((root / rel).read_text(), wanted, where=str(rel)) != (root / rel).read_text()
+    ]
 
 
 def write(root: Path = ROOT) -> list[Path]:

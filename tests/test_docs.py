@@ -19,23 +19,23 @@ SETTINGS_DOC = (DOCS / "settings.md").read_text()
 API_DOC = (DOCS / "api.md").read_text()
 
 
-def test_every_setting_is_documented():
+def test_every_setting_is_documented() -> None:
     missing = [PREFIX + f.name.upper() for f in SETTINGS if f"`{PREFIX}{f.name.upper()}`" not in SETTINGS_DOC]
     assert not missing, f"settings missing from docs/settings.md: {missing} (run `{docgen.COMMAND}`)"
 
 
-def test_every_route_is_in_the_route_tables():
+def test_every_route_is_in_the_route_tables() -> None:
     table = set(re.findall(r"^\| (GET|POST|PUT|DELETE|PATCH) \| `([^`]+)` \|", API_DOC, re.M))
     missing = [(r.method, r.path) for r in all_routes() if (r.method, r.path) not in table]
     assert not missing, f"routes missing from docs/api.md: {missing} (run `{docgen.COMMAND}`)"
 
 
-def test_the_generated_tables_match_the_code():
+def test_the_generated_tables_match_the_code() -> None:
     stale = docgen.stale(ROOT)
     assert not stale, f"{[str(p) for p in stale]} differ from the code: run `{docgen.COMMAND}` and commit the result"
 
 
-def test_the_generator_notices_a_changed_route_or_setting(tmp_path):
+def test_the_generator_notices_a_changed_route_or_setting(tmp_path: Path) -> None:
     # a copy of the docs whose tables were edited by hand is stale, and regenerating restores the text exactly
     (tmp_path / "docs").mkdir()
     for rel in (docgen.API_DOC, docgen.SETTINGS_DOC):
@@ -51,25 +51,26 @@ def test_the_generator_notices_a_changed_route_or_setting(tmp_path):
         assert (tmp_path / rel).read_text() == (ROOT / rel).read_text()
 
 
-def test_a_tag_without_its_block_is_an_error():
+def test_a_tag_without_its_block_is_an_error() -> None:
     text = API_DOC.replace("<!-- generated:routes:agents -->", "").replace("<!-- /generated:routes:agents -->", "")
     with pytest.raises(docgen.DocgenError, match=r"missing \['routes:agents'\]"):
         docgen.fill(text, docgen.blocks()[docgen.API_DOC])
 
 
-def test_readme_opens_with_the_run_and_test_commands_and_ci_calls_the_test_command():
-    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
-    commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+def test_readme_opens_with_the_run_and_test_commands_and_ci_calls_the_test_command() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert first_block is not None, "README.md has no bash block"
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).strip().splitlines()]
     assert commands == ["make run", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_readme_is_short():
+def test_readme_is_short() -> None:
     assert len(README.splitlines()) <= 250
 
 
 @pytest.mark.parametrize("path", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in DOCS.glob("*.md"))])
-def test_relative_links_point_at_files_that_exist(path):
+def test_relative_links_point_at_files_that_exist(path: str) -> None:
     source = ROOT / path
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
