@@ -19,7 +19,7 @@ from core.store import clients as clients_repo
 from core.store.db import Store
 from pipelines.pricing import PriceBook
 
-from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
+from . import openapi, ownership, ratelimit
 from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
 from .dashboard import add_dashboard
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware

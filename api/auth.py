@@ -58,12 +58,14 @@ class LocalIssuer:
         path = data_dir / "issuer_key.pem"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            pem = key.private_bytes(
+            pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
             write_once(path, pem)
-        self._key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError(f"{path} does not hold an RSA private key")
+        self._key: rsa.RSAPrivateKey = loaded
         public = self._key.public_key()
         jwk = json.loads(RSAAlgorithm.to_jwk(public))
         self.kid = RSAAlgorithm.to_jwk(public, as_dict=True)["n"][:16]
@@ -111,9 +113,9 @@ class JwksCache:
             return self._keys[kid]
         async with self._lock:
             # Someone may have refreshed while we waited; refetch only if allowed by the interval.
-            if kid not in self._keys or time.monotonic() - self._fetched_at >= self._max_age:
-                if time.monotonic() - self._fetched_at >= self._min_refresh:
-                    await self._refresh()
+            age = time.monotonic() - self._fetched_at
+            if (kid not in self._keys or age >= self._max_age) and age >= self._min_refresh:
+                await self._refresh()
         if kid not in self._keys:
             raise Unauthorized("token signed by an unknown key")
         return self._keys[kid]

@@ -179,7 +179,7 @@ def store_error(e: StoreError) -> ApiError:
         forbidden.type = e.kind
         return forbidden
     for cls in type(e).__mro__:
-        api_error = _STORE_ERRORS.get(cls)  # type: ignore[arg-type]
+        api_error = _STORE_ERRORS.get(cls)
         if api_error is not None:
             return api_error(str(e))
     return ApiError("internal server error")

@@ -38,9 +38,9 @@ LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)
 # Reports the LiveKit side for /health: {"status": ..., ...}; the worker installs a richer one.
-LIVEKIT_HEALTH = web.AppKey("livekit_health", Callable[[], Awaitable[dict[str, Any]]])
+LIVEKIT_HEALTH: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("livekit_health")
 # Why no worker of this process can take a call now (None: it can); absent when this process runs no worker.
-WORKER_CAPACITY = web.AppKey("worker_capacity", Callable[[], Awaitable[str | None]])
+WORKER_CAPACITY: web.AppKey[Callable[[], Awaitable[str | None]]] = web.AppKey("worker_capacity")
 CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets
 EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out
 SOCKETS = web.AppKey("socket_guard", SocketGuard)  # caps and credential re-checks of /ws/chat and /events/ws

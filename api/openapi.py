@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .ratelimit import is_limited_path
 from .routing import Route, path_params
@@ -34,7 +34,7 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
         for m in (r.response, r.body):
             if m is not None:
                 models.add(m)
-    pairs = []
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for m in sorted(models, key=lambda m: m.__name__):
         pairs.append((m, "serialization"))
         if any(r.body is m for r in routes):

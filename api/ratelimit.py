@@ -172,7 +172,7 @@ class RateLimiter:
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 # An optional per-credential rate (tenants' `rate_limit_rps`): given the credential's sha256 hex digest, the rate
 # for its bucket, or None for the default. It runs on every limited request, so it should answer from memory.
-RATE_OVERRIDE = web.AppKey("rate_override", Callable[[str], Awaitable[float | None]])
+RATE_OVERRIDE: web.AppKey[Callable[[str], Awaitable[float | None]]] = web.AppKey("rate_override")
 
 Identify = Callable[[web.Request], Awaitable[Bucket | None]]
 

@@ -52,7 +52,7 @@ def _wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> f
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if not m or non2xx:

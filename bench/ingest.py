@@ -5,6 +5,7 @@ rows into SQLite, in the same run; and event-loop lateness while ingesting 2k ev
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import tempfile
 import time
@@ -56,7 +57,7 @@ async def _product_path(store: Store, book: PriceBook, calls, n: int, batch: int
 
     async def meter() -> None:
         while True:
-            chunk = [e for _, e in zip(range(batch), it)]
+            chunk = list(itertools.islice(it, batch))
             if not chunk:
                 return
             await sink.record(chunk)
@@ -90,7 +91,7 @@ async def _lateness_while_ingesting(store: Store, book: PriceBook, calls, rate: 
     start = loop.time()
     pending = []
     for k in range(int(seconds / tick)):
-        chunk = [e for _, e in zip(range(per_tick), gen)]
+        chunk = list(itertools.islice(gen, per_tick))
         # like 100 calls each flushing a few events per tick
         for i in range(0, len(chunk), 5):
             pending.append(asyncio.ensure_future(sink.record(chunk[i:i + 5])))

@@ -9,6 +9,7 @@ Runs inside the test network namespace."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from typing import Any
@@ -80,7 +81,7 @@ async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
         latencies.append(heard - sent.last_speech_at)
         await asyncio.sleep(0.6)  # the short reply plays out
     times = [f.at for f in client.received if f.dbfs > client.silence_dbfs]
-    out["gaps"] = out.get("gaps", 0) + sum(1 for a, b in zip(times, times[1:]) if 0.06 < b - a < 0.5)
+    out["gaps"] = out.get("gaps", 0) + sum(1 for a, b in itertools.pairwise(times) if 0.06 < b - a < 0.5)
     out["missed"] = out.get("missed", 0) + missed
     out.setdefault("latencies", []).extend(latencies)
     return latencies
@@ -110,7 +111,7 @@ async def _floor_call(server, fakes_urls: dict[str, str], turns: int, out: dict[
     finally:
         await client.disconnect()
         await agent.stop()
-    out.setdefault("pairs", []).extend(zip(latencies, agent.v2v))
+    out.setdefault("pairs", []).extend(zip(latencies, agent.v2v, strict=False))  # a turn the agent missed has no v2v
 
 
 async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: dict[str, int]) -> None:
@@ -174,7 +175,7 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30,
                                        what="ended")
         replies = [t["metrics"] for t in s["transcript"] if t["speaker"] == "AGENT" and t.get("metrics")]
-        for m, client_s in zip(replies, measured):
+        for m, client_s in zip(replies, measured, strict=False):  # replies the client did not time are skipped
             if m.get("e2e_latency"):
                 diffs.append(abs(m["e2e_latency"] - client_s) * 1000)
             if m.get("voice_to_voice"):

@@ -44,17 +44,19 @@ def transcript_text(items: list[dict[str, Any]]) -> str:
     return "\n".join(f"{i['speaker']}: {i['content']}" for i in items)
 
 
-UsageHook = Callable[[int, llm.LLM, int, int], Awaitable[None]]  # (attempt, the LLM that answered, input, output)
+UsageHook = Callable[[int, llm.LLM[Any], int, int], Awaitable[None]]  # (attempt, the LLM that answered, input, output)
 
 # In a chain each LLM gets one try within the adapter's per-attempt timeout, as in a call: a failed one hands over.
 CHAIN_ATTEMPT = APIConnectOptions(max_retry=0, timeout=FALLBACK_ATTEMPT_TIMEOUT)
 
 
-async def _ask_one(model: llm.LLM, chat_ctx: llm.ChatContext, conn_options: APIConnectOptions
+async def _ask_one(model: llm.LLM[Any], chat_ctx: llm.ChatContext, conn_options: APIConnectOptions
                    ) -> tuple[str, int, int]:
     parts: list[str] = []
     prompt = completion = 0
-    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis, conn_options=conn_options) as stream:
+    # The plugins' chat() takes a response_format; LLM's abstract signature does not name it.
+    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis,  # type: ignore[call-arg]
+                          conn_options=conn_options) as stream:
         async for chunk in stream:
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
@@ -63,7 +65,7 @@ async def _ask_one(model: llm.LLM, chat_ctx: llm.ChatContext, conn_options: APIC
     return "".join(parts), prompt, completion
 
 
-async def _ask(model: llm.LLM, chat_ctx: llm.ChatContext) -> tuple[str, int, int, llm.LLM]:
+async def _ask(model: llm.LLM[Any], chat_ctx: llm.ChatContext) -> tuple[str, int, int, llm.LLM[Any]]:
     """The reply, its tokens and the LLM that gave it. LiveKit's FallbackAdapter takes no ``response_format``, so a
     chain is walked here, in the adapter's order; this also keeps the adapter's recovery probes (full requests
     nobody meters) out of the analysis. Raises naming every LLM's failure when none answered."""
@@ -87,7 +89,7 @@ def parse(text: str) -> CallAnalysis:
     return CallAnalysis.model_validate(json.loads(cleaned))
 
 
-async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHook | None = None
+async def analyse(model: llm.LLM[Any], items: list[dict[str, Any]], on_usage: UsageHook | None = None
                   ) -> tuple[CallAnalysis | None, str | None, int]:
     """Returns (analysis, error, attempts)."""
     if not items:
@@ -120,7 +122,7 @@ async def analyse(model: llm.LLM, items: list[dict[str, Any]], on_usage: UsageHo
     return None, error, MAX_ATTEMPTS
 
 
-async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter: CallMeter | None = None
+async def run_and_store(store: Store, session_id: str, model: llm.LLM[Any], *, meter: CallMeter | None = None
                         ) -> CallAnalysis | None:
     items = await store.read(repo.items_for, session_id)
     if not any(i["speaker"] == "USER" for i in items):
@@ -130,7 +132,7 @@ async def run_and_store(store: Store, session_id: str, model: llm.LLM, *, meter:
         log.info("analysis of session %s %s", session_id, reason)
         return None
 
-    async def metered(attempt: int, served: llm.LLM, prompt: int, completion: int) -> None:
+    async def metered(attempt: int, served: llm.LLM[Any], prompt: int, completion: int) -> None:
         if meter is not None:  # billed to the provider that answered (with fallbacks, maybe not the primary)
             await meter.record_llm_call(key=f"analysis/{attempt}", provider=served.provider, model=served.model,
                                         input_tokens=prompt, output_tokens=completion)

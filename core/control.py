@@ -35,7 +35,7 @@ class ControlMessage:
             raise BadControl(f"not JSON: {e}") from None
         if not isinstance(raw, dict):
             raise BadControl("not an object")
-        kind = _KINDS.get(raw.pop("type", None))  # type: ignore[arg-type]
+        kind = _KINDS.get(str(raw.pop("type", "")))
         if kind is None:
             raise BadControl("unknown or missing type")
         try:

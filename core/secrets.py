@@ -67,4 +67,4 @@ def mask(secret: str | None) -> str | None:
 
 
 def is_masked(value: str | None) -> bool:
-    return bool(value) and value.startswith("****")
+    return value is not None and value.startswith("****")

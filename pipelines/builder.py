@@ -22,6 +22,7 @@ from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
 from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.voice.turn import TurnHandlingOptions
 
 from .config import AgentSpec, ProvidersConfig
 from .registry import builder
@@ -34,7 +35,7 @@ class BackoffConnectOptions(APIConnectOptions):
     """Retries that wait twice as long each time (LiveKit's own retry at once, then at a fixed interval)."""
 
     def _interval_for_retry(self, num_retries: int) -> float:
-        return self.retry_interval * 2**num_retries
+        return float(self.retry_interval * 2**num_retries)
 
 
 # Fail a broken provider within seconds: a caller waiting in silence is worse than a clean hang-up. One retry per
@@ -52,9 +53,9 @@ FALLBACK_ATTEMPT_TIMEOUT = 8.0
 
 @dataclass(frozen=True)
 class Pipeline:
-    stt: stt_base.STT
-    llm: llm_base.LLM
-    tts: tts_base.TTS
+    stt: stt_base.STT[Any]
+    llm: llm_base.LLM[Any]
+    tts: tts_base.TTS[Any]
     # Provider keys in the order they are tried (the primary first).
     stt_providers: tuple[str, ...] = ()
     llm_providers: tuple[str, ...] = ()
@@ -67,7 +68,7 @@ def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fall
     built = []
     for name in names:
         kwargs = extra(name) if extra else {}
-        instance = builder(kind, name)(agent, cfg, **kwargs)  # type: ignore[call-arg]
+        instance = builder(kind, name)(agent, cfg, **kwargs)
         for meter in kwargs.values():
             if hasattr(meter, "model"):  # a metered session or wire labels its usage with the model
                 meter.model = getattr(instance, "model", None)
@@ -98,12 +99,12 @@ class FallbackLLM(llm_base.FallbackAdapter):
     """LiveKit's FallbackAdapter, naming its LLMs in the order it tries them: its ``chat()`` takes no
     ``response_format``, so the post-call analysis (core/analysis.py) walks them itself."""
 
-    def __init__(self, llms: list[llm_base.LLM], **kwargs: Any) -> None:
+    def __init__(self, llms: list[llm_base.LLM[Any]], **kwargs: Any) -> None:
         super().__init__(llms, **kwargs)
         self.instances = tuple(llms)
 
 
-def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM, tuple[str, ...]]:
+def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM[Any], tuple[str, ...]]:
     """The agent's LLM with its fallbacks (the call's and the post-call analysis's), and the provider order."""
     llms, names = _chain(agent, cfg, "llm", agent.llm_provider, agent.fallback_llm_providers)
     if len(llms) == 1:
@@ -111,7 +112,7 @@ def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM, tup
     return FallbackLLM(llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0, retry_interval=0.5), names
 
 
-def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> dict[str, Any]:
+def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> TurnHandlingOptions:
     """`transcript`: the caller's words decide (pipelines/turn_detector.py) after the VAD's end of speech; `model`:
     LiveKit's local audio end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
     detection: Any = mode
@@ -138,7 +139,7 @@ def vad_min_silence(min_delay: float) -> float:
 
 
 def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, min_delay: float = 0.4,
-                  max_delay: float = 3.0, **kwargs: Any) -> AgentSession:
+                  max_delay: float = 3.0, **kwargs: Any) -> AgentSession[Any]:
     return AgentSession(
         stt=pipeline.stt,
         llm=pipeline.llm,

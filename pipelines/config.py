@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 # What an agent says before it hangs up on a provider failure it cannot recover from (an agent's `errorMessage`
 # replaces it).
@@ -21,7 +21,7 @@ TURN_DETECTION_MODES = ("transcript", "model", "vad", "stt")
 
 # Every STT plugin is built for 16 kHz 16-bit mono PCM; the wire meter turns the bytes a provider accepted into
 # seconds with it.
-STT_SAMPLE_RATE = 16_000
+STT_SAMPLE_RATE: Final = 16_000
 
 
 class ProviderConfigError(Exception):

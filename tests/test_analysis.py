@@ -76,7 +76,7 @@ async def chain(monkeypatch):
     """The agent's LLM as a call builds it: Gemini, then OpenAI, behind LiveKit's FallbackAdapter."""
     async with FakeProviders(api_key="k", script={"llm_default_json": ANALYSIS}) as fakes:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
-        creds = lambda url: ProviderCredentials("k", url)  # noqa: E731
+        creds = lambda url: ProviderCredentials("k", url)
         model, names = build_llm(FALLBACK, ProvidersConfig(google=creds(fakes.gemini_base_url),
                                                            openai=creds(fakes.openai_base_url)))
         assert names == ("gemini", "openai") and isinstance(model, llm.FallbackAdapter)

@@ -5,6 +5,7 @@ running out of descriptors anyway logs a line per interval, not a traceback per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -98,9 +99,9 @@ async def test_one_address_holds_at_most_the_cap_and_others_are_unaffected(api_s
         assert refused.startswith(b"HTTP/1.1 429 ") and b'"type":"connection_limit"' in refused, refused
         assert cap.refused == 1
 
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
-            async with other.get(f"http://127.0.0.1:{site.port}/health") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other, \
+                other.get(f"http://127.0.0.1:{site.port}/health") as resp:
+            assert resp.status == 200
 
         held.pop()[1].close()  # one closed: one more may open
         deadline = time.monotonic() + 10
@@ -148,10 +149,8 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
         for _ in range(400):  # twice what the server may open: the rest wait in the backlog or are refused
             s = socket.socket()
             s.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
             socks.append(s)
         deadline = time.monotonic() + 30
         while "cannot accept connections" not in log_path.read_text():

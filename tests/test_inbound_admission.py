@@ -4,6 +4,7 @@ concurrent-call limit, the agent's state and the number's assignment. (The SIP t
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
 
@@ -19,7 +20,7 @@ from worker.inbound import _refusal
 
 class Caller:  # what _refusal reads of the SIP participant: that there is one
     identity = "sip_+15559999999"
-    attributes = {"sip.phoneNumber": "+15559999999"}
+    attributes: ClassVar[dict[str, str]] = {"sip.phoneNumber": "+15559999999"}
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_a_call_beyond_the_tenants_concurrent_call_limit_is_refused(db):
 
 
 def test_an_unavailable_agent_or_a_moved_number_refuses_the_call(db):
-    tenant, agent, number, meta = _setup(db)
+    _tenant, agent, number, meta = _setup(db)
     assert _refusal(db, meta, {**agent, "enabled": 0}, number, Caller())[0] == "agent_disabled"
     assert _refusal(db, meta, {**agent, "status": "inactive"}, number, Caller())[0] == "agent_inactive"
     assert _refusal(db, meta, {**agent, "deleted_at": "2026-01-01T00:00:00.000000Z"}, number, Caller())[0] == \

@@ -25,7 +25,7 @@ async def fakes(monkeypatch: pytest.MonkeyPatch):
 
 
 def config(fakes: FakeProviders) -> ProvidersConfig:
-    creds = lambda url: ProviderCredentials("k", url)  # noqa: E731
+    creds = lambda url: ProviderCredentials("k", url)
     return ProvidersConfig(deepgram=creds(fakes.deepgram_url), elevenlabs=creds(fakes.elevenlabs_base_url),
                            google=creds(fakes.gemini_base_url), openai=creds(fakes.openai_base_url))
 

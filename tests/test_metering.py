@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -104,7 +105,7 @@ async def test_usage_through_a_failing_sink_is_recorded_exactly_once_after_it_re
                 by_counter.setdefault(prefix, []).append(tuple(map(int, rng.split("-"))))
         for ranges in by_counter.values():
             ranges.sort()
-            assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), ranges
+            assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(ranges)), ranges
 
 
 async def test_a_failed_write_is_retried_with_the_same_audio_and_never_doubles(store):

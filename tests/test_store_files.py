@@ -14,7 +14,7 @@ import pytest
 
 from core.store.db import Store
 from core.store.errors import StorageUnavailable
-from tests.storage_conditions import unwritable  # noqa: F401 - the fixture
+from tests.storage_conditions import unwritable
 from worker.usage_spill import spill, spill_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ write, a write that breaks its own savepoint. Writes submitted after each of tho
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -103,9 +104,9 @@ async def test_a_write_that_breaks_its_savepoint_fails_its_group_but_not_the_wri
         db.execute("INSERT INTO t (v) VALUES ('rogue')")
         db.conn.execute("ROLLBACK")  # ends the group's transaction under the writer's feet
 
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.Error):
         await store.write(rogue)
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.Error):
         await store.write(lambda db: db.execute("SAVEPOINT w; this is not SQL"))
     await _writes_still_complete(store, "after-rogue")
     assert "rogue" not in await store.read(_values)

@@ -5,6 +5,7 @@ a loopback port nobody listens on, the caller's audio a stream of silence."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -106,7 +107,7 @@ async def test_a_refused_stt_is_tried_three_times_with_backoff_and_logged_once_p
 
     assert counting.attempts == 3
     assert [r for _, r in errors] == [True, True, False]  # two retried attempts, then the failure
-    waits = [b[0] - a[0] for a, b in zip(errors, errors[1:])]
+    waits = [b[0] - a[0] for a, b in itertools.pairwise(errors)]
     assert 0.45 <= waits[0] < waits[1] and waits[1] >= 0.95, waits  # backoff, not LiveKit's retry at once
     stt_lines = [r for r in records.records if "speech" in r.getMessage() or "STT" in r.getMessage()]
     assert len(stt_lines) == 3, [r.getMessage() for r in stt_lines]  # one per failed attempt

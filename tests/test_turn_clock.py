@@ -23,8 +23,12 @@ def _play(steps: list[tuple[str, float]], clock: TurnClock | None = None) -> Tur
     clock = clock or TurnClock(now=Ticks())
     for name, at in steps:
         clock.now.t = at  # type: ignore[attr-defined]
-        {"loud": lambda: clock.input_frame(LOUD), "quiet": lambda: clock.input_frame(QUIET),
-         "final": clock.stt_final, "eot": clock.end_of_turn}.get(name, lambda: clock.mark(name))()
+        if name in ("loud", "quiet"):
+            clock.input_frame(LOUD if name == "loud" else QUIET)
+        elif name in ("final", "eot"):
+            (clock.stt_final if name == "final" else clock.end_of_turn)()
+        else:
+            clock.mark(name)
     return clock
 
 

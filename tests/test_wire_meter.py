@@ -8,7 +8,7 @@ import dataclasses
 from decimal import Decimal
 
 import pytest
-from livekit.agents import APIConnectOptions, stt
+from livekit.agents import APIConnectOptions, APIError, stt
 from livekit.agents.utils import http_context
 
 from pipelines import registry
@@ -79,7 +79,7 @@ async def test_a_provider_that_never_connected_costs_nothing(fakes, fake):
                                                                               timeout=2.0))
         push_pcm(stream, AUDIO)
         stream.end_input()
-        with pytest.raises(Exception):
+        with pytest.raises(APIError):
             async for _ in stream:
                 pass
         await fakes.wait_for(lambda c: c[fake]["injected_failures"] >= 1, timeout=10)
@@ -163,7 +163,7 @@ async def test_a_refused_tts_request_costs_nothing(fakes, tts_config):
     m = meter(sink)
     async with http_context.open():
         plugin = build_tts("elevenlabs", tts_config, m)
-        with pytest.raises(Exception):
+        with pytest.raises(APIError):
             await collect_audio(plugin.synthesize(REPLY, conn_options=APIConnectOptions(max_retry=0)))
         await plugin.aclose()
         await m.close()

@@ -303,7 +303,7 @@ class CallJob:
             await self.store.write(lambda db: sessions_repo.store_analysis(db, session_id, result=None,
                                                                            error=reason, attempts=0))
             return
-        await run_and_store(self.store, self.session_id, model, meter=self.meter)  # type: ignore[arg-type]
+        await run_and_store(self.store, self.session_id, model, meter=self.meter)
 
     # ---- what the phases share ----
 

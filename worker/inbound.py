@@ -127,6 +127,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     """Opens the call's session once the caller is here. Returns None when the call was refused: its session is
     ended with the reason (not analysed), the caller is hung up and the job shut down."""
     assert meta.phone_number_id is not None
+    number_id = meta.phone_number_id
     session_id = session_id_for(ctx)
     caller = await _wait_for_caller(ctx)
     attributes = caller.attributes if caller is not None else {}
@@ -134,7 +135,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
 
     def open_session(db: Any) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
         try:
-            number = numbers_repo.get_by_id(db, meta.phone_number_id)
+            number = numbers_repo.get_by_id(db, number_id)
         except NotFoundError:
             number = None
         if sessions_repo.exists(db, session_id):  # an earlier job of this call: the entrypoint sees whose it is

@@ -74,13 +74,12 @@ class LocalLiveKit:
             cfg["webhook"] = {"api_key": self.api_key, "urls": [self.webhook_url]}
         config.write_text(json.dumps(cfg))  # JSON is YAML
         log_path = self.data_dir / "livekit-dev.log"
-        logf = open(log_path, "ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            str(self.binary), "--dev", "--config", str(config), "--bind", self.host, "--node-ip", self.host,
-            "--port", str(self.port),
-            stdout=logf, stderr=logf, start_new_session=True, env=self.child_env(),
-        )
-        logf.close()
+        with log_path.open("ab") as logf:  # the child keeps its own descriptor
+            self.proc = await asyncio.create_subprocess_exec(
+                str(self.binary), "--dev", "--config", str(config), "--bind", self.host, "--node-ip", self.host,
+                "--port", str(self.port),
+                stdout=logf, stderr=logf, start_new_session=True, env=self.child_env(),
+            )
         log.info("starting local livekit-server (pid %d, log %s)", self.proc.pid, log_path)
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as http:

@@ -116,9 +116,9 @@ class Runtime:
         if time.monotonic() - checked_at < 2.0:
             return cached
         try:
-            async with aiohttp.ClientSession() as http:
-                async with http.get(http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    reachable = r.status == 200
+            async with aiohttp.ClientSession() as http, http.get(
+                    http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                reachable = r.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             reachable = False
         if not reachable:

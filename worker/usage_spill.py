@@ -6,6 +6,7 @@ after its events are committed: running it twice, or on a file a crash left behi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -59,19 +60,21 @@ def read_spill(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
+def _spilled(spill_dir: Path) -> list[Path]:
+    return sorted(spill_dir.glob("*.jsonl")) if spill_dir.is_dir() else []
+
+
 async def ingest_spilled(store: Store, spill_dir: Path) -> int:
     """Record every spilled event (once, by key) and remove the files; returns how many events were new."""
-    if not spill_dir.is_dir():
-        return 0
     new = 0
-    for path in sorted(spill_dir.glob("*.jsonl")):
-        rows, bad = read_spill(path)
+    for path in await asyncio.to_thread(_spilled, spill_dir):  # files off the event loop
+        rows, bad = await asyncio.to_thread(read_spill, path)
         if bad:
             log.warning("%s: %d unreadable line(s) skipped (a write torn by a crash)", path, bad)
         flags = await store.write(ledger.record_events, rows) if rows else []
         added = sum(flags)
         new += added
-        path.unlink()
+        await asyncio.to_thread(path.unlink)
         log.info("ingested %s: %d spilled usage events, %d new, %d already in the ledger", path.name, len(rows),
                  added, len(rows) - added)
     return new

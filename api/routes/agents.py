@@ -10,7 +10,7 @@ from aiohttp import web
 from core.store import agents as repo
 
 from ..keys import AGENT_LISTS, STORE
-from ..routing import Call, Route, send_json
+from ..routing import Call, Owns, Route, send_json
 from ..schemas.agents import (
     Agent,
     AgentCreate,
@@ -91,8 +91,8 @@ async def delete_v1(call: Call) -> dict:
     return {"success": True, "message": "Agent deleted successfully"}
 
 
-_OWN = {"owns": "agent", "owned_param": "id"}
-_OWN_V1 = {"owns": "agent", "owned_param": "agent_id"}
+_OWN: Owns = {"owns": "agent", "owned_param": "id"}
+_OWN_V1: Owns = {"owns": "agent", "owned_param": "agent_id"}
 
 ROUTES = [
     # Lists are serialised off the loop and sent as bytes (raw), still documented and checked against their models.

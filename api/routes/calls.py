@@ -13,7 +13,7 @@ from core.store import sessions as sessions_repo
 
 from ..errors import BadGateway, Conflict, NotFound
 from ..keys import GATEWAYS, NETPOLICY, SECRETS, SETTINGS, STORE
-from ..routing import Call, Route
+from ..routing import Call, Owns, Route
 from ..schemas.calls import (
     CallbackDelivery,
     CallbackSecret,
@@ -222,8 +222,8 @@ async def override_end(call: Call) -> dict:
     return {"success": True, "call_sid": body.call_sid, "message": "Call ended"}
 
 
-_OWN = {"owns": "call", "owned_param": "id"}
-_OWN_T = {"owns": "call", "owned_param": "call_id"}
+_OWN: Owns = {"owns": "call", "owned_param": "id"}
+_OWN_T: Owns = {"owns": "call", "owned_param": "call_id"}
 _PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
 
 ROUTES = [

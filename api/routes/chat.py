@@ -4,6 +4,7 @@ agent's answer to a message), the chat websocket /ws/chat/{session_id}, and endi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -83,10 +84,8 @@ async def _send(ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
     """A client that left mid-reply misses the rest; the reply itself is still recorded."""
     if ws.closed:
         return
-    try:
+    with contextlib.suppress(ConnectionError, RuntimeError):
         await ws.send_json(data)
-    except (ConnectionError, RuntimeError):
-        pass
 
 
 async def chat_socket(call: Call) -> web.WebSocketResponse:

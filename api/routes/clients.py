@@ -6,7 +6,7 @@ from __future__ import annotations
 from core.store import clients as repo
 
 from ..keys import NETPOLICY, SECRETS, STORE
-from ..routing import Call, Route
+from ..routing import Call, Owns, Route
 from ..schemas.clients import Client, ClientCreate, ClientUpdate
 from ..services import clients as service
 
@@ -33,7 +33,7 @@ async def update_client(call: Call) -> dict:
     return await app[STORE].write(service.update, app[SECRETS], call.tenant_id, call.params["client_id"], call.body)
 
 
-_OWN = {"owns": "client", "owned_param": "client_id"}
+_OWN: Owns = {"owns": "client", "owned_param": "client_id"}
 
 ROUTES = [
     Route("GET", "/api/v1/clients", list_clients, "The tenant's clients", "clients", response=Client, many=True),

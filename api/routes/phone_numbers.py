@@ -8,7 +8,7 @@ from core.store import agents as agents_repo
 from core.store import phone_numbers as repo
 
 from ..keys import SETTINGS, STORE
-from ..routing import Call, Route
+from ..routing import Call, Owns, Route
 from ..schemas.phone_numbers import (
     Assigned,
     AssignRequest,
@@ -61,7 +61,7 @@ async def unregister_number(call: Call) -> dict:
     return {"success": True, "message": f"Phone number {number} unregistered"}
 
 
-_OWN = {"owns": "phone_number", "owned_param": "phone_number"}
+_OWN: Owns = {"owns": "phone_number", "owned_param": "phone_number"}
 
 ROUTES = [
     Route("POST", "/api/phone-numbers", register_number, "Register a phone number for inbound calls", "numbers",

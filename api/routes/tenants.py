@@ -7,7 +7,7 @@ from core.store import tenants as repo
 
 from ..errors import Forbidden
 from ..keys import STORE, TENANTS
-from ..routing import Call, Route
+from ..routing import Call, Owns, Route
 from ..schemas.common import Success
 from ..schemas.tenants import (
     ADMIN_FIELDS,
@@ -115,7 +115,7 @@ async def remove_member(call: Call) -> dict:
     return {"success": True}
 
 
-_T = {"owns": "tenant", "owned_param": "tenant_id", "tenant_scoped": False}
+_T: Owns = {"owns": "tenant", "owned_param": "tenant_id", "tenant_scoped": False}
 
 ROUTES = [
     Route("POST", "/tenants", create_tenant, "Create a tenant (admins)", "tenants", response=Tenant,

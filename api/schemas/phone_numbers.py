@@ -22,7 +22,7 @@ def path_number(raw: str) -> str:
 class PhoneNumberCreate(RequestBody):
     phone_number: str = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
     friendly_name: str | None = Field(default=None, max_length=200)
-    capabilities: list[Capability] = Field(default_factory=lambda: ["voice"], min_length=1, max_length=4)
+    capabilities: list[Capability] = Field(default_factory=lambda: list[Capability](["voice"]), min_length=1, max_length=4)
 
 
 class PhoneNumber(BaseModel):

@@ -123,7 +123,7 @@ async def summary(store: Store, owner_id: str, terms: tuple[str, ...], *, period
             "busiest_hour": min(hours, key=lambda h: (-hours[h], h)) if hours else None,
             "top_agents": [{"agent_id": a, "name": names.get(a), "calls": n, "minutes": minutes(ms)}
                            for a, (n, ms) in top],
-            "period": period, **{k: v for k, v in cost_per_outcome(rows, terms).items()}}
+            "period": period, **cost_per_outcome(rows, terms)}
 
 
 async def agent(store: Store, owner_id: str, agent_id: str, terms: tuple[str, ...], *, period: str | None

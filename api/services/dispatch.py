@@ -58,7 +58,7 @@ class DispatchWatchdog:
                 if not row["room_name"] or not await gateway.caller_present(row["room_name"]):
                     continue  # nobody is waiting yet
                 joined = to_iso(now)
-                await self.store.write(lambda db, room=row["room_name"]: repo.caller_joined(db, room, at=joined))
+                await self.store.write(lambda db, room=row["room_name"], at=joined: repo.caller_joined(db, room, at=at))
             since = max(parse_iso(joined), parse_iso(row["dispatched_at"] or joined))
             if now - since < self.timeout:
                 continue

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -94,10 +94,10 @@ def priced_nanos(book: PriceBook, provider: str, model: str | None, tokens_in: i
     return to_nanos(total), version
 
 
-def _answer(items: list[Any], valid: list[tuple[int, Any, BaseModel]], stored: list[tuple[str, dict]],
+def _answer(items: list[Any], valid: list[tuple[int, Any, BaseModel]], stored: Sequence[tuple[str, dict[str, Any]]],
             errors: list[dict], result: Callable[[int, dict, bool], dict]) -> dict[str, Any]:
     results = []
-    for (index, _, _), (outcome, row) in zip(valid, stored):
+    for (index, _, _), (outcome, row) in zip(valid, stored, strict=True):
         if outcome == "conflict":
             errors.append({"index": index, "error": "Idempotency-Key was already used with a different event"})
         else:

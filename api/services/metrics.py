@@ -45,10 +45,8 @@ class Period:
         return [(self.start + timedelta(days=i)).isoformat() for i in range(self.days)]
 
 
-def period(start: str | None, end: str | None, *, required: bool = True) -> Period | None:
+def period(start: str | None, end: str | None) -> Period:
     """``start``/``end`` as YYYY-MM-DD (a date-time is cut to its day); 400 when missing or malformed."""
-    if start is None and end is None and not required:
-        return None
     if start is None or end is None:
         raise BadRequest(f"Missing required parameter: {'start' if start is None else 'end'} (YYYY-MM-DD)")
     try:
@@ -144,11 +142,11 @@ async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campai
             per_day.setdefault(r["day"], {}).setdefault(r["event_type"], 0)
             per_day[r["day"]][r["event_type"]] += r["n"]
         for d in days:
-            c = per_day.get(d, {})
-            sent = c.get("sent", 0)
-            values[d] = {"sends": sent, "replies": c.get("replied", 0), "opt_outs": c.get("opt_out", 0),
-                         "reply_rate": pct(c.get("replied", 0), sent),
-                         "opt_out_rate": pct(c.get("opt_out", 0), sent)}[metric]
+            counts = per_day.get(d, {})
+            sent = counts.get("sent", 0)
+            values[d] = {"sends": sent, "replies": counts.get("replied", 0), "opt_outs": counts.get("opt_out", 0),
+                         "reply_rate": pct(counts.get("replied", 0), sent),
+                         "opt_out_rate": pct(counts.get("opt_out", 0), sent)}[metric]
     elif metric == "cost":
         rows = await store.read(lambda db: repo.ledger(db, owner_id, *p.bounds, campaign=campaign, by=("day",))
                                 if campaign is not None else repo.rollup_totals(db, owner_id, *p.bounds, by_day=True))
@@ -162,10 +160,12 @@ async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campai
         for d in days:
             group = grouped.get(d, [])
             ended = [c for c in group if c["status"] == "ended"]
-            values[d] = {"calls": lambda: len(group),
-                         "minutes": lambda: minutes(sum(c["duration_ms"] or 0 for c in group)),
-                         "success_rate": lambda: ratio(sum(1 for c in ended if successful(c, terms)), len(ended)),
-                         }[metric]()
+            if metric == "calls":
+                values[d] = len(group)
+            elif metric == "minutes":
+                values[d] = minutes(sum(c["duration_ms"] or 0 for c in group))
+            elif metric == "success_rate":
+                values[d] = ratio(sum(1 for c in ended if successful(c, terms)), len(ended))
     return {"metric": metric, "points": [{"day": d, "value": values[d]} for d in days],
             "start_date": p.start.isoformat(), "end_date": p.end.isoformat()}
 
@@ -215,7 +215,7 @@ async def cost_breakdown(store: Store, owner_id: str, p: Period, campaign: str |
 
     total, providers, models, daily = await store.read(read)
     empty = {"cost_nanos": 0, "tokens_in": 0, "tokens_out": 0, "entries": 0, "unpriced": 0}
-    order = lambda r: (-r["cost_nanos"], r["provider"], r.get("model") or "")  # noqa: E731
+    order = lambda r: (-r["cost_nanos"], r["provider"], r.get("model") or "")
     return {
         "total": _money_row(total[0] if total else empty),
         "by_provider": [{"provider": r["provider"], **_money_row(r)} for r in sorted(providers, key=order)],

@@ -308,7 +308,7 @@ class SocketGuard:
         def read(db: sqlite_utils.Database) -> list[Refusal | None]:
             return [standing(db, h, self.admins) for h in holders]
 
-        for holder, refusal in zip(holders, await self.store.read(read)):
+        for holder, refusal in zip(holders, await self.store.read(read), strict=True):
             if refusal is None:
                 continue
             log.info("closing %d socket(s) of %s in tenant %s: %s", len(by_holder[holder]), holder.credential,

@@ -135,7 +135,7 @@ def get_any_owner(db: sqlite_utils.Database, agent_id: str) -> dict[str, Any]:
 
 def _filters(owner_id: str, status: str | None = None, agent_type: str | None = None, client_id: str | None = None,
              enabled: bool | None = None) -> tuple[str, list[Any]]:
-    where, args = ["owner_id = ?", _LIVE], [owner_id]
+    where, args = ["owner_id = ?", _LIVE], list[Any]([owner_id])
     for column, value in (("status", status), ("agent_type", agent_type), ("client_id", client_id)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -159,7 +159,7 @@ def list_(db: sqlite_utils.Database, owner_id: str, *, limit: int | None = None,
 
 def count_listed(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> int:
     where, args = _filters(owner_id, **filters)
-    return db.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", args).fetchone()[0]
+    return int(db.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", args).fetchone()[0])
 
 
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -192,4 +192,4 @@ def delete(db: sqlite_utils.Database, owner_id: str, agent_id: str) -> None:
 
 
 def count(db: sqlite_utils.Database, owner_id: str) -> int:
-    return db.execute(f"SELECT COUNT(*) FROM agents WHERE owner_id = ? AND {_LIVE}", [owner_id]).fetchone()[0]
+    return int(db.execute(f"SELECT COUNT(*) FROM agents WHERE owner_id = ? AND {_LIVE}", [owner_id]).fetchone()[0])

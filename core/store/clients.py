@@ -51,7 +51,7 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
 
 def update(db: sqlite_utils.Database, owner_id: str, client_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     get(db, owner_id, client_id)
-    sets = {k: changes[k] for k in ("name", "domain", "active", "settings", "secrets") if k in changes}
+    sets: dict[str, Any] = {k: changes[k] for k in ("name", "domain", "active", "settings", "secrets") if k in changes}
     if "settings" in sets:
         sets["settings"] = json.dumps(sets["settings"] or {})
     if "active" in sets:

@@ -37,10 +37,10 @@ def waiting(db: sqlite_utils.Database, created_since: str) -> list[dict[str, Any
 
 def reserved_calls(db: sqlite_utils.Database, created_since: str) -> int:
     """Calls dispatched but not started yet: they will need a worker slot soon."""
-    return db.execute(
+    return int(db.execute(
         "SELECT COUNT(*) FROM sessions WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ?",
         [created_since],
-    ).fetchone()[0]
+    ).fetchone()[0])
 
 
 def caller_joined(db: sqlite_utils.Database, room_name: str, *, at: str | None = None,

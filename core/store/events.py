@@ -26,7 +26,8 @@ def emit(db: sqlite_utils.Database, *, owner_id: str, call_sid: str, event_type:
     """Record one event; call it inside the write that makes the change."""
     cur = db.execute("INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
                      [owner_id, call_sid, event_type, json.dumps(payload or {}), at or now_iso()])
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def emit_for_session(db: sqlite_utils.Database, session_id: str, event_type: str,

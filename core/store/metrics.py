@@ -40,7 +40,7 @@ def ledger(db: sqlite_utils.Database, owner_id: str, start: str, end: str, *, ca
     groups = [_LEDGER_KEYS[k] for k in by]
     where = ["u.owner_id = ?", "u.occurred_at >= ?", "u.occurred_at < ?"]
     args: list[Any] = [owner_id, start, end]
-    select = [f"{g} AS {k}" for g, k in zip(groups, by)]
+    select = [f"{g} AS {k}" for g, k in zip(groups, by, strict=True)]
     select += ["COALESCE(SUM(u.total_cost_nanos), 0) AS cost_nanos", "COUNT(*) AS entries",
                "SUM(u.priced = 0) AS unpriced", _TOKENS.format(c="tokens_in", kind="input") + " AS tokens_in",
                _TOKENS.format(c="tokens_out", kind="output") + " AS tokens_out"]
@@ -77,7 +77,7 @@ def _campaign_ledger(db: sqlite_utils.Database, owner_id: str, start: str, end: 
             group, (cost, entries, unpriced, t_in, t_out) = tuple(row[:len(by)]), row[len(by):]
             if not entries:
                 continue
-            acc = merged.setdefault(group, {**dict(zip(by, group)), "cost_nanos": 0, "entries": 0, "unpriced": 0,
+            acc = merged.setdefault(group, {**dict(zip(by, group, strict=True)), "cost_nanos": 0, "entries": 0, "unpriced": 0,
                                             "tokens_in": 0, "tokens_out": 0})
             acc["cost_nanos"] += cost or 0
             acc["entries"] += entries
@@ -102,7 +102,7 @@ def outreach_counts(db: sqlite_utils.Database, owner_id: str, start: str | None,
     if campaign is not None:
         where.append("campaign = ?")
         args.append(campaign)
-    select = [f"{g} AS {k}" for g, k in zip(groups, [*by, "event_type"])]
+    select = [f"{g} AS {k}" for g, k in zip(groups, [*by, "event_type"], strict=True)]
     return list(db.query(
         f"SELECT {', '.join(select)}, COUNT(*) AS n, MAX(event_ts) AS last_at, "
         f"COUNT(DISTINCT contact_email) AS contacts FROM outreach_events WHERE {' AND '.join(where)} "

@@ -10,6 +10,7 @@ UTC text of fixed width (``2026-01-02T03:04:05.123456Z``) so they sort as text. 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sqlite3
@@ -633,7 +634,9 @@ class MigrationNeedsKey(ValueError):
 def _seal_callback_secrets(conn: sqlite3.Connection, box: SecretBox | None) -> None:
     # Until now the signing secrets were stored as written; from here on the column holds them sealed.
     rows = conn.execute("SELECT owner_id, callback_secret FROM user_secrets").fetchall()
-    if rows and box is None:
+    if not rows:
+        return
+    if box is None:
         raise MigrationNeedsKey("migration 16 seals the stored callback signing secrets and needs the secret key: "
                                 "run `voxarena migrate` or `voxarena serve` with this data dir and VOXARENA_SECRET_KEY")
     for owner_id, plain in rows:
@@ -643,7 +646,7 @@ def _seal_callback_secrets(conn: sqlite3.Connection, box: SecretBox | None) -> N
 def check_order(migrations: list[tuple[int, str, Step]]) -> None:
     """Versions must be strictly ascending, so that list order and version order are the same thing."""
     versions = [m[0] for m in migrations]
-    for before, after in zip(versions, versions[1:]):
+    for before, after in itertools.pairwise(versions):
         if after <= before:
             raise ValueError(f"migrations are not in strictly ascending version order: {after} comes after {before}")
 

@@ -380,8 +380,8 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
 def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
     """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way). A text chat is no
     call: it holds no line and no worker, so it never takes a call's place."""
-    return db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended' AND channel != 'text'",
-                      [owner_id]).fetchone()[0]
+    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended' AND channel != 'text'",
+                          [owner_id]).fetchone()[0])
 
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:

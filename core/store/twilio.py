@@ -19,7 +19,7 @@ def set_auth_token(db: sqlite_utils.Database, owner_id: str, sealed: str) -> str
     return now
 
 
-def get(db: sqlite_utils.Database, owner_id: str) -> dict | None:
+def get(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any] | None:
     rows = list(db.query("SELECT * FROM twilio_settings WHERE owner_id = ?", [owner_id]))
     return rows[0] if rows else None
 

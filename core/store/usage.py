@@ -54,7 +54,7 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
     created_at = now_iso()
     rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
     per_session: dict[str, list[Any]] = {}
-    for e, pair in zip(events, pairs):
+    for e, pair in zip(events, pairs, strict=True):
         if pair in existing:
             flags.append(False)
             continue

@@ -10,9 +10,9 @@ from livekit.plugins import assemblyai
 from ..config import STT_SAMPLE_RATE, AgentSpec, ProvidersConfig, require_key
 
 
-def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> stt_base.STT:
+def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> stt_base.STT[Any]:
     key = require_key("assemblyai", cfg.assemblyai, "VOXARENA_ASSEMBLYAI_API_KEY")
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if cfg.assemblyai.base_url:
         kwargs["base_url"] = cfg.assemblyai.base_url
     if agent.stt_model:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
@@ -15,12 +15,12 @@ from ..wire_meter import TextWire, Units, json_text_units
 STT_MODEL = "scribe_v2_realtime"
 TTS_MODEL = "eleven_turbo_v2_5"
 # Raw PCM instead of the plugin's MP3 default: no decode on the hot path.
-TTS_ENCODING = "pcm_16000"
+TTS_ENCODING: Final = "pcm_16000"
 
 
-def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> stt_base.STT:
+def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> stt_base.STT[Any]:
     key = require_key("elevenlabs", cfg.elevenlabs, "VOXARENA_ELEVENLABS_API_KEY")
-    kwargs: dict = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
+    kwargs: dict[str, Any] = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
     if agent.language:
         kwargs["language_code"] = agent.language
     return elevenlabs.STT(api_key=key, model=agent.stt_model or STT_MODEL, sample_rate=STT_SAMPLE_RATE,
@@ -45,9 +45,9 @@ def _streamed(message: Any) -> int:
 TTS_UNITS = Units(text=json_text_units(_streamed), request=_texts)
 
 
-def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS:
+def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS[Any]:
     key = require_key("elevenlabs", cfg.elevenlabs, "VOXARENA_ELEVENLABS_API_KEY")
-    kwargs: dict = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
+    kwargs: dict[str, Any] = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
     voice = agent.voice_id or cfg.elevenlabs.extra.get("voice_id")
     if voice:
         kwargs["voice_id"] = voice

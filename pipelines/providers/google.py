@@ -14,6 +14,7 @@ from google.cloud import texttospeech
 from google.genai import types as genai_types
 from livekit.agents import llm as llm_base
 from livekit.agents import tts as tts_base
+from livekit.agents.types import NOT_GIVEN
 from livekit.agents.utils import http_context
 from livekit.plugins import google
 from livekit.plugins.google import llm as google_llm
@@ -50,10 +51,10 @@ def prewarm() -> None:
 
 # google.LLM builds its genai Client inside its constructor and passes it no http options (its own `http_options`
 # are per request), so the process-wide TLS context can only reach the client through the name it calls.
-google_llm.Client = _genai_client  # type: ignore[assignment]
+google_llm.Client = _genai_client  # type: ignore[assignment, misc]  # a patch of the library, on purpose
 
 
-def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
+def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM[Any]:
     key = require_key("gemini", cfg.google, "VOXARENA_GOOGLE_API_KEY")
     if cfg.google.base_url:
         # google-genai reads this for every call, including the plugin's prewarm `GET models`, which the
@@ -63,7 +64,7 @@ def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
         model=agent.llm_model or cfg.gemini_model,
         api_key=key,
         vertexai=False,
-        http_options=genai_types.HttpOptions(base_url=cfg.google.base_url) if cfg.google.base_url else None,
+        http_options=genai_types.HttpOptions(base_url=cfg.google.base_url) if cfg.google.base_url else NOT_GIVEN,
     )
 
 
@@ -113,13 +114,13 @@ def _characters(synthesis_input: Any) -> int:
     return len(synthesis_input.text or synthesis_input.markup or getattr(synthesis_input, "ssml", ""))
 
 
-def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS:
+def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS[Any]:
     creds_file = cfg.google.extra.get("credentials_file") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
     if not creds_file:
         raise ProviderConfigError(
             "google", "no Cloud TTS credentials (set VOXARENA_GOOGLE_CREDENTIALS_FILE to a service-account JSON)"
         )
-    kwargs: dict = {"credentials_file": creds_file}
+    kwargs: dict[str, Any] = {"credentials_file": creds_file}
     if agent.voice_id:
         kwargs["voice_name"] = agent.voice_id
     if agent.language:

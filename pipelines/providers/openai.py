@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import llm as llm_base
 from livekit.plugins import openai
 
@@ -17,7 +19,7 @@ class OpenAILLM(openai.LLM):
         return "openai"
 
 
-def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM:
+def llm(agent: AgentSpec, cfg: ProvidersConfig) -> llm_base.LLM[Any]:
     key = require_key("openai", cfg.openai, "VOXARENA_OPENAI_API_KEY")
-    kwargs = {"base_url": cfg.openai.base_url} if cfg.openai.base_url else {}
+    kwargs: dict[str, Any] = {"base_url": cfg.openai.base_url} if cfg.openai.base_url else {}
     return OpenAILLM(model=agent.llm_model or cfg.openai_model, api_key=key, **kwargs)

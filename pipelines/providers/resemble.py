@@ -20,7 +20,7 @@ def _data(message: Any) -> int:
 TTS_UNITS = Units(text=json_text_units(_data), request=_data)
 
 
-def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS:
+def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None) -> tts_base.TTS[Any]:
     key = require_key("resemble", cfg.resemble, "VOXARENA_RESEMBLE_API_KEY")
     voice = agent.voice_id or cfg.resemble.extra.get("voice_uuid")
     if not voice:
@@ -31,7 +31,7 @@ def tts(agent: AgentSpec, cfg: ProvidersConfig, *, wire: TextWire | None = None)
         resemble_tts.RESEMBLE_REST_API_URL = cfg.resemble.base_url.rstrip("/") + "/synthesize"
     if cfg.resemble.extra.get("websocket_url"):
         resemble_tts.RESEMBLE_WEBSOCKET_URL = cfg.resemble.extra["websocket_url"]
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if wire is not None:
         kwargs["http_session"] = wire.http_session(TTS_UNITS)
     if agent.tts_model:

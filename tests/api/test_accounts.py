@@ -55,7 +55,7 @@ def test_a_user_is_found_by_email_whatever_its_case(db):
 
 def test_a_second_account_with_the_same_email_is_a_conflict(db):
     accounts.create_user(db, "ann@example.com", "hash", False)
-    with pytest.raises(ConflictError, match="(?i)ann@example.com"):
+    with pytest.raises(ConflictError, match=r"(?i)ann@example\.com"):
         accounts.create_user(db, "ANN@example.com", "other", False)
     with pytest.raises(NotFoundError):
         accounts.get(db, "usr_nobody")

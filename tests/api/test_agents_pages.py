@@ -4,6 +4,7 @@ page is serialised off the event loop and written in chunks that give the loop a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 from aiohttp import web
@@ -95,7 +96,7 @@ async def test_a_large_page_is_serialised_off_the_loop_and_written_in_chunks_bet
             assert resp.status == 200 and len(agents) == 60 and "X-RateLimit-Remaining" in resp.headers
             assert int(resp.headers["Content-Length"]) > 2_000_000
             assert len(writes) >= 8 and max(size for size, _ in writes) <= SEND_CHUNK_BYTES, path
-            assert all(b[1] > a[1] for a, b in zip(writes, writes[1:])), "a chunk followed another without a turn"
+            assert all(b[1] > a[1] for a, b in itertools.pairwise(writes)), "a chunk followed another without a turn"
     finally:
         stop.set()
         await counter

@@ -49,7 +49,7 @@ async def test_001s_agents_take_003s_fields_names_and_filters(client, auth):
     assert sales["contextData"] == {"department": "sales", "region": "west"}
     support = await (await client.post("/api/agents", json={**AGENT_WIRE, "name": "Support", "status": "inactive"},
                                        headers=h)).json()
-    by = lambda q: client.get(f"/api/agents?{q}", headers=h)  # noqa: E731
+    by = lambda q: client.get(f"/api/agents?{q}", headers=h)
     assert [a["id"] for a in (await (await by("type=outbound")).json())["agents"]] == [sales["id"]]
     assert [a["id"] for a in (await (await by("status=inactive")).json())["agents"]] == [support["id"]]
     assert (await (await by("tenant_id=ten_someone_else")).json()) == {"agents": [], "total": 0}

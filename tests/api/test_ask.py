@@ -39,7 +39,7 @@ async def test_the_answer_comes_from_a_metric_function_the_model_called(asking, 
     assert (await (await asking.post("/api/events", json=events, headers=h)).json())["inserted"] == 5
     # bob's sends in the same campaign must not reach alice's answer
     bob = [{**e, "contact_email": f"b{i}@y.test"} for i, e in enumerate(events[:4])] * 1
-    await asking.post("/api/events", json=bob + [{**bob[0], "contact_email": "z@y.test"}], headers=auth("bob"))
+    await asking.post("/api/events", json=[*bob, {**bob[0], "contact_email": "z@y.test"}], headers=auth("bob"))
     fakes.update_script(llm_tool_calls=[{"name": "metrics_summary",
                                          "args": {"start": "2025-11-01", "end": "2025-11-30", "campaign": "Ohio"}}])
     resp = await asking.post("/api/ask", json={"question": "What's my reply rate for the Ohio campaign?"}, headers=h)

@@ -81,7 +81,7 @@ async def test_a_call_is_placed_dispatched_and_shown_in_both_shapes(client, auth
     assert resp.status == 201, await resp.text()
     placed = await resp.json()
     assert placed["status"] == "RINGING" and placed["room_name"].startswith("vx-out-")
-    (name, raw), = calls
+    (_name, raw), = calls
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     meta = json.loads(req.metadata)

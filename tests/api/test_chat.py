@@ -19,7 +19,7 @@ from core.store import sessions as sessions_repo
 from core.store import tenants as tenants_repo
 from core.store.timefmt import parse_iso
 from pipelines.pricing import PriceBook, cost_nanos
-from tests.api.chat_support import fakes, idle_seconds, llm_requests, settings, texts, wait_session  # noqa: F401  (the app on the Gemini fake)
+from tests.api.chat_support import fakes, idle_seconds, llm_requests, settings, texts, wait_session
 from tests.api.seed import ANALYSIS, seed_agent, seed_call
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
 

@@ -148,7 +148,7 @@ def test_the_newest_effective_price_applies_and_model_prices_beat_wildcards(tmp_
         "- {provider: deepgram, event_type: stt_minutes, model: nova-3, unit: hour, rate: '0.6', effective_from: 2024-01-01}\n"
     )
     book = PriceBook.load(p)
-    at = lambda d: datetime.fromisoformat(d + "T12:00:00+00:00")  # noqa: E731
+    at = lambda d: datetime.fromisoformat(d + "T12:00:00+00:00")
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-05-31")).unit_cost == Decimal("0.01")
     assert book.quote(provider="deepgram", event_type="stt_minutes", model=None, token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.02")
     assert book.quote(provider="Deepgram", event_type="stt_minutes", model="nova-3", token_kind=None, at=at("2026-06-01")).unit_cost == Decimal("0.01")

@@ -272,7 +272,7 @@ async def test_text_chats_are_not_calls_and_stay_off_the_stream_while_relay_call
     relay = store.write_sync(lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"],
                                                              channel="relay", status="active"))
     store.write_sync(lambda db: sessions_repo.end(db, relay, reason="completed"))
-    listed = lambda sid: [e["type"] for e in store.read_sync(  # noqa: E731
+    listed = lambda sid: [e["type"] for e in store.read_sync(
         lambda db: events_repo.for_call(db, owner, sid, limit=100))]
     assert listed(chat) == []
     assert listed(relay) == ["call.started", "call.ended"]

@@ -31,7 +31,7 @@ async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client
     claims = lk.TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(body["token"])
     assert claims.video.room == "support-1" and claims.video.room_join and claims.video.can_publish
     assert claims.identity == body["identity"]
-    (name, raw), = calls
+    (_name, raw), = calls
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     assert req.room == "support-1" and req.agent_name == "voxarena"

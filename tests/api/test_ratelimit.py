@@ -283,7 +283,7 @@ def two_api_processes(tmp_path, redis_server):
             procs.append(ManagedProcess(name, [exe, "serve", "--no-worker"], tmp_path / f"{name}.log",
                                         env={**env, "VOXARENA_PORT": str(port)}))
             bases.append(f"http://127.0.0.1:{port}")
-        for proc, base in zip(procs, bases):
+        for proc, base in zip(procs, bases, strict=True):
             proc.wait_until(lambda base=base: _healthz(base), timeout=60, what="answering /healthz")
         yield bases, data
     finally:

@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from core.store import tenants as tenants_repo
 from core.store.db import Store
-from tests.api.chat_support import fakes, idle_seconds, llm_requests, texts, wait_session  # noqa: F401  (the app on the Gemini fake)
-from tests.api.chat_support import settings as chat_settings  # noqa: F401
+from tests.api.chat_support import fakes, idle_seconds, llm_requests, texts, wait_session
+from tests.api.chat_support import settings as chat_settings
 from tests.api.seed import ANALYSIS, seed_agent, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -29,7 +29,7 @@ PUBLIC = "https://voice.example.com"  # where Twilio reaches the API (a proxy in
 
 
 @pytest.fixture
-def settings(chat_settings):  # noqa: F811
+def settings(chat_settings):
     return chat_settings.with_(public_url=PUBLIC)
 
 

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.keys import ISSUER
 from core.store.db import Store
-from tests.api.chat_support import fakes, idle_seconds, llm_requests  # noqa: F401  (the app on the Gemini fake)
-from tests.api.chat_support import settings as chat_settings  # noqa: F401
+from tests.api.chat_support import fakes, idle_seconds, llm_requests
+from tests.api.chat_support import settings as chat_settings
 from tests.api.seed import seed_agent
 from tests.api.test_events import live_call, next_event, upgrade_headers
 from tests.conftest import assert_error
@@ -27,7 +27,7 @@ ADMIN = "root"
 
 
 @pytest.fixture
-def settings(chat_settings):  # noqa: F811
+def settings(chat_settings):
     return chat_settings.with_(admin_users=(ADMIN,), socket_recheck_seconds=0.2, chat_max_connections=3,
                                chat_max_connections_per_tenant=5)
 
@@ -74,7 +74,7 @@ async def test_streams_and_chats_lose_a_revoked_key_a_removed_member_and_a_suspe
     key, key_id = await _key(client, auth)
     team = await _json(await other_node.post("/tenants", json={"name": "team", "owner_user_id": "alice"},
                                              headers=auth(ADMIN)), 201)
-    in_team = lambda user: {**auth(user), "X-Tenant-ID": team["id"]}  # noqa: E731
+    in_team = lambda user: {**auth(user), "X-Tenant-ID": team["id"]}
     await _json(await other_node.post(f"/tenants/{team['id']}/members", json={"user_id": "carol"},
                                       headers=auth("alice")), 201)
     sid = await _chat_session(client, auth, store)
@@ -109,7 +109,7 @@ def slow_recheck(settings):
 
 
 async def test_a_chat_message_after_the_key_is_revoked_closes_the_socket_with_4401_and_drives_no_turn(
-        slow_recheck, store, fakes):  # noqa: F811
+        slow_recheck, store, fakes):
     app = create_app(slow_recheck, store=store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         headers = {"Authorization": f"Bearer {client.app[ISSUER].issue('alice')}"}

@@ -48,7 +48,7 @@ def test_rows_owned_by_users_move_into_their_personal_tenants(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-    for version, name, sql in migrations.MIGRATIONS:
+    for version, _name, sql in migrations.MIGRATIONS:
         if version > 4:
             break
         conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO _migrations VALUES ({version}, 'v', 'now');\nCOMMIT;")
@@ -305,7 +305,7 @@ async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, s
             continue  # clients: none made here (tests/api/test_ownership.py covers them)
         methods = [route.method] + (["PATCH"] if route.method == "PUT" else [])
         body = SAMPLE_BODIES.get(route.body.__name__) if route.body is not None else None
-        for name, (headers, home) in credentials.items():
+        for _name, (headers, home) in credentials.items():
             other = next(t for t in objects if t != home)
             path = route.path.replace("{" + route.owned_param + "}", objects[other][kind])
             for method in methods:

@@ -46,7 +46,7 @@ async def test_sigkill_mid_call_loses_nothing_metered_and_counts_nothing_twice(v
     counted = await asyncio.to_thread(fakes.wait_idle)  # the dead jobs' sockets are closed, nothing moves
     events = []
     for sid in sessions:
-        status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown", user)
+        _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown", user)
         events += breakdown["events"]
     keys = [e["idempotency_key"] for e in events]
     assert len(keys) == len(set(keys))

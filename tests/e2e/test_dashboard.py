@@ -249,7 +249,7 @@ async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voic
         await page.get_by_label("Context (JSON)").fill('{"customer": "Ada", "tier": "gold"}')
         await page.get_by_role("button", name="Push context").click()
         await expect(page.get_by_label("Context (JSON)")).to_have_value(re.compile(r'"tier": "gold"'))
-        status, active = await product.request("GET", "/api/calls/active", user_id)
+        _status, active = await product.request("GET", "/api/calls/active", user_id)
         assert next(c for c in active if c["call_sid"] == session_id)["context"] == {"customer": "Ada", "tier": "gold"}
         await page.screenshot(path=shots / "live.png", full_page=True)
 
@@ -305,7 +305,7 @@ async def test_settings_make_an_api_key_that_signs_in_and_an_admin_sets_tenant_l
     await expect(page.get_by_role("row").filter(has_text="Browser test key")).to_be_visible()
 
     await page.get_by_role("button", name="Reveal").click()
-    status, secret = await product.request("GET", "/api/calls/callback-secret", user_id)
+    _, secret = await product.request("GET", "/api/calls/callback-secret", user_id)
     await expect(page.get_by_test_id("callback-secret")).to_have_text(secret["secret"])
 
     await page.get_by_label("Tenant name").fill("Acme Dashboard")
@@ -314,7 +314,7 @@ async def test_settings_make_an_api_key_that_signs_in_and_an_admin_sets_tenant_l
     await row.get_by_label("Max agents").fill("3")
     await row.get_by_role("button", name="Save").click()
     await expect(page.get_by_text("Saved Acme Dashboard")).to_be_visible()
-    status, tenants = await product.request("GET", "/tenants", user_id)
+    _status, tenants = await product.request("GET", "/tenants", user_id)
     acme = next(t for t in tenants if t["name"] == "Acme Dashboard")
     assert acme["limits"]["max_agents"] == 3
     await page.screenshot(path=shots / "settings.png", full_page=True)

@@ -59,7 +59,7 @@ async def page_for(served, settings):
 
 async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(served, page_for, store, twirp_stub):
     server = served
-    page, base, token, errors = page_for
+    page, base, _token, errors = page_for
     agent = seed_agent(store, "alice")
     sid = store.write_sync(lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
         db, owner_id=tenant_of("alice"), agent_id=agent["id"], room_name="room-phone", direction="outbound",

@@ -66,11 +66,11 @@ async def test_at_its_call_limit_the_token_route_answers_503_with_retry_after_an
     client, tok = await product.join(agent_id)
     try:
         await _greeted(client)  # the one call is running
-        async with aiohttp.ClientSession() as http:
-            async with http.post(product.base_url + "/api/livekit/token", json={"agentId": agent_id},
-                                 headers=product.headers("alice")) as r:
-                body = await r.json()
-                assert r.status == 503 and r.headers["Retry-After"] == "5", body
+        async with aiohttp.ClientSession() as http, http.post(
+                product.base_url + "/api/livekit/token", json={"agentId": agent_id},
+                headers=product.headers("alice")) as r:
+            body = await r.json()
+            assert r.status == 503 and r.headers["Retry-After"] == "5", body
         assert body["type"] == "service_unavailable" and "the most this worker takes is 1" in body["detail"]
         await _ask(client)  # the running call is unaffected
     finally:

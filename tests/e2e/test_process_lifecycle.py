@@ -49,7 +49,7 @@ def test_with_livekit_unreachable_the_api_serves_health_says_so_and_sigterm_exit
 
 def test_a_fatal_worker_failure_exits_non_zero(tmp_path):
     # A LiveKit URL without credentials cannot register at all: that is fatal, not a connection retry.
-    proc, base = _serve(tmp_path, VOXARENA_LIVEKIT_URL="ws://127.0.0.1:9", VOXARENA_LIVEKIT_API_KEY="",
+    proc, _base = _serve(tmp_path, VOXARENA_LIVEKIT_URL="ws://127.0.0.1:9", VOXARENA_LIVEKIT_API_KEY="",
                         VOXARENA_LIVEKIT_API_SECRET="")
     rc = proc.wait_exit(timeout=30)
     proc.stop()

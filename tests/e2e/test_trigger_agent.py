@@ -12,7 +12,7 @@ from tests.harness.client import AudioRoomClient
 
 
 async def test_voice_mode_dispatches_the_agent_into_the_room_and_keeps_the_callers_ids(voice_stack):
-    product, _, fakes = voice_stack
+    product, _, _fakes = voice_stack
     slug = f"desk-{uuid.uuid4().hex[:8]}"  # the stack is shared: other tests' agents have their own slugs
     await _agent(product, slug=slug)
     room = f"site-{uuid.uuid4().hex[:8]}"

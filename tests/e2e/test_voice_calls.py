@@ -87,10 +87,10 @@ async def test_ten_calls_in_a_row_all_complete(voice_stack):
 
 
 async def test_a_provider_without_an_api_key_ends_the_call_fast_with_the_reason(voice_stack):
-    product, server, _ = voice_stack
+    product, _server, _ = voice_stack
     # The product has keys for every fake; a Google Cloud TTS agent has no service-account file configured.
     agent_id = await _agent(product, ttsProvider="google")
-    status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
+    _status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
     t0 = time.monotonic()
     s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=20,
                                    what="ended")

@@ -106,10 +106,7 @@ def _reply_parts(reply: LlmReply, chunks: int) -> list[dict[str, Any]]:
     if isinstance(reply, dict) and "function_call" in reply:
         call = reply["function_call"]
         return [{"functionCall": {"name": call["name"], "args": call.get("args", {})}}]
-    if isinstance(reply, dict):
-        text = reply["text"] if "text" in reply else json.dumps(reply["json"])
-    else:
-        text = reply
+    text = (reply["text"] if "text" in reply else json.dumps(reply["json"])) if isinstance(reply, dict) else reply
     n = max(1, min(chunks, len(text)))
     return [{"text": text[i * len(text) // n : (i + 1) * len(text) // n]} for i in range(n)]
 

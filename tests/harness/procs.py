@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -146,16 +147,12 @@ class ManagedProcess:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
         if not self._log.closed:
             self._log.close()
         return self.proc.poll()
 
     def _signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass

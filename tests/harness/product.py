@@ -71,10 +71,10 @@ class Product:
 
     async def request(self, method: str, path: str, user: str | None = "alice", **kw: Any) -> tuple[int, Any]:
         headers = self.headers(user) if user else {}
-        async with aiohttp.ClientSession() as http:
-            async with http.request(method, self.base_url + path, headers=headers, **kw) as r:
-                body = await r.json(content_type=None)
-                return r.status, body
+        async with aiohttp.ClientSession() as http, http.request(method, self.base_url + path, headers=headers,
+                                                                 **kw) as r:
+            body = await r.json(content_type=None)
+            return r.status, body
 
     async def wait_session(self, session_id: str, user: str, predicate, *, timeout: float, what: str) -> dict:
         deadline = time.monotonic() + timeout

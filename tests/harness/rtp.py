@@ -5,6 +5,7 @@ signalling only, because sipp's own media (`rtp_stream`, `-rtp_echo`) cannot tel
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -85,10 +86,8 @@ class RtpPeer:
                 if len(chunk) < 160:
                     pos, chunk = 0, self._payload[:160]
                 pos += 160
-                try:
+                with contextlib.suppress(OSError):
                     self.sock.sendto(_RTP_HEADER.pack(0x80, PCMU, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + chunk, remote)
-                except OSError:
-                    pass
                 seq, ts = seq + 1, ts + 160
                 self.stats.sent_packets += 1
                 next_send += 0.020
@@ -115,10 +114,11 @@ class RtpPeer:
             st.last_at = now
             if st.remote is None:
                 st.remote = addr
-            if pt == TELEPHONE_EVENT and len(payload) >= 4 and payload[0] < len(DTMF_DIGITS):
-                if ts not in self._dtmf_timestamps:  # a new event (its packets share one RTP timestamp)
-                    self._dtmf_timestamps.add(ts)
-                    st.dtmf += DTMF_DIGITS[payload[0]]
+            # a new event (its packets share one RTP timestamp)
+            if (pt == TELEPHONE_EVENT and len(payload) >= 4 and payload[0] < len(DTMF_DIGITS)
+                    and ts not in self._dtmf_timestamps):
+                self._dtmf_timestamps.add(ts)
+                st.dtmf += DTMF_DIGITS[payload[0]]
             if pt == PCMU and payload:
                 samples = ulaw_decode(payload)
                 self._chunks.append(samples)

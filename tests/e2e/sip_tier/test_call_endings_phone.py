@@ -72,6 +72,6 @@ async def test_a_failing_llm_on_an_answered_call_apologises_in_full_then_hangs_u
     ended_at = parse_iso(ended["ended_at"]).timestamp()
     assert abs(ended_at - apology_end) <= 2.0, (ended["ended_at"], apology_end)
     assert session["duration"] == ended["duration"], (session["duration"], ended)
-    status, breakdown = await product.request("GET", f"/api/sessions/{placed['session_id']}/cost-breakdown")
+    _status, breakdown = await product.request("GET", f"/api/sessions/{placed['session_id']}/cost-breakdown")
     (line,) = [e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]
     assert abs(line["quantity"] * 60 - ended["duration"]) <= 1, (line, ended)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.sip_tier.test_inbound_calls import _register, sip_caller  # noqa: F401  (a fixture)
+from tests.e2e.sip_tier.test_inbound_calls import _register, sip_caller
 from tests.e2e.test_event_stream import stream
 from tests.harness.audio import speech_ulaw_wav
 from tests.harness.sip import CALLEE_NUMBER, SippCallee

@@ -134,7 +134,7 @@ async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_me
     await asyncio.to_thread(caller.wait_received, "200", timeout=30)
 
     async def live():
-        status, active = await product.request("GET", "/api/calls/active")
+        _status, active = await product.request("GET", "/api/calls/active")
         return [c for c in active if c["to_number"] == number]
 
     (call,) = await _wait(live, timeout=20, what="the call in /api/calls/active", product=product)

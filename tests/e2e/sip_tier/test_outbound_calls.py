@@ -122,7 +122,7 @@ async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhe
     final = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED", "NO_ANSWER"}, timeout=40)
     assert (final["call_status"], final["end_reason"], final["sip_status_code"]) == (call_status, end_reason, sip_code)
     assert final["duration"] == 0
-    status, tel = await product.request("GET", f"/api/telephony/outbound/call/{placed['call_id']}/status")
+    _status, tel = await product.request("GET", f"/api/telephony/outbound/call/{placed['call_id']}/status")
     assert (tel["status"], tel["end_reason"], tel["sip_status_code"]) == (telephony, end_reason, sip_code)
     session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
                                          timeout=30, what="ended")
