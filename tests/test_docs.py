@@ -1,5 +1,6 @@
 """The docs document every setting and every route, their generated tables match the code, the README stays short
-and opens with the commands CI runs, and every relative link in the README and docs/ points at a file that exists."""
+and opens with the commands CI runs, and every relative link in the README and docs/ points at a file and heading
+that exist."""
 
 from __future__ import annotations
 
@@ -69,14 +70,20 @@ def test_readme_is_short() -> None:
     assert len(README.splitlines()) <= 250
 
 
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors for a markdown file's headings: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
 @pytest.mark.parametrize("path", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in DOCS.glob("*.md"))])
-def test_relative_links_point_at_files_that_exist(path: str) -> None:
+def test_relative_links_point_at_files_and_headings_that_exist(path: str) -> None:
     source = ROOT / path
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
-        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+        if re.match(r"[a-z]+:", target):
             continue
-        file = target.split("#")[0]
-        if not (source.parent / file).exists():
+        file, _, anchor = target.partition("#")
+        linked = source.parent / file if file else source
+        if not linked.exists() or (anchor and anchor not in _anchors(linked.read_text())):
             broken.append(target)
-    assert not broken, f"{path} links to missing files: {broken}"
+    assert not broken, f"{path} links to missing files or headings: {broken}"
