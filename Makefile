@@ -4,7 +4,7 @@ VENV := .venv
 BIN_DIR ?= $(HOME)/.cache/voxarena/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
+.PHONY: run test check lint venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -30,10 +30,23 @@ run: venv
 	@.ci/build-livekit.sh server || echo "run: could not build livekit-server; set VOXARENA_LIVEKIT_URL/_API_KEY/_API_SECRET to use your own LiveKit server"
 	$(VENV)/bin/voxarena serve
 
-# The whole test suite, inside a network namespace of its own (real livekit-server and livekit-sip built from source;
-# the SIP tier also needs sipp and redis-server from system-deps, and fails when one is missing).
-test: venv system-deps livekit-server livekit-sip
-	.ci/netns-run $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+# Lint and types: ruff (rules and formatting) and mypy, zero findings.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The fast tier (under 2 minutes): lint, types and every test that needs no root, no Go-built binary and no network
+# namespace, but the API fuzzing (schemathesis, 1.5 min on its own), which `make test` runs.
+check: lint
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e --deselect tests/api/test_schemathesis.py \
+	  --durations=10 $(CHECK_ARGS)
+
+# The whole test suite, lint and types first, then every test inside a network namespace of its own (real
+# livekit-server and livekit-sip built from source; the SIP tier also needs sipp and redis-server from system-deps,
+# and fails when one is missing). The 25 slowest tests are named at the end.
+test: venv system-deps livekit-server livekit-sip lint
+	.ci/netns-run $(VENV)/bin/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 

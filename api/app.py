@@ -19,7 +19,7 @@ from core.store import clients as clients_repo
 from core.store.db import Store
 from pipelines.pricing import PriceBook
 
-from . import openapi, ownership, ratelimit
+from . import openapi, ownership, ratelimit  # noqa: F401  (ownership registers the route table's checks)
 from .auth import LOCAL_ISSUER, JwksCache, Verifier, auth_middleware, http_jwks_fetch, local_issuer
 from .dashboard import add_dashboard
 from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
@@ -79,8 +79,22 @@ from .version import VERSION
 
 log = logging.getLogger("voxarena.api")
 
-ROUTE_MODULES = [meta, agents, sessions, livekit, costs, tenants, apikeys, accounts, clients, calls, chat, relay,
-                 phone_numbers, events]
+ROUTE_MODULES = [
+    meta,
+    agents,
+    sessions,
+    livekit,
+    costs,
+    tenants,
+    apikeys,
+    accounts,
+    clients,
+    calls,
+    chat,
+    relay,
+    phone_numbers,
+    events,
+]
 ROUTE_MODULES += [ingest_routes, metrics_routes, analytics_routes]
 
 
@@ -137,8 +151,9 @@ def create_app(
         fetch = jwks_fetch or local_fetch
         issuer_claim = LOCAL_ISSUER
     verifier = Verifier(
-        JwksCache(fetch, min_refresh_seconds=settings.jwks_min_refresh_seconds,
-                  max_age_seconds=settings.jwks_cache_seconds),
+        JwksCache(
+            fetch, min_refresh_seconds=settings.jwks_min_refresh_seconds, max_age_seconds=settings.jwks_cache_seconds
+        ),
         issuer=issuer_claim,
         authorized_parties=settings.clerk_authorized_parties,
         audience=settings.jwt_audience,
@@ -162,12 +177,13 @@ def create_app(
             return False
         return True
 
-    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url,
-                                                    timeout_seconds=settings.redis_timeout_seconds)
+    limiter = rate_limiter or ratelimit.RateLimiter(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds)
     app = web.Application(
-        middlewares=[error_middleware,
-                     ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of, key_ok)),
-                     auth_middleware(verifier, is_public, tenants.verify_key)],
+        middlewares=[
+            error_middleware,
+            ratelimit.ratelimit_middleware(limiter, ratelimit.default_identify(settings, user_of, key_ok)),
+            auth_middleware(verifier, is_public, tenants.verify_key),
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -191,8 +207,13 @@ def create_app(
         app[STORE] = store
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     app[SECRETS] = box
-    gateway = LiveKitGateway(settings.livekit_url, settings.livekit_api_key, settings.livekit_api_secret,
-                             agent_name=settings.agent_name, signer=DispatchSigner.from_secret_box(box))
+    gateway = LiveKitGateway(
+        settings.livekit_url,
+        settings.livekit_api_key,
+        settings.livekit_api_secret,
+        agent_name=settings.agent_name,
+        signer=DispatchSigner.from_secret_box(box),
+    )
     app[LIVEKIT] = gateway
 
     async def client_livekit(owner_id: str, client_id: str) -> dict[str, str] | None:
@@ -216,19 +237,31 @@ def create_app(
         if gateway.configured:
             watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
             watchdog.start()
-        sender = CallbackSender(app[STORE], policy, box=box, max_attempts=settings.callback_max_attempts,
-                                backoff_seconds=settings.callback_backoff_seconds)
+        sender = CallbackSender(
+            app[STORE],
+            policy,
+            box=box,
+            max_attempts=settings.callback_max_attempts,
+            backoff_seconds=settings.callback_backoff_seconds,
+        )
         sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
         app[CHAT].start()
-        hub = EventHub(app[STORE], queue_size=settings.event_queue_size,
-                       max_connections=settings.event_max_connections,
-                       retention_seconds=settings.event_retention_seconds, to_wire=event_wire)
+        hub = EventHub(
+            app[STORE],
+            queue_size=settings.event_queue_size,
+            max_connections=settings.event_max_connections,
+            retention_seconds=settings.event_retention_seconds,
+            to_wire=event_wire,
+        )
         app[EVENTS] = hub
         hub.start()
-        guard = SocketGuard(app[STORE], SocketLeases(settings.redis_url,
-                                                     timeout_seconds=settings.redis_timeout_seconds),
-                            admins=settings.admin_users, interval=settings.socket_recheck_seconds)
+        guard = SocketGuard(
+            app[STORE],
+            SocketLeases(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds),
+            admins=settings.admin_users,
+            interval=settings.socket_recheck_seconds,
+        )
         app[SOCKETS] = guard
         guard.start()
         yield

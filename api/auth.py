@@ -193,8 +193,10 @@ class Verifier:
                 leeway=self._leeway,
                 issuer=self._issuer,
                 audience=self._audience or None,
-                options={"require": ["exp", "sub", *(["aud"] if self._audience else [])],
-                         "verify_aud": bool(self._audience)},
+                options={
+                    "require": ["exp", "sub", *(["aud"] if self._audience else [])],
+                    "verify_aud": bool(self._audience),
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token has expired") from None

@@ -116,9 +116,16 @@ def error_response(err: ApiError, request: web.Request | None = None) -> web.Res
 # Paths whose error bodies also carry 004's keys: {"error": <title>, "details": <detail>} beside the usual ones, and
 # whose invalid input is a 400 (004's status) where the other seeds' routes answer 422.
 SEED_ERROR_PATHS = web.AppKey("seed_error_paths", frozenset)
-_SEED_TITLES = {400: "Invalid request format", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-                413: "Payload too large", 429: "Too many requests", 500: "Internal server error",
-                503: "Service unavailable"}
+_SEED_TITLES = {
+    400: "Invalid request format",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    413: "Payload too large",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
 
 
 def _respond(request: web.Request | None, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -157,8 +164,11 @@ _HTTP_TYPES = {
 
 
 # What a repository's error means over HTTP, looked up along the exception's class hierarchy.
-_STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {NotFoundError: NotFound, ConflictError: Conflict,
-                                                         InvalidReferenceError: ValidationFailed}
+_STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {
+    NotFoundError: NotFound,
+    ConflictError: Conflict,
+    InvalidReferenceError: ValidationFailed,
+}
 
 
 LIMIT_RETRY_AFTER_SECONDS = 5

@@ -40,5 +40,9 @@ class LoopMonitor:
         def pct(p: float) -> float:
             return round(data[min(len(data) - 1, int(p * len(data)))] * 1000, 3)
 
-        return {"samples": len(data), "lag_p50_ms": pct(0.50), "lag_p99_ms": pct(0.99),
-                "lag_max_ms": round(data[-1] * 1000, 3)}
+        return {
+            "samples": len(data),
+            "lag_p50_ms": pct(0.50),
+            "lag_p99_ms": pct(0.99),
+            "lag_max_ms": round(data[-1] * 1000, 3),
+        }

@@ -75,7 +75,10 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
                     param["description"] = desc
                 op["parameters"].append(param)
         if r.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(r.body, "validation")}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(r.body, "validation")}},
+            }
         if r.response is not None:
             schema: dict[str, Any] = ref(r.response)
             if r.many:
@@ -83,8 +86,10 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
             if r.nullable:
                 schema = {"anyOf": [schema, {"type": "null"}]}
             for status in (r.status, *r.also):
-                op["responses"][str(status)] = {"description": "OK",
-                                                "content": {"application/json": {"schema": schema}}}
+                op["responses"][str(status)] = {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": schema}},
+                }
         else:
             op["responses"][str(r.status)] = {"description": "OK"}
         codes = set(r.errors) | set(_COMMON_ERRORS)

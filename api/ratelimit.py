@@ -52,8 +52,11 @@ class Decision:
     retry_after_seconds: int  # 0 when allowed, else at least 1
 
     def headers(self) -> dict[str, str]:
-        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
-                "X-RateLimit-Reset": str(self.reset_unix)}
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_unix),
+        }
 
 
 def burst_for(rate: float, configured: int) -> int:
@@ -65,8 +68,9 @@ def _decide(allowed: bool, tokens: float, now: float, rate: float, burst: int) -
     """``tokens``: what is left after this request (if it was allowed); ``now``: unix seconds."""
     reset = math.ceil(now + max(0.0, burst - tokens) / rate)
     retry = 0 if allowed else max(1, math.ceil((1.0 - tokens) / rate))
-    return Decision(allowed=allowed, limit=burst, remaining=max(0, math.floor(tokens)), reset_unix=reset,
-                    retry_after_seconds=retry)
+    return Decision(
+        allowed=allowed, limit=burst, remaining=max(0, math.floor(tokens)), reset_unix=reset, retry_after_seconds=retry
+    )
 
 
 class MemoryBuckets:
@@ -127,8 +131,9 @@ class RateLimiter:
     KEY_PREFIX = "voxarena:ratelimit:"
     RETRY_REDIS_SECONDS = 5.0  # after a failure, serve from memory this long before trying Redis again
 
-    def __init__(self, redis_url: str = "", *, timeout_seconds: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, redis_url: str = "", *, timeout_seconds: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.memory = MemoryBuckets()
         self._clock = clock
         self._redis: Any = None
@@ -138,8 +143,9 @@ class RateLimiter:
         if redis_url:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=timeout_seconds,
-                                                  socket_connect_timeout=timeout_seconds)
+            self._redis = aioredis.Redis.from_url(
+                redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+            )
             self._script = self._redis.register_script(TAKE_SCRIPT)
 
     @property
@@ -155,8 +161,7 @@ class RateLimiter:
                 self._down_until = self._clock() + self.RETRY_REDIS_SECONDS
                 if not self._outage_logged:
                     self._outage_logged = True
-                    log.warning("rate limits: Redis unavailable (%s); using this process's buckets until it is back",
-                                e)
+                    log.warning("rate limits: Redis unavailable (%s); using this process's buckets until it is back", e)
             else:
                 if self._outage_logged:
                     self._outage_logged = False
@@ -294,9 +299,11 @@ def ratelimit_middleware(limiter: RateLimiter, identify: Identify) -> Any:
             return await handler(request)
         decision = await limiter.take(bucket.id, bucket.rate, bucket.burst)
         if not decision.allowed:
-            err = RateLimited(f"rate limit exceeded: at most {bucket.rate:g} requests per second "
-                              f"(bursts of {bucket.burst}); retry in {decision.retry_after_seconds} s",
-                              retry_after=decision.retry_after_seconds)
+            err = RateLimited(
+                f"rate limit exceeded: at most {bucket.rate:g} requests per second "
+                f"(bursts of {bucket.burst}); retry in {decision.retry_after_seconds} s",
+                retry_after=decision.retry_after_seconds,
+            )
             err.headers.update(decision.headers())
             raise err
         request[_DECISION] = decision  # headers added as the response is prepared, streamed ones included

@@ -164,7 +164,7 @@ async def send_json(request: web.Request, payload: bytes, *, status: int = 200) 
     await resp.prepare(request)
     view = memoryview(payload)
     for start in range(0, len(payload), SEND_CHUNK_BYTES):
-        await resp.write(view[start:start + SEND_CHUNK_BYTES])  # waits for the socket when its buffer is full
+        await resp.write(view[start : start + SEND_CHUNK_BYTES])  # waits for the socket when its buffer is full
         await asyncio.sleep(0)
     await resp.write_eof()
     return resp
@@ -203,8 +203,9 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
         tenancy = None
         if who is not None and route.tenant_scoped:
             tenancy = await request.app[TENANCY](request, who)
-        call = Call(request=request, principal=who, body=None, query=None, params=dict(request.match_info),
-                    tenancy=tenancy)
+        call = Call(
+            request=request, principal=who, body=None, query=None, params=dict(request.match_info), tenancy=tenancy
+        )
         if check is not None and route.owned_param is not None:
             await check(call, call.params[route.owned_param])  # before the body is read: not yours, 404
         await _refuse_deep_body(request)

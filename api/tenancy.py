@@ -154,8 +154,9 @@ class Tenants:
         else:
             tenant = await self.record(wanted)
             # a member acts in it; an admin may act in any tenant (asked only when not a member)
-            if tenant is None or (await self.role(wanted, principal.user_id) is None
-                                  and not await self.is_admin(principal)):
+            if tenant is None or (
+                await self.role(wanted, principal.user_id) is None and not await self.is_admin(principal)
+            ):
                 raise NotFound(f"tenant {wanted} not found")
         if tenant is None:  # a key whose tenant vanished
             raise Unauthorized("unknown or revoked API key")

@@ -47,8 +47,11 @@ def main() -> int:
     if "costs" in only:
         from . import cost_queries
 
-        asyncio.run(cost_queries.run(results, sizes=(100_000,) if args.quick else (1_000_000, 10_000_000),
-                                     requests=50 if args.quick else 200))
+        asyncio.run(
+            cost_queries.run(
+                results, sizes=(100_000,) if args.quick else (1_000_000, 10_000_000), requests=50 if args.quick else 200
+            )
+        )
     if "api" in only:
         from . import api_throughput
 
@@ -56,15 +59,26 @@ def main() -> int:
     if "external" in only:
         from . import external_costs
 
-        asyncio.run(external_costs.run(results, events=20_000 if args.quick else 1_000_000,
-                                       http_events=5_000 if args.quick else 50_000, requests=20 if args.quick else 200))
+        asyncio.run(
+            external_costs.run(
+                results,
+                events=20_000 if args.quick else 1_000_000,
+                http_events=5_000 if args.quick else 50_000,
+                requests=20 if args.quick else 200,
+            )
+        )
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.md").write_text(f"machine: {machine()}\n\n{table}\n")
-    (out / "latest.json").write_text(json.dumps({"machine": machine(), "rows": [r.__dict__ for r in results.rows],
-                                                 "raw": results.raw}, indent=2, default=str))
+    (out / "latest.json").write_text(
+        json.dumps(
+            {"machine": machine(), "rows": [r.__dict__ for r in results.rows], "raw": results.raw},
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 

@@ -64,11 +64,33 @@ def _seed(data: Path) -> str:
     store = Store(data / "voxarena.db")
     book = PriceBook.load()
     for i in range(20):
-        store.write_sync(agents_repo.create, BENCH, storage({"name": f"agent {i}", "systemPrompt": "Be brief." * 20,
-                                                         "sttProvider": "deepgram", "llmProvider": "gemini",
-                                                         "ttsProvider": "elevenlabs"}))
-    events = [make_event(book, key=f"k{i}", owner_id=BENCH, session_id=None, agent_id=None, provider="deepgram",
-                         model=None, event_type="stt_minutes", quantity=Decimal("0.5")).as_dict() for i in range(5000)]
+        store.write_sync(
+            agents_repo.create,
+            BENCH,
+            storage(
+                {
+                    "name": f"agent {i}",
+                    "systemPrompt": "Be brief." * 20,
+                    "sttProvider": "deepgram",
+                    "llmProvider": "gemini",
+                    "ttsProvider": "elevenlabs",
+                }
+            ),
+        )
+    events = [
+        make_event(
+            book,
+            key=f"k{i}",
+            owner_id=BENCH,
+            session_id=None,
+            agent_id=None,
+            provider="deepgram",
+            model=None,
+            event_type="stt_minutes",
+            quantity=Decimal("0.5"),
+        ).as_dict()
+        for i in range(5000)
+    ]
     store.write_sync(ledger.record_events, events)
     store.close()
     return LocalIssuer(data).issue("bench", ttl_seconds=3600)
@@ -81,12 +103,24 @@ def run(results: Results, *, seconds: int = 8, rounds: int = 3, connections: int
         data = Path(d)
         token = _seed(data)
         api_port, hello_port = _port(), _port()
-        env = {**os.environ, "VOXARENA_DATA_DIR": str(data), "VOXARENA_PORT": str(api_port),
-               "VOXARENA_LOG_LEVEL": "WARNING", "VOXARENA_RATE_LIMIT_RPS": "1000000000"}  # measured, never refused
-        api = subprocess.Popen([str(Path(sys.executable).with_name("voxarena")), "serve", "--no-worker"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        hello = subprocess.Popen([sys.executable, str(HERE / "hello.py"), str(hello_port)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "VOXARENA_DATA_DIR": str(data),
+            "VOXARENA_PORT": str(api_port),
+            "VOXARENA_LOG_LEVEL": "WARNING",
+            "VOXARENA_RATE_LIMIT_RPS": "1000000000",
+        }  # measured, never refused
+        api = subprocess.Popen(
+            [str(Path(sys.executable).with_name("voxarena")), "serve", "--no-worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        hello = subprocess.Popen(
+            [sys.executable, str(HERE / "hello.py"), str(hello_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait(f"http://127.0.0.1:{api_port}/health")
             _wait(f"http://127.0.0.1:{hello_port}/")
@@ -111,6 +145,11 @@ def run(results: Results, *, seconds: int = 8, rounds: int = 3, connections: int
     for name, target in (("agents", 0.5), ("summary", 0.2)):
         rps = median(rates[name])
         path = "/api/agents" if name == "agents" else "/api/costs/summary"
-        results.add("5 API throughput", f"GET {path}", f"{rps:,.0f} req/s = {rps / hello_rps:.2f}x hello-world",
-                    f">= {target}x", rps / hello_rps >= target)
+        results.add(
+            "5 API throughput",
+            f"GET {path}",
+            f"{rps:,.0f} req/s = {rps / hello_rps:.2f}x hello-world",
+            f">= {target}x",
+            rps / hello_rps >= target,
+        )
     results.add("5 API throughput", "bare aiohttp hello-world", f"{hello_rps:,.0f} req/s")

@@ -39,11 +39,15 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, section: str, metric: str, value: str, target: str = "", met: bool | None = None,
-            note: str = "") -> None:
+    def add(
+        self, section: str, metric: str, value: str, target: str = "", met: bool | None = None, note: str = ""
+    ) -> None:
         self.rows.append(Row(section, metric, value, target, met, note))
-        print(f"[{section}] {metric}: {value}" + (f" (target {target}: {'met' if met else 'MISSED'})"
-                                                  if met is not None else ""), flush=True)
+        print(
+            f"[{section}] {metric}: {value}"
+            + (f" (target {target}: {'met' if met else 'MISSED'})" if met is not None else ""),
+            flush=True,
+        )
 
     def table(self) -> str:
         lines = ["| section | metric | value | target | met |", "| --- | --- | --- | --- | --- |"]
@@ -64,9 +68,15 @@ def machine() -> str:
         pass
     mem = ""
     try:
-        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
+        kb = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
-    return (f"{os.cpu_count()} vCPU {cpu}{mem}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} vCPU {cpu}{mem}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )

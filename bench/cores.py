@@ -70,8 +70,9 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def _step(product: Product, fakes, agent_id: str, n: int, executor: str, turns: int,
-                rest: list[int]) -> dict[str, Any]:
+async def _step(
+    product: Product, fakes, agent_id: str, n: int, executor: str, turns: int, rest: list[int]
+) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": _loadavg()}
     pids = product_pids(product)
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
@@ -95,8 +96,9 @@ async def _step(product: Product, fakes, agent_id: str, n: int, executor: str, t
     done, late = await asyncio.wait(tasks, timeout=n * ARRIVAL_S + turns * 8 + 60)
     for t in late:
         t.cancel()
-    out["failed"] = [repr(t.exception()) for t in done if not t.cancelled() and t.exception()] + \
-        ["step timeout"] * len(late)
+    out["failed"] = [repr(t.exception()) for t in done if not t.cancelled() and t.exception()] + ["step timeout"] * len(
+        late
+    )
     _, health = await product.request("GET", "/health", None)
     out["loop"] = health["event_loop"]
     # the post-call analyses and the job processes' exits belong to the calls' cost
@@ -138,10 +140,19 @@ async def _run(results: Results, quick: bool) -> None:
         products: dict[str, Product] = {}
         agents: dict[str, str] = {}
         for ex in EXECUTORS:
-            products[ex] = bench_product(work / f"product-{ex}", server, fakes, {
-                **VOICE_ENV, "VOXARENA_JOB_EXECUTOR": ex, "VOXARENA_AGENT_NAME": f"voxarena-{ex}",
-                # what LiveKit sizes its pool by (it reads no affinity): the one core this product has
-                "NUM_CPUS": "1"}, argv_prefix=("taskset", "-c", str(PRODUCT_CORE)))
+            products[ex] = bench_product(
+                work / f"product-{ex}",
+                server,
+                fakes,
+                {
+                    **VOICE_ENV,
+                    "VOXARENA_JOB_EXECUTOR": ex,
+                    "VOXARENA_AGENT_NAME": f"voxarena-{ex}",
+                    # what LiveKit sizes its pool by (it reads no affinity): the one core this product has
+                    "NUM_CPUS": "1",
+                },
+                argv_prefix=("taskset", "-c", str(PRODUCT_CORE)),
+            )
             stop.callback(products[ex].stop)
             agents[ex] = await create_agent(products[ex], f"cores-{ex}")
         for ex, product in products.items():
@@ -159,9 +170,13 @@ async def _run(results: Results, quick: bool) -> None:
 
 def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: tuple[int, ...]) -> None:
     section = "6 calls per core"
-    results.add(section, "setup", f"product on core {PRODUCT_CORE} (`taskset -c {PRODUCT_CORE}`, every thread of its "
-                f"tree checked), livekit-server + fakes + client on core {REST_CORE}; calls {ARRIVAL_S} s apart; "
-                f"{len(next(iter(raw.values()))[steps[0]].get('latencies', []))} turns per call at 1")
+    results.add(
+        section,
+        "setup",
+        f"product on core {PRODUCT_CORE} (`taskset -c {PRODUCT_CORE}`, every thread of its "
+        f"tree checked), livekit-server + fakes + client on core {REST_CORE}; calls {ARRIVAL_S} s apart; "
+        f"{len(next(iter(raw.values()))[steps[0]].get('latencies', []))} turns per call at 1",
+    )
     for ex, by_n in raw.items():
         single = (pct(by_n[steps[0]].get("latencies", []), 0.95) - INJECTED) * 1000
         pss1 = by_n[steps[0]]["pss_mb"]
@@ -178,24 +193,45 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
             if all(_ok(by_n[m], single) for m in steps if m <= n):
                 best = n
             joins = s.get("agent_join_s", [])
-            results.add(section, f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
-                        f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
-                        + (f" ({failed[0][:80]})" if failed else ""),
-                        "<= 2x single, 0 gaps" if n > 1 else "", ok if n > 1 else None)
-            results.add(section, f"{ex} {n:>2} calls: loop lateness p99 / CPU-ms per call-second / PSS (per added "
-                        f"call) / agent join p95",
-                        f"{s['loop']['lag_p99_ms']:.1f} ms / {cpu_ms:.0f} / {s['pss_mb']:.0f} MB"
-                        + (f" ({per_call:.0f} MB)" if n > 1 else "") + f" / {pct(joins, .95):.1f} s"
-                        + f"; other programs on core {PRODUCT_CORE}: {s['others_on_core']:.0%}")
-        results.add(section, f"{ex}: most calls on one core with p95 overhead <= 2x single ({single:.0f} ms), "
-                    f"0 gaps, 0 unanswered", f"{best}", ">= 8", best >= 8)
+            results.add(
+                section,
+                f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
+                f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}" + (f" ({failed[0][:80]})" if failed else ""),
+                "<= 2x single, 0 gaps" if n > 1 else "",
+                ok if n > 1 else None,
+            )
+            results.add(
+                section,
+                f"{ex} {n:>2} calls: loop lateness p99 / CPU-ms per call-second / PSS (per added "
+                f"call) / agent join p95",
+                f"{s['loop']['lag_p99_ms']:.1f} ms / {cpu_ms:.0f} / {s['pss_mb']:.0f} MB"
+                + (f" ({per_call:.0f} MB)" if n > 1 else "")
+                + f" / {pct(joins, 0.95):.1f} s"
+                + f"; other programs on core {PRODUCT_CORE}: {s['others_on_core']:.0%}",
+            )
+        results.add(
+            section,
+            f"{ex}: most calls on one core with p95 overhead <= 2x single ({single:.0f} ms), 0 gaps, 0 unanswered",
+            f"{best}",
+            ">= 8",
+            best >= 8,
+        )
     if len(raw) == 2:
         p, t = raw["process"], raw["thread"]
         common = [n for n in steps if n in p and n in t]
-        cpu = {ex: [raw[ex][n]["cpu_s"] * 1000 / sum(raw[ex][n]["call_seconds"]) for n in common
-                    if raw[ex][n].get("call_seconds")] for ex in raw}
-        results.add(section, "thread vs process: CPU-ms per call-second, median over the steps",
-                    f"{median(cpu['thread']):.0f} vs {median(cpu['process']):.0f}")
+        cpu = {
+            ex: [
+                raw[ex][n]["cpu_s"] * 1000 / sum(raw[ex][n]["call_seconds"])
+                for n in common
+                if raw[ex][n].get("call_seconds")
+            ]
+            for ex in raw
+        }
+        results.add(
+            section,
+            "thread vs process: CPU-ms per call-second, median over the steps",
+            f"{median(cpu['thread']):.0f} vs {median(cpu['process']):.0f}",
+        )
 
 
 def _ok(s: dict[str, Any], single: float) -> bool:

@@ -22,11 +22,17 @@ from .stack import create_agent, product_stack
 WAITED = 1.0  # an unfinished turn must leave the caller at least this long to go on
 
 
-async def _conversation(product: Product, fakes: Any, conv: Conversation, voice: str, wpm: int,
-                        max_delay: float) -> list[dict[str, Any]]:
+async def _conversation(
+    product: Product, fakes: Any, conv: Conversation, voice: str, wpm: int, max_delay: float
+) -> list[dict[str, Any]]:
     fakes.script(stt_transcripts=[t.text for t in conv.turns], llm_replies=[t.reply for t in conv.turns])
-    agent_id = await create_agent(product, f"eot {conv.name}", systemPrompt="You are a helpful phone agent.",
-                                  firstMessage=conv.opener, firstMessageMode="assistant_speaks_first")
+    agent_id = await create_agent(
+        product,
+        f"eot {conv.name}",
+        systemPrompt="You are a helpful phone agent.",
+        firstMessage=conv.opener,
+        firstMessageMode="assistant_speaks_first",
+    )
     client, tok = await product.join(agent_id, "bench")
     heard_after: list[float | None] = []
     try:
@@ -43,20 +49,27 @@ async def _conversation(product: Product, fakes: Any, conv: Conversation, voice:
                 heard_after.append(None)
     finally:
         await client.disconnect()
-    session = await product.wait_session(tok["sessionId"], "bench", lambda s: s["endedAt"] is not None,
-                                         timeout=30, what="ended")
+    session = await product.wait_session(
+        tok["sessionId"], "bench", lambda s: s["endedAt"] is not None, timeout=30, what="ended"
+    )
     items = session["transcript"]
     out = []
     users = [i for i, t in enumerate(items) if t["speaker"] == "USER"]
     for n, turn in enumerate(conv.turns):
-        row: dict[str, Any] = {"conversation": conv.name, "voice": f"{voice}@{wpm}", "text": turn.text,
-                               "kind": turn.kind, "category": turn.category,
-                               "client_s": heard_after[n] if n < len(heard_after) else None,
-                               "eot_s": None, "stored_text": None}
+        row: dict[str, Any] = {
+            "conversation": conv.name,
+            "voice": f"{voice}@{wpm}",
+            "text": turn.text,
+            "kind": turn.kind,
+            "category": turn.category,
+            "client_s": heard_after[n] if n < len(heard_after) else None,
+            "eot_s": None,
+            "stored_text": None,
+        }
         if n < len(users):
             i = users[n]
             row["stored_text"] = items[i]["content"]
-            reply = next((t for t in items[i + 1:] if t["speaker"] == "AGENT"), None)
+            reply = next((t for t in items[i + 1 :] if t["speaker"] == "AGENT"), None)
             if reply and reply.get("metrics"):
                 row["eot_s"] = reply["metrics"].get("end_of_turn_delay")
         out.append(row)
@@ -64,10 +77,20 @@ async def _conversation(product: Product, fakes: Any, conv: Conversation, voice:
 
 
 # the fake ends an utterance after 350 ms of silence: longer than any comma pause of the corpus (290 ms at most)
-SCRIPT = {"stt_final_delay_ms": 0, "stt_end_silence_ms": 350, "llm_default_reply": "Okay.",
-          "llm_first_token_delay_ms": 100,
-          "llm_default_json": {"summary": "bench", "sentiment": "neutral", "sentiment_score": 0.5, "topics": [],
-                               "outcome": "bench", "action_items": []}}
+SCRIPT = {
+    "stt_final_delay_ms": 0,
+    "stt_end_silence_ms": 350,
+    "llm_default_reply": "Okay.",
+    "llm_first_token_delay_ms": 100,
+    "llm_default_json": {
+        "summary": "bench",
+        "sentiment": "neutral",
+        "sentiment_score": 0.5,
+        "topics": [],
+        "outcome": "bench",
+        "action_items": [],
+    },
+}
 
 
 async def run(results: Results, *, quick: bool = False) -> None:
@@ -78,8 +101,13 @@ async def run(results: Results, *, quick: bool = False) -> None:
         await _mode(results, "1a end of turn, `model` mode", "model", convs, VOICES[:1])
 
 
-async def _mode(results: Results, section: str, mode: str | None, convs: tuple[Conversation, ...],
-                voices: tuple[tuple[str, int], ...]) -> None:
+async def _mode(
+    results: Results,
+    section: str,
+    mode: str | None,
+    convs: tuple[Conversation, ...],
+    voices: tuple[tuple[str, int], ...],
+) -> None:
     extra = {"VOXARENA_MAX_CONCURRENT_CALLS": "64", **({"VOXARENA_TURN_DETECTION": mode} if mode else {})}
     defaults = Settings()
     min_delay, max_delay = defaults.endpointing_min_delay, defaults.endpointing_max_delay
@@ -89,32 +117,56 @@ async def _mode(results: Results, section: str, mode: str | None, convs: tuple[C
             for conv in convs:
                 rows += await _conversation(product, fakes, conv, voice, wpm, max_delay)
     results.raw[section] = rows
-    results.add(section, "settings", f"turn detection `{mode or defaults.turn_detection}`"
-                f"{'' if mode else ' (the default)'}, min_delay {min_delay:.2f} s, max_delay {max_delay:.2f} s; "
-                f"{len(rows)} turns ({len(convs)} conversations x {len(voices)} voices)")
+    results.add(
+        section,
+        "settings",
+        f"turn detection `{mode or defaults.turn_detection}`"
+        f"{'' if mode else ' (the default)'}, min_delay {min_delay:.2f} s, max_delay {max_delay:.2f} s; "
+        f"{len(rows)} turns ({len(convs)} conversations x {len(voices)} voices)",
+    )
     misheard = [r for r in rows if r["stored_text"] != r["text"]]
-    results.add(section, "turns stored as spoken (one user message per utterance)",
-                f"{len(rows) - len(misheard)} of {len(rows)}", "all", not misheard)
+    results.add(
+        section,
+        "turns stored as spoken (one user message per utterance)",
+        f"{len(rows) - len(misheard)} of {len(rows)}",
+        "all",
+        not misheard,
+    )
     for kind in (COMPLETE, INCOMPLETE):
         mine = [r for r in rows if r["kind"] == kind]
         eot = [r["eot_s"] for r in mine if r["eot_s"] is not None]
         unanswered = sum(1 for r in mine if r["client_s"] is None)
-        summary = (f"p50 {pct(eot, .5) * 1000:.0f} / p95 {pct(eot, .95) * 1000:.0f} ms over {len(eot)} turns "
-                   f"({unanswered} unanswered)")
+        summary = (
+            f"p50 {pct(eot, 0.5) * 1000:.0f} / p95 {pct(eot, 0.95) * 1000:.0f} ms over {len(eot)} turns "
+            f"({unanswered} unanswered)"
+        )
         if kind == COMPLETE:
-            p50, p95 = pct(eot, .5), pct(eot, .95)
+            p50, p95 = pct(eot, 0.5), pct(eot, 0.95)
             ok = p50 <= min_delay + 0.15 and p95 <= 1.0 and len(eot) == len(mine)
-            results.add(section, "complete utterances: end_of_turn_delay", summary,
-                        f"p50 <= {(min_delay + .15) * 1000:.0f} ms, p95 <= 1000 ms", ok)
+            results.add(
+                section,
+                "complete utterances: end_of_turn_delay",
+                summary,
+                f"p50 <= {(min_delay + 0.15) * 1000:.0f} ms, p95 <= 1000 ms",
+                ok,
+            )
         else:
             waited = sum(1 for r in mine if r["eot_s"] is not None and r["eot_s"] >= WAITED)
             share = waited / len(mine) if mine else 0.0
             results.add(section, "incomplete utterances: end_of_turn_delay", summary)
-            results.add(section, f"incomplete utterances that waited >= {WAITED:.0f} s",
-                        f"{waited} of {len(mine)} ({share:.0%})", ">= 80 %", share >= 0.8)
+            results.add(
+                section,
+                f"incomplete utterances that waited >= {WAITED:.0f} s",
+                f"{waited} of {len(mine)} ({share:.0%})",
+                ">= 80 %",
+                share >= 0.8,
+            )
         client = [r["client_s"] for r in mine if r["client_s"] is not None]
-        results.add(section, f"{kind}: client-measured silence to reply, p50 / p95",
-                    f"{pct(client, .5) * 1000:.0f} / {pct(client, .95) * 1000:.0f} ms")
+        results.add(
+            section,
+            f"{kind}: client-measured silence to reply, p50 / p95",
+            f"{pct(client, 0.5) * 1000:.0f} / {pct(client, 0.95) * 1000:.0f} ms",
+        )
     early = sorted({r["text"] for r in rows if r["kind"] == INCOMPLETE and (r["eot_s"] or 0) < WAITED})
     if early:
         results.add(section, "incomplete utterances answered too early", "; ".join(f'"{t}"' for t in early))

@@ -36,7 +36,8 @@ class FloorAgent:
         await self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=True))
         track = rtc.LocalAudioTrack.create_audio_track("agent", self.source)
         await self.room.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
 
     async def stop(self) -> None:
         for t in list(self._tasks):
@@ -62,7 +63,8 @@ class FloorAgent:
         stt = await self._http.ws_connect(
             self.urls["deepgram_url"].replace("http", "ws", 1)
             + f"?encoding=linear16&sample_rate={RATE}&channels=1&interim_results=false&vad_events=true",
-            headers={"Authorization": f"Token {self.key}"})
+            headers={"Authorization": f"Token {self.key}"},
+        )
 
         async def pump() -> None:
             async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
@@ -85,10 +87,14 @@ class FloorAgent:
         tts = await self._http.ws_connect(
             self.urls["elevenlabs_base_url"].replace("http", "ws", 1)
             + "/text-to-speech/voice/multi-stream-input?model_id=eleven_turbo_v2_5&output_format=pcm_16000",
-            headers={"xi-api-key": self.key})
+            headers={"xi-api-key": self.key},
+        )
         await tts.send_json({"text": " ", "context_id": "c"})
-        async with self._http.post(self.urls["gemini_base_url"] + "/v1/models/gemini-2.5-flash:streamGenerateContent"
-                                   "?alt=sse", json=body, headers={"x-goog-api-key": self.key}) as r:
+        async with self._http.post(
+            self.urls["gemini_base_url"] + "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            json=body,
+            headers={"x-goog-api-key": self.key},
+        ) as r:
             async for line in r.content:
                 if line.startswith(b"data:"):
                     for part in json.loads(line[5:])["candidates"][0]["content"]["parts"]:

@@ -25,15 +25,29 @@ from worker.usage_sink import StoreUsageSink
 
 from .common import Results, pct
 
-KINDS = [("deepgram", "stt_minutes", Decimal("0.016666666667")), ("gemini", "llm_tokens", Decimal(137)),
-         ("elevenlabs", "tts_characters", Decimal(42))]
+KINDS = [
+    ("deepgram", "stt_minutes", Decimal("0.016666666667")),
+    ("gemini", "llm_tokens", Decimal(137)),
+    ("elevenlabs", "tts_characters", Decimal(42)),
+]
 
 BENCH = personal_tenant_id("bench")  # the personal tenant of the user the bench signs in as
 
 
 def _setup(store: Store, sessions: int) -> list[tuple[str, str]]:
-    agent = store.write_sync(agents_repo.create, BENCH, storage({"name": "bench", "systemPrompt": "", "sttProvider": "deepgram",
-                                                             "llmProvider": "gemini", "ttsProvider": "elevenlabs"}))["id"]
+    agent = store.write_sync(
+        agents_repo.create,
+        BENCH,
+        storage(
+            {
+                "name": "bench",
+                "systemPrompt": "",
+                "sttProvider": "deepgram",
+                "llmProvider": "gemini",
+                "ttsProvider": "elevenlabs",
+            }
+        ),
+    )["id"]
     out = []
     for _ in range(sessions):
         sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=BENCH, agent_id=agent, status="active"))
@@ -45,9 +59,18 @@ def _events(book: PriceBook, calls: list[tuple[str, str]], n: int, tag: str):
     for i in range(n):
         sid, agent = calls[i % len(calls)]
         provider, kind, qty = KINDS[i % 3]
-        yield make_event(book, key=f"{tag}/{sid}/{i}", owner_id=BENCH, session_id=sid, agent_id=agent,
-                         provider=provider, model=None, event_type=kind, quantity=qty,
-                         token_kind="input" if kind == "llm_tokens" else None)
+        yield make_event(
+            book,
+            key=f"{tag}/{sid}/{i}",
+            owner_id=BENCH,
+            session_id=sid,
+            agent_id=agent,
+            provider=provider,
+            model=None,
+            event_type=kind,
+            quantity=qty,
+            token_kind="input" if kind == "llm_tokens" else None,
+        )
 
 
 async def _product_path(store: Store, book: PriceBook, calls, n: int, batch: int, concurrency: int) -> float:
@@ -94,7 +117,7 @@ async def _lateness_while_ingesting(store: Store, book: PriceBook, calls, rate: 
         chunk = list(itertools.islice(gen, per_tick))
         # like 100 calls each flushing a few events per tick
         for i in range(0, len(chunk), 5):
-            pending.append(asyncio.ensure_future(sink.record(chunk[i:i + 5])))
+            pending.append(asyncio.ensure_future(sink.record(chunk[i : i + 5])))
         await asyncio.sleep(max(0.0, start + (k + 1) * tick - loop.time()))
     await asyncio.gather(*pending)
     await monitor.stop()
@@ -119,7 +142,12 @@ async def run(results: Results, *, events: int = 200_000) -> None:
         results.add("3 ingest", "ratio product / plain", f"{product / plain:.2f}x", ">= 0.5x", product / plain >= 0.5)
         lag = await _lateness_while_ingesting(store, book, calls, rate=2000, seconds=10)
         results.raw["ingest"]["lateness"] = lag
-        results.add("3 ingest", "loop lateness p99 at 2k events/s", f"{lag['lag_p99_ms']:.1f} ms", "<= 10 ms",
-                    lag["lag_p99_ms"] <= 10)
+        results.add(
+            "3 ingest",
+            "loop lateness p99 at 2k events/s",
+            f"{lag['lag_p99_ms']:.1f} ms",
+            "<= 10 ms",
+            lag["lag_p99_ms"] <= 10,
+        )
         store.close()
     _ = pct

@@ -19,8 +19,9 @@ KEY = "bench-key"
 
 
 @contextmanager
-def product_stack(name: str, script: dict[str, Any],
-                  extra_env: dict[str, str]) -> Iterator[tuple[Product, LiveKitServer, FakesProcess]]:
+def product_stack(
+    name: str, script: dict[str, Any], extra_env: dict[str, str]
+) -> Iterator[tuple[Product, LiveKitServer, FakesProcess]]:
     with servers(name, script) as (work, server, fakes):
         product = bench_product(work / "product", server, fakes, extra_env)
         try:
@@ -42,19 +43,41 @@ def servers(name: str, script: dict[str, Any]) -> Iterator[tuple[Path, LiveKitSe
         yield work, server, fakes
 
 
-def bench_product(work: Path, server: LiveKitServer, fakes: FakesProcess, extra_env: dict[str, str], *,
-                  argv_prefix: Sequence[str] = ()) -> Product:
+def bench_product(
+    work: Path,
+    server: LiveKitServer,
+    fakes: FakesProcess,
+    extra_env: dict[str, str],
+    *,
+    argv_prefix: Sequence[str] = (),
+) -> Product:
     """`voxarena serve` on `server` and the fakes; the caller stops it."""
     port = free_port("127.0.0.1")
-    env = product_env(data_dir=work / f"data-{int(time.time())}", port=port, livekit=server,
-                      fakes_urls=fakes.urls, api_key=KEY, extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env})
+    env = product_env(
+        data_dir=work / f"data-{int(time.time())}",
+        port=port,
+        livekit=server,
+        fakes_urls=fakes.urls,
+        api_key=KEY,
+        extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env},
+    )
     return start_product(workdir=work, port=port, env=env, argv_prefix=argv_prefix)
 
 
 async def create_agent(product: Product, name: str, **fields: Any) -> str:
     """A Deepgram -> Gemini -> ElevenLabs agent of the bench user (the providers the fakes serve); returns its id."""
-    status, agent = await product.request("POST", "/api/agents", "bench", json={
-        "name": name, "systemPrompt": "Answer in one word.", "sttProvider": "deepgram", "llmProvider": "gemini",
-        "ttsProvider": "elevenlabs", **fields})
+    status, agent = await product.request(
+        "POST",
+        "/api/agents",
+        "bench",
+        json={
+            "name": name,
+            "systemPrompt": "Answer in one word.",
+            "sttProvider": "deepgram",
+            "llmProvider": "gemini",
+            "ttsProvider": "elevenlabs",
+            **fields,
+        },
+    )
     assert status == 201, agent
     return agent["id"]

@@ -37,8 +37,14 @@ SCRIPT = {
     "llm_chunk_delay_ms": 0,
     "llm_chunks": 1,
     "tts_first_byte_delay_ms": TTS_MS,
-    "llm_default_json": {"summary": "bench", "sentiment": "neutral", "sentiment_score": 0.5, "topics": [],
-                         "outcome": "bench", "action_items": []},
+    "llm_default_json": {
+        "summary": "bench",
+        "sentiment": "neutral",
+        "sentiment_score": 0.5,
+        "topics": [],
+        "outcome": "bench",
+        "action_items": [],
+    },
 }
 
 
@@ -120,10 +126,12 @@ async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: 
     async with aiohttp.ClientSession(headers=headers) as http:
         i, t0, loop = 0, time.monotonic(), asyncio.get_running_loop()
         while not stop.is_set():
+
             async def one(path: str) -> None:
                 async with http.get(product.base_url + path) as r:
                     await r.read()
                     out["ok" if r.status == 200 else "bad"] = out.get("ok" if r.status == 200 else "bad", 0) + 1
+
             loop.create_task(one(paths[i % len(paths)]))
             i += 1
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
@@ -131,8 +139,13 @@ async def _api_reads(product, user: str, rate: float, stop: asyncio.Event, out: 
 
 # `stt` turn detection with min_delay 0 (the STT's endpointing only, as the floor); never full, so the bench measures
 # capacity rather than admission
-VOICE_ENV = {"VOXARENA_TURN_DETECTION": "stt", "VOXARENA_ENDPOINTING_MIN_DELAY": "0", "VOXARENA_LOAD_THRESHOLD": "1.5",
-             "VOXARENA_NUM_IDLE_PROCESSES": "2", "VOXARENA_MAX_CONCURRENT_CALLS": "64"}
+VOICE_ENV = {
+    "VOXARENA_TURN_DETECTION": "stt",
+    "VOXARENA_ENDPOINTING_MIN_DELAY": "0",
+    "VOXARENA_LOAD_THRESHOLD": "1.5",
+    "VOXARENA_NUM_IDLE_PROCESSES": "2",
+    "VOXARENA_MAX_CONCURRENT_CALLS": "64",
+}
 
 
 async def run(results: Results, *, quick: bool = False) -> None:
@@ -158,22 +171,29 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
     f50 = pct(floor, 0.5) * 1000
     results.raw["voice_single"] = {"latencies": lat, "floor": floor}
     results.add("1 voice", "job executor", executor)
-    results.add("1 voice", "turns measured", f"{len(lat)} in {calls} calls, one call at a time; "
-                f"{single['missed']} turns got no reply within 5 s")
-    results.add("1 voice", "client-measured voice-to-voice p50 / p95",
-                f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)")
+    results.add(
+        "1 voice",
+        "turns measured",
+        f"{len(lat)} in {calls} calls, one call at a time; {single['missed']} turns got no reply within 5 s",
+    )
+    results.add(
+        "1 voice",
+        "client-measured voice-to-voice p50 / p95",
+        f"{pct(lat, 0.5) * 1000:.0f} / {pct(lat, 0.95) * 1000:.0f} ms (injected {INJECTED * 1000:.0f} ms)",
+    )
     results.add("1 voice", "overhead p50", f"{p50:.0f} ms", "<= 20 ms", p50 <= 20)
     results.add("1 voice", "overhead p95", f"{p95:.0f} ms", "<= 50 ms", p95 <= 50)
-    results.add("1 voice", "floor: hand-written agent in the same room, same fakes, p50 / p95",
-                f"{f50:.0f} / {pct(floor, .95) * 1000:.0f} ms over {len(floor)} turns "
-                f"({floor_out['missed']} unanswered)")
+    results.add(
+        "1 voice",
+        "floor: hand-written agent in the same room, same fakes, p50 / p95",
+        f"{f50:.0f} / {pct(floor, 0.95) * 1000:.0f} ms over {len(floor)} turns ({floor_out['missed']} unanswered)",
+    )
     gap = pct(lat, 0.5) * 1000 - f50
     results.add("1 voice", "product p50 - floor p50", f"{gap:.0f} ms", "<= 30 ms", gap <= 30)
     # stored per-turn latencies against what the client measured
     diffs, gaps, hops_at, hops_s = [], [], {}, {}
     for sid, measured in single["sessions"]:
-        s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30,
-                                       what="ended")
+        s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30, what="ended")
         replies = [t["metrics"] for t in s["transcript"] if t["speaker"] == "AGENT" and t.get("metrics")]
         for m, client_s in zip(replies, measured, strict=False):  # replies the client did not time are skipped
             if m.get("e2e_latency"):
@@ -183,32 +203,47 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
                 for h in m["hops"]:
                     hops_at.setdefault(h["mark"], []).append(h["at"] * 1000)
                     hops_s.setdefault(h["mark"], []).append(h["seconds"] * 1000)
-    results.add("1 voice", "stored e2e_latency (LiveKit's) vs client, median |diff| / p95",
-                f"{median(diffs):.0f} / {pct(diffs, .95):.0f} ms over {len(diffs)} turns")
+    results.add(
+        "1 voice",
+        "stored e2e_latency (LiveKit's) vs client, median |diff| / p95",
+        f"{median(diffs):.0f} / {pct(diffs, 0.95):.0f} ms over {len(diffs)} turns",
+    )
     floor_gaps = [(c - v) * 1000 for c, v in floor_out.get("pairs", [])]
     share = median(floor_gaps)
-    results.add("1 voice", "transport share: client-measured minus the floor's own voice-to-voice, median",
-                f"{share:.0f} ms over {len(floor_gaps)} turns")
-    results.add("1 voice", "client-measured minus stored voice_to_voice, median / p95",
-                f"{median(gaps):.0f} / {pct(gaps, .95):.0f} ms over {len(gaps)} turns",
-                "<= transport share + 20 ms", median(gaps) <= share + 20)
+    results.add(
+        "1 voice",
+        "transport share: client-measured minus the floor's own voice-to-voice, median",
+        f"{share:.0f} ms over {len(floor_gaps)} turns",
+    )
+    results.add(
+        "1 voice",
+        "client-measured minus stored voice_to_voice, median / p95",
+        f"{median(gaps):.0f} / {pct(gaps, 0.95):.0f} ms over {len(gaps)} turns",
+        "<= transport share + 20 ms",
+        median(gaps) <= share + 20,
+    )
     order = sorted(hops_at, key=lambda k: median(hops_at[k]))
-    results.add("1 voice", "where the time goes: each mark after the last loud frame, p50 / p95 (ms)",
-                "; ".join(f"{k} {median(hops_at[k]):.0f}/{pct(hops_at[k], .95):.0f}" for k in order))
-    results.add("1 voice", "each hop (time since the mark before it), p50 / p95 (ms)",
-                "; ".join(f"{k} {median(hops_s[k]):.0f}/{pct(hops_s[k], .95):.0f}" for k in order))
+    results.add(
+        "1 voice",
+        "where the time goes: each mark after the last loud frame, p50 / p95 (ms)",
+        "; ".join(f"{k} {median(hops_at[k]):.0f}/{pct(hops_at[k], 0.95):.0f}" for k in order),
+    )
+    results.add(
+        "1 voice",
+        "each hop (time since the mark before it), p50 / p95 (ms)",
+        "; ".join(f"{k} {median(hops_s[k]):.0f}/{pct(hops_s[k], 0.95):.0f}" for k in order),
+    )
 
     # 2. concurrency, with 200 requests/s of API reads running
     p95_single = None
     mem: dict[int, float] = {}
-    for n in ((1, 4) if quick else (1, 4, 8, 12)):
+    for n in (1, 4) if quick else (1, 4, 8, 12):
         out: dict[str, Any] = {}
         stop = asyncio.Event()
         reads: dict[str, int] = {}
         reader = asyncio.ensure_future(_api_reads(product, "bench", 200, stop, reads))
         await asyncio.sleep(2)
-        tasks = [asyncio.ensure_future(_call(product, agent_id, "bench", 8 if quick else 15, out))
-                 for _ in range(n)]
+        tasks = [asyncio.ensure_future(_call(product, agent_id, "bench", 8 if quick else 15, out)) for _ in range(n)]
         await asyncio.sleep(6)
         mem[n] = pss_mb(product_pids(product))
         failed = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
@@ -220,19 +255,36 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         if n == 1:
             p95_single = o95
         lag = health["event_loop"]["lag_p99_ms"]
-        results.raw.setdefault("voice_concurrency", {})[n] = {"latencies": out["latencies"], "gaps": out["gaps"],
-                                                             "reads": reads, "loop": health["event_loop"],
-                                                             "pss_mb": mem[n]}
-        results.add("2 concurrency", f"{n} calls: overhead p95", f"{o95:.0f} ms",
-                    "<= 2x single" if n > 1 else "", (o95 <= 2 * p95_single) if n > 1 else None)
+        results.raw.setdefault("voice_concurrency", {})[n] = {
+            "latencies": out["latencies"],
+            "gaps": out["gaps"],
+            "reads": reads,
+            "loop": health["event_loop"],
+            "pss_mb": mem[n],
+        }
+        results.add(
+            "2 concurrency",
+            f"{n} calls: overhead p95",
+            f"{o95:.0f} ms",
+            "<= 2x single" if n > 1 else "",
+            (o95 <= 2 * p95_single) if n > 1 else None,
+        )
         results.add("2 concurrency", f"{n} calls: loop lateness p99", f"{lag:.1f} ms", "<= 10 ms", lag <= 10)
-        results.add("2 concurrency", f"{n} calls: audio gaps / unanswered turns / API reads ok, failed",
-                    f"{out.get('gaps', 0)} / {out.get('missed', 0)} / {reads.get('ok', 0)}, {reads.get('bad', 0)}",
-                    "0 gaps", out.get("gaps", 0) == 0)
+        results.add(
+            "2 concurrency",
+            f"{n} calls: audio gaps / unanswered turns / API reads ok, failed",
+            f"{out.get('gaps', 0)} / {out.get('missed', 0)} / {reads.get('ok', 0)}, {reads.get('bad', 0)}",
+            "0 gaps",
+            out.get("gaps", 0) == 0,
+        )
         if failed:
             results.add("2 concurrency", f"{n} calls: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
     ns = sorted(mem)
     per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
-    results.add("2 concurrency", "memory per added call (PSS of the process tree)",
-                f"{per_call:.0f} MB ({', '.join(f'{n}: {mem[n]:.0f} MB' for n in ns)})", "<= 30 MB",
-                per_call <= 30)
+    results.add(
+        "2 concurrency",
+        "memory per added call (PSS of the process tree)",
+        f"{per_call:.0f} MB ({', '.join(f'{n}: {mem[n]:.0f} MB' for n in ns)})",
+        "<= 30 MB",
+        per_call <= 30,
+    )

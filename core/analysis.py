@@ -50,13 +50,17 @@ UsageHook = Callable[[int, llm.LLM[Any], int, int], Awaitable[None]]  # (attempt
 CHAIN_ATTEMPT = APIConnectOptions(max_retry=0, timeout=FALLBACK_ATTEMPT_TIMEOUT)
 
 
-async def _ask_one(model: llm.LLM[Any], chat_ctx: llm.ChatContext, conn_options: APIConnectOptions
-                   ) -> tuple[str, int, int]:
+async def _ask_one(
+    model: llm.LLM[Any], chat_ctx: llm.ChatContext, conn_options: APIConnectOptions
+) -> tuple[str, int, int]:
     parts: list[str] = []
     prompt = completion = 0
     # The plugins' chat() takes a response_format; LLM's abstract signature does not name it.
-    async with model.chat(chat_ctx=chat_ctx, response_format=CallAnalysis,  # type: ignore[call-arg]
-                          conn_options=conn_options) as stream:
+    async with model.chat(
+        chat_ctx=chat_ctx,
+        response_format=CallAnalysis,  # type: ignore[call-arg]
+        conn_options=conn_options,
+    ) as stream:
         async for chunk in stream:
             if chunk.delta and chunk.delta.content:
                 parts.append(chunk.delta.content)
@@ -89,8 +93,9 @@ def parse(text: str) -> CallAnalysis:
     return CallAnalysis.model_validate(json.loads(cleaned))
 
 
-async def analyse(model: llm.LLM[Any], items: list[dict[str, Any]], on_usage: UsageHook | None = None
-                  ) -> tuple[CallAnalysis | None, str | None, int]:
+async def analyse(
+    model: llm.LLM[Any], items: list[dict[str, Any]], on_usage: UsageHook | None = None
+) -> tuple[CallAnalysis | None, str | None, int]:
     """Returns (analysis, error, attempts)."""
     if not items:
         return None, "no transcript to analyse", 0
@@ -122,8 +127,9 @@ async def analyse(model: llm.LLM[Any], items: list[dict[str, Any]], on_usage: Us
     return None, error, MAX_ATTEMPTS
 
 
-async def run_and_store(store: Store, session_id: str, model: llm.LLM[Any], *, meter: CallMeter | None = None
-                        ) -> CallAnalysis | None:
+async def run_and_store(
+    store: Store, session_id: str, model: llm.LLM[Any], *, meter: CallMeter | None = None
+) -> CallAnalysis | None:
     items = await store.read(repo.items_for, session_id)
     if not any(i["speaker"] == "USER" for i in items):
         # Nothing the caller said: an analysis would describe only the agent's greeting, and bill for it.
@@ -134,8 +140,13 @@ async def run_and_store(store: Store, session_id: str, model: llm.LLM[Any], *, m
 
     async def metered(attempt: int, served: llm.LLM[Any], prompt: int, completion: int) -> None:
         if meter is not None:  # billed to the provider that answered (with fallbacks, maybe not the primary)
-            await meter.record_llm_call(key=f"analysis/{attempt}", provider=served.provider, model=served.model,
-                                        input_tokens=prompt, output_tokens=completion)
+            await meter.record_llm_call(
+                key=f"analysis/{attempt}",
+                provider=served.provider,
+                model=served.model,
+                input_tokens=prompt,
+                output_tokens=completion,
+            )
 
     result, error, attempts = await analyse(model, items, metered)
     await store.write(

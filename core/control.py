@@ -52,6 +52,7 @@ class ControlMessage:
 @dataclass(frozen=True)
 class UpdateContext(ControlMessage):
     """The call's context changed (PUT/PATCH /api/calls/{call_sid}/context): the agent's instructions follow it."""
+
     type: ClassVar[str] = "context"
     context: dict[str, Any]
 
@@ -63,6 +64,7 @@ class UpdateContext(ControlMessage):
 @dataclass(frozen=True)
 class Say(ControlMessage):
     """A supervisor's words, said now and uninterruptible."""
+
     type: ClassVar[str] = "say"
     text: str
 
@@ -74,6 +76,7 @@ class Say(ControlMessage):
 @dataclass(frozen=True)
 class SendDtmf(ControlMessage):
     """One DTMF digit, sent on the phone call (RFC 2833)."""
+
     type: ClassVar[str] = "dtmf"
     digit: str
 
@@ -85,6 +88,7 @@ class SendDtmf(ControlMessage):
 @dataclass(frozen=True)
 class Transfer(ControlMessage):
     """A cold transfer of the phone caller (a SIP REFER) to ``target``, a sip: or tel: URI."""
+
     type: ClassVar[str] = "transfer"
     target: str
 

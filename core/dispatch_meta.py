@@ -84,8 +84,12 @@ class DispatchMeta:
             raise BadDispatch(f"a refusing dispatch needs {', '.join(fields)}")
         if data.get("direction", "inbound") != "inbound" or "agent_id" in data or "session_id" in data:
             raise BadDispatch("a refusing dispatch is an inbound phone call with no agent and no session")
-        return cls(owner_id=data["owner_id"], direction="inbound", phone_number_id=data["phone_number_id"],
-                   refuse=data["refuse"])
+        return cls(
+            owner_id=data["owner_id"],
+            direction="inbound",
+            phone_number_id=data["phone_number_id"],
+            refuse=data["refuse"],
+        )
 
 
 class DispatchSigner:
@@ -109,12 +113,16 @@ class DispatchSigner:
         if not isinstance(signature, str):
             raise BadDispatch("dispatch metadata is not signed by this product")
         if not hmac.compare_digest(signature, self._mac(data)):
-            raise BadDispatch("dispatch metadata signature does not verify (forged, altered, or signed under "
-                              "another VOXARENA_SECRET_KEY)")
+            raise BadDispatch(
+                "dispatch metadata signature does not verify (forged, altered, or signed under "
+                "another VOXARENA_SECRET_KEY)"
+            )
         signed_for = data.pop(SERVER, None)
         if signed_for != server_key:
-            raise BadDispatch(f"dispatch metadata was signed for the LiveKit server of key {signed_for!r}, not "
-                              f"this worker's ({server_key!r})")
+            raise BadDispatch(
+                f"dispatch metadata was signed for the LiveKit server of key {signed_for!r}, not "
+                f"this worker's ({server_key!r})"
+            )
         return data
 
     def _mac(self, data: dict[str, Any]) -> str:

@@ -68,14 +68,18 @@ class LiveKitGateway:
             .with_identity(identity)
             .with_name(name)
             .with_ttl(ttl)
-            .with_grants(lk.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True,
-                                        can_publish_data=True))
+            .with_grants(
+                lk.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
+            )
             .to_jwt()
         )
 
     async def dispatch(self, *, room: str, metadata: DispatchMeta) -> str:
-        d = await self.client.agent_dispatch.create_dispatch(lk.CreateAgentDispatchRequest(
-            agent_name=self.agent_name, room=room, metadata=self.signer.seal(metadata, server_key=self.api_key)))
+        d = await self.client.agent_dispatch.create_dispatch(
+            lk.CreateAgentDispatchRequest(
+                agent_name=self.agent_name, room=room, metadata=self.signer.seal(metadata, server_key=self.api_key)
+            )
+        )
         return d.id
 
     async def delete_dispatch(self, dispatch_id: str, room: str) -> None:
@@ -105,8 +109,9 @@ class LiveKitGateway:
     async def send_control(self, room: str, message: ControlMessage) -> None:
         """A command for the job running the call in `room`. It travels as a reliable data packet sent by the
         server (no participant), which is how the job tells it from anything a caller could send."""
-        await self.client.room.send_data(lk.SendDataRequest(
-            room=room, data=message.encode(), kind=lk.DataPacket.Kind.RELIABLE, topic=CONTROL_TOPIC))
+        await self.client.room.send_data(
+            lk.SendDataRequest(room=room, data=message.encode(), kind=lk.DataPacket.Kind.RELIABLE, topic=CONTROL_TOPIC)
+        )
 
     async def delete_room(self, room: str) -> None:
         try:
@@ -117,14 +122,30 @@ class LiveKitGateway:
 
     # ---- inbound numbers: the trunk that accepts a number's calls and the rule that dispatches them ----
 
-    async def create_inbound_trunk(self, *, number: str, name: str, allowed_addresses: tuple[str, ...] = (),
-                                   auth_username: str = "", auth_password: str = "", ring_timeout: float = 0,
-                                   max_call_seconds: float = 0) -> str:
-        trunk = await self.client.sip.create_inbound_trunk(lk.CreateSIPInboundTrunkRequest(
-            trunk=lk.SIPInboundTrunkInfo(name=name, numbers=[number], allowed_addresses=list(allowed_addresses),
-                                         auth_username=auth_username, auth_password=auth_password,
-                                         ringing_timeout=Duration(seconds=int(ring_timeout)),
-                                         max_call_duration=Duration(seconds=int(max_call_seconds)))))
+    async def create_inbound_trunk(
+        self,
+        *,
+        number: str,
+        name: str,
+        allowed_addresses: tuple[str, ...] = (),
+        auth_username: str = "",
+        auth_password: str = "",
+        ring_timeout: float = 0,
+        max_call_seconds: float = 0,
+    ) -> str:
+        trunk = await self.client.sip.create_inbound_trunk(
+            lk.CreateSIPInboundTrunkRequest(
+                trunk=lk.SIPInboundTrunkInfo(
+                    name=name,
+                    numbers=[number],
+                    allowed_addresses=list(allowed_addresses),
+                    auth_username=auth_username,
+                    auth_password=auth_password,
+                    ringing_timeout=Duration(seconds=int(ring_timeout)),
+                    max_call_duration=Duration(seconds=int(max_call_seconds)),
+                )
+            )
+        )
         return trunk.sip_trunk_id
 
     async def delete_trunk(self, trunk_id: str) -> None:
@@ -137,15 +158,26 @@ class LiveKitGateway:
     def _dispatch_rule(self, *, trunk_id: str, name: str, metadata: DispatchMeta) -> lk.SIPDispatchRuleInfo:
         # One room per call, the agent dispatched into it with the number's assignment as the job's metadata.
         return lk.SIPDispatchRuleInfo(
-            name=name, trunk_ids=[trunk_id],
-            rule=lk.SIPDispatchRule(dispatch_rule_individual=lk.SIPDispatchRuleIndividual(
-                room_prefix=INBOUND_ROOM_PREFIX)),
-            room_config=lk.RoomConfiguration(agents=[lk.RoomAgentDispatch(
-                agent_name=self.agent_name, metadata=self.signer.seal(metadata, server_key=self.api_key))]))
+            name=name,
+            trunk_ids=[trunk_id],
+            rule=lk.SIPDispatchRule(
+                dispatch_rule_individual=lk.SIPDispatchRuleIndividual(room_prefix=INBOUND_ROOM_PREFIX)
+            ),
+            room_config=lk.RoomConfiguration(
+                agents=[
+                    lk.RoomAgentDispatch(
+                        agent_name=self.agent_name, metadata=self.signer.seal(metadata, server_key=self.api_key)
+                    )
+                ]
+            ),
+        )
 
     async def create_dispatch_rule(self, *, trunk_id: str, name: str, metadata: DispatchMeta) -> str:
-        rule = await self.client.sip.create_dispatch_rule(lk.CreateSIPDispatchRuleRequest(
-            dispatch_rule=self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)))
+        rule = await self.client.sip.create_dispatch_rule(
+            lk.CreateSIPDispatchRuleRequest(
+                dispatch_rule=self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)
+            )
+        )
         return rule.sip_dispatch_rule_id
 
     async def replace_dispatch_rule(self, rule_id: str, *, trunk_id: str, name: str, metadata: DispatchMeta) -> str:
@@ -153,7 +185,8 @@ class LiveKitGateway:
         old one is gone. Returns the rule's id."""
         try:
             await self.client.sip.update_dispatch_rule(
-                rule_id, self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata))
+                rule_id, self._dispatch_rule(trunk_id=trunk_id, name=name, metadata=metadata)
+            )
         except lk.TwirpError as e:
             if e.code != lk.TwirpErrorCode.NOT_FOUND:
                 raise
@@ -198,9 +231,15 @@ def _uniform(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except Exception as e:
             gateway = args[0]
             cause = getattr(e, "os_error", None) or e  # aiohttp's connector errors wrap the resolver's
-            log.warning("client LiveKit server %s: %s failed: %s: %s", getattr(gateway, "url", "?"),
-                        method.__name__, type(cause).__name__, cause)
+            log.warning(
+                "client LiveKit server %s: %s failed: %s: %s",
+                getattr(gateway, "url", "?"),
+                method.__name__,
+                type(cause).__name__,
+                cause,
+            )
             raise UpstreamFailed() from None
+
     return wrapped
 
 
@@ -209,8 +248,9 @@ class ClientGateway(LiveKitGateway):
     address policy (its name resolved and checked at each connection, an address literal checked before each
     request, no region failover to other hosts), and every failure is `UpstreamFailed`."""
 
-    def __init__(self, url: str, api_key: str, api_secret: str, *, agent_name: str, signer: DispatchSigner,
-                 policy: NetPolicy) -> None:
+    def __init__(
+        self, url: str, api_key: str, api_secret: str, *, agent_name: str, signer: DispatchSigner, policy: NetPolicy
+    ) -> None:
         super().__init__(url, api_key, api_secret, agent_name=agent_name, signer=signer)
         self.policy = policy
         self._session: aiohttp.ClientSession | None = None
@@ -219,8 +259,9 @@ class ClientGateway(LiveKitGateway):
     def client(self) -> lk.LiveKitAPI:
         if self._api is None:
             self._session = self.policy.session()
-            self._api = lk.LiveKitAPI(http_url(self.url), self.api_key, self.api_secret, session=self._session,
-                                      failover=False)
+            self._api = lk.LiveKitAPI(
+                http_url(self.url), self.api_key, self.api_secret, session=self._session, failover=False
+            )
         return self._api
 
     async def _checked(self) -> None:
@@ -278,8 +319,9 @@ class Gateways:
             self._close(self._by_ident.pop(old, None))  # nobody uses the old settings any more
         gateway = self._by_ident.get(ident)
         if gateway is None:
-            gateway = ClientGateway(*ident, agent_name=self.default.agent_name, signer=self.default.signer,
-                                    policy=self.policy)
+            gateway = ClientGateway(
+                *ident, agent_name=self.default.agent_name, signer=self.default.signer, policy=self.policy
+            )
             self._by_ident[ident] = gateway
             while len(self._by_ident) > self.MAX_CLIENT_GATEWAYS:
                 _, evicted = self._by_ident.popitem(last=False)

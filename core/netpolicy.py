@@ -93,6 +93,10 @@ class NetPolicy:
             addresses = [str(literal)]
         else:
             try:
+                host.encode("idna")  # what a resolver would be asked; a name IDNA refuses resolves nowhere
+            except UnicodeError:
+                raise AddressRefused(f"host {host!r} is not a valid host name") from None
+            try:
                 addresses = await self.lookup(host, port)
             except (OSError, UnicodeError) as e:
                 raise AddressRefused(f"host {host!r} does not resolve ({getattr(e, 'strerror', None) or e})") from None
@@ -100,12 +104,13 @@ class NetPolicy:
             raise AddressRefused(f"host {host!r} does not resolve")
         refused = sorted({a for a in addresses if not reachable(a)})
         if refused:
-            raise AddressRefused(f"host {host!r} is a private, loopback, link-local or otherwise non-public address "
-                                 f"({', '.join(refused)}); list it in VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS to allow it")
+            raise AddressRefused(
+                f"host {host!r} is a private, loopback, link-local or otherwise non-public address "
+                f"({', '.join(refused)}); list it in VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS to allow it"
+            )
         return addresses
 
-    async def check_url(self, url: str, *, schemes: tuple[str, ...] = ("http", "https"),
-                        resolve: bool = True) -> None:
+    async def check_url(self, url: str, *, schemes: tuple[str, ...] = ("http", "https"), resolve: bool = True) -> None:
         """The URL's scheme, its host, and (with `resolve`) where its host resolves; raises `AddressRefused`.
         Without `resolve` only an address literal is checked: a name is left to the pinned session."""
         try:
@@ -133,12 +138,21 @@ class PinnedResolver(AbstractResolver):
     def __init__(self, policy: NetPolicy) -> None:
         self.policy = policy
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = await self.policy.resolve(host, port)
-        return [ResolveResult(hostname=host, host=a, port=port,
-                              family=socket.AF_INET6 if ":" in a else socket.AF_INET, proto=0,
-                              flags=socket.AI_NUMERICHOST) for a in addresses]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for a in addresses
+        ]
 
     async def close(self) -> None:
         return None

@@ -14,14 +14,29 @@ def providers_config(s: Settings) -> ProvidersConfig:
     return ProvidersConfig(
         deepgram=ProviderCredentials(s.deepgram_api_key, s.deepgram_base_url),
         assemblyai=ProviderCredentials(s.assemblyai_api_key, s.assemblyai_base_url),
-        elevenlabs=ProviderCredentials(s.elevenlabs_api_key, s.elevenlabs_base_url,
-                                       {"voice_id": s.elevenlabs_voice_id} if s.elevenlabs_voice_id else {}),
-        google=ProviderCredentials(s.google_api_key, s.google_base_url,
-                                   {k: v for k, v in (("credentials_file", s.google_credentials_file),
-                                                      ("tts_endpoint", s.google_tts_endpoint)) if v}),
-        resemble=ProviderCredentials(s.resemble_api_key, s.resemble_base_url,
-                                     {k: v for k, v in (("voice_uuid", s.resemble_voice_uuid),
-                                                        ("websocket_url", s.resemble_websocket_url)) if v}),
+        elevenlabs=ProviderCredentials(
+            s.elevenlabs_api_key,
+            s.elevenlabs_base_url,
+            {"voice_id": s.elevenlabs_voice_id} if s.elevenlabs_voice_id else {},
+        ),
+        google=ProviderCredentials(
+            s.google_api_key,
+            s.google_base_url,
+            {
+                k: v
+                for k, v in (("credentials_file", s.google_credentials_file), ("tts_endpoint", s.google_tts_endpoint))
+                if v
+            },
+        ),
+        resemble=ProviderCredentials(
+            s.resemble_api_key,
+            s.resemble_base_url,
+            {
+                k: v
+                for k, v in (("voice_uuid", s.resemble_voice_uuid), ("websocket_url", s.resemble_websocket_url))
+                if v
+            },
+        ),
         openai=ProviderCredentials(s.openai_api_key, s.openai_base_url),
         gemini_model=s.gemini_model,
         openai_model=s.openai_model,

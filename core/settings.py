@@ -45,20 +45,26 @@ class Settings:
     max_body_bytes: int = field(default=1_048_576, metadata={"doc": "Largest accepted request body, in bytes."})
     idle_timeout_seconds: float = field(
         default=5.0,
-        metadata={"doc": "A connection that sends no complete request headers for this long (from its opening, or "
-                         "since its last response) is closed; a websocket is set up by such a request."},
+        metadata={
+            "doc": "A connection that sends no complete request headers for this long (from its opening, or "
+            "since its last response) is closed; a websocket is set up by such a request."
+        },
     )
     max_connections_per_address: int = field(
         default=256,
-        metadata={"doc": "Open connections one client address may hold; one more is answered 429 and closed. "
-                         "0: no limit (behind a reverse proxy every client has the proxy's address)."},
+        metadata={
+            "doc": "Open connections one client address may hold; one more is answered 429 and closed. "
+            "0: no limit (behind a reverse proxy every client has the proxy's address)."
+        },
     )
     log_level: str = field(default="INFO", metadata={"doc": "Python log level."})
     # --- auth ---
     clerk_issuer: str = field(
         default="",
-        metadata={"doc": "Clerk issuer URL (e.g. https://clerk.example.com). Tokens must carry it as `iss`; "
-                         "the JWKS is fetched from ISSUER/.well-known/jwks.json unless CLERK_JWKS_URL is set."},
+        metadata={
+            "doc": "Clerk issuer URL (e.g. https://clerk.example.com). Tokens must carry it as `iss`; "
+            "the JWKS is fetched from ISSUER/.well-known/jwks.json unless CLERK_JWKS_URL is set."
+        },
     )
     clerk_jwks_url: str = field(default="", metadata={"doc": "Explicit JWKS URL (overrides the issuer's)."})
     clerk_authorized_parties: tuple[str, ...] = field(
@@ -67,20 +73,27 @@ class Settings:
     )
     jwt_audience: tuple[str, ...] = field(
         default=(),
-        metadata={"doc": "Comma-separated audiences: when set, a bearer JWT's `aud` must name one of them (the "
-                         "embedded issuer's tokens carry the first). Empty: `aud` is not checked (Clerk's session "
-                         "tokens carry none unless a JWT template adds one)."},
+        metadata={
+            "doc": "Comma-separated audiences: when set, a bearer JWT's `aud` must name one of them (the "
+            "embedded issuer's tokens carry the first). Empty: `aud` is not checked (Clerk's session "
+            "tokens carry none unless a JWT template adds one)."
+        },
     )
     secret_key: str = field(
-        default="", repr=False,
-        metadata={"doc": "Key for secrets stored in the database (clients' LiveKit secrets, Twilio auth tokens, "
-                         "callback signing secrets); any string. Empty: a key generated into DATA_DIR/secret.key. "
-                         "Losing it makes those secrets unreadable."},
+        default="",
+        repr=False,
+        metadata={
+            "doc": "Key for secrets stored in the database (clients' LiveKit secrets, Twilio auth tokens, "
+            "callback signing secrets); any string. Empty: a key generated into DATA_DIR/secret.key. "
+            "Losing it makes those secrets unreadable."
+        },
     )
     admin_users: tuple[str, ...] = field(
         default=(),
-        metadata={"doc": "Comma-separated user ids (JWT `sub`) of platform admins: they manage every tenant "
-                         "(`/tenants`); local accounts made with `voxarena user create --admin` are admins too."},
+        metadata={
+            "doc": "Comma-separated user ids (JWT `sub`) of platform admins: they manage every tenant "
+            "(`/tenants`); local accounts made with `voxarena user create --admin` are admins too."
+        },
     )
     jwks_min_refresh_seconds: float = field(
         default=60.0,
@@ -95,27 +108,36 @@ class Settings:
     # --- rate limits ---
     rate_limit_rps: float = field(
         default=100.0,
-        metadata={"doc": "Requests per second each credential (bearer token or X-API-Key; the client address when "
-                         "none is sent) may make to /api and /tenants: a token bucket refilled at this rate."},
+        metadata={
+            "doc": "Requests per second each credential (bearer token or X-API-Key; the client address when "
+            "none is sent) may make to /api and /tenants: a token bucket refilled at this rate."
+        },
     )
     rate_limit_burst: int = field(
         default=0,
-        metadata={"doc": "Size of each bucket: requests that may be made at once after a quiet spell "
-                         "(X-RateLimit-Limit). 0: twice the bucket's rate."},
+        metadata={
+            "doc": "Size of each bucket: requests that may be made at once after a quiet spell "
+            "(X-RateLimit-Limit). 0: twice the bucket's rate."
+        },
     )
     rate_limit_auth_rps: float = field(
         default=10.0,
         metadata={"doc": "Requests per second each client address may make to POST /api/v1/auth/login."},
     )
     redis_url: str = field(
-        default="", repr=False,
-        metadata={"doc": "Redis URL (redis://, rediss:// or unix://) holding the rate-limit buckets, so several API "
-                         "processes share them. Empty: buckets live in this process. While Redis is unreachable "
-                         "each process falls back to its own buckets."},
+        default="",
+        repr=False,
+        metadata={
+            "doc": "Redis URL (redis://, rediss:// or unix://) holding the rate-limit buckets, so several API "
+            "processes share them. Empty: buckets live in this process. While Redis is unreachable "
+            "each process falls back to its own buckets."
+        },
     )
     redis_timeout_seconds: float = field(
-        default=0.5, metadata={"doc": "A Redis answer slower than this counts as an outage (the request then uses "
-                                      "this process's bucket)."}
+        default=0.5,
+        metadata={
+            "doc": "A Redis answer slower than this counts as an outage (the request then uses this process's bucket)."
+        },
     )
     # --- LiveKit ---
     livekit_url: str = field(
@@ -126,8 +148,10 @@ class Settings:
     livekit_api_secret: str = field(default="", repr=False, metadata={"doc": "LiveKit API secret."})
     livekit_server_bin: str = field(
         default="",
-        metadata={"doc": "Path of the livekit-server binary for the embedded dev server "
-                         "(default: ~/.cache/voxarena/bin/livekit-server, built by .ci/build-livekit.sh)."},
+        metadata={
+            "doc": "Path of the livekit-server binary for the embedded dev server "
+            "(default: ~/.cache/voxarena/bin/livekit-server, built by .ci/build-livekit.sh)."
+        },
     )
     agent_name: str = field(default="voxarena", metadata={"doc": "Agent name the worker registers under."})
     worker_enabled: bool = field(default=True, metadata={"doc": "Run the LiveKit worker beside the API."})
@@ -136,35 +160,44 @@ class Settings:
     num_idle_processes: int = field(default=1, metadata={"doc": "Job processes kept warm."})
     turn_detection: str = field(
         default=TURN_DETECTION_MODES[0],
-        metadata={"doc": "`transcript` (the caller's words decide whether the turn is over, after silero VAD's end "
-                         "of speech), `model` (LiveKit's local audio end-of-turn model), `vad` or `stt`."},
+        metadata={
+            "doc": "`transcript` (the caller's words decide whether the turn is over, after silero VAD's end "
+            "of speech), `model` (LiveKit's local audio end-of-turn model), `vad` or `stt`."
+        },
     )
     endpointing_min_delay: float = field(
-        default=0.4, metadata={"doc": "Seconds of silence after the user's speech before the turn may end (the VAD's "
-                                      "end-of-speech silence follows it, between 0.2 and 0.55 s)."}
+        default=0.4,
+        metadata={
+            "doc": "Seconds of silence after the user's speech before the turn may end (the VAD's "
+            "end-of-speech silence follows it, between 0.2 and 0.55 s)."
+        },
     )
     endpointing_max_delay: float = field(
         default=3.0,
-        metadata={"doc": "Longest wait after an unfinished-sounding turn (\"so my number is\") before it ends anyway."},
+        metadata={"doc": 'Longest wait after an unfinished-sounding turn ("so my number is") before it ends anyway.'},
     )
     load_threshold: float = field(
         default=0.75,
-        metadata={"doc": "Worker load (0..1: its active calls against MAX_CONCURRENT_CALLS, and its own processes' "
-                         "CPU; never other programs') at or above which LiveKit sends no new calls here."},
+        metadata={
+            "doc": "Worker load (0..1: its active calls against MAX_CONCURRENT_CALLS, and its own processes' "
+            "CPU; never other programs') at or above which LiveKit sends no new calls here."
+        },
     )
     max_concurrent_calls: int = field(
         default=0,
-        metadata={"doc": "Calls this worker runs at once; beyond it the token route answers 503 with Retry-After. "
-                         "0: two per CPU core."},
+        metadata={
+            "doc": "Calls this worker runs at once; beyond it the token route answers 503 with Retry-After. "
+            "0: two per CPU core."
+        },
     )
     dispatch_timeout_seconds: float = field(
         default=15.0,
-        metadata={"doc": "How long a caller in the room waits for the agent's job to start before the dispatch is "
-                         "retried once; after a second wait the call ends as `no_agent_available`."},
+        metadata={
+            "doc": "How long a caller in the room waits for the agent's job to start before the dispatch is "
+            "retried once; after a second wait the call ends as `no_agent_available`."
+        },
     )
-    session_sweep_seconds: float = field(
-        default=60.0, metadata={"doc": "How often orphaned sessions are looked for."}
-    )
+    session_sweep_seconds: float = field(default=60.0, metadata={"doc": "How often orphaned sessions are looked for."})
     session_orphan_seconds: float = field(
         default=900.0,
         metadata={"doc": "A live session with no activity for this long and no running job is closed by the sweeper."},
@@ -172,27 +205,31 @@ class Settings:
     drain_timeout_seconds: float = field(default=60.0, metadata={"doc": "How long SIGTERM waits for calls to end."})
     text_session_idle_seconds: float = field(
         default=300.0,
-        metadata={"doc": "A text conversation (POST /trigger-agent, /ws/chat) with no message for this long ends and "
-                         "is analysed."},
+        metadata={
+            "doc": "A text conversation (POST /trigger-agent, /ws/chat) with no message for this long ends and "
+            "is analysed."
+        },
     )
     # --- providers ---
     deepgram_api_key: str = field(default="", repr=False, metadata={"doc": "Deepgram API key."})
-    deepgram_base_url: str = field(default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."})
+    deepgram_base_url: str = field(
+        default="https://api.deepgram.com/v1/listen", metadata={"doc": "Deepgram listen URL."}
+    )
     assemblyai_api_key: str = field(default="", repr=False, metadata={"doc": "AssemblyAI API key."})
     assemblyai_base_url: str = field(
         default="wss://streaming.assemblyai.com", metadata={"doc": "AssemblyAI streaming base URL."}
     )
     elevenlabs_api_key: str = field(default="", repr=False, metadata={"doc": "ElevenLabs API key (STT and TTS)."})
-    elevenlabs_base_url: str = field(default="https://api.elevenlabs.io/v1", metadata={"doc": "ElevenLabs API base URL."})
-    elevenlabs_voice_id: str = field(default="", metadata={"doc": "Default ElevenLabs voice (plugin default if empty)."})
+    elevenlabs_base_url: str = field(
+        default="https://api.elevenlabs.io/v1", metadata={"doc": "ElevenLabs API base URL."}
+    )
+    elevenlabs_voice_id: str = field(
+        default="", metadata={"doc": "Default ElevenLabs voice (plugin default if empty)."}
+    )
     google_api_key: str = field(default="", repr=False, metadata={"doc": "Gemini API key."})
-    google_base_url: str = field(
-        default="", metadata={"doc": "Gemini API base URL (google-genai default if empty)."}
-    )
+    google_base_url: str = field(default="", metadata={"doc": "Gemini API base URL (google-genai default if empty)."})
     gemini_model: str = field(default="gemini-2.5-flash", metadata={"doc": "Gemini model for calls and analysis."})
-    google_credentials_file: str = field(
-        default="", metadata={"doc": "Service-account JSON for Google Cloud TTS."}
-    )
+    google_credentials_file: str = field(default="", metadata={"doc": "Service-account JSON for Google Cloud TTS."})
     google_tts_endpoint: str = field(
         default="", metadata={"doc": "Google Cloud TTS gRPC endpoint host:port (default texttospeech.googleapis.com)."}
     )
@@ -215,70 +252,94 @@ class Settings:
     sip_outbound_trunk_id: str = field(default="", metadata={"doc": "LiveKit SIP outbound trunk id (ST_...)."})
     sip_carrier: str = field(
         default="sip",
-        metadata={"doc": "Provider key of the outbound line in pricing.yaml (`sip_minutes`, model: the trunk id or "
-                         "\"*\"); without a price there the line's minutes are recorded unpriced."},
+        metadata={
+            "doc": "Provider key of the outbound line in pricing.yaml (`sip_minutes`, model: the trunk id or "
+            '"*"); without a price there the line\'s minutes are recorded unpriced.'
+        },
     )
     sip_ring_timeout_seconds: float = field(default=30.0, metadata={"doc": "Ring timeout of outbound calls."})
     sip_max_call_seconds: float = field(
-        default=1800.0, metadata={"doc": "Longest call: outbound, and inbound (set on each number's trunk)."})
+        default=1800.0, metadata={"doc": "Longest call: outbound, and inbound (set on each number's trunk)."}
+    )
     sip_inbound_allowed_addresses: tuple[str, ...] = field(
         default=(),
-        metadata={"doc": "Comma-separated IPs or CIDR ranges the carrier sends inbound calls from, set on each "
-                         "number's LiveKit inbound trunk; empty: any address (then set the auth below)."},
+        metadata={
+            "doc": "Comma-separated IPs or CIDR ranges the carrier sends inbound calls from, set on each "
+            "number's LiveKit inbound trunk; empty: any address (then set the auth below)."
+        },
     )
     sip_inbound_auth_username: str = field(
         default="", metadata={"doc": "Digest username the carrier must authenticate inbound calls with; empty: none."}
     )
     sip_inbound_ring_timeout_seconds: float = field(
         default=30.0,
-        metadata={"doc": "How long an inbound caller rings while no agent has answered (no worker took the call) "
-                         "before livekit-sip gives up; set on each number's trunk when it is registered."},
+        metadata={
+            "doc": "How long an inbound caller rings while no agent has answered (no worker took the call) "
+            "before livekit-sip gives up; set on each number's trunk when it is registered."
+        },
     )
     sip_inbound_auth_password: str = field(
-        default="", repr=False,
+        default="",
+        repr=False,
         metadata={"doc": "Digest password for inbound calls (with SIP_INBOUND_AUTH_USERNAME)."},
     )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
     outbound_http_allowed_hosts: tuple[str, ...] = field(
         default=(),
-        metadata={"doc": "Comma-separated hosts the product may reach on a tenant's behalf although they are (or "
-                         "resolve to) non-public addresses (callback URLs, clients' LiveKit servers); every other "
-                         "such URL is refused (docs/outbound-http.md).",
-                  "alias": "CALLBACK_ALLOWED_HOSTS"},
+        metadata={
+            "doc": "Comma-separated hosts the product may reach on a tenant's behalf although they are (or "
+            "resolve to) non-public addresses (callback URLs, clients' LiveKit servers); every other "
+            "such URL is refused (docs/outbound-http.md).",
+            "alias": "CALLBACK_ALLOWED_HOSTS",
+        },
     )
     # --- live event stream ---
     event_retention_seconds: float = field(
         default=86_400.0,
-        metadata={"doc": "How long live call events (the /events/ws stream, GET /api/calls/{call_sid}/events) are "
-                         "kept; older ones are pruned every 10 minutes."},
+        metadata={
+            "doc": "How long live call events (the /events/ws stream, GET /api/calls/{call_sid}/events) are "
+            "kept; older ones are pruned every 10 minutes."
+        },
     )
     event_queue_size: int = field(
         default=1_000,
-        metadata={"doc": "Events queued per /events/ws connection; a connection that falls this far behind is "
-                         "closed with 4008 (slow consumer)."},
+        metadata={
+            "doc": "Events queued per /events/ws connection; a connection that falls this far behind is "
+            "closed with 4008 (slow consumer)."
+        },
     )
     event_max_connections: int = field(
-        default=10, metadata={"doc": "Concurrent /events/ws connections per API key (per user for a JWT)."})
+        default=10, metadata={"doc": "Concurrent /events/ws connections per API key (per user for a JWT)."}
+    )
     event_heartbeat_seconds: float = field(
         default=30.0,
-        metadata={"doc": "Ping interval of /events/ws; a connection whose pong is missing after half of it is "
-                         "closed."},
+        metadata={"doc": "Ping interval of /events/ws; a connection whose pong is missing after half of it is closed."},
     )
     # --- sockets ---
     socket_recheck_seconds: float = field(
         default=5.0,
-        metadata={"doc": "Open /events/ws and /ws/chat sockets have their credential re-read from the store this "
-                         "often (a chat socket also before each message): a revoked API key closes them with 4401, "
-                         "a suspended tenant or a removed member with 4403."},
+        metadata={
+            "doc": "Open /events/ws and /ws/chat sockets have their credential re-read from the store this "
+            "often (a chat socket also before each message): a revoked API key closes them with 4401, "
+            "a suspended tenant or a removed member with 4403."
+        },
     )
     chat_max_connections: int = field(
-        default=10, metadata={"doc": "Concurrent /ws/chat sockets per API key (per user for a JWT); beyond it the "
-                                     "handshake is a 429 `connection_limit`. Shared by every API process through "
-                                     "REDIS_URL when it is set."})
+        default=10,
+        metadata={
+            "doc": "Concurrent /ws/chat sockets per API key (per user for a JWT); beyond it the "
+            "handshake is a 429 `connection_limit`. Shared by every API process through "
+            "REDIS_URL when it is set."
+        },
+    )
     chat_max_connections_per_tenant: int = field(
-        default=100, metadata={"doc": "Concurrent /ws/chat sockets per tenant, all its keys and users together "
-                                      "(429 `connection_limit` beyond it; shared through REDIS_URL when set)."})
+        default=100,
+        metadata={
+            "doc": "Concurrent /ws/chat sockets per tenant, all its keys and users together "
+            "(429 `connection_limit` beyond it; shared through REDIS_URL when set)."
+        },
+    )
     relay_url_ttl_seconds: float = field(
         default=300.0,
         metadata={"doc": "How long a ConversationRelay URL from POST /api/relay/urls may be opened (once)."},
@@ -286,14 +347,35 @@ class Settings:
 
     # --- analytics ---
     success_outcomes: tuple[str, ...] = field(
-        default=("resolved", "success", "successful", "booked", "scheduled", "confirmed", "completed", "sold",
-                 "sale", "purchased", "converted", "qualified", "interested", "agreed", "accepted", "paid",
-                 "answered", "helped", "appointment"),
-        metadata={"doc": "Comma-separated words or phrases: a call whose post-call analysis outcome contains one "
-                         "(whole words, any case) and no negation counts as successful."},
+        default=(
+            "resolved",
+            "success",
+            "successful",
+            "booked",
+            "scheduled",
+            "confirmed",
+            "completed",
+            "sold",
+            "sale",
+            "purchased",
+            "converted",
+            "qualified",
+            "interested",
+            "agreed",
+            "accepted",
+            "paid",
+            "answered",
+            "helped",
+            "appointment",
+        ),
+        metadata={
+            "doc": "Comma-separated words or phrases: a call whose post-call analysis outcome contains one "
+            "(whole words, any case) and no negation counts as successful."
+        },
     )
     ask_max_rounds: int = field(
-        default=4, metadata={"doc": "Most metric-function rounds the LLM may take to answer one POST /api/ask."})
+        default=4, metadata={"doc": "Most metric-function rounds the LLM may take to answer one POST /api/ask."}
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -328,16 +410,20 @@ class Settings:
         if not self.text_session_idle_seconds > 0:
             raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
         if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:
-            raise ValueError(f"{PREFIX}EVENT_QUEUE_SIZE, {PREFIX}EVENT_MAX_CONNECTIONS and "
-                             f"{PREFIX}EVENT_HEARTBEAT_SECONDS must be positive")
+            raise ValueError(
+                f"{PREFIX}EVENT_QUEUE_SIZE, {PREFIX}EVENT_MAX_CONNECTIONS and "
+                f"{PREFIX}EVENT_HEARTBEAT_SECONDS must be positive"
+            )
         if not self.socket_recheck_seconds > 0 or not self.relay_url_ttl_seconds > 0:
             raise ValueError(f"{PREFIX}SOCKET_RECHECK_SECONDS and {PREFIX}RELAY_URL_TTL_SECONDS must be positive")
         if self.chat_max_connections < 1 or self.chat_max_connections_per_tenant < 1:
-            raise ValueError(f"{PREFIX}CHAT_MAX_CONNECTIONS and {PREFIX}CHAT_MAX_CONNECTIONS_PER_TENANT must be "
-                             "positive")
+            raise ValueError(
+                f"{PREFIX}CHAT_MAX_CONNECTIONS and {PREFIX}CHAT_MAX_CONNECTIONS_PER_TENANT must be positive"
+            )
         if self.turn_detection not in TURN_DETECTION_MODES:
-            raise ValueError(f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, "
-                             f"not {self.turn_detection!r}")
+            raise ValueError(
+                f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, not {self.turn_detection!r}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -31,6 +31,7 @@ from .turn_detector import TranscriptTurnDetector
 
 log = logging.getLogger("voxarena.pipeline")
 
+
 class BackoffConnectOptions(APIConnectOptions):
     """Retries that wait twice as long each time (LiveKit's own retry at once, then at a fixed interval)."""
 
@@ -62,8 +63,14 @@ class Pipeline:
     tts_providers: tuple[str, ...] = ()
 
 
-def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fallbacks: tuple[str, ...],
-           extra: Callable[[str], dict[str, Any]] | None = None) -> tuple[list[Any], tuple[str, ...]]:
+def _chain(
+    agent: AgentSpec,
+    cfg: ProvidersConfig,
+    kind: str,
+    primary: str,
+    fallbacks: tuple[str, ...],
+    extra: Callable[[str], dict[str, Any]] | None = None,
+) -> tuple[list[Any], tuple[str, ...]]:
     names = tuple(dict.fromkeys((primary, *fallbacks)))  # a provider listed twice is tried once
     built = []
     for name in names:
@@ -76,9 +83,14 @@ def _chain(agent: AgentSpec, cfg: ProvidersConfig, kind: str, primary: str, fall
     return built, names
 
 
-def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD | None = None,
-                   stt_kwargs: Callable[[str], dict[str, Any]] | None = None,
-                   tts_kwargs: Callable[[str], dict[str, Any]] | None = None) -> Pipeline:
+def build_pipeline(
+    agent: AgentSpec,
+    cfg: ProvidersConfig,
+    *,
+    vad_model: vad.VAD | None = None,
+    stt_kwargs: Callable[[str], dict[str, Any]] | None = None,
+    tts_kwargs: Callable[[str], dict[str, Any]] | None = None,
+) -> Pipeline:
     """Build the three providers (each with its fallbacks behind LiveKit's FallbackAdapter); raises
     ProviderConfigError before any audio flows if one cannot be built. ``stt_kwargs(provider)`` and
     ``tts_kwargs(provider)`` give extra keyword arguments for a provider's builder (the meter hands each STT its own
@@ -87,11 +99,16 @@ def build_pipeline(agent: AgentSpec, cfg: ProvidersConfig, *, vad_model: vad.VAD
     model, llm_names = build_llm(agent, cfg)
     ttss, tts_names = _chain(agent, cfg, "tts", agent.tts_provider, agent.fallback_tts_providers, tts_kwargs)
     return Pipeline(
-        stt=stts[0] if len(stts) == 1 else stt_base.FallbackAdapter(
-            stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5),
+        stt=stts[0]
+        if len(stts) == 1
+        else stt_base.FallbackAdapter(
+            stts, vad=vad_model, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_stt=0, retry_interval=0.5
+        ),
         llm=model,
         tts=ttss[0] if len(ttss) == 1 else tts_base.FallbackAdapter(ttss, max_retry_per_tts=0),
-        stt_providers=stt_names, llm_providers=llm_names, tts_providers=tts_names,
+        stt_providers=stt_names,
+        llm_providers=llm_names,
+        tts_providers=tts_names,
     )
 
 
@@ -126,8 +143,7 @@ def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) 
         # VAD-based barge-in: the adaptive detector is a cloud model. In `stt` mode the STT ends the turn while the
         # VAD, a few frames behind, is still inside the caller's speech: its stale "speaking" then cut the fresh
         # reply before it played (2 to 9 of 120 turns unanswered in the bench). There a barge-in also needs a word.
-        "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5,
-                         "min_words": 1 if mode == "stt" else 0},
+        "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5, "min_words": 1 if mode == "stt" else 0},
     }
 
 
@@ -138,8 +154,15 @@ def vad_min_silence(min_delay: float) -> float:
     return min(0.55, max(0.2, min_delay))
 
 
-def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str, min_delay: float = 0.4,
-                  max_delay: float = 3.0, **kwargs: Any) -> AgentSession[Any]:
+def build_session(
+    pipeline: Pipeline,
+    *,
+    vad_model: vad.VAD,
+    turn_detection: str,
+    min_delay: float = 0.4,
+    max_delay: float = 3.0,
+    **kwargs: Any,
+) -> AgentSession[Any]:
     return AgentSession(
         stt=pipeline.stt,
         llm=pipeline.llm,
@@ -147,7 +170,9 @@ def build_session(pipeline: Pipeline, *, vad_model: vad.VAD, turn_detection: str
         vad=vad_model,
         turn_handling=turn_handling(turn_detection, min_delay=min_delay, max_delay=max_delay),
         conn_options=SessionConnectOptions(
-            stt_conn_options=STT_CONNECT, llm_conn_options=CONNECT, tts_conn_options=CONNECT,
+            stt_conn_options=STT_CONNECT,
+            llm_conn_options=CONNECT,
+            tts_conn_options=CONNECT,
             # The framework would close the session on the first unrecoverable error, in silence. The job handles
             # it instead (worker/entrypoint.py): the agent apologises through the TTS if it still works, then hangs up.
             max_unrecoverable_errors=UNLIMITED_ERRORS,
@@ -177,8 +202,9 @@ class VoiceAgent(Agent):
     async def on_user_turn_completed(self, turn_ctx: llm_base.ChatContext, new_message: llm_base.ChatMessage) -> None:
         self.clock.end_of_turn()
 
-    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame],
-                       model_settings: ModelSettings) -> AsyncIterator[stt_base.SpeechEvent]:
+    async def stt_node(
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncIterator[stt_base.SpeechEvent]:
         clock = self.clock
 
         async def tapped() -> AsyncIterator[rtc.AudioFrame]:
@@ -198,11 +224,12 @@ class VoiceAgent(Agent):
             # ends the pump.
             log.error("STT failed for good, not reconnecting: %s", e, exc_info=e)
 
-    async def llm_node(self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool],
-                       model_settings: ModelSettings) -> AsyncIterator[Any]:
+    async def llm_node(
+        self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool], model_settings: ModelSettings
+    ) -> AsyncIterator[Any]:
         self.clock.mark("llm_request")
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
-            if (chunk if isinstance(chunk, str) else getattr(getattr(chunk, "delta", None), "content", None)):
+            if chunk if isinstance(chunk, str) else getattr(getattr(chunk, "delta", None), "content", None):
                 self.clock.mark("llm_first_token")
             yield chunk
 

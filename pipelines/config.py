@@ -88,5 +88,7 @@ def prompt_with_context(prompt: str, context: dict[str, Any] | None) -> str:
     """The system prompt with the call's live context appended, so the LLM sees it from the first turn."""
     if not context:
         return prompt
-    return (f"{prompt}\n\nContext for this call (JSON, from the operator; use it, do not read it out verbatim):\n"
-            f"{json.dumps(context, ensure_ascii=False, sort_keys=True)}")
+    return (
+        f"{prompt}\n\nContext for this call (JSON, from the operator; use it, do not read it out verbatim):\n"
+        f"{json.dumps(context, ensure_ascii=False, sort_keys=True)}"
+    )

@@ -95,10 +95,22 @@ def make_event(
         log.warning("unpriced usage recorded: %s", e)
         unit_cost, total, version = None, None, None
     return UsageEvent(
-        id=event_id(owner_id, key), idempotency_key=key, owner_id=owner_id, session_id=session_id,
-        agent_id=agent_id, provider=provider_key, model=model, event_type=event_type, token_kind=token_kind,
-        quantity=quantity, unit=UNITS[event_type], unit_cost=unit_cost, total_cost_nanos=total,
-        price_version=version, occurred_at=at, source=source,
+        id=event_id(owner_id, key),
+        idempotency_key=key,
+        owner_id=owner_id,
+        session_id=session_id,
+        agent_id=agent_id,
+        provider=provider_key,
+        model=model,
+        event_type=event_type,
+        token_kind=token_kind,
+        quantity=quantity,
+        unit=UNITS[event_type],
+        unit_cost=unit_cost,
+        total_cost_nanos=total,
+        price_version=version,
+        occurred_at=at,
+        source=source,
     )
 
 
@@ -158,12 +170,14 @@ class CallMeter:
     # ---- STT: the audio each provider accepted ----
     def stt_http_session(self, base: Any, *, provider: str, sample_rate: int) -> MeteredSession:
         """The ``http_session`` for one STT plugin: its websockets report the 16-bit PCM they delivered."""
-        session = MeteredSession(base, lambda nbytes: self.on_stt_audio(nbytes // 2, sample_rate, provider=provider,
-                                                                        model=session.model))
+        session = MeteredSession(
+            base, lambda nbytes: self.on_stt_audio(nbytes // 2, sample_rate, provider=provider, model=session.model)
+        )
         return session
 
-    def on_stt_audio(self, samples: int, sample_rate: int, *, provider: str | None = None,
-                     model: str | None = None) -> None:
+    def on_stt_audio(
+        self, samples: int, sample_rate: int, *, provider: str | None = None, model: str | None = None
+    ) -> None:
         key = (provider or self.stt_provider or "unknown", model if provider else self.stt_model, sample_rate)
         self._samples[key] = self._samples.get(key, 0) + samples
         if self._samples[key] - self._flushed.get(key, 0) >= sample_rate * self.stt_flush_seconds:
@@ -181,8 +195,11 @@ class CallMeter:
             if total <= start:
                 continue
             minutes = (Decimal(total - start) / Decimal(rate * 60)).quantize(QUANTUM)
-            events.append(self._event(f"{self.scope}/stt/{provider}/{rate}/{start}-{total}", provider, model,
-                                      "stt_minutes", minutes))
+            events.append(
+                self._event(
+                    f"{self.scope}/stt/{provider}/{rate}/{start}-{total}", provider, model, "stt_minutes", minutes
+                )
+            )
             marks[key] = total
         return events, marks
 
@@ -195,8 +212,9 @@ class CallMeter:
     # ---- TTS: the characters each provider was sent ----
     def tts_wire(self, base: Any, *, provider: str) -> TextWire:
         """What one TTS provider's plugin is built with (``wire=``): its sends report the characters they carried."""
-        return TextWire(base, lambda model, characters: self.on_tts_characters(characters, provider=provider,
-                                                                               model=model))
+        return TextWire(
+            base, lambda model, characters: self.on_tts_characters(characters, provider=provider, model=model)
+        )
 
     def on_tts_characters(self, characters: int, *, provider: str, model: str | None) -> None:
         key = (provider, model or "", "characters")
@@ -226,10 +244,16 @@ class CallMeter:
             if cumulative <= before:
                 continue
             event_type = "tts_characters" if counter == "characters" else "llm_tokens"
-            events.append(self._event(f"{self.scope}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-"
-                                      f"{cumulative}", provider, model or None, event_type,
-                                      Decimal(cumulative - before),
-                                      token_kind=counter if event_type == "llm_tokens" else None))
+            events.append(
+                self._event(
+                    f"{self.scope}/{event_type}/{provider}/{model or '*'}/{counter}/{before}-{cumulative}",
+                    provider,
+                    model or None,
+                    event_type,
+                    Decimal(cumulative - before),
+                    token_kind=counter if event_type == "llm_tokens" else None,
+                )
+            )
             marks[key] = cumulative
         return events, marks
 
@@ -248,14 +272,17 @@ class CallMeter:
             await self._write(events)
             self._seen.update(marks)
 
-    async def record_llm_call(self, *, key: str, provider: str, model: str | None, input_tokens: int,
-                              output_tokens: int) -> None:
+    async def record_llm_call(
+        self, *, key: str, provider: str, model: str | None, input_tokens: int, output_tokens: int
+    ) -> None:
         """Usage of an LLM call made outside the session (the post-call analysis)."""
         events = [
-            self._event(f"{self.scope}/{key}/input", provider, model, "llm_tokens", Decimal(input_tokens),
-                        token_kind="input"),
-            self._event(f"{self.scope}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens),
-                        token_kind="output"),
+            self._event(
+                f"{self.scope}/{key}/input", provider, model, "llm_tokens", Decimal(input_tokens), token_kind="input"
+            ),
+            self._event(
+                f"{self.scope}/{key}/output", provider, model, "llm_tokens", Decimal(output_tokens), token_kind="output"
+            ),
         ]
         async with self._lock:
             await self._write([e for e in events if e.quantity > 0])
@@ -269,11 +296,27 @@ class CallMeter:
             await self._write([self._event(f"{self.scope}/sip", carrier, trunk, "sip_minutes", minutes)])
 
     # ---- plumbing ----
-    def _event(self, key: str, provider: str, model: str | None, event_type: str, quantity: Decimal,
-               token_kind: str | None = None) -> UsageEvent:
-        return make_event(self.book, key=key, owner_id=self.owner_id, session_id=self.session_id,
-                          agent_id=self.agent_id, provider=provider, model=model, event_type=event_type,
-                          quantity=quantity, token_kind=token_kind)
+    def _event(
+        self,
+        key: str,
+        provider: str,
+        model: str | None,
+        event_type: str,
+        quantity: Decimal,
+        token_kind: str | None = None,
+    ) -> UsageEvent:
+        return make_event(
+            self.book,
+            key=key,
+            owner_id=self.owner_id,
+            session_id=self.session_id,
+            agent_id=self.agent_id,
+            provider=provider,
+            model=model,
+            event_type=event_type,
+            quantity=quantity,
+            token_kind=token_kind,
+        )
 
     async def _write(self, events: list[UsageEvent]) -> None:
         if not events:
@@ -282,8 +325,9 @@ class CallMeter:
             await self.sink.record(events)
         except Exception:
             self.failed_writes += 1
-            log.exception("could not record %d usage events for session %s; they stay pending",
-                          len(events), self.session_id)
+            log.exception(
+                "could not record %d usage events for session %s; they stay pending", len(events), self.session_id
+            )
             raise
 
     def _kick(self, what: str) -> None:

@@ -59,7 +59,7 @@ class Price(BaseModel):
     @classmethod
     def _rate_is_a_decimal_string(cls, v: object) -> object:
         if not isinstance(v, str):
-            raise ValueError("rate must be a quoted decimal string (e.g. \"0.0043\"), never a float")
+            raise ValueError('rate must be a quoted decimal string (e.g. "0.0043"), never a float')
         try:
             d = Decimal(v)
         except InvalidOperation:
@@ -143,13 +143,17 @@ class PriceBook:
         """Our provider key for a name LiveKit reports ("Deepgram", "Gemini", ...); our own keys pass through."""
         return self.aliases.get(reported.lower(), reported.lower())
 
-    def quote(self, *, provider: str, event_type: str, model: str | None, token_kind: str | None,
-              at: datetime) -> Quote:
+    def quote(
+        self, *, provider: str, event_type: str, model: str | None, token_kind: str | None, at: datetime
+    ) -> Quote:
         day = at.astimezone(UTC).date()
         key = self.provider_key(provider)
         candidates = [
-            p for p in self.prices
-            if p.provider == key and p.event_type == event_type and p.effective_from <= day
+            p
+            for p in self.prices
+            if p.provider == key
+            and p.event_type == event_type
+            and p.effective_from <= day
             and p.token_kind in ("*", token_kind or "*")
         ]
         # An exact model price beats the wildcard; among equals the newest effective date wins (sorted above).

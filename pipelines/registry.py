@@ -20,4 +20,6 @@ def builder(kind: str, provider: str) -> Builder:
     try:
         return table[provider]
     except KeyError:
-        raise ProviderConfigError(provider, f"unsupported {kind.upper()} provider; use one of {sorted(table)}") from None
+        raise ProviderConfigError(
+            provider, f"unsupported {kind.upper()} provider; use one of {sorted(table)}"
+        ) from None

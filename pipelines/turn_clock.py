@@ -24,8 +24,7 @@ import numpy as np
 # silence far below -70).
 LOUD_DBFS = -50.0
 
-MARKS = ("stt_final", "end_of_turn", "llm_request", "llm_first_token", "tts_first_text", "tts_first_audio",
-         "published")
+MARKS = ("stt_final", "end_of_turn", "llm_request", "llm_first_token", "tts_first_text", "tts_first_audio", "published")
 # Marks of the reply being generated, which may come before the turn is committed.
 _GENERATION = ("llm_request", "llm_first_token", "tts_first_text", "tts_first_audio")
 

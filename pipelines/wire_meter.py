@@ -124,8 +124,11 @@ class MeteredSession:
         return MeteredWebSocket(await self._session.ws_connect(*args, **kwargs), self._count, self._units)
 
     def post(self, *args: Any, json: Any = None, **kwargs: Any) -> _MeteredRequest:
-        return _MeteredRequest(self._session.post(*args, json=json, **kwargs),
-                               self._units.request(json) if json is not None else 0, self._count)
+        return _MeteredRequest(
+            self._session.post(*args, json=json, **kwargs),
+            self._units.request(json) if json is not None else 0,
+            self._count,
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)

@@ -42,10 +42,16 @@ async def twirp_stub(livekit_rooms):
 @pytest.fixture
 def settings(tmp_path: Path, twirp_stub) -> Settings:
     server, _ = twirp_stub
-    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False,
-                    livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
-                    livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET,
-                    rate_limit_rps=1_000_000.0)  # the API tests hammer one token; tests/api/test_ratelimit.py limits
+    return Settings(
+        data_dir=tmp_path / "data",
+        host="127.0.0.1",
+        port=0,
+        worker_enabled=False,
+        livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
+        livekit_api_key=LIVEKIT_KEY,
+        livekit_api_secret=LIVEKIT_SECRET,
+        rate_limit_rps=1_000_000.0,
+    )  # the API tests hammer one token; tests/api/test_ratelimit.py limits
 
 
 @pytest.fixture

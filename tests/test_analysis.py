@@ -19,8 +19,9 @@ from tests.fakes import FakeProviders
 from worker.analysis import run_and_store
 from worker.usage_sink import StoreUsageSink
 
-SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
-                 tts_provider="elevenlabs")
+SPEC = AgentSpec(
+    id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini", tts_provider="elevenlabs"
+)
 
 
 @pytest.fixture
@@ -35,15 +36,24 @@ async def test_invalid_output_is_retried_once_then_the_analysis_is_stored(gemini
     fakes, model = gemini
     fakes.update_script(llm_json_replies=["this is not json", {**ANALYSIS, "sentiment_score": 7}, ANALYSIS])
     agent_id, sid = seed_call(store, "alice")
-    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
-                      stt_provider="deepgram", stt_model=None)
+    meter = CallMeter(
+        PriceBook.load(),
+        StoreUsageSink(store),
+        owner_id=tenant_of("alice"),
+        session_id=sid,
+        agent_id=agent_id,
+        stt_provider="deepgram",
+        stt_model=None,
+    )
     result = await run_and_store(store, sid, model, meter=meter)
     assert result is None  # both attempts invalid (not JSON, then a score outside 0..1)
     row = store.read_sync(lambda db: next(db.query("SELECT * FROM analyses WHERE session_id = ?", [sid])))
     assert row["status"] == "failed" and row["attempts"] == 2 and "sentiment_score" in row["error"]
     assert store.read_sync(repo.get_analysis, tenant_of("alice"), sid) is None
     tokens = store.read_sync(ledger.session_breakdown, tenant_of("alice"), sid)["events"]
-    assert sum(e["quantity"] for e in tokens if e["token_kind"] == "input") == fakes.counters()["gemini"]["prompt_tokens"]
+    assert (
+        sum(e["quantity"] for e in tokens if e["token_kind"] == "input") == fakes.counters()["gemini"]["prompt_tokens"]
+    )
 
     fakes.update_script(llm_json_replies=["{broken", ANALYSIS])
     result = await run_and_store(store, sid, model)
@@ -55,10 +65,25 @@ async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_bi
     fakes, model = gemini
     agent_id, sid = seed_call(store, "alice", turns=0)
     # the agent greeted; the caller said nothing
-    store.write_sync(lambda db: repo.append_item(db, session_id=sid, item_key="greeting", speaker="AGENT",
-                                                 content="Hello! How can I help?", timestamp="2026-11-22T10:00:00.000000Z"))
-    meter = CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
-                      stt_provider="deepgram", stt_model=None)
+    store.write_sync(
+        lambda db: repo.append_item(
+            db,
+            session_id=sid,
+            item_key="greeting",
+            speaker="AGENT",
+            content="Hello! How can I help?",
+            timestamp="2026-11-22T10:00:00.000000Z",
+        )
+    )
+    meter = CallMeter(
+        PriceBook.load(),
+        StoreUsageSink(store),
+        owner_id=tenant_of("alice"),
+        session_id=sid,
+        agent_id=agent_id,
+        stt_provider="deepgram",
+        stt_model=None,
+    )
     assert await run_and_store(store, sid, model, meter=meter) is None
     assert fakes.counters()["gemini"].get("requests", 0) == 0
     s = session_wire(store.read_sync(repo.get, tenant_of("alice"), sid))
@@ -67,8 +92,15 @@ async def test_a_call_where_the_caller_never_spoke_is_skipped_not_run_and_not_bi
     assert store.read_sync(ledger.session_breakdown, tenant_of("alice"), sid)["events"] == []
 
 
-FALLBACK = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
-                     tts_provider="elevenlabs", fallback_llm_providers=("openai",))
+FALLBACK = AgentSpec(
+    id="a",
+    name="a",
+    system_prompt="",
+    stt_provider="deepgram",
+    llm_provider="gemini",
+    tts_provider="elevenlabs",
+    fallback_llm_providers=("openai",),
+)
 
 
 @pytest.fixture
@@ -76,9 +108,13 @@ async def chain(monkeypatch):
     """The agent's LLM as a call builds it: Gemini, then OpenAI, behind LiveKit's FallbackAdapter."""
     async with FakeProviders(api_key="k", script={"llm_default_json": ANALYSIS}) as fakes:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
-        creds = lambda url: ProviderCredentials("k", url)
-        model, names = build_llm(FALLBACK, ProvidersConfig(google=creds(fakes.gemini_base_url),
-                                                           openai=creds(fakes.openai_base_url)))
+
+        def creds(url):
+            return ProviderCredentials("k", url)
+
+        model, names = build_llm(
+            FALLBACK, ProvidersConfig(google=creds(fakes.gemini_base_url), openai=creds(fakes.openai_base_url))
+        )
         assert names == ("gemini", "openai") and isinstance(model, llm.FallbackAdapter)
         yield fakes, model
         await model.aclose()
@@ -90,8 +126,15 @@ def _analysed(store, sid: str) -> tuple[dict, list[dict]]:
 
 
 def _meter(store, agent_id: str, sid: str) -> CallMeter:
-    return CallMeter(PriceBook.load(), StoreUsageSink(store), owner_id=tenant_of("alice"), session_id=sid,
-                     agent_id=agent_id, stt_provider="deepgram", stt_model=None)
+    return CallMeter(
+        PriceBook.load(),
+        StoreUsageSink(store),
+        owner_id=tenant_of("alice"),
+        session_id=sid,
+        agent_id=agent_id,
+        stt_provider="deepgram",
+        stt_model=None,
+    )
 
 
 def _billed(events: list[dict], kind: str) -> int:

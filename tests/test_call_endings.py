@@ -23,10 +23,25 @@ def _placed(tmp_path) -> tuple[Store, str, str]:
     agent = seed_agent(store, "alice")
 
     def place(db: Any) -> tuple[str, str]:
-        sid = sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent["id"], direction="outbound",
-                                   phone_number=PHONE, call_status="RINGING", room_name="vx-out-1")
-        calls_repo.create(db, tenant_of("alice"), call_id="call_1", agent_id=agent["id"], session_id=sid,
-                          room_name="vx-out-1", phone_number=PHONE, callback_url=None)
+        sid = sessions_repo.create(
+            db,
+            owner_id=tenant_of("alice"),
+            agent_id=agent["id"],
+            direction="outbound",
+            phone_number=PHONE,
+            call_status="RINGING",
+            room_name="vx-out-1",
+        )
+        calls_repo.create(
+            db,
+            tenant_of("alice"),
+            call_id="call_1",
+            agent_id=agent["id"],
+            session_id=sid,
+            room_name="vx-out-1",
+            phone_number=PHONE,
+            callback_url=None,
+        )
         return sid, "call_1"
 
     sid, call_id = store.write_sync(place)
@@ -55,8 +70,11 @@ def test_a_call_ended_through_the_api_ends_its_session_with_the_same_reason_and_
     try:
         store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
         store.write_sync(lambda db: calls_repo.transition(db, call_id, "ANSWERED", at="2026-12-01T10:00:02.000000Z"))
-        store.write_sync(lambda db: calls_repo.transition(db, call_id, "COMPLETED", end_reason="ended_by_api",
-                                                          at="2026-12-01T10:00:32.500000Z"))
+        store.write_sync(
+            lambda db: calls_repo.transition(
+                db, call_id, "COMPLETED", end_reason="ended_by_api", at="2026-12-01T10:00:32.500000Z"
+            )
+        )
         # the room's deletion reaches the API as a webhook before the job records anything
         webhooks_event = {"id": "EV_1", "event": "room_finished", "room": "vx-out-1", "created_at": 1796119235}
         store.write_sync(lambda db: webhooks.apply_event(db, webhooks_event, [sid]))
@@ -98,6 +116,7 @@ def test_a_call_never_answered_is_not_analysed_however_it_ends(tmp_path):
         assert (record["end_reason"], record["duration_ms"]) == ("canceled", 0)
         analysis = record["analysis_row"]
         assert analysis["status"] == "skipped" and analysis["error"] == (
-            "skipped: nothing to analyse, the call was never answered (canceled)"), analysis
+            "skipped: nothing to analyse, the call was never answered (canceled)"
+        ), analysis
     finally:
         store.close()

@@ -37,8 +37,12 @@ async def _serve(settings: Settings, store):
 async def _open_idle(port: int, n: int, *, source: str = "127.0.0.1"):
     conns = []
     for start in range(0, n, 100):  # in steps the listen backlog takes without dropping SYNs
-        conns += await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-                                        for _ in range(start, min(n, start + 100))))
+        conns += await asyncio.gather(
+            *(
+                asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+                for _ in range(start, min(n, start + 100))
+            )
+        )
     return conns
 
 
@@ -60,8 +64,9 @@ async def test_a_thousand_idle_connections_are_held_without_starving_others_then
         conns = await _open_idle(site.port, IDLE)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
             for _ in range(20):
-                async with other.get(f"http://127.0.0.1:{site.port}/health",
-                                     timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                async with other.get(
+                    f"http://127.0.0.1:{site.port}/health", timeout=aiohttp.ClientTimeout(total=5)
+                ) as resp:
                     assert resp.status == 200
         assert len(runner.server.connections) >= IDLE  # all held meanwhile
         # every idle one is closed by the server once the timeout passes, never answered
@@ -99,8 +104,10 @@ async def test_one_address_holds_at_most_the_cap_and_others_are_unaffected(api_s
         assert refused.startswith(b"HTTP/1.1 429 ") and b'"type":"connection_limit"' in refused, refused
         assert cap.refused == 1
 
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other, \
-                other.get(f"http://127.0.0.1:{site.port}/health") as resp:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other,
+            other.get(f"http://127.0.0.1:{site.port}/health") as resp,
+        ):
             assert resp.status == 200
 
         held.pop()[1].close()  # one closed: one more may open
@@ -136,9 +143,23 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
     env.update(PYTHONPATH=str(ROOT), VOXARENA_IDLE_TIMEOUT_SECONDS="60", VOXARENA_MAX_CONNECTIONS_PER_ADDRESS="0")
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "worker", "serve", "--no-worker", "--port", "0", "--data-dir",
-                                 str(tmp_path / "data")], stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_limit_files(200))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "serve",
+                "--no-worker",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_limit_files(200),
+        )
     try:
         deadline = time.monotonic() + 120
         while not (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", log_path.read_text())):
@@ -165,8 +186,10 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
         deadline = time.monotonic() + 30
         while True:  # the descriptors come back: the server answers again
             try:
-                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health",
-                                    timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"http://127.0.0.1:{port}/health", timeout=aiohttp.ClientTimeout(total=3)) as resp,
+                ):
                     if resp.status == 200:
                         break
             except (TimeoutError, aiohttp.ClientError):
@@ -182,11 +205,17 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_and_the_serve
             proc.wait()
 
 
-@pytest.mark.parametrize("request_bytes, reason", [
-    (b"GET /api/analytics/summary?tenant_id=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "longer than 8190 bytes"),
-    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Probe: a\x00b\r\n\r\n", "Invalid header value char"),
-    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", "longer than 8190 bytes"),
-])
+@pytest.mark.parametrize(
+    "request_bytes, reason",
+    [
+        (
+            b"GET /api/analytics/summary?tenant_id=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            "longer than 8190 bytes",
+        ),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Probe: a\x00b\r\n\r\n", "Invalid header value char"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", "longer than 8190 bytes"),
+    ],
+)
 async def test_a_request_the_parser_refuses_gets_the_one_error_body(api_settings, store, request_bytes, reason):
     # aiohttp answers these itself, before any route or middleware, in text/plain with the parser's text
     runner, site, _ = await _serve(api_settings, store)

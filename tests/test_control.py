@@ -10,8 +10,10 @@ import pytest
 from core.control import BadControl, ControlMessage, Say, SendDtmf, Transfer, UpdateContext
 
 EVERY_COMMAND = [
-    (UpdateContext({"customer": "Ada", "order": {"id": 12}}),
-     {"type": "context", "context": {"customer": "Ada", "order": {"id": 12}}}),
+    (
+        UpdateContext({"customer": "Ada", "order": {"id": 12}}),
+        {"type": "context", "context": {"customer": "Ada", "order": {"id": 12}}},
+    ),
     (Say("Please hold."), {"type": "say", "text": "Please hold."}),
     (SendDtmf("#"), {"type": "dtmf", "digit": "#"}),
     (Transfer("tel:+15551111111"), {"type": "transfer", "target": "tel:+15551111111"}),
@@ -30,18 +32,21 @@ def test_the_round_trip_covers_every_kind():
     assert {type(m) for m, _ in EVERY_COMMAND} == set(ControlMessage.__subclasses__())
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b"not json", "not JSON"),
-    (b'["say"]', "not an object"),
-    (b'{"text": "hi"}', "unknown or missing type"),
-    (b'{"type": "hang_up"}', "unknown or missing type"),
-    (b'{"type": "say"}', "say"),  # a field missing
-    (b'{"type": "say", "text": "hi", "voice": "x"}', "say"),  # a field it does not know
-    (b'{"type": "say", "text": "   "}', "no text"),
-    (b'{"type": "dtmf", "digit": "12"}', "not one of"),
-    (b'{"type": "transfer", "target": "http://example.com"}', "not a sip:"),
-    (b'{"type": "context", "context": "a string"}', "not an object"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"not json", "not JSON"),
+        (b'["say"]', "not an object"),
+        (b'{"text": "hi"}', "unknown or missing type"),
+        (b'{"type": "hang_up"}', "unknown or missing type"),
+        (b'{"type": "say"}', "say"),  # a field missing
+        (b'{"type": "say", "text": "hi", "voice": "x"}', "say"),  # a field it does not know
+        (b'{"type": "say", "text": "   "}', "no text"),
+        (b'{"type": "dtmf", "digit": "12"}', "not one of"),
+        (b'{"type": "transfer", "target": "http://example.com"}', "not a sip:"),
+        (b'{"type": "context", "context": "a string"}', "not an object"),
+    ],
+)
 def test_anything_else_on_the_topic_is_refused_with_a_reason(raw, why):
     with pytest.raises(BadControl, match=why):
         ControlMessage.parse(raw)

@@ -34,25 +34,36 @@ WEB_CALL = {"agent_id": "agent-a", "session_id": "s1", "owner_id": "tenant-a", "
 
 
 def test_metadata_the_product_sealed_for_this_server_parses_back_to_what_was_built():
-    for meta in (DispatchMeta(**WEB_CALL),
-                 DispatchMeta(agent_id="a", session_id="s", owner_id="t", direction="outbound",
-                              phone_number="+15551234567", call_id="call_1"),
-                 DispatchMeta(agent_id="a", owner_id="t", phone_number_id="pn_1"),
-                 DispatchMeta(owner_id="t", phone_number_id="pn_1", refuse="number_not_assigned")):
+    for meta in (
+        DispatchMeta(**WEB_CALL),
+        DispatchMeta(
+            agent_id="a",
+            session_id="s",
+            owner_id="t",
+            direction="outbound",
+            phone_number="+15551234567",
+            call_id="call_1",
+        ),
+        DispatchMeta(agent_id="a", owner_id="t", phone_number_id="pn_1"),
+        DispatchMeta(owner_id="t", phone_number_id="pn_1", refuse="number_not_assigned"),
+    ):
         raw = SIGNER.seal(meta, server_key=SERVER_KEY)
         assert parse(raw) == meta
         assert raw == sign(meta.fields())  # the documented format, byte for byte
 
 
-@pytest.mark.parametrize("raw, why", [
-    (json.dumps(WEB_CALL), "not signed"),  # what a tenant dispatches through its own server
-    (json.dumps({**WEB_CALL, "sig": "00" * 32}), "does not verify"),
-    (sign(WEB_CALL, key=b"another product's key" * 2), "does not verify"),
-    (sign(WEB_CALL).replace("agent-a", "agent-x"), "does not verify"),  # a signed call, another agent
-    (sign(WEB_CALL, server_key="tenant-a-livekit-key"), "signed for the LiveKit server of key"),  # replayed
-    (json.dumps({"owner_id": "t", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}), "not signed"),
-    ('"just a string"', "not an object"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (json.dumps(WEB_CALL), "not signed"),  # what a tenant dispatches through its own server
+        (json.dumps({**WEB_CALL, "sig": "00" * 32}), "does not verify"),
+        (sign(WEB_CALL, key=b"another product's key" * 2), "does not verify"),
+        (sign(WEB_CALL).replace("agent-a", "agent-x"), "does not verify"),  # a signed call, another agent
+        (sign(WEB_CALL, server_key="tenant-a-livekit-key"), "signed for the LiveKit server of key"),  # replayed
+        (json.dumps({"owner_id": "t", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}), "not signed"),
+        ('"just a string"', "not an object"),
+    ],
+)
 def test_unsigned_forged_altered_or_replayed_metadata_is_refused_whatever_it_names(raw, why):
     with pytest.raises(BadDispatch, match=why):
         parse(raw)

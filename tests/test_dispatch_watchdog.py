@@ -31,7 +31,8 @@ def _names(calls) -> list[str]:
 
 
 async def test_a_call_no_worker_takes_is_dispatched_once_more_then_ends_as_no_agent_available(
-        client, auth, store, twirp_stub, livekit_rooms):
+    client, auth, store, twirp_stub, livekit_rooms
+):
     _, calls = twirp_stub
     sid = await _token(client, auth, "room-a")
     watchdog = DispatchWatchdog(store, client.app[GATEWAYS], timeout_seconds=10)

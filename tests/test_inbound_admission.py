@@ -33,11 +33,13 @@ def db(tmp_path):
 def _setup(db, *, limit: int | None = None):
     tenant = tenants.create(db, {"name": "Acme", "max_concurrent_calls": limit})["id"]
     agent = agents.create(db, tenant, storage(AGENT_WIRE))
-    number = phone_numbers.create(db, tenant, phone_number="+15551234567", friendly_name=None,
-                                  capabilities=["voice"], trunk_id="ST_x")
+    number = phone_numbers.create(
+        db, tenant, phone_number="+15551234567", friendly_name=None, capabilities=["voice"], trunk_id="ST_x"
+    )
     number = phone_numbers.assign(db, tenant, number["phone_number"], agent_id=agent["id"], dispatch_rule_id="SDR_x")
-    meta = parse(sign({"agent_id": agent["id"], "owner_id": tenant, "direction": "inbound",
-                       "phone_number_id": number["id"]}))
+    meta = parse(
+        sign({"agent_id": agent["id"], "owner_id": tenant, "direction": "inbound", "phone_number_id": number["id"]})
+    )
     return tenant, agents.get_row(db, tenant, agent["id"]), number, meta
 
 
@@ -48,15 +50,22 @@ def test_a_dispatch_from_a_numbers_rule_is_an_inbound_phone_call(db):
 
 
 def test_the_rule_of_an_unassigned_number_dispatches_a_refusal_with_no_agent():
-    meta = parse(sign({"owner_id": "t1", "direction": "inbound", "phone_number_id": "pn_1",
-                       "refuse": "number_not_assigned"}))
+    meta = parse(
+        sign({"owner_id": "t1", "direction": "inbound", "phone_number_id": "pn_1", "refuse": "number_not_assigned"})
+    )
     assert (meta.refuse, meta.owner_id, meta.phone_number_id, meta.session_id) == (
-        "number_not_assigned", "t1", "pn_1", None)
+        "number_not_assigned",
+        "t1",
+        "pn_1",
+        None,
+    )
     assert not meta.agent_id
-    for bad in ('{"owner_id": "t1", "phone_number_id": "pn_1", "refuse": ""}',
-                '{"owner_id": "t1", "refuse": "number_not_assigned"}',
-                '{"agent_id": "a", "owner_id": "t1", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}',
-                '{"owner_id": "t1", "phone_number_id": "pn_1", "direction": "outbound", "refuse": "x"}'):
+    for bad in (
+        '{"owner_id": "t1", "phone_number_id": "pn_1", "refuse": ""}',
+        '{"owner_id": "t1", "refuse": "number_not_assigned"}',
+        '{"agent_id": "a", "owner_id": "t1", "phone_number_id": "pn_1", "refuse": "number_not_assigned"}',
+        '{"owner_id": "t1", "phone_number_id": "pn_1", "direction": "outbound", "refuse": "x"}',
+    ):
         with pytest.raises(BadDispatch):
             parse(sign(json.loads(bad)))
     assert parse(sign({"agent_id": "a", "phone_number_id": "pn_1"})).refuse is None  # an agent's rule
@@ -78,8 +87,10 @@ def test_an_unavailable_agent_or_a_moved_number_refuses_the_call(db):
     _tenant, agent, number, meta = _setup(db)
     assert _refusal(db, meta, {**agent, "enabled": 0}, number, Caller())[0] == "agent_disabled"
     assert _refusal(db, meta, {**agent, "status": "inactive"}, number, Caller())[0] == "agent_inactive"
-    assert _refusal(db, meta, {**agent, "deleted_at": "2026-01-01T00:00:00.000000Z"}, number, Caller())[0] == \
-        "agent_deleted"
+    assert (
+        _refusal(db, meta, {**agent, "deleted_at": "2026-01-01T00:00:00.000000Z"}, number, Caller())[0]
+        == "agent_deleted"
+    )
     assert _refusal(db, meta, agent, {**number, "agent_id": "someone-else"}, Caller())[0] == "number_not_assigned"
     assert _refusal(db, meta, agent, None, Caller())[0] == "number_not_assigned"
     assert _refusal(db, meta, agent, number, None)[0] == "caller_never_joined"

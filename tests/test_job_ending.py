@@ -25,8 +25,9 @@ from worker.recorder import SessionRecorder
 def test_a_dial_failure_is_a_sentence_with_its_sip_code():
     def detail(code, twirp="unknown", status=500):
         meta = {"sip_status_code": str(code)} if code else {}
-        return classify(api.TwirpError(twirp, "twirp error unknown: sip status: 480", status=status, metadata=meta),
-                        ring_timeout=30).detail
+        return classify(
+            api.TwirpError(twirp, "twirp error unknown: sip status: 480", status=status, metadata=meta), ring_timeout=30
+        ).detail
 
     assert detail(480) == "No answer: the callee did not pick up within 30 s (SIP 480)."
     assert detail(None, "canceled", 408) == "No answer: the callee did not pick up within 30 s."
@@ -59,22 +60,42 @@ async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(t
     store, sid, call_id = _placed(tmp_path)
     try:
         store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
-        meta = DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound",
-                            phone_number=PHONE, call_id=call_id)
+        meta = DispatchMeta(
+            agent_id="a",
+            session_id=sid,
+            owner_id=tenant_of("alice"),
+            direction="outbound",
+            phone_number=PHONE,
+            call_id=call_id,
+        )
         ctx = _FakeJob(store, sid)
-        job = CallJob(ctx=ctx, settings=settings, store=store, meta=meta, session_id=sid,  # type: ignore[arg-type]
-                      recorder=SessionRecorder(store, sid), caller_identity="sip-call_1")
+        job = CallJob(
+            ctx=ctx,
+            settings=settings,
+            store=store,
+            meta=meta,
+            session_id=sid,  # type: ignore[arg-type]
+            recorder=SessionRecorder(store, sid),
+            caller_identity="sip-call_1",
+        )
         end = CallEnd(job)
-        outcome = classify(api.TwirpError("unknown", "x", status=480, metadata={"sip_status_code": "480"}),
-                           ring_timeout=30)
+        outcome = classify(
+            api.TwirpError("unknown", "x", status=480, metadata={"sip_status_code": "480"}), ring_timeout=30
+        )
         await asyncio.gather(end(Ending("no_answer", outcome.detail, dial=outcome)), end(Ending("job_ended")))
         # hung up before the end is recorded, once; the job shut down with the reason
-        assert ctx.steps == [("remove", ("vx-out-1", "sip-call_1")), ("delete", ("vx-out-1", None)),
-                             ("shutdown", "no_answer")]
+        assert ctx.steps == [
+            ("remove", ("vx-out-1", "sip-call_1")),
+            ("delete", ("vx-out-1", None)),
+            ("shutdown", "no_answer"),
+        ]
         session = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
         call_row = store.read_sync(calls_repo.get_any, call_id)
-        assert (call_row["status"], call_row["sip_status_code"], session["end_reason"]) == ("NO_ANSWER", 480,
-                                                                                            "no_answer")
+        assert (call_row["status"], call_row["sip_status_code"], session["end_reason"]) == (
+            "NO_ANSWER",
+            480,
+            "no_answer",
+        )
         assert session["error"] == "No answer: the callee did not pick up within 30 s (SIP 480)."
         analysis = session["analysis_row"]
         assert analysis["status"] == "skipped" and "never answered" in analysis["error"], analysis

@@ -53,16 +53,32 @@ def _keyed(settings: Settings) -> Settings:
 
 def _web_call(store: Store) -> tuple[str, dict[str, Any]]:
     agent = seed_agent(store, "alice")
-    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent["id"],
-                                                           room_name="vx-out-1"))  # a web call
+    sid = store.write_sync(
+        lambda db: sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent["id"], room_name="vx-out-1")
+    )  # a web call
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
     return sid, store.read_sync(agents_repo.get_any_owner, agent["id"])
 
 
-def _job(ctx: _FakeRoomJob, settings: Settings, store: Store, sid: str, row: dict[str, Any],
-         meta: DispatchMeta, caller_identity: str | None = None) -> CallJob:
-    return CallJob(ctx=ctx, settings=settings, store=store, meta=meta, session_id=sid,  # type: ignore[arg-type]
-                   recorder=SessionRecorder(store, sid), agent_row=row, caller_identity=caller_identity)
+def _job(
+    ctx: _FakeRoomJob,
+    settings: Settings,
+    store: Store,
+    sid: str,
+    row: dict[str, Any],
+    meta: DispatchMeta,
+    caller_identity: str | None = None,
+) -> CallJob:
+    return CallJob(
+        ctx=ctx,
+        settings=settings,
+        store=store,
+        meta=meta,
+        session_id=sid,  # type: ignore[arg-type]
+        recorder=SessionRecorder(store, sid),
+        agent_row=row,
+        caller_identity=caller_identity,
+    )
 
 
 async def test_a_deleted_agent_is_refused_by_the_build_and_the_call_ends_before_it_joins_the_room(tmp_path, settings):
@@ -98,22 +114,38 @@ async def test_providers_not_configured_refuse_the_build_with_the_providers_comp
         store.close()
 
 
-async def test_an_outbound_call_with_no_trunk_is_refused_by_the_dial_and_never_waits_for_its_callee(tmp_path,
-                                                                                                 settings):
+async def test_an_outbound_call_with_no_trunk_is_refused_by_the_dial_and_never_waits_for_its_callee(tmp_path, settings):
     store, sid, call_id = _placed(tmp_path)
     try:
         store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
         row = store.read_sync(agents_repo.get_any_owner, store.read_sync(sessions_repo.get_row, sid)["agent_id"])
         ctx = _FakeRoomJob(store, sid)
-        meta = DispatchMeta(agent_id=row["id"], session_id=sid, owner_id=row["owner_id"], direction="outbound",
-                            phone_number=PHONE, call_id=call_id)
-        job = _job(ctx, dataclasses.replace(_keyed(settings), sip_outbound_trunk_id=""), store, sid, row, meta,
-                   caller_identity="sip-call_1")
+        meta = DispatchMeta(
+            agent_id=row["id"],
+            session_id=sid,
+            owner_id=row["owner_id"],
+            direction="outbound",
+            phone_number=PHONE,
+            call_id=call_id,
+        )
+        job = _job(
+            ctx,
+            dataclasses.replace(_keyed(settings), sip_outbound_trunk_id=""),
+            store,
+            sid,
+            row,
+            meta,
+            caller_identity="sip-call_1",
+        )
         assert job.phone_call_id == call_id
         async with http_context.open():
             await job.start()
-        assert ctx.steps == [("connect", None), ("remove", ("vx-out-1", "sip-call_1")), ("delete", ("vx-out-1", None)),
-                             ("shutdown", "sip_not_configured")]
+        assert ctx.steps == [
+            ("connect", None),
+            ("remove", ("vx-out-1", "sip-call_1")),
+            ("delete", ("vx-out-1", None)),
+            ("shutdown", "sip_not_configured"),
+        ]
         phone_call = store.read_sync(calls_repo.get_any, call_id)
         session = store.read_sync(sessions_repo.get_row, sid)
         assert (phone_call["status"], phone_call["end_reason"]) == ("FAILED", "sip_not_configured")
@@ -132,15 +164,20 @@ async def test_a_caller_who_never_joins_ends_the_call_after_the_join_timeout(tmp
         job = _job(ctx, _keyed(settings), store, sid, row, meta)
         async with http_context.open():
             await job.start()
-        assert ctx.steps == [("connect", None), ("wait", None), ("delete", ("vx-out-1", None)),
-                             ("shutdown", "caller_never_joined")]
+        assert ctx.steps == [
+            ("connect", None),
+            ("wait", None),
+            ("delete", ("vx-out-1", None)),
+            ("shutdown", "caller_never_joined"),
+        ]
         assert store.read_sync(sessions_repo.get_row, sid)["end_reason"] == "caller_never_joined"
     finally:
         store.close()
 
 
-async def test_the_jobs_tasks_are_awaited_at_its_end_and_the_late_ones_cancelled(tmp_path, settings, monkeypatch,
-                                                                               caplog: pytest.LogCaptureFixture):
+async def test_the_jobs_tasks_are_awaited_at_its_end_and_the_late_ones_cancelled(
+    tmp_path, settings, monkeypatch, caplog: pytest.LogCaptureFixture
+):
     monkeypatch.setattr(entrypoint, "SETTLE_TIMEOUT", 0.3)
     store = Store(tmp_path / "voxarena.db")
     try:

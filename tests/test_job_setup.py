@@ -13,8 +13,9 @@ from worker.runtime import Runtime
 
 
 def test_the_forkserver_preloads_the_job_module_so_job_processes_do_not_import_it_again(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, livekit_url="ws://127.0.0.1:1", livekit_api_key="k",
-                        livekit_api_secret="s" * 32)
+    settings = Settings(
+        data_dir=tmp_path, livekit_url="ws://127.0.0.1:1", livekit_api_key="k", livekit_api_secret="s" * 32
+    )
     store = Store(settings.database_path)
     try:
         server = Runtime(settings, store)._build_server()

@@ -20,18 +20,22 @@ from pipelines.builder import build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from worker import entrypoint
 
-SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
-                 tts_provider="elevenlabs")
-CONFIG = ProvidersConfig(deepgram=ProviderCredentials("k", "http://127.0.0.1:9/v1/listen"),
-                         google=ProviderCredentials("k", "http://127.0.0.1:9"),
-                         elevenlabs=ProviderCredentials("k", "http://127.0.0.1:9/v1"))
+SPEC = AgentSpec(
+    id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini", tts_provider="elevenlabs"
+)
+CONFIG = ProvidersConfig(
+    deepgram=ProviderCredentials("k", "http://127.0.0.1:9/v1/listen"),
+    google=ProviderCredentials("k", "http://127.0.0.1:9"),
+    elevenlabs=ProviderCredentials("k", "http://127.0.0.1:9/v1"),
+)
 # A job start took 100-206 ms of one blocking stretch (three CA-bundle loads); what is left is a few ms of plain
 # construction, with room for a busy 2-core machine.
 MAX_BLOCK_MS = 60
 
 
 async def test_after_prewarm_a_job_builds_its_pipeline_without_blocking_the_loop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
     http_context._ssl_context_for.cache_clear()  # as in a fresh job process
     proc = SimpleNamespace(userdata={})
@@ -40,8 +44,9 @@ async def test_after_prewarm_a_job_builds_its_pipeline_without_blocking_the_loop
 
     contexts: list[Any] = []
     real = ssl.create_default_context
-    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: contexts.append(traceback.format_stack())
-                        or real(*a, **k))
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: contexts.append(traceback.format_stack()) or real(*a, **k)
+    )
 
     monitor = LoopMonitor(interval=0.005)
     monitor.start()

@@ -13,8 +13,15 @@ from pipelines.providers import openai as openai_provider
 from tests.fakes import FakeProviders
 from tests.test_provider_fakes import run_chat as ask
 
-SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
-                 tts_provider="elevenlabs", fallback_llm_providers=("openai",))
+SPEC = AgentSpec(
+    id="a",
+    name="a",
+    system_prompt="",
+    stt_provider="deepgram",
+    llm_provider="gemini",
+    tts_provider="elevenlabs",
+    fallback_llm_providers=("openai",),
+)
 
 
 @pytest.fixture
@@ -25,9 +32,15 @@ async def fakes(monkeypatch: pytest.MonkeyPatch):
 
 
 def config(fakes: FakeProviders) -> ProvidersConfig:
-    creds = lambda url: ProviderCredentials("k", url)
-    return ProvidersConfig(deepgram=creds(fakes.deepgram_url), elevenlabs=creds(fakes.elevenlabs_base_url),
-                           google=creds(fakes.gemini_base_url), openai=creds(fakes.openai_base_url))
+    def creds(url):
+        return ProviderCredentials("k", url)
+
+    return ProvidersConfig(
+        deepgram=creds(fakes.deepgram_url),
+        elevenlabs=creds(fakes.elevenlabs_base_url),
+        google=creds(fakes.gemini_base_url),
+        openai=creds(fakes.openai_base_url),
+    )
 
 
 async def test_the_openai_provider_streams_a_reply_with_exact_usage_under_a_stable_provider_key(fakes):
@@ -61,7 +74,14 @@ async def test_a_fallback_llm_answers_when_the_primary_fails_and_the_primary_is_
 
 
 async def test_an_agent_without_fallbacks_gets_the_plain_provider(fakes):
-    plain = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="openai",
-                      tts_provider="elevenlabs", fallback_llm_providers=("openai",))
+    plain = AgentSpec(
+        id="a",
+        name="a",
+        system_prompt="",
+        stt_provider="deepgram",
+        llm_provider="openai",
+        tts_provider="elevenlabs",
+        fallback_llm_providers=("openai",),
+    )
     pipeline = build_pipeline(plain, config(fakes))
     assert pipeline.llm_providers == ("openai",) and not isinstance(pipeline.llm, llm.FallbackAdapter)

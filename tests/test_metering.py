@@ -29,8 +29,17 @@ class ListSink:
 
 
 def meter(sink, session_id="s1", **kw):
-    return CallMeter(BOOK, sink, owner_id="alice", session_id=session_id, agent_id="a1", stt_provider="deepgram",
-                     stt_model="nova-3", key_scope=f"{session_id}/job1", **kw)
+    return CallMeter(
+        BOOK,
+        sink,
+        owner_id="alice",
+        session_id=session_id,
+        agent_id="a1",
+        stt_provider="deepgram",
+        stt_model="nova-3",
+        key_scope=f"{session_id}/job1",
+        **kw,
+    )
 
 
 async def test_stt_minutes_follow_the_audio_streamed_exactly_and_flush_every_second():
@@ -45,14 +54,18 @@ async def test_stt_minutes_follow_the_audio_streamed_exactly_and_flush_every_sec
     assert len(sink.events) == 4  # 1 s, 1 s, 1 s, then the last half second at close
     ranges = [e.idempotency_key.rsplit("/", 1)[1] for e in sink.events]
     assert ranges == ["0-48000", "48000-96000", "96000-144000", "144000-168000"]
-    assert sum(e.total_cost_nanos for e in sink.events) == pytest.approx(int(Decimal("0.0043") * Decimal("3.5") / 60 * 10**9), abs=4)
+    assert sum(e.total_cost_nanos for e in sink.events) == pytest.approx(
+        int(Decimal("0.0043") * Decimal("3.5") / 60 * 10**9), abs=4
+    )
 
 
 def usage(llm_in, llm_out, chars):
-    return [SimpleNamespace(type="llm_usage", provider="Gemini", model="gemini-2.5-flash", input_tokens=llm_in,
-                            output_tokens=llm_out),
-            SimpleNamespace(type="tts_usage", provider="ElevenLabs", model="eleven_turbo_v2_5",
-                            characters_count=chars)]
+    return [
+        SimpleNamespace(
+            type="llm_usage", provider="Gemini", model="gemini-2.5-flash", input_tokens=llm_in, output_tokens=llm_out
+        ),
+        SimpleNamespace(type="tts_usage", provider="ElevenLabs", model="eleven_turbo_v2_5", characters_count=chars),
+    ]
 
 
 def sent(m, chars):
@@ -73,8 +86,13 @@ async def test_cumulative_usage_becomes_deltas_and_a_repeat_report_adds_nothing(
     sent(m, 40)
     await m.close(usage(180, 35, 999))
     assert sorted((e.event_type, e.token_kind or "", e.quantity) for e in sink.events) == [
-        ("llm_tokens", "input", 80), ("llm_tokens", "input", 100), ("llm_tokens", "output", 15),
-        ("llm_tokens", "output", 20), ("tts_characters", "", 40), ("tts_characters", "", 50)]
+        ("llm_tokens", "input", 80),
+        ("llm_tokens", "input", 100),
+        ("llm_tokens", "output", 15),
+        ("llm_tokens", "output", 20),
+        ("tts_characters", "", 40),
+        ("tts_characters", "", 50),
+    ]
     assert {e.provider for e in sink.events} == {"gemini", "elevenlabs"}
 
 
@@ -127,8 +145,9 @@ async def test_a_failed_write_is_retried_with_the_same_audio_and_never_doubles(s
 
 async def test_usage_of_an_unpriced_provider_is_flagged_not_zeroed():
     m = meter(ListSink())
-    (e,) = m.usage_events([SimpleNamespace(type="llm_usage", provider="OpenAI", model="gpt", input_tokens=5,
-                                           output_tokens=0)])
+    (e,) = m.usage_events(
+        [SimpleNamespace(type="llm_usage", provider="OpenAI", model="gpt", input_tokens=5, output_tokens=0)]
+    )
     assert e.priced is False and e.total_cost_nanos is None and e.unit_cost is None
 
 
@@ -136,13 +155,29 @@ async def test_an_answered_line_is_one_sip_minutes_event_priced_per_carrier_and_
     import yaml
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "pricing.yaml").read_text())
-    spec["prices"].append({"provider": "telnyx", "event_type": "sip_minutes", "model": "ST_line", "unit": "minute",
-                           "rate": "0.0070", "effective_from": "2024-01-01"})
+    spec["prices"].append(
+        {
+            "provider": "telnyx",
+            "event_type": "sip_minutes",
+            "model": "ST_line",
+            "unit": "minute",
+            "rate": "0.0070",
+            "effective_from": "2024-01-01",
+        }
+    )
     path = tmp_path / "pricing.yaml"
     path.write_text(yaml.safe_dump(spec))
     sink = ListSink()
-    m = CallMeter(PriceBook.load(path), sink, owner_id="t", session_id="s", agent_id="a", stt_provider="deepgram",
-                  stt_model=None, key_scope="s/j")
+    m = CallMeter(
+        PriceBook.load(path),
+        sink,
+        owner_id="t",
+        session_id="s",
+        agent_id="a",
+        stt_provider="deepgram",
+        stt_model=None,
+        key_scope="s/j",
+    )
     await m.record_sip_minutes(carrier="telnyx", trunk="ST_line", answered_ms=90_000)
     await m.record_sip_minutes(carrier="telnyx", trunk="ST_line", answered_ms=90_000)  # a retry: same key
     await m.record_sip_minutes(carrier="sip", trunk="ST_other", answered_ms=30_000)

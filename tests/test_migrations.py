@@ -27,9 +27,12 @@ def _schema(path: Path) -> dict[str, object]:
     try:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         shape: dict[str, object] = {
-            t: sorted((c[1], c[2], c[3], c[4]) for c in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
-        shape["indexes"] = sorted(conn.execute("SELECT name, tbl_name, sql FROM sqlite_master "
-                                               "WHERE type IN ('index', 'trigger')").fetchall(), key=repr)
+            t: sorted((c[1], c[2], c[3], c[4]) for c in conn.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+        shape["indexes"] = sorted(
+            conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type IN ('index', 'trigger')").fetchall(),
+            key=repr,
+        )
         return shape
     finally:
         conn.close()
@@ -49,8 +52,7 @@ def _old_database(path: Path, versions: list[int]) -> None:
     try:
         for version in versions:
             migrate(db, migrations=[STEP[version]])
-        db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES ('t_1', ?, 'now')",
-                   [PLAIN])
+        db.execute("INSERT INTO user_secrets (owner_id, callback_secret, created_at) VALUES ('t_1', ?, 'now')", [PLAIN])
     finally:
         db.conn.close()
 

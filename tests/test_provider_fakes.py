@@ -36,9 +36,7 @@ async def fakes() -> AsyncIterator[FakeProviders]:
         yield running
 
 
-TWO_UTTERANCES = pcm_pattern(
-    ("silence", 0.2), ("speech", 0.6), ("silence", 0.6), ("speech", 0.5), ("silence", 0.5)
-)
+TWO_UTTERANCES = pcm_pattern(("silence", 0.2), ("speech", 0.6), ("silence", 0.6), ("speech", 0.5), ("silence", 0.5))
 
 
 # --- STT ------------------------------------------------------------------------------------------
@@ -79,10 +77,7 @@ async def test_deepgram_final_delay_is_injected(fakes: FakeProviders) -> None:
                 break
         await stream.aclose()
     # The interim goes out at end-of-speech detection; the final waits stt_final_delay_ms.
-    gap = (
-        arrivals[stt.SpeechEventType.FINAL_TRANSCRIPT]
-        - arrivals[stt.SpeechEventType.INTERIM_TRANSCRIPT]
-    )
+    gap = arrivals[stt.SpeechEventType.FINAL_TRANSCRIPT] - arrivals[stt.SpeechEventType.INTERIM_TRANSCRIPT]
     assert gap >= 0.35
 
 
@@ -127,9 +122,7 @@ async def test_elevenlabs_stt_server_vad_commits(fakes: FakeProviders) -> None:
 async def test_elevenlabs_stt_manual_commit_on_flush(fakes: FakeProviders) -> None:
     fakes.update_script(stt_transcripts=["Committed by flush."])
     async with http_context.open():
-        plugin = elevenlabs.STT(
-            model="scribe_v2_realtime", base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key
-        )
+        plugin = elevenlabs.STT(model="scribe_v2_realtime", base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key)
         stream = plugin.stream()
         pcm = pcm_pattern(("speech", 0.6), ("silence", 0.4))
         push_pcm(stream, pcm)
@@ -173,12 +166,8 @@ async def run_chat(model: google.LLM, **kwargs: object) -> tuple[str, llm.Comple
     return text, usage
 
 
-async def test_gemini_llm_streams_scripted_replies_with_usage(
-    fakes: FakeProviders, gemini_env: None
-) -> None:
-    fakes.update_script(
-        llm_replies=["Hello from the fake Gemini model."], llm_first_token_delay_ms=200
-    )
+async def test_gemini_llm_streams_scripted_replies_with_usage(fakes: FakeProviders, gemini_env: None) -> None:
+    fakes.update_script(llm_replies=["Hello from the fake Gemini model."], llm_first_token_delay_ms=200)
     model = google.LLM(model="gemini-2.5-flash", api_key=fakes.api_key)
     async with http_context.open():
         model.prewarm()  # GET /v1/models?pageSize=1, as AgentSession does at start
@@ -205,9 +194,7 @@ class Analysis(BaseModel):
     score: int
 
 
-async def test_gemini_structured_output_invalid_then_valid(
-    fakes: FakeProviders, gemini_env: None
-) -> None:
+async def test_gemini_structured_output_invalid_then_valid(fakes: FakeProviders, gemini_env: None) -> None:
     fakes.update_script(llm_json_replies=["{not json", {"sentiment": "positive", "score": 4}])
     model = google.LLM(model="gemini-2.5-flash", api_key=fakes.api_key)
     async with http_context.open():
@@ -219,10 +206,7 @@ async def test_gemini_structured_output_invalid_then_valid(
         Analysis.model_validate_json(first)
     assert Analysis.model_validate_json(second) == Analysis(sentiment="positive", score=4)
     assert fakes.counters()["gemini"]["json_requests"] == 2
-    assert (
-        fakes.state.log["gemini"][-1]["request"]["generationConfig"]["responseMimeType"]
-        == "application/json"
-    )
+    assert fakes.state.log["gemini"][-1]["request"]["generationConfig"]["responseMimeType"] == "application/json"
 
 
 # --- TTS ------------------------------------------------------------------------------------------
@@ -231,9 +215,7 @@ async def test_gemini_structured_output_invalid_then_valid(
 async def test_elevenlabs_tts_stream_pcm(fakes: FakeProviders) -> None:
     text = "Hello world. How are you today?"
     async with http_context.open():
-        plugin = elevenlabs.TTS(
-            base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key, encoding="pcm_16000"
-        )
+        plugin = elevenlabs.TTS(base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key, encoding="pcm_16000")
         metrics: list[object] = []
         plugin.on("metrics_collected", metrics.append)
         stream = plugin.stream()
@@ -257,9 +239,7 @@ async def test_elevenlabs_tts_stream_pcm(fakes: FakeProviders) -> None:
 async def test_elevenlabs_tts_synthesize_mp3(fakes: FakeProviders) -> None:
     text = "Synthesized in one request."
     async with http_context.open():
-        plugin = elevenlabs.TTS(
-            base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key
-        )  # mp3 default
+        plugin = elevenlabs.TTS(base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key)  # mp3 default
         frames = await collect_audio(plugin.synthesize(text))
         await plugin.aclose()
     assert sum(f.duration for f in frames) > 1.0
@@ -267,9 +247,7 @@ async def test_elevenlabs_tts_synthesize_mp3(fakes: FakeProviders) -> None:
     assert el["characters"] == len(text) and el["requests"] == 1
 
 
-async def test_resemble_stream_decodes_real_mp3(
-    fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_resemble_stream_decodes_real_mp3(fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resemble_tts, "RESEMBLE_WEBSOCKET_URL", fakes.resemble_ws_url)
     fakes.update_script(tts_first_byte_delay_ms=100)
     text = "First sentence here. Second one follows."
@@ -289,18 +267,14 @@ async def test_resemble_stream_decodes_real_mp3(
     assert rs["audio_seconds_out"] <= audio_s <= rs["audio_seconds_out"] + 0.3
 
 
-async def test_resemble_rest_synthesize(
-    fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_resemble_rest_synthesize(fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resemble_tts, "RESEMBLE_REST_API_URL", fakes.resemble_rest_url)
     text = "Short REST synthesis."
     async with http_context.open():
         plugin = resemble.TTS(api_key=fakes.api_key, use_streaming=False, sample_rate=16000)
         frames = await collect_audio(plugin.synthesize(text))
         await plugin.aclose()
-    assert sum(f.duration for f in frames) == pytest.approx(
-        fakes.counters()["resemble"]["audio_seconds_out"], abs=0.02
-    )
+    assert sum(f.duration for f in frames) == pytest.approx(fakes.counters()["resemble"]["audio_seconds_out"], abs=0.02)
     assert fakes.counters()["resemble"]["characters"] == len(text)
 
 
@@ -353,9 +327,7 @@ async def test_google_tts_built_from_a_credentials_file_streams_from_the_fake(
     assert "".join(i["input"] for i in inputs).replace(" ", "") == text.replace(" ", "")
 
 
-async def test_google_tts_synthesize_is_one_unary_call(
-    fakes: FakeProviders, google_config: ProvidersConfig
-) -> None:
+async def test_google_tts_synthesize_is_one_unary_call(fakes: FakeProviders, google_config: ProvidersConfig) -> None:
     text = "One request, one answer."
     async with http_context.open():
         plugin = registry.builder("tts", "google")(GOOGLE_AGENT, google_config)
@@ -408,9 +380,7 @@ async def test_google_tts_failure_switches_answer_grpc_errors(
 # --- auth and failure injection -------------------------------------------------------------------
 
 
-async def test_bad_keys_fail_fast(
-    fakes: FakeProviders, gemini_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_bad_keys_fail_fast(fakes: FakeProviders, gemini_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resemble_tts, "RESEMBLE_REST_API_URL", fakes.resemble_rest_url)
     started = time.monotonic()
     async with http_context.open():
@@ -426,9 +396,7 @@ async def test_bad_keys_fail_fast(
         assert g_err.value.status_code == 400
         await model.aclose()
 
-        el = elevenlabs.TTS(
-            base_url=fakes.elevenlabs_base_url, api_key="wrong", encoding="pcm_16000"
-        )
+        el = elevenlabs.TTS(base_url=fakes.elevenlabs_base_url, api_key="wrong", encoding="pcm_16000")
         with pytest.raises(APIStatusError):
             await collect_audio(el.synthesize("hi"))
         await el.aclose()
@@ -437,17 +405,13 @@ async def test_bad_keys_fail_fast(
         with pytest.raises(APIStatusError):
             await collect_audio(rs.synthesize("hi"))
 
-        scribe = elevenlabs.STT(
-            model="scribe_v2_realtime", base_url=fakes.elevenlabs_base_url, api_key="wrong"
-        )
+        scribe = elevenlabs.STT(model="scribe_v2_realtime", base_url=fakes.elevenlabs_base_url, api_key="wrong")
         s_stream = scribe.stream()
         push_pcm(s_stream, pcm_pattern(("silence", 0.1)))
         with pytest.raises(APIError):
             await collect_events(s_stream, 1)
 
-        aai = assemblyai.STT(base_url=fakes.assemblyai_url, api_key="wrong").stream(
-            conn_options=NO_RETRY
-        )
+        aai = assemblyai.STT(base_url=fakes.assemblyai_url, api_key="wrong").stream(conn_options=NO_RETRY)
         push_pcm(aai, pcm_pattern(("silence", 0.1)))
         with pytest.raises(APIStatusError) as a_err:
             await collect_events(aai, 1)
@@ -477,9 +441,7 @@ async def test_injected_failures_break_calls(fakes: FakeProviders, gemini_env: N
         assert recovered == "This is a scripted reply."
         await model.aclose()
 
-        stream = deepgram.STT(base_url=fakes.deepgram_url, api_key=fakes.api_key).stream(
-            conn_options=NO_RETRY
-        )
+        stream = deepgram.STT(base_url=fakes.deepgram_url, api_key=fakes.api_key).stream(conn_options=NO_RETRY)
         push_pcm(stream, pcm_pattern(("speech", 0.3)))
         with pytest.raises(APIError):
             await collect_events(stream, 1)
@@ -487,9 +449,7 @@ async def test_injected_failures_break_calls(fakes: FakeProviders, gemini_env: N
     assert c["gemini"]["injected_failures"] == 1 and c["deepgram"]["injected_failures"] == 1
 
 
-async def test_hanging_providers_hit_client_timeouts(
-    fakes: FakeProviders, gemini_env: None
-) -> None:
+async def test_hanging_providers_hit_client_timeouts(fakes: FakeProviders, gemini_env: None) -> None:
     fakes.fail("gemini", "hang")
     fakes.fail("elevenlabs_tts", "hang")
     quick = APIConnectOptions(max_retry=0, timeout=0.5)
@@ -500,9 +460,7 @@ async def test_hanging_providers_hit_client_timeouts(
             await run_chat(model, conn_options=quick)
         await model.aclose()
 
-        plugin = elevenlabs.TTS(
-            base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key, encoding="pcm_16000"
-        )
+        plugin = elevenlabs.TTS(base_url=fakes.elevenlabs_base_url, api_key=fakes.api_key, encoding="pcm_16000")
         stream = plugin.stream(conn_options=quick)
         stream.push_text("Nobody answers.")
         stream.end_input()
@@ -516,9 +474,7 @@ async def test_hanging_providers_hit_client_timeouts(
 # --- standalone process ---------------------------------------------------------------------------
 
 
-async def test_standalone_process_serves_counters_and_scripts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_standalone_process_serves_counters_and_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"llm_replies": ["from the file"]}))
     cmd = [sys.executable, "-m", "tests.fakes", "--port", "0", "--script", str(script)]

@@ -42,7 +42,8 @@ async def test_interim_transcripts_are_throttled_deduplicated_and_end_on_the_lat
             rec._on_transcribed(_heard(text))
         deadline = time.monotonic() + 5
         while [e["payload"] for e in _events(store, sid) if e["type"] == "transcript.partial"][-1:] != [
-                '{"speaker": "user", "text": "where is my order"}']:
+            '{"speaker": "user", "text": "where is my order"}'
+        ]:
             assert time.monotonic() < deadline, _events(store, sid)
             await asyncio.sleep(0.02)
         partials = [e for e in _events(store, sid) if e["type"] == "transcript.partial"]
@@ -61,8 +62,9 @@ async def test_a_provider_failure_is_one_error_event_before_the_call_ends(tmp_pa
     store, sid = _store(tmp_path)
     try:
         rec = SessionRecorder(store, sid, providers={"llm": ("gemini",)})
-        failure = SimpleNamespace(type="llm_error", recoverable=False,
-                                  error=SimpleNamespace(status_code=500, message="boom"))
+        failure = SimpleNamespace(
+            type="llm_error", recoverable=False, error=SimpleNamespace(status_code=500, message="boom")
+        )
         rec._on_error(SimpleNamespace(error=failure))
         await rec.close()
         await store.write(lambda db: sessions_repo.end(db, sid, reason="error", error=rec.error))

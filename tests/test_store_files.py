@@ -14,7 +14,7 @@ import pytest
 
 from core.store.db import Store
 from core.store.errors import StorageUnavailable
-from tests.storage_conditions import unwritable
+from tests.storage_conditions import unwritable  # noqa: F401  (fixtures, found by pytest by name)
 from worker.usage_spill import spill, spill_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +102,14 @@ def test_serve_on_a_read_only_database_exits_with_one_line(tmp_path, unwritable)
     unwritable(data / "voxarena.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXARENA_")}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-m", "worker", "serve", "--no-worker", "--port", "0", "--data-dir",
-                           str(data)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--no-worker", "--port", "0", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

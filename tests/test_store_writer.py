@@ -115,8 +115,9 @@ async def test_a_write_that_breaks_its_savepoint_fails_its_group_but_not_the_wri
 async def test_a_failing_commit_fails_its_writes_and_the_next_ones_complete(store: Store, tmp_path: Path) -> None:
     # A deferred foreign key fails only at COMMIT.
     await store.write(lambda db: db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
-    await store.write(lambda db: db.execute(
-        "CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"))
+    await store.write(
+        lambda db: db.execute("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    )
     with pytest.raises(Exception, match="FOREIGN KEY"):
         await store.write(lambda db: db.execute("INSERT INTO child (pid) VALUES (42)"))
     await _writes_still_complete(store, "after-commit-failure")

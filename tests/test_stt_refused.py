@@ -22,8 +22,9 @@ from pipelines.builder import VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.fakes import FakeProviders
 
-SPEC = AgentSpec(id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini",
-                 tts_provider="elevenlabs")
+SPEC = AgentSpec(
+    id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini", tts_provider="elevenlabs"
+)
 
 
 class Silence(io.AudioInput):
@@ -80,13 +81,16 @@ def records() -> AsyncIterator[Records]:
 
 
 async def test_a_refused_stt_is_tried_three_times_with_backoff_and_logged_once_per_attempt(
-        refusing_port: int, records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    refusing_port: int, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vad = silero.VAD.load()
     async with FakeProviders(api_key="k") as fakes:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
-        cfg = ProvidersConfig(deepgram=ProviderCredentials("k", f"http://127.0.0.1:{refusing_port}/v1/listen"),
-                              google=ProviderCredentials("k", fakes.gemini_base_url),
-                              elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url))
+        cfg = ProvidersConfig(
+            deepgram=ProviderCredentials("k", f"http://127.0.0.1:{refusing_port}/v1/listen"),
+            google=ProviderCredentials("k", fakes.gemini_base_url),
+            elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url),
+        )
         async with http_context.open():
             counting = CountingSession(http_context.http_session())
             pipeline = build_pipeline(SPEC, cfg, vad_model=vad, stt_kwargs=lambda _: {"http_session": counting})

@@ -37,26 +37,60 @@ def _seconds(figures: dict) -> dict[str, float]:
 
 
 def test_the_hops_of_a_reply_add_up_to_voice_to_voice():
-    clock = _play([("loud", 1.0), ("quiet", 1.02), ("final", 1.12), ("eot", 1.45), ("llm_request", 1.46),
-                   ("llm_first_token", 1.66), ("llm_first_token", 1.7), ("tts_first_text", 1.67),
-                   ("tts_first_audio", 1.83), ("published", 1.85)])
+    clock = _play(
+        [
+            ("loud", 1.0),
+            ("quiet", 1.02),
+            ("final", 1.12),
+            ("eot", 1.45),
+            ("llm_request", 1.46),
+            ("llm_first_token", 1.66),
+            ("llm_first_token", 1.7),
+            ("tts_first_text", 1.67),
+            ("tts_first_audio", 1.83),
+            ("published", 1.85),
+        ]
+    )
     figures = clock.take()
     assert figures["voice_to_voice"] == 0.85
     assert [h["mark"] for h in figures["hops"]] == list(MARKS)
-    assert _seconds(figures) == {"stt_final": 0.12, "end_of_turn": 0.33, "llm_request": 0.01,
-                                 "llm_first_token": 0.2, "tts_first_text": 0.01, "tts_first_audio": 0.16,
-                                 "published": 0.02}  # the second first-token mark changed nothing
+    assert _seconds(figures) == {
+        "stt_final": 0.12,
+        "end_of_turn": 0.33,
+        "llm_request": 0.01,
+        "llm_first_token": 0.2,
+        "tts_first_text": 0.01,
+        "tts_first_audio": 0.16,
+        "published": 0.02,
+    }  # the second first-token mark changed nothing
     assert abs(sum(h["seconds"] for h in figures["hops"]) - figures["voice_to_voice"]) < 0.001
     assert clock.take() == {}  # once
 
 
 def test_a_generation_started_before_the_turn_ended_is_timed_in_the_order_it_happened():
     # LiveKit's preemptive generation: the LLM starts on the STT final, the turn is committed later
-    clock = _play([("loud", 1.0), ("final", 1.1), ("llm_request", 1.11), ("llm_first_token", 1.3), ("eot", 1.4),
-                   ("tts_first_text", 1.41), ("tts_first_audio", 1.5), ("published", 1.52)])
+    clock = _play(
+        [
+            ("loud", 1.0),
+            ("final", 1.1),
+            ("llm_request", 1.11),
+            ("llm_first_token", 1.3),
+            ("eot", 1.4),
+            ("tts_first_text", 1.41),
+            ("tts_first_audio", 1.5),
+            ("published", 1.52),
+        ]
+    )
     figures = clock.take()
-    assert [h["mark"] for h in figures["hops"]] == ["stt_final", "llm_request", "llm_first_token", "end_of_turn",
-                                                   "tts_first_text", "tts_first_audio", "published"]
+    assert [h["mark"] for h in figures["hops"]] == [
+        "stt_final",
+        "llm_request",
+        "llm_first_token",
+        "end_of_turn",
+        "tts_first_text",
+        "tts_first_audio",
+        "published",
+    ]
     assert {h["mark"]: h["at"] for h in figures["hops"]}["end_of_turn"] == 0.4
     assert abs(sum(h["seconds"] for h in figures["hops"]) - figures["voice_to_voice"]) < 0.001
 
@@ -65,10 +99,31 @@ def test_stale_generations_the_greeting_and_an_interrupted_reply_leave_nothing_b
     clock = _play([("tts_first_text", 0.5), ("tts_first_audio", 0.6), ("published", 0.7)])  # greeting
     assert clock.take() == {}
     # a generation for "I want" goes stale when the caller goes on; the committed reply is interrupted
-    _play([("loud", 1.0), ("final", 1.1), ("llm_request", 1.12), ("loud", 1.5), ("final", 1.6), ("eot", 1.9),
-           ("llm_request", 1.91)], clock)
-    _play([("loud", 2.5), ("final", 2.6), ("eot", 2.9), ("llm_request", 2.91), ("llm_first_token", 3.0),
-           ("tts_first_text", 3.01), ("tts_first_audio", 3.1), ("published", 3.12)], clock)
+    _play(
+        [
+            ("loud", 1.0),
+            ("final", 1.1),
+            ("llm_request", 1.12),
+            ("loud", 1.5),
+            ("final", 1.6),
+            ("eot", 1.9),
+            ("llm_request", 1.91),
+        ],
+        clock,
+    )
+    _play(
+        [
+            ("loud", 2.5),
+            ("final", 2.6),
+            ("eot", 2.9),
+            ("llm_request", 2.91),
+            ("llm_first_token", 3.0),
+            ("tts_first_text", 3.01),
+            ("tts_first_audio", 3.1),
+            ("published", 3.12),
+        ],
+        clock,
+    )
     figures = clock.take()
     assert figures["voice_to_voice"] == 0.62 and {h["mark"]: h["at"] for h in figures["hops"]}["llm_request"] == 0.41
 

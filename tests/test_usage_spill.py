@@ -21,8 +21,14 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
     _, session_id = seed_call(store, "alice")
     spill_file = spill_path(tmp_path / "data", "AJ_job/1")
     sink = StoreUsageSink(store, spill_file=spill_file, attempts=2, backoff_seconds=0.01)
-    m = CallMeter(PriceBook.load(), sink, owner_id=tenant_of("alice"), session_id=session_id, agent_id="a1",
-                  key_scope=f"{session_id}/AJ_job")
+    m = CallMeter(
+        PriceBook.load(),
+        sink,
+        owner_id=tenant_of("alice"),
+        session_id=session_id,
+        agent_id="a1",
+        key_scope=f"{session_id}/AJ_job",
+    )
     m.on_usage(usage(1000, 200, 3000))
     sent(m, 3000)
     await m.flush_usage()
@@ -45,8 +51,9 @@ async def test_usage_spilled_when_the_store_is_gone_is_ingested_once_by_the_next
         events = before["events"]
 
         def qty(event_type, kind=None):
-            return sum(Decimal(str(e["quantity"])) for e in events
-                       if e["event_type"] == event_type and e["token_kind"] == kind)
+            return sum(
+                Decimal(str(e["quantity"])) for e in events if e["event_type"] == event_type and e["token_kind"] == kind
+            )
 
         assert (qty("llm_tokens", "input"), qty("llm_tokens", "output"), qty("tts_characters")) == (1500, 260, 3100)
         assert qty("stt_minutes") == Decimal("0.025")

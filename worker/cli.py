@@ -39,8 +39,10 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.clerk_issuer or settings.clerk_jwks_url:
-        print("voxarena token: Clerk settings are configured; tokens come from Clerk, not the embedded issuer",
-              file=sys.stderr)
+        print(
+            "voxarena token: Clerk settings are configured; tokens come from Clerk, not the embedded issuer",
+            file=sys.stderr,
+        )
         return 2
     issuer = local_issuer(settings)
     print(issuer.issue(args.user, ttl_seconds=args.ttl))
@@ -74,8 +76,10 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         return 2
     password = _read_password(sys.stdin)
     if len(password) < MIN_PASSWORD:
-        print(f"voxarena user create: the password (read from stdin) must have at least {MIN_PASSWORD} characters",
-              file=sys.stderr)
+        print(
+            f"voxarena user create: the password (read from stdin) must have at least {MIN_PASSWORD} characters",
+            file=sys.stderr,
+        )
         return 2
     prepare(settings.database_path)
     db = connect(settings.database_path)
@@ -89,8 +93,10 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         db.conn.close()
     print(f"{user['id']} {user['email']}" + (" (admin)" if user["is_admin"] else ""))
     if settings.clerk_issuer or settings.clerk_jwks_url:
-        print("voxarena user create: note: Clerk settings are configured, so local login is off until they are "
-              "removed", file=sys.stderr)
+        print(
+            "voxarena user create: note: Clerk settings are configured, so local login is off until they are removed",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -103,8 +109,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     prepare(settings.database_path)
     db = connect(settings.database_path)
     applied = migrate(db, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
-    print(f"{settings.database_path}: schema version {schema_version(db)}"
-          + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    print(
+        f"{settings.database_path}: schema version {schema_version(db)}"
+        + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)")
+    )
     db.conn.close()
     return 0
 
@@ -132,8 +140,11 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     print(f"re-priced under {data['to_version']} (recorded with {', '.join(data['from_versions']) or '-'})")
     print(f"{'provider/event type':32} {'events':>8} {'recorded USD':>16} {'re-priced USD':>16} {'difference':>14}")
     for name, line in [*data["by_provider"].items(), ("TOTAL", data["total"])]:
-        print(f"{name:32} {line['events']:>8} {line['original_usd']:>16} {line['repriced_usd']:>16} "
-              f"{line['difference_usd']:>14}" + (f"  ({line['unpriced_after']} unpriced)" if line["unpriced_after"] else ""))
+        print(
+            f"{name:32} {line['events']:>8} {line['original_usd']:>16} {line['repriced_usd']:>16} "
+            f"{line['difference_usd']:>14}"
+            + (f"  ({line['unpriced_after']} unpriced)" if line["unpriced_after"] else "")
+        )
     return 0
 
 

@@ -74,8 +74,11 @@ class CallCommands:
         if failure is not None:
             job.transferring = None
             log.error("session %s: %s; the call stays with the agent", session_id, failure)
-            await job.store.write(lambda db: events_repo.emit_for_session(
-                db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}))
+            await job.store.write(
+                lambda db: events_repo.emit_for_session(
+                    db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}
+                )
+            )
             return
         log.info("session %s: transferred to %s", session_id, target)
         await job.end(Ending("transferred"))

@@ -17,8 +17,7 @@ __all__ = ["BadDispatch", "DispatchMeta", "agent_spec", "parse_dispatch", "provi
 def parse_dispatch(raw: str, settings: Settings) -> DispatchMeta:
     """The job's metadata if the product signed it for the LiveKit server this worker joined (`settings`' key);
     BadDispatch otherwise, whatever agent it names."""
-    return DispatchMeta.parse(raw, _signer(settings.secret_key, settings.data_dir),
-                              server_key=settings.livekit_api_key)
+    return DispatchMeta.parse(raw, _signer(settings.secret_key, settings.data_dir), server_key=settings.livekit_api_key)
 
 
 @functools.cache

@@ -61,16 +61,22 @@ class AcceptErrorLog:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if not (isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES
-                and "accept" in str(context.get("message", ""))):
+        if not (
+            isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES and "accept" in str(context.get("message", ""))
+        ):
             if self.previous is not None:
                 self.previous(loop, context)
             else:
                 loop.default_exception_handler(context)
             return
         if self._report is None:
-            log.error("cannot accept connections: %s (open files limit %d); further failures are counted, one "
-                      "line per %.0f s", exc.strerror, resource.getrlimit(resource.RLIMIT_NOFILE)[0], self.interval)
+            log.error(
+                "cannot accept connections: %s (open files limit %d); further failures are counted, one "
+                "line per %.0f s",
+                exc.strerror,
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                self.interval,
+            )
             self._report = loop.call_later(self.interval, self._flush)
         else:
             self.suppressed += 1
@@ -78,8 +84,11 @@ class AcceptErrorLog:
     def _flush(self) -> None:
         self._report = None
         if self.suppressed:
-            log.error("cannot accept connections: %d more failures in the last %.0f s (out of file descriptors)",
-                      self.suppressed, self.interval)
+            log.error(
+                "cannot accept connections: %d more failures in the last %.0f s (out of file descriptors)",
+                self.suppressed,
+                self.interval,
+            )
             self.suppressed = 0
             self._report = self.loop.call_later(self.interval, self._flush)
 
@@ -104,10 +113,19 @@ class AddressCap:
             address = peer[0] if isinstance(peer, tuple) else str(peer)
             if self.limit and self.open.get(address, 0) >= self.limit:
                 self.refused += 1
-                body = dumps(error_body(429, "connection_limit",
-                                        f"this address already holds {self.limit} connections; close some first"))
-                transport.write(("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-                                 f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n{body}").encode())
+                body = dumps(
+                    error_body(
+                        429,
+                        "connection_limit",
+                        f"this address already holds {self.limit} connections; close some first",
+                    )
+                )
+                transport.write(
+                    (
+                        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n{body}"
+                    ).encode()
+                )
                 transport.close()
                 return
             self.open[address] = self.open.get(address, 0) + 1
@@ -128,9 +146,11 @@ class AddressCap:
         server.connection_lost = connection_lost  # type: ignore[method-assign]
 
 
-_PROTOCOL_ERRORS = {400: ("bad_request", "malformed HTTP request"),
-                    413: ("payload_too_large", "request too large"),
-                    431: ("bad_request", "request headers too large")}
+_PROTOCOL_ERRORS = {
+    400: ("bad_request", "malformed HTTP request"),
+    413: ("payload_too_large", "request too large"),
+    431: ("bad_request", "request headers too large"),
+}
 
 
 class _JsonErrorHandler(RequestHandler):
@@ -139,15 +159,17 @@ class _JsonErrorHandler(RequestHandler):
 
     __slots__ = ()
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if request.writer.output_size > 0:  # part of a response went out already: aiohttp's own handling closes it
             return super().handle_error(request, status, exc, message)
         return _json_protocol_error(self, request, status, exc, message)
 
 
-def _json_protocol_error(handler: RequestHandler, request: Any, status: int, exc: BaseException | None,
-                         message: str | None) -> web.StreamResponse:
+def _json_protocol_error(
+    handler: RequestHandler, request: Any, status: int, exc: BaseException | None, message: str | None
+) -> web.StreamResponse:
     if status >= 500:
         handler.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         type_, detail = "internal_error", "internal server error"
@@ -182,8 +204,9 @@ def json_protocol_errors(server: web.Server) -> None:
 def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     # aiohttp's keep-alive timer also runs from the moment a connection opens and while a request's headers are
     # incomplete: one timeout closes connections that never send a request, send it too slowly, or sit idle.
-    return web.AppRunner(app, access_log=None, access_log_class=RedactingAccessLogger,
-                         keepalive_timeout=settings.idle_timeout_seconds)
+    return web.AppRunner(
+        app, access_log=None, access_log_class=RedactingAccessLogger, keepalive_timeout=settings.idle_timeout_seconds
+    )
 
 
 async def start_site(runner: web.AppRunner, settings: Settings) -> tuple[web.TCPSite, AddressCap]:

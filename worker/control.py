@@ -18,8 +18,9 @@ M = TypeVar("M", bound=ControlMessage)
 
 
 class ControlChannel:
-    def __init__(self, room: rtc.Room, session_id: str,
-                 spawn: Callable[[Coroutine[Any, Any, None], str], None]) -> None:
+    def __init__(
+        self, room: rtc.Room, session_id: str, spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    ) -> None:
         self.session_id = session_id
         self._spawn = spawn
         self._handlers: dict[type[ControlMessage], Callable[[Any], Coroutine[Any, Any, None]]] = {}
@@ -32,8 +33,11 @@ class ControlChannel:
         if packet.topic != CONTROL_TOPIC:
             return
         if packet.participant is not None:
-            log.warning("session %s: ignored a control packet sent by participant %s", self.session_id,
-                        packet.participant.identity)
+            log.warning(
+                "session %s: ignored a control packet sent by participant %s",
+                self.session_id,
+                packet.participant.identity,
+            )
             return
         try:
             message = ControlMessage.parse(packet.data)

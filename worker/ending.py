@@ -61,8 +61,10 @@ async def hang_up(ctx: JobContext, identity: str | None, *, why: str) -> None:
     room = ctx.job.room.name
     if identity is not None:
         try:
-            await asyncio.wait_for(ctx.api.room.remove_participant(
-                api.RoomParticipantIdentity(room=room, identity=identity)), HANG_UP_TIMEOUT)
+            await asyncio.wait_for(
+                ctx.api.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity)),
+                HANG_UP_TIMEOUT,
+            )
         except api.TwirpError as e:
             if e.code != api.TwirpErrorCode.NOT_FOUND:
                 log.error("%s: could not remove %s from room %s: %s", why, identity, room, e)
@@ -99,8 +101,9 @@ class CallEnd:
         if job.transferring is not None and ending.error is None:
             # the caller's side hangs up as the transfer completes: that is the transfer
             ending = Ending("transferred")
-        (log.error if ending.error else log.info)("session %s ends: %s%s", job.session_id, ending.reason,
-                                                  f" ({ending.error})" if ending.error else "")
+        (log.error if ending.error else log.info)(
+            "session %s ends: %s%s", job.session_id, ending.reason, f" ({ending.error})" if ending.error else ""
+        )
         if ending.failed_stage is not None and ending.failed_stage != "tts":
             await self._apologise()
         self.ended_at = ended_at = now_iso()
@@ -131,13 +134,24 @@ class CallEnd:
 
         def record(db: Any) -> None:
             if dial is not None and phone_call_id is not None:
-                calls_repo.transition(db, phone_call_id, dial.status, end_reason=dial.end_reason, at=ended_at,
-                                      sip_status_code=dial.sip_status_code, sip_status=dial.sip_status)
+                calls_repo.transition(
+                    db,
+                    phone_call_id,
+                    dial.status,
+                    end_reason=dial.end_reason,
+                    at=ended_at,
+                    sip_status_code=dial.sip_status_code,
+                    sip_status=dial.sip_status,
+                )
             if job.session is None:  # no conversation (an outbound call never answered says so at its end)
-                sessions_repo.skip_analysis(db, job.session_id, reason="skipped: nothing to analyse, the call "
-                                                                        f"ended before it began ({ending.reason})")
-            sessions_repo.end(db, job.session_id, reason=ending.reason, ended_at=ended_at,
-                              error=ending.error or job.recorder.error)
+                sessions_repo.skip_analysis(
+                    db,
+                    job.session_id,
+                    reason=f"skipped: nothing to analyse, the call ended before it began ({ending.reason})",
+                )
+            sessions_repo.end(
+                db, job.session_id, reason=ending.reason, ended_at=ended_at, error=ending.error or job.recorder.error
+            )
 
         try:
             await job.store.write(record)
@@ -156,8 +170,10 @@ class CallEnd:
             elif job.phone_call_id is not None:
                 row = await job.store.read(calls_repo.get_any, job.phone_call_id)
                 if row["answered_at"] and row["duration_ms"]:
-                    await job.meter.record_sip_minutes(carrier=job.settings.sip_carrier,
-                                                       trunk=job.settings.sip_outbound_trunk_id or None,
-                                                       answered_ms=row["duration_ms"])
+                    await job.meter.record_sip_minutes(
+                        carrier=job.settings.sip_carrier,
+                        trunk=job.settings.sip_outbound_trunk_id or None,
+                        answered_ms=row["duration_ms"],
+                    )
         except Exception:  # the sink retried and spilled what it could; the call still ends
             log.exception("session %s: the line's minutes could not be recorded", job.session_id)

@@ -141,8 +141,15 @@ class CallJob:
             session_id = inbound.session_id
 
         def open_session(db: Any) -> dict[str, Any]:
-            sessions_repo.create(db, owner_id=owner, agent_id=meta.agent_id, session_id=session_id,
-                                 room_name=ctx.room.name, direction=meta.direction, phone_number=meta.phone_number)
+            sessions_repo.create(
+                db,
+                owner_id=owner,
+                agent_id=meta.agent_id,
+                session_id=session_id,
+                room_name=ctx.room.name,
+                direction=meta.direction,
+                phone_number=meta.phone_number,
+            )
             # a session reserved by the token route starts now, when its call does (and only for the first job)
             sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
             return sessions_repo.get_row(db, session_id)
@@ -161,9 +168,18 @@ class CallJob:
             caller_identity: str | None = sip_identity(meta.call_id)
         else:
             caller_identity = inbound.caller.identity if inbound is not None else None
-        job = cls(ctx=ctx, settings=settings, store=store, meta=meta, session_id=session_id, recorder=recorder,
-                  agent_row=row, context=json.loads(opened["context"]) if opened.get("context") else None,
-                  line=inbound.line if inbound is not None else None, caller_identity=caller_identity)
+        job = cls(
+            ctx=ctx,
+            settings=settings,
+            store=store,
+            meta=meta,
+            session_id=session_id,
+            recorder=recorder,
+            agent_row=row,
+            context=json.loads(opened["context"]) if opened.get("context") else None,
+            line=inbound.line if inbound is not None else None,
+            caller_identity=caller_identity,
+        )
         log.info("job %s: session %s for agent %s in room %s", ctx.job.id, session_id, meta.agent_id, ctx.room.name)
         return job
 
@@ -193,10 +209,13 @@ class CallJob:
         self.spec = spec
         userdata = self.ctx.proc.userdata
         meter = self.meter = CallMeter(
-            userdata["pricebook"], StoreUsageSink(self.store, spill_file=spill_path(self.settings.data_dir,
-                                                                                    self.ctx.job.id)),
-            owner_id=row["owner_id"], session_id=self.session_id, agent_id=meta.agent_id,
-            key_scope=f"{self.session_id}/{self.ctx.job.id}")
+            userdata["pricebook"],
+            StoreUsageSink(self.store, spill_file=spill_path(self.settings.data_dir, self.ctx.job.id)),
+            owner_id=row["owner_id"],
+            session_id=self.session_id,
+            agent_id=meta.agent_id,
+            key_scope=f"{self.session_id}/{self.ctx.job.id}",
+        )
         http = utils.http_context.http_session()
 
         def metered_stt(provider: str) -> dict[str, Any]:
@@ -208,8 +227,13 @@ class CallJob:
             return {"wire": meter.tts_wire(http, provider=provider)}
 
         try:
-            return build_pipeline(spec, providers_config(self.settings), vad_model=userdata["vad"],
-                                  stt_kwargs=metered_stt, tts_kwargs=metered_tts)
+            return build_pipeline(
+                spec,
+                providers_config(self.settings),
+                vad_model=userdata["vad"],
+                stt_kwargs=metered_stt,
+                tts_kwargs=metered_tts,
+            )
         except ProviderConfigError as e:
             raise Refused(Ending("provider_error", str(e))) from e
 
@@ -224,11 +248,13 @@ class CallJob:
         if self.phone_call_id is not None:
             await self.dial_out(self.phone_call_id)
         try:
-            return await asyncio.wait_for(self.ctx.wait_for_participant(identity=self.caller_identity),
-                                          CALLER_JOIN_TIMEOUT)
+            return await asyncio.wait_for(
+                self.ctx.wait_for_participant(identity=self.caller_identity), CALLER_JOIN_TIMEOUT
+            )
         except TimeoutError:
-            raise Refused(Ending("caller_never_joined",
-                                 f"the caller did not join within {CALLER_JOIN_TIMEOUT:.0f} s")) from None
+            raise Refused(
+                Ending("caller_never_joined", f"the caller did not join within {CALLER_JOIN_TIMEOUT:.0f} s")
+            ) from None
 
     async def dial_out(self, phone_call_id: str) -> None:
         """Rings the outbound phone call's number through the outbound trunk and marks it ANSWERED when it is; the
@@ -241,10 +267,15 @@ class CallJob:
         if not number or not settings.sip_outbound_trunk_id:
             why = "Failed: no outbound SIP trunk or phone number is configured."
             raise Refused(Ending("sip_not_configured", why, dial=DialOutcome("FAILED", "sip_not_configured")))
-        outcome = await dial(self.ctx.api, room=self.ctx.room.name, trunk_id=settings.sip_outbound_trunk_id,
-                             phone_number=number, call_id=phone_call_id,
-                             ring_timeout=settings.sip_ring_timeout_seconds,
-                             max_call_seconds=settings.sip_max_call_seconds)
+        outcome = await dial(
+            self.ctx.api,
+            room=self.ctx.room.name,
+            trunk_id=settings.sip_outbound_trunk_id,
+            phone_number=number,
+            call_id=phone_call_id,
+            ring_timeout=settings.sip_ring_timeout_seconds,
+            max_call_seconds=settings.sip_max_call_seconds,
+        )
         if outcome.status != "ANSWERED":
             raise Refused(Ending(outcome.end_reason or "dial_failed", outcome.detail, dial=outcome))
         await self.store.write(lambda db: calls_repo.transition(db, phone_call_id, "ANSWERED"))
@@ -261,14 +292,22 @@ class CallJob:
         assert self.spec is not None and self.meter is not None  # `build` made them
         settings, recorder, meter = self.settings, self.recorder, self.meter
         vad = self.ctx.proc.userdata["vad"]
-        session = self.session = build_session(pipeline, vad_model=vad, turn_detection=settings.turn_detection,
-                                               min_delay=settings.endpointing_min_delay,
-                                               max_delay=settings.endpointing_max_delay)
-        recorder.providers = {"stt": pipeline.stt_providers, "llm": pipeline.llm_providers,
-                              "tts": pipeline.tts_providers}
+        session = self.session = build_session(
+            pipeline,
+            vad_model=vad,
+            turn_detection=settings.turn_detection,
+            min_delay=settings.endpointing_min_delay,
+            max_delay=settings.endpointing_max_delay,
+        )
+        recorder.providers = {
+            "stt": pipeline.stt_providers,
+            "llm": pipeline.llm_providers,
+            "tts": pipeline.tts_providers,
+        }
         # a provider failed for good (its fallbacks too): the caller hears the apology, then the call hangs up
-        recorder.on_fatal = lambda kind, message: self.spawn(self.end(Ending("error", message, failed_stage=kind)),
-                                                             "end-failed")
+        recorder.on_fatal = lambda kind, message: self.spawn(
+            self.end(Ending("error", message, failed_stage=kind)), "end-failed"
+        )
         recorder.attach(session)
         TurnTrace(self.session_id).attach(session)
         session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
@@ -300,8 +339,9 @@ class CallJob:
             model, _ = build_llm(self.spec, providers_config(self.settings))
         except ProviderConfigError as e:
             reason, session_id = str(e), self.session_id
-            await self.store.write(lambda db: sessions_repo.store_analysis(db, session_id, result=None,
-                                                                           error=reason, attempts=0))
+            await self.store.write(
+                lambda db: sessions_repo.store_analysis(db, session_id, result=None, error=reason, attempts=0)
+            )
             return
         await run_and_store(self.store, self.session_id, model, meter=self.meter)
 
@@ -340,8 +380,11 @@ class CallJob:
 def room_options(identity: str) -> room_io.RoomOptions:
     # The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
     # at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
-    return room_io.RoomOptions(participant_identity=identity, close_on_disconnect=True,
-                               audio_input=room_io.AudioInputOptions(sample_rate=STT_SAMPLE_RATE))
+    return room_io.RoomOptions(
+        participant_identity=identity,
+        close_on_disconnect=True,
+        audio_input=room_io.AudioInputOptions(sample_rate=STT_SAMPLE_RATE),
+    )
 
 
 def process_setup(settings: Settings) -> Callable[[JobProcess], None]:

@@ -67,8 +67,9 @@ class InboundLine:
         if self.metered or self.answered_at is None:
             return
         self.metered = True
-        await meter.record_sip_minutes(carrier=carrier, trunk=self.trunk_id,
-                                       answered_ms=elapsed_ms(self.answered_at, ended_at))
+        await meter.record_sip_minutes(
+            carrier=carrier, trunk=self.trunk_id, answered_ms=elapsed_ms(self.answered_at, ended_at)
+        )
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,13 @@ def _joined_at(caller: rtc.RemoteParticipant | None) -> str:
     return to_iso(min(joined, now) if joined is not None else now)
 
 
-def _refusal(db: Any, meta: DispatchMeta, agent: dict[str, Any], number: dict[str, Any] | None,
-             caller: rtc.RemoteParticipant | None) -> tuple[str, str] | None:
+def _refusal(
+    db: Any,
+    meta: DispatchMeta,
+    agent: dict[str, Any],
+    number: dict[str, Any] | None,
+    caller: rtc.RemoteParticipant | None,
+) -> tuple[str, str] | None:
     """Why this call is not taken, as (end_reason, error), or None to take it."""
     if caller is None:
         return "caller_never_joined", f"no SIP participant joined within {SIP_JOIN_TIMEOUT:.0f}s"
@@ -117,8 +123,9 @@ async def _wait_for_caller(ctx: JobContext) -> rtc.RemoteParticipant | None:
     """Joins the room and waits (bounded) for the call's SIP participant; None when it never came."""
     await ctx.connect()
     try:
-        return await asyncio.wait_for(ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP),
-                                      SIP_JOIN_TIMEOUT)
+        return await asyncio.wait_for(
+            ctx.wait_for_participant(kind=rtc.ParticipantKind.PARTICIPANT_KIND_SIP), SIP_JOIN_TIMEOUT
+        )
     except TimeoutError:
         return None
 
@@ -142,10 +149,17 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
             return number, None
         refused = _refusal(db, meta, agent, number, caller)
         sessions_repo.create(
-            db, owner_id=agent["owner_id"], agent_id=meta.agent_id, session_id=session_id, room_name=ctx.room.name,
-            direction="inbound", from_number=attributes.get(CALLER_NUMBER) or None,
+            db,
+            owner_id=agent["owner_id"],
+            agent_id=meta.agent_id,
+            session_id=session_id,
+            room_name=ctx.room.name,
+            direction="inbound",
+            from_number=attributes.get(CALLER_NUMBER) or None,
             to_number=attributes.get(DIALLED_NUMBER) or (number["phone_number"] if number else None),
-            phone_number_id=meta.phone_number_id, started_at=started_at)
+            phone_number_id=meta.phone_number_id,
+            started_at=started_at,
+        )
         if refused is None:
             sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=started_at)
         else:
@@ -156,14 +170,25 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     number, refused = await store.write(open_session)
     if refused is None:
         assert caller is not None
-        log.info("inbound call %s from %s to %s: agent %s answers", session_id, attributes.get(CALLER_NUMBER),
-                 attributes.get(DIALLED_NUMBER), meta.agent_id)
+        log.info(
+            "inbound call %s from %s to %s: agent %s answers",
+            session_id,
+            attributes.get(CALLER_NUMBER),
+            attributes.get(DIALLED_NUMBER),
+            meta.agent_id,
+        )
         line = InboundLine(trunk_id=attributes.get("sip.trunkID") or (number["trunk_id"] if number else None))
         line.watch(ctx.room, caller)
         return Admitted(session_id=session_id, caller=caller, line=line)
     reason, error = refused
-    log.warning("inbound call %s from %s to %s refused (%s): %s", session_id, attributes.get(CALLER_NUMBER),
-                attributes.get(DIALLED_NUMBER), reason, error)
+    log.warning(
+        "inbound call %s from %s to %s refused (%s): %s",
+        session_id,
+        attributes.get(CALLER_NUMBER),
+        attributes.get(DIALLED_NUMBER),
+        reason,
+        error,
+    )
     await hang_up(ctx, caller.identity if caller is not None else None, why=f"refused call in room {ctx.room.name}")
     ctx.shutdown(reason=reason)
     return None
@@ -191,9 +216,13 @@ async def refuse_unassigned(ctx: JobContext, store: Store, meta: DispatchMeta) -
             why = f"no agent is assigned to {number['phone_number']}"
     if caller is None:
         why += f"; no SIP participant joined within {SIP_JOIN_TIMEOUT:.0f}s"
-    log.warning("inbound call in room %s from %s to %s refused (%s): %s", ctx.room.name,
-                attributes.get(CALLER_NUMBER), attributes.get(DIALLED_NUMBER), meta.refuse, why)
+    log.warning(
+        "inbound call in room %s from %s to %s refused (%s): %s",
+        ctx.room.name,
+        attributes.get(CALLER_NUMBER),
+        attributes.get(DIALLED_NUMBER),
+        meta.refuse,
+        why,
+    )
     await hang_up(ctx, caller.identity if caller is not None else None, why=f"refused call in room {ctx.room.name}")
     ctx.shutdown(reason=meta.refuse)
-
-

@@ -26,8 +26,9 @@ class LocalLiveKitError(RuntimeError):
 
 
 class LocalLiveKit:
-    def __init__(self, data_dir: Path, *, binary: str = "", port: int = 7880, host: str = "127.0.0.1",
-                 webhook_url: str = "") -> None:
+    def __init__(
+        self, data_dir: Path, *, binary: str = "", port: int = 7880, host: str = "127.0.0.1", webhook_url: str = ""
+    ) -> None:
         self.data_dir = data_dir
         self.webhook_url = webhook_url
         self.binary = Path(binary) if binary else DEFAULT_BIN
@@ -76,9 +77,20 @@ class LocalLiveKit:
         log_path = self.data_dir / "livekit-dev.log"
         with log_path.open("ab") as logf:  # the child keeps its own descriptor
             self.proc = await asyncio.create_subprocess_exec(
-                str(self.binary), "--dev", "--config", str(config), "--bind", self.host, "--node-ip", self.host,
-                "--port", str(self.port),
-                stdout=logf, stderr=logf, start_new_session=True, env=self.child_env(),
+                str(self.binary),
+                "--dev",
+                "--config",
+                str(config),
+                "--bind",
+                self.host,
+                "--node-ip",
+                self.host,
+                "--port",
+                str(self.port),
+                stdout=logf,
+                stderr=logf,
+                start_new_session=True,
+                env=self.child_env(),
             )
         log.info("starting local livekit-server (pid %d, log %s)", self.proc.pid, log_path)
         deadline = asyncio.get_running_loop().time() + timeout
@@ -87,7 +99,9 @@ class LocalLiveKit:
                 if self.proc.returncode is not None:
                     raise LocalLiveKitError(f"livekit-server exited with {self.proc.returncode}; see {log_path}")
                 try:
-                    async with http.get(f"http://{self.host}:{self.port}/", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    async with http.get(
+                        f"http://{self.host}:{self.port}/", timeout=aiohttp.ClientTimeout(total=1)
+                    ) as r:
                         if r.status == 200:
                             break
                 except (TimeoutError, aiohttp.ClientError):

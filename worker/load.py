@@ -33,8 +33,9 @@ def effective_max_calls(configured: int) -> int:
 
 
 class WorkerLoad:
-    def __init__(self, *, max_calls: int, threshold: float, active_calls: Callable[[], int],
-                 cores: float | None = None) -> None:
+    def __init__(
+        self, *, max_calls: int, threshold: float, active_calls: Callable[[], int], cores: float | None = None
+    ) -> None:
         self.max_calls = max_calls
         self.threshold = threshold
         self.active_calls = active_calls
@@ -78,6 +79,7 @@ class WorkerLoad:
         if calls >= self.max_calls:
             return f"{calls} calls running or starting, the most this worker takes is {self.max_calls}"
         if self.cpu_share >= self.threshold:
-            return (f"this worker's processes use {self.cpu_share:.0%} of {self.cores:g} cores "
-                    f"(limit {self.threshold:.0%})")
+            return (
+                f"this worker's processes use {self.cpu_share:.0%} of {self.cores:g} cores (limit {self.threshold:.0%})"
+            )
         return None

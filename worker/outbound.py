@@ -41,8 +41,11 @@ def classify(error: Exception, *, ring_timeout: float) -> DialOutcome:
     """The call's status from a failed `CreateSIPParticipant`, and a sentence saying what happened (LiveKit's own
     twirp message goes to the log)."""
     if not isinstance(error, api.ServerError):
-        return DialOutcome("FAILED", "dial_error",
-                           detail=f"Failed: the call could not be placed ({str(error) or type(error).__name__}).")
+        return DialOutcome(
+            "FAILED",
+            "dial_error",
+            detail=f"Failed: the call could not be placed ({str(error) or type(error).__name__}).",
+        )
     raw = error.metadata.get("sip_status_code")
     code = int(raw) if raw and raw.isdigit() else None
     phrase = error.metadata.get("sip_status")
@@ -51,20 +54,45 @@ def classify(error: Exception, *, ring_timeout: float) -> DialOutcome:
     if code == 603:
         return DialOutcome("FAILED", "declined", code, phrase, f"Declined: the callee declined the call{_sip(code)}.")
     if code in NO_ANSWER_CODES or (code is None and error.code in NO_ANSWER_TWIRP):
-        return DialOutcome("NO_ANSWER", "no_answer", code, phrase,
-                           f"No answer: the callee did not pick up within {ring_timeout:.0f} s{_sip(code)}.")
+        return DialOutcome(
+            "NO_ANSWER",
+            "no_answer",
+            code,
+            phrase,
+            f"No answer: the callee did not pick up within {ring_timeout:.0f} s{_sip(code)}.",
+        )
     reason = f"sip_{code}" if code is not None else (error.code or "dial_error")
-    return DialOutcome("FAILED", reason, code, phrase,
-                       f"Failed: the call could not be connected{_sip(code, phrase) or f' ({error.code})'}.")
+    return DialOutcome(
+        "FAILED",
+        reason,
+        code,
+        phrase,
+        f"Failed: the call could not be connected{_sip(code, phrase) or f' ({error.code})'}.",
+    )
 
 
-async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number: str, call_id: str,
-               ring_timeout: float, max_call_seconds: float) -> DialOutcome:
+async def dial(
+    lkapi: api.LiveKitAPI,
+    *,
+    room: str,
+    trunk_id: str,
+    phone_number: str,
+    call_id: str,
+    ring_timeout: float,
+    max_call_seconds: float,
+) -> DialOutcome:
     """Rings the number and returns when it is answered or has failed."""
     request = CreateSIPParticipantRequest(
-        sip_trunk_id=trunk_id, sip_call_to=phone_number, room_name=room, participant_identity=sip_identity(call_id),
-        participant_name=phone_number, wait_until_answered=True, play_dialtone=False,
-        ringing_timeout=Duration(seconds=int(ring_timeout)), max_call_duration=Duration(seconds=int(max_call_seconds)))
+        sip_trunk_id=trunk_id,
+        sip_call_to=phone_number,
+        room_name=room,
+        participant_identity=sip_identity(call_id),
+        participant_name=phone_number,
+        wait_until_answered=True,
+        play_dialtone=False,
+        ringing_timeout=Duration(seconds=int(ring_timeout)),
+        max_call_duration=Duration(seconds=int(max_call_seconds)),
+    )
     try:
         await lkapi.sip.create_sip_participant(request)
     except Exception as e:  # every failure is an outcome of the call, recorded with its reason
@@ -77,8 +105,9 @@ async def dial(lkapi: api.LiveKitAPI, *, room: str, trunk_id: str, phone_number:
 async def transfer(lkapi: api.LiveKitAPI, *, room: str, identity: str, target: str) -> str | None:
     """Hands the SIP participant on to `target` (a tel: or sip: URI): LiveKit SIP sends the far end a REFER and
     returns once the far end reports the transfer done (its NOTIFY). Returns why it failed, or None."""
-    request = TransferSIPParticipantRequest(room_name=room, participant_identity=identity, transfer_to=target,
-                                            play_dialtone=False)
+    request = TransferSIPParticipantRequest(
+        room_name=room, participant_identity=identity, transfer_to=target, play_dialtone=False
+    )
     try:
         await lkapi.sip.transfer_sip_participant(request)
     except Exception as e:

@@ -59,8 +59,14 @@ def describe_failure(kind: str, providers: tuple[str, ...], error: BaseException
 
 
 class SessionRecorder:
-    def __init__(self, store: Store, session_id: str, *, providers: dict[str, tuple[str, ...]] | None = None,
-                 provider_key: Callable[[str], str] = str.lower) -> None:
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        *,
+        providers: dict[str, tuple[str, ...]] | None = None,
+        provider_key: Callable[[str], str] = str.lower,
+    ) -> None:
         self.store = store
         self.session_id = session_id
         self.providers = providers or {}
@@ -125,8 +131,11 @@ class SessionRecorder:
             return
         self._partial_sent = text
         self._partial_at = asyncio.get_running_loop().time()
-        self._write(lambda db: events.emit_for_session(db, self.session_id, "transcript.partial",
-                                                       {"speaker": "user", "text": text}))
+        self._write(
+            lambda db: events.emit_for_session(
+                db, self.session_id, "transcript.partial", {"speaker": "user", "text": text}
+            )
+        )
 
     def _cancel_partial(self) -> None:
         if self._partial_timer is not None:
@@ -137,8 +146,11 @@ class SessionRecorder:
     def _served_by(self, user: dict[str, Any] | None, agent: dict[str, Any]) -> dict[str, str] | None:
         """Which provider served each stage of this turn, from LiveKit's per-message metadata."""
         out: dict[str, str] = {}
-        for stage, metrics, key in (("stt", user, "stt_metadata"), ("llm", agent, "llm_metadata"),
-                                    ("tts", agent, "tts_metadata")):
+        for stage, metrics, key in (
+            ("stt", user, "stt_metadata"),
+            ("llm", agent, "llm_metadata"),
+            ("tts", agent, "tts_metadata"),
+        ):
             meta = (metrics or {}).get(key) or {}
             provider = meta.get("model_provider")
             if provider:
@@ -179,9 +191,16 @@ class SessionRecorder:
             self._last_user_metrics = None
         self._write(
             lambda db: repo.append_item(
-                db, session_id=self.session_id, item_key=item.id, speaker=speaker, content=text,
-                timestamp=_iso(item.created_at), interrupted=bool(item.interrupted), metrics=turn,
-                providers=providers, source=source,
+                db,
+                session_id=self.session_id,
+                item_key=item.id,
+                speaker=speaker,
+                content=text,
+                timestamp=_iso(item.created_at),
+                interrupted=bool(item.interrupted),
+                metrics=turn,
+                providers=providers,
+                source=source,
             )
         )
 
@@ -193,16 +212,27 @@ class SessionRecorder:
         text = " ".join(t for _, t in self._unanswered)
         self._unanswered.clear()
         self._kept.append(text)
-        self._write(lambda db: repo.append_item(db, session_id=self.session_id, item_key=f"unanswered-{started}",
-                                                speaker="USER", content=text, timestamp=_iso(started)))
+        self._write(
+            lambda db: repo.append_item(
+                db,
+                session_id=self.session_id,
+                item_key=f"unanswered-{started}",
+                speaker="USER",
+                content=text,
+                timestamp=_iso(started),
+            )
+        )
 
     def _on_error(self, ev: ErrorEvent) -> None:
         recoverable = getattr(ev.error, "recoverable", True)
         kind = KINDS.get(getattr(ev.error, "type", ""), "pipeline")
         message = describe_failure(kind, self.providers.get(kind, ()), getattr(ev.error, "error", ev.error))
         log.warning("session %s %s error: %s", self.session_id, "recoverable" if recoverable else "fatal", message)
-        self._write(lambda db: events.emit_for_session(db, self.session_id, "error", {
-            "detail": message, "stage": kind, "recoverable": bool(recoverable)}))
+        self._write(
+            lambda db: events.emit_for_session(
+                db, self.session_id, "error", {"detail": message, "stage": kind, "recoverable": bool(recoverable)}
+            )
+        )
         if recoverable or self.error is not None:
             return
         self.error = message

@@ -43,18 +43,25 @@ class Runtime:
         self._sweeper = Periodic("session-sweeper", settings.session_sweep_seconds, self.sweep_once, log)
         self.registered = False
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
-        self.load = WorkerLoad(max_calls=effective_max_calls(settings.max_concurrent_calls),
-                               threshold=settings.load_threshold, active_calls=self._active_calls)
+        self.load = WorkerLoad(
+            max_calls=effective_max_calls(settings.max_concurrent_calls),
+            threshold=settings.load_threshold,
+            active_calls=self._active_calls,
+        )
 
     async def prepare(self) -> Settings:
         """Start the local LiveKit dev server if no LiveKit is configured; returns the settings to serve with."""
         s = self.settings
         if s.worker_enabled and not s.livekit_url:
-            self.local_livekit = LocalLiveKit(s.data_dir, binary=s.livekit_server_bin,
-                                              webhook_url=f"http://{s.host}:{s.port}/api/livekit/webhook")
+            self.local_livekit = LocalLiveKit(
+                s.data_dir, binary=s.livekit_server_bin, webhook_url=f"http://{s.host}:{s.port}/api/livekit/webhook"
+            )
             await self.local_livekit.start()
-            s = s.with_(livekit_url=self.local_livekit.url, livekit_api_key=self.local_livekit.api_key,
-                        livekit_api_secret=self.local_livekit.api_secret)
+            s = s.with_(
+                livekit_url=self.local_livekit.url,
+                livekit_api_key=self.local_livekit.api_key,
+                livekit_api_secret=self.local_livekit.api_secret,
+            )
             self.settings = s
         return s
 
@@ -116,8 +123,10 @@ class Runtime:
         if time.monotonic() - checked_at < 2.0:
             return cached
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(http_url(s.livekit_url) + "/", timeout=aiohttp.ClientTimeout(total=2)) as r,
+            ):
                 reachable = r.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             reachable = False

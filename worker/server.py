@@ -52,15 +52,25 @@ async def run(settings: Settings) -> int:
         log.critical("%s", e)
         store.close()
         return 2
-    app = create_app(settings, store=store, livekit_health=runtime.health,
-                     worker_capacity=runtime.capacity if settings.worker_enabled else None)
+    app = create_app(
+        settings,
+        store=store,
+        livekit_health=runtime.health,
+        worker_capacity=runtime.capacity if settings.worker_enabled else None,
+    )
     accept_log = AcceptErrorLog(loop)
     accept_log.install()
     runner = make_runner(app, settings)
     await runner.setup()
     site, _ = await start_site(runner, settings)
-    log.info("control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)", settings.host,
-             site.port, settings.host, site.port, settings.data_dir)
+    log.info(
+        "control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)",
+        settings.host,
+        site.port,
+        settings.host,
+        site.port,
+        settings.data_dir,
+    )
     exit_code = 0
     try:
         exit_code = await runtime.run_until(stop)

@@ -28,8 +28,10 @@ class TurnTrace:
         session.on("user_state_changed", lambda ev: self._log("user %s -> %s", ev.old_state, ev.new_state))
         session.on("agent_state_changed", lambda ev: self._log("agent %s -> %s", ev.old_state, ev.new_state))
         session.on("agent_false_interruption", lambda ev: self._log("false interruption"))
-        session.on("user_input_transcribed", lambda ev: self._log("transcript final=%s words=%d", ev.is_final,
-                                                                  len(ev.transcript.split())))
+        session.on(
+            "user_input_transcribed",
+            lambda ev: self._log("transcript final=%s words=%d", ev.is_final, len(ev.transcript.split())),
+        )
 
     def _on_speech(self, ev: Any) -> None:
         handle: SpeechHandle = ev.speech_handle

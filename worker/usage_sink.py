@@ -23,8 +23,14 @@ FIRST_BACKOFF_SECONDS = 0.2  # then 0.4, 0.8: about 1.4 s of retries before the 
 
 
 class StoreUsageSink:
-    def __init__(self, store: Store, *, spill_file: Path | None = None, attempts: int = ATTEMPTS,
-                 backoff_seconds: float = FIRST_BACKOFF_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        spill_file: Path | None = None,
+        attempts: int = ATTEMPTS,
+        backoff_seconds: float = FIRST_BACKOFF_SECONDS,
+    ) -> None:
         self.store = store
         self.spill_file = spill_file
         self.attempts = attempts
@@ -40,12 +46,18 @@ class StoreUsageSink:
             except Exception as e:  # the same rows (same keys) again: a write that did land is not doubled
                 error = e
                 if attempt < self.attempts:
-                    log.warning("usage write failed (attempt %d of %d): %s; retrying in %.1fs", attempt,
-                                self.attempts, e, delay)
+                    log.warning(
+                        "usage write failed (attempt %d of %d): %s; retrying in %.1fs", attempt, self.attempts, e, delay
+                    )
                     await asyncio.sleep(delay)
                     delay *= 2
         if self.spill_file is None:
             raise error
         await asyncio.to_thread(spill, self.spill_file, rows)
-        log.error("usage write failed %d times (%s): %d events spilled to %s for the next start", self.attempts,
-                  error, len(rows), self.spill_file)
+        log.error(
+            "usage write failed %d times (%s): %d events spilled to %s for the next start",
+            self.attempts,
+            error,
+            len(rows),
+            self.spill_file,
+        )

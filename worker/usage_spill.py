@@ -75,6 +75,11 @@ async def ingest_spilled(store: Store, spill_dir: Path) -> int:
         added = sum(flags)
         new += added
         await asyncio.to_thread(path.unlink)
-        log.info("ingested %s: %d spilled usage events, %d new, %d already in the ledger", path.name, len(rows),
-                 added, len(rows) - added)
+        log.info(
+            "ingested %s: %d spilled usage events, %d new, %d already in the ledger",
+            path.name,
+            len(rows),
+            added,
+            len(rows) - added,
+        )
     return new

@@ -23,10 +23,20 @@ from ..version import VERSION
 STATIC = Path(__file__).parent / "static"
 IMMUTABLE = "public, max-age=31536000, immutable"
 # Scripts and styles only from here; the LiveKit server the Talk page joins may live on any host.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
-       "connect-src 'self' ws: wss: http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
-         ".json": "application/json", ".woff2": "font/woff2", ".txt": "text/plain", ".html": "text/html"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+    "connect-src 'self' ws: wss: http: https:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain",
+    ".html": "text/html",
+}
 
 
 def asset_digest(root: Path = STATIC) -> str:
@@ -51,9 +61,17 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
     page = (STATIC / "index.html").read_text().replace("%ASSETS%", assets).replace("%CONFIG%", config)
 
     async def index(request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP,
-                                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+        return web.Response(
+            text=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     root = STATIC.resolve()
 
@@ -65,8 +83,9 @@ def add_dashboard(app: web.Application, settings: Settings) -> None:
         # An old page (loaded before an upgrade) still gets today's file, but must not cache it under its old URL.
         cache = IMMUTABLE if request.match_info["digest"] == digest else "no-cache"
         ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return web.FileResponse(path, headers={"Cache-Control": cache, "Content-Type": ctype,
-                                               "X-Content-Type-Options": "nosniff"})
+        return web.FileResponse(
+            path, headers={"Cache-Control": cache, "Content-Type": ctype, "X-Content-Type-Options": "nosniff"}
+        )
 
     app.router.add_get("/", index)
     app.router.add_get("/static/{digest}/{path:.+}", asset)

@@ -17,13 +17,20 @@ async def login(call: Call) -> dict:
     issuer = app.get(ISSUER)
     if issuer is None:
         # With Clerk configured there are no local accounts: the route is not here, and says why.
-        raise NotFound("local login is off: this server accepts Clerk tokens (VOXARENA_CLERK_ISSUER), "
-                       "log in through Clerk")
+        raise NotFound(
+            "local login is off: this server accepts Clerk tokens (VOXARENA_CLERK_ISSUER), log in through Clerk"
+        )
     ttl = app[SETTINGS].login_token_ttl_seconds
     try:
-        token = await service.login(app[STORE], issuer, app[service.LOGIN_THROTTLE], email=call.body.email,
-                                    password=call.body.password, address=client_address(call.request),
-                                    ttl_seconds=ttl)
+        token = await service.login(
+            app[STORE],
+            issuer,
+            app[service.LOGIN_THROTTLE],
+            email=call.body.email,
+            password=call.body.password,
+            address=client_address(call.request),
+            ttl_seconds=ttl,
+        )
     except service.InvalidCredentials:
         raise Unauthorized(WRONG_CREDENTIALS) from None
     except service.TooManyFailures as e:
@@ -32,6 +39,15 @@ async def login(call: Call) -> dict:
 
 
 ROUTES = [
-    Route("POST", LOGIN_PATH, login, "Log in with a local account (embedded issuer only)", "auth",
-          response=LoginToken, body=LoginRequest, public=True, errors=(401, 404, 429)),
+    Route(
+        "POST",
+        LOGIN_PATH,
+        login,
+        "Log in with a local account (embedded issuer only)",
+        "auth",
+        response=LoginToken,
+        body=LoginRequest,
+        public=True,
+        errors=(401, 404, 429),
+    ),
 ]

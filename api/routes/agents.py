@@ -36,8 +36,9 @@ async def list_agents(call: Call) -> web.StreamResponse:
         payload = AgentList(agents=[], total=0).model_dump_json().encode()
     else:
         filters = {k: v for k, v in (("status", q.status), ("agent_type", q.type)) if v is not None}
-        payload = await service.list_json(app[STORE], app[AGENT_LISTS], call.tenant_id, page=q.page, limit=q.limit,
-                                          **filters)
+        payload = await service.list_json(
+            app[STORE], app[AGENT_LISTS], call.tenant_id, page=q.page, limit=q.limit, **filters
+        )
     return await send_json(call.request, payload)
 
 
@@ -66,11 +67,13 @@ async def delete_agent(call: Call) -> dict:
 
 # ---- /api/v1/agents (002) ----
 
+
 async def list_v1(call: Call) -> web.StreamResponse:
     q: AgentV1Query = call.query
     filters = {k: v for k, v in (("client_id", q.client_id), ("enabled", q.active)) if v is not None}
     payload = await call.request.app[STORE].read(
-        lambda db: service.list_v1_json(db, call.tenant_id, page=q.page, limit=q.limit, **filters))
+        lambda db: service.list_v1_json(db, call.tenant_id, page=q.page, limit=q.limit, **filters)
+    )
     return await send_json(call.request, payload)
 
 
@@ -96,22 +99,83 @@ _OWN_V1: Owns = {"owns": "agent", "owned_param": "agent_id"}
 
 ROUTES = [
     # Lists are serialised off the loop and sent as bytes (raw), still documented and checked against their models.
-    Route("GET", "/api/agents", list_agents, "List your agents (a page)", "agents", response=AgentList,
-          query=AgentQuery, raw=True),
-    Route("POST", "/api/agents", create_agent, "Create an agent", "agents", response=Agent, body=AgentCreate,
-          status=201, errors=(403, 409)),
+    Route(
+        "GET",
+        "/api/agents",
+        list_agents,
+        "List your agents (a page)",
+        "agents",
+        response=AgentList,
+        query=AgentQuery,
+        raw=True,
+    ),
+    Route(
+        "POST",
+        "/api/agents",
+        create_agent,
+        "Create an agent",
+        "agents",
+        response=Agent,
+        body=AgentCreate,
+        status=201,
+        errors=(403, 409),
+    ),
     Route("GET", "/api/agents/{id}", get_agent, "Get an agent", "agents", response=Agent, **_OWN),
-    Route("PUT", "/api/agents/{id}", update_agent, "Update an agent", "agents", response=Agent, body=AgentUpdate,
-          errors=(409,), **_OWN),
+    Route(
+        "PUT",
+        "/api/agents/{id}",
+        update_agent,
+        "Update an agent",
+        "agents",
+        response=Agent,
+        body=AgentUpdate,
+        errors=(409,),
+        **_OWN,
+    ),
     Route("DELETE", "/api/agents/{id}", delete_agent, "Delete an agent", "agents", response=Deleted, **_OWN),
-    Route("GET", "/api/v1/agents", list_v1, "List agents (Autonomite shape; a page)", "agents-v1",
-          response=AgentV1, many=True, query=AgentV1Query, raw=True),
-    Route("POST", "/api/v1/agents", create_v1, "Create an agent (Autonomite shape)", "agents-v1",
-          response=AgentV1, body=AgentV1Create, status=201, errors=(403, 409)),
-    Route("GET", "/api/v1/agents/{agent_id}", get_v1, "Get an agent (Autonomite shape)", "agents-v1",
-          response=AgentV1, **_OWN_V1),
-    Route("PUT", "/api/v1/agents/{agent_id}", update_v1, "Update an agent (Autonomite shape)", "agents-v1",
-          response=AgentV1, body=AgentV1Update, errors=(409,), **_OWN_V1),
-    Route("DELETE", "/api/v1/agents/{agent_id}", delete_v1, "Delete an agent", "agents-v1", response=Deleted,
-          **_OWN_V1),
+    Route(
+        "GET",
+        "/api/v1/agents",
+        list_v1,
+        "List agents (Autonomite shape; a page)",
+        "agents-v1",
+        response=AgentV1,
+        many=True,
+        query=AgentV1Query,
+        raw=True,
+    ),
+    Route(
+        "POST",
+        "/api/v1/agents",
+        create_v1,
+        "Create an agent (Autonomite shape)",
+        "agents-v1",
+        response=AgentV1,
+        body=AgentV1Create,
+        status=201,
+        errors=(403, 409),
+    ),
+    Route(
+        "GET",
+        "/api/v1/agents/{agent_id}",
+        get_v1,
+        "Get an agent (Autonomite shape)",
+        "agents-v1",
+        response=AgentV1,
+        **_OWN_V1,
+    ),
+    Route(
+        "PUT",
+        "/api/v1/agents/{agent_id}",
+        update_v1,
+        "Update an agent (Autonomite shape)",
+        "agents-v1",
+        response=AgentV1,
+        body=AgentV1Update,
+        errors=(409,),
+        **_OWN_V1,
+    ),
+    Route(
+        "DELETE", "/api/v1/agents/{agent_id}", delete_v1, "Delete an agent", "agents-v1", response=Deleted, **_OWN_V1
+    ),
 ]

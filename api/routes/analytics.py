@@ -10,19 +10,46 @@ from ..services import analytics
 
 async def analytics_summary(call: Call) -> dict:
     q: AnalyticsQuery = call.query
-    return await analytics.summary(call.request.app[STORE], call.tenant_id, call.request.app[SETTINGS].success_outcomes,
-                                   period=q.period, tenant_id=q.tenant_id)
+    return await analytics.summary(
+        call.request.app[STORE],
+        call.tenant_id,
+        call.request.app[SETTINGS].success_outcomes,
+        period=q.period,
+        tenant_id=q.tenant_id,
+    )
 
 
 async def agent_analytics(call: Call) -> dict:
     q: AnalyticsQuery = call.query
-    return await analytics.agent(call.request.app[STORE], call.tenant_id, call.params["agent_id"],
-                                 call.request.app[SETTINGS].success_outcomes, period=q.period)
+    return await analytics.agent(
+        call.request.app[STORE],
+        call.tenant_id,
+        call.params["agent_id"],
+        call.request.app[SETTINGS].success_outcomes,
+        period=q.period,
+    )
 
 
 ROUTES = [
-    Route("GET", "/api/analytics/summary", analytics_summary, "Calls, minutes, success rate and top agents",
-          "analytics", response=AnalyticsSummary, query=AnalyticsQuery, errors=(404,)),
-    Route("GET", "/api/analytics/agents/{agent_id}", agent_analytics, "One agent's calls, success and cost",
-          "analytics", response=AgentAnalytics, query=AnalyticsQuery, owns="agent", owned_param="agent_id"),
+    Route(
+        "GET",
+        "/api/analytics/summary",
+        analytics_summary,
+        "Calls, minutes, success rate and top agents",
+        "analytics",
+        response=AnalyticsSummary,
+        query=AnalyticsQuery,
+        errors=(404,),
+    ),
+    Route(
+        "GET",
+        "/api/analytics/agents/{agent_id}",
+        agent_analytics,
+        "One agent's calls, success and cost",
+        "analytics",
+        response=AgentAnalytics,
+        query=AnalyticsQuery,
+        owns="agent",
+        owned_param="agent_id",
+    ),
 ]

@@ -43,9 +43,27 @@ async def delete_key(call: Call) -> dict:
 
 
 ROUTES = [
-    Route("POST", "/api/keys", create_key, "Create an API key (the key is shown once)", "keys", response=NewApiKey,
-          body=ApiKeyCreate, status=201, errors=(403,)),
+    Route(
+        "POST",
+        "/api/keys",
+        create_key,
+        "Create an API key (the key is shown once)",
+        "keys",
+        response=NewApiKey,
+        body=ApiKeyCreate,
+        status=201,
+        errors=(403,),
+    ),
     Route("GET", "/api/keys", list_keys, "The tenant's API keys (no secrets)", "keys", response=ApiKeyList),
-    Route("DELETE", "/api/keys/{id}", delete_key, "Revoke an API key, at once", "keys", response=Success,
-          owns="api_key", owned_param="id", errors=(403,)),
+    Route(
+        "DELETE",
+        "/api/keys/{id}",
+        delete_key,
+        "Revoke an API key, at once",
+        "keys",
+        response=Success,
+        owns="api_key",
+        owned_param="id",
+        errors=(403,),
+    ),
 ]

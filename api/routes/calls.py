@@ -49,8 +49,14 @@ from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_w
 from .sessions import date_bounds
 
 
-async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str | None,
-                 context: dict | None = None, campaign: str | None = None) -> dict:
+async def _place(
+    call: Call,
+    agent_id: str,
+    phone_number: str,
+    callback_url: str | None,
+    context: dict | None = None,
+    campaign: str | None = None,
+) -> dict:
     app = call.request.app
     gateway = product_gateway(call.request)
     agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
@@ -58,16 +64,28 @@ async def _place(call: Call, agent_id: str, phone_number: str, callback_url: str
     if callback_url is not None:
         await callbacks.check_url(app[NETPOLICY], callback_url)
     await refuse_when_no_worker(call.request)
-    return await outbound.place(app[STORE], gateway, app[SETTINGS], owner_id=call.tenant_id, agent_id=agent_id,
-                                phone_number=phone_number, callback_url=callback_url, context=context,
-                                campaign=campaign)
+    return await outbound.place(
+        app[STORE],
+        gateway,
+        app[SETTINGS],
+        owner_id=call.tenant_id,
+        agent_id=agent_id,
+        phone_number=phone_number,
+        callback_url=callback_url,
+        context=context,
+        campaign=campaign,
+    )
 
 
 async def place_call(call: Call) -> dict:
     body: OutboundCallRequest = call.body
     row = await _place(call, body.agent_id, body.phone_number, body.callback_url, campaign=body.campaign)
-    return {"call_id": row["id"], "room_name": row["room_name"], "status": row["status"],
-            "session_id": row["session_id"]}
+    return {
+        "call_id": row["id"],
+        "room_name": row["room_name"],
+        "status": row["status"],
+        "session_id": row["session_id"],
+    }
 
 
 async def call_status(call: Call) -> dict:
@@ -75,8 +93,12 @@ async def call_status(call: Call) -> dict:
 
 
 async def end_call(call: Call) -> dict:
-    await outbound.hang_up(call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
-                           call_id=call.params.get("id") or call.params["call_id"])
+    await outbound.hang_up(
+        call.request.app[STORE],
+        product_gateway(call.request),
+        owner_id=call.tenant_id,
+        call_id=call.params.get("id") or call.params["call_id"],
+    )
     return {"success": True}
 
 
@@ -98,7 +120,11 @@ async def rotate_secret(call: Call) -> dict:
 async def telephony_place(call: Call) -> dict:
     body: TelephonyCallRequest = call.body
     row = await _place(call, body.agent_id, body.phone_number, None, campaign=body.campaign)
-    return {"call_id": row["id"], "status": phone_calls.TELEPHONY_STATUS[row["status"]], "session_id": row["session_id"]}
+    return {
+        "call_id": row["id"],
+        "status": phone_calls.TELEPHONY_STATUS[row["status"]],
+        "session_id": row["session_id"],
+    }
 
 
 async def telephony_status(call: Call) -> dict:
@@ -108,11 +134,16 @@ async def telephony_status(call: Call) -> dict:
 
 # ---- Phony (003): an agent's call, calls now and before ----
 
+
 async def agent_call(call: Call) -> dict:
     body: AgentCallRequest = call.body
     row = await _place(call, call.params["agent_id"], body.to_number, None, body.context, body.campaign)
-    return {"call_sid": row["session_id"], "status": "queued", "message": f"Call to {body.to_number} queued",
-            "call_id": row["id"]}
+    return {
+        "call_sid": row["session_id"],
+        "status": "queued",
+        "message": f"Call to {body.to_number} queued",
+        "call_id": row["id"],
+    }
 
 
 async def active_calls(call: Call) -> list:
@@ -123,10 +154,17 @@ async def active_calls(call: Call) -> list:
 async def call_history(call: Call) -> dict:
     q: HistoryQuery = call.query
     start, end = date_bounds(q)
-    listed = await call.request.app[STORE].read(lambda db: sessions_repo.call_history(
-        db, call.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset))
-    return {"calls": [live_call_wire(r, with_cost=True) for r in listed["calls"]], "total": listed["total"],
-            "limit": q.limit, "offset": q.offset}
+    listed = await call.request.app[STORE].read(
+        lambda db: sessions_repo.call_history(
+            db, call.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset
+        )
+    )
+    return {
+        "calls": [live_call_wire(r, with_cost=True) for r in listed["calls"]],
+        "total": listed["total"],
+        "limit": q.limit,
+        "offset": q.offset,
+    }
 
 
 async def update_context(call: Call) -> dict:
@@ -145,6 +183,7 @@ async def update_context(call: Call) -> dict:
 
 # ---- supervisor controls (Phony's /api/override/*): through the same control channel as the context ----
 
+
 async def _live(call: Call, sid: str) -> dict:
     row = await call.request.app[STORE].read(sessions_repo.get_row, sid, call.tenant_id)
     if row["status"] != "active":
@@ -158,8 +197,9 @@ async def record_override(call: Call, call_sid: str, kind: str, data: dict) -> N
     trail keeps an attempt LiveKit then failed to deliver (that request answers 502)."""
     assert call.principal is not None
     sent_by = {"sent_by": call.principal.user_id, "key_id": call.principal.key_id}
-    await call.request.app[STORE].write(lambda db: events_repo.record_override(
-        db, call.tenant_id, call_sid, kind, data, sent_by=sent_by))
+    await call.request.app[STORE].write(
+        lambda db: events_repo.record_override(db, call.tenant_id, call_sid, kind, data, sent_by=sent_by)
+    )
 
 
 async def _control(call: Call, row: dict, message: ControlMessage) -> None:
@@ -211,8 +251,7 @@ async def override_end(call: Call) -> dict:
     app = call.request.app
     phone = await app[STORE].read(repo.live_for_session, body.call_sid)
     if phone is not None and phone["status"] not in phone_calls.TERMINAL:
-        await outbound.hang_up(app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
-                               call_id=phone["id"])
+        await outbound.hang_up(app[STORE], product_gateway(call.request), owner_id=call.tenant_id, call_id=phone["id"])
     else:  # a web call: closing the room ends it (the job records the end)
         gateway = await app[GATEWAYS].for_session(row)
         try:
@@ -227,39 +266,173 @@ _OWN_T: Owns = {"owns": "call", "owned_param": "call_id"}
 _PLACE_ERRORS = (400, 403, 404, 409, 429, 503)
 
 ROUTES = [
-    Route("POST", "/api/agents/{agent_id}/call", agent_call, "Call a number with this agent (Phony shape)", "calls",
-          response=AgentCallResponse, body=AgentCallRequest, status=201, errors=_PLACE_ERRORS, owns="agent",
-          owned_param="agent_id"),
-    Route("GET", "/api/calls/active", active_calls, "The tenant's calls in progress (Phony shape)", "calls",
-          response=LiveCall, many=True),
-    Route("PUT", "/api/calls/{call_sid}/context", update_context, "Merge into a live call's context", "calls",
-          response=ContextUpdated, body=ContextUpdate, errors=(502,), owns="session", owned_param="call_sid"),
-    Route("POST", "/api/override/text", override_text, "Have the agent say this now", "override",
-          response=OverrideDone, body=OverrideText, errors=(404, 502)),
-    Route("POST", "/api/override/dtmf", override_dtmf, "Send a DTMF digit into a phone call", "override",
-          response=OverrideDone, body=OverrideDtmf, errors=(404, 409, 502)),
-    Route("POST", "/api/override/transfer", override_transfer, "Transfer a phone call (SIP REFER)", "override",
-          response=OverrideDone, body=OverrideTransfer, errors=(404, 409, 502)),
-    Route("POST", "/api/override/end", override_end, "End a live call", "override", response=OverrideDone,
-          body=OverrideEnd, errors=(404, 409, 502)),
-    Route("GET", "/api/calls/history", call_history, "The tenant's ended calls with their cost (Phony shape)",
-          "calls", response=CallHistory, query=HistoryQuery),
-    Route("POST", "/api/calls/outbound", place_call, "Call a phone number with one of your agents", "calls",
-          response=OutboundCallResponse, body=OutboundCallRequest, status=201, errors=_PLACE_ERRORS),
-    Route("GET", "/api/calls/callback-secret", get_secret, "The secret your callbacks are signed with", "calls",
-          response=CallbackSecret),
-    Route("POST", "/api/calls/callback-secret", rotate_secret, "Rotate the callback signing secret", "calls",
-          response=CallbackSecret),
-    Route("GET", "/api/calls/{id}/status", call_status, "An outbound call's status", "calls",
-          response=CallStatusResponse, **_OWN),
-    Route("POST", "/api/calls/{id}/end", end_call, "Hang up an outbound call", "calls", response=Success,
-          errors=(409, 502, 503), **_OWN),
-    Route("GET", "/api/calls/{id}/callbacks", list_callbacks, "Every callback attempt of a call", "calls",
-          response=CallbackDelivery, many=True, **_OWN),
-    Route("POST", "/api/telephony/outbound/call", telephony_place, "Call a phone number (telephony shape)",
-          "telephony", response=TelephonyCallResponse, body=TelephonyCallRequest, status=201, errors=_PLACE_ERRORS),
-    Route("GET", "/api/telephony/outbound/call/{call_id}/status", telephony_status, "A call's status (telephony)",
-          "telephony", response=TelephonyStatusResponse, **_OWN_T),
-    Route("POST", "/api/telephony/outbound/call/{call_id}/end", end_call, "Hang up a call (telephony)",
-          "telephony", response=Success, errors=(409, 502, 503), **_OWN_T),
+    Route(
+        "POST",
+        "/api/agents/{agent_id}/call",
+        agent_call,
+        "Call a number with this agent (Phony shape)",
+        "calls",
+        response=AgentCallResponse,
+        body=AgentCallRequest,
+        status=201,
+        errors=_PLACE_ERRORS,
+        owns="agent",
+        owned_param="agent_id",
+    ),
+    Route(
+        "GET",
+        "/api/calls/active",
+        active_calls,
+        "The tenant's calls in progress (Phony shape)",
+        "calls",
+        response=LiveCall,
+        many=True,
+    ),
+    Route(
+        "PUT",
+        "/api/calls/{call_sid}/context",
+        update_context,
+        "Merge into a live call's context",
+        "calls",
+        response=ContextUpdated,
+        body=ContextUpdate,
+        errors=(502,),
+        owns="session",
+        owned_param="call_sid",
+    ),
+    Route(
+        "POST",
+        "/api/override/text",
+        override_text,
+        "Have the agent say this now",
+        "override",
+        response=OverrideDone,
+        body=OverrideText,
+        errors=(404, 502),
+    ),
+    Route(
+        "POST",
+        "/api/override/dtmf",
+        override_dtmf,
+        "Send a DTMF digit into a phone call",
+        "override",
+        response=OverrideDone,
+        body=OverrideDtmf,
+        errors=(404, 409, 502),
+    ),
+    Route(
+        "POST",
+        "/api/override/transfer",
+        override_transfer,
+        "Transfer a phone call (SIP REFER)",
+        "override",
+        response=OverrideDone,
+        body=OverrideTransfer,
+        errors=(404, 409, 502),
+    ),
+    Route(
+        "POST",
+        "/api/override/end",
+        override_end,
+        "End a live call",
+        "override",
+        response=OverrideDone,
+        body=OverrideEnd,
+        errors=(404, 409, 502),
+    ),
+    Route(
+        "GET",
+        "/api/calls/history",
+        call_history,
+        "The tenant's ended calls with their cost (Phony shape)",
+        "calls",
+        response=CallHistory,
+        query=HistoryQuery,
+    ),
+    Route(
+        "POST",
+        "/api/calls/outbound",
+        place_call,
+        "Call a phone number with one of your agents",
+        "calls",
+        response=OutboundCallResponse,
+        body=OutboundCallRequest,
+        status=201,
+        errors=_PLACE_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/api/calls/callback-secret",
+        get_secret,
+        "The secret your callbacks are signed with",
+        "calls",
+        response=CallbackSecret,
+    ),
+    Route(
+        "POST",
+        "/api/calls/callback-secret",
+        rotate_secret,
+        "Rotate the callback signing secret",
+        "calls",
+        response=CallbackSecret,
+    ),
+    Route(
+        "GET",
+        "/api/calls/{id}/status",
+        call_status,
+        "An outbound call's status",
+        "calls",
+        response=CallStatusResponse,
+        **_OWN,
+    ),
+    Route(
+        "POST",
+        "/api/calls/{id}/end",
+        end_call,
+        "Hang up an outbound call",
+        "calls",
+        response=Success,
+        errors=(409, 502, 503),
+        **_OWN,
+    ),
+    Route(
+        "GET",
+        "/api/calls/{id}/callbacks",
+        list_callbacks,
+        "Every callback attempt of a call",
+        "calls",
+        response=CallbackDelivery,
+        many=True,
+        **_OWN,
+    ),
+    Route(
+        "POST",
+        "/api/telephony/outbound/call",
+        telephony_place,
+        "Call a phone number (telephony shape)",
+        "telephony",
+        response=TelephonyCallResponse,
+        body=TelephonyCallRequest,
+        status=201,
+        errors=_PLACE_ERRORS,
+    ),
+    Route(
+        "GET",
+        "/api/telephony/outbound/call/{call_id}/status",
+        telephony_status,
+        "A call's status (telephony)",
+        "telephony",
+        response=TelephonyStatusResponse,
+        **_OWN_T,
+    ),
+    Route(
+        "POST",
+        "/api/telephony/outbound/call/{call_id}/end",
+        end_call,
+        "Hang up a call (telephony)",
+        "telephony",
+        response=Success,
+        errors=(409, 502, 503),
+        **_OWN_T,
+    ),
 ]

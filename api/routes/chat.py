@@ -42,24 +42,51 @@ async def trigger_agent(call: Call) -> dict:
     agent = await _agent(call, body)
     refuse_unavailable_agent(agent)
     if body.mode == "voice":
-        started = await start_web_call(call, agent, body.room_name, participant_name=body.user_id,
-                                       user_id=body.user_id, conversation_id=body.conversation_id,
-                                       campaign=body.campaign)
-        return {"success": True, "mode": "voice", "room_name": started["roomName"],
-                "session_id": started["sessionId"], "token": started["token"], "server_url": started["serverUrl"],
-                "identity": started["identity"], "agent_id": agent["id"], "user_id": body.user_id,
-                "conversation_id": body.conversation_id}
+        started = await start_web_call(
+            call,
+            agent,
+            body.room_name,
+            participant_name=body.user_id,
+            user_id=body.user_id,
+            conversation_id=body.conversation_id,
+            campaign=body.campaign,
+        )
+        return {
+            "success": True,
+            "mode": "voice",
+            "room_name": started["roomName"],
+            "session_id": started["sessionId"],
+            "token": started["token"],
+            "server_url": started["serverUrl"],
+            "identity": started["identity"],
+            "agent_id": agent["id"],
+            "user_id": body.user_id,
+            "conversation_id": body.conversation_id,
+        }
     chat = call.request.app[CHAT]
-    opened = await chat.open_text(call.tenant_id, agent, body.session_id, user_id=body.user_id,
-                                  conversation_id=body.conversation_id, campaign=body.campaign)
+    opened = await chat.open_text(
+        call.tenant_id,
+        agent,
+        body.session_id,
+        user_id=body.user_id,
+        conversation_id=body.conversation_id,
+        campaign=body.campaign,
+    )
     try:
         turn = await chat.message(agent, Turn(session_id=opened.row["id"], content=body.message or ""))
     except LlmFailed as e:
         raise BadGateway(f"the agent could not answer: {e}") from None
-    return {"success": True, "mode": "text", "session_id": opened.row["id"],
-            "conversation_id": opened.row["conversation_id"], "response": turn.reply, "timestamp": turn.timestamp,
-            "agent_id": agent["id"], "user_id": opened.row["user_id"],
-            "previous_session_id": opened.previous_session_id}
+    return {
+        "success": True,
+        "mode": "text",
+        "session_id": opened.row["id"],
+        "conversation_id": opened.row["conversation_id"],
+        "response": turn.reply,
+        "timestamp": turn.timestamp,
+        "agent_id": agent["id"],
+        "user_id": opened.row["user_id"],
+        "previous_session_id": opened.previous_session_id,
+    }
 
 
 async def end_session(call: Call) -> dict:
@@ -72,6 +99,7 @@ async def end_session(call: Call) -> dict:
 
 
 # ---- the chat socket ----
+
 
 def require_websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
@@ -102,7 +130,8 @@ async def chat_socket(call: Call) -> web.WebSocketResponse:
     try:  # each socket may drive LLM turns: capped before the upgrade
         lease = await guard.leases.acquire(
             Scope(f"chat:cred:{holder.credential}", settings.chat_max_connections, "per credential"),
-            Scope(f"chat:tenant:{holder.tenant_id}", settings.chat_max_connections_per_tenant, "per tenant"))
+            Scope(f"chat:tenant:{holder.tenant_id}", settings.chat_max_connections_per_tenant, "per tenant"),
+        )
     except TooManySockets as e:
         raise ConnectionLimit(f"{e} on /ws/chat") from None
     watch = guard.watch(holder)
@@ -138,8 +167,7 @@ async def _close_when_refused(ws: web.WebSocketResponse, watch: Watch) -> None:
     await _close(ws, watch.refusal)
 
 
-async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, session_id: str,
-                      raw: str) -> str | None:
+async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, session_id: str, raw: str) -> str | None:
     """Handle one client frame; returns the session the conversation goes on in (a new one when it had ended)."""
     chat = call.request.app[CHAT]
     try:
@@ -183,8 +211,9 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
     except (NotFoundError, Conflict) as e:
         await _send(ws, {"type": "error", "detail": str(e)})
         return None
-    opened = await chat.open_text(call.tenant_id, agent, session_id,
-                                  user_id=user_id if isinstance(user_id, str) else None, conversation_id=None)
+    opened = await chat.open_text(
+        call.tenant_id, agent, session_id, user_id=user_id if isinstance(user_id, str) else None, conversation_id=None
+    )
     sid = opened.row["id"]
     if sid != session_id:
         await _send(ws, {"type": "session", "session_id": sid, "previous_session_id": session_id})
@@ -197,17 +226,44 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
     except LlmFailed as e:
         await _send(ws, {"type": "error", "detail": f"the agent could not answer: {e}"})
         return sid
-    await _send(ws, {"type": "message", "content": turn.reply, "role": "assistant", "timestamp": turn.timestamp,
-                     "session_id": sid})
+    await _send(
+        ws,
+        {"type": "message", "content": turn.reply, "role": "assistant", "timestamp": turn.timestamp, "session_id": sid},
+    )
     return sid
 
 
 ROUTES = [
-    Route("POST", "/trigger-agent", trigger_agent, "Talk to an agent by voice (a room) or text (its answer)",
-          "chat", response=TriggerAgentResponse, body=TriggerAgentRequest, errors=(404, 409, 429, 502, 503)),
-    Route("GET", "/ws/chat/{session_id}", chat_socket, "Chat with an agent over a websocket (streamed replies)",
-          "chat", raw=True, status=101, errors=(400, 429),
-          unowned="checked after the upgrade: a session that is not a text session of yours is closed with 4404"),
-    Route("POST", "/api/sessions/{id}/end", end_session, "End a text conversation (it is then analysed)", "chat",
-          response=SessionEnded, owns="session", owned_param="id", errors=(409,)),
+    Route(
+        "POST",
+        "/trigger-agent",
+        trigger_agent,
+        "Talk to an agent by voice (a room) or text (its answer)",
+        "chat",
+        response=TriggerAgentResponse,
+        body=TriggerAgentRequest,
+        errors=(404, 409, 429, 502, 503),
+    ),
+    Route(
+        "GET",
+        "/ws/chat/{session_id}",
+        chat_socket,
+        "Chat with an agent over a websocket (streamed replies)",
+        "chat",
+        raw=True,
+        status=101,
+        errors=(400, 429),
+        unowned="checked after the upgrade: a session that is not a text session of yours is closed with 4404",
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{id}/end",
+        end_session,
+        "End a text conversation (it is then analysed)",
+        "chat",
+        response=SessionEnded,
+        owns="session",
+        owned_param="id",
+        errors=(409,),
+    ),
 ]

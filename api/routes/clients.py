@@ -37,9 +37,26 @@ _OWN: Owns = {"owns": "client", "owned_param": "client_id"}
 
 ROUTES = [
     Route("GET", "/api/v1/clients", list_clients, "The tenant's clients", "clients", response=Client, many=True),
-    Route("POST", "/api/v1/clients", create_client, "Create a client (secrets are write-only)", "clients",
-          response=Client, body=ClientCreate, status=201, errors=(409,)),
+    Route(
+        "POST",
+        "/api/v1/clients",
+        create_client,
+        "Create a client (secrets are write-only)",
+        "clients",
+        response=Client,
+        body=ClientCreate,
+        status=201,
+        errors=(409,),
+    ),
     Route("GET", "/api/v1/clients/{client_id}", get_client, "Get a client", "clients", response=Client, **_OWN),
-    Route("PUT", "/api/v1/clients/{client_id}", update_client, "Update a client (a masked secret sent back is kept)",
-          "clients", response=Client, body=ClientUpdate, **_OWN),
+    Route(
+        "PUT",
+        "/api/v1/clients/{client_id}",
+        update_client,
+        "Update a client (a masked secret sent back is kept)",
+        "clients",
+        response=Client,
+        body=ClientUpdate,
+        **_OWN,
+    ),
 ]

@@ -31,8 +31,11 @@ async def post_usage_event(call: Call) -> web.Response:
     wire, created = await app[STORE].write(
         usage_service.ingest, app[PRICEBOOK], call.tenant_id, call.body, header_key, body_hash, call.user_id
     )
-    return web.json_response(UsageEvent.model_validate(wire).model_dump(mode="json"), status=201 if created else 200,
-                             headers={} if created else {"Idempotent-Replayed": "true"})
+    return web.json_response(
+        UsageEvent.model_validate(wire).model_dump(mode="json"),
+        status=201 if created else 200,
+        headers={} if created else {"Idempotent-Replayed": "true"},
+    )
 
 
 async def cost_summary(call: Call) -> dict:
@@ -53,19 +56,56 @@ async def cost_by_agent(call: Call) -> list:
 async def session_cost_breakdown(call: Call) -> dict:
     q: BreakdownQuery = call.query
     breakdown = await call.request.app[STORE].read(
-        lambda db: ledger.session_breakdown(db, call.tenant_id, call.params["id"], limit=q.events_limit,
-                                            offset=q.events_offset))
+        lambda db: ledger.session_breakdown(
+            db, call.tenant_id, call.params["id"], limit=q.events_limit, offset=q.events_offset
+        )
+    )
     return {**breakdown, "events_limit": q.events_limit, "events_offset": q.events_offset}
 
 
 ROUTES = [
-    Route("POST", "/api/usage/events", post_usage_event, "Record a usage event (idempotent)", "costs",
-          response=UsageEvent, body=UsageEventIn, status=201, also=(200,), raw=True, exact_numbers=True, errors=(404, 409)),
-    Route("GET", "/api/costs/summary", cost_summary, "Total, this month's and per-provider costs", "costs",
-          response=CostSummary),
-    Route("GET", "/api/costs/timeline", cost_timeline, "Costs per day, week or month", "costs",
-          response=TimelinePoint, many=True, query=TimelineQuery),
+    Route(
+        "POST",
+        "/api/usage/events",
+        post_usage_event,
+        "Record a usage event (idempotent)",
+        "costs",
+        response=UsageEvent,
+        body=UsageEventIn,
+        status=201,
+        also=(200,),
+        raw=True,
+        exact_numbers=True,
+        errors=(404, 409),
+    ),
+    Route(
+        "GET",
+        "/api/costs/summary",
+        cost_summary,
+        "Total, this month's and per-provider costs",
+        "costs",
+        response=CostSummary,
+    ),
+    Route(
+        "GET",
+        "/api/costs/timeline",
+        cost_timeline,
+        "Costs per day, week or month",
+        "costs",
+        response=TimelinePoint,
+        many=True,
+        query=TimelineQuery,
+    ),
     Route("GET", "/api/costs/by-agent", cost_by_agent, "Costs per agent", "costs", response=AgentCost, many=True),
-    Route("GET", "/api/sessions/{id}/cost-breakdown", session_cost_breakdown, "One session's usage and costs",
-          "costs", response=SessionCostBreakdown, query=BreakdownQuery, owns="session", owned_param="id"),
+    Route(
+        "GET",
+        "/api/sessions/{id}/cost-breakdown",
+        session_cost_breakdown,
+        "One session's usage and costs",
+        "costs",
+        response=SessionCostBreakdown,
+        query=BreakdownQuery,
+        owns="session",
+        owned_param="id",
+    ),
 ]

@@ -32,7 +32,8 @@ async def call_events(call: Call) -> dict:
     q: CallEventsQuery = call.query
     sid = call.params["call_sid"]
     rows = await call.request.app[STORE].read(
-        lambda db: repo.for_call(db, call.tenant_id, sid, limit=q.limit, after_id=q.after))
+        lambda db: repo.for_call(db, call.tenant_id, sid, limit=q.limit, after_id=q.after)
+    )
     return {"call_sid": sid, "events": [event_wire(r) for r in rows]}
 
 
@@ -41,8 +42,9 @@ async def stream(call: Call) -> web.StreamResponse:
     q: EventStreamQuery = call.query
     if q.call_sid is not None:  # another tenant's call and no call look the same: 404
         await app[STORE].read(sessions_repo.get_row, q.call_sid, call.tenant_id)
-    ws = web.WebSocketResponse(heartbeat=app[SETTINGS].event_heartbeat_seconds, timeout=CLOSE_TIMEOUT,
-                               max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(
+        heartbeat=app[SETTINGS].event_heartbeat_seconds, timeout=CLOSE_TIMEOUT, max_msg_size=64 * 1024
+    )
     if not ws.can_prepare(request).ok:
         raise BadRequest("GET /events/ws is a websocket: send Connection: Upgrade and Upgrade: websocket")
     hub = app[EVENTS]
@@ -80,8 +82,12 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscribe
             pass
 
     # the drop is watched apart from the pump: a slow peer's pump may be stuck waiting for its socket to drain
-    tasks = {asyncio.ensure_future(pump()), asyncio.ensure_future(read()), asyncio.ensure_future(sub.dropped.wait()),
-             asyncio.ensure_future(watch.refused.wait())}
+    tasks = {
+        asyncio.ensure_future(pump()),
+        asyncio.ensure_future(read()),
+        asyncio.ensure_future(sub.dropped.wait()),
+        asyncio.ensure_future(watch.refused.wait()),
+    }
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -106,8 +112,26 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, sub: Subscribe
 
 
 ROUTES = [
-    Route("GET", "/events/ws", stream, "The live event stream (websocket)", "events", query=EventStreamQuery,
-          raw=True, status=101, errors=(400, 404, 429)),
-    Route("GET", "/api/calls/{call_sid}/events", call_events, "A call's stored events, in order", "calls",
-          response=CallEvents, query=CallEventsQuery, owns="session", owned_param="call_sid"),
+    Route(
+        "GET",
+        "/events/ws",
+        stream,
+        "The live event stream (websocket)",
+        "events",
+        query=EventStreamQuery,
+        raw=True,
+        status=101,
+        errors=(400, 404, 429),
+    ),
+    Route(
+        "GET",
+        "/api/calls/{call_sid}/events",
+        call_events,
+        "A call's stored events, in order",
+        "calls",
+        response=CallEvents,
+        query=CallEventsQuery,
+        owns="session",
+        owned_param="call_sid",
+    ),
 ]

@@ -13,8 +13,14 @@ _ERRORS = (400, 401, 413)
 async def _costs(call: Call, source: str) -> dict:
     app = call.request.app
     raw = await call.request.read()
-    return await ingest.ingest_costs(app[STORE], app[PRICEBOOK], call.tenant_id, raw,
-                                     idempotency_key=call.request.headers.get("Idempotency-Key"), source=source)
+    return await ingest.ingest_costs(
+        app[STORE],
+        app[PRICEBOOK],
+        call.tenant_id,
+        raw,
+        idempotency_key=call.request.headers.get("Idempotency-Key"),
+        source=source,
+    )
 
 
 async def post_cost_events(call: Call) -> dict:
@@ -27,15 +33,40 @@ async def post_llm_usage(call: Call) -> dict:
 
 async def post_events(call: Call) -> dict:
     raw = await call.request.read()
-    return await ingest.ingest_outreach(call.request.app[STORE], call.tenant_id, raw,
-                                        idempotency_key=call.request.headers.get("Idempotency-Key"))
+    return await ingest.ingest_outreach(
+        call.request.app[STORE], call.tenant_id, raw, idempotency_key=call.request.headers.get("Idempotency-Key")
+    )
 
 
 ROUTES = [
-    Route("POST", "/api/cost-events", post_cost_events, "Record costs incurred outside the calls (004)", "metrics",
-          response=CostIngested, errors=_ERRORS, seed_errors=True),
-    Route("POST", "/api/llm-usage", post_llm_usage, "Record LLM costs (004's legacy route)", "metrics",
-          response=CostIngested, errors=_ERRORS, seed_errors=True),
-    Route("POST", "/api/events", post_events, "Record outreach events: sent, delivered, replied, opt_out, bounced",
-          "metrics", response=OutreachIngested, errors=_ERRORS, seed_errors=True),
+    Route(
+        "POST",
+        "/api/cost-events",
+        post_cost_events,
+        "Record costs incurred outside the calls (004)",
+        "metrics",
+        response=CostIngested,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "POST",
+        "/api/llm-usage",
+        post_llm_usage,
+        "Record LLM costs (004's legacy route)",
+        "metrics",
+        response=CostIngested,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "POST",
+        "/api/events",
+        post_events,
+        "Record outreach events: sent, delivered, replied, opt_out, bounced",
+        "metrics",
+        response=OutreachIngested,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
 ]

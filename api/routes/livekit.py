@@ -71,9 +71,16 @@ async def livekit_token(call: Call) -> dict:
     return await start_web_call(call, agent, body.roomName)
 
 
-async def start_web_call(call: Call, agent: dict, room_name: str | None, *, participant_name: str | None = None,
-                         user_id: str | None = None, conversation_id: str | None = None,
-                         campaign: str | None = None) -> dict:
+async def start_web_call(
+    call: Call,
+    agent: dict,
+    room_name: str | None,
+    *,
+    participant_name: str | None = None,
+    user_id: str | None = None,
+    conversation_id: str | None = None,
+    campaign: str | None = None,
+) -> dict:
     """A caller's way into a room with the agent (the token route, and /trigger-agent's voice mode): the agent
     must take calls, a worker must be free, the tenant's call limit holds; the session is reserved and the agent
     dispatched before the caller gets a token."""
@@ -91,9 +98,19 @@ async def start_web_call(call: Call, agent: dict, room_name: str | None, *, part
         if sessions_repo.room_taken_by_other(db, room, call.tenant_id):
             raise Conflict(f"room {room} is in use")
         sessions_repo.reserve_call_slot(db, call.tenant_id)
-        sessions_repo.create(db, owner_id=call.tenant_id, agent_id=agent["id"], session_id=session_id,
-                             room_name=room, direction="inbound", client_id=agent["client_id"], channel="voice",
-                             user_id=user_id, conversation_id=conversation_id, campaign=campaign)
+        sessions_repo.create(
+            db,
+            owner_id=call.tenant_id,
+            agent_id=agent["id"],
+            session_id=session_id,
+            room_name=room,
+            direction="inbound",
+            client_id=agent["client_id"],
+            channel="voice",
+            user_id=user_id,
+            conversation_id=conversation_id,
+            campaign=campaign,
+        )
 
     await store.write(reserve)
     metadata = DispatchMeta(agent_id=agent["id"], session_id=session_id, owner_id=call.tenant_id, direction="inbound")
@@ -123,8 +140,10 @@ async def _client_gateways(call: Call, authorization: str) -> list:
     if not isinstance(api_key, str) or api_key == call.request.app[LIVEKIT].api_key:
         return []
     gateways = call.request.app[GATEWAYS]
-    return [await gateways.for_client(c["owner_id"], c["id"])
-            for c in await call.request.app[STORE].read(clients_repo.with_livekit_key, api_key)]
+    return [
+        await gateways.for_client(c["owner_id"], c["id"])
+        for c in await call.request.app[STORE].read(clients_repo.with_livekit_key, api_key)
+    ]
 
 
 async def livekit_webhook(call: Call) -> dict:
@@ -143,8 +162,13 @@ async def livekit_webhook(call: Call) -> dict:
             rejected = e
     if event is None:
         raise Unauthorized(f"webhook signature rejected: {rejected}") from None
-    fresh = await webhooks_service.apply(call.request.app[STORE], call.request.app[GATEWAYS], _event_dict(event),
-                                         signer_key=gw.api_key, signed_by=lambda g: _verifies(g, body, authorization))
+    fresh = await webhooks_service.apply(
+        call.request.app[STORE],
+        call.request.app[GATEWAYS],
+        _event_dict(event),
+        signer_key=gw.api_key,
+        signed_by=lambda g: _verifies(g, body, authorization),
+    )
     return {"received": True, "duplicate": not fresh}
 
 
@@ -170,8 +194,24 @@ def _event_dict(event: lk.WebhookEvent) -> dict:
 
 
 ROUTES = [
-    Route("POST", "/api/livekit/token", livekit_token, "A LiveKit token to call one of your agents", "livekit",
-          response=TokenResponse, body=TokenRequest, errors=(404, 409, 429, 502, 503)),
-    Route("POST", "/api/livekit/webhook", livekit_webhook, "LiveKit webhook receiver (signed by LiveKit)", "livekit",
-          response=WebhookAck, public=True, errors=(401, 503)),
+    Route(
+        "POST",
+        "/api/livekit/token",
+        livekit_token,
+        "A LiveKit token to call one of your agents",
+        "livekit",
+        response=TokenResponse,
+        body=TokenRequest,
+        errors=(404, 409, 429, 502, 503),
+    ),
+    Route(
+        "POST",
+        "/api/livekit/webhook",
+        livekit_webhook,
+        "LiveKit webhook receiver (signed by LiveKit)",
+        "livekit",
+        response=WebhookAck,
+        public=True,
+        errors=(401, 503),
+    ),
 ]

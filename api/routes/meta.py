@@ -64,9 +64,18 @@ async def jwks(call: Call) -> web.Response:
 
 ROUTES = [
     Route("GET", "/health", health, "Liveness and dependencies", "meta", response=Health, public=True),
-    Route("GET", "/healthz", healthz, "Liveness and calls in progress (the Phony shape)", "meta", response=Healthz,
-          public=True, errors=(503,)),
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "Liveness and calls in progress (the Phony shape)",
+        "meta",
+        response=Healthz,
+        public=True,
+        errors=(503,),
+    ),
     Route("GET", "/openapi.json", openapi, "This document", "meta", public=True, raw=True),
-    Route("GET", "/.well-known/jwks.json", jwks, "Public keys of the embedded token issuer", "meta", public=True,
-          raw=True),
+    Route(
+        "GET", "/.well-known/jwks.json", jwks, "Public keys of the embedded token issuer", "meta", public=True, raw=True
+    ),
 ]

@@ -32,34 +32,39 @@ def _terms(call: Call) -> tuple[str, ...]:
 
 async def metrics_summary(call: Call) -> dict:
     q: PeriodQuery = call.query
-    return await metrics.summary(call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end),
-                                 q.campaign, _terms(call))
+    return await metrics.summary(
+        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, _terms(call)
+    )
 
 
 async def metrics_timeseries(call: Call) -> dict:
     q: TimeseriesQuery = call.query
     if q.metric is None:
         raise BadRequest(f"Missing required parameter: metric (one of {', '.join(metrics.METRICS)})")
-    return await metrics.timeseries(call.request.app[STORE], call.tenant_id, q.metric,
-                                    metrics.period(q.start, q.end), q.campaign, _terms(call))
+    return await metrics.timeseries(
+        call.request.app[STORE], call.tenant_id, q.metric, metrics.period(q.start, q.end), q.campaign, _terms(call)
+    )
 
 
 async def metrics_by_campaign(call: Call) -> dict:
     q: PeriodQuery = call.query
-    return await metrics.by_campaign(call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end),
-                                     _terms(call))
+    return await metrics.by_campaign(
+        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), _terms(call)
+    )
 
 
 async def metrics_cost_breakdown(call: Call) -> dict:
     q: CostBreakdownQuery = call.query
-    return await metrics.cost_breakdown(call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end),
-                                        q.campaign, q.workspace_id)
+    return await metrics.cost_breakdown(
+        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, q.workspace_id
+    )
 
 
 async def metrics_step_breakdown(call: Call) -> dict:
     q: PeriodQuery = call.query
-    return await metrics.step_breakdown(call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end),
-                                        q.campaign, q.source or "sheets")
+    return await metrics.step_breakdown(
+        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, q.source or "sheets"
+    )
 
 
 async def list_campaigns(call: Call) -> dict:
@@ -80,21 +85,89 @@ async def ask(call: Call) -> dict:
 
 
 ROUTES = [
-    Route("GET", "/api/metrics/summary", metrics_summary, "Outreach and cost figures with period-over-period",
-          "metrics", response=MetricsSummary, query=PeriodQuery, errors=_ERRORS, seed_errors=True),
-    Route("GET", "/api/metrics/timeseries", metrics_timeseries, "One metric per day", "metrics",
-          response=Timeseries, query=TimeseriesQuery, errors=_ERRORS, seed_errors=True),
-    Route("GET", "/api/metrics/by-campaign", metrics_by_campaign, "Per campaign: outreach, cost, cost per reply and "
-          "per successful call", "metrics", response=ByCampaign, query=PeriodQuery, errors=_ERRORS,
-          seed_errors=True),
-    Route("GET", "/api/metrics/cost-breakdown", metrics_cost_breakdown, "The ledger by provider, model and day",
-          "metrics", response=CostBreakdown, query=CostBreakdownQuery, errors=(400, 404), seed_errors=True),
-    Route("GET", "/api/metrics/step-breakdown", metrics_step_breakdown, "Sends per sequence step and per day",
-          "metrics", response=StepBreakdown, query=PeriodQuery, errors=_ERRORS, seed_errors=True),
-    Route("GET", "/api/campaigns", list_campaigns, "Every campaign the tenant's data names", "metrics",
-          response=Campaigns, seed_errors=True),
-    Route("GET", "/api/sheets", sheets, "004's sheet view (stats or raw rows) from the stored events", "metrics",
-          response=Sheets, query=SheetsQuery, seed_errors=True),
-    Route("POST", "/api/ask", ask, "Ask a question about your costs and outcomes (Gemini over the metric functions)",
-          "metrics", response=AskAnswer, body=AskRequest, errors=(502, 503), seed_errors=True),
+    Route(
+        "GET",
+        "/api/metrics/summary",
+        metrics_summary,
+        "Outreach and cost figures with period-over-period",
+        "metrics",
+        response=MetricsSummary,
+        query=PeriodQuery,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/metrics/timeseries",
+        metrics_timeseries,
+        "One metric per day",
+        "metrics",
+        response=Timeseries,
+        query=TimeseriesQuery,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/metrics/by-campaign",
+        metrics_by_campaign,
+        "Per campaign: outreach, cost, cost per reply and per successful call",
+        "metrics",
+        response=ByCampaign,
+        query=PeriodQuery,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/metrics/cost-breakdown",
+        metrics_cost_breakdown,
+        "The ledger by provider, model and day",
+        "metrics",
+        response=CostBreakdown,
+        query=CostBreakdownQuery,
+        errors=(400, 404),
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/metrics/step-breakdown",
+        metrics_step_breakdown,
+        "Sends per sequence step and per day",
+        "metrics",
+        response=StepBreakdown,
+        query=PeriodQuery,
+        errors=_ERRORS,
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/campaigns",
+        list_campaigns,
+        "Every campaign the tenant's data names",
+        "metrics",
+        response=Campaigns,
+        seed_errors=True,
+    ),
+    Route(
+        "GET",
+        "/api/sheets",
+        sheets,
+        "004's sheet view (stats or raw rows) from the stored events",
+        "metrics",
+        response=Sheets,
+        query=SheetsQuery,
+        seed_errors=True,
+    ),
+    Route(
+        "POST",
+        "/api/ask",
+        ask,
+        "Ask a question about your costs and outcomes (Gemini over the metric functions)",
+        "metrics",
+        response=AskAnswer,
+        body=AskRequest,
+        errors=(502, 503),
+        seed_errors=True,
+    ),
 ]

@@ -26,9 +26,15 @@ from .livekit import product_gateway, refuse_unavailable_agent
 async def register_number(call: Call) -> dict:
     body: PhoneNumberCreate = call.body
     app = call.request.app
-    row = await service.register(app[STORE], product_gateway(call.request), app[SETTINGS], owner_id=call.tenant_id,
-                                 phone_number=body.phone_number, friendly_name=body.friendly_name,
-                                 capabilities=list(dict.fromkeys(body.capabilities)))
+    row = await service.register(
+        app[STORE],
+        product_gateway(call.request),
+        app[SETTINGS],
+        owner_id=call.tenant_id,
+        phone_number=body.phone_number,
+        friendly_name=body.friendly_name,
+        capabilities=list(dict.fromkeys(body.capabilities)),
+    )
     return number_wire(row)
 
 
@@ -42,36 +48,80 @@ async def assign_number(call: Call) -> dict:
     number = path_number(call.params["phone_number"])
     agent = await store.read(agents_repo.get_row, call.tenant_id, body.agent_id)
     refuse_unavailable_agent(agent)
-    await service.assign(store, product_gateway(call.request), owner_id=call.tenant_id, phone_number=number,
-                         agent_id=body.agent_id)
+    await service.assign(
+        store, product_gateway(call.request), owner_id=call.tenant_id, phone_number=number, agent_id=body.agent_id
+    )
     return {"message": "Phone number assigned successfully", "agent_id": body.agent_id, "phone_number": number}
 
 
 async def release_number(call: Call) -> dict:
     number = path_number(call.params["phone_number"])
-    await service.release(call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
-                          phone_number=number)
+    await service.release(
+        call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id, phone_number=number
+    )
     return {"message": "Phone number released successfully", "phone_number": number}
 
 
 async def unregister_number(call: Call) -> dict:
     number = path_number(call.params["phone_number"])
-    await service.unregister(call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id,
-                             phone_number=number)
+    await service.unregister(
+        call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id, phone_number=number
+    )
     return {"success": True, "message": f"Phone number {number} unregistered"}
 
 
 _OWN: Owns = {"owns": "phone_number", "owned_param": "phone_number"}
 
 ROUTES = [
-    Route("POST", "/api/phone-numbers", register_number, "Register a phone number for inbound calls", "numbers",
-          response=PhoneNumber, body=PhoneNumberCreate, status=201, errors=(409, 502, 503)),
-    Route("GET", "/api/phone-numbers/available", list_numbers, "The tenant's phone numbers (Phony shape)", "numbers",
-          response=PhoneNumber, many=True),
-    Route("POST", "/api/phone-numbers/{phone_number}/assign", assign_number, "Answer a number's calls with an agent",
-          "numbers", response=Assigned, body=AssignRequest, errors=(409, 502, 503), **_OWN),
-    Route("POST", "/api/phone-numbers/{phone_number}/release", release_number, "No agent answers this number",
-          "numbers", response=Released, errors=(502, 503), **_OWN),
-    Route("DELETE", "/api/phone-numbers/{phone_number}", unregister_number, "Unregister a phone number", "numbers",
-          response=Unregistered, errors=(502, 503), **_OWN),
+    Route(
+        "POST",
+        "/api/phone-numbers",
+        register_number,
+        "Register a phone number for inbound calls",
+        "numbers",
+        response=PhoneNumber,
+        body=PhoneNumberCreate,
+        status=201,
+        errors=(409, 502, 503),
+    ),
+    Route(
+        "GET",
+        "/api/phone-numbers/available",
+        list_numbers,
+        "The tenant's phone numbers (Phony shape)",
+        "numbers",
+        response=PhoneNumber,
+        many=True,
+    ),
+    Route(
+        "POST",
+        "/api/phone-numbers/{phone_number}/assign",
+        assign_number,
+        "Answer a number's calls with an agent",
+        "numbers",
+        response=Assigned,
+        body=AssignRequest,
+        errors=(409, 502, 503),
+        **_OWN,
+    ),
+    Route(
+        "POST",
+        "/api/phone-numbers/{phone_number}/release",
+        release_number,
+        "No agent answers this number",
+        "numbers",
+        response=Released,
+        errors=(502, 503),
+        **_OWN,
+    ),
+    Route(
+        "DELETE",
+        "/api/phone-numbers/{phone_number}",
+        unregister_number,
+        "Unregister a phone number",
+        "numbers",
+        response=Unregistered,
+        errors=(502, 503),
+        **_OWN,
+    ),
 ]

@@ -51,8 +51,11 @@ async def get_twilio_settings(call: Call) -> dict:
     row = await call.request.app[STORE].read(twilio_repo.get, call.tenant_id)
     if row is None:
         return {"configured": False, "auth_token": None, "updated_at": None}
-    return {"configured": True, "auth_token": mask(call.request.app[SECRETS].open(row["auth_token"])),
-            "updated_at": row["updated_at"]}
+    return {
+        "configured": True,
+        "auth_token": mask(call.request.app[SECRETS].open(row["auth_token"])),
+        "updated_at": row["updated_at"],
+    }
 
 
 async def create_relay_url(call: Call) -> dict:
@@ -66,8 +69,9 @@ async def create_relay_url(call: Call) -> dict:
     refuse_unavailable_agent(agent)
     if await store.read(twilio_repo.get, call.tenant_id) is None:
         raise Conflict("set the tenant's Twilio auth token first (PUT /api/settings/twilio): it signs the call")
-    return await relay_service.new_url(store, call.tenant_id, agent["id"], public_base=settings.base_url,
-                                       ttl_seconds=settings.relay_url_ttl_seconds)
+    return await relay_service.new_url(
+        store, call.tenant_id, agent["id"], public_base=settings.base_url, ttl_seconds=settings.relay_url_ttl_seconds
+    )
 
 
 async def relay_socket(call: Call) -> web.WebSocketResponse:
@@ -78,8 +82,9 @@ async def relay_socket(call: Call) -> web.WebSocketResponse:
         raise Unauthorized("missing X-Twilio-Signature")
     urls = relay_service.signed_urls(public_base=request.app[SETTINGS].base_url, path_qs=request.path_qs)
     try:  # before the upgrade: a refused handshake holds no socket and creates nothing
-        agent = await relay_service.admit(request.app[STORE], request.app[SECRETS],
-                                          ticket=request.query.get("ticket", ""), urls=urls, sig=sig)
+        agent = await relay_service.admit(
+            request.app[STORE], request.app[SECRETS], ticket=request.query.get("ticket", ""), urls=urls, sig=sig
+        )
     except relay_service.TenantSuspended as e:
         err = Forbidden(str(e))
         err.type = "tenant_suspended"
@@ -144,8 +149,14 @@ async def _serve(app: web.Application, chat: ChatService, ws: web.WebSocketRespo
 
 
 class _RelayCall:
-    def __init__(self, chat: ChatService, ws: web.WebSocketResponse, agent: dict[str, Any], session_id: str,
-                 context: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        chat: ChatService,
+        ws: web.WebSocketResponse,
+        agent: dict[str, Any],
+        session_id: str,
+        context: dict[str, Any] | None,
+    ) -> None:
         self.chat, self.ws, self.agent, self.session_id, self.context = chat, ws, agent, session_id, context
         self.speaking: Turn | None = None  # the turn whose reply Twilio is saying
         self.partial = ""  # the caller's words so far, from partial prompts
@@ -155,9 +166,16 @@ class _RelayCall:
     async def greet(self) -> None:
         first = self.agent.get("first_message")
         if self.agent.get("first_message_mode") == "assistant_speaks_first" and first:
-            await self.chat.store.write(lambda db: sessions_repo.append_item(
-                db, session_id=self.session_id, item_key="greeting", speaker="AGENT", content=first,
-                timestamp=now_iso()))
+            await self.chat.store.write(
+                lambda db: sessions_repo.append_item(
+                    db,
+                    session_id=self.session_id,
+                    item_key="greeting",
+                    speaker="AGENT",
+                    content=first,
+                    timestamp=now_iso(),
+                )
+            )
             await _send(self.ws, {"type": "text", "token": first, "last": True})
 
     async def run(self) -> None:
@@ -167,7 +185,9 @@ class _RelayCall:
             try:
                 data = loads(msg.data)
             except ValueError:
-                log.warning("session %s: a relay message that is not JSON (or nests too deep): skipped", self.session_id)
+                log.warning(
+                    "session %s: a relay message that is not JSON (or nests too deep): skipped", self.session_id
+                )
                 continue
             kind = data.get("type") if isinstance(data, dict) else None
             if kind == "prompt":
@@ -227,9 +247,16 @@ class _RelayCall:
             return
         self.failed = reason
         apology = agent_spec(self.agent).error_message or DEFAULT_ERROR_MESSAGE
-        await self.chat.store.write(lambda db: sessions_repo.append_item(
-            db, session_id=self.session_id, item_key="error-message", speaker="AGENT", content=apology,
-            timestamp=now_iso()))
+        await self.chat.store.write(
+            lambda db: sessions_repo.append_item(
+                db,
+                session_id=self.session_id,
+                item_key="error-message",
+                speaker="AGENT",
+                content=apology,
+                timestamp=now_iso(),
+            )
+        )
         await _send(self.ws, {"type": "text", "token": apology, "last": True})
         await _end(self.ws, "error", reason)
 
@@ -245,12 +272,43 @@ class _RelayCall:
 
 
 ROUTES = [
-    Route("POST", "/api/relay/urls", create_relay_url, "A one-time ConversationRelay URL for one call of an agent",
-          "relay", response=RelayUrl, body=RelayUrlRequest, status=201, errors=(404, 409)),
-    Route("GET", "/relay/ws", relay_socket, "Twilio ConversationRelay websocket (a one-time URL signed by Twilio)",
-          "relay", raw=True, public=True, status=101, errors=(400, 401, 403)),
-    Route("PUT", "/api/settings/twilio", put_twilio_settings, "Set the tenant's Twilio auth token (write-only)",
-          "settings", response=TwilioSettings, body=TwilioSettingsBody),
-    Route("GET", "/api/settings/twilio", get_twilio_settings, "Whether a Twilio auth token is set (masked)",
-          "settings", response=TwilioSettings),
+    Route(
+        "POST",
+        "/api/relay/urls",
+        create_relay_url,
+        "A one-time ConversationRelay URL for one call of an agent",
+        "relay",
+        response=RelayUrl,
+        body=RelayUrlRequest,
+        status=201,
+        errors=(404, 409),
+    ),
+    Route(
+        "GET",
+        "/relay/ws",
+        relay_socket,
+        "Twilio ConversationRelay websocket (a one-time URL signed by Twilio)",
+        "relay",
+        raw=True,
+        public=True,
+        status=101,
+        errors=(400, 401, 403),
+    ),
+    Route(
+        "PUT",
+        "/api/settings/twilio",
+        put_twilio_settings,
+        "Set the tenant's Twilio auth token (write-only)",
+        "settings",
+        response=TwilioSettings,
+        body=TwilioSettingsBody,
+    ),
+    Route(
+        "GET",
+        "/api/settings/twilio",
+        get_twilio_settings,
+        "Whether a Twilio auth token is set (masked)",
+        "settings",
+        response=TwilioSettings,
+    ),
 ]

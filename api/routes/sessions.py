@@ -54,8 +54,15 @@ async def list_sessions(call: Call) -> dict:
     start, end = date_bounds(q)
     listed = await call.request.app[STORE].read(
         lambda db: repo.list_(
-            db, call.tenant_id, page=q.page, limit=q.limit, start=start, end_exclusive=end, direction=q.direction,
-            channel=q.channel)
+            db,
+            call.tenant_id,
+            page=q.page,
+            limit=q.limit,
+            start=start,
+            end_exclusive=end,
+            direction=q.direction,
+            channel=q.channel,
+        )
     )
     return {"sessions": [session_wire(r) for r in listed["sessions"]], "total": listed["total"]}
 
@@ -79,7 +86,8 @@ async def dashboard_metrics(call: Call) -> dict:
         metrics = dashboard_wire(repo.dashboard(db, call.tenant_id))
         metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, today.isoformat()))
         metrics["costThisMonth"] = usage_repo.usd(
-            usage_repo.costs_since(db, call.tenant_id, today.replace(day=1).isoformat()))
+            usage_repo.costs_since(db, call.tenant_id, today.replace(day=1).isoformat())
+        )
         metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, "0000-00-00"))
         return metrics
 
@@ -87,14 +95,48 @@ async def dashboard_metrics(call: Call) -> dict:
 
 
 ROUTES = [
-    Route("GET", "/api/sessions", list_sessions, "List your call sessions", "sessions", response=SessionList,
-          query=SessionQuery),
-    Route("GET", "/api/sessions/{id}", get_session, "Get a session with its transcript", "sessions",
-          response=Session, owns="session", owned_param="id"),
-    Route("GET", "/api/sessions/{id}/transcripts", get_session_transcripts, "The transcript items of a session",
-          "sessions", response=TranscriptItem, many=True, owns="session", owned_param="id"),
-    Route("GET", "/api/sessions/{id}/analysis", get_session_analysis, "Post-call analysis (null until it exists)",
-          "sessions", response=CallAnalysis, nullable=True, owns="session", owned_param="id"),
-    Route("GET", "/api/dashboard/metrics", dashboard_metrics, "Dashboard counters", "dashboard",
-          response=DashboardMetrics),
+    Route(
+        "GET",
+        "/api/sessions",
+        list_sessions,
+        "List your call sessions",
+        "sessions",
+        response=SessionList,
+        query=SessionQuery,
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{id}",
+        get_session,
+        "Get a session with its transcript",
+        "sessions",
+        response=Session,
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{id}/transcripts",
+        get_session_transcripts,
+        "The transcript items of a session",
+        "sessions",
+        response=TranscriptItem,
+        many=True,
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{id}/analysis",
+        get_session_analysis,
+        "Post-call analysis (null until it exists)",
+        "sessions",
+        response=CallAnalysis,
+        nullable=True,
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "GET", "/api/dashboard/metrics", dashboard_metrics, "Dashboard counters", "dashboard", response=DashboardMetrics
+    ),
 ]

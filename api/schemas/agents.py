@@ -66,17 +66,24 @@ class _AgentExtras(RequestBody):
     slug: str | None = _SLUG
     description: str | None = _DESCRIPTION
     enabled: bool | None = None
-    clientId: str | None = Field(default=None, min_length=1, max_length=200,
-                                 validation_alias=_alias("clientId", "client_id"))
-    voiceSettings: VoiceSettings | None = Field(default=None, validation_alias=_alias("voiceSettings",
-                                                                                     "voice_settings"))
+    clientId: str | None = Field(
+        default=None, min_length=1, max_length=200, validation_alias=_alias("clientId", "client_id")
+    )
+    voiceSettings: VoiceSettings | None = Field(
+        default=None, validation_alias=_alias("voiceSettings", "voice_settings")
+    )
     type: AgentType | None = None
     status: AgentStatus | None = None
     contextData: ContextData = Field(default=None, validation_alias=_alias("contextData", "context_data"))
-    phoneNumber: str | None = Field(default=None, pattern=E164_PATTERN,
-                                    validation_alias=_alias("phoneNumber", "phone_number"))
-    campaign: str | None = Field(default=None, min_length=1, max_length=200,
-                                 description="The campaign its calls belong to unless the call names one.")
+    phoneNumber: str | None = Field(
+        default=None, pattern=E164_PATTERN, validation_alias=_alias("phoneNumber", "phone_number")
+    )
+    campaign: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The campaign its calls belong to unless the call names one.",
+    )
 
 
 class AgentCreate(_AgentExtras):
@@ -102,8 +109,9 @@ class AgentUpdate(_AgentExtras):
     """PUT and PATCH: every field optional; what is sent replaces what is stored."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    systemPrompt: str | None = Field(default=None, max_length=100_000,
-                                     validation_alias=_alias("systemPrompt", "system_prompt"))
+    systemPrompt: str | None = Field(
+        default=None, max_length=100_000, validation_alias=_alias("systemPrompt", "system_prompt")
+    )
     sttProvider: SttProvider | None = None
     llmProvider: LlmProvider | None = None
     ttsProvider: TtsProvider | None = None
@@ -121,8 +129,17 @@ class AgentUpdate(_AgentExtras):
 
     @model_validator(mode="after")
     def _required_fields_not_null(self) -> AgentUpdate:
-        for name in ("name", "systemPrompt", "sttProvider", "llmProvider", "ttsProvider", "firstMessageMode",
-                     "enabled", "type", "status"):
+        for name in (
+            "name",
+            "systemPrompt",
+            "sttProvider",
+            "llmProvider",
+            "ttsProvider",
+            "firstMessageMode",
+            "enabled",
+            "type",
+            "status",
+        ):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -150,7 +167,8 @@ class Agent(BaseModel):
     fallbackLlmProviders: list[str] = Field(description="LLM providers tried in order when the primary fails.")
     fallbackTtsProviders: list[str] = Field(description="TTS providers tried in order when the primary fails.")
     errorMessage: str | None = Field(
-        description="What the agent says before it ends a call on a provider failure (null: a default apology).")
+        description="What the agent says before it ends a call on a provider failure (null: a default apology)."
+    )
     createdAt: str
     updatedAt: str
     slug: str = Field(description="Unique within the tenant; made from the name when not given.")
@@ -174,13 +192,36 @@ class AgentList(BaseModel):
 
 # ---- wire <-> storage ----
 
-_WIRE_COLUMNS = {"name": "name", "systemPrompt": "system_prompt", "sttProvider": "stt_provider",
-                 "llmProvider": "llm_provider", "ttsProvider": "tts_provider", "firstMessage": "first_message",
-                 "firstMessageMode": "first_message_mode", "slug": "slug", "description": "description",
-                 "enabled": "enabled", "clientId": "client_id", "type": "agent_type", "status": "status",
-                 "contextData": "context_data", "phoneNumber": "phone_number"}
-_CONFIG = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
-           "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings", "campaign")
+_WIRE_COLUMNS = {
+    "name": "name",
+    "systemPrompt": "system_prompt",
+    "sttProvider": "stt_provider",
+    "llmProvider": "llm_provider",
+    "ttsProvider": "tts_provider",
+    "firstMessage": "first_message",
+    "firstMessageMode": "first_message_mode",
+    "slug": "slug",
+    "description": "description",
+    "enabled": "enabled",
+    "clientId": "client_id",
+    "type": "agent_type",
+    "status": "status",
+    "contextData": "context_data",
+    "phoneNumber": "phone_number",
+}
+_CONFIG = (
+    "voiceId",
+    "sttModel",
+    "llmModel",
+    "ttsModel",
+    "language",
+    "fallbackSttProviders",
+    "fallbackLlmProviders",
+    "fallbackTtsProviders",
+    "errorMessage",
+    "voiceSettings",
+    "campaign",
+)
 _LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
 
 
@@ -205,8 +246,15 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
     """001's Agent, with the added fields."""
     config = rec["config"]
     out = {wire: rec[col] for wire, col in _WIRE_COLUMNS.items()}
-    out.update({"id": rec["id"], "createdAt": rec["created_at"], "updatedAt": rec["updated_at"],
-                "totalCalls": rec["total_calls"], "totalMinutes": rec["total_minutes"]})
+    out.update(
+        {
+            "id": rec["id"],
+            "createdAt": rec["created_at"],
+            "updatedAt": rec["updated_at"],
+            "totalCalls": rec["total_calls"],
+            "totalMinutes": rec["total_minutes"],
+        }
+    )
     for key in _CONFIG:
         out[key] = config.get(key)
     for key in _LISTS:
@@ -232,11 +280,20 @@ class AgentV1(BaseModel):
 
 
 def agent_v1_wire(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"id": rec["id"], "slug": rec["slug"], "name": rec["name"], "description": rec["description"],
-            "client_id": rec["client_id"], "enabled": rec["enabled"],
-            "voice_settings": rec["config"].get("voiceSettings"), "system_prompt": rec["system_prompt"],
-            "status": rec["status"], "type": rec["agent_type"], "created_at": rec["created_at"],
-            "updated_at": rec["updated_at"]}
+    return {
+        "id": rec["id"],
+        "slug": rec["slug"],
+        "name": rec["name"],
+        "description": rec["description"],
+        "client_id": rec["client_id"],
+        "enabled": rec["enabled"],
+        "voice_settings": rec["config"].get("voiceSettings"),
+        "system_prompt": rec["system_prompt"],
+        "status": rec["status"],
+        "type": rec["agent_type"],
+        "created_at": rec["created_at"],
+        "updated_at": rec["updated_at"],
+    }
 
 
 class AgentV1Create(RequestBody):
@@ -249,10 +306,20 @@ class AgentV1Create(RequestBody):
     enabled: bool = True
 
     def to_storage(self) -> dict[str, Any]:
-        return storage({"name": self.name, "slug": self.slug, "description": self.description,
-                        "systemPrompt": self.system_prompt, "enabled": self.enabled, "clientId": self.client_id,
-                        "voiceSettings": self.voice_settings.model_dump() if self.voice_settings else None,
-                        "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs"})
+        return storage(
+            {
+                "name": self.name,
+                "slug": self.slug,
+                "description": self.description,
+                "systemPrompt": self.system_prompt,
+                "enabled": self.enabled,
+                "clientId": self.client_id,
+                "voiceSettings": self.voice_settings.model_dump() if self.voice_settings else None,
+                "sttProvider": "deepgram",
+                "llmProvider": "gemini",
+                "ttsProvider": "elevenlabs",
+            }
+        )
 
 
 class AgentV1Update(RequestBody):
@@ -272,8 +339,15 @@ class AgentV1Update(RequestBody):
         return self
 
     def to_storage(self) -> dict[str, Any]:
-        names = {"name": "name", "slug": "slug", "description": "description", "system_prompt": "systemPrompt",
-                 "client_id": "clientId", "enabled": "enabled", "voice_settings": "voiceSettings"}
+        names = {
+            "name": "name",
+            "slug": "slug",
+            "description": "description",
+            "system_prompt": "systemPrompt",
+            "client_id": "clientId",
+            "enabled": "enabled",
+            "voice_settings": "voiceSettings",
+        }
         data: dict[str, Any] = {}
         for field in self.model_fields_set:
             value = getattr(self, field)
@@ -302,5 +376,9 @@ class AgentQuery(AgentPage):
 
     status: AgentStatus | None = None
     type: AgentType | None = None
-    tenant_id: str | None = Field(default=None, max_length=200, description="Must be the tenant the request acts "
-                                  "in (X-Tenant-ID or the personal one); another tenant's id lists nothing.")
+    tenant_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Must be the tenant the request acts "
+        "in (X-Tenant-ID or the personal one); another tenant's id lists nothing.",
+    )

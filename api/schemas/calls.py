@@ -83,19 +83,34 @@ class CallbackDelivery(BaseModel):
 
 
 def status_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {"call_id": row["id"], "status": row["status"], "call_status": row["status"], "call_direction": "OUTBOUND",
-            "outbound_phone_number": row["phone_number"], "room_name": row["room_name"],
-            "started_at": row["started_at"], "ended_at": row["ended_at"], "duration": whole_seconds(row["duration_ms"]),
-            "end_reason": row["end_reason"], "sip_status_code": row["sip_status_code"],
-            "session_id": row["session_id"]}
+    return {
+        "call_id": row["id"],
+        "status": row["status"],
+        "call_status": row["status"],
+        "call_direction": "OUTBOUND",
+        "outbound_phone_number": row["phone_number"],
+        "room_name": row["room_name"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "duration": whole_seconds(row["duration_ms"]),
+        "end_reason": row["end_reason"],
+        "sip_status_code": row["sip_status_code"],
+        "session_id": row["session_id"],
+    }
 
 
 def telephony_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {"call_id": row["id"], "status": TELEPHONY_STATUS[row["status"]], "duration": whole_seconds(row["duration_ms"]),
-            "phone_number": row["phone_number"], "end_reason": row["end_reason"],
-            "sip_status_code": row["sip_status_code"]}
+    return {
+        "call_id": row["id"],
+        "status": TELEPHONY_STATUS[row["status"]],
+        "duration": whole_seconds(row["duration_ms"]),
+        "phone_number": row["phone_number"],
+        "end_reason": row["end_reason"],
+        "sip_status_code": row["sip_status_code"],
+    }
 
 
 def delivery_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("event_id", "event_status", "attempt", "url", "response_status", "error",
-                                "created_at")} | {"delivered": bool(row["delivered"])}
+    return {
+        k: row[k] for k in ("event_id", "event_status", "attempt", "url", "response_status", "error", "created_at")
+    } | {"delivered": bool(row["delivered"])}

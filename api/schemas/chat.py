@@ -17,14 +17,16 @@ class TriggerAgentRequest(RequestBody):
     session_id?, user_id, conversation_id, mode: "text"}`. Without `mode`, a body with a `message` is text."""
 
     agent_slug: str | None = Field(default=None, min_length=1, max_length=100)
-    agent_id: str | None = Field(default=None, min_length=1, max_length=100,
-                                 description="The agent's id, instead of its slug.")
+    agent_id: str | None = Field(
+        default=None, min_length=1, max_length=100, description="The agent's id, instead of its slug."
+    )
     mode: Literal["voice", "text"] | None = None
     platform: Literal["livekit"] | None = None
     room_name: str | None = Field(default=None, pattern=ROOM_PATTERN, description="Voice: generated when absent.")
     message: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
-    session_id: str | None = Field(default=None, max_length=100,
-                                   description="Text: continue this conversation (a new one when absent or unknown).")
+    session_id: str | None = Field(
+        default=None, max_length=100, description="Text: continue this conversation (a new one when absent or unknown)."
+    )
     user_id: str | None = Field(default=None, max_length=200)
     conversation_id: str | None = Field(default=None, max_length=200)
     campaign: str | None = CAMPAIGN
@@ -63,11 +65,13 @@ class TriggerTextResponse(BaseModel):
     agent_id: str
     user_id: str | None
     previous_session_id: str | None = Field(
-        description="Set when `session_id` named a conversation that had ended: this session continues it.")
+        description="Set when `session_id` named a conversation that had ended: this session continues it."
+    )
 
 
-class TriggerAgentResponse(RootModel[Annotated[TriggerVoiceResponse | TriggerTextResponse,
-                                               Field(discriminator="mode")]]):
+class TriggerAgentResponse(
+    RootModel[Annotated[TriggerVoiceResponse | TriggerTextResponse, Field(discriminator="mode")]]
+):
     pass
 
 

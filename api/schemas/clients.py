@@ -61,7 +61,9 @@ class Client(BaseModel):
     name: str
     domain: str | None
     active: bool
-    settings: dict[str, Any] = Field(description="livekit {server_url, api_key, api_secret (masked)}, supabase "
-                                                 "{url, anon_key (masked), service_role_key (masked)}")
+    settings: dict[str, Any] = Field(
+        description="livekit {server_url, api_key, api_secret (masked)}, supabase "
+        "{url, anon_key (masked), service_role_key (masked)}"
+    )
     created_at: str
     updated_at: str

@@ -46,5 +46,9 @@ class Deleted(Success):
     message: str = "deleted"
 
 
-CAMPAIGN = Field(default=None, min_length=1, max_length=200,
-                 description="The campaign the call belongs to (default: its agent's campaign), for cost per outcome.")
+CAMPAIGN = Field(
+    default=None,
+    min_length=1,
+    max_length=200,
+    description="The campaign the call belongs to (default: its agent's campaign), for cost per outcome.",
+)

@@ -25,8 +25,12 @@ class UsageEventIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str | None = Field(default=None, min_length=1, max_length=200,
-                           description="The event's id in your system; used as its idempotency key.")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The event's id in your system; used as its idempotency key.",
+    )
     session_id: str | None = Field(default=None, max_length=100)
     user_id: str | None = Field(default=None, max_length=200, description="If given, must be the caller.")
     agent_id: str | None = Field(default=None, max_length=100)
@@ -109,8 +113,9 @@ MAX_EVENTS_LIMIT = 1000
 class BreakdownQuery(Query):
     """One page of a session's events; the totals always cover every event of the session."""
 
-    events_limit: int = Field(default=EVENTS_LIMIT, ge=0, le=MAX_EVENTS_LIMIT,
-                              description="Events in this page (0: totals only).")
+    events_limit: int = Field(
+        default=EVENTS_LIMIT, ge=0, le=MAX_EVENTS_LIMIT, description="Events in this page (0: totals only)."
+    )
     events_offset: int = Field(default=0, ge=0, le=1_000_000_000, description="Events skipped before this page.")
 
 

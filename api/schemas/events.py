@@ -32,15 +32,28 @@ class CallEventsQuery(Query):
 
 
 class EventStreamQuery(Query):
-    call_sid: str | None = Field(default=None, min_length=1, max_length=200,
-                                 description="Only this call's events (one of the tenant's calls, else 404).")
+    call_sid: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Only this call's events (one of the tenant's calls, else 404).",
+    )
     # Unreserved URL characters only (a JWT is base64url with dots, a key vxa_ and base64url), bounded: never
     # percent-encoded, the request line stays within aiohttp's 8 KiB
-    token: str | None = Field(default=None, max_length=4_096, pattern=r"^[A-Za-z0-9._~-]+$",
-                              description="A JWT or an API key, for clients that cannot set headers (browsers); "
-                                          "a header wins when both are sent.")
+    token: str | None = Field(
+        default=None,
+        max_length=4_096,
+        pattern=r"^[A-Za-z0-9._~-]+$",
+        description="A JWT or an API key, for clients that cannot set headers (browsers); "
+        "a header wins when both are sent.",
+    )
 
 
 def event_wire(row: dict[str, Any]) -> dict[str, Any]:
-    return {**json.loads(row["payload"]), "id": row["id"], "type": row["type"], "call_sid": row["call_sid"],
-            "timestamp": row["created_at"]}
+    return {
+        **json.loads(row["payload"]),
+        "id": row["id"],
+        "type": row["type"],
+        "call_sid": row["call_sid"],
+        "timestamp": row["created_at"],
+    }

@@ -34,24 +34,33 @@ class CostEventIn(_Item):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     tokens_in: int = Field(default=0, ge=0, le=10**12)
     tokens_out: int = Field(default=0, ge=0, le=10**12)
-    cost_usd: Decimal | None = Field(default=None, ge=0, le=10**6, allow_inf_nan=False,
-                                     description="What the provider charged, in USD (kept exactly, to the nano).")
-    campaign_name: str | None = Field(default=None, min_length=1, max_length=200,
-                                      validation_alias=AliasChoices("campaign_name", "campaign"))
+    cost_usd: Decimal | None = Field(
+        default=None,
+        ge=0,
+        le=10**6,
+        allow_inf_nan=False,
+        description="What the provider charged, in USD (kept exactly, to the nano).",
+    )
+    campaign_name: str | None = Field(
+        default=None, min_length=1, max_length=200, validation_alias=AliasChoices("campaign_name", "campaign")
+    )
     contact_email: str | None = Field(default=None, max_length=320)
     purpose: str | None = Field(default=None, max_length=200)
     workflow_id: Id
     run_id: Id
     metadata: dict[str, Any] | None = None
-    occurred_at: datetime | None = Field(default=None, validation_alias=AliasChoices("occurred_at", "created_at",
-                                                                                    "timestamp"),
-                                         description="When the cost was incurred (default: when it arrives).")
+    occurred_at: datetime | None = Field(
+        default=None,
+        validation_alias=AliasChoices("occurred_at", "created_at", "timestamp"),
+        description="When the cost was incurred (default: when it arrives).",
+    )
 
 
 class OutreachEventIn(_Item):
     contact_email: str = Field(min_length=3, max_length=320)
-    campaign: str | None = Field(default=None, min_length=1, max_length=200,
-                                 validation_alias=AliasChoices("campaign", "campaign_name"))
+    campaign: str | None = Field(
+        default=None, min_length=1, max_length=200, validation_alias=AliasChoices("campaign", "campaign_name")
+    )
     step: int | None = Field(default=None, ge=1, le=1000)
     event_type: OutreachType
     provider: str | None = Field(default=None, max_length=100)
@@ -68,8 +77,9 @@ class CostResult(BaseModel):
     index: int = Field(description="The item's position in the request.")
     duplicate: bool = Field(description="A replay: the item was already stored (with this id); nothing was added.")
     reported_cost_usd: float | None
-    priced_cost_usd: float | None = Field(description="The price book's figure for its tokens, when it knows the "
-                                                      "provider and model.")
+    priced_cost_usd: float | None = Field(
+        description="The price book's figure for its tokens, when it knows the provider and model."
+    )
     cost_nanos: int | None
 
 

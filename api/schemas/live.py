@@ -84,10 +84,19 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
         duration = whole_seconds(rec["duration_ms"])
     else:
         duration = max(0, int((parse_iso(now_iso()) - parse_iso(rec["started_at"])).total_seconds()))
-    out = {"id": rec["id"], "call_sid": rec["id"], "agent_id": rec["agent_id"], "from_number": rec["from_number"],
-           "to_number": rec["to_number"] or rec["outbound_phone_number"], "direction": rec["direction"],
-           "status": status, "started_at": rec["started_at"], "duration_seconds": duration, "context": rec["context"],
-           "end_reason": rec["end_reason"]}
+    out = {
+        "id": rec["id"],
+        "call_sid": rec["id"],
+        "agent_id": rec["agent_id"],
+        "from_number": rec["from_number"],
+        "to_number": rec["to_number"] or rec["outbound_phone_number"],
+        "direction": rec["direction"],
+        "status": status,
+        "started_at": rec["started_at"],
+        "duration_seconds": duration,
+        "context": rec["context"],
+        "end_reason": rec["end_reason"],
+    }
     if with_cost:
         nanos = rec["total_cost_nanos"] or 0
         out.update(cost=usd(nanos), cost_nanos=nanos, unpriced_event_count=rec["unpriced_count"] or 0)
@@ -96,7 +105,9 @@ def live_call_wire(rec: dict[str, Any], *, with_cost: bool = False) -> dict[str,
 
 class ContextUpdate(RequestBody):
     context: Annotated[dict[str, Any], AfterValidator(context_size)] = Field(
-        description="Merged into the call's context: keys given replace those stored, a null value removes its key.")
+        description="Merged into the call's context: keys given replace those stored, a null value removes its key."
+    )
+
 
 class ContextUpdated(BaseModel):
     message: str
@@ -119,8 +130,11 @@ TRANSFER_TARGET_PATTERN = rf"^({E164_PATTERN[1:-1]}|sips?:[^\s<>@]+@[^\s<>@]+)$"
 
 class OverrideTransfer(RequestBody):
     call_sid: str = Field(min_length=1, max_length=200)
-    target: str = Field(max_length=500, pattern=TRANSFER_TARGET_PATTERN,
-                        description="E.164 (+15551111111) or a SIP URI (sip:desk@pbx.example.com).")
+    target: str = Field(
+        max_length=500,
+        pattern=TRANSFER_TARGET_PATTERN,
+        description="E.164 (+15551111111) or a SIP URI (sip:desk@pbx.example.com).",
+    )
 
 
 def transfer_uri(target: str) -> str:

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 from .common import Query, RequestBody
 
 Source = Literal["sheets", "supabase"]
-Metric = Literal["sends", "replies", "opt_outs", "reply_rate", "opt_out_rate", "calls", "minutes", "cost",
-                 "success_rate"]
+Metric = Literal[
+    "sends", "replies", "opt_outs", "reply_rate", "opt_out_rate", "calls", "minutes", "cost", "success_rate"
+]
 AnalyticsPeriod = Literal["day", "week", "month", "year"]
 _DAY = Field(default=None, max_length=40, description="YYYY-MM-DD (required).")
 _CAMPAIGN = Field(default=None, min_length=1, max_length=200)
@@ -19,6 +20,7 @@ _SOURCE = Field(default=None, description="Accepted for 004's clients; every fig
 
 
 # ---- queries ----
+
 
 class PeriodQuery(Query):
     start: str | None = _DAY
@@ -32,8 +34,9 @@ class TimeseriesQuery(PeriodQuery):
 
 
 class CostBreakdownQuery(PeriodQuery):
-    workspace_id: str | None = Field(default=None, max_length=200,
-                                     description="The tenant the request acts in; another one is a 404.")
+    workspace_id: str | None = Field(
+        default=None, max_length=200, description="The tenant the request acts in; another one is a 404."
+    )
 
 
 class SheetsQuery(Query):
@@ -44,13 +47,16 @@ class SheetsQuery(Query):
 
 
 class AnalyticsQuery(Query):
-    period: AnalyticsPeriod | None = Field(default=None, description="The last 1, 7, 30 or 365 days; all time if "
-                                                                     "absent.")
-    tenant_id: str | None = Field(default=None, max_length=200,
-                                  description="Must be the tenant the request acts in; another one is a 404.")
+    period: AnalyticsPeriod | None = Field(
+        default=None, description="The last 1, 7, 30 or 365 days; all time if absent."
+    )
+    tenant_id: str | None = Field(
+        default=None, max_length=200, description="Must be the tenant the request acts in; another one is a 404."
+    )
 
 
 # ---- 004 ----
+
 
 class _Outreach(BaseModel):
     sends: int
@@ -64,8 +70,9 @@ class _Outreach(BaseModel):
 
 
 class MetricsSummary(_Outreach):
-    sends_change_pct: float | None = Field(description="Against the previous period of equal length; null when "
-                                                       "it had no sends.")
+    sends_change_pct: float | None = Field(
+        description="Against the previous period of equal length; null when it had no sends."
+    )
     reply_rate_change_pp: float
     opt_out_rate_change_pp: float
     prev_sends: int
@@ -218,6 +225,7 @@ class Sheets(BaseModel):
 
 # ---- 003 ----
 
+
 class TopAgent(BaseModel):
     agent_id: str
     name: str | None
@@ -255,6 +263,7 @@ class AgentAnalytics(VoiceOutcome):
 
 
 # ---- ask your data (004) ----
+
 
 class AskRequest(RequestBody):
     question: str = Field(min_length=1, max_length=2_000)

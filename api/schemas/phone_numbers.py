@@ -22,7 +22,9 @@ def path_number(raw: str) -> str:
 class PhoneNumberCreate(RequestBody):
     phone_number: str = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
     friendly_name: str | None = Field(default=None, max_length=200)
-    capabilities: list[Capability] = Field(default_factory=lambda: list[Capability](["voice"]), min_length=1, max_length=4)
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: list[Capability](["voice"]), min_length=1, max_length=4
+    )
 
 
 class PhoneNumber(BaseModel):
@@ -58,7 +60,14 @@ class Unregistered(BaseModel):
 
 
 def number_wire(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"phone_number": rec["phone_number"], "twilio_sid": rec["trunk_id"],
-            "friendly_name": rec["friendly_name"], "capabilities": rec["capabilities"],
-            "status": "assigned" if rec["agent_id"] else "available", "agent_id": rec["agent_id"], "id": rec["id"],
-            "created_at": rec["created_at"], "updated_at": rec["updated_at"]}
+    return {
+        "phone_number": rec["phone_number"],
+        "twilio_sid": rec["trunk_id"],
+        "friendly_name": rec["friendly_name"],
+        "capabilities": rec["capabilities"],
+        "status": "assigned" if rec["agent_id"] else "available",
+        "agent_id": rec["agent_id"],
+        "id": rec["id"],
+        "created_at": rec["created_at"],
+        "updated_at": rec["updated_at"],
+    }

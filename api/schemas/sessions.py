@@ -31,11 +31,15 @@ class TurnMetrics(BaseModel):
     tts_ttfb: float | None = Field(default=None, description="TTS time to first audio byte.")
     e2e_latency: float | None = Field(default=None, description="LiveKit's end of user speech to first agent audio.")
     voice_to_voice: float | None = Field(
-        default=None, description="The caller's last loud frame at the agent's STT tap to the agent's first frame "
-                                  "published to the room.")
+        default=None,
+        description="The caller's last loud frame at the agent's STT tap to the agent's first frame "
+        "published to the room.",
+    )
     hops: list[TurnHop] | None = Field(
-        default=None, description="Where voice_to_voice went: the reply's marks in the order they happened; their "
-                                  "`seconds` add up to voice_to_voice.")
+        default=None,
+        description="Where voice_to_voice went: the reply's marks in the order they happened; their "
+        "`seconds` add up to voice_to_voice.",
+    )
 
 
 class TurnProviders(BaseModel):
@@ -51,10 +55,13 @@ class TranscriptItem(BaseModel):
     interrupted: bool = False
     metrics: TurnMetrics | None = None
     providers: TurnProviders | None = Field(
-        default=None, description="Agent turns: the provider that served each stage (a fallback shows here).")
+        default=None, description="Agent turns: the provider that served each stage (a fallback shows here)."
+    )
     source: Literal["supervisor", "dtmf"] | None = Field(
-        default=None, description="`supervisor`: text an operator had the agent say; `dtmf`: a key the caller "
-                                  "pressed (ConversationRelay); null: the words said.")
+        default=None,
+        description="`supervisor`: text an operator had the agent say; `dtmf`: a key the caller "
+        "pressed (ConversationRelay); null: the words said.",
+    )
 
 
 class Session(BaseModel):
@@ -69,8 +76,9 @@ class Session(BaseModel):
     call_direction: Literal["INBOUND", "OUTBOUND"]
     outbound_phone_number: str | None
     from_number: str | None = Field(description="Inbound phone calls: the caller's number.")
-    to_number: str | None = Field(description="Phone calls: the number dialled (the tenant's, inbound; the callee's, "
-                                              "outbound).")
+    to_number: str | None = Field(
+        description="Phone calls: the number dialled (the tenant's, inbound; the callee's, outbound)."
+    )
     call_status: CallStatus | None
     roomName: str | None
     status: Literal["pending", "active", "ended"]
@@ -79,7 +87,8 @@ class Session(BaseModel):
     analysisStatus: Literal["pending", "completed", "failed", "skipped"] | None
     analysisError: str | None = Field(description="Why the analysis failed or was skipped.")
     channel: Literal["voice", "text", "relay"] = Field(
-        description="voice: a LiveKit room; text: /trigger-agent or /ws/chat; relay: Twilio ConversationRelay.")
+        description="voice: a LiveKit room; text: /trigger-agent or /ws/chat; relay: Twilio ConversationRelay."
+    )
     user_id: str | None = Field(description="The caller's own user id (a relay call: the caller's number).")
     conversation_id: str | None = Field(description="The caller's conversation id (a relay call: its CallSid).")
     previous_session_id: str | None = Field(description="The ended text session this one continues.")
@@ -95,8 +104,12 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\
 
 
 class DateRange(Query):
-    start_date: str | None = Field(default=None, pattern=DATE_PATTERN, description="ISO 8601 date or date-time (UTC if no offset); inclusive.")
-    end_date: str | None = Field(default=None, pattern=DATE_PATTERN, description="ISO 8601 date (whole day included) or date-time; inclusive.")
+    start_date: str | None = Field(
+        default=None, pattern=DATE_PATTERN, description="ISO 8601 date or date-time (UTC if no offset); inclusive."
+    )
+    end_date: str | None = Field(
+        default=None, pattern=DATE_PATTERN, description="ISO 8601 date (whole day included) or date-time; inclusive."
+    )
 
 
 class SessionQuery(DateRange):
@@ -123,6 +136,7 @@ class DashboardMetrics(BaseModel):
 
 
 # ---- records to the wire ----
+
 
 def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
     """001's Session (camelCase) with its additions, from the repository's record."""
@@ -159,6 +173,10 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def dashboard_wire(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"totalSessions": rec["total_sessions"], "totalAgents": rec["total_agents"],
-            "avgDuration": round(rec["avg_duration_ms"] / 1000, 1), "sessionsToday": rec["sessions_today"],
-            "transcriptsToday": rec["transcripts_today"]}
+    return {
+        "totalSessions": rec["total_sessions"],
+        "totalAgents": rec["total_agents"],
+        "avgDuration": round(rec["avg_duration_ms"] / 1000, 1),
+        "sessionsToday": rec["sessions_today"],
+        "transcriptsToday": rec["transcripts_today"],
+    }

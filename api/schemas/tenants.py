@@ -22,8 +22,9 @@ class TenantCreate(RequestBody):
     max_concurrent_calls: int | None = _LIMIT
     billing_email: str | None = _EMAIL
     rate_limit_rps: float | None = _RPS
-    owner_user_id: str | None = Field(default=None, min_length=1, max_length=200,
-                                      description="A user to add as the tenant's first owner.")
+    owner_user_id: str | None = Field(
+        default=None, min_length=1, max_length=200, description="A user to add as the tenant's first owner."
+    )
 
 
 # Only platform admins may change these: a tenant's owner cannot lift its own limits or its suspension.
@@ -47,7 +48,6 @@ class TenantUpdate(RequestBody):
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
-
 
 
 class TenantLimits(BaseModel):

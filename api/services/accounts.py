@@ -43,9 +43,17 @@ class _Failures:
 
 
 class LoginThrottle:
-    def __init__(self, *, free_failures: int = 5, first_pause_seconds: float = 1.0, max_pause_seconds: float = 300.0,
-                 forget_after_seconds: float = 900.0, max_keys: int = 100_000, max_concurrent_checks: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        free_failures: int = 5,
+        first_pause_seconds: float = 1.0,
+        max_pause_seconds: float = 300.0,
+        forget_after_seconds: float = 900.0,
+        max_keys: int = 100_000,
+        max_concurrent_checks: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.free_failures = free_failures
         self.first_pause = first_pause_seconds
         self.max_pause = max_pause_seconds
@@ -102,8 +110,16 @@ def throttle_keys(email: str, address: str) -> tuple[str, str]:
     return f"account:{repo.normalize_email(email).lower()}", f"address:{address}"
 
 
-async def login(store: Store, issuer: LocalIssuer, throttle: LoginThrottle, *, email: str, password: str,
-                address: str, ttl_seconds: int) -> str:
+async def login(
+    store: Store,
+    issuer: LocalIssuer,
+    throttle: LoginThrottle,
+    *,
+    email: str,
+    password: str,
+    address: str,
+    ttl_seconds: int,
+) -> str:
     """A bearer token for the account, or InvalidCredentials / TooManyFailures."""
     account_key, address_key = throttle_keys(email, address)
     wait = throttle.retry_after([account_key, address_key])

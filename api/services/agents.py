@@ -36,8 +36,9 @@ class AgentListCache:
     write (and may have seen the old rows) can never store its result after the write's invalidation. Invalidation
     runs on the store's writer thread, hence the lock."""
 
-    def __init__(self, *, max_bytes: int = 32 * 1024 * 1024, max_entry_bytes: int | None = None,
-                 ttl_seconds: float = 5.0) -> None:
+    def __init__(
+        self, *, max_bytes: int = 32 * 1024 * 1024, max_entry_bytes: int | None = None, ttl_seconds: float = 5.0
+    ) -> None:
         self.max_bytes = max_bytes
         self.ttl_seconds = ttl_seconds
         self._expires: dict[str, float] = {}
@@ -110,15 +111,17 @@ class AgentListCache:
             self._bytes -= len(payload)
 
 
-def list_wire(db: sqlite_utils.Database, owner_id: str, *, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT,
-              **filters: Any) -> dict[str, Any]:
+def list_wire(
+    db: sqlite_utils.Database, owner_id: str, *, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT, **filters: Any
+) -> dict[str, Any]:
     """One page of the owner's agents (newest first) and how many there are in all."""
     agents = [agent_wire(r) for r in repo.list_(db, owner_id, limit=limit, offset=(page - 1) * limit, **filters)]
     return {"agents": agents, "total": repo.count_listed(db, owner_id, **filters)}
 
 
-def _list_json(db: sqlite_utils.Database, owner_id: str, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT,
-               **filters: Any) -> bytes:
+def _list_json(
+    db: sqlite_utils.Database, owner_id: str, page: int = 1, limit: int = AGENTS_PAGE_DEFAULT, **filters: Any
+) -> bytes:
     # Serialised on the reader thread, exactly as the route table would have serialised the record: a page of
     # large agents costs the event loop nothing but the write.
     return _LIST.dump_json(_LIST.validate_python(list_wire(db, owner_id, page=page, limit=limit, **filters)))
@@ -129,8 +132,15 @@ def list_v1_json(db: sqlite_utils.Database, owner_id: str, *, page: int, limit: 
     return _LIST_V1.dump_json(_LIST_V1.validate_python([agent_v1_wire(r) for r in rows]))
 
 
-async def list_json(store: Store, cache: AgentListCache, owner_id: str, *, page: int = 1,
-                    limit: int = AGENTS_PAGE_DEFAULT, **filters: Any) -> bytes:
+async def list_json(
+    store: Store,
+    cache: AgentListCache,
+    owner_id: str,
+    *,
+    page: int = 1,
+    limit: int = AGENTS_PAGE_DEFAULT,
+    **filters: Any,
+) -> bytes:
     """The owner's list page, serialised. Only the unfiltered first page of the default size (what the dashboard
     and most clients ask for) is cached; other pages and filtered lists are read each time."""
     if filters or page != 1 or limit != AGENTS_PAGE_DEFAULT:

@@ -18,9 +18,31 @@ from pipelines.pricing import usd
 from ..errors import NotFound
 
 # Words that turn an outcome around ("not resolved", "appointment declined"): such an outcome is never a success.
-NEGATIONS = frozenset({"not", "no", "never", "without", "failed", "fail", "unable", "declined", "refused",
-                       "cancelled", "canceled", "rejected", "lost", "unsuccessful", "didn't", "didnt", "wasn't",
-                       "couldn't", "won't", "hung", "voicemail"})
+NEGATIONS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "without",
+        "failed",
+        "fail",
+        "unable",
+        "declined",
+        "refused",
+        "cancelled",
+        "canceled",
+        "rejected",
+        "lost",
+        "unsuccessful",
+        "didn't",
+        "didnt",
+        "wasn't",
+        "couldn't",
+        "won't",
+        "hung",
+        "voicemail",
+    }
+)
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 TOP_AGENTS = 5
 
@@ -70,9 +92,14 @@ def cost_per_outcome(rows: list[dict[str, Any]], terms: Iterable[str]) -> dict[s
     total = sum(r["cost_nanos"] for r in rows)
     wins = sum(1 for r in rows if successful(r, terms))
     each = per(total, wins)
-    return {"cost_usd": usd(total), "cost_nanos": total, "successful_calls": wins,
-            "cost_per_successful_call": None if each is None else usd(each), "cost_per_successful_call_nanos": each,
-            "unpriced_event_count": sum(r["unpriced"] for r in rows)}
+    return {
+        "cost_usd": usd(total),
+        "cost_nanos": total,
+        "successful_calls": wins,
+        "cost_per_successful_call": None if each is None else usd(each),
+        "cost_per_successful_call_nanos": each,
+        "unpriced_event_count": sum(r["unpriced"] for r in rows),
+    }
 
 
 def _since(period: str | None) -> str | None:
@@ -90,9 +117,12 @@ def _call_figures(rows: list[dict[str, Any]], terms: tuple[str, ...]) -> dict[st
     total_ms = sum(r["duration_ms"] or 0 for r in rows)
     timed = [r["duration_ms"] for r in ended if r["duration_ms"] is not None]
     average = (sum(timed) / len(timed) / 1000) if timed else 0
-    return {"total_calls": len(rows), "total_minutes": minutes(total_ms),
-            "average_call_duration": int(Decimal(average).quantize(Decimal(1), rounding=ROUND_HALF_UP)),
-            "success_rate": ratio(sum(1 for r in ended if successful(r, terms)), len(ended))}
+    return {
+        "total_calls": len(rows),
+        "total_minutes": minutes(total_ms),
+        "average_call_duration": int(Decimal(average).quantize(Decimal(1), rounding=ROUND_HALF_UP)),
+        "success_rate": ratio(sum(1 for r in ended if successful(r, terms)), len(ended)),
+    }
 
 
 def _check_tenant(tenant_id: str | None, acting: str) -> None:
@@ -100,13 +130,18 @@ def _check_tenant(tenant_id: str | None, acting: str) -> None:
         raise NotFound(f"tenant {tenant_id} not found")
 
 
-async def summary(store: Store, owner_id: str, terms: tuple[str, ...], *, period: str | None,
-                  tenant_id: str | None) -> dict[str, Any]:
+async def summary(
+    store: Store, owner_id: str, terms: tuple[str, ...], *, period: str | None, tenant_id: str | None
+) -> dict[str, Any]:
     _check_tenant(tenant_id, owner_id)
     since = _since(period)
 
     def read(db: Any) -> tuple[list[dict[str, Any]], dict[str, str], int]:
-        return repo.calls(db, owner_id, since, None), repo.agent_names(db, owner_id), repo.live_agent_count(db, owner_id)
+        return (
+            repo.calls(db, owner_id, since, None),
+            repo.agent_names(db, owner_id),
+            repo.live_agent_count(db, owner_id),
+        )
 
     rows, names, agent_count = await store.read(read)
     hours = Counter(int(r["started_at"][11:13]) for r in rows)
@@ -117,17 +152,22 @@ async def summary(store: Store, owner_id: str, terms: tuple[str, ...], *, period
         acc[1] += r["duration_ms"] or 0
     top = sorted(per_agent.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:TOP_AGENTS]
     figures = _call_figures(rows, terms)
-    return {"total_agents": agent_count, "total_calls": figures["total_calls"],
-            "total_minutes": figures["total_minutes"], "average_call_duration": figures["average_call_duration"],
-            "success_rate": figures["success_rate"],
-            "busiest_hour": min(hours, key=lambda h: (-hours[h], h)) if hours else None,
-            "top_agents": [{"agent_id": a, "name": names.get(a), "calls": n, "minutes": minutes(ms)}
-                           for a, (n, ms) in top],
-            "period": period, **cost_per_outcome(rows, terms)}
+    return {
+        "total_agents": agent_count,
+        "total_calls": figures["total_calls"],
+        "total_minutes": figures["total_minutes"],
+        "average_call_duration": figures["average_call_duration"],
+        "success_rate": figures["success_rate"],
+        "busiest_hour": min(hours, key=lambda h: (-hours[h], h)) if hours else None,
+        "top_agents": [{"agent_id": a, "name": names.get(a), "calls": n, "minutes": minutes(ms)} for a, (n, ms) in top],
+        "period": period,
+        **cost_per_outcome(rows, terms),
+    }
 
 
-async def agent(store: Store, owner_id: str, agent_id: str, terms: tuple[str, ...], *, period: str | None
-                ) -> dict[str, Any]:
+async def agent(
+    store: Store, owner_id: str, agent_id: str, terms: tuple[str, ...], *, period: str | None
+) -> dict[str, Any]:
     since = _since(period)
 
     def read(db: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -140,7 +180,12 @@ async def agent(store: Store, owner_id: str, agent_id: str, terms: tuple[str, ..
         acc = days.setdefault(r["started_at"][:10], [0, 0])
         acc[0] += 1
         acc[1] += r["duration_ms"] or 0
-    return {"agent_id": agent_id, "name": names.get(agent_id), **_call_figures(rows, terms),
-            "hourly_distribution": {str(h): hours[h] for h in sorted(hours)},
-            "daily_trend": [{"date": d, "calls": n, "minutes": minutes(ms)} for d, (n, ms) in sorted(days.items())],
-            "period": period, **cost_per_outcome(rows, terms)}
+    return {
+        "agent_id": agent_id,
+        "name": names.get(agent_id),
+        **_call_figures(rows, terms),
+        "hourly_distribution": {str(h): hours[h] for h in sorted(hours)},
+        "daily_trend": [{"date": d, "calls": n, "minutes": minutes(ms)} for d, (n, ms) in sorted(days.items())],
+        "period": period,
+        **cost_per_outcome(rows, terms),
+    }

@@ -55,7 +55,8 @@ class TimeseriesArgs(PeriodArgs):
 
 class CallArgs(_Args):
     period: Literal["day", "week", "month", "year"] | None = Field(
-        default=None, description="The last 1, 7, 30 or 365 days; omit for all time")
+        default=None, description="The last 1, 7, 30 or 365 days; omit for all time"
+    )
 
 
 class AgentArgs(CallArgs):
@@ -92,18 +93,35 @@ def tools(store: Store, owner_id: str, terms: tuple[str, ...]) -> dict[str, tupl
         return await metrics.campaigns(store, owner_id)
 
     return {
-        "metrics_summary": ("Outreach sends, replies, opt-outs, bounces, their rates (percent), total cost in USD, "
-                            "cost per reply and calls, compared with the previous period of equal length.",
-                            PeriodArgs, summary),
-        "metrics_by_campaign": ("Per campaign: outreach figures, cost, cost per reply, and its voice calls with "
-                                "successful calls and cost per successful call.", ByCampaignArgs, by_campaign),
+        "metrics_summary": (
+            "Outreach sends, replies, opt-outs, bounces, their rates (percent), total cost in USD, "
+            "cost per reply and calls, compared with the previous period of equal length.",
+            PeriodArgs,
+            summary,
+        ),
+        "metrics_by_campaign": (
+            "Per campaign: outreach figures, cost, cost per reply, and its voice calls with "
+            "successful calls and cost per successful call.",
+            ByCampaignArgs,
+            by_campaign,
+        ),
         "metrics_timeseries": ("One metric per day over a period.", TimeseriesArgs, timeseries),
-        "cost_breakdown": ("Costs (USD), tokens and ledger entries by provider, by model and by day.", PeriodArgs,
-                           cost_breakdown),
-        "call_analytics": ("Voice calls: count, minutes, average duration (s), success rate (0..1), busiest hour, "
-                           "top agents, cost and cost per successful call.", CallArgs, call_analytics),
-        "agent_analytics": ("One agent's calls, success rate, hourly and daily figures and cost per successful "
-                            "call.", AgentArgs, agent_analytics),
+        "cost_breakdown": (
+            "Costs (USD), tokens and ledger entries by provider, by model and by day.",
+            PeriodArgs,
+            cost_breakdown,
+        ),
+        "call_analytics": (
+            "Voice calls: count, minutes, average duration (s), success rate (0..1), busiest hour, "
+            "top agents, cost and cost per successful call.",
+            CallArgs,
+            call_analytics,
+        ),
+        "agent_analytics": (
+            "One agent's calls, success rate, hourly and daily figures and cost per successful call.",
+            AgentArgs,
+            agent_analytics,
+        ),
         "list_campaigns": ("The names of every campaign.", NoArgs, campaigns),
     }
 
@@ -119,8 +137,7 @@ def declarations(table: dict[str, tuple[str, type[_Args], Any]]) -> list[types.F
     return out
 
 
-async def run_tool(table: dict[str, tuple[str, type[_Args], Any]], name: str, args: dict[str, Any]
-                   ) -> dict[str, Any]:
+async def run_tool(table: dict[str, tuple[str, type[_Args], Any]], name: str, args: dict[str, Any]) -> dict[str, Any]:
     """One function call from the model: unknown names and bad arguments are answered as errors it can read."""
     if name not in table:
         return {"error": f"unknown function {name!r}"}
@@ -162,8 +179,9 @@ async def ask(store: Store, book: PriceBook, settings: Settings, owner_id: str, 
     try:
         for round_ in range(settings.ask_max_rounds + 1):
             try:
-                response = await client.aio.models.generate_content(model=settings.gemini_model, contents=contents,
-                                                                    config=config)
+                response = await client.aio.models.generate_content(
+                    model=settings.gemini_model, contents=contents, config=config
+                )
             except Exception as e:  # the provider's failure, said plainly
                 log.warning("ask: Gemini request failed: %s", e)
                 raise BadGateway(f"the LLM request failed: {e}") from None
@@ -177,30 +195,51 @@ async def ask(store: Store, book: PriceBook, settings: Settings, owner_id: str, 
             if round_ == settings.ask_max_rounds:
                 break
             model_turn = response.candidates[0].content if response.candidates else None
-            contents.append(model_turn or types.Content(role="model", parts=[
-                types.Part.from_function_call(name=c.name or "", args=c.args or {}) for c in calls]))
+            contents.append(
+                model_turn
+                or types.Content(
+                    role="model",
+                    parts=[types.Part.from_function_call(name=c.name or "", args=c.args or {}) for c in calls],
+                )
+            )
             parts = []
             for c in calls:
                 result = await run_tool(table, c.name or "", dict(c.args or {}))
-                parts.append(types.Part.from_function_response(name=c.name or "",
-                                                               response=json.loads(json.dumps(result, default=str))))
+                parts.append(
+                    types.Part.from_function_response(
+                        name=c.name or "", response=json.loads(json.dumps(result, default=str))
+                    )
+                )
             contents.append(types.Content(role="user", parts=parts))
     finally:
         await client.aio.aclose()
     raise BadGateway(f"the LLM kept calling functions after {settings.ask_max_rounds} rounds without answering")
 
 
-async def _meter(store: Store, book: PriceBook, settings: Settings, owner_id: str, key: str,
-                 response: types.GenerateContentResponse) -> None:
+async def _meter(
+    store: Store, book: PriceBook, settings: Settings, owner_id: str, key: str, response: types.GenerateContentResponse
+) -> None:
     usage = response.usage_metadata
     if usage is None:
         return
     events = []
     for kind, tokens in (("input", usage.prompt_token_count), ("output", usage.candidates_token_count)):
         if tokens:
-            events.append(make_event(book, key=f"{key}:{kind}", owner_id=owner_id, session_id=None, agent_id=None,
-                                     provider="gemini", model=settings.gemini_model, event_type="llm_tokens",
-                                     token_kind=kind, quantity=Decimal(tokens), source="ask").as_dict())
+            events.append(
+                make_event(
+                    book,
+                    key=f"{key}:{kind}",
+                    owner_id=owner_id,
+                    session_id=None,
+                    agent_id=None,
+                    provider="gemini",
+                    model=settings.gemini_model,
+                    event_type="llm_tokens",
+                    token_kind=kind,
+                    quantity=Decimal(tokens),
+                    source="ask",
+                ).as_dict()
+            )
     if events:
         await store.write(ledger.record_events, events)
 

@@ -59,8 +59,16 @@ class CallbackSender:
     the receiver's name once and connects only to the addresses it checked (no DNS rebinding), follows no
     redirect, and a refused address is a failed attempt that says why."""
 
-    def __init__(self, store: Store, policy: NetPolicy, *, box: SecretBox, max_attempts: int,
-                 backoff_seconds: float, interval_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: NetPolicy,
+        *,
+        box: SecretBox,
+        max_attempts: int,
+        backoff_seconds: float,
+        interval_seconds: float = 0.5,
+    ) -> None:
         self.store = store
         self.box = box
         self.policy = policy
@@ -99,10 +107,17 @@ class CallbackSender:
         error: str | None = None
         try:
             await self.policy.check_url(url, resolve=False)  # an address literal; a name is checked as it resolves
-            async with self.http().post(url, data=body, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
-                                        allow_redirects=False,
-                                        headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature,
-                                                 "X-Voxarena-Event-Id": event["event_id"]}) as resp:
+            async with self.http().post(
+                url,
+                data=body,
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+                allow_redirects=False,
+                headers={
+                    "Content-Type": "application/json",
+                    SIGNATURE_HEADER: signature,
+                    "X-Voxarena-Event-Id": event["event_id"],
+                },
+            ) as resp:
                 status = resp.status
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
@@ -114,9 +129,26 @@ class CallbackSender:
             delay = self.backoff * (2 ** (attempt - 1))
             retry_after = to_iso(datetime.now(UTC) + timedelta(seconds=delay))
         if not delivered:
-            log.warning("callback %s for call %s (%s) attempt %d failed: %s%s", event["event_id"], event["call_id"],
-                        event["status"], attempt, error, "; giving up" if retry_after is None else "")
-        await self.store.write(lambda db: repo.record_attempt(
-            db, event, attempt=attempt, url=url, signature=signature, response_status=status, error=error,
-            delivered=delivered, retry_after=retry_after))
+            log.warning(
+                "callback %s for call %s (%s) attempt %d failed: %s%s",
+                event["event_id"],
+                event["call_id"],
+                event["status"],
+                attempt,
+                error,
+                "; giving up" if retry_after is None else "",
+            )
+        await self.store.write(
+            lambda db: repo.record_attempt(
+                db,
+                event,
+                attempt=attempt,
+                url=url,
+                signature=signature,
+                response_status=status,
+                error=error,
+                delivered=delivered,
+                retry_after=retry_after,
+            )
+        )
         return delivered

@@ -126,7 +126,7 @@ class _Models:
         """The agent's older versions, and the least recently used beyond SIZE."""
         others = [k for k in self._entries if k != keep]
         stale = [k for k in others if k[0] == keep[0]]
-        stale += [k for k in others if k not in stale][:max(0, len(self._entries) - len(stale) - self.SIZE)]
+        stale += [k for k in others if k not in stale][: max(0, len(self._entries) - len(stale) - self.SIZE)]
         retired = []
         for k in stale:
             entry = self._entries.pop(k)
@@ -205,9 +205,16 @@ class ChatService:
                 self._locks.pop(session_id, None)
 
     # ---- text sessions ----
-    async def open_text(self, owner_id: str, agent: dict[str, Any], session_id: str | None, *,
-                        user_id: str | None, conversation_id: str | None,
-                        campaign: str | None = None) -> Opened:
+    async def open_text(
+        self,
+        owner_id: str,
+        agent: dict[str, Any],
+        session_id: str | None,
+        *,
+        user_id: str | None,
+        conversation_id: str | None,
+        campaign: str | None = None,
+    ) -> Opened:
         """The text session a message goes to: the tenant's own live session with that id and agent; a new one
         continuing it when it has ended; a new one when it is absent, someone else's or another agent's (never
         saying which)."""
@@ -221,10 +228,17 @@ class ChatService:
                 return Opened(row)
             previous = row["id"] if row is not None else None
             sid = sessions_repo.create(
-                db, owner_id=owner_id, agent_id=agent["id"], status="active", client_id=agent["client_id"],
-                channel="text", user_id=user_id or (row or {}).get("user_id"),
+                db,
+                owner_id=owner_id,
+                agent_id=agent["id"],
+                status="active",
+                client_id=agent["client_id"],
+                channel="text",
+                user_id=user_id or (row or {}).get("user_id"),
                 conversation_id=conversation_id or (row or {}).get("conversation_id") or str(uuid.uuid4()),
-                previous_session_id=previous, campaign=campaign or (row or {}).get("campaign"))
+                previous_session_id=previous,
+                campaign=campaign or (row or {}).get("campaign"),
+            )
             return Opened(sessions_repo.get_row(db, sid), previous)
 
         return await self.store.write(open_)
@@ -234,18 +248,28 @@ class ChatService:
         task = self.spawn(self.run_turn(agent, turn, on_delta), f"chat-turn:{turn.session_id}")
         return await asyncio.shield(task)
 
-    async def run_turn(self, agent: dict[str, Any], turn: Turn, on_delta: Delta | None = None,
-                       context: dict[str, Any] | None = None) -> Turn:
+    async def run_turn(
+        self, agent: dict[str, Any], turn: Turn, on_delta: Delta | None = None, context: dict[str, Any] | None = None
+    ) -> Turn:
         async with self.locked(turn.session_id):
             return await self._turn(agent, turn, on_delta, context)
 
-    async def _turn(self, agent: dict[str, Any], turn: Turn, on_delta: Delta | None,
-                    context: dict[str, Any] | None) -> Turn:
+    async def _turn(
+        self, agent: dict[str, Any], turn: Turn, on_delta: Delta | None, context: dict[str, Any] | None
+    ) -> Turn:
         sid = turn.session_id
         user_key = f"user-{uuid.uuid4().hex}"
-        await self.store.write(lambda db: sessions_repo.append_item(
-            db, session_id=sid, item_key=user_key, speaker="USER", content=turn.content, timestamp=now_iso(),
-            source=turn.source))
+        await self.store.write(
+            lambda db: sessions_repo.append_item(
+                db,
+                session_id=sid,
+                item_key=user_key,
+                speaker="USER",
+                content=turn.content,
+                timestamp=now_iso(),
+                source=turn.source,
+            )
+        )
         items = await self.store.read(lambda db: chat_repo.history(db, sid, limit=MAX_HISTORY_ITEMS))
         spec = agent_spec(agent)
         ctx = llm.ChatContext.empty()
@@ -259,19 +283,38 @@ class ChatService:
             log.error("session %s: %s", sid, e)
             raise LlmFailed(str(e)) from None
         provider = self.book.provider_key(served["model_provider"] or "unknown")
-        meter = CallMeter(self.book, LedgerSink(self.store), owner_id=agent["owner_id"], session_id=sid,
-                          agent_id=agent["id"], key_scope=sid)
-        await meter.record_llm_call(key=f"chat/{user_key}", provider=provider,
-                                    model=served["model_name"] or None, input_tokens=prompt,
-                                    output_tokens=completion)
+        meter = CallMeter(
+            self.book,
+            LedgerSink(self.store),
+            owner_id=agent["owner_id"],
+            session_id=sid,
+            agent_id=agent["id"],
+            key_scope=sid,
+        )
+        await meter.record_llm_call(
+            key=f"chat/{user_key}",
+            provider=provider,
+            model=served["model_name"] or None,
+            input_tokens=prompt,
+            output_tokens=completion,
+        )
         turn.reply = "".join(parts)
         turn.timestamp = now_iso()
         content = turn.heard if turn.heard is not None else turn.reply
         metrics = {"llm_ttft": round(first, 3)} if first is not None else None
-        await self.store.write(lambda db: sessions_repo.append_item(
-            db, session_id=sid, item_key=f"agent-{user_key}", speaker="AGENT", content=content,
-            timestamp=turn.timestamp, interrupted=turn.heard is not None, metrics=metrics,
-            providers={"llm": provider}))
+        await self.store.write(
+            lambda db: sessions_repo.append_item(
+                db,
+                session_id=sid,
+                item_key=f"agent-{user_key}",
+                speaker="AGENT",
+                content=content,
+                timestamp=turn.timestamp,
+                interrupted=turn.heard is not None,
+                metrics=metrics,
+                providers={"llm": provider},
+            )
+        )
         return turn
 
     # ---- the end of a conversation ----
@@ -293,15 +336,22 @@ class ChatService:
         try:
             row = await self.store.read(sessions_repo.get_row, session_id)
             agent = await self.store.read(agents_repo.get_any_owner, row["agent_id"])
-            meter = CallMeter(self.book, LedgerSink(self.store), owner_id=row["owner_id"], session_id=session_id,
-                              agent_id=row["agent_id"], key_scope=session_id)
+            meter = CallMeter(
+                self.book,
+                LedgerSink(self.store),
+                owner_id=row["owner_id"],
+                session_id=session_id,
+                agent_id=row["agent_id"],
+                key_scope=session_id,
+            )
             try:
                 async with self.models.use(agent) as (model, _):
                     await run_and_store(self.store, session_id, model, meter=meter)
             except ProviderConfigError as e:
                 reason = str(e)
-                await self.store.write(lambda db: sessions_repo.store_analysis(db, session_id, result=None,
-                                                                               error=reason, attempts=0))
+                await self.store.write(
+                    lambda db: sessions_repo.store_analysis(db, session_id, result=None, error=reason, attempts=0)
+                )
         finally:
             self._analysing.discard(session_id)
 
@@ -339,8 +389,9 @@ def _llm_content(item: dict[str, Any]) -> str:
     return item["content"]
 
 
-async def _ask(model: llm.LLM, names: tuple[str, ...], ctx: llm.ChatContext, on_delta: Delta | None,
-               sid: str) -> tuple[list[str], int, int, float | None, dict[str, Any]]:
+async def _ask(
+    model: llm.LLM, names: tuple[str, ...], ctx: llm.ChatContext, on_delta: Delta | None, sid: str
+) -> tuple[list[str], int, int, float | None, dict[str, Any]]:
     """Stream one answer: its text chunks, the tokens the provider reported, the time to the first chunk, and
     which provider served it (with fallbacks, the one that answered)."""
     parts: list[str] = []

@@ -56,13 +56,20 @@ def _seal(box: SecretBox, secret: dict[str, Any]) -> str | None:
 
 def create(db: sqlite_utils.Database, box: SecretBox, owner_id: str, body: ClientCreate) -> dict[str, Any]:
     plain, secret = _merge({}, {}, body.settings or ClientSettings())
-    data = {"id": body.id or f"cl_{uuid.uuid4().hex[:16]}", "name": body.name, "domain": body.domain,
-            "active": body.active, "settings": plain, "secrets": _seal(box, secret)}
+    data = {
+        "id": body.id or f"cl_{uuid.uuid4().hex[:16]}",
+        "name": body.name,
+        "domain": body.domain,
+        "active": body.active,
+        "settings": plain,
+        "secrets": _seal(box, secret),
+    }
     return wire(box, repo.create(db, owner_id, data))
 
 
-def update(db: sqlite_utils.Database, box: SecretBox, owner_id: str, client_id: str,
-           body: ClientUpdate) -> dict[str, Any]:
+def update(
+    db: sqlite_utils.Database, box: SecretBox, owner_id: str, client_id: str, body: ClientUpdate
+) -> dict[str, Any]:
     row = repo.get(db, owner_id, client_id)
     changes: dict[str, Any] = {k: getattr(body, k) for k in body.model_fields_set if k != "settings"}
     if body.settings is not None:
@@ -76,8 +83,15 @@ def wire(box: SecretBox, row: dict[str, Any]) -> dict[str, Any]:
     for section, values in _secrets(box, row).items():
         for field, value in values.items():
             settings.setdefault(section, {})[field] = mask(value)
-    return {"id": row["id"], "name": row["name"], "domain": row["domain"], "active": row["active"],
-            "settings": settings, "created_at": row["created_at"], "updated_at": row["updated_at"]}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "domain": row["domain"],
+        "active": row["active"],
+        "settings": settings,
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def livekit_of(box: SecretBox, row: dict[str, Any]) -> dict[str, str] | None:

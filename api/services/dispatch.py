@@ -28,13 +28,19 @@ WATCH_WINDOW = timedelta(hours=1)
 
 def dispatch_metadata(row: dict[str, Any]) -> DispatchMeta:
     """What a job needs to find its call: the same for the first dispatch and a retry."""
-    return DispatchMeta(agent_id=row["agent_id"], session_id=row["id"], owner_id=row["owner_id"],
-                        direction=row["direction"], phone_number=row.get("outbound_phone_number") or None)
+    return DispatchMeta(
+        agent_id=row["agent_id"],
+        session_id=row["id"],
+        owner_id=row["owner_id"],
+        direction=row["direction"],
+        phone_number=row.get("outbound_phone_number") or None,
+    )
 
 
 class DispatchWatchdog:
-    def __init__(self, store: Store, gateways: Gateways, *, timeout_seconds: float,
-                 interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, gateways: Gateways, *, timeout_seconds: float, interval_seconds: float = 1.0
+    ) -> None:
         self.store = store
         self.gateways = gateways  # a call of a client's agent is watched on the client's LiveKit server
         self.timeout = timedelta(seconds=timeout_seconds)
@@ -71,8 +77,12 @@ class DispatchWatchdog:
 
     async def _retry(self, gateway: LiveKitGateway, row: dict[str, Any], now: datetime) -> None:
         waited = self.timeout.total_seconds()
-        log.warning("session %s: no agent picked up the call in room %s within %.0fs; dispatching again",
-                    row["id"], row["room_name"], waited)
+        log.warning(
+            "session %s: no agent picked up the call in room %s within %.0fs; dispatching again",
+            row["id"],
+            row["room_name"],
+            waited,
+        )
         try:
             await gateway.delete_dispatch(row["dispatch_id"], row["room_name"])
         except Exception as e:  # the old dispatch may be gone with its room; the new one matters
@@ -81,17 +91,19 @@ class DispatchWatchdog:
         await self.store.write(lambda db: repo.record_dispatch(db, row["id"], new_id, at=to_iso(now)))
 
     async def _give_up(self, gateway: LiveKitGateway, row: dict[str, Any], now: datetime) -> bool:
-        error = (f"no agent worker took the call: dispatched {row['dispatch_attempts']} times, waited "
-                 f"{self.timeout.total_seconds():.0f}s after each with the caller in the room")
+        error = (
+            f"no agent worker took the call: dispatched {row['dispatch_attempts']} times, waited "
+            f"{self.timeout.total_seconds():.0f}s after each with the caller in the room"
+        )
         if not await self.store.write(lambda db: repo.give_up(db, row["id"], error=error, ended_at=to_iso(now))):
             return False  # its job started meanwhile
         log.error("session %s ends: no_agent_available (%s); closing room %s", row["id"], error, row["room_name"])
-        for what, action in (("dispatch", gateway.delete_dispatch(row["dispatch_id"], row["room_name"])),
-                             ("room", gateway.delete_room(row["room_name"]))):
+        for what, action in (
+            ("dispatch", gateway.delete_dispatch(row["dispatch_id"], row["room_name"])),
+            ("room", gateway.delete_room(row["room_name"])),
+        ):
             try:
                 await action
             except Exception as e:
                 log.warning("session %s: could not delete the %s: %s", row["id"], what, e)
         return True
-
-

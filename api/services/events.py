@@ -43,8 +43,11 @@ class Subscriber:
     reason: str = ""  # why it was dropped: "slow" (its queue overflowed) or "shutdown"
 
     def wants(self, row: dict[str, Any]) -> bool:
-        return (row["id"] > self.after and row["owner_id"] == self.owner_id
-                and (self.call_sid is None or row["call_sid"] == self.call_sid))
+        return (
+            row["id"] > self.after
+            and row["owner_id"] == self.owner_id
+            and (self.call_sid is None or row["call_sid"] == self.call_sid)
+        )
 
     async def next(self) -> dict[str, Any] | None:
         """The next event, or None once dropped as a slow consumer."""
@@ -65,9 +68,17 @@ class Subscriber:
 
 
 class EventHub:
-    def __init__(self, store: Store, *, queue_size: int, max_connections: int, retention_seconds: float,
-                 prune_interval: float = 600.0, poll_seconds: float = POLL_SECONDS,
-                 to_wire: Callable[[dict[str, Any]], dict[str, Any]] = dict) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_size: int,
+        max_connections: int,
+        retention_seconds: float,
+        prune_interval: float = 600.0,
+        poll_seconds: float = POLL_SECONDS,
+        to_wire: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    ) -> None:
         self.store = store
         self.queue_size = queue_size
         self.max_connections = max_connections
@@ -169,8 +180,11 @@ class EventHub:
                     sub.queue.put_nowait(event)
                 except asyncio.QueueFull:
                     self.dropped_count += 1
-                    log.warning("dropping a slow event-stream consumer of tenant %s (%d events queued)",
-                                sub.owner_id, sub.queue.qsize())
+                    log.warning(
+                        "dropping a slow event-stream consumer of tenant %s (%d events queued)",
+                        sub.owner_id,
+                        sub.queue.qsize(),
+                    )
                     self._drop(sub, "slow")
         if rows and self.subscribers:
             self._cursor = rows[-1]["id"]

@@ -81,25 +81,35 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def _outreach_figures(c: dict[str, int]) -> dict[str, Any]:
     sends = c["sent"]
-    return {"sends": sends, "replies": c["replied"], "opt_outs": c["opt_out"], "bounces": c["bounced"],
-            "reply_rate_pct": pct(c["replied"], sends), "opt_out_rate_pct": pct(c["opt_out"], sends),
-            "bounce_rate_pct": pct(c["bounced"], sends)}
+    return {
+        "sends": sends,
+        "replies": c["replied"],
+        "opt_outs": c["opt_out"],
+        "bounces": c["bounced"],
+        "reply_rate_pct": pct(c["replied"], sends),
+        "opt_out_rate_pct": pct(c["opt_out"], sends),
+        "bounce_rate_pct": pct(c["bounced"], sends),
+    }
 
 
 def _cost(rows: list[dict[str, Any]]) -> int:
     return sum(r["cost_nanos"] for r in rows)
 
 
-async def summary(store: Store, owner_id: str, p: Period, campaign: str | None, terms: tuple[str, ...]
-                  ) -> dict[str, Any]:
+async def summary(
+    store: Store, owner_id: str, p: Period, campaign: str | None, terms: tuple[str, ...]
+) -> dict[str, Any]:
     prev = p.previous()
 
     def read(db: Any) -> tuple[Any, ...]:
-        return (repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign),
-                repo.outreach_counts(db, owner_id, *prev.bounds, campaign=campaign),
-                repo.ledger(db, owner_id, *p.bounds, campaign=campaign) if campaign is not None
-                else repo.rollup_totals(db, owner_id, *p.bounds),
-                repo.calls(db, owner_id, *p.bounds, campaign=campaign))
+        return (
+            repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign),
+            repo.outreach_counts(db, owner_id, *prev.bounds, campaign=campaign),
+            repo.ledger(db, owner_id, *p.bounds, campaign=campaign)
+            if campaign is not None
+            else repo.rollup_totals(db, owner_id, *p.bounds),
+            repo.calls(db, owner_id, *p.bounds, campaign=campaign),
+        )
 
     now_rows, prev_rows, ledger_rows, calls = await store.read(read)
     now, before = _counts(now_rows), _counts(prev_rows)
@@ -116,11 +126,15 @@ async def summary(store: Store, owner_id: str, p: Period, campaign: str | None, 
         "opt_out_rate_change_pp": _round(opt - prev_opt, 1),
         "prev_sends": prev_sends,
         "prev_reply_rate_pct": _round(prev_reply, 2),
-        "start_date": p.start.isoformat(), "end_date": p.end.isoformat(),
-        "cost_nanos": cost, "cost_per_reply": _per_usd(cost, now["replied"]),
+        "start_date": p.start.isoformat(),
+        "end_date": p.end.isoformat(),
+        "cost_nanos": cost,
+        "cost_per_reply": _per_usd(cost, now["replied"]),
         "unpriced_event_count": sum(r["unpriced"] for r in ledger_rows),
-        "prev_start_date": prev.start.isoformat(), "prev_end_date": prev.end.isoformat(),
-        "calls": len(calls), "successful_calls": sum(1 for c in ended if successful(c, terms)),
+        "prev_start_date": prev.start.isoformat(),
+        "prev_end_date": prev.end.isoformat(),
+        "calls": len(calls),
+        "successful_calls": sum(1 for c in ended if successful(c, terms)),
         "success_rate": ratio(sum(1 for c in ended if successful(c, terms)), len(ended)),
     }
 
@@ -130,13 +144,15 @@ def _per_usd(nanos: int, count: int) -> float | None:
     return None if each is None else usd(each)
 
 
-async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campaign: str | None,
-                     terms: tuple[str, ...]) -> dict[str, Any]:
+async def timeseries(
+    store: Store, owner_id: str, metric: str, p: Period, campaign: str | None, terms: tuple[str, ...]
+) -> dict[str, Any]:
     days = p.each_day()
     values: dict[str, Any] = {}
     if metric in OUTREACH_METRICS:
-        rows = await store.read(lambda db: repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign,
-                                                                by=("day",)))
+        rows = await store.read(
+            lambda db: repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign, by=("day",))
+        )
         per_day: dict[str, dict[str, int]] = {}
         for r in rows:
             per_day.setdefault(r["day"], {}).setdefault(r["event_type"], 0)
@@ -144,12 +160,21 @@ async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campai
         for d in days:
             counts = per_day.get(d, {})
             sent = counts.get("sent", 0)
-            values[d] = {"sends": sent, "replies": counts.get("replied", 0), "opt_outs": counts.get("opt_out", 0),
-                         "reply_rate": pct(counts.get("replied", 0), sent),
-                         "opt_out_rate": pct(counts.get("opt_out", 0), sent)}[metric]
+            values[d] = {
+                "sends": sent,
+                "replies": counts.get("replied", 0),
+                "opt_outs": counts.get("opt_out", 0),
+                "reply_rate": pct(counts.get("replied", 0), sent),
+                "opt_out_rate": pct(counts.get("opt_out", 0), sent),
+            }[metric]
     elif metric == "cost":
-        rows = await store.read(lambda db: repo.ledger(db, owner_id, *p.bounds, campaign=campaign, by=("day",))
-                                if campaign is not None else repo.rollup_totals(db, owner_id, *p.bounds, by_day=True))
+        rows = await store.read(
+            lambda db: (
+                repo.ledger(db, owner_id, *p.bounds, campaign=campaign, by=("day",))
+                if campaign is not None
+                else repo.rollup_totals(db, owner_id, *p.bounds, by_day=True)
+            )
+        )
         by_day = {r["day"]: r["cost_nanos"] for r in rows}
         values = {d: usd(by_day.get(d, 0)) for d in days}
     else:
@@ -166,15 +191,21 @@ async def timeseries(store: Store, owner_id: str, metric: str, p: Period, campai
                 values[d] = minutes(sum(c["duration_ms"] or 0 for c in group))
             elif metric == "success_rate":
                 values[d] = ratio(sum(1 for c in ended if successful(c, terms)), len(ended))
-    return {"metric": metric, "points": [{"day": d, "value": values[d]} for d in days],
-            "start_date": p.start.isoformat(), "end_date": p.end.isoformat()}
+    return {
+        "metric": metric,
+        "points": [{"day": d, "value": values[d]} for d in days],
+        "start_date": p.start.isoformat(),
+        "end_date": p.end.isoformat(),
+    }
 
 
 async def by_campaign(store: Store, owner_id: str, p: Period, terms: tuple[str, ...]) -> dict[str, Any]:
     def read(db: Any) -> tuple[Any, ...]:
-        return (repo.outreach_counts(db, owner_id, *p.bounds, by=("campaign",)),
-                repo.ledger(db, owner_id, *p.bounds, by=("campaign",)),
-                repo.calls(db, owner_id, *p.bounds, with_campaign=True))
+        return (
+            repo.outreach_counts(db, owner_id, *p.bounds, by=("campaign",)),
+            repo.ledger(db, owner_id, *p.bounds, by=("campaign",)),
+            repo.calls(db, owner_id, *p.bounds, with_campaign=True),
+        )
 
     outreach, ledger_rows, calls = await store.read(read)
     counts: dict[str, list[dict[str, Any]]] = {}
@@ -190,54 +221,87 @@ async def by_campaign(store: Store, owner_id: str, p: Period, terms: tuple[str, 
         c = _counts(counts.get(name, []))
         cost = costs.get(name, 0)
         group = voice.get(name, [])
-        out.append({"campaign": name, **_outreach_figures(c), "cost_usd": usd(cost),
-                    "cost_per_reply": _per_usd(cost, c["replied"]), "cost_nanos": cost,
-                    "voice": {"calls": len(group), "minutes": minutes(sum(x["duration_ms"] or 0 for x in group)),
-                              **cost_per_outcome(group, terms)}})
+        out.append(
+            {
+                "campaign": name,
+                **_outreach_figures(c),
+                "cost_usd": usd(cost),
+                "cost_per_reply": _per_usd(cost, c["replied"]),
+                "cost_nanos": cost,
+                "voice": {
+                    "calls": len(group),
+                    "minutes": minutes(sum(x["duration_ms"] or 0 for x in group)),
+                    **cost_per_outcome(group, terms),
+                },
+            }
+        )
     return {"campaigns": out, "start_date": p.start.isoformat(), "end_date": p.end.isoformat()}
 
 
 def _money_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {"cost_usd": usd(r["cost_nanos"]), "tokens_in": r["tokens_in"] or 0, "tokens_out": r["tokens_out"] or 0,
-            "calls": r["entries"], "cost_nanos": r["cost_nanos"], "unpriced_event_count": r["unpriced"] or 0}
+    return {
+        "cost_usd": usd(r["cost_nanos"]),
+        "tokens_in": r["tokens_in"] or 0,
+        "tokens_out": r["tokens_out"] or 0,
+        "calls": r["entries"],
+        "cost_nanos": r["cost_nanos"],
+        "unpriced_event_count": r["unpriced"] or 0,
+    }
 
 
-async def cost_breakdown(store: Store, owner_id: str, p: Period, campaign: str | None,
-                         workspace_id: str | None) -> dict[str, Any]:
+async def cost_breakdown(
+    store: Store, owner_id: str, p: Period, campaign: str | None, workspace_id: str | None
+) -> dict[str, Any]:
     if workspace_id is not None and workspace_id != owner_id:
         raise NotFound(f"workspace {workspace_id} not found")
 
     def read(db: Any) -> tuple[Any, ...]:
         args = (db, owner_id, *p.bounds)
-        return (repo.ledger(*args, campaign=campaign), repo.ledger(*args, campaign=campaign, by=("provider",)),
-                repo.ledger(*args, campaign=campaign, by=("provider", "model")),
-                repo.ledger(*args, campaign=campaign, by=("day",)))
+        return (
+            repo.ledger(*args, campaign=campaign),
+            repo.ledger(*args, campaign=campaign, by=("provider",)),
+            repo.ledger(*args, campaign=campaign, by=("provider", "model")),
+            repo.ledger(*args, campaign=campaign, by=("day",)),
+        )
 
     total, providers, models, daily = await store.read(read)
     empty = {"cost_nanos": 0, "tokens_in": 0, "tokens_out": 0, "entries": 0, "unpriced": 0}
-    order = lambda r: (-r["cost_nanos"], r["provider"], r.get("model") or "")
+
+    def order(r):
+        return (-r["cost_nanos"], r["provider"], r.get("model") or "")
+
     return {
         "total": _money_row(total[0] if total else empty),
         "by_provider": [{"provider": r["provider"], **_money_row(r)} for r in sorted(providers, key=order)],
-        "by_model": [{"model": r["model"], "provider": r["provider"], **_money_row(r)}
-                     for r in sorted(models, key=order)],
+        "by_model": [
+            {"model": r["model"], "provider": r["provider"], **_money_row(r)} for r in sorted(models, key=order)
+        ],
         "daily": [{"day": r["day"], "value": usd(r["cost_nanos"])} for r in sorted(daily, key=lambda r: r["day"])],
-        "start_date": p.start.isoformat(), "end_date": p.end.isoformat(),
+        "start_date": p.start.isoformat(),
+        "end_date": p.end.isoformat(),
     }
 
 
-async def step_breakdown(store: Store, owner_id: str, p: Period, campaign: str | None, source: str
-                         ) -> dict[str, Any]:
+async def step_breakdown(store: Store, owner_id: str, p: Period, campaign: str | None, source: str) -> dict[str, Any]:
     def read(db: Any) -> tuple[Any, ...]:
-        return (repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign, by=("step",)),
-                repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign, by=("day",)))
+        return (
+            repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign, by=("step",)),
+            repo.outreach_counts(db, owner_id, *p.bounds, campaign=campaign, by=("day",)),
+        )
 
     steps, days = await store.read(read)
     sent_steps = sorted((r for r in steps if r["event_type"] == "sent"), key=lambda r: (r["step"] is None, r["step"]))
     daily = sorted((r for r in days if r["event_type"] == "sent"), key=lambda r: r["day"])
     return {
-        "steps": [{"step": r["step"], "name": f"Email {r['step']}" if r["step"] is not None else "No step",
-                   "sends": r["n"], "lastSentAt": _js_time(r["last_at"])} for r in sent_steps],
+        "steps": [
+            {
+                "step": r["step"],
+                "name": f"Email {r['step']}" if r["step"] is not None else "No step",
+                "sends": r["n"],
+                "lastSentAt": _js_time(r["last_at"]),
+            }
+            for r in sent_steps
+        ],
         "dailySends": [{"date": r["day"], "count": r["n"]} for r in daily],
         "totalSends": sum(r["n"] for r in sent_steps),
         "dateRange": {"start": p.start.isoformat(), "end": p.end.isoformat()},
@@ -257,9 +321,11 @@ async def campaigns(store: Store, owner_id: str) -> dict[str, Any]:
 
 async def sheet_stats(store: Store, owner_id: str, campaign: str | None) -> dict[str, Any]:
     def read(db: Any) -> tuple[Any, ...]:
-        return (repo.outreach_counts(db, owner_id, None, None, campaign=campaign, by=("step",)),
-                repo.outreach_counts(db, owner_id, None, None, campaign=campaign),
-                repo.contacts(db, owner_id, campaign=campaign))
+        return (
+            repo.outreach_counts(db, owner_id, None, None, campaign=campaign, by=("step",)),
+            repo.outreach_counts(db, owner_id, None, None, campaign=campaign),
+            repo.contacts(db, owner_id, campaign=campaign),
+        )
 
     steps, totals, contacts = await store.read(read)
     sends = {r["step"]: r["n"] for r in steps if r["event_type"] == "sent"}
@@ -267,16 +333,32 @@ async def sheet_stats(store: Store, owner_id: str, campaign: str | None) -> dict
     reached = by_type["sent"]["contacts"] if "sent" in by_type else 0
     replies = by_type["replied"]["contacts"] if "replied" in by_type else 0
     opt_outs = by_type["opt_out"]["contacts"] if "opt_out" in by_type else 0
-    return {"success": True, "stats": {
-        "totalContacts": contacts, "email1Sends": sends.get(1, 0), "email2Sends": sends.get(2, 0),
-        "email3Sends": sends.get(3, 0), "totalSends": sum(sends.values()), "uniqueContactsSent": reached,
-        "replies": replies, "optOuts": opt_outs, "replyRate": pct(replies, reached),
-        "optOutRate": pct(opt_outs, reached), "campaignName": campaign}}
+    return {
+        "success": True,
+        "stats": {
+            "totalContacts": contacts,
+            "email1Sends": sends.get(1, 0),
+            "email2Sends": sends.get(2, 0),
+            "email3Sends": sends.get(3, 0),
+            "totalSends": sum(sends.values()),
+            "uniqueContactsSent": reached,
+            "replies": replies,
+            "optOuts": opt_outs,
+            "replyRate": pct(replies, reached),
+            "optOutRate": pct(opt_outs, reached),
+            "campaignName": campaign,
+        },
+    }
 
 
 async def sheet_rows(store: Store, owner_id: str, campaign: str | None, limit: int, offset: int) -> dict[str, Any]:
-    rows, total = await store.read(lambda db: repo.outreach_rows(db, owner_id, campaign=campaign, limit=limit,
-                                                                 offset=offset))
-    return {"success": True, "rows": [{**r, "event_ts": _js_time(r["event_ts"])} for r in rows], "total": total,
-            "limit": limit, "offset": offset}
-
+    rows, total = await store.read(
+        lambda db: repo.outreach_rows(db, owner_id, campaign=campaign, limit=limit, offset=offset)
+    )
+    return {
+        "success": True,
+        "rows": [{**r, "event_ts": _js_time(r["event_ts"])} for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }

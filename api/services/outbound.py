@@ -21,9 +21,18 @@ from ..errors import BadGateway, Conflict, Unavailable
 log = logging.getLogger("voxarena.outbound")
 
 
-async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, owner_id: str, agent_id: str,
-                phone_number: str, callback_url: str | None, context: dict[str, Any] | None = None,
-                campaign: str | None = None) -> dict[str, Any]:
+async def place(
+    store: Store,
+    gateway: LiveKitGateway,
+    settings: Settings,
+    *,
+    owner_id: str,
+    agent_id: str,
+    phone_number: str,
+    callback_url: str | None,
+    context: dict[str, Any] | None = None,
+    campaign: str | None = None,
+) -> dict[str, Any]:
     if not settings.sip_outbound_trunk_id:
         raise Unavailable("outbound calls need a LiveKit SIP outbound trunk: set VOXARENA_SIP_OUTBOUND_TRUNK_ID")
     call_id = f"call_{uuid.uuid4().hex[:20]}"
@@ -32,15 +41,38 @@ async def place(store: Store, gateway: LiveKitGateway, settings: Settings, *, ow
 
     def reserve(db: Any) -> dict[str, Any]:
         sessions_repo.reserve_call_slot(db, owner_id)
-        sessions_repo.create(db, owner_id=owner_id, agent_id=agent_id, session_id=session_id, room_name=room,
-                             direction="outbound", phone_number=phone_number, call_status="RINGING", context=context,
-                             campaign=campaign)
-        return repo.create(db, owner_id, call_id=call_id, agent_id=agent_id, session_id=session_id, room_name=room,
-                           phone_number=phone_number, callback_url=callback_url)
+        sessions_repo.create(
+            db,
+            owner_id=owner_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            room_name=room,
+            direction="outbound",
+            phone_number=phone_number,
+            call_status="RINGING",
+            context=context,
+            campaign=campaign,
+        )
+        return repo.create(
+            db,
+            owner_id,
+            call_id=call_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            room_name=room,
+            phone_number=phone_number,
+            callback_url=callback_url,
+        )
 
     row = await store.write(reserve)
-    metadata = DispatchMeta(agent_id=agent_id, session_id=session_id, owner_id=owner_id, direction="outbound",
-                            phone_number=phone_number, call_id=call_id)
+    metadata = DispatchMeta(
+        agent_id=agent_id,
+        session_id=session_id,
+        owner_id=owner_id,
+        direction="outbound",
+        phone_number=phone_number,
+        call_id=call_id,
+    )
     try:
         dispatch_id = await gateway.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)

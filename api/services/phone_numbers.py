@@ -26,14 +26,16 @@ log = logging.getLogger("voxarena.numbers")
 
 def rule_metadata(number: dict[str, Any], agent_id: str) -> DispatchMeta:
     """The job's dispatch metadata for the number's calls (no session id: the job opens the session)."""
-    return DispatchMeta(agent_id=agent_id, owner_id=number["owner_id"], direction="inbound",
-                        phone_number_id=number["id"])
+    return DispatchMeta(
+        agent_id=agent_id, owner_id=number["owner_id"], direction="inbound", phone_number_id=number["id"]
+    )
 
 
 def refusal_metadata(number: dict[str, Any]) -> DispatchMeta:
     """The dispatch metadata of a number no agent is assigned to: no agent, the job refuses the call."""
-    return DispatchMeta(owner_id=number["owner_id"], direction="inbound", phone_number_id=number["id"],
-                        refuse="number_not_assigned")
+    return DispatchMeta(
+        owner_id=number["owner_id"], direction="inbound", phone_number_id=number["id"], refuse="number_not_assigned"
+    )
 
 
 def _metadata(number: dict[str, Any], agent_id: str | None) -> DispatchMeta:
@@ -52,61 +54,95 @@ async def _undo(what: str, undo: Any) -> None:
         log.error("could not undo %s in LiveKit: %s", what, e)
 
 
-async def register(store: Store, gateway: LiveKitGateway, settings: Settings, *, owner_id: str, phone_number: str,
-                   friendly_name: str | None, capabilities: list[str]) -> dict[str, Any]:
+async def register(
+    store: Store,
+    gateway: LiveKitGateway,
+    settings: Settings,
+    *,
+    owner_id: str,
+    phone_number: str,
+    friendly_name: str | None,
+    capabilities: list[str],
+) -> dict[str, Any]:
     if await store.read(repo.taken, phone_number):
         raise Conflict(f"phone number {phone_number} is already registered")
     try:
         trunk_id = await gateway.create_inbound_trunk(
-            number=phone_number, name=f"voxarena {phone_number}",
+            number=phone_number,
+            name=f"voxarena {phone_number}",
             allowed_addresses=settings.sip_inbound_allowed_addresses,
-            auth_username=settings.sip_inbound_auth_username, auth_password=settings.sip_inbound_auth_password,
-            ring_timeout=settings.sip_inbound_ring_timeout_seconds, max_call_seconds=settings.sip_max_call_seconds)
+            auth_username=settings.sip_inbound_auth_username,
+            auth_password=settings.sip_inbound_auth_password,
+            ring_timeout=settings.sip_inbound_ring_timeout_seconds,
+            max_call_seconds=settings.sip_max_call_seconds,
+        )
     except Exception as e:
         raise BadGateway(f"LiveKit could not create the inbound trunk for {phone_number}: {e}") from None
     number = {"id": repo.new_id(), "owner_id": owner_id, "phone_number": phone_number}
     try:
-        rule_id = await gateway.create_dispatch_rule(trunk_id=trunk_id, name=_rule_name(number),
-                                                     metadata=refusal_metadata(number))
+        rule_id = await gateway.create_dispatch_rule(
+            trunk_id=trunk_id, name=_rule_name(number), metadata=refusal_metadata(number)
+        )
     except Exception as e:
         await _undo(f"trunk {trunk_id} of {phone_number}", gateway.delete_trunk(trunk_id))
         raise BadGateway(f"LiveKit could not create the dispatch rule for {phone_number}: {e}") from None
     try:
-        row = await store.write(lambda db: repo.create(db, owner_id, phone_number=phone_number,
-                                                       friendly_name=friendly_name, capabilities=capabilities,
-                                                       trunk_id=trunk_id, number_id=number["id"],
-                                                       dispatch_rule_id=rule_id))
+        row = await store.write(
+            lambda db: repo.create(
+                db,
+                owner_id,
+                phone_number=phone_number,
+                friendly_name=friendly_name,
+                capabilities=capabilities,
+                trunk_id=trunk_id,
+                number_id=number["id"],
+                dispatch_rule_id=rule_id,
+            )
+        )
     except Exception:  # a cancelled write is not undone: it may have committed
         await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
         await _undo(f"trunk {trunk_id} of {phone_number}", gateway.delete_trunk(trunk_id))
         raise
-    log.info("phone number %s registered for tenant %s (trunk %s, rule %s refusing its calls until an agent is "
-             "assigned)", phone_number, owner_id, trunk_id, rule_id)
+    log.info(
+        "phone number %s registered for tenant %s (trunk %s, rule %s refusing its calls until an agent is assigned)",
+        phone_number,
+        owner_id,
+        trunk_id,
+        rule_id,
+    )
     return row
 
 
-async def assign(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_number: str,
-                 agent_id: str) -> dict[str, Any]:
+async def assign(
+    store: Store, gateway: LiveKitGateway, *, owner_id: str, phone_number: str, agent_id: str
+) -> dict[str, Any]:
     """The number's calls dispatch `agent_id` (the caller has checked the agent is the tenant's and takes calls)."""
     number = await store.read(repo.get, owner_id, phone_number)
     trunk, name = number["trunk_id"], _rule_name(number)
     old_rule, old_agent = number["dispatch_rule_id"], number["agent_id"]
     try:
         if old_rule:
-            rule_id = await gateway.replace_dispatch_rule(old_rule, trunk_id=trunk, name=name,
-                                                          metadata=rule_metadata(number, agent_id))
+            rule_id = await gateway.replace_dispatch_rule(
+                old_rule, trunk_id=trunk, name=name, metadata=rule_metadata(number, agent_id)
+            )
         else:
-            rule_id = await gateway.create_dispatch_rule(trunk_id=trunk, name=name,
-                                                         metadata=rule_metadata(number, agent_id))
+            rule_id = await gateway.create_dispatch_rule(
+                trunk_id=trunk, name=name, metadata=rule_metadata(number, agent_id)
+            )
     except Exception as e:
         raise BadGateway(f"LiveKit could not route {phone_number} to the agent: {e}") from None
     try:
-        row = await store.write(lambda db: repo.assign(db, owner_id, phone_number, agent_id=agent_id,
-                                                       dispatch_rule_id=rule_id))
+        row = await store.write(
+            lambda db: repo.assign(db, owner_id, phone_number, agent_id=agent_id, dispatch_rule_id=rule_id)
+        )
     except Exception:  # a cancelled write is not undone: it may have committed
         if old_rule and rule_id == old_rule:  # the rule dispatches as before: the previous agent, or the refusal
-            await _undo(f"rule {rule_id} of {phone_number}", gateway.replace_dispatch_rule(
-                rule_id, trunk_id=trunk, name=name, metadata=_metadata(number, old_agent)))
+            await _undo(
+                f"rule {rule_id} of {phone_number}",
+                gateway.replace_dispatch_rule(
+                    rule_id, trunk_id=trunk, name=name, metadata=_metadata(number, old_agent)
+                ),
+            )
         else:
             await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
         raise
@@ -122,8 +158,9 @@ async def release(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone
     trunk, name, old_rule = number["trunk_id"], _rule_name(number), number["dispatch_rule_id"]
     try:
         if old_rule:
-            rule_id = await gateway.replace_dispatch_rule(old_rule, trunk_id=trunk, name=name,
-                                                          metadata=refusal_metadata(number))
+            rule_id = await gateway.replace_dispatch_rule(
+                old_rule, trunk_id=trunk, name=name, metadata=refusal_metadata(number)
+            )
         else:
             rule_id = await gateway.create_dispatch_rule(trunk_id=trunk, name=name, metadata=refusal_metadata(number))
     except Exception as e:
@@ -134,8 +171,9 @@ async def release(store: Store, gateway: LiveKitGateway, *, owner_id: str, phone
         if rule_id != old_rule:  # a rule the store does not know of: never two for one trunk
             await _undo(f"rule {rule_id} of {phone_number}", gateway.delete_dispatch_rule(rule_id))
         raise
-    log.info("phone number %s released (was agent %s); rule %s refuses its calls", phone_number, number["agent_id"],
-             rule_id)
+    log.info(
+        "phone number %s released (was agent %s); rule %s refuses its calls", phone_number, number["agent_id"], rule_id
+    )
     return row
 
 

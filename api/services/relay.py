@@ -62,7 +62,7 @@ def _ws_base(public_base: str) -> str:
     base = public_base.rstrip("/")
     for scheme_from, scheme_to in (("https://", "wss://"), ("http://", "ws://")):
         if base.startswith(scheme_from):
-            return scheme_to + base[len(scheme_from):]
+            return scheme_to + base[len(scheme_from) :]
     return base
 
 
@@ -79,15 +79,18 @@ def verified(auth_token: str, urls: list[str], sig: str) -> bool:
     return any(hmac.compare_digest(signature(auth_token, u), sig) for u in urls)
 
 
-async def new_url(store: Store, owner_id: str, agent_id: str, *, public_base: str,
-                  ttl_seconds: float) -> dict[str, Any]:
+async def new_url(
+    store: Store, owner_id: str, agent_id: str, *, public_base: str, ttl_seconds: float
+) -> dict[str, Any]:
     """A relay URL good for one call of this agent within ``ttl_seconds``."""
     ticket = secrets.token_urlsafe(24)
     now = datetime.now(UTC)
     expires = to_iso(now + timedelta(seconds=ttl_seconds))
-    await store.write(lambda db: twilio_repo.add_ticket(db, ticket, owner_id, agent_id, now=to_iso(now),
-                                                        expires_at=expires,
-                                                        prune_before=to_iso(now - PRUNE_AFTER)))
+    await store.write(
+        lambda db: twilio_repo.add_ticket(
+            db, ticket, owner_id, agent_id, now=to_iso(now), expires_at=expires, prune_before=to_iso(now - PRUNE_AFTER)
+        )
+    )
     return {"url": f"{_ws_base(public_base)}{PATH}?ticket={ticket}", "agent_id": agent_id, "expires_at": expires}
 
 
@@ -132,12 +135,18 @@ async def open_call(store: Store, agent: dict[str, Any], setup: dict[str, Any]) 
     def open_(db: Any) -> dict[str, Any]:
         sessions_repo.reserve_call_slot(db, agent["owner_id"])
         sid = sessions_repo.create(
-            db, owner_id=agent["owner_id"], agent_id=agent["id"], status="active", channel="relay",
-            direction="outbound" if outbound else "inbound", client_id=agent["client_id"],
+            db,
+            owner_id=agent["owner_id"],
+            agent_id=agent["id"],
+            status="active",
+            channel="relay",
+            direction="outbound" if outbound else "inbound",
+            client_id=agent["client_id"],
             phone_number=setup.get("to") if outbound else None,
             user_id=caller if isinstance(caller, str) else None,
             conversation_id=setup.get("callSid") if isinstance(setup.get("callSid"), str) else None,
-            context=context)
+            context=context,
+        )
         return sessions_repo.get_row(db, sid)
 
     return await store.write(open_)

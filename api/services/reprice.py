@@ -49,14 +49,21 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         def line(v: Line) -> dict[str, Any]:
-            return {"events": v.events, "original_usd": str(Decimal(v.original_nanos) / 10**9),
-                    "repriced_usd": str(Decimal(v.repriced_nanos) / 10**9),
-                    "difference_usd": str(Decimal(v.difference_nanos) / 10**9),
-                    "unpriced_before": v.unpriced_before, "unpriced_after": v.unpriced_after}
+            return {
+                "events": v.events,
+                "original_usd": str(Decimal(v.original_nanos) / 10**9),
+                "repriced_usd": str(Decimal(v.repriced_nanos) / 10**9),
+                "difference_usd": str(Decimal(v.difference_nanos) / 10**9),
+                "unpriced_before": v.unpriced_before,
+                "unpriced_after": v.unpriced_after,
+            }
 
-        return {"from_versions": sorted(self.from_version), "to_version": self.to_version,
-                "by_provider": {f"{p}/{t}": line(v) for (p, t), v in sorted(self.lines.items())},
-                "total": line(self.total)}
+        return {
+            "from_versions": sorted(self.from_version),
+            "to_version": self.to_version,
+            "by_provider": {f"{p}/{t}": line(v) for (p, t), v in sorted(self.lines.items())},
+            "total": line(self.total),
+        }
 
 
 def _rows(db: sqlite_utils.Database, start: str | None, end: str | None, owner: str | None) -> Iterator[dict]:
@@ -65,12 +72,22 @@ def _rows(db: sqlite_utils.Database, start: str | None, end: str | None, owner: 
         if value:
             where.append(clause)
             args.append(value)
-    yield from db.query(f"SELECT provider, model, event_type, token_kind, quantity, total_cost_nanos, price_version, "
-                        f"occurred_at FROM usage_events WHERE {' AND '.join(where)}", args)
+    yield from db.query(
+        f"SELECT provider, model, event_type, token_kind, quantity, total_cost_nanos, price_version, "
+        f"occurred_at FROM usage_events WHERE {' AND '.join(where)}",
+        args,
+    )
 
 
-def reprice(db: sqlite_utils.Database, book: PriceBook, *, start: str | None = None, end: str | None = None,
-            owner_id: str | None = None, progress_every: int = 100_000) -> Report:
+def reprice(
+    db: sqlite_utils.Database,
+    book: PriceBook,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    owner_id: str | None = None,
+    progress_every: int = 100_000,
+) -> Report:
     report = Report(to_version=book.version)
     for n, row in enumerate(_rows(db, start, end, owner_id), 1):
         line = report.lines.setdefault((row["provider"], row["event_type"]), Line())
@@ -82,8 +99,13 @@ def reprice(db: sqlite_utils.Database, book: PriceBook, *, start: str | None = N
         report.from_version.add(row["price_version"] or "unpriced")
         at: datetime = parse_iso(row["occurred_at"])
         try:
-            quote = book.quote(provider=row["provider"], event_type=row["event_type"], model=row["model"],
-                               token_kind=row["token_kind"], at=at)
+            quote = book.quote(
+                provider=row["provider"],
+                event_type=row["event_type"],
+                model=row["model"],
+                token_kind=row["token_kind"],
+                at=at,
+            )
             line.repriced_nanos += cost_nanos(Decimal(row["quantity"]), quote.unit_cost)
         except Unpriced:
             line.unpriced_after += 1

@@ -64,8 +64,13 @@ def standing(db: sqlite_utils.Database, holder: Holder, admins: frozenset[str]) 
         return Refusal(CLOSE_CREDENTIAL_GONE if p.key_id is not None else CLOSE_NOT_ALLOWED, "tenant gone")
     if tenant is not None and tenant["status"] == "suspended":
         return Refusal(CLOSE_NOT_ALLOWED, "tenant suspended")
-    if p.key_id is None and not personal and tenants_repo.role_of(db, tenant_id, p.user_id) is None \
-            and p.user_id not in admins and not accounts.is_admin(db, p.user_id):
+    if (
+        p.key_id is None
+        and not personal
+        and tenants_repo.role_of(db, tenant_id, p.user_id) is None
+        and p.user_id not in admins
+        and not accounts.is_admin(db, p.user_id)
+    ):
         return Refusal(CLOSE_NOT_ALLOWED, "no longer a member of the tenant")
     return None
 
@@ -141,8 +146,9 @@ class SocketLeases:
     LEASE_SECONDS = 60.0
     RETRY_REDIS_SECONDS = 5.0
 
-    def __init__(self, redis_url: str = "", *, timeout_seconds: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, redis_url: str = "", *, timeout_seconds: float = 0.5, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._local: dict[str, set[str]] = {}
         self._held: set[Lease] = set()
         self._releasing: set[asyncio.Task[None]] = set()
@@ -153,8 +159,9 @@ class SocketLeases:
         if redis_url:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=timeout_seconds,
-                                                  socket_connect_timeout=timeout_seconds)
+            self._redis = aioredis.Redis.from_url(
+                redis_url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+            )
             self._acquire = self._redis.register_script(ACQUIRE_SCRIPT)
             self._renew = self._redis.register_script(RENEW_SCRIPT)
         self._renewer = Periodic("socket-leases-renew", self.LEASE_SECONDS / 3, self.renew_once, log)
@@ -183,9 +190,12 @@ class SocketLeases:
         lease = Lease(uuid.uuid4().hex, scopes, shared=False)
         if self._redis is not None and self._clock() >= self._down_until:
             try:
-                full = int(await self._acquire(keys=[self.KEY_PREFIX + s.key for s in scopes],
-                                               args=[lease.id, int(self.LEASE_SECONDS * 1000),
-                                                     *[s.limit for s in scopes]]))
+                full = int(
+                    await self._acquire(
+                        keys=[self.KEY_PREFIX + s.key for s in scopes],
+                        args=[lease.id, int(self.LEASE_SECONDS * 1000), *[s.limit for s in scopes]],
+                    )
+                )
             except Exception as e:
                 self._redis_failed(e)
             else:
@@ -234,8 +244,7 @@ class SocketLeases:
                 pipe.zrem(self.KEY_PREFIX + scope.key, lease.id)
             await pipe.execute()
         except Exception as e:
-            log.warning("socket caps: releasing a lease failed (%s); it expires within %.0f s", e,
-                        self.LEASE_SECONDS)
+            log.warning("socket caps: releasing a lease failed (%s); it expires within %.0f s", e, self.LEASE_SECONDS)
 
     async def renew_once(self) -> None:
         shared = [lease for lease in self._held if lease.shared]
@@ -311,7 +320,12 @@ class SocketGuard:
         for holder, refusal in zip(holders, await self.store.read(read), strict=True):
             if refusal is None:
                 continue
-            log.info("closing %d socket(s) of %s in tenant %s: %s", len(by_holder[holder]), holder.credential,
-                     holder.tenant_id, refusal.reason)
+            log.info(
+                "closing %d socket(s) of %s in tenant %s: %s",
+                len(by_holder[holder]),
+                holder.credential,
+                holder.tenant_id,
+                refusal.reason,
+            )
             for w in by_holder[holder]:
                 w.refuse(refusal)

@@ -19,14 +19,27 @@ from core.store.db import Store
 log = logging.getLogger("voxarena.livekit")
 
 
-async def apply(store: Store, gateways: Gateways, event: dict[str, Any], *, signer_key: str,
-                signed_by: Callable[[LiveKitGateway], bool]) -> bool:
+async def apply(
+    store: Store,
+    gateways: Gateways,
+    event: dict[str, Any],
+    *,
+    signer_key: str,
+    signed_by: Callable[[LiveKitGateway], bool],
+) -> bool:
     """Applies a verified event to the calls it may speak for (`signed_by` the gateway of their server); returns
     False for a delivery already applied."""
     room = event.get("room")
     live = await store.read(repo.live_calls_in_room, room) if room else []
     ours = [row["id"] for row in live if signed_by(await gateways.for_session(row))]
     if len(ours) < len(live):
-        log.warning("webhook %s %s signed with LiveKit key %s ignored for %d call(s) in room %s: they run on "
-                    "another LiveKit server", event["event"], event["id"], signer_key, len(live) - len(ours), room)
+        log.warning(
+            "webhook %s %s signed with LiveKit key %s ignored for %d call(s) in room %s: they run on "
+            "another LiveKit server",
+            event["event"],
+            event["id"],
+            signer_key,
+            len(live) - len(ours),
+            room,
+        )
     return await store.write(repo.apply_event, event, ours)

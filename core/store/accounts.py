@@ -34,8 +34,14 @@ def _record(row: dict[str, Any]) -> dict[str, Any]:
 def create_user(db: sqlite_utils.Database, email: str, password_hash: str, is_admin: bool = False) -> dict[str, Any]:
     email = normalize_email(email)
     now = now_iso()
-    row = {"id": new_user_id(), "email": email, "password_hash": password_hash, "is_admin": int(bool(is_admin)),
-           "created_at": now, "updated_at": now}
+    row = {
+        "id": new_user_id(),
+        "email": email,
+        "password_hash": password_hash,
+        "is_admin": int(bool(is_admin)),
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
         db.execute(
             "INSERT INTO users (id, email, password_hash, is_admin, created_at, updated_at) VALUES (?,?,?,?,?,?)",
@@ -65,7 +71,8 @@ def is_admin(db: sqlite_utils.Database, user_id: str) -> bool:
 
 def set_password_hash(db: sqlite_utils.Database, user_id: str, password_hash: str) -> None:
     """Replace the stored hash (a rehash under newer argon2 parameters after a successful login)."""
-    cur = db.execute("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
-                     [password_hash, now_iso(), user_id])
+    cur = db.execute(
+        "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?", [password_hash, now_iso(), user_id]
+    )
     if cur.rowcount == 0:
         raise NotFoundError(f"user {user_id} not found")

@@ -19,11 +19,36 @@ from core.store.tenants import slugify
 from core.store.timefmt import now_iso
 
 # Per-agent settings kept in the ``config`` JSON column (its keys are storage keys, not a wire shape).
-CONFIG_KEYS = ("voiceId", "sttModel", "llmModel", "ttsModel", "language", "fallbackSttProviders",
-               "fallbackLlmProviders", "fallbackTtsProviders", "errorMessage", "voiceSettings", "campaign")
-COLUMNS = ("name", "system_prompt", "stt_provider", "llm_provider", "tts_provider", "first_message",
-           "first_message_mode", "slug", "description", "enabled", "client_id", "agent_type", "status",
-           "context_data", "phone_number")
+CONFIG_KEYS = (
+    "voiceId",
+    "sttModel",
+    "llmModel",
+    "ttsModel",
+    "language",
+    "fallbackSttProviders",
+    "fallbackLlmProviders",
+    "fallbackTtsProviders",
+    "errorMessage",
+    "voiceSettings",
+    "campaign",
+)
+COLUMNS = (
+    "name",
+    "system_prompt",
+    "stt_provider",
+    "llm_provider",
+    "tts_provider",
+    "first_message",
+    "first_message_mode",
+    "slug",
+    "description",
+    "enabled",
+    "client_id",
+    "agent_type",
+    "status",
+    "context_data",
+    "phone_number",
+)
 _LIVE = "deleted_at IS NULL"
 
 
@@ -38,15 +63,20 @@ def record(row: dict[str, Any], stats: tuple[int, int] | None = None) -> dict[st
     return out
 
 
-def _stats(db: sqlite_utils.Database, owner_id: str, agent_id: str | None = None,
-           agent_ids: list[str] | None = None) -> dict[str, tuple[int, int]]:
+def _stats(
+    db: sqlite_utils.Database, owner_id: str, agent_id: str | None = None, agent_ids: list[str] | None = None
+) -> dict[str, tuple[int, int]]:
     where, args = "owner_id = ? AND status != 'pending'", [owner_id]
     if agent_id is not None:
         agent_ids = [agent_id]
     if agent_ids is not None:
         where, args = where + f" AND agent_id IN ({', '.join('?' * len(agent_ids))})", [*args, *agent_ids]
-    return {r[0]: (r[1], r[2] or 0) for r in db.execute(
-        f"SELECT agent_id, COUNT(*), SUM(duration_ms) FROM sessions WHERE {where} GROUP BY agent_id", args)}
+    return {
+        r[0]: (r[1], r[2] or 0)
+        for r in db.execute(
+            f"SELECT agent_id, COUNT(*), SUM(duration_ms) FROM sessions WHERE {where} GROUP BY agent_id", args
+        )
+    }
 
 
 def _storable(data: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +89,13 @@ def _storable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unique_slug(db: sqlite_utils.Database, owner_id: str, base: str, *, exclude: str | None = None) -> str:
-    taken = {r[0] for r in db.execute(
-        f"SELECT slug FROM agents WHERE owner_id = ? AND {_LIVE} AND id IS NOT ? AND (slug = ? OR slug LIKE ?)",
-        [owner_id, exclude, base, base + "-%"])}
+    taken = {
+        r[0]
+        for r in db.execute(
+            f"SELECT slug FROM agents WHERE owner_id = ? AND {_LIVE} AND id IS NOT ? AND (slug = ? OR slug LIKE ?)",
+            [owner_id, exclude, base, base + "-%"],
+        )
+    }
     slug, n = base, 2
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
@@ -133,8 +167,13 @@ def get_any_owner(db: sqlite_utils.Database, agent_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-def _filters(owner_id: str, status: str | None = None, agent_type: str | None = None, client_id: str | None = None,
-             enabled: bool | None = None) -> tuple[str, list[Any]]:
+def _filters(
+    owner_id: str,
+    status: str | None = None,
+    agent_type: str | None = None,
+    client_id: str | None = None,
+    enabled: bool | None = None,
+) -> tuple[str, list[Any]]:
     where, args = ["owner_id = ?", _LIVE], list[Any]([owner_id])
     for column, value in (("status", status), ("agent_type", agent_type), ("client_id", client_id)):
         if value is not None:
@@ -146,13 +185,18 @@ def _filters(owner_id: str, status: str | None = None, agent_type: str | None = 
     return " AND ".join(where), args
 
 
-def list_(db: sqlite_utils.Database, owner_id: str, *, limit: int | None = None, offset: int = 0,
-          **filters: Any) -> list[dict[str, Any]]:
+def list_(
+    db: sqlite_utils.Database, owner_id: str, *, limit: int | None = None, offset: int = 0, **filters: Any
+) -> list[dict[str, Any]]:
     """Newest first; ``filters``: status, agent_type, client_id, enabled. ``limit`` None: every one."""
     where, args = _filters(owner_id, **filters)
     page = "" if limit is None else " LIMIT ? OFFSET ?"
-    rows = list(db.query(f"SELECT * FROM agents WHERE {where} ORDER BY created_at DESC, id{page}",
-                         [*args, *([limit, offset] if limit is not None else [])]))
+    rows = list(
+        db.query(
+            f"SELECT * FROM agents WHERE {where} ORDER BY created_at DESC, id{page}",
+            [*args, *([limit, offset] if limit is not None else [])],
+        )
+    )
     stats = _stats(db, owner_id, agent_ids=[r["id"] for r in rows]) if rows else {}
     return [record(r, stats.get(r["id"])) for r in rows]
 
@@ -176,8 +220,9 @@ def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dic
     sets["updated_at"] = now_iso()
     assignments = ", ".join(f"{c} = ?" for c in sets)
     try:
-        db.execute(f"UPDATE agents SET {assignments} WHERE id = ? AND owner_id = ?",
-                   [*sets.values(), agent_id, owner_id])
+        db.execute(
+            f"UPDATE agents SET {assignments} WHERE id = ? AND owner_id = ?", [*sets.values(), agent_id, owner_id]
+        )
     except sqlite3.IntegrityError as e:
         if "slug" in str(e):
             raise ConflictError(f"slug {sets['slug']!r} is taken by another agent") from None

@@ -40,19 +40,23 @@ def create(db: sqlite_utils.Database, owner_id: str, name: str, created_by: str)
         "last_used_at": None,
         "revoked_at": None,
     }
-    db.execute(f"INSERT INTO api_keys ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
-               list(record.values()))
+    db.execute(
+        f"INSERT INTO api_keys ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})", list(record.values())
+    )
     return record, key
 
 
 def list_(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
-    return list(db.query("SELECT * FROM api_keys WHERE owner_id = ? AND revoked_at IS NULL ORDER BY created_at, id",
-                         [owner_id]))
+    return list(
+        db.query("SELECT * FROM api_keys WHERE owner_id = ? AND revoked_at IS NULL ORDER BY created_at, id", [owner_id])
+    )
 
 
 def revoke(db: sqlite_utils.Database, owner_id: str, key_id: str) -> None:
-    cur = db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL",
-                     [now_iso(), key_id, owner_id])
+    cur = db.execute(
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND owner_id = ? AND revoked_at IS NULL",
+        [now_iso(), key_id, owner_id],
+    )
     if cur.rowcount == 0:
         raise NotFoundError(f"API key {key_id} not found")
 
@@ -68,5 +72,9 @@ def touch(db: sqlite_utils.Database, key_id: str, at: str) -> None:
 
 
 def exists(db: sqlite_utils.Database, owner_id: str, key_id: str) -> bool:
-    return db.execute("SELECT 1 FROM api_keys WHERE id = ? AND owner_id = ? AND revoked_at IS NULL",
-                      [key_id, owner_id]).fetchone() is not None
+    return (
+        db.execute(
+            "SELECT 1 FROM api_keys WHERE id = ? AND owner_id = ? AND revoked_at IS NULL", [key_id, owner_id]
+        ).fetchone()
+        is not None
+    )

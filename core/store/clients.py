@@ -40,10 +40,21 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
     """``data``: id, name, domain, active, settings (plain, non-secret), secrets (sealed text or None)."""
     now = now_iso()
     try:
-        db.execute("INSERT INTO clients (owner_id, id, name, domain, active, settings, secrets, created_at, "
-                   "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [owner_id, data["id"], data["name"], data.get("domain"), int(data.get("active", True)),
-                    json.dumps(data.get("settings") or {}), data.get("secrets"), now, now])
+        db.execute(
+            "INSERT INTO clients (owner_id, id, name, domain, active, settings, secrets, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                owner_id,
+                data["id"],
+                data["name"],
+                data.get("domain"),
+                int(data.get("active", True)),
+                json.dumps(data.get("settings") or {}),
+                data.get("secrets"),
+                now,
+                now,
+            ],
+        )
     except sqlite3.IntegrityError:
         raise ConflictError(f"client {data['id']!r} already exists") from None
     return get(db, owner_id, data["id"])
@@ -57,12 +68,16 @@ def update(db: sqlite_utils.Database, owner_id: str, client_id: str, changes: di
     if "active" in sets:
         sets["active"] = int(bool(sets["active"]))
     sets["updated_at"] = now_iso()
-    db.execute(f"UPDATE clients SET {', '.join(f'{c} = ?' for c in sets)} WHERE owner_id = ? AND id = ?",
-               [*sets.values(), owner_id, client_id])
+    db.execute(
+        f"UPDATE clients SET {', '.join(f'{c} = ?' for c in sets)} WHERE owner_id = ? AND id = ?",
+        [*sets.values(), owner_id, client_id],
+    )
     return get(db, owner_id, client_id)
 
 
 def with_livekit_key(db: sqlite_utils.Database, api_key: str) -> list[dict[str, Any]]:
     """Clients whose LiveKit server signs with this API key (to verify that server's webhooks)."""
-    return [record(r) for r in db.query(
-        "SELECT * FROM clients WHERE json_extract(settings, '$.livekit.api_key') = ?", [api_key])]
+    return [
+        record(r)
+        for r in db.query("SELECT * FROM clients WHERE json_extract(settings, '$.livekit.api_key') = ?", [api_key])
+    ]

@@ -73,8 +73,12 @@ def private_dir(path: Path) -> None:
             path.chmod(0o700)
             log.warning("data dir %s was mode %o (open to other users); tightened to 700", path, mode & 0o777)
         except OSError as e:
-            log.warning("data dir %s is mode %o (open to other users) and cannot be tightened: %s", path,
-                        mode & 0o777, e.strerror)
+            log.warning(
+                "data dir %s is mode %o (open to other users) and cannot be tightened: %s",
+                path,
+                mode & 0o777,
+                e.strerror,
+            )
 
 
 def private_files(db_path: Path) -> None:
@@ -120,8 +124,10 @@ def check_writable(db_path: Path) -> None:
         raise StorageUnavailable(f"the data dir {directory} is not writable ({e.strerror})") from None
     for path in [db_path, *(Path(f"{db_path}{suffix}") for suffix in SIDE_FILES)]:
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-            raise StorageUnavailable(f"{path} is not writable: the database is read-only until that is fixed "
-                                     "(its mode or owner, an immutable flag (lsattr), a read-only mount)")
+            raise StorageUnavailable(
+                f"{path} is not writable: the database is read-only until that is fixed "
+                "(its mode or owner, an immutable flag (lsattr), a read-only mount)"
+            )
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:
@@ -164,8 +170,9 @@ class Store:
                 raise
             raise StorageUnavailable(f"cannot open the database {self.path}: {reason}") from None
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, args=(writer_db,), name="voxarena-sqlite-writer",
-                                        daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(writer_db,), name="voxarena-sqlite-writer", daemon=True
+        )
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="voxarena-sqlite-reader")
         self._reader_dbs: list[sqlite_utils.Database] = []
@@ -335,8 +342,9 @@ class Store:
         # not while another write of the same group failed for storage reasons.
         storage_failed = any(not ok and storage_reason(value) for _, ok, value in results)
         if self._failure is not None and stored and not storage_failed:
-            log.warning("store recovered: writes succeed again (failing since %s: %s)", self._failure[1],
-                        self._failure[0])
+            log.warning(
+                "store recovered: writes succeed again (failing since %s: %s)", self._failure[1], self._failure[0]
+            )
             self._failure = None
         for w, ok, value in results:
             if ok:
@@ -344,8 +352,13 @@ class Store:
             else:
                 self._fail(w, value)
 
-    def _fail_group(self, conn: sqlite3.Connection, results: list[tuple[_Write, bool, Any]], live: list[_Write],
-                    error: BaseException) -> None:
+    def _fail_group(
+        self,
+        conn: sqlite3.Connection,
+        results: list[tuple[_Write, bool, Any]],
+        live: list[_Write],
+        error: BaseException,
+    ) -> None:
         """Roll the whole group back; each write fails with its own error if it had one, else with ``error``."""
         try:
             if conn.in_transaction:

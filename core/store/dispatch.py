@@ -27,24 +27,29 @@ def record_dispatch(db: sqlite_utils.Database, session_id: str, dispatch_id: str
 
 def waiting(db: sqlite_utils.Database, created_since: str) -> list[dict[str, Any]]:
     """Dispatched sessions whose job has not started, newest tokens first bounded by `created_since`."""
-    return list(db.query(
-        "SELECT id, owner_id, agent_id, client_id, room_name, direction, outbound_phone_number, dispatch_id, "
-        "dispatch_attempts, dispatched_at, caller_joined_at, created_at FROM sessions "
-        "WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ? ORDER BY created_at",
-        [created_since],
-    ))
+    return list(
+        db.query(
+            "SELECT id, owner_id, agent_id, client_id, room_name, direction, outbound_phone_number, dispatch_id, "
+            "dispatch_attempts, dispatched_at, caller_joined_at, created_at FROM sessions "
+            "WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ? ORDER BY created_at",
+            [created_since],
+        )
+    )
 
 
 def reserved_calls(db: sqlite_utils.Database, created_since: str) -> int:
     """Calls dispatched but not started yet: they will need a worker slot soon."""
-    return int(db.execute(
-        "SELECT COUNT(*) FROM sessions WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ?",
-        [created_since],
-    ).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT COUNT(*) FROM sessions WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ?",
+            [created_since],
+        ).fetchone()[0]
+    )
 
 
-def caller_joined(db: sqlite_utils.Database, room_name: str, *, at: str | None = None,
-                  session_ids: Collection[str] | None = None) -> int:
+def caller_joined(
+    db: sqlite_utils.Database, room_name: str, *, at: str | None = None, session_ids: Collection[str] | None = None
+) -> int:
     """The caller is in the room: the dispatch timeout of its waiting sessions (of `session_ids` only, if given)
     counts from now."""
     only = "" if session_ids is None else f" AND id IN ({', '.join('?' * len(session_ids))})"

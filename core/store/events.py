@@ -16,22 +16,44 @@ import sqlite_utils
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
 
-TYPES = ("call.started", "call.updated", "call.ended", "transcript.partial", "transcript.final", "context.updated",
-         "error")
+TYPES = (
+    "call.started",
+    "call.updated",
+    "call.ended",
+    "transcript.partial",
+    "transcript.final",
+    "context.updated",
+    "error",
+)
 OVERRIDE_KINDS = ("text", "dtmf", "end", "transfer")
 
 
-def emit(db: sqlite_utils.Database, *, owner_id: str, call_sid: str, event_type: str,
-         payload: dict[str, Any] | None = None, at: str | None = None) -> int:
+def emit(
+    db: sqlite_utils.Database,
+    *,
+    owner_id: str,
+    call_sid: str,
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+    at: str | None = None,
+) -> int:
     """Record one event; call it inside the write that makes the change."""
-    cur = db.execute("INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                     [owner_id, call_sid, event_type, json.dumps(payload or {}), at or now_iso()])
+    cur = db.execute(
+        "INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        [owner_id, call_sid, event_type, json.dumps(payload or {}), at or now_iso()],
+    )
     assert cur.lastrowid is not None
     return cur.lastrowid
 
 
-def emit_for_session(db: sqlite_utils.Database, session_id: str, event_type: str,
-                     payload: dict[str, Any] | None = None, *, at: str | None = None) -> int:
+def emit_for_session(
+    db: sqlite_utils.Database,
+    session_id: str,
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    at: str | None = None,
+) -> int:
     """The same for a session whose owner the caller does not have at hand."""
     row = db.execute("SELECT owner_id FROM sessions WHERE id = ?", [session_id]).fetchone()
     if row is None:
@@ -42,12 +64,19 @@ def emit_for_session(db: sqlite_utils.Database, session_id: str, event_type: str
 def has_error(db: sqlite_utils.Database, session_id: str, detail: str) -> bool:
     """Whether this call already reported this error (the recorder reports a provider failure as it happens; the
     session's end must not report it twice)."""
-    return db.execute("SELECT 1 FROM live_events WHERE call_sid = ? AND type = 'error' "
-                      "AND json_extract(payload, '$.detail') = ? LIMIT 1", [session_id, detail]).fetchone() is not None
+    return (
+        db.execute(
+            "SELECT 1 FROM live_events WHERE call_sid = ? AND type = 'error' "
+            "AND json_extract(payload, '$.detail') = ? LIMIT 1",
+            [session_id, detail],
+        ).fetchone()
+        is not None
+    )
 
 
-def record_override(db: sqlite_utils.Database, owner_id: str, call_sid: str, kind: str, data: dict[str, Any],
-                    *, sent_by: dict[str, Any]) -> int:
+def record_override(
+    db: sqlite_utils.Database, owner_id: str, call_sid: str, kind: str, data: dict[str, Any], *, sent_by: dict[str, Any]
+) -> int:
     """A supervisor's command to a live call (``override.text`` ...), with who sent it; the call must be the
     tenant's."""
     if kind not in OVERRIDE_KINDS:
@@ -66,13 +95,17 @@ def after(db: sqlite_utils.Database, last: int, limit: int = 500) -> list[dict[s
     return list(db.query("SELECT * FROM live_events WHERE id > ? ORDER BY id LIMIT ?", [last, limit]))
 
 
-def for_call(db: sqlite_utils.Database, owner_id: str, call_sid: str, *, limit: int, after_id: int = 0
-             ) -> list[dict[str, Any]]:
+def for_call(
+    db: sqlite_utils.Database, owner_id: str, call_sid: str, *, limit: int, after_id: int = 0
+) -> list[dict[str, Any]]:
     """One call's events, oldest first (those still kept; see ``prune``)."""
-    return list(db.query("SELECT * FROM live_events WHERE call_sid = ? AND owner_id = ? AND id > ? ORDER BY id "
-                         "LIMIT ?", [call_sid, owner_id, after_id, limit]))
+    return list(
+        db.query(
+            "SELECT * FROM live_events WHERE call_sid = ? AND owner_id = ? AND id > ? ORDER BY id LIMIT ?",
+            [call_sid, owner_id, after_id, limit],
+        )
+    )
 
 
 def prune(db: sqlite_utils.Database, before_iso: str) -> int:
     return db.execute("DELETE FROM live_events WHERE created_at < ?", [before_iso]).rowcount
-

@@ -19,31 +19,69 @@ from core.store.timefmt import now_iso
 
 Outcome = Literal["inserted", "duplicate", "conflict"]
 
-_COST_COLUMNS = ("id", "owner_id", "idempotency_key", "natural_key", "item_hash", "provider", "model", "tokens_in",
-                 "tokens_out", "cost_nanos", "reported_cost_nanos", "priced_cost_nanos", "price_version",
-                 "campaign", "contact_email", "purpose", "workflow_id", "run_id", "metadata", "source",
-                 "occurred_at", "created_at")
-_OUTREACH_COLUMNS = ("id", "owner_id", "idempotency_key", "natural_key", "item_hash", "contact_email", "campaign",
-                     "step", "event_type", "provider", "provider_message_id", "metadata", "event_ts", "created_at")
+_COST_COLUMNS = (
+    "id",
+    "owner_id",
+    "idempotency_key",
+    "natural_key",
+    "item_hash",
+    "provider",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "cost_nanos",
+    "reported_cost_nanos",
+    "priced_cost_nanos",
+    "price_version",
+    "campaign",
+    "contact_email",
+    "purpose",
+    "workflow_id",
+    "run_id",
+    "metadata",
+    "source",
+    "occurred_at",
+    "created_at",
+)
+_OUTREACH_COLUMNS = (
+    "id",
+    "owner_id",
+    "idempotency_key",
+    "natural_key",
+    "item_hash",
+    "contact_email",
+    "campaign",
+    "step",
+    "event_type",
+    "provider",
+    "provider_message_id",
+    "metadata",
+    "event_ts",
+    "created_at",
+)
 
 
-def _stored(db: sqlite_utils.Database, table: str, owner_id: str, items: list[dict[str, Any]]
-            ) -> dict[tuple[str, str], dict[str, Any]]:
+def _stored(
+    db: sqlite_utils.Database, table: str, owner_id: str, items: list[dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The rows already stored under any of the items' keys, by (key column, value): one indexed lookup per
     column and chunk of keys."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for column in ("idempotency_key", "natural_key"):
         values = sorted({i[column] for i in items if i.get(column) is not None})
         for n in range(0, len(values), 500):
-            chunk = values[n:n + 500]
-            for row in db.query(f"SELECT * FROM {table} WHERE owner_id = ? AND {column} IN "
-                                f"({', '.join('?' * len(chunk))})", [owner_id, *chunk]):
+            chunk = values[n : n + 500]
+            for row in db.query(
+                f"SELECT * FROM {table} WHERE owner_id = ? AND {column} IN ({', '.join('?' * len(chunk))})",
+                [owner_id, *chunk],
+            ):
                 found[(column, row[column])] = row
     return found
 
 
-def _store(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], owner_id: str,
-           items: list[dict[str, Any]]) -> list[tuple[Outcome, dict[str, Any]]]:
+def _store(
+    db: sqlite_utils.Database, table: str, columns: tuple[str, ...], owner_id: str, items: list[dict[str, Any]]
+) -> list[tuple[Outcome, dict[str, Any]]]:
     """Each item: a row (``columns`` minus owner and created_at). Returns, per item, what happened and the stored
     row (the earlier one for a replay)."""
     out: list[tuple[Outcome, dict[str, Any]]] = []
@@ -76,12 +114,14 @@ def _store(db: sqlite_utils.Database, table: str, columns: tuple[str, ...], owne
     if fresh:
         db.conn.executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            [[r.get(c) for c in columns] for r in fresh])
+            [[r.get(c) for c in columns] for r in fresh],
+        )
     return out
 
 
-def record_costs(db: sqlite_utils.Database, owner_id: str, items: list[dict[str, Any]],
-                 ledger_events: list[dict[str, Any]]) -> list[tuple[Outcome, dict[str, Any]]]:
+def record_costs(
+    db: sqlite_utils.Database, owner_id: str, items: list[dict[str, Any]], ledger_events: list[dict[str, Any]]
+) -> list[tuple[Outcome, dict[str, Any]]]:
     """Cost events and their ledger rows (``ledger_events[i]`` belongs to ``items[i]``, same id), in one
     transaction; only the items stored now reach the ledger."""
     results = _store(db, "cost_events", _COST_COLUMNS, owner_id, items)
@@ -91,13 +131,15 @@ def record_costs(db: sqlite_utils.Database, owner_id: str, items: list[dict[str,
     return results
 
 
-def record_outreach(db: sqlite_utils.Database, owner_id: str, items: list[dict[str, Any]]
-                    ) -> list[tuple[Outcome, dict[str, Any]]]:
+def record_outreach(
+    db: sqlite_utils.Database, owner_id: str, items: list[dict[str, Any]]
+) -> list[tuple[Outcome, dict[str, Any]]]:
     return _store(db, "outreach_events", _OUTREACH_COLUMNS, owner_id, items)
 
 
 def count_costs(db: sqlite_utils.Database, owner_id: str) -> tuple[int, int]:
     """(cost events stored, their ledger total in nano-USD)."""
-    n, total = db.execute("SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM cost_events WHERE owner_id = ?",
-                          [owner_id]).fetchone()
+    n, total = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(cost_nanos), 0) FROM cost_events WHERE owner_id = ?", [owner_id]
+    ).fetchone()
     return int(n), int(total)

@@ -294,8 +294,11 @@ DROP TABLE analyses;
 ALTER TABLE analyses_v4 RENAME TO analyses;
 """,
     ),
-    (5, "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields",
-     lambda conn, _box: _v5(conn)),
+    (
+        5,
+        "tenants, members, API keys, clients; agents gain the Autonomite and Phony fields",
+        lambda conn, _box: _v5(conn),
+    ),
     (
         6,
         "local accounts",
@@ -499,7 +502,8 @@ CREATE TABLE outreach_events (
   event_ts TEXT NOT NULL,
   created_at TEXT NOT NULL
 );
-CREATE UNIQUE INDEX outreach_idempotency ON outreach_events(owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX outreach_idempotency ON outreach_events(owner_id, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX outreach_natural ON outreach_events(owner_id, natural_key) WHERE natural_key IS NOT NULL;
 CREATE INDEX outreach_owner_time ON outreach_events(owner_id, event_ts);
 -- The campaign a call or text session belongs to (given when it is placed, else its agent's default).
@@ -529,8 +533,19 @@ CREATE INDEX relay_tickets_expires ON relay_tickets(expires_at);
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.
-OWNED_TABLES = ("agents", "sessions", "transcript_items", "analyses", "usage_events", "cost_rollups",
-                "session_costs", "outbound_calls", "call_events", "callback_deliveries", "user_secrets")
+OWNED_TABLES = (
+    "agents",
+    "sessions",
+    "transcript_items",
+    "analyses",
+    "usage_events",
+    "cost_rollups",
+    "session_costs",
+    "outbound_calls",
+    "call_events",
+    "callback_deliveries",
+    "user_secrets",
+)
 
 V5_SCHEMA = """
 CREATE TABLE tenants (
@@ -606,16 +621,22 @@ def _v5(conn: sqlite3.Connection) -> None:
     now = now_iso()
     for user in sorted(owners):
         tenant = personal_tenant_id(user)
-        conn.execute("INSERT INTO tenants (id, name, status, personal_of, created_at, updated_at) "
-                     "VALUES (?, ?, 'active', ?, ?, ?)", [tenant, user, user, now, now])
-        conn.execute("INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
-                     [tenant, user, now])
+        conn.execute(
+            "INSERT INTO tenants (id, name, status, personal_of, created_at, updated_at) "
+            "VALUES (?, ?, 'active', ?, ?, ?)",
+            [tenant, user, user, now, now],
+        )
+        conn.execute(
+            "INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+            [tenant, user, now],
+        )
         for table in OWNED_TABLES:
             conn.execute(f"UPDATE {table} SET owner_id = ? WHERE owner_id = ?", [tenant, user])
     # Every agent gets a slug from its name, unique within its tenant (deleted agents keep theirs, unindexed).
     taken: dict[str, set[str]] = {}
     for agent_id, owner, name, deleted in conn.execute(
-            "SELECT id, owner_id, name, deleted_at FROM agents ORDER BY created_at, id").fetchall():
+        "SELECT id, owner_id, name, deleted_at FROM agents ORDER BY created_at, id"
+    ).fetchall():
         slug = slugify(name)
         if deleted is None:
             used = taken.setdefault(owner, set())
@@ -637,8 +658,10 @@ def _seal_callback_secrets(conn: sqlite3.Connection, box: SecretBox | None) -> N
     if not rows:
         return
     if box is None:
-        raise MigrationNeedsKey("migration 16 seals the stored callback signing secrets and needs the secret key: "
-                                "run `voxarena migrate` or `voxarena serve` with this data dir and VOXARENA_SECRET_KEY")
+        raise MigrationNeedsKey(
+            "migration 16 seals the stored callback signing secrets and needs the secret key: "
+            "run `voxarena migrate` or `voxarena serve` with this data dir and VOXARENA_SECRET_KEY"
+        )
     for owner_id, plain in rows:
         conn.execute("UPDATE user_secrets SET callback_secret = ? WHERE owner_id = ?", [box.seal(plain), owner_id])
 
@@ -651,13 +674,18 @@ def check_order(migrations: list[tuple[int, str, Step]]) -> None:
             raise ValueError(f"migrations are not in strictly ascending version order: {after} comes after {before}")
 
 
-def migrate(db: sqlite_utils.Database, *, secrets: SecretBox | None = None,
-            migrations: list[tuple[int, str, Step]] | None = None) -> list[int]:
+def migrate(
+    db: sqlite_utils.Database,
+    *,
+    secrets: SecretBox | None = None,
+    migrations: list[tuple[int, str, Step]] | None = None,
+) -> list[int]:
     """Apply pending migrations (``MIGRATIONS`` unless a list is given); returns the versions applied now."""
     migrations = MIGRATIONS if migrations is None else migrations
     check_order(migrations)
     db.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, "
+        "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in db.execute("SELECT version FROM _migrations").fetchall()}
     applied = []
@@ -673,8 +701,9 @@ def migrate(db: sqlite_utils.Database, *, secrets: SecretBox | None = None,
                     db.conn.execute("ROLLBACK")  # another process applied it while we waited for the lock
                     continue
                 sql(db.conn, secrets)
-                db.conn.execute("INSERT INTO _migrations(version, name, applied_at) VALUES (?, ?, ?)",
-                                [version, name, stamp])
+                db.conn.execute(
+                    "INSERT INTO _migrations(version, name, applied_at) VALUES (?, ?, ?)", [version, name, stamp]
+                )
                 db.conn.execute("COMMIT")
             else:
                 quoted = name.replace("'", "''")

@@ -29,25 +29,44 @@ def new_id() -> str:
     return f"pn_{uuid.uuid4().hex[:20]}"
 
 
-def create(db: sqlite_utils.Database, owner_id: str, *, phone_number: str, friendly_name: str | None,
-           capabilities: list[str], trunk_id: str, number_id: str | None = None,
-           dispatch_rule_id: str | None = None) -> dict[str, Any]:
+def create(
+    db: sqlite_utils.Database,
+    owner_id: str,
+    *,
+    phone_number: str,
+    friendly_name: str | None,
+    capabilities: list[str],
+    trunk_id: str,
+    number_id: str | None = None,
+    dispatch_rule_id: str | None = None,
+) -> dict[str, Any]:
     now = now_iso()
     number_id = number_id or new_id()
     try:
         db.execute(
             "INSERT INTO phone_numbers (id, owner_id, phone_number, friendly_name, capabilities, trunk_id, "
             "dispatch_rule_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [number_id, owner_id, phone_number, friendly_name, json.dumps(capabilities), trunk_id, dispatch_rule_id,
-             now, now])
+            [
+                number_id,
+                owner_id,
+                phone_number,
+                friendly_name,
+                json.dumps(capabilities),
+                trunk_id,
+                dispatch_rule_id,
+                now,
+                now,
+            ],
+        )
     except sqlite3.IntegrityError:
         raise ConflictError(f"phone number {phone_number} is already registered") from None
     return get(db, owner_id, phone_number)
 
 
 def get(db: sqlite_utils.Database, owner_id: str, phone_number: str) -> dict[str, Any]:
-    rows = list(db.query("SELECT * FROM phone_numbers WHERE phone_number = ? AND owner_id = ?",
-                         [phone_number, owner_id]))
+    rows = list(
+        db.query("SELECT * FROM phone_numbers WHERE phone_number = ? AND owner_id = ?", [phone_number, owner_id])
+    )
     if not rows:
         raise NotFoundError(f"phone number {phone_number} is not registered")
     return _record(rows[0])
@@ -62,8 +81,12 @@ def get_by_id(db: sqlite_utils.Database, number_id: str) -> dict[str, Any]:
 
 
 def exists(db: sqlite_utils.Database, owner_id: str, phone_number: str) -> bool:
-    return db.execute("SELECT 1 FROM phone_numbers WHERE phone_number = ? AND owner_id = ?",
-                      [phone_number, owner_id]).fetchone() is not None
+    return (
+        db.execute(
+            "SELECT 1 FROM phone_numbers WHERE phone_number = ? AND owner_id = ?", [phone_number, owner_id]
+        ).fetchone()
+        is not None
+    )
 
 
 def list_(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
@@ -71,21 +94,28 @@ def list_(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
     return [_record(r) for r in rows]
 
 
-def assign(db: sqlite_utils.Database, owner_id: str, phone_number: str, *, agent_id: str,
-           dispatch_rule_id: str) -> dict[str, Any]:
+def assign(
+    db: sqlite_utils.Database, owner_id: str, phone_number: str, *, agent_id: str, dispatch_rule_id: str
+) -> dict[str, Any]:
     get(db, owner_id, phone_number)
-    db.execute("UPDATE phone_numbers SET agent_id = ?, dispatch_rule_id = ?, updated_at = ? "
-               "WHERE phone_number = ? AND owner_id = ?",
-               [agent_id, dispatch_rule_id, now_iso(), phone_number, owner_id])
+    db.execute(
+        "UPDATE phone_numbers SET agent_id = ?, dispatch_rule_id = ?, updated_at = ? "
+        "WHERE phone_number = ? AND owner_id = ?",
+        [agent_id, dispatch_rule_id, now_iso(), phone_number, owner_id],
+    )
     return get(db, owner_id, phone_number)
 
 
-def release(db: sqlite_utils.Database, owner_id: str, phone_number: str, *,
-            dispatch_rule_id: str | None) -> dict[str, Any]:
+def release(
+    db: sqlite_utils.Database, owner_id: str, phone_number: str, *, dispatch_rule_id: str | None
+) -> dict[str, Any]:
     """No agent any more; `dispatch_rule_id` is the number's rule now (the one refusing its calls)."""
     get(db, owner_id, phone_number)
-    db.execute("UPDATE phone_numbers SET agent_id = NULL, dispatch_rule_id = ?, updated_at = ? "
-               "WHERE phone_number = ? AND owner_id = ?", [dispatch_rule_id, now_iso(), phone_number, owner_id])
+    db.execute(
+        "UPDATE phone_numbers SET agent_id = NULL, dispatch_rule_id = ?, updated_at = ? "
+        "WHERE phone_number = ? AND owner_id = ?",
+        [dispatch_rule_id, now_iso(), phone_number, owner_id],
+    )
     return get(db, owner_id, phone_number)
 
 

@@ -362,7 +362,8 @@ CREATE INDEX calls_owner ON outbound_calls(owner_id, created_at);
 
 CREATE INDEX calls_room ON outbound_calls(room_name);
 
-CREATE UNIQUE INDEX outreach_idempotency ON outreach_events(owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX outreach_idempotency ON outreach_events(owner_id, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
 
 CREATE UNIQUE INDEX outreach_natural ON outreach_events(owner_id, natural_key) WHERE natural_key IS NOT NULL;
 

@@ -50,9 +50,28 @@ def create(
         "call_status, status, started_at, last_activity_at, created_at, client_id, context, channel, user_id, "
         "conversation_id, previous_session_id, from_number, to_number, phone_number_id) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [sid, owner_id, agent_id, room_name, direction, phone_number, call_status, status, started_at or now, now, now,
-         client_id, json.dumps(context) if context is not None else None, channel, user_id, conversation_id,
-         previous_session_id, from_number, to_number, phone_number_id],
+        [
+            sid,
+            owner_id,
+            agent_id,
+            room_name,
+            direction,
+            phone_number,
+            call_status,
+            status,
+            started_at or now,
+            now,
+            now,
+            client_id,
+            json.dumps(context) if context is not None else None,
+            channel,
+            user_id,
+            conversation_id,
+            previous_session_id,
+            from_number,
+            to_number,
+            phone_number_id,
+        ],
     )
     set_campaign(db, sid, campaign)
     if cur.rowcount and status == "active":  # a call that starts as it is created (a relay call)
@@ -69,17 +88,29 @@ def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | Non
     )
 
 
-def _stream(db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str,
-            payload: dict[str, Any]) -> None:
+def _stream(
+    db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str, payload: dict[str, Any]
+) -> None:
     """The live event stream follows calls (voice and relay sessions); text chats are not calls."""
     if channel != "text":
         events.emit(db, owner_id=owner_id, call_sid=session_id, event_type=event_type, payload=payload)
 
 
 def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
-    _stream(db, row["owner_id"], row["id"], row["channel"], "call.started",
-            {"agent_id": row["agent_id"], "direction": row["direction"], "from_number": row["from_number"],
-             "to_number": row["to_number"] or row["outbound_phone_number"], "started_at": row["started_at"]})
+    _stream(
+        db,
+        row["owner_id"],
+        row["id"],
+        row["channel"],
+        "call.started",
+        {
+            "agent_id": row["agent_id"],
+            "direction": row["direction"],
+            "from_number": row["from_number"],
+            "to_number": row["to_number"] or row["outbound_phone_number"],
+            "started_at": row["started_at"],
+        },
+    )
     phone = calls.live_for_session(db, row["id"])
     if phone is not None:  # an outbound call's status so far (RINGING) follows its start on the stream
         calls.stream_status(db, phone)
@@ -99,7 +130,9 @@ def exists(db: sqlite_utils.Database, session_id: str) -> bool:
     return db.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is not None
 
 
-def mark_active(db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None) -> None:
+def mark_active(
+    db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None
+) -> None:
     now = now_iso()
     cur = db.execute(
         "UPDATE sessions SET status = 'active', job_id = COALESCE(?, job_id), started_at = COALESCE(?, started_at), "
@@ -130,8 +163,18 @@ def append_item(
     cur = db.execute(
         "INSERT OR IGNORE INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
         "metrics, providers, timestamp, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [session_id, owner[0], item_key, speaker, content, int(interrupted),
-         json.dumps(metrics) if metrics else None, json.dumps(providers) if providers else None, timestamp, source],
+        [
+            session_id,
+            owner[0],
+            item_key,
+            speaker,
+            content,
+            int(interrupted),
+            json.dumps(metrics) if metrics else None,
+            json.dumps(providers) if providers else None,
+            timestamp,
+            source,
+        ],
     )
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
     if cur.rowcount:
@@ -153,8 +196,9 @@ def end(
     error: str | None = None,
 ) -> bool:
     """Close a session once; later calls (a replayed webhook, the sweeper, the job's own end) change nothing."""
-    row = db.execute("SELECT started_at, ended_at, owner_id, error, channel FROM sessions WHERE id = ?",
-                     [session_id]).fetchone()
+    row = db.execute(
+        "SELECT started_at, ended_at, owner_id, error, channel FROM sessions WHERE id = ?", [session_id]
+    ).fetchone()
     if row is None:
         raise NotFoundError(f"session {session_id} not found")
     if row[1] is not None:
@@ -178,8 +222,14 @@ def end(
     failure = row[3] or error
     if failure and not events.has_error(db, session_id, failure):
         _stream(db, row[2], session_id, row[4], "error", {"detail": failure})
-    _stream(db, row[2], session_id, row[4], "call.ended",
-            {"duration": whole_seconds(duration_ms), "reason": reason, "error": failure, "ended_at": ended})
+    _stream(
+        db,
+        row[2],
+        session_id,
+        row[4],
+        "call.ended",
+        {"duration": whole_seconds(duration_ms), "reason": reason, "error": failure, "ended_at": ended},
+    )
     return True
 
 
@@ -194,19 +244,24 @@ def stale_live_sessions(db: sqlite_utils.Database, cutoff_iso: str) -> list[dict
 
 
 def room_taken_by_other(db: sqlite_utils.Database, room_name: str, owner_id: str) -> bool:
-    return db.execute(
-        "SELECT 1 FROM sessions WHERE room_name = ? AND owner_id != ? AND status != 'ended' LIMIT 1",
-        [room_name, owner_id],
-    ).fetchone() is not None
+    return (
+        db.execute(
+            "SELECT 1 FROM sessions WHERE room_name = ? AND owner_id != ? AND status != 'ended' LIMIT 1",
+            [room_name, owner_id],
+        ).fetchone()
+        is not None
+    )
 
 
 def live_sessions_for_room(db: sqlite_utils.Database, room_name: str) -> list[str]:
-    return [r[0] for r in db.execute(
-        "SELECT id FROM sessions WHERE room_name = ? AND status != 'ended'", [room_name]
-    ).fetchall()]
+    return [
+        r[0]
+        for r in db.execute("SELECT id FROM sessions WHERE room_name = ? AND status != 'ended'", [room_name]).fetchall()
+    ]
 
 
 # ---- analysis ----
+
 
 def store_analysis(
     db: sqlite_utils.Database, session_id: str, *, result: dict[str, Any] | None, error: str | None, attempts: int
@@ -222,9 +277,20 @@ def store_analysis(
     db.execute(
         "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, summary, sentiment, sentiment_score, topics, "
         "outcome, action_items, error, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        [session_id, owner[0], "completed" if result is not None else "failed", values["summary"],
-         values["sentiment"], values["sentiment_score"], values["topics"], values["outcome"],
-         values["action_items"], error, attempts, now_iso()],
+        [
+            session_id,
+            owner[0],
+            "completed" if result is not None else "failed",
+            values["summary"],
+            values["sentiment"],
+            values["sentiment_score"],
+            values["topics"],
+            values["outcome"],
+            values["action_items"],
+            error,
+            attempts,
+            now_iso(),
+        ],
     )
 
 
@@ -261,6 +327,7 @@ def get_analysis(db: sqlite_utils.Database, owner_id: str, session_id: str) -> d
 
 
 # ---- reads for the API ----
+
 
 def _item(row: dict[str, Any]) -> dict[str, Any]:
     metrics = json.loads(row["metrics"]) if row["metrics"] else None
@@ -361,27 +428,33 @@ def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
     ).fetchone()
     sessions_today = db.execute(
         "SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'pending' AND started_at >= ?",
-        [owner_id, today]
+        [owner_id, today],
     ).fetchone()[0]
     transcripts_today = db.execute(
         "SELECT COUNT(*) FROM sessions s WHERE s.owner_id = ? AND s.started_at >= ? AND EXISTS "
         "(SELECT 1 FROM transcript_items t WHERE t.session_id = s.id)",
         [owner_id, today],
     ).fetchone()[0]
-    agents = db.execute(
-        "SELECT COUNT(*) FROM agents WHERE owner_id = ? AND deleted_at IS NULL", [owner_id]
-    ).fetchone()[0]
-    return {"total_sessions": total, "total_agents": agents, "avg_duration_ms": avg_ms or 0,
-            "sessions_today": sessions_today, "transcripts_today": transcripts_today}
-
-
+    agents = db.execute("SELECT COUNT(*) FROM agents WHERE owner_id = ? AND deleted_at IS NULL", [owner_id]).fetchone()[
+        0
+    ]
+    return {
+        "total_sessions": total,
+        "total_agents": agents,
+        "avg_duration_ms": avg_ms or 0,
+        "sessions_today": sessions_today,
+        "transcripts_today": transcripts_today,
+    }
 
 
 def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
     """Calls of the tenant not ended yet (a handed-out token counts: its caller is on the way). A text chat is no
     call: it holds no line and no worker, so it never takes a call's place."""
-    return int(db.execute("SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended' AND channel != 'text'",
-                          [owner_id]).fetchone()[0])
+    return int(
+        db.execute(
+            "SELECT COUNT(*) FROM sessions WHERE owner_id = ? AND status != 'ended' AND channel != 'text'", [owner_id]
+        ).fetchone()[0]
+    )
 
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
@@ -398,10 +471,12 @@ def count_active(db: sqlite_utils.Database) -> int:
 
 # ---- calls now and before (Phony's views) ----
 
-_CALL_COLUMNS = ("SELECT s.id, s.agent_id, s.direction, s.status, s.call_status, s.started_at, s.ended_at, "
-                 "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, s.from_number, s.to_number, "
-                 "c.total_cost_nanos, "
-                 "c.unpriced_count FROM sessions s LEFT JOIN session_costs c ON c.session_id = s.id")
+_CALL_COLUMNS = (
+    "SELECT s.id, s.agent_id, s.direction, s.status, s.call_status, s.started_at, s.ended_at, "
+    "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, s.from_number, s.to_number, "
+    "c.total_cost_nanos, "
+    "c.unpriced_count FROM sessions s LEFT JOIN session_costs c ON c.session_id = s.id"
+)
 
 
 def _call_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -409,28 +484,42 @@ def _call_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def active_calls(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
-    rows = db.query(f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' AND s.channel != 'text' ORDER BY s.started_at DESC, s.id",
-                    [owner_id])
+    rows = db.query(
+        f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' AND s.channel != 'text' "
+        f"ORDER BY s.started_at DESC, s.id",
+        [owner_id],
+    )
     return [_call_record(r) for r in rows]
 
 
-def call_history(db: sqlite_utils.Database, owner_id: str, *, agent_id: str | None, start: str | None,
-                 end_exclusive: str | None, limit: int, offset: int) -> dict[str, Any]:
+def call_history(
+    db: sqlite_utils.Database,
+    owner_id: str,
+    *,
+    agent_id: str | None,
+    start: str | None,
+    end_exclusive: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
     where, args = ["s.owner_id = ?", "s.status = 'ended'", "s.channel != 'text'"], [owner_id]
-    for clause, value in (("s.agent_id = ?", agent_id), ("s.started_at >= ?", start),
-                          ("s.started_at < ?", end_exclusive)):
+    for clause, value in (
+        ("s.agent_id = ?", agent_id),
+        ("s.started_at >= ?", start),
+        ("s.started_at < ?", end_exclusive),
+    ):
         if value is not None:
             where.append(clause)
             args.append(value)
     clause = " AND ".join(where)
     total = db.execute(f"SELECT COUNT(*) FROM sessions s WHERE {clause}", args).fetchone()[0]
-    rows = db.query(f"{_CALL_COLUMNS} WHERE {clause} ORDER BY s.started_at DESC, s.id LIMIT ? OFFSET ?",
-                    [*args, limit, offset])
+    rows = db.query(
+        f"{_CALL_COLUMNS} WHERE {clause} ORDER BY s.started_at DESC, s.id LIMIT ? OFFSET ?", [*args, limit, offset]
+    )
     return {"calls": [_call_record(r) for r in rows], "total": total}
 
 
-def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str,
-                  context: dict[str, Any]) -> dict[str, Any]:
+def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str, context: dict[str, Any]) -> dict[str, Any]:
     """Merge into a live call's context (keys given replace those stored; a null value removes its key)."""
     row = get_row(db, session_id, owner_id)
     if row["status"] != "active":

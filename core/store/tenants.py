@@ -32,19 +32,34 @@ def slugify(text: str, *, fallback: str = "agent") -> str:
 
 def unstored_personal(user_id: str) -> dict[str, Any]:
     """What a personal tenant is before its row exists: active, no limits."""
-    return {"id": personal_tenant_id(user_id), "name": user_id, "subdomain": None, "status": "active",
-            "personal_of": user_id, "max_agents": None, "max_concurrent_calls": None, "rate_limit_rps": None,
-            "billing_email": None, "created_at": None, "updated_at": None}
+    return {
+        "id": personal_tenant_id(user_id),
+        "name": user_id,
+        "subdomain": None,
+        "status": "active",
+        "personal_of": user_id,
+        "max_agents": None,
+        "max_concurrent_calls": None,
+        "rate_limit_rps": None,
+        "billing_email": None,
+        "created_at": None,
+        "updated_at": None,
+    }
 
 
 def ensure_personal(db: sqlite_utils.Database, user_id: str) -> dict[str, Any]:
     """The user's personal tenant, created (with the user as its owner) on first use."""
     tenant_id = personal_tenant_id(user_id)
     now = now_iso()
-    db.execute("INSERT OR IGNORE INTO tenants (id, name, status, personal_of, created_at, updated_at) "
-               "VALUES (?, ?, 'active', ?, ?, ?)", [tenant_id, user_id, user_id, now, now])
-    db.execute("INSERT OR IGNORE INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
-               [tenant_id, user_id, now])
+    db.execute(
+        "INSERT OR IGNORE INTO tenants (id, name, status, personal_of, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?)",
+        [tenant_id, user_id, user_id, now, now],
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+        [tenant_id, user_id, now],
+    )
     return get(db, tenant_id)
 
 
@@ -71,8 +86,17 @@ def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: st
         db.execute(
             "INSERT INTO tenants (id, name, subdomain, status, max_agents, max_concurrent_calls, rate_limit_rps, "
             "billing_email, created_at, updated_at) VALUES (?, ?, ?, 'trial', ?, ?, ?, ?, ?, ?)",
-            [tenant_id, data["name"], data.get("subdomain"), data.get("max_agents"),
-             data.get("max_concurrent_calls"), data.get("rate_limit_rps"), data.get("billing_email"), now, now],
+            [
+                tenant_id,
+                data["name"],
+                data.get("subdomain"),
+                data.get("max_agents"),
+                data.get("max_concurrent_calls"),
+                data.get("rate_limit_rps"),
+                data.get("billing_email"),
+                now,
+                now,
+            ],
         )
     except sqlite3.IntegrityError:
         raise ConflictError(f"subdomain {data.get('subdomain')!r} is taken") from None
@@ -91,18 +115,22 @@ def update(db: sqlite_utils.Database, tenant_id: str, changes: dict[str, Any]) -
 
 # ---- members ----
 
+
 def role_of(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> str | None:
-    row = db.execute("SELECT role FROM tenant_members WHERE tenant_id = ? AND user_id = ?",
-                     [tenant_id, user_id]).fetchone()
+    row = db.execute(
+        "SELECT role FROM tenant_members WHERE tenant_id = ? AND user_id = ?", [tenant_id, user_id]
+    ).fetchone()
     return row[0] if row else None
 
 
 def add_member(db: sqlite_utils.Database, tenant_id: str, user_id: str, role: str) -> dict[str, Any]:
     """Adds the user, or changes the role of one already there."""
     get(db, tenant_id)
-    db.execute("INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role",
-               [tenant_id, user_id, role, now_iso()])
+    db.execute(
+        "INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role",
+        [tenant_id, user_id, role, now_iso()],
+    )
     return member(db, tenant_id, user_id)
 
 
@@ -115,16 +143,15 @@ def member(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> dict[str,
 
 def members(db: sqlite_utils.Database, tenant_id: str) -> list[dict[str, Any]]:
     get(db, tenant_id)
-    return list(db.query("SELECT * FROM tenant_members WHERE tenant_id = ? ORDER BY created_at, user_id",
-                         [tenant_id]))
+    return list(db.query("SELECT * FROM tenant_members WHERE tenant_id = ? ORDER BY created_at, user_id", [tenant_id]))
 
 
 def remove_member(db: sqlite_utils.Database, tenant_id: str, user_id: str) -> None:
     row = member(db, tenant_id, user_id)
     if row["role"] == "owner":
-        owners = db.execute("SELECT COUNT(*) FROM tenant_members WHERE tenant_id = ? AND role = 'owner'",
-                            [tenant_id]).fetchone()[0]
+        owners = db.execute(
+            "SELECT COUNT(*) FROM tenant_members WHERE tenant_id = ? AND role = 'owner'", [tenant_id]
+        ).fetchone()[0]
         if owners <= 1:
             raise ConflictError(f"{user_id} is the tenant's last owner")
     db.execute("DELETE FROM tenant_members WHERE tenant_id = ? AND user_id = ?", [tenant_id, user_id])
-

@@ -15,21 +15,52 @@ from core.store.errors import ConflictError, NotFoundError
 from core.store.timefmt import now_iso, to_iso
 from pipelines import pricing
 
-COLUMNS = ("id", "owner_id", "session_id", "agent_id", "provider", "model", "event_type", "token_kind", "quantity",
-           "unit", "unit_cost", "total_cost_nanos", "priced", "price_version", "idempotency_key", "request_hash",
-           "source", "occurred_at", "created_at")
-_INSERT = (f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(COLUMNS))})")
+COLUMNS = (
+    "id",
+    "owner_id",
+    "session_id",
+    "agent_id",
+    "provider",
+    "model",
+    "event_type",
+    "token_kind",
+    "quantity",
+    "unit",
+    "unit_cost",
+    "total_cost_nanos",
+    "priced",
+    "price_version",
+    "idempotency_key",
+    "request_hash",
+    "source",
+    "occurred_at",
+    "created_at",
+)
+_INSERT = f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 def row_values(e: dict[str, Any], request_hash: str, created_at: str | None = None) -> list[Any]:
     occurred = e["occurred_at"]
     return [
-        e["id"], e["owner_id"], e["session_id"], e["agent_id"], e["provider"], e["model"], e["event_type"],
-        e["token_kind"], str(e["quantity"]), e["unit"],
-        None if e["unit_cost"] is None else str(e["unit_cost"]), e["total_cost_nanos"],
-        int(e["total_cost_nanos"] is not None), e["price_version"], e["idempotency_key"], request_hash, e["source"],
-        occurred if isinstance(occurred, str) else to_iso(occurred), created_at or now_iso(),
+        e["id"],
+        e["owner_id"],
+        e["session_id"],
+        e["agent_id"],
+        e["provider"],
+        e["model"],
+        e["event_type"],
+        e["token_kind"],
+        str(e["quantity"]),
+        e["unit"],
+        None if e["unit_cost"] is None else str(e["unit_cost"]),
+        e["total_cost_nanos"],
+        int(e["total_cost_nanos"] is not None),
+        e["price_version"],
+        e["idempotency_key"],
+        request_hash,
+        e["source"],
+        occurred if isinstance(occurred, str) else to_iso(occurred),
+        created_at or now_iso(),
     ]
 
 
@@ -46,10 +77,15 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
         by_owner.setdefault(owner, []).append(key)
     for owner, keys in by_owner.items():  # one indexed lookup per owner and chunk of keys
         for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            existing.update((owner, k) for (k,) in db.execute(
-                f"SELECT idempotency_key FROM usage_events WHERE owner_id = ? AND idempotency_key IN "
-                f"({','.join('?' * len(chunk))})", [owner, *chunk]))
+            chunk = keys[i : i + 500]
+            existing.update(
+                (owner, k)
+                for (k,) in db.execute(
+                    f"SELECT idempotency_key FROM usage_events WHERE owner_id = ? AND idempotency_key IN "
+                    f"({','.join('?' * len(chunk))})",
+                    [owner, *chunk],
+                )
+            )
     fresh_rows, flags = [], []
     created_at = now_iso()
     rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
@@ -65,8 +101,9 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
         nanos = e["total_cost_nanos"] or 0
         unpriced = int(e["total_cost_nanos"] is None)
         agent = e["agent_id"] or ""
-        acc = rollups.setdefault((e["owner_id"], row[COLUMNS.index("occurred_at")][:10], agent, e["provider"],
-                                  e["event_type"]), [0, 0, 0])
+        acc = rollups.setdefault(
+            (e["owner_id"], row[COLUMNS.index("occurred_at")][:10], agent, e["provider"], e["event_type"]), [0, 0, 0]
+        )
         acc[0] += nanos
         acc[1] += 1
         acc[2] += unpriced
@@ -96,18 +133,28 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
     return flags
 
 
-def record_api_event(db: sqlite_utils.Database, event: dict[str, Any], request_hash: str) -> tuple[dict[str, Any], bool]:
+def record_api_event(
+    db: sqlite_utils.Database, event: dict[str, Any], request_hash: str
+) -> tuple[dict[str, Any], bool]:
     """One event from POST /api/usage/events. The same key with the same body returns the stored event; the same
     key with a different body is a conflict and writes nothing."""
-    existing = list(db.query("SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
-                             [event["owner_id"], event["idempotency_key"]]))
+    existing = list(
+        db.query(
+            "SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
+            [event["owner_id"], event["idempotency_key"]],
+        )
+    )
     if existing:
         if existing[0]["request_hash"] != request_hash:
             raise ConflictError(f"idempotency key {event['idempotency_key']!r} was already used with a different body")
         return existing[0], False
     record_events(db, [event], request_hash)
-    return next(db.query("SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
-                         [event["owner_id"], event["idempotency_key"]])), True
+    return next(
+        db.query(
+            "SELECT * FROM usage_events WHERE owner_id = ? AND idempotency_key = ?",
+            [event["owner_id"], event["idempotency_key"]],
+        )
+    ), True
 
 
 def usd(nanos: int | None) -> float | None:
@@ -140,6 +187,7 @@ def event_wire(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- reads ----
+
 
 def summary(db: sqlite_utils.Database, owner_id: str, month_start: str) -> dict[str, Any]:
     by_provider: dict[str, int] = {}
@@ -174,8 +222,9 @@ def _bucket(day: str, period: str) -> str:
     return d.isoformat()
 
 
-def timeline(db: sqlite_utils.Database, owner_id: str, period: str, start: str | None, end_exclusive: str | None
-             ) -> list[dict[str, Any]]:
+def timeline(
+    db: sqlite_utils.Database, owner_id: str, period: str, start: str | None, end_exclusive: str | None
+) -> list[dict[str, Any]]:
     where, args = ["owner_id = ?"], [owner_id]
     if start:
         where.append("day >= ?")
@@ -192,15 +241,22 @@ def timeline(db: sqlite_utils.Database, owner_id: str, period: str, start: str |
         bucket = points.setdefault(_bucket(day, period), {})
         bucket[provider] = bucket.get(provider, 0) + nanos
     return [
-        {"date": d, "total_cost": usd(sum(p.values())), "by_provider": {k: usd(v) for k, v in sorted(p.items())},
-         "total_cost_nanos": sum(p.values())}
+        {
+            "date": d,
+            "total_cost": usd(sum(p.values())),
+            "by_provider": {k: usd(v) for k, v in sorted(p.items())},
+            "total_cost_nanos": sum(p.values()),
+        }
         for d, p in sorted(points.items())
     ]
 
 
 def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
-    sessions = dict(db.execute(
-        "SELECT agent_id, COUNT(*) FROM session_costs WHERE owner_id = ? GROUP BY agent_id", [owner_id]).fetchall())
+    sessions = dict(
+        db.execute(
+            "SELECT agent_id, COUNT(*) FROM session_costs WHERE owner_id = ? GROUP BY agent_id", [owner_id]
+        ).fetchall()
+    )
     rows = db.execute(
         "SELECT r.agent_id, a.name, SUM(r.total_cost_nanos), SUM(r.event_count) FROM cost_rollups r "
         "LEFT JOIN agents a ON a.id = r.agent_id AND a.owner_id = r.owner_id "
@@ -208,14 +264,21 @@ def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
         [owner_id],
     ).fetchall()
     return [
-        {"agent_id": agent or None, "agent_name": name, "total_cost": usd(nanos),
-         "session_count": sessions.get(agent, 0), "event_count": n, "total_cost_nanos": nanos}
+        {
+            "agent_id": agent or None,
+            "agent_name": name,
+            "total_cost": usd(nanos),
+            "session_count": sessions.get(agent, 0),
+            "event_count": n,
+            "total_cost_nanos": nanos,
+        }
         for agent, name, nanos, n in rows
     ]
 
 
-def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str, *, limit: int | None = None,
-                      offset: int = 0) -> dict[str, Any]:
+def session_breakdown(
+    db: sqlite_utils.Database, owner_id: str, session_id: str, *, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
     """The session's totals over all its events, and ``limit`` of the events themselves (all if None) after the
     first ``offset``, oldest first."""
     if db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner_id = ?", [session_id, owner_id]).fetchone() is None:
@@ -228,14 +291,19 @@ def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str,
         count = unpriced = 0
         for event_type, nanos, n, u in db.execute(
             "SELECT event_type, COALESCE(SUM(total_cost_nanos), 0), COUNT(*), SUM(priced = 0) FROM usage_events "
-            "WHERE session_id = ? GROUP BY event_type", [session_id],
+            "WHERE session_id = ? GROUP BY event_type",
+            [session_id],
         ):
             by_type[event_type] = nanos
             count += n
             unpriced += u
-        rows = list(db.query(
-            "SELECT * FROM usage_events WHERE session_id = ? ORDER BY occurred_at, idempotency_key LIMIT ? OFFSET ?",
-            [session_id, -1 if limit is None else limit, offset]))
+        rows = list(
+            db.query(
+                "SELECT * FROM usage_events WHERE session_id = ? "
+                "ORDER BY occurred_at, idempotency_key LIMIT ? OFFSET ?",
+                [session_id, -1 if limit is None else limit, offset],
+            )
+        )
     finally:
         db.execute("RELEASE breakdown")
     total = sum(by_type.values())
@@ -251,8 +319,9 @@ def session_breakdown(db: sqlite_utils.Database, owner_id: str, session_id: str,
 
 
 def costs_since(db: sqlite_utils.Database, owner_id: str, day: str) -> int:
-    row = db.execute("SELECT COALESCE(SUM(total_cost_nanos), 0) FROM cost_rollups WHERE owner_id = ? AND day >= ?",
-                     [owner_id, day]).fetchone()
+    row = db.execute(
+        "SELECT COALESCE(SUM(total_cost_nanos), 0) FROM cost_rollups WHERE owner_id = ? AND day >= ?", [owner_id, day]
+    ).fetchone()
     return int(row[0])
 
 
@@ -260,4 +329,3 @@ def request_hash(body: dict[str, Any]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-

@@ -17,8 +17,9 @@ AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT
 
 def live_calls_in_room(db: sqlite_utils.Database, room_name: str) -> list[dict[str, Any]]:
     """The room's calls not ended, with what tells their LiveKit server (their client's, or the product's)."""
-    return list(db.query("SELECT id, owner_id, client_id FROM sessions WHERE room_name = ? AND status != 'ended'",
-                         [room_name]))
+    return list(
+        db.query("SELECT id, owner_id, client_id FROM sessions WHERE room_name = ? AND status != 'ended'", [room_name])
+    )
 
 
 def apply_event(db: sqlite_utils.Database, event: dict[str, Any], session_ids: Collection[str]) -> bool:

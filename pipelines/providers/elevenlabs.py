@@ -23,8 +23,13 @@ def stt(agent: AgentSpec, cfg: ProvidersConfig, *, http_session: Any = None) -> 
     kwargs: dict[str, Any] = {"base_url": cfg.elevenlabs.base_url} if cfg.elevenlabs.base_url else {}
     if agent.language:
         kwargs["language_code"] = agent.language
-    return elevenlabs.STT(api_key=key, model=agent.stt_model or STT_MODEL, sample_rate=STT_SAMPLE_RATE,
-                          http_session=http_session, **kwargs)
+    return elevenlabs.STT(
+        api_key=key,
+        model=agent.stt_model or STT_MODEL,
+        sample_rate=STT_SAMPLE_RATE,
+        http_session=http_session,
+        **kwargs,
+    )
 
 
 def _texts(message: Any) -> int:

@@ -37,8 +37,10 @@ def tls_context() -> ssl.SSLContext:
 def _genai_client(**kwargs: Any) -> genai.Client:
     # httpx takes the context as `verify`, aiohttp as `ssl`; google-genai keeps for each the keys it accepts.
     tls = tls_context()
-    kwargs.setdefault("http_options", genai_types.HttpOptions(client_args={"verify": tls},
-                                                              async_client_args={"verify": tls, "ssl": tls}))
+    kwargs.setdefault(
+        "http_options",
+        genai_types.HttpOptions(client_args={"verify": tls}, async_client_args={"verify": tls, "ssl": tls}),
+    )
     return genai.Client(**kwargs)
 
 

@@ -31,12 +31,21 @@ async def fakes(monkeypatch):
 @pytest.fixture
 def settings(tmp_path, twirp_stub, fakes, idle_seconds) -> Settings:
     server, _ = twirp_stub
-    return Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=0, worker_enabled=False,
-                    livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
-                    livekit_api_key=LIVEKIT_KEY, livekit_api_secret=LIVEKIT_SECRET, rate_limit_rps=1_000_000.0,
-                    google_api_key=FAKE_KEY, google_base_url=fakes.gemini_base_url,
-                    openai_api_key=FAKE_KEY, openai_base_url=fakes.openai_base_url,  # a fallback LLM for agents
-                    text_session_idle_seconds=idle_seconds)
+    return Settings(
+        data_dir=tmp_path / "data",
+        host="127.0.0.1",
+        port=0,
+        worker_enabled=False,
+        livekit_url=str(server.make_url("")).rstrip("/").replace("http://", "ws://"),
+        livekit_api_key=LIVEKIT_KEY,
+        livekit_api_secret=LIVEKIT_SECRET,
+        rate_limit_rps=1_000_000.0,
+        google_api_key=FAKE_KEY,
+        google_base_url=fakes.gemini_base_url,
+        openai_api_key=FAKE_KEY,
+        openai_base_url=fakes.openai_base_url,  # a fallback LLM for agents
+        text_session_idle_seconds=idle_seconds,
+    )
 
 
 def llm_requests(fakes) -> list[dict]:

@@ -65,8 +65,13 @@ def test_a_second_account_with_the_same_email_is_a_conflict(db):
 
 def _user_create(data_dir: Path, email: str, stdin: str, *flags: str) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("voxarena"))
-    return subprocess.run([exe, "user", "create", email, "--data-dir", str(data_dir), *flags], input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [exe, "user", "create", email, "--data-dir", str(data_dir), *flags],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_user_create_reads_the_password_from_stdin_and_refuses_a_duplicate(tmp_path):
@@ -116,24 +121,25 @@ async def test_the_right_password_gets_a_bearer_token_that_opens_the_api(login_c
     listed = await login_client.get("/api/agents", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert listed.status == 200
     tampered = body["access_token"][:-4] + ("AAAA" if not body["access_token"].endswith("AAAA") else "BBBB")
-    await assert_error(await login_client.get("/api/agents", headers={"Authorization": f"Bearer {tampered}"}),
-                       401, "unauthorized")
+    await assert_error(
+        await login_client.get("/api/agents", headers={"Authorization": f"Bearer {tampered}"}), 401, "unauthorized"
+    )
 
 
 async def test_unknown_email_and_wrong_password_get_the_same_401(login_client):
     wrong = await assert_error(
-        await login_client.post(LOGIN, json={"email": "ann@example.com", "password": "not it"}), 401, "unauthorized")
+        await login_client.post(LOGIN, json={"email": "ann@example.com", "password": "not it"}), 401, "unauthorized"
+    )
     unknown = await assert_error(
-        await login_client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD}), 401,
-        "unauthorized")
+        await login_client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD}), 401, "unauthorized"
+    )
     assert wrong == unknown
     await assert_error(await login_client.post(LOGIN, json={"email": "ann@example.com"}), 422, "validation_error")
 
 
 async def test_repeated_failures_slow_the_account_then_a_pause_lets_the_owner_in(login_client, clock):
     for _ in range(3):
-        await assert_error(await login_client.post(LOGIN, json={"email": "ann@example.com", "password": "guess"}),
-                           401)
+        await assert_error(await login_client.post(LOGIN, json={"email": "ann@example.com", "password": "guess"}), 401)
     # slowed: refused before the password is even checked, the right one included
     refused = await login_client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD})
     await assert_error(refused, 429, "rate_limited")
@@ -152,8 +158,9 @@ async def test_failures_are_slowed_per_address_across_accounts(login_client, clo
     for email in ("a@example.com", "b@example.com", "c@example.com"):
         await assert_error(await login_client.post(LOGIN, json={"email": email, "password": "guess"}), 401)
     # a fourth account, never tried: the address itself is slowed
-    await assert_error(await login_client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}),
-                       429, "rate_limited")
+    await assert_error(
+        await login_client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}), 429, "rate_limited"
+    )
 
 
 def test_the_throttle_counts_concurrent_attempts_and_forgets_old_failures():
@@ -173,13 +180,15 @@ def test_the_throttle_counts_concurrent_attempts_and_forgets_old_failures():
 
 
 async def test_with_clerk_configured_the_login_route_says_it_is_off(tmp_path):
-    settings = Settings(data_dir=tmp_path / "d", clerk_issuer="https://clerk.test.local",
-                        clerk_jwks_url="http://127.0.0.1:9/jwks.json")
+    settings = Settings(
+        data_dir=tmp_path / "d", clerk_issuer="https://clerk.test.local", clerk_jwks_url="http://127.0.0.1:9/jwks.json"
+    )
     store = Store(settings.database_path)
     try:
         async with TestClient(TestServer(create_app(settings, store=store), host="127.0.0.1")) as c:
-            body = await assert_error(await c.post(LOGIN, json={"email": "a@example.com", "password": "x"}), 404,
-                                      "not_found")
+            body = await assert_error(
+                await c.post(LOGIN, json={"email": "a@example.com", "password": "x"}), 404, "not_found"
+            )
             assert "Clerk" in body["detail"]
     finally:
         store.close()

@@ -13,14 +13,21 @@ from core.store import agents as agents_repo
 from tests.api.seed import tenant_of
 from tests.conftest import assert_error, table_snapshot
 
-AGENT = {"name": "Support", "systemPrompt": "You are helpful.", "sttProvider": "deepgram", "llmProvider": "gemini",
-         "ttsProvider": "elevenlabs"}
+AGENT = {
+    "name": "Support",
+    "systemPrompt": "You are helpful.",
+    "sttProvider": "deepgram",
+    "llmProvider": "gemini",
+    "ttsProvider": "elevenlabs",
+}
 AGENT_KEYS = {"id", "name", "systemPrompt", "sttProvider", "llmProvider", "ttsProvider", "createdAt", "updatedAt"}
 
 
 async def test_agent_crud_round_trip_serves_the_contract_shapes(client, auth):
     h = auth("alice")
-    resp = await client.post("/api/agents", json={**AGENT, "firstMessage": "Hi!", "firstMessageMode": "assistant_speaks_first"}, headers=h)
+    resp = await client.post(
+        "/api/agents", json={**AGENT, "firstMessage": "Hi!", "firstMessageMode": "assistant_speaks_first"}, headers=h
+    )
     assert resp.status == 201
     agent = await resp.json()
     assert agent.keys() >= AGENT_KEYS
@@ -54,8 +61,9 @@ async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client,
         ("llmProvider", "anthropic", ["gemini", "openai"]),
         ("ttsProvider", "cartesia", ["elevenlabs", "resemble", "google"]),
     ]:
-        body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")),
-                                  422, "validation_error")
+        body = await assert_error(
+            await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")), 422, "validation_error"
+        )
         assert field in body["detail"]
         for value in accepted:
             assert value in body["detail"]
@@ -64,23 +72,39 @@ async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client,
 
 async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_trip(client, auth, settings):
     before = table_snapshot(settings.database_path)
-    for field, bad in [("fallbackSttProviders", ["whisper"]), ("fallbackLlmProviders", ["anthropic"]),
-                       ("fallbackTtsProviders", ["cartesia"]), ("fallbackSttProviders", ["assemblyai", "assemblyai"]),
-                       ("fallbackTtsProviders", "resemble"), ("fallbackLlmProviders", ["openai"] * 4),
-                       ("errorMessage", "")]:
-        body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")),
-                                  422, "validation_error")
+    for field, bad in [
+        ("fallbackSttProviders", ["whisper"]),
+        ("fallbackLlmProviders", ["anthropic"]),
+        ("fallbackTtsProviders", ["cartesia"]),
+        ("fallbackSttProviders", ["assemblyai", "assemblyai"]),
+        ("fallbackTtsProviders", "resemble"),
+        ("fallbackLlmProviders", ["openai"] * 4),
+        ("errorMessage", ""),
+    ]:
+        body = await assert_error(
+            await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")), 422, "validation_error"
+        )
         assert field in body["detail"], body
     assert table_snapshot(settings.database_path) == before
-    resp = await client.post("/api/agents", headers=auth("alice"), json={
-        **AGENT, "fallbackSttProviders": ["assemblyai"], "fallbackLlmProviders": ["openai"],
-        "errorMessage": "Sorry, we have a problem; please call back."})
+    resp = await client.post(
+        "/api/agents",
+        headers=auth("alice"),
+        json={
+            **AGENT,
+            "fallbackSttProviders": ["assemblyai"],
+            "fallbackLlmProviders": ["openai"],
+            "errorMessage": "Sorry, we have a problem; please call back.",
+        },
+    )
     assert resp.status == 201
     agent = await resp.json()
     assert agent["fallbackSttProviders"] == ["assemblyai"] and agent["fallbackLlmProviders"] == ["openai"]
     assert agent["fallbackTtsProviders"] == [] and agent["errorMessage"].startswith("Sorry")
-    resp = await client.put(f"/api/agents/{agent['id']}", headers=auth("alice"),
-                            json={"fallbackLlmProviders": [], "fallbackTtsProviders": ["resemble"]})
+    resp = await client.put(
+        f"/api/agents/{agent['id']}",
+        headers=auth("alice"),
+        json={"fallbackLlmProviders": [], "fallbackTtsProviders": ["resemble"]},
+    )
     updated = await resp.json()
     assert updated["fallbackLlmProviders"] == [] and updated["fallbackTtsProviders"] == ["resemble"]
     assert updated["fallbackSttProviders"] == ["assemblyai"]
@@ -96,8 +120,9 @@ async def test_update_refuses_null_for_required_fields_and_writes_nothing(client
 
 
 async def test_create_fills_provider_defaults_and_ignores_read_only_fields(client, auth):
-    resp = await client.post("/api/agents", json={"name": "x", "systemPrompt": "y", "id": "mine", "createdAt": "then"},
-                             headers=auth("alice"))
+    resp = await client.post(
+        "/api/agents", json={"name": "x", "systemPrompt": "y", "id": "mine", "createdAt": "then"}, headers=auth("alice")
+    )
     agent = await resp.json()
     assert agent["id"] != "mine"
     assert (agent["sttProvider"], agent["llmProvider"], agent["ttsProvider"]) == ("deepgram", "gemini", "elevenlabs")
@@ -125,8 +150,9 @@ async def _list(client, h) -> dict:
     return await resp.json()
 
 
-async def test_a_repeated_list_is_served_from_the_cache_and_every_write_shows_in_the_next_list(client, auth,
-                                                                                             list_reads):
+async def test_a_repeated_list_is_served_from_the_cache_and_every_write_shows_in_the_next_list(
+    client, auth, list_reads
+):
     h = auth("alice")
     assert await _list(client, h) == {"agents": [], "total": 0}
     assert await _list(client, h) == {"agents": [], "total": 0}
@@ -159,7 +185,8 @@ async def test_a_refused_write_changes_nothing_and_the_list_still_matches_the_st
 
 
 async def test_owners_never_see_each_others_cached_list_and_one_owners_write_keeps_the_others_entry(
-        client, auth, list_reads):
+    client, auth, list_reads
+):
     alice, bob = auth("alice"), auth("bob")
     mine = await (await client.post("/api/agents", json=AGENT, headers=alice)).json()
     assert await _list(client, alice) == {"agents": [mine], "total": 1}

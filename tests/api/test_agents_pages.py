@@ -46,14 +46,16 @@ async def test_v1_lists_the_same_pages_as_a_bare_array(client, auth, store):
     first = await (await client.get("/api/v1/agents", headers=h)).json()
     second = await (await client.get("/api/v1/agents?page=2", headers=h)).json()
     assert len(first) == AGENTS_PAGE_DEFAULT and len(second) == 5
-    assert [a["id"] for a in first] == [a["id"] for a in (await (await client.get(
-        "/api/agents", headers=h)).json())["agents"]]
+    assert [a["id"] for a in first] == [
+        a["id"] for a in (await (await client.get("/api/agents", headers=h)).json())["agents"]
+    ]
     assert len(await (await client.get(f"/api/v1/agents?limit={AGENTS_PAGE_MAX}", headers=h)).json()) == 105
     await assert_error(await client.get(f"/api/v1/agents?limit={AGENTS_PAGE_MAX + 1}", headers=h), 422)
 
 
 async def test_a_large_page_is_serialised_off_the_loop_and_written_in_chunks_between_other_work(
-        client, auth, store, monkeypatch):
+    client, auth, store, monkeypatch
+):
     """Bench-free: the rows become JSON on a store thread, never the loop's; the bytes go out in chunks with a loop
     turn between each (a task counting loop turns advances between writes), so other requests, sockets and the loop
     monitor run while a multi-megabyte page is sent."""

@@ -9,15 +9,24 @@ from tests.conftest import assert_error
 
 async def test_v1_agents_serve_002s_shape_and_share_001s_agents(client, auth):
     h = auth("alice")
-    body = {"name": "New Agent", "slug": "new-agent", "description": "A new AI agent",
-            "system_prompt": "You are a helpful assistant.",
-            "voice_settings": {"provider": "openai", "voice_id": "alloy", "temperature": 0.7}}
+    body = {
+        "name": "New Agent",
+        "slug": "new-agent",
+        "description": "A new AI agent",
+        "system_prompt": "You are a helpful assistant.",
+        "voice_settings": {"provider": "openai", "voice_id": "alloy", "temperature": 0.7},
+    }
     resp = await client.post("/api/v1/agents", json=body, headers=h)
     assert resp.status == 201, await resp.text()
     made = await resp.json()
     assert {k: made[k] for k in ("slug", "name", "description", "client_id", "enabled", "voice_settings")} == {
-        "slug": "new-agent", "name": "New Agent", "description": "A new AI agent", "client_id": None,
-        "enabled": True, "voice_settings": {"provider": "openai", "voice_id": "alloy", "temperature": 0.7}}
+        "slug": "new-agent",
+        "name": "New Agent",
+        "description": "A new AI agent",
+        "client_id": None,
+        "enabled": True,
+        "voice_settings": {"provider": "openai", "voice_id": "alloy", "temperature": 0.7},
+    }
     listed = await (await client.get("/api/v1/agents", headers=h)).json()
     assert listed == [made]  # a bare array
     # the same agent through 001's path, with the added fields in camelCase; voice_id became its voice
@@ -27,8 +36,9 @@ async def test_v1_agents_serve_002s_shape_and_share_001s_agents(client, auth):
     await assert_error(await client.post("/api/v1/agents", json=body, headers=h), 409, "conflict")
     await assert_error(await client.post("/api/agents", json={**AGENT_WIRE, "slug": "new-agent"}, headers=h), 409)
 
-    updated = await (await client.put(f"/api/v1/agents/{made['id']}", json={"name": "Updated Agent", "enabled": False},
-                                      headers=h)).json()
+    updated = await (
+        await client.put(f"/api/v1/agents/{made['id']}", json={"name": "Updated Agent", "enabled": False}, headers=h)
+    ).json()
     assert updated["name"] == "Updated Agent" and updated["enabled"] is False
     assert await (await client.get("/api/v1/agents?active=false", headers=h)).json() == [updated]
     assert await (await client.get("/api/v1/agents?active=true", headers=h)).json() == []
@@ -39,17 +49,32 @@ async def test_v1_agents_serve_002s_shape_and_share_001s_agents(client, auth):
 
 async def test_001s_agents_take_003s_fields_names_and_filters(client, auth):
     h = auth("alice")
-    phony = {"name": "Sales Agent", "type": "outbound", "system_prompt": "You are a sales representative...",
-             "voice": "nova", "context_data": {"department": "sales", "region": "west"}, "phone_number": "+15551234567"}
+    phony = {
+        "name": "Sales Agent",
+        "type": "outbound",
+        "system_prompt": "You are a sales representative...",
+        "voice": "nova",
+        "context_data": {"department": "sales", "region": "west"},
+        "phone_number": "+15551234567",
+    }
     resp = await client.post("/api/agents", json=phony, headers=h)
     assert resp.status == 201, await resp.text()
     sales = await resp.json()
     assert (sales["type"], sales["status"], sales["voiceId"], sales["phoneNumber"], sales["slug"]) == (
-        "outbound", "active", "nova", "+15551234567", "sales-agent")
+        "outbound",
+        "active",
+        "nova",
+        "+15551234567",
+        "sales-agent",
+    )
     assert sales["contextData"] == {"department": "sales", "region": "west"}
-    support = await (await client.post("/api/agents", json={**AGENT_WIRE, "name": "Support", "status": "inactive"},
-                                       headers=h)).json()
-    by = lambda q: client.get(f"/api/agents?{q}", headers=h)
+    support = await (
+        await client.post("/api/agents", json={**AGENT_WIRE, "name": "Support", "status": "inactive"}, headers=h)
+    ).json()
+
+    def by(q):
+        return client.get(f"/api/agents?{q}", headers=h)
+
     assert [a["id"] for a in (await (await by("type=outbound")).json())["agents"]] == [sales["id"]]
     assert [a["id"] for a in (await (await by("status=inactive")).json())["agents"]] == [support["id"]]
     assert (await (await by("tenant_id=ten_someone_else")).json()) == {"agents": [], "total": 0}

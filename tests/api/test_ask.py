@@ -24,24 +24,38 @@ async def fakes():
 
 @pytest.fixture
 async def asking(settings, store, fakes):
-    app = create_app(settings.with_(google_api_key="gemini-key", google_base_url=fakes.gemini_base_url,
-                                    gemini_model="gemini-fake"), store=store)
+    app = create_app(
+        settings.with_(google_api_key="gemini-key", google_base_url=fakes.gemini_base_url, gemini_model="gemini-fake"),
+        store=store,
+    )
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 
 
 async def test_the_answer_comes_from_a_metric_function_the_model_called(asking, auth, fakes, store):
     h = auth("alice")
-    events = [{"contact_email": f"c{i}@x.test", "campaign": "Ohio", "step": 1, "event_type": "sent",
-               "event_ts": "2025-11-03T09:00:00Z"} for i in range(4)]
-    events.append({"contact_email": "c0@x.test", "campaign": "Ohio", "event_type": "replied",
-                   "event_ts": "2025-11-04T09:00:00Z"})
+    events = [
+        {
+            "contact_email": f"c{i}@x.test",
+            "campaign": "Ohio",
+            "step": 1,
+            "event_type": "sent",
+            "event_ts": "2025-11-03T09:00:00Z",
+        }
+        for i in range(4)
+    ]
+    events.append(
+        {"contact_email": "c0@x.test", "campaign": "Ohio", "event_type": "replied", "event_ts": "2025-11-04T09:00:00Z"}
+    )
     assert (await (await asking.post("/api/events", json=events, headers=h)).json())["inserted"] == 5
     # bob's sends in the same campaign must not reach alice's answer
     bob = [{**e, "contact_email": f"b{i}@y.test"} for i, e in enumerate(events[:4])] * 1
     await asking.post("/api/events", json=[*bob, {**bob[0], "contact_email": "z@y.test"}], headers=auth("bob"))
-    fakes.update_script(llm_tool_calls=[{"name": "metrics_summary",
-                                         "args": {"start": "2025-11-01", "end": "2025-11-30", "campaign": "Ohio"}}])
+    fakes.update_script(
+        llm_tool_calls=[
+            {"name": "metrics_summary", "args": {"start": "2025-11-01", "end": "2025-11-30", "campaign": "Ohio"}}
+        ]
+    )
     resp = await asking.post("/api/ask", json={"question": "What's my reply rate for the Ohio campaign?"}, headers=h)
     assert resp.status == 200, await resp.text()
     body = await resp.json()
@@ -58,9 +72,14 @@ async def test_the_answer_comes_from_a_metric_function_the_model_called(asking, 
     assert second[2]["parts"][0]["functionResponse"]["response"]["replies"] == 1
     # Both rounds are metered into alice's ledger, priced like any Gemini usage.
     counters = fakes.counters()[GEMINI]
-    events = store.read_sync(lambda db: list(db.query(
-        "SELECT * FROM usage_events WHERE source = 'ask' AND owner_id = (SELECT owner_id FROM outreach_events "
-        "WHERE contact_email = 'c1@x.test')")))
+    events = store.read_sync(
+        lambda db: list(
+            db.query(
+                "SELECT * FROM usage_events WHERE source = 'ask' AND owner_id = (SELECT owner_id FROM outreach_events "
+                "WHERE contact_email = 'c1@x.test')"
+            )
+        )
+    )
     assert sum(int(e["quantity"]) for e in events if e["token_kind"] == "input") == counters["prompt_tokens"]
     assert sum(int(e["quantity"]) for e in events if e["token_kind"] == "output") == counters["completion_tokens"]
     rate = Decimal("0.000075") / 1000
@@ -68,9 +87,13 @@ async def test_the_answer_comes_from_a_metric_function_the_model_called(asking, 
 
 
 async def test_a_bad_argument_is_returned_to_the_model_not_run(asking, auth, fakes):
-    fakes.update_script(llm_tool_calls=[{"name": "metrics_summary", "args": {"start": "yesterday", "end": "2025"}},
-                                        {"name": "agent_analytics", "args": {"agent_id": "someone-elses"}}],
-                        llm_replies=[])
+    fakes.update_script(
+        llm_tool_calls=[
+            {"name": "metrics_summary", "args": {"start": "yesterday", "end": "2025"}},
+            {"name": "agent_analytics", "args": {"agent_id": "someone-elses"}},
+        ],
+        llm_replies=[],
+    )
     body = await (await asking.post("/api/ask", json={"question": "q"}, headers=auth("alice"))).json()
     assert "metrics_summary returned" in body["answer"] and "error" in body["answer"]
     resp = await asking.post("/api/ask", json={"question": "q"}, headers=auth("alice"))

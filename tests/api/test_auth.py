@@ -61,10 +61,14 @@ def audience() -> tuple[str, ...]:
 @pytest.fixture
 async def clerk_client(tmp_path, jwks_server, audience):
     server, counter = jwks_server
-    settings = Settings(data_dir=tmp_path / "d", clerk_issuer=ISSUER,
-                        clerk_jwks_url=str(server.make_url("/.well-known/jwks.json")),
-                        clerk_authorized_parties=("https://app.example.com",), worker_enabled=False,
-                        jwt_audience=audience)
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        clerk_issuer=ISSUER,
+        clerk_jwks_url=str(server.make_url("/.well-known/jwks.json")),
+        clerk_authorized_parties=("https://app.example.com",),
+        worker_enabled=False,
+        jwt_audience=audience,
+    )
     store = Store(settings.database_path)
     async with TestClient(TestServer(create_app(settings, store=store), host="127.0.0.1")) as c:
         yield c, settings, counter
@@ -73,8 +77,14 @@ async def clerk_client(tmp_path, jwks_server, audience):
 
 def claims(**over):
     now = int(time.time())
-    base = {"iss": ISSUER, "sub": "user_alice", "iat": now, "nbf": now, "exp": now + 300,
-            "azp": "https://app.example.com"}
+    base = {
+        "iss": ISSUER,
+        "sub": "user_alice",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "azp": "https://app.example.com",
+    }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -95,8 +105,12 @@ def hs256_with_public_key(keys, payload):
     # The classic confusion attack: HMAC keyed with the RSA public key PEM.
     import hashlib
     import hmac
-    pem = keys["good"].public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    pem = (
+        keys["good"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     head = b64(json.dumps({"alg": "HS256", "kid": KID, "typ": "JWT"}).encode())
     body = b64(json.dumps(payload).encode())
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -106,8 +120,9 @@ def hs256_with_public_key(keys, payload):
 async def test_a_valid_clerk_token_is_accepted(clerk_client, keys):
     client, _, _ = clerk_client
     token = sign(keys["good"], claims())
-    resp = await client.post("/api/agents", json={"name": "a", "systemPrompt": "b"},
-                             headers={"Authorization": f"Bearer {token}"})
+    resp = await client.post(
+        "/api/agents", json={"name": "a", "systemPrompt": "b"}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert resp.status == 201
 
 
@@ -132,8 +147,9 @@ async def test_forged_or_invalid_tokens_are_401_and_write_nothing(clerk_client, 
     client, settings, _ = clerk_client
     before = table_snapshot(settings.database_path)
     token = ATTACKS[attack](keys)
-    resp = await client.post("/api/agents", json={"name": "a", "systemPrompt": "b"},
-                             headers={"Authorization": f"Bearer {token}"})
+    resp = await client.post(
+        "/api/agents", json={"name": "a", "systemPrompt": "b"}, headers={"Authorization": f"Bearer {token}"}
+    )
     await assert_error(resp, 401, "unauthorized")
     assert table_snapshot(settings.database_path) == before
 
@@ -149,8 +165,9 @@ async def test_a_burst_of_random_kids_causes_at_most_a_couple_of_jwks_fetches(cl
     good = sign(keys["good"], claims())
     assert (await client.get("/api/agents", headers={"Authorization": f"Bearer {good}"})).status == 200
     forged = [sign(keys["evil"], claims(), kid=uuid.uuid4().hex) for _ in range(200)]
-    results = await asyncio.gather(*[
-        client.get("/api/agents", headers={"Authorization": f"Bearer {t}"}) for t in forged])
+    results = await asyncio.gather(
+        *[client.get("/api/agents", headers={"Authorization": f"Bearer {t}"}) for t in forged]
+    )
     assert {r.status for r in results} == {401}
     assert counter["fetches"] <= 2, counter
     assert client.app[VERIFIER].jwks.fetch_count == counter["fetches"]
@@ -165,8 +182,9 @@ async def test_public_routes_need_no_token(clerk_client):
 
 
 async def _post_agent(client, token: str):
-    return await client.post("/api/agents", json={"name": "a", "systemPrompt": "b"},
-                             headers={"Authorization": f"Bearer {token}"})
+    return await client.post(
+        "/api/agents", json={"name": "a", "systemPrompt": "b"}, headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 async def test_without_an_audience_configured_aud_is_not_checked(clerk_client, keys):

@@ -26,8 +26,13 @@ PHONE = "+15551234567"
 
 @pytest.fixture
 def settings(settings):
-    return settings.with_(sip_outbound_trunk_id="ST_test", outbound_http_allowed_hosts=("127.0.0.1",),
-                          callback_backoff_seconds=0.05, callback_max_attempts=4, admin_users=("root",))
+    return settings.with_(
+        sip_outbound_trunk_id="ST_test",
+        outbound_http_allowed_hosts=("127.0.0.1",),
+        callback_backoff_seconds=0.05,
+        callback_max_attempts=4,
+        admin_users=("root",),
+    )
 
 
 class Receiver:
@@ -81,21 +86,44 @@ async def test_a_call_is_placed_dispatched_and_shown_in_both_shapes(client, auth
     assert resp.status == 201, await resp.text()
     placed = await resp.json()
     assert placed["status"] == "RINGING" and placed["room_name"].startswith("vx-out-")
-    (_name, raw), = calls
+    ((_name, raw),) = calls
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     meta = json.loads(req.metadata)
     assert (meta["direction"], meta["phone_number"], meta["call_id"]) == ("outbound", PHONE, placed["call_id"])
     status = await (await client.get(f"/api/calls/{placed['call_id']}/status", headers=h)).json()
-    assert {k: status[k] for k in ("status", "call_status", "call_direction", "outbound_phone_number", "room_name",
-                                   "ended_at", "duration")} == {
-        "status": "RINGING", "call_status": "RINGING", "call_direction": "OUTBOUND", "outbound_phone_number": PHONE,
-        "room_name": placed["room_name"], "ended_at": None, "duration": None}
+    assert {
+        k: status[k]
+        for k in (
+            "status",
+            "call_status",
+            "call_direction",
+            "outbound_phone_number",
+            "room_name",
+            "ended_at",
+            "duration",
+        )
+    } == {
+        "status": "RINGING",
+        "call_status": "RINGING",
+        "call_direction": "OUTBOUND",
+        "outbound_phone_number": PHONE,
+        "room_name": placed["room_name"],
+        "ended_at": None,
+        "duration": None,
+    }
     tel = await (await client.get(f"/api/telephony/outbound/call/{placed['call_id']}/status", headers=h)).json()
-    assert tel == {"call_id": placed["call_id"], "status": "ringing", "duration": None, "phone_number": PHONE,
-                   "end_reason": None, "sip_status_code": None}
-    second = await client.post("/api/telephony/outbound/call", json={"agent_id": agent_id, "phone_number": PHONE},
-                               headers=h)
+    assert tel == {
+        "call_id": placed["call_id"],
+        "status": "ringing",
+        "duration": None,
+        "phone_number": PHONE,
+        "end_reason": None,
+        "sip_status_code": None,
+    }
+    second = await client.post(
+        "/api/telephony/outbound/call", json={"agent_id": agent_id, "phone_number": PHONE}, headers=h
+    )
     assert second.status == 201 and (await second.json())["status"] == "ringing"
     await assert_error(await client.get(f"/api/calls/{placed['call_id']}/status", headers=auth("bob")), 404)
 
@@ -103,17 +131,25 @@ async def test_a_call_is_placed_dispatched_and_shown_in_both_shapes(client, auth
 async def test_statuses_the_job_reports_show_everywhere(client, auth, store):
     h = auth("alice")
     agent_id = await _agent(client, h)
-    answered = await (await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE},
-                                        headers=h)).json()
-    busy = await (await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE},
-                                    headers=h)).json()
+    answered = await (
+        await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=h)
+    ).json()
+    busy = await (
+        await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=h)
+    ).json()
     store.write_sync(calls_repo.transition, answered["call_id"], "ANSWERED")
     store.write_sync(lambda db: calls_repo.transition(db, answered["call_id"], "COMPLETED", end_reason="hangup"))
-    outcome = classify(lk.TwirpError("resource_exhausted", "busy", status=429,
-                                     metadata={"sip_status_code": "486", "sip_status": "Busy Here"}), ring_timeout=30)
-    store.write_sync(lambda db: calls_repo.transition(db, busy["call_id"], outcome.status,
-                                                      end_reason=outcome.end_reason,
-                                                      sip_status_code=outcome.sip_status_code))
+    outcome = classify(
+        lk.TwirpError(
+            "resource_exhausted", "busy", status=429, metadata={"sip_status_code": "486", "sip_status": "Busy Here"}
+        ),
+        ring_timeout=30,
+    )
+    store.write_sync(
+        lambda db: calls_repo.transition(
+            db, busy["call_id"], outcome.status, end_reason=outcome.end_reason, sip_status_code=outcome.sip_status_code
+        )
+    )
     # a terminal status never moves again
     assert store.write_sync(calls_repo.transition, busy["call_id"], "ANSWERED") is False
     done = await (await client.get(f"/api/calls/{answered['call_id']}/status", headers=h)).json()
@@ -121,8 +157,12 @@ async def test_statuses_the_job_reports_show_everywhere(client, auth, store):
     failed = await (await client.get(f"/api/telephony/outbound/call/{busy['call_id']}/status", headers=h)).json()
     assert (failed["status"], failed["end_reason"], failed["sip_status_code"]) == ("failed", "busy", 486)
     session = await (await client.get(f"/api/sessions/{busy['session_id']}", headers=h)).json()
-    assert (session["direction"], session["call_direction"], session["outbound_phone_number"],
-            session["call_status"]) == ("outbound", "OUTBOUND", PHONE, "FAILED")
+    assert (
+        session["direction"],
+        session["call_direction"],
+        session["outbound_phone_number"],
+        session["call_status"],
+    ) == ("outbound", "OUTBOUND", PHONE, "FAILED")
 
 
 def test_sip_outcomes_map_to_statuses_never_to_a_retry():
@@ -145,8 +185,13 @@ async def test_callbacks_are_signed_in_order_retried_and_every_attempt_is_listed
     try:
         h = auth("alice")
         agent_id = await _agent(client, h)
-        placed = await (await client.post("/api/calls/outbound", headers=h, json={
-            "agent_id": agent_id, "phone_number": PHONE, "callback_url": url})).json()
+        placed = await (
+            await client.post(
+                "/api/calls/outbound",
+                headers=h,
+                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": url},
+            )
+        ).json()
         store.write_sync(calls_repo.transition, placed["call_id"], "ANSWERED")
         store.write_sync(lambda db: calls_repo.transition(db, placed["call_id"], "COMPLETED", end_reason="hangup"))
 
@@ -156,8 +201,12 @@ async def test_callbacks_are_signed_in_order_retried_and_every_attempt_is_listed
 
         rows = await _until("three delivered callbacks", delivered)
         assert [(r["event_status"], r["attempt"], r["delivered"]) for r in rows] == [
-            ("RINGING", 1, False), ("RINGING", 2, False), ("RINGING", 3, True), ("ANSWERED", 1, True),
-            ("COMPLETED", 1, True)]
+            ("RINGING", 1, False),
+            ("RINGING", 2, False),
+            ("RINGING", 3, True),
+            ("ANSWERED", 1, True),
+            ("COMPLETED", 1, True),
+        ]
         secret = (await (await client.get("/api/calls/callback-secret", headers=h)).json())["secret"]
         seen = [(payload["call_status"], _verify(secret, sig, body)) for payload, sig, body in receiver.requests]
         assert seen == [("RINGING", True)] * 3 + [("ANSWERED", True), ("COMPLETED", True)]
@@ -175,13 +224,20 @@ async def test_private_callback_urls_are_refused_and_nothing_is_placed(client, a
     h = auth("alice")
     agent_id = await _agent(client, h)
     before = table_snapshot(settings.database_path)
-    for url in ("http://192.168.1.10/hook", "http://169.254.169.254/latest", "http://[::1]:9/x", "ftp://example.com/x",
-                "http://10.0.0.7:8080/"):
-        resp = await client.post("/api/calls/outbound", headers=h,
-                                 json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": url})
+    for url in (
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]:9/x",
+        "ftp://example.com/x",
+        "http://10.0.0.7:8080/",
+    ):
+        resp = await client.post(
+            "/api/calls/outbound", headers=h, json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": url}
+        )
         await assert_error(resp, 400)
-    await assert_error(await client.post("/api/calls/outbound", headers=h,
-                                         json={"agent_id": agent_id, "phone_number": "5551234"}), 422)
+    await assert_error(
+        await client.post("/api/calls/outbound", headers=h, json={"agent_id": agent_id, "phone_number": "5551234"}), 422
+    )
     assert table_snapshot(settings.database_path) == before and calls == []
 
 
@@ -189,11 +245,12 @@ async def test_ending_a_call_hangs_up_and_a_second_end_is_a_409(client, auth, tw
     _, calls = twirp_stub
     h = auth("alice")
     agent_id = await _agent(client, h)
-    placed = await (await client.post("/api/telephony/outbound/call", json={"agent_id": agent_id,
-                                                                             "phone_number": PHONE},
-                                      headers=h)).json()
-    await assert_error(await client.post(f"/api/telephony/outbound/call/{placed['call_id']}/end",
-                                         headers=auth("bob")), 404)
+    placed = await (
+        await client.post("/api/telephony/outbound/call", json={"agent_id": agent_id, "phone_number": PHONE}, headers=h)
+    ).json()
+    await assert_error(
+        await client.post(f"/api/telephony/outbound/call/{placed['call_id']}/end", headers=auth("bob")), 404
+    )
     resp = await client.post(f"/api/telephony/outbound/call/{placed['call_id']}/end", headers=h)
     assert resp.status == 200 and await resp.json() == {"success": True}
     assert [name for name, _ in calls][-2:] == ["RemoveParticipant", "DeleteRoom"]
@@ -204,21 +261,26 @@ async def test_ending_a_call_hangs_up_and_a_second_end_is_a_409(client, auth, tw
 
 async def test_limits_and_unavailable_agents_refuse_outbound_calls(client, auth, settings):
     h = auth("root")
-    team = await (await client.post("/tenants", json={"name": "t", "owner_user_id": "alice",
-                                                      "max_concurrent_calls": 1}, headers=h)).json()
+    team = await (
+        await client.post(
+            "/tenants", json={"name": "t", "owner_user_id": "alice", "max_concurrent_calls": 1}, headers=h
+        )
+    ).json()
     alice = {**auth("alice"), "X-Tenant-ID": team["id"]}
     agent_id = await _agent(client, alice)
-    first = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE},
-                              headers=alice)
+    first = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=alice)
     assert first.status == 201
     before = table_snapshot(settings.database_path)
-    second = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE},
-                               headers=alice)
+    second = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=alice)
     await assert_error(second, 429, "concurrency_limit")
     assert table_snapshot(settings.database_path) == before
     disabled = await _agent(client, auth("alice"), enabled=False)
-    await assert_error(await client.post("/api/calls/outbound", json={"agent_id": disabled, "phone_number": PHONE},
-                                         headers=auth("alice")), 409)
+    await assert_error(
+        await client.post(
+            "/api/calls/outbound", json={"agent_id": disabled, "phone_number": PHONE}, headers=auth("alice")
+        ),
+        409,
+    )
 
 
 async def test_a_call_carries_its_campaign_or_its_agents_default(client, auth, store):
@@ -226,14 +288,20 @@ async def test_a_call_carries_its_campaign_or_its_agents_default(client, auth, s
     plain = await _agent(client, h)
     outreach = await _agent(client, h, campaign="Ohio")
     assert (await (await client.get(f"/api/agents/{outreach}", headers=h)).json())["campaign"] == "Ohio"
-    named = await (await client.post("/api/calls/outbound", headers=h, json={
-        "agent_id": plain, "phone_number": PHONE, "campaign": "Texas"})).json()
-    default = await (await client.post("/api/telephony/outbound/call", headers=h, json={
-        "agent_id": outreach, "phone_number": PHONE})).json()
-    phony = await (await client.post(f"/api/agents/{outreach}/call", headers=h, json={
-        "to_number": PHONE, "campaign": "Iowa"})).json()
-    none = await (await client.post("/api/calls/outbound", headers=h, json={"agent_id": plain,
-                                                                           "phone_number": PHONE})).json()
+    named = await (
+        await client.post(
+            "/api/calls/outbound", headers=h, json={"agent_id": plain, "phone_number": PHONE, "campaign": "Texas"}
+        )
+    ).json()
+    default = await (
+        await client.post("/api/telephony/outbound/call", headers=h, json={"agent_id": outreach, "phone_number": PHONE})
+    ).json()
+    phony = await (
+        await client.post(f"/api/agents/{outreach}/call", headers=h, json={"to_number": PHONE, "campaign": "Iowa"})
+    ).json()
+    none = await (
+        await client.post("/api/calls/outbound", headers=h, json={"agent_id": plain, "phone_number": PHONE})
+    ).json()
     sessions = {}
     for sid in (named["session_id"], default["session_id"], phony["call_sid"], none["session_id"]):
         sessions[sid] = (await (await client.get(f"/api/sessions/{sid}", headers=h)).json())["campaign"]

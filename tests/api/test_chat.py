@@ -19,7 +19,7 @@ from core.store import sessions as sessions_repo
 from core.store import tenants as tenants_repo
 from core.store.timefmt import parse_iso
 from pipelines.pricing import PriceBook, cost_nanos
-from tests.api.chat_support import fakes, idle_seconds, llm_requests, settings, texts, wait_session
+from tests.api.chat_support import fakes, idle_seconds, llm_requests, settings, texts, wait_session  # noqa: F401  (fixtures, found by pytest by name)
 from tests.api.seed import ANALYSIS, seed_agent, seed_call
 from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, assert_error, table_snapshot
 
@@ -31,15 +31,25 @@ def _agent(store, user: str = "alice", **changes) -> dict:
 
 
 async def _say(client, auth, message: str, user: str = "alice", **extra) -> dict:
-    r = await client.post("/trigger-agent", json={"message": message, "agent_slug": "front-desk", "user_id": "u-1",
-                                                  "conversation_id": "conv-1", "mode": "text", **extra},
-                          headers=auth(user))
+    r = await client.post(
+        "/trigger-agent",
+        json={
+            "message": message,
+            "agent_slug": "front-desk",
+            "user_id": "u-1",
+            "conversation_id": "conv-1",
+            "mode": "text",
+            **extra,
+        },
+        headers=auth(user),
+    )
     assert r.status == 200, await r.text()
     return await r.json()
 
 
-async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_three_messages(client, auth, store,
-                                                                                            fakes):
+async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_three_messages(
+    client, auth, store, fakes
+):
     _agent(store)
     fakes.update_script(llm_replies=["We open at nine.", "Until five.", "Yes, on Saturdays too."])
     first = await _say(client, auth, "When do you open?")
@@ -52,17 +62,26 @@ async def test_text_mode_answers_with_the_agents_llm_and_keeps_the_history_over_
     assert (second["response"], third["response"]) == ("Until five.", "Yes, on Saturdays too.")
 
     last = llm_requests(fakes)[-1]  # the third request carries the two turns before it, in order
-    assert texts(last) == [("user", "When do you open?"), ("model", "We open at nine."),
-                            ("user", "And when do you close?"), ("model", "Until five."),
-                            ("user", "Are you open at weekends?")]
+    assert texts(last) == [
+        ("user", "When do you open?"),
+        ("model", "We open at nine."),
+        ("user", "And when do you close?"),
+        ("model", "Until five."),
+        ("user", "Are you open at weekends?"),
+    ]
     assert PROMPT in last["systemInstruction"]["parts"][0]["text"]
 
-    s = (await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json())
+    s = await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
     assert s["channel"] == "text" and s["status"] == "active" and s["roomName"] is None
     assert (s["user_id"], s["conversation_id"]) == ("u-1", "conv-1")
     assert [(t["speaker"], t["content"]) for t in s["transcript"]] == [
-        ("USER", "When do you open?"), ("AGENT", "We open at nine."), ("USER", "And when do you close?"),
-        ("AGENT", "Until five."), ("USER", "Are you open at weekends?"), ("AGENT", "Yes, on Saturdays too.")]
+        ("USER", "When do you open?"),
+        ("AGENT", "We open at nine."),
+        ("USER", "And when do you close?"),
+        ("AGENT", "Until five."),
+        ("USER", "Are you open at weekends?"),
+        ("AGENT", "Yes, on Saturdays too."),
+    ]
     agent_turn = s["transcript"][1]
     assert agent_turn["providers"]["llm"] == "gemini" and agent_turn["metrics"]["llm_ttft"] >= 0
 
@@ -95,8 +114,13 @@ async def test_every_token_the_fake_reported_is_metered_and_priced_from_pricing_
     book = PriceBook.load()
     expected = 0
     for e in events:
-        quote = book.quote(provider="gemini", event_type="llm_tokens", model=e["model"], token_kind=e["token_kind"],
-                           at=parse_iso(e["occurred_at"]))
+        quote = book.quote(
+            provider="gemini",
+            event_type="llm_tokens",
+            model=e["model"],
+            token_kind=e["token_kind"],
+            at=parse_iso(e["occurred_at"]),
+        )
         expected += cost_nanos(Decimal(str(int(e["quantity"]))), quote.unit_cost)
     assert breakdown["total_cost_nanos"] == expected > 0
     # the same money in the tenant's totals
@@ -104,14 +128,16 @@ async def test_every_token_the_fake_reported_is_metered_and_priced_from_pricing_
     assert summary["total_cost_nanos"] == expected
 
 
-async def test_the_websocket_streams_deltas_then_the_final_message_in_the_same_session_as_post(client, auth, store,
-                                                                                            fakes):
+async def test_the_websocket_streams_deltas_then_the_final_message_in_the_same_session_as_post(
+    client, auth, store, fakes
+):
     _agent(store)
     fakes.update_script(llm_chunks=4, llm_replies=["Hello there, how can I help?", "We open at nine every day."])
     sid = (await _say(client, auth, "Hi"))["session_id"]
     async with client.ws_connect(f"/ws/chat/{sid}", headers=auth("alice")) as ws:
-        await ws.send_json({"type": "message", "content": "When do you open?", "user_id": "u-1",
-                            "timestamp": "2026-01-14T12:00:00Z"})
+        await ws.send_json(
+            {"type": "message", "content": "When do you open?", "user_id": "u-1", "timestamp": "2026-01-14T12:00:00Z"}
+        )
         deltas, final = [], None
         async with asyncio.timeout(20):
             while final is None:
@@ -125,17 +151,24 @@ async def test_the_websocket_streams_deltas_then_the_final_message_in_the_same_s
     assert final["timestamp"] and final["session_id"] == sid
     # the websocket's turn is in the history the next POST sees
     await _say(client, auth, "Thanks", session_id=sid)
-    assert texts(llm_requests(fakes)[-1])[-3:] == [("user", "When do you open?"),
-                                                 ("model", "We open at nine every day."), ("user", "Thanks")]
+    assert texts(llm_requests(fakes)[-1])[-3:] == [
+        ("user", "When do you open?"),
+        ("model", "We open at nine every day."),
+        ("user", "Thanks"),
+    ]
 
 
-async def test_the_websocket_takes_a_token_in_the_query_and_reports_errors_without_closing(client, auth, store, fakes,
-                                                                                         token_for):
+async def test_the_websocket_takes_a_token_in_the_query_and_reports_errors_without_closing(
+    client, auth, store, fakes, token_for
+):
     _agent(store)
     sid = (await _say(client, auth, "Hi"))["session_id"]
     async with client.ws_connect(f"/ws/chat/{sid}?token={token_for('alice')}") as ws:
-        for bad, needle in (("not json", "JSON"), ({"type": "message", "content": "  "}, "non-empty"),
-                            ({"type": "nope"}, "type must be")):
+        for bad, needle in (
+            ("not json", "JSON"),
+            ({"type": "message", "content": "  "}, "non-empty"),
+            ({"type": "nope"}, "type must be"),
+        ):
             await (ws.send_str(bad) if isinstance(bad, str) else ws.send_json(bad))
             msg = await ws.receive_json(timeout=10)
             assert msg["type"] == "error" and needle in msg["detail"], msg
@@ -153,8 +186,9 @@ async def test_the_websocket_takes_a_token_in_the_query_and_reports_errors_witho
     await wait_session(client, auth, sid, lambda s: s["analysisStatus"] == "completed")
 
 
-async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_never_continued(client, auth, store,
-                                                                                               fakes, settings):
+async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_never_continued(
+    client, auth, store, fakes, settings
+):
     _agent(store, "alice")
     _agent(store, "bob")
     alice = await _say(client, auth, "My name is Alice and my card ends 4242")
@@ -182,11 +216,13 @@ async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_
 async def test_bad_requests_are_refused_and_write_nothing(client, auth, store, settings):
     agent = _agent(store)
     before = table_snapshot(settings.database_path)
-    for body, status in (({"message": "hi", "agent_slug": "unknown"}, 404),
-                         ({"message": "", "agent_slug": "front-desk", "mode": "text"}, 422),
-                         ({"message": "   ", "agent_slug": "front-desk"}, 422),
-                         ({"message": "x" * 8001, "agent_slug": "front-desk"}, 422),
-                         ({"message": "hi"}, 422)):
+    for body, status in (
+        ({"message": "hi", "agent_slug": "unknown"}, 404),
+        ({"message": "", "agent_slug": "front-desk", "mode": "text"}, 422),
+        ({"message": "   ", "agent_slug": "front-desk"}, 422),
+        ({"message": "x" * 8001, "agent_slug": "front-desk"}, 422),
+        ({"message": "hi"}, 422),
+    ):
         r = await client.post("/trigger-agent", json=body, headers=auth("alice"))
         await assert_error(r, status)
     r = await client.post("/trigger-agent", data="{not json", headers=auth("alice"))
@@ -233,7 +269,8 @@ async def test_closing_a_conversation_ends_and_analyses_it_once(client, auth, st
 
 @pytest.mark.parametrize("primary_fails", [False, True], ids=["primary-healthy", "primary-failing"])
 async def test_a_conversation_with_a_fallback_llm_is_analysed_and_billed_to_the_llm_that_answered(
-        client, auth, store, fakes, primary_fails):
+    client, auth, store, fakes, primary_fails
+):
     _agent(store, fallbackLlmProviders=["openai"])
     if primary_fails:
         fakes.fail("gemini", "reject")  # for the reply and the analysis alike
@@ -254,23 +291,30 @@ async def test_a_conversation_with_a_fallback_llm_is_analysed_and_billed_to_the_
 
 
 async def test_voice_mode_dispatches_through_the_token_routes_checks_and_text_chats_take_no_call_slot(
-        client, auth, store, fakes, twirp_stub):
+    client, auth, store, fakes, twirp_stub
+):
     _, calls = twirp_stub
     _agent(store)
-    store.write_sync(lambda db: tenants_repo.update(db, tenants_repo.ensure_personal(db, "alice")["id"],
-                                                    {"max_concurrent_calls": 1}))
+    store.write_sync(
+        lambda db: tenants_repo.update(db, tenants_repo.ensure_personal(db, "alice")["id"], {"max_concurrent_calls": 1})
+    )
     await _say(client, auth, "Hi")
     await _say(client, auth, "Hi again")  # two live chats, a limit of one call: chats are no calls
     assert await (await client.get("/api/calls/active", headers=auth("alice"))).json() == []
-    voice = {"room_name": "room-123", "agent_slug": "front-desk", "user_id": "user-123",
-             "conversation_id": "conv-123", "platform": "livekit"}
+    voice = {
+        "room_name": "room-123",
+        "agent_slug": "front-desk",
+        "user_id": "user-123",
+        "conversation_id": "conv-123",
+        "platform": "livekit",
+    }
     r = await client.post("/trigger-agent", json=voice, headers=auth("alice"))
     body = await r.json()
     assert r.status == 200, body
     assert (body["success"], body["mode"], body["room_name"]) == (True, "voice", "room-123")
     claims = lk.TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(body["token"])
     assert claims.video.room == "room-123" and claims.identity == body["identity"] and body["server_url"]
-    (name, raw), = calls
+    ((name, raw),) = calls
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     assert name == "CreateDispatch" and req.room == "room-123"
@@ -283,8 +327,9 @@ async def test_voice_mode_dispatches_through_the_token_routes_checks_and_text_ch
     assert len(calls) == 1
 
 
-async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_token_route(settings, store, fakes,
-                                                                                          twirp_stub, auth):
+async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_token_route(
+    settings, store, fakes, twirp_stub, auth
+):
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import create_app
@@ -295,11 +340,15 @@ async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_t
     async def capacity() -> str | None:
         return "1 calls running or starting, the most this worker takes is 1"
 
-    async with TestClient(TestServer(create_app(settings, store=store, worker_capacity=capacity),
-                                     host="127.0.0.1")) as client:
+    async with TestClient(
+        TestServer(create_app(settings, store=store, worker_capacity=capacity), host="127.0.0.1")
+    ) as client:
         before = table_snapshot(settings.database_path)
-        r = await client.post("/trigger-agent", json={"agent_slug": "front-desk", "platform": "livekit"},
-                              headers={"Authorization": f"Bearer {client.app[ISSUER].issue('alice')}"})
+        r = await client.post(
+            "/trigger-agent",
+            json={"agent_slug": "front-desk", "platform": "livekit"},
+            headers={"Authorization": f"Bearer {client.app[ISSUER].issue('alice')}"},
+        )
         await assert_error(r, 503, "service_unavailable")
         assert r.headers["Retry-After"] == "5" and calls == []
         assert table_snapshot(settings.database_path) == before
@@ -326,8 +375,11 @@ async def test_shutdown_closes_open_chat_sockets_and_waits_for_the_reply_in_flig
     await client.close()  # the app shuts down with the socket open and the reply half streamed
     assert time.monotonic() - started < 10
     assert ws.closed
-    items = store.read_sync(lambda db: list(db.query("SELECT speaker, content FROM transcript_items "
-                                                     "WHERE session_id = ? ORDER BY id", [sid])))
+    items = store.read_sync(
+        lambda db: list(
+            db.query("SELECT speaker, content FROM transcript_items WHERE session_id = ? ORDER BY id", [sid])
+        )
+    )
     assert [i["speaker"] for i in items] == ["USER", "AGENT", "USER", "AGENT"]  # the reply was recorded whole
     assert items[-1]["content"] == "This is a scripted reply."
 
@@ -336,8 +388,9 @@ async def test_an_agent_changed_mid_conversation_answers_with_its_new_configurat
     agent = _agent(store)
     sid = (await _say(client, auth, "Hi"))["session_id"]
     await _say(client, auth, "Hi again", session_id=sid)  # the same agent version: its LLM is reused
-    r = await client.put(f"/api/agents/{agent['id']}", json={"systemPrompt": "You are the night desk."},
-                         headers=auth("alice"))
+    r = await client.put(
+        f"/api/agents/{agent['id']}", json={"systemPrompt": "You are the night desk."}, headers=auth("alice")
+    )
     assert r.status == 200, await r.text()
     await _say(client, auth, "Still there?", session_id=sid)
     prompts = [req["systemInstruction"]["parts"][0]["text"] for req in llm_requests(fakes)]

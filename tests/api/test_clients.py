@@ -35,10 +35,20 @@ async def client_livekit():
 
 
 def _body(url: str, **kw) -> dict:
-    return {"id": "new-client", "name": "New Client", "domain": "newclient.example",
-            "settings": {"supabase": {"url": "https://project.supabase.example", "anon_key": "anon-key-000000000",
-                                      "service_role_key": SUPABASE_SECRET},
-                         "livekit": {"server_url": url, "api_key": CLIENT_KEY, "api_secret": CLIENT_SECRET}}, **kw}
+    return {
+        "id": "new-client",
+        "name": "New Client",
+        "domain": "newclient.example",
+        "settings": {
+            "supabase": {
+                "url": "https://project.supabase.example",
+                "anon_key": "anon-key-000000000",
+                "service_role_key": SUPABASE_SECRET,
+            },
+            "livekit": {"server_url": url, "api_key": CLIENT_KEY, "api_secret": CLIENT_SECRET},
+        },
+        **kw,
+    }
 
 
 async def test_secrets_are_write_only_masked_and_sealed_at_rest(client, auth, settings, client_livekit):
@@ -50,21 +60,32 @@ async def test_secrets_are_write_only_masked_and_sealed_at_rest(client, auth, se
     livekit = made["settings"]["livekit"]
     assert livekit == {"server_url": url, "api_key": CLIENT_KEY, "api_secret": "****ough"}
     assert made["settings"]["supabase"]["service_role_key"] == "****6789"
-    assert (made["id"], made["name"], made["domain"], made["active"]) == ("new-client", "New Client",
-                                                                         "newclient.example", True)
+    assert (made["id"], made["name"], made["domain"], made["active"]) == (
+        "new-client",
+        "New Client",
+        "newclient.example",
+        True,
+    )
     assert await (await client.get("/api/v1/clients", headers=h)).json() == [made]
     assert await (await client.get("/api/v1/clients/new-client", headers=h)).json() == made
     snapshot = json.dumps(table_snapshot(settings.database_path), default=str)
     assert CLIENT_SECRET not in snapshot and SUPABASE_SECRET not in snapshot
     # the masked value sent back keeps the secret; a rename and deactivation apply
-    put = await client.put("/api/v1/clients/new-client", headers=h,
-                           json={"name": "Updated Client Name", "active": False, "settings": made["settings"]})
+    put = await client.put(
+        "/api/v1/clients/new-client",
+        headers=h,
+        json={"name": "Updated Client Name", "active": False, "settings": made["settings"]},
+    )
     updated = await put.json()
     assert put.status == 200 and updated["name"] == "Updated Client Name" and updated["active"] is False
     assert updated["settings"] == made["settings"]
     await assert_error(await client.post("/api/v1/clients", json=_body(url), headers=h), 409)
-    await assert_error(await client.post("/api/v1/clients", json=_body(url, id="half", settings={
-        "livekit": {"server_url": url}}), headers=h), 422)
+    await assert_error(
+        await client.post(
+            "/api/v1/clients", json=_body(url, id="half", settings={"livekit": {"server_url": url}}), headers=h
+        ),
+        422,
+    )
     # another tenant may use the same client id; it is theirs alone
     assert (await client.post("/api/v1/clients", json=_body(url), headers=auth("bob"))).status == 201
     await assert_error(await client.get("/api/v1/clients/new-client", headers=auth("mallory")), 404)
@@ -90,8 +111,12 @@ async def test_a_clients_agents_call_through_the_clients_livekit_server(client, 
     assert req.room == "site-1" and json.loads(req.metadata)["session_id"] == body["sessionId"]
 
     # the client's server's webhooks are verified with its key
-    event = {"event": "room_finished", "room": {"name": "site-1"}, "id": f"EV_{uuid.uuid4().hex}",
-             "createdAt": "1767225660"}
+    event = {
+        "event": "room_finished",
+        "room": {"name": "site-1"},
+        "id": f"EV_{uuid.uuid4().hex}",
+        "createdAt": "1767225660",
+    }
     raw = json.dumps(event)
     digest = base64.b64encode(hashlib.sha256(raw.encode()).digest()).decode()
     signed = lk.AccessToken(CLIENT_KEY, CLIENT_SECRET).with_sha256(digest).to_jwt()

@@ -28,8 +28,11 @@ async def test_the_page_is_public_and_names_its_assets_by_content_hash(client):
 
 async def test_assets_are_served_with_their_types_and_cached_forever_under_the_current_hash(client):
     _, assets = await _page(client)
-    for path, ctype in [("js/app.js", "text/javascript"), ("app.css", "text/css"),
-                        ("vendor/livekit-client/livekit-client.umd.js", "text/javascript")]:
+    for path, ctype in [
+        ("js/app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("vendor/livekit-client/livekit-client.umd.js", "text/javascript"),
+    ]:
         resp = await client.get(f"{assets}/{path}")
         assert resp.status == 200, path
         assert resp.content_type == ctype

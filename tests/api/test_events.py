@@ -35,8 +35,11 @@ def settings(settings):
 def live_call(store, user: str) -> str:
     """A web call whose job has started: the repositories write call.started as the job's would."""
     agent = seed_agent(store, user)
-    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=tenant_of(user), agent_id=agent["id"],
-                                                           room_name=f"room-{os.urandom(4).hex()}"))
+    sid = store.write_sync(
+        lambda db: sessions_repo.create(
+            db, owner_id=tenant_of(user), agent_id=agent["id"], room_name=f"room-{os.urandom(4).hex()}"
+        )
+    )
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
     return sid
 
@@ -56,8 +59,12 @@ async def events_until(ws, last_type: str, timeout: float = 10.0) -> list[dict[s
 
 
 def upgrade_headers() -> dict[str, str]:
-    return {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    return {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
 
 
 async def api_key(client, auth, user: str) -> str:
@@ -73,29 +80,45 @@ async def test_a_calls_events_arrive_in_order_by_header_query_token_and_api_key(
     by_key = await client.ws_connect(f"/events/ws?token={key}")
     by_key_header = await client.ws_connect("/events/ws", headers={"X-API-Key": key})
     sid = live_call(store, "alice")
-    store.write_sync(lambda db: sessions_repo.append_item(db, session_id=sid, item_key="u1", speaker="USER",
-                                                          content="Where is my order?", timestamp="t"))
-    store.write_sync(lambda db: sessions_repo.append_item(db, session_id=sid, item_key="a1", speaker="AGENT",
-                                                          content="Let me look.", timestamp="t"))
+    store.write_sync(
+        lambda db: sessions_repo.append_item(
+            db, session_id=sid, item_key="u1", speaker="USER", content="Where is my order?", timestamp="t"
+        )
+    )
+    store.write_sync(
+        lambda db: sessions_repo.append_item(
+            db, session_id=sid, item_key="a1", speaker="AGENT", content="Let me look.", timestamp="t"
+        )
+    )
     store.write_sync(sessions_repo.merge_context, tenant_of("alice"), sid, {"order": "A-1"})
     store.write_sync(lambda db: sessions_repo.end(db, sid, reason="participant_left"))
     for ws in (by_header, by_query, by_key, by_key_header):
         got = await events_until(ws, "call.ended")
-        assert [e["type"] for e in got] == ["call.started", "transcript.final", "transcript.final",
-                                            "context.updated", "call.ended"]
+        assert [e["type"] for e in got] == [
+            "call.started",
+            "transcript.final",
+            "transcript.final",
+            "context.updated",
+            "call.ended",
+        ]
         assert {e["call_sid"] for e in got} == {sid}
         assert [e["id"] for e in got] == sorted(e["id"] for e in got)
         assert all(e["timestamp"].endswith("Z") for e in got)
         assert (got[1]["speaker"], got[1]["text"], got[2]["speaker"], got[2]["text"]) == (
-            "user", "Where is my order?", "agent", "Let me look.")
+            "user",
+            "Where is my order?",
+            "agent",
+            "Let me look.",
+        )
         assert got[3]["context"] == {"order": "A-1"}
         assert got[4]["reason"] == "participant_left" and isinstance(got[4]["duration"], int)
         await ws.close()
     # the same events stay listed for the call afterwards
     listed = await (await client.get(f"/api/calls/{sid}/events", headers=auth("alice"))).json()
     assert [e["type"] for e in listed["events"]] == [e["type"] for e in got]
-    page = await (await client.get(f"/api/calls/{sid}/events?after={got[1]['id']}&limit=2",
-                                   headers=auth("alice"))).json()
+    page = await (
+        await client.get(f"/api/calls/{sid}/events?after={got[1]['id']}&limit=2", headers=auth("alice"))
+    ).json()
     assert [e["id"] for e in page["events"]] == [got[2]["id"], got[3]["id"]]
 
 
@@ -111,8 +134,9 @@ async def test_without_credentials_or_upgrade_the_stream_is_refused_with_the_err
 async def test_the_eleventh_connection_of_a_key_is_refused_and_a_freed_place_is_taken_again(client, auth, store):
     key = await api_key(client, auth, "alice")
     open_ = [await client.ws_connect(f"/events/ws?token={key}") for _ in range(10)]
-    body = await assert_error(await client.get(f"/events/ws?token={key}", headers=upgrade_headers()), 429,
-                              "connection_limit")
+    body = await assert_error(
+        await client.get(f"/events/ws?token={key}", headers=upgrade_headers()), 429, "connection_limit"
+    )
     assert "10" in body["detail"]
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/events/ws", headers={"X-API-Key": key})
@@ -132,16 +156,21 @@ async def test_the_eleventh_connection_of_a_key_is_refused_and_a_freed_place_is_
 
 async def test_another_tenants_call_is_a_404_and_its_events_never_arrive(client, auth, store):
     alice_call = live_call(store, "alice")
-    await assert_error(await client.get(f"/events/ws?call_sid={alice_call}", headers={**auth("bob"),
-                                                                                       **upgrade_headers()}), 404)
+    await assert_error(
+        await client.get(f"/events/ws?call_sid={alice_call}", headers={**auth("bob"), **upgrade_headers()}), 404
+    )
     await assert_error(await client.get(f"/api/calls/{alice_call}/events", headers=auth("bob")), 404)
-    await assert_error(await client.get("/events/ws?call_sid=nope", headers={**auth("alice"),
-                                                                             **upgrade_headers()}), 404)
+    await assert_error(
+        await client.get("/events/ws?call_sid=nope", headers={**auth("alice"), **upgrade_headers()}), 404
+    )
     bob_all = await client.ws_connect("/events/ws", headers=auth("bob"))
     alice_one = await client.ws_connect(f"/events/ws?call_sid={alice_call}", headers=auth("alice"))
     alice_other = live_call(store, "alice")
-    store.write_sync(lambda db: sessions_repo.append_item(db, session_id=alice_call, item_key="u1", speaker="USER",
-                                                          content="secret", timestamp="t"))
+    store.write_sync(
+        lambda db: sessions_repo.append_item(
+            db, session_id=alice_call, item_key="u1", speaker="USER", content="secret", timestamp="t"
+        )
+    )
     store.write_sync(lambda db: sessions_repo.end(db, alice_other, reason="participant_left"))
     store.write_sync(lambda db: sessions_repo.end(db, alice_call, reason="participant_left"))
     bob_call = live_call(store, "bob")  # written last: when bob sees it, alice's events had their chance
@@ -169,10 +198,18 @@ async def test_a_slow_consumer_is_closed_with_4008_while_writers_and_other_subsc
         while hub.dropped_count == 0:  # until the socket's buffers and the queue are full
             assert time.monotonic() < deadline, "the slow consumer was never dropped"
             started = time.monotonic()
-            store.write_sync(lambda db: [events_repo.emit(db, owner_id=owner, call_sid=flooded,
-                                                          event_type="transcript.partial",
-                                                          payload={"speaker": "user", "text": blob})
-                                         for _ in range(100)])
+            store.write_sync(
+                lambda db: [
+                    events_repo.emit(
+                        db,
+                        owner_id=owner,
+                        call_sid=flooded,
+                        event_type="transcript.partial",
+                        payload={"speaker": "user", "text": blob},
+                    )
+                    for _ in range(100)
+                ]
+            )
             slowest_write = max(slowest_write, time.monotonic() - started)
             await asyncio.sleep(0.15)
         assert slowest_write < 5.0  # a write never waits for a consumer
@@ -194,29 +231,42 @@ async def test_override_commands_are_recorded_as_call_events_with_who_sent_them(
     h = auth("alice")
     key = await api_key(client, auth, "alice")
     agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
-    phone = await (await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE},
-                                     headers=h)).json()
+    phone = await (await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE}, headers=h)).json()
     sid = phone["call_sid"]
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="j1"))
     stream = await client.ws_connect(f"/events/ws?call_sid={sid}", headers=h)
-    assert (await client.post("/api/override/text", json={"call_sid": sid, "text": "Please hold."},
-                              headers=h)).status == 200
-    assert (await client.post("/api/override/dtmf", json={"call_sid": sid, "digit": "5"},
-                              headers={"X-API-Key": key})).status == 200
-    await assert_error(await client.post("/api/override/dtmf", json={"call_sid": sid, "digit": "55"},
-                                         headers=h), 422)
-    assert (await client.post("/api/override/transfer", json={"call_sid": sid, "target": "+15550002222"},
-                              headers=h)).status == 200
+    assert (
+        await client.post("/api/override/text", json={"call_sid": sid, "text": "Please hold."}, headers=h)
+    ).status == 200
+    assert (
+        await client.post("/api/override/dtmf", json={"call_sid": sid, "digit": "5"}, headers={"X-API-Key": key})
+    ).status == 200
+    await assert_error(await client.post("/api/override/dtmf", json={"call_sid": sid, "digit": "55"}, headers=h), 422)
+    assert (
+        await client.post("/api/override/transfer", json={"call_sid": sid, "target": "+15550002222"}, headers=h)
+    ).status == 200
     assert (await client.post("/api/override/end", json={"call_sid": sid}, headers=h)).status == 200
     live = await events_until(stream, "call.updated")
-    assert [e["type"] for e in live] == ["override.text", "override.dtmf", "override.transfer", "override.end",
-                                         "call.updated"]
+    assert [e["type"] for e in live] == [
+        "override.text",
+        "override.dtmf",
+        "override.transfer",
+        "override.end",
+        "call.updated",
+    ]
     assert live[2]["target"] == "+15550002222"
     assert live[-1]["call_status"] == "FAILED" and live[-1]["status"] == "failed"
     listed = (await (await client.get(f"/api/calls/{sid}/events", headers=h)).json())["events"]
     by_type = {e["type"]: e for e in listed}
-    assert [e["type"] for e in listed] == ["call.started", "call.updated", "override.text", "override.dtmf",
-                                           "override.transfer", "override.end", "call.updated"]
+    assert [e["type"] for e in listed] == [
+        "call.started",
+        "call.updated",
+        "override.text",
+        "override.dtmf",
+        "override.transfer",
+        "override.end",
+        "call.updated",
+    ]
     assert by_type["override.text"]["text"] == "Please hold." and by_type["override.text"]["sent_by"] == "alice"
     assert by_type["override.text"]["key_id"] is None
     dtmf = by_type["override.dtmf"]
@@ -237,8 +287,16 @@ async def test_the_stream_pings_so_a_dead_peer_is_noticed(settings, store):
 
 async def test_old_events_are_pruned_after_the_retention(client, store):
     sid = live_call(store, "alice")
-    store.write_sync(lambda db: events_repo.emit(db, owner_id=tenant_of("alice"), call_sid=sid, event_type="error",
-                                                 payload={"detail": "old"}, at="2020-01-01T00:00:00.000000Z"))
+    store.write_sync(
+        lambda db: events_repo.emit(
+            db,
+            owner_id=tenant_of("alice"),
+            call_sid=sid,
+            event_type="error",
+            payload={"detail": "old"},
+            at="2020-01-01T00:00:00.000000Z",
+        )
+    )
     assert await client.app[EVENTS].prune_once() == 1
     kept = store.read_sync(lambda db: events_repo.for_call(db, tenant_of("alice"), sid, limit=100))
     assert [e["type"] for e in kept] == ["call.started"]
@@ -264,15 +322,22 @@ async def test_the_query_token_never_reaches_the_access_log(settings, store, cap
 async def test_text_chats_are_not_calls_and_stay_off_the_stream_while_relay_calls_are_on_it(client, store):
     agent = seed_agent(store, "alice")
     owner = tenant_of("alice")
-    chat = store.write_sync(lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"], channel="text",
-                                                            status="active"))
-    store.write_sync(lambda db: sessions_repo.append_item(db, session_id=chat, item_key="u1", speaker="USER",
-                                                          content="hi", timestamp="t"))
+    chat = store.write_sync(
+        lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"], channel="text", status="active")
+    )
+    store.write_sync(
+        lambda db: sessions_repo.append_item(
+            db, session_id=chat, item_key="u1", speaker="USER", content="hi", timestamp="t"
+        )
+    )
     store.write_sync(lambda db: sessions_repo.end(db, chat, reason="closed"))
-    relay = store.write_sync(lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"],
-                                                             channel="relay", status="active"))
+    relay = store.write_sync(
+        lambda db: sessions_repo.create(db, owner_id=owner, agent_id=agent["id"], channel="relay", status="active")
+    )
     store.write_sync(lambda db: sessions_repo.end(db, relay, reason="completed"))
-    listed = lambda sid: [e["type"] for e in store.read_sync(
-        lambda db: events_repo.for_call(db, owner, sid, limit=100))]
+
+    def listed(sid):
+        return [e["type"] for e in store.read_sync(lambda db: events_repo.for_call(db, owner, sid, limit=100))]
+
     assert listed(chat) == []
     assert listed(relay) == ["call.started", "call.ended"]

@@ -41,8 +41,9 @@ def test_the_depth_scan_counts_levels_outside_strings_only():
     assert too_deep("[" * 40)
 
 
-async def test_every_route_taking_a_body_refuses_deep_json_with_400_and_writes_nothing(client, auth, store,
-                                                                                     settings, caplog):
+async def test_every_route_taking_a_body_refuses_deep_json_with_400_and_writes_nothing(
+    client, auth, store, settings, caplog
+):
     ids = object_ids(store)
     before = table_snapshot(settings.database_path)
     seed_paths = {r.path for r in all_routes() if r.seed_errors}
@@ -57,8 +58,9 @@ async def test_every_route_taking_a_body_refuses_deep_json_with_400_and_writes_n
                 path = path.replace("{" + other + "}", "alice")
             for method in [route.method] + (["PATCH"] if route.method == "PUT" else []):
                 for body in DEEP_BODIES:
-                    resp = await client.request(method, path, data=body, headers={
-                        **auth("alice"), "Content-Type": "application/json"})
+                    resp = await client.request(
+                        method, path, data=body, headers={**auth("alice"), "Content-Type": "application/json"}
+                    )
                     err = await assert_error(resp, 400, "json_too_deep")
                     assert str(MAX_DEPTH) in err["detail"], (method, path)
                     if route.path in seed_paths:  # 004's shape on 004's routes
@@ -87,8 +89,11 @@ async def test_a_body_at_the_limit_is_accepted_and_one_level_more_is_not(client,
     ok = await client.post("/api/agents", json={**AGENT_WIRE, "contextData": context(MAX_DEPTH - 1)}, headers=h)
     assert ok.status == 201, await ok.text()
     before = table_snapshot(settings.database_path)
-    await assert_error(await client.post("/api/agents", json={**AGENT_WIRE, "contextData": context(MAX_DEPTH)},
-                                         headers=h), 400, "json_too_deep")
+    await assert_error(
+        await client.post("/api/agents", json={**AGENT_WIRE, "contextData": context(MAX_DEPTH)}, headers=h),
+        400,
+        "json_too_deep",
+    )
     assert table_snapshot(settings.database_path) == before
     listed = await (await client.get("/api/agents", headers=h)).json()
     assert listed["total"] == 1 and listed["agents"][0]["contextData"] == context(MAX_DEPTH - 1)
@@ -99,9 +104,13 @@ async def test_a_deep_call_context_is_refused_before_it_is_stored(client, auth, 
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="j1"))
     before = table_snapshot(settings.database_path)
     deep = b'{"context":' + nested_object(900) + b"}"
-    await assert_error(await client.put(f"/api/calls/{sid}/context", data=deep,
-                                        headers={**auth("alice"), "Content-Type": "application/json"}),
-                       400, "json_too_deep")
+    await assert_error(
+        await client.put(
+            f"/api/calls/{sid}/context", data=deep, headers={**auth("alice"), "Content-Type": "application/json"}
+        ),
+        400,
+        "json_too_deep",
+    )
     assert table_snapshot(settings.database_path) == before
     assert (await client.get("/api/calls/active", headers=auth("alice"))).status == 200
 
@@ -110,8 +119,7 @@ def _store_raw(store, sql: str, args: list) -> None:
     store.write_sync(lambda db: db.execute(sql, args))
 
 
-async def test_rows_stored_before_the_limit_list_with_the_deep_field_null_and_a_log_line(client, auth, store,
-                                                                                       caplog):
+async def test_rows_stored_before_the_limit_list_with_the_deep_field_null_and_a_log_line(client, auth, store, caplog):
     """As the attack left them: a 900-deep call context and agent contextData, written before bodies were checked."""
     deep = nested_object(900).decode()
     agent = seed_agent(store, "alice", name="Deep")
@@ -142,8 +150,11 @@ async def test_rows_stored_before_the_limit_list_with_the_deep_field_null_and_a_
 
 async def test_a_chat_socket_answers_a_deep_frame_with_an_error_and_stays_open(client, auth, store):
     agent = seed_agent(store, "alice")
-    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent["id"],
-                                                           channel="text", status="active"))
+    sid = store.write_sync(
+        lambda db: sessions_repo.create(
+            db, owner_id=tenant_of("alice"), agent_id=agent["id"], channel="text", status="active"
+        )
+    )
     async with client.ws_connect(f"/ws/chat/{sid}", headers=auth("alice")) as ws:
         for frame in (nested_object(10_000), b"[" * 30_000, nested_array(MAX_DEPTH + 1)):  # frames are <= 64 KB
             await ws.send_str(frame.decode())

@@ -13,9 +13,16 @@ from tests.conftest import assert_error, table_snapshot
 BOOK = PriceBook.load()
 
 SEED_ITEM = {
-    "provider": "openai", "model": "o3-mini", "tokens_in": 291, "tokens_out": 572, "cost_usd": 0.002837,
-    "campaign_name": "Ohio", "contact_email": "cs@foxtronix.com", "purpose": "company_summarization",
-    "workflow_id": "CiaofBF4zkgB2bhR", "run_id": "990",
+    "provider": "openai",
+    "model": "o3-mini",
+    "tokens_in": 291,
+    "tokens_out": 572,
+    "cost_usd": 0.002837,
+    "campaign_name": "Ohio",
+    "contact_email": "cs@foxtronix.com",
+    "purpose": "company_summarization",
+    "workflow_id": "CiaofBF4zkgB2bhR",
+    "run_id": "990",
     "metadata": {"workflow_type": "Email Preparation", "data_source": "api_exact"},
 }
 
@@ -31,8 +38,12 @@ async def test_the_seed_cost_event_is_stored_with_its_exact_cost_through_the_web
     resp = await client.post("/api/cost-events", json=[SEED_ITEM], headers={"x-webhook-token": key})
     assert resp.status == 200, await resp.text()
     body = await resp.json()
-    assert {k: body[k] for k in ("success", "inserted", "errors", "duplicates")} == \
-        {"success": True, "inserted": 1, "errors": 0, "duplicates": 0}
+    assert {k: body[k] for k in ("success", "inserted", "errors", "duplicates")} == {
+        "success": True,
+        "inserted": 1,
+        "errors": 0,
+        "duplicates": 0,
+    }
     [result] = body["results"]
     assert set(result) >= {"id", "provider", "model", "cost_usd"}
     assert result["provider"] == "openai" and result["model"] == "o3-mini" and result["cost_usd"] == 0.002837
@@ -51,8 +62,9 @@ async def test_a_known_model_keeps_the_priced_figure_beside_the_reported_one(cli
     assert r["provider"] == "openai" and r["cost_nanos"] == 10_000_000 and r["reported_cost_usd"] == 0.01
     assert r["priced_cost_usd"] == priced / 1e9 == 0.00135
     # Without a reported cost the priced figure is what the ledger counts.
-    body = await (await client.post("/api/cost-events", json=[{**item, "cost_usd": None, "run_id": 7}],
-                                    headers=auth("alice"))).json()
+    body = await (
+        await client.post("/api/cost-events", json=[{**item, "cost_usd": None, "run_id": 7}], headers=auth("alice"))
+    ).json()
     assert body["results"][0]["cost_nanos"] == priced and body["results"][0]["reported_cost_usd"] is None
 
 
@@ -80,8 +92,9 @@ async def test_a_request_with_nothing_valid_is_a_400_with_004s_error_keys_and_wr
         assert body["error"] == "Invalid request format" and body["details"] == body["detail"]
     body = await assert_error(await client.post("/api/cost-events", data=b"{nope", headers=auth("alice")), 400)
     assert "not valid JSON" in body["details"]
-    body = await assert_error(await client.post("/api/cost-events", json=[SEED_ITEM],
-                                                headers={"x-webhook-token": "vxa_wrong"}), 401)
+    body = await assert_error(
+        await client.post("/api/cost-events", json=[SEED_ITEM], headers={"x-webhook-token": "vxa_wrong"}), 401
+    )
     assert body["error"] == "Unauthorized" and body["details"]
     assert table_snapshot(settings.database_path) == before
     # Other routes keep the one error body alone.
@@ -91,15 +104,26 @@ async def test_a_request_with_nothing_valid_is_a_400_with_004s_error_keys_and_wr
 
 async def test_a_thousand_events_sent_one_to_three_times_are_stored_once_with_exact_totals(client, auth, store):
     rng = random.Random(15)
-    events = [{"provider": "anthropic", "model": "claude", "tokens_in": i, "tokens_out": i + 1,
-               "cost_usd": f"0.{rng.randrange(10**8):08d}", "workflow_id": "wf", "run_id": str(i),
-               "purpose": "p", "campaign_name": "Ohio"} for i in range(1000)]
+    events = [
+        {
+            "provider": "anthropic",
+            "model": "claude",
+            "tokens_in": i,
+            "tokens_out": i + 1,
+            "cost_usd": f"0.{rng.randrange(10**8):08d}",
+            "workflow_id": "wf",
+            "run_id": str(i),
+            "purpose": "p",
+            "campaign_name": "Ohio",
+        }
+        for i in range(1000)
+    ]
     expected = sum(to_nanos(Decimal(e["cost_usd"])) for e in events)
     sends = [e for e in events for _ in range(rng.randint(1, 3))]
     rng.shuffle(sends)
     inserted = duplicates = 0
     for i in range(0, len(sends), 250):
-        body = await (await client.post("/api/cost-events", json=sends[i:i + 250], headers=auth("alice"))).json()
+        body = await (await client.post("/api/cost-events", json=sends[i : i + 250], headers=auth("alice"))).json()
         assert body["errors"] == 0
         inserted += body["inserted"]
         duplicates += body["duplicates"]
@@ -111,8 +135,10 @@ async def test_a_thousand_events_sent_one_to_three_times_are_stored_once_with_ex
 
 async def test_the_idempotency_key_replays_a_request_and_refuses_another_body(client, auth, store):
     h = {**auth("alice"), "Idempotency-Key": "batch-1"}
-    items = [{"provider": "openai", "model": "m", "cost_usd": 0.5}, {"provider": "openai", "model": "m",
-                                                                     "cost_usd": 0.25}]
+    items = [
+        {"provider": "openai", "model": "m", "cost_usd": 0.5},
+        {"provider": "openai", "model": "m", "cost_usd": 0.25},
+    ]
     first = await (await client.post("/api/cost-events", json=items, headers=h)).json()
     again = await (await client.post("/api/cost-events", json=items, headers=h)).json()
     assert first["inserted"] == 2 and again["inserted"] == 0 and again["duplicates"] == 2 and again["errors"] == 0
@@ -126,20 +152,29 @@ async def test_the_idempotency_key_replays_a_request_and_refuses_another_body(cl
     other = await (await client.post("/api/cost-events", json=items, headers=auth("alice"))).json()
     assert other["inserted"] == 2
     # Another tenant's identical key is its own.
-    bob = await (await client.post("/api/cost-events", json=items,
-                                   headers={**auth("bob"), "Idempotency-Key": "batch-1"})).json()
+    bob = await (
+        await client.post("/api/cost-events", json=items, headers={**auth("bob"), "Idempotency-Key": "batch-1"})
+    ).json()
     assert bob["inserted"] == 2
 
 
 async def test_outreach_events_are_idempotent_by_message_id_and_event_type(client, auth):
     key = await _key(client, auth, "alice")
     h = {"x-webhook-token": key}
-    sent = {"contact_email": "John@Example.com", "campaign": "Ohio", "step": 1, "event_type": "sent",
-            "provider": "gmail", "provider_message_id": "18c2f7a", "event_ts": "2025-12-03T15:12:02.000Z"}
+    sent = {
+        "contact_email": "John@Example.com",
+        "campaign": "Ohio",
+        "step": 1,
+        "event_type": "sent",
+        "provider": "gmail",
+        "provider_message_id": "18c2f7a",
+        "event_ts": "2025-12-03T15:12:02.000Z",
+    }
     body = await (await client.post("/api/events", json=sent, headers=h)).json()
     assert body["inserted"] == 1 and body["results"][0]["contact_email"] == "john@example.com"
     replied = {**sent, "event_type": "replied", "event_ts": "2025-12-04T09:00:00Z"}
-    body = await (await client.post("/api/events", json=[sent, replied, {**sent, "event_type": "clicked"}],
-                                    headers=h)).json()
+    body = await (
+        await client.post("/api/events", json=[sent, replied, {**sent, "event_type": "clicked"}], headers=h)
+    ).json()
     assert (body["inserted"], body["duplicates"], body["errors"]) == (1, 1, 1)
     assert body["error_details"][0]["index"] == 2 and "event_type" in body["error_details"][0]["error"]

@@ -31,8 +31,9 @@ async def test_an_agents_call_is_queued_with_its_context(client, auth, store, tw
     _, calls = twirp_stub
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
-    resp = await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE, "context": CONTEXT},
-                             headers=h)
+    resp = await client.post(
+        f"/api/agents/{agent['id']}/call", json={"to_number": PHONE, "context": CONTEXT}, headers=h
+    )
     assert resp.status == 201, await resp.text()
     body = await resp.json()
     assert body["status"] == "queued" and PHONE in body["message"] and body["call_sid"]
@@ -43,16 +44,18 @@ async def test_an_agents_call_is_queued_with_its_context(client, auth, store, tw
     assert json.loads(row["context"]) == CONTEXT and row["direction"] == "outbound"
     status = await (await client.get(f"/api/calls/{body['call_id']}/status", headers=h)).json()
     assert status["session_id"] == body["call_sid"] and status["call_status"] == "RINGING"
-    await assert_error(await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE},
-                                         headers=auth("bob")), 404)
+    await assert_error(
+        await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE}, headers=auth("bob")), 404
+    )
     await assert_error(await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": "12"}, headers=h), 422)
 
 
 async def test_active_calls_and_history_with_exact_costs(client, auth, store):
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
-    placed = await (await client.post(f"/api/agents/{agent['id']}/call",
-                                      json={"to_number": PHONE, "context": CONTEXT}, headers=h)).json()
+    placed = await (
+        await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE, "context": CONTEXT}, headers=h)
+    ).json()
     store.write_sync(lambda db: sessions_repo.mark_active(db, placed["call_sid"], job_id="j1"))
     _, web = seed_call(store, "alice", agent_id=agent["id"], started_at="2026-11-30T10:00:00.000000Z", ended_at=None)
     active = await (await client.get("/api/calls/active", headers=h)).json()
@@ -60,18 +63,45 @@ async def test_active_calls_and_history_with_exact_costs(client, auth, store):
     assert set(by_sid) == {placed["call_sid"], web}
     out = by_sid[placed["call_sid"]]
     assert (out["id"], out["to_number"], out["from_number"], out["direction"], out["status"], out["context"]) == (
-        placed["call_sid"], PHONE, None, "outbound", "ringing", CONTEXT)
+        placed["call_sid"],
+        PHONE,
+        None,
+        "outbound",
+        "ringing",
+        CONTEXT,
+    )
     assert (by_sid[web]["to_number"], by_sid[web]["status"]) == (None, "in-progress")
     assert await (await client.get("/api/calls/active", headers=auth("bob"))).json() == []
 
     # ended calls, one with usage: its cost is the ledger's exact total
-    ended = [seed_call(store, "alice", agent_id=agent["id"], started_at=f"2026-11-2{d}T10:00:00.000000Z",
-                       ended_at=f"2026-11-2{d}T10:01:00.000000Z")[1] for d in range(1, 4)]
+    ended = [
+        seed_call(
+            store,
+            "alice",
+            agent_id=agent["id"],
+            started_at=f"2026-11-2{d}T10:00:00.000000Z",
+            ended_at=f"2026-11-2{d}T10:01:00.000000Z",
+        )[1]
+        for d in range(1, 4)
+    ]
     book = PriceBook.load()
     at = datetime(2026, 11, 21, 10, 0, 30, tzinfo=UTC)
-    events = [make_event(book, key=f"k{i}", owner_id=tenant_of("alice"), session_id=ended[0], agent_id=agent["id"],
-                         provider="deepgram", model=None, event_type="stt_minutes", quantity=Decimal("0.333"),
-                         token_kind=None, at=at).as_dict() for i in range(3)]
+    events = [
+        make_event(
+            book,
+            key=f"k{i}",
+            owner_id=tenant_of("alice"),
+            session_id=ended[0],
+            agent_id=agent["id"],
+            provider="deepgram",
+            model=None,
+            event_type="stt_minutes",
+            quantity=Decimal("0.333"),
+            token_kind=None,
+            at=at,
+        ).as_dict()
+        for i in range(3)
+    ]
     store.write_sync(ledger.record_events, events)
     expected = sum(e["total_cost_nanos"] for e in events)
     history = await (await client.get("/api/calls/history?limit=2", headers=h)).json()
@@ -92,16 +122,19 @@ async def test_context_pushed_into_a_live_call_is_merged_stored_and_sent_to_its_
     _, calls = twirp_stub
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
-    placed = await (await client.post(f"/api/agents/{agent['id']}/call",
-                                      json={"to_number": PHONE, "context": CONTEXT}, headers=h)).json()
+    placed = await (
+        await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE, "context": CONTEXT}, headers=h)
+    ).json()
     sid = placed["call_sid"]
     await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}}, headers=h), 404)
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="j1"))
-    resp = await client.put(f"/api/calls/{sid}/context", json={"context": {"order": None, "mood": "upset"}},
-                            headers=h)
+    resp = await client.put(f"/api/calls/{sid}/context", json={"context": {"order": None, "mood": "upset"}}, headers=h)
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"message": "Context updated", "call_sid": sid,
-                                 "context": {"customer": "Ada", "mood": "upset"}}
+    assert await resp.json() == {
+        "message": "Context updated",
+        "call_sid": sid,
+        "context": {"customer": "Ada", "mood": "upset"},
+    }
     name, raw = calls[-1]
     req = proto_room.SendDataRequest()
     req.ParseFromString(raw)
@@ -109,8 +142,9 @@ async def test_context_pushed_into_a_live_call_is_merged_stored_and_sent_to_its_
     assert json.loads(req.data) == {"type": "context", "context": {"customer": "Ada", "mood": "upset"}}
     (live,) = await (await client.get("/api/calls/active", headers=h)).json()
     assert live["context"] == {"customer": "Ada", "mood": "upset"}
-    await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}},
-                                        headers=auth("bob")), 404)
+    await assert_error(
+        await client.put(f"/api/calls/{sid}/context", json={"context": {"x": 1}}, headers=auth("bob")), 404
+    )
     await assert_error(await client.put(f"/api/calls/{sid}/context", json={"context": "nope"}, headers=h), 422)
 
 
@@ -118,21 +152,28 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
     _, calls = twirp_stub
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).json()
-    phone = await (await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE},
-                                     headers=h)).json()
+    phone = await (await client.post(f"/api/agents/{agent['id']}/call", json={"to_number": PHONE}, headers=h)).json()
     _, web = seed_call(store, "alice", agent_id=agent["id"], started_at="2026-11-30T10:00:00.000000Z", ended_at=None)
     # not live yet, someone else's, malformed
-    await assert_error(await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": "hi"},
-                                         headers=h), 404)
+    await assert_error(
+        await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": "hi"}, headers=h), 404
+    )
     store.write_sync(lambda db: sessions_repo.mark_active(db, phone["call_sid"], job_id="j1"))
-    for path, body in (("/api/override/text", {"text": "hi"}), ("/api/override/dtmf", {"digit": "1"}),
-                       ("/api/override/transfer", {"target": "+15551111111"}), ("/api/override/end", {})):
-        await assert_error(await client.post(path, json={"call_sid": phone["call_sid"], **body},
-                                             headers=auth("bob")), 404)
-    await assert_error(await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": "12"},
-                                         headers=h), 422)
-    await assert_error(await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": ""},
-                                         headers=h), 422)
+    for path, body in (
+        ("/api/override/text", {"text": "hi"}),
+        ("/api/override/dtmf", {"digit": "1"}),
+        ("/api/override/transfer", {"target": "+15551111111"}),
+        ("/api/override/end", {}),
+    ):
+        await assert_error(
+            await client.post(path, json={"call_sid": phone["call_sid"], **body}, headers=auth("bob")), 404
+        )
+    await assert_error(
+        await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": "12"}, headers=h), 422
+    )
+    await assert_error(
+        await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": ""}, headers=h), 422
+    )
 
     def sent() -> dict:
         name, raw = calls[-1]
@@ -141,25 +182,32 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
         assert name == "SendData" and req.topic == "voxarena.control"
         return json.loads(req.data)
 
-    said = await client.post("/api/override/text", json={"call_sid": phone["call_sid"], "text": "Please hold."},
-                             headers=h)
+    said = await client.post(
+        "/api/override/text", json={"call_sid": phone["call_sid"], "text": "Please hold."}, headers=h
+    )
     assert said.status == 200 and (await said.json())["success"] is True
     assert sent() == {"type": "say", "text": "Please hold."}
     for digit in ("5", "#", "D"):
-        resp = await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": digit},
-                                 headers=h)
+        resp = await client.post("/api/override/dtmf", json={"call_sid": phone["call_sid"], "digit": digit}, headers=h)
         assert resp.status == 200 and sent() == {"type": "dtmf", "digit": digit}
     await assert_error(await client.post("/api/override/dtmf", json={"call_sid": web, "digit": "1"}, headers=h), 409)
-    for target, wire in (("+15551111111", "tel:+15551111111"), ("sip:desk@pbx.example.com", "sip:desk@pbx.example.com")):
-        resp = await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"], "target": target},
-                                 headers=h)
+    for target, wire in (
+        ("+15551111111", "tel:+15551111111"),
+        ("sip:desk@pbx.example.com", "sip:desk@pbx.example.com"),
+    ):
+        resp = await client.post(
+            "/api/override/transfer", json={"call_sid": phone["call_sid"], "target": target}, headers=h
+        )
         assert resp.status == 200, await resp.text()
         assert sent() == {"type": "transfer", "target": wire}
     for bad in ("5551111111", "tel:+15551111111", "sip:nohost", "sip:a b@c", ""):
-        await assert_error(await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"],
-                                                                             "target": bad}, headers=h), 422)
-    await assert_error(await client.post("/api/override/transfer", json={"call_sid": web, "target": "+15551111111"},
-                                         headers=h), 409)
+        await assert_error(
+            await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"], "target": bad}, headers=h),
+            422,
+        )
+    await assert_error(
+        await client.post("/api/override/transfer", json={"call_sid": web, "target": "+15551111111"}, headers=h), 409
+    )
 
     ended = await client.post("/api/override/end", json={"call_sid": phone["call_sid"]}, headers=h)
     assert ended.status == 200, await ended.text()

@@ -19,8 +19,7 @@ async def _agent(client, h):
     return (await (await client.post("/api/agents", json=AGENT, headers=h)).json())["id"]
 
 
-async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client, auth, twirp_stub, store,
-                                                                         settings):
+async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client, auth, twirp_stub, store, settings):
     _, calls = twirp_stub
     h = auth("alice")
     agent_id = await _agent(client, h)
@@ -31,12 +30,16 @@ async def test_token_joins_the_room_and_dispatches_the_agent_with_its_ids(client
     claims = lk.TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(body["token"])
     assert claims.video.room == "support-1" and claims.video.room_join and claims.video.can_publish
     assert claims.identity == body["identity"]
-    (_name, raw), = calls
+    ((_name, raw),) = calls
     req = proto_dispatch.CreateAgentDispatchRequest()
     req.ParseFromString(raw)
     assert req.room == "support-1" and req.agent_name == "voxarena"
-    assert product_dispatch(settings, req.metadata) == {"agent_id": agent_id, "session_id": body["sessionId"], "owner_id": tenant_of("alice"),
-                                        "direction": "inbound"}
+    assert product_dispatch(settings, req.metadata) == {
+        "agent_id": agent_id,
+        "session_id": body["sessionId"],
+        "owner_id": tenant_of("alice"),
+        "direction": "inbound",
+    }
     # reserved, but not a call until the job starts it
     assert (await (await client.get("/api/sessions", headers=h)).json())["total"] == 0
     row = store.read_sync(sessions_repo.get_row, body["sessionId"])
@@ -53,17 +56,23 @@ async def test_token_for_someone_elses_agent_is_404_and_dispatches_nothing(clien
     _, calls = twirp_stub
     agent_id = await _agent(client, auth("alice"))
     before = table_snapshot(settings.database_path)
-    await assert_error(await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "r"},
-                                         headers=auth("bob")), 404)
+    await assert_error(
+        await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "r"}, headers=auth("bob")), 404
+    )
     assert calls == [] and table_snapshot(settings.database_path) == before
 
 
 async def test_a_room_in_use_by_another_user_is_refused(client, auth):
     a = await _agent(client, auth("alice"))
     b = await _agent(client, auth("bob"))
-    assert (await client.post("/api/livekit/token", json={"agentId": a, "roomName": "shared"}, headers=auth("alice"))).status == 200
-    await assert_error(await client.post("/api/livekit/token", json={"agentId": b, "roomName": "shared"},
-                                         headers=auth("bob")), 409, "conflict")
+    assert (
+        await client.post("/api/livekit/token", json={"agentId": a, "roomName": "shared"}, headers=auth("alice"))
+    ).status == 200
+    await assert_error(
+        await client.post("/api/livekit/token", json={"agentId": b, "roomName": "shared"}, headers=auth("bob")),
+        409,
+        "conflict",
+    )
 
 
 def _signed(event: dict, *, secret: str = LIVEKIT_SECRET) -> tuple[str, str]:
@@ -76,13 +85,26 @@ def _signed(event: dict, *, secret: str = LIVEKIT_SECRET) -> tuple[str, str]:
 async def test_webhook_ends_the_rooms_sessions_once_and_replays_change_nothing(client, auth, store, settings):
     h = auth("alice")
     agent_id = await _agent(client, h)
-    sid = store.write_sync(lambda db: sessions_repo.create(db, owner_id=tenant_of("alice"), agent_id=agent_id, room_name="r1",
-                                                           status="active", started_at="2026-01-01T00:00:00.000000Z"))
-    event = {"event": "room_finished", "room": {"name": "r1"}, "id": f"EV_{uuid.uuid4().hex}",
-             "createdAt": "1767225660"}
+    sid = store.write_sync(
+        lambda db: sessions_repo.create(
+            db,
+            owner_id=tenant_of("alice"),
+            agent_id=agent_id,
+            room_name="r1",
+            status="active",
+            started_at="2026-01-01T00:00:00.000000Z",
+        )
+    )
+    event = {
+        "event": "room_finished",
+        "room": {"name": "r1"},
+        "id": f"EV_{uuid.uuid4().hex}",
+        "createdAt": "1767225660",
+    }
     body, token = _signed(event)
-    resp = await client.post("/api/livekit/webhook", data=body,
-                             headers={"Authorization": token, "Content-Type": "application/webhook+json"})
+    resp = await client.post(
+        "/api/livekit/webhook", data=body, headers={"Authorization": token, "Content-Type": "application/webhook+json"}
+    )
     assert resp.status == 200 and await resp.json() == {"received": True, "duplicate": False}
     s = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
     assert s["endedAt"] == "2026-01-01T00:01:00.000000Z" and s["duration"] == 60 and s["endReason"] == "room_finished"
@@ -104,7 +126,8 @@ async def test_webhook_with_a_bad_or_missing_signature_is_401_and_writes_nothing
 
 
 async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_after_and_nothing_is_created(
-        settings, store, twirp_stub, auth):
+    settings, store, twirp_stub, auth
+):
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import create_app
@@ -115,8 +138,9 @@ async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_af
     async def capacity() -> str | None:
         return reasons[0]
 
-    async with TestClient(TestServer(create_app(settings, store=store, worker_capacity=capacity),
-                                     host="127.0.0.1")) as client:
+    async with TestClient(
+        TestServer(create_app(settings, store=store, worker_capacity=capacity), host="127.0.0.1")
+    ) as client:
         h = auth("alice")
         agent_id = await _agent(client, h)
         before = table_snapshot(settings.database_path)
@@ -130,14 +154,20 @@ async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_af
         assert resp.status == 200 and [name for name, _ in calls] == ["CreateDispatch"]
 
 
-async def test_room_finished_for_a_call_whose_job_never_started_ends_it_as_no_agent_available(
-        client, auth, store):
+async def test_room_finished_for_a_call_whose_job_never_started_ends_it_as_no_agent_available(client, auth, store):
     h = auth("alice")
     agent_id = await _agent(client, h)
-    tok = await (await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "lonely"},
-                                   headers=h)).json()
-    body, token = _signed({"event": "room_finished", "room": {"name": "lonely"}, "id": f"EV_{uuid.uuid4().hex}",
-                           "createdAt": "1767225660"})
+    tok = await (
+        await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "lonely"}, headers=h)
+    ).json()
+    body, token = _signed(
+        {
+            "event": "room_finished",
+            "room": {"name": "lonely"},
+            "id": f"EV_{uuid.uuid4().hex}",
+            "createdAt": "1767225660",
+        }
+    )
     assert (await client.post("/api/livekit/webhook", data=body, headers={"Authorization": token})).status == 200
     s = await (await client.get(f"/api/sessions/{tok['sessionId']}", headers=h)).json()
     assert s["status"] == "ended" and s["endReason"] == "no_agent_available", s

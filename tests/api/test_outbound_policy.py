@@ -25,10 +25,33 @@ from tests.api.twirp_stub import start_twirp_stub
 from tests.conftest import assert_error, table_snapshot
 
 REFUSED = [
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.100.100.200",
-    "0.0.0.0", "255.255.255.255", "224.0.0.1", "198.18.0.1", "192.0.2.1", "::1", "::", "fe80::1", "fc00::1",
-    "ff02::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:100.100.100.200", "::127.0.0.1",
-    "::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::6464:64c8", "2001:db8::1", "not-an-address",
+    "127.0.0.1",
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "100.100.100.200",
+    "0.0.0.0",
+    "255.255.255.255",
+    "224.0.0.1",
+    "198.18.0.1",
+    "192.0.2.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:169.254.169.254",
+    "::ffff:100.100.100.200",
+    "::127.0.0.1",
+    "::10.0.0.1",
+    "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::6464:64c8",
+    "2001:db8::1",
+    "not-an-address",
 ]
 ALLOWED = ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101"]
 
@@ -44,41 +67,70 @@ def test_public_addresses_are_reachable_in_each_of_their_forms(address):
 
 
 async def test_a_name_is_refused_when_any_of_its_addresses_is_and_listed_hosts_pass(dns_server):
-    dns_server.records.update({"mixed.test": ["93.184.215.14", "10.0.0.1"], "ok.test": ["93.184.215.14"],
-                               "v6.test": ["::ffff:100.100.100.200"]})
+    dns_server.records.update(
+        {
+            "mixed.test": ["93.184.215.14", "10.0.0.1"],
+            "ok.test": ["93.184.215.14"],
+            "v6.test": ["::ffff:100.100.100.200"],
+        }
+    )
     policy = NetPolicy.of(["intranet.test"], dns_server.lookup)
     dns_server.records["intranet.test"] = ["10.9.9.9"]
     assert await policy.resolve("ok.test", 443) == ["93.184.215.14"]
     assert await policy.resolve("intranet.test", 443) == ["10.9.9.9"]
-    for host, why in (("mixed.test", "10.0.0.1"), ("v6.test", "::ffff:100.100.100.200"),
-                      ("missing.test", "does not resolve")):
+    for host, why in (
+        ("mixed.test", "10.0.0.1"),
+        ("v6.test", "::ffff:100.100.100.200"),
+        ("missing.test", "does not resolve"),
+    ):
         with pytest.raises(OSError, match=why):
             await policy.resolve(host, 443)
 
 
 # ---- callbacks ----
 
+
 @pytest.fixture
 def settings(settings):
     """127.0.0.1 listed as an operator would list a host of its own: a listed host passes by its name only, so a
     name resolving to 127.0.0.1 or another spelling of it is still refused."""
-    return settings.with_(sip_outbound_trunk_id="ST_test", callback_backoff_seconds=0.05, callback_max_attempts=2,
-                          outbound_http_allowed_hosts=("127.0.0.1",))
+    return settings.with_(
+        sip_outbound_trunk_id="ST_test",
+        callback_backoff_seconds=0.05,
+        callback_max_attempts=2,
+        outbound_http_allowed_hosts=("127.0.0.1",),
+    )
 
 
-async def test_callback_urls_on_non_public_addresses_are_refused_and_nothing_is_placed(client, auth, settings,
-                                                                                        dns_server, twirp_stub):
+async def test_callback_urls_on_non_public_addresses_are_refused_and_nothing_is_placed(
+    client, auth, settings, dns_server, twirp_stub
+):
     _, calls = twirp_stub
-    dns_server.records.update({"metadata.test": ["100.100.100.200"], "cgnat.test": ["100.64.12.1"],
-                               "mapped.test": ["::ffff:127.0.0.1"]})
+    dns_server.records.update(
+        {"metadata.test": ["100.100.100.200"], "cgnat.test": ["100.64.12.1"], "mapped.test": ["::ffff:127.0.0.1"]}
+    )
     h = auth("alice")
     agent_id = await _agent(client, h)
     before = table_snapshot(settings.database_path)
-    for url in ("http://100.100.100.200/latest/meta-data", "http://100.64.0.1/hook", "http://metadata.test/x",
-                "https://cgnat.test/hook", "http://mapped.test/hook", "http://[::ffff:127.0.0.1]:9/x",
-                "http://[64:ff9b::7f00:1]/x", "http://0.0.0.0:8080/", "http://unknown.test/hook"):
-        body = await assert_error(await client.post("/api/calls/outbound", headers=h, json={
-            "agent_id": agent_id, "phone_number": PHONE, "callback_url": url}), 400)
+    for url in (
+        "http://100.100.100.200/latest/meta-data",
+        "http://100.64.0.1/hook",
+        "http://metadata.test/x",
+        "https://cgnat.test/hook",
+        "http://mapped.test/hook",
+        "http://[::ffff:127.0.0.1]:9/x",
+        "http://[64:ff9b::7f00:1]/x",
+        "http://0.0.0.0:8080/",
+        "http://unknown.test/hook",
+    ):
+        body = await assert_error(
+            await client.post(
+                "/api/calls/outbound",
+                headers=h,
+                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": url},
+            ),
+            400,
+        )
         assert body["detail"].startswith("body callback_url: "), body
     assert table_snapshot(settings.database_path) == before and calls == []
 
@@ -88,10 +140,13 @@ async def _ip(*args: str) -> None:
     assert await proc.wait() == 0, f"ip {' '.join(args)} failed"
 
 
-@pytest.mark.skipif(not os.environ.get("VOXARENA_TEST_NETNS"),
-                    reason="needs the test network namespace (.ci/netns-run): a public address is made local there")
+@pytest.mark.skipif(
+    not os.environ.get("VOXARENA_TEST_NETNS"),
+    reason="needs the test network namespace (.ci/netns-run): a public address is made local there",
+)
 async def test_a_callback_name_rebound_to_loopback_after_its_check_reaches_nothing_on_loopback(
-        client, auth, store, dns_server):
+    client, auth, store, dns_server
+):
     """The name resolves to a public address when the call is placed and at the delivery's first resolution, then
     to loopback. The delivery resolves once and connects to what it checked: the public address (made local to the
     test's namespace, with a receiver on it) gets the callbacks; loopback gets none."""
@@ -114,8 +169,13 @@ async def test_a_callback_name_rebound_to_loopback_after_its_check_reaches_nothi
         dns_server.plan("rebind.test", [public], [public], ["127.0.0.1"])
         h = auth("alice")
         agent_id = await _agent(client, h)
-        placed = await (await client.post("/api/calls/outbound", headers=h, json={
-            "agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://rebind.test:{port}/hook"})).json()
+        placed = await (
+            await client.post(
+                "/api/calls/outbound",
+                headers=h,
+                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://rebind.test:{port}/hook"},
+            )
+        ).json()
         assert "call_id" in placed, placed
 
         async def attempted():
@@ -140,8 +200,13 @@ async def test_a_callback_whose_name_now_points_at_loopback_fails_and_says_why(c
         dns_server.plan("moved.test", ["93.184.215.14"], ["127.0.0.1"])
         h = auth("alice")
         agent_id = await _agent(client, h)
-        placed = await (await client.post("/api/calls/outbound", headers=h, json={
-            "agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://moved.test:{port}/hook"})).json()
+        placed = await (
+            await client.post(
+                "/api/calls/outbound",
+                headers=h,
+                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://moved.test:{port}/hook"},
+            )
+        ).json()
 
         async def given_up():
             rows = await (await client.get(f"/api/calls/{placed['call_id']}/callbacks", headers=h)).json()
@@ -157,36 +222,57 @@ async def test_a_callback_whose_name_now_points_at_loopback_fails_and_says_why(c
 
 # ---- a client's own LiveKit server ----
 
-async def test_a_clients_livekit_url_on_a_non_public_address_is_refused_when_set(client, auth, settings,
-                                                                                dns_server):
+
+async def test_a_clients_livekit_url_on_a_non_public_address_is_refused_when_set(client, auth, settings, dns_server):
     dns_server.records["lk-internal.test"] = ["10.20.30.40"]
     h = auth("alice")
     before = table_snapshot(settings.database_path)
-    for url in ("http://169.254.169.254", "ws://10.1.2.3:7880", "wss://100.64.0.1", "wss://100.100.100.200",
-                "wss://lk-internal.test", "ws://[::ffff:127.0.0.1]:7880", "wss://[fd00::1]", "wss://unknown.test"):
+    for url in (
+        "http://169.254.169.254",
+        "ws://10.1.2.3:7880",
+        "wss://100.64.0.1",
+        "wss://100.100.100.200",
+        "wss://lk-internal.test",
+        "ws://[::ffff:127.0.0.1]:7880",
+        "wss://[fd00::1]",
+        "wss://unknown.test",
+    ):
         body = await assert_error(await client.post("/api/v1/clients", json=_body(url), headers=h), 400)
         assert body["detail"].startswith("body settings.livekit.server_url: "), body
     assert table_snapshot(settings.database_path) == before
     dns_server.records["lk.customer.test"] = ["93.184.215.14"]
     assert (await client.post("/api/v1/clients", json=_body("wss://lk.customer.test"), headers=h)).status == 201
-    made = await (await client.post("/api/v1/clients", json=_body("wss://lk.customer.test", id="second"),
-                                    headers=h)).json()
-    put = await client.put("/api/v1/clients/second", headers=h, json={"settings": {"livekit": {
-        **made["settings"]["livekit"], "server_url": "ws://192.168.0.1:7880"}}})
+    made = await (
+        await client.post("/api/v1/clients", json=_body("wss://lk.customer.test", id="second"), headers=h)
+    ).json()
+    put = await client.put(
+        "/api/v1/clients/second",
+        headers=h,
+        json={"settings": {"livekit": {**made["settings"]["livekit"], "server_url": "ws://192.168.0.1:7880"}}},
+    )
     await assert_error(put, 400)
 
 
 def _stored_client(store, settings, client_id: str, url: str, secret: str = CLIENT_SECRET) -> None:
     """A client as a database from before the policy may hold it (nothing checked its URL)."""
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    store.write_sync(lambda db: clients_repo.create(db, tenant_of("alice"), {
-        "id": client_id, "name": client_id,
-        "settings": {"livekit": {"server_url": url, "api_key": CLIENT_KEY}},
-        "secrets": box.seal(json.dumps({"livekit": {"api_secret": secret}}))}))
+    store.write_sync(
+        lambda db: clients_repo.create(
+            db,
+            tenant_of("alice"),
+            {
+                "id": client_id,
+                "name": client_id,
+                "settings": {"livekit": {"server_url": url, "api_key": CLIENT_KEY}},
+                "secrets": box.seal(json.dumps({"livekit": {"api_secret": secret}})),
+            },
+        )
+    )
 
 
-async def test_every_failure_of_a_tenants_livekit_server_answers_the_same_502(client, auth, settings, store,
-                                                                            dns_server, caplog):
+async def test_every_failure_of_a_tenants_livekit_server_answers_the_same_502(
+    client, auth, settings, store, dns_server, caplog
+):
     """No port-scan oracle: a refused address, an unknown name, a closed port and a server that answers with an
     error all give one status and one body; what happened is in the log only."""
     answered: list[str] = []
@@ -200,8 +286,12 @@ async def test_every_failure_of_a_tenants_livekit_server_answers_the_same_502(cl
     erring = TestServer(app, host="127.0.0.1")
     await erring.start_server()
     try:
-        targets = {"refused": "http://169.254.169.254", "nxdomain": "wss://nowhere.test",
-                   "closed": f"ws://127.0.0.1:{_closed_port()}", "erring": str(erring.make_url("")).rstrip("/")}
+        targets = {
+            "refused": "http://169.254.169.254",
+            "nxdomain": "wss://nowhere.test",
+            "closed": f"ws://127.0.0.1:{_closed_port()}",
+            "erring": str(erring.make_url("")).rstrip("/"),
+        }
         h = auth("alice")
         bodies = {}
         for name, url in targets.items():
@@ -234,8 +324,15 @@ async def _secret_changes(client, auth, url: str, stub_calls: list) -> None:
     agent = await (await client.post("/api/agents", json={**AGENT_WIRE, "clientId": "new-client"}, headers=h)).json()
 
     async def change_and_call(i: int) -> None:
-        put = await client.put("/api/v1/clients/new-client", headers=h, json={"settings": {"livekit": {
-            "server_url": url, "api_key": CLIENT_KEY, "api_secret": f"{CLIENT_SECRET}-{i:04d}"}}})
+        put = await client.put(
+            "/api/v1/clients/new-client",
+            headers=h,
+            json={
+                "settings": {
+                    "livekit": {"server_url": url, "api_key": CLIENT_KEY, "api_secret": f"{CLIENT_SECRET}-{i:04d}"}
+                }
+            },
+        )
         assert put.status == 200, await put.text()
         resp = await client.post("/api/livekit/token", json={"agentId": agent["id"]}, headers=h)
         assert resp.status == 200, await resp.text()
@@ -257,6 +354,7 @@ async def _secret_changes(client, auth, url: str, stub_calls: list) -> None:
 def _closed(gateways):
     async def check():
         return not getattr(gateways, "_closing", None) or None
+
     return check
 
 
@@ -286,5 +384,6 @@ def _url_fields(model, prefix: str = "") -> set[str]:
 
 def test_every_url_a_tenant_can_set_is_under_the_policy_or_never_reached():
     from api.app import all_routes
+
     fields = set().union(*(_url_fields(r.body) for r in all_routes() if r.body is not None))
     assert fields == CHECKED | NEVER_REACHED, sorted(fields)

@@ -30,16 +30,41 @@ def object_ids(store) -> dict[str, str]:
     key, _ = store.write_sync(apikeys.create, tenant_of("alice"), "ci", "alice")
     team = store.write_sync(lambda db: tenants.create(db, {"name": "Alice team"}, owner_user_id="alice"))
     client = store.write_sync(clients.create, tenant_of("alice"), {"id": "site", "name": "Site"})
-    call = store.write_sync(lambda db: calls.create(db, tenant_of("alice"), call_id="call_alice", agent_id=agent_id,
-                                                    session_id=session_id, room_name="r", phone_number="+15550001111",
-                                                    callback_url=None))
-    number = store.write_sync(lambda db: phone_numbers.create(db, tenant_of("alice"), phone_number="+15550002222",
-                                                              friendly_name=None, capabilities=["voice"],
-                                                              trunk_id="ST_alice"))
-    return {"/api/phone-numbers/": number["phone_number"], "/api/agents/": agent_id, "/api/v1/agents/": agent_id, "/api/sessions/": session_id,
-            "/api/keys/": key["id"], "/tenants/": team["id"], "/api/v1/clients/": client["id"],
-            "/api/calls/": call["id"], "/api/telephony/outbound/call/": call["id"],
-            "/api/analytics/agents/": agent_id, "session": session_id}
+    call = store.write_sync(
+        lambda db: calls.create(
+            db,
+            tenant_of("alice"),
+            call_id="call_alice",
+            agent_id=agent_id,
+            session_id=session_id,
+            room_name="r",
+            phone_number="+15550001111",
+            callback_url=None,
+        )
+    )
+    number = store.write_sync(
+        lambda db: phone_numbers.create(
+            db,
+            tenant_of("alice"),
+            phone_number="+15550002222",
+            friendly_name=None,
+            capabilities=["voice"],
+            trunk_id="ST_alice",
+        )
+    )
+    return {
+        "/api/phone-numbers/": number["phone_number"],
+        "/api/agents/": agent_id,
+        "/api/v1/agents/": agent_id,
+        "/api/sessions/": session_id,
+        "/api/keys/": key["id"],
+        "/tenants/": team["id"],
+        "/api/v1/clients/": client["id"],
+        "/api/calls/": call["id"],
+        "/api/telephony/outbound/call/": call["id"],
+        "/api/analytics/agents/": agent_id,
+        "session": session_id,
+    }
 
 
 def test_the_matrix_covers_routes():

@@ -32,8 +32,12 @@ async def _register(client, headers, number: str = NUMBER, **body) -> dict:
 
 
 def _refusal(number: dict) -> dict:
-    return {"owner_id": number.get("owner_id", tenant_of("alice")), "direction": "inbound",
-            "phone_number_id": number["id"], "refuse": "number_not_assigned"}
+    return {
+        "owner_id": number.get("owner_id", tenant_of("alice")),
+        "direction": "inbound",
+        "phone_number_id": number["id"],
+        "refuse": "number_not_assigned",
+    }
 
 
 def _dispatched(rule) -> dict:
@@ -45,11 +49,13 @@ def _dispatched(rule) -> dict:
 def _sip(twirp_stub, name: str) -> list:
     """The SIP requests the stub received under `name`, parsed."""
     _, calls = twirp_stub
-    types = {"CreateSIPInboundTrunk": proto_sip.CreateSIPInboundTrunkRequest,
-             "CreateSIPDispatchRule": proto_sip.CreateSIPDispatchRuleRequest,
-             "UpdateSIPDispatchRule": proto_sip.UpdateSIPDispatchRuleRequest,
-             "DeleteSIPDispatchRule": proto_sip.DeleteSIPDispatchRuleRequest,
-             "DeleteSIPTrunk": proto_sip.DeleteSIPTrunkRequest}
+    types = {
+        "CreateSIPInboundTrunk": proto_sip.CreateSIPInboundTrunkRequest,
+        "CreateSIPDispatchRule": proto_sip.CreateSIPDispatchRuleRequest,
+        "UpdateSIPDispatchRule": proto_sip.UpdateSIPDispatchRuleRequest,
+        "DeleteSIPDispatchRule": proto_sip.DeleteSIPDispatchRuleRequest,
+        "DeleteSIPTrunk": proto_sip.DeleteSIPTrunkRequest,
+    }
     out = []
     for n, raw in calls:
         if n == name:
@@ -61,12 +67,16 @@ def _sip(twirp_stub, name: str) -> list:
 
 @pytest.fixture
 def settings(settings):
-    return settings.with_(sip_inbound_allowed_addresses=("203.0.113.0/24",), sip_inbound_auth_username="carrier",
-                          sip_inbound_auth_password="s3cret-for-the-carrier")
+    return settings.with_(
+        sip_inbound_allowed_addresses=("203.0.113.0/24",),
+        sip_inbound_auth_username="carrier",
+        sip_inbound_auth_password="s3cret-for-the-carrier",
+    )
 
 
 async def test_a_registered_number_has_its_own_inbound_trunk_a_refusing_rule_and_is_listed_available(
-        client, auth, twirp_stub, settings):
+    client, auth, twirp_stub, settings
+):
     h = auth("alice")
     made = await _register(client, h, friendly_name="Support Line", capabilities=["voice", "sms"])
     (create,) = _sip(twirp_stub, "CreateSIPInboundTrunk")
@@ -82,8 +92,12 @@ async def test_a_registered_number_has_its_own_inbound_trunk_a_refusing_rule_and
     assert _dispatched(rule) == _refusal(made) == product_dispatch(settings, rule.room_config.agents[0].metadata)
     assert len(twirp_stub[0].app[SIP_OBJECTS]) == 2
     assert {k: made[k] for k in ("phone_number", "friendly_name", "capabilities", "status", "agent_id")} == {
-        "phone_number": NUMBER, "friendly_name": "Support Line", "capabilities": ["voice", "sms"],
-        "status": "available", "agent_id": None}
+        "phone_number": NUMBER,
+        "friendly_name": "Support Line",
+        "capabilities": ["voice", "sms"],
+        "status": "available",
+        "agent_id": None,
+    }
     assert made["id"].startswith("pn_") and made["created_at"]
     plain = await _register(client, h, "+15557654321")
     assert plain["capabilities"] == ["voice"] and plain["friendly_name"] is None
@@ -97,33 +111,42 @@ async def test_a_number_is_registered_once_across_tenants_and_bad_input_is_a_422
     await _register(client, auth("alice"))
     before = table_snapshot(settings.database_path)
     for who in ("alice", "bob"):
-        await assert_error(await client.post("/api/phone-numbers", json={"phone_number": NUMBER},
-                                             headers=auth(who)), 409, "conflict")
+        await assert_error(
+            await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=auth(who)), 409, "conflict"
+        )
     assert len(_sip(twirp_stub, "CreateSIPInboundTrunk")) == 1  # a taken number never reaches LiveKit
-    for bad in ({"phone_number": "5551234567"}, {"phone_number": "+0123"}, {}, {"phone_number": 15551234567},
-                {"phone_number": "+15550001111", "capabilities": []},
-                {"phone_number": "+15550001111", "capabilities": ["telepathy"]}):
+    for bad in (
+        {"phone_number": "5551234567"},
+        {"phone_number": "+0123"},
+        {},
+        {"phone_number": 15551234567},
+        {"phone_number": "+15550001111", "capabilities": []},
+        {"phone_number": "+15550001111", "capabilities": ["telepathy"]},
+    ):
         await assert_error(await client.post("/api/phone-numbers", json=bad, headers=auth("alice")), 422)
     assert table_snapshot(settings.database_path) == before
     await assert_error(await client.post("/api/phone-numbers", json={"phone_number": NUMBER}), 401)
 
 
 async def test_nothing_is_stored_when_livekit_fails_and_a_failed_store_write_deletes_the_trunk_and_rule(
-        client, auth, twirp_stub, settings, store, monkeypatch):
+    client, auth, twirp_stub, settings, store, monkeypatch
+):
     server, _ = twirp_stub
     h = auth("alice")
     before = table_snapshot(settings.database_path)
     server.app[FAILING]["CreateSIPInboundTrunk"] = "trunk quota reached"
-    body = await assert_error(await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=h),
-                              502, "upstream_error")
+    body = await assert_error(
+        await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=h), 502, "upstream_error"
+    )
     assert "trunk quota reached" in body["detail"]
     assert table_snapshot(settings.database_path) == before
     del server.app[FAILING]["CreateSIPInboundTrunk"]
 
     # the refusing rule cannot be made: the trunk just made is deleted again
     server.app[FAILING]["CreateSIPDispatchRule"] = "rules are down"
-    body = await assert_error(await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=h),
-                              502, "upstream_error")
+    body = await assert_error(
+        await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=h), 502, "upstream_error"
+    )
     assert "rules are down" in body["detail"]
     (deleted,) = _sip(twirp_stub, "DeleteSIPTrunk")
     assert deleted.sip_trunk_id and server.app[SIP_OBJECTS] == {}
@@ -143,7 +166,8 @@ async def test_nothing_is_stored_when_livekit_fails_and_a_failed_store_write_del
 
 
 async def test_assigning_points_the_numbers_rule_at_the_agent_and_releasing_points_it_back_at_the_refusal(
-        client, auth, twirp_stub, store, settings):
+    client, auth, twirp_stub, store, settings
+):
     server, _ = twirp_stub
     h = auth("alice")
     agent = await _agent(client, h)
@@ -153,16 +177,23 @@ async def test_assigning_points_the_numbers_rule_at_the_agent_and_releasing_poin
     assert rule_id in server.app[SIP_OBJECTS] and row["agent_id"] is None
     resp = await client.post("/api/phone-numbers/%2B15551234567/assign", json={"agent_id": agent}, headers=h)
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"message": "Phone number assigned successfully", "agent_id": agent,
-                                 "phone_number": NUMBER}
+    assert await resp.json() == {
+        "message": "Phone number assigned successfully",
+        "agent_id": agent,
+        "phone_number": NUMBER,
+    }
     (update,) = _sip(twirp_stub, "UpdateSIPDispatchRule")  # the refusing rule, now the agent's (in place)
     assert update.sip_dispatch_rule_id == rule_id
     rule = update.replace
     assert list(rule.trunk_ids) == [made["twilio_sid"]]
     assert rule.rule.dispatch_rule_individual.room_prefix == "vx-in-"
     assert rule.room_config.agents[0].agent_name == settings.agent_name
-    assert _dispatched(rule) == {"agent_id": agent, "owner_id": tenant_of("alice"), "direction": "inbound",
-                                 "phone_number_id": made["id"]}
+    assert _dispatched(rule) == {
+        "agent_id": agent,
+        "owner_id": tenant_of("alice"),
+        "direction": "inbound",
+        "phone_number_id": made["id"],
+    }
     assert _dispatched(server.app[SIP_OBJECTS][rule_id]) == _dispatched(rule)
     (listed,) = await (await client.get("/api/phone-numbers/available", headers=h)).json()
     assert (listed["status"], listed["agent_id"]) == ("assigned", agent)
@@ -212,11 +243,15 @@ async def test_unknown_numbers_other_tenants_and_unavailable_agents_are_refused(
     await _register(client, alice)
     before = table_snapshot(settings.database_path)
     path = "/api/phone-numbers/%2B15551234567"
-    for method, suffix, body in (("POST", "/assign", {"agent_id": agent}), ("POST", "/release", None),
-                                 ("DELETE", "", None)):
+    for method, suffix, body in (
+        ("POST", "/assign", {"agent_id": agent}),
+        ("POST", "/release", None),
+        ("DELETE", "", None),
+    ):
         await assert_error(await client.request(method, path + suffix, json=body, headers=bob), 404)
-        await assert_error(await client.request(method, "/api/phone-numbers/%2B15550009999" + suffix, json=body,
-                                                headers=alice), 404)
+        await assert_error(
+            await client.request(method, "/api/phone-numbers/%2B15550009999" + suffix, json=body, headers=alice), 404
+        )
     await assert_error(await client.post(path + "/assign", json={"agent_id": bobs_agent}, headers=alice), 404)
     await assert_error(await client.post(path + "/assign", json={"agent_id": "nope"}, headers=alice), 404)
     for off in (disabled, inactive):
@@ -228,7 +263,8 @@ async def test_unknown_numbers_other_tenants_and_unavailable_agents_are_refused(
 
 
 async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_write_puts_the_refusal_back(
-        client, auth, twirp_stub, settings, store, monkeypatch):
+    client, auth, twirp_stub, settings, store, monkeypatch
+):
     server, _ = twirp_stub
     h = auth("alice")
     agent = await _agent(client, h)
@@ -236,8 +272,9 @@ async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_wri
     rule_id = store.read_sync(repo.get, tenant_of("alice"), NUMBER)["dispatch_rule_id"]
     before = table_snapshot(settings.database_path)
     server.app[FAILING]["UpdateSIPDispatchRule"] = "rules are down"
-    body = await assert_error(await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent},
-                                                headers=h), 502)
+    body = await assert_error(
+        await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h), 502
+    )
     assert "rules are down" in body["detail"]
     assert table_snapshot(settings.database_path) == before
     del server.app[FAILING]["UpdateSIPDispatchRule"]
@@ -246,8 +283,9 @@ async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_wri
         raise repo.NotFoundError(f"phone number {NUMBER} is not registered")  # e.g. unregistered meanwhile
 
     monkeypatch.setattr(repo, "assign", broken)
-    await assert_error(await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent},
-                                         headers=h), 404)
+    await assert_error(
+        await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h), 404
+    )
     # the failed attempt, the agent's rule, then the refusal put back on it
     *_, routed, undone = _sip(twirp_stub, "UpdateSIPDispatchRule")
     assert _dispatched(routed.replace)["agent_id"] == agent and _dispatched(undone.replace) == _refusal(made)
@@ -257,8 +295,7 @@ async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_wri
     assert table_snapshot(settings.database_path) == before
 
     monkeypatch.undo()
-    assert (await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h)).status \
-        == 200
+    assert (await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h)).status == 200
     before = table_snapshot(settings.database_path)
     server.app[FAILING]["UpdateSIPDispatchRule"] = "still down"
     await assert_error(await client.post(f"/api/phone-numbers/{NUMBER}/release", headers=h), 502)
@@ -272,8 +309,14 @@ def test_the_migration_adds_the_numbers_table_and_the_sessions_numbers(tmp_path)
     db = connect(tmp_path / "v.db")
     migrate(db)
     assert {"from_number", "to_number", "phone_number_id"} <= set(db["sessions"].columns_dict)
-    assert set(db["phone_numbers"].columns_dict) >= {"id", "owner_id", "phone_number", "trunk_id",
-                                                      "dispatch_rule_id", "agent_id"}
+    assert set(db["phone_numbers"].columns_dict) >= {
+        "id",
+        "owner_id",
+        "phone_number",
+        "trunk_id",
+        "dispatch_rule_id",
+        "agent_id",
+    }
 
 
 def test_the_carriers_credentials_go_together_and_its_addresses_are_a_list():

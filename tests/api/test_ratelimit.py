@@ -147,8 +147,11 @@ async def test_a_key_refused_after_it_was_accepted_is_charged_to_its_address_too
 async def test_a_tenants_own_rate_applies_to_its_api_keys(settings, store, auth):
     app = create_app(settings.with_(rate_limit_rps=1.0, rate_limit_burst=0, admin_users=("root",)), store=store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        team = await (await c.post("/tenants", json={"name": "t", "owner_user_id": "alice", "rate_limit_rps": 50},
-                                   headers=auth("root"))).json()
+        team = await (
+            await c.post(
+                "/tenants", json={"name": "t", "owner_user_id": "alice", "rate_limit_rps": 50}, headers=auth("root")
+            )
+        ).json()
         made = await c.post("/api/keys", json={"name": "k"}, headers={**auth("alice"), "X-Tenant-ID": team["id"]})
         key = {"X-API-Key": (await made.json())["key"]}
         first = await c.get("/api/agents", headers=key)  # resolves the key's tenant
@@ -158,14 +161,18 @@ async def test_a_tenants_own_rate_applies_to_its_api_keys(settings, store, auth)
 
 
 async def test_the_login_route_is_limited_by_address_at_the_auth_rate(settings, store, auth):
-    app = create_app(limited(settings, rate_limit_rps=1000.0, rate_limit_burst=0, rate_limit_auth_rps=0.01),
-                     store=store)
+    app = create_app(
+        limited(settings, rate_limit_rps=1000.0, rate_limit_burst=0, rate_limit_auth_rps=0.01), store=store
+    )
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         statuses = []
         for i in range(2):
             # a different credential on each try changes nothing: the login bucket is the address's
-            resp = await c.post("/api/v1/auth/login", json={"email": f"u{i}@example.com", "password": "x"},
-                                headers={"X-API-Key": f"k{i}"})
+            resp = await c.post(
+                "/api/v1/auth/login",
+                json={"email": f"u{i}@example.com", "password": "x"},
+                headers={"X-API-Key": f"k{i}"},
+            )
             statuses.append(resp.status)
             assert resp.headers["X-RateLimit-Limit"] == "1"  # burst 0: twice the auth rate, at least one
         assert statuses == [401, 429]
@@ -234,6 +241,7 @@ async def test_an_unreachable_redis_falls_back_to_local_buckets_and_logs_once(se
 
 # ---- Redis: one real redis-server, two real API processes ----
 
+
 @pytest.fixture
 def redis_server(tmp_path):
     server = start_redis(tmp_path / "redis")
@@ -271,17 +279,31 @@ def _healthz(base: str) -> bool:
 def two_api_processes(tmp_path, redis_server):
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXARENA_")}
-    env.update({"VOXARENA_DATA_DIR": str(data), "VOXARENA_HOST": "127.0.0.1", "VOXARENA_REDIS_URL": redis_server.url,
-                "VOXARENA_RATE_LIMIT_RPS": "0.001", "VOXARENA_RATE_LIMIT_BURST": "10", "PYTHONUNBUFFERED": "1",
-                "VOXARENA_REDIS_TIMEOUT_SECONDS": "30"})  # a loaded machine must not fall back to local buckets
+    env.update(
+        {
+            "VOXARENA_DATA_DIR": str(data),
+            "VOXARENA_HOST": "127.0.0.1",
+            "VOXARENA_REDIS_URL": redis_server.url,
+            "VOXARENA_RATE_LIMIT_RPS": "0.001",
+            "VOXARENA_RATE_LIMIT_BURST": "10",
+            "PYTHONUNBUFFERED": "1",
+            "VOXARENA_REDIS_TIMEOUT_SECONDS": "30",
+        }
+    )  # a loaded machine must not fall back to local buckets
     exe = str(Path(sys.executable).with_name("voxarena"))
     LocalIssuer(data)  # one issuer key for both, made before either starts
     procs, bases = [], []
     try:
         for name in ("api-a", "api-b"):  # both start at once, then each is waited for
             port = free_port("127.0.0.1")
-            procs.append(ManagedProcess(name, [exe, "serve", "--no-worker"], tmp_path / f"{name}.log",
-                                        env={**env, "VOXARENA_PORT": str(port)}))
+            procs.append(
+                ManagedProcess(
+                    name,
+                    [exe, "serve", "--no-worker"],
+                    tmp_path / f"{name}.log",
+                    env={**env, "VOXARENA_PORT": str(port)},
+                )
+            )
             bases.append(f"http://127.0.0.1:{port}")
         for proc, base in zip(procs, bases, strict=True):
             proc.wait_until(lambda base=base: _healthz(base), timeout=60, what="answering /healthz")

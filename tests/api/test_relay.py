@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from core.store import tenants as tenants_repo
 from core.store.db import Store
-from tests.api.chat_support import fakes, idle_seconds, llm_requests, texts, wait_session
-from tests.api.chat_support import settings as chat_settings
+from tests.api.chat_support import fakes, idle_seconds, llm_requests, texts, wait_session  # noqa: F401  (fixtures, found by pytest by name)
+from tests.api.chat_support import settings as chat_settings  # noqa: F401  (fixtures, found by pytest by name)
 from tests.api.seed import ANALYSIS, seed_agent, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -40,10 +40,21 @@ def twilio_signature(auth_token: str, url: str) -> str:
 
 
 def setup_message(**params) -> dict:
-    return {"type": "setup", "sessionId": "VX" + "0" * 32, "accountSid": "AC" + "1" * 32, "parentCallSid": "",
-            "callSid": "CA" + "2" * 32, "from": "+15551230001", "to": "+15551230002", "forwardedFrom": "",
-            "callType": "PSTN", "callerName": "", "direction": "inbound", "callStatus": "RINGING",
-            "customParameters": params}
+    return {
+        "type": "setup",
+        "sessionId": "VX" + "0" * 32,
+        "accountSid": "AC" + "1" * 32,
+        "parentCallSid": "",
+        "callSid": "CA" + "2" * 32,
+        "from": "+15551230001",
+        "to": "+15551230002",
+        "forwardedFrom": "",
+        "callType": "PSTN",
+        "callerName": "",
+        "direction": "inbound",
+        "callStatus": "RINGING",
+        "customParameters": params,
+    }
 
 
 @pytest.fixture
@@ -64,17 +75,23 @@ async def relay_url(client, auth, user: str = "alice", **agent) -> str:
 
 def _path(url: str) -> str:
     """The public URL's path and query: what the proxy forwards to the test server."""
-    return url[len("wss://voice.example.com"):]
+    return url[len("wss://voice.example.com") :]
 
 
 def upgrade_headers(**extra) -> dict[str, str]:
-    return {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), **extra}
+    return {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        **extra,
+    }
 
 
 async def _relay(client, token: str, url: str, signature: str | None = None):
-    return await client.ws_connect(_path(url),
-                                   headers={"X-Twilio-Signature": signature or twilio_signature(token, url)})
+    return await client.ws_connect(
+        _path(url), headers={"X-Twilio-Signature": signature or twilio_signature(token, url)}
+    )
 
 
 async def _refused(client, path: str, signature: str, status: int = 403, **headers) -> dict:
@@ -109,10 +126,17 @@ async def test_the_twilio_auth_token_is_write_only_and_sealed_at_rest(client, au
     await assert_error(await client.put("/api/settings/twilio", json={"auth_token": ""}, headers=auth("alice")), 422)
 
 
-async def test_a_relay_call_is_answered_by_the_agent_recorded_metered_and_analysed(client, auth, store, fakes,
-                                                                                twilio_tokens):
-    agent = seed_agent(store, "alice", name="Front Desk", systemPrompt="You are the front desk.",
-                       firstMessage="Lakeside clinic, how can I help?", firstMessageMode="assistant_speaks_first")
+async def test_a_relay_call_is_answered_by_the_agent_recorded_metered_and_analysed(
+    client, auth, store, fakes, twilio_tokens
+):
+    agent = seed_agent(
+        store,
+        "alice",
+        name="Front Desk",
+        systemPrompt="You are the front desk.",
+        firstMessage="Lakeside clinic, how can I help?",
+        firstMessageMode="assistant_speaks_first",
+    )
     fakes.update_script(llm_chunks=3, llm_replies=["We open at nine.", "Booked for Monday."])
     async with await _relay(client, ALICE_TOKEN, await relay_url(client, auth)) as ws:
         await ws.send_json(setup_message(agent_slug="front-desk", order="A-12"))
@@ -130,8 +154,12 @@ async def test_a_relay_call_is_answered_by_the_agent_recorded_metered_and_analys
     assert s["agentId"] == agent["id"] and s["endReason"] == "completed" and s["analysis"] == ANALYSIS
     assert (s["user_id"], s["conversation_id"], s["direction"]) == ("+15551230001", "CA" + "2" * 32, "inbound")
     assert [(t["speaker"], t["content"], t["source"]) for t in s["transcript"]] == [
-        ("AGENT", "Lakeside clinic, how can I help?", None), ("USER", "When do you open?", None),
-        ("AGENT", "We open at nine.", None), ("USER", "1", "dtmf"), ("AGENT", "Booked for Monday.", None)]
+        ("AGENT", "Lakeside clinic, how can I help?", None),
+        ("USER", "When do you open?", None),
+        ("AGENT", "We open at nine.", None),
+        ("USER", "1", "dtmf"),
+        ("AGENT", "Booked for Monday.", None),
+    ]
     dtmf_request = llm_requests(fakes)[-1]
     assert texts(dtmf_request)[-1] == ("user", "(The caller pressed 1 on the keypad.)")
     assert "A-12" in dtmf_request["systemInstruction"]["parts"][0]["text"]  # custom parameters: the call's context
@@ -141,19 +169,22 @@ async def test_a_relay_call_is_answered_by_the_agent_recorded_metered_and_analys
     assert sum(e["quantity"] for e in events if e["token_kind"] == "output") == counted["completion_tokens"]
 
 
-async def test_a_caller_interrupting_keeps_what_was_heard_and_the_whole_reply_is_still_billed(client, auth, store,
-                                                                                           fakes, twilio_tokens):
+async def test_a_caller_interrupting_keeps_what_was_heard_and_the_whole_reply_is_still_billed(
+    client, auth, store, fakes, twilio_tokens
+):
     seed_agent(store, "alice", name="Front Desk")
-    fakes.update_script(llm_chunks=6, llm_chunk_delay_ms=150,
-                        llm_replies=["We are open from nine in the morning until five.", "Sure."])
+    fakes.update_script(
+        llm_chunks=6, llm_chunk_delay_ms=150, llm_replies=["We are open from nine in the morning until five.", "Sure."]
+    )
     url = await relay_url(client, auth, agent_id=await _agent_id(client, auth))
     async with await _relay(client, ALICE_TOKEN, url) as ws:
         await ws.send_json(setup_message())
         await ws.send_json({"type": "prompt", "voicePrompt": "When are you open?", "last": True})
         first = await ws.receive_json(timeout=20)
         assert first["type"] == "text" and first["last"] is False
-        await ws.send_json({"type": "interrupt", "utteranceUntilInterrupt": "We are open",
-                            "durationUntilInterruptMs": 460})
+        await ws.send_json(
+            {"type": "interrupt", "utteranceUntilInterrupt": "We are open", "durationUntilInterruptMs": 460}
+        )
         await ws.send_json({"type": "prompt", "voicePrompt": "Thanks, bye", "last": True})
         after = await _reply(ws)  # the interrupted reply says no more; the next one comes whole
     assert after.endswith("Sure.") and "until five" not in first["token"] + after
@@ -173,7 +204,8 @@ async def _agent_id(client, auth) -> str:
 
 
 async def test_a_bad_missing_or_host_derived_signature_is_refused_before_the_upgrade_and_nothing_is_created(
-        client, auth, store, settings, twilio_tokens):
+    client, auth, store, settings, twilio_tokens
+):
     seed_agent(store, "alice", name="Front Desk", firstMessage="Hello!", firstMessageMode="assistant_speaks_first")
     url = await relay_url(client, auth)
     path = _path(url)
@@ -182,8 +214,9 @@ async def test_a_bad_missing_or_host_derived_signature_is_refused_before_the_upg
     await _refused(client, path, "bm90IGEgc2lnbmF0dXJl")  # junk
     await _refused(client, path, twilio_signature(ALICE_TOKEN, "wss://voice.example.com/relay/ws"))  # no ticket
     await _refused(client, "/relay/ws", twilio_signature(ALICE_TOKEN, "wss://voice.example.com/relay/ws"))
-    await _refused(client, "/relay/ws?ticket=nope", twilio_signature(ALICE_TOKEN,
-                                                                     "wss://voice.example.com/relay/ws?ticket=nope"))
+    await _refused(
+        client, "/relay/ws?ticket=nope", twilio_signature(ALICE_TOKEN, "wss://voice.example.com/relay/ws?ticket=nope")
+    )
     # signed for the URL as the request's Host header names it: the Host is the sender's choice, never trusted
     for host in (f"{client.host}:{client.port}", "attacker.example"):
         await _refused(client, path, twilio_signature(ALICE_TOKEN, f"ws://{host}{path}"), Host=host)
@@ -200,7 +233,8 @@ async def test_a_bad_missing_or_host_derived_signature_is_refused_before_the_upg
 
 
 async def test_a_relay_url_opens_one_call_and_a_replayed_signature_is_refused_on_any_node(
-        client, auth, store, settings, twilio_tokens):
+    client, auth, store, settings, twilio_tokens
+):
     seed_agent(store, "alice", name="Front Desk", firstMessage="Hello!", firstMessageMode="assistant_speaks_first")
     url = await relay_url(client, auth)
     signature = twilio_signature(ALICE_TOKEN, url)
@@ -216,8 +250,12 @@ async def test_a_relay_url_opens_one_call_and_a_replayed_signature_is_refused_on
             # two handshakes racing on two nodes for one fresh URL: one call
             url = await relay_url(client, auth)
             signature = twilio_signature(ALICE_TOKEN, url)
-            statuses = await asyncio.gather(*[node.get(_path(url), headers=upgrade_headers(
-                **{"X-Twilio-Signature": signature})) for node in (client, other)])
+            statuses = await asyncio.gather(
+                *[
+                    node.get(_path(url), headers=upgrade_headers(**{"X-Twilio-Signature": signature}))
+                    for node in (client, other)
+                ]
+            )
             assert sorted(r.status for r in statuses) == [101, 403]
             for r in statuses:
                 r.close()
@@ -232,7 +270,8 @@ async def test_a_relay_url_opens_one_call_and_a_replayed_signature_is_refused_on
 
 
 async def test_a_suspended_tenants_relay_call_is_refused_before_the_upgrade_with_no_session(
-        client, auth, store, settings, twilio_tokens):
+    client, auth, store, settings, twilio_tokens
+):
     seed_agent(store, "alice", name="Front Desk")
     url = await relay_url(client, auth)
 
@@ -248,17 +287,21 @@ async def test_a_suspended_tenants_relay_call_is_refused_before_the_upgrade_with
 
 
 async def test_a_relay_url_is_for_an_agent_of_the_tenant_and_the_ticket_not_the_setup_names_the_agent(
-        client, auth, store, fakes, twilio_tokens):
+    client, auth, store, fakes, twilio_tokens
+):
     alice_agent = seed_agent(store, "alice", name="Front Desk")
     bob_agent = seed_agent(store, "bob", name="Front Desk")
-    await assert_error(await client.post("/api/relay/urls", json={"agent_id": alice_agent["id"]},
-                                         headers=auth("bob")), 404)
+    await assert_error(
+        await client.post("/api/relay/urls", json={"agent_id": alice_agent["id"]}, headers=auth("bob")), 404
+    )
     await assert_error(await client.post("/api/relay/urls", json={}, headers=auth("bob")), 422)
-    await assert_error(await client.post("/api/relay/urls", json={"agent_slug": "front-desk"},
-                                         headers=auth("carol")), 404)
+    await assert_error(
+        await client.post("/api/relay/urls", json={"agent_slug": "front-desk"}, headers=auth("carol")), 404
+    )
     seed_agent(store, "carol", name="Front Desk")
-    await assert_error(await client.post("/api/relay/urls", json={"agent_slug": "front-desk"},
-                                         headers=auth("carol")), 409)  # no Twilio auth token to sign with
+    await assert_error(
+        await client.post("/api/relay/urls", json={"agent_slug": "front-desk"}, headers=auth("carol")), 409
+    )  # no Twilio auth token to sign with
     url = await relay_url(client, auth, "bob")
     async with await _relay(client, BOB_TOKEN, url) as ws:
         await ws.send_json(setup_message(agent_id=alice_agent["id"], tenant_id=tenant_of("alice")))
@@ -274,8 +317,9 @@ async def test_a_disabled_agent_hands_the_call_back_to_twilio(client, auth, stor
     url = await relay_url(client, auth)
     r = await client.put(f"/api/v1/agents/{agent['id']}", json={"enabled": False}, headers=auth("alice"))
     assert r.status == 200
-    await assert_error(await client.post("/api/relay/urls", json={"agent_slug": "front-desk"},
-                                         headers=auth("alice")), 409)
+    await assert_error(
+        await client.post("/api/relay/urls", json={"agent_slug": "front-desk"}, headers=auth("alice")), 409
+    )
     async with await _relay(client, ALICE_TOKEN, url) as ws:
         await ws.send_json(setup_message(agent_slug="front-desk"))
         msg = await ws.receive_json(timeout=10)
@@ -283,7 +327,8 @@ async def test_a_disabled_agent_hands_the_call_back_to_twilio(client, auth, stor
 
 
 async def test_an_llm_failing_for_good_apologises_hands_the_call_back_and_ends_the_session_with_why(
-        client, auth, store, fakes, twilio_tokens):
+    client, auth, store, fakes, twilio_tokens
+):
     seed_agent(store, "alice", name="Front Desk", errorMessage="Sorry, we have a problem. Please call back.")
     fakes.update_script(failures={"gemini": {"mode": "reject", "times": 2}})  # the try and its one retry
     async with await _relay(client, ALICE_TOKEN, await relay_url(client, auth)) as ws:
@@ -298,8 +343,9 @@ async def test_an_llm_failing_for_good_apologises_hands_the_call_back_and_ends_t
     assert [t["speaker"] for t in s["transcript"]] == ["USER", "AGENT"]  # the caller's words are kept
 
 
-async def test_a_frame_nested_past_the_json_depth_limit_is_skipped_and_the_call_goes_on(client, auth, store, fakes,
-                                                                                       twilio_tokens, caplog):
+async def test_a_frame_nested_past_the_json_depth_limit_is_skipped_and_the_call_goes_on(
+    client, auth, store, fakes, twilio_tokens, caplog
+):
     # a few thousand levels used to raise RecursionError inside json.loads and kill the call's handler
     seed_agent(store, "alice", name="Front Desk", systemPrompt="You are the front desk.")
     fakes.update_script(llm_replies=["We open at nine."])

@@ -27,9 +27,13 @@ async def llm_fakes(monkeypatch):
 @pytest.fixture
 def settings(settings, llm_fakes):
     # outbound calls configured (their dispatches land on the LiveKit stub), so those routes run end to end
-    return settings.with_(sip_outbound_trunk_id="ST_fuzz", google_api_key="fuzz-key",
-                          google_base_url=llm_fakes.gemini_base_url, openai_api_key="fuzz-key",
-                          openai_base_url=llm_fakes.openai_base_url)
+    return settings.with_(
+        sip_outbound_trunk_id="ST_fuzz",
+        google_api_key="fuzz-key",
+        google_base_url=llm_fakes.gemini_base_url,
+        openai_api_key="fuzz-key",
+        openai_base_url=llm_fakes.openai_base_url,
+    )
 
 
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, token_for, store, tmp_path):
@@ -37,21 +41,37 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(client, 
     url = str(client.make_url("/openapi.json"))
     report = tmp_path / "schemathesis"
     cmd = [
-        str(Path(sys.executable).with_name("schemathesis")), "run", url,
-        "--checks", CHECKS,
-        "--header", f"Authorization: Bearer {token_for('fuzzer')}",
-        "--phases", "examples,coverage,fuzzing",
-        "--max-examples", os.environ.get("VOXARENA_SCHEMATHESIS_EXAMPLES", "60"),
-        "--workers", "1",
-        "--request-timeout", "10",
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        url,
+        "--checks",
+        CHECKS,
+        "--header",
+        f"Authorization: Bearer {token_for('fuzzer')}",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        os.environ.get("VOXARENA_SCHEMATHESIS_EXAMPLES", "60"),
+        "--workers",
+        "1",
+        "--request-timeout",
+        "10",
         "--continue-on-failure",
-        "--suppress-health-check", "all",
-        "--report", "junit", "--report-dir", str(report),
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(report),
     ]
     if os.environ.get("VOXARENA_SCHEMATHESIS_SEED"):  # replay a CI run: its log prints "Seed: N"
         cmd += ["--seed", os.environ["VOXARENA_SCHEMATHESIS_SEED"]]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                                                env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=900)  # ~60 operations on a busy 2-core machine
     text = out.decode(errors="replace")
     print(text[-3000:])

@@ -5,8 +5,19 @@ from core.store.timefmt import now_iso
 from tests.api.seed import ANALYSIS, seed_call
 from tests.conftest import assert_error
 
-SESSION_KEYS = {"id", "agentId", "startedAt", "endedAt", "transcript", "duration", "analysis", "direction",
-                "call_direction", "outbound_phone_number", "call_status"}
+SESSION_KEYS = {
+    "id",
+    "agentId",
+    "startedAt",
+    "endedAt",
+    "transcript",
+    "duration",
+    "analysis",
+    "direction",
+    "call_direction",
+    "outbound_phone_number",
+    "call_status",
+}
 
 
 async def test_session_serves_transcript_duration_and_embedded_analysis(client, auth, store):
@@ -28,8 +39,9 @@ async def test_analysis_is_null_until_it_exists_and_when_it_failed(client, auth,
     _, sid = seed_call(store, "alice")
     resp = await client.get(f"/api/sessions/{sid}/analysis", headers=auth("alice"))
     assert resp.status == 200 and await resp.json() is None
-    store.write_sync(lambda db: repo.store_analysis(db, sid, result=None, error="model returned invalid JSON twice",
-                                                    attempts=2))
+    store.write_sync(
+        lambda db: repo.store_analysis(db, sid, result=None, error="model returned invalid JSON twice", attempts=2)
+    )
     assert await (await client.get(f"/api/sessions/{sid}/analysis", headers=auth("alice"))).json() is None
     s = await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
     assert s["analysisStatus"] == "failed" and "invalid JSON" in s["analysisError"]
@@ -38,8 +50,13 @@ async def test_analysis_is_null_until_it_exists_and_when_it_failed(client, auth,
 async def test_list_pages_filters_by_date_and_direction(client, auth, store):
     agent_id, _ = seed_call(store, "alice", started_at="2026-01-01T09:00:00.000000Z", ended_at=None)
     for day in range(2, 8):
-        seed_call(store, "alice", agent_id=agent_id, started_at=f"2026-01-0{day}T09:00:00.000000Z",
-                  direction="outbound" if day % 2 else "inbound")
+        seed_call(
+            store,
+            "alice",
+            agent_id=agent_id,
+            started_at=f"2026-01-0{day}T09:00:00.000000Z",
+            direction="outbound" if day % 2 else "inbound",
+        )
     seed_call(store, "bob")
     h = auth("alice")
     page1 = await (await client.get("/api/sessions?limit=3", headers=h)).json()
@@ -50,8 +67,9 @@ async def test_list_pages_filters_by_date_and_direction(client, auth, store):
     assert page3["sessions"][0]["endedAt"] is None and page3["sessions"][0]["duration"] is None
     ranged = await (await client.get("/api/sessions?start_date=2026-01-03&end_date=2026-01-05", headers=h)).json()
     assert sorted(s["startedAt"][:10] for s in ranged["sessions"]) == ["2026-01-03", "2026-01-04", "2026-01-05"]
-    precise = await (await client.get("/api/sessions?start_date=2026-01-03T09:00:00Z&end_date=2026-01-04T08:59:59Z",
-                                      headers=h)).json()
+    precise = await (
+        await client.get("/api/sessions?start_date=2026-01-03T09:00:00Z&end_date=2026-01-04T08:59:59Z", headers=h)
+    ).json()
     assert [s["startedAt"][:10] for s in precise["sessions"]] == ["2026-01-03"]
     out = await (await client.get("/api/sessions?direction=OUTBOUND", headers=h)).json()
     assert out["total"] == 3 and {s["call_direction"] for s in out["sessions"]} == {"OUTBOUND"}
@@ -66,8 +84,16 @@ async def test_dashboard_metrics_count_only_the_callers_data(client, auth, store
     seed_call(store, "alice", agent_id=agent_id)  # 65.4 s, long ago
     seed_call(store, "bob", started_at=today)
     m = await (await client.get("/api/dashboard/metrics", headers=auth("alice"))).json()
-    assert m == {"totalSessions": 3, "totalAgents": 1, "avgDuration": 65.4, "sessionsToday": 2, "transcriptsToday": 1,
-                 "totalCost": 0.0, "costToday": 0.0, "costThisMonth": 0.0}
+    assert m == {
+        "totalSessions": 3,
+        "totalAgents": 1,
+        "avgDuration": 65.4,
+        "sessionsToday": 2,
+        "transcriptsToday": 1,
+        "totalCost": 0.0,
+        "costToday": 0.0,
+        "costThisMonth": 0.0,
+    }
 
 
 async def test_unknown_session_is_404(client, auth):

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.keys import ISSUER
 from core.store.db import Store
-from tests.api.chat_support import fakes, idle_seconds, llm_requests
-from tests.api.chat_support import settings as chat_settings
+from tests.api.chat_support import fakes, idle_seconds, llm_requests  # noqa: F401  (fixtures, found by pytest by name)
+from tests.api.chat_support import settings as chat_settings  # noqa: F401  (fixtures, found by pytest by name)
 from tests.api.seed import seed_agent
 from tests.api.test_events import live_call, next_event, upgrade_headers
 from tests.conftest import assert_error
@@ -28,8 +28,9 @@ ADMIN = "root"
 
 @pytest.fixture
 def settings(chat_settings):
-    return chat_settings.with_(admin_users=(ADMIN,), socket_recheck_seconds=0.2, chat_max_connections=3,
-                               chat_max_connections_per_tenant=5)
+    return chat_settings.with_(
+        admin_users=(ADMIN,), socket_recheck_seconds=0.2, chat_max_connections=3, chat_max_connections_per_tenant=5
+    )
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ async def _key(client, auth, user: str = "alice") -> tuple[str, str]:
 
 async def _chat_session(client, auth, store, user: str = "alice") -> str:
     seed_agent(store, user, name="Front Desk")
-    r = await client.post("/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"},
-                          headers=auth(user))
+    r = await client.post(
+        "/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"}, headers=auth(user)
+    )
     return (await _json(r))["session_id"]
 
 
@@ -70,13 +72,19 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0
 
 
 async def test_streams_and_chats_lose_a_revoked_key_a_removed_member_and_a_suspended_tenant_changed_on_another_node(
-        client, other_node, auth, store):
+    client, other_node, auth, store
+):
     key, key_id = await _key(client, auth)
-    team = await _json(await other_node.post("/tenants", json={"name": "team", "owner_user_id": "alice"},
-                                             headers=auth(ADMIN)), 201)
-    in_team = lambda user: {**auth(user), "X-Tenant-ID": team["id"]}
-    await _json(await other_node.post(f"/tenants/{team['id']}/members", json={"user_id": "carol"},
-                                      headers=auth("alice")), 201)
+    team = await _json(
+        await other_node.post("/tenants", json={"name": "team", "owner_user_id": "alice"}, headers=auth(ADMIN)), 201
+    )
+
+    def in_team(user):
+        return {**auth(user), "X-Tenant-ID": team["id"]}
+
+    await _json(
+        await other_node.post(f"/tenants/{team['id']}/members", json={"user_id": "carol"}, headers=auth("alice")), 201
+    )
     sid = await _chat_session(client, auth, store)
     stream_by_key = await client.ws_connect(f"/events/ws?token={key}")
     chat_by_key = await client.ws_connect(f"/ws/chat/{sid}", headers={"X-API-Key": key})
@@ -109,14 +117,16 @@ def slow_recheck(settings):
 
 
 async def test_a_chat_message_after_the_key_is_revoked_closes_the_socket_with_4401_and_drives_no_turn(
-        slow_recheck, store, fakes):
+    slow_recheck, store, fakes
+):
     app = create_app(slow_recheck, store=store)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         headers = {"Authorization": f"Bearer {client.app[ISSUER].issue('alice')}"}
         made = await _json(await client.post("/api/keys", json={"name": "socket"}, headers=headers), 201)
         seed_agent(store, "alice", name="Front Desk")
-        r = await client.post("/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"},
-                              headers=headers)
+        r = await client.post(
+            "/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"}, headers=headers
+        )
         sid = (await _json(r))["session_id"]
         async with client.ws_connect(f"/ws/chat/{sid}", headers={"X-API-Key": made["key"]}) as ws:
             await ws.send_json({"type": "ping"})
@@ -126,8 +136,11 @@ async def test_a_chat_message_after_the_key_is_revoked_closes_the_socket_with_44
             await ws.send_json({"type": "message", "content": "Still there?"})
             assert await closed_with(ws) == 4401
         assert len(llm_requests(fakes)) == asked
-        kept = store.read_sync(lambda db: db.execute("SELECT COUNT(*) FROM transcript_items WHERE content = ?",
-                                                     ["Still there?"]).fetchone()[0])
+        kept = store.read_sync(
+            lambda db: db.execute(
+                "SELECT COUNT(*) FROM transcript_items WHERE content = ?", ["Still there?"]
+            ).fetchone()[0]
+        )
         assert kept == 0  # the refused message was not taken
 
 
@@ -136,12 +149,14 @@ async def test_chat_sockets_are_capped_per_credential_and_per_tenant_before_the_
     first, _ = await _key(client, auth)
     second, _ = await _key(client, auth)
     held = [await client.ws_connect(f"/ws/chat/{sid}", headers={"X-API-Key": first}) for _ in range(3)]
-    body = await assert_error(await client.get(f"/ws/chat/{sid}", headers={"X-API-Key": first, **upgrade_headers()}),
-                              429, "connection_limit")
+    body = await assert_error(
+        await client.get(f"/ws/chat/{sid}", headers={"X-API-Key": first, **upgrade_headers()}), 429, "connection_limit"
+    )
     assert "3" in body["detail"] and "per credential" in body["detail"]
     held += [await client.ws_connect(f"/ws/chat/{sid}", headers={"X-API-Key": second}) for _ in range(2)]
-    body = await assert_error(await client.get(f"/ws/chat/{sid}", headers={"X-API-Key": second, **upgrade_headers()}),
-                              429, "connection_limit")
+    body = await assert_error(
+        await client.get(f"/ws/chat/{sid}", headers={"X-API-Key": second, **upgrade_headers()}), 429, "connection_limit"
+    )
     assert "5" in body["detail"] and "per tenant" in body["detail"]
     bob_sid = await _chat_session(client, auth, store, "bob")
     async with client.ws_connect(f"/ws/chat/{bob_sid}", headers=auth("bob")) as bobs:  # another tenant's count
@@ -171,18 +186,22 @@ async def test_chat_caps_are_shared_by_api_nodes_through_redis(settings, store, 
     shared = settings.with_(redis_url=redis_server.url, redis_timeout_seconds=10.0)
     other_store = Store(shared.database_path)
     try:
-        async with TestClient(TestServer(create_app(shared, store=store), host="127.0.0.1")) as a, \
-                TestClient(TestServer(create_app(shared, store=other_store), host="127.0.0.1")) as b:
+        async with (
+            TestClient(TestServer(create_app(shared, store=store), host="127.0.0.1")) as a,
+            TestClient(TestServer(create_app(shared, store=other_store), host="127.0.0.1")) as b,
+        ):
             headers = {"Authorization": f"Bearer {a.app[ISSUER].issue('alice')}"}
             seed_agent(store, "alice", name="Front Desk")
-            r = await a.post("/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"},
-                             headers=headers)
+            r = await a.post(
+                "/trigger-agent", json={"message": "Hi", "agent_slug": "front-desk", "mode": "text"}, headers=headers
+            )
             sid = (await _json(r))["session_id"]
             held = [await a.ws_connect(f"/ws/chat/{sid}", headers=headers) for _ in range(2)]
             held.append(await b.ws_connect(f"/ws/chat/{sid}", headers=headers))
             for node in (a, b):
-                await assert_error(await node.get(f"/ws/chat/{sid}", headers={**headers, **upgrade_headers()}), 429,
-                                   "connection_limit")
+                await assert_error(
+                    await node.get(f"/ws/chat/{sid}", headers={**headers, **upgrade_headers()}), 429, "connection_limit"
+                )
             await held.pop().close()  # node b's place, freed in Redis
             deadline = time.monotonic() + 10
             while (r := await a.get(f"/ws/chat/{sid}", headers={**headers, **upgrade_headers()})).status != 101:

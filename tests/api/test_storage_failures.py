@@ -36,8 +36,7 @@ async def _health(client) -> dict:
     return await resp.json()
 
 
-async def test_a_full_disk_answers_503_with_the_reason_and_health_degrades_until_it_clears(client, auth, store,
-                                                                                           caplog):
+async def test_a_full_disk_answers_503_with_the_reason_and_health_degrades_until_it_clears(client, auth, store, caplog):
     h = auth("alice")
     assert (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).status == 201
     await store.write(_cap_pages_at_current_size)
@@ -45,8 +44,7 @@ async def test_a_full_disk_answers_503_with_the_reason_and_health_degrades_until
 
     with caplog.at_level(logging.INFO, logger="voxarena.store"):
         for _ in range(3):
-            body = await assert_error(await client.post("/api/agents", json=big, headers=h), 503,
-                                      "storage_unavailable")
+            body = await assert_error(await client.post("/api/agents", json=big, headers=h), 503, "storage_unavailable")
             assert "the disk holding the database is full (SQLITE_FULL)" in body["detail"], body
         health = await _health(client)
         assert health["status"] == "degraded"
@@ -73,8 +71,9 @@ async def test_an_io_error_on_the_wal_answers_503_and_the_store_recovers(client,
     assert wal.exists()
     undo = make_unwritable(wal)
     try:
-        body = await assert_error(await client.post("/api/agents", json=AGENT_WIRE, headers=h), 503,
-                                  "storage_unavailable")
+        body = await assert_error(
+            await client.post("/api/agents", json=AGENT_WIRE, headers=h), 503, "storage_unavailable"
+        )
         assert "I/O error" in body["detail"] and "SQLITE_IOERR" in body["detail"], body
         assert (await _health(client))["database"]["status"] == "degraded"
     finally:

@@ -38,11 +38,16 @@ async def _json(resp, status: int = 200):
 
 
 async def _tenant(client, auth, owner: str, **body) -> dict:
-    return await _json(await client.post("/tenants", json={"name": f"{owner}'s team", "owner_user_id": owner, **body},
-                                         headers=auth(ADMIN)), 201)
+    return await _json(
+        await client.post(
+            "/tenants", json={"name": f"{owner}'s team", "owner_user_id": owner, **body}, headers=auth(ADMIN)
+        ),
+        201,
+    )
 
 
 # ---- the migration ----
+
 
 def test_rows_owned_by_users_move_into_their_personal_tenants(tmp_path):
     path = tmp_path / "old.db"
@@ -54,13 +59,17 @@ def test_rows_owned_by_users_move_into_their_personal_tenants(tmp_path):
         conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO _migrations VALUES ({version}, 'v', 'now');\nCOMMIT;")
     stamp = "2026-01-01T00:00:00.000000Z"
     for user, name in (("alice", "Support"), ("alice", "Support"), ("bob", "Sales Bot")):
-        conn.execute("INSERT INTO agents (id, owner_id, name, system_prompt, stt_provider, llm_provider, tts_provider, "
-                     "created_at, updated_at) VALUES (?, ?, ?, 'p', 'deepgram', 'gemini', 'elevenlabs', ?, ?)",
-                     [f"{user}-{name}-{conn.execute('SELECT COUNT(*) FROM agents').fetchone()[0]}", user, name, stamp,
-                      stamp])
+        conn.execute(
+            "INSERT INTO agents (id, owner_id, name, system_prompt, stt_provider, llm_provider, tts_provider, "
+            "created_at, updated_at) VALUES (?, ?, ?, 'p', 'deepgram', 'gemini', 'elevenlabs', ?, ?)",
+            [f"{user}-{name}-{conn.execute('SELECT COUNT(*) FROM agents').fetchone()[0]}", user, name, stamp, stamp],
+        )
     agent = conn.execute("SELECT id FROM agents WHERE owner_id = 'bob'").fetchone()[0]
-    conn.execute("INSERT INTO sessions (id, owner_id, agent_id, status, started_at, last_activity_at, created_at) "
-                 "VALUES ('s1', 'bob', ?, 'ended', ?, ?, ?)", [agent, stamp, stamp, stamp])
+    conn.execute(
+        "INSERT INTO sessions (id, owner_id, agent_id, status, started_at, last_activity_at, created_at) "
+        "VALUES ('s1', 'bob', ?, 'ended', ?, ?, ?)",
+        [agent, stamp, stamp, stamp],
+    )
     conn.execute("INSERT INTO user_secrets VALUES ('bob', 'secret', ?)", [stamp])
     conn.close()
 
@@ -72,14 +81,25 @@ def test_rows_owned_by_users_move_into_their_personal_tenants(tmp_path):
             {"owner_id": personal_tenant_id("alice"), "name": "Support", "slug": "support-2"},
             {"owner_id": personal_tenant_id("bob"), "name": "Sales Bot", "slug": "sales-bot"},
         ]
+
         def owners(db):
-            return {t: [r[0] for r in db.execute(f"SELECT DISTINCT owner_id FROM {t}")]
-                    for t in ("sessions", "user_secrets")}
-        assert store.read_sync(owners) == {"sessions": [personal_tenant_id("bob")],
-                                           "user_secrets": [personal_tenant_id("bob")]}
-        members = store.read_sync(lambda db: sorted(db.execute(
-            "SELECT m.user_id, m.role, t.personal_of, t.status FROM tenant_members m JOIN tenants t "
-            "ON t.id = m.tenant_id").fetchall()))
+            return {
+                t: [r[0] for r in db.execute(f"SELECT DISTINCT owner_id FROM {t}")]
+                for t in ("sessions", "user_secrets")
+            }
+
+        assert store.read_sync(owners) == {
+            "sessions": [personal_tenant_id("bob")],
+            "user_secrets": [personal_tenant_id("bob")],
+        }
+        members = store.read_sync(
+            lambda db: sorted(
+                db.execute(
+                    "SELECT m.user_id, m.role, t.personal_of, t.status FROM tenant_members m JOIN tenants t "
+                    "ON t.id = m.tenant_id"
+                ).fetchall()
+            )
+        )
         assert members == [("alice", "owner", "alice", "active"), ("bob", "owner", "bob", "active")]
     finally:
         store.close()
@@ -93,9 +113,15 @@ async def test_migrated_rows_answer_their_user_and_no_one_else(client, auth, sto
 
 # ---- tenants and members ----
 
+
 async def test_admins_create_tenants_with_003s_shape_and_others_may_not(client, auth, settings):
-    body = {"name": "Acme Corporation", "subdomain": "acme", "max_agents": 50, "max_concurrent_calls": 200,
-            "billing_email": "billing@acme.example"}
+    body = {
+        "name": "Acme Corporation",
+        "subdomain": "acme",
+        "max_agents": 50,
+        "max_concurrent_calls": 200,
+        "billing_email": "billing@acme.example",
+    }
     before = table_snapshot(settings.database_path)
     await assert_error(await client.post("/tenants", json=body, headers=auth("alice")), 403, "forbidden")
     await assert_error(await client.get("/tenants", headers=auth("alice")), 403, "forbidden")
@@ -108,21 +134,29 @@ async def test_admins_create_tenants_with_003s_shape_and_others_may_not(client, 
     await assert_error(await client.post("/tenants", json={**body, "subdomain": "no way"}, headers=auth(ADMIN)), 422)
     listed = await _json(await client.get("/tenants", headers=auth(ADMIN)))
     assert [t["id"] for t in listed] == [tenant["id"]]
-    patched = await _json(await client.patch(f"/tenants/{tenant['id']}", json={"max_agents": 100, "status": "active"},
-                                             headers=auth(ADMIN)))
+    patched = await _json(
+        await client.patch(
+            f"/tenants/{tenant['id']}", json={"max_agents": 100, "status": "active"}, headers=auth(ADMIN)
+        )
+    )
     assert patched["limits"]["max_agents"] == 100 and patched["status"] == "active"
     assert await _json(await client.get(f"/tenants/{tenant['id']}", headers=auth(ADMIN))) == patched
 
 
 async def test_members_pick_a_tenant_with_the_header_and_owners_cannot_lift_their_limits(client, auth):
     team = await _tenant(client, auth, "alice", max_agents=5)
-    await _json(await client.post(f"/tenants/{team['id']}/members", json={"user_id": "carol", "role": "member"},
-                                  headers=auth("alice")), 201)
+    await _json(
+        await client.post(
+            f"/tenants/{team['id']}/members", json={"user_id": "carol", "role": "member"}, headers=auth("alice")
+        ),
+        201,
+    )
     carol_team = _h(auth, "carol", team["id"])
     made = await _json(await client.post("/api/agents", json=AGENT_WIRE, headers=carol_team), 201)
     # the team's agent is the team's: alice sees it in the team, not in her personal tenant; carol's own is empty
-    assert [a["id"] for a in (await _json(await client.get("/api/agents", headers=_h(auth, "alice", team["id"]))))
-            ["agents"]] == [made["id"]]
+    assert [
+        a["id"] for a in (await _json(await client.get("/api/agents", headers=_h(auth, "alice", team["id"]))))["agents"]
+    ] == [made["id"]]
     assert (await _json(await client.get("/api/agents", headers=auth("alice"))))["total"] == 0
     assert (await _json(await client.get("/api/agents", headers=auth("carol"))))["total"] == 0
     # not a member: the tenant does not exist for you
@@ -133,8 +167,9 @@ async def test_members_pick_a_tenant_with_the_header_and_owners_cannot_lift_thei
     await assert_error(await client.patch(f"/tenants/{team['id']}", json={"name": "x"}, headers=auth("carol")), 403)
     renamed = await _json(await client.patch(f"/tenants/{team['id']}", json={"name": "Renamed"}, headers=auth("alice")))
     assert renamed["name"] == "Renamed"
-    await assert_error(await client.patch(f"/tenants/{team['id']}", json={"max_agents": 500}, headers=auth("alice")),
-                       403, "forbidden")
+    await assert_error(
+        await client.patch(f"/tenants/{team['id']}", json={"max_agents": 500}, headers=auth("alice")), 403, "forbidden"
+    )
     members = await _json(await client.get(f"/tenants/{team['id']}/members", headers=auth("alice")))
     assert sorted((m["user_id"], m["role"]) for m in members["members"]) == [("alice", "owner"), ("carol", "member")]
     await assert_error(await client.delete(f"/tenants/{team['id']}/members/alice", headers=auth("alice")), 409)
@@ -149,6 +184,7 @@ async def test_a_users_personal_tenant_is_stored_on_first_use_and_readable_by_th
 
 
 # ---- limits ----
+
 
 async def test_limits_refuse_agents_calls_and_suspended_tenants_writing_nothing(client, auth, settings):
     team = await _tenant(client, auth, "alice", max_agents=1, max_concurrent_calls=1)
@@ -178,27 +214,31 @@ async def test_limits_refuse_agents_calls_and_suspended_tenants_writing_nothing(
     assert (await client.get("/api/agents", headers=h)).status == 200
 
 
-async def test_a_suspended_tenants_owners_and_members_change_nothing_of_it_and_an_admin_still_may(client, auth,
-                                                                                               settings):
+async def test_a_suspended_tenants_owners_and_members_change_nothing_of_it_and_an_admin_still_may(
+    client, auth, settings
+):
     team = await _tenant(client, auth, "alice")
     tid = team["id"]
-    await _json(await client.post(f"/tenants/{tid}/members", json={"user_id": "bob", "role": "member"},
-                                  headers=auth("alice")), 201)
+    await _json(
+        await client.post(f"/tenants/{tid}/members", json={"user_id": "bob", "role": "member"}, headers=auth("alice")),
+        201,
+    )
     await _json(await client.patch(f"/tenants/{tid}", json={"status": "suspended"}, headers=auth(ADMIN)))
     before = table_snapshot(settings.database_path)
     for user, method, path, body in (
-            ("alice", "PATCH", f"/tenants/{tid}", {"name": "renamed"}),
-            ("alice", "PATCH", f"/tenants/{tid}", {"billing_email": "a@example.com"}),
-            ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "mallory", "role": "owner"}),
-            ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "bob", "role": "owner"}),
-            ("alice", "DELETE", f"/tenants/{tid}/members/bob", None),
-            ("bob", "DELETE", f"/tenants/{tid}/members/bob", None)):
-        await assert_error(await client.request(method, path, json=body, headers=auth(user)), 403,
-                           "tenant_suspended")
+        ("alice", "PATCH", f"/tenants/{tid}", {"name": "renamed"}),
+        ("alice", "PATCH", f"/tenants/{tid}", {"billing_email": "a@example.com"}),
+        ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "mallory", "role": "owner"}),
+        ("alice", "POST", f"/tenants/{tid}/members", {"user_id": "bob", "role": "owner"}),
+        ("alice", "DELETE", f"/tenants/{tid}/members/bob", None),
+        ("bob", "DELETE", f"/tenants/{tid}/members/bob", None),
+    ):
+        await assert_error(await client.request(method, path, json=body, headers=auth(user)), 403, "tenant_suspended")
     assert table_snapshot(settings.database_path) == before
     assert (await _json(await client.get(f"/tenants/{tid}", headers=auth("alice"))))["name"] == team["name"]
-    renamed = await _json(await client.patch(f"/tenants/{tid}", json={"name": "renamed", "status": "active"},
-                                             headers=auth(ADMIN)))
+    renamed = await _json(
+        await client.patch(f"/tenants/{tid}", json={"name": "renamed", "status": "active"}, headers=auth(ADMIN))
+    )
     assert renamed["name"] == "renamed" and renamed["status"] == "active"
     await _json(await client.patch(f"/tenants/{tid}", json={"name": "ours again"}, headers=auth("alice")))
 
@@ -211,6 +251,7 @@ async def test_a_disabled_or_inactive_agent_takes_no_calls(client, auth):
 
 
 # ---- API keys ----
+
 
 async def test_keys_act_for_their_tenant_through_both_headers_and_stop_at_once_when_revoked(client, auth, store):
     h = auth("alice")
@@ -229,8 +270,9 @@ async def test_keys_act_for_their_tenant_through_both_headers_and_stop_at_once_w
         v1 = await _json(await client.get("/api/v1/agents", headers=headers))
         assert [a["id"] for a in v1] == [agent["id"]]
     # a key cannot leave its tenant, name a client its tenant does not have, or mint keys
-    await assert_error(await client.get("/api/agents", headers={"X-API-Key": key, "X-Tenant-ID": tenant_of("bob")}),
-                       404)
+    await assert_error(
+        await client.get("/api/agents", headers={"X-API-Key": key, "X-Tenant-ID": tenant_of("bob")}), 404
+    )
     await assert_error(await client.get("/api/agents", headers={"X-API-Key": key, "X-Client-ID": "nope"}), 401)
     await assert_error(await client.post("/api/keys", json={"name": "x"}, headers={"X-API-Key": key}), 403)
     # bob cannot revoke alice's key
@@ -247,20 +289,23 @@ async def test_keys_act_for_their_tenant_through_both_headers_and_stop_at_once_w
 
 # ---- the isolation matrix ----
 
+
 async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, store, settings):
     t1 = await _tenant(client, auth, "alice")
     t2 = await _tenant(client, auth, "bob")
     for team in (t1, t2):
-        await _json(await client.post(f"/tenants/{team['id']}/members", json={"user_id": "carol"},
-                                      headers=auth(ADMIN)), 201)
+        await _json(
+            await client.post(f"/tenants/{team['id']}/members", json={"user_id": "carol"}, headers=auth(ADMIN)), 201
+        )
     objects: dict[str, dict[str, str]] = {}
     keys: dict[str, str] = {}
     for team, owner in ((t1, "alice"), (t2, "bob")):
         h = _h(auth, owner, team["id"])
         agent = await _json(await client.post("/api/agents", json=AGENT_WIRE, headers=h), 201)
         key = await _json(await client.post("/api/keys", json={"name": "k"}, headers=h), 201)
-        sid = store.write_sync(lambda db, a=agent["id"], t=team["id"]: sessions_repo.create(
-            db, owner_id=t, agent_id=a, status="ended"))
+        sid = store.write_sync(
+            lambda db, a=agent["id"], t=team["id"]: sessions_repo.create(db, owner_id=t, agent_id=a, status="ended")
+        )
         objects[team["id"]] = {"agent": agent["id"], "session": sid, "key": key["id"]}
         keys[team["id"]] = key["key"]
     credentials = {
@@ -271,9 +316,14 @@ async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, s
         "key of t1": ({"X-API-Key": keys[t1["id"]]}, t1["id"]),
         "key of t2": ({"Authorization": f"Bearer {keys[t2['id']]}"}, t2["id"]),
     }
-    reads = ["/api/agents/{agent}", "/api/v1/agents/{agent}", "/api/sessions/{session}",
-             "/api/sessions/{session}/transcripts", "/api/sessions/{session}/analysis",
-             "/api/sessions/{session}/cost-breakdown"]
+    reads = [
+        "/api/agents/{agent}",
+        "/api/v1/agents/{agent}",
+        "/api/sessions/{session}",
+        "/api/sessions/{session}/transcripts",
+        "/api/sessions/{session}/analysis",
+        "/api/sessions/{session}/cost-breakdown",
+    ]
     checked = 0
     for name, (headers, home) in credentials.items():
         listed = await _json(await client.get("/api/agents", headers=headers))

@@ -30,19 +30,33 @@ STATEFUL_EVENTS = ("room_finished", "participant_joined", "participant_left", "t
 
 def _client(store, settings, user: str, client_id: str, key: str, secret: str) -> None:
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    store.write_sync(lambda db: clients_repo.create(db, tenant_of(user), {
-        "id": client_id, "name": client_id, "settings": {"livekit": {"server_url": "wss://lk.example.com",
-                                                                      "api_key": key}},
-        "secrets": box.seal(json.dumps({"livekit": {"api_secret": secret}}))}))
+    store.write_sync(
+        lambda db: clients_repo.create(
+            db,
+            tenant_of(user),
+            {
+                "id": client_id,
+                "name": client_id,
+                "settings": {"livekit": {"server_url": "wss://lk.example.com", "api_key": key}},
+                "secrets": box.seal(json.dumps({"livekit": {"api_secret": secret}})),
+            },
+        )
+    )
 
 
 def _call(store, user: str, room: str, *, client_id: str | None, active: bool) -> str:
     agent = seed_agent(store, user, clientId=client_id) if client_id else seed_agent(store, user)
 
     def create(db) -> str:
-        sid = sessions_repo.create(db, owner_id=tenant_of(user), agent_id=agent["id"], room_name=room,
-                                   client_id=client_id, status="active" if active else "pending",
-                                   started_at="2026-01-01T00:00:00.000000Z" if active else None)
+        sid = sessions_repo.create(
+            db,
+            owner_id=tenant_of(user),
+            agent_id=agent["id"],
+            room_name=room,
+            client_id=client_id,
+            status="active" if active else "pending",
+            started_at="2026-01-01T00:00:00.000000Z" if active else None,
+        )
         db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", ["2026-01-01T00:00:00.000000Z", sid])
         if not active:
             dispatch_repo.record_dispatch(db, sid, "AD_1", at="2026-01-01T00:00:00.000000Z")
@@ -58,9 +72,11 @@ def calls(store, settings) -> dict[str, str]:
     _client(store, settings, "alice", "a-site", A_KEY, A_SECRET)
     _client(store, settings, "bob", "b-site", B_KEY, B_SECRET)
     _client(store, settings, "bob", "b-lookalike", A_KEY, B_SECRET)
-    return {"a-live": _call(store, "alice", "a-live", client_id="a-site", active=True),
-            "a-pending": _call(store, "alice", "a-pending", client_id="a-site", active=False),
-            "p-live": _call(store, "alice", "p-live", client_id=None, active=True)}
+    return {
+        "a-live": _call(store, "alice", "a-live", client_id="a-site", active=True),
+        "a-pending": _call(store, "alice", "a-pending", client_id="a-site", active=False),
+        "p-live": _call(store, "alice", "p-live", client_id=None, active=True),
+    }
 
 
 def _webhook(event: str, room: str, key: str, secret: str) -> tuple[str, dict]:
@@ -89,12 +105,15 @@ def _sessions(settings) -> list[tuple]:
 
 @pytest.mark.parametrize("event", STATEFUL_EVENTS)
 async def test_a_webhook_signed_with_another_servers_key_is_acknowledged_and_changes_no_call(
-        client, settings, calls, event, caplog):
+    client, settings, calls, event, caplog
+):
     before = _sessions(settings)
     # bob's own key; bob's secret under alice's key name; the product's key for calls on a client's server
-    for key, secret, rooms in ((B_KEY, B_SECRET, ("a-live", "a-pending", "p-live")),
-                               (A_KEY, B_SECRET, ("a-live", "a-pending", "p-live")),
-                               (LIVEKIT_KEY, LIVEKIT_SECRET, ("a-live", "a-pending"))):
+    for key, secret, rooms in (
+        (B_KEY, B_SECRET, ("a-live", "a-pending", "p-live")),
+        (A_KEY, B_SECRET, ("a-live", "a-pending", "p-live")),
+        (LIVEKIT_KEY, LIVEKIT_SECRET, ("a-live", "a-pending")),
+    ):
         for room in rooms:
             raw, headers = _webhook(event, room, key, secret)
             resp = await client.post("/api/livekit/webhook", data=raw, headers=headers)
@@ -104,8 +123,11 @@ async def test_a_webhook_signed_with_another_servers_key_is_acknowledged_and_cha
 
 
 async def test_the_servers_own_key_ends_its_calls_live_and_waiting(client, settings, calls):
-    for room, key, secret in (("a-live", A_KEY, A_SECRET), ("a-pending", A_KEY, A_SECRET),
-                              ("p-live", LIVEKIT_KEY, LIVEKIT_SECRET)):
+    for room, key, secret in (
+        ("a-live", A_KEY, A_SECRET),
+        ("a-pending", A_KEY, A_SECRET),
+        ("p-live", LIVEKIT_KEY, LIVEKIT_SECRET),
+    ):
         raw, headers = _webhook("room_finished", room, key, secret)
         assert (await client.post("/api/livekit/webhook", data=raw, headers=headers)).status == 200
     ended = {sid: _status(settings, sid) for sid in calls.values()}
@@ -123,4 +145,3 @@ async def test_the_servers_own_key_marks_its_caller_joined_and_its_calls_active(
     assert rows[calls["a-pending"]]["caller_joined_at"] == "2026-01-01T00:01:00.000000Z"
     assert rows[calls["a-live"]]["last_activity_at"] > "2026-01-01T00:00:00.000000Z"
     assert rows[calls["p-live"]]["last_activity_at"] == "2026-01-01T00:00:00.000000Z"
-

@@ -17,8 +17,9 @@ FAILING = web.AppKey("failing", dict)
 SIP_OBJECTS = web.AppKey("sip_objects", dict)  # the SIP trunks and dispatch rules the stub holds, by id
 
 
-async def start_twirp_stub(participants: dict[str, list[int]] | None = None
-                           ) -> tuple[TestServer, list[tuple[str, bytes]]]:
+async def start_twirp_stub(
+    participants: dict[str, list[int]] | None = None,
+) -> tuple[TestServer, list[tuple[str, bytes]]]:
     """`participants` maps a room to the kinds of the participants LiveKit would list in it (mutable by tests)."""
     calls: list[tuple[str, bytes]] = []
     rooms = participants if participants is not None else {}
@@ -28,14 +29,16 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
         calls.append(("CreateDispatch", body))
         req = proto_dispatch.CreateAgentDispatchRequest()
         req.ParseFromString(body)
-        out = proto_dispatch.AgentDispatch(id=f"AD_{uuid.uuid4().hex[:8]}", agent_name=req.agent_name, room=req.room,
-                                           metadata=req.metadata)
+        out = proto_dispatch.AgentDispatch(
+            id=f"AD_{uuid.uuid4().hex[:8]}", agent_name=req.agent_name, room=req.room, metadata=req.metadata
+        )
         return web.Response(body=out.SerializeToString(), content_type="application/protobuf")
 
     async def delete_room(request: web.Request) -> web.Response:
         calls.append(("DeleteRoom", await request.read()))
-        return web.Response(body=proto_room.DeleteRoomResponse().SerializeToString(),
-                            content_type="application/protobuf")
+        return web.Response(
+            body=proto_room.DeleteRoomResponse().SerializeToString(), content_type="application/protobuf"
+        )
 
     async def delete_dispatch(request: web.Request) -> web.Response:
         body = await request.read()
@@ -47,8 +50,9 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
 
     async def remove_participant(request: web.Request) -> web.Response:
         calls.append(("RemoveParticipant", await request.read()))
-        return web.Response(body=proto_room.RemoveParticipantResponse().SerializeToString(),
-                            content_type="application/protobuf")
+        return web.Response(
+            body=proto_room.RemoveParticipantResponse().SerializeToString(), content_type="application/protobuf"
+        )
 
     async def send_data(request: web.Request) -> web.Response:
         calls.append(("SendData", await request.read()))
@@ -57,8 +61,12 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
     async def list_participants(request: web.Request) -> web.Response:
         req = proto_room.ListParticipantsRequest()
         req.ParseFromString(await request.read())
-        out = proto_room.ListParticipantsResponse(participants=[
-            proto_models.ParticipantInfo(identity=f"p{i}", kind=kind) for i, kind in enumerate(rooms.get(req.room, []))])
+        out = proto_room.ListParticipantsResponse(
+            participants=[
+                proto_models.ParticipantInfo(identity=f"p{i}", kind=kind)
+                for i, kind in enumerate(rooms.get(req.room, []))
+            ]
+        )
         return web.Response(body=out.SerializeToString(), content_type="application/protobuf")
 
     sip_objects: dict[str, object] = {}
@@ -75,6 +83,7 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
             if out is None:
                 return web.json_response({"code": "not_found", "msg": "object not found"}, status=404)
             return web.Response(body=out.SerializeToString(), content_type="application/protobuf")
+
         return handler
 
     def create_trunk(req):
@@ -85,8 +94,9 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
         return trunk
 
     def delete_trunk(req):
-        return proto_sip.SIPTrunkInfo(sip_trunk_id=req.sip_trunk_id) if sip_objects.pop(req.sip_trunk_id, None) \
-            else None
+        return (
+            proto_sip.SIPTrunkInfo(sip_trunk_id=req.sip_trunk_id) if sip_objects.pop(req.sip_trunk_id, None) else None
+        )
 
     def create_rule(req):
         rule = proto_sip.SIPDispatchRuleInfo()
@@ -111,11 +121,12 @@ async def start_twirp_stub(participants: dict[str, list[int]] | None = None
     app[FAILING] = {}
     app[SIP_OBJECTS] = sip_objects
     for name, request_type, respond in (
-            ("CreateSIPInboundTrunk", proto_sip.CreateSIPInboundTrunkRequest, create_trunk),
-            ("DeleteSIPTrunk", proto_sip.DeleteSIPTrunkRequest, delete_trunk),
-            ("CreateSIPDispatchRule", proto_sip.CreateSIPDispatchRuleRequest, create_rule),
-            ("UpdateSIPDispatchRule", proto_sip.UpdateSIPDispatchRuleRequest, update_rule),
-            ("DeleteSIPDispatchRule", proto_sip.DeleteSIPDispatchRuleRequest, delete_rule)):
+        ("CreateSIPInboundTrunk", proto_sip.CreateSIPInboundTrunkRequest, create_trunk),
+        ("DeleteSIPTrunk", proto_sip.DeleteSIPTrunkRequest, delete_trunk),
+        ("CreateSIPDispatchRule", proto_sip.CreateSIPDispatchRuleRequest, create_rule),
+        ("UpdateSIPDispatchRule", proto_sip.UpdateSIPDispatchRuleRequest, update_rule),
+        ("DeleteSIPDispatchRule", proto_sip.DeleteSIPDispatchRuleRequest, delete_rule),
+    ):
         app.router.add_post(f"/twirp/livekit.SIP/{name}", sip_method(name, request_type, respond))
     app.router.add_post("/twirp/livekit.AgentDispatchService/DeleteDispatch", delete_dispatch)
     app.router.add_post("/twirp/livekit.RoomService/ListParticipants", list_participants)

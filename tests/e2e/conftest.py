@@ -68,8 +68,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if rep.when != "call" or not rep.failed:
         return
     seen: set[int] = set()
-    args = [(f"{name}[{i}]", v) for name, value in getattr(item, "funcargs", {}).items()
-            for i, v in (enumerate(value) if isinstance(value, tuple) else [("", value)])]
+    args = [
+        (f"{name}[{i}]", v)
+        for name, value in getattr(item, "funcargs", {}).items()
+        for i, v in (enumerate(value) if isinstance(value, tuple) else [("", value)])
+    ]
     for name, value in args:
         name = name.removesuffix("[]")
         if id(value) in seen:
@@ -86,9 +89,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 # --- the product, wired to a real livekit-server and the provider fakes -----------------------------------------
 
 FAKE_KEY = "fake-provider-key"
-ANALYSIS_JSON = {"summary": "The caller asked for the opening hours and got them.", "sentiment": "positive",
-                 "sentiment_score": 0.8, "topics": ["opening hours"], "outcome": "answered",
-                 "action_items": []}
+ANALYSIS_JSON = {
+    "summary": "The caller asked for the opening hours and got them.",
+    "sentiment": "positive",
+    "sentiment_score": 0.8,
+    "topics": ["opening hours"],
+    "outcome": "answered",
+    "action_items": [],
+}
 VOICE_SCRIPT = {
     "stt_transcripts": [],
     "stt_default_transcript": "What are your opening hours?",
@@ -117,10 +125,14 @@ def voice_stack(netns_ip: str, e2e_workdir: Path, fakes):
     from tests.harness.product import product_env, start_product
 
     port = free_port("127.0.0.1")
-    server = _start_or_fail(start_livekit_server, workdir=e2e_workdir / "livekit-voice",
-                            webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"])
-    env = product_env(data_dir=e2e_workdir / "product-data", port=port, livekit=server, fakes_urls=fakes.urls,
-                      api_key=FAKE_KEY)
+    server = _start_or_fail(
+        start_livekit_server,
+        workdir=e2e_workdir / "livekit-voice",
+        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
+    )
+    env = product_env(
+        data_dir=e2e_workdir / "product-data", port=port, livekit=server, fakes_urls=fakes.urls, api_key=FAKE_KEY
+    )
     try:
         product = _start_or_fail(start_product, workdir=e2e_workdir / "product", port=port, env=env)
     except BaseException:

@@ -41,8 +41,9 @@ async def test_a_failing_provider_on_a_web_call_disconnects_the_caller_within_tw
         await client.disconnect()
     assert 0 <= gone_at - apology_end <= 2.0, gone_at - apology_end
     assert tok["roomName"] not in await _rooms(server)
-    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["status"] == "ended", timeout=20,
-                                   what="ended")
+    s = await product.wait_session(
+        tok["sessionId"], "alice", lambda s: s["status"] == "ended", timeout=20, what="ended"
+    )
     assert s["endReason"] == "error" and s["error"].startswith("llm provider gemini failed"), s
     assert [(t["speaker"], t["content"]) for t in s["transcript"]][-1] == ("AGENT", DEFAULT_ERROR_MESSAGE)
     # the session ended at the hang-up: within two seconds of the apology's end on the caller's clock

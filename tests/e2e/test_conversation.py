@@ -10,9 +10,19 @@ QUESTION = "What are your opening hours?"
 
 
 async def _agent(product) -> str:
-    status, agent = await product.request("POST", "/api/agents", "alice", json={
-        "name": "Turns", "systemPrompt": "You answer questions about opening hours.", "sttProvider": "deepgram",
-        "llmProvider": "gemini", "ttsProvider": "elevenlabs", "firstMessageMode": "assistant_waits"})
+    status, agent = await product.request(
+        "POST",
+        "/api/agents",
+        "alice",
+        json={
+            "name": "Turns",
+            "systemPrompt": "You answer questions about opening hours.",
+            "sttProvider": "deepgram",
+            "llmProvider": "gemini",
+            "ttsProvider": "elevenlabs",
+            "firstMessageMode": "assistant_waits",
+        },
+    )
     assert status == 201, agent
     return agent["id"]
 
@@ -43,8 +53,9 @@ async def test_an_unfinished_sentence_is_waited_for_and_a_finished_one_answered_
             await client.disconnect()
     finally:
         fakes.script(stt_transcripts=[])
-    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30,
-                                   what="ended")
+    s = await product.wait_session(
+        tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30, what="ended"
+    )
     users = [t["content"] for t in s["transcript"] if t["speaker"] == "USER"]
     assert users == ["So my number is", QUESTION], s["transcript"]
     unfinished, finished = (r["metrics"]["end_of_turn_delay"] for r in _replies(s)[:2])
@@ -74,8 +85,9 @@ async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
         await client.disconnect()
         fakes.script(llm_replies=[])
     assert not unanswered, f"turns {unanswered} of 30 got no reply within 15 s"
-    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
-                                   timeout=30, what="ended")
+    s = await product.wait_session(
+        tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30, what="ended"
+    )
     speakers = [t["speaker"] for t in s["transcript"]]
     assert speakers.count("USER") == 30 and speakers.count("AGENT") == 30, speakers
     for reply, client_s in zip(_replies(s), measured, strict=False):

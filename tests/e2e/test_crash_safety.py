@@ -18,8 +18,9 @@ async def _killed_call(product, agent_id: str, user: str, kill_after: float) -> 
     client, tok = await product.join(agent_id, user)
     try:
         t0 = time.monotonic()
-        speaking = asyncio.ensure_future(client.publish_wav(speech_wav("What are your opening hours?"),
-                                                            trail_silence=2.0))
+        speaking = asyncio.ensure_future(
+            client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=2.0)
+        )
         await asyncio.sleep(kill_after)
         pids = job_process_pids(product)
         assert pids, "no job processes found to kill"
@@ -52,14 +53,19 @@ async def test_sigkill_mid_call_loses_nothing_metered_and_counts_nothing_twice(v
     assert len(keys) == len(set(keys))
 
     def qty(event_type, kind=None):
-        return sum(Decimal(str(e["quantity"])) for e in events
-                   if e["event_type"] == event_type and (kind is None or e["token_kind"] == kind))
+        return sum(
+            Decimal(str(e["quantity"]))
+            for e in events
+            if e["event_type"] == event_type and (kind is None or e["token_kind"] == kind)
+        )
 
     stt = qty("stt_minutes") * 60
     served = Decimal(str(counted["deepgram"]["audio_seconds"]))
-    print(f"STT metered {stt:.2f}s of {served:.2f}s streamed; tokens {qty('llm_tokens')} of "
-          f"{counted['gemini']['total_tokens']}; characters {qty('tts_characters')} of "
-          f"{counted['elevenlabs_tts']['characters']}")
+    print(
+        f"STT metered {stt:.2f}s of {served:.2f}s streamed; tokens {qty('llm_tokens')} of "
+        f"{counted['gemini']['total_tokens']}; characters {qty('tts_characters')} of "
+        f"{counted['elevenlabs_tts']['characters']}"
+    )
     # Never more than the providers served (nothing twice) ...
     assert stt <= served + Decimal("0.1")
     assert qty("llm_tokens", "input") <= counted["gemini"]["prompt_tokens"]

@@ -20,10 +20,19 @@ from playwright.async_api import Page, async_playwright, expect
 from tests.harness.audio import speech_wav
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        # the Talk page's microphone: Chromium's own fake device, allowed without a prompt
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # the Talk page's microphone: Chromium's own fake device, allowed without a prompt
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 GREETING = "Hello! Thanks for calling. How can I help?"
 QUESTION = "What are your opening hours?"
 REPLY = "We are open from nine to five, every weekday."
@@ -33,8 +42,9 @@ PHONE = {"width": 390, "height": 844}
 WAIT_MS = 30_000
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = (Path(os.environ.get("VOXARENA_TEST_ARTIFACTS") or ROOT / "tests" / ".artifacts")
-             / time.strftime("dashboard-%Y%m%d-%H%M%S"))
+ARTIFACTS = Path(os.environ.get("VOXARENA_TEST_ARTIFACTS") or ROOT / "tests" / ".artifacts") / time.strftime(
+    "dashboard-%Y%m%d-%H%M%S"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +59,14 @@ def account(voice_stack) -> tuple[str, str]:
     product, _, _ = voice_stack
     email = "operator@example.com"
     cli = str(Path(sys.executable).with_name("voxarena"))
-    out = subprocess.run([cli, "user", "create", email, "--admin"], input=PASSWORD + "\n", env=product.env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [cli, "user", "create", email, "--admin"],
+        input=PASSWORD + "\n",
+        env=product.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return email, out.stdout.split()[0]
 
@@ -176,13 +192,15 @@ async def test_sign_in_and_create_an_agent_with_the_apis_validation_shown(voice_
 
 
 async def test_a_recorded_call_shows_its_transcript_latencies_analysis_and_costs_and_the_chart_is_drawn(
-        voice_stack, account, browser, shots):
+    voice_stack, account, browser, shots
+):
     product, _, _ = voice_stack
     email, user_id = account
     agent_id = await product.create_agent(user_id, name="Recorded desk", firstMessage=GREETING)
     session_id = await speak_one_turn(product, agent_id, user_id)
-    await product.wait_session(session_id, user_id, lambda s: s["analysisStatus"] == "completed", timeout=60,
-                               what="ended and analysed")
+    await product.wait_session(
+        session_id, user_id, lambda s: s["analysisStatus"] == "completed", timeout=60, what="ended and analysed"
+    )
     cost = await wait_priced(product, session_id, user_id)
 
     page, errors = await open_page(browser, product)
@@ -257,8 +275,9 @@ async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voic
         await page.get_by_role("dialog").get_by_role("button", name="End call").click()
         await expect(item).to_be_hidden(timeout=WAIT_MS)
         await expect(page.get_by_text("No calls in progress")).to_be_visible(timeout=WAIT_MS)
-        s = await product.wait_session(session_id, user_id, lambda s: s["status"] == "ended", timeout=30,
-                                       what="ended from the Live page")
+        s = await product.wait_session(
+            session_id, user_id, lambda s: s["status"] == "ended", timeout=30, what="ended from the Live page"
+        )
         assert s["endedAt"] is not None
         await page.screenshot(path=shots / "live-ended.png", full_page=True)
     finally:
@@ -291,8 +310,9 @@ async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voi
     assert errors == []
 
 
-async def test_settings_make_an_api_key_that_signs_in_and_an_admin_sets_tenant_limits(voice_stack, account, browser,
-                                                                                      shots):
+async def test_settings_make_an_api_key_that_signs_in_and_an_admin_sets_tenant_limits(
+    voice_stack, account, browser, shots
+):
     product, _, _ = voice_stack
     email, user_id = account
     page, errors = await open_page(browser, product)
@@ -338,8 +358,14 @@ async def test_every_page_renders_at_desktop_and_phone_width(voice_stack, accoun
     for name, viewport in [("desktop", DESKTOP), ("phone", PHONE)]:
         page, errors = await open_page(browser, product, viewport)
         await sign_in(page, email)
-        for hash_, heading in [("#/agents", "Agents"), ("#/calls", "Calls"), ("#/live", "Live"), ("#/costs", "Costs"),
-                               ("#/talk", "Talk"), ("#/settings", "Settings")]:
+        for hash_, heading in [
+            ("#/agents", "Agents"),
+            ("#/calls", "Calls"),
+            ("#/live", "Live"),
+            ("#/costs", "Costs"),
+            ("#/talk", "Talk"),
+            ("#/settings", "Settings"),
+        ]:
             await go(page, hash_, heading)
             await expect(page.get_by_role("status").filter(has_text="Loading")).to_have_count(0, timeout=WAIT_MS)
             width = await page.evaluate("document.documentElement.scrollWidth")

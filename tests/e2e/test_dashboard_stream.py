@@ -47,7 +47,8 @@ async def page_for(served, settings):
         context = await browser.new_context(viewport=DESKTOP)
         # signed in already (the sign-in itself is covered by test_dashboard.py)
         await context.add_init_script(
-            f"sessionStorage.setItem('voxarena.credential', JSON.stringify({{kind: 'password', token: '{token}'}}))")
+            f"sessionStorage.setItem('voxarena.credential', JSON.stringify({{kind: 'password', token: '{token}'}}))"
+        )
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -61,11 +62,28 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     server = served
     page, base, _token, errors = page_for
     agent = seed_agent(store, "alice")
-    sid = store.write_sync(lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
-        db, owner_id=tenant_of("alice"), agent_id=agent["id"], room_name="room-phone", direction="outbound",
-        phone_number="+15557654321", call_status="ANSWERED", status="active"))
-    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="a0", speaker="AGENT",
-                                                     content="answer 0", timestamp="2026-01-10T10:00:00.000000Z"))
+    sid = store.write_sync(
+        lambda db: sessions.create(  # a phone call in progress (a web call cannot transfer)
+            db,
+            owner_id=tenant_of("alice"),
+            agent_id=agent["id"],
+            room_name="room-phone",
+            direction="outbound",
+            phone_number="+15557654321",
+            call_status="ANSWERED",
+            status="active",
+        )
+    )
+    store.write_sync(
+        lambda db: sessions.append_item(
+            db,
+            session_id=sid,
+            item_key="a0",
+            speaker="AGENT",
+            content="answer 0",
+            timestamp="2026-01-10T10:00:00.000000Z",
+        )
+    )
     await page.goto(base + "#/live")
     await expect(page.get_by_test_id("live-mode")).to_contain_text("event stream connected", timeout=WAIT_MS)
     # a browser cannot set a WebSocket's headers: the stream took the credential from ?token=
@@ -77,25 +95,57 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     transcript = page.get_by_test_id("live-transcript")
     await expect(transcript).to_contain_text("answer 0", timeout=WAIT_MS)  # what was said before, from the API
 
-    store.write_sync(lambda db: events.emit(db, owner_id=tenant_of("alice"), call_sid=sid,  # as the job's recorder
-                                            event_type="transcript.partial",
-                                            payload={"speaker": "user", "text": "I would like to"}))
+    store.write_sync(
+        lambda db: events.emit(
+            db,
+            owner_id=tenant_of("alice"),
+            call_sid=sid,  # as the job's recorder
+            event_type="transcript.partial",
+            payload={"speaker": "user", "text": "I would like to"},
+        )
+    )
     await expect(transcript.locator(".turn.partial .content")).to_have_text("I would like to", timeout=WAIT_MS)
-    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="u1", speaker="USER",
-                                                     content="I would like to change my booking.",
-                                                     timestamp="2026-01-10T10:00:06.000000Z"))
+    store.write_sync(
+        lambda db: sessions.append_item(
+            db,
+            session_id=sid,
+            item_key="u1",
+            speaker="USER",
+            content="I would like to change my booking.",
+            timestamp="2026-01-10T10:00:06.000000Z",
+        )
+    )
     await expect(transcript.locator(".turn.user .content").last).to_have_text("I would like to change my booking.")
     await expect(transcript.locator(".turn.partial")).to_have_count(0)
-    store.write_sync(lambda db: sessions.append_item(db, session_id=sid, item_key="a1", speaker="AGENT",
-                                                     content="Of course, which date?", source="supervisor",
-                                                     timestamp="2026-01-10T10:00:07.000000Z"))
+    store.write_sync(
+        lambda db: sessions.append_item(
+            db,
+            session_id=sid,
+            item_key="a1",
+            speaker="AGENT",
+            content="Of course, which date?",
+            source="supervisor",
+            timestamp="2026-01-10T10:00:07.000000Z",
+        )
+    )
     agent_turn = transcript.locator(".turn.agent").last  # transcript.final {speaker: "agent", source}
     await expect(agent_turn.locator(".content")).to_have_text("Of course, which date?", timeout=WAIT_MS)
     await expect(agent_turn.locator(".meta")).to_contain_text("said for the supervisor")
-    store.write_sync(lambda db: events.emit_for_session(db, sid, "error", {  # as the job's recorder
-        "detail": "tts failed: connection reset", "stage": "tts", "recoverable": True}))
+    store.write_sync(
+        lambda db: events.emit_for_session(
+            db,
+            sid,
+            "error",
+            {  # as the job's recorder
+                "detail": "tts failed: connection reset",
+                "stage": "tts",
+                "recoverable": True,
+            },
+        )
+    )
     await expect(page.get_by_text("Stream: tts failed: connection reset (tts, call").first).to_be_visible(
-        timeout=WAIT_MS)
+        timeout=WAIT_MS
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=ARTIFACTS / "live-stream.png", full_page=True)
 
@@ -151,12 +201,24 @@ def _dollars(value: float) -> str:
 
 def _call(store, agent_id: str, campaign: str, started: float, seconds: int, outcome: str, **usage) -> str:
     """A call of the last hours, its post-call analysis and one usage event of its job."""
-    _, sid = seed_call(store, "alice", agent_id=agent_id, started_at=_iso(_ago(started)),
-                       ended_at=_iso(_ago(started) + timedelta(seconds=seconds)),
-                       analysis={**ANALYSIS, "outcome": outcome})
+    _, sid = seed_call(
+        store,
+        "alice",
+        agent_id=agent_id,
+        started_at=_iso(_ago(started)),
+        ended_at=_iso(_ago(started) + timedelta(seconds=seconds)),
+        analysis={**ANALYSIS, "outcome": outcome},
+    )
     store.write_sync(sessions.set_campaign, sid, campaign)
-    event = make_event(BOOK, key=f"{sid}:usage", owner_id=tenant_of("alice"), session_id=sid, agent_id=agent_id,
-                       at=_ago(started) + timedelta(seconds=5), **usage)
+    event = make_event(
+        BOOK,
+        key=f"{sid}:usage",
+        owner_id=tenant_of("alice"),
+        session_id=sid,
+        agent_id=agent_id,
+        at=_ago(started) + timedelta(seconds=5),
+        **usage,
+    )
     store.write_sync(ledger.record_events, [event.as_dict()])
     return sid
 
@@ -168,12 +230,24 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
     stt = {"provider": "deepgram", "model": None, "event_type": "stt_minutes"}
     _call(store, support, "Ohio", 180, 120, "Appointment booked", **stt, quantity=Decimal(2))
     _call(store, support, "Ohio", 150, 60, "caller declined the appointment", **stt, quantity=Decimal(1))
-    _call(store, support, "Iowa", 120, 45, "Issue resolved", provider="gemini", model="gemini-2.5-flash",
-          event_type="llm_tokens", token_kind="input", quantity=Decimal(1000))
+    _call(
+        store,
+        support,
+        "Iowa",
+        120,
+        45,
+        "Issue resolved",
+        provider="gemini",
+        model="gemini-2.5-flash",
+        event_type="llm_tokens",
+        token_kind="input",
+        quantity=Decimal(1000),
+    )
     seed_call(store, "bob", started_at=_iso(_ago(100)), ended_at=_iso(_ago(99)), analysis=ANALYSIS)  # not alice's
     sent_at = _iso(_ago(300))
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(base_url=str(server.make_url("/")), headers=headers) as http:
+
         async def post(path: str, body: list[dict]) -> None:
             async with http.post(path, json=body) as resp:
                 assert resp.status == 200, await resp.text()
@@ -184,12 +258,36 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
                 assert resp.status == 200, await resp.text()
                 return await resp.json()
 
-        await post("/api/cost-events", [{"provider": "openai", "model": "o3-mini", "tokens_in": 291,
-                                         "tokens_out": 572, "cost_usd": 0.012345678, "campaign_name": "Ohio",
-                                         "occurred_at": sent_at}])
-        await post("/api/events", [{"contact_email": f"c{i}@ohio.test", "campaign": "Ohio", "step": 1,
-                                    "event_type": kind, "provider": "gmail", "provider_message_id": f"m{i}-{kind}",
-                                    "event_ts": sent_at} for i in range(4) for kind in ["sent"] + ["replied"] * (i == 0)])
+        await post(
+            "/api/cost-events",
+            [
+                {
+                    "provider": "openai",
+                    "model": "o3-mini",
+                    "tokens_in": 291,
+                    "tokens_out": 572,
+                    "cost_usd": 0.012345678,
+                    "campaign_name": "Ohio",
+                    "occurred_at": sent_at,
+                }
+            ],
+        )
+        await post(
+            "/api/events",
+            [
+                {
+                    "contact_email": f"c{i}@ohio.test",
+                    "campaign": "Ohio",
+                    "step": 1,
+                    "event_type": kind,
+                    "provider": "gmail",
+                    "provider_message_id": f"m{i}-{kind}",
+                    "event_ts": sent_at,
+                }
+                for i in range(4)
+                for kind in ["sent"] + ["replied"] * (i == 0)
+            ],
+        )
         # the page's range: the last 30 days, UTC; its analytics: period=month
         today = datetime.now(UTC).date()
         by_campaign = await get("/api/metrics/by-campaign", start=str(today - timedelta(days=29)), end=str(today))
@@ -209,10 +307,19 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
         await expect(chart).to_contain_text(_dollars(row["voice"]["cost_per_successful_call"]))
         cells = page.get_by_role("table", name="Campaigns").locator(f'tr[data-campaign="{name}"] td')
         voice = row["voice"]
-        await expect(cells).to_have_text([
-            name, str(voice["calls"]), f"{voice['minutes']:g}", _dollars(voice["cost_usd"]),
-            str(voice["successful_calls"]), _dollars(voice["cost_per_successful_call"]), str(row["replies"]),
-            "—" if row["cost_per_reply"] is None else _dollars(row["cost_per_reply"]), _dollars(row["cost_usd"])])
+        await expect(cells).to_have_text(
+            [
+                name,
+                str(voice["calls"]),
+                f"{voice['minutes']:g}",
+                _dollars(voice["cost_usd"]),
+                str(voice["successful_calls"]),
+                _dollars(voice["cost_per_successful_call"]),
+                str(row["replies"]),
+                "—" if row["cost_per_reply"] is None else _dollars(row["cost_per_reply"]),
+                _dollars(row["cost_usd"]),
+            ]
+        )
 
     cards = page.get_by_test_id("analytics-cards")
     await expect(cards).to_contain_text(f"{analytics['total_calls']} calls")
@@ -227,7 +334,8 @@ async def test_costs_show_analytics_and_the_cost_per_successful_call_by_campaign
     await page.set_viewport_size(PHONE)  # every digit of an exact figure stays inside its card
     overflowing = await page.locator(".card .value").evaluate_all(
         "els => els.filter(e => e.scrollWidth > e.clientWidth || e.getBoundingClientRect().right >"
-        " e.parentElement.getBoundingClientRect().right).map(e => e.textContent)")
+        " e.parentElement.getBoundingClientRect().right).map(e => e.textContent)"
+    )
     assert overflowing == []
     await page.screenshot(path=ARTIFACTS / "costs-analytics-phone.png", full_page=True)
     assert errors == []

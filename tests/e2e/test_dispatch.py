@@ -18,26 +18,30 @@ from tests.harness.product import product_env, start_product
 
 def _product(e2e_workdir, livekit_server, fakes, name: str, *, worker: bool, **extra: str):
     port = free_port("127.0.0.1")
-    env = product_env(data_dir=e2e_workdir / f"{name}-data", port=port, livekit=livekit_server,
-                      fakes_urls=fakes.urls, api_key=FAKE_KEY,
-                      extra={"VOXARENA_AGENT_NAME": name, "VOXARENA_WORKER_ENABLED": "true" if worker else "false",
-                             **extra})
+    env = product_env(
+        data_dir=e2e_workdir / f"{name}-data",
+        port=port,
+        livekit=livekit_server,
+        fakes_urls=fakes.urls,
+        api_key=FAKE_KEY,
+        extra={"VOXARENA_AGENT_NAME": name, "VOXARENA_WORKER_ENABLED": "true" if worker else "false", **extra},
+    )
     return _start_or_fail(start_product, workdir=e2e_workdir / name, port=port, env=env, worker=worker)
 
 
 @pytest.fixture(scope="module")
 def api_only(e2e_workdir, livekit_server, fakes):
     """The control API with no worker anywhere for its agent name: every dispatch waits in vain."""
-    product = _product(e2e_workdir, livekit_server, fakes, "nobody-home", worker=False,
-                       VOXARENA_DISPATCH_TIMEOUT_SECONDS="3")
+    product = _product(
+        e2e_workdir, livekit_server, fakes, "nobody-home", worker=False, VOXARENA_DISPATCH_TIMEOUT_SECONDS="3"
+    )
     yield product
     product.stop()
 
 
 @pytest.fixture(scope="module")
 def one_call_worker(e2e_workdir, livekit_server, fakes):
-    product = _product(e2e_workdir, livekit_server, fakes, "one-call", worker=True,
-                       VOXARENA_MAX_CONCURRENT_CALLS="1")
+    product = _product(e2e_workdir, livekit_server, fakes, "one-call", worker=True, VOXARENA_MAX_CONCURRENT_CALLS="1")
     yield product
     product.stop()
 
@@ -47,8 +51,9 @@ async def test_a_call_no_worker_takes_is_retried_once_then_ends_as_no_agent_avai
     agent_id = await _agent(product)
     client, tok = await product.join(agent_id)
     try:
-        s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=60,
-                                       what="given up")
+        s = await product.wait_session(
+            tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=60, what="given up"
+        )
         deadline = time.monotonic() + 20
         while client.room.isconnected() and time.monotonic() < deadline:  # the room is closed on the caller
             await asyncio.sleep(0.1)
@@ -66,9 +71,12 @@ async def test_at_its_call_limit_the_token_route_answers_503_with_retry_after_an
     client, tok = await product.join(agent_id)
     try:
         await _greeted(client)  # the one call is running
-        async with aiohttp.ClientSession() as http, http.post(
-                product.base_url + "/api/livekit/token", json={"agentId": agent_id},
-                headers=product.headers("alice")) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                product.base_url + "/api/livekit/token", json={"agentId": agent_id}, headers=product.headers("alice")
+            ) as r,
+        ):
             body = await r.json()
             assert r.status == 503 and r.headers["Retry-After"] == "5", body
         assert body["type"] == "service_unavailable" and "the most this worker takes is 1" in body["detail"]
@@ -77,8 +85,7 @@ async def test_at_its_call_limit_the_token_route_answers_503_with_retry_after_an
         await client.disconnect()
     status, sessions = await product.request("GET", "/api/sessions")
     assert status == 200 and [s["id"] for s in sessions["sessions"]] == [tok["sessionId"]]
-    await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30,
-                               what="ended")
+    await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=30, what="ended")
     # the slot is free again once the call's job is gone
     deadline, status = time.monotonic() + 30, 503
     while status == 503 and time.monotonic() < deadline:

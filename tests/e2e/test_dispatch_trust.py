@@ -25,8 +25,9 @@ async def _forge(server, metadata: str) -> AudioRoomClient:
     caller = AudioRoomClient(server.url, server.token("bob-caller", room), identity="bob-caller")
     await caller.connect()
     async with server.api() as api:
-        await api.agent_dispatch.create_dispatch(lk.CreateAgentDispatchRequest(
-            agent_name="voxarena", room=room, metadata=metadata))
+        await api.agent_dispatch.create_dispatch(
+            lk.CreateAgentDispatchRequest(agent_name="voxarena", room=room, metadata=metadata)
+        )
     return caller
 
 

@@ -33,8 +33,9 @@ class Stream:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.events.append(json.loads(msg.data))
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, what: str
-                       ) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, what: str
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             hit = next((e for e in self.events if predicate(e)), None)
@@ -73,20 +74,23 @@ async def test_a_real_calls_events_arrive_in_order_from_start_to_end(voice_stack
         client, tok = await product.join(agent_id)
         sid = tok["sessionId"]
         try:
-            await events.wait_for(lambda e: e["type"] == "call.started" and e["call_sid"] == sid, timeout=30,
-                                  what="call.started")
+            await events.wait_for(
+                lambda e: e["type"] == "call.started" and e["call_sid"] == sid, timeout=30, what="call.started"
+            )
             await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)
             await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the greeting played
-            status, body = await product.request("PUT", f"/api/calls/{sid}/context",
-                                                 json={"context": {"customer": "Ada"}})
+            status, body = await product.request(
+                "PUT", f"/api/calls/{sid}/context", json={"context": {"customer": "Ada"}}
+            )
             assert status == 200, body
             sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
             await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
             await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the reply played
         finally:
             await client.disconnect()
-        ended = await events.wait_for(lambda e: e["type"] == "call.ended" and e["call_sid"] == sid, timeout=45,
-                                      what="call.ended")
+        ended = await events.wait_for(
+            lambda e: e["type"] == "call.ended" and e["call_sid"] == sid, timeout=45, what="call.ended"
+        )
         got = events.of(sid)
     types = [e["type"] for e in got]
     assert types[0] == "call.started" and types[-1] == "call.ended", types

@@ -46,8 +46,13 @@ async def _call_failing_over(product, fakes, agent_id: str, failures: dict[str, 
 
 
 async def _analysed(product, session_id: str) -> dict:
-    s = await product.wait_session(session_id, "alice", lambda s: s["analysisStatus"] not in (None, "pending"),
-                                   timeout=45, what="ended and analysed")
+    s = await product.wait_session(
+        session_id,
+        "alice",
+        lambda s: s["analysisStatus"] not in (None, "pending"),
+        timeout=45,
+        what="ended and analysed",
+    )
     assert s["analysisStatus"] == "completed" and s["analysis"] == ANALYSIS_JSON, s
     return s
 
@@ -68,8 +73,13 @@ async def test_an_llm_failing_mid_call_apologises_keeps_the_callers_words_and_na
             sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
             # The LLM is down for good: what the caller hears now can only be the apology.
             await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=1.0, timeout=40)
-            s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
-                                           timeout=40, what="ended after the apology")
+            s = await product.wait_session(
+                tok["sessionId"],
+                "alice",
+                lambda s: s["endedAt"] is not None,
+                timeout=40,
+                what="ended after the apology",
+            )
     finally:
         await client.disconnect()
     assert s["endReason"] == "error", s
@@ -122,8 +132,10 @@ async def test_with_the_primary_llm_down_for_the_whole_call_the_fallback_answers
     billed = [e for e in breakdown["events"] if e["event_type"] == "llm_tokens"]
     assert {e["provider"] for e in billed} == {"openai"}, billed
     for kind, counter in (("input", "prompt_tokens"), ("output", "completion_tokens")):
-        assert sum(e["quantity"] for e in billed if e["token_kind"] == kind) == after["openai"][counter] - before[
-            "openai"][counter], (kind, billed)
+        assert (
+            sum(e["quantity"] for e in billed if e["token_kind"] == kind)
+            == after["openai"][counter] - before["openai"][counter]
+        ), (kind, billed)
 
 
 async def test_a_fallback_stt_takes_over_when_the_primary_dies_mid_call(voice_stack):
@@ -153,8 +165,13 @@ async def test_a_call_where_the_caller_never_speaks_is_not_analysed_and_bills_no
         await _greeted(client)
     finally:
         await client.disconnect()
-    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["analysisStatus"] not in (None, "pending"),
-                                   timeout=45, what="ended with its analysis decided")
+    s = await product.wait_session(
+        tok["sessionId"],
+        "alice",
+        lambda s: s["analysisStatus"] not in (None, "pending"),
+        timeout=45,
+        what="ended with its analysis decided",
+    )
     assert s["analysisStatus"] == "skipped" and "never spoke" in s["analysisError"] and s["analysis"] is None, s
     status, analysis = await product.request("GET", f"/api/sessions/{tok['sessionId']}/analysis")
     assert status == 200 and analysis is None

@@ -22,14 +22,24 @@ def google_stack(netns_ip: str, e2e_workdir: Path, fakes):
     from tests.harness.product import product_env, start_product
 
     port = free_port("127.0.0.1")
-    server = _start_or_fail(start_livekit_server, workdir=e2e_workdir / "livekit-google",
-                            webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"])
-    env = product_env(data_dir=e2e_workdir / "product-google-data", port=port, livekit=server,
-                      fakes_urls=fakes.urls, api_key=FAKE_KEY, extra={
-                          "VOXARENA_GOOGLE_CREDENTIALS_FILE": fakes.urls["google_credentials_file"],
-                          "VOXARENA_GOOGLE_TTS_ENDPOINT": fakes.urls["google_tts_endpoint"],
-                          # gRPC trusts the fake's certificate (read once per process, before any channel)
-                          "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": fakes.urls["google_tts_ca_file"]})
+    server = _start_or_fail(
+        start_livekit_server,
+        workdir=e2e_workdir / "livekit-google",
+        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
+    )
+    env = product_env(
+        data_dir=e2e_workdir / "product-google-data",
+        port=port,
+        livekit=server,
+        fakes_urls=fakes.urls,
+        api_key=FAKE_KEY,
+        extra={
+            "VOXARENA_GOOGLE_CREDENTIALS_FILE": fakes.urls["google_credentials_file"],
+            "VOXARENA_GOOGLE_TTS_ENDPOINT": fakes.urls["google_tts_endpoint"],
+            # gRPC trusts the fake's certificate (read once per process, before any channel)
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": fakes.urls["google_tts_ca_file"],
+        },
+    )
     try:
         product = _start_or_fail(start_product, workdir=e2e_workdir / "product-google", port=port, env=env)
     except BaseException:

@@ -58,8 +58,10 @@ async def test_speech_published_by_one_client_is_heard_by_another(livekit_server
     assert heard_at >= sent.first_speech_at - 0.05
     # mouth-to-ear over a local server is well under a second
     mouth_to_ear = heard_at - sent.first_speech_at
-    print(f"\nmouth-to-ear {mouth_to_ear * 1000:.0f} ms; heard {listener.stats.nonsilent_duration_s:.2f}s of "
-          f"{speech_s:.2f}s speech sent")
+    print(
+        f"\nmouth-to-ear {mouth_to_ear * 1000:.0f} ms; heard {listener.stats.nonsilent_duration_s:.2f}s of "
+        f"{speech_s:.2f}s speech sent"
+    )
     assert mouth_to_ear < 1.0, mouth_to_ear
 
 

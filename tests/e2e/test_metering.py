@@ -37,17 +37,24 @@ async def test_the_ledger_matches_the_providers_own_counts_to_the_cent(voice_sta
     assert len({e["idempotency_key"] for e in events}) == len(events)
 
     def qty(event_type, provider, kind=None):
-        return sum(Decimal(str(e["quantity"])) for e in events if e["event_type"] == event_type
-                   and e["provider"] == provider and (kind is None or e["token_kind"] == kind))
+        return sum(
+            Decimal(str(e["quantity"]))
+            for e in events
+            if e["event_type"] == event_type and e["provider"] == provider and (kind is None or e["token_kind"] == kind)
+        )
 
     stt_seconds = qty("stt_minutes", "deepgram") * 60
     chars = qty("tts_characters", "elevenlabs")
     fake_seconds = Decimal(str(counted["deepgram"]["audio_seconds"]))
-    assert fake_seconds > 5 and counted["gemini"]["completion_tokens"] > 0 and counted["elevenlabs_tts"]["characters"] > 0
+    assert (
+        fake_seconds > 5 and counted["gemini"]["completion_tokens"] > 0 and counted["elevenlabs_tts"]["characters"] > 0
+    )
     assert abs(stt_seconds - fake_seconds) <= fake_seconds * Decimal("0.01"), (stt_seconds, fake_seconds)
-    print(f"STT ledger {stt_seconds:.3f}s vs provider {fake_seconds:.3f}s; tokens in/out "
-          f"{qty('llm_tokens', 'gemini', 'input')}/{qty('llm_tokens', 'gemini', 'output')}; "
-          f"characters {chars} vs {counted['elevenlabs_tts']['characters']}")
+    print(
+        f"STT ledger {stt_seconds:.3f}s vs provider {fake_seconds:.3f}s; tokens in/out "
+        f"{qty('llm_tokens', 'gemini', 'input')}/{qty('llm_tokens', 'gemini', 'output')}; "
+        f"characters {chars} vs {counted['elevenlabs_tts']['characters']}"
+    )
     assert qty("llm_tokens", "gemini", "input") == counted["gemini"]["prompt_tokens"]
     assert qty("llm_tokens", "gemini", "output") == counted["gemini"]["completion_tokens"]
     assert chars == counted["elevenlabs_tts"]["characters"]  # metered from what the TTS was sent

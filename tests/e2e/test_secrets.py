@@ -54,23 +54,39 @@ def _read(pid: int, name: str) -> bytes:
 def test_no_secret_reaches_a_child_process_the_log_or_health(tmp_path: Path) -> None:
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXARENA_", "LIVEKIT_"))}
-    env.update({"VOXARENA_DATA_DIR": str(tmp_path / "data"), "VOXARENA_PORT": str(port),
-                "VOXARENA_WORKER_PORT": "0", "VOXARENA_NUM_IDLE_PROCESSES": "1", **SECRETS})
-    proc = ManagedProcess("voxarena", [str(Path(sys.executable).with_name("voxarena")), "serve"],
-                          tmp_path / "serve.log", env=env)
+    env.update(
+        {
+            "VOXARENA_DATA_DIR": str(tmp_path / "data"),
+            "VOXARENA_PORT": str(port),
+            "VOXARENA_WORKER_PORT": "0",
+            "VOXARENA_NUM_IDLE_PROCESSES": "1",
+            **SECRETS,
+        }
+    )
+    proc = ManagedProcess(
+        "voxarena", [str(Path(sys.executable).with_name("voxarena")), "serve"], tmp_path / "serve.log", env=env
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        proc.wait_until(lambda: (h := health(base)) is not None and h["livekit"]["status"] == "ok", timeout=90,
-                        what="healthy with the embedded LiveKit and the worker registered")
+        proc.wait_until(
+            lambda: (h := health(base)) is not None and h["livekit"]["status"] == "ok",
+            timeout=90,
+            what="healthy with the embedded LiveKit and the worker registered",
+        )
         keys = json.loads((tmp_path / "data" / "livekit-dev-keys.json").read_text())
 
         def kids() -> dict[int, bytes]:
             return {pid: _read(pid, "cmdline") for pid in _descendants(proc.pid)}
 
         # the embedded server, and the job processes (children of the multiprocessing forkserver) once warm
-        proc.wait_until(lambda: any(b"livekit-server" in c for c in kids().values())
-                        and any(b"forkserver" in c for c in kids().values()), timeout=60,
-                        what="livekit-server and the job process forkserver running")
+        proc.wait_until(
+            lambda: (
+                any(b"livekit-server" in c for c in kids().values())
+                and any(b"forkserver" in c for c in kids().values())
+            ),
+            timeout=60,
+            what="livekit-server and the job process forkserver running",
+        )
         children = kids()
         livekit = [pid for pid, cmd in children.items() if b"livekit-server" in cmd]
         assert len(livekit) == 1, children

@@ -16,9 +16,17 @@ async def test_voice_mode_dispatches_the_agent_into_the_room_and_keeps_the_calle
     slug = f"desk-{uuid.uuid4().hex[:8]}"  # the stack is shared: other tests' agents have their own slugs
     await _agent(product, slug=slug)
     room = f"site-{uuid.uuid4().hex[:8]}"
-    status, body = await product.request("POST", "/trigger-agent", json={
-        "room_name": room, "agent_slug": slug, "user_id": "wp-user-7", "conversation_id": "conv-42",
-        "platform": "livekit"})
+    status, body = await product.request(
+        "POST",
+        "/trigger-agent",
+        json={
+            "room_name": room,
+            "agent_slug": slug,
+            "user_id": "wp-user-7",
+            "conversation_id": "conv-42",
+            "platform": "livekit",
+        },
+    )
     assert status == 200, body
     assert body["success"] is True and body["mode"] == "voice" and body["room_name"] == room
     assert body["server_url"] and body["token"] and body["session_id"]
@@ -28,17 +36,26 @@ async def test_voice_mode_dispatches_the_agent_into_the_room_and_keeps_the_calle
         await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)  # the agent's greeting
         await client.wait_for_quiet(quiet_s=0.8, timeout=30)
         # a text conversation with the same agent while the call runs: answered in the API process
-        status, text = await product.request("POST", "/trigger-agent", json={
-            "message": "When are you open?", "agent_slug": slug, "user_id": "wp-user-7",
-            "conversation_id": "conv-42", "mode": "text"})
+        status, text = await product.request(
+            "POST",
+            "/trigger-agent",
+            json={
+                "message": "When are you open?",
+                "agent_slug": slug,
+                "user_id": "wp-user-7",
+                "conversation_id": "conv-42",
+                "mode": "text",
+            },
+        )
         assert status == 200 and text["response"] == "We are open from nine to five, every weekday.", text
         sent = await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
         await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
         await client.wait_for_quiet(quiet_s=0.8, timeout=30)
     finally:
         await client.disconnect()
-    s = await product.wait_session(body["session_id"], "alice", _ended_with_analysis, timeout=45,
-                                   what="ended and analysed")
+    s = await product.wait_session(
+        body["session_id"], "alice", _ended_with_analysis, timeout=45, what="ended and analysed"
+    )
     assert s["channel"] == "voice" and s["roomName"] == room
     assert (s["user_id"], s["conversation_id"]) == ("wp-user-7", "conv-42")
     assert s["transcript"][0] == {**s["transcript"][0], "speaker": "AGENT", "content": GREETING}

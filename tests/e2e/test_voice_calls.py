@@ -14,9 +14,16 @@ GREETING = "Hello! Thanks for calling. How can I help?"
 
 
 async def _agent(product, user="alice", **over) -> str:
-    body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
-            "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
-            "firstMessage": GREETING, "firstMessageMode": "assistant_speaks_first", **over}
+    body = {
+        "name": "Front desk",
+        "systemPrompt": "You answer questions about opening hours.",
+        "sttProvider": "deepgram",
+        "llmProvider": "gemini",
+        "ttsProvider": "elevenlabs",
+        "firstMessage": GREETING,
+        "firstMessageMode": "assistant_speaks_first",
+        **over,
+    }
     status, agent = await product.request("POST", "/api/agents", user, json=body)
     assert status == 201, agent
     return agent["id"]
@@ -92,8 +99,9 @@ async def test_a_provider_without_an_api_key_ends_the_call_fast_with_the_reason(
     agent_id = await _agent(product, ttsProvider="google")
     _status, tok = await product.request("POST", "/api/livekit/token", "alice", json={"agentId": agent_id})
     t0 = time.monotonic()
-    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=20,
-                                   what="ended")
+    s = await product.wait_session(
+        tok["sessionId"], "alice", lambda s: s["endedAt"] is not None, timeout=20, what="ended"
+    )
     assert time.monotonic() - t0 < 15
     assert s["endReason"] == "provider_error" and "VOXARENA_GOOGLE_CREDENTIALS_FILE" in s["error"]
 
@@ -107,8 +115,13 @@ async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(
         try:
             await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
             t0 = time.monotonic()
-            s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["endedAt"] is not None,
-                                           timeout=30, what="ended after the LLM failed")
+            s = await product.wait_session(
+                tok["sessionId"],
+                "alice",
+                lambda s: s["endedAt"] is not None,
+                timeout=30,
+                what="ended after the LLM failed",
+            )
             assert time.monotonic() - t0 < 25
         finally:
             await client.disconnect()
@@ -121,8 +134,9 @@ async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(
 async def test_every_provider_answers_a_call_through_its_real_plugin(voice_stack, stt, tts):
     product, _, fakes = voice_stack
     before = fakes.counters()
-    agent_id = await _agent(product, sttProvider=stt, ttsProvider=tts, firstMessageMode="assistant_waits",
-                            firstMessage=None)
+    agent_id = await _agent(
+        product, sttProvider=stt, ttsProvider=tts, firstMessageMode="assistant_waits", firstMessage=None
+    )
     session_id, latency = await _call(product, agent_id, greet=False)
     s = await product.wait_session(session_id, "alice", _ended_with_analysis, timeout=45, what="ended")
     assert [t["speaker"] for t in s["transcript"]][:2] == ["USER", "AGENT"], s["transcript"]

@@ -33,9 +33,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    script = (
-        FakeScript.from_dict(json.loads(args.script.read_text())) if args.script else FakeScript()
-    )
+    script = FakeScript.from_dict(json.loads(args.script.read_text())) if args.script else FakeScript()
     fakes = FakeProviders(script, api_key=args.api_key, host=args.host, port=args.port)
     await fakes.start()
     stop = asyncio.Event()

@@ -32,22 +32,16 @@ _U3_PRO = ("u3-rt-pro", "u3-rt-pro-beta-1", "universal-3-5-pro", "universal-3-6-
 class AssemblyAISession(SttSession):
     provider = ASSEMBLYAI
 
-    def __init__(
-        self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]) -> None:
         super().__init__(ws, state, sample_rate)
         self.format_turns = query.get("format_turns") == "true"
         self.always_formatted = query.get("speech_model", "") in _U3_PRO
         self.turn_order = 0
         self.started_at = time.monotonic()
-        self.send(
-            {"type": "Begin", "id": str(uuid.uuid4()), "expires_at": int(time.time()) + 10800}
-        )
+        self.send({"type": "Begin", "id": str(uuid.uuid4()), "expires_at": int(time.time()) + 10800})
 
     def on_speech_start(self, utt: Utterance) -> None:
-        self.send(
-            {"type": "SpeechStarted", "timestamp": int(utt.start_s * 1000), "confidence": 0.9}
-        )
+        self.send({"type": "SpeechStarted", "timestamp": int(utt.start_s * 1000), "confidence": 0.9})
 
     def on_speech_ongoing(self, utt: Utterance, now_s: float) -> None:
         words = utt.words(upto_s=now_s)
@@ -58,11 +52,7 @@ class AssemblyAISession(SttSession):
         if self.format_turns:
             # v3 with format_turns: an unformatted end-of-turn first, then the formatted one.
             self.send(self._turn(words, end_of_turn=True, formatted=False, raw=True))
-        self.send_final(
-            self._turn(
-                words, end_of_turn=True, formatted=self.format_turns or self.always_formatted
-            )
-        )
+        self.send_final(self._turn(words, end_of_turn=True, formatted=self.format_turns or self.always_formatted))
         self.turn_order += 1
 
     def terminate(self) -> None:
@@ -76,9 +66,7 @@ class AssemblyAISession(SttSession):
         )
         self.close_when_drained(1000)
 
-    def _turn(
-        self, words: list[Word], *, end_of_turn: bool, formatted: bool, raw: bool = False
-    ) -> dict[str, Any]:
+    def _turn(self, words: list[Word], *, end_of_turn: bool, formatted: bool, raw: bool = False) -> dict[str, Any]:
         def shown(text: str) -> str:
             return text.strip(string.punctuation).lower() if raw else text
 

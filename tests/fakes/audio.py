@@ -20,11 +20,7 @@ def voice_like_pcm(duration_s: float, sample_rate: int, *, amplitude: float = 0.
     """
     n = max(0, round(duration_s * sample_rate))
     t = np.arange(n, dtype=np.float64) / sample_rate
-    tone = (
-        np.sin(2 * np.pi * 180 * t)
-        + 0.5 * np.sin(2 * np.pi * 360 * t)
-        + 0.25 * np.sin(2 * np.pi * 540 * t)
-    ) / 1.75
+    tone = (np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 360 * t) + 0.25 * np.sin(2 * np.pi * 540 * t)) / 1.75
     # Never fully silent inside a word, so an energy endpointer sees one continuous segment.
     envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t) ** 2
     samples = (tone * envelope * amplitude * 32767).astype("<i2")

@@ -24,9 +24,7 @@ def state_of(request: web.Request) -> FakeState:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json", headers=headers
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
 
 
 async def hang(request: web.Request) -> None:
@@ -35,9 +33,7 @@ async def hang(request: web.Request) -> None:
 
 
 @contextlib.asynccontextmanager
-async def accepted_ws(
-    request: web.Request, *, heartbeat: float | None = None
-) -> AsyncIterator[web.WebSocketResponse]:
+async def accepted_ws(request: web.Request, *, heartbeat: float | None = None) -> AsyncIterator[web.WebSocketResponse]:
     """Upgrade the request and keep the socket registered so shutdown can close it."""
     ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)

@@ -28,9 +28,7 @@ from .stt_common import SttSession, Utterance, Word
 class DeepgramSession(SttSession):
     provider = DEEPGRAM
 
-    def __init__(
-        self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]) -> None:
         super().__init__(ws, state, sample_rate)
         self.request_id = str(uuid.uuid4())
         self.interim_results = query.get("interim_results", "false") == "true"
@@ -141,9 +139,7 @@ async def handle_listen(request: web.Request) -> web.StreamResponse:
         return json_response(500, {"err_code": "INTERNAL_SERVER_ERROR", "err_msg": "fake"})
     query = dict(request.query)
     if query.get("encoding", "linear16") != "linear16" or query.get("channels", "1") != "1":
-        return json_response(
-            400, {"err_code": "Bad Request", "err_msg": "fake: linear16 mono only"}
-        )
+        return json_response(400, {"err_code": "Bad Request", "err_msg": "fake: linear16 mono only"})
     sample_rate = int(query.get("sample_rate", "16000"))
     state.record(DEEPGRAM, {"query": query})
 

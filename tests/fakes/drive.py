@@ -24,9 +24,7 @@ def pcm_pattern(*segments: tuple[str, float], sample_rate: int = 16000) -> bytes
     return out
 
 
-def push_pcm(
-    stream: stt.SpeechStream, pcm: bytes, *, sample_rate: int = 16000, frame_ms: int = 20
-) -> None:
+def push_pcm(stream: stt.SpeechStream, pcm: bytes, *, sample_rate: int = 16000, frame_ms: int = 20) -> None:
     """Push PCM as `frame_ms` frames, as fast as possible (the fakes endpoint on stream time,
     so pacing does not change the result)."""
     step = sample_rate * frame_ms // 1000 * 2
@@ -58,9 +56,7 @@ async def collect_events(
 
 
 def final_texts(events: list[stt.SpeechEvent]) -> list[str]:
-    return [
-        e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT
-    ]
+    return [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
 
 
 async def collect_audio(

@@ -32,9 +32,7 @@ from .stt_common import SttSession, Utterance
 class ScribeSession(SttSession):
     provider = ELEVENLABS_STT
 
-    def __init__(
-        self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, state: FakeState, sample_rate: int, query: dict[str, str]) -> None:
         super().__init__(ws, state, sample_rate)
         self.vad_commits = query.get("commit_strategy", "manual") == "vad"
         self.with_timestamps = query.get("include_timestamps") == "true"
@@ -93,9 +91,7 @@ class ScribeSession(SttSession):
             for w in utt.words():
                 if words:
                     prev_end = words[-1]["end"]
-                    words.append(
-                        {"text": " ", "start": prev_end, "end": w.start_s, "type": "spacing"}
-                    )
+                    words.append({"text": " ", "start": prev_end, "end": w.start_s, "type": "spacing"})
                 words.append(
                     {
                         "text": w.text,
@@ -122,9 +118,7 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
         return json_response(500, {"detail": {"status": "internal_error", "message": "fake"}})
     audio_format = query.get("audio_format", "pcm_16000")
     if not audio_format.startswith("pcm_"):
-        return json_response(
-            400, {"detail": {"status": "invalid_format", "message": "fake: pcm only"}}
-        )
+        return json_response(400, {"detail": {"status": "invalid_format", "message": "fake: pcm only"}})
     state.record(ELEVENLABS_STT, {"query": query})
 
     async with accepted_ws(request) as ws:

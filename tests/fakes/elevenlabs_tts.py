@@ -42,9 +42,7 @@ class _Context:
 
 
 class MultiStreamConnection:
-    def __init__(
-        self, ws: web.WebSocketResponse, state: FakeState, fmt: OutputFormat, auto_mode: bool
-    ) -> None:
+    def __init__(self, ws: web.WebSocketResponse, state: FakeState, fmt: OutputFormat, auto_mode: bool) -> None:
         self.ws = ws
         self.state = state
         self.fmt = fmt
@@ -79,9 +77,7 @@ class MultiStreamConnection:
             self.state.record(ELEVENLABS_TTS, {"context_id": ctx_id, "text": text})
             ctx.buffer += text
         close = bool(data.get("close_context"))
-        if ctx.buffer and (
-            close or data.get("flush") or self.auto_mode or len(ctx.buffer) >= ctx.schedule_first
-        ):
+        if ctx.buffer and (close or data.get("flush") or self.auto_mode or len(ctx.buffer) >= ctx.schedule_first):
             self._jobs.put_nowait(("speak", ctx_id, ctx.buffer))
             ctx.buffer = ""
         if close:
@@ -159,12 +155,8 @@ async def handle_multi_stream(request: web.Request) -> web.StreamResponse:
         return json_response(500, {"detail": {"status": "internal_error", "message": "fake"}})
     fmt = _format(request)
     if fmt is None:
-        return json_response(
-            400, {"detail": {"status": "invalid_output_format", "message": "fake"}}
-        )
-    state.record(
-        ELEVENLABS_TTS, {"query": dict(request.query), "voice_id": request.match_info["voice"]}
-    )
+        return json_response(400, {"detail": {"status": "invalid_output_format", "message": "fake"}})
+    state.record(ELEVENLABS_TTS, {"query": dict(request.query), "voice_id": request.match_info["voice"]})
 
     async with accepted_ws(request) as ws:
         state.add(ELEVENLABS_TTS, "connections")
@@ -202,9 +194,7 @@ async def handle_stream_rest(request: web.Request) -> web.StreamResponse:
         return json_response(503, {"detail": {"status": "shutting_down"}})
     fmt = _format(request)
     if fmt is None:
-        return json_response(
-            400, {"detail": {"status": "invalid_output_format", "message": "fake"}}
-        )
+        return json_response(400, {"detail": {"status": "invalid_output_format", "message": "fake"}})
     body = await request.json()
     text = str(body.get("text", ""))
     state.add(ELEVENLABS_TTS, "requests")

@@ -80,9 +80,7 @@ def words_in_part(part: dict[str, Any]) -> int:
     for key, payload in (("functionCall", "args"), ("functionResponse", "response")):
         if key in part:
             call = part[key]
-            return len(str(call.get("name", "")).split()) + len(
-                json.dumps(call.get(payload, {})).split()
-            )
+            return len(str(call.get("name", "")).split()) + len(json.dumps(call.get(payload, {})).split())
     return 0
 
 
@@ -113,11 +111,7 @@ def _reply_parts(reply: LlmReply, chunks: int) -> list[dict[str, Any]]:
 
 def declared_functions(body: dict[str, Any]) -> set[str]:
     """The function names a request declares (`tools[].functionDeclarations[].name`)."""
-    return {
-        fn.get("name", "")
-        for tool in body.get("tools") or []
-        for fn in tool.get("functionDeclarations") or []
-    }
+    return {fn.get("name", "") for tool in body.get("tools") or [] for fn in tool.get("functionDeclarations") or []}
 
 
 def _function_responses(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -134,16 +128,13 @@ def _tool_turn(state: FakeState, body: dict[str, Any], declared: set[str]) -> Ll
         if script.llm_replies:
             return script.llm_replies.pop(0)
         quoted = "; ".join(
-            f"{r.get('name')} returned {json.dumps(r.get('response', {}), sort_keys=True)}"
-            for r in responses
+            f"{r.get('name')} returned {json.dumps(r.get('response', {}), sort_keys=True)}" for r in responses
         )
         return {"text": f"Based on the figures: {quoted}"}
     if script.llm_tool_calls:
         call = script.llm_tool_calls.pop(0)
         if call["name"] not in declared:
-            return _error(
-                400, "INVALID_ARGUMENT", f"fake: scripted call {call['name']!r} is not declared"
-            )
+            return _error(400, "INVALID_ARGUMENT", f"fake: scripted call {call['name']!r} is not declared")
         state.add(GEMINI, "function_calls")
         return {"function_call": {"name": call["name"], "args": call.get("args", {})}}
     return state.next_llm_reply(json_mode=False)

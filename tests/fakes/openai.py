@@ -34,7 +34,7 @@ def _error(status: int, code: str, message: str, kind: str) -> web.Response:
 
 def _auth_error(request: web.Request, state: FakeState) -> web.Response | None:
     header = request.headers.get("Authorization", "")
-    key = header[len("Bearer "):] if header.startswith("Bearer ") else None
+    key = header[len("Bearer ") :] if header.startswith("Bearer ") else None
     if state.key_ok(key):
         return None
     state.add(OPENAI, "auth_failures")
@@ -73,8 +73,9 @@ async def handle_models(request: web.Request) -> web.Response:
     if (err := _auth_error(request, state)) is not None:
         return err
     state.add(OPENAI, "model_list_requests")
-    return json_response(200, {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model",
-                                                           "created": 0, "owned_by": "fake"}]})
+    return json_response(
+        200, {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "fake"}]}
+    )
 
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -96,8 +97,11 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     script = state.script
     reply = state.next_llm_reply(json_mode=json_mode)
     text, tool_call = _reply_text(reply)
-    completion = len(text.split()) if tool_call is None else (
-        len(tool_call["name"].split()) + len(tool_call["arguments"].split()))
+    completion = (
+        len(text.split())
+        if tool_call is None
+        else (len(tool_call["name"].split()) + len(tool_call["arguments"].split()))
+    )
     usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": completion}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     model = body.get("model", "gpt-4o-mini")
@@ -114,14 +118,26 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         if failure == "drop":
             return _error(503, "unavailable", "fake: connection reset", "server_error")
         _count_completed(state, usage)
-        return json_response(200, {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
-            "usage": usage})
+        return json_response(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop"}],
+                "usage": usage,
+            },
+        )
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         return f"data: {json.dumps(data)}\n\n".encode()
 
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -130,8 +146,9 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         deltas = [{"role": "assistant", "tool_calls": [{"index": 0, **message["tool_calls"][0]}]}]
     else:
         n = max(1, min(script.llm_chunks, len(text)))
-        deltas = [{"role": "assistant", "content": text[i * len(text) // n:(i + 1) * len(text) // n]}
-                  for i in range(n)]
+        deltas = [
+            {"role": "assistant", "content": text[i * len(text) // n : (i + 1) * len(text) // n]} for i in range(n)
+        ]
     for i, delta in enumerate(deltas):
         await resp.write(chunk(delta, None))
         if failure == "drop":
@@ -142,8 +159,14 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(script.llm_chunk_delay_ms / 1000)
     await resp.write(chunk({}, "tool_calls" if tool_call else "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": usage}
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         await resp.write(f"data: {json.dumps(data)}\n\n".encode())
     await resp.write(b"data: [DONE]\n\n")
     _count_completed(state, usage)

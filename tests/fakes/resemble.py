@@ -84,9 +84,7 @@ async def _answer(ws: web.WebSocketResponse, state: FakeState, req: dict[str, An
     await ws.send_json({"type": "audio_end", "request_id": request_id})
 
 
-async def _answer_loop(
-    ws: web.WebSocketResponse, state: FakeState, queue: asyncio.Queue[dict[str, Any]]
-) -> None:
+async def _answer_loop(ws: web.WebSocketResponse, state: FakeState, queue: asyncio.Queue[dict[str, Any]]) -> None:
     try:
         while True:
             await _answer(ws, state, await queue.get())
@@ -151,9 +149,7 @@ async def handle_synthesize(request: web.Request) -> web.StreamResponse:
     sample_rate = int(body.get("sample_rate") or 44100)
     _count(state, text)
     state.record(RESEMBLE, {"rest": True, **body})
-    pcm, duration = await render_speech(
-        text, OutputFormat("pcm", sample_rate), state.script.tts_ms_per_char
-    )
+    pcm, duration = await render_speech(text, OutputFormat("pcm", sample_rate), state.script.tts_ms_per_char)
     await _delay_first_byte(state)
     state.add(RESEMBLE, "audio_seconds_out", duration)
     return json_response(

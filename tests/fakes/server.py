@@ -290,11 +290,7 @@ class FakeProviders:
         self.state.script.update({"failures": failures})
 
     def heal(self, provider: str | None = None) -> None:
-        failures = (
-            {}
-            if provider is None
-            else {k: v for k, v in self.script.failures.items() if k != provider}
-        )
+        failures = {} if provider is None else {k: v for k, v in self.script.failures.items() if k != provider}
         self.state.script.update({"failures": failures})
 
     def counters(self) -> Counters:
@@ -303,9 +299,7 @@ class FakeProviders:
     def reset_counters(self) -> None:
         self.state.reset_counters()
 
-    async def wait_for(
-        self, predicate: Callable[[Counters], bool], timeout: float = 5.0
-    ) -> Counters:
+    async def wait_for(self, predicate: Callable[[Counters], bool], timeout: float = 5.0) -> Counters:
         """Poll the counters until `predicate` holds (e.g. a socket was closed)."""
         deadline = time.monotonic() + timeout
         while True:

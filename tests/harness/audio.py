@@ -61,16 +61,16 @@ def render_speech(text: str = DEFAULT_TEXT, *, voice: str = "en-us", speed_wpm: 
     return out
 
 
-def speech_wav(text: str = DEFAULT_TEXT, *, sample_rate: int = 48000, voice: str = "en-us",
-               speed_wpm: int = 160) -> Path:
+def speech_wav(
+    text: str = DEFAULT_TEXT, *, sample_rate: int = 48000, voice: str = "en-us", speed_wpm: int = 160
+) -> Path:
     """Speech as mono 16-bit PCM WAV at `sample_rate` (e.g. 48000 for WebRTC, 16000 for STT)."""
     src = render_speech(text, voice=voice, speed_wpm=speed_wpm)
     key = _key(text, voice) if speed_wpm == 160 else _key(text, voice, speed_wpm)  # the cache of 160 wpm stays
     out = cache_dir() / f"speech-{key}-{sample_rate}.wav"
     if not out.exists():
         tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
-        _run([_need("sox"), str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed-integer",
-              str(tmp)])
+        _run([_need("sox"), str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)])
         tmp.replace(out)
     return out
 
@@ -128,15 +128,17 @@ def frames(samples: np.ndarray, sample_rate: int, frame_ms: int = 20) -> list[np
     pad = (-len(samples)) % n
     if pad:
         samples = np.concatenate([samples, np.zeros(pad, dtype=np.int16)])
-    return [samples[i:i + n] for i in range(0, len(samples), n)]
+    return [samples[i : i + n] for i in range(0, len(samples), n)]
 
 
-def nonsilent_frame_indexes(samples: np.ndarray, sample_rate: int, frame_ms: int = 20,
-                            threshold_dbfs: float = SILENCE_DBFS) -> list[int]:
+def nonsilent_frame_indexes(
+    samples: np.ndarray, sample_rate: int, frame_ms: int = 20, threshold_dbfs: float = SILENCE_DBFS
+) -> list[int]:
     return [i for i, f in enumerate(frames(samples, sample_rate, frame_ms)) if not is_silent(f, threshold_dbfs)]
 
 
 # --- G.711 u-law, for RTP payloads seen by the sniffer -------------------------------------------------
+
 
 def _ulaw_table() -> np.ndarray:
     table = np.zeros(256, dtype=np.int16)

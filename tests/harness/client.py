@@ -61,8 +61,16 @@ class ReceiveStats:
 class AudioRoomClient:
     """One room participant that can publish a WAV file and records every remote audio frame it receives."""
 
-    def __init__(self, url: str, token: str, *, identity: str = "", sample_rate: int = 48000,
-                 silence_dbfs: float = SILENCE_DBFS, keep_frames: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        identity: str = "",
+        sample_rate: int = 48000,
+        silence_dbfs: float = SILENCE_DBFS,
+        keep_frames: bool = True,
+    ) -> None:
         self.url = url
         self.token = token
         self.identity = identity
@@ -114,8 +122,9 @@ class AudioRoomClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.disconnect()
 
-    async def wait_for_participant(self, identity: str | None = None, *, kind: int | None = None,
-                                   timeout: float = 15.0) -> rtc.RemoteParticipant:
+    async def wait_for_participant(
+        self, identity: str | None = None, *, kind: int | None = None, timeout: float = 15.0
+    ) -> rtc.RemoteParticipant:
         """A remote participant with this identity and/or kind (rtc.ParticipantKind.*), waiting if needed."""
 
         def match() -> rtc.RemoteParticipant | None:
@@ -152,13 +161,12 @@ class AudioRoomClient:
             self._source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=max(100, 4 * frame_ms))
             self._track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
             opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            self._publication = await asyncio.wait_for(
-                self.room.local_participant.publish_track(self._track, opts), 15
-            )
+            self._publication = await asyncio.wait_for(self.room.local_participant.publish_track(self._track, opts), 15)
         return self._source
 
-    async def publish_wav(self, path: Path | str, *, lead_silence: float = 0.0, trail_silence: float = 0.0,
-                          frame_ms: int = 20) -> PublishStats:
+    async def publish_wav(
+        self, path: Path | str, *, lead_silence: float = 0.0, trail_silence: float = 0.0, frame_ms: int = 20
+    ) -> PublishStats:
         """Publish a 16-bit mono WAV (resampled by the caller to `sample_rate`) as the microphone track, in
         real time in `frame_ms` frames (10 or 20), with optional leading/trailing silence. Returns when the
         last frame has been played out."""
@@ -178,7 +186,7 @@ class AudioRoomClient:
         stats = PublishStats(started_at=time.monotonic())
         t0 = stats.started_at
         for i in range(0, len(all_samples), n):
-            chunk = all_samples[i:i + n]
+            chunk = all_samples[i : i + n]
             # real-time pacing: never run ahead of the wall clock by more than one frame
             delay = t0 + (i // n) * frame_s - time.monotonic() - frame_s
             if delay > 0:
@@ -205,8 +213,9 @@ class AudioRoomClient:
 
     # --- receiving ---------------------------------------------------------------------------------------
 
-    def _on_track_subscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
-                             participant: rtc.RemoteParticipant) -> None:
+    def _on_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
         task = asyncio.ensure_future(self._consume(track, participant.identity))
@@ -255,12 +264,12 @@ class AudioRoomClient:
             if now - last >= quiet_s:
                 return last
             if now > deadline:
-                raise TimeoutError(f"{self.identity or 'client'}: audio never went quiet for {quiet_s}s "
-                                   f"within {timeout}s")
+                raise TimeoutError(
+                    f"{self.identity or 'client'}: audio never went quiet for {quiet_s}s within {timeout}s"
+                )
             await asyncio.sleep(min(0.1, quiet_s / 4))
 
-    async def wait_for_audio(self, *, after: float = 0.0, min_nonsilent_s: float = 0.0,
-                             timeout: float = 10.0) -> float:
+    async def wait_for_audio(self, *, after: float = 0.0, min_nonsilent_s: float = 0.0, timeout: float = 10.0) -> float:
         """Wait for non-silent received audio after `after`; returns the monotonic time of its first frame.
 
         With `min_nonsilent_s`, also waits until that much non-silent audio arrived after `after`

@@ -9,6 +9,7 @@ import ipaddress
 from collections import Counter
 
 import dns.asyncresolver
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
@@ -57,8 +58,9 @@ class DnsServer(asyncio.DatagramProtocol):
             want = 4 if question.rdtype == dns.rdatatype.A else 6
             addresses = [a for a in self.records[name] if ipaddress.ip_address(a).version == want]
             if addresses:
-                reply.answer.append(dns.rrset.from_text(question.name, 0, dns.rdataclass.IN, question.rdtype,
-                                                        *addresses))
+                reply.answer.append(
+                    dns.rrset.from_text(question.name, 0, dns.rdataclass.IN, question.rdtype, *addresses)
+                )
         assert self.transport is not None
         self.transport.sendto(reply.to_wire(), addr)
 
@@ -74,6 +76,8 @@ class DnsServer(asyncio.DatagramProtocol):
                 answer = await resolver.resolve(host, rdtype, search=False)
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
+            except dns.exception.DNSException as e:  # a name the resolver cannot ask for, as getaddrinfo would say
+                raise OSError(f"{host!r}: {e}") from None
             addresses += [r.to_text() for r in answer]
         if not addresses:
             raise OSError(f"{host} does not resolve")

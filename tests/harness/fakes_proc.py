@@ -25,8 +25,9 @@ class FakesProcess:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.urls["base_url"] + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.urls["base_url"] + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read() or b"null")
 
@@ -74,17 +75,35 @@ class FakesProcess:
         self.process.stop()
 
 
-def start_fakes(workdir: Path, *, script: dict[str, Any], api_key: str = "fake-key", timeout: float = 20) -> FakesProcess:
+def start_fakes(
+    workdir: Path, *, script: dict[str, Any], api_key: str = "fake-key", timeout: float = 20
+) -> FakesProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     script_path = workdir / "script.json"
     script_path.write_text(json.dumps(script))
     port_file = workdir / "port"
     port_file.unlink(missing_ok=True)
-    proc = ManagedProcess("fakes", [sys.executable, "-m", "tests.fakes", "--port", "0", "--script", str(script_path),
-                                    "--api-key", api_key, "--port-file", str(port_file)],
-                          workdir / "fakes.log", cwd=ROOT)
-    proc.wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=timeout,
-                    what="listening")
+    proc = ManagedProcess(
+        "fakes",
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes",
+            "--port",
+            "0",
+            "--script",
+            str(script_path),
+            "--api-key",
+            api_key,
+            "--port-file",
+            str(port_file),
+        ],
+        workdir / "fakes.log",
+        cwd=ROOT,
+    )
+    proc.wait_until(
+        lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=timeout, what="listening"
+    )
     # the fakes' own list: it has the Google TTS server's port and files too
     base = f"http://127.0.0.1:{int(port_file.read_text())}"
     with urllib.request.urlopen(f"{base}/_fake/urls", timeout=10) as r:

@@ -59,8 +59,16 @@ class LiveKitServer:
     def http_url(self) -> str:
         return f"http://{self.ip}:{self.port}"
 
-    def token(self, identity: str, room: str, *, name: str | None = None, kind: str | None = None,
-              ttl: timedelta = timedelta(minutes=30), **grants: bool) -> str:
+    def token(
+        self,
+        identity: str,
+        room: str,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        ttl: timedelta = timedelta(minutes=30),
+        **grants: bool,
+    ) -> str:
         """A join token for `room`. Extra keyword grants (e.g. can_publish=False) go into VideoGrants."""
         from livekit import api
 
@@ -85,10 +93,15 @@ class LiveKitServer:
         return self.process.stop()
 
 
-def start_livekit_server(*, workdir: Path | None = None, redis_address: str | None = None,
-                         api_key: str | None = None, api_secret: str | None = None,
-                         webhook_urls: list[str] | None = None,
-                         ready_timeout: float = READY_TIMEOUT_S) -> LiveKitServer:
+def start_livekit_server(
+    *,
+    workdir: Path | None = None,
+    redis_address: str | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    webhook_urls: list[str] | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> LiveKitServer:
     """Start livekit-server --dev bound to the netns IP on free ports and wait until `GET /` says OK.
 
     Keys are generated unless given (dev mode accepts short secrets but we use 32 random bytes).
@@ -101,7 +114,8 @@ def start_livekit_server(*, workdir: Path | None = None, redis_address: str | No
     api_key = api_key or "vx" + secrets.token_hex(6)
     api_secret = api_secret or secrets.token_urlsafe(32)
     port, tcp_port, udp_port, stun_port = distinct_free_ports(
-        ip, [socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM])
+        ip, [socket.SOCK_STREAM, socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_DGRAM]
+    )
     # JSON is valid YAML and avoids quoting issues with the generated secret.
     import json
 
@@ -131,8 +145,16 @@ def start_livekit_server(*, workdir: Path | None = None, redis_address: str | No
         argv += ["--redis-host", redis_address]
     proc = ManagedProcess("livekit-server", argv, log_path)
     server = LiveKitServer(
-        ip=ip, port=port, rtc_tcp_port=tcp_port, rtc_udp_port=udp_port, api_key=api_key, api_secret=api_secret,
-        log_path=log_path, config_path=config_path, redis_address=redis_address, process=proc,
+        ip=ip,
+        port=port,
+        rtc_tcp_port=tcp_port,
+        rtc_udp_port=udp_port,
+        api_key=api_key,
+        api_secret=api_secret,
+        log_path=log_path,
+        config_path=config_path,
+        redis_address=redis_address,
+        process=proc,
     )
     try:
         proc.wait_until(lambda: _http_ok(server.http_url + "/"), timeout=ready_timeout, what="ready (GET / == 200)")

@@ -22,7 +22,10 @@ def _current_netns_name() -> str | None:
     try:
         out = subprocess.run(
             ["ip", "netns", "identify", str(os.getpid())],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -62,8 +62,9 @@ def free_tcp_udp_port(ip: str, *, attempts: int = 50) -> int:
     raise HarnessError(f"no port free for both TCP and UDP on {ip}")
 
 
-def free_port_range(ip: str, count: int, kind: int = socket.SOCK_DGRAM, *, lo: int = 20000, hi: int = 40000,
-                    attempts: int = 200) -> tuple[int, int]:
+def free_port_range(
+    ip: str, count: int, kind: int = socket.SOCK_DGRAM, *, lo: int = 20000, hi: int = 40000, attempts: int = 200
+) -> tuple[int, int]:
     """A run of `count` consecutive free ports, returned as (first, last)."""
     import random
 
@@ -87,15 +88,27 @@ def free_port_range(ip: str, count: int, kind: int = socket.SOCK_DGRAM, *, lo: i
 class ManagedProcess:
     """A child process in its own process group, stdout+stderr to `log_path`."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None,
-                 cwd: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | str | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
 
     @property

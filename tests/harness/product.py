@@ -21,35 +21,44 @@ from .livekit_server import LiveKitServer
 from .procs import ManagedProcess
 
 
-def product_env(*, data_dir: Path, port: int, livekit: LiveKitServer, fakes_urls: dict[str, str], api_key: str,
-                extra: dict[str, str] | None = None) -> dict[str, str]:
+def product_env(
+    *,
+    data_dir: Path,
+    port: int,
+    livekit: LiveKitServer,
+    fakes_urls: dict[str, str],
+    api_key: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXARENA_", "LIVEKIT_", "GOOGLE_"))}
-    env.update({
-        "VOXARENA_DATA_DIR": str(data_dir),
-        "VOXARENA_HOST": "127.0.0.1",
-        "VOXARENA_PORT": str(port),
-        "VOXARENA_WORKER_PORT": "0",
-        "VOXARENA_LOG_LEVEL": os.environ.get("VOXARENA_E2E_LOG_LEVEL", "INFO"),  # DEBUG: the turn trace too
-        "VOXARENA_LIVEKIT_URL": livekit.url,
-        "VOXARENA_LIVEKIT_API_KEY": livekit.api_key,
-        "VOXARENA_LIVEKIT_API_SECRET": livekit.api_secret,
-        "VOXARENA_DEEPGRAM_API_KEY": api_key,
-        "VOXARENA_DEEPGRAM_BASE_URL": fakes_urls["deepgram_url"],
-        "VOXARENA_ASSEMBLYAI_API_KEY": api_key,
-        "VOXARENA_ASSEMBLYAI_BASE_URL": fakes_urls["assemblyai_url"],
-        "VOXARENA_ELEVENLABS_API_KEY": api_key,
-        "VOXARENA_ELEVENLABS_BASE_URL": fakes_urls["elevenlabs_base_url"],
-        "VOXARENA_GOOGLE_API_KEY": api_key,
-        "VOXARENA_GOOGLE_BASE_URL": fakes_urls["gemini_base_url"],
-        "VOXARENA_OPENAI_API_KEY": api_key,
-        "VOXARENA_OPENAI_BASE_URL": fakes_urls["openai_base_url"],
-        "VOXARENA_RESEMBLE_API_KEY": api_key,
-        "VOXARENA_RESEMBLE_BASE_URL": fakes_urls["resemble_base_url"],
-        "VOXARENA_RESEMBLE_WEBSOCKET_URL": fakes_urls["resemble_ws_url"],
-        "VOXARENA_RESEMBLE_VOICE_UUID": "fake-voice",
-        "VOXARENA_DRAIN_TIMEOUT_SECONDS": "20",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "VOXARENA_DATA_DIR": str(data_dir),
+            "VOXARENA_HOST": "127.0.0.1",
+            "VOXARENA_PORT": str(port),
+            "VOXARENA_WORKER_PORT": "0",
+            "VOXARENA_LOG_LEVEL": os.environ.get("VOXARENA_E2E_LOG_LEVEL", "INFO"),  # DEBUG: the turn trace too
+            "VOXARENA_LIVEKIT_URL": livekit.url,
+            "VOXARENA_LIVEKIT_API_KEY": livekit.api_key,
+            "VOXARENA_LIVEKIT_API_SECRET": livekit.api_secret,
+            "VOXARENA_DEEPGRAM_API_KEY": api_key,
+            "VOXARENA_DEEPGRAM_BASE_URL": fakes_urls["deepgram_url"],
+            "VOXARENA_ASSEMBLYAI_API_KEY": api_key,
+            "VOXARENA_ASSEMBLYAI_BASE_URL": fakes_urls["assemblyai_url"],
+            "VOXARENA_ELEVENLABS_API_KEY": api_key,
+            "VOXARENA_ELEVENLABS_BASE_URL": fakes_urls["elevenlabs_base_url"],
+            "VOXARENA_GOOGLE_API_KEY": api_key,
+            "VOXARENA_GOOGLE_BASE_URL": fakes_urls["gemini_base_url"],
+            "VOXARENA_OPENAI_API_KEY": api_key,
+            "VOXARENA_OPENAI_BASE_URL": fakes_urls["openai_base_url"],
+            "VOXARENA_RESEMBLE_API_KEY": api_key,
+            "VOXARENA_RESEMBLE_BASE_URL": fakes_urls["resemble_base_url"],
+            "VOXARENA_RESEMBLE_WEBSOCKET_URL": fakes_urls["resemble_ws_url"],
+            "VOXARENA_RESEMBLE_VOICE_UUID": "fake-voice",
+            "VOXARENA_DRAIN_TIMEOUT_SECONDS": "20",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -71,8 +80,10 @@ class Product:
 
     async def request(self, method: str, path: str, user: str | None = "alice", **kw: Any) -> tuple[int, Any]:
         headers = self.headers(user) if user else {}
-        async with aiohttp.ClientSession() as http, http.request(method, self.base_url + path, headers=headers,
-                                                                 **kw) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.base_url + path, headers=headers, **kw) as r,
+        ):
             body = await r.json(content_type=None)
             return r.status, body
 
@@ -84,8 +95,10 @@ class Product:
             if status == 200 and predicate(last):
                 return last
             await asyncio.sleep(0.25)
-        raise AssertionError(f"session {session_id}: {what} not reached in {timeout}s; last: {last}\n"
-                             f"--- product log ---\n{self.process.tail(120)}")
+        raise AssertionError(
+            f"session {session_id}: {what} not reached in {timeout}s; last: {last}\n"
+            f"--- product log ---\n{self.process.tail(120)}"
+        )
 
     async def join(self, agent_id: str, user: str = "alice"):
         """A call: a token from POST /api/livekit/token, and a room client connected with it.
@@ -100,9 +113,15 @@ class Product:
 
     async def create_agent(self, user: str = "alice", **fields: Any) -> str:
         """An agent on the provider fakes (deepgram, gemini, elevenlabs) that speaks first; returns its id."""
-        body = {"name": "Front desk", "systemPrompt": "You answer questions about opening hours.",
-                "sttProvider": "deepgram", "llmProvider": "gemini", "ttsProvider": "elevenlabs",
-                "firstMessageMode": "assistant_speaks_first", **fields}
+        body = {
+            "name": "Front desk",
+            "systemPrompt": "You answer questions about opening hours.",
+            "sttProvider": "deepgram",
+            "llmProvider": "gemini",
+            "ttsProvider": "elevenlabs",
+            "firstMessageMode": "assistant_speaks_first",
+            **fields,
+        }
         status, agent = await self.request("POST", "/api/agents", user, json=body)
         assert status == 201, agent
         return agent["id"]
@@ -123,8 +142,15 @@ def health(base_url: str) -> dict[str, Any] | None:
         return None
 
 
-def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeout: float = 60.0,
-                  worker: bool = True, argv_prefix: Sequence[str] = ()) -> Product:
+def start_product(
+    *,
+    workdir: Path,
+    port: int,
+    env: dict[str, str],
+    ready_timeout: float = 60.0,
+    worker: bool = True,
+    argv_prefix: Sequence[str] = (),
+) -> Product:
     """Start `voxarena serve`; ready when /health answers with the worker registered (or, for an API-only
     product, healthy). `argv_prefix` runs it through a wrapper that execs it (`taskset -c 0`: same pid)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -134,8 +160,11 @@ def start_product(*, workdir: Path, port: int, env: dict[str, str], ready_timeou
     product = Product(base_url=base, data_dir=Path(env["VOXARENA_DATA_DIR"]), process=proc, env=env)
     try:
         ready = (lambda h: h["livekit"]["status"] == "ok") if worker else (lambda h: h["status"] == "healthy")
-        proc.wait_until(lambda: (h := health(base)) is not None and ready(h),
-                        timeout=ready_timeout, what="healthy" + (" with the worker registered" if worker else ""))
+        proc.wait_until(
+            lambda: (h := health(base)) is not None and ready(h),
+            timeout=ready_timeout,
+            what="healthy" + (" with the worker registered" if worker else ""),
+        )
     except BaseException:
         proc.stop()
         raise

@@ -32,8 +32,21 @@ def start_redis(workdir: Path, *, ready_timeout: float = 20.0) -> RedisServer:
         raise HarnessError("redis-server is not installed (make test installs it through .ci/install-system.sh)")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port("127.0.0.1")
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--protected-mode", "yes"]
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+    ]
     proc = ManagedProcess("redis-server", argv, workdir / "redis.log")
     try:
         proc.wait_until(lambda: _answers_ping(port), timeout=ready_timeout, what="answering PING")

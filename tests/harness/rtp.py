@@ -32,7 +32,7 @@ class RtpStats:
     pcmu_packets: int = 0
     nonsilent_packets: int = 0
     payload_types: set[int] = field(default_factory=set)
-    first_at: float | None = None     # time.monotonic()
+    first_at: float | None = None  # time.monotonic()
     last_at: float | None = None
     max_dbfs: float = -120.0
     remote: tuple[str, int] | None = None
@@ -82,7 +82,7 @@ class RtpPeer:
             if next_send == 0.0:
                 next_send = now
             while next_send <= now:  # catch up after a slow recv without bursting more than a few packets
-                chunk = self._payload[pos:pos + 160]
+                chunk = self._payload[pos : pos + 160]
                 if len(chunk) < 160:
                     pos, chunk = 0, self._payload[:160]
                 pos += 160
@@ -103,7 +103,7 @@ class RtpPeer:
             header += 4 + 4 * struct.unpack_from("!H", data, header + 2)[0]
         payload = data[header:]
         if b0 & 0x20 and payload:  # padding
-            payload = payload[:-payload[-1]]
+            payload = payload[: -payload[-1]]
         pt = b1 & 0x7F
         now = time.monotonic()
         with self._lock:
@@ -115,8 +115,12 @@ class RtpPeer:
             if st.remote is None:
                 st.remote = addr
             # a new event (its packets share one RTP timestamp)
-            if (pt == TELEPHONE_EVENT and len(payload) >= 4 and payload[0] < len(DTMF_DIGITS)
-                    and ts not in self._dtmf_timestamps):
+            if (
+                pt == TELEPHONE_EVENT
+                and len(payload) >= 4
+                and payload[0] < len(DTMF_DIGITS)
+                and ts not in self._dtmf_timestamps
+            ):
                 self._dtmf_timestamps.add(ts)
                 st.dtmf += DTMF_DIGITS[payload[0]]
             if pt == PCMU and payload:
@@ -136,8 +140,19 @@ class RtpPeer:
     def snapshot(self) -> RtpStats:
         with self._lock:
             s = self.stats
-            return RtpStats(s.packets, s.pcmu_packets, s.nonsilent_packets, set(s.payload_types), s.first_at,
-                            s.last_at, s.max_dbfs, s.remote, s.sent_packets, s.dtmf, s.last_nonsilent_at)
+            return RtpStats(
+                s.packets,
+                s.pcmu_packets,
+                s.nonsilent_packets,
+                set(s.payload_types),
+                s.first_at,
+                s.last_at,
+                s.max_dbfs,
+                s.remote,
+                s.sent_packets,
+                s.dtmf,
+                s.last_nonsilent_at,
+            )
 
     def wait_for(self, check, *, timeout: float, what: str) -> RtpStats:
         """Wait until `check(stats)` is true, e.g. `lambda s: s.nonsilent_packets >= 25`; raise on timeout."""
@@ -163,8 +178,8 @@ def _read_ulaw_wav(path: Path) -> bytes:
         raise ValueError(f"{path}: not a WAV file")
     pos, fmt, payload = 12, None, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = data[pos + 8:pos + 8 + size]
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             fmt = struct.unpack_from("<HHI", body)
         elif cid == b"data":

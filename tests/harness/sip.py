@@ -36,8 +36,8 @@ from .redis_server import RedisServer, start_redis
 from .rtp import RtpPeer, RtpStats
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "sip"
-TRUNK_NUMBER = "+15550000"       # the trunk's own number (the caller ID livekit-sip sends)
-CALLEE_NUMBER = "+15550100"      # what tests dial (sip_call_to); sipp answers any number
+TRUNK_NUMBER = "+15550000"  # the trunk's own number (the caller ID livekit-sip sends)
+CALLEE_NUMBER = "+15550100"  # what tests dial (sip_call_to); sipp answers any number
 
 
 def require_sipp() -> str:
@@ -81,6 +81,7 @@ async def eventually(check, *, timeout: float, what: str, interval: float = 0.05
 
 # --- livekit-sip --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class LiveKitSip:
     """A running livekit-sip bridge. SIP signalling on `ip:sip_port` (UDP and TCP), RTP on `rtp_range` (wildcard)."""
@@ -104,8 +105,9 @@ class LiveKitSip:
         return self.process.stop()
 
 
-def start_livekit_sip(server: LiveKitServer, redis: RedisServer, workdir: Path, *,
-                      ready_timeout: float = 30.0) -> LiveKitSip:
+def start_livekit_sip(
+    server: LiveKitServer, redis: RedisServer, workdir: Path, *, ready_timeout: float = 30.0
+) -> LiveKitSip:
     """Start livekit-sip against `server` (which must use the same Redis) and wait until it serves calls.
 
     Ready means: health endpoint 200, SIP UDP port bound, and the log line saying the CreateSIPParticipant RPC
@@ -136,12 +138,22 @@ def start_livekit_sip(server: LiveKitServer, redis: RedisServer, workdir: Path, 
     config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     log_path = workdir / "livekit-sip.log"
     proc = ManagedProcess("livekit-sip", [str(binary), "--config", str(config_path)], log_path)
-    bridge = LiveKitSip(ip=ip, sip_port=sip_port, rtp_range=(rtp_lo, rtp_hi), health_port=health_port,
-                        config_path=config_path, log_path=log_path, process=proc)
+    bridge = LiveKitSip(
+        ip=ip,
+        sip_port=sip_port,
+        rtp_range=(rtp_lo, rtp_hi),
+        health_port=health_port,
+        config_path=config_path,
+        log_path=log_path,
+        process=proc,
+    )
 
     def ready() -> bool:
-        return (_http_status(f"http://{ip}:{health_port}/") == 200 and _udp_bound(ip, sip_port)
-                and READY_LOG_LINE in bridge.log_text())
+        return (
+            _http_status(f"http://{ip}:{health_port}/") == 200
+            and _udp_bound(ip, sip_port)
+            and READY_LOG_LINE in bridge.log_text()
+        )
 
     try:
         proc.wait_until(ready, timeout=ready_timeout, what="ready (health 200, SIP port bound, RPC registered)")
@@ -161,7 +173,7 @@ _MSG_SPLIT = re.compile(r"^-{20,}.*$", re.M)
 
 @dataclass
 class SipMessage:
-    direction: str   # "received" or "sent"
+    direction: str  # "received" or "sent"
     first_line: str
     text: str
 
@@ -172,8 +184,17 @@ class SippCallee:
     sipp exits by itself when the scenario ends: 0 when the call went through every step (for uas_answer.xml
     that includes receiving the BYE), 1 when a step failed (unexpected message, timeout)."""
 
-    def __init__(self, scenario: str, *, ip: str, port: int, workdir: Path, answer_after_ms: int = 500,
-                 play: Path | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        ip: str,
+        port: int,
+        workdir: Path,
+        answer_after_ms: int = 500,
+        play: Path | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         sipp = require_sipp()
         path = Path(scenario) if os.sep in scenario else SCENARIO_DIR / scenario
         if not path.is_file():
@@ -186,12 +207,41 @@ class SippCallee:
         self.messages_path = workdir / "messages.log"
         self.errors_path = workdir / "errors.log"
         self.screen_path = workdir / "screen.log"
-        argv = [sipp, "-sf", str(path), "-i", ip, "-p", str(port), "-mi", ip, "-mp", str(free_port(ip, socket.SOCK_DGRAM)),
-                "-cp", str(free_port(ip, socket.SOCK_DGRAM)), "-key", "rtp_port", str(self.rtp.port),
-                "-d", str(answer_after_ms), "-m", "1", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
-                "-trace_msg", "-message_file", str(self.messages_path),
-                "-trace_err", "-error_file", str(self.errors_path),
-                "-trace_screen", "-screen_file", str(self.screen_path)]
+        argv = [
+            sipp,
+            "-sf",
+            str(path),
+            "-i",
+            ip,
+            "-p",
+            str(port),
+            "-mi",
+            ip,
+            "-mp",
+            str(free_port(ip, socket.SOCK_DGRAM)),
+            "-cp",
+            str(free_port(ip, socket.SOCK_DGRAM)),
+            "-key",
+            "rtp_port",
+            str(self.rtp.port),
+            "-d",
+            str(answer_after_ms),
+            "-m",
+            "1",
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            str(self.messages_path),
+            "-trace_err",
+            "-error_file",
+            str(self.errors_path),
+            "-trace_screen",
+            "-screen_file",
+            str(self.screen_path),
+        ]
         try:
             self.process = ManagedProcess(f"sipp[{path.name}]", argv, workdir / "sipp.stdout.log", cwd=workdir)
             self.process.wait_until(lambda: _udp_bound(ip, port), timeout=10, what=f"listening on {ip}:{port}/udp")
@@ -238,8 +288,10 @@ class SippCallee:
         deadline = time.monotonic() + timeout
         while not self.received(method_or_status):
             if time.monotonic() >= deadline:
-                raise HarnessError(f"sipp ({self.scenario.name}) did not receive {method_or_status} within "
-                                   f"{timeout:.0f}s\n{self.describe()}")
+                raise HarnessError(
+                    f"sipp ({self.scenario.name}) did not receive {method_or_status} within "
+                    f"{timeout:.0f}s\n{self.describe()}"
+                )
             time.sleep(0.1)
 
     def wait_exit(self, *, timeout: float) -> int:
@@ -253,9 +305,11 @@ class SippCallee:
         flow = "\n".join(f"  {m.direction:8} {m.first_line}" for m in self.messages())
         errors = self.errors_path.read_text(errors="replace")[-3000:] if self.errors_path.exists() else ""
         rc = self.process.proc.poll()
-        return (f"sipp {self.scenario.name} on {self.address} ({'running' if rc is None else f'rc={rc}'})\n"
-                f"SIP flow:\n{flow or '  <none>'}\nRTP peer: {self.rtp.snapshot()}\n"
-                f"errors:\n{errors or '  <none>'}")
+        return (
+            f"sipp {self.scenario.name} on {self.address} ({'running' if rc is None else f'rc={rc}'})\n"
+            f"SIP flow:\n{flow or '  <none>'}\nRTP peer: {self.rtp.snapshot()}\n"
+            f"errors:\n{errors or '  <none>'}"
+        )
 
     def stop(self) -> int | None:
         rc = self.process.stop(timeout=5)
@@ -265,15 +319,24 @@ class SippCallee:
 
 # --- the whole stack ----------------------------------------------------------------------------------------------
 
-async def create_outbound_trunk(server: LiveKitServer, address: str, *, name: str = "sipp-callee",
-                                numbers: list[str] | None = None) -> str:
+
+async def create_outbound_trunk(
+    server: LiveKitServer, address: str, *, name: str = "sipp-callee", numbers: list[str] | None = None
+) -> str:
     """CreateSIPOutboundTrunk to `address` ("ip:port") over UDP; returns the trunk id (ST_...)."""
     from livekit import api
 
     async with server.api() as lk:
-        trunk = await lk.sip.create_outbound_trunk(api.CreateSIPOutboundTrunkRequest(trunk=api.SIPOutboundTrunkInfo(
-            name=name, address=address, numbers=numbers or [TRUNK_NUMBER],
-            transport=api.SIPTransport.SIP_TRANSPORT_UDP)))
+        trunk = await lk.sip.create_outbound_trunk(
+            api.CreateSIPOutboundTrunkRequest(
+                trunk=api.SIPOutboundTrunkInfo(
+                    name=name,
+                    address=address,
+                    numbers=numbers or [TRUNK_NUMBER],
+                    transport=api.SIPTransport.SIP_TRANSPORT_UDP,
+                )
+            )
+        )
     return trunk.sip_trunk_id
 
 
@@ -312,8 +375,9 @@ class SipStack:
     def api(self):  # -> livekit.api.LiveKitAPI
         return self.livekit.api()
 
-    def start_callee(self, scenario: str, *, answer_after_ms: int = 500, play: Path | None = None,
-                     timeout_s: float = 60.0) -> SippCallee:
+    def start_callee(
+        self, scenario: str, *, answer_after_ms: int = 500, play: Path | None = None, timeout_s: float = 60.0
+    ) -> SippCallee:
         """Start sipp with `scenario` (a file name in tests/sip/ or a path) on the trunk's address.
 
         `answer_after_ms` is sipp's `-d`: ringing time before the answer/reject (or the call length in
@@ -321,9 +385,15 @@ class SipStack:
         A previous callee still running is stopped first."""
         self.stop_callee()
         self._count += 1
-        self._callee = SippCallee(scenario, ip=self.callee_ip, port=self.callee_port,
-                                  workdir=self.workdir / f"callee-{self._count}-{Path(scenario).stem}",
-                                  answer_after_ms=answer_after_ms, play=play, timeout_s=timeout_s)
+        self._callee = SippCallee(
+            scenario,
+            ip=self.callee_ip,
+            port=self.callee_port,
+            workdir=self.workdir / f"callee-{self._count}-{Path(scenario).stem}",
+            answer_after_ms=answer_after_ms,
+            play=play,
+            timeout_s=timeout_s,
+        )
         return self._callee
 
     def stop_callee(self) -> None:
@@ -332,7 +402,10 @@ class SipStack:
             self._callee = None
 
     def describe(self) -> str:
-        parts = [f"--- livekit-sip ---\n{self.sip.log_tail(60)}", f"--- livekit-server ---\n{self.livekit.log_tail(30)}"]
+        parts = [
+            f"--- livekit-sip ---\n{self.sip.log_tail(60)}",
+            f"--- livekit-server ---\n{self.livekit.log_tail(30)}",
+        ]
         if self._callee is not None:
             parts.insert(0, f"--- callee ---\n{self._callee.describe()}")
         return "\n".join(parts)
@@ -367,8 +440,15 @@ def start_sip_stack(workdir: Path) -> SipStack:
         for p in reversed(started):
             p.stop()
         raise
-    return SipStack(redis=redis, livekit=livekit, sip=sip, callee_ip=callee_ip, callee_port=callee_port,
-                    trunk_id=trunk_id, workdir=workdir)
+    return SipStack(
+        redis=redis,
+        livekit=livekit,
+        sip=sip,
+        callee_ip=callee_ip,
+        callee_port=callee_port,
+        trunk_id=trunk_id,
+        workdir=workdir,
+    )
 
 
 __all__ = [

@@ -20,9 +20,19 @@ class SippCaller(SippCallee):
     `call_ms` is sipp's `-d`: how long an answered call lasts before the caller hangs up (uac_call.xml). `play`:
     an 8 kHz u-law WAV the caller's RtpPeer streams once livekit-sip sends it media."""
 
-    def __init__(self, scenario: str, *, ip: str, target: str, number: str, workdir: Path,
-                 caller: str = CALLER_NUMBER, call_ms: int = 10_000, play: Path | None = None,
-                 timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        ip: str,
+        target: str,
+        number: str,
+        workdir: Path,
+        caller: str = CALLER_NUMBER,
+        call_ms: int = 10_000,
+        play: Path | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         sipp = require_sipp()
         path = Path(scenario) if os.sep in scenario else SCENARIO_DIR / scenario
         if not path.is_file():
@@ -36,13 +46,47 @@ class SippCaller(SippCallee):
         self.messages_path = workdir / "messages.log"
         self.errors_path = workdir / "errors.log"
         self.screen_path = workdir / "screen.log"
-        argv = [sipp, "-sf", str(path), "-i", ip, "-p", str(self.port), "-mi", ip,
-                "-mp", str(free_port(ip, socket.SOCK_DGRAM)), "-cp", str(free_port(ip, socket.SOCK_DGRAM)),
-                "-key", "rtp_port", str(self.rtp.port), "-key", "caller", caller, "-s", number,
-                "-d", str(call_ms), "-m", "1", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
-                "-trace_msg", "-message_file", str(self.messages_path),
-                "-trace_err", "-error_file", str(self.errors_path),
-                "-trace_screen", "-screen_file", str(self.screen_path), target]
+        argv = [
+            sipp,
+            "-sf",
+            str(path),
+            "-i",
+            ip,
+            "-p",
+            str(self.port),
+            "-mi",
+            ip,
+            "-mp",
+            str(free_port(ip, socket.SOCK_DGRAM)),
+            "-cp",
+            str(free_port(ip, socket.SOCK_DGRAM)),
+            "-key",
+            "rtp_port",
+            str(self.rtp.port),
+            "-key",
+            "caller",
+            caller,
+            "-s",
+            number,
+            "-d",
+            str(call_ms),
+            "-m",
+            "1",
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            str(self.messages_path),
+            "-trace_err",
+            "-error_file",
+            str(self.errors_path),
+            "-trace_screen",
+            "-screen_file",
+            str(self.screen_path),
+            target,
+        ]
         try:
             self.process = ManagedProcess(f"sipp[{path.name}]", argv, workdir / "sipp.stdout.log", cwd=workdir)
         except BaseException:

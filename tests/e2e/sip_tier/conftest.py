@@ -45,6 +45,7 @@ def sip_stack(netns_ip: str, e2e_workdir: Path) -> Iterator[SipStack]:
 def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
     """A factory: sip_callee("uas_answer.xml", answer_after_ms=500, play=None, timeout_s=60) starts sipp on the
     trunk's address and returns the SippCallee; it is stopped when the test ends."""
+
     def start(scenario: str, **kwargs) -> SippCallee:
         return _or_fail(sip_stack.start_callee, scenario, **kwargs)
 
@@ -63,12 +64,19 @@ def sip_product(sip_stack: SipStack, e2e_workdir: Path, fakes):
     from tests.harness.product import product_env, start_product
 
     port = free_port("127.0.0.1")
-    env = product_env(data_dir=e2e_workdir / "sip-product-data", port=port, livekit=sip_stack.livekit,
-                      fakes_urls=fakes.urls, api_key=FAKE_KEY,
-                      extra={"VOXARENA_SIP_OUTBOUND_TRUNK_ID": sip_stack.trunk_id,
-                             "VOXARENA_SIP_RING_TIMEOUT_SECONDS": "3",
-                             "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
-                             "VOXARENA_CALLBACK_BACKOFF_SECONDS": "0.1"})
+    env = product_env(
+        data_dir=e2e_workdir / "sip-product-data",
+        port=port,
+        livekit=sip_stack.livekit,
+        fakes_urls=fakes.urls,
+        api_key=FAKE_KEY,
+        extra={
+            "VOXARENA_SIP_OUTBOUND_TRUNK_ID": sip_stack.trunk_id,
+            "VOXARENA_SIP_RING_TIMEOUT_SECONDS": "3",
+            "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+            "VOXARENA_CALLBACK_BACKOFF_SECONDS": "0.1",
+        },
+    )
     product = _or_fail(start_product, workdir=e2e_workdir / "sip-product", port=port, env=env)
     try:
         yield product

@@ -41,7 +41,8 @@ def _bye_received_at(callee: SippCallee) -> float | None:
 
 
 async def test_a_failing_llm_on_an_answered_call_apologises_in_full_then_hangs_up_within_two_seconds(
-        sip_product, sip_callee, fakes):
+    sip_product, sip_callee, fakes
+):
     product = sip_product
     callee: SippCallee = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav())
     agent_id = await _agent(product)
@@ -50,8 +51,9 @@ async def test_a_failing_llm_on_an_answered_call_apologises_in_full_then_hangs_u
         await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
         deadline = time.monotonic() + 60
         while (bye_at := _bye_received_at(callee)) is None:
-            assert time.monotonic() < deadline, f"no BYE within 60 s of the answer\n{callee.describe()}\n" \
-                                                f"{product.log_tail(80)}"
+            assert time.monotonic() < deadline, (
+                f"no BYE within 60 s of the answer\n{callee.describe()}\n{product.log_tail(80)}"
+            )
             await asyncio.sleep(0.1)
         ended = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=15)
     rtp = callee.rtp.snapshot()
@@ -61,8 +63,9 @@ async def test_a_failing_llm_on_an_answered_call_apologises_in_full_then_hangs_u
     assert 0 <= bye_at - apology_end <= 2.0, (bye_at - apology_end, callee.describe())
     assert await asyncio.to_thread(callee.wait_exit, timeout=15) == 0, callee.describe()  # BYE answered: done
 
-    session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
-                                         timeout=30, what="ended")
+    session = await product.wait_session(
+        placed["session_id"], "alice", lambda s: s["status"] == "ended", timeout=30, what="ended"
+    )
     assert (session["endReason"], ended["call_status"], ended["end_reason"]) == ("error", "FAILED", "error"), session
     assert session["error"].startswith("llm provider gemini failed"), session["error"]
     # the apology was heard in full, and the transcript holds all of it

@@ -30,8 +30,14 @@ def sip_caller(sip_stack: SipStack) -> Iterator[Callable[..., SippCaller]]:
     def start(number: str, scenario: str = "uac_call.xml", **kwargs) -> SippCaller:
         workdir = sip_stack.workdir / f"caller-{len(started) + 1}-{time.monotonic_ns()}"
         try:
-            caller = SippCaller(scenario, ip=sip_stack.callee_ip, target=f"{sip_stack.sip.ip}:{sip_stack.sip.sip_port}",
-                                number=number, workdir=workdir, **kwargs)
+            caller = SippCaller(
+                scenario,
+                ip=sip_stack.callee_ip,
+                target=f"{sip_stack.sip.ip}:{sip_stack.sip.sip_port}",
+                number=number,
+                workdir=workdir,
+                **kwargs,
+            )
         except RuntimeError as e:
             pytest.fail(f"SIP tier: {e}", pytrace=False)
         started.append(caller)
@@ -45,12 +51,14 @@ def sip_caller(sip_stack: SipStack) -> Iterator[Callable[..., SippCaller]]:
 
 
 async def _register(product, number: str, agent_id: str | None = None) -> dict:
-    status, made = await product.request("POST", "/api/phone-numbers",
-                                         json={"phone_number": number, "friendly_name": "Front desk"})
+    status, made = await product.request(
+        "POST", "/api/phone-numbers", json={"phone_number": number, "friendly_name": "Front desk"}
+    )
     assert status == 201, made
     if agent_id is not None:
-        status, assigned = await product.request("POST", f"/api/phone-numbers/{number.replace('+', '%2B')}/assign",
-                                                 json={"agent_id": agent_id})
+        status, assigned = await product.request(
+            "POST", f"/api/phone-numbers/{number.replace('+', '%2B')}/assign", json={"agent_id": agent_id}
+        )
         assert status == 200, assigned
     return made
 
@@ -110,14 +118,18 @@ async def _unroutable(product, stack: SipStack, sip_caller, number: str) -> None
     no session."""
     caller = await _refused(stack, sip_caller, number)
     call_id = caller.call_id()
-    rejected = [line for line in stack.sip.log_text().splitlines()
-                if call_id and call_id in line and "Rejecting inbound" in line]
+    rejected = [
+        line
+        for line in stack.sip.log_text().splitlines()
+        if call_id and call_id in line and "Rejecting inbound" in line
+    ]
     assert rejected, f"livekit-sip did not log the refusal of {call_id}\n{stack.describe()}"
     assert await _inbound_sessions(product, number) == []
 
 
 async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_metered_and_analysed(
-        sip_product, sip_stack, sip_caller):
+    sip_product, sip_stack, sip_caller
+):
     product = sip_product
     number = "+15551230001"
     agent_id = await product.create_agent(firstMessage=GREETING)
@@ -139,26 +151,46 @@ async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_me
 
     (call,) = await _wait(live, timeout=20, what="the call in /api/calls/active", product=product)
     assert (call["from_number"], call["direction"], call["status"], call["agent_id"]) == (
-        CALLER_NUMBER, "inbound", "in-progress", agent_id)
+        CALLER_NUMBER,
+        "inbound",
+        "in-progress",
+        agent_id,
+    )
     # the agent's greeting reaches the caller as audible RTP (livekit-sip sends silence anyway)
-    await asyncio.to_thread(caller.rtp.wait_for, lambda s: s.nonsilent_packets >= 50, timeout=30,
-                            what="the agent's greeting at the caller")
-    session = await product.wait_session(call["call_sid"], "alice", lambda s: any(
-        t["speaker"] == "AGENT" for t in s["transcript"]), timeout=30, what="the greeting recorded")
+    await asyncio.to_thread(
+        caller.rtp.wait_for, lambda s: s.nonsilent_packets >= 50, timeout=30, what="the agent's greeting at the caller"
+    )
+    session = await product.wait_session(
+        call["call_sid"],
+        "alice",
+        lambda s: any(t["speaker"] == "AGENT" for t in s["transcript"]),
+        timeout=30,
+        what="the greeting recorded",
+    )
     assert session["transcript"][0]["speaker"] == "AGENT" and session["transcript"][0]["content"] == GREETING
     # an inbound call is a phone call: a supervisor's DTMF reaches the caller as RFC 4733 events
-    status, sent = await product.request("POST", "/api/override/dtmf",
-                                         json={"call_sid": call["call_sid"], "digit": "7"})
+    status, sent = await product.request(
+        "POST", "/api/override/dtmf", json={"call_sid": call["call_sid"], "digit": "7"}
+    )
     assert status == 200, sent
-    await asyncio.to_thread(caller.rtp.wait_for, lambda s: s.dtmf.endswith("7"), timeout=10,
-                            what="DTMF 7 at the caller")
+    await asyncio.to_thread(
+        caller.rtp.wait_for, lambda s: s.dtmf.endswith("7"), timeout=10, what="DTMF 7 at the caller"
+    )
 
     assert await asyncio.to_thread(caller.wait_exit, timeout=40) == 0, caller.describe()  # it hung up, BYE answered
     session = await product.wait_session(
-        call["call_sid"], "alice", lambda s: s["status"] == "ended" and s["analysisStatus"] == "completed",
-        timeout=60, what="ended and analysed")
+        call["call_sid"],
+        "alice",
+        lambda s: s["status"] == "ended" and s["analysisStatus"] == "completed",
+        timeout=60,
+        what="ended and analysed",
+    )
     assert (session["direction"], session["call_direction"], session["from_number"], session["to_number"]) == (
-        "inbound", "INBOUND", CALLER_NUMBER, number)
+        "inbound",
+        "INBOUND",
+        CALLER_NUMBER,
+        number,
+    )
     assert session["agentId"] == agent_id and session["duration"] >= 10 and session["error"] is None
     assert any(t["speaker"] == "USER" for t in session["transcript"])  # the caller was heard too
     status, breakdown = await product.request("GET", f"/api/sessions/{call['call_sid']}/cost-breakdown")
@@ -171,11 +203,16 @@ async def test_a_call_to_an_assigned_number_is_answered_by_its_agent_recorded_me
     status, history = await product.request("GET", "/api/calls/history?limit=1000")
     (past,) = [c for c in history["calls"] if c["call_sid"] == call["call_sid"]]
     assert (past["status"], past["from_number"], past["to_number"], past["direction"]) == (
-        "completed", CALLER_NUMBER, number, "inbound")
+        "completed",
+        CALLER_NUMBER,
+        number,
+        "inbound",
+    )
 
 
 async def test_a_registered_number_no_agent_answers_gets_a_sip_failure_and_an_unregistered_one_is_dropped(
-        sip_product, sip_stack, sip_caller):
+    sip_product, sip_stack, sip_caller
+):
     product = sip_product
     registered, unknown = "+15551230002", "+15551230003"
     await _register(product, registered)
@@ -204,7 +241,8 @@ async def test_after_release_the_number_gets_a_sip_failure_again(sip_product, si
 
 
 async def test_a_call_for_a_disabled_agent_is_refused_by_its_job_with_the_reason_on_the_session(
-        sip_product, sip_stack, sip_caller):
+    sip_product, sip_stack, sip_caller
+):
     product = sip_product
     number = "+15551230005"
     agent_id = await product.create_agent(firstMessage=GREETING)
@@ -213,11 +251,17 @@ async def test_a_call_for_a_disabled_agent_is_refused_by_its_job_with_the_reason
     assert status == 200
     caller = await _refused(sip_stack, sip_caller, number)  # livekit-sip had not answered: a failure response
     assert caller.final_responses()[:1] == [486], caller.describe()
-    (session,) = await _wait(lambda: _inbound_sessions(product, number), timeout=10, what="the refused session",
-                             product=product)
+    (session,) = await _wait(
+        lambda: _inbound_sessions(product, number), timeout=10, what="the refused session", product=product
+    )
     assert (session["status"], session["endReason"], session["from_number"]) == (
-        "ended", "agent_disabled", CALLER_NUMBER)
+        "ended",
+        "agent_disabled",
+        CALLER_NUMBER,
+    )
     assert f"agent {agent_id} is disabled" in session["error"] and session["transcript"] == []
     assert session["analysisStatus"] == "skipped"
-    assert f"inbound call {session['id']} from {CALLER_NUMBER} to {number} refused (agent_disabled)" in \
-        product.log_tail(400)
+    assert (
+        f"inbound call {session['id']} from {CALLER_NUMBER} to {number} refused (agent_disabled)"
+        in product.log_tail(400)
+    )

@@ -40,8 +40,9 @@ async def _wait_status(product, call_id: str, wanted: set[str], *, timeout: floa
         if last["call_status"] in wanted:
             return last
         await asyncio.sleep(0.1)
-    raise AssertionError(f"call {call_id}: none of {wanted} in {timeout}s; last: {last}\n"
-                         f"--- product log ---\n{product.log_tail(120)}")
+    raise AssertionError(
+        f"call {call_id}: none of {wanted} in {timeout}s; last: {last}\n--- product log ---\n{product.log_tail(120)}"
+    )
 
 
 async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_api(sip_product, sip_callee):
@@ -54,14 +55,24 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     answered = await _wait_status(product, placed["call_id"], {"ANSWERED", "FAILED", "NO_ANSWER"}, timeout=40)
     assert answered["call_status"] == "ANSWERED", answered
     # the agent's greeting and answer reach the callee's phone as audible RTP (livekit-sip sends silence anyway)
-    await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 50, timeout=30,
-                            what="the agent's voice at the callee")
+    await asyncio.to_thread(
+        callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 50, timeout=30, what="the agent's voice at the callee"
+    )
     session = await product.wait_session(
-        placed["session_id"], "alice", lambda s: any(t["speaker"] == "USER" for t in s["transcript"])
-        and sum(t["speaker"] == "AGENT" for t in s["transcript"]) >= 2, timeout=40,
-        what="the callee heard, transcribed and answered")
+        placed["session_id"],
+        "alice",
+        lambda s: (
+            any(t["speaker"] == "USER" for t in s["transcript"])
+            and sum(t["speaker"] == "AGENT" for t in s["transcript"]) >= 2
+        ),
+        timeout=40,
+        what="the callee heard, transcribed and answered",
+    )
     assert (session["direction"], session["call_direction"], session["outbound_phone_number"]) == (
-        "outbound", "OUTBOUND", CALLEE_NUMBER)
+        "outbound",
+        "OUTBOUND",
+        CALLEE_NUMBER,
+    )
 
     status, ended = await product.request("POST", f"/api/calls/{placed['call_id']}/end")
     assert (status, ended) == (200, {"success": True})
@@ -69,8 +80,12 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     done = await _wait_status(product, placed["call_id"], {"COMPLETED"}, timeout=10)
     assert done["duration"] >= 1 and done["end_reason"] == "ended_by_api" and done["ended_at"]
     session = await product.wait_session(
-        placed["session_id"], "alice", lambda s: s["status"] == "ended" and s["analysisStatus"] == "completed",
-        timeout=60, what="ended and analysed")
+        placed["session_id"],
+        "alice",
+        lambda s: s["status"] == "ended" and s["analysisStatus"] == "completed",
+        timeout=60,
+        what="ended and analysed",
+    )
     assert session["call_status"] == "COMPLETED" and session["duration"] >= 1
     status, tel = await product.request("GET", f"/api/telephony/outbound/call/{placed['call_id']}/status")
     assert (tel["status"], tel["phone_number"]) == ("completed", CALLEE_NUMBER)
@@ -86,12 +101,18 @@ async def test_an_answered_call_talks_both_ways_and_ends_completed_through_the_a
     while time.monotonic() < deadline and [p["call_status"] for p, _, _ in receiver.requests][-1:] != ["COMPLETED"]:
         await asyncio.sleep(0.1)
     await receiver.server.close()
-    seen = [(payload["call_status"], verify_signature(secret["secret"], sig, body))
-            for payload, sig, body in receiver.requests]
+    seen = [
+        (payload["call_status"], verify_signature(secret["secret"], sig, body))
+        for payload, sig, body in receiver.requests
+    ]
     assert seen == [("RINGING", True), ("RINGING", True), ("ANSWERED", True), ("COMPLETED", True)], seen
     status, attempts = await product.request("GET", f"/api/calls/{placed['call_id']}/callbacks")
     assert [(a["event_status"], a["delivered"]) for a in attempts] == [
-        ("RINGING", False), ("RINGING", True), ("ANSWERED", True), ("COMPLETED", True)]
+        ("RINGING", False),
+        ("RINGING", True),
+        ("ANSWERED", True),
+        ("COMPLETED", True),
+    ]
 
 
 async def test_a_callee_hanging_up_completes_the_call(sip_product, sip_callee):
@@ -102,18 +123,30 @@ async def test_a_callee_hanging_up_completes_the_call(sip_product, sip_callee):
     done = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=30)
     assert done["call_status"] == "COMPLETED" and done["duration"] >= 3, done
     assert await asyncio.to_thread(callee.wait_exit, timeout=15) == 0  # its BYE was answered
-    session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
-                                         timeout=30, what="ended")
+    session = await product.wait_session(
+        placed["session_id"], "alice", lambda s: s["status"] == "ended", timeout=30, what="ended"
+    )
     assert session["call_status"] == "COMPLETED"
 
 
-@pytest.mark.parametrize("scenario, call_status, telephony, end_reason, sip_code, error", [
-    ("uas_busy.xml", "FAILED", "failed", "busy", 486, "Busy: the callee's line was busy (SIP 486)."),
-    ("uas_decline.xml", "FAILED", "failed", "declined", 603, "Declined: the callee declined the call (SIP 603)."),
-    ("uas_ring.xml", "NO_ANSWER", "no-answer", "no_answer", None, "No answer: the callee did not pick up within 3 s."),
-])
+@pytest.mark.parametrize(
+    "scenario, call_status, telephony, end_reason, sip_code, error",
+    [
+        ("uas_busy.xml", "FAILED", "failed", "busy", 486, "Busy: the callee's line was busy (SIP 486)."),
+        ("uas_decline.xml", "FAILED", "failed", "declined", 603, "Declined: the callee declined the call (SIP 603)."),
+        (
+            "uas_ring.xml",
+            "NO_ANSWER",
+            "no-answer",
+            "no_answer",
+            None,
+            "No answer: the callee did not pick up within 3 s.",
+        ),
+    ],
+)
 async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhere(
-        sip_product, sip_callee, scenario, call_status, telephony, end_reason, sip_code, error):
+    sip_product, sip_callee, scenario, call_status, telephony, end_reason, sip_code, error
+):
     product = sip_product
     sip_callee(scenario, answer_after_ms=200)
     agent_id = await _agent(product)
@@ -124,8 +157,9 @@ async def test_each_failed_outcome_shows_its_status_reason_and_sip_code_everywhe
     assert final["duration"] == 0
     _status, tel = await product.request("GET", f"/api/telephony/outbound/call/{placed['call_id']}/status")
     assert (tel["status"], tel["end_reason"], tel["sip_status_code"]) == (telephony, end_reason, sip_code)
-    session = await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "ended",
-                                         timeout=30, what="ended")
+    session = await product.wait_session(
+        placed["session_id"], "alice", lambda s: s["status"] == "ended", timeout=30, what="ended"
+    )
     assert (session["call_status"], session["endReason"], session["error"]) == (call_status, end_reason, error)
     assert session["transcript"] == [] and session["duration"] == 0
     # nothing to analyse: never pending forever
@@ -137,8 +171,9 @@ async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_pr
     callee = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav())
     agent_id = await _agent(product)
     context = {"customer": "Ada Lovelace", "order": "A-1042"}
-    status, queued = await product.request("POST", f"/api/agents/{agent_id}/call",
-                                           json={"to_number": CALLEE_NUMBER, "context": context})
+    status, queued = await product.request(
+        "POST", f"/api/agents/{agent_id}/call", json={"to_number": CALLEE_NUMBER, "context": context}
+    )
     assert status == 201 and queued["status"] == "queued", queued
     await _wait_status(product, queued["call_id"], {"ANSWERED"}, timeout=40)
     status, active = await product.request("GET", "/api/calls/active")
@@ -156,29 +191,41 @@ async def test_an_agents_call_carries_its_context_into_the_first_llm_turn(sip_pr
 
     await llm_saw("Ada Lovelace", "A-1042")
     # context pushed mid-call reaches the next LLM request (the callee keeps talking, so turns keep coming)
-    status, updated = await product.request("PUT", f"/api/calls/{queued['call_sid']}/context",
-                                            json={"context": {"note": "Grace Hopper called earlier"}})
+    status, updated = await product.request(
+        "PUT", f"/api/calls/{queued['call_sid']}/context", json={"context": {"note": "Grace Hopper called earlier"}}
+    )
     assert status == 200 and updated["context"]["note"] == "Grace Hopper called earlier", updated
     await llm_saw("Grace Hopper called earlier", "Ada Lovelace")
-    await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30,
-                            what="the agent's voice at the callee")
+    await asyncio.to_thread(
+        callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30, what="the agent's voice at the callee"
+    )
     # a supervisor has the agent say something: the callee hears it, the transcript keeps who ordered it
     heard = callee.rtp.snapshot().nonsilent_packets
     words = "Please hold while a specialist joins us."
-    status, said = await product.request("POST", "/api/override/text",
-                                         json={"call_sid": queued["call_sid"], "text": words})
+    status, said = await product.request(
+        "POST", "/api/override/text", json={"call_sid": queued["call_sid"], "text": words}
+    )
     assert status == 200, said
-    await product.wait_session(queued["call_sid"], "alice", lambda s: any(
-        t["content"] == words and t["source"] == "supervisor" for t in s["transcript"]), timeout=30,
-        what="the supervisor's words recorded")
-    await asyncio.to_thread(callee.rtp.wait_for, lambda s: s.nonsilent_packets >= heard + 25, timeout=30,
-                            what="the supervisor's words at the callee")
+    await product.wait_session(
+        queued["call_sid"],
+        "alice",
+        lambda s: any(t["content"] == words and t["source"] == "supervisor" for t in s["transcript"]),
+        timeout=30,
+        what="the supervisor's words recorded",
+    )
+    await asyncio.to_thread(
+        callee.rtp.wait_for,
+        lambda s: s.nonsilent_packets >= heard + 25,
+        timeout=30,
+        what="the supervisor's words at the callee",
+    )
     status, _ = await product.request("POST", "/api/override/end", json={"call_sid": queued["call_sid"]})
     assert status == 200
     await asyncio.to_thread(callee.wait_received, "BYE", timeout=15)
     await _wait_status(product, queued["call_id"], {"COMPLETED"}, timeout=15)
-    session = await product.wait_session(queued["call_sid"], "alice", lambda s: s["status"] == "ended",
-                                         timeout=30, what="ended")
+    session = await product.wait_session(
+        queued["call_sid"], "alice", lambda s: s["status"] == "ended", timeout=30, what="ended"
+    )
     status, history = await product.request("GET", "/api/calls/history?limit=1000")
     (past,) = [c for c in history["calls"] if c["call_sid"] == queued["call_sid"]]
     assert past["status"] == "completed" and past["cost_nanos"] >= 0 and past["duration_seconds"] == session["duration"]
@@ -189,14 +236,17 @@ async def test_dtmf_from_the_supervisor_reaches_the_callee_as_rfc_4733_events(si
     callee = sip_callee("uas_answer_dtmf.xml", answer_after_ms=300, play=speech_ulaw_wav())
     placed = await _place(product, await _agent(product))
     await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
-    await product.wait_session(placed["session_id"], "alice", lambda s: s["status"] == "active", timeout=20,
-                               what="the call's job running")
+    await product.wait_session(
+        placed["session_id"], "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
+    )
     for digit in ("4", "2", "#"):
-        status, sent = await product.request("POST", "/api/override/dtmf",
-                                             json={"call_sid": placed["session_id"], "digit": digit})
+        status, sent = await product.request(
+            "POST", "/api/override/dtmf", json={"call_sid": placed["session_id"], "digit": digit}
+        )
         assert status == 200, sent
-        await asyncio.to_thread(callee.rtp.wait_for, lambda s, d=digit: s.dtmf.endswith(d), timeout=15,
-                                what=f"DTMF {digit} at the callee")
+        await asyncio.to_thread(
+            callee.rtp.wait_for, lambda s, d=digit: s.dtmf.endswith(d), timeout=15, what=f"DTMF {digit} at the callee"
+        )
     assert callee.rtp.snapshot().dtmf == "42#"
     status, _ = await product.request("POST", "/api/override/end", json={"call_sid": placed["session_id"]})
     assert status == 200
@@ -209,18 +259,21 @@ async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call
     placed = await _place(product, await _agent(product))
     sid = placed["session_id"]
     await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
-    await product.wait_session(sid, "alice", lambda s: s["status"] == "active", timeout=20,
-                               what="the call's job running")
-    status, sent = await product.request("POST", "/api/override/transfer",
-                                         json={"call_sid": sid, "target": "+15559990000"})
+    await product.wait_session(
+        sid, "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
+    )
+    status, sent = await product.request(
+        "POST", "/api/override/transfer", json={"call_sid": sid, "target": "+15559990000"}
+    )
     assert status == 200, sent
     await asyncio.to_thread(callee.wait_received, "REFER", timeout=20)
     (refer,) = [m for m in callee.messages() if m.direction == "received" and m.first_line.startswith("REFER ")]
     assert "Refer-To: <tel:+15559990000>" in refer.text or "Refer-To: tel:+15559990000" in refer.text, refer.text
     ended = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=20)
     assert (ended["call_status"], ended["end_reason"]) == ("COMPLETED", "transferred"), ended
-    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=20,
-                                         what="the session ended")
+    session = await product.wait_session(
+        sid, "alice", lambda s: s["status"] == "ended", timeout=20, what="the session ended"
+    )
     assert session["endReason"] == "transferred" and not session["error"], session
     status, history = await product.request("GET", "/api/calls/history")
     (row,) = [c for c in history["calls"] if c["call_sid"] == sid]

@@ -22,8 +22,14 @@ def _room() -> str:
 
 def _dial(stack: SipStack, room: str, *, ringing_timeout_s: int = 10) -> api.CreateSIPParticipantRequest:
     return api.CreateSIPParticipantRequest(
-        sip_trunk_id=stack.trunk_id, sip_call_to=CALLEE_NUMBER, room_name=room, participant_identity="callee",
-        participant_name="sipp callee", wait_until_answered=True, ringing_timeout=Duration(seconds=ringing_timeout_s))
+        sip_trunk_id=stack.trunk_id,
+        sip_call_to=CALLEE_NUMBER,
+        room_name=room,
+        participant_identity="callee",
+        participant_name="sipp callee",
+        wait_until_answered=True,
+        ringing_timeout=Duration(seconds=ringing_timeout_s),
+    )
 
 
 async def _participants(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInfo]:
@@ -36,7 +42,8 @@ async def _participants(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantIn
 
 
 async def test_an_answered_call_joins_the_room_as_a_sip_participant_carries_audio_both_ways_and_removal_sends_bye(
-        sip_stack: SipStack, sip_callee):
+    sip_stack: SipStack, sip_callee
+):
     callee = sip_callee("uas_answer.xml", answer_after_ms=500, play=speech_ulaw_wav())
     room = _room()
     async with sip_stack.api() as lk:
@@ -60,12 +67,19 @@ async def test_an_answered_call_joins_the_room_as_a_sip_participant_carries_audi
             await caller.wait_for_participant("callee", timeout=10)
             publishing = asyncio.create_task(caller.publish_wav(speech_wav(), lead_silence=0.2))
             try:
-                heard = await eventually(lambda: callee.rtp.snapshot().nonsilent_packets >= 25 and callee.rtp.snapshot(),
-                                         timeout=15, what="non-silent RTP at the callee (0.5 s of speech)")
+                heard = await eventually(
+                    lambda: callee.rtp.snapshot().nonsilent_packets >= 25 and callee.rtp.snapshot(),
+                    timeout=15,
+                    what="non-silent RTP at the callee (0.5 s of speech)",
+                )
                 assert heard.payload_types == {0}  # PCMU, the only codec the callee offered
-                await eventually(lambda: caller.stats.by_participant.get("callee", 0) > 0
-                                 and caller.stats.nonsilent_duration_s >= 0.5,
-                                 timeout=15, what="the callee's speech in the room")
+                await eventually(
+                    lambda: (
+                        caller.stats.by_participant.get("callee", 0) > 0 and caller.stats.nonsilent_duration_s >= 0.5
+                    ),
+                    timeout=15,
+                    what="the callee's speech in the room",
+                )
             finally:
                 publishing.cancel()
                 await asyncio.gather(publishing, return_exceptions=True)
@@ -122,7 +136,9 @@ async def test_a_callee_that_hangs_up_sends_bye_and_the_sip_participant_leaves(s
     room = _room()
     async with sip_stack.api() as lk:
         await lk.sip.create_sip_participant(_dial(sip_stack, room))
-        assert [p.kind for p in await _participants(lk, room) if p.identity == "callee"] == [api.ParticipantInfo.Kind.SIP]
+        assert [p.kind for p in await _participants(lk, room) if p.identity == "callee"] == [
+            api.ParticipantInfo.Kind.SIP
+        ]
         assert await asyncio.to_thread(callee.wait_exit, timeout=15) == 0, callee.describe()
         assert callee.sent("BYE") and callee.received("200")
 
