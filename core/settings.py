@@ -1,6 +1,7 @@
 """Every setting of the product, in one place, read from environment variables prefixed ``VOXARENA_``.
 
-The README's settings table is checked against ``SETTINGS`` by a docs test, so a setting cannot go undocumented.
+docs/settings.md's table is generated from ``SETTINGS`` (``python -m api.docgen``); a docs test fails when it is
+stale.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from .common import Query
 
 
 class LiveEvent(BaseModel):
-    """003's `{type, call_sid, timestamp, ...}`; the fields after those depend on the type (see the README)."""
+    """003's `{type, call_sid, timestamp, ...}`; the fields after those depend on the type (see docs/calls.md)."""
 
     model_config = ConfigDict(extra="allow")
 

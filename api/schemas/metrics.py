@@ -238,7 +238,7 @@ class AnalyticsSummary(VoiceOutcome):
     total_calls: int
     total_minutes: float
     average_call_duration: int = Field(description="Seconds, over the ended calls.")
-    success_rate: float = Field(description="Successful ended calls / ended calls, 0..1 (see the README).")
+    success_rate: float = Field(description="Successful ended calls / ended calls, 0..1 (see docs/costs.md).")
     busiest_hour: int | None = Field(description="UTC hour (0-23) in which most calls started.")
     top_agents: list[TopAgent]
     period: AnalyticsPeriod | None
