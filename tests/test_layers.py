@@ -52,3 +52,35 @@ def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path):
     mod = tmp_path / "core" / "x.py"
     mod.write_text("from .y import z\nfrom pipelines import a\n")
     assert imports_of(mod, tmp_path) == {"core", "pipelines"}
+
+
+def route_imports(path: Path) -> set[str]:
+    """The route modules (``api/routes/*``) that ``path``, a route module, imports: its siblings by ``from .x``,
+    ``from . import x`` or their absolute names."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                found.update([node.module] if node.module else [a.name for a in node.names])
+            elif node.level == 0 and node.module and node.module.startswith("api.routes"):
+                rest = node.module.removeprefix("api.routes").lstrip(".")
+                found.update([rest] if rest else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.removeprefix("api.routes.") for a in node.names if a.name.startswith("api.routes."))
+    return {m.split(".")[0] for m in found}
+
+
+def test_route_modules_are_wiring_and_import_no_other_route_module():
+    """What two routes share (the web-call start, date bounds, websocket helpers) lives in api/services,
+    api/schemas or api/websockets.py, never in a route module another one reaches into."""
+    routes = sorted(p for p in (ROOT / "api" / "routes").glob("*.py") if p.name != "__init__.py")
+    wrong = {p.name: sorted(route_imports(p)) for p in routes if route_imports(p)}
+    assert not wrong, f"route modules importing route modules: {wrong}"
+
+
+def test_the_route_check_sees_relative_and_absolute_imports(tmp_path):
+    mod = tmp_path / "calls.py"
+    mod.write_text(
+        "from .livekit import x\nfrom . import sessions\nfrom api.routes.chat import y\nfrom ..errors import E\n"
+    )
+    assert route_imports(mod) == {"livekit", "sessions", "chat"}

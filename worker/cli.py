@@ -120,8 +120,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_reprice(args: argparse.Namespace) -> int:
     import json
 
-    from api.routes.sessions import date_bounds
-    from api.schemas.sessions import DateRange
+    from api.schemas.sessions import DateRange, date_bounds
     from api.services.reprice import reprice
     from core.store.db import connect
     from pipelines.pricing import PriceBook

@@ -44,9 +44,9 @@ from ..schemas.live import (
     live_call_wire,
     transfer_uri,
 )
+from ..schemas.sessions import date_bounds
 from ..services import callbacks, outbound
-from .livekit import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
-from .sessions import date_bounds
+from ..services.webcalls import product_gateway, refuse_unavailable_agent, refuse_when_no_worker
 
 
 async def _place(

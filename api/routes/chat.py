@@ -4,7 +4,6 @@ agent's answer to a message), the chat websocket /ws/chat/{session_id}, and endi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -16,13 +15,14 @@ from core.store import chat as chat_repo
 from core.store import sessions as sessions_repo
 from core.store.errors import NotFoundError
 
-from ..errors import BadGateway, BadRequest, Conflict, ConnectionLimit
+from ..errors import BadGateway, Conflict, ConnectionLimit
 from ..keys import CHAT, SETTINGS, SOCKETS, STORE
 from ..routing import Call, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
 from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
 from ..services.sockets import Holder, Refusal, Scope, TooManySockets, Watch
-from .livekit import refuse_unavailable_agent, start_web_call
+from ..services.webcalls import refuse_unavailable_agent, start_web_call
+from ..websockets import require_websocket, send_quietly
 
 log = logging.getLogger("voxarena.chat")
 
@@ -101,21 +101,6 @@ async def end_session(call: Call) -> dict:
 # ---- the chat socket ----
 
 
-def require_websocket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
-    if not ws.can_prepare(request).ok:
-        raise BadRequest(f"{request.path} is a websocket: send an Upgrade: websocket request")
-    return ws
-
-
-async def _send(ws: web.WebSocketResponse, data: dict[str, Any]) -> None:
-    """A client that left mid-reply misses the rest; the reply itself is still recorded."""
-    if ws.closed:
-        return
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_json(data)
-
-
 async def chat_socket(call: Call) -> web.WebSocketResponse:
     ws = require_websocket(call.request)
     app = call.request.app
@@ -144,7 +129,7 @@ async def chat_socket(call: Call) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.BINARY:
-                    await _send(ws, {"type": "error", "detail": "send JSON text frames"})
+                    await send_quietly(ws, {"type": "error", "detail": "send JSON text frames"})
                 continue
             session_id = await _on_message(call, ws, watch, session_id, msg.data) or session_id
     finally:  # nothing awaited: aiohttp may cancel the handler as the socket closes
@@ -173,14 +158,14 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
     try:
         data = loads(raw)
     except TooDeep as e:
-        await _send(ws, {"type": "error", "detail": f"the message {e}"})
+        await send_quietly(ws, {"type": "error", "detail": f"the message {e}"})
         return None
     except ValueError:
-        await _send(ws, {"type": "error", "detail": "the message is not valid JSON"})
+        await send_quietly(ws, {"type": "error", "detail": "the message is not valid JSON"})
         return None
     kind = data.get("type") if isinstance(data, dict) else None
     if kind == "ping":
-        await _send(ws, {"type": "pong"})
+        await send_quietly(ws, {"type": "pong"})
         return None
     if kind in ("message", "end"):  # what acts on the session is done with a credential read just now
         refusal = await call.request.app[SOCKETS].check(watch.holder)
@@ -190,18 +175,18 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
             return None
     if kind == "end":
         await chat.close(session_id, reason="closed")
-        await _send(ws, {"type": "ended", "session_id": session_id})
+        await send_quietly(ws, {"type": "ended", "session_id": session_id})
         await ws.close()
         return None
     if kind != "message":
-        await _send(ws, {"type": "error", "detail": "type must be message, ping or end"})
+        await send_quietly(ws, {"type": "error", "detail": "type must be message, ping or end"})
         return None
     content, user_id = data.get("content"), data.get("user_id")
     if not isinstance(content, str) or not content.strip():
-        await _send(ws, {"type": "error", "detail": "content must be a non-empty string"})
+        await send_quietly(ws, {"type": "error", "detail": "content must be a non-empty string"})
         return None
     if len(content) > MAX_MESSAGE_CHARS:
-        await _send(ws, {"type": "error", "detail": f"content is longer than {MAX_MESSAGE_CHARS} characters"})
+        await send_quietly(ws, {"type": "error", "detail": f"content is longer than {MAX_MESSAGE_CHARS} characters"})
         return None
     store = call.request.app[STORE]
     current = await store.read(sessions_repo.get_row, session_id, call.tenant_id)
@@ -209,24 +194,24 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
         agent = await store.read(agents_repo.get_row, call.tenant_id, current["agent_id"])
         refuse_unavailable_agent(agent)
     except (NotFoundError, Conflict) as e:
-        await _send(ws, {"type": "error", "detail": str(e)})
+        await send_quietly(ws, {"type": "error", "detail": str(e)})
         return None
     opened = await chat.open_text(
         call.tenant_id, agent, session_id, user_id=user_id if isinstance(user_id, str) else None, conversation_id=None
     )
     sid = opened.row["id"]
     if sid != session_id:
-        await _send(ws, {"type": "session", "session_id": sid, "previous_session_id": session_id})
+        await send_quietly(ws, {"type": "session", "session_id": sid, "previous_session_id": session_id})
 
     async def delta(text: str) -> None:
-        await _send(ws, {"type": "delta", "content": text})
+        await send_quietly(ws, {"type": "delta", "content": text})
 
     try:
         turn = await chat.message(agent, Turn(session_id=sid, content=content), delta)
     except LlmFailed as e:
-        await _send(ws, {"type": "error", "detail": f"the agent could not answer: {e}"})
+        await send_quietly(ws, {"type": "error", "detail": f"the agent could not answer: {e}"})
         return sid
-    await _send(
+    await send_quietly(
         ws,
         {"type": "message", "content": turn.reply, "role": "assistant", "timestamp": turn.timestamp, "session_id": sid},
     )

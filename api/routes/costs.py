@@ -19,8 +19,8 @@ from ..schemas.costs import (
     UsageEvent,
     UsageEventIn,
 )
+from ..schemas.sessions import date_bounds
 from ..services import usage as usage_service
-from .sessions import date_bounds
 
 
 async def post_usage_event(call: Call) -> web.Response:

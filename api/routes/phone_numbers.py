@@ -20,7 +20,7 @@ from ..schemas.phone_numbers import (
     path_number,
 )
 from ..services import phone_numbers as service
-from .livekit import product_gateway, refuse_unavailable_agent
+from ..services.webcalls import product_gateway, refuse_unavailable_agent
 
 
 async def register_number(call: Call) -> dict:

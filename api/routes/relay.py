@@ -31,8 +31,8 @@ from ..schemas.chat import TwilioSettings, TwilioSettingsBody
 from ..schemas.relay import RelayUrl, RelayUrlRequest
 from ..services import relay as relay_service
 from ..services.chat import ChatService, LlmFailed, Turn
-from .chat import _send, require_websocket
-from .livekit import refuse_unavailable_agent
+from ..services.webcalls import refuse_unavailable_agent
+from ..websockets import require_websocket, send_quietly
 
 log = logging.getLogger("voxarena.relay")
 
@@ -117,7 +117,7 @@ async def _first_message(ws: web.WebSocketResponse) -> dict[str, Any] | None:
 
 async def _end(ws: web.WebSocketResponse, reason: str, detail: str | None = None) -> None:
     """Hand the call back to Twilio (its next TwiML verb gets `handoffData`)."""
-    await _send(ws, {"type": "end", "handoffData": json.dumps({"reason": reason, "detail": detail})})
+    await send_quietly(ws, {"type": "end", "handoffData": json.dumps({"reason": reason, "detail": detail})})
     await ws.close()
 
 
@@ -176,7 +176,7 @@ class _RelayCall:
                     timestamp=now_iso(),
                 )
             )
-            await _send(self.ws, {"type": "text", "token": first, "last": True})
+            await send_quietly(self.ws, {"type": "text", "token": first, "last": True})
 
     async def run(self) -> None:
         async for msg in self.ws:
@@ -231,7 +231,7 @@ class _RelayCall:
         async def token(text: str) -> None:
             self.speaking = turn
             if turn.heard is None:
-                await _send(self.ws, {"type": "text", "token": text, "last": False})
+                await send_quietly(self.ws, {"type": "text", "token": text, "last": False})
 
         try:
             await self.chat.run_turn(self.agent, turn, token, self.context)
@@ -239,7 +239,7 @@ class _RelayCall:
             await self._fail(str(e))
             return
         if turn.heard is None:
-            await _send(self.ws, {"type": "text", "token": "", "last": True})
+            await send_quietly(self.ws, {"type": "text", "token": "", "last": True})
 
     async def _fail(self, reason: str) -> None:
         """The LLM failed for good: the caller hears the agent's error message, then the call is handed back."""
@@ -257,7 +257,7 @@ class _RelayCall:
                 timestamp=now_iso(),
             )
         )
-        await _send(self.ws, {"type": "text", "token": apology, "last": True})
+        await send_quietly(self.ws, {"type": "text", "token": apology, "last": True})
         await _end(self.ws, "error", reason)
 
     async def finish(self) -> None:

@@ -2,51 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from core.store import sessions as repo
 from core.store import usage as usage_repo
-from core.store.timefmt import day_start, parse_iso, to_iso, today_utc
+from core.store.timefmt import today_utc
 
-from ..errors import ValidationFailed
 from ..keys import STORE
 from ..routing import Call, Route
 from ..schemas.sessions import (
     CallAnalysis,
     DashboardMetrics,
-    DateRange,
     Session,
     SessionList,
     SessionQuery,
     TranscriptItem,
     dashboard_wire,
+    date_bounds,
     session_wire,
 )
-
-
-def date_bounds(q: DateRange) -> tuple[str | None, str | None]:
-    """Inclusive start and end from the query, as store timestamps; the end is returned exclusive.
-
-    A bare date as ``end_date`` includes that whole day, which is what a date picker means."""
-    start = end = None
-    try:
-        if q.start_date:
-            start = _bound(q.start_date, end=False)
-        if q.end_date:
-            end = _bound(q.end_date, end=True)
-    except ValueError as e:
-        raise ValidationFailed(f"query: invalid date: {e}") from None
-    if start and end and start >= end:
-        raise ValidationFailed("query: start_date must be before end_date")
-    return start, end
-
-
-def _bound(text: str, *, end: bool) -> str:
-    if len(text) == 10:
-        d = datetime.strptime(text, "%Y-%m-%d").date()
-        return day_start(d + timedelta(days=1)) if end else day_start(d)
-    dt = parse_iso(text.replace(" ", "T"))
-    return to_iso(dt + timedelta(microseconds=1)) if end else to_iso(dt)
 
 
 async def list_sessions(call: Call) -> dict:

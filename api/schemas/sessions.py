@@ -3,14 +3,16 @@ plus the outbound fields call_direction, outbound_phone_number, call_status, and
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from core.analysis import CallAnalysis
-from core.store.timefmt import whole_seconds
+from core.store.timefmt import day_start, parse_iso, to_iso, whole_seconds
 from pipelines.turn_clock import MARKS
 
+from ..errors import ValidationFailed
 from .common import Query
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
@@ -180,3 +182,28 @@ def dashboard_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "sessionsToday": rec["sessions_today"],
         "transcriptsToday": rec["transcripts_today"],
     }
+
+
+def date_bounds(q: DateRange) -> tuple[str | None, str | None]:
+    """Inclusive start and end from the query, as store timestamps; the end is returned exclusive.
+
+    A bare date as ``end_date`` includes that whole day, which is what a date picker means."""
+    start = end = None
+    try:
+        if q.start_date:
+            start = _bound(q.start_date, end=False)
+        if q.end_date:
+            end = _bound(q.end_date, end=True)
+    except ValueError as e:
+        raise ValidationFailed(f"query: invalid date: {e}") from None
+    if start and end and start >= end:
+        raise ValidationFailed("query: start_date must be before end_date")
+    return start, end
+
+
+def _bound(text: str, *, end: bool) -> str:
+    if len(text) == 10:
+        d = datetime.strptime(text, "%Y-%m-%d").date()
+        return day_start(d + timedelta(days=1)) if end else day_start(d)
+    dt = parse_iso(text.replace(" ", "T"))
+    return to_iso(dt + timedelta(microseconds=1)) if end else to_iso(dt)
