@@ -8,51 +8,51 @@ from core.store.tenants import personal_tenant_id
 
 from .errors import NotFound
 from .keys import STORE, TENANTS
-from .routing import Call, ownership
+from .routing import RequestContext, ownership
 from .schemas.phone_numbers import path_number
 
 
 @ownership("agent")
-async def _agent(call: Call, agent_id: str) -> None:
-    await call.request.app[STORE].read(agents.get_row, call.tenant_id, agent_id)
+async def _agent(ctx: RequestContext, agent_id: str) -> None:
+    await ctx.request.app[STORE].read(agents.get_row, ctx.tenant_id, agent_id)
 
 
 @ownership("session")
-async def _session(call: Call, session_id: str) -> None:
-    await call.request.app[STORE].read(sessions.get_row, session_id, call.tenant_id)
+async def _session(ctx: RequestContext, session_id: str) -> None:
+    await ctx.request.app[STORE].read(sessions.get_row, session_id, ctx.tenant_id)
 
 
 @ownership("api_key")
-async def _api_key(call: Call, key_id: str) -> None:
-    if not await call.request.app[STORE].read(apikeys.exists, call.tenant_id, key_id):
+async def _api_key(ctx: RequestContext, key_id: str) -> None:
+    if not await ctx.request.app[STORE].read(apikeys.exists, ctx.tenant_id, key_id):
         raise NotFound(f"API key {key_id} not found")
 
 
 @ownership("client")
-async def _client(call: Call, client_id: str) -> None:
-    if not await call.request.app[STORE].read(clients.exists, call.tenant_id, client_id):
+async def _client(ctx: RequestContext, client_id: str) -> None:
+    if not await ctx.request.app[STORE].read(clients.exists, ctx.tenant_id, client_id):
         raise NotFound(f"client {client_id} not found")
 
 
 @ownership("call")
-async def _call(call: Call, call_id: str) -> None:
-    if not await call.request.app[STORE].read(calls.exists, call.tenant_id, call_id):
+async def _call(ctx: RequestContext, call_id: str) -> None:
+    if not await ctx.request.app[STORE].read(calls.exists, ctx.tenant_id, call_id):
         raise NotFound(f"call {call_id} not found")
 
 
 @ownership("phone_number")
-async def _phone_number(call: Call, raw: str) -> None:
+async def _phone_number(ctx: RequestContext, raw: str) -> None:
     number = path_number(raw)
-    if not await call.request.app[STORE].read(phone_numbers.exists, call.tenant_id, number):
+    if not await ctx.request.app[STORE].read(phone_numbers.exists, ctx.tenant_id, number):
         raise NotFound(f"phone number {number} is not registered")
 
 
 @ownership("tenant")
-async def _tenant(call: Call, tenant_id: str) -> None:
+async def _tenant(ctx: RequestContext, tenant_id: str) -> None:
     """Admins see every tenant; a user sees the tenants they belong to; an API key only its own."""
-    assert call.principal is not None
-    tenants = call.request.app[TENANTS]
-    p = call.principal
+    assert ctx.principal is not None
+    tenants = ctx.request.app[TENANTS]
+    p = ctx.principal
     if p.key_id is not None:
         visible = p.tenant_id == tenant_id
     else:

@@ -34,7 +34,7 @@ class Owns(TypedDict):
 
 
 @dataclass
-class Call:
+class RequestContext:
     """What a handler receives: the request, its verified principal (None on public routes) and parsed inputs."""
 
     request: web.Request
@@ -57,7 +57,7 @@ class Call:
         return self.tenancy.id
 
 
-Handler = Callable[[Call], Awaitable[Any]]
+Handler = Callable[[RequestContext], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ class Route:
         return TypeAdapter(tp)
 
 
-# kind -> async check(call, id) raising the store's NotFoundError (or NotFound) unless the caller may see it.
-OwnershipCheck = Callable[["Call", str], Awaitable[None]]
+# kind -> async check(ctx, id) raising the store's NotFoundError (or NotFound) unless the caller may see it.
+OwnershipCheck = Callable[[RequestContext, str], Awaitable[None]]
 OWNERSHIP: dict[str, OwnershipCheck] = {}
 
 
@@ -203,17 +203,17 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
         tenancy = None
         if who is not None and route.tenant_scoped:
             tenancy = await request.app[TENANCY](request, who)
-        call = Call(
+        ctx = RequestContext(
             request=request, principal=who, body=None, query=None, params=dict(request.match_info), tenancy=tenancy
         )
         if check is not None and route.owned_param is not None:
-            await check(call, call.params[route.owned_param])  # before the body is read: not yours, 404
+            await check(ctx, ctx.params[route.owned_param])  # before the body is read: not yours, 404
         await _refuse_deep_body(request)
         if route.body is not None:
-            call.body, call.raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
+            ctx.body, ctx.raw_body = await _read_body(request, route.body, exact=route.exact_numbers)
         if route.query is not None:
-            call.query = _read_query(request, route.query)
-        result = await route.handler(call)
+            ctx.query = _read_query(request, route.query)
+        result = await route.handler(ctx)
         if route.raw:
             return result
         assert adapter is not None

@@ -5,15 +5,15 @@ from __future__ import annotations
 from ..errors import NotFound, RateLimited, Unauthorized
 from ..keys import ISSUER, SETTINGS, STORE
 from ..ratelimit import LOGIN_PATH, client_address
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.accounts import LoginRequest, LoginToken
 from ..services import accounts as service
 
 WRONG_CREDENTIALS = "wrong email or password"
 
 
-async def login(call: Call) -> dict:
-    app = call.request.app
+async def login(ctx: RequestContext) -> dict:
+    app = ctx.request.app
     issuer = app.get(ISSUER)
     if issuer is None:
         # With Clerk configured there are no local accounts: the route is not here, and says why.
@@ -26,9 +26,9 @@ async def login(call: Call) -> dict:
             app[STORE],
             issuer,
             app[service.LOGIN_THROTTLE],
-            email=call.body.email,
-            password=call.body.password,
-            address=client_address(call.request),
+            email=ctx.body.email,
+            password=ctx.body.password,
+            address=client_address(ctx.request),
             ttl_seconds=ttl,
         )
     except service.InvalidCredentials:

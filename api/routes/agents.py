@@ -10,7 +10,7 @@ from aiohttp import web
 from core.store import agents as repo
 
 from ..keys import AGENT_LISTS, STORE
-from ..routing import Call, Owns, Route, send_json
+from ..routing import Owns, RequestContext, Route, send_json
 from ..schemas.agents import (
     Agent,
     AgentCreate,
@@ -29,68 +29,68 @@ from ..schemas.common import Deleted
 from ..services import agents as service
 
 
-async def list_agents(call: Call) -> web.StreamResponse:
-    app = call.request.app
-    q: AgentQuery = call.query
-    if q.tenant_id is not None and q.tenant_id != call.tenant_id:
+async def list_agents(ctx: RequestContext) -> web.StreamResponse:
+    app = ctx.request.app
+    q: AgentQuery = ctx.query
+    if q.tenant_id is not None and q.tenant_id != ctx.tenant_id:
         payload = AgentList(agents=[], total=0).model_dump_json().encode()
     else:
         filters = {k: v for k, v in (("status", q.status), ("agent_type", q.type)) if v is not None}
         payload = await service.list_json(
-            app[STORE], app[AGENT_LISTS], call.tenant_id, page=q.page, limit=q.limit, **filters
+            app[STORE], app[AGENT_LISTS], ctx.tenant_id, page=q.page, limit=q.limit, **filters
         )
-    return await send_json(call.request, payload)
+    return await send_json(ctx.request, payload)
 
 
-async def _write(call: Call, fn: Any, *args: Any) -> Any:
-    app = call.request.app
-    return await service.write(app[STORE], app[AGENT_LISTS], call.tenant_id, fn, *args)
+async def _write(ctx: RequestContext, fn: Any, *args: Any) -> Any:
+    app = ctx.request.app
+    return await service.write(app[STORE], app[AGENT_LISTS], ctx.tenant_id, fn, *args)
 
 
-async def create_agent(call: Call) -> dict:
-    data = {k: v for k, v in call.body.model_dump().items() if v is not None}
-    return agent_wire(await _write(call, repo.create, storage(data)))
+async def create_agent(ctx: RequestContext) -> dict:
+    data = {k: v for k, v in ctx.body.model_dump().items() if v is not None}
+    return agent_wire(await _write(ctx, repo.create, storage(data)))
 
 
-async def get_agent(call: Call) -> dict:
-    return agent_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
+async def get_agent(ctx: RequestContext) -> dict:
+    return agent_wire(await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["id"]))
 
 
-async def update_agent(call: Call) -> dict:
-    return agent_wire(await _write(call, repo.update, call.params["id"], storage(call.body.changes())))
+async def update_agent(ctx: RequestContext) -> dict:
+    return agent_wire(await _write(ctx, repo.update, ctx.params["id"], storage(ctx.body.changes())))
 
 
-async def delete_agent(call: Call) -> dict:
-    await _write(call, repo.delete, call.params["id"])
+async def delete_agent(ctx: RequestContext) -> dict:
+    await _write(ctx, repo.delete, ctx.params["id"])
     return {"success": True, "message": "Agent deleted successfully"}
 
 
 # ---- /api/v1/agents (002) ----
 
 
-async def list_v1(call: Call) -> web.StreamResponse:
-    q: AgentV1Query = call.query
+async def list_v1(ctx: RequestContext) -> web.StreamResponse:
+    q: AgentV1Query = ctx.query
     filters = {k: v for k, v in (("client_id", q.client_id), ("enabled", q.active)) if v is not None}
-    payload = await call.request.app[STORE].read(
-        lambda db: service.list_v1_json(db, call.tenant_id, page=q.page, limit=q.limit, **filters)
+    payload = await ctx.request.app[STORE].read(
+        lambda db: service.list_v1_json(db, ctx.tenant_id, page=q.page, limit=q.limit, **filters)
     )
-    return await send_json(call.request, payload)
+    return await send_json(ctx.request, payload)
 
 
-async def create_v1(call: Call) -> dict:
-    return agent_v1_wire(await _write(call, repo.create, call.body.to_storage()))
+async def create_v1(ctx: RequestContext) -> dict:
+    return agent_v1_wire(await _write(ctx, repo.create, ctx.body.to_storage()))
 
 
-async def get_v1(call: Call) -> dict:
-    return agent_v1_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["agent_id"]))
+async def get_v1(ctx: RequestContext) -> dict:
+    return agent_v1_wire(await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["agent_id"]))
 
 
-async def update_v1(call: Call) -> dict:
-    return agent_v1_wire(await _write(call, repo.update, call.params["agent_id"], call.body.to_storage()))
+async def update_v1(ctx: RequestContext) -> dict:
+    return agent_v1_wire(await _write(ctx, repo.update, ctx.params["agent_id"], ctx.body.to_storage()))
 
 
-async def delete_v1(call: Call) -> dict:
-    await _write(call, repo.delete, call.params["agent_id"])
+async def delete_v1(ctx: RequestContext) -> dict:
+    await _write(ctx, repo.delete, ctx.params["agent_id"])
     return {"success": True, "message": "Agent deleted successfully"}
 
 

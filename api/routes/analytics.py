@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 from ..keys import SETTINGS, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.metrics import AgentAnalytics, AnalyticsQuery, AnalyticsSummary
 from ..services import analytics
 
 
-async def analytics_summary(call: Call) -> dict:
-    q: AnalyticsQuery = call.query
+async def analytics_summary(ctx: RequestContext) -> dict:
+    q: AnalyticsQuery = ctx.query
     return await analytics.summary(
-        call.request.app[STORE],
-        call.tenant_id,
-        call.request.app[SETTINGS].success_outcomes,
+        ctx.request.app[STORE],
+        ctx.tenant_id,
+        ctx.request.app[SETTINGS].success_outcomes,
         period=q.period,
         tenant_id=q.tenant_id,
     )
 
 
-async def agent_analytics(call: Call) -> dict:
-    q: AnalyticsQuery = call.query
+async def agent_analytics(ctx: RequestContext) -> dict:
+    q: AnalyticsQuery = ctx.query
     return await analytics.agent(
-        call.request.app[STORE],
-        call.tenant_id,
-        call.params["agent_id"],
-        call.request.app[SETTINGS].success_outcomes,
+        ctx.request.app[STORE],
+        ctx.tenant_id,
+        ctx.params["agent_id"],
+        ctx.request.app[SETTINGS].success_outcomes,
         period=q.period,
     )
 

@@ -7,38 +7,38 @@ from core.store import tenants as tenants_repo
 
 from ..errors import Forbidden
 from ..keys import STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.apikeys import ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
 from ..schemas.common import Success
 
 
-def _users_only(call: Call) -> None:
-    assert call.principal is not None
-    if call.principal.key_id is not None:  # a leaked key must not be able to mint its own successors
+def _users_only(ctx: RequestContext) -> None:
+    assert ctx.principal is not None
+    if ctx.principal.key_id is not None:  # a leaked key must not be able to mint its own successors
         raise Forbidden("API keys are managed by signed-in users, not by API keys")
 
 
-async def create_key(call: Call) -> dict:
-    _users_only(call)
-    personal = call.tenancy is not None and call.tenancy.tenant["personal_of"] == call.user_id
+async def create_key(ctx: RequestContext) -> dict:
+    _users_only(ctx)
+    personal = ctx.tenancy is not None and ctx.tenancy.tenant["personal_of"] == ctx.user_id
 
     def create(db):
         if personal:  # a key acts for a stored tenant: store the personal one on its first key
-            tenants_repo.ensure_personal(db, call.user_id)
-        return repo.create(db, call.tenant_id, call.body.name, call.user_id)
+            tenants_repo.ensure_personal(db, ctx.user_id)
+        return repo.create(db, ctx.tenant_id, ctx.body.name, ctx.user_id)
 
-    record, key = await call.request.app[STORE].write(create)
+    record, key = await ctx.request.app[STORE].write(create)
     return {**key_wire(record), "key": key}
 
 
-async def list_keys(call: Call) -> dict:
-    rows = await call.request.app[STORE].read(repo.list_, call.tenant_id)
+async def list_keys(ctx: RequestContext) -> dict:
+    rows = await ctx.request.app[STORE].read(repo.list_, ctx.tenant_id)
     return {"keys": [key_wire(r) for r in rows], "total": len(rows)}
 
 
-async def delete_key(call: Call) -> dict:
-    _users_only(call)
-    await call.request.app[STORE].write(repo.revoke, call.tenant_id, call.params["id"])
+async def delete_key(ctx: RequestContext) -> dict:
+    _users_only(ctx)
+    await ctx.request.app[STORE].write(repo.revoke, ctx.tenant_id, ctx.params["id"])
     return {"success": True}
 
 

@@ -13,7 +13,7 @@ from core.store import sessions as sessions_repo
 
 from ..errors import BadGateway, Conflict, NotFound
 from ..keys import GATEWAYS, NETPOLICY, SECRETS, SETTINGS, STORE
-from ..routing import Call, Owns, Route
+from ..routing import Owns, RequestContext, Route
 from ..schemas.calls import (
     CallbackDelivery,
     CallbackSecret,
@@ -50,25 +50,25 @@ from ..services.webcalls import product_gateway, refuse_unavailable_agent, refus
 
 
 async def _place(
-    call: Call,
+    ctx: RequestContext,
     agent_id: str,
     phone_number: str,
     callback_url: str | None,
     context: dict | None = None,
     campaign: str | None = None,
 ) -> dict:
-    app = call.request.app
-    gateway = product_gateway(call.request)
-    agent = await app[STORE].read(agents_repo.get_row, call.tenant_id, agent_id)
+    app = ctx.request.app
+    gateway = product_gateway(ctx.request)
+    agent = await app[STORE].read(agents_repo.get_row, ctx.tenant_id, agent_id)
     refuse_unavailable_agent(agent)
     if callback_url is not None:
         await callbacks.check_url(app[NETPOLICY], callback_url)
-    await refuse_when_no_worker(call.request)
+    await refuse_when_no_worker(ctx.request)
     return await outbound.place(
         app[STORE],
         gateway,
         app[SETTINGS],
-        owner_id=call.tenant_id,
+        owner_id=ctx.tenant_id,
         agent_id=agent_id,
         phone_number=phone_number,
         callback_url=callback_url,
@@ -77,9 +77,9 @@ async def _place(
     )
 
 
-async def place_call(call: Call) -> dict:
-    body: OutboundCallRequest = call.body
-    row = await _place(call, body.agent_id, body.phone_number, body.callback_url, campaign=body.campaign)
+async def place_call(ctx: RequestContext) -> dict:
+    body: OutboundCallRequest = ctx.body
+    row = await _place(ctx, body.agent_id, body.phone_number, body.callback_url, campaign=body.campaign)
     return {
         "call_id": row["id"],
         "room_name": row["room_name"],
@@ -88,38 +88,38 @@ async def place_call(call: Call) -> dict:
     }
 
 
-async def call_status(call: Call) -> dict:
-    return status_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
+async def call_status(ctx: RequestContext) -> dict:
+    return status_wire(await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["id"]))
 
 
-async def end_call(call: Call) -> dict:
+async def end_call(ctx: RequestContext) -> dict:
     await outbound.hang_up(
-        call.request.app[STORE],
-        product_gateway(call.request),
-        owner_id=call.tenant_id,
-        call_id=call.params.get("id") or call.params["call_id"],
+        ctx.request.app[STORE],
+        product_gateway(ctx.request),
+        owner_id=ctx.tenant_id,
+        call_id=ctx.params.get("id") or ctx.params["call_id"],
     )
     return {"success": True}
 
 
-async def list_callbacks(call: Call) -> list:
-    rows = await call.request.app[STORE].read(repo.deliveries, call.tenant_id, call.params["id"])
+async def list_callbacks(ctx: RequestContext) -> list:
+    rows = await ctx.request.app[STORE].read(repo.deliveries, ctx.tenant_id, ctx.params["id"])
     return [delivery_wire(r) for r in rows]
 
 
-async def get_secret(call: Call) -> dict:
-    app = call.request.app
-    return {"secret": await app[STORE].write(repo.callback_secret, app[SECRETS], call.tenant_id)}
+async def get_secret(ctx: RequestContext) -> dict:
+    app = ctx.request.app
+    return {"secret": await app[STORE].write(repo.callback_secret, app[SECRETS], ctx.tenant_id)}
 
 
-async def rotate_secret(call: Call) -> dict:
-    app = call.request.app
-    return {"secret": await app[STORE].write(repo.rotate_callback_secret, app[SECRETS], call.tenant_id)}
+async def rotate_secret(ctx: RequestContext) -> dict:
+    app = ctx.request.app
+    return {"secret": await app[STORE].write(repo.rotate_callback_secret, app[SECRETS], ctx.tenant_id)}
 
 
-async def telephony_place(call: Call) -> dict:
-    body: TelephonyCallRequest = call.body
-    row = await _place(call, body.agent_id, body.phone_number, None, campaign=body.campaign)
+async def telephony_place(ctx: RequestContext) -> dict:
+    body: TelephonyCallRequest = ctx.body
+    row = await _place(ctx, body.agent_id, body.phone_number, None, campaign=body.campaign)
     return {
         "call_id": row["id"],
         "status": phone_calls.TELEPHONY_STATUS[row["status"]],
@@ -127,17 +127,17 @@ async def telephony_place(call: Call) -> dict:
     }
 
 
-async def telephony_status(call: Call) -> dict:
-    row = await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["call_id"])
+async def telephony_status(ctx: RequestContext) -> dict:
+    row = await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["call_id"])
     return telephony_wire(row)
 
 
 # ---- Phony (003): an agent's call, calls now and before ----
 
 
-async def agent_call(call: Call) -> dict:
-    body: AgentCallRequest = call.body
-    row = await _place(call, call.params["agent_id"], body.to_number, None, body.context, body.campaign)
+async def agent_call(ctx: RequestContext) -> dict:
+    body: AgentCallRequest = ctx.body
+    row = await _place(ctx, ctx.params["agent_id"], body.to_number, None, body.context, body.campaign)
     return {
         "call_sid": row["session_id"],
         "status": "queued",
@@ -146,17 +146,17 @@ async def agent_call(call: Call) -> dict:
     }
 
 
-async def active_calls(call: Call) -> list:
-    rows = await call.request.app[STORE].read(sessions_repo.active_calls, call.tenant_id)
+async def active_calls(ctx: RequestContext) -> list:
+    rows = await ctx.request.app[STORE].read(sessions_repo.active_calls, ctx.tenant_id)
     return [live_call_wire(r) for r in rows]
 
 
-async def call_history(call: Call) -> dict:
-    q: HistoryQuery = call.query
+async def call_history(ctx: RequestContext) -> dict:
+    q: HistoryQuery = ctx.query
     start, end = date_bounds(q)
-    listed = await call.request.app[STORE].read(
+    listed = await ctx.request.app[STORE].read(
         lambda db: sessions_repo.call_history(
-            db, call.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset
+            db, ctx.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset
         )
     )
     return {
@@ -167,12 +167,12 @@ async def call_history(call: Call) -> dict:
     }
 
 
-async def update_context(call: Call) -> dict:
+async def update_context(ctx: RequestContext) -> dict:
     """Stored first (the active-calls view shows it at once), then sent to the call's job through LiveKit."""
-    app = call.request.app
-    body: ContextUpdate = call.body
-    sid = call.params["call_sid"]
-    row = await app[STORE].write(sessions_repo.merge_context, call.tenant_id, sid, body.context)
+    app = ctx.request.app
+    body: ContextUpdate = ctx.body
+    sid = ctx.params["call_sid"]
+    row = await app[STORE].write(sessions_repo.merge_context, ctx.tenant_id, sid, body.context)
     gateway = await app[GATEWAYS].for_session(row)
     try:
         await gateway.send_control(row["room_name"], UpdateContext(row["context"]))
@@ -184,37 +184,37 @@ async def update_context(call: Call) -> dict:
 # ---- supervisor controls (Phony's /api/override/*): through the same control channel as the context ----
 
 
-async def _live(call: Call, sid: str) -> dict:
-    row = await call.request.app[STORE].read(sessions_repo.get_row, sid, call.tenant_id)
+async def _live(ctx: RequestContext, sid: str) -> dict:
+    row = await ctx.request.app[STORE].read(sessions_repo.get_row, sid, ctx.tenant_id)
     if row["status"] != "active":
         raise NotFound(f"call {sid} is not live")
     return row
 
 
-async def record_override(call: Call, call_sid: str, kind: str, data: dict) -> None:
+async def record_override(ctx: RequestContext, call_sid: str, kind: str, data: dict) -> None:
     """A supervisor's command as the call's event ``override.<kind>`` (text, dtmf, end, transfer), with who sent it:
     recorded once the command is accepted (the call is live, the input valid), before it is sent, so the audit
     trail keeps an attempt LiveKit then failed to deliver (that request answers 502)."""
-    assert call.principal is not None
-    sent_by = {"sent_by": call.principal.user_id, "key_id": call.principal.key_id}
-    await call.request.app[STORE].write(
-        lambda db: events_repo.record_override(db, call.tenant_id, call_sid, kind, data, sent_by=sent_by)
+    assert ctx.principal is not None
+    sent_by = {"sent_by": ctx.principal.user_id, "key_id": ctx.principal.key_id}
+    await ctx.request.app[STORE].write(
+        lambda db: events_repo.record_override(db, ctx.tenant_id, call_sid, kind, data, sent_by=sent_by)
     )
 
 
-async def _control(call: Call, row: dict, message: ControlMessage) -> None:
-    gateway = await call.request.app[GATEWAYS].for_session(row)
+async def _control(ctx: RequestContext, row: dict, message: ControlMessage) -> None:
+    gateway = await ctx.request.app[GATEWAYS].for_session(row)
     try:
         await gateway.send_control(row["room_name"], message)
     except Exception as e:
         raise BadGateway(f"LiveKit could not deliver the command to the call: {e}") from None
 
 
-async def override_text(call: Call) -> dict:
-    body: OverrideText = call.body
-    row = await _live(call, body.call_sid)
-    await record_override(call, body.call_sid, "text", {"text": body.text})
-    await _control(call, row, Say(body.text))
+async def override_text(ctx: RequestContext) -> dict:
+    body: OverrideText = ctx.body
+    row = await _live(ctx, body.call_sid)
+    await record_override(ctx, body.call_sid, "text", {"text": body.text})
+    await _control(ctx, row, Say(body.text))
     return {"success": True, "call_sid": body.call_sid, "message": "The agent is saying it"}
 
 
@@ -223,35 +223,35 @@ def _require_phone_call(row: dict, what: str) -> None:
         raise Conflict(f"call {row['id']} is not a phone call: {what} needs one")
 
 
-async def override_dtmf(call: Call) -> dict:
-    body: OverrideDtmf = call.body
-    row = await _live(call, body.call_sid)
+async def override_dtmf(ctx: RequestContext) -> dict:
+    body: OverrideDtmf = ctx.body
+    row = await _live(ctx, body.call_sid)
     _require_phone_call(row, "DTMF")
-    await record_override(call, body.call_sid, "dtmf", {"digit": body.digit})
-    await _control(call, row, SendDtmf(body.digit))
+    await record_override(ctx, body.call_sid, "dtmf", {"digit": body.digit})
+    await _control(ctx, row, SendDtmf(body.digit))
     return {"success": True, "call_sid": body.call_sid, "message": f"DTMF {body.digit} sent"}
 
 
-async def override_transfer(call: Call) -> dict:
+async def override_transfer(ctx: RequestContext) -> dict:
     """The job asks LiveKit to transfer its SIP participant (a SIP REFER to the caller's side); when the far end
     accepts, the call ends `transferred`. A refused transfer leaves the call up with the agent, and says why in the
     job's log and on the session's error."""
-    body: OverrideTransfer = call.body
-    row = await _live(call, body.call_sid)
+    body: OverrideTransfer = ctx.body
+    row = await _live(ctx, body.call_sid)
     _require_phone_call(row, "a transfer")
-    await record_override(call, body.call_sid, "transfer", {"target": body.target})
-    await _control(call, row, Transfer(transfer_uri(body.target)))
+    await record_override(ctx, body.call_sid, "transfer", {"target": body.target})
+    await _control(ctx, row, Transfer(transfer_uri(body.target)))
     return {"success": True, "call_sid": body.call_sid, "message": f"Transferring to {body.target}"}
 
 
-async def override_end(call: Call) -> dict:
-    body: OverrideEnd = call.body
-    row = await _live(call, body.call_sid)
-    await record_override(call, body.call_sid, "end", {})
-    app = call.request.app
+async def override_end(ctx: RequestContext) -> dict:
+    body: OverrideEnd = ctx.body
+    row = await _live(ctx, body.call_sid)
+    await record_override(ctx, body.call_sid, "end", {})
+    app = ctx.request.app
     phone = await app[STORE].read(repo.live_for_session, body.call_sid)
     if phone is not None and phone["status"] not in phone_calls.TERMINAL:
-        await outbound.hang_up(app[STORE], product_gateway(call.request), owner_id=call.tenant_id, call_id=phone["id"])
+        await outbound.hang_up(app[STORE], product_gateway(ctx.request), owner_id=ctx.tenant_id, call_id=phone["id"])
     else:  # a web call: closing the room ends it (the job records the end)
         gateway = await app[GATEWAYS].for_session(row)
         try:

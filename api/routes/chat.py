@@ -17,7 +17,7 @@ from core.store.errors import NotFoundError
 
 from ..errors import BadGateway, Conflict, ConnectionLimit
 from ..keys import CHAT, SETTINGS, SOCKETS, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.chat import SessionEnded, TriggerAgentRequest, TriggerAgentResponse
 from ..services.chat import MAX_MESSAGE_CHARS, LlmFailed, Turn
 from ..services.sockets import Holder, Refusal, Scope, TooManySockets, Watch
@@ -30,20 +30,20 @@ log = logging.getLogger("voxarena.chat")
 CLOSE_NOT_FOUND = 4404
 
 
-async def _agent(call: Call, body: TriggerAgentRequest) -> dict[str, Any]:
-    store = call.request.app[STORE]
+async def _agent(ctx: RequestContext, body: TriggerAgentRequest) -> dict[str, Any]:
+    store = ctx.request.app[STORE]
     if body.agent_slug is not None:
-        return await store.read(agents_repo.get_by_slug, call.tenant_id, body.agent_slug)
-    return await store.read(agents_repo.get, call.tenant_id, body.agent_id)
+        return await store.read(agents_repo.get_by_slug, ctx.tenant_id, body.agent_slug)
+    return await store.read(agents_repo.get, ctx.tenant_id, body.agent_id)
 
 
-async def trigger_agent(call: Call) -> dict:
-    body: TriggerAgentRequest = call.body
-    agent = await _agent(call, body)
+async def trigger_agent(ctx: RequestContext) -> dict:
+    body: TriggerAgentRequest = ctx.body
+    agent = await _agent(ctx, body)
     refuse_unavailable_agent(agent)
     if body.mode == "voice":
         started = await start_web_call(
-            call,
+            ctx,
             agent,
             body.room_name,
             participant_name=body.user_id,
@@ -63,9 +63,9 @@ async def trigger_agent(call: Call) -> dict:
             "user_id": body.user_id,
             "conversation_id": body.conversation_id,
         }
-    chat = call.request.app[CHAT]
+    chat = ctx.request.app[CHAT]
     opened = await chat.open_text(
-        call.tenant_id,
+        ctx.tenant_id,
         agent,
         body.session_id,
         user_id=body.user_id,
@@ -89,11 +89,11 @@ async def trigger_agent(call: Call) -> dict:
     }
 
 
-async def end_session(call: Call) -> dict:
-    row = await call.request.app[STORE].read(sessions_repo.get_row, call.params["id"], call.tenant_id)
+async def end_session(ctx: RequestContext) -> dict:
+    row = await ctx.request.app[STORE].read(sessions_repo.get_row, ctx.params["id"], ctx.tenant_id)
     if row["channel"] != "text":
         raise Conflict(f"session {row['id']} is a call; end it with POST /api/override/end")
-    if not await call.request.app[CHAT].close(row["id"], reason="closed"):
+    if not await ctx.request.app[CHAT].close(row["id"], reason="closed"):
         raise Conflict(f"session {row['id']} has ended already")
     return {"success": True, "session_id": row["id"], "status": "ended"}
 
@@ -101,17 +101,17 @@ async def end_session(call: Call) -> dict:
 # ---- the chat socket ----
 
 
-async def chat_socket(call: Call) -> web.WebSocketResponse:
-    ws = require_websocket(call.request)
-    app = call.request.app
+async def chat_socket(ctx: RequestContext) -> web.WebSocketResponse:
+    ws = require_websocket(ctx.request)
+    app = ctx.request.app
     store, chat, guard, settings = app[STORE], app[CHAT], app[SOCKETS], app[SETTINGS]
-    row = await store.read(chat_repo.find_text_session, call.tenant_id, call.params["session_id"])
+    row = await store.read(chat_repo.find_text_session, ctx.tenant_id, ctx.params["session_id"])
     if row is None:  # someone else's, absent, or not a text session: the same answer, before any data
-        await ws.prepare(call.request)
+        await ws.prepare(ctx.request)
         await ws.close(code=CLOSE_NOT_FOUND, message=b"session not found")
         return ws
-    assert call.principal is not None
-    holder = Holder(call.principal, call.tenant_id)
+    assert ctx.principal is not None
+    holder = Holder(ctx.principal, ctx.tenant_id)
     try:  # each socket may drive LLM turns: capped before the upgrade
         lease = await guard.leases.acquire(
             Scope(f"chat:cred:{holder.credential}", settings.chat_max_connections, "per credential"),
@@ -124,14 +124,14 @@ async def chat_socket(call: Call) -> web.WebSocketResponse:
     chat.sockets.add(ws)
     session_id = row["id"]
     try:
-        await ws.prepare(call.request)
+        await ws.prepare(ctx.request)
         closer = guard.spawn(_close_when_refused(ws, watch), "chat-socket-closer")
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.BINARY:
                     await send_quietly(ws, {"type": "error", "detail": "send JSON text frames"})
                 continue
-            session_id = await _on_message(call, ws, watch, session_id, msg.data) or session_id
+            session_id = await _on_message(ctx, ws, watch, session_id, msg.data) or session_id
     finally:  # nothing awaited: aiohttp may cancel the handler as the socket closes
         chat.sockets.discard(ws)
         guard.unwatch(watch)
@@ -152,9 +152,11 @@ async def _close_when_refused(ws: web.WebSocketResponse, watch: Watch) -> None:
     await _close(ws, watch.refusal)
 
 
-async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, session_id: str, raw: str) -> str | None:
+async def _on_message(
+    ctx: RequestContext, ws: web.WebSocketResponse, watch: Watch, session_id: str, raw: str
+) -> str | None:
     """Handle one client frame; returns the session the conversation goes on in (a new one when it had ended)."""
-    chat = call.request.app[CHAT]
+    chat = ctx.request.app[CHAT]
     try:
         data = loads(raw)
     except TooDeep as e:
@@ -168,7 +170,7 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
         await send_quietly(ws, {"type": "pong"})
         return None
     if kind in ("message", "end"):  # what acts on the session is done with a credential read just now
-        refusal = await call.request.app[SOCKETS].check(watch.holder)
+        refusal = await ctx.request.app[SOCKETS].check(watch.holder)
         if refusal is not None:
             watch.refuse(refusal)
             await _close(ws, refusal)
@@ -188,16 +190,16 @@ async def _on_message(call: Call, ws: web.WebSocketResponse, watch: Watch, sessi
     if len(content) > MAX_MESSAGE_CHARS:
         await send_quietly(ws, {"type": "error", "detail": f"content is longer than {MAX_MESSAGE_CHARS} characters"})
         return None
-    store = call.request.app[STORE]
-    current = await store.read(sessions_repo.get_row, session_id, call.tenant_id)
+    store = ctx.request.app[STORE]
+    current = await store.read(sessions_repo.get_row, session_id, ctx.tenant_id)
     try:
-        agent = await store.read(agents_repo.get_row, call.tenant_id, current["agent_id"])
+        agent = await store.read(agents_repo.get_row, ctx.tenant_id, current["agent_id"])
         refuse_unavailable_agent(agent)
     except (NotFoundError, Conflict) as e:
         await send_quietly(ws, {"type": "error", "detail": str(e)})
         return None
     opened = await chat.open_text(
-        call.tenant_id, agent, session_id, user_id=user_id if isinstance(user_id, str) else None, conversation_id=None
+        ctx.tenant_id, agent, session_id, user_id=user_id if isinstance(user_id, str) else None, conversation_id=None
     )
     sid = opened.row["id"]
     if sid != session_id:

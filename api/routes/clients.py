@@ -6,31 +6,31 @@ from __future__ import annotations
 from core.store import clients as repo
 
 from ..keys import NETPOLICY, SECRETS, STORE
-from ..routing import Call, Owns, Route
+from ..routing import Owns, RequestContext, Route
 from ..schemas.clients import Client, ClientCreate, ClientUpdate
 from ..services import clients as service
 
 
-async def list_clients(call: Call) -> list:
-    box = call.request.app[SECRETS]
-    return [service.wire(box, r) for r in await call.request.app[STORE].read(repo.list_, call.tenant_id)]
+async def list_clients(ctx: RequestContext) -> list:
+    box = ctx.request.app[SECRETS]
+    return [service.wire(box, r) for r in await ctx.request.app[STORE].read(repo.list_, ctx.tenant_id)]
 
 
-async def create_client(call: Call) -> dict:
-    app = call.request.app
-    await service.check_urls(app[NETPOLICY], call.body.settings)
-    return await app[STORE].write(service.create, app[SECRETS], call.tenant_id, call.body)
+async def create_client(ctx: RequestContext) -> dict:
+    app = ctx.request.app
+    await service.check_urls(app[NETPOLICY], ctx.body.settings)
+    return await app[STORE].write(service.create, app[SECRETS], ctx.tenant_id, ctx.body)
 
 
-async def get_client(call: Call) -> dict:
-    row = await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["client_id"])
-    return service.wire(call.request.app[SECRETS], row)
+async def get_client(ctx: RequestContext) -> dict:
+    row = await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["client_id"])
+    return service.wire(ctx.request.app[SECRETS], row)
 
 
-async def update_client(call: Call) -> dict:
-    app = call.request.app
-    await service.check_urls(app[NETPOLICY], call.body.settings)
-    return await app[STORE].write(service.update, app[SECRETS], call.tenant_id, call.params["client_id"], call.body)
+async def update_client(ctx: RequestContext) -> dict:
+    app = ctx.request.app
+    await service.check_urls(app[NETPOLICY], ctx.body.settings)
+    return await app[STORE].write(service.update, app[SECRETS], ctx.tenant_id, ctx.params["client_id"], ctx.body)
 
 
 _OWN: Owns = {"owns": "client", "owned_param": "client_id"}

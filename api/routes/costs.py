@@ -8,7 +8,7 @@ from core.store import usage as ledger
 from core.store.timefmt import today_utc
 
 from ..keys import PRICEBOOK, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.costs import (
     AgentCost,
     BreakdownQuery,
@@ -23,13 +23,13 @@ from ..schemas.sessions import date_bounds
 from ..services import usage as usage_service
 
 
-async def post_usage_event(call: Call) -> web.Response:
-    app = call.request.app
-    header_key = call.request.headers.get("Idempotency-Key")
+async def post_usage_event(ctx: RequestContext) -> web.Response:
+    app = ctx.request.app
+    header_key = ctx.request.headers.get("Idempotency-Key")
     # The body's id is the idempotency key itself, so it is not part of what must match on a replay.
-    body_hash = ledger.request_hash({k: v for k, v in call.raw_body.items() if k != "id"})
+    body_hash = ledger.request_hash({k: v for k, v in ctx.raw_body.items() if k != "id"})
     wire, created = await app[STORE].write(
-        usage_service.ingest, app[PRICEBOOK], call.tenant_id, call.body, header_key, body_hash, call.user_id
+        usage_service.ingest, app[PRICEBOOK], ctx.tenant_id, ctx.body, header_key, body_hash, ctx.user_id
     )
     return web.json_response(
         UsageEvent.model_validate(wire).model_dump(mode="json"),
@@ -38,26 +38,26 @@ async def post_usage_event(call: Call) -> web.Response:
     )
 
 
-async def cost_summary(call: Call) -> dict:
+async def cost_summary(ctx: RequestContext) -> dict:
     month_start = today_utc().replace(day=1).isoformat()
-    return await call.request.app[STORE].read(ledger.summary, call.tenant_id, month_start)
+    return await ctx.request.app[STORE].read(ledger.summary, ctx.tenant_id, month_start)
 
 
-async def cost_timeline(call: Call) -> list:
-    q: TimelineQuery = call.query
+async def cost_timeline(ctx: RequestContext) -> list:
+    q: TimelineQuery = ctx.query
     start, end = date_bounds(q)
-    return await call.request.app[STORE].read(ledger.timeline, call.tenant_id, q.period, start, end)
+    return await ctx.request.app[STORE].read(ledger.timeline, ctx.tenant_id, q.period, start, end)
 
 
-async def cost_by_agent(call: Call) -> list:
-    return await call.request.app[STORE].read(ledger.by_agent, call.tenant_id)
+async def cost_by_agent(ctx: RequestContext) -> list:
+    return await ctx.request.app[STORE].read(ledger.by_agent, ctx.tenant_id)
 
 
-async def session_cost_breakdown(call: Call) -> dict:
-    q: BreakdownQuery = call.query
-    breakdown = await call.request.app[STORE].read(
+async def session_cost_breakdown(ctx: RequestContext) -> dict:
+    q: BreakdownQuery = ctx.query
+    breakdown = await ctx.request.app[STORE].read(
         lambda db: ledger.session_breakdown(
-            db, call.tenant_id, call.params["id"], limit=q.events_limit, offset=q.events_offset
+            db, ctx.tenant_id, ctx.params["id"], limit=q.events_limit, offset=q.events_offset
         )
     )
     return {**breakdown, "events_limit": q.events_limit, "events_offset": q.events_offset}

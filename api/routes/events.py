@@ -17,7 +17,7 @@ from core.store import sessions as sessions_repo
 
 from ..errors import BadRequest, ConnectionLimit
 from ..keys import EVENTS, SETTINGS, SOCKETS, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.events import CallEvents, CallEventsQuery, EventStreamQuery, event_wire
 from ..services.events import Subscriber, TooManyConnections
 from ..services.sockets import Holder, Watch
@@ -28,36 +28,36 @@ CLOSE_SLOW_CONSUMER = 4008  # its queue overflowed: reconnect, and catch up from
 CLOSE_TIMEOUT = 10.0  # a closing peer that reads nothing for this long is cut off
 
 
-async def call_events(call: Call) -> dict:
-    q: CallEventsQuery = call.query
-    sid = call.params["call_sid"]
-    rows = await call.request.app[STORE].read(
-        lambda db: repo.for_call(db, call.tenant_id, sid, limit=q.limit, after_id=q.after)
+async def call_events(ctx: RequestContext) -> dict:
+    q: CallEventsQuery = ctx.query
+    sid = ctx.params["call_sid"]
+    rows = await ctx.request.app[STORE].read(
+        lambda db: repo.for_call(db, ctx.tenant_id, sid, limit=q.limit, after_id=q.after)
     )
     return {"call_sid": sid, "events": [event_wire(r) for r in rows]}
 
 
-async def stream(call: Call) -> web.StreamResponse:
-    request, app = call.request, call.request.app
-    q: EventStreamQuery = call.query
+async def stream(ctx: RequestContext) -> web.StreamResponse:
+    request, app = ctx.request, ctx.request.app
+    q: EventStreamQuery = ctx.query
     if q.call_sid is not None:  # another tenant's call and no call look the same: 404
-        await app[STORE].read(sessions_repo.get_row, q.call_sid, call.tenant_id)
+        await app[STORE].read(sessions_repo.get_row, q.call_sid, ctx.tenant_id)
     ws = web.WebSocketResponse(
         heartbeat=app[SETTINGS].event_heartbeat_seconds, timeout=CLOSE_TIMEOUT, max_msg_size=64 * 1024
     )
     if not ws.can_prepare(request).ok:
         raise BadRequest("GET /events/ws is a websocket: send Connection: Upgrade and Upgrade: websocket")
     hub = app[EVENTS]
-    assert call.principal is not None
-    credential = call.principal.user_id  # a user, or "key:<id>" for an API key
+    assert ctx.principal is not None
+    credential = ctx.principal.user_id  # a user, or "key:<id>" for an API key
     try:
         hub.admit(credential)
     except TooManyConnections as e:
         raise ConnectionLimit(str(e)) from None
     guard = app[SOCKETS]
-    watch = guard.watch(Holder(call.principal, call.tenant_id))
+    watch = guard.watch(Holder(ctx.principal, ctx.tenant_id))
     try:
-        sub = await hub.subscribe(call.tenant_id, q.call_sid)
+        sub = await hub.subscribe(ctx.tenant_id, q.call_sid)
         try:
             await ws.prepare(request)
             await _serve(request, ws, sub, watch)

@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 from ..keys import PRICEBOOK, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.ingest import CostIngested, OutreachIngested
 from ..services import ingest
 
 _ERRORS = (400, 401, 413)
 
 
-async def _costs(call: Call, source: str) -> dict:
-    app = call.request.app
-    raw = await call.request.read()
+async def _costs(ctx: RequestContext, source: str) -> dict:
+    app = ctx.request.app
+    raw = await ctx.request.read()
     return await ingest.ingest_costs(
         app[STORE],
         app[PRICEBOOK],
-        call.tenant_id,
+        ctx.tenant_id,
         raw,
-        idempotency_key=call.request.headers.get("Idempotency-Key"),
+        idempotency_key=ctx.request.headers.get("Idempotency-Key"),
         source=source,
     )
 
 
-async def post_cost_events(call: Call) -> dict:
-    return await _costs(call, "cost-events")
+async def post_cost_events(ctx: RequestContext) -> dict:
+    return await _costs(ctx, "cost-events")
 
 
-async def post_llm_usage(call: Call) -> dict:
-    return await _costs(call, "llm-usage")
+async def post_llm_usage(ctx: RequestContext) -> dict:
+    return await _costs(ctx, "llm-usage")
 
 
-async def post_events(call: Call) -> dict:
-    raw = await call.request.read()
+async def post_events(ctx: RequestContext) -> dict:
+    raw = await ctx.request.read()
     return await ingest.ingest_outreach(
-        call.request.app[STORE], call.tenant_id, raw, idempotency_key=call.request.headers.get("Idempotency-Key")
+        ctx.request.app[STORE], ctx.tenant_id, raw, idempotency_key=ctx.request.headers.get("Idempotency-Key")
     )
 
 

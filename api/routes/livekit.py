@@ -13,7 +13,7 @@ from core.store import clients as clients_repo
 
 from ..errors import Unauthorized, Unavailable
 from ..keys import GATEWAYS, LIVEKIT, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.livekit import TokenRequest, TokenResponse, WebhookAck
 from ..services import webhooks as webhooks_service
 from ..services.webcalls import NOT_CONFIGURED, start_web_call
@@ -21,13 +21,13 @@ from ..services.webcalls import NOT_CONFIGURED, start_web_call
 log = logging.getLogger("voxarena.livekit")
 
 
-async def livekit_token(call: Call) -> dict:
-    body: TokenRequest = call.body
-    agent = await call.request.app[STORE].read(agents_repo.get_row, call.tenant_id, body.agentId)
-    return await start_web_call(call, agent, body.roomName)
+async def livekit_token(ctx: RequestContext) -> dict:
+    body: TokenRequest = ctx.body
+    agent = await ctx.request.app[STORE].read(agents_repo.get_row, ctx.tenant_id, body.agentId)
+    return await start_web_call(ctx, agent, body.roomName)
 
 
-async def _client_gateways(call: Call, authorization: str) -> list:
+async def _client_gateways(ctx: RequestContext, authorization: str) -> list:
     """The gateways of clients whose LiveKit server signs with the API key this webhook names (its `iss`)."""
     token = authorization.strip()
     if token.lower().startswith("bearer "):
@@ -36,20 +36,20 @@ async def _client_gateways(call: Call, authorization: str) -> list:
         api_key = jwt.decode(token, options={"verify_signature": False}).get("iss")
     except jwt.PyJWTError:
         return []
-    if not isinstance(api_key, str) or api_key == call.request.app[LIVEKIT].api_key:
+    if not isinstance(api_key, str) or api_key == ctx.request.app[LIVEKIT].api_key:
         return []
-    gateways = call.request.app[GATEWAYS]
+    gateways = ctx.request.app[GATEWAYS]
     return [
         await gateways.for_client(c["owner_id"], c["id"])
-        for c in await call.request.app[STORE].read(clients_repo.with_livekit_key, api_key)
+        for c in await ctx.request.app[STORE].read(clients_repo.with_livekit_key, api_key)
     ]
 
 
-async def livekit_webhook(call: Call) -> dict:
-    body = await call.request.text()
-    authorization = call.request.headers.get("Authorization", "")
-    default = call.request.app[LIVEKIT]
-    candidates = ([default] if default.configured else []) + await _client_gateways(call, authorization)
+async def livekit_webhook(ctx: RequestContext) -> dict:
+    body = await ctx.request.text()
+    authorization = ctx.request.headers.get("Authorization", "")
+    default = ctx.request.app[LIVEKIT]
+    candidates = ([default] if default.configured else []) + await _client_gateways(ctx, authorization)
     if not candidates:
         raise Unavailable(NOT_CONFIGURED)
     event = None
@@ -62,8 +62,8 @@ async def livekit_webhook(call: Call) -> dict:
     if event is None:
         raise Unauthorized(f"webhook signature rejected: {rejected}") from None
     fresh = await webhooks_service.apply(
-        call.request.app[STORE],
-        call.request.app[GATEWAYS],
+        ctx.request.app[STORE],
+        ctx.request.app[GATEWAYS],
         _event_dict(event),
         signer_key=gw.api_key,
         signed_by=lambda g: _verifies(g, body, authorization),

@@ -12,15 +12,15 @@ from core.store.timefmt import now_iso
 
 from ..errors import Unavailable
 from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.health import Health, Healthz
 from ..version import VERSION
 
 OPENAPI = web.AppKey("openapi", dict)
 
 
-async def health(call: Call) -> dict:
-    app = call.request.app
+async def health(ctx: RequestContext) -> dict:
+    app = ctx.request.app
     try:
         version = await app[STORE].read(schema_version)
         database = {"status": "ok", "detail": f"schema version {version}"}
@@ -42,8 +42,8 @@ async def health(call: Call) -> dict:
     }
 
 
-async def healthz(call: Call) -> dict:
-    app = call.request.app
+async def healthz(ctx: RequestContext) -> dict:
+    app = ctx.request.app
     try:
         active = await app[STORE].read(count_active)
     except Exception as e:  # the database is down: not ok, and said so in the one error body
@@ -51,12 +51,12 @@ async def healthz(call: Call) -> dict:
     return {"status": "ok", "uptime": int(time.monotonic() - app[STARTED]), "activeCalls": active}
 
 
-async def openapi(call: Call) -> web.Response:
-    return web.json_response(call.request.app[OPENAPI])
+async def openapi(ctx: RequestContext) -> web.Response:
+    return web.json_response(ctx.request.app[OPENAPI])
 
 
-async def jwks(call: Call) -> web.Response:
-    issuer = call.request.app.get(ISSUER)
+async def jwks(ctx: RequestContext) -> web.Response:
+    issuer = ctx.request.app.get(ISSUER)
     if issuer is None:
         raise web.HTTPNotFound()
     return web.json_response(issuer.jwks())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import BadRequest
 from ..keys import PRICEBOOK, SETTINGS, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.metrics import (
     AskAnswer,
     AskRequest,
@@ -26,62 +26,60 @@ from ..services import metrics
 _ERRORS = (400,)
 
 
-def _terms(call: Call) -> tuple[str, ...]:
-    return call.request.app[SETTINGS].success_outcomes
+def _terms(ctx: RequestContext) -> tuple[str, ...]:
+    return ctx.request.app[SETTINGS].success_outcomes
 
 
-async def metrics_summary(call: Call) -> dict:
-    q: PeriodQuery = call.query
+async def metrics_summary(ctx: RequestContext) -> dict:
+    q: PeriodQuery = ctx.query
     return await metrics.summary(
-        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, _terms(call)
+        ctx.request.app[STORE], ctx.tenant_id, metrics.period(q.start, q.end), q.campaign, _terms(ctx)
     )
 
 
-async def metrics_timeseries(call: Call) -> dict:
-    q: TimeseriesQuery = call.query
+async def metrics_timeseries(ctx: RequestContext) -> dict:
+    q: TimeseriesQuery = ctx.query
     if q.metric is None:
         raise BadRequest(f"Missing required parameter: metric (one of {', '.join(metrics.METRICS)})")
     return await metrics.timeseries(
-        call.request.app[STORE], call.tenant_id, q.metric, metrics.period(q.start, q.end), q.campaign, _terms(call)
+        ctx.request.app[STORE], ctx.tenant_id, q.metric, metrics.period(q.start, q.end), q.campaign, _terms(ctx)
     )
 
 
-async def metrics_by_campaign(call: Call) -> dict:
-    q: PeriodQuery = call.query
-    return await metrics.by_campaign(
-        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), _terms(call)
-    )
+async def metrics_by_campaign(ctx: RequestContext) -> dict:
+    q: PeriodQuery = ctx.query
+    return await metrics.by_campaign(ctx.request.app[STORE], ctx.tenant_id, metrics.period(q.start, q.end), _terms(ctx))
 
 
-async def metrics_cost_breakdown(call: Call) -> dict:
-    q: CostBreakdownQuery = call.query
+async def metrics_cost_breakdown(ctx: RequestContext) -> dict:
+    q: CostBreakdownQuery = ctx.query
     return await metrics.cost_breakdown(
-        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, q.workspace_id
+        ctx.request.app[STORE], ctx.tenant_id, metrics.period(q.start, q.end), q.campaign, q.workspace_id
     )
 
 
-async def metrics_step_breakdown(call: Call) -> dict:
-    q: PeriodQuery = call.query
+async def metrics_step_breakdown(ctx: RequestContext) -> dict:
+    q: PeriodQuery = ctx.query
     return await metrics.step_breakdown(
-        call.request.app[STORE], call.tenant_id, metrics.period(q.start, q.end), q.campaign, q.source or "sheets"
+        ctx.request.app[STORE], ctx.tenant_id, metrics.period(q.start, q.end), q.campaign, q.source or "sheets"
     )
 
 
-async def list_campaigns(call: Call) -> dict:
-    return await metrics.campaigns(call.request.app[STORE], call.tenant_id)
+async def list_campaigns(ctx: RequestContext) -> dict:
+    return await metrics.campaigns(ctx.request.app[STORE], ctx.tenant_id)
 
 
-async def sheets(call: Call) -> dict:
-    q: SheetsQuery = call.query
+async def sheets(ctx: RequestContext) -> dict:
+    q: SheetsQuery = ctx.query
     if q.format == "raw":
-        return await metrics.sheet_rows(call.request.app[STORE], call.tenant_id, q.campaign, q.limit, q.offset)
-    return await metrics.sheet_stats(call.request.app[STORE], call.tenant_id, q.campaign)
+        return await metrics.sheet_rows(ctx.request.app[STORE], ctx.tenant_id, q.campaign, q.limit, q.offset)
+    return await metrics.sheet_stats(ctx.request.app[STORE], ctx.tenant_id, q.campaign)
 
 
-async def ask(call: Call) -> dict:
-    body: AskRequest = call.body
-    app = call.request.app
-    return await ask_service.ask(app[STORE], app[PRICEBOOK], app[SETTINGS], call.tenant_id, body.question)
+async def ask(ctx: RequestContext) -> dict:
+    body: AskRequest = ctx.body
+    app = ctx.request.app
+    return await ask_service.ask(app[STORE], app[PRICEBOOK], app[SETTINGS], ctx.tenant_id, body.question)
 
 
 ROUTES = [

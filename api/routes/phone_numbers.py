@@ -8,7 +8,7 @@ from core.store import agents as agents_repo
 from core.store import phone_numbers as repo
 
 from ..keys import SETTINGS, STORE
-from ..routing import Call, Owns, Route
+from ..routing import Owns, RequestContext, Route
 from ..schemas.phone_numbers import (
     Assigned,
     AssignRequest,
@@ -23,14 +23,14 @@ from ..services import phone_numbers as service
 from ..services.webcalls import product_gateway, refuse_unavailable_agent
 
 
-async def register_number(call: Call) -> dict:
-    body: PhoneNumberCreate = call.body
-    app = call.request.app
+async def register_number(ctx: RequestContext) -> dict:
+    body: PhoneNumberCreate = ctx.body
+    app = ctx.request.app
     row = await service.register(
         app[STORE],
-        product_gateway(call.request),
+        product_gateway(ctx.request),
         app[SETTINGS],
-        owner_id=call.tenant_id,
+        owner_id=ctx.tenant_id,
         phone_number=body.phone_number,
         friendly_name=body.friendly_name,
         capabilities=list(dict.fromkeys(body.capabilities)),
@@ -38,34 +38,34 @@ async def register_number(call: Call) -> dict:
     return number_wire(row)
 
 
-async def list_numbers(call: Call) -> list:
-    return [number_wire(r) for r in await call.request.app[STORE].read(repo.list_, call.tenant_id)]
+async def list_numbers(ctx: RequestContext) -> list:
+    return [number_wire(r) for r in await ctx.request.app[STORE].read(repo.list_, ctx.tenant_id)]
 
 
-async def assign_number(call: Call) -> dict:
-    body: AssignRequest = call.body
-    store = call.request.app[STORE]
-    number = path_number(call.params["phone_number"])
-    agent = await store.read(agents_repo.get_row, call.tenant_id, body.agent_id)
+async def assign_number(ctx: RequestContext) -> dict:
+    body: AssignRequest = ctx.body
+    store = ctx.request.app[STORE]
+    number = path_number(ctx.params["phone_number"])
+    agent = await store.read(agents_repo.get_row, ctx.tenant_id, body.agent_id)
     refuse_unavailable_agent(agent)
     await service.assign(
-        store, product_gateway(call.request), owner_id=call.tenant_id, phone_number=number, agent_id=body.agent_id
+        store, product_gateway(ctx.request), owner_id=ctx.tenant_id, phone_number=number, agent_id=body.agent_id
     )
     return {"message": "Phone number assigned successfully", "agent_id": body.agent_id, "phone_number": number}
 
 
-async def release_number(call: Call) -> dict:
-    number = path_number(call.params["phone_number"])
+async def release_number(ctx: RequestContext) -> dict:
+    number = path_number(ctx.params["phone_number"])
     await service.release(
-        call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id, phone_number=number
+        ctx.request.app[STORE], product_gateway(ctx.request), owner_id=ctx.tenant_id, phone_number=number
     )
     return {"message": "Phone number released successfully", "phone_number": number}
 
 
-async def unregister_number(call: Call) -> dict:
-    number = path_number(call.params["phone_number"])
+async def unregister_number(ctx: RequestContext) -> dict:
+    number = path_number(ctx.params["phone_number"])
     await service.unregister(
-        call.request.app[STORE], product_gateway(call.request), owner_id=call.tenant_id, phone_number=number
+        ctx.request.app[STORE], product_gateway(ctx.request), owner_id=ctx.tenant_id, phone_number=number
     )
     return {"success": True, "message": f"Phone number {number} unregistered"}
 

@@ -26,7 +26,7 @@ from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 from ..errors import Conflict, Forbidden, Unauthorized
 from ..keys import CHAT, SECRETS, SETTINGS, STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.chat import TwilioSettings, TwilioSettingsBody
 from ..schemas.relay import RelayUrl, RelayUrlRequest
 from ..services import relay as relay_service
@@ -40,42 +40,42 @@ SETUP_TIMEOUT_SECONDS = 10.0
 CLOSE_BAD_SETUP = 4400
 
 
-async def put_twilio_settings(call: Call) -> dict:
-    body: TwilioSettingsBody = call.body
-    sealed = call.request.app[SECRETS].seal(body.auth_token)
-    updated = await call.request.app[STORE].write(twilio_repo.set_auth_token, call.tenant_id, sealed)
+async def put_twilio_settings(ctx: RequestContext) -> dict:
+    body: TwilioSettingsBody = ctx.body
+    sealed = ctx.request.app[SECRETS].seal(body.auth_token)
+    updated = await ctx.request.app[STORE].write(twilio_repo.set_auth_token, ctx.tenant_id, sealed)
     return {"configured": True, "auth_token": mask(body.auth_token), "updated_at": updated}
 
 
-async def get_twilio_settings(call: Call) -> dict:
-    row = await call.request.app[STORE].read(twilio_repo.get, call.tenant_id)
+async def get_twilio_settings(ctx: RequestContext) -> dict:
+    row = await ctx.request.app[STORE].read(twilio_repo.get, ctx.tenant_id)
     if row is None:
         return {"configured": False, "auth_token": None, "updated_at": None}
     return {
         "configured": True,
-        "auth_token": mask(call.request.app[SECRETS].open(row["auth_token"])),
+        "auth_token": mask(ctx.request.app[SECRETS].open(row["auth_token"])),
         "updated_at": row["updated_at"],
     }
 
 
-async def create_relay_url(call: Call) -> dict:
-    body: RelayUrlRequest = call.body
-    app = call.request.app
+async def create_relay_url(ctx: RequestContext) -> dict:
+    body: RelayUrlRequest = ctx.body
+    app = ctx.request.app
     store, settings = app[STORE], app[SETTINGS]
     if body.agent_id is not None:
-        agent = await store.read(agents_repo.get_row, call.tenant_id, body.agent_id)
+        agent = await store.read(agents_repo.get_row, ctx.tenant_id, body.agent_id)
     else:
-        agent = await store.read(agents_repo.get_by_slug, call.tenant_id, body.agent_slug)
+        agent = await store.read(agents_repo.get_by_slug, ctx.tenant_id, body.agent_slug)
     refuse_unavailable_agent(agent)
-    if await store.read(twilio_repo.get, call.tenant_id) is None:
+    if await store.read(twilio_repo.get, ctx.tenant_id) is None:
         raise Conflict("set the tenant's Twilio auth token first (PUT /api/settings/twilio): it signs the call")
     return await relay_service.new_url(
-        store, call.tenant_id, agent["id"], public_base=settings.base_url, ttl_seconds=settings.relay_url_ttl_seconds
+        store, ctx.tenant_id, agent["id"], public_base=settings.base_url, ttl_seconds=settings.relay_url_ttl_seconds
     )
 
 
-async def relay_socket(call: Call) -> web.WebSocketResponse:
-    request = call.request
+async def relay_socket(ctx: RequestContext) -> web.WebSocketResponse:
+    request = ctx.request
     ws = require_websocket(request)
     sig = request.headers.get("X-Twilio-Signature", "").strip()
     if not sig:

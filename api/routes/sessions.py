@@ -7,7 +7,7 @@ from core.store import usage as usage_repo
 from core.store.timefmt import today_utc
 
 from ..keys import STORE
-from ..routing import Call, Route
+from ..routing import RequestContext, Route
 from ..schemas.sessions import (
     CallAnalysis,
     DashboardMetrics,
@@ -21,13 +21,13 @@ from ..schemas.sessions import (
 )
 
 
-async def list_sessions(call: Call) -> dict:
-    q: SessionQuery = call.query
+async def list_sessions(ctx: RequestContext) -> dict:
+    q: SessionQuery = ctx.query
     start, end = date_bounds(q)
-    listed = await call.request.app[STORE].read(
+    listed = await ctx.request.app[STORE].read(
         lambda db: repo.list_(
             db,
-            call.tenant_id,
+            ctx.tenant_id,
             page=q.page,
             limit=q.limit,
             start=start,
@@ -39,31 +39,31 @@ async def list_sessions(call: Call) -> dict:
     return {"sessions": [session_wire(r) for r in listed["sessions"]], "total": listed["total"]}
 
 
-async def get_session(call: Call) -> dict:
-    return session_wire(await call.request.app[STORE].read(repo.get, call.tenant_id, call.params["id"]))
+async def get_session(ctx: RequestContext) -> dict:
+    return session_wire(await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["id"]))
 
 
-async def get_session_transcripts(call: Call) -> list:
-    return await call.request.app[STORE].read(repo.transcript, call.tenant_id, call.params["id"])
+async def get_session_transcripts(ctx: RequestContext) -> list:
+    return await ctx.request.app[STORE].read(repo.transcript, ctx.tenant_id, ctx.params["id"])
 
 
-async def get_session_analysis(call: Call) -> dict | None:
-    return await call.request.app[STORE].read(repo.get_analysis, call.tenant_id, call.params["id"])
+async def get_session_analysis(ctx: RequestContext) -> dict | None:
+    return await ctx.request.app[STORE].read(repo.get_analysis, ctx.tenant_id, ctx.params["id"])
 
 
-async def dashboard_metrics(call: Call) -> dict:
+async def dashboard_metrics(ctx: RequestContext) -> dict:
     today = today_utc()
 
     def read(db) -> dict:
-        metrics = dashboard_wire(repo.dashboard(db, call.tenant_id))
-        metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, today.isoformat()))
+        metrics = dashboard_wire(repo.dashboard(db, ctx.tenant_id))
+        metrics["costToday"] = usage_repo.usd(usage_repo.costs_since(db, ctx.tenant_id, today.isoformat()))
         metrics["costThisMonth"] = usage_repo.usd(
-            usage_repo.costs_since(db, call.tenant_id, today.replace(day=1).isoformat())
+            usage_repo.costs_since(db, ctx.tenant_id, today.replace(day=1).isoformat())
         )
-        metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, call.tenant_id, "0000-00-00"))
+        metrics["totalCost"] = usage_repo.usd(usage_repo.costs_since(db, ctx.tenant_id, "0000-00-00"))
         return metrics
 
-    return await call.request.app[STORE].read(read)
+    return await ctx.request.app[STORE].read(read)
 
 
 ROUTES = [

@@ -7,7 +7,7 @@ from core.store import tenants as repo
 
 from ..errors import Forbidden
 from ..keys import STORE, TENANTS
-from ..routing import Call, Owns, Route
+from ..routing import Owns, RequestContext, Route
 from ..schemas.common import Success
 from ..schemas.tenants import (
     ADMIN_FIELDS,
@@ -22,96 +22,96 @@ from ..schemas.tenants import (
 from ..tenancy import refuse_suspended
 
 
-async def _stored(call: Call) -> str:
+async def _stored(ctx: RequestContext) -> str:
     """The path's tenant, its row created first when it is the caller's own personal tenant (first use)."""
-    tenant_id = call.params["tenant_id"]
-    assert call.principal is not None
-    if call.principal.key_id is None and tenant_id == repo.personal_tenant_id(call.principal.user_id):
-        await call.request.app[STORE].write(repo.ensure_personal, call.principal.user_id)
-        call.request.app[TENANTS].changed(tenant_id)
+    tenant_id = ctx.params["tenant_id"]
+    assert ctx.principal is not None
+    if ctx.principal.key_id is None and tenant_id == repo.personal_tenant_id(ctx.principal.user_id):
+        await ctx.request.app[STORE].write(repo.ensure_personal, ctx.principal.user_id)
+        ctx.request.app[TENANTS].changed(tenant_id)
     return tenant_id
 
 
-async def _require_admin(call: Call, what: str) -> None:
-    assert call.principal is not None
-    if not await call.request.app[TENANTS].is_admin(call.principal):
+async def _require_admin(ctx: RequestContext, what: str) -> None:
+    assert ctx.principal is not None
+    if not await ctx.request.app[TENANTS].is_admin(ctx.principal):
         raise Forbidden(f"{what} is for platform admins")
 
 
-async def _require_owner(call: Call, tenant_id: str, what: str) -> None:
+async def _require_owner(ctx: RequestContext, tenant_id: str, what: str) -> None:
     """An admin, or an owner of the tenant (an API key acts as neither)."""
-    assert call.principal is not None
-    tenants = call.request.app[TENANTS]
-    if call.principal.key_id is None and await tenants.is_admin(call.principal):
+    assert ctx.principal is not None
+    tenants = ctx.request.app[TENANTS]
+    if ctx.principal.key_id is None and await tenants.is_admin(ctx.principal):
         return
-    if call.principal.key_id is None and await tenants.role(tenant_id, call.principal.user_id) == "owner":
-        await _refuse_if_suspended(call, tenant_id)
+    if ctx.principal.key_id is None and await tenants.role(tenant_id, ctx.principal.user_id) == "owner":
+        await _refuse_if_suspended(ctx, tenant_id)
         return
     raise Forbidden(f"{what} is for the tenant's owners and platform admins")
 
 
-async def _refuse_if_suspended(call: Call, tenant_id: str) -> None:
+async def _refuse_if_suspended(ctx: RequestContext, tenant_id: str) -> None:
     """A suspended tenant's owners and members still read it (to see that it is suspended) but change nothing;
     only a platform admin acts on it (and lifts the suspension)."""
-    tenant = await call.request.app[TENANTS].record(tenant_id)
+    tenant = await ctx.request.app[TENANTS].record(tenant_id)
     if tenant is not None:
         refuse_suspended(tenant)
 
 
-async def create_tenant(call: Call) -> dict:
-    await _require_admin(call, "creating a tenant")
-    body: TenantCreate = call.body
+async def create_tenant(ctx: RequestContext) -> dict:
+    await _require_admin(ctx, "creating a tenant")
+    body: TenantCreate = ctx.body
     data = body.model_dump(exclude={"owner_user_id"})
-    row = await call.request.app[STORE].write(lambda db: repo.create(db, data, owner_user_id=body.owner_user_id))
+    row = await ctx.request.app[STORE].write(lambda db: repo.create(db, data, owner_user_id=body.owner_user_id))
     return tenant_wire(row)
 
 
-async def list_tenants(call: Call) -> list:
-    await _require_admin(call, "listing every tenant")
-    return [tenant_wire(r) for r in await call.request.app[STORE].read(repo.list_)]
+async def list_tenants(ctx: RequestContext) -> list:
+    await _require_admin(ctx, "listing every tenant")
+    return [tenant_wire(r) for r in await ctx.request.app[STORE].read(repo.list_)]
 
 
-async def get_tenant(call: Call) -> dict:
-    return tenant_wire(await call.request.app[STORE].read(repo.get, await _stored(call)))
+async def get_tenant(ctx: RequestContext) -> dict:
+    return tenant_wire(await ctx.request.app[STORE].read(repo.get, await _stored(ctx)))
 
 
-async def update_tenant(call: Call) -> dict:
-    tenant_id = await _stored(call)
-    body: TenantUpdate = call.body
+async def update_tenant(ctx: RequestContext) -> dict:
+    tenant_id = await _stored(ctx)
+    body: TenantUpdate = ctx.body
     changes = body.changes()
     admin_only = sorted(set(changes) & set(ADMIN_FIELDS))
     if admin_only:
-        await _require_admin(call, f"changing {', '.join(admin_only)}")
+        await _require_admin(ctx, f"changing {', '.join(admin_only)}")
     else:
-        await _require_owner(call, tenant_id, "changing a tenant")
-    row = await call.request.app[STORE].write(repo.update, tenant_id, changes)
-    call.request.app[TENANTS].changed(tenant_id)
+        await _require_owner(ctx, tenant_id, "changing a tenant")
+    row = await ctx.request.app[STORE].write(repo.update, tenant_id, changes)
+    ctx.request.app[TENANTS].changed(tenant_id)
     return tenant_wire(row)
 
 
-async def add_member(call: Call) -> dict:
-    await _require_owner(call, call.params["tenant_id"], "adding members")
-    tenant_id = await _stored(call)
-    body: MemberCreate = call.body
-    row = await call.request.app[STORE].write(repo.add_member, tenant_id, body.user_id, body.role)
-    call.request.app[TENANTS].changed(tenant_id)
+async def add_member(ctx: RequestContext) -> dict:
+    await _require_owner(ctx, ctx.params["tenant_id"], "adding members")
+    tenant_id = await _stored(ctx)
+    body: MemberCreate = ctx.body
+    row = await ctx.request.app[STORE].write(repo.add_member, tenant_id, body.user_id, body.role)
+    ctx.request.app[TENANTS].changed(tenant_id)
     return row
 
 
-async def list_members(call: Call) -> dict:
-    rows = await call.request.app[STORE].read(repo.members, await _stored(call))
+async def list_members(ctx: RequestContext) -> dict:
+    rows = await ctx.request.app[STORE].read(repo.members, await _stored(ctx))
     return {"members": rows, "total": len(rows)}
 
 
-async def remove_member(call: Call) -> dict:
-    tenant_id, user_id = call.params["tenant_id"], call.params["user_id"]
-    assert call.principal is not None
-    if call.principal.user_id != user_id:  # anyone may leave; removing others is for owners
-        await _require_owner(call, tenant_id, "removing members")
-    elif not await call.request.app[TENANTS].is_admin(call.principal):
-        await _refuse_if_suspended(call, tenant_id)
-    await call.request.app[STORE].write(repo.remove_member, tenant_id, user_id)
-    call.request.app[TENANTS].changed(tenant_id)
+async def remove_member(ctx: RequestContext) -> dict:
+    tenant_id, user_id = ctx.params["tenant_id"], ctx.params["user_id"]
+    assert ctx.principal is not None
+    if ctx.principal.user_id != user_id:  # anyone may leave; removing others is for owners
+        await _require_owner(ctx, tenant_id, "removing members")
+    elif not await ctx.request.app[TENANTS].is_admin(ctx.principal):
+        await _refuse_if_suspended(ctx, tenant_id)
+    await ctx.request.app[STORE].write(repo.remove_member, tenant_id, user_id)
+    ctx.request.app[TENANTS].changed(tenant_id)
     return {"success": True}
 
 

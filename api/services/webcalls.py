@@ -17,7 +17,7 @@ from core.store import sessions as sessions_repo
 
 from ..errors import BadGateway, Conflict, Unavailable
 from ..keys import GATEWAYS, LIVEKIT, STORE, WORKER_CAPACITY
-from ..routing import Call
+from ..routing import RequestContext
 
 log = logging.getLogger("voxarena.livekit")
 
@@ -49,21 +49,21 @@ def product_gateway(request: web.Request):
     return gw
 
 
-async def call_gateway(call: Call, agent: dict):
+async def call_gateway(ctx: RequestContext, agent: dict):
     """Where the agent's calls run: its client's own LiveKit server, or the product's."""
     if agent["client_id"] is None:
-        return product_gateway(call.request)
-    client = await call.request.app[STORE].read(clients_repo.get, call.tenant_id, agent["client_id"])
+        return product_gateway(ctx.request)
+    client = await ctx.request.app[STORE].read(clients_repo.get, ctx.tenant_id, agent["client_id"])
     if not client["active"]:
         raise Conflict(f"client {client['id']} is inactive")
-    gw = await call.request.app[GATEWAYS].for_client(call.tenant_id, client["id"])
+    gw = await ctx.request.app[GATEWAYS].for_client(ctx.tenant_id, client["id"])
     if not gw.configured:
         raise Unavailable(NOT_CONFIGURED)
     return gw
 
 
 async def start_web_call(
-    call: Call,
+    ctx: RequestContext,
     agent: dict,
     room_name: str | None,
     *,
@@ -75,23 +75,23 @@ async def start_web_call(
     """A caller's way into a room with the agent (the token route, and /trigger-agent's voice mode): the agent
     must take calls, a worker must be free, the tenant's call limit holds; the session is reserved and the agent
     dispatched before the caller gets a token."""
-    store = call.request.app[STORE]
+    store = ctx.request.app[STORE]
     refuse_unavailable_agent(agent)
-    gw = await call_gateway(call, agent)
-    if gw is call.request.app[LIVEKIT]:  # this process's worker serves the product's LiveKit only
-        await refuse_when_no_worker(call.request)
+    gw = await call_gateway(ctx, agent)
+    if gw is ctx.request.app[LIVEKIT]:  # this process's worker serves the product's LiveKit only
+        await refuse_when_no_worker(ctx.request)
     room = room_name or f"vx-{uuid.uuid4().hex[:12]}"
     session_id = str(uuid.uuid4())
     identity = f"caller-{uuid.uuid4().hex[:8]}"
 
     def reserve(db) -> None:
         # A room belongs to one tenant while a call is live in it: another tenant's token must not join it.
-        if sessions_repo.room_taken_by_other(db, room, call.tenant_id):
+        if sessions_repo.room_taken_by_other(db, room, ctx.tenant_id):
             raise Conflict(f"room {room} is in use")
-        sessions_repo.reserve_call_slot(db, call.tenant_id)
+        sessions_repo.reserve_call_slot(db, ctx.tenant_id)
         sessions_repo.create(
             db,
-            owner_id=call.tenant_id,
+            owner_id=ctx.tenant_id,
             agent_id=agent["id"],
             session_id=session_id,
             room_name=room,
@@ -104,7 +104,7 @@ async def start_web_call(
         )
 
     await store.write(reserve)
-    metadata = DispatchMeta(agent_id=agent["id"], session_id=session_id, owner_id=call.tenant_id, direction="inbound")
+    metadata = DispatchMeta(agent_id=agent["id"], session_id=session_id, owner_id=ctx.tenant_id, direction="inbound")
     try:
         dispatch_id = await gw.dispatch(room=room, metadata=metadata)
         await store.write(dispatch_repo.record_dispatch, session_id, dispatch_id)
@@ -115,5 +115,5 @@ async def start_web_call(
         if isinstance(e, UpstreamFailed):  # a tenant's own server: one answer whatever failed (no network oracle)
             raise BadGateway(reason) from None
         raise Unavailable(f"could not dispatch the agent through LiveKit: {reason}") from None
-    token = gw.participant_token(identity=identity, name=participant_name or call.user_id, room=room)
+    token = gw.participant_token(identity=identity, name=participant_name or ctx.user_id, room=room)
     return {"token": token, "roomName": room, "sessionId": session_id, "serverUrl": gw.url, "identity": identity}
