@@ -8,9 +8,10 @@ from typing import Any
 
 import sqlite_utils
 
+from core.call_limits import refuse_beyond_limit
 from core.jsondepth import load_stored
 from core.store import calls, events, tenants
-from core.store.errors import LimitError, NotFoundError
+from core.store.errors import NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
@@ -460,8 +461,7 @@ def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
     """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it."""
     limit = (tenants.find(db, owner_id) or {}).get("max_concurrent_calls")
-    if limit is not None and live_calls(db, owner_id) >= limit:
-        raise LimitError(f"the tenant's limit of {limit} concurrent calls is reached", kind="concurrency_limit")
+    refuse_beyond_limit(limit, live_calls(db, owner_id))
 
 
 def count_active(db: sqlite_utils.Database) -> int:

@@ -1,18 +1,17 @@
-"""LiveKit webhook events applied to sessions, idempotently: a replayed delivery changes nothing. Which sessions an
-event may touch is decided by its caller (``api/services/webhooks.py``: those of the server that signed it)."""
+"""LiveKit webhook events applied to sessions, idempotently: a replayed delivery changes nothing. What an event means
+is decided in ``core/webhook_events.py``; which sessions it may touch by its caller (``api/services/webhooks.py``:
+those of the server that signed it)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
 
 from core.store import dispatch, sessions
-from core.store.timefmt import now_iso, to_iso
-
-AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT
+from core.store.timefmt import now_iso
+from core.webhook_events import NO_AGENT_JOINED, effect_of
 
 
 def live_calls_in_room(db: sqlite_utils.Database, room_name: str) -> list[dict[str, Any]]:
@@ -35,15 +34,14 @@ def apply_event(db: sqlite_utils.Database, event: dict[str, Any], session_ids: C
     if not room:
         return True
     live = [sid for sid in sessions.live_sessions_for_room(db, room) if sid in session_ids]
-    at = to_iso(datetime.fromtimestamp(event["created_at"], tz=UTC)) if event.get("created_at") else None
-    if event["event"] == "room_finished":
+    effect = effect_of(event)
+    if effect.finish:
         for sid in live:
-            # A call whose job never started is not a normal call that finished: say what happened.
-            if not dispatch.give_up(db, sid, error="the room closed before any agent joined the call", ended_at=at):
-                sessions.end(db, sid, reason="room_finished", ended_at=at)
-    elif event["event"] in {"participant_joined", "participant_left", "track_published"}:
-        if event["event"] == "participant_joined" and event.get("participant_kind") != AGENT_KIND:
-            dispatch.caller_joined(db, room, at=at, session_ids=live)
+            if not dispatch.give_up(db, sid, error=NO_AGENT_JOINED, ended_at=effect.at):
+                sessions.end(db, sid, reason="room_finished", ended_at=effect.at)
+    if effect.caller_joined:
+        dispatch.caller_joined(db, room, at=effect.at, session_ids=live)
+    if effect.touch:
         for sid in live:
             sessions.touch(db, sid)
     return True
