@@ -7,6 +7,7 @@ from __future__ import annotations
 from core import phone_calls
 from core.control import ControlMessage, Say, SendDtmf, Transfer, UpdateContext
 from core.store import agents as agents_repo
+from core.store import call_views
 from core.store import calls as repo
 from core.store import events as events_repo
 from core.store import sessions as sessions_repo
@@ -147,7 +148,7 @@ async def agent_call(ctx: RequestContext) -> dict:
 
 
 async def active_calls(ctx: RequestContext) -> list:
-    rows = await ctx.request.app[STORE].read(sessions_repo.active_calls, ctx.tenant_id)
+    rows = await ctx.request.app[STORE].read(call_views.active_calls, ctx.tenant_id)
     return [live_call_wire(r) for r in rows]
 
 
@@ -155,7 +156,7 @@ async def call_history(ctx: RequestContext) -> dict:
     q: HistoryQuery = ctx.query
     start, end = date_bounds(q)
     listed = await ctx.request.app[STORE].read(
-        lambda db: sessions_repo.call_history(
+        lambda db: call_views.call_history(
             db, ctx.tenant_id, agent_id=q.agent_id, start=start, end_exclusive=end, limit=q.limit, offset=q.offset
         )
     )
@@ -172,7 +173,7 @@ async def update_context(ctx: RequestContext) -> dict:
     app = ctx.request.app
     body: ContextUpdate = ctx.body
     sid = ctx.params["call_sid"]
-    row = await app[STORE].write(sessions_repo.merge_context, ctx.tenant_id, sid, body.context)
+    row = await app[STORE].write(call_views.merge_context, ctx.tenant_id, sid, body.context)
     gateway = await app[GATEWAYS].for_session(row)
     try:
         await gateway.send_control(row["room_name"], UpdateContext(row["context"]))

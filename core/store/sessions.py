@@ -9,7 +9,6 @@ from typing import Any
 import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
-from core.jsondepth import load_stored
 from core.store import calls, events, tenants
 from core.store.errors import NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
@@ -89,7 +88,7 @@ def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | Non
     )
 
 
-def _stream(
+def stream_event(
     db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str, payload: dict[str, Any]
 ) -> None:
     """The live event stream follows calls (voice and relay sessions); text chats are not calls."""
@@ -98,7 +97,7 @@ def _stream(
 
 
 def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
-    _stream(
+    stream_event(
         db,
         row["owner_id"],
         row["id"],
@@ -180,7 +179,7 @@ def append_item(
     db.execute("UPDATE sessions SET last_activity_at = ? WHERE id = ?", [now_iso(), session_id])
     if cur.rowcount:
         said = {"speaker": speaker.lower(), "text": content, **({"source": source} if source else {})}
-        _stream(db, owner[0], session_id, owner[1], "transcript.final", said)
+        stream_event(db, owner[0], session_id, owner[1], "transcript.final", said)
     return cur.rowcount > 0
 
 
@@ -222,8 +221,8 @@ def end(
     )
     failure = row[3] or error
     if failure and not events.has_error(db, session_id, failure):
-        _stream(db, row[2], session_id, row[4], "error", {"detail": failure})
-    _stream(
+        stream_event(db, row[2], session_id, row[4], "error", {"detail": failure})
+    stream_event(
         db,
         row[2],
         session_id,
@@ -467,69 +466,3 @@ def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
 def count_active(db: sqlite_utils.Database) -> int:
     """Calls in progress now: sessions whose job has started and not ended (for /healthz's activeCalls)."""
     return int(db.execute("SELECT COUNT(*) FROM sessions WHERE status = 'active' AND channel != 'text'").fetchone()[0])
-
-
-# ---- calls now and before (Phony's views) ----
-
-_CALL_COLUMNS = (
-    "SELECT s.id, s.agent_id, s.direction, s.status, s.call_status, s.started_at, s.ended_at, "
-    "s.duration_ms, s.end_reason, s.error, s.context, s.outbound_phone_number, s.from_number, s.to_number, "
-    "c.total_cost_nanos, "
-    "c.unpriced_count FROM sessions s LEFT JOIN session_costs c ON c.session_id = s.id"
-)
-
-
-def _call_record(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "context": load_stored(row["context"], what=f"call {row['id']}: context")}
-
-
-def active_calls(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
-    rows = db.query(
-        f"{_CALL_COLUMNS} WHERE s.owner_id = ? AND s.status = 'active' AND s.channel != 'text' "
-        f"ORDER BY s.started_at DESC, s.id",
-        [owner_id],
-    )
-    return [_call_record(r) for r in rows]
-
-
-def call_history(
-    db: sqlite_utils.Database,
-    owner_id: str,
-    *,
-    agent_id: str | None,
-    start: str | None,
-    end_exclusive: str | None,
-    limit: int,
-    offset: int,
-) -> dict[str, Any]:
-    where, args = ["s.owner_id = ?", "s.status = 'ended'", "s.channel != 'text'"], [owner_id]
-    for clause, value in (
-        ("s.agent_id = ?", agent_id),
-        ("s.started_at >= ?", start),
-        ("s.started_at < ?", end_exclusive),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
-    clause = " AND ".join(where)
-    total = db.execute(f"SELECT COUNT(*) FROM sessions s WHERE {clause}", args).fetchone()[0]
-    rows = db.query(
-        f"{_CALL_COLUMNS} WHERE {clause} ORDER BY s.started_at DESC, s.id LIMIT ? OFFSET ?", [*args, limit, offset]
-    )
-    return {"calls": [_call_record(r) for r in rows], "total": total}
-
-
-def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Merge into a live call's context (keys given replace those stored; a null value removes its key)."""
-    row = get_row(db, session_id, owner_id)
-    if row["status"] != "active":
-        raise NotFoundError(f"call {session_id} is not live")
-    merged = json.loads(row["context"]) if row["context"] else {}
-    for key, value in context.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
-    _stream(db, owner_id, session_id, row["channel"], "context.updated", {"context": merged})
-    return {**row, "context": merged}

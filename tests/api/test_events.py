@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.accesslog import RedactingAccessLogger
 from api.app import create_app
 from api.keys import EVENTS, ISSUER
+from core.store import call_views
 from core.store import events as events_repo
 from core.store import sessions as sessions_repo
 from tests.api.seed import AGENT_WIRE, seed_agent, tenant_of
@@ -90,7 +91,7 @@ async def test_a_calls_events_arrive_in_order_by_header_query_token_and_api_key(
             db, session_id=sid, item_key="a1", speaker="AGENT", content="Let me look.", timestamp="t"
         )
     )
-    store.write_sync(sessions_repo.merge_context, tenant_of("alice"), sid, {"order": "A-1"})
+    store.write_sync(call_views.merge_context, tenant_of("alice"), sid, {"order": "A-1"})
     store.write_sync(lambda db: sessions_repo.end(db, sid, reason="participant_left"))
     for ws in (by_header, by_query, by_key, by_key_header):
         got = await events_until(ws, "call.ended")
