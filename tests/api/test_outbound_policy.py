@@ -135,6 +135,26 @@ async def test_callback_urls_on_non_public_addresses_are_refused_and_nothing_is_
     assert table_snapshot(settings.database_path) == before and calls == []
 
 
+async def _placed_with_callback(client, h: dict[str, str], callback_url: str) -> str:
+    agent_id = await _agent(client, h)
+    resp = await client.post(
+        "/api/calls/outbound",
+        headers=h,
+        json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": callback_url},
+    )
+    placed = await resp.json()
+    assert resp.status == 201, placed
+    return str(placed["call_id"])
+
+
+async def _attempts(client, h: dict[str, str], call_id: str, count: int, what: str) -> list[dict]:
+    async def listed():
+        rows = await (await client.get(f"/api/calls/{call_id}/callbacks", headers=h)).json()
+        return rows if len(rows) >= count else None
+
+    return await _until(what, listed)
+
+
 async def _ip(*args: str) -> None:
     proc = await asyncio.create_subprocess_exec("ip", *args)
     assert await proc.wait() == 0, f"ip {' '.join(args)} failed"
@@ -168,21 +188,8 @@ async def test_a_callback_name_rebound_to_loopback_after_its_check_reaches_nothi
     try:
         dns_server.plan("rebind.test", [public], [public], ["127.0.0.1"])
         h = auth("alice")
-        agent_id = await _agent(client, h)
-        placed = await (
-            await client.post(
-                "/api/calls/outbound",
-                headers=h,
-                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://rebind.test:{port}/hook"},
-            )
-        ).json()
-        assert "call_id" in placed, placed
-
-        async def attempted():
-            rows = await (await client.get(f"/api/calls/{placed['call_id']}/callbacks", headers=h)).json()
-            return rows if rows else None
-
-        rows = await _until("the RINGING callback's first attempt", attempted)
+        call_id = await _placed_with_callback(client, h, f"http://rebind.test:{port}/hook")
+        rows = await _attempts(client, h, call_id, 1, "the RINGING callback's first attempt")
         assert on_loopback.requests == [], "a rebound name reached loopback"
         assert len(seen_public) == 1 and json.loads(seen_public[0])["call_status"] == "RINGING"
         assert rows[0]["delivered"] is True
@@ -199,20 +206,8 @@ async def test_a_callback_whose_name_now_points_at_loopback_fails_and_says_why(c
     try:
         dns_server.plan("moved.test", ["93.184.215.14"], ["127.0.0.1"])
         h = auth("alice")
-        agent_id = await _agent(client, h)
-        placed = await (
-            await client.post(
-                "/api/calls/outbound",
-                headers=h,
-                json={"agent_id": agent_id, "phone_number": PHONE, "callback_url": f"http://moved.test:{port}/hook"},
-            )
-        ).json()
-
-        async def given_up():
-            rows = await (await client.get(f"/api/calls/{placed['call_id']}/callbacks", headers=h)).json()
-            return rows if len(rows) == 2 else None
-
-        rows = await _until("both attempts of the RINGING callback", given_up)
+        call_id = await _placed_with_callback(client, h, f"http://moved.test:{port}/hook")
+        rows = await _attempts(client, h, call_id, 2, "both attempts of the RINGING callback")
         assert [r["delivered"] for r in rows] == [False, False]
         assert all("refused" in r["error"] and "127.0.0.1" in r["error"] for r in rows), rows
         assert receiver.requests == []
