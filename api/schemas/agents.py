@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_validator
 
+from core.store.agents import CONFIG_KEYS
+
 from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
 
 _NAME = Field(min_length=1, max_length=200)
@@ -209,19 +211,6 @@ _WIRE_COLUMNS = {
     "contextData": "context_data",
     "phoneNumber": "phone_number",
 }
-_CONFIG = (
-    "voiceId",
-    "sttModel",
-    "llmModel",
-    "ttsModel",
-    "language",
-    "fallbackSttProviders",
-    "fallbackLlmProviders",
-    "fallbackTtsProviders",
-    "errorMessage",
-    "voiceSettings",
-    "campaign",
-)
 _LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
 
 
@@ -231,7 +220,7 @@ def storage(data: dict[str, Any]) -> dict[str, Any]:
     for wire, col in _WIRE_COLUMNS.items():
         if wire in data:
             out[col] = data[wire]
-    for key in _CONFIG:
+    for key in CONFIG_KEYS:
         if key in data:
             out[key] = data[key]
     settings = out.get("voiceSettings")
@@ -255,7 +244,7 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
             "totalMinutes": rec["total_minutes"],
         }
     )
-    for key in _CONFIG:
+    for key in CONFIG_KEYS:
         out[key] = config.get(key)
     for key in _LISTS:
         out[key] = list(out[key] or [])
