@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,12 +125,18 @@ class NetPolicy:
         if resolve or _literal(parts.hostname) is not None:
             await self.resolve(parts.hostname, port or default_port)
 
-    def session(self, **kwargs: object) -> aiohttp.ClientSession:
-        """An HTTP session that reaches only what the policy allows, resolving each name once per connection
-        and connecting to the addresses it checked. Redirects must not be followed with it (pass
-        ``allow_redirects=False``): the caller checks a new location like any URL."""
+    def session(self) -> aiohttp.ClientSession:
+        """An HTTP session that reaches only what the policy allows, on every request and every redirect it
+        follows: a name is resolved once per connection and the connection goes to the addresses checked (the
+        resolver below); an address literal, which aiohttp never hands to a resolver, is checked by a middleware."""
         connector = aiohttp.TCPConnector(resolver=PinnedResolver(self), use_dns_cache=False)
-        return aiohttp.ClientSession(connector=connector, **kwargs)  # type: ignore[arg-type]
+        return aiohttp.ClientSession(connector=connector, middlewares=(self._literals,))
+
+    async def _literals(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        host = request.url.host
+        if host is not None and _literal(host) is not None:
+            await self.resolve(host, request.url.port or 0)  # a literal resolves to itself, checked
+        return await handler(request)
 
 
 class PinnedResolver(AbstractResolver):

@@ -382,3 +382,39 @@ def test_every_url_a_tenant_can_set_is_under_the_policy_or_never_reached():
 
     fields = set().union(*(_url_fields(r.body) for r in all_routes() if r.body is not None))
     assert fields == CHECKED | NEVER_REACHED, sorted(fields)
+
+
+async def test_a_redirect_to_a_non_public_address_is_not_followed(client, auth, settings, store):
+    """A client's server on a listed host answers every request with a redirect to 127.0.0.2 (an address literal,
+    which aiohttp never hands to a resolver): the product does not follow it, and answers the one 502."""
+    behind: list[str] = []
+
+    async def internal(request: web.Request) -> web.Response:
+        behind.append(request.path)
+        return web.Response(status=200)
+
+    inner = web.Application()
+    inner.router.add_route("*", "/{tail:.*}", internal)
+    target = TestServer(inner, host="127.0.0.2")
+    await target.start_server()
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"http://127.0.0.2:{target.port}{request.path}")
+
+    outer = web.Application()
+    outer.router.add_route("*", "/{tail:.*}", redirect)
+    redirecting = TestServer(outer, host="127.0.0.1")
+    await redirecting.start_server()
+    try:
+        _stored_client(store, settings, "redirecting", str(redirecting.make_url("")).rstrip("/"))
+        h = auth("alice")
+        agent = await (
+            await client.post("/api/agents", json={**AGENT_WIRE, "clientId": "redirecting"}, headers=h)
+        ).json()
+        resp = await client.post("/api/livekit/token", json={"agentId": agent["id"]}, headers=h)
+        body = await assert_error(resp, 502)
+        assert body["detail"] == "the client's LiveKit server could not be reached or refused the request"
+        assert behind == [], "the redirect to a non-public address was followed"
+    finally:
+        await redirecting.close()
+        await target.close()
