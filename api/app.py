@@ -228,7 +228,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         owned = None
         if STORE not in app:
-            owned = Store(settings.database_path, secrets=box)
+            owned = Store(settings.database_target, secrets=box)
             app[STORE] = owned
         app[HTTP] = aiohttp.ClientSession()
         app[LOOP] = LoopMonitor()

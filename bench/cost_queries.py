@@ -225,7 +225,7 @@ async def run(results: Results, *, sizes: tuple[int, ...] = (1_000_000, 10_000_0
     book = PriceBook.load()
     with tempfile.TemporaryDirectory(prefix="vx-bench-costs-") as d:
         settings = Settings(data_dir=Path(d), worker_enabled=False, rate_limit_rps=1e9)
-        store = Store(settings.database_path)
+        store = Store(settings.database_target)
         have, owner, sessions = 0, "", []
         for size in sizes:
             t0 = time.perf_counter()

@@ -53,7 +53,7 @@ async def run(results: Results, *, events: int = 1_000_000, http_events: int = 5
     owner = personal_tenant_id("bench")
     with tempfile.TemporaryDirectory(prefix="vx-bench-external-") as d:
         settings = Settings(data_dir=Path(d), worker_enabled=False, rate_limit_rps=1e9, max_body_bytes=16 * 1024 * 1024)
-        store = Store(settings.database_path)
+        store = Store(settings.database_target)
         app = create_app(settings, store=store)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             h = {"Authorization": f"Bearer {LocalIssuer(settings.data_dir).issue('bench')}"}

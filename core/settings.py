@@ -125,6 +125,15 @@ class Settings:
         default=10.0,
         metadata={"doc": "Requests per second each client address may make to POST /api/v1/auth/login."},
     )
+    database_url: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "doc": "PostgreSQL URL (postgresql://user:password@host:port/db; ?sslmode=require|verify-full; "
+            "?host=/socket/dir) holding every record, so several voxarena nodes share one store. Empty: SQLite "
+            "in the data dir. `voxarena db copy --to <url>` moves an existing SQLite database over."
+        },
+    )
     redis_url: str = field(
         default="",
         repr=False,
@@ -406,6 +415,8 @@ class Settings:
             raise ValueError(f"{PREFIX}MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or a positive count")
         if self.login_token_ttl_seconds <= 0:
             raise ValueError(f"{PREFIX}LOGIN_TOKEN_TTL_SECONDS must be positive")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"{PREFIX}DATABASE_URL must start with postgresql:// (empty: SQLite in the data dir)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
         if not self.text_session_idle_seconds > 0:
@@ -447,6 +458,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "voxarena.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """What ``Store`` opens: the PostgreSQL URL when one is set, else the SQLite file in the data dir."""
+        return self.database_url or self.database_path
 
     @property
     def base_url(self) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,12 @@ from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store
 from tests.harness.dns import DnsServer
+from tests.harness.postgres import PostgresServer, start_postgres
 from worker.connections import json_protocol_errors
+
+# The second pass of `make test` runs the store-touching tests on PostgreSQL.
+ON_POSTGRES = os.environ.get("VOXARENA_TEST_BACKEND", "sqlite") == "postgresql"
+sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="reads the SQLite file itself")
 
 LIVEKIT_KEY = "testkey"
 LIVEKIT_SECRET = "test-secret-that-is-long-enough-000000"
@@ -39,10 +46,40 @@ async def twirp_stub(livekit_rooms):
     await server.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer | None]:
+    """The PostgreSQL server of this test process when the suite runs on PostgreSQL
+    (``VOXARENA_TEST_BACKEND=postgresql``, the second pass of ``make test``), with a migrated template database."""
+    if not ON_POSTGRES:
+        yield None
+        return
+    server = start_postgres()
+    try:
+        url = server.create_database()
+        Store(url).close()  # the schema, once; each test's database is a copy
+        server.sql(f"ALTER DATABASE {url.rsplit('/', 1)[1]} RENAME TO voxarena_template")
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, twirp_stub) -> Settings:
+def database_url(postgres: PostgresServer | None) -> Iterator[str]:
+    """A fresh database of its own for the test on PostgreSQL; "" (SQLite in the data dir) otherwise."""
+    if postgres is None:
+        yield ""
+        return
+    url = postgres.create_database("voxarena_template")
+    yield url
+    with contextlib.suppress(Exception):
+        postgres.drop_database(url)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, twirp_stub, database_url: str) -> Settings:
     server, _ = twirp_stub
     return Settings(
+        database_url=database_url,
         data_dir=tmp_path / "data",
         host="127.0.0.1",
         port=0,
@@ -56,7 +93,7 @@ def settings(tmp_path: Path, twirp_stub) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Store:
-    s = Store(settings.database_path)
+    s = Store(settings.database_target)
     yield s
     s.close()
 
@@ -111,11 +148,47 @@ def product_dispatch(settings: Settings, raw: str) -> dict[str, Any]:
     return DispatchMeta.parse(raw, signer, server_key=settings.livekit_api_key).fields()
 
 
-def table_snapshot(db_path: Path) -> dict[str, list[tuple]]:
-    """Every row of every table, to prove a refused request wrote nothing."""
-    conn = sqlite3.connect(db_path)
+def table_snapshot(settings: Settings) -> dict[str, list[tuple]]:
+    """Every row of every table of the test's database (SQLite file or PostgreSQL), to prove a refused request
+    wrote nothing."""
+    if settings.database_url:
+        from core.store.pg import PgDatabase
+
+        db = PgDatabase(settings.database_url, read_only=True)
+        try:
+            names = [
+                r[0]
+                for r in db.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+                )
+            ]
+            out = {n: sorted(db.execute(f"SELECT * FROM {n}").rows, key=repr) for n in names}
+        finally:
+            db.close()
+    else:
+        conn = sqlite3.connect(settings.database_path)
+        try:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+            out = {n: sorted(conn.execute(f"SELECT * FROM {n}").fetchall(), key=repr) for n in names}
+        finally:
+            conn.close()
+    assert "agents" in out, f"no schema in {settings.database_target}"  # never an empty file compared with itself
+    return out
+
+
+def db_rows(settings: Settings, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of a query (``?`` placeholders) on the test's database, whichever engine holds it."""
+    if settings.database_url:
+        from core.store.pg import PgDatabase
+
+        db = PgDatabase(settings.database_url, read_only=True)
+        try:
+            return list(db.query(sql, params or []))
+        finally:
+            db.close()
+    conn = sqlite3.connect(settings.database_path)
     try:
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        return {n: sorted(conn.execute(f"SELECT * FROM {n}").fetchall(), key=repr) for n in names}
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, params or [])]
     finally:
         conn.close()

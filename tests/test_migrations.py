@@ -14,6 +14,7 @@ from core.store import calls as calls_repo
 from core.store import migrations, schema
 from core.store.db import Store, connect
 from core.store.migrations import MIGRATIONS, migrate
+from tests.conftest import db_rows
 
 STEP = {version: (version, name, step) for version, name, step in MIGRATIONS}
 # The order earlier releases listed (and so applied) the steps in.
@@ -128,9 +129,8 @@ async def test_the_callback_signing_secret_is_stored_sealed(client, auth, settin
     shown = (await (await client.get("/api/calls/callback-secret", headers=auth("alice"))).json())["secret"]
     rotated = (await (await client.post("/api/calls/callback-secret", headers=auth("alice"))).json())["secret"]
     assert shown.startswith("whsec_") and rotated.startswith("whsec_") and rotated != shown
-    conn = sqlite3.connect(settings.database_path)
-    (stored,) = conn.execute("SELECT callback_secret FROM user_secrets").fetchone()
-    conn.close()
+    (row,) = db_rows(settings, "SELECT callback_secret FROM user_secrets")
+    stored = row["callback_secret"]
     assert rotated not in stored
     assert client.app[SECRETS].open(stored) == rotated
     again = await client.get("/api/calls/callback-secret", headers=auth("alice"))

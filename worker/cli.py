@@ -6,9 +6,13 @@ import argparse
 import logging
 import os
 import sys
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.settings import PREFIX, Settings
+
+if TYPE_CHECKING:
+    from core.secrets import SecretBox
 
 MIN_PASSWORD = 8
 
@@ -65,9 +69,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     from api.passwords import hash_password
     from core.secrets import SecretBox
     from core.store import accounts
-    from core.store.db import connect, prepare
     from core.store.errors import ConflictError
-    from core.store.migrations import migrate
 
     settings = _settings(args)
     email = accounts.normalize_email(args.email)
@@ -81,10 +83,8 @@ def cmd_user_create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    prepare(settings.database_path)
-    db = connect(settings.database_path)
+    db = _open_db(settings, SecretBox.from_settings(settings.secret_key, settings.data_dir))
     try:
-        migrate(db, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
         user = accounts.create_user(db, email, hash_password(password), args.admin)
     except ConflictError as e:
         print(f"voxarena user create: {e}", file=sys.stderr)
@@ -100,12 +100,43 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_db(settings: Settings, secrets: SecretBox | None = None, *, read_only: bool = False) -> Any:
+    """The configured database (PostgreSQL when VOXARENA_DATABASE_URL is set, else the SQLite file), migrated."""
+    from core.store import pg
+    from core.store.db import connect, prepare
+    from core.store.migrations import migrate
+
+    if settings.database_url:
+        db = pg.PgDatabase(settings.database_url)
+        pg.migrate(db)
+        if read_only:
+            db.execute("SET default_transaction_read_only = on")
+        return db
+    prepare(settings.database_path)
+    db = connect(settings.database_path)
+    if read_only:
+        db.conn.execute("PRAGMA query_only = ON")
+    else:
+        migrate(db, secrets=secrets)
+    return db
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from core.secrets import SecretBox
+    from core.store import pg
     from core.store.db import connect, prepare
     from core.store.migrations import migrate, schema_version
 
     settings = _settings(args)
+    if settings.database_url:
+        db = pg.PgDatabase(settings.database_url)
+        try:
+            pg.migrate(db)
+            (version,) = db.execute("SELECT MAX(version) FROM _migrations").fetchone() or (0,)
+        finally:
+            db.close()
+        print(f"{pg.redact(settings.database_url)}: schema version {version}")
+        return 0
     prepare(settings.database_path)
     db = connect(settings.database_path)
     applied = migrate(db, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
@@ -122,14 +153,12 @@ def cmd_reprice(args: argparse.Namespace) -> int:
 
     from api.schemas.sessions import DateRange, date_bounds
     from api.services.reprice import reprice
-    from core.store.db import connect
     from pipelines.pricing import PriceBook
 
     settings = _settings(args)
     book = PriceBook.load(args.pricing)
     start, end = date_bounds(DateRange(start_date=args.start, end_date=args.end))
-    db = connect(settings.database_path)
-    db.conn.execute("PRAGMA query_only = ON")
+    db = _open_db(settings, read_only=True)
     report = reprice(db, book, start=start, end=end, owner_id=args.user)
     db.conn.close()
     if args.json:
@@ -144,6 +173,28 @@ def cmd_reprice(args: argparse.Namespace) -> int:
             f"{line['difference_usd']:>14}"
             + (f"  ({line['unpriced_after']} unpriced)" if line["unpriced_after"] else "")
         )
+    return 0
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from core.store import pg
+    from core.store.copy import CopyRefused, copy_sqlite_to_postgres
+
+    settings = _settings(args)
+    if not pg.is_url(args.to):
+        print("voxarena db copy: --to takes a postgresql:// URL", file=sys.stderr)
+        return 2
+    source = Path(args.source) if args.source else settings.database_path
+    print(f"copying {source} into {pg.redact(args.to)} (one transaction; nothing is kept unless it verifies)")
+    try:
+        report = copy_sqlite_to_postgres(source, args.to, progress=print)
+    except CopyRefused as e:
+        print(f"voxarena db copy: {e}", file=sys.stderr)
+        return 1
+    print("verified:")
+    for line in report.lines():
+        print(f"  {line}")
+    print(f"done: set VOXARENA_DATABASE_URL={pg.redact(args.to)} (with its password) on every node")
     return 0
 
 
@@ -187,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply database migrations")
     data_dir(mig)
     mig.set_defaults(func=cmd_migrate)
+
+    dbp = sub.add_parser("db", help="database tools")
+    db_sub = dbp.add_subparsers(dest="db_command", required=True)
+    cp = db_sub.add_parser("copy", help="copy the SQLite database into an empty PostgreSQL one, verified")
+    cp.add_argument("--to", required=True, help="the PostgreSQL URL (postgresql://user:password@host:port/db)")
+    cp.add_argument("--source", help="the SQLite file (default: voxarena.db in the data dir)")
+    data_dir(cp)
+    cp.set_defaults(func=cmd_db_copy)
     return parser
 
 

@@ -397,7 +397,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     """Once per job process, before a job arrives: settings, a store connection, the VAD weights, and what would
     otherwise block the loop of every job start (the TLS context, the Gemini client's first construction)."""
     proc.userdata["settings"] = settings
-    proc.userdata["store"] = Store(settings.database_path, readers=2)
+    proc.userdata["store"] = Store(settings.database_target, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=vad_min_silence(settings.endpointing_min_delay))
     google_provider.prewarm()

@@ -34,7 +34,7 @@ def serve(settings: Settings) -> int:
 async def run(settings: Settings) -> int:
     raise_fd_limit()
     prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
-    store = Store(settings.database_path, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
+    store = Store(settings.database_target, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()

@@ -6,13 +6,12 @@ here: this module only stores what it is given).
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from typing import Any
 
 import sqlite_utils
 
-from core.store.errors import ConflictError, NotFoundError
+from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
 
 USER_PREFIX = "usr_"
@@ -47,7 +46,7 @@ def create_user(db: sqlite_utils.Database, email: str, password_hash: str, is_ad
             "INSERT INTO users (id, email, password_hash, is_admin, created_at, updated_at) VALUES (?,?,?,?,?,?)",
             [row["id"], row["email"], row["password_hash"], row["is_admin"], row["created_at"], row["updated_at"]],
         )
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise ConflictError(f"a user with email {email} already exists") from None
     return _record(row)
 

@@ -6,7 +6,6 @@ Records are plain dicts in storage terms (snake_case columns, ``config`` parsed)
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from typing import Any
 
@@ -14,7 +13,8 @@ import sqlite_utils
 
 from core.jsondepth import load_stored
 from core.store import clients, tenants
-from core.store.errors import ConflictError, InvalidReferenceError, LimitError, NotFoundError
+from core.store.dialect import marks as in_marks
+from core.store.errors import INTEGRITY_ERRORS, ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from core.store.tenants import slugify
 from core.store.timefmt import now_iso
 
@@ -70,7 +70,7 @@ def _stats(
     if agent_id is not None:
         agent_ids = [agent_id]
     if agent_ids is not None:
-        where, args = where + f" AND agent_id IN ({', '.join('?' * len(agent_ids))})", [*args, *agent_ids]
+        where, args = where + f" AND agent_id IN ({in_marks(agent_ids)})", [*args, *agent_ids]
     return {
         r[0]: (r[1], r[2] or 0)
         for r in db.execute(
@@ -92,7 +92,8 @@ def _unique_slug(db: sqlite_utils.Database, owner_id: str, base: str, *, exclude
     taken = {
         r[0]
         for r in db.execute(
-            f"SELECT slug FROM agents WHERE owner_id = ? AND {_LIVE} AND id IS NOT ? AND (slug = ? OR slug LIKE ?)",
+            f"SELECT slug FROM agents WHERE owner_id = ? AND {_LIVE} AND id IS DISTINCT FROM ? "
+            "AND (slug = ? OR slug LIKE ?)",
             [owner_id, exclude, base, base + "-%"],
         )
     }
@@ -134,7 +135,7 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
     cols = ", ".join(row)
     try:
         db.execute(f"INSERT INTO agents ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-    except sqlite3.IntegrityError as e:
+    except INTEGRITY_ERRORS as e:
         if "slug" in str(e):
             raise ConflictError(f"slug {row['slug']!r} is taken by another agent") from None
         raise
@@ -223,7 +224,7 @@ def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dic
         db.execute(
             f"UPDATE agents SET {assignments} WHERE id = ? AND owner_id = ?", [*sets.values(), agent_id, owner_id]
         )
-    except sqlite3.IntegrityError as e:
+    except INTEGRITY_ERRORS as e:
         if "slug" in str(e):
             raise ConflictError(f"slug {sets['slug']!r} is taken by another agent") from None
         raise

@@ -4,12 +4,12 @@ may belong to one. Secret settings arrive and leave this module already sealed (
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import sqlite_utils
 
-from core.store.errors import ConflictError, NotFoundError
+from core.store.dialect import json_text
+from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
 
 
@@ -55,7 +55,7 @@ def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> di
                 now,
             ],
         )
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise ConflictError(f"client {data['id']!r} already exists") from None
     return get(db, owner_id, data["id"])
 
@@ -79,5 +79,5 @@ def with_livekit_key(db: sqlite_utils.Database, api_key: str) -> list[dict[str, 
     """Clients whose LiveKit server signs with this API key (to verify that server's webhooks)."""
     return [
         record(r)
-        for r in db.query("SELECT * FROM clients WHERE json_extract(settings, '$.livekit.api_key') = ?", [api_key])
+        for r in db.query(f"SELECT * FROM clients WHERE {json_text(db, 'settings', 'livekit.api_key')} = ?", [api_key])
     ]

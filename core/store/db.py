@@ -15,12 +15,14 @@ degraded until a write succeeds again, and nothing stops. At start the same cond
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import sqlite3
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlite_utils
 
+from core.store import pg
 from core.store.errors import StorageUnavailable
 from core.store.migrations import migrate
 from core.store.timefmt import now_iso
@@ -42,6 +45,8 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_GROUP = 512
+# How long the writer keeps reconnecting to a PostgreSQL server that went away before failing the waiting writes.
+RECONNECT_SECONDS = 30.0
 # The files SQLite keeps beside the database (WAL mode, and a rollback journal if one is ever left behind).
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -150,35 +155,59 @@ class _Write:
 class Store:
     """The database file plus its writer thread and reader pool."""
 
-    def __init__(self, path: Path | str, *, readers: int = 4, secrets: SecretBox | None = None) -> None:
-        """Open (and migrate) the database; ``StorageUnavailable`` says why storage that cannot be written is
-        refused. ``secrets`` seals what a pending migration must seal (see ``migrations.MigrationNeedsKey``)."""
-        self.path = Path(path)
+    def __init__(self, target: Path | str, *, readers: int = 4, secrets: SecretBox | None = None) -> None:
+        """Open (and migrate) the database: a SQLite file's path, or a ``postgresql://`` URL (``core.store.pg``).
+        ``StorageUnavailable`` says why storage that cannot be written is refused. ``secrets`` seals what a
+        pending SQLite migration must seal (see ``migrations.MigrationNeedsKey``)."""
+        self.url: str | None = target if pg.is_url(target) else None
+        self.path = Path(target) if self.url is None else None
+        self.backend = "postgresql" if self.url else "sqlite"
         # (what failed, since when) while the storage fails; None when it works
         self._failure: tuple[str, str] | None = None
-        prepare(self.path)
+        if self.path is not None:
+            prepare(self.path)
         try:
-            db = connect(self.path)
+            db = self._connect()
             try:
-                migrate(db, secrets=secrets)
+                if isinstance(db, pg.PgDatabase):
+                    pg.migrate(db)
+                else:
+                    migrate(db, secrets=secrets)
             finally:
                 db.conn.close()
-            writer_db = connect(self.path)
-        except sqlite3.Error as e:
-            reason = storage_reason(e)
+            writer_db = self._connect()
+        except Exception as e:
+            reason = self._reason(e)
             if reason is None:
                 raise
-            raise StorageUnavailable(f"cannot open the database {self.path}: {reason}") from None
+            raise StorageUnavailable(f"cannot open the database {self.describe}: {reason}") from None
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._writer = threading.Thread(
-            target=self._write_loop, args=(writer_db,), name="voxarena-sqlite-writer", daemon=True
+            target=self._write_loop, args=(writer_db,), name=f"voxarena-{self.backend}-writer", daemon=True
         )
         self._local = threading.local()
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="voxarena-sqlite-reader")
-        self._reader_dbs: list[sqlite_utils.Database] = []
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix=f"voxarena-{self.backend}-reader")
+        self._reader_dbs: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
         self._writer.start()
+
+    @property
+    def describe(self) -> str:
+        """The database in words for logs (a URL without its password)."""
+        return pg.redact(self.url) if self.url else str(self.path)
+
+    def _connect(self, *, read_only: bool = False) -> Any:
+        if self.url:
+            return pg.PgDatabase(self.url, read_only=read_only)
+        assert self.path is not None
+        db = connect(self.path)
+        if read_only:
+            db.conn.execute("PRAGMA query_only = ON")
+        return db
+
+    def _reason(self, e: BaseException) -> str | None:
+        return pg.storage_reason(e) if self.url else storage_reason(e)
 
     # ---- async API ----
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -226,14 +255,15 @@ class Store:
     def _reader_db(self) -> sqlite_utils.Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = connect(self.path)
-            db.conn.execute("PRAGMA query_only = ON")
+            db = self._connect(read_only=True)
             self._local.db = db
             with self._lock:
                 self._reader_dbs.append(db)
         return db
 
     def _run_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self.url:
+            return self._run_pg_read(fn, args)
         try:
             return fn(self._reader_db(), *args)
         except sqlite3.Error as e:
@@ -245,9 +275,35 @@ class Store:
                 raise
             raise mapped from e
 
+    def _run_pg_read(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """A read on this thread's PostgreSQL connection; a connection found dead (the server restarted) is
+        replaced and the read tried once more, since a read changes nothing."""
+        for attempt in (1, 2):
+            try:
+                return fn(self._reader_db(), *args)
+            except Exception as e:
+                if pg.lost(e):
+                    self._drop_reader()
+                    if attempt == 1:
+                        continue
+                mapped = self._storage_error(e)
+                if mapped is e:
+                    raise
+                raise mapped from e
+        raise AssertionError("unreachable")
+
+    def _drop_reader(self) -> None:
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with self._lock:
+                if db in self._reader_dbs:
+                    self._reader_dbs.remove(db)
+            db.conn.close()
+
     def _storage_error(self, e: BaseException) -> BaseException:
         """A storage failure becomes a StorageUnavailable (and the store is degraded); other errors pass."""
-        reason = storage_reason(e)
+        reason = self._reason(e)
         if reason is None:
             return e
         if self._failure is None:
@@ -277,30 +333,63 @@ class Store:
                         stop = True
                         break
                     batch.append(nxt)
+                # A caller that gave up (its task was cancelled) cancelled the future: skip it, never run it
+                # half-seen.
+                live = [w for w in batch if w.future.set_running_or_notify_cancel()]
                 try:
-                    self._run_group(db, batch)
+                    while live and self._run_group(db, live) is _LOST:
+                        # PostgreSQL went away (or chose this group as a deadlock's victim) before the commit:
+                        # nothing of the group is stored, so the same writes run again on a new connection.
+                        db, gave_up = self._reconnect(db, live)
+                        if gave_up:
+                            break
                 except BaseException:
                     log.exception("store writer: group of %d writes failed unexpectedly", len(batch))
-                    for w in batch:
+                    for w in live:
                         self._fail(w, RuntimeError("store writer failed; see the log"))
                 if stop:
                     return
         finally:
-            db.conn.close()
+            if db is not None:
+                db.conn.close()
 
-    def _run_group(self, db: sqlite_utils.Database, batch: list[_Write]) -> None:
+    def _reconnect(self, old: Any, live: list[_Write]) -> tuple[Any, bool]:
+        """A new writer connection, tried with backoff for ``RECONNECT_SECONDS``. When the server stays away the
+        group's writes fail as storage unavailable, and the connection returned is dead (the next group tries
+        again)."""
+        old.conn.close()
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.1
+        last: BaseException | None = None
+        while time.monotonic() < deadline and not self._closed:
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                db = self._connect()
+            except Exception as e:
+                last = e
+                if self._reason(e) is None:
+                    break
+                continue
+            log.warning("store writer: reconnected to %s; retrying %d writes", self.describe, len(live))
+            return db, False
+        error = last or StorageUnavailable("the store is closing")
+        for w in live:
+            self._fail(w, error)
+        return _DeadConnection(), True
+
+    def _run_group(self, db: Any, live: list[_Write]) -> object:
         """One transaction for the batch, each write in its own SAVEPOINT. Nothing here may kill the thread: a
-        cancelled write is skipped, a failing write (or a failing SAVEPOINT around it) fails that write alone, and
-        a failed BEGIN or COMMIT fails the writes of that group only."""
-        # A caller that gave up (its task was cancelled) cancelled the future: skip it, never run it half-seen.
-        live = [w for w in batch if w.future.set_running_or_notify_cancel()]
-        if not live:
-            return
+        failing write (or a failing SAVEPOINT around it) fails that write alone, and a failed BEGIN or COMMIT fails
+        the writes of that group only. On PostgreSQL a connection lost before the COMMIT returns ``_LOST`` with no
+        write answered (the caller retries them); lost at the COMMIT, the outcome is unknown and the writes fail."""
         conn = db.conn
         stored = False  # a write that succeeded changed rows
         try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as e:
+            if self._again(e):
+                return _LOST
             for w in live:
                 self._fail(w, e)
             return
@@ -309,12 +398,16 @@ class Store:
             try:
                 conn.execute("SAVEPOINT w")
             except BaseException as e:
+                if self._again(e):
+                    return self._abandon(conn)
                 results.append((w, False, e))
                 continue
             changes_before = conn.total_changes
             try:
                 value = w.fn(db, *w.args)
             except BaseException as e:
+                if self._again(e):
+                    return self._abandon(conn)
                 results.append((w, False, e))
                 if not _undo_savepoint(conn):
                     # The savepoint itself is gone (the write ended the transaction): the group cannot commit.
@@ -334,13 +427,13 @@ class Store:
         try:
             conn.execute("COMMIT")
         except BaseException as e:
-            if storage_reason(e) is None:  # a storage failure is logged once, when the store becomes degraded
+            if self._reason(e) is None:  # a storage failure is logged once, when the store becomes degraded
                 log.error("commit failed for %d writes: %s", len(live), e)
             self._fail_group(conn, [], live, e)
             return
         # Only a commit that stored something proves the storage works again (an empty one writes nothing), and
         # not while another write of the same group failed for storage reasons.
-        storage_failed = any(not ok and storage_reason(value) for _, ok, value in results)
+        storage_failed = any(not ok and self._reason(value) for _, ok, value in results)
         if self._failure is not None and stored and not storage_failed:
             log.warning(
                 "store recovered: writes succeed again (failing since %s: %s)", self._failure[1], self._failure[0]
@@ -351,6 +444,18 @@ class Store:
                 _deliver(w, True, value)
             else:
                 self._fail(w, value)
+        return None
+
+    def _again(self, e: BaseException) -> bool:
+        """On PostgreSQL: the connection is gone, or the group lost a deadlock or a serialization conflict with
+        another node. The group's writes are then run again (none was answered)."""
+        return self.url is not None and (pg.lost(e) or pg.sqlstate(e) in pg.RETRY_STATES)
+
+    def _abandon(self, conn: Any) -> object:
+        with contextlib.suppress(Exception):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return _LOST
 
     def _fail_group(
         self,
@@ -368,6 +473,26 @@ class Store:
         own = {id(w): value for w, ok, value in results if not ok}
         for w in live:
             self._fail(w, own.get(id(w), error))
+
+
+_LOST = object()
+
+
+class _DeadConnection:
+    """The writer's connection while PostgreSQL cannot be reached: every statement fails as a lost connection, so
+    the next group goes through ``Store._reconnect`` again."""
+
+    @property
+    def conn(self) -> _DeadConnection:
+        return self
+
+    in_transaction = False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        raise pg.InterfaceError("not connected to PostgreSQL")
+
+    def close(self) -> None:
+        pass
 
 
 def _undo_savepoint(conn: sqlite3.Connection) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlite_utils
 
 from core.store import sessions
+from core.store.dialect import marks as in_marks
 from core.store.timefmt import now_iso
 
 NO_AGENT = "no_agent_available"
@@ -52,7 +53,7 @@ def caller_joined(
 ) -> int:
     """The caller is in the room: the dispatch timeout of its waiting sessions (of `session_ids` only, if given)
     counts from now."""
-    only = "" if session_ids is None else f" AND id IN ({', '.join('?' * len(session_ids))})"
+    only = "" if session_ids is None else f" AND id IN ({in_marks(session_ids)})"
     return db.execute(
         "UPDATE sessions SET caller_joined_at = ? WHERE room_name = ? AND status = 'pending' "
         "AND caller_joined_at IS NULL" + only,

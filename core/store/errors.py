@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class StoreError(Exception):
     """Something about the stored data prevents the operation."""
@@ -31,3 +33,15 @@ class LimitError(StoreError):
 class StorageUnavailable(StoreError):
     """The database cannot be used for a reason of its storage (disk full, read-only, I/O error, cannot open): not
     the caller's fault, and over once the condition clears."""
+
+
+class IntegrityViolation(Exception):
+    """PostgreSQL's unique, foreign-key or check violation (SQLite raises ``sqlite3.IntegrityError``); repositories
+    catch ``INTEGRITY_ERRORS`` and raise a ``ConflictError`` in words."""
+
+    def __init__(self, detail: str, *, constraint: str = "") -> None:
+        super().__init__(f"{detail} ({constraint})" if constraint else detail)
+        self.constraint = constraint
+
+
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, IntegrityViolation)

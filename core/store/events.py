@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlite_utils
 
+from core.store.dialect import json_text
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
 
@@ -38,12 +39,11 @@ def emit(
     at: str | None = None,
 ) -> int:
     """Record one event; call it inside the write that makes the change."""
-    cur = db.execute(
-        "INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+    row = db.execute(
+        "INSERT INTO live_events (owner_id, call_sid, type, payload, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
         [owner_id, call_sid, event_type, json.dumps(payload or {}), at or now_iso()],
-    )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    ).fetchone()
+    return int(row[0])
 
 
 def emit_for_session(
@@ -67,7 +67,7 @@ def has_error(db: sqlite_utils.Database, session_id: str, detail: str) -> bool:
     return (
         db.execute(
             "SELECT 1 FROM live_events WHERE call_sid = ? AND type = 'error' "
-            "AND json_extract(payload, '$.detail') = ? LIMIT 1",
+            f"AND {json_text(db, 'payload', 'detail')} = ? LIMIT 1",
             [session_id, detail],
         ).fetchone()
         is not None

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlite_utils
 
+from core.store.dialect import count_if, json_text
+
 # Ledger sources of external costs (usage_events.source): what separates them from the calls' own usage.
 COST_SOURCES = ("cost-events", "llm-usage")
 
@@ -20,7 +22,7 @@ _LEDGER_KEYS = {
 }
 _TOKENS = (
     "SUM(CASE WHEN c.id IS NOT NULL THEN c.{c} WHEN u.event_type = 'llm_tokens' AND u.token_kind = '{kind}' "
-    "THEN CAST(u.quantity AS INTEGER) ELSE 0 END)"
+    "THEN CAST(u.quantity AS BIGINT) ELSE 0 END)"
 )
 
 
@@ -63,7 +65,7 @@ def ledger(
     select += [
         "COALESCE(SUM(u.total_cost_nanos), 0) AS cost_nanos",
         "COUNT(*) AS entries",
-        "SUM(u.priced = 0) AS unpriced",
+        count_if("u.priced = 0") + " AS unpriced",
         _TOKENS.format(c="tokens_in", kind="input") + " AS tokens_in",
         _TOKENS.format(c="tokens_out", kind="output") + " AS tokens_out",
     ]
@@ -91,17 +93,18 @@ def _campaign_ledger(
         "campaign": "s.campaign",
     }
     tokens = (
-        "CASE WHEN u.event_type = 'llm_tokens' AND u.token_kind = '{kind}' THEN CAST(u.quantity AS INTEGER) ELSE 0 END"
+        "CASE WHEN u.event_type = 'llm_tokens' AND u.token_kind = '{kind}' THEN CAST(u.quantity AS BIGINT) ELSE 0 END"
     )
     parts = [
         (
             external,
-            "SUM(COALESCE(cost_nanos, 0)), COUNT(*), SUM(cost_nanos IS NULL), SUM(tokens_in), SUM(tokens_out) "
+            f"SUM(COALESCE(cost_nanos, 0)), COUNT(*), {count_if('cost_nanos IS NULL')}, SUM(tokens_in), "
+            "SUM(tokens_out) "
             "FROM cost_events WHERE owner_id = ? AND campaign = ? AND occurred_at >= ? AND occurred_at < ?",
         ),
         (
             voice,
-            f"SUM(COALESCE(u.total_cost_nanos, 0)), COUNT(*), SUM(u.priced = 0), "
+            f"SUM(COALESCE(u.total_cost_nanos, 0)), COUNT(*), {count_if('u.priced = 0')}, "
             f"SUM({tokens.format(kind='input')}), SUM({tokens.format(kind='output')}) "
             "FROM sessions s JOIN usage_events u ON u.session_id = s.id "
             "WHERE s.owner_id = ? AND s.campaign = ? AND u.occurred_at >= ? AND u.occurred_at < ?",
@@ -196,12 +199,12 @@ def outreach_rows(
 
 def campaign_names(db: sqlite_utils.Database, owner_id: str) -> list[str]:
     """Every campaign the tenant's data names: outreach, external costs, calls, agents' defaults."""
+    default = json_text(db, "config", "campaign")
     rows = db.execute(
         "SELECT campaign FROM outreach_events WHERE owner_id = ? AND campaign IS NOT NULL "
         "UNION SELECT campaign FROM cost_events WHERE owner_id = ? AND campaign IS NOT NULL "
         "UNION SELECT campaign FROM sessions WHERE owner_id = ? AND campaign IS NOT NULL "
-        "UNION SELECT json_extract(config, '$.campaign') FROM agents WHERE owner_id = ? AND deleted_at IS NULL "
-        "AND json_extract(config, '$.campaign') IS NOT NULL",
+        f"UNION SELECT {default} FROM agents WHERE owner_id = ? AND deleted_at IS NULL AND {default} IS NOT NULL",
         [owner_id] * 4,
     ).fetchall()
     return sorted(r[0] for r in rows)

@@ -5,13 +5,12 @@ is registered once across tenants: a call to it can go to one place only."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from typing import Any
 
 import sqlite_utils
 
-from core.store.errors import ConflictError, NotFoundError
+from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
 
 
@@ -58,7 +57,7 @@ def create(
                 now,
             ],
         )
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise ConflictError(f"phone number {phone_number} is already registered") from None
     return get(db, owner_id, phone_number)
 

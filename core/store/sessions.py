@@ -10,11 +10,32 @@ import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
 from core.store import calls, events, tenants
+from core.store.dialect import json_text
+from core.store.dialect import marks as in_marks
 from core.store.errors import NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
 METRIC_KEYS = ("end_of_turn_delay", "transcription_delay", "llm_ttft", "tts_ttfb", "e2e_latency")
+
+
+# What SQLite's INSERT OR REPLACE did to an analysis, in the form both engines take: every column from the new row.
+_REPLACE_ANALYSIS = ", ".join(
+    f"{c} = excluded.{c}"
+    for c in (
+        "owner_id",
+        "status",
+        "summary",
+        "sentiment",
+        "sentiment_score",
+        "topics",
+        "outcome",
+        "action_items",
+        "error",
+        "attempts",
+        "created_at",
+    )
+)
 
 
 def create(
@@ -46,10 +67,10 @@ def create(
     sid = session_id or str(uuid.uuid4())
     now = now_iso()
     cur = db.execute(
-        "INSERT OR IGNORE INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
+        "INSERT INTO sessions (id, owner_id, agent_id, room_name, direction, outbound_phone_number, "
         "call_status, status, started_at, last_activity_at, created_at, client_id, context, channel, user_id, "
         "conversation_id, previous_session_id, from_number, to_number, phone_number_id) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         [
             sid,
             owner_id,
@@ -82,7 +103,7 @@ def create(
 def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | None) -> None:
     """The session's campaign: the one given, else its agent's default (``config.campaign``); set once."""
     db.execute(
-        "UPDATE sessions SET campaign = COALESCE(?, (SELECT json_extract(a.config, '$.campaign') FROM agents a "
+        f"UPDATE sessions SET campaign = COALESCE(?, (SELECT {json_text(db, 'a.config', 'campaign')} FROM agents a "
         "WHERE a.id = sessions.agent_id)) WHERE id = ? AND campaign IS NULL",
         [campaign, session_id],
     )
@@ -161,8 +182,8 @@ def append_item(
     if owner is None:
         raise NotFoundError(f"session {session_id} not found")
     cur = db.execute(
-        "INSERT OR IGNORE INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
-        "metrics, providers, timestamp, source) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO transcript_items (session_id, owner_id, item_key, speaker, content, interrupted, "
+        "metrics, providers, timestamp, source) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         [
             session_id,
             owner[0],
@@ -275,8 +296,9 @@ def store_analysis(
         values["topics"] = json.dumps(result["topics"])
         values["action_items"] = json.dumps(result["action_items"])
     db.execute(
-        "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, summary, sentiment, sentiment_score, topics, "
-        "outcome, action_items, error, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO analyses (session_id, owner_id, status, summary, sentiment, sentiment_score, topics, "
+        "outcome, action_items, error, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+        f"ON CONFLICT (session_id) DO UPDATE SET {_REPLACE_ANALYSIS}",
         [
             session_id,
             owner[0],
@@ -300,8 +322,8 @@ def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) ->
     if owner is None:
         raise NotFoundError(f"session {session_id} not found")
     db.execute(
-        "INSERT OR REPLACE INTO analyses (session_id, owner_id, status, error, attempts, created_at) "
-        "VALUES (?,?,?,?,?,?)",
+        "INSERT INTO analyses (session_id, owner_id, status, error, attempts, created_at) "
+        f"VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET {_REPLACE_ANALYSIS}",
         [session_id, owner[0], "skipped", reason, 0, now_iso()],
     )
 
@@ -346,7 +368,7 @@ def _items_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict
     out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
     if not session_ids:
         return out
-    marks = ",".join("?" * len(session_ids))
+    marks = in_marks(session_ids)
     for row in db.query(
         f"SELECT * FROM transcript_items WHERE session_id IN ({marks}) ORDER BY session_id, timestamp, id",
         session_ids,
@@ -358,7 +380,7 @@ def _items_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict
 def _analyses_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict[str, dict[str, Any]]:
     if not session_ids:
         return {}
-    marks = ",".join("?" * len(session_ids))
+    marks = in_marks(session_ids)
     return {r["session_id"]: r for r in db.query(f"SELECT * FROM analyses WHERE session_id IN ({marks})", session_ids)}
 
 

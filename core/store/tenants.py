@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import unicodedata
 import uuid
 from typing import Any
 
 import sqlite_utils
 
-from core.store.errors import ConflictError, NotFoundError
+from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
 
 ROLES = ("owner", "member")
@@ -52,12 +51,13 @@ def ensure_personal(db: sqlite_utils.Database, user_id: str) -> dict[str, Any]:
     tenant_id = personal_tenant_id(user_id)
     now = now_iso()
     db.execute(
-        "INSERT OR IGNORE INTO tenants (id, name, status, personal_of, created_at, updated_at) "
-        "VALUES (?, ?, 'active', ?, ?, ?)",
+        "INSERT INTO tenants (id, name, status, personal_of, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?) ON CONFLICT DO NOTHING",
         [tenant_id, user_id, user_id, now, now],
     )
     db.execute(
-        "INSERT OR IGNORE INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)",
+        "INSERT INTO tenant_members (tenant_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?) "
+        "ON CONFLICT DO NOTHING",
         [tenant_id, user_id, now],
     )
     return get(db, tenant_id)
@@ -98,7 +98,7 @@ def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: st
                 now,
             ],
         )
-    except sqlite3.IntegrityError:
+    except INTEGRITY_ERRORS:
         raise ConflictError(f"subdomain {data.get('subdomain')!r} is taken") from None
     if owner_user_id is not None:
         add_member(db, tenant_id, owner_user_id, "owner")

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlite_utils
 
+from core.store.dialect import marks as in_marks
 from core.store.timefmt import now_iso
 
 
@@ -29,7 +30,7 @@ def get(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any] | None:
 def sealed_tokens(db: sqlite_utils.Database, owner_ids: list[str]) -> dict[str, str]:
     if not owner_ids:
         return {}
-    marks = ",".join("?" * len(owner_ids))
+    marks = in_marks(owner_ids)
     return dict(
         db.execute(
             f"SELECT owner_id, auth_token FROM twilio_settings WHERE owner_id IN ({marks})", owner_ids

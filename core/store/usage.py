@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
+from core.store.dialect import count_if, snapshot
 from core.store.errors import ConflictError, NotFoundError
 from core.store.timefmt import now_iso, to_iso
 from pipelines import pricing
@@ -36,7 +37,9 @@ COLUMNS = (
     "occurred_at",
     "created_at",
 )
-_INSERT = f"INSERT OR IGNORE INTO usage_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT = (
+    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"
+)
 
 
 def row_values(e: dict[str, Any], request_hash: str, created_at: str | None = None) -> list[Any]:
@@ -117,17 +120,17 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
         db.conn.executemany(
             "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
             "unpriced_count) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) "
-            "DO UPDATE SET total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, "
-            "event_count = event_count + excluded.event_count, "
-            "unpriced_count = unpriced_count + excluded.unpriced_count",
+            "DO UPDATE SET total_cost_nanos = cost_rollups.total_cost_nanos + excluded.total_cost_nanos, "
+            "event_count = cost_rollups.event_count + excluded.event_count, "
+            "unpriced_count = cost_rollups.unpriced_count + excluded.unpriced_count",
             [(*k, *v) for k, v in rollups.items()],
         )
         db.conn.executemany(
             "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
-            "total_cost_nanos = total_cost_nanos + excluded.total_cost_nanos, "
-            "event_count = event_count + excluded.event_count, "
-            "unpriced_count = unpriced_count + excluded.unpriced_count",
+            "total_cost_nanos = session_costs.total_cost_nanos + excluded.total_cost_nanos, "
+            "event_count = session_costs.event_count + excluded.event_count, "
+            "unpriced_count = session_costs.unpriced_count + excluded.unpriced_count",
             [(sid, *v) for sid, v in per_session.items()],
         )
     return flags
@@ -260,7 +263,7 @@ def by_agent(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
     rows = db.execute(
         "SELECT r.agent_id, a.name, SUM(r.total_cost_nanos), SUM(r.event_count) FROM cost_rollups r "
         "LEFT JOIN agents a ON a.id = r.agent_id AND a.owner_id = r.owner_id "
-        "WHERE r.owner_id = ? GROUP BY r.agent_id ORDER BY SUM(r.total_cost_nanos) DESC, r.agent_id",
+        "WHERE r.owner_id = ? GROUP BY r.agent_id, a.name ORDER BY SUM(r.total_cost_nanos) DESC, r.agent_id",
         [owner_id],
     ).fetchall()
     return [
@@ -285,13 +288,15 @@ def session_breakdown(
         raise NotFoundError(f"session {session_id} not found")
     # The session is the caller's (checked above), so its events are too: filtering on the session alone keeps
     # the planner on the session index. One read transaction, so the page and the totals see the same events.
-    db.execute("SAVEPOINT breakdown")
-    try:
+    page = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+    if limit is None and offset:
+        page = f" OFFSET {int(offset)}"
+    with snapshot(db, "breakdown"):
         by_type: dict[str, int] = {}
         count = unpriced = 0
         for event_type, nanos, n, u in db.execute(
-            "SELECT event_type, COALESCE(SUM(total_cost_nanos), 0), COUNT(*), SUM(priced = 0) FROM usage_events "
-            "WHERE session_id = ? GROUP BY event_type",
+            f"SELECT event_type, COALESCE(SUM(total_cost_nanos), 0), COUNT(*), {count_if('priced = 0')} "
+            "FROM usage_events WHERE session_id = ? GROUP BY event_type",
             [session_id],
         ):
             by_type[event_type] = nanos
@@ -299,13 +304,10 @@ def session_breakdown(
             unpriced += u
         rows = list(
             db.query(
-                "SELECT * FROM usage_events WHERE session_id = ? "
-                "ORDER BY occurred_at, idempotency_key LIMIT ? OFFSET ?",
-                [session_id, -1 if limit is None else limit, offset],
+                f"SELECT * FROM usage_events WHERE session_id = ? ORDER BY occurred_at, idempotency_key{page}",
+                [session_id],
             )
         )
-    finally:
-        db.execute("RELEASE breakdown")
     total = sum(by_type.values())
     return {
         "session_id": session_id,

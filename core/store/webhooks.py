@@ -25,7 +25,8 @@ def apply_event(db: sqlite_utils.Database, event: dict[str, Any], session_ids: C
     """Applies the event to those of the room's live sessions in `session_ids` (the others are left alone);
     returns False for a delivery already applied (same event id)."""
     cur = db.execute(
-        "INSERT OR IGNORE INTO webhook_deliveries (event_id, event, room_name, received_at) VALUES (?,?,?,?)",
+        "INSERT INTO webhook_deliveries (event_id, event, room_name, received_at) VALUES (?,?,?,?) "
+        "ON CONFLICT DO NOTHING",
         [event["id"], event["event"], event.get("room"), now_iso()],
     )
     if cur.rowcount == 0:

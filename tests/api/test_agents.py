@@ -55,7 +55,7 @@ async def test_agent_crud_round_trip_serves_the_contract_shapes(client, auth):
 
 
 async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for field, bad, accepted in [
         ("sttProvider", "whisper", ["deepgram", "assemblyai", "elevenlabs"]),
         ("llmProvider", "anthropic", ["gemini", "openai"]),
@@ -67,11 +67,11 @@ async def test_unsupported_provider_is_a_422_listing_the_accepted_values(client,
         assert field in body["detail"]
         for value in accepted:
             assert value in body["detail"]
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_trip(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for field, bad in [
         ("fallbackSttProviders", ["whisper"]),
         ("fallbackLlmProviders", ["anthropic"]),
@@ -85,7 +85,7 @@ async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_
             await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")), 422, "validation_error"
         )
         assert field in body["detail"], body
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     resp = await client.post(
         "/api/agents",
         headers=auth("alice"),
@@ -113,10 +113,10 @@ async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_
 async def test_update_refuses_null_for_required_fields_and_writes_nothing(client, auth, settings):
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(await client.put(f"/api/agents/{agent['id']}", json={"name": None}, headers=h), 422)
     await assert_error(await client.put(f"/api/agents/{agent['id']}", json={"name": 5}, headers=h), 422)
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_create_fills_provider_defaults_and_ignores_read_only_fields(client, auth):

@@ -145,13 +145,13 @@ ATTACKS = {
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 async def test_forged_or_invalid_tokens_are_401_and_write_nothing(clerk_client, keys, attack):
     client, settings, _ = clerk_client
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     token = ATTACKS[attack](keys)
     resp = await client.post(
         "/api/agents", json={"name": "a", "systemPrompt": "b"}, headers={"Authorization": f"Bearer {token}"}
     )
     await assert_error(resp, 401, "unauthorized")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_a_bare_user_id_header_is_never_trusted(clerk_client):
@@ -196,11 +196,11 @@ async def test_without_an_audience_configured_aud_is_not_checked(clerk_client, k
 @pytest.mark.parametrize("audience", [("https://api.voxarena.test", "voxarena")])
 async def test_with_an_audience_configured_a_token_must_name_one_of_them(clerk_client, keys):
     client, settings, _ = clerk_client
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for aud in (None, "https://other.test", ["https://other.test", "also-not"], ""):
         body = await assert_error(await _post_agent(client, sign(keys["good"], claims(aud=aud))), 401)
         assert "aud" in body["detail"], body
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     for aud in ("voxarena", ["https://other.test", "https://api.voxarena.test"]):
         assert (await _post_agent(client, sign(keys["good"], claims(aud=aud)))).status == 201
 

@@ -223,7 +223,7 @@ async def test_private_callback_urls_are_refused_and_nothing_is_placed(client, a
     _, calls = twirp_stub
     h = auth("alice")
     agent_id = await _agent(client, h)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for url in (
         "http://192.168.1.10/hook",
         "http://169.254.169.254/latest",
@@ -238,7 +238,7 @@ async def test_private_callback_urls_are_refused_and_nothing_is_placed(client, a
     await assert_error(
         await client.post("/api/calls/outbound", headers=h, json={"agent_id": agent_id, "phone_number": "5551234"}), 422
     )
-    assert table_snapshot(settings.database_path) == before and calls == []
+    assert table_snapshot(settings) == before and calls == []
 
 
 async def test_ending_a_call_hangs_up_and_a_second_end_is_a_409(client, auth, twirp_stub):
@@ -270,10 +270,10 @@ async def test_limits_and_unavailable_agents_refuse_outbound_calls(client, auth,
     agent_id = await _agent(client, alice)
     first = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=alice)
     assert first.status == 201
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     second = await client.post("/api/calls/outbound", json={"agent_id": agent_id, "phone_number": PHONE}, headers=alice)
     await assert_error(second, 429, "concurrency_limit")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     disabled = await _agent(client, auth("alice"), enabled=False)
     await assert_error(
         await client.post(

@@ -202,11 +202,11 @@ async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_
     r = await client.get(f"/ws/chat/{sid}")  # no credential: refused before the upgrade
     await assert_error(r, 401)
 
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     bob = await _say(client, auth, "Who am I?", user="bob", session_id=sid)
     assert bob["session_id"] != sid and bob["previous_session_id"] is None  # a new conversation of bob's own
     assert "Alice" not in str(llm_requests(fakes)[-1]["contents"])
-    after = table_snapshot(settings.database_path)
+    after = table_snapshot(settings)
     alice_items = [row for row in after["transcript_items"] if row[1] == sid]
     assert alice_items == [row for row in before["transcript_items"] if row[1] == sid]
     r = await client.post("/trigger-agent", json={"message": "hi", "agent_slug": "nobody"}, headers=auth("bob"))
@@ -215,7 +215,7 @@ async def test_another_tenants_session_is_refused_with_4404_before_any_data_and_
 
 async def test_bad_requests_are_refused_and_write_nothing(client, auth, store, settings):
     agent = _agent(store)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for body, status in (
         ({"message": "hi", "agent_slug": "unknown"}, 404),
         ({"message": "", "agent_slug": "front-desk", "mode": "text"}, 422),
@@ -229,7 +229,7 @@ async def test_bad_requests_are_refused_and_write_nothing(client, auth, store, s
     await assert_error(r, 400)
     r = await client.post("/trigger-agent", json={"message": "hi", "agent_slug": "front-desk"})
     await assert_error(r, 401)
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     r = await client.put(f"/api/v1/agents/{agent['id']}", json={"enabled": False}, headers=auth("alice"))
     assert r.status == 200, await r.text()
     r = await client.post("/trigger-agent", json={"message": "hi", "agent_slug": "front-desk"}, headers=auth("alice"))
@@ -343,7 +343,7 @@ async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_t
     async with TestClient(
         TestServer(create_app(settings, store=store, worker_capacity=capacity), host="127.0.0.1")
     ) as client:
-        before = table_snapshot(settings.database_path)
+        before = table_snapshot(settings)
         r = await client.post(
             "/trigger-agent",
             json={"agent_slug": "front-desk", "platform": "livekit"},
@@ -351,7 +351,7 @@ async def test_voice_mode_with_no_worker_free_is_503_with_retry_after_like_the_t
         )
         await assert_error(r, 503, "service_unavailable")
         assert r.headers["Retry-After"] == "5" and calls == []
-        assert table_snapshot(settings.database_path) == before
+        assert table_snapshot(settings) == before
 
 
 async def test_shutdown_closes_open_chat_sockets_and_waits_for_the_reply_in_flight(settings, store, fakes, token_for):

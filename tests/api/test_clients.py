@@ -68,7 +68,7 @@ async def test_secrets_are_write_only_masked_and_sealed_at_rest(client, auth, se
     )
     assert await (await client.get("/api/v1/clients", headers=h)).json() == [made]
     assert await (await client.get("/api/v1/clients/new-client", headers=h)).json() == made
-    snapshot = json.dumps(table_snapshot(settings.database_path), default=str)
+    snapshot = json.dumps(table_snapshot(settings), default=str)
     assert CLIENT_SECRET not in snapshot and SUPABASE_SECRET not in snapshot
     # the masked value sent back keeps the secret; a rename and deactivation apply
     put = await client.put(

@@ -78,7 +78,7 @@ async def test_an_event_is_priced_from_the_price_book_and_served_in_every_cost_v
 
 async def test_client_prices_must_add_up_and_bad_events_write_nothing(client, auth, settings):
     h = auth("alice")
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     bad = [
         {"provider": "deepgram", "event_type": "stt_minutes", "quantity": 2, "unit_cost": 0.0043, "total_cost": 0.009},
         {"provider": "deepgram", "event_type": "stt_minutes", "quantity": 2, "unit_cost": 0.0043},
@@ -95,7 +95,7 @@ async def test_client_prices_must_add_up_and_bad_events_write_nothing(client, au
         ),
         404,
     )
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     ok = await _post(
         client,
         h,
@@ -120,9 +120,9 @@ async def test_same_key_same_body_replays_and_different_body_conflicts(client, a
     via_header = await _post(client, h, {k: v for k, v in body.items() if k != "id"}, key="evt-1")
     assert (first.status, again.status) == (201, 200) and again.headers["Idempotent-Replayed"] == "true"
     assert await first.json() == await again.json()
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(await _post(client, h, {**body, "quantity": 121}), 409, "conflict")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     assert via_header.status == 200  # the header key and the body id name the same event
     assert (await via_header.json())["id"] == (await first.json())["id"]
 

@@ -4,16 +4,16 @@ from tests.conftest import assert_error, table_snapshot
 
 
 async def test_malformed_json_is_a_400_and_writes_nothing(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     resp = await client.post(
         "/api/agents", data=b'{"name": "x",', headers={**auth("a"), "Content-Type": "application/json"}
     )
     await assert_error(resp, 400, "invalid_json")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_wrong_types_and_non_objects_are_422(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for body in (
         [1, 2],
         "name",
@@ -23,14 +23,14 @@ async def test_wrong_types_and_non_objects_are_422(client, auth, settings):
         {"name": "x"},
     ):
         await assert_error(await client.post("/api/agents", json=body, headers=auth("a")), 422, "validation_error")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_oversize_body_is_a_413(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     big = {"name": "x", "systemPrompt": "y" * (settings.max_body_bytes + 10)}
     await assert_error(await client.post("/api/agents", json=big, headers=auth("a")), 413, "payload_too_large")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_bad_query_parameters_are_422(client, auth):

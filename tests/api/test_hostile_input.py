@@ -45,7 +45,7 @@ async def test_every_route_taking_a_body_refuses_deep_json_with_400_and_writes_n
     client, auth, store, settings, caplog
 ):
     ids = object_ids(store)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     seed_paths = {r.path for r in all_routes() if r.seed_errors}
     tried = 0
     with caplog.at_level(logging.ERROR):
@@ -67,7 +67,7 @@ async def test_every_route_taking_a_body_refuses_deep_json_with_400_and_writes_n
                         assert err["error"] == "Invalid request format" and err["details"] == err["detail"]
                     tried += 1
     assert tried >= 3 * 40
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a deep body reached a parser"
 
 
@@ -88,13 +88,13 @@ async def test_a_body_at_the_limit_is_accepted_and_one_level_more_is_not(client,
 
     ok = await client.post("/api/agents", json={**AGENT_WIRE, "contextData": context(MAX_DEPTH - 1)}, headers=h)
     assert ok.status == 201, await ok.text()
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(
         await client.post("/api/agents", json={**AGENT_WIRE, "contextData": context(MAX_DEPTH)}, headers=h),
         400,
         "json_too_deep",
     )
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     listed = await (await client.get("/api/agents", headers=h)).json()
     assert listed["total"] == 1 and listed["agents"][0]["contextData"] == context(MAX_DEPTH - 1)
 
@@ -102,7 +102,7 @@ async def test_a_body_at_the_limit_is_accepted_and_one_level_more_is_not(client,
 async def test_a_deep_call_context_is_refused_before_it_is_stored(client, auth, store, settings):
     _, sid = seed_call(store, "alice", ended_at=None)
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="j1"))
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     deep = b'{"context":' + nested_object(900) + b"}"
     await assert_error(
         await client.put(
@@ -111,7 +111,7 @@ async def test_a_deep_call_context_is_refused_before_it_is_stored(client, auth, 
         400,
         "json_too_deep",
     )
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     assert (await client.get("/api/calls/active", headers=auth("alice"))).status == 200
 
 

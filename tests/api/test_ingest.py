@@ -85,7 +85,7 @@ async def test_each_item_is_validated_on_its_own(client, auth, store):
 
 
 async def test_a_request_with_nothing_valid_is_a_400_with_004s_error_keys_and_writes_nothing(client, auth, settings):
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for payload in ([{"model": "x"}], [], {"contact_email": "a@b.c"}):
         path = "/api/events" if isinstance(payload, dict) else "/api/cost-events"
         body = await assert_error(await client.post(path, json=payload, headers=auth("alice")), 400)
@@ -96,7 +96,7 @@ async def test_a_request_with_nothing_valid_is_a_400_with_004s_error_keys_and_wr
         await client.post("/api/cost-events", json=[SEED_ITEM], headers={"x-webhook-token": "vxa_wrong"}), 401
     )
     assert body["error"] == "Unauthorized" and body["details"]
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     # Other routes keep the one error body alone.
     body = await assert_error(await client.get("/api/costs/summary"), 401)
     assert "error" not in body

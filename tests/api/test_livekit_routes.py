@@ -55,11 +55,11 @@ async def test_token_generates_a_room_name_when_none_is_given(client, auth):
 async def test_token_for_someone_elses_agent_is_404_and_dispatches_nothing(client, auth, twirp_stub, settings):
     _, calls = twirp_stub
     agent_id = await _agent(client, auth("alice"))
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(
         await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": "r"}, headers=auth("bob")), 404
     )
-    assert calls == [] and table_snapshot(settings.database_path) == before
+    assert calls == [] and table_snapshot(settings) == before
 
 
 async def test_a_room_in_use_by_another_user_is_refused(client, auth):
@@ -108,10 +108,10 @@ async def test_webhook_ends_the_rooms_sessions_once_and_replays_change_nothing(c
     assert resp.status == 200 and await resp.json() == {"received": True, "duplicate": False}
     s = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
     assert s["endedAt"] == "2026-01-01T00:01:00.000000Z" and s["duration"] == 60 and s["endReason"] == "room_finished"
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     again = await client.post("/api/livekit/webhook", data=body, headers={"Authorization": token})
     assert await again.json() == {"received": True, "duplicate": True}
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_webhook_with_a_bad_or_missing_signature_is_401_and_writes_nothing(client, settings):
@@ -119,10 +119,10 @@ async def test_webhook_with_a_bad_or_missing_signature_is_401_and_writes_nothing
     body, _ = _signed(event)
     _, forged = _signed(event, secret="another-secret-that-is-long-enough-0000")
     _, other_body_token = _signed({**event, "id": "EV_2"})
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for headers in ({}, {"Authorization": forged}, {"Authorization": other_body_token}, {"Authorization": "garbage"}):
         await assert_error(await client.post("/api/livekit/webhook", data=body, headers=headers), 401, "unauthorized")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_after_and_nothing_is_created(
@@ -143,11 +143,11 @@ async def test_with_no_worker_able_to_take_a_call_the_token_is_503_with_retry_af
     ) as client:
         h = auth("alice")
         agent_id = await _agent(client, h)
-        before = table_snapshot(settings.database_path)
+        before = table_snapshot(settings)
         resp = await client.post("/api/livekit/token", json={"agentId": agent_id}, headers=h)
         body = await assert_error(resp, 503, "service_unavailable")
         assert resp.headers["Retry-After"] == "5" and "the most this worker takes is 1" in body["detail"]
-        assert table_snapshot(settings.database_path) == before
+        assert table_snapshot(settings) == before
         assert calls == []
         reasons[0] = None  # a slot frees up: the same request goes through
         resp = await client.post("/api/livekit/token", json={"agentId": agent_id}, headers=h)

@@ -111,7 +111,7 @@ async def test_callback_urls_on_non_public_addresses_are_refused_and_nothing_is_
     )
     h = auth("alice")
     agent_id = await _agent(client, h)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for url in (
         "http://100.100.100.200/latest/meta-data",
         "http://100.64.0.1/hook",
@@ -132,7 +132,7 @@ async def test_callback_urls_on_non_public_addresses_are_refused_and_nothing_is_
             400,
         )
         assert body["detail"].startswith("body callback_url: "), body
-    assert table_snapshot(settings.database_path) == before and calls == []
+    assert table_snapshot(settings) == before and calls == []
 
 
 async def _placed_with_callback(client, h: dict[str, str], callback_url: str) -> str:
@@ -221,7 +221,7 @@ async def test_a_callback_whose_name_now_points_at_loopback_fails_and_says_why(c
 async def test_a_clients_livekit_url_on_a_non_public_address_is_refused_when_set(client, auth, settings, dns_server):
     dns_server.records["lk-internal.test"] = ["10.20.30.40"]
     h = auth("alice")
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for url in (
         "http://169.254.169.254",
         "ws://10.1.2.3:7880",
@@ -234,7 +234,7 @@ async def test_a_clients_livekit_url_on_a_non_public_address_is_refused_when_set
     ):
         body = await assert_error(await client.post("/api/v1/clients", json=_body(url), headers=h), 400)
         assert body["detail"].startswith("body settings.livekit.server_url: "), body
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     dns_server.records["lk.customer.test"] = ["93.184.215.14"]
     assert (await client.post("/api/v1/clients", json=_body("wss://lk.customer.test"), headers=h)).status == 201
     made = await (

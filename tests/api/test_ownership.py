@@ -79,7 +79,7 @@ def test_every_route_naming_an_object_declares_what_it_is_or_why_not():
 
 async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, store, settings):
     ids = object_ids(store)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     tried = 0
     for route in owned_routes():
         # /api/calls/{call_sid}/... name sessions (Phony's call_sid), /api/calls/{id}/... outbound calls
@@ -103,4 +103,4 @@ async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, s
                 if method == "GET":
                     assert (await client.get(p, headers=auth("alice"))).status == 200
     assert tried >= 34
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before

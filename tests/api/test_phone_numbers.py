@@ -109,7 +109,7 @@ async def test_a_registered_number_has_its_own_inbound_trunk_a_refusing_rule_and
 
 async def test_a_number_is_registered_once_across_tenants_and_bad_input_is_a_422(client, auth, twirp_stub, settings):
     await _register(client, auth("alice"))
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for who in ("alice", "bob"):
         await assert_error(
             await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=auth(who)), 409, "conflict"
@@ -124,7 +124,7 @@ async def test_a_number_is_registered_once_across_tenants_and_bad_input_is_a_422
         {"phone_number": "+15550001111", "capabilities": ["telepathy"]},
     ):
         await assert_error(await client.post("/api/phone-numbers", json=bad, headers=auth("alice")), 422)
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     await assert_error(await client.post("/api/phone-numbers", json={"phone_number": NUMBER}), 401)
 
 
@@ -133,13 +133,13 @@ async def test_nothing_is_stored_when_livekit_fails_and_a_failed_store_write_del
 ):
     server, _ = twirp_stub
     h = auth("alice")
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     server.app[FAILING]["CreateSIPInboundTrunk"] = "trunk quota reached"
     body = await assert_error(
         await client.post("/api/phone-numbers", json={"phone_number": NUMBER}, headers=h), 502, "upstream_error"
     )
     assert "trunk quota reached" in body["detail"]
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     del server.app[FAILING]["CreateSIPInboundTrunk"]
 
     # the refusing rule cannot be made: the trunk just made is deleted again
@@ -150,7 +150,7 @@ async def test_nothing_is_stored_when_livekit_fails_and_a_failed_store_write_del
     assert "rules are down" in body["detail"]
     (deleted,) = _sip(twirp_stub, "DeleteSIPTrunk")
     assert deleted.sip_trunk_id and server.app[SIP_OBJECTS] == {}
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     del server.app[FAILING]["CreateSIPDispatchRule"]
 
     # the store refuses the row (a race on the same number): the trunk just made is deleted again
@@ -162,7 +162,7 @@ async def test_nothing_is_stored_when_livekit_fails_and_a_failed_store_write_del
     assert len(_sip(twirp_stub, "CreateSIPInboundTrunk")) == 3  # the failed attempts, then the one undone
     assert len(_sip(twirp_stub, "DeleteSIPTrunk")) == 2 and len(_sip(twirp_stub, "DeleteSIPDispatchRule")) == 1
     assert server.app[SIP_OBJECTS] == {}
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_assigning_points_the_numbers_rule_at_the_agent_and_releasing_points_it_back_at_the_refusal(
@@ -241,7 +241,7 @@ async def test_unknown_numbers_other_tenants_and_unavailable_agents_are_refused(
     inactive = await _agent(client, alice, name="Idle", status="inactive")
     bobs_agent = await _agent(client, bob, name="Bob's")
     await _register(client, alice)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     path = "/api/phone-numbers/%2B15551234567"
     for method, suffix, body in (
         ("POST", "/assign", {"agent_id": agent}),
@@ -257,7 +257,7 @@ async def test_unknown_numbers_other_tenants_and_unavailable_agents_are_refused(
     for off in (disabled, inactive):
         await assert_error(await client.post(path + "/assign", json={"agent_id": off}, headers=alice), 409)
     await assert_error(await client.post(path + "/assign", json={}, headers=alice), 422)
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     assert len(_sip(twirp_stub, "CreateSIPDispatchRule")) == 1  # the refusing rule made at registration, alone
     assert _sip(twirp_stub, "UpdateSIPDispatchRule") == [] and _sip(twirp_stub, "DeleteSIPTrunk") == []
 
@@ -270,13 +270,13 @@ async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_wri
     agent = await _agent(client, h)
     made = await _register(client, h)
     rule_id = store.read_sync(repo.get, tenant_of("alice"), NUMBER)["dispatch_rule_id"]
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     server.app[FAILING]["UpdateSIPDispatchRule"] = "rules are down"
     body = await assert_error(
         await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h), 502
     )
     assert "rules are down" in body["detail"]
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     del server.app[FAILING]["UpdateSIPDispatchRule"]
 
     def broken(*a, **kw):
@@ -292,17 +292,17 @@ async def test_a_livekit_failure_while_assigning_stores_nothing_and_a_failed_wri
     assert set(server.app[SIP_OBJECTS]) == {made["twilio_sid"], rule_id}
     assert _dispatched(server.app[SIP_OBJECTS][rule_id]) == _refusal(made)
     assert _sip(twirp_stub, "DeleteSIPDispatchRule") == []
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
     monkeypatch.undo()
     assert (await client.post(f"/api/phone-numbers/{NUMBER}/assign", json={"agent_id": agent}, headers=h)).status == 200
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     server.app[FAILING]["UpdateSIPDispatchRule"] = "still down"
     await assert_error(await client.post(f"/api/phone-numbers/{NUMBER}/release", headers=h), 502)
     assert _dispatched(server.app[SIP_OBJECTS][rule_id])["agent_id"] == agent  # still the agent's
     server.app[FAILING]["DeleteSIPDispatchRule"] = "still down"
     await assert_error(await client.delete(f"/api/phone-numbers/{NUMBER}", headers=h), 502)
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 def test_the_migration_adds_the_numbers_table_and_the_sessions_numbers(tmp_path):

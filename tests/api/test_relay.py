@@ -120,7 +120,7 @@ async def test_the_twilio_auth_token_is_write_only_and_sealed_at_rest(client, au
     assert r.status == 200 and body["configured"] and body["auth_token"] == "****" + ALICE_TOKEN[-4:]
     r = await client.get("/api/settings/twilio", headers=auth("alice"))
     assert (await r.json())["auth_token"] == "****0001"
-    assert ALICE_TOKEN not in str(table_snapshot(settings.database_path))
+    assert ALICE_TOKEN not in str(table_snapshot(settings))
     r = await client.get("/api/settings/twilio", headers=auth("bob"))
     assert (await r.json())["configured"] is False
     await assert_error(await client.put("/api/settings/twilio", json={"auth_token": ""}, headers=auth("alice")), 422)
@@ -209,7 +209,7 @@ async def test_a_bad_missing_or_host_derived_signature_is_refused_before_the_upg
     seed_agent(store, "alice", name="Front Desk", firstMessage="Hello!", firstMessageMode="assistant_speaks_first")
     url = await relay_url(client, auth)
     path = _path(url)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await _refused(client, path, twilio_signature(BOB_TOKEN, url))  # another tenant's token
     await _refused(client, path, "bm90IGEgc2lnbmF0dXJl")  # junk
     await _refused(client, path, twilio_signature(ALICE_TOKEN, "wss://voice.example.com/relay/ws"))  # no ticket
@@ -226,7 +226,7 @@ async def test_a_bad_missing_or_host_derived_signature_is_refused_before_the_upg
     assert refused.value.status == 403
     r = await client.get(path, headers=upgrade_headers())
     await assert_error(r, 401)  # no signature: no upgrade
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     async with await _relay(client, ALICE_TOKEN, url) as ws:  # the refusals did not use the URL up
         await ws.send_json(setup_message())
         assert await _reply(ws) == "Hello!"
@@ -280,10 +280,10 @@ async def test_a_suspended_tenants_relay_call_is_refused_before_the_upgrade_with
         tenants_repo.update(db, tenant_of("alice"), {"status": "suspended"})
 
     store.write_sync(suspend)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     body = await _refused(client, _path(url), twilio_signature(ALICE_TOKEN, url))
     assert body["type"] == "tenant_suspended"
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
 
 async def test_a_relay_url_is_for_an_agent_of_the_tenant_and_the_ticket_not_the_setup_names_the_agent(

@@ -16,6 +16,7 @@ import pytest
 from core.store.db import Store
 from tests.api.seed import AGENT_WIRE
 from tests.conftest import assert_error
+from tests.conftest import sqlite_only
 from tests.storage_conditions import make_unwritable
 
 UNLIMITED_PAGES = 1_073_741_823
@@ -36,6 +37,7 @@ async def _health(client) -> dict:
     return await resp.json()
 
 
+@sqlite_only
 async def test_a_full_disk_answers_503_with_the_reason_and_health_degrades_until_it_clears(client, auth, store, caplog):
     h = auth("alice")
     assert (await client.post("/api/agents", json=AGENT_WIRE, headers=h)).status == 201
@@ -62,6 +64,7 @@ async def test_a_full_disk_answers_503_with_the_reason_and_health_degrades_until
     assert sum("store recovered" in m for m in said) == 1, said
 
 
+@sqlite_only
 async def test_an_io_error_on_the_wal_answers_503_and_the_store_recovers(client, auth, store, settings):
     if os.geteuid() != 0:
         pytest.skip("only the immutable flag (root) binds a file SQLite already has open; mode bits do not")

@@ -122,10 +122,10 @@ async def test_admins_create_tenants_with_003s_shape_and_others_may_not(client, 
         "max_concurrent_calls": 200,
         "billing_email": "billing@acme.example",
     }
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(await client.post("/tenants", json=body, headers=auth("alice")), 403, "forbidden")
     await assert_error(await client.get("/tenants", headers=auth("alice")), 403, "forbidden")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     tenant = await _json(await client.post("/tenants", json=body, headers=auth(ADMIN)), 201)
     assert tenant["id"].startswith("ten_") and tenant["status"] == "trial"
     assert {k: tenant[k] for k in ("name", "subdomain")} == {"name": "Acme Corporation", "subdomain": "acme"}
@@ -190,24 +190,24 @@ async def test_limits_refuse_agents_calls_and_suspended_tenants_writing_nothing(
     team = await _tenant(client, auth, "alice", max_agents=1, max_concurrent_calls=1)
     h = _h(auth, "alice", team["id"])
     agent = await _json(await client.post("/api/agents", json=AGENT_WIRE, headers=h), 201)
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     await assert_error(await client.post("/api/agents", json=AGENT_WIRE, headers=h), 403, "tenant_limit")
     await assert_error(await client.post("/api/v1/agents", json={"name": "two"}, headers=h), 403, "tenant_limit")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
     first = await client.post("/api/livekit/token", json={"agentId": agent["id"]}, headers=h)
     assert first.status == 200, await first.text()
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     second = await client.post("/api/livekit/token", json={"agentId": agent["id"]}, headers=h)
     await assert_error(second, 429, "concurrency_limit")
     assert int(second.headers["Retry-After"]) >= 1
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
 
     await _json(await client.patch(f"/tenants/{team['id']}", json={"status": "suspended"}, headers=auth(ADMIN)))
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for method, path in (("GET", "/api/agents"), ("POST", "/api/agents"), ("GET", f"/api/agents/{agent['id']}")):
         await assert_error(await client.request(method, path, json=AGENT_WIRE, headers=h), 403, "tenant_suspended")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     # the owner can still see that it is suspended; the admin lifts it
     assert (await _json(await client.get(f"/tenants/{team['id']}", headers=auth("alice"))))["status"] == "suspended"
     await _json(await client.patch(f"/tenants/{team['id']}", json={"status": "active"}, headers=auth(ADMIN)))
@@ -224,7 +224,7 @@ async def test_a_suspended_tenants_owners_and_members_change_nothing_of_it_and_a
         201,
     )
     await _json(await client.patch(f"/tenants/{tid}", json={"status": "suspended"}, headers=auth(ADMIN)))
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     for user, method, path, body in (
         ("alice", "PATCH", f"/tenants/{tid}", {"name": "renamed"}),
         ("alice", "PATCH", f"/tenants/{tid}", {"billing_email": "a@example.com"}),
@@ -234,7 +234,7 @@ async def test_a_suspended_tenants_owners_and_members_change_nothing_of_it_and_a
         ("bob", "DELETE", f"/tenants/{tid}/members/bob", None),
     ):
         await assert_error(await client.request(method, path, json=body, headers=auth(user)), 403, "tenant_suspended")
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before
     assert (await _json(await client.get(f"/tenants/{tid}", headers=auth("alice"))))["name"] == team["name"]
     renamed = await _json(
         await client.patch(f"/tenants/{tid}", json={"name": "renamed", "status": "active"}, headers=auth(ADMIN))
@@ -345,7 +345,7 @@ async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, s
 
     # every tenant-scoped route of the table naming an object, every method: the other tenant's object is a 404
     # and nothing changes
-    before = table_snapshot(settings.database_path)
+    before = table_snapshot(settings)
     tried = 0
     for route in owned_routes():
         if not route.tenant_scoped:
@@ -362,4 +362,4 @@ async def test_every_credential_sees_exactly_its_tenants_objects(client, auth, s
                 await assert_error(await client.request(method, path, json=body, headers=headers), 404)
                 tried += 1
     assert tried >= len(credentials) * 12
-    assert table_snapshot(settings.database_path) == before
+    assert table_snapshot(settings) == before

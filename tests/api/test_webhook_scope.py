@@ -5,10 +5,8 @@ client, or the product's own) is acknowledged and changes nothing, whatever its 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import sqlite3
 import uuid
 
 import pytest
@@ -19,7 +17,7 @@ from core.store import clients as clients_repo
 from core.store import dispatch as dispatch_repo
 from core.store import sessions as sessions_repo
 from tests.api.seed import seed_agent, tenant_of
-from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, table_snapshot
+from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, db_rows, table_snapshot
 
 A_KEY, A_SECRET = "tenant-a-livekit-key", "tenant-a-livekit-secret-long-enough-0000"
 B_KEY, B_SECRET = "tenant-b-livekit-key", "tenant-b-livekit-secret-long-enough-0000"
@@ -89,9 +87,7 @@ def _webhook(event: str, room: str, key: str, secret: str) -> tuple[str, dict]:
 
 
 def _rows(settings) -> list[dict]:
-    with contextlib.closing(sqlite3.connect(settings.database_path)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM sessions")]
+    return db_rows(settings, "SELECT * FROM sessions")
 
 
 def _status(settings, sid: str) -> tuple:
@@ -100,7 +96,7 @@ def _status(settings, sid: str) -> tuple:
 
 
 def _sessions(settings) -> list[tuple]:
-    return table_snapshot(settings.database_path)["sessions"]
+    return table_snapshot(settings)["sessions"]
 
 
 @pytest.mark.parametrize("event", STATEFUL_EVENTS)
