@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -84,6 +85,7 @@ def test_repricing_reports_the_difference_and_keeps_the_ledger(store, tmp_path, 
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "VOXARENA_DATABASE_URL": settings.database_url},
     )
     assert cli.returncode == 0, cli.stderr
     full = json.loads(cli.stdout)
