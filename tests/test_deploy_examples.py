@@ -333,25 +333,30 @@ def test_every_voxarena_variable_the_examples_name_is_a_setting() -> None:
 
 def test_every_node_has_the_multi_node_settings_with_the_same_values(examples: dict[str, Any]) -> None:
     assert len(compose_nodes(examples["compose"])) >= 2
-    assert multi_node_problems(examples) == []
+    problems = multi_node_problems(examples)
+    assert not problems, problems
 
 
 def test_grace_periods_outlast_the_drain_and_kubernetes_waits_in_prestop(examples: dict[str, Any]) -> None:
-    assert grace_problems(examples) == []
+    problems = grace_problems(examples)
+    assert not problems, problems
 
 
 def test_probes_ask_health_on_the_api_port_and_nodes_wait_for_healthy_dependencies(
     examples: dict[str, Any],
 ) -> None:
-    assert probe_problems(examples) == []
+    problems = probe_problems(examples)
+    assert not problems, problems
 
 
 def test_the_livekit_nodes_and_the_sip_bridge_share_one_redis(examples: dict[str, Any]) -> None:
-    assert redis_problems(examples) == []
+    problems = redis_problems(examples)
+    assert not problems, problems
 
 
 def test_no_secret_is_written_in_the_examples(examples: dict[str, Any]) -> None:
-    assert secret_problems(examples) == []
+    problems = secret_problems(examples)
+    assert not problems, problems
 
 
 def test_a_compose_node_environment_passes_the_settings_validation(examples: dict[str, Any]) -> None:
