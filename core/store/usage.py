@@ -102,14 +102,14 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
     stored: set[tuple[str, str]] = set()
     width = len(COLUMNS)
     for n in range(0, len(candidates), _INSERT_CHUNK):
-        chunk = candidates[n : n + _INSERT_CHUNK]
-        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
+        rows = candidates[n : n + _INSERT_CHUNK]
+        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(rows))
         stored.update(
             (owner, key)
             for owner, key in db.execute(
                 f"INSERT INTO usage_events ({', '.join(COLUMNS)}) VALUES {values} ON CONFLICT DO NOTHING "
                 "RETURNING owner_id, idempotency_key",
-                [v for _, _, row in chunk for v in row],
+                [v for _, _, row in rows for v in row],
             )
         )
     rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
