@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from core.cluster import ClusterNode, default_node_id
 from core.dispatch_meta import DispatchSigner
 from core.livekit import Gateways, LiveKitGateway
 from core.netpolicy import Lookup, NetPolicy
@@ -34,6 +35,7 @@ from .keys import (
     LIVEKIT_HEALTH,
     LOOP,
     NETPOLICY,
+    NODE,
     PRICEBOOK,
     SECRETS,
     SETTINGS,
@@ -233,9 +235,23 @@ def create_app(
         app[HTTP] = aiohttp.ClientSession()
         app[LOOP] = LoopMonitor()
         app[LOOP].start()
+        node = ClusterNode(
+            app[STORE],
+            settings.node_id or default_node_id(),
+            heartbeat_seconds=settings.node_heartbeat_seconds,
+            lost_seconds=settings.node_lost_seconds,
+            close_room=lambda row: _close_room(gateways, row),
+        )
+        app[NODE] = node
+        await node.start()
         watchdog = None
         if gateway.configured:
-            watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
+            watchdog = DispatchWatchdog(
+                app[STORE],
+                gateways,
+                timeout_seconds=settings.dispatch_timeout_seconds,
+                lease=node.lease("dispatch-watchdog", 10.0),
+            )
             watchdog.start()
         sender = CallbackSender(
             app[STORE],
@@ -246,6 +262,7 @@ def create_app(
         )
         sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
+        app[CHAT].lease = node.lease("text-sessions", max(10.0, 3 * min(30.0, settings.text_session_idle_seconds / 4)))
         app[CHAT].start()
         hub = EventHub(
             app[STORE],
@@ -253,6 +270,7 @@ def create_app(
             max_connections=settings.event_max_connections,
             retention_seconds=settings.event_retention_seconds,
             to_wire=event_wire,
+            prune_lease=node.lease("live-events-prune", 1800.0),
         )
         app[EVENTS] = hub
         hub.start()
@@ -271,6 +289,7 @@ def create_app(
         await sender.stop()
         if watchdog is not None:
             await watchdog.stop()
+        await node.stop()  # after the worker drained (worker/server.py stops it first): the node's calls are over
         await app[LOOP].stop()
         await gateway.aclose()
         await gateways.aclose()
@@ -291,3 +310,9 @@ def create_app(
     register(app, routes)
     add_dashboard(app, settings)
     return app
+
+
+async def _close_room(gateways: Gateways, row: dict[str, Any]) -> None:
+    """A lost node's call: its room goes, so the caller hears the call end instead of silence."""
+    gateway = await gateways.for_session(row)
+    await gateway.delete_room(row["room_name"])

@@ -151,7 +151,7 @@ class CallJob:
                 phone_number=meta.phone_number,
             )
             # a session reserved by the token route starts now, when its call does (and only for the first job)
-            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
+            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso(), node_id=settings.node_id)
             return sessions_repo.get_row(db, session_id)
 
         opened = await store.write(open_session)

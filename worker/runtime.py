@@ -13,6 +13,7 @@ import aiohttp
 from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType
 
+from core.cluster import Lease, default_node_id
 from core.livekit import http_url
 from core.periodic import Periodic
 from core.settings import Settings
@@ -40,7 +41,16 @@ class Runtime:
         self.local_livekit: LocalLiveKit | None = None
         self.server: AgentServer | None = None
         self._server_task: asyncio.Task[None] | None = None
-        self._sweeper = Periodic("session-sweeper", settings.session_sweep_seconds, self.sweep_once, log)
+        # one node of a cluster sweeps at a time; the lease outlives a few sweeps so that it stays put
+        self._sweeper = Periodic(
+            "session-sweeper",
+            settings.session_sweep_seconds,
+            self.sweep_once,
+            log,
+            lease=Lease(
+                store, "session-sweeper", settings.node_id or default_node_id(), 3 * settings.session_sweep_seconds
+            ),
+        )
         self.registered = False
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
         self.load = WorkerLoad(

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from api.app import create_app
+from core.cluster import default_node_id
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store, prepare
@@ -33,6 +34,8 @@ def serve(settings: Settings) -> int:
 
 async def run(settings: Settings) -> int:
     raise_fd_limit()
+    # one name for this node, shared by the API (its heartbeat) and the job processes (the calls they run)
+    settings = settings.with_(node_id=settings.node_id or default_node_id())
     prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
     store = Store(settings.database_target, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.

@@ -26,6 +26,7 @@ from aiohttp import web
 from livekit.agents import llm
 
 from core.analysis import run_and_store
+from core.cluster import Lease
 from core.periodic import Periodic
 from core.pipeline import agent_spec, providers_config
 from core.settings import Settings
@@ -155,6 +156,7 @@ class ChatService:
     # touches them (the orphan sweeper closes sessions without activity).
     live_relays: set[str] = field(default_factory=set)
     _periodic: Periodic | None = None
+    lease: Lease | None = None  # the idle sweep runs on one node of a cluster at a time
     models: _Models = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +165,9 @@ class ChatService:
     # ---- lifecycle ----
     def start(self) -> None:
         idle = self.settings.text_session_idle_seconds
-        self._periodic = Periodic("text-sessions", max(0.2, min(30.0, idle / 4)), self.sweep_once, log)
+        self._periodic = Periodic(
+            "text-sessions", max(0.2, min(30.0, idle / 4)), self.sweep_once, log, lease=self.lease
+        )
         self._periodic.start()
 
     async def stop(self) -> None:

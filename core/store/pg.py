@@ -36,8 +36,32 @@ SCHEMES = ("postgresql://", "postgres://")
 PG_SCHEMA = Path(__file__).with_name("pg_schema.sql")
 # SQLite's migration whose schema the baseline equals: a PostgreSQL database records versions 1..BASELINE at once.
 BASELINE = 16
-# Later steps, in SQLite's numbering (each step a PostgreSQL statement list); empty until the schema moves on.
-PG_MIGRATIONS: list[tuple[int, str, str]] = []
+# Later steps, in SQLite's numbering (each step a PostgreSQL script, the same change as SQLite's step).
+PG_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        17,
+        "nodes, leases and the node running each call",
+        """
+CREATE TABLE nodes (
+  id TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  pid BIGINT NOT NULL,
+  started_at TEXT NOT NULL,
+  heartbeat_at TEXT NOT NULL,
+  draining BIGINT NOT NULL DEFAULT 0,
+  stopped_at TEXT,
+  stop_reason TEXT
+);
+CREATE TABLE leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+ALTER TABLE sessions ADD COLUMN node_id TEXT;
+CREATE INDEX sessions_node_live ON sessions(node_id) WHERE status != 'ended';
+""",
+    ),
+]
 # pg_advisory_lock key for migrations: "voxa" in ASCII.
 MIGRATION_LOCK = 0x766F7861
 _NUMERIC = 1700

@@ -152,13 +152,19 @@ def exists(db: sqlite_utils.Database, session_id: str) -> bool:
 
 
 def mark_active(
-    db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None
+    db: sqlite_utils.Database,
+    session_id: str,
+    *,
+    job_id: str | None,
+    started_at: str | None = None,
+    node_id: str | None = None,
 ) -> None:
+    """The call's job started (on the node ``node_id``: if that node is lost, another ends the call)."""
     now = now_iso()
     cur = db.execute(
         "UPDATE sessions SET status = 'active', job_id = COALESCE(?, job_id), started_at = COALESCE(?, started_at), "
-        "last_activity_at = ? WHERE id = ? AND status = 'pending'",
-        [job_id, started_at, now, session_id],
+        "last_activity_at = ?, node_id = COALESCE(?, node_id) WHERE id = ? AND status = 'pending'",
+        [job_id, started_at, now, node_id or None, session_id],
     )
     if cur.rowcount:
         _started(db, get_row(db, session_id))
