@@ -195,7 +195,9 @@ def create_app(
     app[TENANTS] = tenants
     app[TENANCY] = tenants.resolve
     app[ratelimit.RATE_OVERRIDE] = tenants.rate_override
-    app[AGENT_LISTS] = AgentListCache()
+    # the lists are cached by this process only while it is the only one serving the store (SQLite): on PostgreSQL
+    # another node may change an agent at any moment, and a cached list would be stale there
+    app[AGENT_LISTS] = AgentListCache(max_bytes=0) if settings.database_url else AgentListCache()
     app[STARTED] = time.monotonic()
     app[ratelimit.RATE_LIMITER] = limiter
     app[LOGIN_THROTTLE] = login_throttle or LoginThrottle()

@@ -26,6 +26,7 @@ from worker.connections import json_protocol_errors
 # The second pass of `make test` runs the store-touching tests on PostgreSQL.
 ON_POSTGRES = os.environ.get("VOXARENA_TEST_BACKEND", "sqlite") == "postgresql"
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="reads the SQLite file itself")
+postgres_only = pytest.mark.skipif(not ON_POSTGRES, reason="several nodes share a store on PostgreSQL only")
 
 LIVEKIT_KEY = "testkey"
 LIVEKIT_SECRET = "test-secret-that-is-long-enough-000000"
