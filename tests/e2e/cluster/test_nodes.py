@@ -1,0 +1,289 @@
+"""The multi-node tier: one PostgreSQL, one Redis, two livekit-server nodes in LiveKit's own multi-node mode (the
+same Redis), and three `voxarena serve` nodes (API + worker each; nodes 1 and 3 on LiveKit node A, node 2 on B),
+every LiveKit node posting its webhooks to every voxarena node.
+
+- SIGKILL of a whole node (its process group: the API, the worker and its job processes, as when a machine goes)
+  mid-call: its calls end as `worker_lost` with the reason, recorded by a surviving node within 30 s, their callers
+  disconnected; the other nodes' calls go on (a turn after the kill is answered) and end `completed`, analysed once;
+  nothing metered counts twice and at most the last flush of each killed call is unmetered (the fakes' counters).
+- SIGTERM of a node: it stops taking calls, its call in progress is answered to its end, then it exits 0; a call
+  placed while it drains is taken by another node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.store.pg import PgDatabase
+from tests.e2e.conftest import FAKE_KEY, _start_or_fail
+from tests.harness.audio import speech_wav
+from tests.harness.livekit_server import LiveKitServer, start_livekit_server
+from tests.harness.postgres import PostgresServer, start_postgres
+from tests.harness.procs import free_port
+from tests.harness.product import Product, product_env, start_product
+from tests.harness.redis_server import RedisServer, start_redis
+
+pytestmark = pytest.mark.cluster
+
+USER = "cluster-user"
+QUESTION = "What are your opening hours?"
+
+
+@dataclass
+class Cluster:
+    pg: PostgresServer
+    database_url: str
+    redis: RedisServer
+    livekit: list[LiveKitServer]
+    nodes: dict[str, Product]
+    fakes: Any
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        db = PgDatabase(self.database_url, read_only=True)
+        try:
+            return list(db.query(sql, params or []))
+        finally:
+            db.close()
+
+    def any_node(self, but: str = "") -> Product:
+        return next(p for name, p in self.nodes.items() if name != but and p.process.alive())
+
+
+@pytest.fixture(scope="module")
+def cluster(e2e_workdir: Path, fakes) -> Iterator[Cluster]:
+    work = e2e_workdir / "cluster"
+    pg = _start_or_fail(start_postgres)
+    redis = _start_or_fail(start_redis, work / "redis")
+    started: list[Any] = [pg, redis]
+    try:
+        url = pg.create_database()
+        ports = {f"n{i}": free_port("127.0.0.1") for i in (1, 2, 3)}
+        hooks = [f"http://127.0.0.1:{port}/api/livekit/webhook" for port in ports.values()]
+        key, secret = "vxcluster", "cluster-secret-" + os.urandom(12).hex()
+        livekit = []
+        for name in ("a", "b"):
+            server = _start_or_fail(
+                start_livekit_server,
+                workdir=work / f"livekit-{name}",
+                redis_address=f"127.0.0.1:{redis.port}",
+                api_key=key,
+                api_secret=secret,
+                webhook_urls=hooks,
+            )
+            started.append(server)
+            livekit.append(server)
+        shared = work / "data"  # the embedded issuer's key and the secret key, the same on every node
+        nodes: dict[str, Product] = {}
+        for i, (name, port) in enumerate(ports.items()):
+            env = product_env(
+                data_dir=shared,
+                port=port,
+                livekit=livekit[i % 2],
+                fakes_urls=fakes.urls,
+                api_key=FAKE_KEY,
+                database_url=url,
+                extra={
+                    "VOXARENA_NODE_ID": name,
+                    "VOXARENA_REDIS_URL": redis.url,
+                    "VOXARENA_SECRET_KEY": "cluster-secret-key-" + "0" * 32,
+                    "VOXARENA_NUM_IDLE_PROCESSES": "1",
+                    "VOXARENA_DRAIN_TIMEOUT_SECONDS": "60",
+                },
+            )
+            product = _start_or_fail(start_product, workdir=work / name, port=port, env=env, ready_timeout=90)
+            started.append(product)
+            nodes[name] = product
+        yield Cluster(pg, url, redis, livekit, nodes, fakes)
+    finally:
+        for thing in reversed(started):
+            thing.stop()
+
+
+async def _agent(product: Product) -> str:
+    status, agent = await product.request(
+        "POST",
+        "/api/agents",
+        USER,
+        json={
+            "name": "Front desk",
+            "systemPrompt": "You answer questions about opening hours.",
+            "sttProvider": "deepgram",
+            "llmProvider": "gemini",
+            "ttsProvider": "elevenlabs",
+            "firstMessageMode": "assistant_waits",
+        },
+    )
+    assert status == 201, agent
+    return str(agent["id"])
+
+
+@dataclass
+class Call:
+    session_id: str
+    client: Any
+    via: str
+
+
+async def _start_call(cluster: Cluster, via: str, agent_id: str) -> Call:
+    """A web call placed through node ``via``: the caller asks once and hears the answer (the call is up)."""
+    client, tok = await cluster.nodes[via].join(agent_id, USER)
+    sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
+    await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=45)
+    await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+    return Call(tok["sessionId"], client, via)
+
+
+async def _turn(call: Call) -> float:
+    sent = await call.client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
+    heard = await call.client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
+    await call.client.wait_for_quiet(quiet_s=0.8, timeout=30)
+    return heard - sent.last_speech_at
+
+
+async def _wait(predicate, *, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def _node_of(cluster: Cluster, session_id: str) -> str | None:
+    rows = cluster.rows("SELECT node_id FROM sessions WHERE id = ?", [session_id])
+    return rows[0]["node_id"] if rows else None
+
+
+async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(cluster: Cluster):
+    agent_id = await _agent(cluster.nodes["n1"])
+    await asyncio.to_thread(cluster.fakes.wait_idle)
+    cluster.fakes.reset()
+    # Six calls, two placed through each node; LiveKit gives each job to a worker of any node.
+    calls = []
+    for i in range(6):
+        calls.append(await _start_call(cluster, f"n{i % 3 + 1}", agent_id))
+    placement = {
+        c.session_id: await _wait(lambda c=c: _node_of(cluster, c.session_id), timeout=10, what="node") for c in calls
+    }
+    print("calls per node:", {n: list(placement.values()).count(n) for n in sorted(set(placement.values()))})
+    victim = max(set(placement.values()), key=lambda n: (list(placement.values()).count(n), n))
+    doomed = [c for c in calls if placement[c.session_id] == victim]
+    survivors = [c for c in calls if placement[c.session_id] != victim]
+    assert doomed, placement
+
+    killed_at = time.monotonic()
+    os.killpg(cluster.nodes[victim].process.pid, signal.SIGKILL)  # the API, the worker and its job processes
+    cluster.nodes[victim].process.wait_exit(10)
+
+    # The survivors' calls go on: a turn after the kill is answered.
+    latencies = [await _turn(c) for c in survivors]
+    print(
+        f"turns answered on the surviving nodes after the kill: {len(latencies)}, max {max(latencies, default=0):.2f} s"
+    )
+    speaker = cluster.any_node(but=victim)
+
+    def lost_ended() -> list[dict[str, Any]] | None:
+        rows = cluster.rows(
+            "SELECT id, end_reason, error, ended_at FROM sessions WHERE id IN (" + ", ".join("?" * len(doomed)) + ")",
+            [c.session_id for c in doomed],
+        )
+        return rows if all(r["ended_at"] for r in rows) else None
+
+    ended = await _wait(lost_ended, timeout=30, what="the killed node's calls ended")
+    print(f"the killed node's {len(doomed)} calls ended {time.monotonic() - killed_at:.1f} s after the kill")
+    for row in ended:
+        assert row["end_reason"] == "worker_lost", row
+        assert victim in row["error"] and "stopped answering" in row["error"], row
+    nodes = {r["id"]: r for r in cluster.rows("SELECT * FROM nodes")}
+    assert nodes[victim]["stop_reason"] == "lost"
+    # The killed calls' callers were disconnected (their rooms closed by the survivor), not left in silence.
+    for c in doomed:
+        await _wait(lambda c=c: not c.client.room.isconnected(), timeout=15, what="the lost call's caller released")
+
+    for c in survivors:
+        await c.client.disconnect()
+    for c in doomed:
+        await c.client.disconnect()
+    for c in survivors:
+        s = await speaker.wait_session(
+            c.session_id,
+            USER,
+            lambda s: s["endedAt"] is not None and s["analysisStatus"] == "completed",
+            timeout=60,
+            what="ended and analysed",
+        )
+        assert s["endReason"] != "worker_lost" and s["error"] is None, s
+    analyses = cluster.rows(
+        "SELECT session_id, attempts FROM analyses WHERE session_id IN (" + ", ".join("?" * len(survivors)) + ")",
+        [c.session_id for c in survivors],
+    )
+    assert sorted(r["attempts"] for r in analyses) == [1] * len(survivors)  # analysed once each
+
+    # The ledger against the providers' own counters: nothing twice, and only the killed jobs' last flush missing.
+    counted = await asyncio.to_thread(cluster.fakes.wait_idle)
+    ids = [c.session_id for c in calls]
+    events = cluster.rows(
+        "SELECT idempotency_key, event_type, token_kind, quantity FROM usage_events WHERE session_id IN ("
+        + ", ".join("?" * len(ids))
+        + ")",
+        ids,
+    )
+    keys = [e["idempotency_key"] for e in events]
+    assert len(keys) == len(set(keys))
+    stt = sum(Decimal(e["quantity"]) for e in events if e["event_type"] == "stt_minutes") * 60
+    served = Decimal(str(counted["deepgram"]["audio_seconds"]))
+    tokens_out = sum(Decimal(e["quantity"]) for e in events if e["token_kind"] == "output")
+    print(
+        f"STT metered {stt:.2f} s of {served:.2f} s served; output tokens {tokens_out} of "
+        f"{counted['gemini']['completion_tokens']}"
+    )
+    assert stt <= served + Decimal("0.1")
+    assert tokens_out <= counted["gemini"]["completion_tokens"]
+    assert served - stt <= Decimal(len(doomed)) * Decimal("1.5"), (stt, served)
+
+
+async def test_a_node_told_to_stop_finishes_its_call_takes_no_new_one_and_exits_0(cluster: Cluster):
+    alive = [n for n, p in cluster.nodes.items() if p.process.alive()]
+    assert len(alive) >= 2, alive
+    agent_id = await _agent(cluster.nodes[alive[0]])
+    # a call whose job runs on the node that will drain
+    target = None
+    for _ in range(6):
+        call = await _start_call(cluster, alive[0], agent_id)
+        node = await _wait(lambda c=call: _node_of(cluster, c.session_id), timeout=10, what="node")
+        if target is None and node == alive[-1]:
+            target = call
+            break
+        await call.client.disconnect()
+    if target is None:
+        pytest.fail(f"LiveKit gave no job to node {alive[-1]} in six calls")
+    draining = cluster.nodes[alive[-1]]
+    draining.process._signal(signal.SIGTERM)
+
+    # a call placed now goes to another node
+    other = await _start_call(cluster, alive[0], agent_id)
+    assert await _wait(lambda: _node_of(cluster, other.session_id), timeout=10, what="node") != alive[-1]
+    # the draining node's call is still served to its end
+    await _turn(target)
+    assert draining.process.alive()
+    await target.client.disconnect()
+    await other.client.disconnect()
+    rc = await asyncio.to_thread(draining.process.wait_exit, 60)
+    assert rc == 0, draining.log_tail()
+    s = await cluster.nodes[alive[0]].wait_session(
+        target.session_id, USER, lambda s: s["endedAt"] is not None, timeout=30, what="ended"
+    )
+    assert s["endReason"] != "worker_lost" and s["error"] is None, s
+    assert {r["id"]: r["stop_reason"] for r in cluster.rows("SELECT * FROM nodes")}[alive[-1]] == "stopped"
