@@ -13,6 +13,7 @@ every LiveKit node posting its webhooks to every voxarena node.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -187,8 +188,15 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
     os.killpg(cluster.nodes[victim].process.pid, signal.SIGKILL)  # the API, the worker and its job processes
     cluster.nodes[victim].process.wait_exit(10)
 
-    # The survivors' calls go on: a turn after the kill is answered.
+    # The survivors' calls go on: a turn after the kill is answered, and their agent audio never stalls.
     latencies = [await _turn(c) for c in survivors]
+    gaps = []
+    for c in survivors:
+        times = [f.at for f in c.client.received if f.at >= killed_at]
+        assert times, "no audio reached a surviving call after the kill"
+        gaps.append(max(b - a for a, b in itertools.pairwise(times)))
+    print(f"longest hole in the surviving calls' received audio after the kill: {max(gaps) * 1000:.0f} ms")
+    assert max(gaps) < 0.5, gaps
     print(
         f"turns answered on the surviving nodes after the kill: {len(latencies)}, max {max(latencies, default=0):.2f} s"
     )
@@ -287,3 +295,21 @@ async def test_a_node_told_to_stop_finishes_its_call_takes_no_new_one_and_exits_
     )
     assert s["endReason"] != "worker_lost" and s["error"] is None, s
     assert {r["id"]: r["stop_reason"] for r in cluster.rows("SELECT * FROM nodes")}[alive[-1]] == "stopped"
+
+
+async def test_a_postgresql_restart_mid_call_loses_nothing_the_call_wrote(cluster: Cluster):
+    node = cluster.any_node()
+    agent_id = await _agent(node)
+    call = await _start_call(cluster, next(n for n, p in cluster.nodes.items() if p is node), agent_id)
+    await asyncio.to_thread(cluster.pg.restart)  # every connection of every node is cut
+    await _turn(call)  # the call goes on meanwhile; its writes wait for the server and are retried
+    await call.client.disconnect()
+    s = await node.wait_session(
+        call.session_id,
+        USER,
+        lambda s: s["endedAt"] is not None and s["analysisStatus"] == "completed",
+        timeout=60,
+        what="ended and analysed",
+    )
+    assert [t["speaker"] for t in s["transcript"]] == ["USER", "AGENT", "USER", "AGENT"], s["transcript"]
+    assert s["error"] is None, s
