@@ -158,3 +158,37 @@ def test_two_senders_racing_for_a_due_callback_claim_it_once(store):
         other.close()
     assert sorted(len(g) for g in got) == [0, 1], got
     assert store.read_sync(calls_repo.due_events, now_iso()) == []  # claimed: nobody else sees it due
+
+
+def test_a_tenants_call_limit_holds_when_two_nodes_create_calls_at_once(store):
+    """Two nodes (two stores on one database) each count the tenant's live calls and create one, at the same
+    moment: with a limit of 1, one of them is refused. The window between the count and the insert is widened on
+    purpose; on PostgreSQL the tenant's lock closes it, on SQLite the one writer does."""
+    import time as _time
+
+    from core.store import tenants as tenants_repo
+    from core.store.errors import LimitError
+
+    agent = seed_agent(store, "alice")
+    owner = tenant_of("alice")
+    store.write_sync(lambda db: tenants_repo.ensure_personal(db, "alice"))
+    store.write_sync(lambda db: tenants_repo.update(db, owner, {"max_concurrent_calls": 1}))
+
+    def place(db: Any) -> str:
+        sessions_repo.reserve_call_slot(db, owner)
+        _time.sleep(0.3)  # the other node counts meanwhile
+        return sessions_repo.create(db, owner_id=owner, agent_id=agent["id"], direction="inbound")
+
+    other = Store(store.url or store.path)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(s.write_sync, place) for s in (store, other)]
+            outcomes = []
+            for f in futures:
+                try:
+                    outcomes.append(f.result(timeout=30))
+                except LimitError:
+                    outcomes.append("refused")
+    finally:
+        other.close()
+    assert sorted(o == "refused" for o in outcomes) == [False, True], outcomes

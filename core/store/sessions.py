@@ -10,7 +10,7 @@ import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
 from core.store import calls, events, tenants
-from core.store.dialect import json_text
+from core.store.dialect import json_text, lock_for_transaction
 from core.store.dialect import marks as in_marks
 from core.store.errors import NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
@@ -486,7 +486,9 @@ def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
 
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
-    """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it."""
+    """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it (on
+    PostgreSQL under the tenant's lock until that transaction ends: another node may be creating one now)."""
+    lock_for_transaction(db, f"call-slot:{owner_id}")
     limit = (tenants.find(db, owner_id) or {}).get("max_concurrent_calls")
     refuse_beyond_limit(limit, live_calls(db, owner_id))
 
