@@ -8,6 +8,7 @@ import signal
 import sys
 
 from api.app import create_app
+from api.keys import NODE
 from core.cluster import default_node_id
 from core.secrets import SecretBox
 from core.settings import Settings
@@ -74,6 +75,14 @@ async def run(settings: Settings) -> int:
         site.port,
         settings.data_dir,
     )
+
+    def draining() -> None:
+        stop.set()
+        if NODE in app:  # /health and the node's heartbeat say so while its calls finish
+            app[NODE].draining = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, draining)
     exit_code = 0
     try:
         exit_code = await runtime.run_until(stop)

@@ -31,7 +31,7 @@ from tests.harness.audio import speech_wav
 from tests.harness.livekit_server import LiveKitServer, start_livekit_server
 from tests.harness.postgres import PostgresServer, start_postgres
 from tests.harness.procs import free_port
-from tests.harness.product import Product, product_env, start_product
+from tests.harness.product import Product, health, product_env, start_product
 from tests.harness.redis_server import RedisServer, start_redis
 
 pytestmark = pytest.mark.cluster
@@ -279,6 +279,8 @@ async def test_a_node_told_to_stop_finishes_its_call_takes_no_new_one_and_exits_
         pytest.fail(f"LiveKit gave no job to node {alive[-1]} in six calls")
     draining = cluster.nodes[alive[-1]]
     draining.process._signal(signal.SIGTERM)
+    said = await _wait(lambda: (h := health(draining.base_url)) and h["node"]["draining"], timeout=10, what="draining")
+    assert said is True
 
     # a call placed now goes to another node
     other = await _start_call(cluster, alive[0], agent_id)
