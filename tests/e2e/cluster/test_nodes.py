@@ -3,8 +3,10 @@ same Redis), and three `voxarena serve` nodes (API + worker each; nodes 1 and 3 
 every LiveKit node posting its webhooks to every voxarena node.
 
 - SIGKILL of a whole node (its process group: the API, the worker and its job processes, as when a machine goes)
-  mid-call: its calls end as `worker_lost` with the reason, recorded by a surviving node within 30 s, their callers
-  disconnected; the other nodes' calls go on (a turn after the kill is answered) and end `completed`, analysed once;
+  mid-call, the node running an outbound phone call (livekit-sip on the same Redis, a sipp callee): its calls end
+  as `worker_lost` with the reason, recorded by a surviving node within 30 s, their callers disconnected (the
+  phone's line hung up, its callbacks RINGING, ANSWERED, FAILED delivered once each); the other nodes' calls go on
+  (a turn after the kill is answered, no hole over 500 ms in their audio) and end `completed`, analysed once;
   nothing metered counts twice and at most the last flush of each killed call is unmetered (the fakes' counters).
 - SIGTERM of a node: it stops taking calls, its call in progress is answered to its end, then it exits 0; a call
   placed while it drains is taken by another node.
@@ -19,6 +21,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,13 +29,16 @@ from typing import Any
 import pytest
 
 from core.store.pg import PgDatabase
+from core.store.timefmt import parse_iso
+from tests.api.test_calls import Receiver
 from tests.e2e.conftest import FAKE_KEY, _start_or_fail
-from tests.harness.audio import speech_wav
+from tests.harness.audio import speech_ulaw_wav, speech_wav
 from tests.harness.livekit_server import LiveKitServer, start_livekit_server
 from tests.harness.postgres import PostgresServer, start_postgres
-from tests.harness.procs import free_port
+from tests.harness.procs import free_port, free_tcp_udp_port
 from tests.harness.product import Product, health, product_env, start_product
 from tests.harness.redis_server import RedisServer, start_redis
+from tests.harness.sip import CALLEE_NUMBER, SippCallee, create_outbound_trunk, start_livekit_sip
 
 pytestmark = pytest.mark.cluster
 
@@ -48,6 +54,8 @@ class Cluster:
     livekit: list[LiveKitServer]
     nodes: dict[str, Product]
     fakes: Any
+    callee: tuple[str, int]  # where the outbound trunk sends calls (a sipp callee listens there)
+    workdir: Path
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         db = PgDatabase(self.database_url, read_only=True)
@@ -83,6 +91,10 @@ def cluster(e2e_workdir: Path, fakes) -> Iterator[Cluster]:
             )
             started.append(server)
             livekit.append(server)
+        sip = _start_or_fail(start_livekit_sip, livekit[0], redis, work / "livekit-sip")  # on the same Redis
+        started.append(sip)
+        callee = (livekit[0].ip, free_tcp_udp_port(livekit[0].ip))
+        trunk_id = asyncio.run(create_outbound_trunk(livekit[0], f"{callee[0]}:{callee[1]}"))
         shared = work / "data"  # the embedded issuer's key and the secret key, the same on every node
         nodes: dict[str, Product] = {}
         for i, (name, port) in enumerate(ports.items()):
@@ -99,12 +111,15 @@ def cluster(e2e_workdir: Path, fakes) -> Iterator[Cluster]:
                     "VOXARENA_SECRET_KEY": "cluster-secret-key-" + "0" * 32,
                     "VOXARENA_NUM_IDLE_PROCESSES": "1",
                     "VOXARENA_DRAIN_TIMEOUT_SECONDS": "60",
+                    "VOXARENA_SIP_OUTBOUND_TRUNK_ID": trunk_id,
+                    "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
+                    "VOXARENA_CALLBACK_BACKOFF_SECONDS": "0.1",
                 },
             )
             product = _start_or_fail(start_product, workdir=work / name, port=port, env=env, ready_timeout=90)
             started.append(product)
             nodes[name] = product
-        yield Cluster(pg, url, redis, livekit, nodes, fakes)
+        yield Cluster(pg, url, redis, livekit, nodes, fakes, callee, work)
     finally:
         for thing in reversed(started):
             thing.stop()
@@ -167,24 +182,61 @@ def _node_of(cluster: Cluster, session_id: str) -> str | None:
     return rows[0]["node_id"] if rows else None
 
 
+async def _phone_call(cluster: Cluster, agent_id: str, callback_url: str) -> tuple[dict[str, Any], SippCallee]:
+    """An outbound call through livekit-sip to a sipp callee that answers and talks; returns it once answered."""
+    callee = SippCallee(
+        "uas_answer.xml",
+        ip=cluster.callee[0],
+        port=cluster.callee[1],
+        workdir=cluster.workdir / "callee",
+        answer_after_ms=300,
+        play=speech_ulaw_wav(),
+        timeout_s=180,
+    )
+    node = cluster.nodes["n1"]
+    status, placed = await node.request(
+        "POST",
+        "/api/calls/outbound",
+        USER,
+        json={"agent_id": agent_id, "phone_number": CALLEE_NUMBER, "callback_url": callback_url},
+    )
+    assert status == 201, placed
+
+    def answered() -> bool:
+        rows = cluster.rows("SELECT status FROM outbound_calls WHERE id = ?", [placed["call_id"]])
+        assert rows[0]["status"] not in ("FAILED", "NO_ANSWER", "BUSY"), rows
+        return rows[0]["status"] == "ANSWERED"
+
+    await _wait(answered, timeout=45, what="the phone call answered")
+    await asyncio.to_thread(
+        callee.rtp.wait_for, lambda s: s.nonsilent_packets >= 50, timeout=30, what="the agent's voice on the phone"
+    )
+    return placed, callee
+
+
 async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(cluster: Cluster):
     agent_id = await _agent(cluster.nodes["n1"])
     await asyncio.to_thread(cluster.fakes.wait_idle)
     cluster.fakes.reset()
+    receiver = Receiver()
+    phone, callee = await _phone_call(cluster, agent_id, await receiver.start())
     # Six calls, two placed through each node; LiveKit gives each job to a worker of any node.
     calls = []
     for i in range(6):
         calls.append(await _start_call(cluster, f"n{i % 3 + 1}", agent_id))
     placement = {
+        phone["session_id"]: await _wait(lambda: _node_of(cluster, phone["session_id"]), timeout=10, what="node")
+    }
+    placement |= {
         c.session_id: await _wait(lambda c=c: _node_of(cluster, c.session_id), timeout=10, what="node") for c in calls
     }
     print("calls per node:", {n: list(placement.values()).count(n) for n in sorted(set(placement.values()))})
-    victim = max(set(placement.values()), key=lambda n: (list(placement.values()).count(n), n))
+    victim = placement[phone["session_id"]]  # the node running the phone call goes
     doomed = [c for c in calls if placement[c.session_id] == victim]
     survivors = [c for c in calls if placement[c.session_id] != victim]
-    assert doomed, placement
 
     killed_at = time.monotonic()
+    killed_wall = datetime.now(UTC)
     os.killpg(cluster.nodes[victim].process.pid, signal.SIGKILL)  # the API, the worker and its job processes
     cluster.nodes[victim].process.wait_exit(10)
 
@@ -203,14 +255,42 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
     speaker = cluster.any_node(but=victim)
 
     def lost_ended() -> list[dict[str, Any]] | None:
+        ids = [c.session_id for c in doomed] + [phone["session_id"]]
         rows = cluster.rows(
-            "SELECT id, end_reason, error, ended_at FROM sessions WHERE id IN (" + ", ".join("?" * len(doomed)) + ")",
-            [c.session_id for c in doomed],
+            "SELECT id, end_reason, error, ended_at FROM sessions WHERE id IN (" + ", ".join("?" * len(ids)) + ")", ids
         )
         return rows if all(r["ended_at"] for r in rows) else None
 
     ended = await _wait(lost_ended, timeout=30, what="the killed node's calls ended")
-    print(f"the killed node's {len(doomed)} calls ended {time.monotonic() - killed_at:.1f} s after the kill")
+    after = max((parse_iso(r["ended_at"]) - killed_wall).total_seconds() for r in ended)
+    print(f"the killed node's {len(ended)} calls ended {after:.1f} s after the kill (recorded by a survivor)")
+    assert after <= 30, after
+    # the phone call too: its line hung up (livekit-sip's BYE to the callee) and its callbacks went out once each
+    (row,) = cluster.rows("SELECT end_reason, error FROM sessions WHERE id = ?", [phone["session_id"]])
+    assert row["end_reason"] == "worker_lost" and victim in row["error"], row
+    await asyncio.to_thread(callee.wait_received, "BYE", timeout=20)
+
+    def final_delivered() -> bool:
+        return [p["call_status"] for p, _, _ in receiver.requests][-1:] == ["FAILED"]
+
+    await _wait(final_delivered, timeout=30, what="the phone call's final callback")
+    attempts = cluster.rows(
+        "SELECT event_status, delivered FROM callback_deliveries WHERE call_id = ? ORDER BY id", [phone["call_id"]]
+    )
+    pending = cluster.rows(
+        "SELECT id FROM call_events WHERE call_id = ? AND delivered_at IS NULL AND given_up = 0", [phone["call_id"]]
+    )
+    assert not pending
+    statuses = [p["call_status"] for p, _, _ in receiver.requests]
+    print(f"the phone call's callbacks: {statuses}")
+    assert statuses == ["RINGING", "ANSWERED", "FAILED"], statuses  # each once, in order
+    assert [(a["event_status"], a["delivered"]) for a in attempts] == [
+        ("RINGING", 1),
+        ("ANSWERED", 1),
+        ("FAILED", 1),
+    ]
+    await receiver.server.close()
+    callee.stop()
     for row in ended:
         assert row["end_reason"] == "worker_lost", row
         assert victim in row["error"] and "stopped answering" in row["error"], row
@@ -241,7 +321,7 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
 
     # The ledger against the providers' own counters: nothing twice, and only the killed jobs' last flush missing.
     counted = await asyncio.to_thread(cluster.fakes.wait_idle)
-    ids = [c.session_id for c in calls]
+    ids = [c.session_id for c in calls] + [phone["session_id"]]
     events = cluster.rows(
         "SELECT idempotency_key, event_type, token_kind, quantity FROM usage_events WHERE session_id IN ("
         + ", ".join("?" * len(ids))
@@ -259,7 +339,7 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
     )
     assert stt <= served + Decimal("0.1")
     assert tokens_out <= counted["gemini"]["completion_tokens"]
-    assert served - stt <= Decimal(len(doomed)) * Decimal("1.5"), (stt, served)
+    assert served - stt <= Decimal(len(doomed) + 1) * Decimal("1.5"), (stt, served)  # + 1: the phone call
 
 
 async def test_a_node_told_to_stop_finishes_its_call_takes_no_new_one_and_exits_0(cluster: Cluster):
