@@ -118,6 +118,7 @@ def create_app(
     extra_routes: list[Route] | None = None,
     livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     worker_capacity: Callable[[], Awaitable[str | None]] | None = None,
+    worker_slots: Callable[[], int] | None = None,
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     rate_limiter: ratelimit.RateLimiter | None = None,
     login_throttle: LoginThrottle | None = None,
@@ -243,6 +244,7 @@ def create_app(
             heartbeat_seconds=settings.node_heartbeat_seconds,
             lost_seconds=settings.node_lost_seconds,
             close_room=lambda row: _close_room(gateways, row),
+            open_slots=worker_slots,
         )
         app[NODE] = node
         await node.start()

@@ -66,9 +66,12 @@ class ClusterNode:
         heartbeat_seconds: float,
         lost_seconds: float,
         close_room: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        open_slots: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.id = node_id
+        self.heartbeat_seconds = heartbeat_seconds
+        self.open_slots = open_slots  # how many more calls this node's worker takes now (None: no worker)
         self.lost_seconds = lost_seconds
         self.close_room = close_room
         self.draining = False
@@ -102,7 +105,8 @@ class ClusterNode:
 
     async def beat_once(self) -> None:
         draining = self.draining
-        alive = await self.store.write(lambda db: repo.beat(db, self.id, draining=draining))
+        slots = self.open_slots() if self.open_slots is not None else 0
+        alive = await self.store.write(lambda db: repo.beat(db, self.id, draining=draining, open_slots=slots))
         if not alive and not self.declared_lost:
             self.declared_lost = True
             log.error(

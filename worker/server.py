@@ -61,6 +61,7 @@ async def run(settings: Settings) -> int:
         store=store,
         livekit_health=runtime.health,
         worker_capacity=runtime.capacity if settings.worker_enabled else None,
+        worker_slots=runtime.open_slots if settings.worker_enabled else None,
     )
     accept_log = AcceptErrorLog(loop)
     accept_log.install()

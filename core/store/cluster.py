@@ -25,14 +25,24 @@ def register(db: sqlite_utils.Database, node_id: str, *, hostname: str, pid: int
     )
 
 
-def beat(db: sqlite_utils.Database, node_id: str, *, draining: bool = False) -> bool:
-    """The node is alive; False when another node has already declared it lost (it must then stop taking calls:
-    its calls were ended)."""
+def beat(db: sqlite_utils.Database, node_id: str, *, draining: bool = False, open_slots: int = 0) -> bool:
+    """The node is alive, with ``open_slots`` calls more that its worker can take now; False when another node has
+    already declared it lost (it must then stop taking calls: its calls were ended)."""
     cur = db.execute(
-        "UPDATE nodes SET heartbeat_at = ?, draining = ? WHERE id = ? AND stopped_at IS NULL",
-        [now_iso(), int(draining), node_id],
+        "UPDATE nodes SET heartbeat_at = ?, draining = ?, open_slots = ? WHERE id = ? AND stopped_at IS NULL",
+        [now_iso(), int(draining), 0 if draining else max(0, open_slots), node_id],
     )
     return cur.rowcount > 0
+
+
+def open_slots_elsewhere(db: sqlite_utils.Database, node_id: str, fresh_since: str) -> int:
+    """Calls the other live nodes' workers said they could take at their last beat (since ``fresh_since``)."""
+    row = db.execute(
+        "SELECT COALESCE(SUM(open_slots), 0) FROM nodes WHERE id != ? AND stopped_at IS NULL AND draining = 0 "
+        "AND heartbeat_at >= ?",
+        [node_id, fresh_since],
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def stopped(db: sqlite_utils.Database, node_id: str, *, reason: str, at: str | None = None) -> bool:

@@ -50,7 +50,8 @@ CREATE TABLE nodes (
   heartbeat_at TEXT NOT NULL,
   draining BIGINT NOT NULL DEFAULT 0,
   stopped_at TEXT,
-  stop_reason TEXT
+  stop_reason TEXT,
+  open_slots BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE leases (
   name TEXT PRIMARY KEY,

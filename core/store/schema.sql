@@ -160,7 +160,8 @@ CREATE TABLE nodes (
   heartbeat_at TEXT NOT NULL,
   draining INTEGER NOT NULL DEFAULT 0,
   stopped_at TEXT,
-  stop_reason TEXT
+  stop_reason TEXT,
+  open_slots INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE outbound_calls (
