@@ -201,7 +201,9 @@ def create_app(
     app[AGENT_LISTS] = AgentListCache(max_bytes=0) if settings.database_url else AgentListCache()
     app[STARTED] = time.monotonic()
     app[ratelimit.RATE_LIMITER] = limiter
-    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle()
+    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle(
+        redis_url=settings.redis_url, redis_timeout_seconds=settings.redis_timeout_seconds
+    )
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
     if worker_capacity is not None:
         app[WORKER_CAPACITY] = worker_capacity
@@ -297,6 +299,7 @@ def create_app(
         await app[LOOP].stop()
         await gateway.aclose()
         await gateways.aclose()
+        await app[LOGIN_THROTTLE].aclose()
         await app[HTTP].close()
         if owned is not None:
             owned.close()
