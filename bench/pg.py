@@ -25,9 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from api.auth import LocalIssuer
-from api.schemas.agents import storage
 from core.settings import Settings
-from core.store import agents as agents_repo
 from core.store import usage as ledger
 from core.store.db import Store
 from core.store.pg import PgDatabase
@@ -50,49 +48,11 @@ def _size(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000:,}k"
 
 
-def _seed_api(target: Path | str) -> None:
-    """The API section's data on one store: 20 agents and 5,000 ledger events of the bench user."""
-    store = Store(target)
-    book = PriceBook.load()
-    try:
-        for i in range(20):
-            store.write_sync(
-                agents_repo.create,
-                api_throughput.BENCH,
-                storage(
-                    {
-                        "name": f"agent {i}",
-                        "systemPrompt": "Be brief." * 20,
-                        "sttProvider": "deepgram",
-                        "llmProvider": "gemini",
-                        "ttsProvider": "elevenlabs",
-                    }
-                ),
-            )
-        events = [
-            make_event(
-                book,
-                key=f"k{i}",
-                owner_id=api_throughput.BENCH,
-                session_id=None,
-                agent_id=None,
-                provider="deepgram",
-                model=None,
-                event_type="stt_minutes",
-                quantity=Decimal("0.5"),
-            ).as_dict()
-            for i in range(5000)
-        ]
-        store.write_sync(ledger.record_events, events)
-    finally:
-        store.close()
-
-
 def _api(results: Results, data: Path, url: str, *, seconds: int, rounds: int, connections: int = 32) -> None:
     sqlite_dir, pg_dir = data / "sqlite", data / "pg"
     pg_dir.mkdir(parents=True)
-    _seed_api(sqlite_dir / "voxarena.db")
-    _seed_api(url)
+    api_throughput.seed_store(sqlite_dir / "voxarena.db")
+    api_throughput.seed_store(url)
     token = LocalIssuer(sqlite_dir).issue("bench", ttl_seconds=3600)
     ports = {"sqlite": api_throughput._port(), "postgresql": api_throughput._port()}
     procs = []
@@ -209,7 +169,8 @@ def _bulk_events(url: str, total: int, *, seed: int) -> None:
             n = min(step, total - done)
             db.execute(
                 "INSERT INTO usage_events (id, owner_id, session_id, agent_id, provider, model, event_type, "
-                "token_kind, quantity, unit, unit_cost, total_cost_nanos, priced, price_version, idempotency_key, request_hash, "
+                "token_kind, quantity, unit, unit_cost, total_cost_nanos, priced, price_version, idempotency_key, "
+                "request_hash, "
                 "source, occurred_at, created_at) "
                 "SELECT 'bench-' || r.g, p.owner_id, p.session_id, p.agent_id, k.provider, NULL, k.event_type, "
                 "CASE WHEN k.event_type = 'llm_tokens' THEN 'output' END, (1 + floor(r.q * 2000))::text, k.unit, NULL, "

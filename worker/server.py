@@ -12,7 +12,7 @@ from api.keys import NODE
 from core.cluster import default_node_id
 from core.secrets import SecretBox
 from core.settings import Settings
-from core.store.db import Store, prepare
+from core.store.db import Store, prepare, private_dir
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
 from .usage_spill import SPILL_DIR, ingest_spilled
@@ -37,7 +37,10 @@ async def run(settings: Settings) -> int:
     raise_fd_limit()
     # one name for this node, shared by the API (its heartbeat) and the job processes (the calls they run)
     settings = settings.with_(node_id=settings.node_id or default_node_id())
-    prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
+    if settings.database_url:  # the data dir still holds the embedded issuer's key and the usage spill
+        private_dir(settings.data_dir)
+    else:
+        prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
     store = Store(settings.database_target, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)

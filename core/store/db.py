@@ -153,7 +153,12 @@ class _Write:
 
 
 class Store:
-    """The database file plus its writer thread and reader pool."""
+    """The database (a SQLite file, or PostgreSQL: ``core/store/pg.py``) plus its writer thread and reader pool.
+
+    On PostgreSQL the same threads hold one connection each; the writer's group commit is kept (several nodes'
+    writers then run side by side, PostgreSQL arbitrating), a group whose connection is lost before its COMMIT (a
+    server restart) or that loses a deadlock to another node is run again on a new connection, and a reader
+    reconnects once. Only a connection lost at the COMMIT itself leaves an outcome unknown: those writes fail."""
 
     def __init__(self, target: Path | str, *, readers: int = 4, secrets: SecretBox | None = None) -> None:
         """Open (and migrate) the database: a SQLite file's path, or a ``postgresql://`` URL (``core.store.pg``).
