@@ -125,15 +125,17 @@ class ClusterNode:
                 f"{node['heartbeat_at']}; the call was cut off"
             )
 
-            def end_calls(db: Any, node_id: str = node["id"], error: str = error) -> list[dict[str, Any]]:
+            def end_calls(db: Any, node_id: str = node["id"], error: str = error) -> list[dict[str, Any]] | None:
                 if not repo.stopped(db, node_id, reason="lost"):
-                    return []  # another node reaped it first
+                    return None  # another node reaped it first
                 rows = repo.live_sessions(db, node_id)
                 for row in rows:
                     sessions_repo.end(db, row["id"], reason=WORKER_LOST, error=error)
                 return rows
 
             rows = await self.store.write(end_calls)
+            if rows is None:
+                continue
             log.error("node %s is lost (%s); %d of its calls ended as %s", node["id"], error, len(rows), WORKER_LOST)
             for row in rows:
                 if self.close_room is not None and row.get("room_name"):

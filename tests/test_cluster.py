@@ -104,17 +104,16 @@ async def test_a_lost_nodes_calls_end_as_worker_lost_once_with_rooms_closed_and_
     async def close_room(row: dict[str, Any]) -> None:
         closed.append(row["room_name"])
 
+    # Registered, not started: the reaping is driven by hand here (a started node's own reaper would race it).
     survivor = ClusterNode(store, "node-a", heartbeat_seconds=1, lost_seconds=3, close_room=close_room)
     other = ClusterNode(store, "node-b", heartbeat_seconds=1, lost_seconds=3, close_room=close_room)
-    await survivor.start()
-    await other.start()
+    for node in ("node-a", "node-b"):
+        store.write_sync(lambda db, node=node: repo.register(db, node, hostname="h", pid=1))
     lost_calls = [_call_on(store, "node-b", n) for n in (1, 2)]
     kept = _call_on(store, "node-a", 3)
     try:
         assert await survivor.reap_once() == 0  # node-b beats: nothing is lost
         # node-b is SIGKILLed: it stops beating (its beat is made old here instead of waiting 3 s)
-        await other._beat.stop()
-        await other._reaper.stop()
         store.write_sync(lambda db: db.execute("UPDATE nodes SET heartbeat_at = ? WHERE id = 'node-b'", [_ago(10)]))
         # both survivors' reapers at once: one of them ends the calls
         racer = ClusterNode(store, "node-c", heartbeat_seconds=1, lost_seconds=3, close_room=close_room)
