@@ -4,7 +4,7 @@ VENV := .venv
 BIN_DIR ?= $(HOME)/.cache/voxarena/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
+.PHONY: run test test-postgres check lint venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -47,6 +47,17 @@ check: lint
 # and fails when one is missing). The 25 slowest tests are named at the end.
 test: venv system-deps livekit-server livekit-sip lint
 	.ci/netns-run $(VENV)/bin/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(MAKE) test-postgres
+
+# The second pass: every store-touching test again, with the store on a real PostgreSQL (tests/harness/postgres.py
+# starts one per pytest worker; each test gets its own database), and the calls end to end on it.
+PG_E2E = tests/e2e/test_voice_calls.py tests/e2e/test_metering.py tests/e2e/test_event_stream.py \
+  tests/e2e/test_crash_safety.py
+test-postgres: venv system-deps
+	.ci/netns-run env VOXARENA_TEST_BACKEND=postgresql $(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 \
+	  --ignore=tests/e2e --deselect tests/api/test_schemathesis.py $(PYTEST_ARGS)
+	.ci/netns-run env VOXARENA_TEST_BACKEND=postgresql $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  $(PG_E2E) $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 

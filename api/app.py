@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from core.cluster import ClusterNode, default_node_id
 from core.dispatch_meta import DispatchSigner
 from core.livekit import Gateways, LiveKitGateway
 from core.netpolicy import Lookup, NetPolicy
@@ -34,6 +35,7 @@ from .keys import (
     LIVEKIT_HEALTH,
     LOOP,
     NETPOLICY,
+    NODE,
     PRICEBOOK,
     SECRETS,
     SETTINGS,
@@ -116,6 +118,7 @@ def create_app(
     extra_routes: list[Route] | None = None,
     livekit_health: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     worker_capacity: Callable[[], Awaitable[str | None]] | None = None,
+    worker_slots: Callable[[], int] | None = None,
     jwks_fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     rate_limiter: ratelimit.RateLimiter | None = None,
     login_throttle: LoginThrottle | None = None,
@@ -193,10 +196,14 @@ def create_app(
     app[TENANTS] = tenants
     app[TENANCY] = tenants.resolve
     app[ratelimit.RATE_OVERRIDE] = tenants.rate_override
-    app[AGENT_LISTS] = AgentListCache()
+    # the lists are cached by this process only while it is the only one serving the store (SQLite): on PostgreSQL
+    # another node may change an agent at any moment, and a cached list would be stale there
+    app[AGENT_LISTS] = AgentListCache(max_bytes=0) if settings.database_url else AgentListCache()
     app[STARTED] = time.monotonic()
     app[ratelimit.RATE_LIMITER] = limiter
-    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle()
+    app[LOGIN_THROTTLE] = login_throttle or LoginThrottle(
+        redis_url=settings.redis_url, redis_timeout_seconds=settings.redis_timeout_seconds
+    )
     app[LIVEKIT_HEALTH] = livekit_health or _no_livekit
     if worker_capacity is not None:
         app[WORKER_CAPACITY] = worker_capacity
@@ -233,9 +240,24 @@ def create_app(
         app[HTTP] = aiohttp.ClientSession()
         app[LOOP] = LoopMonitor()
         app[LOOP].start()
+        node = ClusterNode(
+            app[STORE],
+            settings.node_id or default_node_id(),
+            heartbeat_seconds=settings.node_heartbeat_seconds,
+            lost_seconds=settings.node_lost_seconds,
+            close_room=lambda row: _close_room(gateways, row),
+            open_slots=worker_slots,
+        )
+        app[NODE] = node
+        await node.start()
         watchdog = None
         if gateway.configured:
-            watchdog = DispatchWatchdog(app[STORE], gateways, timeout_seconds=settings.dispatch_timeout_seconds)
+            watchdog = DispatchWatchdog(
+                app[STORE],
+                gateways,
+                timeout_seconds=settings.dispatch_timeout_seconds,
+                lease=node.lease("dispatch-watchdog", 10.0),
+            )
             watchdog.start()
         sender = CallbackSender(
             app[STORE],
@@ -246,6 +268,7 @@ def create_app(
         )
         sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
+        app[CHAT].lease = node.lease("text-sessions", max(10.0, 3 * min(30.0, settings.text_session_idle_seconds / 4)))
         app[CHAT].start()
         hub = EventHub(
             app[STORE],
@@ -253,6 +276,7 @@ def create_app(
             max_connections=settings.event_max_connections,
             retention_seconds=settings.event_retention_seconds,
             to_wire=event_wire,
+            prune_lease=node.lease("live-events-prune", 1800.0),
         )
         app[EVENTS] = hub
         hub.start()
@@ -271,9 +295,11 @@ def create_app(
         await sender.stop()
         if watchdog is not None:
             await watchdog.stop()
+        await node.stop()  # after the worker drained (worker/server.py stops it first): the node's calls are over
         await app[LOOP].stop()
         await gateway.aclose()
         await gateways.aclose()
+        await app[LOGIN_THROTTLE].aclose()
         await app[HTTP].close()
         if owned is not None:
             owned.close()
@@ -291,3 +317,9 @@ def create_app(
     register(app, routes)
     add_dashboard(app, settings)
     return app
+
+
+async def _close_room(gateways: Gateways, row: dict[str, Any]) -> None:
+    """A lost node's call: its room goes, so the caller hears the call end instead of silence."""
+    gateway = await gateways.for_session(row)
+    await gateway.delete_room(row["room_name"])

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from core.cluster import ClusterNode
 from core.livekit import Gateways, LiveKitGateway
 from core.netpolicy import NetPolicy
 from core.secrets import SecretBox
@@ -44,3 +45,4 @@ WORKER_CAPACITY: web.AppKey[Callable[[], Awaitable[str | None]]] = web.AppKey("w
 CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets
 EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out
 SOCKETS = web.AppKey("socket_guard", SocketGuard)  # caps and credential re-checks of /ws/chat and /events/ws
+NODE = web.AppKey("cluster_node", ClusterNode)  # this process as a node of the cluster (core/cluster.py)

@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg] [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external")
+SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg")
 
 
 def main() -> int:
@@ -67,6 +67,10 @@ def main() -> int:
                 requests=20 if args.quick else 200,
             )
         )
+    if "pg" in only:
+        from . import pg
+
+        asyncio.run(pg.run(results, quick=args.quick))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"

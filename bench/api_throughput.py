@@ -61,7 +61,14 @@ def _wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> f
 
 
 def _seed(data: Path) -> str:
-    store = Store(data / "voxarena.db")
+    seed_store(data / "voxarena.db")
+    return LocalIssuer(data).issue("bench", ttl_seconds=3600)
+
+
+def seed_store(target: Path | str) -> None:
+    """The section's data on one store (a SQLite file or a PostgreSQL URL): 20 agents and 5,000 ledger events of
+    the bench user."""
+    store = Store(target)
     book = PriceBook.load()
     for i in range(20):
         store.write_sync(
@@ -93,7 +100,6 @@ def _seed(data: Path) -> str:
     ]
     store.write_sync(ledger.record_events, events)
     store.close()
-    return LocalIssuer(data).issue("bench", ttl_seconds=3600)
 
 
 def run(results: Results, *, seconds: int = 8, rounds: int = 3, connections: int = 32) -> None:

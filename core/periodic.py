@@ -7,17 +7,33 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.store.errors import StorageUnavailable
 
+if TYPE_CHECKING:
+    from core.cluster import Lease
+
 
 class Periodic:
-    def __init__(self, name: str, interval: float, step: Callable[[], Awaitable[Any]], log: logging.Logger) -> None:
+    """``lease``: the step runs only on the node holding it (a sweeper of a cluster runs on one node at a time; the
+    lease is renewed at each step and taken over by another node once its holder stops renewing it)."""
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        step: Callable[[], Awaitable[Any]],
+        log: logging.Logger,
+        *,
+        lease: Lease | None = None,
+    ) -> None:
         self.name = name
         self.interval = interval
         self.step = step
         self.log = log
+        self.lease = lease
+        self.holding = lease is None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -26,12 +42,28 @@ class Periodic:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if self.lease is not None and self.holding:
+            self.holding = False
+            try:
+                await self.lease.release()  # another node takes over at once, not when the lease expires
+            except Exception as e:
+                self.log.warning("%s: could not release its lease: %s", self.name, e)
+
+    async def _holds(self) -> bool:
+        if self.lease is None:
+            return True
+        held = await self.lease.take()
+        if held != self.holding:
+            self.log.info("%s %s on this node (lease %s)", self.name, "runs" if held else "stops", self.lease.name)
+        self.holding = held
+        return held
 
     async def _run(self) -> None:
         storage_failing = False
         while True:
             try:
-                await self.step()
+                if await self._holds():
+                    await self.step()
             except StorageUnavailable as e:
                 # The store logs the condition and /health shows it: one line here when it starts, no traceback.
                 if not storage_failing:

@@ -208,6 +208,23 @@ class Settings:
         },
     )
     session_sweep_seconds: float = field(default=60.0, metadata={"doc": "How often orphaned sessions are looked for."})
+    node_id: str = field(
+        default="",
+        metadata={
+            "doc": "This node's name in the cluster (nodes sharing one store: VOXARENA_DATABASE_URL). Empty: the host "
+            "name, the process id and a random part, new at each start."
+        },
+    )
+    node_heartbeat_seconds: float = field(
+        default=5.0, metadata={"doc": "How often this node tells the others (through the store) that it is alive."}
+    )
+    node_lost_seconds: float = field(
+        default=15.0,
+        metadata={
+            "doc": "A node silent for this long is lost: another node ends its calls as worker_lost and closes their "
+            "rooms. Keep it at least three heartbeats."
+        },
+    )
     session_orphan_seconds: float = field(
         default=900.0,
         metadata={"doc": "A live session with no activity for this long and no running job is closed by the sweeper."},
@@ -419,6 +436,10 @@ class Settings:
             raise ValueError(f"{PREFIX}DATABASE_URL must start with postgresql:// (empty: SQLite in the data dir)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{PREFIX}REDIS_URL must start with redis://, rediss:// or unix://")
+        if not 0 < 2 * self.node_heartbeat_seconds <= self.node_lost_seconds:
+            raise ValueError(
+                f"{PREFIX}NODE_HEARTBEAT_SECONDS must be positive and {PREFIX}NODE_LOST_SECONDS at least twice it"
+            )
         if not self.text_session_idle_seconds > 0:
             raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
         if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:

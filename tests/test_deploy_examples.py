@@ -141,9 +141,12 @@ def substitute(value: str, dummies: dict[str, str]) -> str:
 
 def literal_secret(value: str) -> bool:
     """Whether a secret is written in the value itself rather than taken from `${VAR:?...}`: a URL whose password
-    is not such an interpolation (a URL without a password holds none), or any other value with a letter or digit
-    outside them."""
+    is not such an interpolation (a URL without a password holds none), a `name: secret` pair (LIVEKIT_KEYS) whose
+    secret is not one, or any other value with a letter or digit outside them."""
     marked = re.sub(r"\$\{\w+:\?[^}]*\}", "\x00", value)
+    pair = re.fullmatch(r"[\w.-]+: (.*)", marked)
+    if pair:
+        marked = pair.group(1)
     if "://" in value:
         return urlsplit(marked).password not in (None, "\x00")
     return re.search(r"[A-Za-z0-9]", marked) is not None
@@ -175,6 +178,9 @@ def multi_node_problems(ex: dict[str, Any]) -> list[str]:
             problems.append(f"compose: {setting} missing on {missing}")
         elif len(set(values.values())) > 1:
             problems.append(f"compose: {setting} differs between nodes: {values}")
+    ids = [env.get(PREFIX + "NODE_ID") for env in nodes.values()]
+    if any(ids) and len(set(ids)) != len(ids):
+        problems.append(f"compose: the nodes' {PREFIX}NODE_ID are not one each: {ids}")
     spec = deployment(ex["k8s"])["spec"]
     if spec.get("replicas", 1) < 2:
         problems.append(f"kubernetes: replicas {spec.get('replicas', 1)}, a multi-node example needs several")
@@ -186,6 +192,27 @@ def multi_node_problems(ex: dict[str, Any]) -> list[str]:
         elif isinstance(value, dict) and "secretKeyRef" not in value:
             # fieldRef and resourceFieldRef give each pod its own value
             problems.append(f"kubernetes: {setting} comes from {sorted(value)}, not the same value for every pod")
+    node_id = env.get(PREFIX + "NODE_ID")
+    if node_id is not None and node_id != {"fieldRef": {"fieldPath": "metadata.name"}}:
+        problems.append(f"kubernetes: {PREFIX}NODE_ID is {node_id!r}, not each pod's own name")
+    return problems
+
+
+def webhook_problems(ex: dict[str, Any]) -> list[str]:
+    """Every LiveKit node posts its webhooks to every voxarena node, signed with the key the nodes verify."""
+    problems = []
+    hook = ex["livekit"].get("webhook") or {}
+    nodes = compose_nodes(ex["compose"])
+    expected = {f"http://{name}:{Settings().port}/api/livekit/webhook" for name in nodes}
+    if set(hook.get("urls") or []) != expected:
+        problems.append(f"livekit.yaml: webhooks go to {sorted(hook.get('urls') or [])}, not {sorted(expected)}")
+    keys = {env.get(PREFIX + "LIVEKIT_API_KEY") for env in nodes.values()}
+    if keys != {hook.get("api_key")}:
+        problems.append(f"livekit.yaml: webhooks signed with {hook.get('api_key')!r}, the nodes verify {sorted(keys)}")
+    for name, service in livekit_services(ex["compose"]).items():
+        configured = str((service.get("environment") or {}).get("LIVEKIT_KEYS", "")).split(":")[0]
+        if configured != hook.get("api_key"):
+            problems.append(f"compose: {name}'s LIVEKIT_KEYS names {configured!r}, not {hook.get('api_key')!r}")
     return problems
 
 
@@ -354,6 +381,11 @@ def test_the_livekit_nodes_and_the_sip_bridge_share_one_redis(examples: dict[str
     assert not problems, problems
 
 
+def test_every_livekit_node_posts_its_webhooks_to_every_voxarena_node(examples: dict[str, Any]) -> None:
+    problems = webhook_problems(examples)
+    assert not problems, problems
+
+
 def test_no_secret_is_written_in_the_examples(examples: dict[str, Any]) -> None:
     problems = secret_problems(examples)
     assert not problems, problems
@@ -414,6 +446,40 @@ def test_the_multi_node_check_notices_a_missing_or_different_setting() -> None:
 
     assert multi_node_problems(_broken(per_pod)) == [
         f"kubernetes: {PREFIX}SECRET_KEY comes from ['fieldRef'], not the same value for every pod"
+    ]
+
+    def same_name(ex: dict[str, Any]) -> None:
+        _node(ex)["environment"] = {**_node(ex)["environment"], PREFIX + "NODE_ID": "voxarena-1"}
+
+    assert multi_node_problems(_broken(same_name)) == [
+        f"compose: the nodes' {PREFIX}NODE_ID are not one each: ['voxarena-1', 'voxarena-1', 'voxarena-3']"
+    ]
+
+    def one_name_for_all_pods(ex: dict[str, Any]) -> None:
+        item = _k8s_env_item(ex, PREFIX + "NODE_ID")
+        del item["valueFrom"]
+        item["value"] = "voxarena"
+
+    assert multi_node_problems(_broken(one_name_for_all_pods)) == [
+        f"kubernetes: {PREFIX}NODE_ID is 'voxarena', not each pod's own name"
+    ]
+
+
+def test_the_webhook_check_notices_a_node_left_out_or_another_key() -> None:
+    def left_out(ex: dict[str, Any]) -> None:
+        ex["livekit"]["webhook"]["urls"] = ex["livekit"]["webhook"]["urls"][:2]
+
+    assert [p.split(",")[0] for p in webhook_problems(_broken(left_out))] == [
+        "livekit.yaml: webhooks go to ['http://voxarena-1:8080/api/livekit/webhook'"
+    ]
+
+    def other_key(ex: dict[str, Any]) -> None:
+        ex["livekit"]["webhook"]["api_key"] = "other"
+
+    assert webhook_problems(_broken(other_key)) == [
+        "livekit.yaml: webhooks signed with 'other', the nodes verify ['voxarena']",
+        "compose: livekit-1's LIVEKIT_KEYS names 'voxarena', not 'other'",
+        "compose: livekit-2's LIVEKIT_KEYS names 'voxarena', not 'other'",
     ]
 
 
@@ -524,7 +590,7 @@ def test_the_secret_check_notices_a_written_secret() -> None:
     ]
 
     def livekit_keys(ex: dict[str, Any]) -> None:
-        ex["compose"]["services"]["livekit-1"]["environment"]["LIVEKIT_KEYS"] = "${LIVEKIT_API_KEY:?x}: devsecret"
+        ex["compose"]["services"]["livekit-1"]["environment"]["LIVEKIT_KEYS"] = "voxarena: devsecret"
 
     assert secret_problems(_broken(livekit_keys)) == [
         "compose: livekit-1's LIVEKIT_KEYS is written in the file, not taken from ${VAR:?...}"

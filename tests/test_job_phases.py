@@ -89,7 +89,7 @@ async def test_a_deleted_agent_is_refused_by_the_build_and_the_call_ends_before_
         meta = DispatchMeta(agent_id=row["id"], session_id=sid, owner_id=row["owner_id"])
         job = _job(ctx, settings, store, sid, {**row, "deleted_at": "2026-01-01T00:00:00.000000Z"}, meta)
         await job.start()
-        assert ctx.steps == [("delete", ("vx-out-1", None)), ("shutdown", "agent_deleted")]
+        assert ctx.steps == [("delete", ("vx-out-1", "recorded")), ("shutdown", "agent_deleted")]
         session = store.read_sync(sessions_repo.get_row, sid)
         assert (session["end_reason"], session["error"]) == ("agent_deleted", f"agent {row['id']} was deleted")
         assert job.meter is None and job.session is None
@@ -106,7 +106,7 @@ async def test_providers_not_configured_refuse_the_build_with_the_providers_comp
         job = _job(ctx, settings, store, sid, row, meta)
         async with http_context.open():
             await job.start()
-        assert ctx.steps == [("delete", ("vx-out-1", None)), ("shutdown", "provider_error")]
+        assert ctx.steps == [("delete", ("vx-out-1", "recorded")), ("shutdown", "provider_error")]
         session = store.read_sync(sessions_repo.get_row, sid)
         assert session["end_reason"] == "provider_error" and "no API key configured" in session["error"], session
         assert job.meter is not None and job.meter_closed  # built, then closed by the end path
@@ -143,7 +143,7 @@ async def test_an_outbound_call_with_no_trunk_is_refused_by_the_dial_and_never_w
         assert ctx.steps == [
             ("connect", None),
             ("remove", ("vx-out-1", "sip-call_1")),
-            ("delete", ("vx-out-1", None)),
+            ("delete", ("vx-out-1", "recorded")),
             ("shutdown", "sip_not_configured"),
         ]
         phone_call = store.read_sync(calls_repo.get_any, call_id)
@@ -167,7 +167,7 @@ async def test_a_caller_who_never_joins_ends_the_call_after_the_join_timeout(tmp
         assert ctx.steps == [
             ("connect", None),
             ("wait", None),
-            ("delete", ("vx-out-1", None)),
+            ("delete", ("vx-out-1", "recorded")),
             ("shutdown", "caller_never_joined"),
         ]
         assert store.read_sync(sessions_repo.get_row, sid)["end_reason"] == "caller_never_joined"

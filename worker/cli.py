@@ -107,11 +107,11 @@ def _open_db(settings: Settings, secrets: SecretBox | None = None, *, read_only:
     from core.store.migrations import migrate
 
     if settings.database_url:
-        db = pg.PgDatabase(settings.database_url)
-        pg.migrate(db)
+        handle = pg.PgDatabase(settings.database_url)
+        pg.migrate(handle)
         if read_only:
-            db.execute("SET default_transaction_read_only = on")
-        return db
+            handle.execute("SET default_transaction_read_only = on")
+        return handle
     prepare(settings.database_path)
     db = connect(settings.database_path)
     if read_only:
@@ -129,12 +129,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if settings.database_url:
-        db = pg.PgDatabase(settings.database_url)
+        handle = pg.PgDatabase(settings.database_url)
         try:
-            pg.migrate(db)
-            (version,) = db.execute("SELECT MAX(version) FROM _migrations").fetchone() or (0,)
+            pg.migrate(handle)
+            (version,) = handle.execute("SELECT MAX(version) FROM _migrations").fetchone() or (0,)
         finally:
-            db.close()
+            handle.close()
         print(f"{pg.redact(settings.database_url)}: schema version {version}")
         return 0
     prepare(settings.database_path)

@@ -2,10 +2,11 @@
 transfer, no answer or a failed dial, the agent was deleted, the caller never joined), in one order:
 
 1. the apology, where there is one (a provider failed for good), bounded by `APOLOGY_TIMEOUT`;
-2. the hang-up: the SIP participant removed and the room deleted, so the far end gets a BYE (phone) or a
+2. the end recorded on the session (and an outbound phone call) in one write, at the instant the call ended
+   (after the apology): the session's duration and the line's billed minutes stop there. It is stored before the
+   hang-up, whose room deletion makes LiveKit send room_finished: the reason recorded first is the one kept;
+3. the hang-up: the SIP participant removed and the room deleted, so the far end gets a BYE (phone) or a
    disconnect (web) at once, never livekit-sip's media timeout or an open room;
-3. the end recorded on the session (and an outbound phone call) in one write, at the instant the call ended
-   (after the apology, before the hang-up): the session's duration and the line's billed minutes stop there;
 4. the meter closed, the job shut down.
 
 The first ending wins; any later one (the session closing because of the hang-up, the job's own end) waits for it
@@ -107,8 +108,10 @@ class CallEnd:
         if ending.failed_stage is not None and ending.failed_stage != "tts":
             await self._apologise()
         self.ended_at = ended_at = now_iso()
-        await hang_up(self.ctx, job.caller_identity, why=f"session {job.session_id}")
+        # The end is stored before the room goes: its deletion makes LiveKit send room_finished, and the reason
+        # recorded first is the one the call keeps.
         await self._record(ending, ended_at)
+        await hang_up(self.ctx, job.caller_identity, why=f"session {job.session_id}")
         await self._bill_line(ended_at)
         await job.close_meter()
         self.ctx.shutdown(reason=ending.reason)

@@ -20,6 +20,9 @@ import dataclasses
 import functools
 import json
 import logging
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -57,6 +60,22 @@ from .usage_sink import StoreUsageSink
 from .usage_spill import spill_path
 
 log = logging.getLogger("voxarena.job")
+
+
+def _forkserver_outlives_sigterm() -> None:
+    """Imported into multiprocessing's forkserver (``preload_modules``), this module makes it ignore SIGTERM: a
+    SIGTERM to the whole process group (systemd's default) would end the forkserver, and the worker then reads
+    every job process forked from it as exited (code 255) and drops the calls it should be draining. The forkserver
+    still ends with the worker (its pipe to the worker closes), and its children inherit the ignored SIGTERM."""
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "multiprocessing.forkserver":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
+        frame = frame.f_back  # type: ignore[assignment]
+
+
+_forkserver_outlives_sigterm()
 
 CALLER_JOIN_TIMEOUT = 60.0
 # How long the end phase waits for the call's own tasks (an end in flight, a command) before it cancels them.
@@ -151,7 +170,7 @@ class CallJob:
                 phone_number=meta.phone_number,
             )
             # a session reserved by the token route starts now, when its call does (and only for the first job)
-            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso())
+            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso(), node_id=settings.node_id)
             return sessions_repo.get_row(db, session_id)
 
         opened = await store.write(open_session)
@@ -396,6 +415,12 @@ def process_setup(settings: Settings) -> Callable[[JobProcess], None]:
 def prewarm(settings: Settings, proc: JobProcess) -> None:
     """Once per job process, before a job arrives: settings, a store connection, the VAD weights, and what would
     otherwise block the loop of every job start (the TLS context, the Gemini client's first construction)."""
+    if settings.job_executor == "process" and threading.current_thread() is threading.main_thread():
+        # A job process outlives a SIGTERM or Ctrl-C sent to the whole process group (systemd's default, a terminal):
+        # the worker drains it. LiveKit's job main ignores both only when it is imported in the job process itself;
+        # under the forkserver it was imported there already, so the job processes kept the default (death).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_target, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)

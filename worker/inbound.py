@@ -140,6 +140,8 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
     attributes = caller.attributes if caller is not None else {}
     started_at = _joined_at(caller)
 
+    node_id = getattr(ctx.proc.userdata.get("settings"), "node_id", None)
+
     def open_session(db: Any) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
         try:
             number = numbers_repo.get_by_id(db, number_id)
@@ -161,7 +163,7 @@ async def admit(ctx: JobContext, store: Store, meta: DispatchMeta, agent: dict[s
             started_at=started_at,
         )
         if refused is None:
-            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=started_at)
+            sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=started_at, node_id=node_id)
         else:
             sessions_repo.end(db, session_id, reason=refused[0], error=refused[1])
             sessions_repo.skip_analysis(db, session_id, reason=f"the call was refused: {refused[1]}")

@@ -13,9 +13,11 @@ import aiohttp
 from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType
 
+from core.cluster import Lease, default_node_id
 from core.livekit import http_url
 from core.periodic import Periodic
 from core.settings import Settings
+from core.store import cluster as cluster_repo
 from core.store import dispatch as dispatch_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
@@ -40,7 +42,16 @@ class Runtime:
         self.local_livekit: LocalLiveKit | None = None
         self.server: AgentServer | None = None
         self._server_task: asyncio.Task[None] | None = None
-        self._sweeper = Periodic("session-sweeper", settings.session_sweep_seconds, self.sweep_once, log)
+        # one node of a cluster sweeps at a time; the lease outlives a few sweeps so that it stays put
+        self._sweeper = Periodic(
+            "session-sweeper",
+            settings.session_sweep_seconds,
+            self.sweep_once,
+            log,
+            lease=Lease(
+                store, "session-sweeper", settings.node_id or default_node_id(), 3 * settings.session_sweep_seconds
+            ),
+        )
         self.registered = False
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
         self.load = WorkerLoad(
@@ -98,15 +109,38 @@ class Runtime:
             return set()
         return {j.job.id for j in self.server.active_jobs}
 
+    def open_slots(self) -> int:
+        """How many more calls this worker takes now (0 while unregistered, draining or over its CPU limit): what
+        this node tells the others at each heartbeat."""
+        if not self.registered or self.server is None or self.server.draining:
+            return 0
+        if self.load.why_full(0) is not None:
+            return 0
+        return max(0, self.load.max_calls - self.load.active_calls())
+
     async def capacity(self) -> str | None:
-        """Why this worker cannot take one more call now (None: it can). The token route refuses with 503 then,
-        instead of dispatching a call nobody will answer. Calls dispatched but not started count as taken."""
+        """Why no worker can take one more call now (None: one can). The token route refuses with 503 then,
+        instead of dispatching a call nobody will answer. Calls dispatched but not started count as taken.
+
+        On PostgreSQL the nodes share the store and LiveKit gives a job to a worker of any node: a call is refused
+        only when the whole cluster is full (this worker's slots now, the others' at their last heartbeat, less the
+        calls dispatched and not started anywhere). On SQLite this worker is the only one."""
+        since = to_iso(datetime.now(UTC) - timedelta(seconds=RESERVATION_SECONDS))
+        reserved = await self.store.read(dispatch_repo.reserved_calls, since)
+        if self.store.backend == "postgresql":
+            fresh = to_iso(datetime.now(UTC) - timedelta(seconds=3 * self.settings.node_heartbeat_seconds))
+            others = await self.store.read(cluster_repo.open_slots_elsewhere, self.settings.node_id, fresh)
+            own = self.open_slots()
+            if own + others - reserved > 0:
+                return None
+            return (
+                f"no node of the cluster can take a call now: {own} places on this node, {others} on the others, "
+                f"{reserved} calls starting"
+            )
         if not self.registered or self.server is None:
             return "the worker is not registered with LiveKit (yet)"
         if self.server.draining:
             return "the worker is shutting down"
-        since = to_iso(datetime.now(UTC) - timedelta(seconds=RESERVATION_SECONDS))
-        reserved = await self.store.read(dispatch_repo.reserved_calls, since)
         return self.load.why_full(reserved)
 
     def _on_registered(self, worker_id: str, server_info: Any) -> None:

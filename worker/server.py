@@ -8,9 +8,11 @@ import signal
 import sys
 
 from api.app import create_app
+from api.keys import NODE
+from core.cluster import default_node_id
 from core.secrets import SecretBox
 from core.settings import Settings
-from core.store.db import Store, prepare
+from core.store.db import Store, prepare, private_dir
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
 from .usage_spill import SPILL_DIR, ingest_spilled
@@ -33,7 +35,12 @@ def serve(settings: Settings) -> int:
 
 async def run(settings: Settings) -> int:
     raise_fd_limit()
-    prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
+    # one name for this node, shared by the API (its heartbeat) and the job processes (the calls they run)
+    settings = settings.with_(node_id=settings.node_id or default_node_id())
+    if settings.database_url:  # the data dir still holds the embedded issuer's key and the usage spill
+        private_dir(settings.data_dir)
+    else:
+        prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
     store = Store(settings.database_target, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
@@ -57,6 +64,7 @@ async def run(settings: Settings) -> int:
         store=store,
         livekit_health=runtime.health,
         worker_capacity=runtime.capacity if settings.worker_enabled else None,
+        worker_slots=runtime.open_slots if settings.worker_enabled else None,
     )
     accept_log = AcceptErrorLog(loop)
     accept_log.install()
@@ -71,6 +79,14 @@ async def run(settings: Settings) -> int:
         site.port,
         settings.data_dir,
     )
+
+    def draining() -> None:
+        stop.set()
+        if NODE in app:  # /health and the node's heartbeat say so while its calls finish
+            app[NODE].draining = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, draining)
     exit_code = 0
     try:
         exit_code = await runtime.run_until(stop)

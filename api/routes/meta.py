@@ -11,7 +11,7 @@ from core.store.sessions import count_active
 from core.store.timefmt import now_iso
 
 from ..errors import Unavailable
-from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, STARTED, STORE
+from ..keys import ISSUER, LIVEKIT_HEALTH, LOOP, NODE, STARTED, STORE
 from ..routing import RequestContext, Route
 from ..schemas.health import Health, Healthz
 from ..version import VERSION
@@ -39,6 +39,9 @@ async def health(ctx: RequestContext) -> dict:
         "database": database,
         "livekit": livekit,
         "event_loop": app[LOOP].snapshot(),
+        "node": (
+            {"id": app[NODE].id, "draining": app[NODE].draining, "backend": app[STORE].backend} if NODE in app else None
+        ),
     }
 
 

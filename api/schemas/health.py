@@ -17,6 +17,12 @@ class LoopLag(BaseModel):
     lag_max_ms: float
 
 
+class NodeHealth(BaseModel):
+    id: str = Field(description="This node's name in the cluster (VOXARENA_NODE_ID or made at start).")
+    draining: bool = Field(description="True once SIGTERM was received: no new calls, the running ones finish.")
+    backend: Literal["sqlite", "postgresql"] = Field(description="The store this node uses.")
+
+
 class Health(BaseModel):
     status: Literal["healthy", "degraded"]
     version: str
@@ -25,6 +31,7 @@ class Health(BaseModel):
     database: ComponentHealth
     livekit: ComponentHealth
     event_loop: LoopLag
+    node: NodeHealth | None = None
 
 
 class Healthz(BaseModel):

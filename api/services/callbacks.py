@@ -22,7 +22,7 @@ from core.periodic import Periodic
 from core.secrets import SecretBox
 from core.store import calls as repo
 from core.store.db import Store
-from core.store.timefmt import now_iso, to_iso
+from core.store.timefmt import to_iso
 
 from ..errors import BadRequest
 
@@ -30,6 +30,8 @@ log = logging.getLogger("voxarena.callbacks")
 
 SIGNATURE_HEADER = "X-Voxarena-Signature"
 TIMEOUT_SECONDS = 10.0
+# A claimed event waits this long past the attempt's timeout before another sender may try it.
+CLAIM_MARGIN_SECONDS = 10.0
 
 
 def sign(secret: str, body: bytes, t: int) -> str:
@@ -92,7 +94,10 @@ class CallbackSender:
             self._http = None
 
     async def deliver_due(self) -> int:
-        events = await self.store.read(repo.due_events, now_iso())
+        # claimed, not only read: with several nodes on one store, each event goes out from one of them
+        now = datetime.now(UTC)
+        until = to_iso(now + timedelta(seconds=TIMEOUT_SECONDS + CLAIM_MARGIN_SECONDS))
+        events = await self.store.write(repo.claim_due_events, to_iso(now), until)
         # calls are independent; within a call only its oldest event is due, so order holds
         results = await asyncio.gather(*(self._deliver(e) for e in events))
         return sum(results)

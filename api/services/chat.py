@@ -26,11 +26,13 @@ from aiohttp import web
 from livekit.agents import llm
 
 from core.analysis import run_and_store
+from core.cluster import Lease
 from core.periodic import Periodic
 from core.pipeline import agent_spec, providers_config
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import chat as chat_repo
+from core.store import cluster as cluster_repo
 from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.store.db import Store
@@ -41,6 +43,12 @@ from pipelines.metering import CallMeter, UsageEvent
 from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.chat")
+
+# A conversation's turn across nodes: the lease's name prefix, how long a turn may hold it, how often a waiting turn
+# asks again.
+TURN_LEASE = "chat-turn:"
+TURN_LEASE_SECONDS = 120.0
+TURN_LEASE_POLL = 0.05
 
 MAX_HISTORY_ITEMS = 100  # the newest items of a conversation the LLM is given (a long chat stays in its window)
 MAX_MESSAGE_CHARS = 8000
@@ -155,6 +163,7 @@ class ChatService:
     # touches them (the orphan sweeper closes sessions without activity).
     live_relays: set[str] = field(default_factory=set)
     _periodic: Periodic | None = None
+    lease: Lease | None = None  # the idle sweep runs on one node of a cluster at a time
     models: _Models = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +172,9 @@ class ChatService:
     # ---- lifecycle ----
     def start(self) -> None:
         idle = self.settings.text_session_idle_seconds
-        self._periodic = Periodic("text-sessions", max(0.2, min(30.0, idle / 4)), self.sweep_once, log)
+        self._periodic = Periodic(
+            "text-sessions", max(0.2, min(30.0, idle / 4)), self.sweep_once, log, lease=self.lease
+        )
         self._periodic.start()
 
     async def stop(self) -> None:
@@ -194,15 +205,41 @@ class ChatService:
 
     @contextlib.asynccontextmanager
     async def locked(self, session_id: str) -> AsyncIterator[None]:
+        """One turn of a conversation at a time: in this process an asyncio lock; with several nodes on one
+        PostgreSQL store also a lease in the store, since the next message may arrive at another node."""
         entry = self._locks.setdefault(session_id, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
             async with entry[0]:
-                yield
+                if self.store.backend == "postgresql":
+                    async with self._cluster_turn(session_id):
+                        yield
+                else:
+                    yield
         finally:
             entry[1] -= 1
             if entry[1] == 0:
                 self._locks.pop(session_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _cluster_turn(self, session_id: str) -> AsyncIterator[None]:
+        lease = Lease(
+            self.store,
+            TURN_LEASE + session_id,
+            f"{self.lease.holder if self.lease else ''}:{uuid.uuid4().hex}",
+            TURN_LEASE_SECONDS,
+        )
+        deadline = time.monotonic() + TURN_LEASE_SECONDS
+        while not await lease.take():
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"conversation {session_id}: another node's turn did not end within {TURN_LEASE_SECONDS:.0f} s"
+                )
+            await asyncio.sleep(TURN_LEASE_POLL)
+        try:
+            yield
+        finally:
+            await lease.release()
 
     # ---- text sessions ----
     async def open_text(
@@ -366,7 +403,7 @@ class ChatService:
         def end_idle(db: Any) -> list[str]:
             ended = []
             for sid in chat_repo.idle_sessions(db, cutoff):
-                if sid in busy:
+                if sid in busy or cluster_repo.holder(db, TURN_LEASE + sid) is not None:  # or on another node
                     continue
                 last = sessions_repo.get_row(db, sid)["last_activity_at"]
                 if sessions_repo.end(db, sid, reason="idle", ended_at=last):

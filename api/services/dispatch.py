@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.cluster import Lease
 from core.dispatch_meta import DispatchMeta
 from core.livekit import Gateways, LiveKitGateway
 from core.periodic import Periodic
@@ -39,12 +40,19 @@ def dispatch_metadata(row: dict[str, Any]) -> DispatchMeta:
 
 class DispatchWatchdog:
     def __init__(
-        self, store: Store, gateways: Gateways, *, timeout_seconds: float, interval_seconds: float = 1.0
+        self,
+        store: Store,
+        gateways: Gateways,
+        *,
+        timeout_seconds: float,
+        interval_seconds: float = 1.0,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
         self.gateways = gateways  # a call of a client's agent is watched on the client's LiveKit server
         self.timeout = timedelta(seconds=timeout_seconds)
-        self._periodic = Periodic("dispatch-watchdog", interval_seconds, self.check_once, log)
+        # one node of a cluster watches at a time (the lease), so a waiting call is redispatched once
+        self._periodic = Periodic("dispatch-watchdog", interval_seconds, self.check_once, log, lease=lease)
 
     def start(self) -> None:
         self._periodic.start()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.cluster import Lease
 from core.periodic import Periodic, cancel_and_wait
 from core.store import events as repo
 from core.store.db import Store
@@ -78,6 +79,7 @@ class EventHub:
         prune_interval: float = 600.0,
         poll_seconds: float = POLL_SECONDS,
         to_wire: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+        prune_lease: Lease | None = None,
     ) -> None:
         self.store = store
         self.queue_size = queue_size
@@ -94,7 +96,7 @@ class EventHub:
         self._cursor: int | None = None  # None while nobody listens
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pruner = Periodic("live-events-prune", prune_interval, self.prune_once, log)
+        self._pruner = Periodic("live-events-prune", prune_interval, self.prune_once, log, lease=prune_lease)
 
     # ---- lifecycle (owned by the app's cleanup_ctx) ----
     def start(self) -> None:

@@ -13,6 +13,7 @@ import sqlite_utils
 
 from core.jsondepth import load_stored
 from core.store import clients, tenants
+from core.store.dialect import lock_for_transaction
 from core.store.dialect import marks as in_marks
 from core.store.errors import INTEGRITY_ERRORS, ConflictError, InvalidReferenceError, LimitError, NotFoundError
 from core.store.tenants import slugify
@@ -110,6 +111,7 @@ def _check_client(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]
 
 
 def _check_agent_limit(db: sqlite_utils.Database, owner_id: str) -> None:
+    lock_for_transaction(db, f"agent-limit:{owner_id}")  # another node may be creating one now
     limit = (tenants.find(db, owner_id) or {}).get("max_agents")
     if limit is not None and count(db, owner_id) >= limit:
         raise LimitError(f"the tenant's limit of {limit} agents is reached", kind="tenant_limit")

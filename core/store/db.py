@@ -153,13 +153,18 @@ class _Write:
 
 
 class Store:
-    """The database file plus its writer thread and reader pool."""
+    """The database (a SQLite file, or PostgreSQL: ``core/store/pg.py``) plus its writer thread and reader pool.
+
+    On PostgreSQL the same threads hold one connection each; the writer's group commit is kept (several nodes'
+    writers then run side by side, PostgreSQL arbitrating), a group whose connection is lost before its COMMIT (a
+    server restart) or that loses a deadlock to another node is run again on a new connection, and a reader
+    reconnects once. Only a connection lost at the COMMIT itself leaves an outcome unknown: those writes fail."""
 
     def __init__(self, target: Path | str, *, readers: int = 4, secrets: SecretBox | None = None) -> None:
         """Open (and migrate) the database: a SQLite file's path, or a ``postgresql://`` URL (``core.store.pg``).
         ``StorageUnavailable`` says why storage that cannot be written is refused. ``secrets`` seals what a
         pending SQLite migration must seal (see ``migrations.MigrationNeedsKey``)."""
-        self.url: str | None = target if pg.is_url(target) else None
+        self.url: str | None = target if isinstance(target, str) and pg.is_url(target) else None
         self.path = Path(target) if self.url is None else None
         self.backend = "postgresql" if self.url else "sqlite"
         # (what failed, since when) while the storage fails; None when it works
@@ -252,7 +257,7 @@ class Store:
             self._reader_dbs.clear()
 
     # ---- internals ----
-    def _reader_db(self) -> sqlite_utils.Database:
+    def _reader_db(self) -> Any:
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._connect(read_only=True)
@@ -392,7 +397,7 @@ class Store:
                 return _LOST
             for w in live:
                 self._fail(w, e)
-            return
+            return None
         results: list[tuple[_Write, bool, Any]] = []
         for w in live:
             try:
@@ -412,7 +417,7 @@ class Store:
                 if not _undo_savepoint(conn):
                     # The savepoint itself is gone (the write ended the transaction): the group cannot commit.
                     self._fail_group(conn, results, live, e)
-                    return
+                    return None
             else:
                 try:
                     conn.execute("RELEASE w")
@@ -420,7 +425,7 @@ class Store:
                     results.append((w, False, e))
                     if not _undo_savepoint(conn):
                         self._fail_group(conn, results, live, e)
-                        return
+                        return None
                 else:
                     results.append((w, True, value))
                     stored = stored or conn.total_changes > changes_before
@@ -430,7 +435,7 @@ class Store:
             if self._reason(e) is None:  # a storage failure is logged once, when the store becomes degraded
                 log.error("commit failed for %d writes: %s", len(live), e)
             self._fail_group(conn, [], live, e)
-            return
+            return None
         # Only a commit that stored something proves the storage works again (an empty one writes nothing), and
         # not while another write of the same group failed for storage reasons.
         storage_failed = any(not ok and self._reason(value) for _, ok, value in results)

@@ -51,3 +51,11 @@ def marks(values: Sized) -> str:
     """Placeholders for ``IN (...)``: one ``?`` per value, ``NULL`` for none (PostgreSQL refuses ``IN ()``; both
     engines find nothing in ``IN (NULL)``)."""
     return ", ".join("?" * len(values)) or "NULL"
+
+
+def lock_for_transaction(db: Any, key: str) -> None:
+    """Serialise the transactions that touch ``key`` (a count then an insert, say) until they end: PostgreSQL's
+    transaction-level advisory lock, since several nodes write at once; nothing on SQLite, whose one writer already
+    runs one transaction at a time."""
+    if is_postgres(db):
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [key])

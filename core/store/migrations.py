@@ -530,6 +530,30 @@ CREATE INDEX relay_tickets_expires ON relay_tickets(expires_at);
 """,
     ),
     (16, "callback signing secrets sealed", lambda conn, box: _seal_callback_secrets(conn, box)),
+    (
+        17,
+        "nodes, leases and the node running each call",
+        """
+CREATE TABLE nodes (
+  id TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  started_at TEXT NOT NULL,
+  heartbeat_at TEXT NOT NULL,
+  draining INTEGER NOT NULL DEFAULT 0,
+  stopped_at TEXT,
+  stop_reason TEXT,
+  open_slots INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+ALTER TABLE sessions ADD COLUMN node_id TEXT;
+CREATE INDEX sessions_node_live ON sessions(node_id) WHERE status != 'ended';
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

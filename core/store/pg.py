@@ -17,12 +17,14 @@ import functools
 import logging
 import re
 import ssl
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
+from pg8000.converters import make_params
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 __all__ = ["InterfaceError", "PgDatabase", "migrate"]
@@ -36,13 +38,40 @@ SCHEMES = ("postgresql://", "postgres://")
 PG_SCHEMA = Path(__file__).with_name("pg_schema.sql")
 # SQLite's migration whose schema the baseline equals: a PostgreSQL database records versions 1..BASELINE at once.
 BASELINE = 16
-# Later steps, in SQLite's numbering (each step a PostgreSQL statement list); empty until the schema moves on.
-PG_MIGRATIONS: list[tuple[int, str, str]] = []
+# Later steps, in SQLite's numbering (each step a PostgreSQL script, the same change as SQLite's step).
+PG_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        17,
+        "nodes, leases and the node running each call",
+        """
+CREATE TABLE nodes (
+  id TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  pid BIGINT NOT NULL,
+  started_at TEXT NOT NULL,
+  heartbeat_at TEXT NOT NULL,
+  draining BIGINT NOT NULL DEFAULT 0,
+  stopped_at TEXT,
+  stop_reason TEXT,
+  open_slots BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+ALTER TABLE sessions ADD COLUMN node_id TEXT;
+CREATE INDEX sessions_node_live ON sessions(node_id) WHERE status != 'ended';
+""",
+    ),
+]
 # pg_advisory_lock key for migrations: "voxa" in ASCII.
 MIGRATION_LOCK = 0x766F7861
 _NUMERIC = 1700
 _IN_TRANSACTION = (b"T", b"E")
 CONNECT_TIMEOUT = 10.0
+# Prepared statements kept per connection (least recently used out).
+PREPARED_STATEMENTS = 256
 # serialization_failure, deadlock_detected: the transaction may simply run again.
 RETRY_STATES = ("40001", "40P01")
 
@@ -193,6 +222,9 @@ class PgDatabase:
         self.raw = pg8000.native.Connection(**connect_args(url))
         self.raw.register_in_adapter(_NUMERIC, _numeric)
         self.total_changes = 0
+        # statement text -> pg8000's prepared statement (name, columns, input converters): a statement run again is
+        # one round trip (bind and execute) instead of three (parse, describe, then bind and execute)
+        self._prepared: OrderedDict[str, tuple[bytes, Any, Any]] = OrderedDict()
         if read_only:
             self.raw.execute_simple("SET default_transaction_read_only = on")
 
@@ -209,7 +241,7 @@ class PgDatabase:
             raise TypeError("named parameters are not used with PostgreSQL; pass a list for ? placeholders")
         try:
             if params:
-                ctx = self.raw.execute_unnamed(translate(sql), vals=[_param(v) for v in params])
+                ctx = self._run_prepared(translate(sql), [_param(v) for v in params])
             else:
                 ctx = self.raw.execute_simple(translate(sql))
         except DatabaseError as e:
@@ -220,6 +252,19 @@ class PgDatabase:
         if rows is None and ctx.row_count > 0:
             self.total_changes += ctx.row_count
         return PgCursor([tuple(r) for r in rows] if rows else [], ctx.row_count, ctx.columns)
+
+    def _run_prepared(self, sql: str, vals: list[Any]) -> Any:
+        prepared = self._prepared.get(sql)
+        if prepared is None:
+            prepared = self.raw.prepare_statement(sql, ())
+            self._prepared[sql] = prepared
+            if len(self._prepared) > PREPARED_STATEMENTS:
+                _, (name, _, _) = self._prepared.popitem(last=False)
+                self.raw.close_prepared_statement(name)
+        else:
+            self._prepared.move_to_end(sql)
+        name, columns, input_funcs = prepared
+        return self.raw.execute_named(name, make_params(self.raw.py_types, vals), columns, input_funcs, sql)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
         for params in seq:

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
 from core.store import calls, events, tenants
-from core.store.dialect import json_text
+from core.store.dialect import json_text, lock_for_transaction
 from core.store.dialect import marks as in_marks
 from core.store.errors import NotFoundError
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
@@ -152,13 +152,19 @@ def exists(db: sqlite_utils.Database, session_id: str) -> bool:
 
 
 def mark_active(
-    db: sqlite_utils.Database, session_id: str, *, job_id: str | None, started_at: str | None = None
+    db: sqlite_utils.Database,
+    session_id: str,
+    *,
+    job_id: str | None,
+    started_at: str | None = None,
+    node_id: str | None = None,
 ) -> None:
+    """The call's job started (on the node ``node_id``: if that node is lost, another ends the call)."""
     now = now_iso()
     cur = db.execute(
         "UPDATE sessions SET status = 'active', job_id = COALESCE(?, job_id), started_at = COALESCE(?, started_at), "
-        "last_activity_at = ? WHERE id = ? AND status = 'pending'",
-        [job_id, started_at, now, session_id],
+        "last_activity_at = ?, node_id = COALESCE(?, node_id) WHERE id = ? AND status = 'pending'",
+        [job_id, started_at, now, node_id or None, session_id],
     )
     if cur.rowcount:
         _started(db, get_row(db, session_id))
@@ -480,7 +486,9 @@ def live_calls(db: sqlite_utils.Database, owner_id: str) -> int:
 
 
 def reserve_call_slot(db: sqlite_utils.Database, owner_id: str) -> None:
-    """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it."""
+    """Refuse a new call beyond the tenant's ``max_concurrent_calls``; run in the transaction that creates it (on
+    PostgreSQL under the tenant's lock until that transaction ends: another node may be creating one now)."""
+    lock_for_transaction(db, f"call-slot:{owner_id}")
     limit = (tenants.find(db, owner_id) or {}).get("max_concurrent_calls")
     refuse_beyond_limit(limit, live_calls(db, owner_id))
 

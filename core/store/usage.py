@@ -37,9 +37,8 @@ COLUMNS = (
     "occurred_at",
     "created_at",
 )
-_INSERT = (
-    f"INSERT INTO usage_events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"
-)
+# Rows per multi-row INSERT (19 columns each: well under SQLite's and PostgreSQL's bound-parameter limits).
+_INSERT_CHUNK = 500
 
 
 def row_values(e: dict[str, Any], request_hash: str, created_at: str | None = None) -> list[Any]:
@@ -89,18 +88,36 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
                     [owner, *chunk],
                 )
             )
-    fresh_rows, flags = [], []
+    candidates: list[tuple[int, dict[str, Any], list[Any]]] = []
+    flags = [False] * len(events)
     created_at = now_iso()
-    rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
-    per_session: dict[str, list[Any]] = {}
-    for e, pair in zip(events, pairs, strict=True):
+    for i, (e, pair) in enumerate(zip(events, pairs, strict=True)):
         if pair in existing:
-            flags.append(False)
             continue
         existing.add(pair)  # a key repeated inside one batch counts once
-        flags.append(True)
-        row = row_values(e, request_hash, created_at)
-        fresh_rows.append(row)
+        candidates.append((i, e, row_values(e, request_hash, created_at)))
+    # Another node may store the same key between the check above and this insert (SQLite's one writer cannot, a
+    # PostgreSQL cluster can): only the rows this insert really stored (RETURNING) count, in the flags and in the
+    # rollups, so a replay racing on two nodes is counted once.
+    stored: set[tuple[str, str]] = set()
+    width = len(COLUMNS)
+    for n in range(0, len(candidates), _INSERT_CHUNK):
+        rows = candidates[n : n + _INSERT_CHUNK]
+        values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(rows))
+        stored.update(
+            (owner, key)
+            for owner, key in db.execute(
+                f"INSERT INTO usage_events ({', '.join(COLUMNS)}) VALUES {values} ON CONFLICT DO NOTHING "
+                "RETURNING owner_id, idempotency_key",
+                [v for _, _, row in rows for v in row],
+            )
+        )
+    rollups: dict[tuple[str, str, str, str, str], list[int]] = {}
+    per_session: dict[str, list[Any]] = {}
+    for i, e, row in candidates:
+        if (e["owner_id"], e["idempotency_key"]) not in stored:
+            continue
+        flags[i] = True
         nanos = e["total_cost_nanos"] or 0
         unpriced = int(e["total_cost_nanos"] is None)
         agent = e["agent_id"] or ""
@@ -115,8 +132,7 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
             s[2] += nanos
             s[3] += 1
             s[4] += unpriced
-    if fresh_rows:
-        db.conn.executemany(_INSERT, fresh_rows)
+    if rollups:
         db.conn.executemany(
             "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
             "unpriced_count) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) "
@@ -125,6 +141,7 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
             "unpriced_count = cost_rollups.unpriced_count + excluded.unpriced_count",
             [(*k, *v) for k, v in rollups.items()],
         )
+    if per_session:
         db.conn.executemany(
             "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "

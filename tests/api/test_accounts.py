@@ -192,3 +192,27 @@ async def test_with_clerk_configured_the_login_route_says_it_is_off(tmp_path):
             assert "Clerk" in body["detail"]
     finally:
         store.close()
+
+
+async def test_two_api_nodes_on_one_redis_count_login_failures_once(settings: Settings, store: Store, tmp_path):
+    """Five free failures for the cluster, not five per node: the sixth wrong password, on either node, is paused."""
+    from tests.harness.redis_server import start_redis
+
+    redis = start_redis(tmp_path / "redis")
+    await store.write(accounts.create_user, "bob@example.com", hash_password(PASSWORD), False)
+    clients = []
+    try:
+        for _ in range(2):
+            app = create_app(settings.with_(rate_limit_auth_rps=1000.0, redis_url=redis.url), store=store)
+            client = TestClient(TestServer(app, host="127.0.0.1"))
+            await client.start_server()
+            clients.append(client)
+        wrong = {"email": "bob@example.com", "password": "wrong password!"}
+        statuses = [(await clients[i % 2].post(LOGIN, json=wrong)).status for i in range(5)]
+        assert statuses == [401] * 5
+        paused = await clients[1].post(LOGIN, json={**wrong, "password": PASSWORD})  # even the right one, for now
+        assert paused.status == 429 and int(paused.headers["Retry-After"]) >= 1, await paused.text()
+    finally:
+        for client in clients:
+            await client.close()
+        redis.stop()

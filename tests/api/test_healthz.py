@@ -24,3 +24,13 @@ async def test_healthz_answers_ok_with_uptime_and_the_calls_in_progress(client, 
 async def test_health_keeps_its_own_fields(client):
     body = await (await client.get("/health")).json()
     assert {"status", "version", "uptime", "timestamp", "database", "livekit", "event_loop"} <= set(body)
+
+
+async def test_health_names_this_node_its_store_and_whether_it_drains(client, settings, store):
+    from core.store import cluster as cluster_repo
+
+    node = (await (await client.get("/health")).json())["node"]
+    assert node["draining"] is False
+    assert node["backend"] == ("postgresql" if settings.database_url else "sqlite")
+    registered = {r["id"]: r for r in store.read_sync(cluster_repo.listing)}
+    assert registered[node["id"]]["stopped_at"] is None  # the node registered itself at start

@@ -15,8 +15,7 @@ import pytest
 
 from core.store.db import Store
 from tests.api.seed import AGENT_WIRE
-from tests.conftest import assert_error
-from tests.conftest import sqlite_only
+from tests.conftest import assert_error, sqlite_only
 from tests.storage_conditions import make_unwritable
 
 UNLIMITED_PAGES = 1_073_741_823

@@ -118,7 +118,14 @@ def fakes(e2e_workdir: Path):
 
 
 @pytest.fixture(scope="session")
-def voice_stack(netns_ip: str, e2e_workdir: Path, fakes):
+def e2e_database_url(postgres) -> str:
+    """The product's database on the PostgreSQL pass (a fresh one, migrated from the template); "" (SQLite in the
+    product's data dir) otherwise."""
+    return postgres.create_database("voxarena_template") if postgres is not None else ""
+
+
+@pytest.fixture(scope="session")
+def voice_stack(netns_ip: str, e2e_workdir: Path, fakes, e2e_database_url: str):
     """`voxarena serve` (API + worker + job processes) with its own livekit-server, which posts its webhooks to
     the product. Yields (product, livekit_server, fakes)."""
     from tests.harness.procs import free_port
@@ -131,7 +138,12 @@ def voice_stack(netns_ip: str, e2e_workdir: Path, fakes):
         webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
     )
     env = product_env(
-        data_dir=e2e_workdir / "product-data", port=port, livekit=server, fakes_urls=fakes.urls, api_key=FAKE_KEY
+        data_dir=e2e_workdir / "product-data",
+        port=port,
+        livekit=server,
+        fakes_urls=fakes.urls,
+        api_key=FAKE_KEY,
+        database_url=e2e_database_url,
     )
     try:
         product = _start_or_fail(start_product, workdir=e2e_workdir / "product", port=port, env=env)

@@ -8,6 +8,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -70,7 +71,11 @@ class PostgresServer:
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def restart(self) -> None:
-        """Stop (fast: connections are cut) and start again on the same port and data."""
+        """Stop (PostgreSQL's fast shutdown, SIGINT: every connection is cut at once) and start again on the same
+        port and data."""
+        self.process._signal(signal.SIGINT)
+        if self.process.wait_exit(30) is None:
+            raise self.process.fail("did not stop within 30 s of SIGINT")
         self.process.stop()
         self.process = _run(self.workdir, self.port)
 

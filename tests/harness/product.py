@@ -29,6 +29,7 @@ def product_env(
     fakes_urls: dict[str, str],
     api_key: str,
     extra: dict[str, str] | None = None,
+    database_url: str = "",
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXARENA_", "LIVEKIT_", "GOOGLE_"))}
     env.update(
@@ -59,6 +60,8 @@ def product_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if database_url:  # the PostgreSQL pass of `make test`
+        env["VOXARENA_DATABASE_URL"] = database_url
     env.update(extra or {})
     return env
 
