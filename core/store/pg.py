@@ -220,6 +220,9 @@ class PgDatabase:
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
         self.raw = pg8000.native.Connection(**connect_args(url))
+        # pg8000's timeout covers every read of the socket, not only the connect: a statement longer than it (a
+        # migration, a large report) would fail. Once connected, reads wait; TCP keepalive notices a dead peer.
+        self.raw._usock.settimeout(None)
         self.raw.register_in_adapter(_NUMERIC, _numeric)
         self.total_changes = 0
         # statement text -> pg8000's prepared statement (name, columns, input converters): a statement run again is

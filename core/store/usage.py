@@ -66,6 +66,21 @@ def row_values(e: dict[str, Any], request_hash: str, created_at: str | None = No
     ]
 
 
+def _upsert(db: sqlite_utils.Database, target: str, key: str, rows: list[tuple[Any, ...]]) -> None:
+    """Add ``rows``' totals (their last three columns) to those stored under the same key, or store them."""
+    table = target.split(" ", 1)[0]
+    totals = ", ".join(
+        f"{c} = {table}.{c} + excluded.{c}" for c in ("total_cost_nanos", "event_count", "unpriced_count")
+    )
+    for n in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[n : n + _INSERT_CHUNK]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        db.execute(
+            f"INSERT INTO {target} VALUES {', '.join([one] * len(chunk))} ON CONFLICT ({key}) DO UPDATE SET {totals}",
+            [v for row in chunk for v in row],
+        )
+
+
 def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], request_hash: str = "") -> list[bool]:
     """Insert events; an event whose (owner, idempotency key) is already in the ledger is skipped. Returns which
     were new. Runs inside the writer's transaction, so the existence check and the inserts cannot race; rollups are
@@ -132,24 +147,20 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
             s[2] += nanos
             s[3] += 1
             s[4] += unpriced
-    if rollups:
-        db.conn.executemany(
-            "INSERT INTO cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, "
-            "unpriced_count) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (owner_id, day, agent_id, provider, event_type) "
-            "DO UPDATE SET total_cost_nanos = cost_rollups.total_cost_nanos + excluded.total_cost_nanos, "
-            "event_count = cost_rollups.event_count + excluded.event_count, "
-            "unpriced_count = cost_rollups.unpriced_count + excluded.unpriced_count",
-            [(*k, *v) for k, v in rollups.items()],
-        )
-    if per_session:
-        db.conn.executemany(
-            "INSERT INTO session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET "
-            "total_cost_nanos = session_costs.total_cost_nanos + excluded.total_cost_nanos, "
-            "event_count = session_costs.event_count + excluded.event_count, "
-            "unpriced_count = session_costs.unpriced_count + excluded.unpriced_count",
-            [(sid, *v) for sid, v in per_session.items()],
-        )
+    # one multi-row upsert per table and chunk (each key once per statement): PostgreSQL pays a round trip per
+    # statement, so one per rollup key made a batch of 50 events 59 statements
+    _upsert(
+        db,
+        "cost_rollups (owner_id, day, agent_id, provider, event_type, total_cost_nanos, event_count, unpriced_count)",
+        "owner_id, day, agent_id, provider, event_type",
+        [(*k, *v) for k, v in rollups.items()],
+    )
+    _upsert(
+        db,
+        "session_costs (session_id, owner_id, agent_id, total_cost_nanos, event_count, unpriced_count)",
+        "session_id",
+        [(sid, *v) for sid, v in per_session.items()],
+    )
     return flags
 
 
