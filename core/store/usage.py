@@ -83,26 +83,13 @@ def _upsert(db: sqlite_utils.Database, target: str, key: str, rows: list[tuple[A
 
 def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], request_hash: str = "") -> list[bool]:
     """Insert events; an event whose (owner, idempotency key) is already in the ledger is skipped. Returns which
-    were new. Runs inside the writer's transaction, so the existence check and the inserts cannot race; rollups are
-    aggregated per batch and upserted once per key."""
+    were new. The insert itself tells which rows it stored (``ON CONFLICT DO NOTHING RETURNING``), so no separate
+    existence check is needed and a key stored by another node meanwhile counts once; rollups are aggregated per
+    batch and upserted once per key."""
     if not events:
         return []
-    existing: set[tuple[str, str]] = set()
+    existing: set[tuple[str, str]] = set()  # keys seen earlier in this batch
     pairs = [(e["owner_id"], e["idempotency_key"]) for e in events]
-    by_owner: dict[str, list[str]] = {}
-    for owner, key in pairs:
-        by_owner.setdefault(owner, []).append(key)
-    for owner, keys in by_owner.items():  # one indexed lookup per owner and chunk of keys
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            existing.update(
-                (owner, k)
-                for (k,) in db.execute(
-                    f"SELECT idempotency_key FROM usage_events WHERE owner_id = ? AND idempotency_key IN "
-                    f"({','.join('?' * len(chunk))})",
-                    [owner, *chunk],
-                )
-            )
     candidates: list[tuple[int, dict[str, Any], list[Any]]] = []
     flags = [False] * len(events)
     created_at = now_iso()
@@ -111,9 +98,8 @@ def record_events(db: sqlite_utils.Database, events: list[dict[str, Any]], reque
             continue
         existing.add(pair)  # a key repeated inside one batch counts once
         candidates.append((i, e, row_values(e, request_hash, created_at)))
-    # Another node may store the same key between the check above and this insert (SQLite's one writer cannot, a
-    # PostgreSQL cluster can): only the rows this insert really stored (RETURNING) count, in the flags and in the
-    # rollups, so a replay racing on two nodes is counted once.
+    # Only the rows this insert really stored (RETURNING) count, in the flags and in the rollups: a key already in
+    # the ledger, or stored by another node at the same moment, is skipped and counted once.
     stored: set[tuple[str, str]] = set()
     width = len(COLUMNS)
     for n in range(0, len(candidates), _INSERT_CHUNK):
