@@ -1,6 +1,6 @@
 -- voxarena's PostgreSQL schema: the baseline, equal to SQLite's core/store/schema.sql at migration 16 (the same
 -- tables, columns and indexes; BIGINT for every integer, identity columns for SQLite's rowid keys, an ICU collation
--- for SQLite's NOCASE). tests/test_pg_schema.py compares the two. Later steps go in core/store/pg.py PG_MIGRATIONS.
+-- for SQLite's NOCASE). tests/test_postgres.py compares the two. Later steps are SQLite's, in PostgreSQL's types (core/store/pg.py).
 
 CREATE TABLE _migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);
 
