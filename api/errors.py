@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from core.store.errors import (
     ConflictError,
     InvalidReferenceError,
+    InvalidValueError,
     LimitError,
     NotFoundError,
     StorageUnavailable,
@@ -168,6 +169,7 @@ _STORE_ERRORS: dict[type[StoreError], type[ApiError]] = {
     NotFoundError: NotFound,
     ConflictError: Conflict,
     InvalidReferenceError: ValidationFailed,
+    InvalidValueError: ValidationFailed,
 }
 
 

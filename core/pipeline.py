@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from core.settings import Settings
-from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig, TurnTaking
 
 
 def providers_config(s: Settings) -> ProvidersConfig:
@@ -64,4 +64,12 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
         fallback_llm_providers=tuple(config.get("fallbackLlmProviders") or ()),
         fallback_tts_providers=tuple(config.get("fallbackTtsProviders") or ()),
         error_message=config.get("errorMessage"),
+        turn_taking=TurnTaking(
+            min_endpointing_delay=config.get("minEndpointingDelay"),
+            max_endpointing_delay=config.get("maxEndpointingDelay"),
+            interruption_min_words=config.get("interruptionMinWords"),
+            interruption_min_duration=config.get("interruptionMinDuration"),
+            backchannel_words=tuple(config.get("backchannelWords") or ()),
+            preemptive_generation=config.get("preemptiveGeneration"),
+        ),
     )

@@ -186,6 +186,25 @@ class Settings:
         default=3.0,
         metadata={"doc": 'Longest wait after an unfinished-sounding turn ("so my number is") before it ends anyway.'},
     )
+    preemptive_generation: bool = field(
+        default=True,
+        metadata={
+            "doc": "Start the LLM on the STT's final transcript, before the end of the turn is decided; discarded "
+            "(its tokens still metered) when the caller goes on. An agent's `preemptiveGeneration` overrides it."
+        },
+    )
+    audio_input_frame_ms: int = field(
+        default=50,
+        metadata={
+            "doc": "Milliseconds of caller audio per frame handed to the VAD and the STT (LiveKit's RoomIO "
+            "`frame_size_ms`): larger frames wake the job less often (less CPU per call) and reach the STT "
+            "later by up to the difference."
+        },
+    )
+    auto_gain_control: bool = field(
+        default=True,
+        metadata={"doc": "WebRTC's automatic gain control on the caller's audio before the VAD and the STT."},
+    )
     load_threshold: float = field(
         default=0.75,
         metadata={
@@ -453,6 +472,8 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}CHAT_MAX_CONNECTIONS and {PREFIX}CHAT_MAX_CONNECTIONS_PER_TENANT must be positive"
             )
+        if not 10 <= self.audio_input_frame_ms <= 200 or self.audio_input_frame_ms % 10:
+            raise ValueError(f"{PREFIX}AUDIO_INPUT_FRAME_MS must be a multiple of 10 between 10 and 200")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(
                 f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, not {self.turn_detection!r}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +25,9 @@ from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
+from livekit.plugins import silero
 
-from .config import AgentSpec, ProvidersConfig
+from .config import AgentSpec, ProvidersConfig, TurnTaking
 from .registry import builder
 from .turn_clock import TurnClock
 from .turn_detector import TranscriptTurnDetector
@@ -129,22 +132,61 @@ def build_llm(agent: AgentSpec, cfg: ProvidersConfig) -> tuple[llm_base.LLM[Any]
     return FallbackLLM(llms, attempt_timeout=FALLBACK_ATTEMPT_TIMEOUT, max_retry_per_llm=0, retry_interval=0.5), names
 
 
-def turn_handling(mode: str, *, min_delay: float = 0.4, max_delay: float = 3.0) -> TurnHandlingOptions:
+NO_OVERRIDES = TurnTaking()
+
+
+@dataclass(frozen=True)
+class TurnDefaults:
+    """The product's turn-taking defaults (its settings); an agent's `TurnTaking` overrides each one it sets."""
+
+    mode: str = "transcript"
+    min_delay: float = 0.4
+    max_delay: float = 3.0
+    interruption_min_duration: float = 0.5
+    preemptive_generation: bool = True
+
+    def min_delay_for(self, turn: TurnTaking) -> float:
+        return _given(turn.min_endpointing_delay, self.min_delay)
+
+
+def turn_handling(defaults: TurnDefaults, turn: TurnTaking = NO_OVERRIDES) -> TurnHandlingOptions:
     """`transcript`: the caller's words decide (pipelines/turn_detector.py) after the VAD's end of speech; `model`:
-    LiveKit's local audio end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only."""
+    LiveKit's local audio end-of-turn model (v1-mini, never LiveKit Cloud); `vad`/`stt`: endpointing only. The
+    agent's own settings win over the defaults; a max delay below the min delay is raised to it."""
+    mode = defaults.mode
     detection: Any = mode
     if mode == "transcript":
         detection = TranscriptTurnDetector()
     elif mode == "model":
         detection = inference.TurnDetector(version="v1-mini", local_fallback=True)
+    min_delay = defaults.min_delay_for(turn)
+    max_delay = max(min_delay, _given(turn.max_endpointing_delay, defaults.max_delay))
+    # VAD-based barge-in: the adaptive detector is a cloud model. In `stt` mode the STT ends the turn while the VAD, a
+    # few frames behind, is still inside the caller's speech: its stale "speaking" then cut the fresh reply before it
+    # played (2 to 9 of 120 turns unanswered in the bench). There a barge-in also needs a word, whatever the agent
+    # says; so does it when the agent has backchannel words (they are dropped from the transcript while it speaks,
+    # and a barge-in by the VAD's speech alone would still stop it on a "mhm").
+    min_words = _given(turn.interruption_min_words, 0)
+    if mode == "stt" or turn.backchannel_words:
+        min_words = max(1, min_words)
     return {
         "turn_detection": detection,
         "endpointing": {"min_delay": min_delay, "max_delay": max_delay},
-        # VAD-based barge-in: the adaptive detector is a cloud model. In `stt` mode the STT ends the turn while the
-        # VAD, a few frames behind, is still inside the caller's speech: its stale "speaking" then cut the fresh
-        # reply before it played (2 to 9 of 120 turns unanswered in the bench). There a barge-in also needs a word.
-        "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.5, "min_words": 1 if mode == "stt" else 0},
+        "interruption": {
+            "enabled": True,
+            "mode": "vad",
+            "min_duration": _given(turn.interruption_min_duration, defaults.interruption_min_duration),
+            "min_words": min_words,
+        },
+        "preemptive_generation": {
+            "enabled": _given(turn.preemptive_generation, defaults.preemptive_generation),
+            "preemptive_tts": False,
+        },
     }
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def vad_min_silence(min_delay: float) -> float:
@@ -154,13 +196,24 @@ def vad_min_silence(min_delay: float) -> float:
     return min(0.55, max(0.2, min_delay))
 
 
+def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
+    """The VAD for a call whose turns end after `min_delay`: the process's own (loaded once by the prewarm) when its
+    end-of-speech silence fits, else a silero VAD over the same ONNX session with the call's silence (no second
+    model in memory). Reads silero's `_onnx_session` and `_opts`: silero's `VAD` has no public copy-with-options;
+    an upstream `VAD.with_options(...)` would remove this."""
+    wanted = vad_min_silence(min_delay)
+    opts = getattr(shared, "_opts", None)
+    if not isinstance(shared, silero.VAD) or opts is None or opts.min_silence_duration == wanted:
+        return shared
+    return silero.VAD(session=shared._onnx_session, opts=dataclasses.replace(opts, min_silence_duration=wanted))
+
+
 def build_session(
     pipeline: Pipeline,
     *,
     vad_model: vad.VAD,
-    turn_detection: str,
-    min_delay: float = 0.4,
-    max_delay: float = 3.0,
+    defaults: TurnDefaults,
+    turn: TurnTaking = NO_OVERRIDES,
     **kwargs: Any,
 ) -> AgentSession[Any]:
     return AgentSession(
@@ -168,7 +221,7 @@ def build_session(
         llm=pipeline.llm,
         tts=pipeline.tts,
         vad=vad_model,
-        turn_handling=turn_handling(turn_detection, min_delay=min_delay, max_delay=max_delay),
+        turn_handling=turn_handling(defaults, turn),
         conn_options=SessionConnectOptions(
             stt_conn_options=STT_CONNECT,
             llm_conn_options=CONNECT,
@@ -181,6 +234,32 @@ def build_session(
     )
 
 
+_NOT_WORDS = re.compile(r"[^\w\s']+")
+
+
+def backchannel_matcher(words: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """Whether a transcript is nothing but the agent's backchannel words ("Mhm.", "yeah, yeah", "uh huh"): case and
+    punctuation ignored, a phrase matched whole. None when the agent has none."""
+    phrases = sorted({" ".join(w.lower().split()) for w in words if w.strip()}, key=len, reverse=True)
+    if not phrases:
+        return None
+    alternatives = "|".join(re.escape(p) for p in phrases)
+    pattern = re.compile(rf"(?:(?:{alternatives})(?:\s+|$))+")
+
+    def only_backchannel(text: str) -> bool:
+        spoken = " ".join(_NOT_WORDS.sub(" ", text.lower()).split())
+        return bool(spoken) and pattern.fullmatch(spoken) is not None
+
+    return only_backchannel
+
+
+_TRANSCRIPTS = (
+    stt_base.SpeechEventType.INTERIM_TRANSCRIPT,
+    stt_base.SpeechEventType.PREFLIGHT_TRANSCRIPT,
+    stt_base.SpeechEventType.FINAL_TRANSCRIPT,
+)
+
+
 class VoiceAgent(Agent):
     """The agent as configured in the store: its system prompt and its greeting when it speaks first. Its pipeline
     nodes are LiveKit's own, passed through, with a `TurnClock` marking each hop of every reply on the way."""
@@ -189,6 +268,7 @@ class VoiceAgent(Agent):
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
         self.spec = spec
         self.clock = TurnClock()
+        self.backchannel = backchannel_matcher(spec.turn_taking.backchannel_words)
 
     async def on_enter(self) -> None:
         self.session.on("agent_state_changed", self._on_agent_state)
@@ -205,7 +285,7 @@ class VoiceAgent(Agent):
     async def stt_node(
         self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
     ) -> AsyncIterator[stt_base.SpeechEvent]:
-        clock = self.clock
+        clock, backchannel = self.clock, self.backchannel
 
         async def tapped() -> AsyncIterator[rtc.AudioFrame]:
             async for frame in audio:
@@ -214,6 +294,8 @@ class VoiceAgent(Agent):
 
         try:
             async for ev in Agent.default.stt_node(self, tapped(), model_settings):
+                if backchannel is not None and self._backchannel_while_speaking(ev, backchannel):
+                    continue
                 if isinstance(ev, stt_base.SpeechEvent) and ev.type == stt_base.SpeechEventType.FINAL_TRANSCRIPT:
                     clock.stt_final()
                 yield ev
@@ -223,6 +305,19 @@ class VoiceAgent(Agent):
             # fresh attempts and a traceback (30 attempts and 60 tracebacks during one apology); ending the node
             # ends the pump.
             log.error("STT failed for good, not reconnecting: %s", e, exc_info=e)
+
+    def _backchannel_while_speaking(self, ev: Any, only_backchannel: Callable[[str], bool]) -> bool:
+        """A transcript of nothing but backchannel words heard while the agent speaks: dropped, so it neither
+        interrupts (barge-in needs a word then) nor becomes a turn of its own. Heard while the agent is silent it is
+        an answer ("yeah") and goes through."""
+        if not isinstance(ev, stt_base.SpeechEvent) or not ev.alternatives or self.session.agent_state != "speaking":
+            return False
+        if ev.type not in _TRANSCRIPTS:
+            return False
+        if only_backchannel(ev.alternatives[0].text):
+            log.debug("backchannel while speaking, not an interruption: %r", ev.alternatives[0].text)
+            return True
+        return False
 
     async def llm_node(
         self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool], model_settings: ModelSettings

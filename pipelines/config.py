@@ -54,6 +54,23 @@ class ProvidersConfig:
 
 
 @dataclass(frozen=True)
+class TurnTaking:
+    """An agent's own turn-taking settings; None leaves the product's default (its settings, then LiveKit's)."""
+
+    # Seconds of silence before a finished-sounding turn ends, and the longest wait after an unfinished-sounding one.
+    min_endpointing_delay: float | None = None
+    max_endpointing_delay: float | None = None
+    # What the caller must say while the agent speaks to interrupt it: at least this many words (0: the VAD's speech
+    # alone), and at least this many seconds of speech.
+    interruption_min_words: int | None = None
+    interruption_min_duration: float | None = None
+    # Short acknowledgements ("mhm", "yeah") that never interrupt the agent: heard while it speaks, they are dropped.
+    backchannel_words: tuple[str, ...] = ()
+    # Start the LLM on the STT's final transcript, before the end of turn is decided (discarded if the caller goes on).
+    preemptive_generation: bool | None = None
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """An agent as the pipeline sees it."""
 
@@ -76,6 +93,7 @@ class AgentSpec:
     fallback_tts_providers: tuple[str, ...] = ()
     # What the agent says before it hangs up on a provider failure it cannot recover from.
     error_message: str | None = None
+    turn_taking: TurnTaking = TurnTaking()
 
 
 def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:

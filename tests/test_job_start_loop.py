@@ -16,7 +16,7 @@ from livekit.agents.utils import http_context
 
 from api.loopmon import LoopMonitor
 from core.settings import Settings
-from pipelines.builder import build_pipeline, build_session
+from pipelines.builder import TurnDefaults, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from worker import entrypoint
 
@@ -56,7 +56,7 @@ async def test_after_prewarm_a_job_builds_its_pipeline_without_blocking_the_loop
         monitor.reset()
         async with http_context.open():
             pipeline = build_pipeline(SPEC, CONFIG, vad_model=proc.userdata["vad"])
-            build_session(pipeline, vad_model=proc.userdata["vad"], turn_detection="transcript")
+            build_session(pipeline, vad_model=proc.userdata["vad"], defaults=TurnDefaults())
             while monitor.snapshot()["samples"] < 3:  # the wake-ups that were due during the build have fired
                 await asyncio.sleep(0.005)
             await pipeline.llm.aclose()

@@ -18,7 +18,7 @@ from livekit.agents.utils import http_context
 from livekit.agents.voice import io
 from livekit.plugins import silero
 
-from pipelines.builder import VoiceAgent, build_pipeline, build_session
+from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.fakes import FakeProviders
 
@@ -94,7 +94,7 @@ async def test_a_refused_stt_is_tried_three_times_with_backoff_and_logged_once_p
         async with http_context.open():
             counting = CountingSession(http_context.http_session())
             pipeline = build_pipeline(SPEC, cfg, vad_model=vad, stt_kwargs=lambda _: {"http_session": counting})
-            session = build_session(pipeline, vad_model=vad, turn_detection="vad")
+            session = build_session(pipeline, vad_model=vad, defaults=TurnDefaults(mode="vad"))
             errors: list[tuple[float, bool]] = []
             session.on("error", lambda ev: errors.append((time.monotonic(), ev.error.recoverable)))
             session.input.audio = Silence()

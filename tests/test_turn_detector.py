@@ -7,7 +7,7 @@ import pytest
 from livekit.agents.language import LanguageCode
 from livekit.agents.llm import ChatContext
 
-from pipelines.builder import turn_handling, vad_min_silence
+from pipelines.builder import TurnDefaults, turn_handling, vad_min_silence
 from pipelines.turn_detector import THRESHOLD, TranscriptTurnDetector, judge
 
 FINISHED = [
@@ -85,6 +85,6 @@ async def test_other_languages_are_left_to_the_endpointing_delay():
 def test_the_default_mode_uses_the_transcript_detector_and_the_vad_ends_speech_by_min_delay():
     from core.settings import Settings
 
-    handling = turn_handling(Settings().turn_detection)
+    handling = turn_handling(TurnDefaults(mode=Settings().turn_detection))
     assert isinstance(handling["turn_detection"], TranscriptTurnDetector)
     assert vad_min_silence(0.4) == 0.4 and vad_min_silence(0.0) == 0.2 and vad_min_silence(2.0) == 0.55

@@ -41,7 +41,16 @@ from core.store import sessions as sessions_repo
 from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
-from pipelines.builder import Pipeline, VoiceAgent, build_llm, build_pipeline, build_session, vad_min_silence
+from pipelines.builder import (
+    Pipeline,
+    TurnDefaults,
+    VoiceAgent,
+    build_llm,
+    build_pipeline,
+    build_session,
+    call_vad,
+    vad_min_silence,
+)
 from pipelines.config import STT_SAMPLE_RATE, AgentSpec, ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter
 from pipelines.pricing import PriceBook
@@ -310,14 +319,9 @@ class CallJob:
         the job owns."""
         assert self.spec is not None and self.meter is not None  # `build` made them
         settings, recorder, meter = self.settings, self.recorder, self.meter
-        vad = self.ctx.proc.userdata["vad"]
-        session = self.session = build_session(
-            pipeline,
-            vad_model=vad,
-            turn_detection=settings.turn_detection,
-            min_delay=settings.endpointing_min_delay,
-            max_delay=settings.endpointing_max_delay,
-        )
+        defaults, turn = turn_defaults(settings), self.spec.turn_taking
+        vad = call_vad(self.ctx.proc.userdata["vad"], defaults.min_delay_for(turn))
+        session = self.session = build_session(pipeline, vad_model=vad, defaults=defaults, turn=turn)
         recorder.providers = {
             "stt": pipeline.stt_providers,
             "llm": pipeline.llm_providers,
@@ -335,7 +339,7 @@ class CallJob:
         recorder.clock = agent.clock
         commands = CallCommands(self, session, agent, caller, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
-        await session.start(agent=agent, room=self.ctx.room, room_options=room_options(caller.identity))
+        await session.start(agent=agent, room=self.ctx.room, room_options=room_options(caller.identity, settings))
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
@@ -396,13 +400,26 @@ class CallJob:
             log.exception("final metering of session %s failed", self.session_id)
 
 
-def room_options(identity: str) -> room_io.RoomOptions:
+def room_options(identity: str, settings: Settings) -> room_io.RoomOptions:
     # The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
     # at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
     return room_io.RoomOptions(
         participant_identity=identity,
         close_on_disconnect=True,
-        audio_input=room_io.AudioInputOptions(sample_rate=STT_SAMPLE_RATE),
+        audio_input=room_io.AudioInputOptions(
+            sample_rate=STT_SAMPLE_RATE,
+            frame_size_ms=settings.audio_input_frame_ms,
+            auto_gain_control=settings.auto_gain_control,
+        ),
+    )
+
+
+def turn_defaults(settings: Settings) -> TurnDefaults:
+    return TurnDefaults(
+        mode=settings.turn_detection,
+        min_delay=settings.endpointing_min_delay,
+        max_delay=settings.endpointing_max_delay,
+        preemptive_generation=settings.preemptive_generation,
     )
 
 

@@ -31,6 +31,54 @@ FallbackStt = Annotated[list[SttProvider], Field(max_length=MAX_FALLBACKS), Afte
 FallbackLlm = Annotated[list[LlmProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
 FallbackTts = Annotated[list[TtsProvider], Field(max_length=MAX_FALLBACKS), AfterValidator(_distinct)]
 _ERROR_MESSAGE = Field(default=None, min_length=1, max_length=1_000)
+MAX_BACKCHANNEL_WORDS = 50
+
+
+def _backchannels(words: list[str]) -> list[str]:
+    """Lower-case, trimmed, each once; a phrase of several words is matched whole ("uh huh")."""
+    out = list(dict.fromkeys(" ".join(w.lower().split()) for w in words))
+    if "" in out:
+        raise ValueError("a backchannel word cannot be blank")
+    return out
+
+
+BackchannelWords = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=40)]],
+    Field(max_length=MAX_BACKCHANNEL_WORDS),
+    AfterValidator(_backchannels),
+]
+
+
+class _TurnTaking(RequestBody):
+    """An agent's turn-taking settings (docs/calls.md, When a turn ends); null: the product's default."""
+
+    minEndpointingDelay: float | None = Field(
+        default=None, ge=0, le=5, description="Seconds of silence before a finished-sounding turn ends (0.4)."
+    )
+    maxEndpointingDelay: float | None = Field(
+        default=None, ge=0.1, le=30, description="Longest wait after an unfinished-sounding turn, seconds (3.0)."
+    )
+    interruptionMinWords: int | None = Field(
+        default=None, ge=0, le=10, description="Words the caller must say to interrupt the agent (0: speech alone)."
+    )
+    interruptionMinDuration: float | None = Field(
+        default=None, ge=0.05, le=5, description="Seconds of caller speech before the agent is interrupted (0.5)."
+    )
+    backchannelWords: BackchannelWords | None = Field(
+        default=None, description='Acknowledgements that never interrupt the agent ("mhm", "yeah", "uh huh").'
+    )
+    preemptiveGeneration: bool | None = Field(
+        default=None, description="Start the reply on the STT's final transcript, before the turn is over (true)."
+    )
+
+    @model_validator(mode="after")
+    def _delays_in_order(self) -> _TurnTaking:
+        low, high = self.minEndpointingDelay, self.maxEndpointingDelay
+        if low is not None and high is not None and low > high:
+            raise ValueError("minEndpointingDelay cannot be above maxEndpointingDelay")
+        return self
+
+
 _SLUG = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _DESCRIPTION = Field(default=None, max_length=2_000)
 _ID = Field(default=None, min_length=1, max_length=200)
@@ -62,7 +110,7 @@ def context_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
 ContextData = Annotated[dict[str, Any] | None, AfterValidator(context_size)]
 
 
-class _AgentExtras(RequestBody):
+class _AgentExtras(_TurnTaking):
     """The fields 002 and 003 add to an agent, in camelCase with their own snake_case names accepted too."""
 
     slug: str | None = _SLUG
@@ -185,6 +233,12 @@ class Agent(BaseModel):
     totalCalls: int = Field(description="Calls the agent has taken (read-only).")
     totalMinutes: float = Field(description="Their total length in minutes (read-only).")
     campaign: str | None = Field(default=None, description="Default campaign of its calls and text sessions.")
+    minEndpointingDelay: float | None = Field(default=None, description="null: the product's default.")
+    maxEndpointingDelay: float | None = Field(default=None, description="null: the product's default.")
+    interruptionMinWords: int | None = Field(default=None, description="null: the product's default.")
+    interruptionMinDuration: float | None = Field(default=None, description="null: the product's default.")
+    backchannelWords: list[str] = Field(default_factory=list, description="Never interrupt the agent.")
+    preemptiveGeneration: bool | None = Field(default=None, description="null: the product's default (on).")
 
 
 class AgentList(BaseModel):
@@ -211,7 +265,7 @@ _WIRE_COLUMNS = {
     "contextData": "context_data",
     "phoneNumber": "phone_number",
 }
-_LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders")
+_LISTS = ("fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders", "backchannelWords")
 
 
 def storage(data: dict[str, Any]) -> dict[str, Any]:

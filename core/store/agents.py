@@ -15,7 +15,14 @@ from core.jsondepth import load_stored
 from core.store import clients, tenants
 from core.store.dialect import lock_for_transaction
 from core.store.dialect import marks as in_marks
-from core.store.errors import INTEGRITY_ERRORS, ConflictError, InvalidReferenceError, LimitError, NotFoundError
+from core.store.errors import (
+    INTEGRITY_ERRORS,
+    ConflictError,
+    InvalidReferenceError,
+    InvalidValueError,
+    LimitError,
+    NotFoundError,
+)
 from core.store.tenants import slugify
 from core.store.timefmt import now_iso
 
@@ -32,6 +39,13 @@ CONFIG_KEYS = (
     "errorMessage",
     "voiceSettings",
     "campaign",
+    # turn-taking (pipelines/config.py TurnTaking)
+    "minEndpointingDelay",
+    "maxEndpointingDelay",
+    "interruptionMinWords",
+    "interruptionMinDuration",
+    "backchannelWords",
+    "preemptiveGeneration",
 )
 COLUMNS = (
     "name",
@@ -209,6 +223,13 @@ def count_listed(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> in
     return int(db.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", args).fetchone()[0])
 
 
+def _check_delays(config: dict[str, Any]) -> None:
+    """An update may send one delay alone: the pair it leaves stored must still be in order."""
+    low, high = config.get("minEndpointingDelay"), config.get("maxEndpointingDelay")
+    if low is not None and high is not None and low > high:
+        raise InvalidValueError(f"minEndpointingDelay ({low:g} s) cannot be above maxEndpointingDelay ({high:g} s)")
+
+
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     row = get_row(db, owner_id, agent_id)
     _check_client(db, owner_id, changes)
@@ -217,6 +238,7 @@ def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dic
     if config_changes:
         config = json.loads(row["config"] or "{}")
         config.update(config_changes)
+        _check_delays(config)
         sets["config"] = json.dumps({k: v for k, v in config.items() if v is not None})
     if "slug" in sets and not sets["slug"]:
         sets["slug"] = _unique_slug(db, owner_id, slugify(sets.get("name") or row["name"]), exclude=agent_id)

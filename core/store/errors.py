@@ -22,6 +22,11 @@ class InvalidReferenceError(StoreError):
     """A body names a record that does not exist in the tenant (an agent's unknown ``clientId``)."""
 
 
+class InvalidValueError(StoreError):
+    """The write would store values that contradict each other or what is stored (an agent's
+    ``minEndpointingDelay`` above its ``maxEndpointingDelay``)."""
+
+
 class LimitError(StoreError):
     """A tenant limit refused the write; ``kind`` names it (``tenant_limit``, ``concurrency_limit``)."""
 

@@ -9,6 +9,7 @@ import pytest
 from api.schemas.agents import storage
 from api.services import agents as agents_service
 from api.services.agents import AgentListCache
+from core.pipeline import agent_spec
 from core.store import agents as agents_repo
 from tests.api.seed import tenant_of
 from tests.conftest import assert_error, sqlite_only, table_snapshot
@@ -108,6 +109,75 @@ async def test_fallback_providers_are_validated_like_the_primary_ones_and_round_
     updated = await resp.json()
     assert updated["fallbackLlmProviders"] == [] and updated["fallbackTtsProviders"] == ["resemble"]
     assert updated["fallbackSttProviders"] == ["assemblyai"]
+
+
+async def test_turn_taking_settings_are_validated_round_trip_and_stay_in_order(client, auth, settings, store):
+    h = auth("alice")
+    before = table_snapshot(settings)
+    for field, bad in [
+        ("minEndpointingDelay", -0.1),
+        ("minEndpointingDelay", 6),
+        ("maxEndpointingDelay", 0),
+        ("maxEndpointingDelay", 31),
+        ("interruptionMinWords", -1),
+        ("interruptionMinWords", 1.5),
+        ("interruptionMinDuration", 0),
+        ("backchannelWords", ["mhm", " "]),
+        ("backchannelWords", ["x" * 41]),
+        ("backchannelWords", ["w"] * 51),
+        ("backchannelWords", "mhm"),
+        ("preemptiveGeneration", "sometimes"),
+    ]:
+        body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=h), 422)
+        assert field in body["detail"], (field, body)
+    body = await assert_error(
+        await client.post("/api/agents", json={**AGENT, "minEndpointingDelay": 2, "maxEndpointingDelay": 1}, headers=h),
+        422,
+    )
+    assert "minEndpointingDelay" in body["detail"]
+    assert table_snapshot(settings) == before
+
+    made = await client.post(
+        "/api/agents",
+        headers=h,
+        json={
+            **AGENT,
+            "minEndpointingDelay": 0.6,
+            "maxEndpointingDelay": 2.5,
+            "interruptionMinWords": 2,
+            "interruptionMinDuration": 0.3,
+            "backchannelWords": ["Mhm", "yeah", "Uh  Huh", "mhm"],
+            "preemptiveGeneration": False,
+        },
+    )
+    assert made.status == 201
+    agent = await made.json()
+    assert (agent["minEndpointingDelay"], agent["maxEndpointingDelay"]) == (0.6, 2.5)
+    assert (agent["interruptionMinWords"], agent["interruptionMinDuration"]) == (2, 0.3)
+    assert agent["backchannelWords"] == ["mhm", "yeah", "uh huh"] and agent["preemptiveGeneration"] is False
+    fetched = await (await client.get(f"/api/agents/{agent['id']}", headers=h)).json()
+    assert fetched == agent
+    # the job reads the same settings
+    spec = agent_spec(await store.read(agents_repo.get, tenant_of("alice"), agent["id"]))
+    assert spec.turn_taking.backchannel_words == ("mhm", "yeah", "uh huh")
+    assert spec.turn_taking.min_endpointing_delay == 0.6 and spec.turn_taking.preemptive_generation is False
+
+    # one delay alone may not leave the stored pair out of order; nothing is written
+    before = table_snapshot(settings)
+    body = await assert_error(
+        await client.patch(f"/api/agents/{agent['id']}", json={"minEndpointingDelay": 3}, headers=h), 422
+    )
+    assert "maxEndpointingDelay" in body["detail"]
+    assert table_snapshot(settings) == before
+    updated = await client.patch(
+        f"/api/agents/{agent['id']}", json={"maxEndpointingDelay": None, "minEndpointingDelay": 3}, headers=h
+    )
+    assert updated.status == 200
+    updated = await updated.json()
+    assert updated["minEndpointingDelay"] == 3 and updated["maxEndpointingDelay"] is None
+    # an agent without them: nulls and an empty list, the product's defaults
+    plain = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    assert plain["backchannelWords"] == [] and plain["minEndpointingDelay"] is None
 
 
 async def test_update_refuses_null_for_required_fields_and_writes_nothing(client, auth, settings):
