@@ -3,9 +3,10 @@ the provider fakes and this bench client on core 1. For each step of concurrent 
 voice-to-voice minus what the fakes inject, as in the voice section), audio gaps, the product's event-loop lateness,
 CPU-ms per call-second and memory per added call.
 
-Two products run on the same core, one per job executor (`process`, `thread`), each with its own agent name on the
-same livekit-server and fakes; each step runs on one product while the other idles, process then thread, so both see
-the same machine within a minute of each other. Calls of a step arrive `ARRIVAL_S` apart (not all in one instant)."""
+Two or more products run on the same core, one per variant (`VARIANTS`: the job executor, `process` or `thread`,
+and the lean settings), each with its own agent name on the same livekit-server and fakes; each step runs on one
+product while the others idle, in turn, so all see the same machine within minutes of each other. Calls of a step
+arrive `ARRIVAL_S` apart (not all in one instant)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, product_pids, pss_mb
 
 PRODUCT_CORE, REST_CORE = 0, 1
 STEPS = (1, 2, 4, 6, 8, 10, 12)
-EXECUTORS = ("process", "thread")
+# What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,thread"): the job executor, and the
+# settings that trade a little latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 50, no AGC,
+# no LiveKit job-loop monitor).
+LEAN = {
+    "VOXARENA_AUDIO_INPUT_FRAME_MS": "100",
+    "VOXARENA_AUTO_GAIN_CONTROL": "0",
+    "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0",
+}
+VARIANTS: dict[str, dict[str, str]] = {
+    "process": {"VOXARENA_JOB_EXECUTOR": "process"},
+    "thread": {"VOXARENA_JOB_EXECUTOR": "thread"},
+    "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},
+    "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
+}
 ARRIVAL_S = 0.5
 # 25 turns of ~2.4 s: a step lasts over a minute, longer than the product's loop-lateness window (3,000 wake-ups of
 # 20 ms), so the `/health` figure read at the end of a step is that step's alone
@@ -71,8 +85,9 @@ def _loadavg() -> str:
 
 
 async def _step(
-    product: Product, fakes, agent_id: str, n: int, executor: str, turns: int, rest: list[int]
+    product: Product, fakes, agent_id: str, n: int, variant: str, turns: int, rest: list[int]
 ) -> dict[str, Any]:
+    executor = VARIANTS[variant]["VOXARENA_JOB_EXECUTOR"]
     out: dict[str, Any] = {"load_before": _loadavg()}
     pids = product_pids(product)
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
@@ -92,7 +107,7 @@ async def _step(
     if out["unpinned"]:
         for t in tasks:
             t.cancel()
-        raise RuntimeError(f"threads on the wrong core ({executor} step, {n} calls): {out['unpinned'][:5]}")
+        raise RuntimeError(f"threads on the wrong core ({variant} step, {n} calls): {out['unpinned'][:5]}")
     done, late = await asyncio.wait(tasks, timeout=n * ARRIVAL_S + turns * 8 + 60)
     for t in late:
         t.cancel()
@@ -134,19 +149,22 @@ def _pin_self(cores: set[int]) -> None:
 
 async def _run(results: Results, quick: bool) -> None:
     steps, turns = ((1, 2), 4) if quick else (STEPS, TURNS)
+    if os.environ.get("VOXARENA_BENCH_CORES_STEPS"):
+        steps = tuple(int(n) for n in os.environ["VOXARENA_BENCH_CORES_STEPS"].split(","))
+    variants = [v.strip() for v in os.environ.get("VOXARENA_BENCH_CORES_VARIANTS", "process,thread").split(",")]
     with servers("cores", SCRIPT) as (work, server, fakes), contextlib.ExitStack() as stop:
         rest = [server.process.pid, fakes.process.pid, os.getpid()]
         assert not unpinned(rest, REST_CORE), unpinned(rest, REST_CORE)
         products: dict[str, Product] = {}
         agents: dict[str, str] = {}
-        for ex in EXECUTORS:
+        for ex in variants:
             products[ex] = bench_product(
                 work / f"product-{ex}",
                 server,
                 fakes,
                 {
                     **VOICE_ENV,
-                    "VOXARENA_JOB_EXECUTOR": ex,
+                    **VARIANTS[ex],
                     "VOXARENA_AGENT_NAME": f"voxarena-{ex}",
                     # what LiveKit sizes its pool by (it reads no affinity): the one core this product has
                     "NUM_CPUS": "1",
@@ -159,10 +177,10 @@ async def _run(results: Results, quick: bool) -> None:
             bad = unpinned(product_pids(product), PRODUCT_CORE)
             if bad:
                 raise RuntimeError(f"{ex} product not pinned to core {PRODUCT_CORE}: {bad[:5]}")
-        raw: dict[str, dict[int, dict[str, Any]]] = {ex: {} for ex in EXECUTORS}
+        raw: dict[str, dict[int, dict[str, Any]]] = {ex: {} for ex in variants}
         results.raw["cores"] = raw
         for n in steps:
-            for ex in EXECUTORS:
+            for ex in variants:
                 print(f"[cores] {ex}: {n} calls (load {_loadavg()})", flush=True)
                 raw[ex][n] = await _step(products[ex], fakes, agents[ex], n, ex, turns, rest)
     _report(results, raw, steps)
@@ -216,21 +234,14 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
             ">= 8",
             best >= 8,
         )
-    if len(raw) == 2:
-        p, t = raw["process"], raw["thread"]
-        common = [n for n in steps if n in p and n in t]
-        cpu = {
-            ex: [
-                raw[ex][n]["cpu_s"] * 1000 / sum(raw[ex][n]["call_seconds"])
-                for n in common
-                if raw[ex][n].get("call_seconds")
-            ]
-            for ex in raw
-        }
+    names = list(raw)
+    for other in names[1:]:
+        common = [n for n in steps if raw[names[0]][n].get("call_seconds") and raw[other][n].get("call_seconds")]
+        cpu = {ex: [raw[ex][n]["cpu_s"] * 1000 / sum(raw[ex][n]["call_seconds"]) for n in common] for ex in raw}
         results.add(
             section,
-            "thread vs process: CPU-ms per call-second, median over the steps",
-            f"{median(cpu['thread']):.0f} vs {median(cpu['process']):.0f}",
+            f"{other} vs {names[0]}: CPU-ms per call-second, median over the steps",
+            f"{median(cpu[other]):.0f} vs {median(cpu[names[0]]):.0f}",
         )
 
 

@@ -8,6 +8,7 @@ returns each utterance's text, so the turn detector sees what a good STT would g
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -25,7 +26,8 @@ WAITED = 1.0  # an unfinished turn must leave the caller at least this long to g
 async def _conversation(
     product: Product, fakes: Any, conv: Conversation, voice: str, wpm: int, max_delay: float
 ) -> list[dict[str, Any]]:
-    fakes.script(stt_transcripts=[t.text for t in conv.turns], llm_replies=[t.reply for t in conv.turns])
+    fakes.script(stt_transcripts=[t.text for t in conv.turns], llm_echo=True)
+    llm_before = len(_text_requests(fakes))
     agent_id = await create_agent(
         product,
         f"eot {conv.name}",
@@ -53,6 +55,7 @@ async def _conversation(
         tok["sessionId"], "bench", lambda s: s["endedAt"] is not None, timeout=30, what="ended"
     )
     items = session["transcript"]
+    requests = len(_text_requests(fakes)) - llm_before
     out = []
     users = [i for i, t in enumerate(items) if t["speaker"] == "USER"]
     for n, turn in enumerate(conv.turns):
@@ -65,15 +68,30 @@ async def _conversation(
             "client_s": heard_after[n] if n < len(heard_after) else None,
             "eot_s": None,
             "stored_text": None,
+            "replies": 0,
+            "stale": False,
+            # the conversation's LLM requests (preemptive ones included), on its first row
+            "llm_requests": requests if n == 0 else 0,
         }
         if n < len(users):
             i = users[n]
             row["stored_text"] = items[i]["content"]
-            reply = next((t for t in items[i + 1 :] if t["speaker"] == "AGENT"), None)
+            nxt = users[n + 1] if n + 1 < len(users) else len(items)
+            replies = [t for t in items[i + 1 : nxt] if t["speaker"] == "AGENT"]
+            row["replies"] = len(replies)
+            # the fake answers "You said: <the request's last user message>": a reply to anything but the turn
+            # as stored was generated from a stale transcript
+            row["stale"] = any(r["content"] != f"You said: {items[i]['content']}" for r in replies)
+            reply = replies[0] if replies else None
             if reply and reply.get("metrics"):
                 row["eot_s"] = reply["metrics"].get("end_of_turn_delay")
         out.append(row)
     return out
+
+
+def _text_requests(fakes: Any) -> list[dict[str, Any]]:
+    """The Gemini fake's plain text requests so far (the post-call analyses are JSON ones)."""
+    return [r for r in fakes.log("gemini") if not r.get("json_mode")]
 
 
 # the fake ends an utterance after 350 ms of silence: longer than any comma pause of the corpus (290 ms at most)
@@ -81,7 +99,8 @@ SCRIPT = {
     "stt_final_delay_ms": 0,
     "stt_end_silence_ms": 350,
     "llm_default_reply": "Okay.",
-    "llm_first_token_delay_ms": 100,
+    # the voice section's LLM: what preemptive generation can move ahead of the end of turn
+    "llm_first_token_delay_ms": 200,
     "llm_default_json": {
         "summary": "bench",
         "sentiment": "neutral",
@@ -95,10 +114,43 @@ SCRIPT = {
 
 async def run(results: Results, *, quick: bool = False) -> None:
     convs = CORPUS[:3] if quick else CORPUS
+    voices = VOICES[:1] if quick or os.environ.get("VOXARENA_BENCH_EOT_VOICES") == "1" else VOICES
     # the product's own defaults for everything that decides when a turn ends
-    await _mode(results, "1a end of turn", None, convs, VOICES[:1] if quick else VOICES)
-    if not quick:  # LiveKit's local audio end-of-turn model on the same corpus, one voice, for comparison
+    on = await _mode(results, "1a end of turn", None, convs, voices)
+    # the same corpus and voices without preemptive generation: what starting the LLM early buys, and costs
+    no_preemption = {"VOXARENA_PREEMPTIVE_GENERATION": "0"}
+    off = await _mode(results, "1a end of turn, preemptive generation off", None, convs, voices, no_preemption)
+    _compare_preemptive(results, on, off)
+    if not quick and os.environ.get("VOXARENA_BENCH_EOT_MODEL", "1") != "0":
+        # LiveKit's local audio end-of-turn model on the same corpus, one voice, for comparison
         await _mode(results, "1a end of turn, `model` mode", "model", convs, VOICES[:1])
+
+
+def _compare_preemptive(results: Results, on: list[dict[str, Any]], off: list[dict[str, Any]]) -> None:
+    section = "1a preemptive generation"
+    for kind in (COMPLETE, INCOMPLETE):
+        a = [r["client_s"] for r in on if r["kind"] == kind and r["client_s"] is not None]
+        b = [r["client_s"] for r in off if r["kind"] == kind and r["client_s"] is not None]
+        gain = (pct(b, 0.5) - pct(a, 0.5)) * 1000
+        results.add(
+            section,
+            f"{kind}: client silence to reply p50, on / off / gain",
+            f"{pct(a, 0.5) * 1000:.0f} / {pct(b, 0.5) * 1000:.0f} / {gain:.0f} ms",
+            ">= 100 ms gain" if kind == COMPLETE else "",
+            gain >= 100 if kind == COMPLETE else None,
+        )
+    for label, rows in (("on", on), ("off", off)):
+        turns = sum(1 for r in rows if r["stored_text"] is not None)
+        requests = sum(r["llm_requests"] for r in rows)
+        twice = sum(1 for r in rows if r["replies"] > 1)
+        stale = sum(1 for r in rows if r["stale"])
+        results.add(
+            section,
+            f"{label}: LLM requests per user turn / turns answered twice / answered to a stale transcript",
+            f"{requests / turns if turns else float('nan'):.2f} ({requests} for {turns}) / {twice} / {stale}",
+            "0 twice, 0 stale",
+            twice == 0 and stale == 0,
+        )
 
 
 async def _mode(
@@ -107,12 +159,15 @@ async def _mode(
     mode: str | None,
     convs: tuple[Conversation, ...],
     voices: tuple[tuple[str, int], ...],
-) -> None:
-    extra = {"VOXARENA_MAX_CONCURRENT_CALLS": "64", **({"VOXARENA_TURN_DETECTION": mode} if mode else {})}
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    extra = {"VOXARENA_MAX_CONCURRENT_CALLS": "64", **(env or {})}
+    if mode:
+        extra["VOXARENA_TURN_DETECTION"] = mode
     defaults = Settings()
     min_delay, max_delay = defaults.endpointing_min_delay, defaults.endpointing_max_delay
     rows: list[dict[str, Any]] = []
-    with product_stack(f"eot-{mode or 'default'}", SCRIPT, extra) as (product, _, fakes):
+    with product_stack(f"eot-{mode or 'default'}-{len(results.raw)}", SCRIPT, extra) as (product, _, fakes):
         for voice, wpm in voices:
             for conv in convs:
                 rows += await _conversation(product, fakes, conv, voice, wpm, max_delay)
@@ -170,3 +225,4 @@ async def _mode(
     early = sorted({r["text"] for r in rows if r["kind"] == INCOMPLETE and (r["eot_s"] or 0) < WAITED})
     if early:
         results.add(section, "incomplete utterances answered too early", "; ".join(f'"{t}"' for t in early))
+    return rows

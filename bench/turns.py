@@ -6,6 +6,7 @@ A turn is unanswered when no agent audio arrives within 5 s of the caller's last
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from .common import Results, pct
@@ -17,8 +18,21 @@ AT_ONCE = 4
 
 
 async def run(results: Results, *, quick: bool = False) -> None:
-    total = 100 if quick else 1000
-    with product_stack("turns", SCRIPT, {"VOXARENA_MAX_CONCURRENT_CALLS": "64"}) as (product, _, _):
+    total = 100 if quick else int(os.environ.get("VOXARENA_BENCH_TURNS", "1000"))
+    section = "1b every turn answered"
+    for label, env in (
+        ("default (preemptive generation on)", {}),
+        ("preemptive generation off", {"VOXARENA_PREEMPTIVE_GENERATION": "0"}),
+    ):
+        await _run(results, section, label, env, total)
+
+
+async def _run(results: Results, section: str, label: str, env: dict[str, str], total: int) -> None:
+    with product_stack(f"turns-{len(results.raw)}", SCRIPT, {"VOXARENA_MAX_CONCURRENT_CALLS": "64", **env}) as (
+        product,
+        _,
+        fakes,
+    ):
         agent_id = await create_agent(product, "turns")
         out: dict[str, Any] = {}
         gate = asyncio.Semaphore(AT_ONCE)
@@ -32,22 +46,26 @@ async def run(results: Results, *, quick: bool = False) -> None:
             for r in await asyncio.gather(*(one() for _ in range(total // PER_CALL)), return_exceptions=True)
             if isinstance(r, BaseException)
         ]
+        counters = await asyncio.to_thread(fakes.wait_idle, quiet_s=1.5, timeout=60)
     latencies, missed = out.get("latencies", []), out.get("missed", 0)
-    results.raw["turns"] = {"latencies": latencies, "missed": missed, "failed": [str(f) for f in failed]}
-    section = "1b every turn answered"
+    gemini = counters.get("gemini", {})
+    text_requests = gemini.get("requests", 0) - gemini.get("json_requests", 0)  # the analyses are JSON requests
+    turns = len(latencies) + missed
+    results.raw[f"turns {label}"] = {"latencies": latencies, "missed": missed, "failed": [str(f) for f in failed]}
     results.add(
         section,
-        "turns",
-        f"{len(latencies) + missed} in {total // PER_CALL} calls of {PER_CALL}, {AT_ONCE} "
+        f"{label}: turns",
+        f"{turns} in {total // PER_CALL} calls of {PER_CALL}, {AT_ONCE} "
         f"at a time, default turn settings; client-measured voice-to-voice p50 / p95 "
-        f"{pct(latencies, 0.5) * 1000:.0f} / {pct(latencies, 0.95) * 1000:.0f} ms",
+        f"{pct(latencies, 0.5) * 1000:.0f} / {pct(latencies, 0.95) * 1000:.0f} ms; "
+        f"LLM requests per turn {text_requests / turns if turns else float('nan'):.2f}",
     )
     results.add(
         section,
-        "unanswered turns (no reply within 5 s)",
+        f"{label}: unanswered turns (no reply within 5 s)",
         f"{missed}",
-        "0 in >= 1,000",
-        missed == 0 and len(latencies) + missed >= total and not failed,
+        f"0 in >= {total:,}",
+        missed == 0 and turns >= total and not failed,
     )
     if failed:
-        results.add(section, "calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
+        results.add(section, f"{label}: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)

@@ -114,6 +114,14 @@ def declared_functions(body: dict[str, Any]) -> set[str]:
     return {fn.get("name", "") for tool in body.get("tools") or [] for fn in tool.get("functionDeclarations") or []}
 
 
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the request's last user turn."""
+    for content in reversed(body.get("contents") or []):
+        if content.get("role") == "user":
+            return " ".join(p["text"] for p in content.get("parts") or [] if "text" in p)
+    return ""
+
+
 def _function_responses(body: dict[str, Any]) -> list[dict[str, Any]]:
     contents = body.get("contents") or []
     last = contents[-1] if contents else {}
@@ -178,6 +186,8 @@ async def handle_model_action(request: web.Request) -> web.StreamResponse:
         reply = _tool_turn(state, body, declared)
         if isinstance(reply, web.Response):
             return reply
+    elif script.llm_echo and not json_mode:
+        reply = {"text": f"You said: {last_user_text(body)}"}
     else:
         reply = state.next_llm_reply(json_mode=json_mode)
     parts = _reply_parts(reply, script.llm_chunks)

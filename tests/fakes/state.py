@@ -60,6 +60,9 @@ class FakeScript:
     # responses: then it is answered with text (the next llm_replies item, else a sentence quoting the responses).
     llm_tool_calls: list[dict[str, Any]] = field(default_factory=list)
     llm_first_token_delay_ms: int = 0
+    # Gemini: a plain text request is answered "You said: <its last user message>" (before any llm_replies), so a
+    # reply shows which transcript it was generated from (the bench's stale-transcript check).
+    llm_echo: bool = False
     llm_chunk_delay_ms: int = 5
     llm_chunks: int = 3
 

@@ -72,6 +72,8 @@ class Product:
     data_dir: Path
     process: ManagedProcess
     env: dict[str, str] = field(repr=False)
+    # the tenant every request acts in (X-Tenant-ID); None: each user's personal tenant
+    tenant: str | None = None
 
     def token(self, user: str) -> str:
         from api.auth import LocalIssuer
@@ -79,7 +81,8 @@ class Product:
         return LocalIssuer(self.data_dir).issue(user)
 
     def headers(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user)}"}
+        tenant = {"X-Tenant-ID": self.tenant} if self.tenant else {}
+        return {"Authorization": f"Bearer {self.token(user)}", **tenant}
 
     async def request(self, method: str, path: str, user: str | None = "alice", **kw: Any) -> tuple[int, Any]:
         headers = self.headers(user) if user else {}
