@@ -322,7 +322,7 @@ class VoiceAgent(Agent):
     async def llm_node(
         self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool], model_settings: ModelSettings
     ) -> AsyncIterator[Any]:
-        self.clock.mark("llm_request")
+        self.clock.llm_request()
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             if chunk if isinstance(chunk, str) else getattr(getattr(chunk, "delta", None), "content", None):
                 self.clock.mark("llm_first_token")

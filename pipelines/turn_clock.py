@@ -45,6 +45,9 @@ class TurnClock:
         self._marks: dict[str, float] = {}  # the reply under way (its generation may start before the turn ends)
         self._committed = False
         self._done: dict[str, float] | None = None
+        # LLM requests since the last reply went out: more than one when a preemptive generation was discarded
+        self._requests = 0
+        self._done_requests = 0
 
     # --- the caller's side, always listening
     def input_frame(self, pcm: bytes | memoryview) -> None:
@@ -70,6 +73,11 @@ class TurnClock:
             marks["stt_final"] = self._last_final
         self._marks, self._committed, self._done = marks, True, None
 
+    def llm_request(self) -> None:
+        """An LLM request starts (a preemptive one too): counted for the reply that goes out next."""
+        self._requests += 1
+        self.mark("llm_request")
+
     def mark(self, name: str) -> None:
         """The first time the reply under way reaches `name`; later calls (another LLM step, more text) change
         nothing. A reply published with no committed turn (the greeting, an apology) is not a turn."""
@@ -78,11 +86,12 @@ class TurnClock:
         self._marks[name] = self.now()
         if name == "published":
             if self._committed:
-                self._done = self._marks
-            self._marks, self._committed = {}, False
+                self._done, self._done_requests = self._marks, self._requests
+            self._marks, self._committed, self._requests = {}, False, 0
 
     def take(self) -> dict[str, Any]:
-        """The last published reply's figures, once: `voice_to_voice` (seconds) and its `hops`."""
+        """The last published reply's figures, once: `voice_to_voice` (seconds), its `hops` and `llm_requests` (the
+        LLM requests made for it: 1, or more when preemptive generations were started and discarded)."""
         marks, self._done = self._done, None
         if marks is None or "last_loud" not in marks:
             return {}
@@ -91,4 +100,8 @@ class TurnClock:
         for name in sorted((m for m in MARKS if m in marks), key=lambda m: marks[m]):
             hops.append({"mark": name, "at": round(marks[name] - t0, 4), "seconds": round(marks[name] - prev, 4)})
             prev = marks[name]
-        return {"voice_to_voice": round(marks["published"] - t0, 4), "hops": hops}
+        return {
+            "voice_to_voice": round(marks["published"] - t0, 4),
+            "hops": hops,
+            "llm_requests": self._done_requests,
+        }

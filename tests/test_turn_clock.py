@@ -27,6 +27,8 @@ def _play(steps: list[tuple[str, float]], clock: TurnClock | None = None) -> Tur
             clock.input_frame(LOUD if name == "loud" else QUIET)
         elif name in ("final", "eot"):
             (clock.stt_final if name == "final" else clock.end_of_turn)()
+        elif name == "llm_request":
+            clock.llm_request()
         else:
             clock.mark(name)
     return clock
@@ -52,7 +54,7 @@ def test_the_hops_of_a_reply_add_up_to_voice_to_voice():
         ]
     )
     figures = clock.take()
-    assert figures["voice_to_voice"] == 0.85
+    assert figures["voice_to_voice"] == 0.85 and figures["llm_requests"] == 1
     assert [h["mark"] for h in figures["hops"]] == list(MARKS)
     assert _seconds(figures) == {
         "stt_final": 0.12,
@@ -126,7 +128,9 @@ def test_stale_generations_the_greeting_and_an_interrupted_reply_leave_nothing_b
     )
     figures = clock.take()
     assert figures["voice_to_voice"] == 0.62 and {h["mark"]: h["at"] for h in figures["hops"]}["llm_request"] == 0.41
+    # every request since the last reply went out counts: the stale one, the interrupted one, the one answered
+    assert figures["llm_requests"] == 3
 
 
 def test_voice_to_voice_and_the_hops_are_fields_of_the_stored_turn_metrics():
-    assert {"voice_to_voice", "hops"} <= set(TurnMetrics.model_fields)
+    assert {"voice_to_voice", "hops", "llm_requests"} <= set(TurnMetrics.model_fields)

@@ -42,6 +42,12 @@ class TurnMetrics(BaseModel):
         description="Where voice_to_voice went: the reply's marks in the order they happened; their "
         "`seconds` add up to voice_to_voice.",
     )
+    llm_requests: int | None = Field(
+        default=None,
+        description="LLM requests made for this reply: 1, or more when preemptive generations were started on an "
+        "STT final and discarded because the caller went on (metered with the call's LLM usage when the "
+        "provider reported any usage before the request was cancelled).",
+    )
 
 
 class TurnProviders(BaseModel):
