@@ -25,10 +25,12 @@ from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, product_pids, pss_mb
 
 PRODUCT_CORE, REST_CORE = 0, 1
 STEPS = (1, 2, 4, 6, 8, 10, 12)
-# What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,thread"): the job executor, and the
-# settings that trade a little latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 50, no AGC,
-# no LiveKit job-loop monitor).
+# What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,thread"): the job executor, LiveKit's
+# native VAD (one model shared by the job processes) in place of the onnx one, and the settings that trade a little
+# latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 50, no AGC, no LiveKit job-loop monitor).
+NATIVE = {"VOXARENA_VAD_ENGINE": "native"}
 LEAN = {
+    **NATIVE,
     "VOXARENA_AUDIO_INPUT_FRAME_MS": "100",
     "VOXARENA_AUTO_GAIN_CONTROL": "0",
     "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": "0",
@@ -36,6 +38,7 @@ LEAN = {
 VARIANTS: dict[str, dict[str, str]] = {
     "process": {"VOXARENA_JOB_EXECUTOR": "process"},
     "thread": {"VOXARENA_JOB_EXECUTOR": "thread"},
+    "process-native": {"VOXARENA_JOB_EXECUTOR": "process", **NATIVE},
     "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
 }

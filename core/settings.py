@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import TURN_DETECTION_MODES
+from pipelines.config import TURN_DETECTION_MODES, VAD_ENGINES
 
 PREFIX = "VOXARENA_"
 
@@ -185,6 +185,13 @@ class Settings:
     endpointing_max_delay: float = field(
         default=3.0,
         metadata={"doc": 'Longest wait after an unfinished-sounding turn ("so my number is") before it ends anyway.'},
+    )
+    vad_engine: str = field(
+        default=VAD_ENGINES[0],
+        metadata={
+            "doc": "`onnx` (livekit-plugins-silero on onnxruntime, a model per job process) or `native` (LiveKit's "
+            "livekit-local-inference build of the same silero model, loaded once and shared by the job processes)."
+        },
     )
     preemptive_generation: bool = field(
         default=True,
@@ -474,6 +481,8 @@ class Settings:
             )
         if not 10 <= self.audio_input_frame_ms <= 200 or self.audio_input_frame_ms % 10:
             raise ValueError(f"{PREFIX}AUDIO_INPUT_FRAME_MS must be a multiple of 10 between 10 and 200")
+        if self.vad_engine not in VAD_ENGINES:
+            raise ValueError(f"{PREFIX}VAD_ENGINE must be one of {', '.join(VAD_ENGINES)}, not {self.vad_engine!r}")
         if self.turn_detection not in TURN_DETECTION_MODES:
             raise ValueError(
                 f"{PREFIX}TURN_DETECTION must be one of {', '.join(TURN_DETECTION_MODES)}, not {self.turn_detection!r}"

@@ -196,14 +196,27 @@ def vad_min_silence(min_delay: float) -> float:
     return min(0.55, max(0.2, min_delay))
 
 
+def load_vad(engine: str, min_delay: float) -> vad.VAD:
+    """The job process's VAD (its prewarm loads it once), ending speech after `vad_min_silence(min_delay)`."""
+    silence = vad_min_silence(min_delay)
+    if engine == "native":
+        return inference.VAD(min_silence_duration=silence)
+    return silero.VAD.load(min_silence_duration=silence)
+
+
 def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
-    """The VAD for a call whose turns end after `min_delay`: the process's own (loaded once by the prewarm) when its
-    end-of-speech silence fits, else a silero VAD over the same ONNX session with the call's silence (no second
-    model in memory). Reads silero's `_onnx_session` and `_opts`: silero's `VAD` has no public copy-with-options;
-    an upstream `VAD.with_options(...)` would remove this."""
+    """The VAD for a call whose turns end after `min_delay`: the process's own (loaded by the prewarm) when its
+    end-of-speech silence fits, else one with the call's silence on the same model (no second model in memory).
+    The native engine's model is a process-wide singleton, so a new `inference.VAD` costs nothing; for the onnx one
+    this reads silero's `_onnx_session` and `_opts`: its `VAD` has no public copy-with-options (an upstream
+    `VAD.with_options(...)` would remove that)."""
     wanted = vad_min_silence(min_delay)
+    if shared.min_silence_duration == wanted:
+        return shared
+    if isinstance(shared, inference.VAD):
+        return inference.VAD(min_silence_duration=wanted)
     opts = getattr(shared, "_opts", None)
-    if not isinstance(shared, silero.VAD) or opts is None or opts.min_silence_duration == wanted:
+    if not isinstance(shared, silero.VAD) or opts is None:
         return shared
     return silero.VAD(session=shared._onnx_session, opts=dataclasses.replace(opts, min_silence_duration=wanted))
 

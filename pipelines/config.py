@@ -17,6 +17,10 @@ DEFAULT_ERROR_MESSAGE = (
 
 # How a turn ends (pipelines/builder.py `turn_handling`); the first is the default.
 TURN_DETECTION_MODES = ("transcript", "model", "vad", "stt")
+# Which silero VAD runs (pipelines/builder.py `load_vad`): `onnx`, the livekit-plugins-silero model on onnxruntime,
+# one session per job process; `native`, LiveKit's livekit-local-inference build of the same model, loaded once in
+# the forkserver and shared by every job process.
+VAD_ENGINES = ("onnx", "native")
 
 
 # Every STT plugin is built for 16 kHz 16-bit mono PCM; the wire meter turns the bytes a provider accepted into

@@ -7,10 +7,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from livekit.agents import stt
+from livekit.agents import inference, stt
 from livekit.plugins import silero
 
-from pipelines.builder import TurnDefaults, VoiceAgent, backchannel_matcher, call_vad, turn_handling
+from pipelines.builder import TurnDefaults, VoiceAgent, backchannel_matcher, call_vad, load_vad, turn_handling
 from pipelines.config import AgentSpec, TurnTaking
 from pipelines.turn_detector import TranscriptTurnDetector
 
@@ -123,3 +123,12 @@ def test_a_call_with_its_own_delay_gets_a_vad_with_that_silence_on_the_same_mode
     assert own._onnx_session is shared._onnx_session  # one model in memory
     assert shared.min_silence_duration == 0.4  # the process's VAD is untouched
     assert call_vad(shared, 2.0).min_silence_duration == 0.55 and call_vad(shared, 0.0).min_silence_duration == 0.2
+
+
+def test_the_native_engine_shares_livekits_process_wide_model_and_takes_the_calls_silence():
+    shared = load_vad("native", 0.4)
+    assert isinstance(shared, inference.VAD) and shared.min_silence_duration == 0.4
+    assert call_vad(shared, 0.4) is shared
+    own = call_vad(shared, 0.3)
+    assert isinstance(own, inference.VAD) and own.min_silence_duration == 0.3 and shared.min_silence_duration == 0.4
+    assert isinstance(load_vad("onnx", 0.4), silero.VAD)

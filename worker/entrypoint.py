@@ -31,7 +31,6 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
-from livekit.plugins import silero
 
 from core.livekit import sip_identity
 from core.settings import Settings
@@ -49,7 +48,7 @@ from pipelines.builder import (
     build_pipeline,
     build_session,
     call_vad,
-    vad_min_silence,
+    load_vad,
 )
 from pipelines.config import STT_SAMPLE_RATE, AgentSpec, ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter
@@ -441,7 +440,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_target, readers=2)
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=vad_min_silence(settings.endpointing_min_delay))
+    proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay)
     google_provider.prewarm()
 
 
