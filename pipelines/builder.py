@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,11 +197,31 @@ def vad_min_silence(min_delay: float) -> float:
     return min(0.55, max(0.2, min_delay))
 
 
+class InlineExecutor(futures.Executor):
+    """Runs each call at once in the calling thread. The native VAD's inference of a 32 ms window takes ~0.1 ms:
+    handing it to a thread and back every window costs more than the work (bench/README.md, cores)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        done: futures.Future[Any] = futures.Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # handed to the awaiting coroutine, as a pool would
+            done.set_exception(e)
+        return done
+
+
+INLINE = InlineExecutor()
+
+
+def native_vad(min_silence: float) -> vad.VAD:
+    return inference.VAD(min_silence_duration=min_silence, executor=INLINE)
+
+
 def load_vad(engine: str, min_delay: float) -> vad.VAD:
     """The job process's VAD (its prewarm loads it once), ending speech after `vad_min_silence(min_delay)`."""
     silence = vad_min_silence(min_delay)
     if engine == "native":
-        return inference.VAD(min_silence_duration=silence)
+        return native_vad(silence)
     return silero.VAD.load(min_silence_duration=silence)
 
 
@@ -214,7 +235,7 @@ def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
     if shared.min_silence_duration == wanted:
         return shared
     if isinstance(shared, inference.VAD):
-        return inference.VAD(min_silence_duration=wanted)
+        return native_vad(wanted)
     opts = getattr(shared, "_opts", None)
     if not isinstance(shared, silero.VAD) or opts is None:
         return shared

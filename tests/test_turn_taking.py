@@ -4,15 +4,19 @@ call gets for its own delay, and backchannel words heard while the agent speaks.
 
 from __future__ import annotations
 
+import threading
+import wave
 from types import SimpleNamespace
 
 import pytest
-from livekit.agents import inference, stt
+from livekit import rtc
+from livekit.agents import inference, stt, vad
 from livekit.plugins import silero
 
 from pipelines.builder import TurnDefaults, VoiceAgent, backchannel_matcher, call_vad, load_vad, turn_handling
 from pipelines.config import AgentSpec, TurnTaking
 from pipelines.turn_detector import TranscriptTurnDetector
+from tests.harness.audio import speech_wav
 
 
 def test_without_agent_settings_the_products_defaults_apply():
@@ -132,3 +136,25 @@ def test_the_native_engine_shares_livekits_process_wide_model_and_takes_the_call
     own = call_vad(shared, 0.3)
     assert isinstance(own, inference.VAD) and own.min_silence_duration == 0.3 and shared.min_silence_duration == 0.4
     assert isinstance(load_vad("onnx", 0.4), silero.VAD)
+
+
+async def test_the_native_vad_runs_inline_and_ends_speech_after_the_calls_silence():
+    """The native VAD on the inline executor, on real speech: one start and one end of speech, the end no sooner
+    than its silence after the speech, and no thread of its own."""
+    with wave.open(str(speech_wav("Hello there, how are you today?", sample_rate=16_000)), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    speech_s = len(pcm) / 2 / 16_000
+    threads = {t.name for t in threading.enumerate()}
+    stream = load_vad("native", 0.3).stream()
+    step = 160 * 2  # 10 ms of int16 at 16 kHz
+    audio = pcm + bytes(16_000 * 2)  # then a second of silence
+    for i in range(0, len(audio), step):
+        stream.push_frame(rtc.AudioFrame(audio[i : i + step], 16_000, 1, len(audio[i : i + step]) // 2))
+    stream.end_input()
+    events = [ev async for ev in stream if ev.type != vad.VADEventType.INFERENCE_DONE]
+    await stream.aclose()
+    kinds = [ev.type for ev in events]
+    assert kinds == [vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH], kinds
+    end = events[1]
+    assert end.silence_duration >= 0.3 and end.timestamp <= speech_s + 0.8
+    assert not any(t.name.startswith("inference.vad") for t in threading.enumerate() if t.name not in threads)
