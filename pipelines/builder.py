@@ -323,7 +323,7 @@ class VoiceAgent(Agent):
 
         async def tapped() -> AsyncIterator[rtc.AudioFrame]:
             async for frame in audio:
-                clock.input_frame(frame.data)
+                clock.input_frame(frame.data, frame.sample_rate)
                 yield frame
 
         try:

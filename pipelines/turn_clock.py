@@ -23,6 +23,8 @@ import numpy as np
 # An input frame above this level is the caller speaking (espeak speech sits near -20 dBFS, Opus-decoded
 # silence far below -70).
 LOUD_DBFS = -50.0
+# the same level as a mean square of int16 samples
+_LOUD_POWER = (32768.0 * 10 ** (LOUD_DBFS / 20)) ** 2
 
 MARKS = ("stt_final", "end_of_turn", "llm_request", "llm_first_token", "tts_first_text", "tts_first_audio", "published")
 # Marks of the reply being generated, which may come before the turn is committed.
@@ -50,9 +52,21 @@ class TurnClock:
         self._done_requests = 0
 
     # --- the caller's side, always listening
-    def input_frame(self, pcm: bytes | memoryview) -> None:
-        if frame_dbfs(pcm) > LOUD_DBFS:
-            self._last_loud = self.now()
+    def input_frame(self, pcm: bytes | memoryview, sample_rate: int = 16_000) -> None:
+        """A frame of the caller's audio, just arrived (RoomIO hands them over in frames of 50 ms or more): when
+        it is loud, the caller's speech ended where its last loud 10 ms ends, that much before now."""
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        step = max(1, sample_rate // 100)
+        if samples.size <= step:
+            if frame_dbfs(pcm) > LOUD_DBFS:
+                self._last_loud = self.now()
+            return
+        chunks = samples.size // step
+        levels = np.square(samples[: chunks * step].reshape(chunks, step), dtype=np.float64).mean(axis=1)
+        loud = np.flatnonzero(levels > _LOUD_POWER)
+        if loud.size:
+            after = samples.size - (int(loud[-1]) + 1) * step  # samples after the last loud 10 ms
+            self._last_loud = self.now() - after / sample_rate
 
     def stt_final(self) -> None:
         """A final transcript. A generation begun before the caller's latest speech is stale: LiveKit starts

@@ -37,6 +37,9 @@ def test_the_callers_audio_arrives_at_the_stt_sample_rate_in_the_configured_fram
     )
     audio = lean.get_audio_input_options()
     assert audio is not None and audio.frame_size_ms == 100 and audio.auto_gain_control is False
+    # the agent's audio goes out at its TTS's rate: no resampling in the job
+    out = entrypoint.room_options("caller", Settings(data_dir=tmp_path), output_rate=16_000).get_audio_output_options()
+    assert out is not None and out.sample_rate == 16_000
 
 
 @pytest.mark.parametrize("frame_ms", [0, 5, 15, 210])

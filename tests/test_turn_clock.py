@@ -134,3 +134,17 @@ def test_stale_generations_the_greeting_and_an_interrupted_reply_leave_nothing_b
 
 def test_voice_to_voice_and_the_hops_are_fields_of_the_stored_turn_metrics():
     assert {"voice_to_voice", "hops", "llm_requests"} <= set(TurnMetrics.model_fields)
+
+
+def test_speech_ends_where_the_last_loud_10_ms_of_a_frame_ends_not_when_the_frame_arrived():
+    # a 50 ms frame at 16 kHz: 20 ms of speech, then 30 ms of silence, handed over at t = 1.0
+    frame = np.concatenate([np.full(320, 8000, dtype=np.int16), np.zeros(480, dtype=np.int16)]).tobytes()
+    clock = TurnClock(now=Ticks())
+    clock.now.t = 1.0  # type: ignore[attr-defined]
+    clock.input_frame(frame, 16_000)
+    clock.now.t = 1.05  # type: ignore[attr-defined]
+    clock.input_frame(np.zeros(800, dtype=np.int16).tobytes(), 16_000)  # silence moves nothing
+    clock.end_of_turn()
+    clock.mark("published")
+    clock.now.t = 1.4  # type: ignore[attr-defined]
+    assert clock._done is not None and abs(clock._done["last_loud"] - 0.97) < 1e-9

@@ -338,7 +338,8 @@ class CallJob:
         recorder.clock = agent.clock
         commands = CallCommands(self, session, agent, caller, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
-        await session.start(agent=agent, room=self.ctx.room, room_options=room_options(caller.identity, settings))
+        options = room_options(caller.identity, settings, output_rate=pipeline.tts.sample_rate)
+        await session.start(agent=agent, room=self.ctx.room, room_options=options)
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
@@ -399,9 +400,11 @@ class CallJob:
             log.exception("final metering of session %s failed", self.session_id)
 
 
-def room_options(identity: str, settings: Settings) -> room_io.RoomOptions:
-    # The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
-    # at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
+def room_options(identity: str, settings: Settings, *, output_rate: int = 24_000) -> room_io.RoomOptions:
+    """The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
+    at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
+    The agent's audio is published at its TTS's own rate (`output_rate`): no resampling of every frame in Python
+    (and its delay) before WebRTC's encoder, which resamples anyway."""
     return room_io.RoomOptions(
         participant_identity=identity,
         close_on_disconnect=True,
@@ -410,6 +413,7 @@ def room_options(identity: str, settings: Settings) -> room_io.RoomOptions:
             frame_size_ms=settings.audio_input_frame_ms,
             auto_gain_control=settings.auto_gain_control,
         ),
+        audio_output=room_io.AudioOutputOptions(sample_rate=output_rate),
     )
 
 
