@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from livekit.agents.utils import http_context
 
 from api.loopmon import LoopMonitor
 from core.settings import Settings
-from pipelines.builder import TurnDefaults, build_pipeline, build_session
+from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from worker import entrypoint
 
@@ -65,3 +66,44 @@ async def test_after_prewarm_a_job_builds_its_pipeline_without_blocking_the_loop
 
     assert contexts == [], "".join(contexts[0][-8:])  # no CA bundle loaded on the loop (else: where it was)
     assert monitor.snapshot()["lag_max_ms"] < MAX_BLOCK_MS, monitor.snapshot()
+
+
+async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a call's first reply used to import (toolsets, genai's async HTTP backend: ~70 ms) and build (genai's
+    pydantic models, ~110 ms; the transcript synchronizer's hyphenation table, ~27 ms) on the job's loop is done by
+    the prewarm (and, under the process executor, once in the forkserver): a reply through the real plugins against
+    the fakes then imports no module and builds no genai model."""
+    from google.genai import types as genai_types
+    from pydantic import BaseModel
+
+    from tests.fakes import FakeProviders
+    from tests.test_stt_refused import Silence
+
+    proc = SimpleNamespace(userdata={})
+    entrypoint.prewarm(Settings(data_dir=tmp_path, worker_enabled=False), proc)  # type: ignore[arg-type]
+    proc.userdata["store"].close()
+    models = [m for m in vars(genai_types).values() if isinstance(m, type) and issubclass(m, BaseModel)]
+    assert models and all(m.__pydantic_complete__ for m in models)
+    async with FakeProviders(api_key="k") as fakes:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+        cfg = ProvidersConfig(
+            deepgram=ProviderCredentials("k", fakes.deepgram_url),
+            google=ProviderCredentials("k", fakes.gemini_base_url),
+            elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url),
+        )
+        before = set(sys.modules)
+        async with http_context.open():
+            pipeline = build_pipeline(SPEC, cfg, vad_model=proc.userdata["vad"])
+            session = build_session(pipeline, vad_model=proc.userdata["vad"], defaults=TurnDefaults())
+            session.input.audio = Silence()
+            await session.start(VoiceAgent(SPEC))
+            try:
+                reply = session.generate_reply(user_input="Hello there, what are your hours?")
+                await asyncio.wait_for(reply.wait_for_playout(), 20)
+                assert fakes.counters().get("gemini", {}).get("requests") == 1  # the reply went through Gemini
+            finally:
+                await session.aclose()
+        assert sorted(set(sys.modules) - before) == []
+        assert all(m.__pydantic_complete__ for m in models)

@@ -49,6 +49,7 @@ from pipelines.builder import (
     build_session,
     call_vad,
     load_vad,
+    prewarm_first_reply,
 )
 from pipelines.config import STT_SAMPLE_RATE, AgentSpec, ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter
@@ -70,20 +71,31 @@ from .usage_spill import spill_path
 log = logging.getLogger("voxarena.job")
 
 
-def _forkserver_outlives_sigterm() -> None:
-    """Imported into multiprocessing's forkserver (``preload_modules``), this module makes it ignore SIGTERM: a
-    SIGTERM to the whole process group (systemd's default) would end the forkserver, and the worker then reads
-    every job process forked from it as exited (code 255) and drops the calls it should be draining. The forkserver
-    still ends with the worker (its pipe to the worker closes), and its children inherit the ignored SIGTERM."""
+def _in_forkserver() -> bool:
     frame = sys._getframe()
     while frame is not None:
         if frame.f_globals.get("__name__") == "multiprocessing.forkserver":
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            return
+            return True
         frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
-_forkserver_outlives_sigterm()
+def _prepare_forkserver() -> None:
+    """Imported into multiprocessing's forkserver (``preload_modules``), this module makes it ignore SIGTERM: a
+    SIGTERM to the whole process group (systemd's default) would end the forkserver, and the worker then reads
+    every job process forked from it as exited (code 255) and drops the calls it should be draining. The forkserver
+    still ends with the worker (its pipe to the worker closes), and its children inherit the ignored SIGTERM.
+
+    It also builds, once, what every call's first reply would otherwise build on its job's event loop (genai's
+    models, the first-reply imports, the hyphenation table): every job process forked from it shares them."""
+    if not _in_forkserver():
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    google_provider.build_models()
+    prewarm_first_reply()
+
+
+_prepare_forkserver()
 
 CALLER_JOIN_TIMEOUT = 60.0
 # How long the end phase waits for the call's own tasks (an end in flight, a command) before it cancels them.
@@ -446,6 +458,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
     proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay)
     google_provider.prewarm()
+    prewarm_first_reply()
 
 
 async def entrypoint(ctx: JobContext) -> None:
