@@ -121,6 +121,13 @@ async def run(results: Results, *, quick: bool = False) -> None:
     no_preemption = {"VOXARENA_PREEMPTIVE_GENERATION": "0"}
     off = await _mode(results, "1a end of turn, preemptive generation off", None, convs, voices, no_preemption)
     _compare_preemptive(results, on, off)
+    if os.environ.get("VOXARENA_BENCH_EOT_LEAN") == "1":
+        # the cores section's lean settings (native VAD inline, 100 ms input frames, no AGC) change what the VAD and
+        # the STT hear: the same corpus with them, first voice
+        from .cores import LEAN
+
+        lean_env = {k: v for k, v in LEAN.items() if k.startswith("VOXARENA_")}
+        await _mode(results, "1a end of turn, lean audio settings", None, convs, voices[:1], lean_env)
     if not quick and os.environ.get("VOXARENA_BENCH_EOT_MODEL", "1") != "0":
         # LiveKit's local audio end-of-turn model on the same corpus, one voice, for comparison
         await _mode(results, "1a end of turn, `model` mode", "model", convs, VOICES[:1])
