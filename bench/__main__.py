@@ -1,4 +1,5 @@
-"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg] [--quick]`: every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg,noise] [--quick]`: every benchmark,
+one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg")
+SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg", "noise")
 
 
 def main() -> int:
@@ -71,6 +72,10 @@ def main() -> int:
         from . import pg
 
         asyncio.run(pg.run(results, quick=args.quick))
+    if "noise" in only:
+        from . import noise
+
+        asyncio.run(noise.run(results, quick=args.quick))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"

@@ -98,3 +98,7 @@ async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
         assert sorted(h["mark"] for h in m["hops"]) == sorted(MARKS), m
         assert abs(sum(h["seconds"] for h in m["hops"]) - m["voice_to_voice"]) <= 0.01, m
         assert m["voice_to_voice"] <= client_s + 0.05, (m, client_s)
+        # preemptive generation (on by default) started each reply's LLM request on the STT final and kept it
+        assert m["llm_requests"] == 1, m
+    gemini = fakes.counters()["gemini"]
+    assert gemini["requests"] - gemini.get("json_requests", 0) == 30, gemini  # no turn answered twice
