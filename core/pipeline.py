@@ -72,4 +72,5 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
             backchannel_words=tuple(config.get("backchannelWords") or ()),
             preemptive_generation=config.get("preemptiveGeneration"),
         ),
+        noise_suppression=config.get("noiseSuppression"),
     )

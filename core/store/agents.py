@@ -46,6 +46,7 @@ CONFIG_KEYS = (
     "interruptionMinDuration",
     "backchannelWords",
     "preemptiveGeneration",
+    "noiseSuppression",
 )
 COLUMNS = (
     "name",
