@@ -72,5 +72,4 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
             backchannel_words=tuple(config.get("backchannelWords") or ()),
             preemptive_generation=config.get("preemptiveGeneration"),
         ),
-        noise_suppression=config.get("noiseSuppression"),
     )

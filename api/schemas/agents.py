@@ -70,9 +70,6 @@ class _TurnTaking(RequestBody):
     preemptiveGeneration: bool | None = Field(
         default=None, description="Start the reply on the STT's final transcript, before the turn is over (true)."
     )
-    noiseSuppression: Literal["dtln"] | None = Field(
-        default=None, description="Suppress noise in the caller's audio before the VAD and the STT (null: none)."
-    )
 
     @model_validator(mode="after")
     def _delays_in_order(self) -> _TurnTaking:
@@ -242,7 +239,6 @@ class Agent(BaseModel):
     interruptionMinDuration: float | None = Field(default=None, description="null: the product's default.")
     backchannelWords: list[str] = Field(default_factory=list, description="Never interrupt the agent.")
     preemptiveGeneration: bool | None = Field(default=None, description="null: the product's default (on).")
-    noiseSuppression: str | None = Field(default=None, description="`dtln`, or null: none.")
 
 
 class AgentList(BaseModel):

@@ -46,7 +46,6 @@ CONFIG_KEYS = (
     "interruptionMinDuration",
     "backchannelWords",
     "preemptiveGeneration",
-    "noiseSuppression",
 )
 COLUMNS = (
     "name",
