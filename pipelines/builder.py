@@ -150,7 +150,7 @@ class TurnDefaults:
     preemptive_generation: bool = True
 
     def min_delay_for(self, turn: TurnTaking) -> float:
-        return _given(turn.min_endpointing_delay, self.min_delay)
+        return self.min_delay if turn.min_endpointing_delay is None else turn.min_endpointing_delay
 
 
 def turn_handling(defaults: TurnDefaults, turn: TurnTaking = NO_OVERRIDES) -> TurnHandlingOptions:
@@ -249,12 +249,10 @@ def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
     this reads silero's `_onnx_session` and `_opts`: its `VAD` has no public copy-with-options (an upstream
     `VAD.with_options(...)` would remove that)."""
     wanted = vad_min_silence(min_delay)
-    if shared.min_silence_duration == wanted:
-        return shared
     if isinstance(shared, inference.VAD):
-        return native_vad(wanted)
+        return shared if shared.min_silence_duration == wanted else native_vad(wanted)
     opts = getattr(shared, "_opts", None)
-    if not isinstance(shared, silero.VAD) or opts is None:
+    if not isinstance(shared, silero.VAD) or opts is None or shared.min_silence_duration == wanted:
         return shared
     return silero.VAD(session=shared._onnx_session, opts=dataclasses.replace(opts, min_silence_duration=wanted))
 
