@@ -197,7 +197,8 @@ class Settings:
         default=True,
         metadata={
             "doc": "Start the LLM on the STT's final transcript, before the end of the turn is decided; discarded "
-            "(its tokens still metered) when the caller goes on. An agent's `preemptiveGeneration` overrides it."
+            "when the caller goes on (each turn's `llm_requests` counts them). An agent's `preemptiveGeneration` "
+            "overrides it."
         },
     )
     audio_input_frame_ms: int = field(
