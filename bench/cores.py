@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.loopmon import LoopMonitor
 from tests.harness.product import Product, job_process_pids
 
 from .common import Results, median, pct
@@ -43,6 +44,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
 }
 ARRIVAL_S = 0.5
+# a wake-up of the client's loop this late (with 10 ms frames) opens a gap of over 60 ms in the frames' arrival times
+CLIENT_STALL_S = 0.05
 # 25 turns of ~2.4 s: a step lasts over a minute, longer than the product's loop-lateness window (3,000 wake-ups of
 # 20 ms), so the `/health` figure read at the end of a step is that step's alone
 TURNS = 25
@@ -95,6 +98,9 @@ async def _step(
     pids = product_pids(product)
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
     cpu0, busy0, t0 = tree_cpu_seconds(pids), core_busy_seconds(PRODUCT_CORE), time.monotonic()
+    # this client's own loop: a stall of it delays every received frame, which reads as a hole in the agent's audio
+    client_loop = LoopMonitor(interval=0.01, window=1_000_000)
+    client_loop.start()
 
     async def call(i: int) -> None:
         await asyncio.sleep(i * ARRIVAL_S)
@@ -119,6 +125,9 @@ async def _step(
     )
     _, health = await product.request("GET", "/health", None)
     out["loop"] = health["event_loop"]
+    await client_loop.stop()
+    out["client_stalls"] = sum(1 for lag in client_loop.samples if lag > CLIENT_STALL_S)
+    out["client_lag_max_ms"] = max(client_loop.samples, default=0.0) * 1000
     # the post-call analyses and the job processes' exits belong to the calls' cost
     await asyncio.to_thread(fakes.wait_idle, quiet_s=1.5, timeout=60)
     for _ in range(60):
@@ -217,7 +226,10 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
             results.add(
                 section,
                 f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
-                f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}" + (f" ({failed[0][:80]})" if failed else ""),
+                f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
+                + (f" ({failed[0][:80]})" if failed else "")
+                + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms {s.get('client_stalls', 0)} times"
+                f" (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
                 "<= 2x single, 0 gaps" if n > 1 else "",
                 ok if n > 1 else None,
             )
