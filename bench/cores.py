@@ -228,8 +228,8 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
                 f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
                 f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
                 + (f" ({failed[0][:80]})" if failed else "")
-                + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms {s.get('client_stalls', 0)} times"
-                f" (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
+                + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms"
+                f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
                 "<= 2x single, 0 gaps" if n > 1 else "",
                 ok if n > 1 else None,
             )
