@@ -43,9 +43,15 @@ def providers_config(s: Settings) -> ProvidersConfig:
     )
 
 
-def agent_spec(row: dict[str, Any]) -> AgentSpec:
+def agent_config(row: dict[str, Any]) -> dict[str, Any]:
+    """An agent's ``config`` (its per-agent settings), from a raw row or a repository record."""
     config = row.get("config") or "{}"
-    config = json.loads(config) if isinstance(config, str) else config  # a raw row, or a repository record
+    parsed: dict[str, Any] = json.loads(config) if isinstance(config, str) else config
+    return parsed
+
+
+def agent_spec(row: dict[str, Any]) -> AgentSpec:
+    config = agent_config(row)
     return AgentSpec(
         id=row["id"],
         name=row["name"],

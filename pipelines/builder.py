@@ -7,7 +7,7 @@ import dataclasses
 import importlib
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -313,8 +313,8 @@ class VoiceAgent(Agent):
     """The agent as configured in the store: its system prompt and its greeting when it speaks first. Its pipeline
     nodes are LiveKit's own, passed through, with a `TurnClock` marking each hop of every reply on the way."""
 
-    def __init__(self, spec: AgentSpec) -> None:
-        super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.")
+    def __init__(self, spec: AgentSpec, *, tools: Sequence[llm_base.Tool] = ()) -> None:
+        super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.", tools=list(tools))
         self.spec = spec
         self.clock = TurnClock()
         self.backchannel = backchannel_matcher(spec.turn_taking.backchannel_words)

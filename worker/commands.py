@@ -63,22 +63,31 @@ class CallCommands:
         log.info("session %s: sent DTMF %s", self.job.session_id, digit)
 
     async def transfer(self, message: Transfer) -> None:
-        """A supervisor's transfer: the caller's side gets a REFER; once it is done the call ends `transferred`.
-        A failed transfer leaves the call with the agent, with an `error` event (recoverable) on the session."""
-        job, target, session_id = self.job, message.target, self.job.session_id
-        if self.caller.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
-            log.warning("session %s: ignored a transfer (no SIP caller or no target)", session_id)
-            return
-        job.transferring = target
-        failure = await transfer(job.ctx.api, room=job.ctx.room.name, identity=self.caller.identity, target=target)
+        """A supervisor's transfer (`transfer_caller`). A failed transfer leaves the call with the agent, with an
+        `error` event (recoverable) on the session."""
+        session_id = self.job.session_id
+        failure = await transfer_caller(self.job, self.caller, message.target)
         if failure is not None:
-            job.transferring = None
-            log.error("session %s: %s; the call stays with the agent", session_id, failure)
-            await job.store.write(
+            await self.job.store.write(
                 lambda db: events_repo.emit_for_session(
                     db, session_id, "error", {"detail": failure, "stage": "transfer", "recoverable": True}
                 )
             )
-            return
-        log.info("session %s: transferred to %s", session_id, target)
-        await job.end(Ending("transferred"))
+
+
+async def transfer_caller(job: CallJob, caller: rtc.RemoteParticipant, target: str) -> str | None:
+    """The phone caller's side gets a REFER to `target` (a sip: or tel: URI); once it is done the call ends
+    `transferred`. Returns why it failed (the call then stays with the agent), None once transferred."""
+    session_id = job.session_id
+    if caller.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+        log.warning("session %s: ignored a transfer: the caller is not on a phone line", session_id)
+        return "the caller is not on a phone line: only phone calls can be transferred"
+    job.transferring = target
+    failure = await transfer(job.ctx.api, room=job.ctx.room.name, identity=caller.identity, target=target)
+    if failure is not None:
+        job.transferring = None
+        log.error("session %s: %s; the call stays with the agent", session_id, failure)
+        return failure
+    log.info("session %s: transferred to %s", session_id, target)
+    await job.end(Ending("transferred"))
+    return None

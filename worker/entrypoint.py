@@ -33,6 +33,9 @@ from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 
 from core.livekit import sip_identity
+from core.netpolicy import NetPolicy
+from core.pipeline import agent_config
+from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import calls as calls_repo
@@ -40,6 +43,7 @@ from core.store import sessions as sessions_repo
 from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
+from core.tools import ToolRunner, agent_tools
 from pipelines.builder import (
     Pipeline,
     TurnDefaults,
@@ -64,6 +68,7 @@ from .ending import CallEnd, Ending
 from .inbound import InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial
 from .recorder import SessionRecorder
+from .tools import CallActions, function_tools
 from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
 from .usage_spill import spill_path
@@ -131,6 +136,7 @@ class CallJob:
     line: InboundLine | None = None  # an inbound phone call's line, metered at the end
     caller_identity: str | None = None  # a phone call's SIP participant, hung up at the end
     transferring: str | None = None  # the target of a supervisor's transfer in flight or done
+    tool_runner: ToolRunner | None = None  # runs and records the agent's tools, when it has any
     tasks: utils.aio.TaskSet = field(default_factory=utils.aio.TaskSet)
     end: CallEnd = field(init=False)
 
@@ -346,12 +352,27 @@ class CallJob:
         TurnTrace(self.session_id).attach(session)
         session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
         session.on("close", self._on_session_close)
-        agent = VoiceAgent(self.spec)
+        agent = VoiceAgent(self.spec, tools=self.tools(caller))
         recorder.clock = agent.clock
         commands = CallCommands(self, session, agent, caller, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller.identity, settings, output_rate=pipeline.tts.sample_rate)
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
+
+    def tools(self, caller: rtc.RemoteParticipant) -> list[Any]:
+        """The agent's tools (core/tools.py) as the LLM's function tools, run and recorded by the call's runner."""
+        tools = agent_tools(agent_config(self.agent_row))
+        if not tools:
+            return []
+        userdata = self.ctx.proc.userdata
+        self.tool_runner = ToolRunner(
+            self.store,
+            NetPolicy.of(self.settings.outbound_http_allowed_hosts),
+            userdata["secrets"],
+            owner_id=self.agent_row["owner_id"],
+            session_id=self.session_id,
+        )
+        return function_tools(tools, self.tool_runner, CallActions(self, caller))
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
@@ -368,6 +389,8 @@ class CallJob:
         own failures are stored by `run_and_store`."""
         await self.settle()
         await self.end(Ending("job_ended"))  # nothing when the call already ended
+        if self.tool_runner is not None:
+            await self.tool_runner.aclose()
         if self.spec is None or self.session is None:  # no conversation: its analysis is already skipped
             return
         try:
@@ -455,6 +478,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     proc.userdata["settings"] = settings
     proc.userdata["store"] = Store(settings.database_target, readers=2)
+    proc.userdata["secrets"] = SecretBox.from_settings(settings.secret_key, settings.data_dir)  # tools' headers
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
     proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay)
     google_provider.prewarm()

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from core.store import agents as repo
 
-from ..keys import AGENT_LISTS, STORE
+from ..keys import AGENT_LISTS, NETPOLICY, SECRETS, STORE
 from ..routing import Owns, RequestContext, Route, send_json
 from ..schemas.agents import (
     Agent,
@@ -47,9 +47,22 @@ async def _write(ctx: RequestContext, fn: Any, *args: Any) -> Any:
     return await service.write(app[STORE], app[AGENT_LISTS], ctx.tenant_id, fn, *args)
 
 
+async def _create(ctx: RequestContext, data: dict[str, Any]) -> dict[str, Any]:
+    """A new agent from storage terms: its tools' URLs checked, their header values sealed."""
+    app = ctx.request.app
+    await service.check_tool_urls(app[NETPOLICY], data.get("tools"))
+    return await _write(ctx, service.create_with_tools(app[SECRETS]), data)
+
+
+async def _update(ctx: RequestContext, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    app = ctx.request.app
+    await service.check_tool_urls(app[NETPOLICY], changes.get("tools"))
+    return await _write(ctx, service.update_with_tools(app[SECRETS]), agent_id, changes)
+
+
 async def create_agent(ctx: RequestContext) -> dict:
     data = {k: v for k, v in ctx.body.model_dump().items() if v is not None}
-    return agent_wire(await _write(ctx, repo.create, storage(data)))
+    return agent_wire(await _create(ctx, storage(data)))
 
 
 async def get_agent(ctx: RequestContext) -> dict:
@@ -57,7 +70,7 @@ async def get_agent(ctx: RequestContext) -> dict:
 
 
 async def update_agent(ctx: RequestContext) -> dict:
-    return agent_wire(await _write(ctx, repo.update, ctx.params["id"], storage(ctx.body.changes())))
+    return agent_wire(await _update(ctx, ctx.params["id"], storage(ctx.body.changes())))
 
 
 async def delete_agent(ctx: RequestContext) -> dict:
@@ -78,7 +91,7 @@ async def list_v1(ctx: RequestContext) -> web.StreamResponse:
 
 
 async def create_v1(ctx: RequestContext) -> dict:
-    return agent_v1_wire(await _write(ctx, repo.create, ctx.body.to_storage()))
+    return agent_v1_wire(await _create(ctx, ctx.body.to_storage()))
 
 
 async def get_v1(ctx: RequestContext) -> dict:
@@ -86,7 +99,7 @@ async def get_v1(ctx: RequestContext) -> dict:
 
 
 async def update_v1(ctx: RequestContext) -> dict:
-    return agent_v1_wire(await _write(ctx, repo.update, ctx.params["agent_id"], ctx.body.to_storage()))
+    return agent_v1_wire(await _update(ctx, ctx.params["agent_id"], ctx.body.to_storage()))
 
 
 async def delete_v1(ctx: RequestContext) -> dict:

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_valid
 from core.store.agents import CONFIG_KEYS
 
 from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
+from .tools import Tools, tools_wire
 
 _NAME = Field(min_length=1, max_length=200)
 _PROMPT = Field(max_length=100_000)
@@ -134,6 +135,9 @@ class _AgentExtras(_TurnTaking):
         max_length=200,
         description="The campaign its calls belong to unless the call names one.",
     )
+    tools: Tools | None = Field(
+        default=None, description="What the LLM may call mid-conversation: HTTP tools and call tools (docs/tools.md)."
+    )
 
 
 class AgentCreate(_AgentExtras):
@@ -239,6 +243,7 @@ class Agent(BaseModel):
     interruptionMinDuration: float | None = Field(default=None, description="null: the product's default.")
     backchannelWords: list[str] = Field(default_factory=list, description="Never interrupt the agent.")
     preemptiveGeneration: bool | None = Field(default=None, description="null: the product's default (on).")
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="Header values masked.")
 
 
 class AgentList(BaseModel):
@@ -282,6 +287,13 @@ def storage(data: dict[str, Any]) -> dict[str, Any]:
         out["voiceSettings"] = {k: v for k, v in settings.items() if v is not None} or None
         if settings.get("voice_id") and not data.get("voiceId"):
             out["voiceId"] = settings["voice_id"]
+    if out.get("tools") is not None:
+        out["tools"] = [
+            t.model_dump(exclude_none=True)
+            if isinstance(t, BaseModel)
+            else {k: v for k, v in t.items() if v is not None}
+            for t in out["tools"]
+        ]
     return out
 
 
@@ -302,6 +314,7 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
         out[key] = config.get(key)
     for key in _LISTS:
         out[key] = list(out[key] or [])
+    out["tools"] = tools_wire(config.get("tools"))
     return out
 
 
@@ -320,6 +333,7 @@ class AgentV1(BaseModel):
     type: AgentType
     created_at: str
     updated_at: str
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="Header values masked.")
 
 
 def agent_v1_wire(rec: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +350,7 @@ def agent_v1_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "type": rec["agent_type"],
         "created_at": rec["created_at"],
         "updated_at": rec["updated_at"],
+        "tools": tools_wire(rec["config"].get("tools"), snake=True),
     }
 
 
@@ -347,6 +362,7 @@ class AgentV1Create(RequestBody):
     voice_settings: VoiceSettings | None = None
     client_id: str | None = _ID
     enabled: bool = True
+    tools: Tools | None = None
 
     def to_storage(self) -> dict[str, Any]:
         return storage(
@@ -361,6 +377,7 @@ class AgentV1Create(RequestBody):
                 "sttProvider": "deepgram",
                 "llmProvider": "gemini",
                 "ttsProvider": "elevenlabs",
+                "tools": self.tools,
             }
         )
 
@@ -373,6 +390,7 @@ class AgentV1Update(RequestBody):
     voice_settings: VoiceSettings | None = None
     client_id: str | None = _ID
     enabled: bool | None = None
+    tools: Tools | None = None
 
     @model_validator(mode="after")
     def _not_null(self) -> AgentV1Update:
@@ -390,6 +408,7 @@ class AgentV1Update(RequestBody):
             "client_id": "clientId",
             "enabled": "enabled",
             "voice_settings": "voiceSettings",
+            "tools": "tools",
         }
         data: dict[str, Any] = {}
         for field in self.model_fields_set:

@@ -72,6 +72,21 @@ class TranscriptItem(BaseModel):
     )
 
 
+class ToolCall(BaseModel):
+    """One call the agent's LLM made to one of its tools (docs/tools.md)."""
+
+    id: str = Field(description="The LLM's call id.")
+    name: str
+    type: Literal["http", "end_call", "transfer_call", "send_dtmf"]
+    arguments: dict[str, Any] | str = Field(description="As the LLM gave them (a string when cut at 4,000 chars).")
+    status: Literal["running", "ok", "error", "timeout", "refused"]
+    httpStatus: int | None = Field(description="HTTP tools: the status the business's server answered.")
+    latencyMs: int | None
+    result: str | None = Field(description="What the LLM was given back (the first 4,000 characters).")
+    startedAt: str
+    endedAt: str | None
+
+
 class Session(BaseModel):
     id: str
     agentId: str
@@ -101,6 +116,7 @@ class Session(BaseModel):
     conversation_id: str | None = Field(description="The caller's conversation id (a relay call: its CallSid).")
     previous_session_id: str | None = Field(description="The ended text session this one continues.")
     campaign: str | None = Field(default=None, description="The campaign it belongs to (given, or its agent's).")
+    toolCalls: list[ToolCall] = Field(default_factory=list, description="The agent's tool calls, in order.")
 
 
 class SessionList(BaseModel):
@@ -177,6 +193,22 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "conversation_id": rec["conversation_id"],
         "previous_session_id": rec["previous_session_id"],
         "campaign": rec.get("campaign"),
+        "toolCalls": [tool_call_wire(c) for c in rec.get("tool_calls") or ()],
+    }
+
+
+def tool_call_wire(rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rec["id"],
+        "name": rec["name"],
+        "type": rec["type"],
+        "arguments": rec["arguments"],
+        "status": rec["status"],
+        "httpStatus": rec["http_status"],
+        "latencyMs": rec["latency_ms"],
+        "result": rec["result"],
+        "startedAt": rec["started_at"],
+        "endedAt": rec["ended_at"],
     }
 
 

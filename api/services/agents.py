@@ -20,10 +20,15 @@ from typing import Any
 import sqlite_utils
 from pydantic import TypeAdapter
 
+from core.netpolicy import AddressRefused, NetPolicy
+from core.secrets import SecretBox, is_masked, mask
 from core.store import agents as repo
 from core.store.db import Store
+from core.store.errors import InvalidValueError
 
+from ..errors import ValidationFailed
 from ..schemas.agents import AGENTS_PAGE_DEFAULT, AgentList, AgentV1, agent_v1_wire, agent_wire
+from ..schemas.tools import http_urls
 
 _LIST = TypeAdapter(AgentList)
 _LIST_V1 = TypeAdapter(list[AgentV1])
@@ -166,3 +171,65 @@ async def write(store: Store, cache: AgentListCache, owner_id: str, fn: Callable
     future = store.submit(fn, owner_id, *args)
     future.add_done_callback(lambda _: cache.invalidate(owner_id))
     return await asyncio.wrap_future(future)
+
+
+# ---- tools ----
+
+
+async def check_tool_urls(policy: NetPolicy, tools: list[dict[str, Any]] | None) -> None:
+    """Each HTTP tool's URL must be one the outbound address policy lets the product reach (resolved now, and
+    again at each call); a 422 naming the tool otherwise."""
+    for i, url in http_urls(tools or []):
+        try:
+            await policy.check_url(url)
+        except AddressRefused as e:
+            raise ValidationFailed(f"body tools[{i}].url: {e}") from None
+
+
+def seal_tools(
+    box: SecretBox, tools: list[dict[str, Any]] | None, stored: list[dict[str, Any]] | None
+) -> list[dict[str, Any]] | None:
+    """Header values sealed at rest, with the masked form a response shows kept beside them. A masked value sent
+    back (what a response showed) keeps the value stored under that tool and header name; one that matches nothing
+    stored is refused rather than stored masked."""
+    if tools is None:
+        return None
+    before = {t.get("name"): t.get("headers") or {} for t in stored or () if t.get("type") == "http"}
+    out = []
+    for i, tool in enumerate(tools):
+        headers = tool.get("headers")
+        if tool.get("type") != "http" or not headers:
+            out.append(tool)
+            continue
+        sealed = {}
+        for name, value in headers.items():
+            if is_masked(value):
+                kept = before.get(tool["name"], {}).get(name)
+                if kept is None:
+                    raise InvalidValueError(
+                        f"body tools[{i}].headers.{name}: a masked value can only keep the value stored for it"
+                    )
+                sealed[name] = kept
+            else:
+                sealed[name] = {"sealed": box.seal(value), "masked": mask(value) or "****"}
+        out.append({**tool, "headers": sealed})
+    return out
+
+
+def create_with_tools(box: SecretBox) -> Callable[[sqlite_utils.Database, str, dict[str, Any]], dict[str, Any]]:
+    def create(db: sqlite_utils.Database, owner_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("tools") is not None:
+            data = {**data, "tools": seal_tools(box, data["tools"], None)}
+        return repo.create(db, owner_id, data)
+
+    return create
+
+
+def update_with_tools(box: SecretBox) -> Callable[[sqlite_utils.Database, str, str, dict[str, Any]], dict[str, Any]]:
+    def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if changes.get("tools") is not None:
+            stored = repo.get(db, owner_id, agent_id)["config"].get("tools")
+            changes = {**changes, "tools": seal_tools(box, changes["tools"], stored)}
+        return repo.update(db, owner_id, agent_id, changes)
+
+    return update

@@ -1,15 +1,13 @@
 """Outbound-call callbacks: URLs checked when given and again when used, bodies signed Stripe-style, delivered from
 the call-events outbox in order per call with exponential backoff. A failing receiver never touches the call.
 
-Signature header: ``X-Voxarena-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``; the
-receiver recomputes it with the tenant's secret (``GET /api/calls/callback-secret``) and rejects old ``t``.
+Signed as core/signing.py says: the receiver recomputes ``X-Voxarena-Signature`` with the tenant's secret
+(``GET /api/calls/callback-secret``) and rejects an old ``t``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,7 @@ import aiohttp
 from core.netpolicy import AddressRefused, NetPolicy
 from core.periodic import Periodic
 from core.secrets import SecretBox
+from core.signing import SIGNATURE_HEADER, sign
 from core.store import calls as repo
 from core.store.db import Store
 from core.store.timefmt import to_iso
@@ -28,15 +27,9 @@ from ..errors import BadRequest
 
 log = logging.getLogger("voxarena.callbacks")
 
-SIGNATURE_HEADER = "X-Voxarena-Signature"
 TIMEOUT_SECONDS = 10.0
 # A claimed event waits this long past the attempt's timeout before another sender may try it.
 CLAIM_MARGIN_SECONDS = 10.0
-
-
-def sign(secret: str, body: bytes, t: int) -> str:
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
 
 
 async def check_url(policy: NetPolicy, url: str) -> None:

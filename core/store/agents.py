@@ -46,6 +46,8 @@ CONFIG_KEYS = (
     "interruptionMinDuration",
     "backchannelWords",
     "preemptiveGeneration",
+    # what the LLM may call (core/tools.py); HTTP tools' header values sealed
+    "tools",
 )
 COLUMNS = (
     "name",

@@ -10,7 +10,7 @@ from typing import Any
 import sqlite_utils
 
 from core.jsondepth import load_stored
-from core.store import sessions
+from core.store import events, sessions
 from core.store.errors import NotFoundError
 
 _CALL_COLUMNS = (
@@ -73,5 +73,5 @@ def merge_context(db: sqlite_utils.Database, owner_id: str, session_id: str, con
         else:
             merged[key] = value
     db.execute("UPDATE sessions SET context = ? WHERE id = ?", [json.dumps(merged), session_id])
-    sessions.stream_event(db, owner_id, session_id, row["channel"], "context.updated", {"context": merged})
+    events.stream_event(db, owner_id, session_id, row["channel"], "context.updated", {"context": merged})
     return {**row, "context": merged}

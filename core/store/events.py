@@ -46,6 +46,14 @@ def emit(
     return int(row[0])
 
 
+def stream_event(
+    db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str, payload: dict[str, Any]
+) -> None:
+    """The live event stream follows calls (voice and relay sessions); text chats are not calls."""
+    if channel != "text":
+        emit(db, owner_id=owner_id, call_sid=session_id, event_type=event_type, payload=payload)
+
+
 def emit_for_session(
     db: sqlite_utils.Database,
     session_id: str,

@@ -554,6 +554,29 @@ ALTER TABLE sessions ADD COLUMN node_id TEXT;
 CREATE INDEX sessions_node_live ON sessions(node_id) WHERE status != 'ended';
 """,
     ),
+    (
+        18,
+        "the tool calls of each session",
+        """
+CREATE TABLE tool_calls (
+  id INTEGER PRIMARY KEY,
+  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  call_key TEXT NOT NULL,
+  name TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  arguments TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('running', 'ok', 'error', 'timeout', 'refused')),
+  http_status INTEGER,
+  latency_ms INTEGER,
+  result TEXT,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  UNIQUE (session_id, call_key)
+);
+CREATE INDEX tool_calls_session ON tool_calls(session_id, started_at, id);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -10,9 +10,11 @@ import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
 from core.store import calls, events, tenants
+from core.store import tool_calls as tool_calls_repo
 from core.store.dialect import json_text, lock_for_transaction
 from core.store.dialect import marks as in_marks
 from core.store.errors import NotFoundError
+from core.store.events import stream_event
 from core.store.timefmt import day_start, elapsed_ms, now_iso, today_utc, whole_seconds
 
 ANALYSIS_FIELDS = ("summary", "sentiment", "sentiment_score", "topics", "outcome", "action_items")
@@ -107,14 +109,6 @@ def set_campaign(db: sqlite_utils.Database, session_id: str, campaign: str | Non
         "WHERE a.id = sessions.agent_id)) WHERE id = ? AND campaign IS NULL",
         [campaign, session_id],
     )
-
-
-def stream_event(
-    db: sqlite_utils.Database, owner_id: str, session_id: str, channel: str, event_type: str, payload: dict[str, Any]
-) -> None:
-    """The live event stream follows calls (voice and relay sessions); text chats are not calls."""
-    if channel != "text":
-        events.emit(db, owner_id=owner_id, call_sid=session_id, event_type=event_type, payload=payload)
 
 
 def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
@@ -400,7 +394,11 @@ def _records(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> list[dict
     ids = [r["id"] for r in rows]
     items = _items_by_session(db, ids)
     analyses = _analyses_by_session(db, ids)
-    return [{**r, "transcript": items[r["id"]], "analysis_row": analyses.get(r["id"])} for r in rows]
+    tools = tool_calls_repo.by_session(db, ids)
+    return [
+        {**r, "transcript": items[r["id"]], "analysis_row": analyses.get(r["id"]), "tool_calls": tools[r["id"]]}
+        for r in rows
+    ]
 
 
 def get(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:

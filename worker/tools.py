@@ -1,0 +1,94 @@
+"""A call's tools as LiveKit function tools (raw schemas, core/tools.py): the HTTP tools run by the session's
+`ToolRunner`, the call tools here, on the call itself. Every one is recorded by the runner, whatever it does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from livekit import rtc
+from livekit.agents import RunContext, function_tool
+from livekit.agents.llm import RawFunctionTool
+
+from core.control import DTMF_CODES
+from core.tools import FILLER_DELAY_SECONDS, CallTool, HttpTool, Tool, ToolResult, ToolRunner, declaration
+
+from .commands import transfer_caller
+from .ending import Ending
+
+if TYPE_CHECKING:
+    from .entrypoint import CallJob
+
+log = logging.getLogger("voxarena.job")
+
+DTMF_DIGITS = re.compile(r"^[0-9*#]{1,32}$")
+# Between two keys of one send_dtmf, as LiveKit's own send_dtmf tool waits.
+DTMF_GAP_SECONDS = 0.3
+
+
+def sip_target(target: str) -> str:
+    """A tool's target as the REFER takes it: a number becomes a tel: URI."""
+    return f"tel:{target}" if target.startswith("+") else target
+
+
+class CallActions:
+    """What the call tools do on one running call, with its phone caller (if any)."""
+
+    def __init__(self, job: CallJob, caller: rtc.RemoteParticipant) -> None:
+        self.job = job
+        self.caller = caller
+
+    async def run(self, tool: CallTool, arguments: dict[str, Any], context: RunContext) -> ToolResult:
+        if tool.kind == "end_call":
+            return self.end_call(context)
+        if tool.kind == "transfer_call":
+            return await self.transfer_call(tool)
+        return await self.send_dtmf(str(arguments.get("digits", "")))
+
+    def end_call(self, context: RunContext) -> ToolResult:
+        """The call ends once the reply to this tool (the goodbye) has been said: the same speech carries on."""
+        job = self.job
+
+        def ended(_: Any) -> None:
+            job.spawn(job.end(Ending("agent_ended")), "end-by-agent")
+
+        context.speech_handle.add_done_callback(ended)
+        return ToolResult("ok", "The call ends after your next words: say a short goodbye, nothing else.")
+
+    async def transfer_call(self, tool: CallTool) -> ToolResult:
+        if not tool.target:
+            return ToolResult("error", "error: no transfer target is configured")
+        failure = await transfer_caller(self.job, self.caller, sip_target(tool.target))
+        if failure is not None:
+            return ToolResult("error", f"error: the transfer failed ({failure}); the caller is still with you")
+        return ToolResult("ok", "The caller was transferred.")
+
+    async def send_dtmf(self, digits: str) -> ToolResult:
+        if not DTMF_DIGITS.match(digits):
+            return ToolResult("error", "error: digits must be 1 to 32 of 0-9, * and #")
+        participant = self.job.ctx.room.local_participant
+        for i, digit in enumerate(digits):
+            if i:
+                await asyncio.sleep(DTMF_GAP_SECONDS)
+            await participant.publish_dtmf(code=DTMF_CODES[digit], digit=digit)
+        return ToolResult("ok", f"Pressed {digits}.")
+
+
+def function_tools(tools: list[Tool], runner: ToolRunner, actions: CallActions) -> list[RawFunctionTool]:
+    return [_function_tool(tool, runner, actions) for tool in tools]
+
+
+def _function_tool(tool: Tool, runner: ToolRunner, actions: CallActions) -> RawFunctionTool:
+    async def handler(raw_arguments: dict[str, object], context: RunContext) -> str:
+        arguments, call_key = dict(raw_arguments), context.function_call.call_id
+        if isinstance(tool, HttpTool):
+            if tool.filler:
+                async with context.with_filler(tool.filler, delay=FILLER_DELAY_SECONDS):
+                    return (await runner.call_http(tool, arguments, call_key)).text
+            return (await runner.call_http(tool, arguments, call_key)).text
+        result = await runner.tracked(tool, arguments, call_key, lambda: actions.run(tool, arguments, context))
+        return result.text
+
+    return function_tool(handler, raw_schema=declaration(tool))
