@@ -267,7 +267,7 @@ def create_app(
             backoff_seconds=settings.callback_backoff_seconds,
         )
         sender.start()
-        app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK])
+        app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK], app[NETPOLICY], app[SECRETS])
         app[CHAT].lease = node.lease("text-sessions", max(10.0, 3 * min(30.0, settings.text_session_idle_seconds / 4)))
         app[CHAT].start()
         hub = EventHub(

@@ -3,7 +3,8 @@ pre-call and post-call webhooks), Stripe-style:
 
 ``X-Voxarena-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<signed bytes>")>``
 
-The signed bytes are the request body; a GET (a tool's query) has none, and signs its query string instead. The
+The signed bytes are the request body; a GET (a tool's query) has none, and signs its whole query string instead,
+exactly as sent (percent-encoded: a receiver reads it raw, before decoding). The
 secret is the tenant's signing secret (``GET /api/calls/callback-secret``); a receiver recomputes the HMAC and
 rejects an old ``t``."""
 

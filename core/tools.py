@@ -22,9 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import aiohttp
+import yarl
 
 from core.netpolicy import AddressRefused, NetPolicy
 from core.secrets import SecretBox
@@ -152,7 +153,7 @@ def _query(arguments: dict[str, Any]) -> str:
             return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
         return "" if v is None else str(v)
 
-    return urlencode([(k, text(v)) for k, v in arguments.items()])
+    return urlencode([(k, text(v)) for k, v in arguments.items()], quote_via=quote)
 
 
 def _with_query(url: str, query: str) -> str:
@@ -259,8 +260,9 @@ class ToolRunner:
         secret = await self._signing_secret()
         own = {name: self.box.open(sealed) for name, sealed in tool.headers.items()}
         if tool.method == "GET":
-            query = _query(arguments)
-            url, body, signed = _with_query(tool.url, query), None, query.encode()
+            # signed: the whole query string exactly as sent (percent-encoded; the tool's own parameters too)
+            url, body = _with_query(tool.url, _query(arguments)), None
+            signed = urlsplit(url).query.encode()
         else:
             url = tool.url
             body = signed = json.dumps(arguments, ensure_ascii=False).encode()
@@ -276,12 +278,15 @@ class ToolRunner:
             }
             if body is not None:
                 headers["Content-Type"] = "application/json"
-            async with self._http.request(method, url, data=body, headers=headers, allow_redirects=False) as resp:
+            sent = yarl.URL(url, encoded=True)  # as signed: not re-quoted on the way out
+            async with self._http.request(method, sent, data=body, headers=headers, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in _REDIRECTS and location:
                     url = urljoin(url, location)
                     if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                        method, body, signed = "GET", None, b""
+                        method, body = "GET", None
+                    if body is None:
+                        signed = urlsplit(url).query.encode()
                     continue
                 raw = await resp.content.read(MAX_RESULT_BYTES + 1)
                 text = raw[:MAX_RESULT_BYTES].decode("utf-8", errors="replace")

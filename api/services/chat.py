@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -23,12 +24,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from livekit.agents import llm
+from livekit.agents import function_tool, llm
 
 from core.analysis import run_and_store
 from core.cluster import Lease
+from core.netpolicy import NetPolicy
 from core.periodic import Periodic
-from core.pipeline import agent_spec, providers_config
+from core.pipeline import agent_config, agent_spec, providers_config
+from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import agents as agents_repo
 from core.store import chat as chat_repo
@@ -37,6 +40,7 @@ from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.store.db import Store
 from core.store.timefmt import now_iso, to_iso
+from core.tools import HttpTool, ToolRunner, agent_tools, declaration
 from pipelines.builder import CONNECT, build_llm
 from pipelines.config import ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter, UsageEvent
@@ -50,6 +54,8 @@ TURN_LEASE = "chat-turn:"
 TURN_LEASE_SECONDS = 120.0
 TURN_LEASE_POLL = 0.05
 
+# Rounds of tool calls one message may take before the LLM must answer in words.
+MAX_TOOL_STEPS = 5
 MAX_HISTORY_ITEMS = 100  # the newest items of a conversation the LLM is given (a long chat stays in its window)
 MAX_MESSAGE_CHARS = 8000
 DEFAULT_PROMPT = "You are a helpful assistant."
@@ -155,6 +161,8 @@ class ChatService:
     store: Store
     settings: Settings
     book: PriceBook
+    policy: NetPolicy  # what an agent's HTTP tools may reach
+    box: SecretBox  # opens their header values
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _locks: dict[str, list[Any]] = field(default_factory=dict)
@@ -313,13 +321,6 @@ class ChatService:
         ctx.add_message(role="system", content=prompt_with_context(spec.system_prompt or DEFAULT_PROMPT, context))
         for item in items:
             ctx.add_message(role="user" if item["speaker"] == "USER" else "assistant", content=_llm_content(item))
-        try:
-            async with self.models.use(agent) as (model, names):
-                parts, prompt, completion, first, served = await _ask(model, names, ctx, on_delta, sid)
-        except ProviderConfigError as e:
-            log.error("session %s: %s", sid, e)
-            raise LlmFailed(str(e)) from None
-        provider = self.book.provider_key(served["model_provider"] or "unknown")
         meter = CallMeter(
             self.book,
             LedgerSink(self.store),
@@ -328,13 +329,36 @@ class ChatService:
             agent_id=agent["id"],
             key_scope=sid,
         )
-        await meter.record_llm_call(
-            key=f"chat/{user_key}",
-            provider=provider,
-            model=served["model_name"] or None,
-            input_tokens=prompt,
-            output_tokens=completion,
-        )
+        tools = [t for t in agent_tools(agent_config(agent)) if isinstance(t, HttpTool)]  # call tools: voice only
+        runner = ToolRunner(self.store, self.policy, self.box, owner_id=agent["owner_id"], session_id=sid)
+        declared = [function_tool(_declared_only, raw_schema=declaration(t)) for t in tools]
+        parts: list[str] = []
+        first: float | None = None
+        try:
+            async with self.models.use(agent) as (model, names):
+                for step in range(MAX_TOOL_STEPS + 1):
+                    # the last step may not call a tool: after MAX_TOOL_STEPS rounds the LLM must answer
+                    asked = await _ask(
+                        model, names, ctx, on_delta, sid, tools=declared if step < MAX_TOOL_STEPS else []
+                    )
+                    parts += asked.parts
+                    first = first if first is not None else asked.first
+                    provider = self.book.provider_key(asked.served["model_provider"] or "unknown")
+                    await meter.record_llm_call(
+                        key=f"chat/{user_key}" if step == 0 else f"chat/{user_key}/{step}",
+                        provider=provider,
+                        model=asked.served["model_name"] or None,
+                        input_tokens=asked.prompt_tokens,
+                        output_tokens=asked.completion_tokens,
+                    )
+                    if not asked.calls:
+                        break
+                    await self._run_tools(runner, tools, ctx, asked.calls)
+        except ProviderConfigError as e:
+            log.error("session %s: %s", sid, e)
+            raise LlmFailed(str(e)) from None
+        finally:
+            await runner.aclose()
         turn.reply = "".join(parts)
         turn.timestamp = now_iso()
         content = turn.heard if turn.heard is not None else turn.reply
@@ -353,6 +377,30 @@ class ChatService:
             )
         )
         return turn
+
+    async def _run_tools(
+        self, runner: ToolRunner, tools: list[HttpTool], ctx: llm.ChatContext, calls: list[llm.FunctionToolCall]
+    ) -> None:
+        """The LLM's tool calls, one after the other, each call and its output added to the conversation."""
+        by_name = {t.name: t for t in tools}
+        for call in calls:
+            ctx.items.append(
+                llm.FunctionCall(call_id=call.call_id, name=call.name, arguments=call.arguments, extra=call.extra or {})
+            )
+            tool = by_name.get(call.name)
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except ValueError:
+                arguments = None
+            if tool is None or not isinstance(arguments, dict):
+                why = f"error: there is no tool {call.name}" if tool is None else "error: the arguments are not JSON"
+                output, is_error = why, True
+            else:
+                result = await runner.call_http(tool, arguments, call.call_id)
+                output, is_error = result.text, result.status != "ok"
+            ctx.items.append(
+                llm.FunctionCallOutput(call_id=call.call_id, name=call.name, output=output, is_error=is_error)
+            )
 
     # ---- the end of a conversation ----
     async def close(self, session_id: str, *, reason: str, error: str | None = None) -> bool:
@@ -426,17 +474,40 @@ def _llm_content(item: dict[str, Any]) -> str:
     return item["content"]
 
 
+@dataclass
+class Asked:
+    """One LLM request of a turn: its text, the tokens the provider reported, the time to the first chunk, which
+    provider served it (with fallbacks, the one that answered) and the tool calls it made."""
+
+    parts: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    first: float | None
+    served: dict[str, Any]
+    calls: list[llm.FunctionToolCall]
+
+
+async def _declared_only(raw_arguments: dict[str, object]) -> str:
+    raise RuntimeError("text turns run their tools themselves (ChatService._run_tools)")
+
+
 async def _ask(
-    model: llm.LLM, names: tuple[str, ...], ctx: llm.ChatContext, on_delta: Delta | None, sid: str
-) -> tuple[list[str], int, int, float | None, dict[str, Any]]:
-    """Stream one answer: its text chunks, the tokens the provider reported, the time to the first chunk, and
-    which provider served it (with fallbacks, the one that answered)."""
+    model: llm.LLM,
+    names: tuple[str, ...],
+    ctx: llm.ChatContext,
+    on_delta: Delta | None,
+    sid: str,
+    *,
+    tools: list[Any] | None = None,
+) -> Asked:
+    """Stream one answer of the LLM (`tools` declared to it)."""
     parts: list[str] = []
+    calls: list[llm.FunctionToolCall] = []
     prompt = completion = 0
     started = time.monotonic()
     first: float | None = None
     try:
-        async with model.chat(chat_ctx=ctx, conn_options=CONNECT) as stream:
+        async with model.chat(chat_ctx=ctx, tools=tools or None, conn_options=CONNECT) as stream:
             async for chunk in stream:
                 text = chunk.delta.content if chunk.delta else None
                 if text:
@@ -444,6 +515,8 @@ async def _ask(
                     parts.append(text)
                     if on_delta is not None:
                         await on_delta(text)
+                if chunk.delta and chunk.delta.tool_calls:
+                    calls += chunk.delta.tool_calls
                 if chunk.usage is not None:
                     prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
     except Exception as e:
@@ -453,4 +526,4 @@ async def _ask(
     served = dict(model.metrics_metadata)
     served["model_provider"] = served.get("model_provider") or model.provider
     served["model_name"] = served.get("model_name") or model.model
-    return parts, prompt, completion, first, served
+    return Asked(parts, prompt, completion, first, served, calls)

@@ -60,8 +60,12 @@ async def test_each_node_registers_and_beats(client, second, store):
 async def test_a_conversations_turns_on_two_nodes_run_one_after_the_other(settings, store, monkeypatch):
     import asyncio
 
+    from cryptography.fernet import Fernet
+
     from api.services.chat import ChatService
     from core.cluster import Lease
+    from core.netpolicy import NetPolicy
+    from core.secrets import SecretBox
     from pipelines.pricing import PriceBook
 
     refused = 0
@@ -75,7 +79,10 @@ async def test_a_conversations_turns_on_two_nodes_run_one_after_the_other(settin
 
     monkeypatch.setattr(Lease, "take", counted)
 
-    a, b = ChatService(store, settings, PriceBook.load()), ChatService(store, settings, PriceBook.load())
+    def node() -> ChatService:
+        return ChatService(store, settings, PriceBook.load(), NetPolicy(), SecretBox(Fernet.generate_key()))
+
+    a, b = node(), node()
     order: list[str] = []
     inside = asyncio.Event()
     release = asyncio.Event()
