@@ -134,9 +134,7 @@ async def test_the_business_headers_are_not_sent_across_a_redirect_to_another_or
         await other.close()
 
 
-async def test_every_call_is_recorded_on_the_session_with_a_live_event_as_it_starts_and_ends(
-    store, runner, business
-):
+async def test_every_call_is_recorded_on_the_session_with_a_live_event_as_it_starts_and_ends(store, runner, business):
     last = store.read_sync(events_repo.last_id)
     await runner.call_http(_tool(business.url("/book")), {"time": "10:30"}, "call-9")
     await runner.call_http(_tool(business.url("/fail")), {"time": "11:00"}, "call-10")

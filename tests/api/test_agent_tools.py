@@ -121,9 +121,7 @@ async def test_a_tool_url_on_a_private_or_metadata_address_is_refused_when_saved
     assert table_snapshot(settings) == before
 
     agent = await (await _create(client, auth, [BOOK])).json()
-    resp = await client.put(
-        f"/api/agents/{agent['id']}", json={"tools": [{**BOOK, "url": url}]}, headers=auth("alice")
-    )
+    resp = await client.put(f"/api/agents/{agent['id']}", json={"tools": [{**BOOK, "url": url}]}, headers=auth("alice"))
     await assert_error(resp, 422)
 
 

@@ -81,15 +81,15 @@ async def test_a_text_turn_calls_the_tool_and_answers_from_its_result(client, au
 
     # both LLM requests of the turn are in the ledger, exactly as the fake counted them
     counted = fakes.counters()["gemini"]
-    breakdown = await (await client.get(f"/api/sessions/{said['session_id']}/cost-breakdown", headers=auth("alice"))).json()
+    breakdown = await (
+        await client.get(f"/api/sessions/{said['session_id']}/cost-breakdown", headers=auth("alice"))
+    ).json()
     assert len({e["idempotency_key"] for e in breakdown["events"] if e["token_kind"] == "input"}) == 2
     tokens = {k: sum(e["quantity"] for e in breakdown["events"] if e["token_kind"] == k) for k in ("input", "output")}
     assert tokens == {"input": counted["prompt_tokens"], "output": counted["completion_tokens"]}
 
 
-async def test_a_tool_that_times_out_gives_the_llm_an_error_and_the_turn_still_answers(
-    client, auth, fakes, business
-):
+async def test_a_tool_that_times_out_gives_the_llm_an_error_and_the_turn_still_answers(client, auth, fakes, business):
     slug = await _agent_with(client, auth, url=business.url("/slow"), timeoutMs=300)
     fakes.update_script(llm_tool_calls=[{"name": "book_slot", "args": {"time": "9"}}])
     said = await _say(client, auth, slug, "Book me at nine")

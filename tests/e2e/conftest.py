@@ -144,6 +144,8 @@ def voice_stack(netns_ip: str, e2e_workdir: Path, fakes, e2e_database_url: str):
         fakes_urls=fakes.urls,
         api_key=FAKE_KEY,
         database_url=e2e_database_url,
+        # agents' HTTP tools reach a business API the tests run on loopback (tests/e2e/test_tools.py)
+        extra={"VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS": "127.0.0.1"},
     )
     try:
         product = _start_or_fail(start_product, workdir=e2e_workdir / "product", port=port, env=env)

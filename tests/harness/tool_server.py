@@ -68,7 +68,9 @@ class ToolServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(Seen(request.method, request.path, request.rel_url.raw_query_string, dict(request.headers), body))
+        self.seen.append(
+            Seen(request.method, request.path, request.rel_url.raw_query_string, dict(request.headers), body)
+        )
         name = request.match_info["name"]
         if name == "book":
             args = json.loads(body or b"{}")
