@@ -18,7 +18,7 @@ SCHEMA = {"type": "object", "properties": {"time": {"type": "string"}}, "require
 
 
 @pytest.fixture
-def settings(chat_settings):  # noqa: F811
+def settings(chat_settings):
     return dataclasses.replace(chat_settings, outbound_http_allowed_hosts=("127.0.0.1",))
 
 
