@@ -13,6 +13,7 @@ from livekit.agents import AgentSession
 
 from core.control import DTMF_CODES, Say, SendDtmf, Transfer, UpdateContext
 from core.store import events as events_repo
+from core.variables import fill
 from pipelines.builder import VoiceAgent
 from pipelines.config import prompt_with_context
 
@@ -44,8 +45,10 @@ class CallCommands:
         channel.on(Transfer, self.transfer)
 
     async def update_context(self, message: UpdateContext) -> None:
-        # the merged context is stored by the API; the agent's next LLM turn sees it in its instructions
-        await self.agent.update_instructions(prompt_with_context(self.base_prompt, message.context))
+        # the merged context is stored by the API; the agent's next LLM turn sees it in its instructions, with its
+        # placeholders filled again from it
+        prompt = fill(self.base_prompt, self.job.variables(message.context)) or ""
+        await self.agent.update_instructions(prompt_with_context(prompt, message.context))
         log.info("session %s: context updated", self.job.session_id)
 
     async def say(self, message: Say) -> None:

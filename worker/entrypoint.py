@@ -44,6 +44,7 @@ from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
 from core.tools import ToolRunner, agent_tools
+from core.variables import call_values, fill
 from pipelines.builder import (
     Pipeline,
     TurnDefaults,
@@ -129,6 +130,7 @@ class CallJob:
     recorder: SessionRecorder
     agent_row: dict[str, Any] = field(default_factory=dict)  # the stored agent, as `load` read it
     context: dict[str, Any] | None = None  # the call's context (Phony), stored with its session
+    facts: dict[str, Any] = field(default_factory=dict)  # the call's numbers and direction (core/variables.py)
     spec: AgentSpec | None = None
     session: AgentSession | None = None
     meter: CallMeter | None = None
@@ -222,6 +224,11 @@ class CallJob:
             recorder=recorder,
             agent_row=row,
             context=json.loads(opened["context"]) if opened.get("context") else None,
+            facts={
+                "from_number": opened.get("from_number"),
+                "to_number": opened.get("to_number") or opened.get("outbound_phone_number"),
+                "direction": opened.get("direction"),
+            },
             line=inbound.line if inbound is not None else None,
             caller_identity=caller_identity,
         )
@@ -249,6 +256,10 @@ class CallJob:
         if row["deleted_at"] is not None:
             raise Refused(Ending("agent_deleted", f"agent {meta.agent_id} was deleted"))
         spec = agent_spec(row)
+        values = self.variables(self.context)
+        spec = dataclasses.replace(
+            spec, system_prompt=fill(spec.system_prompt, values) or "", first_message=fill(spec.first_message, values)
+        )
         if self.context:  # the call's context (Phony): in the prompt from the first turn
             spec = dataclasses.replace(spec, system_prompt=prompt_with_context(spec.system_prompt, self.context))
         self.spec = spec
@@ -281,6 +292,11 @@ class CallJob:
             )
         except ProviderConfigError as e:
             raise Refused(Ending("provider_error", str(e))) from e
+
+    def variables(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        """What the agent's ``{{placeholders}}`` are filled from: the call's facts, the agent's own contextData as
+        defaults, the call's context over them."""
+        return call_values(context, agent=self.agent_row, session_id=self.session_id, **self.facts)
 
     # ---- phase 3 ----
 

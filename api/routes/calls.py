@@ -28,7 +28,7 @@ from ..schemas.calls import (
     status_wire,
     telephony_wire,
 )
-from ..schemas.common import Success
+from ..schemas.common import Success, merge_variables
 from ..schemas.live import (
     AgentCallRequest,
     AgentCallResponse,
@@ -80,7 +80,8 @@ async def _place(
 
 async def place_call(ctx: RequestContext) -> dict:
     body: OutboundCallRequest = ctx.body
-    row = await _place(ctx, body.agent_id, body.phone_number, body.callback_url, campaign=body.campaign)
+    context = merge_variables(None, body.variables)
+    row = await _place(ctx, body.agent_id, body.phone_number, body.callback_url, context, campaign=body.campaign)
     return {
         "call_id": row["id"],
         "room_name": row["room_name"],
@@ -120,7 +121,9 @@ async def rotate_secret(ctx: RequestContext) -> dict:
 
 async def telephony_place(ctx: RequestContext) -> dict:
     body: TelephonyCallRequest = ctx.body
-    row = await _place(ctx, body.agent_id, body.phone_number, None, campaign=body.campaign)
+    row = await _place(
+        ctx, body.agent_id, body.phone_number, None, merge_variables(None, body.variables), body.campaign
+    )
     return {
         "call_id": row["id"],
         "status": phone_calls.TELEPHONY_STATUS[row["status"]],
@@ -138,7 +141,7 @@ async def telephony_status(ctx: RequestContext) -> dict:
 
 async def agent_call(ctx: RequestContext) -> dict:
     body: AgentCallRequest = ctx.body
-    row = await _place(ctx, ctx.params["agent_id"], body.to_number, None, body.context, body.campaign)
+    row = await _place(ctx, ctx.params["agent_id"], body.to_number, None, body.merged_context(), body.campaign)
     return {
         "call_sid": row["session_id"],
         "status": "queued",

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_validator
 
 from core.store.agents import CONFIG_KEYS
+from core.variables import unfilled
 
 from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
 from .tools import Tools, tools_wire
@@ -244,6 +245,10 @@ class Agent(BaseModel):
     backchannelWords: list[str] = Field(default_factory=list, description="Never interrupt the agent.")
     preemptiveGeneration: bool | None = Field(default=None, description="null: the product's default (on).")
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Header values masked.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="{{placeholders}} in systemPrompt or firstMessage that only a call's context can fill.",
+    )
 
 
 class AgentList(BaseModel):
@@ -315,6 +320,10 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
     for key in _LISTS:
         out[key] = list(out[key] or [])
     out["tools"] = tools_wire(config.get("tools"))
+    context_keys = rec["context_data"].keys() if isinstance(rec["context_data"], dict) else ()
+    out["warnings"] = unfilled(
+        [("systemPrompt", rec["system_prompt"]), ("firstMessage", rec["first_message"])], context_keys
+    )
     return out
 
 

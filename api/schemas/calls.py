@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from core.phone_calls import TELEPHONY_STATUS
 from core.store.timefmt import whole_seconds
 
-from .common import CAMPAIGN, E164_PATTERN, RequestBody
+from .common import CAMPAIGN, E164_PATTERN, RequestBody, Variables
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
 TelephonyStatus = Literal["ringing", "answered", "completed", "failed", "no-answer"]
@@ -22,12 +22,14 @@ class OutboundCallRequest(RequestBody):
     phone_number: str = _E164
     callback_url: str | None = Field(default=None, min_length=8, max_length=2_000)
     campaign: str | None = CAMPAIGN
+    variables: Variables | None = None
 
 
 class TelephonyCallRequest(RequestBody):
     agent_id: str = Field(min_length=1, max_length=200)
     phone_number: str = _E164
     campaign: str | None = CAMPAIGN
+    variables: Variables | None = None
 
 
 class OutboundCallResponse(BaseModel):

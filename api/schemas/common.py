@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 SttProvider = Literal["deepgram", "assemblyai", "elevenlabs"]
 LlmProvider = Literal["gemini", "openai"]
@@ -52,3 +52,18 @@ CAMPAIGN = Field(
     max_length=200,
     description="The campaign the call belongs to (default: its agent's campaign), for cost per outcome.",
 )
+
+MAX_VARIABLES = 100
+VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+# A call's dynamic variables (core/variables.py): filled into the agent's {{placeholders}}, kept in its context.
+Variables = Annotated[
+    dict[VariableName, Annotated[str, StringConstraints(max_length=500)] | int | float | bool],
+    Field(max_length=MAX_VARIABLES, description="Fill the agent's {{placeholders}}; kept in the call's context."),
+]
+
+
+def merge_variables(context: dict[str, Any] | None, variables: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A call's context with its variables over it (both end up in the context the job fills placeholders from)."""
+    if not variables:
+        return context
+    return {**(context or {}), **variables}

@@ -11,7 +11,7 @@ from core.phone_calls import TELEPHONY_STATUS
 from pipelines.pricing import usd
 
 from .agents import ContextData, context_size
-from .common import CAMPAIGN, E164_PATTERN, RequestBody
+from .common import CAMPAIGN, E164_PATTERN, RequestBody, Variables, merge_variables
 from .sessions import DateRange
 
 _E164 = Field(pattern=E164_PATTERN, description="E.164, e.g. +15551234567")
@@ -24,6 +24,10 @@ class AgentCallRequest(RequestBody):
     to_number: str = _E164
     context: Context = Field(default=None, description="What the agent knows about this call from its first turn.")
     campaign: str | None = CAMPAIGN
+    variables: Variables | None = None
+
+    def merged_context(self) -> dict[str, Any] | None:
+        return merge_variables(self.context, self.variables)
 
 
 class AgentCallResponse(BaseModel):

@@ -41,6 +41,7 @@ from core.store import usage as ledger
 from core.store.db import Store
 from core.store.timefmt import now_iso, to_iso
 from core.tools import HttpTool, ToolRunner, agent_tools, declaration
+from core.variables import call_values, fill
 from pipelines.builder import CONNECT, build_llm
 from pipelines.config import ProviderConfigError, prompt_with_context
 from pipelines.metering import CallMeter, UsageEvent
@@ -318,7 +319,8 @@ class ChatService:
         items = await self.store.read(lambda db: chat_repo.history(db, sid, limit=MAX_HISTORY_ITEMS))
         spec = agent_spec(agent)
         ctx = llm.ChatContext.empty()
-        ctx.add_message(role="system", content=prompt_with_context(spec.system_prompt or DEFAULT_PROMPT, context))
+        prompt = fill(spec.system_prompt or DEFAULT_PROMPT, call_values(context, agent=agent, session_id=sid)) or ""
+        ctx.add_message(role="system", content=prompt_with_context(prompt, context))
         for item in items:
             ctx.add_message(role="user" if item["speaker"] == "USER" else "assistant", content=_llm_content(item))
         meter = CallMeter(
