@@ -75,6 +75,7 @@ from .services.callbacks import CallbackSender
 from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
+from .services.post_call import PostCallSender
 from .services.sockets import SocketGuard, SocketLeases
 from .tenancy import Tenants
 from .version import VERSION
@@ -267,6 +268,14 @@ def create_app(
             backoff_seconds=settings.callback_backoff_seconds,
         )
         sender.start()
+        post_call = PostCallSender(
+            app[STORE],
+            policy,
+            box=box,
+            max_attempts=settings.callback_max_attempts,
+            backoff_seconds=settings.callback_backoff_seconds,
+        )
+        post_call.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK], app[NETPOLICY], app[SECRETS])
         app[CHAT].lease = node.lease("text-sessions", max(10.0, 3 * min(30.0, settings.text_session_idle_seconds / 4)))
         app[CHAT].start()
@@ -293,6 +302,7 @@ def create_app(
         await app[CHAT].stop()
         await guard.stop()  # after the sockets it watches are closed
         await sender.stop()
+        await post_call.stop()
         if watchdog is not None:
             await watchdog.stop()
         await node.stop()  # after the worker drained (worker/server.py stops it first): the node's calls are over

@@ -339,12 +339,19 @@ class Settings:
     )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
+    context_webhook_timeout_seconds: float = field(
+        default=1.5,
+        metadata={
+            "doc": "How long a call waits for its agent's pre-call context webhook (contextWebhookUrl) before it "
+            "starts without it."
+        },
+    )
     outbound_http_allowed_hosts: tuple[str, ...] = field(
         default=(),
         metadata={
             "doc": "Comma-separated hosts the product may reach on a tenant's behalf although they are (or "
-            "resolve to) non-public addresses (callback URLs, clients' LiveKit servers); every other "
-            "such URL is refused (docs/outbound-http.md).",
+            "resolve to) non-public addresses (callback URLs, clients' LiveKit servers, agents' HTTP tools and "
+            "webhooks); every other such URL is refused (docs/outbound-http.md).",
             "alias": "CALLBACK_ALLOWED_HOSTS",
         },
     )
@@ -453,6 +460,8 @@ class Settings:
             raise ValueError(f"{PREFIX}RATE_LIMIT_RPS and {PREFIX}RATE_LIMIT_AUTH_RPS must be positive")
         if self.rate_limit_burst < 0:
             raise ValueError(f"{PREFIX}RATE_LIMIT_BURST must be 0 (twice the rate) or a positive size")
+        if not 0 < self.context_webhook_timeout_seconds <= 30:
+            raise ValueError(f"{PREFIX}CONTEXT_WEBHOOK_TIMEOUT_SECONDS must be above 0 and at most 30")
         if not self.idle_timeout_seconds > 0:
             raise ValueError(f"{PREFIX}IDLE_TIMEOUT_SECONDS must be positive")
         if self.max_connections_per_address < 0:

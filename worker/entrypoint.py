@@ -38,13 +38,16 @@ from core.pipeline import agent_config
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import agents as agents_repo
+from core.store import call_views
 from core.store import calls as calls_repo
+from core.store import events as events_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
 from core.tools import ToolRunner, agent_tools
 from core.variables import call_values, fill
+from core.webhooks import WebhookFailed, precall_context
 from pipelines.builder import (
     Pipeline,
     TurnDefaults,
@@ -238,11 +241,52 @@ class CallJob:
     async def start(self) -> None:
         """Build, connect and run, in order. A phase that refuses ends the call with its ending."""
         try:
+            await self.precall_context()
             pipeline = self.build()
             caller = await self.connect()
             await self.run(pipeline, caller)
         except Refused as refused:
             await self.end(refused.ending)
+
+    async def precall_context(self) -> None:
+        """The agent's pre-call context webhook (``contextWebhookUrl``, core/webhooks.py), before anything else:
+        the JSON object it answers with is merged into the call's context (and stored with the session, with a
+        ``context.updated`` event). It is given `context_webhook_timeout_seconds`; a call whose webhook fails or is
+        late goes on without it, and its session has an `error` event (recoverable) saying why."""
+        url = agent_config(self.agent_row).get("contextWebhookUrl")
+        if not url:
+            return
+        settings, owner, sid = self.settings, self.agent_row["owner_id"], self.session_id
+        payload = {
+            "event": "call.starting",
+            "agent_id": self.meta.agent_id,
+            "session_id": sid,
+            "direction": self.facts.get("direction"),
+            "from_number": self.facts.get("from_number"),
+            "to_number": self.facts.get("to_number"),
+            "context": self.context or {},
+        }
+        policy = NetPolicy.of(settings.outbound_http_allowed_hosts)
+        deadline = settings.context_webhook_timeout_seconds
+        try:
+            async with asyncio.timeout(deadline):
+                secret = await self.store.write(calls_repo.callback_secret, self.ctx.proc.userdata["secrets"], owner)
+                async with policy.session() as http:
+                    got = await precall_context(http, policy, url, payload, secret=secret, timeout=deadline)
+            if got:
+                row = await self.store.write(call_views.merge_context, owner, sid, got)
+                self.context = row["context"]
+            log.info("session %s: the context webhook gave %d keys", sid, len(got))
+        except (TimeoutError, WebhookFailed) as e:
+            why = (
+                str(e) if isinstance(e, WebhookFailed) else f"the context webhook did not answer within {deadline:g} s"
+            )
+            log.warning("session %s: %s; the call goes on without it", sid, why)
+            await self.store.write(
+                lambda db: events_repo.emit_for_session(
+                    db, sid, "error", {"detail": why, "stage": "context_webhook", "recoverable": True}
+                )
+            )
 
     # ---- phase 2 ----
 

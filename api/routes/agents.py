@@ -50,13 +50,13 @@ async def _write(ctx: RequestContext, fn: Any, *args: Any) -> Any:
 async def _create(ctx: RequestContext, data: dict[str, Any]) -> dict[str, Any]:
     """A new agent from storage terms: its tools' URLs checked, their header values sealed."""
     app = ctx.request.app
-    await service.check_tool_urls(app[NETPOLICY], data.get("tools"))
+    await service.check_urls(app[NETPOLICY], data)
     return await _write(ctx, service.create_with_tools(app[SECRETS]), data)
 
 
 async def _update(ctx: RequestContext, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     app = ctx.request.app
-    await service.check_tool_urls(app[NETPOLICY], changes.get("tools"))
+    await service.check_urls(app[NETPOLICY], changes)
     return await _write(ctx, service.update_with_tools(app[SECRETS]), agent_id, changes)
 
 

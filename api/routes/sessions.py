@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.store import agent_webhooks as webhooks_repo
 from core.store import sessions as repo
 from core.store import usage as usage_repo
 from core.store.timefmt import today_utc
@@ -15,9 +16,11 @@ from ..schemas.sessions import (
     SessionList,
     SessionQuery,
     TranscriptItem,
+    WebhookAttempt,
     dashboard_wire,
     date_bounds,
     session_wire,
+    webhook_attempt_wire,
 )
 
 
@@ -49,6 +52,11 @@ async def get_session_transcripts(ctx: RequestContext) -> list:
 
 async def get_session_analysis(ctx: RequestContext) -> dict | None:
     return await ctx.request.app[STORE].read(repo.get_analysis, ctx.tenant_id, ctx.params["id"])
+
+
+async def get_session_webhooks(ctx: RequestContext) -> list:
+    rows = await ctx.request.app[STORE].read(webhooks_repo.attempts, ctx.tenant_id, ctx.params["id"])
+    return [webhook_attempt_wire(r) for r in rows]
 
 
 async def dashboard_metrics(ctx: RequestContext) -> dict:
@@ -105,6 +113,17 @@ ROUTES = [
         "sessions",
         response=CallAnalysis,
         nullable=True,
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{id}/webhooks",
+        get_session_webhooks,
+        "Every delivery attempt of the session's post-call webhook, in order",
+        "sessions",
+        response=WebhookAttempt,
+        many=True,
         owns="session",
         owned_param="id",
     ),

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_validator
 
-from core.store.agents import CONFIG_KEYS
+from core.store.agents import CONFIG_KEYS, WEBHOOK_FAILING
 from core.variables import unfilled
 
 from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
@@ -81,6 +81,13 @@ class _TurnTaking(RequestBody):
         return self
 
 
+def _http_url(url: str) -> str:
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError("must be an http or https URL")
+    return url
+
+
+HttpUrlText = Annotated[str, Field(min_length=8, max_length=2_048), AfterValidator(_http_url)]
 _SLUG = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _DESCRIPTION = Field(default=None, max_length=2_000)
 _ID = Field(default=None, min_length=1, max_length=200)
@@ -138,6 +145,12 @@ class _AgentExtras(_TurnTaking):
     )
     tools: Tools | None = Field(
         default=None, description="What the LLM may call mid-conversation: HTTP tools and call tools (docs/tools.md)."
+    )
+    contextWebhookUrl: HttpUrlText | None = Field(
+        default=None, description="POSTed before each call starts; the JSON object it answers joins the context."
+    )
+    webhookUrl: HttpUrlText | None = Field(
+        default=None, description="POSTed after each call: session, transcript, tool calls, analysis and cost."
     )
 
 
@@ -245,6 +258,12 @@ class Agent(BaseModel):
     backchannelWords: list[str] = Field(default_factory=list, description="Never interrupt the agent.")
     preemptiveGeneration: bool | None = Field(default=None, description="null: the product's default (on).")
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Header values masked.")
+    contextWebhookUrl: str | None = Field(default=None, description="The pre-call context webhook.")
+    webhookUrl: str | None = Field(default=None, description="The post-call webhook.")
+    webhookStatus: Literal["ok", "failing"] | None = Field(
+        default=None, description="failing: its last 10 deliveries or more failed in a row (null: no webhook)."
+    )
+    webhookFailures: int = Field(default=0, description="Failed deliveries in a row.")
     warnings: list[str] = Field(
         default_factory=list,
         description="{{placeholders}} in systemPrompt or firstMessage that only a call's context can fill.",
@@ -320,6 +339,11 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
     for key in _LISTS:
         out[key] = list(out[key] or [])
     out["tools"] = tools_wire(config.get("tools"))
+    failures = rec.get("webhook_failures") or 0
+    out["webhookFailures"] = failures
+    out["webhookStatus"] = (
+        None if not config.get("webhookUrl") else ("failing" if failures >= WEBHOOK_FAILING else "ok")
+    )
     context_keys = rec["context_data"].keys() if isinstance(rec["context_data"], dict) else ()
     out["warnings"] = unfilled(
         [("systemPrompt", rec["system_prompt"]), ("firstMessage", rec["first_message"])], context_keys

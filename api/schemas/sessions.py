@@ -119,6 +119,28 @@ class Session(BaseModel):
     toolCalls: list[ToolCall] = Field(default_factory=list, description="The agent's tool calls, in order.")
 
 
+class WebhookAttempt(BaseModel):
+    """One delivery attempt of a session's post-call webhook (its agent's ``webhookUrl``)."""
+
+    attempt: int
+    url: str
+    responseStatus: int | None
+    error: str | None
+    delivered: bool
+    createdAt: str
+
+
+def webhook_attempt_wire(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt": row["attempt"],
+        "url": row["url"],
+        "responseStatus": row["response_status"],
+        "error": row["error"],
+        "delivered": bool(row["delivered"]),
+        "createdAt": row["created_at"],
+    }
+
+
 class SessionList(BaseModel):
     sessions: list[Session]
     total: int

@@ -176,14 +176,16 @@ async def write(store: Store, cache: AgentListCache, owner_id: str, fn: Callable
 # ---- tools ----
 
 
-async def check_tool_urls(policy: NetPolicy, tools: list[dict[str, Any]] | None) -> None:
-    """Each HTTP tool's URL must be one the outbound address policy lets the product reach (resolved now, and
-    again at each call); a 422 naming the tool otherwise."""
-    for i, url in http_urls(tools or []):
+async def check_urls(policy: NetPolicy, data: dict[str, Any]) -> None:
+    """Each URL the agent will call (its HTTP tools, its webhooks) must be one the outbound address policy lets the
+    product reach (resolved now, and again at each use); a 422 naming the field otherwise."""
+    urls = [(f"tools[{i}].url", url) for i, url in http_urls(data.get("tools") or [])]
+    urls += [(key, data[key]) for key in ("contextWebhookUrl", "webhookUrl") if data.get(key)]
+    for name, url in urls:
         try:
             await policy.check_url(url)
         except AddressRefused as e:
-            raise ValidationFailed(f"body tools[{i}].url: {e}") from None
+            raise ValidationFailed(f"body {name}: {e}") from None
 
 
 def seal_tools(

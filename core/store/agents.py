@@ -48,7 +48,12 @@ CONFIG_KEYS = (
     "preemptiveGeneration",
     # what the LLM may call (core/tools.py); HTTP tools' header values sealed
     "tools",
+    # the agent's own webhooks (core/webhooks.py)
+    "contextWebhookUrl",
+    "webhookUrl",
 )
+# Failed post-call webhook deliveries in a row from which the agent's webhook shows as failing.
+WEBHOOK_FAILING = 10
 COLUMNS = (
     "name",
     "system_prompt",

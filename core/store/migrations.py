@@ -577,6 +577,41 @@ CREATE TABLE tool_calls (
 CREATE INDEX tool_calls_session ON tool_calls(session_id, started_at, id);
 """,
     ),
+    (
+        19,
+        "the agents' post-call webhook outbox and its attempts",
+        """
+CREATE TABLE webhook_outbox (
+  id INTEGER PRIMARY KEY,
+  event_id TEXT NOT NULL UNIQUE,
+  owner_id TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  url TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  deliver_after TEXT NOT NULL,
+  delivered_at TEXT,
+  given_up INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox(deliver_after) WHERE delivered_at IS NULL AND given_up = 0;
+CREATE TABLE webhook_attempts (
+  id INTEGER PRIMARY KEY,
+  event_id TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  url TEXT NOT NULL,
+  response_status INTEGER,
+  error TEXT,
+  signature TEXT NOT NULL,
+  delivered INTEGER NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX webhook_attempts_session ON webhook_attempts(session_id, id);
+ALTER TABLE agents ADD COLUMN webhook_failures INTEGER NOT NULL DEFAULT 0;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

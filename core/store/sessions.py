@@ -9,7 +9,7 @@ from typing import Any
 import sqlite_utils
 
 from core.call_limits import refuse_beyond_limit
-from core.store import calls, events, tenants
+from core.store import agent_webhooks, calls, events, tenants
 from core.store import tool_calls as tool_calls_repo
 from core.store.dialect import json_text, lock_for_transaction
 from core.store.dialect import marks as in_marks
@@ -314,6 +314,7 @@ def store_analysis(
             now_iso(),
         ],
     )
+    agent_webhooks.enqueue_session_ended(db, session_id)
 
 
 def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) -> None:
@@ -326,6 +327,7 @@ def skip_analysis(db: sqlite_utils.Database, session_id: str, *, reason: str) ->
         f"VALUES (?,?,?,?,?,?) ON CONFLICT (session_id) DO UPDATE SET {_REPLACE_ANALYSIS}",
         [session_id, owner[0], "skipped", reason, 0, now_iso()],
     )
+    agent_webhooks.enqueue_session_ended(db, session_id)
 
 
 def analysis_result(row: dict[str, Any] | None) -> dict[str, Any] | None:
