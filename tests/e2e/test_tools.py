@@ -76,7 +76,7 @@ async def test_a_web_call_calls_the_tool_mid_turn_and_the_caller_hears_the_answe
     _, secret = await product.request("GET", "/api/calls/callback-secret")
     assert verify(secret["secret"], seen.headers["X-Voxarena-Signature"], seen.body)
     status, events = await product.request("GET", f"/api/calls/{tok['sessionId']}/events")
-    kinds = [e["type"] for e in (events["events"] if isinstance(events, dict) else events)]
+    kinds = [e["type"] for e in events["events"]]
     assert status == 200 and kinds.index("tool.called") < kinds.index("tool.result"), kinds
 
 
@@ -126,3 +126,54 @@ async def test_end_call_hangs_up_after_the_goodbye(voice_stack):
     assert s["endReason"] == "agent_ended" and s["error"] is None, s
     assert _agent_said(s)[-1] == "Goodbye, have a nice day."
     assert [(c["name"], c["status"]) for c in s["toolCalls"]] == [("end_call", "ok")]
+
+
+async def test_the_pre_call_webhook_fills_the_prompt_and_first_message_of_the_call(voice_stack, business):
+    product, _, fakes = voice_stack
+    agent_id = await product.create_agent(
+        systemPrompt="You are speaking with {{customer_name}}, a {{tier}} member.",
+        firstMessage="Hello {{customer_name}}, welcome back.",
+        contextWebhookUrl=business.url("/context"),
+    )
+    fakes.script(llm_replies=["Happy to help."])
+    client, tok = await product.join(agent_id)
+    try:
+        await client.wait_for_audio(after=time.monotonic(), min_nonsilent_s=0.5, timeout=30)
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+        await _ask(client, "What are your opening hours?")
+        s = await product.wait_session(
+            tok["sessionId"], "alice", lambda s: "Happy to help." in _agent_said(s), timeout=30, what="the reply"
+        )
+    finally:
+        await client.disconnect()
+    assert _agent_said(s)[0] == "Hello Ada Lovelace, welcome back."
+    [seen] = business.on("/context")
+    asked = seen.json()
+    assert (asked["event"], asked["agent_id"], asked["session_id"]) == ("call.starting", agent_id, tok["sessionId"])
+    _, secret = await product.request("GET", "/api/calls/callback-secret")
+    assert verify(secret["secret"], seen.headers["X-Voxarena-Signature"], seen.body)
+    prompts = [r["request"]["systemInstruction"]["parts"][0]["text"] for r in fakes.log("gemini") if not r["json_mode"]]
+    assert any("You are speaking with Ada Lovelace, a gold member." in p for p in prompts), prompts[-1:]
+
+
+async def test_a_late_pre_call_webhook_is_given_up_and_the_call_starts_saying_why(voice_stack, business):
+    product, _, _ = voice_stack
+    agent_id = await product.create_agent(
+        firstMessage="Hello {{customer_name}}.", contextWebhookUrl=business.url("/slow")
+    )
+    client, tok = await product.join(agent_id)
+    try:
+        t0 = time.monotonic()
+        heard = await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
+        assert heard - t0 < 10  # the webhook holds its answer for 10 s; the call waited 1.5 s for it
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the whole greeting
+    finally:
+        await client.disconnect()
+    status, events = await product.request("GET", f"/api/calls/{tok['sessionId']}/events")
+    listed = events["events"]
+    errors = [e for e in listed if e["type"] == "error"]
+    assert status == 200 and errors, listed
+    assert errors[0]["stage"] == "context_webhook" and errors[0]["recoverable"] is True
+    assert errors[0]["detail"] == "the context webhook did not answer within 1.5 s"
+    s = await product.wait_session(tok["sessionId"], "alice", lambda s: s["transcript"], timeout=30, what="greeting")
+    assert _agent_said(s)[0] == "Hello {{customer_name}}."  # nothing filled it: left as written

@@ -7,6 +7,7 @@ path, query, headers, body) and answers per path.
   ANY  /fail          -> 503 "upstream down"
   ANY  /big           -> 200 with 20,000 bytes
   ANY  /redirect?to=U -> 302 to U
+  POST /context       -> 200 `context_answer` (a pre-call context webhook)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def verify(secret: str, header: str, signed: bytes, *, max_age: float = 300) -> 
 @dataclass
 class ToolServer:
     slow_seconds: float = 30.0
+    context_answer: dict[str, Any] = field(default_factory=lambda: {"customer_name": "Ada Lovelace", "tier": "gold"})
     seen: list[Seen] = field(default_factory=list)
     server: TestServer | None = None
 
@@ -84,6 +86,8 @@ class ToolServer:
             return web.Response(status=503, text="upstream down")
         if name == "big":
             return web.Response(text="x" * 20_000)
+        if name == "context":
+            return web.json_response(self.context_answer)
         if name == "redirect":
             raise web.HTTPFound(request.query["to"])
         return web.Response(status=404, text="no such tool")
