@@ -7,6 +7,7 @@ Screenshots of every page go to $VOXARENA_TEST_ARTIFACTS (default tests/.artifac
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -373,3 +374,67 @@ async def test_every_page_renders_at_desktop_and_phone_width(voice_stack, accoun
             await page.screenshot(path=shots / f"{name}-{hash_[2:]}.png", full_page=True)
         assert errors == [], errors
         await page.context.close()
+
+
+async def test_the_agent_form_edits_tools_and_a_calls_page_shows_its_tool_calls(voice_stack, account, browser, shots):
+    from tests.harness.tool_server import ToolServer
+
+    product, _, fakes = voice_stack
+    email, user_id = account
+    business = await ToolServer().start()
+    try:
+        page, errors = await open_page(browser, product)
+        await sign_in(page, email)
+        await go(page, "#/agents", "Agents")
+        await page.get_by_role("button", name="New agent").click()
+        dialog = page.get_by_role("dialog")
+        await dialog.get_by_label("Name").fill("Booking desk")
+        await dialog.get_by_label("System prompt").fill("You book appointments.")
+        await dialog.get_by_label("First message", exact=True).fill(GREETING)
+        await dialog.get_by_label("Who speaks first").select_option("assistant_speaks_first")
+        await dialog.get_by_text("Tools and webhooks").click()
+        tools = dialog.get_by_label("Tools (JSON)")
+        await tools.fill('[{"type": "http", "name": "book slot"')  # not even JSON: refused before it is sent
+        await dialog.get_by_role("button", name="Create agent").click()
+        await expect(dialog.locator(".field-error").first).to_contain_text("not valid JSON")
+        bad = [{"type": "http", "name": "book slot", "url": business.url("/book")}]
+        await tools.fill(json.dumps(bad))  # JSON, but the API refuses the tool's name
+        await dialog.get_by_role("button", name="Create agent").click()
+        await expect(dialog.locator(".form-error")).to_contain_text("name")
+        good = [
+            {
+                "type": "http",
+                "name": "book_slot",
+                "description": "Book a slot.",
+                "parameters": {"type": "object", "properties": {"time": {"type": "string"}}},
+                "url": business.url("/book"),
+                "headers": {"Authorization": "Bearer desk-secret-77"},
+            },
+            {"type": "end_call"},
+        ]
+        await tools.fill(json.dumps(good))
+        await dialog.get_by_role("button", name="Create agent").click()
+        await expect(dialog).to_be_hidden()
+        row = page.get_by_role("row").filter(has_text="Booking desk")
+        await expect(row).to_contain_text("2 tools")
+        await row.get_by_role("button", name="Edit").click()
+        shown = await page.get_by_role("dialog").get_by_label("Tools (JSON)").input_value()
+        assert '"Authorization": "****t-77"' in shown and "desk-secret" not in shown  # masked, never sent back
+        await page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
+
+        status, body = await product.request("GET", "/api/agents", user_id)
+        [agent] = [a for a in body["agents"] if status == 200 and a["name"] == "Booking desk"]
+        fakes.script(llm_tool_calls=[{"name": "book_slot", "args": {"time": "10:30"}}], llm_replies=["You are booked for half past ten, see you then."])
+        session_id = await speak_one_turn(product, agent["id"], user_id)
+        await product.wait_session(
+            session_id, user_id, lambda s: s["endedAt"] is not None and s["toolCalls"], timeout=45, what="ended"
+        )
+        await go(page, f"#/calls/{session_id}", "Call")
+        transcript = page.get_by_role("log", name="Transcript")
+        tool = transcript.locator('.turn.tool[data-tool="book_slot"]')
+        await expect(tool).to_contain_text('book_slot({"time":"10:30"})', timeout=WAIT_MS)
+        await expect(tool).to_contain_text("BK-1042")
+        await page.screenshot(path=shots / "call-tools.png", full_page=True)
+        assert errors == []
+    finally:
+        await business.close()

@@ -31,7 +31,22 @@ export function turn(item) {
     h("div", { class: "meta" }, meta.filter(Boolean).join(" · ")));
 }
 
-export function transcriptBox(items, { live = false } = {}) {
+/** call: one of a session's toolCalls {name, type, arguments, status, httpStatus, latencyMs, result, startedAt} */
+export function toolTurn(call) {
+  const args = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments);
+  const meta = [time(call.startedAt), call.status, call.latencyMs != null ? `${call.latencyMs} ms` : null,
+    call.httpStatus != null ? `HTTP ${call.httpStatus}` : null];
+  return h("div", { class: `turn tool ${call.status}`, dataset: { speaker: "TOOL", tool: call.name } },
+    h("span", { class: "speaker" }, "Tool"),
+    h("div", { class: "content mono" }, `${call.name}(${args})`),
+    call.result ? h("div", { class: "content small mono" }, `→ ${call.result.slice(0, 400)}`) : null,
+    h("div", { class: "meta" }, meta.filter(Boolean).join(" · ")));
+}
+
+/** The turns and, between them at the time they started, the tool calls. */
+export function transcriptBox(items, { live = false, toolCalls = [] } = {}) {
+  const rows = [...items.map((i) => [i.timestamp, turn(i)]), ...toolCalls.map((c) => [c.startedAt, toolTurn(c)])];
+  rows.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
   return h("div", { class: "transcript", role: "log", "aria-live": live ? "polite" : "off",
-    "aria-label": "Transcript" }, items.map(turn));
+    "aria-label": "Transcript" }, rows.map((r) => r[1]));
 }

@@ -1,7 +1,7 @@
 // Agents: list, create, edit, delete. Provider choices come from the server's OpenAPI document and validation
 // messages from the API's own 422 body, shown next to the fields they name.
 
-import { del, get, post, put, schemaEnum } from "../api.js";
+import { ApiError, del, get, post, put, schemaEnum } from "../api.js";
 import {
   confirmDialog, count, duration, empty, field, fill, h, modal, showFieldErrors, statusBadge, table, toast,
   rowActivate,
@@ -40,7 +40,11 @@ export async function render(main) {
     const rows = agents.map((a) => rowActivate(h("tr", { "data-agent": a.id },
       h("td", {}, h("strong", {}, a.name), h("div", { class: "muted small mono" }, a.slug || a.id)),
       h("td", {}, `${a.sttProvider} → ${a.llmProvider} → ${a.ttsProvider}`),
-      h("td", {}, statusBadge(a.enabled === false ? "disabled" : a.status || "active")),
+      h("td", {}, statusBadge(a.enabled === false ? "disabled" : a.status || "active"),
+        a.webhookStatus === "failing"
+          ? h("div", { class: "small field-error", "data-webhook": "failing" },
+            `webhook failing (${a.webhookFailures} in a row)`) : null,
+        (a.tools || []).length ? h("div", { class: "muted small" }, count(a.tools.length, "tool")) : null),
       h("td", { class: "num" }, count(a.totalCalls, "call")),
       h("td", { class: "num" }, duration(Math.round((a.totalMinutes || 0) * 60))),
       h("td", {}, h("div", { class: "actions" },
@@ -126,13 +130,33 @@ async function openForm(agent, reload) {
         checks("fallbackTtsProviders", tts, a.fallbackTtsProviders),
         field("Error message", h("input", { name: "errorMessage", value: a.errorMessage || "" }),
           "What the agent says before hanging up when a provider fails for good."))),
+    h("details", { open: Boolean((a.tools || []).length || a.webhookUrl || a.contextWebhookUrl) },
+      h("summary", {}, "Tools and webhooks"),
+      h("div", { class: "stack", style: "display:grid;gap:.8rem;margin-top:.8rem" },
+        field("Tools (JSON)", h("textarea", { name: "tools", id: "agent-tools", rows: 8, class: "mono",
+          placeholder: TOOLS_EXAMPLE }, (a.tools || []).length ? JSON.stringify(a.tools, null, 2) : ""),
+        "HTTP tools and call tools (end_call, transfer_call, send_dtmf); header values show masked and are kept."),
+        h("div", { class: "fields" },
+          field("Pre-call webhook", h("input", { name: "contextWebhookUrl", type: "url", value: a.contextWebhookUrl || "",
+            placeholder: "https://…" }), "Its JSON answer joins the call's context before the call starts."),
+          field("Post-call webhook", h("input", { name: "webhookUrl", type: "url", value: a.webhookUrl || "",
+            placeholder: "https://…" }), a.webhookStatus === "failing"
+            ? `Failing: the last ${a.webhookFailures} deliveries failed.` : "Session, transcript, tool calls, analysis, cost.")),
+        (a.warnings || []).length ? h("ul", { class: "muted small", "aria-label": "Warnings" },
+          a.warnings.map((w) => h("li", {}, w))) : null)),
     h("div", { class: "form-error" }),
     h("div", { class: "actions" }, submit, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     showFieldErrors(form, null);
-    const body = bodyOf(form, agent);
+    let body;
+    try {
+      body = bodyOf(form, agent);
+    } catch (err) {
+      showFieldErrors(form, err);
+      return;
+    }
     submit.disabled = true;
     try {
       const saved = agent ? await put(`/api/agents/${encodeURIComponent(agent.id)}`, body) : await post("/api/agents", body);
@@ -149,7 +173,27 @@ async function openForm(agent, reload) {
   form.querySelector("#agent-name").focus();
 }
 
-const OPTIONAL_TEXT = ["language", "voiceId", "firstMessage", "sttModel", "llmModel", "ttsModel", "errorMessage"];
+const OPTIONAL_TEXT = ["language", "voiceId", "firstMessage", "sttModel", "llmModel", "ttsModel", "errorMessage",
+  "webhookUrl", "contextWebhookUrl"];
+const TOOLS_EXAMPLE = `[{"type": "http", "name": "book_slot", "description": "Book an appointment",
+  "parameters": {"type": "object", "properties": {"time": {"type": "string"}}, "required": ["time"]},
+  "url": "https://api.example.com/book", "method": "POST"},
+ {"type": "end_call"}]`;
+
+// The tools textarea: a JSON array, checked here before the API checks each tool (a 422 names the one it refuses).
+function toolsOf(text) {
+  if (!text.trim()) return [];
+  let tools;
+  try {
+    tools = JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(422, { detail: "Tools are not valid JSON", errors: [{ loc: ["body", "tools"], msg: `not valid JSON: ${e.message}` }] });
+  }
+  if (!Array.isArray(tools)) {
+    throw new ApiError(422, { detail: "Tools must be a JSON array", errors: [{ loc: ["body", "tools"], msg: "must be a JSON array of tools" }] });
+  }
+  return tools;
+}
 
 function bodyOf(form, agent) {
   const data = new FormData(form);
@@ -167,6 +211,7 @@ function bodyOf(form, agent) {
     else if (agent && agent[k]) body[k] = null;
   }
   for (const k of ["fallbackSttProviders", "fallbackLlmProviders", "fallbackTtsProviders"]) body[k] = data.getAll(k);
+  body.tools = toolsOf(String(data.get("tools") || ""));
   return body;
 }
 

@@ -163,7 +163,8 @@ async function renderCall(main, id) {
       h("div", { class: "split" },
         h("div", {}, analysisPanel(s), costs),
         h("section", { class: "panel", "aria-labelledby": "tr-h" }, h("h2", { id: "tr-h" }, "Transcript"),
-          s.transcript.length ? transcriptBox(s.transcript) : empty("Nothing was said in this call."))),
+          s.transcript.length || (s.toolCalls || []).length
+            ? transcriptBox(s.transcript, { toolCalls: s.toolCalls || [] }) : empty("Nothing was said in this call."))),
     ];
   }, "Loading the call");
 }
