@@ -361,17 +361,25 @@ def _closed_port() -> int:
 
 # Every URL a request body can carry, and what the product does with it. A new URL field fails this test until it
 # is listed here: either checked by the policy when set and when used, or never reached by the product.
-CHECKED = {"callback_url", "settings.livekit.server_url"}
+CHECKED = {"callback_url", "settings.livekit.server_url", "tools.url", "webhookUrl", "contextWebhookUrl"}
 NEVER_REACHED = {"settings.supabase.url"}  # 002's clients: stored for the tenant, never fetched by voxarena
+
+
+def _models_in(annotation) -> list[type]:
+    """The pydantic models an annotation holds, through Optional, unions, lists and Annotated (an agent's tools)."""
+    import typing
+
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
 def _url_fields(model, prefix: str = "") -> set[str]:
     found: set[str] = set()
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
-        for arg in [info.annotation, *getattr(info.annotation, "__args__", ())]:
-            if isinstance(arg, type) and hasattr(arg, "model_fields"):
-                found |= _url_fields(arg, path + ".")
+        for inner in _models_in(info.annotation):
+            found |= _url_fields(inner, path + ".")
         if "url" in name.lower():
             found.add(path)
     return found
