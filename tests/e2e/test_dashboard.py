@@ -424,7 +424,10 @@ async def test_the_agent_form_edits_tools_and_a_calls_page_shows_its_tool_calls(
 
         status, body = await product.request("GET", "/api/agents", user_id)
         [agent] = [a for a in body["agents"] if status == 200 and a["name"] == "Booking desk"]
-        fakes.script(llm_tool_calls=[{"name": "book_slot", "args": {"time": "10:30"}}], llm_replies=["You are booked for half past ten, see you then."])
+        fakes.script(
+            llm_tool_calls=[{"name": "book_slot", "args": {"time": "10:30"}}],
+            llm_replies=["You are booked for half past ten, see you then."],
+        )
         session_id = await speak_one_turn(product, agent["id"], user_id)
         await product.wait_session(
             session_id, user_id, lambda s: s["endedAt"] is not None and s["toolCalls"], timeout=45, what="ended"
