@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -197,11 +198,15 @@ class ToolRunner:
     ) -> ToolResult:
         """Records the call, runs it, records its outcome; a failure of the tool itself is an `error` result."""
         sid = self.session_id
-        await self.store.write(
-            lambda db: repo.started(
-                db, session_id=sid, call_key=call_key, name=tool.name, kind=tool.kind, arguments=arguments
+
+        def start(key: str) -> Callable[[Any], bool]:
+            return lambda db: repo.started(
+                db, session_id=sid, call_key=key, name=tool.name, kind=tool.kind, arguments=arguments
             )
-        )
+
+        if not await self.store.write(start(call_key)):  # an LLM that reuses its call ids: each call is kept
+            call_key = f"{call_key}~{uuid.uuid4().hex[:8]}"
+            await self.store.write(start(call_key))
         started = time.monotonic()
         try:
             result = await run()

@@ -156,3 +156,11 @@ async def test_every_call_is_recorded_on_the_session_with_a_live_event_as_it_sta
     ]
     assert stream[0][1]["arguments"] == {"time": "10:30"}
     assert stream[3][1]["status"] == "error" and stream[3][1]["httpStatus"] == 503
+
+
+async def test_an_llm_that_reuses_a_call_id_has_each_call_recorded(store, runner, business):
+    await runner.call_http(_tool(business.url("/book")), {"time": "9"}, "same")
+    await runner.call_http(_tool(business.url("/book")), {"time": "10"}, "same")
+    calls = store.read_sync(sessions_repo.get, tenant_of("alice"), runner.session_id)["tool_calls"]
+    assert [(c["arguments"], c["status"]) for c in calls] == [({"time": "9"}, "ok"), ({"time": "10"}, "ok")]
+    assert calls[0]["id"] == "same" and calls[1]["id"].startswith("same~")
