@@ -260,22 +260,19 @@ def create_app(
                 lease=node.lease("dispatch-watchdog", 10.0),
             )
             watchdog.start()
-        sender = CallbackSender(
-            app[STORE],
-            policy,
-            box=box,
-            max_attempts=settings.callback_max_attempts,
-            backoff_seconds=settings.callback_backoff_seconds,
-        )
-        sender.start()
-        post_call = PostCallSender(
-            app[STORE],
-            policy,
-            box=box,
-            max_attempts=settings.callback_max_attempts,
-            backoff_seconds=settings.callback_backoff_seconds,
-        )
-        post_call.start()
+        # the outboxes: outbound-call callbacks, agents' post-call webhooks
+        senders = [
+            sender(
+                app[STORE],
+                policy,
+                box=box,
+                max_attempts=settings.callback_max_attempts,
+                backoff_seconds=settings.callback_backoff_seconds,
+            )
+            for sender in (CallbackSender, PostCallSender)
+        ]
+        for sender in senders:
+            sender.start()
         app[CHAT] = ChatService(app[STORE], settings, app[PRICEBOOK], app[NETPOLICY], app[SECRETS])
         app[CHAT].lease = node.lease("text-sessions", max(10.0, 3 * min(30.0, settings.text_session_idle_seconds / 4)))
         app[CHAT].start()
@@ -301,8 +298,8 @@ def create_app(
         await hub.stop()
         await app[CHAT].stop()
         await guard.stop()  # after the sockets it watches are closed
-        await sender.stop()
-        await post_call.stop()
+        for sender in senders:
+            await sender.stop()
         if watchdog is not None:
             await watchdog.stop()
         await node.stop()  # after the worker drained (worker/server.py stops it first): the node's calls are over

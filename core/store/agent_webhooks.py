@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlite_utils
 
+from core.store import outbox
 from core.store.agents import WEBHOOK_FAILING
 from core.store.dialect import json_text
 from core.store.timefmt import now_iso
@@ -41,7 +42,7 @@ def enqueue_session_ended(db: sqlite_utils.Database, session_id: str) -> bool:
 
 
 def claim_due(db: sqlite_utils.Database, now: str, until: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The due events, claimed for this sender until ``until`` (as core/store/calls.py `claim_due_events`)."""
+    """The due events, claimed for this sender until ``until`` (core/store/outbox.py)."""
     due = list(
         db.query(
             "SELECT * FROM webhook_outbox WHERE delivered_at IS NULL AND given_up = 0 AND deliver_after <= ? "
@@ -49,16 +50,7 @@ def claim_due(db: sqlite_utils.Database, now: str, until: str, limit: int = 20) 
             [now, limit],
         )
     )
-    claimed = []
-    for event in due:
-        cur = db.execute(
-            "UPDATE webhook_outbox SET deliver_after = ? WHERE id = ? AND delivered_at IS NULL AND given_up = 0 "
-            "AND deliver_after <= ?",
-            [until, event["id"], now],
-        )
-        if cur.rowcount == 1:
-            claimed.append(event)
-    return claimed
+    return outbox.claim(db, "webhook_outbox", due, now, until)
 
 
 def record_attempt(

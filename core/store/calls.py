@@ -13,7 +13,7 @@ import sqlite_utils
 
 from core import phone_calls as rules
 from core.phone_calls import TERMINAL
-from core.store import events
+from core.store import events, outbox
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
 
@@ -170,20 +170,8 @@ def due_events(db: sqlite_utils.Database, now: str, limit: int = 50) -> list[dic
 
 
 def claim_due_events(db: sqlite_utils.Database, now: str, until: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The due events (``due_events``), claimed for this sender until ``until``: their ``deliver_after`` moves
-    there, so no other sender (another node) sees them due while this one delivers; the attempt's record then sets
-    the real next time (or delivers them). A sender that dies mid-attempt leaves its claim to expire, and the event
-    is tried again. Two senders racing for one event: the second's UPDATE finds it no longer due and skips it."""
-    claimed = []
-    for event in due_events(db, now, limit):
-        cur = db.execute(
-            "UPDATE call_events SET deliver_after = ? WHERE id = ? AND delivered_at IS NULL AND given_up = 0 "
-            "AND deliver_after <= ?",
-            [until, event["id"], now],
-        )
-        if cur.rowcount == 1:
-            claimed.append(event)
-    return claimed
+    """The due events (``due_events``), claimed for this sender until ``until`` (core/store/outbox.py)."""
+    return outbox.claim(db, "call_events", due_events(db, now, limit), now, until)
 
 
 def record_attempt(
