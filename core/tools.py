@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -303,7 +303,3 @@ class ToolRunner:
                     "error", f"error: {tool.name} answered HTTP {resp.status}: {text[:500]}".rstrip(": "), resp.status
                 )
         return ToolResult("error", f"error: {tool.name} redirected more than {MAX_REDIRECTS} times")
-
-
-def names(tools: Iterable[Tool]) -> list[str]:
-    return [t.name for t in tools]

@@ -19,7 +19,7 @@ M = TypeVar("M", bound=ControlMessage)
 
 class ControlChannel:
     def __init__(
-        self, room: rtc.Room, session_id: str, spawn: Callable[[Coroutine[Any, Any, None], str], None]
+        self, room: rtc.Room, session_id: str, spawn: Callable[[Coroutine[Any, Any, None], str], object]
     ) -> None:
         self.session_id = session_id
         self._spawn = spawn

@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, JobProcess, utils
@@ -109,7 +109,8 @@ _prepare_forkserver()
 CALLER_JOIN_TIMEOUT = 60.0
 # How long the end phase waits for the call's own tasks (an end in flight, a command) before it cancels them.
 SETTLE_TIMEOUT = 30.0
-JOB_KEY = "call_job"  # the running CallJob in its process's userdata, for on_session_end
+JOB_KEY = "call_job"
+T = TypeVar("T")  # the running CallJob in its process's userdata, for on_session_end
 
 
 class Refused(Exception):
@@ -465,11 +466,12 @@ class CallJob:
 
     # ---- what the phases share ----
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """A task of the call: owned by the job's task set, awaited (or cancelled) by `settle`; a failure is
         logged with the task's name."""
         task = self.tasks.create_task(coro, name=f"{name}:{self.session_id}")
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -45,7 +45,7 @@ KINDS = {"stt_error": "stt", "llm_error": "llm", "tts_error": "tts"}
 # Interim transcripts reach the live stream at most this often per call (the latest text wins), so a fast STT
 # cannot flood the store with rows nobody needs after the final.
 PARTIAL_INTERVAL = 0.2
-FatalHandler = Callable[[str, str], None]  # (kind: stt|llm|tts, message)
+FatalHandler = Callable[[str, str], object]  # (kind: stt|llm|tts, message)
 
 
 def describe_failure(kind: str, providers: tuple[str, ...], error: BaseException | Any) -> str:

@@ -60,7 +60,10 @@ class CallActions:
     async def transfer_call(self, tool: CallTool) -> ToolResult:
         if not tool.target:
             return ToolResult("error", "error: no transfer target is configured")
-        failure = await transfer_caller(self.job, self.caller, sip_target(tool.target))
+        # The transfer ends the call, which closes the session and cancels the speech this tool runs in: the
+        # transfer and the end run in a task of the job, which finishes them whatever happens to this one.
+        transferring = self.job.spawn(transfer_caller(self.job, self.caller, sip_target(tool.target)), "transfer")
+        failure = await asyncio.shield(transferring)
         if failure is not None:
             return ToolResult("error", f"error: the transfer failed ({failure}); the caller is still with you")
         return ToolResult("ok", "The caller was transferred.")
