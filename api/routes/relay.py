@@ -22,6 +22,7 @@ from core.store import sessions as sessions_repo
 from core.store import twilio as twilio_repo
 from core.store.errors import LimitError
 from core.store.timefmt import now_iso
+from core.variables import call_values, fill
 from pipelines.config import DEFAULT_ERROR_MESSAGE
 
 from ..errors import Conflict, Forbidden, Unauthorized
@@ -164,7 +165,8 @@ class _RelayCall:
         self.pending: set[asyncio.Task[Any]] = set()  # this call's turns (owned by the chat service as well)
 
     async def greet(self) -> None:
-        first = self.agent.get("first_message")
+        values = call_values(self.context, agent=self.agent, session_id=self.session_id)
+        first = fill(self.agent.get("first_message"), values)
         if self.agent.get("first_message_mode") == "assistant_speaks_first" and first:
             await self.chat.store.write(
                 lambda db: sessions_repo.append_item(

@@ -12,6 +12,7 @@ import pytest
 from tests.api.chat_support import fakes, idle_seconds, llm_requests  # noqa: F401  (fixtures, found by pytest by name)
 from tests.api.chat_support import settings as chat_settings  # noqa: F401
 from tests.api.seed import AGENT_WIRE
+from tests.api.test_relay import ALICE_TOKEN, PUBLIC, _relay, _reply, relay_url, setup_message, twilio_tokens  # noqa: F401
 from tests.harness.tool_server import ToolServer, verify
 
 SCHEMA = {"type": "object", "properties": {"time": {"type": "string"}}, "required": ["time"]}
@@ -19,7 +20,7 @@ SCHEMA = {"type": "object", "properties": {"time": {"type": "string"}}, "require
 
 @pytest.fixture
 def settings(chat_settings):
-    return dataclasses.replace(chat_settings, outbound_http_allowed_hosts=("127.0.0.1",))
+    return dataclasses.replace(chat_settings, outbound_http_allowed_hosts=("127.0.0.1",), public_url=PUBLIC)
 
 
 @pytest.fixture
@@ -96,3 +97,28 @@ async def test_a_tool_that_times_out_gives_the_llm_an_error_and_the_turn_still_a
     assert "did not answer within 0.3 s" in said["response"]  # the fake quotes what the tool returned
     session = await (await client.get(f"/api/sessions/{said['session_id']}", headers=auth("alice"))).json()
     assert [c["status"] for c in session["toolCalls"]] == ["timeout"]
+
+
+async def test_a_conversationrelay_call_uses_the_same_tools_and_fills_its_greeting(
+    client, auth, fakes, business, twilio_tokens
+):
+    body = {
+        **AGENT_WIRE,
+        "name": "Front Desk",
+        "firstMessage": "Hello {{customer}}, front desk.",
+        "firstMessageMode": "assistant_speaks_first",
+        "tools": [{"type": "http", "name": "book_slot", "parameters": SCHEMA, "url": business.url("/book")}],
+    }
+    assert (await client.post("/api/agents", json=body, headers=auth("alice"))).status == 201
+    fakes.update_script(
+        llm_tool_calls=[{"name": "book_slot", "args": {"time": "9:00"}}], llm_replies=["Booked at nine."]
+    )
+    async with await _relay(client, ALICE_TOKEN, await relay_url(client, auth)) as ws:
+        await ws.send_json(setup_message(agent_slug="front-desk", customer="Ada"))
+        assert await _reply(ws) == "Hello Ada, front desk."
+        await ws.send_json({"type": "prompt", "voicePrompt": "Book me at nine", "lang": "en-US", "last": True})
+        assert await _reply(ws) == "Booked at nine."
+    assert [s.json() for s in business.on("/book")] == [{"time": "9:00"}]
+    sessions = await (await client.get("/api/sessions?channel=relay", headers=auth("alice"))).json()
+    [call] = sessions["sessions"][0]["toolCalls"]
+    assert (call["name"], call["status"]) == ("book_slot", "ok")
