@@ -13,7 +13,16 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, Field, model_valid
 from core.store.agents import CONFIG_KEYS, WEBHOOK_FAILING
 from core.variables import unfilled
 
-from .common import E164_PATTERN, FirstMessageMode, LlmProvider, Query, RequestBody, SttProvider, TtsProvider
+from .common import (
+    E164_PATTERN,
+    FirstMessageMode,
+    HttpUrlText,
+    LlmProvider,
+    Query,
+    RequestBody,
+    SttProvider,
+    TtsProvider,
+)
 from .tools import Tools, tools_wire
 
 _NAME = Field(min_length=1, max_length=200)
@@ -81,13 +90,6 @@ class _TurnTaking(RequestBody):
         return self
 
 
-def _http_url(url: str) -> str:
-    if not url.lower().startswith(("http://", "https://")):
-        raise ValueError("must be an http or https URL")
-    return url
-
-
-HttpUrlText = Annotated[str, Field(min_length=8, max_length=2_048), AfterValidator(_http_url)]
 _SLUG = Field(default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _DESCRIPTION = Field(default=None, max_length=2_000)
 _ID = Field(default=None, min_length=1, max_length=200)

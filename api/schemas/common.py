@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 SttProvider = Literal["deepgram", "assemblyai", "elevenlabs"]
 LlmProvider = Literal["gemini", "openai"]
@@ -67,3 +67,14 @@ def merge_variables(context: dict[str, Any] | None, variables: dict[str, Any] | 
     if not variables:
         return context
     return {**(context or {}), **variables}
+
+
+def _http_url(url: str) -> str:
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError("must be an http or https URL")
+    return url
+
+
+# A URL the product will call on the tenant's behalf (a tool, a webhook); where it may point is the outbound address
+# policy's to say, when it is saved and at each use (docs/outbound-http.md).
+HttpUrlText = Annotated[str, Field(min_length=8, max_length=2_048), AfterValidator(_http_url)]

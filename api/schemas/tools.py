@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import AfterValidator, AliasChoices, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field
 
 from core.tools import CALL_TOOLS, DEFAULT_TIMEOUT_MS, MAX_TOOLS
 
-from .common import E164_PATTERN, RequestBody
+from .common import E164_PATTERN, HttpUrlText, RequestBody
 
 NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
@@ -59,7 +59,7 @@ class HttpToolIn(RequestBody):
         default_factory=lambda: {"type": "object", "properties": {}},
         description='The arguments, as a JSON Schema of type "object".',
     )
-    url: str = Field(min_length=8, max_length=2_048, description="http(s); a public address (docs/outbound-http.md).")
+    url: HttpUrlText = Field(description="http(s); a public address (docs/outbound-http.md).")
     method: Literal["POST", "GET"] = "POST"
     headers: Annotated[dict[str, str] | None, AfterValidator(_headers)] = Field(
         default=None, description="Sent with each request; write-only (masked in responses)."
@@ -70,13 +70,6 @@ class HttpToolIn(RequestBody):
     filler: str | None = Field(
         default=None, min_length=1, max_length=200, description="Said on a voice call when the tool takes over 1 s."
     )
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.lower().startswith(("http://", "https://")):
-            raise ValueError("must be an http or https URL")
-        return url
 
 
 class EndCallToolIn(RequestBody):
