@@ -52,6 +52,7 @@ from .routes import (
     agents,
     apikeys,
     calls,
+    campaigns,
     chat,
     clients,
     costs,
@@ -73,6 +74,7 @@ from .services.accounts import LOGIN_THROTTLE, LoginThrottle
 from .services.agents import AgentListCache
 from .services.callbacks import CallbackSender
 from .services.chat import ChatService
+from .services.dialer import Dialer
 from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.post_call import PostCallSender
@@ -97,6 +99,7 @@ ROUTE_MODULES = [
     relay,
     phone_numbers,
     events,
+    campaigns,
 ]
 ROUTE_MODULES += [ingest_routes, metrics_routes, analytics_routes]
 
@@ -191,7 +194,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[SEED_ERROR_PATHS] = frozenset(r.path for r in routes if r.seed_errors)
+    app[SEED_ERROR_PATHS] = frozenset((r.method, r.path) for r in routes if r.seed_errors)
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
     app[VERIFIER] = verifier
     app[TENANTS] = tenants
@@ -260,6 +263,18 @@ def create_app(
                 lease=node.lease("dispatch-watchdog", 10.0),
             )
             watchdog.start()
+        dialer = None
+        if gateway.configured and settings.campaign_dial_interval_seconds > 0:
+            # campaigns dial on the product's LiveKit server, one node at a time
+            dialer = Dialer(
+                app[STORE],
+                gateway,
+                settings,
+                capacity=worker_capacity,
+                lease=node.lease("campaign-dialer", max(10.0, 3 * settings.campaign_dial_interval_seconds)),
+                interval_seconds=settings.campaign_dial_interval_seconds,
+            )
+            dialer.start()
         # the outboxes: outbound-call callbacks, agents' post-call webhooks
         senders = [
             sender(
@@ -300,6 +315,8 @@ def create_app(
         await guard.stop()  # after the sockets it watches are closed
         for sender in senders:
             await sender.stop()
+        if dialer is not None:
+            await dialer.stop()
         if watchdog is not None:
             await watchdog.stop()
         await node.stop()  # after the worker drained (worker/server.py stops it first): the node's calls are over

@@ -114,8 +114,9 @@ def error_response(err: ApiError, request: web.Request | None = None) -> web.Res
     return _respond(request, error_body(err.status_code, err.type, err.detail, err.errors), err.headers or None)
 
 
-# Paths whose error bodies also carry 004's keys: {"error": <title>, "details": <detail>} beside the usual ones, and
-# whose invalid input is a 400 (004's status) where the other seeds' routes answer 422.
+# (method, path) of 004's routes: their error bodies also carry 004's keys ({"error": <title>, "details": <detail>})
+# beside the usual ones, and their invalid input is a 400 (004's status) where the other seeds' routes answer 422.
+# By method too: POST /api/campaigns is the product's, where GET /api/campaigns is 004's.
 SEED_ERROR_PATHS = web.AppKey("seed_error_paths", frozenset)
 _SEED_TITLES = {
     400: "Invalid request format",
@@ -130,7 +131,8 @@ _SEED_TITLES = {
 
 
 def _respond(request: web.Request | None, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    if request is not None and (request.path.rstrip("/") or "/") in request.app.get(SEED_ERROR_PATHS, frozenset()):
+    seed_paths = request.app.get(SEED_ERROR_PATHS, frozenset()) if request is not None else frozenset()
+    if request is not None and (request.method, request.path.rstrip("/") or "/") in seed_paths:
         if body["status_code"] == 422:
             body["status_code"] = 400
         body["error"] = _SEED_TITLES.get(body["status_code"], "Request failed")

@@ -3,7 +3,7 @@ or the request is a 404 (someone else's object and no object look the same)."""
 
 from __future__ import annotations
 
-from core.store import agents, apikeys, calls, clients, phone_numbers, sessions
+from core.store import agents, apikeys, calls, campaigns, clients, phone_numbers, sessions
 from core.store.tenants import personal_tenant_id
 
 from .errors import NotFound
@@ -15,6 +15,11 @@ from .schemas.phone_numbers import path_number
 @ownership("agent")
 async def _agent(ctx: RequestContext, agent_id: str) -> None:
     await ctx.request.app[STORE].read(agents.get_row, ctx.tenant_id, agent_id)
+
+
+@ownership("campaign")
+async def _campaign(ctx: RequestContext, campaign_id: str) -> None:
+    await ctx.request.app[STORE].read(campaigns.get_row, ctx.tenant_id, campaign_id)
 
 
 @ownership("session")

@@ -123,8 +123,14 @@ async def _refuse_deep_body(request: web.Request) -> None:
 
 async def _read_body(request: web.Request, model: type[BaseModel], *, exact: bool = False) -> tuple[BaseModel, Any]:
     raw = await request.read()
+    from_csv = getattr(model, "from_csv", None)
     if not raw.strip():
         data: Any = {}
+    elif request.content_type == "text/csv" and from_csv is not None:  # a body that may come as a CSV file
+        try:
+            data = from_csv(raw.decode("utf-8-sig"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValidationFailed(f"request body is not a usable CSV: {e}") from None
     else:
         try:
             data = json.loads(raw, parse_float=Decimal) if exact else json.loads(raw)

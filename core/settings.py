@@ -339,6 +339,13 @@ class Settings:
     )
     callback_max_attempts: int = field(default=6, metadata={"doc": "Deliveries tried per callback event."})
     callback_backoff_seconds: float = field(default=1.0, metadata={"doc": "First retry delay; doubles per attempt."})
+    campaign_dial_interval_seconds: float = field(
+        default=2.0,
+        metadata={
+            "doc": "How often the campaign dialer looks at the running campaigns (settles ended calls, starts new "
+            "ones); 0 turns the dialer off on this node (another node of the cluster may run it)."
+        },
+    )
     context_webhook_timeout_seconds: float = field(
         default=1.5,
         metadata={

@@ -182,6 +182,10 @@ class StepBreakdown(BaseModel):
 
 class CampaignName(BaseModel):
     name: str
+    id: str | None = Field(default=None, description="A dialer campaign's id (null: a name the data carries).")
+    status: str | None = None
+    agent_id: str | None = None
+    progress: dict[str, int] | None = None
 
 
 class Campaigns(BaseModel):

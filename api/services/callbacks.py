@@ -12,6 +12,7 @@ from typing import Any
 
 from core.netpolicy import AddressRefused, NetPolicy
 from core.store import calls as repo
+from core.store import outbox
 from core.webhooks import Delivery
 
 from ..errors import BadRequest
@@ -35,6 +36,9 @@ class CallbackSender(OutboxSender):
 
     name = "callback-sender"
     log = log
+
+    def any_due(self, db: Any, now: str) -> bool:
+        return outbox.any_due(db, "call_events", now)
 
     def claim(self, db: Any, now: str, until: str) -> list[dict[str, Any]]:
         return repo.claim_due_events(db, now, until)

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from core.store import campaigns as campaigns_repo
 from core.store import metrics as repo
 from core.store.db import Store
 from core.store.timefmt import day_start
@@ -315,8 +316,20 @@ def _js_time(stored: str) -> str:
 
 
 async def campaigns(store: Store, owner_id: str) -> dict[str, Any]:
-    names = await store.read(repo.campaign_names, owner_id)
-    return {"campaigns": [{"name": n} for n in names]}
+    """004's list of the campaign names the tenant's data carries, with the dialer's campaigns (their id, status,
+    agent and progress added) among them."""
+
+    def read(db: Any) -> tuple[list[str], list[dict[str, Any]]]:
+        return repo.campaign_names(db, owner_id), campaigns_repo.list_(db, owner_id)
+
+    names, stored = await store.read(read)
+    by_name = {c["name"]: c for c in stored}
+    listed = [
+        {"name": c["name"], "id": c["id"], "status": c["status"], "agent_id": c["agent_id"], "progress": c["progress"]}
+        for c in stored
+    ]
+    listed += [{"name": n} for n in names if n not in by_name]
+    return {"campaigns": listed}
 
 
 async def sheet_stats(store: Store, owner_id: str, campaign: str | None) -> dict[str, Any]:

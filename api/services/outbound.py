@@ -20,6 +20,8 @@ from ..errors import BadGateway, Conflict, Unavailable
 
 log = logging.getLogger("voxarena.outbound")
 
+NO_TRUNK = "outbound calls need a LiveKit SIP outbound trunk: set VOXARENA_SIP_OUTBOUND_TRUNK_ID"
+
 
 async def place(
     store: Store,
@@ -32,10 +34,13 @@ async def place(
     callback_url: str | None,
     context: dict[str, Any] | None = None,
     campaign: str | None = None,
+    call_id: str | None = None,
 ) -> dict[str, Any]:
+    """Reserves the call (within the tenant's call limit: LimitError) and dispatches its agent. `call_id` is given
+    by a campaign's dialer, which records it before the dial (core/store/campaigns.py `claim`)."""
     if not settings.sip_outbound_trunk_id:
-        raise Unavailable("outbound calls need a LiveKit SIP outbound trunk: set VOXARENA_SIP_OUTBOUND_TRUNK_ID")
-    call_id = f"call_{uuid.uuid4().hex[:20]}"
+        raise Unavailable(NO_TRUNK)
+    call_id = call_id or f"call_{uuid.uuid4().hex[:20]}"
     session_id = str(uuid.uuid4())
     room = f"vx-out-{uuid.uuid4().hex[:12]}"
 

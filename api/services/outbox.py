@@ -53,6 +53,10 @@ class OutboxSender(ABC):
     # ---- what each outbox says ----
 
     @abstractmethod
+    def any_due(self, db: Any, now: str) -> bool:
+        """Whether an event is due (a read: most rounds find none, and claim nothing)."""
+
+    @abstractmethod
     def claim(self, db: Any, now: str, until: str) -> list[dict[str, Any]]:
         """The due events, claimed until `until` (on the store's writer)."""
 
@@ -86,6 +90,8 @@ class OutboxSender(ABC):
 
     async def deliver_due(self) -> int:
         now = datetime.now(UTC)
+        if not await self.store.read(self.any_due, to_iso(now)):
+            return 0
         until = to_iso(now + timedelta(seconds=TIMEOUT_SECONDS + CLAIM_MARGIN_SECONDS))
         events = await self.store.write(self.claim, to_iso(now), until)
         return sum(await asyncio.gather(*(self._deliver(e) for e in events)))

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from core.store import agent_webhooks as repo
+from core.store import outbox
 from core.store import sessions as sessions_repo
 from core.store import usage as ledger
 from core.webhooks import Delivery
@@ -43,6 +44,9 @@ def payload(db: Any, event: dict[str, Any]) -> bytes:
 class PostCallSender(OutboxSender):
     name = "post-call-webhooks"
     log = log
+
+    def any_due(self, db: Any, now: str) -> bool:
+        return outbox.any_due(db, "webhook_outbox", now)
 
     def claim(self, db: Any, now: str, until: str) -> list[dict[str, Any]]:
         return repo.claim_due(db, now, until)

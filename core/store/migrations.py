@@ -612,6 +612,68 @@ CREATE INDEX webhook_attempts_session ON webhook_attempts(session_id, id);
 ALTER TABLE agents ADD COLUMN webhook_failures INTEGER NOT NULL DEFAULT 0;
 """,
     ),
+    (
+        20,
+        "campaigns: contacts, their attempts, and the do-not-call list",
+        """
+CREATE TABLE campaigns (
+  id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('draft', 'running', 'paused', 'completed', 'cancelled')),
+  status_reason TEXT,
+  schedule TEXT,
+  max_concurrent_calls INTEGER NOT NULL DEFAULT 1,
+  retry TEXT NOT NULL,
+  circuit_breaker TEXT,
+  callback_url TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  started_at TEXT,
+  ended_at TEXT,
+  UNIQUE (owner_id, name)
+);
+CREATE INDEX campaigns_running ON campaigns(status) WHERE status = 'running';
+CREATE TABLE campaign_contacts (
+  id INTEGER PRIMARY KEY,
+  campaign_id TEXT NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+  owner_id TEXT NOT NULL,
+  phone_number TEXT NOT NULL,
+  variables TEXT,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'in_progress', 'retrying', 'completed', 'busy', 'no_answer',
+    'voicemail', 'failed', 'cancelled', 'do_not_call')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  UNIQUE (campaign_id, phone_number)
+);
+CREATE INDEX campaign_contacts_due ON campaign_contacts(campaign_id, status, next_attempt_at);
+CREATE TABLE campaign_attempts (
+  id INTEGER PRIMARY KEY,
+  contact_id INTEGER NOT NULL REFERENCES campaign_contacts(id) ON DELETE CASCADE,
+  campaign_id TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  call_id TEXT NOT NULL,
+  session_id TEXT,
+  status TEXT NOT NULL,
+  end_reason TEXT,
+  sip_status_code INTEGER,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  UNIQUE (contact_id, attempt)
+);
+CREATE INDEX campaign_attempts_campaign ON campaign_attempts(campaign_id, started_at);
+CREATE TABLE do_not_call (
+  owner_id TEXT NOT NULL,
+  phone_number TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (owner_id, phone_number)
+);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

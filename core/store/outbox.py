@@ -29,3 +29,15 @@ def claim(
         if cur.rowcount == 1:
             claimed.append(row)
     return claimed
+
+
+def any_due(db: sqlite_utils.Database, table: str, now: str) -> bool:
+    """Whether a row of the outbox is due: a read, so that an idle sender writes nothing."""
+    if table not in _OUTBOXES:
+        raise ValueError(f"not an outbox: {table}")
+    return (
+        db.execute(
+            f"SELECT 1 FROM {table} WHERE delivered_at IS NULL AND given_up = 0 AND deliver_after <= ? LIMIT 1", [now]
+        ).fetchone()
+        is not None
+    )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from core.store import apikeys, calls, clients, phone_numbers, tenants
+from core.store import apikeys, calls, campaigns, clients, phone_numbers, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
 SAMPLE_BODIES = {
+    "ContactsIn": {"contacts": [{"phone_number": "+14155550100"}]},
     "AgentUpdate": {"name": "stolen", "systemPrompt": "pwned"},
     "AgentV1Update": {"name": "stolen", "enabled": False},
     "TenantUpdate": {"name": "stolen"},
@@ -52,7 +53,11 @@ def object_ids(store) -> dict[str, str]:
             trunk_id="ST_alice",
         )
     )
+    campaign = store.write_sync(
+        campaigns.create, tenant_of("alice"), {"name": "spring", "agent_id": agent_id, "contacts": []}
+    )
     return {
+        "/api/campaigns/": campaign["id"],
         "/api/phone-numbers/": number["phone_number"],
         "/api/agents/": agent_id,
         "/api/v1/agents/": agent_id,
