@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .common import HttpUrlText, Query, RequestBody, Variables
 
 MAX_CONTACTS = 10_000
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RetryOn = Literal["busy", "no_answer", "voicemail", "failed"]
 CampaignStatus = Literal["draft", "running", "paused", "completed", "cancelled"]
 ContactStatus = Literal[
