@@ -7,6 +7,7 @@ from typing import Any
 
 from core.store import agents as agents_repo
 from core.store import campaigns as repo
+from core.store.errors import NotFoundError
 
 from ..errors import Unavailable, ValidationFailed
 from ..keys import NETPOLICY, SETTINGS, STORE
@@ -41,7 +42,7 @@ async def create_campaign(ctx: RequestContext) -> dict:
     app = ctx.request.app
     try:
         await app[STORE].read(agents_repo.get_row, ctx.tenant_id, body.agent_id)
-    except LookupError:
+    except NotFoundError:  # another tenant's agent too: a body naming what the caller cannot use
         raise ValidationFailed(f"body agent_id: agent {body.agent_id} not found") from None
     if body.callback_url is not None:
         await callbacks.check_url(app[NETPOLICY], body.callback_url)

@@ -103,8 +103,6 @@ def add_contacts(
             ],
         )
         added += cur.rowcount
-    if added and row["status"] == "completed":
-        db.execute("UPDATE campaigns SET status = 'running' WHERE id = ?", [campaign_id])
     return {"added": added, "duplicates": len(contacts) - added}
 
 

@@ -141,6 +141,14 @@ async def test_a_campaign_is_created_as_a_draft_and_bad_contacts_are_named_by_in
     ]
     assert "Mars/Olympus" in detail
     assert table_snapshot(settings) == before
+    bobs_agent = await _agent(client, auth, user="bob")
+    before = table_snapshot(settings)
+    foreign = {**body, "contacts": [], "agent_id": bobs_agent}
+    detail = (await assert_error(await client.post("/api/campaigns", json=foreign, headers=auth("alice")), 422))[
+        "detail"
+    ]
+    assert detail == f"body agent_id: agent {bobs_agent} not found"  # another tenant's agent is no agent
+    assert table_snapshot(settings) == before
     # another tenant sees none of it
     await assert_error(await client.get(f"/api/campaigns/{made['id']}", headers=auth("mallory")), 404)
     await assert_error(await _act(client, auth, made["id"], "start", user="mallory"), 404)
