@@ -101,7 +101,7 @@ class Dialer:
     async def tick(self) -> int:
         """One round over the running campaigns; returns the calls it started."""
         started = 0
-        for campaign in await self.store.read(repo.running):
+        for campaign in await self.store.read(repo.to_dial):
             started += await self.run(campaign)
         return started
 
@@ -122,10 +122,15 @@ class Dialer:
         """Settle, judge, and claim what to dial, in one transaction."""
         cid, now_s = campaign["id"], to_iso(now)
         current = db.execute("SELECT status, updated_at FROM campaigns WHERE id = ?", [cid]).fetchone()
-        if current is None or current[0] != "running":  # paused or cancelled since this round began
+        if current is None:
             return []
+        campaign = {**campaign, "status": current[0]}  # it may have been paused or cancelled since the round began
         backoff = float((campaign["retry"] or repo.DEFAULT_RETRY)["backoff_seconds"])
         settled = repo.settle(db, campaign, now_s, to_iso(now + timedelta(seconds=backoff)))
+        if campaign["status"] != "running":  # a paused or cancelled campaign's calls end; nothing new starts
+            if settled:
+                self._emit(db, campaign, "campaign.progress")
+            return []
         for call_id in repo.orphans(db, cid, to_iso(now - timedelta(seconds=ORPHAN_SECONDS))):
             log.warning("campaign %s: attempt %s was claimed but never dialled; given back", cid, call_id)
             repo.not_placed(db, call_id, reason="never dialled", now=now_s, give_back=True)
@@ -148,7 +153,7 @@ class Dialer:
             if slots > 0:
                 claimed = repo.claim(db, campaign, slots, now_s)
         if settled or claimed or tripped:
-            self._emit(db, campaign, "campaign.progress", status="paused" if tripped else campaign["status"])
+            self._emit(db, campaign, "campaign.progress", status="paused" if tripped else None)
         return claimed
 
     def _emit(self, db: Any, campaign: dict[str, Any], kind: str, *, status: str | None = None) -> None:

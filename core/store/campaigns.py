@@ -254,8 +254,17 @@ def dnc_remove(db: sqlite_utils.Database, owner_id: str, number: str) -> None:
 # ---- the dialer's steps (api/services/dialer.py) ----
 
 
-def running(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    return [_record(r) for r in db.query("SELECT * FROM campaigns WHERE status = 'running' ORDER BY created_at")]
+def to_dial(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """The campaigns the dialer looks at: the running ones, and paused or cancelled ones with calls still in flight
+    (their outcomes are counted as they end)."""
+    return [
+        _record(r)
+        for r in db.query(
+            "SELECT * FROM campaigns c WHERE status = 'running' OR (status IN ('paused', 'cancelled') AND EXISTS "
+            "(SELECT 1 FROM campaign_contacts k WHERE k.campaign_id = c.id AND k.status = 'in_progress')) "
+            "ORDER BY created_at"
+        )
+    ]
 
 
 def outcome_of(call: dict[str, Any]) -> str:
@@ -291,7 +300,11 @@ def settle(db: sqlite_utils.Database, campaign: dict[str, Any], now: str, retry_
             "UPDATE campaign_attempts SET status = ?, end_reason = ?, sip_status_code = ?, ended_at = ? WHERE id = ?",
             [outcome, a["call_end_reason"], a["call_sip"], now, a["id"]],
         )
-        again = outcome in retry["on"] and a["contact_attempts"] < retry["max_attempts"]
+        again = (
+            campaign["status"] != "cancelled"
+            and outcome in retry["on"]
+            and a["contact_attempts"] < retry["max_attempts"]
+        )
         db.execute(
             "UPDATE campaign_contacts SET status = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
             ["retrying" if again else outcome, retry_at if again else None, now, a["contact_id"]],

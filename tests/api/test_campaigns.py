@@ -386,3 +386,26 @@ async def test_contacts_can_be_added_from_a_csv_with_the_other_columns_as_variab
         headers={**auth("alice"), "Content-Type": "text/csv"},
     )
     await assert_error(bad, 422)
+
+
+async def test_a_paused_or_cancelled_campaigns_calls_in_flight_still_get_their_outcome(client, auth, store, dialer):
+    agent_id = await _agent(client, auth)
+    retry = {"max_attempts": 3, "on": ["busy"], "backoff_seconds": 30}
+    paused = (await _campaign(client, auth, agent_id, n=2, name="paused", max_concurrent_calls=1, retry=retry))["id"]
+    cancelled = (await _campaign(client, auth, agent_id, n=2, name="cancelled", max_concurrent_calls=1, retry=retry))[
+        "id"
+    ]
+    for cid in (paused, cancelled):
+        await _act(client, auth, cid, "start")
+    await dialer.tick()
+    [p_call], [c_call] = _live_calls(store, paused), _live_calls(store, cancelled)
+    await _act(client, auth, paused, "pause")
+    await _act(client, auth, cancelled, "cancel")
+    _end(store, p_call["call_id"], "COMPLETED", "completed")
+    _end(store, c_call["call_id"], "FAILED", "busy", 486)
+    await dialer.tick()
+    p, c = await _get(client, auth, paused), await _get(client, auth, cancelled)
+    assert p["status"] == "paused" and (p["progress"]["completed"], p["progress"]["pending"]) == (1, 1)
+    # cancelled: the busy call is counted, not retried; the contact never called is cancelled
+    assert c["status"] == "cancelled" and (c["progress"]["busy"], c["progress"]["cancelled"]) == (1, 1)
+    assert c["progress"]["retrying"] == 0 and _live_calls(store, paused) == _live_calls(store, cancelled) == []
