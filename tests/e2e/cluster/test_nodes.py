@@ -44,7 +44,10 @@ pytestmark = pytest.mark.cluster
 
 USER = "cluster-user"
 QUESTION = "What are your opening hours?"
-WEB_CALLS = int(os.environ.get("VOXARENA_CLUSTER_WEB_CALLS", "11"))
+# Web calls beside the phone call in the node-kill test. This tier tests failover, not capacity (bench/README.md
+# measures calls per core): on the 2-core CI machine 11 (twelve calls on three nodes) left a call unanswered for 45 s
+# on 2026-12-04, the previous stop's commit included, and 8 passed.
+WEB_CALLS = int(os.environ.get("VOXARENA_CLUSTER_WEB_CALLS", "8"))
 
 
 @dataclass
@@ -222,7 +225,7 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
     receiver = Receiver()
     phone, callee = await _phone_call(cluster, agent_id, await receiver.start())
     # WEB_CALLS web calls placed through the nodes in turn (LiveKit gives each job to a worker of any node), with the
-    # phone call twelve in all.
+    # phone call nine in all.
     calls = []
     for i in range(WEB_CALLS):
         calls.append(await _start_call(cluster, f"n{i % 3 + 1}", agent_id))
