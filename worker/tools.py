@@ -48,8 +48,10 @@ class CallActions:
         return await self.send_dtmf(str(arguments.get("digits", "")))
 
     def end_call(self, context: RunContext) -> ToolResult:
-        """The call ends once the reply to this tool (the goodbye) has been said: the same speech carries on."""
+        """The call ends once the reply to this tool (the goodbye) has been said: the same speech carries on, and
+        nothing the caller says cuts it short (the agent has decided; a caller talking over it still hears it)."""
         job = self.job
+        context.disallow_interruptions()
 
         def ended(_: Any) -> None:
             job.spawn(job.end(Ending("agent_ended")), "end-by-agent")
