@@ -73,12 +73,14 @@ export function withQuery(path, query) {
 }
 
 /** fetch JSON from the API; resolves to the body, rejects with ApiError. */
-export async function api(method, path, { body, query, signal, auth = true, as } = {}) {
+export async function api(method, path, { body, raw, query, signal, auth = true, as } = {}) {
   // `as`: try a candidate credential (sign-in checks it) without keeping it or signing out on its 401.
+  // `raw`: {data, type} sent as it is instead of JSON (a CSV file the user picked, as text/csv).
   const cred = !auth ? null : as || credential;
-  const init = { method, headers: headers(cred, body !== undefined ? { "Content-Type": "application/json" } : {}),
-    signal };
-  if (body !== undefined) init.body = JSON.stringify(body);
+  const type = raw ? raw.type : body !== undefined ? "application/json" : null;
+  const init = { method, headers: headers(cred, type ? { "Content-Type": type } : {}), signal };
+  if (raw) init.body = raw.data;
+  else if (body !== undefined) init.body = JSON.stringify(body);
   let resp;
   try {
     resp = await fetch(withQuery(path, query), init);
@@ -109,6 +111,8 @@ export const post = (path, body, opts = {}) => api("POST", path, { ...opts, body
 export const put = (path, body, opts = {}) => api("PUT", path, { ...opts, body: body ?? {} });
 export const patch = (path, body, opts = {}) => api("PATCH", path, { ...opts, body: body ?? {} });
 export const del = (path, opts = {}) => api("DELETE", path, opts);
+/** POST a file or text as it is (`type`: its Content-Type, e.g. text/csv). */
+export const postRaw = (path, data, type, opts = {}) => api("POST", path, { ...opts, raw: { data, type } });
 
 // Which routes this server has, from its OpenAPI document: a page whose route is missing says so instead of
 // failing (features other branches add light up by themselves once the server serves them).

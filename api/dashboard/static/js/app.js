@@ -10,6 +10,7 @@ export const config = JSON.parse(document.getElementById("voxarena-config").text
 const PAGES = [
   { path: "agents", title: "Agents", load: () => import("./pages/agents.js") },
   { path: "calls", title: "Calls", load: () => import("./pages/calls.js") },
+  { path: "campaigns", title: "Campaigns", load: () => import("./pages/campaigns.js") },
   { path: "live", title: "Live", load: () => import("./pages/live.js") },
   { path: "costs", title: "Costs", load: () => import("./pages/costs.js") },
   { path: "talk", title: "Talk", load: () => import("./pages/talk.js") },

@@ -61,6 +61,24 @@ export function usdFromNanos(nanos) {
   return usd(Number(nanos) / 1e9);
 }
 
+/**
+ * Integer nano-USD with every digit, as `usd(v, {exact: true})` shows dollars ("$0.013017602", at least cents), but
+ * in integer arithmetic: no float ever stands between the ledger's figure and the page.
+ */
+export function usdNanos(nanos) {
+  if (nanos === null || nanos === undefined || nanos === "") return "—";
+  let n;
+  try {
+    n = BigInt(nanos);
+  } catch {
+    return "—";
+  }
+  const sign = n < 0n ? "-" : "";
+  if (n < 0n) n = -n;
+  const fraction = String(n % 1000000000n).padStart(9, "0").replace(/0+$/, "").padEnd(2, "0");
+  return `${sign}$${(n / 1000000000n).toLocaleString("en-US")}.${fraction}`;
+}
+
 export function seconds(value, digits = 2) {
   if (value === null || value === undefined) return "—";
   const v = Number(value);
@@ -184,13 +202,13 @@ export function modal(title, body, { onClose } = {}) {
   return { dialog, close };
 }
 
-export function confirmDialog(message, { confirm = "Delete", danger = true } = {}) {
+export function confirmDialog(message, { confirm = "Delete", dismiss = "Cancel", danger = true } = {}) {
   return new Promise((resolve) => {
     let answer = false;
     const yes = h("button", { type: "button", class: danger ? "danger" : "primary",
       onclick: () => { answer = true; m.close(); } }, confirm);
     const body = h("div", {}, h("p", {}, message),
-      h("div", { class: "actions" }, yes, h("button", { type: "button", onclick: () => m.close() }, "Cancel")));
+      h("div", { class: "actions" }, yes, h("button", { type: "button", onclick: () => m.close() }, dismiss)));
     const m = modal("Please confirm", body, { onClose: () => resolve(answer) });
     yes.focus();
   });
@@ -236,7 +254,7 @@ export function statusBadge(status) {
   const s = String(status || "").toLowerCase();
   const kind = ["completed", "ended", "answered", "active", "ok", "delivered", "positive", "transferred"].includes(s) ? "ok"
     : ["failed", "error", "no-answer", "no_answer", "busy", "declined", "suspended", "negative"].includes(s) ? "bad"
-      : ["in-progress", "ringing", "live", "pending"].includes(s) ? "live" : "warn";
+      : ["in-progress", "in_progress", "running", "ringing", "live", "pending"].includes(s) ? "live" : "warn";
   return h("span", { class: `badge ${kind}` }, status || "—");
 }
 
