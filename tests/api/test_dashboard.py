@@ -30,6 +30,7 @@ async def test_assets_are_served_with_their_types_and_cached_forever_under_the_c
     _, assets = await _page(client)
     for path, ctype in [
         ("js/app.js", "text/javascript"),
+        ("js/pages/campaigns.js", "text/javascript"),
         ("app.css", "text/css"),
         ("vendor/livekit-client/livekit-client.umd.js", "text/javascript"),
     ]:

@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against the real product: `voxarena serve`
 with its worker, a real livekit-server and the provider fakes. Sign in with a local account, create an agent, read a
 recorded call's transcript and costs, watch a live call from the harness's speaking client and end it from the Live
-page, see the cost chart drawn, and call an agent from the browser on the Talk page (Chromium's fake microphone).
+page, see the cost chart drawn, call an agent from the browser on the Talk page (Chromium's fake microphone), and make
+a campaign from a CSV file and follow its state.
 
 Screenshots of every page go to $VOXARENA_TEST_ARTIFACTS (default tests/.artifacts)/dashboard-<time>/."""
 
@@ -362,6 +363,7 @@ async def test_every_page_renders_at_desktop_and_phone_width(voice_stack, accoun
         for hash_, heading in [
             ("#/agents", "Agents"),
             ("#/calls", "Calls"),
+            ("#/campaigns", "Campaigns"),
             ("#/live", "Live"),
             ("#/costs", "Costs"),
             ("#/talk", "Talk"),
@@ -441,3 +443,134 @@ async def test_the_agent_form_edits_tools_and_a_calls_page_shows_its_tool_calls(
         assert errors == []
     finally:
         await business.close()
+
+
+async def test_a_campaign_is_made_from_a_csv_file_and_its_page_follows_its_state(
+    voice_stack, account, browser, shots, tmp_path
+):
+    """A campaign from a CSV file chosen in the browser is listed with its contacts; a file with a bad number is
+    refused row by row and nothing of it is added; starting without an outbound trunk (this server has none) shows
+    the API's 503 naming the setting; cancelling moves every contact to cancelled on the page and in the list."""
+    product, _, _ = voice_stack
+    email, user_id = account
+    agent_id = await product.create_agent(user_id, name="Campaign desk")
+    good = tmp_path / "reminders.csv"
+    good.write_text("phone_number,customer_name\n+14155550100,Ada\n+14155550101,Grace\n+442071838750,Alan\n")
+    bad = tmp_path / "refused.csv"
+    bad.write_text("phone_number,customer_name\n+14155550102,Edsger\n555,Barbara\n")
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, "#/campaigns", "Campaigns")
+    await expect(page.get_by_test_id("campaigns-live")).to_contain_text("live updates connected", timeout=WAIT_MS)
+
+    await page.get_by_role("button", name="New campaign").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("Name", exact=True).fill("December reminders")
+    await dialog.get_by_label("Agent").select_option(agent_id)
+    await dialog.get_by_label("Max concurrent calls").fill("2")
+    await dialog.get_by_text("Schedule (optional)").click()
+    await dialog.get_by_label("Call only inside this schedule").check()
+    await dialog.get_by_label("Time zone").fill("America/New_York")
+    await dialog.get_by_text("Retries (optional)").click()
+    await dialog.get_by_label("Call a contact again").check()
+    await dialog.get_by_label("Contacts (CSV)").set_input_files(good)
+    await dialog.get_by_role("button", name="Create campaign").click()
+    await expect(dialog).to_be_hidden(timeout=WAIT_MS)
+    row = page.locator("tr[data-campaign]").filter(has_text="December reminders")
+    await expect(row).to_contain_text("3 contacts", timeout=WAIT_MS)
+    await expect(row).to_contain_text("Campaign desk")
+    await expect(row).to_contain_text("3 pending")
+    campaign_id = await row.get_attribute("data-campaign")
+    status, made = await product.request("GET", f"/api/campaigns/{campaign_id}", user_id)
+    assert status == 200 and made["status"] == "draft" and made["max_concurrent_calls"] == 2, made
+    assert made["schedule"] == {
+        "timezone": "America/New_York",
+        "days": ["mon", "tue", "wed", "thu", "fri"],
+        "start": "09:00",
+        "end": "18:00",
+    }
+    assert made["retry"] == {"max_attempts": 3, "on": ["busy", "no_answer"], "backoff_seconds": 1800}
+    _, contacts = await product.request("GET", f"/api/campaigns/{campaign_id}/contacts", user_id)
+    assert [(c["phone_number"], c["variables"]) for c in contacts["contacts"]] == [
+        ("+14155550100", {"customer_name": "Ada"}),
+        ("+14155550101", {"customer_name": "Grace"}),
+        ("+442071838750", {"customer_name": "Alan"}),
+    ]
+    await page.screenshot(path=shots / "campaigns.png", full_page=True)
+
+    # a file with a bad number: the API's 422 names the row, nothing is added, and a corrected file goes to the same
+    # draft (no second campaign)
+    await page.get_by_role("button", name="New campaign").click()
+    await dialog.get_by_label("Name", exact=True).fill("Refused list")
+    await dialog.get_by_label("Agent").select_option(agent_id)
+    await dialog.get_by_label("Contacts (CSV)").set_input_files(bad)
+    await dialog.get_by_role("button", name="Create campaign").click()
+    refused = dialog.get_by_test_id("contacts-refused")
+    await expect(refused).to_contain_text("none was added", timeout=WAIT_MS)
+    await expect(refused.locator('li[data-row="2"]')).to_contain_text("'555': not in E.164 form")
+    await expect(refused).to_contain_text("HTTP 422")
+    await expect(refused.locator("li")).to_have_count(1)
+    await page.screenshot(path=shots / "campaign-refused.png")
+    _, listed = await product.request("GET", "/api/campaigns", user_id)
+    [draft] = [c for c in listed["campaigns"] if c["name"] == "Refused list"]
+    assert sum(draft["progress"].values()) == 0, draft
+    await dialog.get_by_label("Contacts (CSV)").set_input_files(good)
+    await dialog.get_by_role("button", name="Upload contacts").click()
+    await expect(dialog).to_be_hidden(timeout=WAIT_MS)
+    await expect(page.locator(f'tr[data-campaign="{draft["id"]}"]')).to_contain_text("3 contacts", timeout=WAIT_MS)
+    _, listed = await product.request("GET", "/api/campaigns", user_id)
+    assert [c["name"] for c in listed["campaigns"]].count("Refused list") == 1
+
+    # its own page: progress per status, costs, the contacts; start is the API's 503 on this server (no outbound
+    # trunk), cancel moves every contact to cancelled
+    await row.click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("December reminders", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("campaign-live")).to_contain_text("live updates connected", timeout=WAIT_MS)
+    progress = page.get_by_test_id("campaign-progress")
+    await expect(progress.locator('[data-status="pending"] .value')).to_have_text("3")
+    await expect(page.get_by_test_id("campaign-total-cost")).to_have_text("$0.00")
+    await expect(page.get_by_role("region", name="Settings")).to_contain_text("America/New_York")
+    table = page.get_by_role("table", name="Contacts")
+    await expect(table.locator("tbody tr")).to_have_count(3)
+    await expect(table.locator('tr[data-phone="+442071838750"]')).to_contain_text("customer_name: Alan")
+    await expect(table.locator('tr[data-phone="+442071838750"]')).to_contain_text("not called yet")
+    start = page.get_by_role("button", name="Start", exact=True)
+    cancel = page.get_by_role("button", name="Cancel campaign")
+    await expect(start).to_be_enabled()
+    await expect(page.get_by_role("button", name="Pause", exact=True)).to_be_disabled()
+    await expect(page.get_by_role("button", name="Resume", exact=True)).to_be_disabled()
+    await start.click()
+    await expect(page.get_by_role("alert")).to_contain_text("VOXARENA_SIP_OUTBOUND_TRUNK_ID", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("campaign-status")).to_have_text("draft")
+    await page.screenshot(path=shots / "campaign-start-refused.png", full_page=True)
+
+    await cancel.click()
+    await page.get_by_role("dialog").get_by_role("button", name="Cancel campaign").click()
+    await expect(page.get_by_test_id("campaign-status")).to_have_text("cancelled", timeout=WAIT_MS)
+    await expect(progress.locator('[data-status="cancelled"] .value')).to_have_text("3")
+    await expect(progress.locator('[data-status="pending"] .value')).to_have_text("0")
+    await expect(table.locator("tbody tr").filter(has_text="cancelled")).to_have_count(3)
+    for name in ("Start", "Pause", "Resume", "Cancel campaign", "Add contacts (CSV)"):
+        await expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+    status, ended = await product.request("GET", f"/api/campaigns/{campaign_id}", user_id)
+    assert status == 200 and ended["status"] == "cancelled" and ended["progress"]["cancelled"] == 3, ended
+    await page.screenshot(path=shots / "campaign-cancelled.png", full_page=True)
+
+    await page.get_by_role("link", name="← All campaigns").click()
+    await expect(row).to_contain_text("3 cancelled", timeout=WAIT_MS)
+    await expect(row.get_by_text("cancelled", exact=True)).to_be_visible()
+    assert errors == []
+
+    # with campaigns to show, at phone width too
+    phone, errors = await open_page(browser, product, PHONE)
+    await sign_in(phone, email)
+    for hash_, heading, shot in [
+        ("#/campaigns", "Campaigns", "phone-campaigns-listed.png"),
+        (f"#/campaigns/{campaign_id}", "December reminders", "phone-campaign.png"),
+    ]:
+        await go(phone, hash_, heading)
+        await expect(phone.get_by_role("status").filter(has_text="Loading")).to_have_count(0, timeout=WAIT_MS)
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"] + 1, f"{hash_} at phone width scrolls sideways ({width}px)"
+        await phone.screenshot(path=shots / shot, full_page=True)
+    assert errors == []
