@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from core.settings import Settings
-from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig, TurnTaking
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig, TurnTaking, Voicemail
 
 
 def providers_config(s: Settings) -> ProvidersConfig:
@@ -78,4 +78,7 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
             backchannel_words=tuple(config.get("backchannelWords") or ()),
             preemptive_generation=config.get("preemptiveGeneration"),
         ),
+        voicemail=Voicemail(config.get("voicemailAction") or "hangup", config.get("voicemailMessage"))
+        if config.get("voicemailDetection")
+        else None,
     )

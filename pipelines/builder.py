@@ -7,7 +7,7 @@ import dataclasses
 import importlib
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from livekit.agents import (
     APIConnectOptions,
     APIError,
     ModelSettings,
+    StopResponse,
     inference,
     tokenize,
     vad,
@@ -27,6 +28,7 @@ from livekit.agents import (
 from livekit.agents import llm as llm_base
 from livekit.agents import stt as stt_base
 from livekit.agents import tts as tts_base
+from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import silero
@@ -313,22 +315,46 @@ class VoiceAgent(Agent):
     """The agent as configured in the store: its system prompt and its greeting when it speaks first. Its pipeline
     nodes are LiveKit's own, passed through, with a `TurnClock` marking each hop of every reply on the way."""
 
-    def __init__(self, spec: AgentSpec, *, tools: Sequence[llm_base.Tool] = ()) -> None:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        *,
+        tools: Sequence[llm_base.Tool] = (),
+        before_first_word: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.", tools=list(tools))
         self.spec = spec
         self.clock = TurnClock()
         self.backchannel = backchannel_matcher(spec.turn_taking.backchannel_words)
+        # runs as the agent enters instead of its greeting, which it says with `greet` (voicemail detection: once
+        # a person answered)
+        self.before_first_word = before_first_word
+        self.greets_first = spec.first_message_mode == "assistant_speaks_first" and bool(spec.first_message)
+        self.greeting: SpeechHandle | None = None
 
     async def on_enter(self) -> None:
         self.session.on("agent_state_changed", self._on_agent_state)
-        if self.spec.first_message_mode == "assistant_speaks_first" and self.spec.first_message:
-            self.session.say(self.spec.first_message)
+        if self.before_first_word is not None:
+            await self.before_first_word(self.session)
+        else:
+            self.greet()
+
+    def greet(self) -> None:
+        """The agent's greeting, when it speaks first (once). Held back until a person answered (voicemail
+        detection), it is their answer and heard whole: the end of the callee's "Hello?" would interrupt it."""
+        if self.greets_first and self.spec.first_message and self.greeting is None:
+            held = self.before_first_word is not None
+            self.greeting = self.session.say(self.spec.first_message, allow_interruptions=not held)
 
     def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
         if ev.new_state == "speaking":  # the first frame of the reply went out to the room
             self.clock.mark("published")
 
     async def on_user_turn_completed(self, turn_ctx: llm_base.ChatContext, new_message: llm_base.ChatMessage) -> None:
+        if self.before_first_word is not None and self.greets_first and not (self.greeting and self.greeting.done()):
+            # a greeting held back (voicemail detection) answers the callee's first words ("Hello?"): no second
+            # reply on top of it; the words stay in the conversation
+            raise StopResponse()
         self.clock.end_of_turn()
 
     async def stt_node(

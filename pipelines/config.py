@@ -75,6 +75,16 @@ class TurnTaking:
 
 
 @dataclass(frozen=True)
+class Voicemail:
+    """An outbound agent's voicemail detection (LiveKit's answering-machine detection over the agent's own LLM):
+    what it does when a machine answers. ``hangup`` ends the call at once; ``leave_message`` says `message` once the
+    greeting is over (after its beep or silence), then ends it. An IVR or a full mailbox is always hung up on."""
+
+    action: str = "hangup"
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     """An agent as the pipeline sees it."""
 
@@ -98,6 +108,8 @@ class AgentSpec:
     # What the agent says before it hangs up on a provider failure it cannot recover from.
     error_message: str | None = None
     turn_taking: TurnTaking = TurnTaking()
+    # Outbound phone calls only: who answered is decided before the agent speaks (None: detection off).
+    voicemail: Voicemail | None = None
 
 
 def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:

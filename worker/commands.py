@@ -29,13 +29,12 @@ log = logging.getLogger("voxarena.job")
 
 @dataclass
 class CallCommands:
-    """The commands of one call's session, once it runs with `caller`. `base_prompt` is the agent's own prompt,
+    """The commands of one call's session. `base_prompt` is the agent's own prompt,
     which a context update extends (never the prompt of the last update)."""
 
     job: CallJob
     session: AgentSession
     agent: VoiceAgent
-    caller: rtc.RemoteParticipant
     base_prompt: str
 
     def listen(self, channel: ControlChannel) -> None:
@@ -69,7 +68,7 @@ class CallCommands:
         """A supervisor's transfer (`transfer_caller`). A failed transfer leaves the call with the agent, with an
         `error` event (recoverable) on the session."""
         session_id = self.job.session_id
-        failure = await transfer_caller(self.job, self.caller, message.target)
+        failure = await transfer_caller(self.job, message.target)
         if failure is not None:
             await self.job.store.write(
                 lambda db: events_repo.emit_for_session(
@@ -78,10 +77,12 @@ class CallCommands:
             )
 
 
-async def transfer_caller(job: CallJob, caller: rtc.RemoteParticipant, target: str) -> str | None:
+async def transfer_caller(job: CallJob, target: str) -> str | None:
     """The phone caller's side gets a REFER to `target` (a sip: or tel: URI); once it is done the call ends
     `transferred`. Returns why it failed (the call then stays with the agent), None once transferred."""
-    session_id = job.session_id
+    session_id, caller = job.session_id, job.caller
+    if caller is None:
+        return "the callee has not answered yet"
     if caller.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
         log.warning("session %s: ignored a transfer: the caller is not on a phone line", session_id)
         return "the caller is not on a phone line: only phone calls can be transferred"

@@ -146,7 +146,7 @@ class CallEnd:
                     sip_status_code=dial.sip_status_code,
                     sip_status=dial.sip_status,
                 )
-            if job.session is None:  # no conversation (an outbound call never answered says so at its end)
+            if job.caller is None:  # no conversation (an outbound call never answered says so at its end)
                 sessions_repo.skip_analysis(
                     db,
                     job.session_id,

@@ -76,6 +76,7 @@ from .tools import CallActions, function_tools
 from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
 from .usage_spill import spill_path
+from .voicemail import VoicemailScreen
 
 log = logging.getLogger("voxarena.job")
 
@@ -141,6 +142,7 @@ class CallJob:
     meter_closed: bool = False
     line: InboundLine | None = None  # an inbound phone call's line, metered at the end
     caller_identity: str | None = None  # a phone call's SIP participant, hung up at the end
+    caller: rtc.RemoteParticipant | None = None  # once the caller is in the room (None: nobody answered or joined)
     transferring: str | None = None  # the target of a supervisor's transfer in flight or done
     tool_runner: ToolRunner | None = None  # runs and records the agent's tools, when it has any
     tasks: utils.aio.TaskSet = field(default_factory=utils.aio.TaskSet)
@@ -244,8 +246,15 @@ class CallJob:
         try:
             await self.precall_context()
             pipeline = self.build()
-            caller = await self.connect()
-            await self.run(pipeline, caller)
+            if self.screens_voicemail:  # the agent listens before the phone is answered: the first "Hello?" counts
+                assert self.caller_identity is not None  # an outbound call's SIP participant
+                await self.ctx.connect()
+                await self.run(pipeline, self.caller_identity)
+                await self.reach_caller()
+            else:
+                await self.connect()
+                assert self.caller is not None
+                await self.run(pipeline, self.caller.identity)
         except Refused as refused:
             await self.end(refused.ending)
 
@@ -345,16 +354,25 @@ class CallJob:
 
     # ---- phase 3 ----
 
-    async def connect(self) -> rtc.RemoteParticipant:
-        """Connect: the job joins the room; an outbound call dials its number (`dial_out`); then the caller is
-        awaited, for at most `CALLER_JOIN_TIMEOUT`.
+    @property
+    def screens_voicemail(self) -> bool:
+        """An outbound phone call of an agent with voicemail detection on (worker/voicemail.py)."""
+        return self.phone_call_id is not None and self.spec is not None and self.spec.voicemail is not None
+
+    async def connect(self) -> None:
+        """Connect: the job joins the room, then `reach_caller`."""
+        await self.ctx.connect()
+        await self.reach_caller()
+
+    async def reach_caller(self) -> None:
+        """An outbound call dials its number (`dial_out`); then the caller is awaited, for at most
+        `CALLER_JOIN_TIMEOUT`, and kept as `caller`.
 
         Refuses a caller who never joins (`caller_never_joined`), and whatever `dial_out` refuses."""
-        await self.ctx.connect()
         if self.phone_call_id is not None:
             await self.dial_out(self.phone_call_id)
         try:
-            return await asyncio.wait_for(
+            self.caller = await asyncio.wait_for(
                 self.ctx.wait_for_participant(identity=self.caller_identity), CALLER_JOIN_TIMEOUT
             )
         except TimeoutError:
@@ -388,9 +406,10 @@ class CallJob:
 
     # ---- phase 4 ----
 
-    async def run(self, pipeline: Pipeline, caller: rtc.RemoteParticipant) -> None:
+    async def run(self, pipeline: Pipeline, caller_identity: str) -> None:
         """Run: the session on the pipeline, recorded live (transcript, errors), metered, traced, taking the API's
-        commands on the control channel, and started with the caller.
+        commands on the control channel, and started with the caller's identity (usually once the caller is in the
+        room; with voicemail detection, before the phone rings: worker/voicemail.py).
 
         Refuses nothing. How it ends: a provider failing for good ends the call `error` (after the agent's
         apology); the session closing ends it with the session's reason. Both go through the end path, in a task
@@ -413,14 +432,18 @@ class CallJob:
         TurnTrace(self.session_id).attach(session)
         session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
         session.on("close", self._on_session_close)
-        agent = VoiceAgent(self.spec, tools=self.tools(caller))
+        voicemail = self.spec.voicemail if self.screens_voicemail else None
+        screen = VoicemailScreen(self, voicemail, caller_identity) if voicemail is not None else None
+        agent = VoiceAgent(
+            self.spec, tools=self.tools(), before_first_word=screen.start if screen is not None else None
+        )
         recorder.clock = agent.clock
-        commands = CallCommands(self, session, agent, caller, base_prompt=agent_spec(self.agent_row).system_prompt)
+        commands = CallCommands(self, session, agent, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
-        options = room_options(caller.identity, settings, output_rate=pipeline.tts.sample_rate)
+        options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
 
-    def tools(self, caller: rtc.RemoteParticipant) -> list[Any]:
+    def tools(self) -> list[Any]:
         """The agent's tools (core/tools.py) as the LLM's function tools, run and recorded by the call's runner."""
         tools = agent_tools(agent_config(self.agent_row))
         if not tools:
@@ -433,7 +456,7 @@ class CallJob:
             owner_id=self.agent_row["owner_id"],
             session_id=self.session_id,
         )
-        return function_tools(tools, self.tool_runner, CallActions(self, caller))
+        return function_tools(tools, self.tool_runner, CallActions(self))
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
@@ -452,7 +475,7 @@ class CallJob:
         await self.end(Ending("job_ended"))  # nothing when the call already ended
         if self.tool_runner is not None:
             await self.tool_runner.aclose()
-        if self.spec is None or self.session is None:  # no conversation: its analysis is already skipped
+        if self.spec is None or self.session is None or self.caller is None:  # no conversation: already skipped
             return
         try:
             model, _ = build_llm(self.spec, providers_config(self.settings))

@@ -8,7 +8,6 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from livekit import rtc
 from livekit.agents import RunContext, function_tool
 from livekit.agents.llm import RawFunctionTool
 
@@ -34,11 +33,10 @@ def sip_target(target: str) -> str:
 
 
 class CallActions:
-    """What the call tools do on one running call, with its phone caller (if any)."""
+    """What the call tools do on one running call."""
 
-    def __init__(self, job: CallJob, caller: rtc.RemoteParticipant) -> None:
+    def __init__(self, job: CallJob) -> None:
         self.job = job
-        self.caller = caller
 
     async def run(self, tool: CallTool, arguments: dict[str, Any], context: RunContext) -> ToolResult:
         if tool.kind == "end_call":
@@ -64,7 +62,7 @@ class CallActions:
             return ToolResult("error", "error: no transfer target is configured")
         # The transfer ends the call, which closes the session and cancels the speech this tool runs in: the
         # transfer and the end run in a task of the job, which finishes them whatever happens to this one.
-        transferring = self.job.spawn(transfer_caller(self.job, self.caller, sip_target(tool.target)), "transfer")
+        transferring = self.job.spawn(transfer_caller(self.job, sip_target(tool.target)), "transfer")
         failure = await asyncio.shield(transferring)
         if failure is not None:
             return ToolResult("error", f"error: the transfer failed ({failure}); the caller is still with you")

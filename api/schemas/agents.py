@@ -95,6 +95,7 @@ _DESCRIPTION = Field(default=None, max_length=2_000)
 _ID = Field(default=None, min_length=1, max_length=200)
 AgentType = Literal["inbound", "outbound"]
 AgentStatus = Literal["active", "inactive"]
+VoicemailAction = Literal["hangup", "leave_message"]
 
 
 def _alias(*names: str) -> Any:
@@ -154,6 +155,15 @@ class _AgentExtras(_TurnTaking):
     webhookUrl: HttpUrlText | None = Field(
         default=None, description="POSTed after each call: session, transcript, tool calls, analysis and cost."
     )
+    voicemailDetection: bool | None = Field(
+        default=None, description="Outbound phone calls: detect an answering machine before speaking (off)."
+    )
+    voicemailAction: VoicemailAction | None = Field(
+        default=None, description="On a voicemail greeting: hang up (the default), or leave voicemailMessage."
+    )
+    voicemailMessage: str | None = Field(
+        default=None, min_length=1, max_length=2_000, description="Said after the greeting's beep or silence."
+    )
 
 
 class AgentCreate(_AgentExtras):
@@ -173,6 +183,12 @@ class AgentCreate(_AgentExtras):
     fallbackLlmProviders: FallbackLlm | None = None
     fallbackTtsProviders: FallbackTts | None = None
     errorMessage: str | None = _ERROR_MESSAGE
+
+    @model_validator(mode="after")
+    def _leave_message_says_something(self) -> AgentCreate:
+        if self.voicemailAction == "leave_message" and self.voicemailMessage is None:
+            raise ValueError("voicemailAction leave_message needs a voicemailMessage")
+        return self
 
 
 class AgentUpdate(_AgentExtras):
@@ -266,6 +282,9 @@ class Agent(BaseModel):
         default=None, description="failing: its last 10 deliveries or more failed in a row (null: no webhook)."
     )
     webhookFailures: int = Field(default=0, description="Failed deliveries in a row.")
+    voicemailDetection: bool = Field(default=False, description="Outbound phone calls: who answered, first.")
+    voicemailAction: VoicemailAction = Field(default="hangup", description="What a voicemail greeting gets.")
+    voicemailMessage: str | None = Field(default=None, description="The message left on a voicemail.")
     warnings: list[str] = Field(
         default_factory=list,
         description="{{placeholders}} in systemPrompt or firstMessage that only a call's context can fill.",
@@ -341,6 +360,8 @@ def agent_wire(rec: dict[str, Any]) -> dict[str, Any]:
     for key in _LISTS:
         out[key] = list(out[key] or [])
     out["tools"] = tools_wire(config.get("tools"))
+    out["voicemailDetection"] = bool(config.get("voicemailDetection"))
+    out["voicemailAction"] = config.get("voicemailAction") or "hangup"
     failures = rec.get("webhook_failures") or 0
     out["webhookFailures"] = failures
     out["webhookStatus"] = (

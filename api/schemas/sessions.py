@@ -16,6 +16,7 @@ from ..errors import ValidationFailed
 from .common import Query
 
 CallStatus = Literal["RINGING", "ANSWERED", "COMPLETED", "FAILED", "NO_ANSWER"]
+AnsweredBy = Literal["human", "machine-vm", "machine-ivr", "machine-unavailable", "uncertain"]
 
 
 class TurnHop(BaseModel):
@@ -117,6 +118,11 @@ class Session(BaseModel):
     previous_session_id: str | None = Field(description="The ended text session this one continues.")
     campaign: str | None = Field(default=None, description="The campaign it belongs to (given, or its agent's).")
     toolCalls: list[ToolCall] = Field(default_factory=list, description="The agent's tool calls, in order.")
+    answeredBy: AnsweredBy | None = Field(
+        default=None,
+        description="Outbound calls with voicemail detection: who answered (null: not detected). The detail is "
+        "the session's amd.result event.",
+    )
 
 
 class WebhookAttempt(BaseModel):
@@ -216,6 +222,7 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "previous_session_id": rec["previous_session_id"],
         "campaign": rec.get("campaign"),
         "toolCalls": [tool_call_wire(c) for c in rec.get("tool_calls") or ()],
+        "answeredBy": rec.get("answered_by"),
     }
 
 

@@ -51,6 +51,10 @@ CONFIG_KEYS = (
     # the agent's own webhooks (core/webhooks.py)
     "contextWebhookUrl",
     "webhookUrl",
+    # outbound calls: who answered (pipelines/config.py Voicemail)
+    "voicemailDetection",
+    "voicemailAction",
+    "voicemailMessage",
 )
 # Failed post-call webhook deliveries in a row from which the agent's webhook shows as failing.
 WEBHOOK_FAILING = 10
@@ -230,11 +234,14 @@ def count_listed(db: sqlite_utils.Database, owner_id: str, **filters: Any) -> in
     return int(db.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", args).fetchone()[0])
 
 
-def _check_delays(config: dict[str, Any]) -> None:
-    """An update may send one delay alone: the pair it leaves stored must still be in order."""
+def _check_config(config: dict[str, Any]) -> None:
+    """An update may send one setting of a pair alone: what it leaves stored must still make sense (the delays in
+    order, a message to leave on a voicemail)."""
     low, high = config.get("minEndpointingDelay"), config.get("maxEndpointingDelay")
     if low is not None and high is not None and low > high:
         raise InvalidValueError(f"minEndpointingDelay ({low:g} s) cannot be above maxEndpointingDelay ({high:g} s)")
+    if config.get("voicemailAction") == "leave_message" and not config.get("voicemailMessage"):
+        raise InvalidValueError("voicemailAction leave_message needs a voicemailMessage")
 
 
 def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +252,7 @@ def update(db: sqlite_utils.Database, owner_id: str, agent_id: str, changes: dic
     if config_changes:
         config = json.loads(row["config"] or "{}")
         config.update(config_changes)
-        _check_delays(config)
+        _check_config(config)
         sets["config"] = json.dumps({k: v for k, v in config.items() if v is not None})
     if "slug" in sets and not sets["slug"]:
         sets["slug"] = _unique_slug(db, owner_id, slugify(sets.get("name") or row["name"]), exclude=agent_id)

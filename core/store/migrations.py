@@ -674,6 +674,13 @@ CREATE TABLE do_not_call (
 );
 """,
     ),
+    (
+        21,
+        "sessions: who answered an outbound call (voicemail detection)",
+        """
+ALTER TABLE sessions ADD COLUMN answered_by TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -131,6 +131,13 @@ def _started(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
         calls.stream_status(db, phone)
 
 
+def set_answered_by(db: sqlite_utils.Database, session_id: str, verdict: dict[str, Any]) -> None:
+    """Who answered an outbound call (voicemail detection): `verdict` is ``{outcome, reason, transcript,
+    speechDuration, delay}``; the outcome is kept on the session and the whole as its ``amd.result`` event."""
+    db.execute("UPDATE sessions SET answered_by = ? WHERE id = ?", [verdict["outcome"], session_id])
+    events.emit_for_session(db, session_id, "amd.result", verdict)
+
+
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
     if owner_id is None:
         rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))

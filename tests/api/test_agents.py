@@ -180,6 +180,56 @@ async def test_turn_taking_settings_are_validated_round_trip_and_stay_in_order(c
     assert plain["backchannelWords"] == [] and plain["minEndpointingDelay"] is None
 
 
+async def test_voicemail_detection_settings_are_validated_round_trip_and_reach_the_job(client, auth, settings, store):
+    h = auth("alice")
+    before = table_snapshot(settings)
+    for field, bad in [
+        ("voicemailDetection", "maybe"),
+        ("voicemailAction", "transfer"),
+        ("voicemailMessage", ""),
+        ("voicemailMessage", "x" * 2_001),
+    ]:
+        body = await assert_error(await client.post("/api/agents", json={**AGENT, field: bad}, headers=h), 422)
+        assert field in body["detail"], (field, body)
+    # leaving a message needs one
+    body = await assert_error(
+        await client.post("/api/agents", json={**AGENT, "voicemailAction": "leave_message"}, headers=h), 422
+    )
+    assert "voicemailMessage" in body["detail"]
+    assert table_snapshot(settings) == before
+
+    plain = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    assert (plain["voicemailDetection"], plain["voicemailAction"], plain["voicemailMessage"]) == (False, "hangup", None)
+    assert agent_spec(await store.read(agents_repo.get, tenant_of("alice"), plain["id"])).voicemail is None
+
+    made = await client.post(
+        "/api/agents",
+        headers=h,
+        json={**AGENT, "voicemailDetection": True, "voicemailAction": "leave_message", "voicemailMessage": "Call us."},
+    )
+    assert made.status == 201
+    agent = await made.json()
+    assert (agent["voicemailDetection"], agent["voicemailAction"], agent["voicemailMessage"]) == (
+        True,
+        "leave_message",
+        "Call us.",
+    )
+    assert await (await client.get(f"/api/agents/{agent['id']}", headers=h)).json() == agent
+    spec = agent_spec(await store.read(agents_repo.get, tenant_of("alice"), agent["id"]))
+    assert (spec.voicemail.action, spec.voicemail.message) == ("leave_message", "Call us.")
+    # the message cannot be dropped while the agent leaves messages; nothing is written
+    before = table_snapshot(settings)
+    body = await assert_error(
+        await client.patch(f"/api/agents/{agent['id']}", json={"voicemailMessage": None}, headers=h), 422
+    )
+    assert "voicemailMessage" in body["detail"]
+    assert table_snapshot(settings) == before
+    hangup = await client.patch(
+        f"/api/agents/{agent['id']}", json={"voicemailAction": "hangup", "voicemailMessage": None}, headers=h
+    )
+    assert hangup.status == 200 and (await hangup.json())["voicemailMessage"] is None
+
+
 async def test_update_refuses_null_for_required_fields_and_writes_nothing(client, auth, settings):
     h = auth("alice")
     agent = await (await client.post("/api/agents", json=AGENT, headers=h)).json()

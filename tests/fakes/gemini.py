@@ -15,6 +15,10 @@ Function calling: a request declaring tools gets the next `llm_tool_calls` item 
 part; one whose last turn holds functionResponse parts gets text (the next `llm_replies` item, else
 a sentence quoting the responses).
 
+Answering-machine detection: a request declaring LiveKit AMD's `save_prediction` is a greeting to
+classify; it gets `save_prediction(label)` from `greeting_label`, a keyword stand-in for the LLM
+(the fake's own rule, so a test knows the verdict a greeting gets; it judges nothing).
+
 Token accounting (deterministic, and exactly what the counters record):
   prompt tokens     = whitespace-separated words in every text part of `contents` and
                       `systemInstruction`, plus words of name + JSON args for functionCall /
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
@@ -128,9 +133,29 @@ def _function_responses(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [p["functionResponse"] for p in last.get("parts") or [] if "functionResponse" in p]
 
 
+_UNAVAILABLE = re.compile(r"\b(mailbox is full|not been set up|hasn't been set up|cannot accept messages)\b")
+_IVR = re.compile(r"\bpress (\d|one|two|three|star|pound)\b")
+_VOICEMAIL = re.compile(r"\b(leave (me )?a message|after the (tone|beep)|voicemail|not available)\b")
+
+
+def greeting_label(transcript: str) -> str:
+    """What the fake says a call greeting is (LiveKit AMD's categories)."""
+    text = transcript.lower()
+    if _UNAVAILABLE.search(text):
+        return "machine-unavailable"
+    if _IVR.search(text):
+        return "machine-ivr"
+    if _VOICEMAIL.search(text):
+        return "machine-vm"
+    return "human"
+
+
 def _tool_turn(state: FakeState, body: dict[str, Any], declared: set[str]) -> LlmReply | web.Response:
     """A request with tools: the next scripted function call, or (after function responses) a text answer."""
     script = state.script
+    if "save_prediction" in declared:  # LiveKit AMD classifying a greeting
+        state.add(GEMINI, "amd_requests")
+        return {"function_call": {"name": "save_prediction", "args": {"label": greeting_label(last_user_text(body))}}}
     responses = _function_responses(body)
     if responses:
         if script.llm_replies:

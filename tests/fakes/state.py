@@ -132,6 +132,7 @@ def _zero_counters() -> dict[str, dict[str, int | float]]:
         "completed": 0,
         "json_requests": 0,
         "tool_requests": 0,
+        "amd_requests": 0,
         "function_calls": 0,
         "prompt_tokens": 0,
         "completion_tokens": 0,
