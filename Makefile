@@ -61,7 +61,7 @@ test-postgres: venv system-deps
 
 BENCH_ARGS ?=
 
-bench: venv system-deps livekit-server
+bench: venv system-deps livekit-server livekit-sip
 	.ci/netns-run $(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # The dashboard's vendored LiveKit JS client, fetched again from the npm registry (VERSION=x.y.z for another one).

@@ -1,5 +1,5 @@
-"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg,noise] [--quick]`: every benchmark,
-one table.
+"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg,noise,voicemail] [--quick]`:
+every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg", "noise")
+SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg", "noise", "voicemail")
 
 
 def main() -> int:
@@ -76,6 +76,10 @@ def main() -> int:
         from . import noise
 
         asyncio.run(noise.run(results, quick=args.quick))
+    if "voicemail" in only:
+        from . import voicemail
+
+        asyncio.run(voicemail.run(results, quick=args.quick))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"
