@@ -46,7 +46,7 @@ async def run(results: Results, *, quick: bool = False) -> None:
     corpus = CORPUS[::2] if quick else CORPUS
     work = Path("/tmp/voxarena-bench") / SECTION
     with ExitStack() as started:
-        stack = start_sip_stack(work / "sip")
+        stack = await asyncio.to_thread(start_sip_stack, work / "sip")  # it runs its own event loop
         started.callback(stack.stop)
         fakes = start_fakes(work / "fakes", script=SCRIPT, api_key=KEY)
         started.callback(fakes.stop)
