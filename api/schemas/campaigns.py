@@ -161,8 +161,10 @@ class CampaignCosts(BaseModel):
     total_cost: float
     total_cost_nanos: int
     by_outcome: dict[str, float] = Field(description="USD per attempt outcome (completed, busy, ...).")
+    by_outcome_nanos: dict[str, int] = Field(description="The same, exact: billionths of a USD.")
     successful_calls: int = Field(description="Calls whose analysis outcome is in VOXARENA_SUCCESS_OUTCOMES.")
     cost_per_success: float | None
+    cost_per_success_nanos: int | None = Field(description="The same, exact (rounded down to the nano).")
 
 
 class Campaign(BaseModel):
@@ -258,8 +260,10 @@ def campaign_wire(rec: dict[str, Any]) -> dict[str, Any]:
             "total_cost": usd(costs["total_cost_nanos"]),
             "total_cost_nanos": costs["total_cost_nanos"],
             "by_outcome": {k: usd(v) for k, v in sorted(costs["by_outcome_nanos"].items())},
+            "by_outcome_nanos": dict(sorted(costs["by_outcome_nanos"].items())),
             "successful_calls": costs["successful_calls"],
             "cost_per_success": usd(costs["cost_per_success_nanos"]),
+            "cost_per_success_nanos": costs["cost_per_success_nanos"],
         },
     }
 

@@ -367,7 +367,9 @@ async def test_counts_and_costs_equal_the_ledger(client, auth, store, dialer, se
         "busy": usd(events[1].total_cost_nanos),
         "completed": usd(events[0].total_cost_nanos),
     }
+    assert costs["by_outcome_nanos"] == {"busy": events[1].total_cost_nanos, "completed": events[0].total_cost_nanos}
     assert (costs["successful_calls"], costs["cost_per_success"]) == (1, usd(total))
+    assert costs["cost_per_success_nanos"] == total
 
 
 async def test_contacts_can_be_added_from_a_csv_with_the_other_columns_as_variables(client, auth):
