@@ -8,7 +8,7 @@ import { openCampaignForm, openContactsForm } from "../campaign-forms.js";
 import { LiveFeed } from "../events.js";
 import {
   clear, confirmDialog, count, describe, empty, fill, h, rowActivate, shortId, statusBadge, table, toast,
-  unavailable, usd, usdNanos, when,
+  unavailable, usdNanos, when,
 } from "../ui.js";
 import { everyAgent } from "./agents.js";
 
@@ -240,14 +240,14 @@ async function renderCampaign(main, id) {
 
   function drawCosts() {
     const k = st.campaign.costs;
-    const outcomes = Object.entries(k.by_outcome || {});
+    const outcomes = Object.entries(k.by_outcome_nanos || {});
     clear(costsBox,
       h("p", { class: "big-number", "data-testid": "campaign-total-cost" }, usdNanos(k.total_cost_nanos)),
       h("p", { class: "muted small" }, `${count(k.successful_calls, "successful call")} · per successful call `,
-        usd(k.cost_per_success, { exact: true })),
+        usdNanos(k.cost_per_success_nanos)),
       outcomes.length ? table([{ title: "Attempt outcome" }, { title: "Cost", num: true }],
         outcomes.map(([o, v]) => h("tr", { dataset: { outcome: o } }, h("td", {}, label(o)),
-          h("td", { class: "num" }, usd(v, { exact: true })))), { label: "Cost per outcome" })
+          h("td", { class: "num" }, usdNanos(v)))), { label: "Cost per outcome" })
         : empty("No call has cost anything yet."));
   }
 
