@@ -28,7 +28,6 @@ from core.livekit import LiveKitGateway
 from core.periodic import Periodic
 from core.settings import Settings
 from core.store import campaigns as repo
-from core.store import events as events_repo
 from core.store.db import Store
 from core.store.errors import LimitError, NotFoundError
 from core.store.timefmt import to_iso
@@ -157,13 +156,8 @@ class Dialer:
         return claimed
 
     def _emit(self, db: Any, campaign: dict[str, Any], kind: str, *, status: str | None = None) -> None:
-        payload = {
-            "campaign_id": campaign["id"],
-            "name": campaign["name"],
-            "status": status or ("completed" if kind == "campaign.completed" else campaign["status"]),
-            "progress": repo.progress(db, campaign["id"]),
-        }
-        events_repo.emit(db, owner_id=campaign["owner_id"], call_sid=campaign["id"], event_type=kind, payload=payload)
+        status = status or ("completed" if kind == "campaign.completed" else campaign["status"])
+        repo.emit_progress(db, {**campaign, "status": status}, kind)
 
     async def _dial(self, campaign: dict[str, Any], contact: dict[str, Any]) -> int:
         call_id = contact["call_id"]

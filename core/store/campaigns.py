@@ -16,6 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from core import phone_calls
+from core.store import events as events_repo
 from core.store.dialect import marks as in_marks
 from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
@@ -176,7 +177,20 @@ def act(db: sqlite_utils.Database, owner_id: str, campaign_id: str, action: str,
             "WHERE campaign_id = ? AND status IN ('pending', 'retrying')",
             [now_iso(), campaign_id],
         )
+    emit_progress(db, {**row, "status": to})
     return to
+
+
+def emit_progress(db: sqlite_utils.Database, campaign: dict[str, Any], kind: str = "campaign.progress") -> None:
+    """The campaign's live event on the tenant's stream (``call_sid``: the campaign's id), in the write that changed
+    it: its status and progress."""
+    payload = {
+        "campaign_id": campaign["id"],
+        "name": campaign["name"],
+        "status": campaign["status"],
+        "progress": progress(db, campaign["id"]),
+    }
+    events_repo.emit(db, owner_id=campaign["owner_id"], call_sid=campaign["id"], event_type=kind, payload=payload)
 
 
 def set_status(db: sqlite_utils.Database, campaign_id: str, status: str, *, reason: str | None = None) -> None:

@@ -16,6 +16,7 @@ from api.services.dialer import Dialer
 from core.store import calls as calls_repo
 from core.store import campaigns as campaigns_repo
 from core.store import sessions as sessions_repo
+from core.store import tenants as tenants_repo
 from core.store import usage as ledger
 from core.store.timefmt import to_iso
 from core.store.usage import usd
@@ -411,3 +412,58 @@ async def test_a_paused_or_cancelled_campaigns_calls_in_flight_still_get_their_o
     # cancelled: the busy call is counted, not retried; the contact never called is cancelled
     assert c["status"] == "cancelled" and (c["progress"]["busy"], c["progress"]["cancelled"]) == (1, 1)
     assert c["progress"]["retrying"] == 0 and _live_calls(store, paused) == _live_calls(store, cancelled) == []
+
+
+def _events(settings, cid: str) -> list[tuple[str, str, dict]]:
+    import json
+
+    return [
+        (r["type"], r["owner_id"], json.loads(r["payload"]))
+        for r in db_rows(
+            settings, "SELECT type, owner_id, payload FROM live_events WHERE call_sid = ? ORDER BY id", [cid]
+        )
+    ]
+
+
+async def test_every_change_of_a_campaign_is_a_live_event_of_its_tenant(client, auth, store, dialer, settings):
+    cid = (await _campaign(client, auth, await _agent(client, auth), n=2, max_concurrent_calls=1))["id"]
+    assert (await _act(client, auth, cid, "start")).status == 200
+    await dialer.tick()  # the first contact dialled
+    assert (await _act(client, auth, cid, "pause")).status == 200
+    assert (await _act(client, auth, cid, "resume")).status == 200
+    [live] = _live_calls(store, cid)
+    _end(store, live["call_id"], "COMPLETED", "completed")
+    await dialer.tick()  # the first settled, the second dialled
+    [live] = _live_calls(store, cid)
+    _end(store, live["call_id"], "FAILED", "busy", 486)
+    await dialer.tick()  # the second settled: nothing left
+    events = _events(settings, cid)
+    assert {owner for _, owner, _ in events} == {tenant_of("alice")}
+    assert [(kind, e["status"]) for kind, _, e in events] == [
+        ("campaign.progress", "running"),  # started
+        ("campaign.progress", "running"),  # a call started
+        ("campaign.progress", "paused"),
+        ("campaign.progress", "running"),  # resumed
+        ("campaign.progress", "running"),  # one ended, the next started
+        ("campaign.completed", "completed"),  # the last ended: nothing left
+    ]
+    first, last = events[1][2], events[-1][2]
+    assert (first["campaign_id"], first["name"], first["progress"]["in_progress"]) == (cid, "spring", 1)
+    assert (last["progress"]["completed"], last["progress"]["busy"], last["progress"]["pending"]) == (1, 1, 0)
+
+
+async def test_the_tenants_concurrent_call_limit_caps_the_campaign(client, auth, store, dialer):
+    store.write_sync(
+        lambda db: tenants_repo.update(db, tenants_repo.ensure_personal(db, "alice")["id"], {"max_concurrent_calls": 2})
+    )
+    cid = (await _campaign(client, auth, await _agent(client, auth), n=5, max_concurrent_calls=5))["id"]
+    await _act(client, auth, cid, "start")
+    await dialer.tick()
+    await dialer.tick()
+    live = _live_calls(store, cid)
+    assert len(live) == 2  # the campaign allows 5, the tenant 2
+    progress = (await _get(client, auth, cid))["progress"]
+    assert (progress["in_progress"], progress["pending"]) == (2, 3)  # the others wait, none failed
+    _end(store, live[0]["call_id"], "COMPLETED", "completed")
+    await dialer.tick()
+    assert len(_live_calls(store, cid)) == 2  # the freed place is taken, no more
