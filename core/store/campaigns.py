@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlite_utils
 
@@ -21,7 +21,8 @@ from core.store.dialect import marks as in_marks
 from core.store.errors import INTEGRITY_ERRORS, ConflictError, NotFoundError
 from core.store.timefmt import now_iso
 
-PROGRESS = (
+# A contact's state; the campaign's progress counts its contacts by it.
+ContactStatus = Literal[
     "pending",
     "in_progress",
     "retrying",
@@ -32,7 +33,8 @@ PROGRESS = (
     "failed",
     "cancelled",
     "do_not_call",
-)
+]
+PROGRESS: tuple[str, ...] = get_args(ContactStatus)
 OUTCOMES = ("completed", "busy", "no_answer", "voicemail", "failed")
 OPEN = ("pending", "in_progress", "retrying")
 # action -> (the states it may start from, the state it leads to)

@@ -389,6 +389,18 @@ async def test_contacts_can_be_added_from_a_csv_with_the_other_columns_as_variab
         headers={**auth("alice"), "Content-Type": "text/csv"},
     )
     await assert_error(bad, 422)
+    # an empty number and a bad one are named together, and nothing is added
+    bad = await client.post(
+        f"/api/campaigns/{cid}/contacts",
+        data=f"phone_number,customer\n{NUMBERS[7]},Ok\n,Blank\n555,Short\n",
+        headers={**auth("alice"), "Content-Type": "text/csv"},
+    )
+    body = await assert_error(bad, 422)
+    assert (
+        "contacts[1].phone_number '': missing" in body["detail"] and "contacts[2].phone_number '555'" in body["detail"]
+    )
+    contacts = (await (await client.get(f"/api/campaigns/{cid}/contacts", headers=auth("alice"))).json())["contacts"]
+    assert NUMBERS[7] not in {c["phone_number"] for c in contacts}
 
 
 async def test_a_paused_or_cancelled_campaigns_calls_in_flight_still_get_their_outcome(client, auth, store, dialer):
