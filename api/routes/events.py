@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from core.store import campaigns as campaigns_repo
 from core.store import events as repo
 from core.store import sessions as sessions_repo
+from core.store.errors import NotFoundError
 
 from ..errors import BadRequest, ConnectionLimit
 from ..keys import EVENTS, SETTINGS, SOCKETS, STORE
@@ -26,6 +29,15 @@ log = logging.getLogger("voxarena.events")
 
 CLOSE_SLOW_CONSUMER = 4008  # its queue overflowed: reconnect, and catch up from GET /api/calls/{call_sid}/events
 CLOSE_TIMEOUT = 10.0  # a closing peer that reads nothing for this long is cut off
+
+
+def _call_or_campaign(db: Any, sid: str, tenant_id: str) -> None:
+    """The stream may follow one call (a session) or one campaign (its ``campaign.*`` events) of the tenant;
+    NotFoundError otherwise."""
+    try:
+        sessions_repo.get_row(db, sid, tenant_id)
+    except NotFoundError:
+        campaigns_repo.get_row(db, tenant_id, sid)
 
 
 async def call_events(ctx: RequestContext) -> dict:
@@ -41,7 +53,7 @@ async def stream(ctx: RequestContext) -> web.StreamResponse:
     request, app = ctx.request, ctx.request.app
     q: EventStreamQuery = ctx.query
     if q.call_sid is not None:  # another tenant's call and no call look the same: 404
-        await app[STORE].read(sessions_repo.get_row, q.call_sid, ctx.tenant_id)
+        await app[STORE].read(_call_or_campaign, q.call_sid, ctx.tenant_id)
     ws = web.WebSocketResponse(
         heartbeat=app[SETTINGS].event_heartbeat_seconds, timeout=CLOSE_TIMEOUT, max_msg_size=64 * 1024
     )

@@ -479,3 +479,22 @@ async def test_the_tenants_concurrent_call_limit_caps_the_campaign(client, auth,
     _end(store, live[0]["call_id"], "COMPLETED", "completed")
     await dialer.tick()
     assert len(_live_calls(store, cid)) == 2  # the freed place is taken, no more
+
+
+async def test_the_event_stream_follows_one_campaign_of_the_tenant(client, auth):
+    from tests.api.test_events import events_until, upgrade_headers
+
+    cid = (await _campaign(client, auth, await _agent(client, auth), n=2))["id"]
+    await assert_error(
+        await client.get(f"/events/ws?call_sid={cid}", headers={**auth("bob"), **upgrade_headers()}), 404
+    )
+    ws = await client.ws_connect(f"/events/ws?call_sid={cid}", headers=auth("alice"))
+    try:
+        await _act(client, auth, cid, "start")
+        await _act(client, auth, cid, "cancel")
+        got = await events_until(ws, "campaign.progress")
+        assert (got[-1]["call_sid"], got[-1]["status"]) == (cid, "running")
+        got = await events_until(ws, "campaign.progress")
+        assert got[-1]["status"] == "cancelled" and got[-1]["progress"]["cancelled"] == 2
+    finally:
+        await ws.close()
