@@ -81,6 +81,11 @@ def _action(name: str) -> Any:
     return act
 
 
+async def delete_campaign(ctx: RequestContext) -> dict:
+    await ctx.request.app[STORE].write(repo.delete, ctx.tenant_id, ctx.params["id"])
+    return {"success": True, "message": "campaign deleted"}
+
+
 async def list_dnc(ctx: RequestContext) -> dict:
     return {"numbers": await ctx.request.app[STORE].read(repo.dnc_list, ctx.tenant_id)}
 
@@ -121,6 +126,16 @@ ROUTES = [
         "A campaign, its progress and costs",
         "campaigns",
         response=Campaign,
+        **_OWN,
+    ),
+    Route(
+        "DELETE",
+        "/api/campaigns/{id}",
+        delete_campaign,
+        "Delete a campaign that is not running or paused (its contacts and attempts; its calls keep their sessions)",
+        "campaigns",
+        response=Deleted,
+        errors=(409,),
         **_OWN,
     ),
     Route(

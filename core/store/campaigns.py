@@ -183,6 +183,17 @@ def act(db: sqlite_utils.Database, owner_id: str, campaign_id: str, action: str,
     return to
 
 
+def delete(db: sqlite_utils.Database, owner_id: str, campaign_id: str) -> None:
+    """A draft, completed or cancelled campaign goes with its contacts and attempts (the calls it made keep their
+    sessions, their ledger rows and the campaign's name); a running or paused one is a ConflictError (cancel it)."""
+    row = get_row(db, owner_id, campaign_id)
+    if row["status"] in ("running", "paused"):
+        raise ConflictError(f"campaign {campaign_id} is {row['status']}: cancel it before deleting it")
+    db.execute("DELETE FROM campaign_attempts WHERE campaign_id = ?", [campaign_id])
+    db.execute("DELETE FROM campaign_contacts WHERE campaign_id = ?", [campaign_id])
+    db.execute("DELETE FROM campaigns WHERE id = ?", [campaign_id])
+
+
 def emit_progress(db: sqlite_utils.Database, campaign: dict[str, Any], kind: str = "campaign.progress") -> None:
     """The campaign's live event on the tenant's stream (``call_sid``: the campaign's id), in the write that changed
     it: its status and progress."""

@@ -498,3 +498,20 @@ async def test_the_event_stream_follows_one_campaign_of_the_tenant(client, auth)
         assert got[-1]["status"] == "cancelled" and got[-1]["progress"]["cancelled"] == 2
     finally:
         await ws.close()
+
+
+async def test_a_campaign_not_running_can_be_deleted_with_its_contacts(client, auth, settings):
+    agent_id = await _agent(client, auth)
+    cid = (await _campaign(client, auth, agent_id, n=3))["id"]
+    await assert_error(await client.delete(f"/api/campaigns/{cid}", headers=auth("bob")), 404)
+    await _act(client, auth, cid, "start")
+    before = table_snapshot(settings)
+    await assert_error(await client.delete(f"/api/campaigns/{cid}", headers=auth("alice")), 409)  # running
+    assert table_snapshot(settings) == before
+    await _act(client, auth, cid, "cancel")
+    resp = await client.delete(f"/api/campaigns/{cid}", headers=auth("alice"))
+    assert resp.status == 200, await resp.text()
+    await assert_error(await client.get(f"/api/campaigns/{cid}", headers=auth("alice")), 404)
+    assert db_rows(settings, "SELECT id FROM campaign_contacts WHERE campaign_id = ?", [cid]) == []
+    # the name is free again
+    assert (await _campaign(client, auth, agent_id, n=1))["name"] == "spring"
