@@ -460,6 +460,11 @@ class CallJob:
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
+        if self.caller is None and self.phone_call_id is not None and error is None:
+            # voicemail detection's session runs while the phone rings: a callee who leaves without answering
+            # (busy, declined, no answer) is the dial's outcome, which ends the call with what the far end said
+            log.info("session %s: the session closed (%s) before the callee answered", self.session_id, reason)
+            return
         self.spawn(self.end(Ending(reason, error)), "end")
 
     # ---- phase 5 ----

@@ -123,3 +123,15 @@ async def test_a_person_is_greeted_and_the_call_goes_on(sip_product, answering):
     assert status == 200
     s = await _ended(product, placed["session_id"])
     assert s["endReason"] != "voicemail", s
+
+
+async def test_a_busy_line_is_still_busy_when_the_agent_listens_before_the_answer(sip_product, sip_callee):
+    product = sip_product
+    callee = sip_callee("uas_busy.xml", answer_after_ms=200)
+    placed = await _place(product, await _agent(product))
+    ended = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED", "NO_ANSWER"}, timeout=40)
+    assert (ended["call_status"], ended["sip_status_code"]) == ("FAILED", 486), ended
+    s = await _ended(product, placed["session_id"])
+    assert (s["endReason"], s["answeredBy"]) == ("busy", None), s
+    assert s["analysisStatus"] == "skipped", s
+    assert await asyncio.to_thread(callee.wait_exit, timeout=30) == 0, callee.describe()
