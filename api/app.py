@@ -14,6 +14,9 @@ from core.cluster import ClusterNode, default_node_id
 from core.dispatch_meta import DispatchSigner
 from core.livekit import Gateways, LiveKitGateway
 from core.netpolicy import Lookup, NetPolicy
+from core.periodic import Periodic
+from core.recordings import SWEEP_SECONDS, sweep_expired
+from core.recordings import storage_for as recordings_storage
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import clients as clients_repo
@@ -37,6 +40,7 @@ from .keys import (
     NETPOLICY,
     NODE,
     PRICEBOOK,
+    RECORDINGS,
     SECRETS,
     SETTINGS,
     SOCKETS,
@@ -196,6 +200,7 @@ def create_app(
     app[SETTINGS] = settings
     app[SEED_ERROR_PATHS] = frozenset((r.method, r.path) for r in routes if r.seed_errors)
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
+    app[RECORDINGS] = recordings_storage(settings.data_dir)
     app[VERIFIER] = verifier
     app[TENANTS] = tenants
     app[TENANCY] = tenants.resolve
@@ -301,6 +306,16 @@ def create_app(
         )
         app[EVENTS] = hub
         hub.start()
+        # recordings past VOXARENA_RECORDING_RETENTION_DAYS: deleted by one node of the cluster, hourly
+        retention = Periodic(
+            "recording-retention",
+            SWEEP_SECONDS,
+            lambda: sweep_expired(app[STORE], app[RECORDINGS], retention_days=settings.recording_retention_days),
+            log,
+            lease=node.lease("recording-retention", 3 * SWEEP_SECONDS),
+        )
+        if settings.recording_retention_days > 0:
+            retention.start()
         guard = SocketGuard(
             app[STORE],
             SocketLeases(settings.redis_url, timeout_seconds=settings.redis_timeout_seconds),
@@ -310,6 +325,7 @@ def create_app(
         app[SOCKETS] = guard
         guard.start()
         yield
+        await retention.stop()
         await hub.stop()
         await app[CHAT].stop()
         await guard.stop()  # after the sockets it watches are closed

@@ -46,7 +46,7 @@ def _answer(route: Route) -> str:
     if route.status == 101:
         return "101 websocket"
     if route.response is None:
-        return f"{route.status}"
+        return "/".join(str(s) for s in (route.status, *route.also))
     shape = route.response.__name__
     if route.many:
         shape = f"{shape}[]"

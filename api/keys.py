@@ -11,6 +11,7 @@ from aiohttp import web
 from core.cluster import ClusterNode
 from core.livekit import Gateways, LiveKitGateway
 from core.netpolicy import NetPolicy
+from core.recordings import RecordingStorage
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store
@@ -46,3 +47,4 @@ CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversatio
 EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out
 SOCKETS = web.AppKey("socket_guard", SocketGuard)  # caps and credential re-checks of /ws/chat and /events/ws
 NODE = web.AppKey("cluster_node", ClusterNode)  # this process as a node of the cluster (core/cluster.py)
+RECORDINGS: web.AppKey[RecordingStorage] = web.AppKey("recordings")  # where call recordings are kept

@@ -91,7 +91,8 @@ def build(routes: list[Route], *, version: str, title: str = "VoxArena API") -> 
                     "content": {"application/json": {"schema": schema}},
                 }
         else:
-            op["responses"][str(r.status)] = {"description": "OK"}
+            for status in (r.status, *r.also):
+                op["responses"][str(status)] = {"description": "OK"}
         codes = set(r.errors) | set(_COMMON_ERRORS)
         if r.seed_errors:  # 004 answers invalid input with 400
             codes.discard(422)

@@ -81,4 +81,6 @@ def agent_spec(row: dict[str, Any]) -> AgentSpec:
         voicemail=Voicemail(config.get("voicemailAction") or "hangup", config.get("voicemailMessage"))
         if config.get("voicemailDetection")
         else None,
+        recording=config.get("recordingEnabled"),
+        recording_notice=config.get("recordingNotice"),
     )

@@ -235,6 +235,21 @@ class Settings:
         },
     )
     session_sweep_seconds: float = field(default=60.0, metadata={"doc": "How often orphaned sessions are looked for."})
+    # --- call recordings ---
+    recording_default: bool = field(
+        default=False,
+        metadata={
+            "doc": "Whether calls are recorded when their agent leaves `recordingEnabled` unset (null); an agent's "
+            "own true or false wins (docs/calls.md, Recordings)."
+        },
+    )
+    recording_retention_days: float = field(
+        default=0.0,
+        metadata={
+            "doc": "Recordings of calls that ended longer ago than this many days are deleted (the file and the "
+            "session's recording fields) by an hourly sweeper, on one node of a cluster. 0: kept until deleted."
+        },
+    )
     node_id: str = field(
         default="",
         metadata={
@@ -483,6 +498,8 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}NODE_HEARTBEAT_SECONDS must be positive and {PREFIX}NODE_LOST_SECONDS at least twice it"
             )
+        if self.recording_retention_days < 0:
+            raise ValueError(f"{PREFIX}RECORDING_RETENTION_DAYS must be 0 (keep forever) or a positive count")
         if not self.text_session_idle_seconds > 0:
             raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
         if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:

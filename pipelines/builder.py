@@ -321,6 +321,7 @@ class VoiceAgent(Agent):
         *,
         tools: Sequence[llm_base.Tool] = (),
         before_first_word: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
+        audio_ready: Callable[[AgentSession[Any]], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(instructions=spec.system_prompt or "You are a helpful voice assistant.", tools=list(tools))
         self.spec = spec
@@ -331,17 +332,26 @@ class VoiceAgent(Agent):
         self.before_first_word = before_first_word
         self.greets_first = spec.first_message_mode == "assistant_speaks_first" and bool(spec.first_message)
         self.greeting: SpeechHandle | None = None
+        # runs first as the agent enters, once the session's audio input and output are in place (the recording
+        # wraps them there, before a word is said or heard)
+        self.audio_ready = audio_ready
+        self.notice: SpeechHandle | None = None
 
     async def on_enter(self) -> None:
         self.session.on("agent_state_changed", self._on_agent_state)
+        if self.audio_ready is not None:
+            await self.audio_ready(self.session)
         if self.before_first_word is not None:
             await self.before_first_word(self.session)
         else:
             self.greet()
 
     def greet(self) -> None:
-        """The agent's greeting, when it speaks first (once). Held back until a person answered (voicemail
-        detection), it is their answer and heard whole: the end of the callee's "Hello?" would interrupt it."""
+        """The recording notice first, when the call is recorded (once, heard whole: it is the caller's consent),
+        then the agent's greeting, when it speaks first (once). Held back until a person answered (voicemail
+        detection), they are their answer and heard whole: the end of the callee's "Hello?" would interrupt them."""
+        if self.spec.recording and self.spec.recording_notice and self.notice is None:
+            self.notice = self.session.say(self.spec.recording_notice, allow_interruptions=False)
         if self.greets_first and self.spec.first_message and self.greeting is None:
             held = self.before_first_word is not None
             self.greeting = self.session.say(self.spec.first_message, allow_interruptions=not held)

@@ -110,6 +110,9 @@ class AgentSpec:
     turn_taking: TurnTaking = TurnTaking()
     # Outbound phone calls only: who answered is decided before the agent speaks (None: detection off).
     voicemail: Voicemail | None = None
+    # Whether the call is recorded (None: the product's default decides) and what the agent says first when it is.
+    recording: bool | None = None
+    recording_notice: str | None = None
 
 
 def require_key(provider: str, creds: ProviderCredentials, setting: str) -> str:

@@ -32,7 +32,13 @@ log = logging.getLogger("voxarena.metering")
 QUANTUM = Decimal("1e-12")  # minutes are kept to 12 decimals (60 ps): exact enough, and bounded in size
 KEY_NAMESPACE = uuid.UUID("6f1c1e9c-8f6e-4d4e-9a51-5b2a3c6d7e80")
 
-UNITS = {"stt_minutes": "minute", "llm_tokens": "token", "tts_characters": "character", "sip_minutes": "minute"}
+UNITS = {
+    "stt_minutes": "minute",
+    "llm_tokens": "token",
+    "tts_characters": "character",
+    "sip_minutes": "minute",
+    "storage_minutes": "minute",
+}
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,14 @@ class CallMeter:
             return
         async with self._lock:
             await self._write([self._event(f"{self.scope}/sip", carrier, trunk, "sip_minutes", minutes)])
+
+    async def record_storage_minutes(self, *, storage: str, recorded_ms: int) -> None:
+        """The call's recording: its length, priced per storage (``local``: the data dir) when a rate is set."""
+        minutes = (Decimal(recorded_ms) / Decimal(60_000)).quantize(QUANTUM)
+        if minutes <= 0:
+            return
+        async with self._lock:
+            await self._write([self._event(f"{self.scope}/recording", storage, None, "storage_minutes", minutes)])
 
     # ---- plumbing ----
     def _event(

@@ -15,13 +15,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-EventType = Literal["stt_minutes", "llm_tokens", "tts_characters", "sip_minutes"]
+EventType = Literal["stt_minutes", "llm_tokens", "tts_characters", "sip_minutes", "storage_minutes"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 NANOS = Decimal(1_000_000_000)
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "pricing.yaml"
 
 # Units a rate may be quoted in, and how many of the event's quantity unit each one is.
-_MINUTES = ("stt_minutes", "sip_minutes")
+_MINUTES = ("stt_minutes", "sip_minutes", "storage_minutes")
 UNITS: dict[str, tuple[tuple[str, ...], Decimal]] = {
     "minute": (_MINUTES, Decimal(1)),
     "second": (_MINUTES, Decimal(1) / Decimal(60)),

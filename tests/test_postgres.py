@@ -131,6 +131,19 @@ def test_money_past_two_to_the_53_is_summed_exactly(server):
         store.close()
 
 
+def test_the_ledger_takes_a_recordings_storage_minutes_after_migrating(server):
+    store = Store(server.create_database())
+    try:
+        (event,) = _events("t1", 1)
+        event.update(event_type="storage_minutes", provider="local", unit="minute")
+        assert store.write_sync(ledger.record_events, [event]) == [True]
+        bad = {**_events("t1", 1, start=1)[0], "event_type": "disk_minutes"}
+        with pytest.raises(Exception, match="check"):
+            store.write_sync(ledger.record_events, [bad])
+    finally:
+        store.close()
+
+
 def test_the_same_usage_recorded_by_two_nodes_at_once_is_counted_once(server):
     url = server.create_database()
     a, b = Store(url), Store(url)

@@ -133,6 +133,8 @@ class CallEnd:
     async def _record(self, ending: Ending, ended_at: str) -> None:
         job = self.job
         await job.recorder.close()
+        if job.recording is not None:  # its last seconds written and its length stored, as the call ends
+            await job.recording.finish()
         dial, phone_call_id = ending.dial, job.phone_call_id
 
         def record(db: Any) -> None:
@@ -163,7 +165,7 @@ class CallEnd:
 
     async def _bill_line(self, ended_at: str) -> None:
         """The phone line's answered time, up to the instant the call ended (an outbound phone call's row has it:
-        the API may have ended it first)."""
+        the API may have ended it first), and the call's recording (`storage_minutes`), when it has one."""
         job = self.job
         if job.meter is None:
             return
@@ -180,3 +182,11 @@ class CallEnd:
                     )
         except Exception:  # the sink retried and spilled what it could; the call still ends
             log.exception("session %s: the line's minutes could not be recorded", job.session_id)
+        recording = job.recording
+        if recording is not None and recording.duration_ms:
+            try:
+                await job.meter.record_storage_minutes(
+                    storage=recording.storage.name, recorded_ms=recording.duration_ms
+                )
+            except Exception:
+                log.exception("session %s: the recording's minutes could not be recorded", job.session_id)

@@ -35,6 +35,7 @@ from livekit.agents.voice import room_io
 from core.livekit import sip_identity
 from core.netpolicy import NetPolicy
 from core.pipeline import agent_config
+from core.recordings import storage_for as recordings_storage
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store import agents as agents_repo
@@ -72,6 +73,7 @@ from .ending import CallEnd, Ending
 from .inbound import InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial
 from .recorder import SessionRecorder
+from .recording import CallRecording
 from .tools import CallActions, function_tools
 from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
@@ -145,6 +147,7 @@ class CallJob:
     caller: rtc.RemoteParticipant | None = None  # once the caller is in the room (None: nobody answered or joined)
     transferring: str | None = None  # the target of a supervisor's transfer in flight or done
     tool_runner: ToolRunner | None = None  # runs and records the agent's tools, when it has any
+    recording: CallRecording | None = None  # the call's audio, when its agent (or the product) records calls
     tasks: utils.aio.TaskSet = field(default_factory=utils.aio.TaskSet)
     end: CallEnd = field(init=False)
 
@@ -312,7 +315,10 @@ class CallJob:
         spec = agent_spec(row)
         values = self.variables(self.context)
         spec = dataclasses.replace(
-            spec, system_prompt=fill(spec.system_prompt, values) or "", first_message=fill(spec.first_message, values)
+            spec,
+            system_prompt=fill(spec.system_prompt, values) or "",
+            first_message=fill(spec.first_message, values),
+            recording=self.settings.recording_default if spec.recording is None else spec.recording,
         )
         if self.context:  # the call's context (Phony): in the prompt from the first turn
             spec = dataclasses.replace(spec, system_prompt=prompt_with_context(spec.system_prompt, self.context))
@@ -434,8 +440,18 @@ class CallJob:
         session.on("close", self._on_session_close)
         voicemail = self.spec.voicemail if self.screens_voicemail else None
         screen = VoicemailScreen(self, voicemail, caller_identity) if voicemail is not None else None
+        if self.spec.recording:
+            self.recording = CallRecording(
+                self.store,
+                recordings_storage(settings.data_dir),
+                owner_id=self.agent_row["owner_id"],
+                session_id=self.session_id,
+            )
         agent = VoiceAgent(
-            self.spec, tools=self.tools(), before_first_word=screen.start if screen is not None else None
+            self.spec,
+            tools=self.tools(),
+            before_first_word=screen.start if screen is not None else None,
+            audio_ready=self.recording.attach if self.recording is not None else None,
         )
         recorder.clock = agent.clock
         commands = CallCommands(self, session, agent, base_prompt=agent_spec(self.agent_row).system_prompt)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from aiohttp import web
+
+from core.recordings import CONTENT_TYPE
 from core.store import agent_webhooks as webhooks_repo
 from core.store import sessions as repo
 from core.store import usage as usage_repo
+from core.store.errors import NotFoundError
 from core.store.timefmt import today_utc
 
-from ..keys import STORE
+from ..keys import RECORDINGS, STORE
 from ..routing import RequestContext, Route
+from ..schemas.common import Deleted
 from ..schemas.sessions import (
     CallAnalysis,
     DashboardMetrics,
@@ -57,6 +62,26 @@ async def get_session_analysis(ctx: RequestContext) -> dict | None:
 async def get_session_webhooks(ctx: RequestContext) -> list:
     rows = await ctx.request.app[STORE].read(webhooks_repo.attempts, ctx.tenant_id, ctx.params["id"])
     return [webhook_attempt_wire(r) for r in rows]
+
+
+async def get_recording(ctx: RequestContext) -> web.StreamResponse:
+    """The call's recording as audio/ogg; a Range request gets its bytes (206, Content-Range), as a player asks."""
+    row = await ctx.request.app[STORE].read(repo.recording, ctx.tenant_id, ctx.params["id"])
+    path = ctx.request.app[RECORDINGS].local_path(row["recording_key"])
+    if path is None:
+        raise NotFoundError(f"the recording of session {row['id']} is gone")
+    # aiohttp's file response answers Range (206 with Content-Range, 416 past the end) and streams from the file
+    return web.FileResponse(path, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "private, no-store"})
+
+
+async def delete_recording(ctx: RequestContext) -> dict:
+    """The file first, then the session's recording fields: a failure in between leaves a session that still
+    names its recording, never a file nobody can reach."""
+    store = ctx.request.app[STORE]
+    row = await store.read(repo.recording, ctx.tenant_id, ctx.params["id"])
+    ctx.request.app[RECORDINGS].delete(row["recording_key"])
+    await store.write(repo.clear_recording, row["id"])
+    return {"success": True, "message": "recording deleted"}
 
 
 async def dashboard_metrics(ctx: RequestContext) -> dict:
@@ -124,6 +149,27 @@ ROUTES = [
         "sessions",
         response=WebhookAttempt,
         many=True,
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{id}/recording",
+        get_recording,
+        "The call's recording (audio/ogg, stereo: caller left, agent right; Range requests answer 206)",
+        "sessions",
+        raw=True,
+        also=(206,),
+        owns="session",
+        owned_param="id",
+    ),
+    Route(
+        "DELETE",
+        "/api/sessions/{id}/recording",
+        delete_recording,
+        "Delete the call's recording (the file and the session's recording fields)",
+        "sessions",
+        response=Deleted,
         owns="session",
         owned_param="id",
     ),

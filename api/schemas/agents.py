@@ -164,6 +164,16 @@ class _AgentExtras(_TurnTaking):
     voicemailMessage: str | None = Field(
         default=None, min_length=1, max_length=2_000, description="Said after the greeting's beep or silence."
     )
+    recordingEnabled: bool | None = Field(
+        default=None,
+        description="Record its calls (stereo Ogg/Opus, caller left, agent right); null: VOXARENA_RECORDING_DEFAULT.",
+    )
+    recordingNotice: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2_000,
+        description="Said first, before anything else, on a call that is recorded (the consent notice).",
+    )
 
 
 class AgentCreate(_AgentExtras):
@@ -285,6 +295,10 @@ class Agent(BaseModel):
     voicemailDetection: bool = Field(default=False, description="Outbound phone calls: who answered, first.")
     voicemailAction: VoicemailAction = Field(default="hangup", description="What a voicemail greeting gets.")
     voicemailMessage: str | None = Field(default=None, description="The message left on a voicemail.")
+    recordingEnabled: bool | None = Field(
+        default=None, description="Its calls are recorded (null: the product's default, VOXARENA_RECORDING_DEFAULT)."
+    )
+    recordingNotice: str | None = Field(default=None, description="Said first on a recorded call.")
     warnings: list[str] = Field(
         default_factory=list,
         description="{{placeholders}} in systemPrompt or firstMessage that only a call's context can fill.",

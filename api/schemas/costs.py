@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .common import Query
 from .sessions import DATE_PATTERN, DateRange
 
-EventType = Literal["stt_minutes", "llm_tokens", "tts_characters", "sip_minutes"]
+EventType = Literal["stt_minutes", "llm_tokens", "tts_characters", "sip_minutes", "storage_minutes"]
 
 
 def _number(v: object) -> object:

@@ -123,6 +123,13 @@ class Session(BaseModel):
         description="Outbound calls with voicemail detection: who answered (null: not detected). The detail is "
         "the session's amd.result event.",
     )
+    recordingUrl: str | None = Field(
+        default=None,
+        description="The call's recording (GET: audio/ogg, Range requests; DELETE removes it); null: none.",
+    )
+    recordingDuration: float | None = Field(
+        default=None, description="The recording's length in seconds (null: none, or the call is still recorded)."
+    )
 
 
 class WebhookAttempt(BaseModel):
@@ -223,6 +230,10 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "campaign": rec.get("campaign"),
         "toolCalls": [tool_call_wire(c) for c in rec.get("tool_calls") or ()],
         "answeredBy": rec.get("answered_by"),
+        "recordingUrl": f"/api/sessions/{rec['id']}/recording" if rec.get("recording_key") else None,
+        "recordingDuration": rec["recording_duration_ms"] / 1000
+        if rec.get("recording_key") and rec.get("recording_duration_ms") is not None
+        else None,
     }
 
 

@@ -55,6 +55,9 @@ CONFIG_KEYS = (
     "voicemailDetection",
     "voicemailAction",
     "voicemailMessage",
+    # call recordings (core/recordings.py): null leaves VOXARENA_RECORDING_DEFAULT
+    "recordingEnabled",
+    "recordingNotice",
 )
 # Failed post-call webhook deliveries in a row from which the agent's webhook shows as failing.
 WEBHOOK_FAILING = 10

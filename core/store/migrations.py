@@ -681,6 +681,52 @@ CREATE TABLE do_not_call (
 ALTER TABLE sessions ADD COLUMN answered_by TEXT;
 """,
     ),
+    (
+        22,
+        "sessions: the call's recording (core/recordings.py)",
+        """
+-- The recording's key in its storage (<tenant>/<session id>.ogg), its length and its size once finalized.
+ALTER TABLE sessions ADD COLUMN recording_key TEXT;
+ALTER TABLE sessions ADD COLUMN recording_duration_ms INTEGER;
+ALTER TABLE sessions ADD COLUMN recording_bytes INTEGER;
+CREATE INDEX sessions_recording_ended ON sessions(ended_at) WHERE recording_key IS NOT NULL;
+""",
+    ),
+    (
+        23,
+        "the ledger takes storage_minutes (a call's recording)",
+        # PostgreSQL changes the constraint in place (core/store/pg.py PG_FORMS)
+        """
+CREATE TABLE usage_events_v23 (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL,
+  owner_id TEXT NOT NULL,
+  session_id TEXT REFERENCES sessions(id),
+  agent_id TEXT,
+  provider TEXT NOT NULL,
+  model TEXT,
+  event_type TEXT NOT NULL
+    CHECK (event_type IN ('stt_minutes', 'llm_tokens', 'tts_characters', 'sip_minutes', 'storage_minutes')),
+  token_kind TEXT,
+  quantity TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  unit_cost TEXT,
+  total_cost_nanos INTEGER,
+  priced INTEGER NOT NULL,
+  price_version TEXT,
+  idempotency_key TEXT NOT NULL,
+  request_hash TEXT NOT NULL,
+  source TEXT NOT NULL,
+  occurred_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  UNIQUE (owner_id, idempotency_key)
+);
+INSERT INTO usage_events_v23 SELECT * FROM usage_events ORDER BY seq;
+DROP TABLE usage_events;
+ALTER TABLE usage_events_v23 RENAME TO usage_events;
+CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

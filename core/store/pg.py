@@ -41,6 +41,17 @@ PG_SCHEMA = Path(__file__).with_name("pg_schema.sql")
 BASELINE = 16
 
 
+# SQLite steps that PostgreSQL takes another way: SQLite rebuilds a table to change a CHECK constraint, PostgreSQL
+# alters it in place (a rebuild would also leave the identity column's sequence behind the copied rows).
+PG_FORMS: dict[int, str] = {
+    23: """
+ALTER TABLE usage_events DROP CONSTRAINT usage_events_event_type_check;
+ALTER TABLE usage_events ADD CONSTRAINT usage_events_event_type_check
+  CHECK (event_type IN ('stt_minutes', 'llm_tokens', 'tts_characters', 'sip_minutes', 'storage_minutes'));
+""",
+}
+
+
 def _pg_steps() -> list[tuple[int, str, str]]:
     """SQLite's steps after the baseline, in PostgreSQL's types (every integer BIGINT). A step written as Python
     (a data migration) has no PostgreSQL form here yet: adding one must add it."""
@@ -49,6 +60,9 @@ def _pg_steps() -> list[tuple[int, str, str]]:
     steps = []
     for version, name, step in MIGRATIONS:
         if version <= BASELINE:
+            continue
+        if version in PG_FORMS:
+            steps.append((version, name, PG_FORMS[version]))
             continue
         if not isinstance(step, str):
             raise TypeError(f"migration {version} ({name}) is Python: write its PostgreSQL form in core/store/pg.py")

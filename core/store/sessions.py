@@ -138,6 +138,49 @@ def set_answered_by(db: sqlite_utils.Database, session_id: str, verdict: dict[st
     events.emit_for_session(db, session_id, "amd.result", verdict)
 
 
+def start_recording(db: sqlite_utils.Database, session_id: str, key: str) -> None:
+    """The call's audio is being written under `key` (core/recordings.py): kept from the start, so the part of a
+    call that crashed mid-way is still found; its duration and size come when it is finalized."""
+    db.execute(
+        "UPDATE sessions SET recording_key = ?, recording_duration_ms = NULL, recording_bytes = NULL WHERE id = ?",
+        [key, session_id],
+    )
+
+
+def finish_recording(db: sqlite_utils.Database, session_id: str, *, duration_ms: int, size: int) -> None:
+    db.execute(
+        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = ? WHERE id = ? AND recording_key IS NOT NULL",
+        [duration_ms, size, session_id],
+    )
+
+
+def recording(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
+    """The session's recording fields (``id``, ``owner_id``, ``recording_key``, ``recording_duration_ms``,
+    ``recording_bytes``); NotFoundError when the session is not the owner's or has no recording."""
+    row = get_row(db, session_id, owner_id)
+    if not row.get("recording_key"):
+        raise NotFoundError(f"session {session_id} has no recording")
+    return {k: row[k] for k in ("id", "owner_id", "recording_key", "recording_duration_ms", "recording_bytes")}
+
+
+def clear_recording(db: sqlite_utils.Database, session_id: str) -> None:
+    db.execute(
+        "UPDATE sessions SET recording_key = NULL, recording_duration_ms = NULL, recording_bytes = NULL WHERE id = ?",
+        [session_id],
+    )
+
+
+def recordings_ended_before(db: sqlite_utils.Database, cutoff_iso: str, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Recordings of calls that ended before `cutoff_iso` (the retention sweep), oldest first."""
+    return list(
+        db.query(
+            "SELECT id, owner_id, ended_at, recording_key FROM sessions WHERE recording_key IS NOT NULL "
+            "AND ended_at IS NOT NULL AND ended_at < ? ORDER BY ended_at LIMIT ?",
+            [cutoff_iso, limit],
+        )
+    )
+
+
 def get_row(db: sqlite_utils.Database, session_id: str, owner_id: str | None = None) -> dict[str, Any]:
     if owner_id is None:
         rows = list(db.query("SELECT * FROM sessions WHERE id = ?", [session_id]))

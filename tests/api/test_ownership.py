@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from api.app import all_routes
 from api.routing import path_params
-from core.store import apikeys, calls, campaigns, clients, phone_numbers, tenants
+from core.recordings import LocalRecordings, recording_key
+from core.store import apikeys, calls, campaigns, clients, phone_numbers, sessions, tenants
 from tests.api.seed import ANALYSIS, seed_call, tenant_of
 from tests.conftest import assert_error, table_snapshot
 
@@ -72,6 +73,13 @@ def object_ids(store) -> dict[str, str]:
     }
 
 
+def _with_recording(store, settings, session_id: str) -> None:
+    """The session has a recording, so its recording routes answer its owner with 200."""
+    key = recording_key(tenant_of("alice"), session_id)
+    LocalRecordings.in_data_dir(settings.data_dir).writing_path(key).write_bytes(b"OggS")
+    store.write_sync(lambda db: sessions.start_recording(db, session_id, key))
+
+
 def test_the_matrix_covers_routes():
     assert len(owned_routes()) >= 16
 
@@ -84,6 +92,7 @@ def test_every_route_naming_an_object_declares_what_it_is_or_why_not():
 
 async def test_someone_elses_object_is_404_for_every_owned_route(client, auth, store, settings):
     ids = object_ids(store)
+    _with_recording(store, settings, ids["session"])
     before = table_snapshot(settings)
     tried = 0
     for route in owned_routes():

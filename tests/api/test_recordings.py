@@ -1,0 +1,177 @@
+"""Call recordings through the API: the agents' recording fields, GET (whole and Range) and DELETE of a session's
+recording, its owner only, and the retention sweep (core/recordings.py) on a real store and a real directory."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from core.recordings import LocalRecordings, recording_key, sweep_expired
+from core.store import sessions as repo
+from core.store.timefmt import to_iso
+from tests.api.seed import seed_call, tenant_of
+from tests.conftest import assert_error
+
+AGENT = {
+    "name": "Support",
+    "systemPrompt": "You are helpful.",
+    "sttProvider": "deepgram",
+    "llmProvider": "gemini",
+    "ttsProvider": "elevenlabs",
+}
+AUDIO = bytes(range(256)) * 40  # 10,240 bytes, each position telling its offset apart
+
+
+def _recorded(store, settings, owner: str, *, ended_at: str = "2026-01-10T10:01:05.400000Z") -> tuple[str, str]:
+    """A call of `owner` with a recording of AUDIO in the data dir; returns (session id, key)."""
+    _, sid = seed_call(store, owner, ended_at=ended_at)
+    key = recording_key(tenant_of(owner), sid)
+    LocalRecordings.in_data_dir(settings.data_dir).writing_path(key).write_bytes(AUDIO)
+    store.write_sync(lambda db: repo.start_recording(db, sid, key))
+    store.write_sync(lambda db: repo.finish_recording(db, sid, duration_ms=65_400, size=len(AUDIO)))
+    return sid, key
+
+
+async def test_an_agent_keeps_its_recording_setting_and_notice_and_leaves_the_default_when_unset(client, auth):
+    h = auth("alice")
+    created = await (
+        await client.post(
+            "/api/agents",
+            json={**AGENT, "recordingEnabled": True, "recordingNotice": "This call is recorded."},
+            headers=h,
+        )
+    ).json()
+    assert created["recordingEnabled"] is True and created["recordingNotice"] == "This call is recorded."
+    plain = await (await client.post("/api/agents", json=AGENT, headers=h)).json()
+    assert plain["recordingEnabled"] is None and plain["recordingNotice"] is None
+    changed = await (
+        await client.patch(f"/api/agents/{created['id']}", json={"recordingEnabled": False}, headers=h)
+    ).json()
+    assert changed["recordingEnabled"] is False and changed["recordingNotice"] == "This call is recorded."
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("recordingNotice", ""), ("recordingNotice", "x" * 2_001), ("recordingNotice", 7), ("recordingEnabled", "maybe")],
+)
+async def test_a_bad_recording_field_is_a_422(client, auth, field, bad):
+    body = await assert_error(
+        await client.post("/api/agents", json={**AGENT, field: bad}, headers=auth("alice")), 422, "validation_error"
+    )
+    assert field in str(body)
+
+
+async def test_the_session_names_its_recording_and_serves_it_whole(client, auth, store, settings):
+    sid, _ = _recorded(store, settings, "alice")
+    s = await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
+    assert s["recordingUrl"] == f"/api/sessions/{sid}/recording" and s["recordingDuration"] == 65.4
+    resp = await client.get(s["recordingUrl"], headers=auth("alice"))
+    assert resp.status == 200 and resp.headers["Content-Type"] == "audio/ogg"
+    assert resp.headers["Accept-Ranges"] == "bytes"
+    assert await resp.read() == AUDIO
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [("bytes=100-199", 100, 199), ("bytes=10000-", 10_000, 10_239), ("bytes=-40", 10_200, 10_239)],
+)
+async def test_a_range_request_gets_exactly_those_bytes_as_206(client, auth, store, settings, header, start, end):
+    sid, _ = _recorded(store, settings, "alice")
+    resp = await client.get(f"/api/sessions/{sid}/recording", headers={**auth("alice"), "Range": header})
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == f"bytes {start}-{end}/{len(AUDIO)}"
+    assert await resp.read() == AUDIO[start : end + 1]
+
+
+async def test_a_range_past_the_end_is_416(client, auth, store, settings):
+    sid, _ = _recorded(store, settings, "alice")
+    resp = await client.get(f"/api/sessions/{sid}/recording", headers={**auth("alice"), "Range": "bytes=20000-"})
+    assert resp.status == 416
+
+
+async def test_another_tenants_recording_is_a_404_to_get_and_to_delete(client, auth, store, settings):
+    sid, key = _recorded(store, settings, "alice")
+    await assert_error(await client.get(f"/api/sessions/{sid}/recording", headers=auth("bob")), 404)
+    await assert_error(await client.delete(f"/api/sessions/{sid}/recording", headers=auth("bob")), 404)
+    assert LocalRecordings.in_data_dir(settings.data_dir).local_path(key) is not None
+
+
+async def test_a_session_without_a_recording_has_none_and_its_recording_is_a_404(client, auth, store):
+    _, sid = seed_call(store, "alice")
+    s = await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
+    assert s["recordingUrl"] is None and s["recordingDuration"] is None
+    await assert_error(await client.get(f"/api/sessions/{sid}/recording", headers=auth("alice")), 404)
+
+
+async def test_delete_removes_the_file_and_the_sessions_recording_fields(client, auth, store, settings):
+    sid, key = _recorded(store, settings, "alice")
+    resp = await client.delete(f"/api/sessions/{sid}/recording", headers=auth("alice"))
+    assert resp.status == 200 and (await resp.json())["success"] is True
+    assert LocalRecordings.in_data_dir(settings.data_dir).local_path(key) is None
+    s = await (await client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
+    assert s["recordingUrl"] is None and s["recordingDuration"] is None
+    await assert_error(await client.delete(f"/api/sessions/{sid}/recording", headers=auth("alice")), 404)
+    await assert_error(await client.get(f"/api/sessions/{sid}/recording", headers=auth("alice")), 404)
+
+
+async def test_retention_deletes_only_recordings_of_calls_that_ended_before_it(store, settings, caplog):
+    old, old_key = _recorded(store, settings, "alice", ended_at="2026-01-10T10:01:05.400000Z")
+    recent_end = to_iso(datetime.now(UTC) - timedelta(days=29))  # inside the 30 days
+    recent, recent_key = _recorded(store, settings, "bob", ended_at=recent_end)
+    storage = LocalRecordings.in_data_dir(settings.data_dir)
+    assert await sweep_expired(store, storage, retention_days=0) == []  # 0: kept forever
+    caplog.set_level("INFO", logger="voxarena.recordings")
+    assert await sweep_expired(store, storage, retention_days=30) == [old]
+    assert storage.local_path(old_key) is None and storage.local_path(recent_key) is not None
+    assert store.read_sync(lambda db: repo.get_row(db, old))["recording_key"] is None
+    assert store.read_sync(lambda db: repo.get_row(db, recent))["recording_key"] == recent_key
+    assert any(old in r.getMessage() and "30 days" in r.getMessage() for r in caplog.records)
+    assert await sweep_expired(store, storage, retention_days=30) == []  # nothing left to sweep
+    assert os.path.exists(storage.root / recent_key)
+
+
+async def test_recording_minutes_are_a_storage_minutes_line_of_the_ledger_priced_when_a_rate_is_set(
+    client, auth, store, tmp_path
+):
+    import yaml
+
+    from pipelines.metering import CallMeter
+    from pipelines.pricing import PriceBook
+    from worker.usage_sink import StoreUsageSink
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "pricing.yaml").read_text())
+    spec["prices"].append(
+        {
+            "provider": "local",
+            "event_type": "storage_minutes",
+            "model": "*",
+            "unit": "minute",
+            "rate": "0.0010",
+            "effective_from": "2025-01-01",
+        }
+    )
+    priced = tmp_path / "pricing.yaml"
+    priced.write_text(yaml.safe_dump(spec))
+    costs = {}
+    for book in (PriceBook.load(), PriceBook.load(priced)):  # the shipped zero rate, then a rate of one's own
+        agent_id, sid = seed_call(store, "alice")
+        meter = CallMeter(
+            book,
+            StoreUsageSink(store, spill_file=tmp_path / f"{sid}.spill"),
+            owner_id=tenant_of("alice"),
+            session_id=sid,
+            agent_id=agent_id,
+            key_scope=f"{sid}/job",
+        )
+        await meter.record_storage_minutes(storage="local", recorded_ms=65_400)
+        await meter.record_storage_minutes(storage="local", recorded_ms=65_400)  # a retry: the same line
+        body = await (await client.get(f"/api/sessions/{sid}/cost-breakdown", headers=auth("alice"))).json()
+        (event,) = body["events"]
+        assert event["event_type"] == "storage_minutes" and event["provider"] == "local", event
+        assert Decimal(str(event["quantity"])) == Decimal("1.09") and event["unit"] == "minute"
+        costs[len(costs)] = body["total_cost_nanos"]
+    assert costs == {0: 0, 1: 1_090_000}  # 1.09 min at $0.001 = $0.00109, exact in nanos

@@ -1,0 +1,123 @@
+"""A call's recording: both sides on one timeline, stereo Ogg/Opus (the caller left, the agent right), written as the
+call runs and finalized when it ends.
+
+It is LiveKit's own `RecorderIO` (livekit-agents 1.8, ``voice/recorder_io``): it wraps the session's audio input
+(the caller's track, as the STT hears it: channel 0) and output (the agent's audio, placed where it was played out:
+channel 1) and appends to the file every 2.5 s from an encoder thread, so a crash loses at most those seconds.
+The session's own ``record=`` option is not used: it writes into the job's temporary directory and, on a LiveKit
+Cloud URL, uploads the audio with the session report; here nothing leaves the machine and the file is written to
+the product's recording storage (core/recordings.py) from its first byte.
+
+The recording's timeline starts at the session's ``startedAt``: the stretch before the agent's session was up (the
+room joined, the caller awaited) is silence, so a moment of the recording is the same moment of the session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import av
+from livekit.agents import AgentSession
+from livekit.agents.voice.recorder_io import RecorderIO
+
+from core.recordings import RecordingStorage, recording_key
+from core.store import sessions as sessions_repo
+from core.store.db import Store
+from core.store.timefmt import parse_iso
+
+log = logging.getLogger("voxarena.job")
+
+
+class _AlignedRecorder(RecorderIO):
+    """LiveKit's recorder with its timeline's origin given (the session's start) instead of the moment it starts.
+    Its `start` is LiveKit's, but for `t0`; the rest is LiveKit's as it ships (livekit-agents 1.8.9)."""
+
+    def __init__(self, *, agent_session: AgentSession, t0: float) -> None:
+        super().__init__(agent_session=agent_session)
+        self._origin = t0
+
+    async def start(self, *, output_path: str | Path) -> None:
+        async with self._lock:
+            if self._started:
+                return
+            if not self._in_record or not self._out_record:
+                raise RuntimeError("record_input() and record_output() must be called before start()")
+            self._output_path = Path(output_path)
+            self._started = True
+            self._q = queue.Queue()
+            self._close_fut = self._loop.create_future()
+            self._t0 = min(self._origin, time.time())
+            self._input_settled = time.time()
+            self._write_atask = asyncio.create_task(self._write_task())
+            threading.Thread(target=self._encode_thread, daemon=True, name="recorder_io_encode_thread").start()
+
+
+def ogg_duration_ms(path: Path) -> int:
+    """The file's length from its last packet's end (no decoding)."""
+    end = 0.0
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        base = stream.time_base
+        for packet in container.demux(stream):
+            if packet.pts is None or base is None:
+                continue
+            end = max(end, float((packet.pts + (packet.duration or 0)) * base))
+    return round(end * 1000)
+
+
+class CallRecording:
+    """One call's recording: `attach` when the session's audio is in place (the agent's `on_enter`, before its
+    first word), `finish` once the call ended. Failures are logged and never end the call."""
+
+    def __init__(self, store: Store, storage: RecordingStorage, *, owner_id: str, session_id: str) -> None:
+        self.store = store
+        self.storage = storage
+        self.session_id = session_id
+        self.key = recording_key(owner_id, session_id)
+        self._recorder: RecorderIO | None = None
+        self._finished = False
+        self.duration_ms: int | None = None  # once finished
+
+    async def attach(self, session: AgentSession) -> None:
+        if self._recorder is not None or session.input.audio is None or session.output.audio is None:
+            return
+        sid = self.session_id
+        try:
+            row = await self.store.read(sessions_repo.get_row, sid)
+            t0 = parse_iso(row["started_at"]).timestamp() if row.get("started_at") else time.time()
+            recorder = _AlignedRecorder(agent_session=session, t0=t0)
+            session.input.audio = recorder.record_input(session.input.audio)
+            session.output.audio = recorder.record_output(session.output.audio)
+            path = self.storage.writing_path(self.key)
+            await self.store.write(sessions_repo.start_recording, sid, self.key)
+            await recorder.start(output_path=path)
+            self._recorder = recorder
+            log.info("session %s: recording to %s", sid, path)
+        except Exception:
+            log.exception("session %s: the recording could not start; the call goes on unrecorded", sid)
+
+    async def finish(self) -> tuple[int, int] | None:
+        """Closes the file (its last seconds written), keeps it in the storage and stores its duration and size on
+        the session; returns (duration ms, bytes), None when nothing was recorded. Once."""
+        if self._recorder is None or self._finished:
+            return None
+        self._finished = True
+        sid = self.session_id
+        try:
+            await self._recorder.aclose()
+            path = self._recorder.output_path
+            duration_ms = await asyncio.to_thread(ogg_duration_ms, path) if path is not None else 0
+            size = await asyncio.to_thread(self.storage.finalize, self.key)
+            await self.store.write(
+                lambda db: sessions_repo.finish_recording(db, sid, duration_ms=duration_ms, size=size)
+            )
+            self.duration_ms = duration_ms
+            log.info("session %s: recording finished, %.1f s, %d bytes", sid, duration_ms / 1000, size)
+            return duration_ms, size
+        except Exception:
+            log.exception("session %s: the recording could not be finalized", sid)
+            return None
