@@ -242,6 +242,31 @@ async def test_a_recorded_call_shows_its_transcript_latencies_analysis_and_costs
     assert errors == []
 
 
+async def test_a_recorded_calls_page_plays_its_recording_fetched_with_the_credential(
+    voice_stack, account, browser, shots
+):
+    product, _, _ = voice_stack
+    email, user_id = account
+    agent_id = await product.create_agent(user_id, name="Taped desk", firstMessage=GREETING, recordingEnabled=True)
+    session_id = await speak_one_turn(product, agent_id, user_id)
+    s = await product.wait_session(
+        session_id, user_id, lambda s: s["recordingDuration"] is not None, timeout=60, what="recording finalized"
+    )
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, f"#/calls/{session_id}", "Call with Taped desk")
+    player = page.get_by_label("Call recording")
+    await expect(player).to_have_attribute("src", re.compile(r"^blob:"), timeout=WAIT_MS)
+    # the browser decoded it: its length is the recording's
+    await page.wait_for_function(
+        "el => el.readyState >= 1 && isFinite(el.duration)", arg=await player.element_handle(), timeout=WAIT_MS
+    )
+    seconds = await player.evaluate("el => el.duration")
+    assert abs(seconds - s["recordingDuration"]) < 0.5, (seconds, s["recordingDuration"])
+    await page.screenshot(path=shots / "call-recording.png", full_page=True)
+    assert errors == []
+
+
 async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voice_stack, account, browser, shots):
     product, _, _ = voice_stack
     email, user_id = account

@@ -106,6 +106,30 @@ export async function api(method, path, { body, raw, query, signal, auth = true,
   return data;
 }
 
+/** A protected file (a call's recording) fetched with the credential, which an <audio src> cannot carry: resolves
+ * to a Blob for an object URL, rejects with ApiError. */
+export async function getBlob(path, { signal } = {}) {
+  const cred = credential;
+  let resp;
+  try {
+    resp = await fetch(path, { headers: headers(cred, { Accept: "*/*" }), signal });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError(0, { detail: `the server did not answer (${e.message})`, type: "network_error" });
+  }
+  if (!resp.ok) {
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch {
+      data = null;
+    }
+    if (resp.status === 401 && cred && cred === credential) setCredential(null);
+    throw new ApiError(resp.status, data);
+  }
+  return resp.blob();
+}
+
 export const get = (path, query, opts = {}) => api("GET", path, { ...opts, query });
 export const post = (path, body, opts = {}) => api("POST", path, { ...opts, body: body ?? {} });
 export const put = (path, body, opts = {}) => api("PUT", path, { ...opts, body: body ?? {} });

@@ -1,7 +1,7 @@
 // Calls: the sessions list (filters, pages), one call's transcript with per-turn latency, its analysis and its
 // cost breakdown, and the outbound call form with the call's status as it changes.
 
-import { get, post } from "../api.js";
+import { del, get, getBlob, post } from "../api.js";
 import { hbars } from "../chart.js";
 import { transcriptBox } from "../transcript.js";
 import {
@@ -161,12 +161,40 @@ async function renderCall(main, id) {
     return [
       s.error ? h("div", { class: "state error", role: "alert", style: "margin-bottom:1rem" }, s.error) : null,
       h("div", { class: "split" },
-        h("div", {}, analysisPanel(s), costs),
+        h("div", {}, s.recordingUrl ? recordingPanel(s) : null, analysisPanel(s), costs),
         h("section", { class: "panel", "aria-labelledby": "tr-h" }, h("h2", { id: "tr-h" }, "Transcript"),
           s.transcript.length || (s.toolCalls || []).length
             ? transcriptBox(s.transcript, { toolCalls: s.toolCalls || [] }) : empty("Nothing was said in this call."))),
     ];
   }, "Loading the call");
+}
+
+// The recording's player: the API wants the credential in a header, which an <audio src> cannot send, so the file is
+// fetched with it and played from an object URL (released when the page leaves the call).
+function recordingPanel(s) {
+  const panel = h("section", { class: "panel", "aria-labelledby": "rec-h" }, h("h2", { id: "rec-h" }, "Recording"));
+  const player = h("audio", { controls: true, preload: "auto", "aria-label": "Call recording", "data-recording": s.id });
+  const note = h("p", { class: "muted small" },
+    s.recordingDuration == null ? "Still being recorded." : `${duration(Math.round(s.recordingDuration))} · stereo: the caller left, the agent right`);
+  const remove = h("button", { type: "button", class: "secondary" }, "Delete recording");
+  remove.addEventListener("click", async () => {
+    if (!confirm("Delete this call's recording? This cannot be undone.")) return;
+    try {
+      await del(s.recordingUrl);
+      if (player.src) URL.revokeObjectURL(player.src);
+      panel.replaceChildren(h("h2", { id: "rec-h" }, "Recording"), empty("The recording was deleted."));
+      toast("Recording deleted");
+    } catch (e) {
+      toast(e.detail || String(e), "error");
+    }
+  });
+  panel.append(player, note, remove);
+  getBlob(s.recordingUrl).then((blob) => {
+    const url = URL.createObjectURL(blob);
+    player.src = url;
+    window.addEventListener("hashchange", () => URL.revokeObjectURL(url), { once: true });
+  }).catch((e) => panel.replaceChildren(h("h2", { id: "rec-h" }, "Recording"), errorState(e)));
+  return panel;
 }
 
 function analysisPanel(s) {
@@ -187,7 +215,7 @@ function analysisPanel(s) {
   return panel;
 }
 
-const UNITS = { stt_minutes: "min", sip_minutes: "min", llm_tokens: "tokens", tts_characters: "chars" };
+const UNITS = { stt_minutes: "min", sip_minutes: "min", storage_minutes: "min", llm_tokens: "tokens", tts_characters: "chars" };
 
 async function costBreakdown(id) {
   let b;
