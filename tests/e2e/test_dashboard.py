@@ -250,7 +250,11 @@ async def test_a_recorded_calls_page_plays_its_recording_fetched_with_the_creden
     agent_id = await product.create_agent(user_id, name="Taped desk", firstMessage=GREETING, recordingEnabled=True)
     session_id = await speak_one_turn(product, agent_id, user_id)
     s = await product.wait_session(
-        session_id, user_id, lambda s: s["recordingDuration"] is not None, timeout=60, what="recording finalized"
+        session_id,
+        user_id,
+        lambda s: s["recordingDuration"] is not None and s["endedAt"] is not None,
+        timeout=60,
+        what="ended, its recording finalized",
     )
     page, errors = await open_page(browser, product)
     await sign_in(page, email)

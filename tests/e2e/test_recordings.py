@@ -87,7 +87,11 @@ async def test_a_recorded_web_call_is_stereo_ogg_aligned_with_the_session_and_th
         await client.disconnect()
     sid = tok["sessionId"]
     s = await product.wait_session(
-        sid, "alice", lambda s: s["recordingDuration"] is not None, timeout=45, what="recording finalized"
+        sid,
+        "alice",
+        lambda s: s["recordingDuration"] is not None and s["endedAt"] is not None,
+        timeout=45,
+        what="ended, its recording finalized",
     )
     assert s["recordingUrl"] == f"/api/sessions/{sid}/recording"
     assert s["transcript"][0]["speaker"] == "AGENT" and s["transcript"][0]["content"] == NOTICE, s["transcript"]

@@ -1,0 +1,90 @@
+"""A recorded inbound phone call through real SIP: sipp calls a tenant's number, its recording agent answers, and the
+file is a stereo Ogg/Opus as long as the session, with the caller (sipp's looping speech) on the left channel and
+the agent's greeting on the right."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import datetime
+
+import numpy as np
+
+from tests.e2e.sip_tier.test_inbound_calls import _register, _wait, sip_caller  # noqa: F401 (a fixture)
+from tests.harness.audio import speech_ulaw_wav
+
+GREETING = "Thank you for calling the front desk, how can I help?"
+NOTICE = "This call is recorded."
+RATE = 16_000
+WINDOW = 0.1  # seconds
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _windows_rms(x: np.ndarray) -> np.ndarray:
+    n = int(WINDOW * RATE)
+    usable = x[: len(x) // n * n].reshape(-1, n)
+    return np.sqrt(np.mean(np.square(usable), axis=1))
+
+
+async def test_a_recorded_phone_call_has_the_caller_left_and_the_agent_right_as_long_as_the_session(
+    sip_product,
+    sip_caller,  # noqa: F811
+):
+    product = sip_product
+    number = "+15551230029"
+    agent_id = await product.create_agent(firstMessage=GREETING, recordingEnabled=True, recordingNotice=NOTICE)
+    await _register(product, number, agent_id)
+    caller = sip_caller(number, call_ms=14_000, play=speech_ulaw_wav())
+    await asyncio.to_thread(caller.wait_received, "200", timeout=30)
+    assert await asyncio.to_thread(caller.wait_exit, timeout=40) == 0, caller.describe()
+
+    async def recorded():
+        status, listed = await product.request("GET", "/api/sessions?direction=inbound&limit=100")
+        assert status == 200, listed
+        done = [
+            s
+            for s in listed["sessions"]
+            if s["to_number"] == number and s["recordingDuration"] is not None and s["endedAt"]
+        ]
+        return done
+
+    (s,) = await _wait(recorded, timeout=45, what="the phone call's recording finalized", product=product)
+    # the notice first, heard whole; the caller's looping speech may then cut into the (interruptible) greeting
+    assert (s["transcript"][0]["speaker"], s["transcript"][0]["content"]) == ("AGENT", NOTICE), s["transcript"]
+    assert not s["transcript"][0]["interrupted"]
+    (path,) = (product.data_dir / "recordings").rglob(f"{s['id']}.ogg")
+    probe = json.loads(
+        subprocess.run(  # noqa: ASYNC221 (a short probe of a small file)
+            ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    (stream,) = probe["streams"]
+    assert stream["codec_name"] == "opus" and stream["channels"] == 2, stream
+    file_seconds = float(probe["format"]["duration"])
+    session_seconds = _epoch(s["endedAt"]) - _epoch(s["startedAt"])
+    print(f"phone call: file {file_seconds:.3f} s, session {session_seconds:.3f} s")
+    assert abs(file_seconds - session_seconds) < 0.5
+
+    raw = subprocess.run(  # noqa: ASYNC221
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "2", "-ar", str(RATE), "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    left, right = np.frombuffer(raw, dtype=np.float32).reshape(-1, 2).T
+    caller_w, agent_w = _windows_rms(left), _windows_rms(right)
+    loud = 0.01  # -40 dBFS
+    # the caller's looping speech (0.5 s pauses between repetitions) fills much of the left channel, with gaps;
+    # the agent's notice and greeting are on the right, and the two channels are not the same audio
+    caller_share = float(np.mean(caller_w > loud))
+    print(f"left: {caller_share:.0%} of windows loud; right: {np.mean(agent_w > loud):.0%}")
+    assert caller_share > 0.3 and np.mean(caller_w < loud / 10) > 0.02
+    assert np.mean(agent_w > loud) > 0.1
+    both = (caller_w > loud) & (agent_w > loud)
+    assert np.mean(both) < min(caller_share, np.mean(agent_w > loud))  # not one signal copied to both sides
