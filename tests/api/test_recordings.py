@@ -3,6 +3,7 @@ recording, its owner only, and the retention sweep (core/recordings.py) on a rea
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -175,3 +176,22 @@ async def test_recording_minutes_are_a_storage_minutes_line_of_the_ledger_priced
         assert Decimal(str(event["quantity"])) == Decimal("1.09") and event["unit"] == "minute"
         costs[len(costs)] = body["total_cost_nanos"]
     assert costs == {0: 0, 1: 1_090_000}  # 1.09 min at $0.001 = $0.00109, exact in nanos
+
+
+async def test_the_api_sweeps_expired_recordings_on_start_when_retention_is_set(settings, store, dns_server):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+
+    old, old_key = _recorded(store, settings, "alice", ended_at="2026-01-10T10:01:05.400000Z")
+    recent, recent_key = _recorded(store, settings, "bob", ended_at=to_iso(datetime.now(UTC) - timedelta(days=1)))
+    storage = LocalRecordings.in_data_dir(settings.data_dir)
+    app = create_app(settings.with_(recording_retention_days=7), store=store, net_lookup=dns_server.lookup)
+    async with TestClient(TestServer(app, host="127.0.0.1")):
+        deadline = asyncio.get_running_loop().time() + 10
+        while storage.local_path(old_key) is not None:
+            assert asyncio.get_running_loop().time() < deadline, "the sweeper did not delete the old recording"
+            await asyncio.sleep(0.05)
+    assert store.read_sync(lambda db: repo.get_row(db, old))["recording_key"] is None
+    assert storage.local_path(recent_key) is not None
+    assert store.read_sync(lambda db: repo.get_row(db, recent))["recording_key"] == recent_key
