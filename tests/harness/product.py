@@ -139,6 +139,20 @@ class Product:
         """SIGTERM (drain, then stop), as a supervisor would; returns the exit code."""
         return self.process.stop(timeout=timeout)
 
+    def restart(self, *, stop_timeout: float = 40.0, ready_timeout: float = 60.0) -> int | None:
+        """A deploy: SIGTERM (the calls in flight drain), then `voxarena serve` again with the same environment
+        (port, data dir), ready once its worker is registered; its log goes on in the same file. Returns the old
+        process's exit code."""
+        rc = self.stop(stop_timeout)
+        fresh = start_product(
+            workdir=self.process.log_path.parent,
+            port=int(self.env["VOXARENA_PORT"]),
+            env=self.env,
+            ready_timeout=ready_timeout,
+        )
+        self.process = fresh.process
+        return rc
+
 
 def health(base_url: str) -> dict[str, Any] | None:
     try:

@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .livekit_server import LiveKitServer, require_binary, start_livekit_server
@@ -168,7 +169,8 @@ READY_LOG_LINE = "service ready"
 
 # --- sipp callee --------------------------------------------------------------------------------------------------
 
-_MSG_SPLIT = re.compile(r"^-{20,}.*$", re.M)
+# sipp's -trace_msg separator line carries the time the message was sent or received, in local time
+_MSG_SPLIT = re.compile(r"^-{20,}[ \t]*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)?.*$", re.M)
 
 
 @dataclass
@@ -176,13 +178,58 @@ class SipMessage:
     direction: str  # "received" or "sent"
     first_line: str
     text: str
+    at: float | None = None  # when sipp logged it (time.time() seconds)
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive; compact forms are not expanded)."""
+        for line in self.text.splitlines():
+            key, sep, value = line.strip().partition(":")
+            if sep and key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+@dataclass
+class SipDialog:
+    """One INVITE transaction a multi-call sipp callee took (`SippCallee.dialogs()`), by its Call-ID."""
+
+    call_id: str
+    number: str  # the user part of the INVITE's request URI: the number dialled
+    invited_at: float  # the first INVITE received (time.time() seconds)
+    final_status: int | None = None  # the final response sipp sent to the INVITE (200, 486, 487, ...)
+    ended_at: float | None = None  # the failure response sent, or the BYE (sent or received): the line is free
+
+    @property
+    def answered(self) -> bool:
+        return self.final_status == 200
+
+
+def max_concurrent(dialogs: list[SipDialog], *, now: float | None = None) -> int:
+    """The most dialogs open at one instant (a dialog not yet ended counts as open until `now`)."""
+    end = now if now is not None else time.time()
+    edges = sorted(
+        [(d.invited_at, 1) for d in dialogs] + [(d.ended_at if d.ended_at is not None else end, -1) for d in dialogs],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 class SippCallee:
     """One sipp UAS process running one scenario for one call (`-m 1`), plus its RtpPeer.
 
     sipp exits by itself when the scenario ends: 0 when the call went through every step (for uas_answer.xml
-    that includes receiving the BYE), 1 when a step failed (unexpected message, timeout)."""
+    that includes receiving the BYE), 1 when a step failed (unexpected message, timeout).
+
+    `calls=None` serves any number of calls at once until it is stopped (`dialogs()` tells them apart); their media
+    is then sipp's own: `stream` is copied into sipp's working directory as `stream.wav` for a scenario's
+    `<exec rtp_stream="stream.wav,..."/>` (one stream per call, from sipp's `-mp` port to the caller's SDP
+    address), since the single RtpPeer can talk to one call only."""
+
+    STREAM_NAME = "stream.wav"
 
     def __init__(
         self,
@@ -194,6 +241,8 @@ class SippCallee:
         answer_after_ms: int = 500,
         play: Path | None = None,
         timeout_s: float = 60.0,
+        calls: int | None = 1,
+        stream: Path | None = None,
     ) -> None:
         sipp = require_sipp()
         path = Path(scenario) if os.sep in scenario else SCENARIO_DIR / scenario
@@ -207,6 +256,8 @@ class SippCallee:
         self.messages_path = workdir / "messages.log"
         self.errors_path = workdir / "errors.log"
         self.screen_path = workdir / "screen.log"
+        if stream is not None:
+            shutil.copyfile(stream, workdir / self.STREAM_NAME)
         argv = [
             sipp,
             "-sf",
@@ -226,8 +277,7 @@ class SippCallee:
             str(self.rtp.port),
             "-d",
             str(answer_after_ms),
-            "-m",
-            "1",
+            *(["-m", str(calls)] if calls is not None else []),
             "-timeout",
             f"{int(timeout_s)}s",
             "-timeout_error",
@@ -262,14 +312,44 @@ class SippCallee:
         except OSError:
             return []
         out: list[SipMessage] = []
-        for block in _MSG_SPLIT.split(text):
+        parts = _MSG_SPLIT.split(text)  # [before, stamp, block, stamp, block, ...]
+        for stamp, block in zip(parts[1::2], parts[2::2], strict=True):
             head, _, body = block.strip().partition("\n")
             m = re.search(r"message (received|sent)", head)
             if not m:
                 continue
             lines = [ln for ln in body.strip().splitlines() if ln.strip()]
-            out.append(SipMessage(m.group(1), lines[0].strip() if lines else "", body))
+            at = datetime.fromisoformat(stamp).timestamp() if stamp else None  # naive: local time, as sipp logs
+            out.append(SipMessage(m.group(1), lines[0].strip() if lines else "", body, at))
         return out
+
+    def dialogs(self) -> list[SipDialog]:
+        """Every call sipp took so far, by Call-ID, in the order the INVITEs arrived (retransmissions are one call):
+        for a callee serving many calls (`calls=None`), the ground truth of what was dialled and when the line was
+        busy."""
+        by_id: dict[str, SipDialog] = {}
+        for m in self.messages():
+            call_id = m.header("Call-ID") or m.header("i")
+            if call_id is None or m.at is None:
+                continue
+            d = by_id.get(call_id)
+            if m.direction == "received" and m.first_line.startswith("INVITE ") and d is None:
+                uri = m.first_line.split()[1]
+                number = uri.split(":", 1)[1].split("@", 1)[0] if ":" in uri else uri
+                by_id[call_id] = SipDialog(call_id, number, m.at)
+                continue
+            if d is None:
+                continue
+            cseq = (m.header("CSeq") or "").upper()
+            if m.direction == "sent" and m.first_line.startswith("SIP/2.0 ") and cseq.endswith("INVITE"):
+                code = int(m.first_line.split()[1])
+                if code >= 200 and d.final_status is None:
+                    d.final_status = code
+                    if code >= 300:
+                        d.ended_at = m.at
+            elif m.first_line.startswith("BYE ") and d.ended_at is None:
+                d.ended_at = m.at
+        return sorted(by_id.values(), key=lambda d: d.invited_at)
 
     def received(self, method_or_status: str) -> bool:
         """Did sipp receive a request `method` (e.g. "BYE", "CANCEL") or a response with this status ("200")?"""
@@ -344,7 +424,8 @@ async def create_outbound_trunk(
 class SipStack:
     """Redis + livekit-server (with Redis) + livekit-sip + an outbound trunk to `callee_address`.
 
-    sipp callees all listen on `callee_address` (the trunk's address), so only one runs at a time."""
+    sipp callees all listen on `callee_address` (the trunk's address), so only one runs at a time (one sipp may
+    serve many calls at once: `start_callee(..., calls=None)`)."""
 
     redis: RedisServer
     livekit: LiveKitServer
@@ -376,13 +457,21 @@ class SipStack:
         return self.livekit.api()
 
     def start_callee(
-        self, scenario: str, *, answer_after_ms: int = 500, play: Path | None = None, timeout_s: float = 60.0
+        self,
+        scenario: str,
+        *,
+        answer_after_ms: int = 500,
+        play: Path | None = None,
+        timeout_s: float = 60.0,
+        calls: int | None = 1,
+        stream: Path | None = None,
     ) -> SippCallee:
         """Start sipp with `scenario` (a file name in tests/sip/ or a path) on the trunk's address.
 
         `answer_after_ms` is sipp's `-d`: ringing time before the answer/reject (or the call length in
-        uas_answer_hangup.xml). `play`: an 8 kHz u-law WAV (audio.speech_ulaw_wav()) the callee streams in a loop.
-        A previous callee still running is stopped first."""
+        uas_answer_hangup.xml and uas_by_number.xml). `play`: an 8 kHz u-law WAV (audio.speech_ulaw_wav()) the
+        callee streams in a loop. `calls`: how many calls before sipp exits (None: any number, at once; `stream`
+        is then each call's speech, see SippCallee). A previous callee still running is stopped first."""
         self.stop_callee()
         self._count += 1
         self._callee = SippCallee(
@@ -393,6 +482,8 @@ class SipStack:
             answer_after_ms=answer_after_ms,
             play=play,
             timeout_s=timeout_s,
+            calls=calls,
+            stream=stream,
         )
         return self._callee
 
@@ -458,10 +549,12 @@ __all__ = [
     "LiveKitSip",
     "RtpPeer",
     "RtpStats",
+    "SipDialog",
     "SipStack",
     "SippCallee",
     "create_outbound_trunk",
     "eventually",
+    "max_concurrent",
     "require_sipp",
     "start_livekit_sip",
     "start_sip_stack",

@@ -43,8 +43,9 @@ def sip_stack(netns_ip: str, e2e_workdir: Path) -> Iterator[SipStack]:
 
 @pytest.fixture
 def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
-    """A factory: sip_callee("uas_answer.xml", answer_after_ms=500, play=None, timeout_s=60) starts sipp on the
-    trunk's address and returns the SippCallee; it is stopped when the test ends."""
+    """A factory: sip_callee("uas_answer.xml", answer_after_ms=500, play=None, timeout_s=60, calls=1,
+    stream=None) starts sipp on the trunk's address and returns the SippCallee; it is stopped when the test ends.
+    `calls=None` serves many calls at once (e.g. uas_by_number.xml, each number its own callee)."""
 
     def start(scenario: str, **kwargs) -> SippCallee:
         return _or_fail(sip_stack.start_callee, scenario, **kwargs)
