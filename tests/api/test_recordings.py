@@ -14,16 +14,10 @@ import pytest
 from core.recordings import LocalRecordings, recording_key, sweep_expired
 from core.store import sessions as repo
 from core.store.timefmt import to_iso
+from tests.api.seed import AGENT_WIRE as AGENT
 from tests.api.seed import seed_call, tenant_of
 from tests.conftest import assert_error
 
-AGENT = {
-    "name": "Support",
-    "systemPrompt": "You are helpful.",
-    "sttProvider": "deepgram",
-    "llmProvider": "gemini",
-    "ttsProvider": "elevenlabs",
-}
 AUDIO = bytes(range(256)) * 40  # 10,240 bytes, each position telling its offset apart
 
 

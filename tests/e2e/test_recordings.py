@@ -53,23 +53,10 @@ async def test_a_recorded_web_call_is_stereo_ogg_aligned_with_the_session_and_th
     voice_stack, tmp_path
 ):
     product, _, _ = voice_stack
-    status, agent = await product.request(
-        "POST",
-        "/api/agents",
-        json={
-            "name": "Recorded desk",
-            "systemPrompt": "You answer questions about opening hours.",
-            "sttProvider": "deepgram",
-            "llmProvider": "gemini",
-            "ttsProvider": "elevenlabs",
-            "firstMessage": GREETING,
-            "firstMessageMode": "assistant_speaks_first",
-            "recordingEnabled": True,
-            "recordingNotice": NOTICE,
-        },
+    agent_id = await product.create_agent(
+        name="Recorded desk", firstMessage=GREETING, recordingEnabled=True, recordingNotice=NOTICE
     )
-    assert status == 201, agent
-    client, tok = await product.join(agent["id"])
+    client, tok = await product.join(agent_id)
     try:
         t0 = time.monotonic()
         await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
