@@ -114,8 +114,20 @@ class Dialer:
         for i, contact in enumerate(claimed):
             if i:
                 await asyncio.sleep(self.pace)
+                # asked again before each call, as the token route does: a dispatch the worker refuses is dropped
+                # by LiveKit, and the call would ring with nobody to dial it
+                full = await self.capacity() if self.capacity is not None else None
+                if full is not None:
+                    log.info("campaign %s: %s; %d contacts wait", campaign["id"], full, len(claimed) - i)
+                    await self.store.write(self._give_back, claimed[i:], to_iso(self.now()), full)
+                    break
             started += await self._dial(campaign, contact)
         return started
+
+    @staticmethod
+    def _give_back(db: Any, contacts: list[dict[str, Any]], now_s: str, why: str) -> None:
+        for contact in contacts:
+            repo.not_placed(db, contact["call_id"], reason=why, now=now_s, give_back=True)
 
     def _step(self, db: Any, campaign: dict[str, Any], now: datetime, may_dial: bool) -> list[dict[str, Any]]:
         """Settle, judge, and claim what to dial, in one transaction."""

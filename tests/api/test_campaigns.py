@@ -481,6 +481,28 @@ async def test_the_tenants_concurrent_call_limit_caps_the_campaign(client, auth,
     assert len(_live_calls(store, cid)) == 2  # the freed place is taken, no more
 
 
+async def test_a_full_worker_holds_the_rest_of_a_round_back_as_the_calls_start(client, auth, store, settings, clock):
+    # a worker that takes 2 calls: the round's capacity is asked before each dial, not once for all it claimed (a
+    # dispatch the worker refuses is dropped by LiveKit, leaving the call ringing with nobody to dial it)
+    cid = (await _campaign(client, auth, await _agent(client, auth), n=5, max_concurrent_calls=5))["id"]
+
+    async def capacity() -> str | None:
+        live = len(_live_calls(store, cid))
+        return None if live < 2 else f"{live} calls running or starting, the most this worker takes is 2"
+
+    dialer = Dialer(store, client.app[LIVEKIT], settings, capacity=capacity, now=clock, pace_seconds=0)
+    await _act(client, auth, cid, "start")
+    assert await dialer.tick() == 2
+    live = _live_calls(store, cid)
+    assert len(live) == 2
+    progress = (await _get(client, auth, cid))["progress"]
+    assert (progress["in_progress"], progress["pending"], progress["failed"]) == (2, 3, 0)  # the rest wait
+    assert len(db_rows(settings, "SELECT id FROM campaign_attempts WHERE campaign_id = ?", [cid])) == 2
+    _end(store, live[0]["call_id"], "COMPLETED", "completed")
+    assert await dialer.tick() == 1  # the freed place is taken in the next round
+    assert len(_live_calls(store, cid)) == 2
+
+
 async def test_the_event_stream_follows_one_campaign_of_the_tenant(client, auth):
     from tests.api.test_events import events_until, upgrade_headers
 
