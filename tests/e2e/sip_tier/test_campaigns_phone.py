@@ -44,13 +44,23 @@ RETRY = {"max_attempts": MAX_ATTEMPTS, "on": ["busy", "no_answer"], "backoff_sec
 ATTEMPTS = {"completed": 1, "busy": MAX_ATTEMPTS, "no_answer": MAX_ATTEMPTS}
 
 
-async def _until(what: str, check, timeout: float, product) -> Any:
+async def _until(what: str, check, timeout: float, product, callee: SippCallee | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := await check():
             return result
         await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} not reached in {timeout:.0f}s\n--- product log ---\n{product.log_tail(80)}")
+    calls = (
+        "\n".join(
+            f"  {d.number} {d.final_status} invited {d.invited_at:.1f} ended {d.ended_at}" for d in callee.dialogs()
+        )
+        if callee is not None
+        else ""
+    )
+    raise AssertionError(
+        f"{what} not reached in {timeout:.0f}s\n--- the callees' calls ---\n{calls}\n"
+        f"--- product log ---\n{product.log_tail(120)}"
+    )
 
 
 def _epoch(iso: str) -> float:
@@ -157,7 +167,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
         async def dialled() -> bool:
             return (await campaign())["progress"]["pending"] < len(CONTACTS)
 
-        await _until("the first dial once the window opened", dialled, opens - time.time() + 30, product)
+        await _until("the first dial once the window opened", dialled, opens - time.time() + 30, product, callee)
         early = [(at, p) for at, _, p in watch.samples if at < opens and p["pending"] != len(CONTACTS)]
         assert not early, f"dialled before the window opened at {opens}: {early}"
         assert all(d.invited_at >= opens for d in callee.dialogs()), callee.describe()
@@ -167,7 +177,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
         async def three_calls_up() -> bool:
             return sum(d.ended_at is None for d in callee.dialogs()) == MAX_CONCURRENT
 
-        await _until("three calls up at once", three_calls_up, 60, product)
+        await _until("three calls up at once", three_calls_up, 60, product, callee)
         old_pid, stopped_at = product.process.pid, time.time()
         rc = await asyncio.to_thread(product.restart)
         restarted_at = time.time()
@@ -179,7 +189,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
         async def answered_since_restart() -> bool:
             return bool(_open_answered(callee, since=restarted_at))
 
-        await _until("an answered call after the restart", answered_since_restart, 60, product)
+        await _until("an answered call after the restart", answered_since_restart, 90, product, callee)
         assert (await product.request("POST", f"/api/campaigns/{cid}/pause"))[0] == 200
         at_pause = await attempts()
 
@@ -188,7 +198,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
             return body if body["progress"]["in_progress"] == 0 else None
 
         # the dialer's round that settles the last call in flight is one that would have dialled, were it running
-        paused = await _until("the calls in flight ended while paused", drained, 40, product)
+        paused = await _until("the calls in flight ended while paused", drained, 60, product, callee)
         assert paused["status"] == "paused", paused
         assert paused["progress"]["pending"] + paused["progress"]["retrying"] > 0, paused["progress"]
         assert await attempts() == at_pause
@@ -200,7 +210,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
             body = await campaign()
             return body if body["status"] == "completed" else None
 
-        done = await _until("the campaign completed", completed, 150, product)
+        done = await _until("the campaign completed", completed, 150, product, callee)
     finally:
         await watch.stop()
 
@@ -244,7 +254,7 @@ async def test_a_campaign_of_ten_keeps_three_in_flight_retries_pauses_and_surviv
                 attempt["session_id"],
                 "alice",
                 lambda s: s["analysisStatus"] in ("completed", "failed", "skipped"),
-                timeout=60,
+                timeout=90,
                 what="analysed",
             )
             assert session["campaign"] == "sip-ten" and session["direction"] == "outbound", session
