@@ -118,6 +118,33 @@ export function openCampaignForm(agents, { onDone }) {
     h("div", { class: "actions" }, submit, h("button", { type: "button", onclick: () => m.close() }, "Close")));
 
   let created = null; // made by this dialog, its contacts refused: the next file goes to it, not to a new campaign
+  onFileSubmit(form, submit, async (file) => {
+    if (!created) {
+      try {
+        created = await post("/api/campaigns", bodyOf(form));
+      } catch (err) {
+        showFieldErrors(form, err);
+        return;
+      }
+      // its settings are saved: what is left is a file the API takes
+      for (const el of settings.querySelectorAll("input, select")) el.disabled = true;
+      submit.textContent = "Upload contacts";
+    }
+    try {
+      const result = await uploadContacts(created.id, file);
+      toast(`Created ${created.name}: ${added(result)}`);
+      m.close();
+    } catch (err) {
+      showRefusal(form, err, `The campaign “${created.name}” is saved as a draft, but the file's contacts were ` +
+        "refused and none was added. Choose a corrected file and upload it again.");
+    }
+  });
+  const m = modal("New campaign", form, { onClose: () => onDone(created) });
+  form.querySelector("#campaign-name").focus();
+}
+
+/** The form's submit: its errors cleared, a chosen contacts file required, the button held while `send(file)` runs. */
+function onFileSubmit(form, submit, send) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     showFieldErrors(form, null);
@@ -128,31 +155,11 @@ export function openCampaignForm(agents, { onDone }) {
     }
     submit.disabled = true;
     try {
-      if (!created) {
-        try {
-          created = await post("/api/campaigns", bodyOf(form));
-        } catch (err) {
-          showFieldErrors(form, err);
-          return;
-        }
-        // its settings are saved: what is left is a file the API takes
-        for (const el of settings.querySelectorAll("input, select")) el.disabled = true;
-        submit.textContent = "Upload contacts";
-      }
-      try {
-        const result = await uploadContacts(created.id, file);
-        toast(`Created ${created.name}: ${added(result)}`);
-        m.close();
-      } catch (err) {
-        showRefusal(form, err, `The campaign “${created.name}” is saved as a draft, but the file's contacts were ` +
-          "refused and none was added. Choose a corrected file and upload it again.");
-      }
+      await send(file);
     } finally {
       submit.disabled = false;
     }
   });
-  const m = modal("New campaign", form, { onClose: () => onDone(created) });
-  form.querySelector("#campaign-name").focus();
 }
 
 function bodyOf(form) {
@@ -184,15 +191,7 @@ export function openContactsForm(campaign, { onDone }) {
     h("div", { class: "form-error" }),
     h("div", { class: "actions" }, submit, h("button", { type: "button", onclick: () => m.close() }, "Close")));
   let changed = false;
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    showFieldErrors(form, null);
-    const file = form.elements.contacts.files[0];
-    if (!file) {
-      showFieldErrors(form, noFile());
-      return;
-    }
-    submit.disabled = true;
+  onFileSubmit(form, submit, async (file) => {
     try {
       const result = await uploadContacts(campaign.id, file);
       changed = true;
@@ -200,8 +199,6 @@ export function openContactsForm(campaign, { onDone }) {
       m.close();
     } catch (err) {
       showRefusal(form, err, "The file's contacts were refused; none was added.");
-    } finally {
-      submit.disabled = false;
     }
   });
   const m = modal(`Add contacts to ${campaign.name}`, form, { onClose: () => onDone(changed) });
