@@ -476,6 +476,13 @@ class CallJob:
 
     def _on_session_close(self, ev: Any) -> None:
         reason, error = SessionRecorder.close_reason(ev)
+        if reason == "user_initiated" and self.ctx.room.isconnected():
+            # the product never closes a session before its end is recorded: LiveKit's job process closes it so
+            # (`AgentSession.aclose`) when the job is shut down from outside with the room still up, i.e. the
+            # worker stopped with the call in progress (its drain timed out). The caller was cut off: a failure.
+            reason = "worker_shutdown"
+            error = "the worker shut down with the call in progress"
+            log.warning("session %s: %s; the caller is hung up", self.session_id, error)
         if self.caller is None and self.phone_call_id is not None and error is None:
             # voicemail detection's session runs while the phone rings: a callee who leaves without answering
             # (busy, declined, no answer) is the dial's outcome, which ends the call with what the far end said
