@@ -4,7 +4,10 @@ A token dispatches the agent into the caller's room and leaves the session `pend
 caller is in the room (a `participant_joined` webhook, or LiveKit's participant list when webhooks are not set up)
 and no job has started within `dispatch_timeout_seconds`, the dispatch is deleted and made once more; after a second
 wait the session ends as `no_agent_available` with the reason, the caller's room is closed, and the analysis is
-skipped. The watchdog is one task owned by the app (started and cancelled with it)."""
+skipped. An outbound phone call has nobody in its room before its job dials: it waits from its dispatch, and one no
+job took ends the same way (its phone call FAILED, before any number was dialled). A job of the first dispatch that
+starts late finds the call served or ended and leaves (worker/entrypoint.py), so a number is never dialled twice.
+The watchdog is one task owned by the app (started and cancelled with it)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def dispatch_metadata(row: dict[str, Any]) -> DispatchMeta:
         owner_id=row["owner_id"],
         direction=row["direction"],
         phone_number=row.get("outbound_phone_number") or None,
+        call_id=row.get("call_id") or None,  # an outbound phone call: the job dials it
     )
 
 
@@ -68,7 +72,9 @@ class DispatchWatchdog:
         for row in rows:
             joined = row["caller_joined_at"]
             gateway = await self.gateways.for_session(row)
-            if joined is None:
+            if row.get("call_id"):  # outbound: the job dials, nobody is in the room before it: waiting since dispatch
+                joined = row["dispatched_at"] or row["created_at"]
+            elif joined is None:
                 if not row["room_name"] or not await gateway.caller_present(row["room_name"]):
                     continue  # nobody is waiting yet
                 joined = to_iso(now)
@@ -101,7 +107,8 @@ class DispatchWatchdog:
     async def _give_up(self, gateway: LiveKitGateway, row: dict[str, Any], now: datetime) -> bool:
         error = (
             f"no agent worker took the call: dispatched {row['dispatch_attempts']} times, waited "
-            f"{self.timeout.total_seconds():.0f}s after each with the caller in the room"
+            f"{self.timeout.total_seconds():.0f}s after each "
+            + ("before dialling (the number was not dialled)" if row.get("call_id") else "with the caller in the room")
         )
         if not await self.store.write(lambda db: repo.give_up(db, row["id"], error=error, ended_at=to_iso(now))):
             return False  # its job started meanwhile

@@ -27,11 +27,13 @@ def record_dispatch(db: sqlite_utils.Database, session_id: str, dispatch_id: str
 
 
 def waiting(db: sqlite_utils.Database, created_since: str) -> list[dict[str, Any]]:
-    """Dispatched sessions whose job has not started, newest tokens first bounded by `created_since`."""
+    """Dispatched sessions whose job has not started, newest tokens first bounded by `created_since`; an outbound
+    phone call's row carries its `call_id` (its job dials it)."""
     return list(
         db.query(
             "SELECT id, owner_id, agent_id, client_id, room_name, direction, outbound_phone_number, dispatch_id, "
-            "dispatch_attempts, dispatched_at, caller_joined_at, created_at FROM sessions "
+            "dispatch_attempts, dispatched_at, caller_joined_at, created_at, "
+            "(SELECT c.id FROM outbound_calls c WHERE c.session_id = sessions.id) AS call_id FROM sessions "
             "WHERE status = 'pending' AND dispatch_id IS NOT NULL AND created_at >= ? ORDER BY created_at",
             [created_since],
         )
