@@ -245,11 +245,17 @@ export async function render(main, params) {
       h("input", { name: "target", type: "text", placeholder: "+15551111111 or sip:desk@pbx.example.com",
         "aria-label": "Transfer to (E.164 or SIP URI)", autocomplete: "off", disabled: !canTransfer,
         style: "flex:1;min-width:160px" }),
+      h("select", { name: "mode", "aria-label": "Transfer mode", disabled: !canTransfer },
+        h("option", { value: "cold" }, "Cold: hand over at once"),
+        h("option", { value: "warm" }, "Warm: brief a person first")),
       h("button", { type: "submit", disabled: !canTransfer }, "Transfer"));
     transfer.addEventListener("submit", async (e) => {
       e.preventDefault();
       const target = transfer.elements.target.value.trim();
-      if (target) await run("Transfer", () => post("/api/override/transfer", { call_sid: sid, target }));
+      const mode = transfer.elements.mode.value;
+      // cold is the API's default: sent only when warm is chosen
+      const body = mode === "warm" ? { call_sid: sid, target, mode } : { call_sid: sid, target };
+      if (target) await run("Transfer", () => post("/api/override/transfer", body));
     });
 
     const ctx = h("textarea", { name: "context", rows: 4, class: "mono", "aria-label": "Context (JSON)" },
@@ -283,7 +289,8 @@ export async function render(main, params) {
       say,
       group("DTMF", keypad, phone ? null : "Digits go to phone calls only; this is a web call."),
       group("Transfer", transfer, !st.transferAvailable ? "Transfer: not available on this server."
-        : phone ? "To a number (E.164) or a SIP URI; the call ends here once it is transferred."
+        : phone ? "To a number (E.164) or a SIP URI. Cold: the call ends here once it is transferred. Warm: the caller"
+          + " holds while the agent briefs the person, who presses 1 (or says yes) to take the call."
           : "Transfers go to phone calls only; this is a web call."),
       group("Context", ctxForm, "Merged into the call's context (a null value removes a key); the agent uses it from its next turn."),
       h("div", { class: "actions" }, end),
