@@ -26,6 +26,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -491,6 +492,35 @@ class SipStack:
         if self._callee is not None:
             self._callee.stop()
             self._callee = None
+
+    def hang_up_all(self, *, timeout: float = 10.0) -> list[str]:
+        """Close every room a SIP participant is still in (a test that failed, or ended before its call did), and
+        wait up to `timeout` for the callee to get each line's BYE while it still runs. Every callee listens on the
+        trunk's one address: a BYE arriving after its test would reach the next test's callee, which aborts on a
+        call it does not know (a one-call sipp then exits failed: one failure would fail the tests after it).
+        Returns the rooms closed."""
+        from livekit import api
+
+        async def close() -> list[str]:
+            async with self.api() as lk:
+                closed = []
+                for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
+                    people = (await lk.room.list_participants(api.ListParticipantsRequest(room=room.name))).participants
+                    if any(p.kind == api.ParticipantInfo.Kind.SIP for p in people):
+                        await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
+                        closed.append(room.name)
+                return closed
+
+        with ThreadPoolExecutor(1) as pool:  # its own loop, whether or not the caller runs one
+            closed = pool.submit(asyncio.run, close()).result()
+        callee = self._callee
+        if closed and callee is not None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and callee.process.alive():
+                if all(d.ended_at is not None for d in callee.dialogs()):
+                    break
+                time.sleep(0.1)
+        return closed
 
     def describe(self) -> str:
         parts = [

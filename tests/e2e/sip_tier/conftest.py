@@ -53,6 +53,10 @@ def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
     try:
         yield start
     finally:
+        # the calls the test left up end while their callee runs, never at the next test's callee (same address)
+        closed = sip_stack.hang_up_all()
+        if closed:
+            print(f"sip_callee: closed rooms the test left with a phone line in them: {closed}")
         sip_stack.stop_callee()
 
 

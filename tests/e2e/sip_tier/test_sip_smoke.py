@@ -149,3 +149,31 @@ async def test_a_callee_that_hangs_up_sends_bye_and_the_sip_participant_leaves(s
         while not await gone():
             assert time.monotonic() < deadline, "the SIP participant stayed in the room after the callee's BYE"
             await asyncio.sleep(0.1)
+
+
+async def test_a_call_a_test_leaves_up_is_hung_up_at_its_own_callee_not_the_next_tests(sip_stack: SipStack):
+    """The sip_callee fixture's teardown (SipStack.hang_up_all): every callee listens on the trunk's one address, and
+    a one-call sipp that gets the BYE of a call it does not know aborts it and exits failed."""
+    first = sip_stack.start_callee("uas_answer.xml", answer_after_ms=100)
+    room = _room()
+    async with sip_stack.api() as lk:
+        await lk.sip.create_sip_participant(_dial(sip_stack, room))
+    # what the fixture does when a test ends with the call still up: the BYE reaches the callee that took the call
+    assert await asyncio.to_thread(sip_stack.hang_up_all) == [room]
+    assert await asyncio.to_thread(first.wait_exit, timeout=10) == 0, first.describe()
+    assert first.received("BYE")
+    # without it, the late BYE reaches the next callee: a stray BYE aborts a one-call sipp (what hang_up_all spares)
+    second = sip_stack.start_callee("uas_answer.xml", answer_after_ms=100)
+    try:
+        async with sip_stack.api() as lk:
+            room = _room()
+            await lk.sip.create_sip_participant(_dial(sip_stack, room))
+            sip_stack.stop_callee()  # the callee goes first, as the fixture used to: livekit-sip's BYE finds nobody
+            third = sip_stack.start_callee("uas_answer.xml", answer_after_ms=100)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        # the BYE lands on the third callee, which never took the call, and ends it before any call was placed
+        assert await asyncio.to_thread(third.wait_exit, timeout=15) != 0, third.describe()
+        assert "unexpected BYE" in third.errors_path.read_text(errors="replace"), third.describe()
+    finally:
+        sip_stack.stop_callee()
+    assert second.process.proc.poll() is not None
