@@ -186,6 +186,9 @@ class CampaignName(BaseModel):
     status: str | None = None
     agent_id: str | None = None
     progress: dict[str, int] | None = None
+    status_reason: str | None = Field(default=None, description="Why a dialer campaign paused or stopped.")
+    total_cost: float | None = Field(default=None, description="A dialer campaign's calls in the ledger, USD.")
+    total_cost_nanos: int | None = Field(default=None, description="The same, in exact nano-dollars.")
 
 
 class Campaigns(BaseModel):

@@ -317,7 +317,7 @@ def _js_time(stored: str) -> str:
 
 async def campaigns(store: Store, owner_id: str) -> dict[str, Any]:
     """004's list of the campaign names the tenant's data carries, with the dialer's campaigns (their id, status,
-    agent and progress added) among them."""
+    agent, progress and total cost added) among them."""
 
     def read(db: Any) -> tuple[list[str], list[dict[str, Any]]]:
         return repo.campaign_names(db, owner_id), campaigns_repo.list_(db, owner_id)
@@ -325,7 +325,10 @@ async def campaigns(store: Store, owner_id: str) -> dict[str, Any]:
     names, stored = await store.read(read)
     by_name = {c["name"]: c for c in stored}
     listed = [
-        {"name": c["name"], "id": c["id"], "status": c["status"], "agent_id": c["agent_id"], "progress": c["progress"]}
+        {
+            **{k: c[k] for k in ("name", "id", "status", "agent_id", "progress", "status_reason", "total_cost_nanos")},
+            "total_cost": usd(c["total_cost_nanos"]),
+        }
         for c in stored
     ]
     listed += [{"name": n} for n in names if n not in by_name]

@@ -161,8 +161,18 @@ def get(
 
 
 def list_(db: sqlite_utils.Database, owner_id: str) -> list[dict[str, Any]]:
+    """The tenant's campaigns, newest first, each with its progress and the ledger's total cost of its calls."""
     rows = db.query("SELECT * FROM campaigns WHERE owner_id = ? ORDER BY created_at DESC, id", [owner_id])
-    return [{**_record(r), "progress": progress(db, r["id"])} for r in rows]
+    totals = {
+        campaign_id: int(nanos)
+        for campaign_id, nanos in db.execute(
+            "SELECT a.campaign_id, COALESCE(SUM(u.total_cost_nanos), 0) FROM campaign_attempts a "
+            "JOIN campaigns c ON c.id = a.campaign_id JOIN usage_events u ON u.session_id = a.session_id "
+            "WHERE c.owner_id = ? GROUP BY a.campaign_id",
+            [owner_id],
+        )
+    }
+    return [{**_record(r), "progress": progress(db, r["id"]), "total_cost_nanos": totals.get(r["id"], 0)} for r in rows]
 
 
 def act(db: sqlite_utils.Database, owner_id: str, campaign_id: str, action: str, *, reason: str | None = None) -> str:

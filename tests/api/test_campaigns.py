@@ -371,6 +371,13 @@ async def test_counts_and_costs_equal_the_ledger(client, auth, store, dialer, se
     assert costs["by_outcome_nanos"] == {"busy": events[1].total_cost_nanos, "completed": events[0].total_cost_nanos}
     assert (costs["successful_calls"], costs["cost_per_success"]) == (1, usd(total))
     assert costs["cost_per_success_nanos"] == total
+    # the list carries each campaign's total: the same figure, with no campaign's calls counted in another's
+    other = (await _campaign(client, auth, await _agent(client, auth), n=1, name="autumn"))["id"]
+    listed = {
+        c["id"]: c for c in (await (await client.get("/api/campaigns", headers=auth("alice"))).json())["campaigns"]
+    }
+    assert (listed[cid]["total_cost_nanos"], listed[cid]["total_cost"]) == (total, usd(total))
+    assert (listed[other]["total_cost_nanos"], listed[other]["total_cost"]) == (0, 0.0)
 
 
 async def test_contacts_can_be_added_from_a_csv_with_the_other_columns_as_variables(client, auth):

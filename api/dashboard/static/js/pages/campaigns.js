@@ -88,19 +88,6 @@ function progressText(progress) {
   return parts.length ? parts.join(" · ") : "no contacts yet";
 }
 
-// Up to `limit` at a time: the list has no costs, so each campaign's own record brings its total.
-async function mapLimit(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]).catch(() => null);
-    }
-  }));
-  return out;
-}
-
 // ---- the list --------------------------------------------------------------------------------------------------
 
 async function renderList(main) {
@@ -130,18 +117,16 @@ async function renderList(main) {
       return empty("No campaigns yet.", h("button", { type: "button", class: "primary", onclick: create },
         "Create your first campaign"));
     }
-    const details = await mapLimit(dialed, 4, (c) => get(`/api/campaigns/${encodeURIComponent(c.id)}`));
-    const rows = dialed.map((c, i) => {
-      const d = details[i];
+    const rows = dialed.map((c) => {
       const open = () => { location.hash = `#/campaigns/${encodeURIComponent(c.id)}`; };
       return rowActivate(h("tr", { dataset: { campaign: c.id } },
         h("td", {}, h("strong", {}, c.name), h("div", { class: "muted small mono" }, c.id)),
         h("td", {}, names[c.agent_id] || shortId(c.agent_id)),
         h("td", {}, statusBadge(c.status),
-          d && d.status_reason ? h("div", { class: "muted small" }, d.status_reason) : null),
+          c.status_reason ? h("div", { class: "muted small" }, c.status_reason) : null),
         h("td", { class: "num", "data-testid": "contacts" }, count(contactsOf(c.progress), "contact")),
         h("td", {}, progressBar(c.progress), h("div", { class: "small" }, progressText(c.progress))),
-        h("td", { class: "num" }, d ? usdNanos(d.costs.total_cost_nanos) : "—")), open);
+        h("td", { class: "num" }, usdNanos(c.total_cost_nanos))), open);
     });
     const others = campaigns.length - dialed.length;
     return [
