@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,cores,ingest,costs,api,external,pg,noise,voicemail] [--quick]`:
+"""`python -m bench [--only eot,turns,voice,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail] [--quick]`:
 every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
@@ -13,7 +13,20 @@ from pathlib import Path
 
 from .common import Results, machine
 
-SECTIONS = ("eot", "turns", "voice", "cores", "ingest", "costs", "api", "external", "pg", "noise", "voicemail")
+SECTIONS = (
+    "eot",
+    "turns",
+    "voice",
+    "cores",
+    "jobmem",
+    "ingest",
+    "costs",
+    "api",
+    "external",
+    "pg",
+    "noise",
+    "voicemail",
+)
 
 
 def main() -> int:
@@ -41,6 +54,10 @@ def main() -> int:
         from . import cores
 
         asyncio.run(cores.run(results, quick=args.quick))
+    if "jobmem" in only:
+        from . import job_memory
+
+        asyncio.run(job_memory.run(results, quick=args.quick))
     if "ingest" in only:
         from . import ingest
 

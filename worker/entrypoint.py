@@ -99,11 +99,13 @@ def _prepare_forkserver() -> None:
     still ends with the worker (its pipe to the worker closes), and its children inherit the ignored SIGTERM.
 
     It also builds, once, what every call's first reply would otherwise build on its job's event loop (genai's
-    models, the first-reply imports, the hyphenation table): every job process forked from it shares them."""
+    models, its HTTP transports' imports, the TLS context, the first-reply imports, the hyphenation table): every job
+    process forked from it shares them (LiveKit freezes the forkserver's objects after the preload, so a job
+    process's garbage collector does not copy their pages)."""
     if not _in_forkserver():
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    google_provider.build_models()
+    google_provider.prewarm()
     prewarm_first_reply()
 
 
