@@ -24,7 +24,7 @@ import av
 from livekit.agents import AgentSession
 from livekit.agents.voice.recorder_io import RecorderIO
 
-from core.recordings import RecordingStorage, recording_key
+from core.recordings import FinalizeFailed, RecordingStorage, recording_key
 from core.store import sessions as sessions_repo
 from core.store.db import Store
 from core.store.timefmt import parse_iso
@@ -111,7 +111,15 @@ class CallRecording:
             await self._recorder.aclose()
             path = self._recorder.output_path
             duration_ms = await asyncio.to_thread(ogg_duration_ms, path) if path is not None else 0
-            size = await asyncio.to_thread(self.storage.finalize, self.key)
+            try:
+                size = await asyncio.to_thread(self.storage.finalize, self.key)
+            except FinalizeFailed as e:  # kept locally: the session says why, and nothing counts it as stored
+                error = str(e)
+                log.error("session %s: the recording was not kept: %s", sid, error)
+                await self.store.write(
+                    lambda db: sessions_repo.fail_recording(db, sid, duration_ms=duration_ms, error=error)
+                )
+                return None
             await self.store.write(
                 lambda db: sessions_repo.finish_recording(db, sid, duration_ms=duration_ms, size=size)
             )
