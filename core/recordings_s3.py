@@ -38,6 +38,12 @@ log = logging.getLogger("voxarena.recordings")
 CHUNK = 64 * 1024
 # missing-object error codes across stores (AWS answers a HEAD's 404 with the bare status)
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_HEAD_BUCKET = {
+    301: "it is in another region (HTTP 301): set VOXARENA_RECORDINGS_S3_REGION to the bucket's",
+    400: "the store refused the request (HTTP 400): check VOXARENA_RECORDINGS_S3_REGION and the endpoint",
+    403: "access denied (HTTP 403): the key is refused, or lacks s3:ListBucket on the bucket",
+    404: "no such bucket (HTTP 404): create it first",
+}
 
 
 class S3Recordings:
@@ -147,7 +153,7 @@ class S3Recordings:
         except Exception as e:
             # the session (which its tenant reads) says why; where the file stays is the operator's, in the log
             log.error("recording %s: upload to %s failed, the file is kept at %s", key, where, path, exc_info=True)
-            raise FinalizeFailed(f"the upload to object storage failed: {_why(e)}") from e
+            raise FinalizeFailed(f"the upload to object storage failed: {_reason(e)}") from e
         if stored != size:
             log.error("recording %s: %s holds %d of %d bytes, the file is kept at %s", key, where, stored, size, path)
             raise FinalizeFailed(f"object storage holds {stored} of the recording's {size} bytes")
@@ -220,9 +226,11 @@ class S3Recordings:
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except Exception as e:
+                # a HEAD's answer has no body: its status is all the store says
+                why = _HEAD_BUCKET.get(_status(e) or 0) or _why(e)
                 raise StorageMisconfigured(
                     f"VOXARENA_RECORDINGS_URL: the bucket {self.bucket!r} at "
-                    f"{self.endpoint or 'AWS S3 (' + self.region + ')'} cannot be used: {_why(e)}"
+                    f"{self.endpoint or 'AWS S3 (' + self.region + ')'} cannot be used: {why}"
                 ) from e
 
         await asyncio.to_thread(run)
@@ -243,6 +251,25 @@ def _code(e: Any) -> str:
 def _status(e: Any) -> int | None:
     status = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
+
+
+def _reason(e: BaseException) -> str:
+    """Why, for the session (its tenant reads it): the store's error code, or that it could not be reached; never
+    the endpoint, the bucket or a path (those are in the log)."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    seen: BaseException | None = e
+    while seen is not None:
+        if _code(seen):
+            status = _status(seen)
+            return f"{_code(seen)}{f' (HTTP {status})' if status else ''}"
+        if isinstance(seen, ConnectTimeoutError | ReadTimeoutError):
+            return "the store did not answer in time"
+        if isinstance(seen, BotoConnectionError | ConnectionError):
+            return "the store could not be reached"
+        seen = seen.__cause__ or seen.__context__
+    return type(e).__name__
 
 
 def _why(e: BaseException) -> str:

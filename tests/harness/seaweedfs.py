@@ -40,6 +40,9 @@ class S3Server:
     secret_access_key: str
     region: str
     process: ManagedProcess
+    # weed serves its components' gRPC on unix sockets too, at paths of its own choosing
+    # (/tmp/seaweedfs-<component>-grpc-<port>.sock); removed with it
+    sockets: tuple[Path, ...] = ()
 
     def client(self) -> Any:
         import boto3
@@ -73,7 +76,12 @@ class S3Server:
         return self.process.alive()
 
     def stop(self) -> int | None:
-        return self.process.stop()
+        # weed lingers for 10 s and more after SIGTERM (its components' shutdown hooks); its data is a temporary
+        # dir, so it is killed after a short grace
+        rc = self.process.stop(timeout=3.0)
+        for sock in self.sockets:
+            sock.unlink(missing_ok=True)
+        return rc
 
 
 def _accepts(port: int) -> bool:
@@ -124,12 +132,14 @@ def start_seaweedfs(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) ->
         "-filer",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
         "-s3",
         f"-s3.port={s3}",
         f"-s3.port.grpc={s3_grpc}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={config}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
     ]
     proc = ManagedProcess("seaweedfs", argv, workdir / "weed.log", cwd=workdir)
     server = S3Server(
@@ -139,6 +149,10 @@ def start_seaweedfs(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) ->
         secret_access_key=secret,
         region="us-east-1",
         process=proc,
+        sockets=tuple(
+            Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")
+            for name, port in (("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc), ("s3", s3_grpc))
+        ),
     )
     try:
         proc.wait_until(lambda: _accepts(s3), timeout=ready_timeout, what="listening for S3")
@@ -154,6 +168,6 @@ def start_seaweedfs(workdir: Path, *, ready_timeout: float = READY_TIMEOUT_S) ->
 
         proc.wait_until(round_trip, timeout=ready_timeout, what="storing an object through S3")
     except BaseException:
-        proc.stop()
+        server.stop()
         raise
     return server
