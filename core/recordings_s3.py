@@ -143,7 +143,8 @@ class S3Recordings:
         """Uploads the finished file; the local copy goes only once the object holds all of it."""
         path = self._pending(key)
         if not path.is_file():
-            raise FinalizeFailed(f"no local file {path} to upload")
+            log.error("recording %s: no file at %s to upload", key, path)
+            raise FinalizeFailed("the recording's file was not found to upload")
         size = path.stat().st_size
         target = self.object_key(key)
         where = f"s3://{self.bucket}/{target}"
