@@ -82,6 +82,11 @@ class RecordingStorage(Protocol):
         """Raises `StorageMisconfigured` when the storage cannot be used as set (checked at start)."""
         ...
 
+    def leftovers(self) -> list[str]:
+        """Keys of recordings written here and not kept: a job that crashed before its call ended, an upload that
+        failed. The node keeps them at its next start (worker/recording.py, `keep_leftovers`)."""
+        ...
+
 
 class FinalizeFailed(RuntimeError):
     """A finished recording could not be kept (an upload refused or unreachable); the message says why."""
@@ -178,6 +183,9 @@ class LocalRecordings:
 
     async def check(self) -> None:
         return None
+
+    def leftovers(self) -> list[str]:
+        return []  # written where they are kept
 
 
 def storage_for(settings: Settings) -> RecordingStorage:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .recordings import (
     CONTENT_TYPE,
+    BadKey,
     ByteRange,
     FinalizeFailed,
     RangeNotSatisfiable,
@@ -161,6 +162,17 @@ class S3Recordings:
         # the tenant's folder stays: removing it could race another call's recorder about to open its file there
         path.unlink()
         return size
+
+    def leftovers(self) -> list[str]:
+        """The files in the pending folder: a call's being written, or one that was not kept."""
+        keys = []
+        for path in sorted(self.spool.glob("*/*.ogg")) if self.spool.is_dir() else ():
+            key = f"{path.parent.name}/{path.name}"
+            try:
+                keys.append(check_key(key))
+            except BadKey:
+                log.warning("recording leftovers: %s is not a recording's file, left alone", path)
+        return keys
 
     # --- the API ---
 

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import av
@@ -27,6 +28,7 @@ from livekit.agents.voice.recorder_io import RecorderIO
 from core.recordings import FinalizeFailed, RecordingStorage, recording_key
 from core.store import sessions as sessions_repo
 from core.store.db import Store
+from core.store.errors import NotFoundError
 from core.store.timefmt import parse_iso
 
 log = logging.getLogger("voxarena.job")
@@ -129,3 +131,40 @@ class CallRecording:
         except Exception:
             log.exception("session %s: the recording could not be finalized", sid)
             return None
+
+
+async def keep_leftovers(store: Store, storage: RecordingStorage) -> int:
+    """At a node's start, before its worker takes a call: the recordings its jobs wrote and did not keep (a job that
+    crashed mid-call, an upload that failed) are kept now, each session given the file's length and size (and its
+    error cleared). Not metered: the ledger's storage line is the job's. Returns how many were kept."""
+    kept = 0
+    for key in await asyncio.to_thread(storage.leftovers):
+        sid = key.split("/", 1)[1].removesuffix(".ogg")
+        try:
+            row = await store.read(sessions_repo.get_row, sid)
+        except NotFoundError:
+            row = {}
+        if row.get("recording_key") != key:  # not this store's, or the recording was deleted: never guessed at
+            log.warning("recording %s: left in place at %s, no session names it", key, storage.writing_path(key))
+            continue
+        path = storage.writing_path(key)
+        try:
+            duration_ms = await asyncio.to_thread(ogg_duration_ms, path)
+        except Exception:
+            log.exception("recording %s: %s cannot be read, left in place", key, path)
+            continue
+        try:
+            size = await asyncio.to_thread(storage.finalize, key)
+        except FinalizeFailed as e:
+            error = str(e)
+            log.error("session %s: its recording is still not kept: %s", sid, error)
+            await store.write(
+                partial(sessions_repo.fail_recording, session_id=sid, duration_ms=duration_ms, error=error)
+            )
+            continue
+        await store.write(partial(sessions_repo.finish_recording, session_id=sid, duration_ms=duration_ms, size=size))
+        log.info(
+            "session %s: its recording left by an earlier run kept now, %.1f s, %d bytes", sid, duration_ms / 1000, size
+        )
+        kept += 1
+    return kept

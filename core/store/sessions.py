@@ -150,7 +150,8 @@ def start_recording(db: sqlite_utils.Database, session_id: str, key: str) -> Non
 
 def finish_recording(db: sqlite_utils.Database, session_id: str, *, duration_ms: int, size: int) -> None:
     db.execute(
-        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = ? WHERE id = ? AND recording_key IS NOT NULL",
+        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = ?, recording_error = NULL "
+        "WHERE id = ? AND recording_key IS NOT NULL",
         [duration_ms, size, session_id],
     )
 

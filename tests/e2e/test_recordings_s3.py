@@ -29,7 +29,7 @@ from core.store import sessions as repo
 from core.store.timefmt import to_iso
 from tests.api.seed import seed_call, tenant_of
 from tests.conftest import assert_error
-from worker.recording import CallRecording
+from worker.recording import CallRecording, keep_leftovers
 
 AUDIO = bytes(range(256)) * 400  # 102,400 bytes, each position telling its offset apart
 
@@ -216,7 +216,8 @@ class _FinishedRecorder:
 async def test_an_upload_to_a_stopped_store_keeps_the_local_file_and_the_session_says_why(
     s3_client, auth, store, s3_settings, e2e_workdir, caplog
 ):
-    """Its own SeaweedFS, stopped before the call ends: nothing is counted as stored that was not."""
+    """Its own SeaweedFS, stopped before the call ends: nothing is counted as stored that was not; the node's next
+    start keeps it."""
     from tests.harness.seaweedfs import start_seaweedfs
 
     doomed = start_seaweedfs(e2e_workdir / f"seaweedfs-{secrets.token_hex(4)}")
@@ -251,6 +252,35 @@ async def test_an_upload_to_a_stopped_store_keeps_the_local_file_and_the_session
     assert s["recordingUrl"] is None and s["recordingError"] == row["recording_error"]
     body = await assert_error(await s3_client.get(f"/api/sessions/{sid}/recording", headers=auth("alice")), 404)
     assert "not kept" in body["detail"]
+
+    # the node's next start, its store back: the file is kept then, and the session is whole
+    storage = storage_for(s3_settings)
+    assert await keep_leftovers(store, storage) == 1
+    assert not path.exists()
+    s = await (await s3_client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
+    assert s["recordingError"] is None and s["recordingUrl"] == f"/api/sessions/{sid}/recording", s
+    resp = await s3_client.get(s["recordingUrl"], headers=auth("alice"))
+    assert (
+        resp.status == 200
+        and len(await resp.read()) == store.read_sync(lambda db: repo.get_row(db, sid))["recording_bytes"]
+    )
+
+
+async def test_a_crashed_jobs_file_is_kept_at_the_nodes_next_start_and_one_no_session_names_is_left_alone(
+    store, s3, s3_server, bucket, prefix
+):
+    _, sid = seed_call(store, "alice", ended_at=None)
+    key = recording_key(tenant_of("alice"), sid)
+    store.write_sync(lambda db: repo.start_recording(db, sid, key))  # the job died before it finalized
+    _ogg(s3.writing_path(key), 3.0)
+    stray = recording_key(tenant_of("bob"), "0b1c2d3e-0000-4000-8000-000000000000")
+    s3.writing_path(stray).write_bytes(b"not a session's")
+    assert sorted(s3.leftovers()) == sorted([key, stray])
+    assert await keep_leftovers(store, s3) == 1
+    row = store.read_sync(lambda db: repo.get_row(db, sid))
+    assert abs(row["recording_duration_ms"] - 3000) < 100 and row["recording_error"] is None, row
+    assert s3_server.objects(bucket, prefix) == {f"{prefix}/{key}": row["recording_bytes"]}
+    assert s3.leftovers() == [stray] and s3.writing_path(stray).read_bytes() == b"not a session's"
 
 
 async def test_a_bucket_that_cannot_be_used_is_refused_by_the_start_check(s3_settings, s3_server):
