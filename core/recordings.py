@@ -92,6 +92,10 @@ class FinalizeFailed(RuntimeError):
     """A finished recording could not be kept (an upload refused or unreachable); the message says why."""
 
 
+class StorageUnavailable(RuntimeError):
+    """The storage did not answer, or answered with an error of its own (the message says which, for the caller)."""
+
+
 class StorageMisconfigured(ValueError):
     """The recording storage's settings do not work (a missing bucket, refused credentials, no endpoint)."""
 

@@ -28,6 +28,7 @@ from .recordings import (
     RangeNotSatisfiable,
     RecordingStream,
     StorageMisconfigured,
+    StorageUnavailable,
     check_key,
 )
 
@@ -177,7 +178,7 @@ class S3Recordings:
     # --- the API ---
 
     async def open(self, key: str, *, byte_range: ByteRange | None = None) -> RecordingStream | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.object_key(key)}
         if byte_range is not None:
@@ -191,7 +192,9 @@ class S3Recordings:
             if code == "InvalidRange" or _status(e) == 416:
                 size = e.response.get("Error", {}).get("ActualObjectSize")
                 raise RangeNotSatisfiable(int(size) if size is not None and str(size).isdigit() else None) from e
-            raise
+            raise self._unavailable("reading", key, e) from e
+        except BotoCoreError as e:
+            raise self._unavailable("reading", key, e) from e
         body = got["Body"]
         content_range = got.get("ContentRange") if byte_range is not None else None
         return RecordingStream(
@@ -203,6 +206,8 @@ class S3Recordings:
 
     async def delete(self, key: str) -> bool:
         """The object and any local copy the upload left (a failed one); True when either was there."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         target = self.object_key(key)
 
         def run() -> bool:
@@ -216,7 +221,14 @@ class S3Recordings:
                 return existed
             return True
 
-        return await asyncio.to_thread(run)
+        try:
+            return await asyncio.to_thread(run)
+        except (ClientError, BotoCoreError) as e:
+            raise self._unavailable("deleting", key, e) from e
+
+    def _unavailable(self, doing: str, key: str, e: BaseException) -> StorageUnavailable:
+        log.error("recording %s: %s s3://%s/%s failed", key, doing, self.bucket, self.object_key(key), exc_info=e)
+        return StorageUnavailable(f"object storage failed {doing} the recording: {_reason(e)}")
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._exists, self.object_key(key))

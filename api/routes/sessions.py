@@ -6,13 +6,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from core.recordings import CONTENT_TYPE, ByteRange, RangeNotSatisfiable
+from core.recordings import CONTENT_TYPE, ByteRange, RangeNotSatisfiable, StorageUnavailable
 from core.store import agent_webhooks as webhooks_repo
 from core.store import sessions as repo
 from core.store import usage as usage_repo
 from core.store.errors import NotFoundError
 from core.store.timefmt import today_utc
 
+from ..errors import Unavailable
 from ..keys import RECORDINGS, STORE
 from ..routing import RequestContext, Route
 from ..schemas.common import Deleted
@@ -82,6 +83,8 @@ async def get_recording(ctx: RequestContext) -> web.StreamResponse:
         raise web.HTTPRequestRangeNotSatisfiable(
             headers={"Content-Range": f"bytes */{e.size}"} if e.size is not None else None
         ) from e
+    except StorageUnavailable as e:
+        raise Unavailable(str(e), retry_after=5) from e
     if found is None:
         raise NotFoundError(f"the recording of session {row['id']} is gone")
     if isinstance(found, Path):
@@ -106,7 +109,10 @@ async def delete_recording(ctx: RequestContext) -> dict:
     names its recording, never a file nobody can reach."""
     store = ctx.request.app[STORE]
     row = await store.read(repo.recording, ctx.tenant_id, ctx.params["id"])
-    await ctx.request.app[RECORDINGS].delete(row["recording_key"])
+    try:
+        await ctx.request.app[RECORDINGS].delete(row["recording_key"])
+    except StorageUnavailable as e:
+        raise Unavailable(str(e), retry_after=5) from e
     await store.write(repo.clear_recording, row["id"])
     return {"success": True, "message": "recording deleted"}
 

@@ -256,3 +256,32 @@ def test_a_range_header_is_one_byte_range_or_none(header, parsed):
     assert (None if got is None else (got.first, got.last)) == parsed
     if got is not None:
         assert got.header() == header
+
+
+async def test_object_storage_that_does_not_answer_is_a_503_and_the_session_keeps_its_recording(
+    settings, store, dns_server, token_for
+):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+    from tests.harness.procs import free_port
+
+    nobody = settings.with_(
+        recordings_url="s3://vx-recordings/calls",
+        recordings_s3_endpoint=f"http://127.0.0.1:{free_port('127.0.0.1')}",  # nothing listens there
+        recordings_s3_access_key_id="vx-test",
+        recordings_s3_secret_access_key="vx-test-secret",
+    )
+    _, sid = seed_call(store, "alice")
+    key = recording_key(tenant_of("alice"), sid)
+    store.write_sync(lambda db: repo.start_recording(db, sid, key))
+    store.write_sync(lambda db: repo.finish_recording(db, sid, duration_ms=1_000, size=10))
+    headers = {"Authorization": f"Bearer {token_for('alice')}"}
+    app = create_app(nobody, store=store, net_lookup=dns_server.lookup)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        body = await assert_error(await c.get(f"/api/sessions/{sid}/recording", headers=headers), 503)
+        assert body["detail"] == "object storage failed reading the recording: the store could not be reached"
+        resp = await c.delete(f"/api/sessions/{sid}/recording", headers=headers)
+        await assert_error(resp, 503, "service_unavailable")
+        assert resp.headers["Retry-After"] == "5"
+    assert store.read_sync(lambda db: repo.get_row(db, sid))["recording_key"] == key
