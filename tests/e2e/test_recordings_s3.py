@@ -7,9 +7,11 @@ why, and a recorded web call through the whole product."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -429,3 +431,63 @@ def test_serve_refuses_to_start_on_a_bucket_it_cannot_use(s3_server, tmp_path):
     env["VOXARENA_RECORDINGS_URL"] = "s3://No_Such"
     out = subprocess.run([voxarena, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "'No_Such' is not an S3 bucket name" in out.stderr, out.stderr[-2000:]
+
+
+async def test_a_call_whose_job_was_killed_is_uploaded_at_the_nodes_restart(s3_voice_stack, s3_server, tmp_path):
+    """A crash loses at most the recorder's last seconds, with object storage too: the file grows on disk as the
+    call runs, the part written stays on the node when its job is killed, and the node's next start uploads it."""
+    from tests.e2e.test_recordings import GREETING, _probe
+    from tests.harness.audio import speech_wav
+    from tests.harness.product import job_process_pids
+
+    product, bucket, prefix = s3_voice_stack
+    agent_id = await product.create_agent(name="Recorded, then killed", firstMessage=GREETING, recordingEnabled=True)
+    client, tok = await product.join(agent_id)
+    sid = tok["sessionId"]
+    speaking = None
+    try:
+        await client.wait_for_audio(after=time.monotonic(), min_nonsilent_s=0.5, timeout=30)
+        # the recorder places the caller's audio as it comes: the caller speaks, then stays on the line
+        speaking = asyncio.create_task(
+            client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=8.0)
+        )
+        deadline = time.monotonic() + 20
+        pending: list[Path] = []
+        while not (pending and pending[0].stat().st_size > 10_000):  # written as the call runs, not at its end
+            sizes = [p.stat().st_size for p in pending]
+            assert time.monotonic() < deadline, f"the recording of {sid} is not growing on disk: {pending} {sizes}"
+            await asyncio.sleep(0.2)
+            pending = list((product.data_dir / "recordings-pending").rglob(f"{sid}.ogg"))
+        pids = job_process_pids(product)
+        assert pids, "no job processes found to kill"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        if speaking is not None:
+            speaking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await speaking
+        await client.disconnect()
+    s = await product.wait_session(sid, "alice", lambda s: s["endedAt"] is not None, timeout=60, what="closed")
+    assert s["recordingDuration"] is None and s["recordingError"] is None, s  # never finalized
+    status, body = await product.request("GET", f"/api/sessions/{sid}/recording")
+    assert status == 404 and "gone" in body["detail"], body
+    assert pending[0].is_file()
+
+    product.restart()
+    s = await product.wait_session(
+        sid, "alice", lambda s: s["recordingDuration"] is not None, timeout=30, what="its recording kept"
+    )
+    assert not pending[0].exists()
+    key = f"{prefix}/{pending[0].parent.name}/{sid}.ogg"  # <prefix>/<tenant>/<session>.ogg
+    whole = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    copy = tmp_path / f"{sid}.ogg"
+    copy.write_bytes(whole)
+    seconds = float(_probe(copy)["format"]["duration"])
+    print(f"kept {len(whole)} bytes, {seconds:.2f} s of a call recorded until its job was killed")
+    assert seconds > 1.0 and abs(s["recordingDuration"] - seconds) < 0.1
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(product.base_url + s["recordingUrl"], headers=product.headers("alice")) as r,
+    ):
+        assert r.status == 200 and await r.read() == whole
