@@ -4,7 +4,7 @@ VENV := .venv
 BIN_DIR ?= $(HOME)/.cache/voxarena/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-postgres check lint venv system-deps livekit-server livekit-sip bench clean vendor-livekit-client
+.PHONY: run test test-postgres check lint venv system-deps livekit-server livekit-sip seaweedfs bench clean vendor-livekit-client
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +23,11 @@ livekit-server:
 # Needs the cgo headers from system-deps.
 livekit-sip: system-deps
 	.ci/build-livekit.sh sip
+
+# SeaweedFS (`weed`), the S3-compatible store the recording tests keep recordings in (tests/harness/seaweedfs.py):
+# from the module proxy's source, built once into BIN_DIR.
+seaweedfs:
+	.ci/build-seaweedfs.sh
 
 # Runs the product on its embedded defaults: the API on http://127.0.0.1:8080, SQLite in ./data, the embedded token
 # issuer, and (with no VOXARENA_LIVEKIT_URL) a local LiveKit dev server on loopback.
@@ -43,9 +48,9 @@ check: lint
 	  --deselect tests/api/test_schemathesis.py --durations=10 $(CHECK_ARGS)
 
 # The whole test suite, lint and types first, then every test inside a network namespace of its own (real
-# livekit-server and livekit-sip built from source; the SIP tier also needs sipp and redis-server from system-deps,
-# and fails when one is missing). The 25 slowest tests are named at the end.
-test: venv system-deps livekit-server livekit-sip lint
+# livekit-server and livekit-sip built from source, SeaweedFS for the recordings kept in S3; the SIP tier also needs
+# sipp and redis-server from system-deps, and fails when one is missing). The 25 slowest tests are named at the end.
+test: venv system-deps livekit-server livekit-sip seaweedfs lint
 	.ci/netns-run $(VENV)/bin/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 	$(MAKE) test-postgres
 

@@ -200,7 +200,7 @@ def create_app(
     app[SETTINGS] = settings
     app[SEED_ERROR_PATHS] = frozenset((r.method, r.path) for r in routes if r.seed_errors)
     app[PRICEBOOK] = PriceBook.load(settings.pricing_file or None)  # a malformed price book refuses to start
-    app[RECORDINGS] = recordings_storage(settings.data_dir)
+    app[RECORDINGS] = recordings_storage(settings)
     app[VERIFIER] = verifier
     app[TENANTS] = tenants
     app[TENANCY] = tenants.resolve

@@ -1,24 +1,32 @@
-"""Where call recordings live: a small storage interface, its one implementation (a directory, by default
-``<data dir>/recordings``), and the retention sweep.
+"""Where call recordings live: a small storage interface, its two implementations (a directory, by default
+``<data dir>/recordings``; S3-compatible object storage, ``VOXARENA_RECORDINGS_URL=s3://bucket/prefix``,
+core/recordings_s3.py), and the retention sweep.
 
 A recording is named by a key, ``<tenant>/<session id>.ogg``, stored on the session (``recording_key``). The job
 writes the file as the call runs to `writing_path(key)` (LiveKit's recorder needs a local file it can append to
-every 2.5 s) and calls `finalize(key)` once the call ended; the API reads it back through `local_path` (served with
-Range support) and removes it with `delete`. Object storage (S3 and compatible) is a second implementation of the
-same interface: the job would upload the finished file in `finalize`, and the API stream or redirect to it; it is
-not built yet (docs/calls.md, Recordings)."""
+every 2.5 s) and calls `finalize(key)` once the call ended: the directory keeps the file where it is, object storage
+uploads it and removes the local copy once the upload succeeded. The API reads a recording back through `open`
+(a local file, served with aiohttp's Range support, or a stream of the object with the Range passed through) and
+removes it with `delete`. Either way any node of a cluster reads what any other wrote only with object storage (or a
+data dir they share)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.store import sessions as sessions_repo
 from core.store.db import Store
 from core.store.timefmt import to_iso
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger("voxarena.recordings")
 
@@ -46,7 +54,9 @@ def check_key(key: str) -> str:
 
 
 class RecordingStorage(Protocol):
-    """Where finished recordings are kept. `name` is its provider key in pricing.yaml (``storage_minutes``)."""
+    """Where finished recordings are kept. `name` is its provider key in pricing.yaml (``storage_minutes``).
+    `writing_path` and `finalize` block (the job calls `finalize` in a thread); `open` and `delete` are the API's and
+    never block the event loop."""
 
     name: str
 
@@ -55,16 +65,85 @@ class RecordingStorage(Protocol):
         ...
 
     def finalize(self, key: str) -> int:
-        """The call ended and the file is complete: keep it under `key`; returns its size in bytes."""
+        """The call ended and the file is complete: keep it under `key`; returns its size in bytes. Raises
+        `FinalizeFailed` when it could not be kept (the local file then stays where it was written)."""
         ...
 
-    def local_path(self, key: str) -> Path | None:
-        """The file to serve for `key`, None when it is gone."""
+    async def open(self, key: str, *, byte_range: ByteRange | None = None) -> Path | RecordingStream | None:
+        """The recording to serve: a local file (the caller serves its ranges), a stream of `byte_range` of it,
+        or None when it is gone. Raises `RangeNotSatisfiable` for a range past its end."""
         ...
 
-    def delete(self, key: str) -> bool:
+    async def delete(self, key: str) -> bool:
         """Removes the recording; False when there was nothing to remove."""
         ...
+
+    async def check(self) -> None:
+        """Raises `StorageMisconfigured` when the storage cannot be used as set (checked at start)."""
+        ...
+
+    def leftovers(self) -> list[str]:
+        """Keys of recordings written here and not kept: a job that crashed before its call ended, an upload that
+        failed. The node keeps them at its next start (worker/recording.py, `keep_leftovers`)."""
+        ...
+
+
+class FinalizeFailed(RuntimeError):
+    """A finished recording could not be kept (an upload refused or unreachable); the message says why."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage did not answer, or answered with an error of its own (the message says which, for the caller)."""
+
+
+class StorageMisconfigured(ValueError):
+    """The recording storage's settings do not work (a missing bucket, refused credentials, no endpoint)."""
+
+
+class RangeNotSatisfiable(ValueError):
+    """A Range starting past the recording's end; `size` is the recording's length when known."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__(f"the range starts past the recording's end ({size} bytes)")
+        self.size = size
+
+
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """One HTTP byte range (RFC 9110): ``first-last``, ``first-`` or the suffix ``-length``."""
+
+    first: int | None
+    last: int | None
+
+    @classmethod
+    def parse(cls, header: str | None) -> ByteRange | None:
+        """The one range of a Range header; None for none, several, or one that is not bytes (then the whole
+        recording is served, as RFC 9110 lets a server do)."""
+        m = _RANGE.match((header or "").strip())
+        if m is None or (not m[1] and not m[2]):
+            return None
+        first, last = (int(m[1]) if m[1] else None), (int(m[2]) if m[2] else None)
+        if first is not None and last is not None and last < first:
+            return None
+        if first is None and last == 0:
+            return None
+        return cls(first, last)
+
+    def header(self) -> str:
+        return f"bytes={'' if self.first is None else self.first}-{'' if self.last is None else self.last}"
+
+
+@dataclass
+class RecordingStream:
+    """Part or all of a stored recording, read chunk by chunk: `content_range` is set for a range (206)."""
+
+    size: int  # the bytes this stream yields
+    content_range: str | None
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
 
 
 class LocalRecordings:
@@ -96,17 +175,31 @@ class LocalRecordings:
         path = self._path(key)
         return path if path.is_file() else None
 
-    def delete(self, key: str) -> bool:
+    async def open(self, key: str, *, byte_range: ByteRange | None = None) -> Path | RecordingStream | None:
+        return self.local_path(key)
+
+    async def delete(self, key: str) -> bool:
         try:
-            self._path(key).unlink()
+            await asyncio.to_thread(self._path(key).unlink)
         except FileNotFoundError:
             return False
         return True
 
+    async def check(self) -> None:
+        return None
 
-def storage_for(data_dir: Path) -> RecordingStorage:
-    """The product's recording storage (the data dir; the seam where object storage would be chosen)."""
-    return LocalRecordings.in_data_dir(data_dir)
+    def leftovers(self) -> list[str]:
+        return []  # written where they are kept
+
+
+def storage_for(settings: Settings) -> RecordingStorage:
+    """The product's recording storage: object storage when VOXARENA_RECORDINGS_URL names a bucket, else the data
+    dir."""
+    if settings.recordings_url:
+        from .recordings_s3 import S3Recordings
+
+        return S3Recordings.from_settings(settings)
+    return LocalRecordings.in_data_dir(settings.data_dir)
 
 
 async def sweep_expired(store: Store, storage: RecordingStorage, *, retention_days: float) -> list[str]:
@@ -118,7 +211,11 @@ async def sweep_expired(store: Store, storage: RecordingStorage, *, retention_da
     rows = await store.read(sessions_repo.recordings_ended_before, cutoff)
     deleted: list[str] = []
     for row in rows:
-        storage.delete(row["recording_key"])
+        try:
+            await storage.delete(row["recording_key"])
+        except Exception:  # the storage unreachable: the session keeps naming it, the next sweep tries again
+            log.exception("recording of session %s could not be deleted by the retention sweep", row["id"])
+            continue
         await store.write(sessions_repo.clear_recording, row["id"])
         log.info(
             "recording of session %s (tenant %s, call ended %s) deleted: older than %g days",

@@ -7,6 +7,7 @@ stale.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -249,6 +250,38 @@ class Settings:
             "doc": "Recordings of calls that ended longer ago than this many days are deleted (the file and the "
             "session's recording fields) by an hourly sweeper, on one node of a cluster. 0: kept until deleted."
         },
+    )
+    recordings_url: str = field(
+        default="",
+        metadata={
+            "doc": "Where finished recordings are kept: empty, the data dir (`DATA_DIR/recordings`); "
+            "`s3://BUCKET/PREFIX` for S3 or an S3-compatible store (SeaweedFS, Ceph, R2, ...): each call's file "
+            "is written locally while the call runs and uploaded to `PREFIX/TENANT/SESSION.ogg` when it ends "
+            "(docs/calls.md, Recordings). The bucket must exist; it is checked at start."
+        },
+    )
+    recordings_s3_endpoint: str = field(
+        default="",
+        metadata={
+            "doc": "The S3 endpoint URL (`https://host[:port]`) of an S3-compatible store; requests then use "
+            "path-style addressing. Empty: AWS S3 of RECORDINGS_S3_REGION."
+        },
+    )
+    recordings_s3_region: str = field(
+        default="",
+        metadata={
+            "doc": "The bucket's region (request signing). Empty: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1."
+        },
+    )
+    recordings_s3_access_key_id: str = field(
+        default="",
+        metadata={
+            "doc": "The S3 access key id; with RECORDINGS_S3_SECRET_ACCESS_KEY. Empty, both: the AWS default "
+            "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)."
+        },
+    )
+    recordings_s3_secret_access_key: str = field(
+        default="", repr=False, metadata={"doc": "The S3 secret access key; with RECORDINGS_S3_ACCESS_KEY_ID."}
     )
     node_id: str = field(
         default="",
@@ -500,6 +533,19 @@ class Settings:
             )
         if self.recording_retention_days < 0:
             raise ValueError(f"{PREFIX}RECORDING_RETENTION_DAYS must be 0 (keep forever) or a positive count")
+        if self.recordings_url:
+            s3_location(self.recordings_url)  # raises with what is wrong
+        if self.recordings_s3_endpoint and not _HTTP_URL.match(self.recordings_s3_endpoint):
+            raise ValueError(
+                f"{PREFIX}RECORDINGS_S3_ENDPOINT must be an http:// or https:// URL with a host, "
+                f"not {self.recordings_s3_endpoint!r}"
+            )
+        if bool(self.recordings_s3_access_key_id) != bool(self.recordings_s3_secret_access_key):
+            raise ValueError(
+                f"{PREFIX}RECORDINGS_S3_ACCESS_KEY_ID and {PREFIX}RECORDINGS_S3_SECRET_ACCESS_KEY go together"
+            )
+        if not self.recordings_url and (self.recordings_s3_endpoint or self.recordings_s3_access_key_id):
+            raise ValueError(f"the {PREFIX}RECORDINGS_S3_* settings need {PREFIX}RECORDINGS_URL=s3://BUCKET/PREFIX")
         if not self.text_session_idle_seconds > 0:
             raise ValueError(f"{PREFIX}TEXT_SESSION_IDLE_SECONDS must be positive")
         if self.event_queue_size < 1 or self.event_max_connections < 1 or not self.event_heartbeat_seconds > 0:
@@ -552,6 +598,26 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+# S3 bucket names (AWS's rules, which S3-compatible stores follow): 3-63 lowercase letters, digits, dots, hyphens
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_PART = re.compile(r"^[A-Za-z0-9!_.*'()-]+$")
+_HTTP_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` as (bucket, prefix without slashes at its ends); ValueError naming what is wrong."""
+    name = f"{PREFIX}RECORDINGS_URL"
+    if not url.startswith("s3://"):
+        raise ValueError(f"{name} must be s3://BUCKET/PREFIX (empty: the data dir), not {url!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"{name}: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+    prefix = prefix.strip("/")
+    if prefix and not all(_PREFIX_PART.match(part) for part in prefix.split("/")):
+        raise ValueError(f"{name}: the prefix {prefix!r} must be path parts of letters, digits and !_.*'()-")
+    return bucket, prefix
 
 
 def _coerce(name: str, default: Any, raw: str) -> Any:

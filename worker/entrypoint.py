@@ -445,7 +445,7 @@ class CallJob:
         if self.spec.recording:
             self.recording = CallRecording(
                 self.store,
-                recordings_storage(settings.data_dir),
+                recordings_storage(settings),
                 owner_id=self.agent_row["owner_id"],
                 session_id=self.session_id,
             )

@@ -14,27 +14,40 @@ room joined, the caller awaited) is silence, so a moment of the recording is the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import av
+import numpy as np
 from livekit.agents import AgentSession
 from livekit.agents.voice.recorder_io import RecorderIO
+from livekit.agents.voice.recorder_io.recorder_io import (
+    FFMPEG_STRICT_LEVEL,
+    MAX_RESAMPLER_LAG,
+    _Captured,
+    _EndRun,
+    _Track,
+    logger,
+)
 
-from core.recordings import RecordingStorage, recording_key
+from core.recordings import FinalizeFailed, RecordingStorage, recording_key
 from core.store import sessions as sessions_repo
 from core.store.db import Store
+from core.store.errors import NotFoundError
 from core.store.timefmt import parse_iso
 
 log = logging.getLogger("voxarena.job")
 
 
 class _AlignedRecorder(RecorderIO):
-    """LiveKit's recorder with its timeline's origin given (the session's start) instead of the moment it starts.
-    Its `start` is LiveKit's, but for `t0`; the rest is LiveKit's as it ships (livekit-agents 1.8.9)."""
+    """LiveKit's recorder with its timeline's origin given (the session's start) instead of the moment it starts, and
+    its file written as it goes. Its `start` is LiveKit's, but for `t0`; its `_encode_thread` is LiveKit's, but for
+    the container's `flush_packets`; the rest is LiveKit's as it ships (livekit-agents 1.8.9)."""
 
     def __init__(self, *, agent_session: AgentSession, t0: float) -> None:
         super().__init__(agent_session=agent_session)
@@ -54,6 +67,86 @@ class _AlignedRecorder(RecorderIO):
             self._input_settled = time.time()
             self._write_atask = asyncio.create_task(self._write_task())
             threading.Thread(target=self._encode_thread, daemon=True, name="recorder_io_encode_thread").start()
+
+    def _encode_thread(self) -> None:
+        assert self._output_path is not None and self._t0 is not None
+        tracks = [_Track(sample_rate=self._sample_rate, t0=self._t0) for _ in range(2)]
+        cursor = 0
+
+        # setup failures go through the same handler, so aclose() is never left waiting
+        try:
+            # prefer libopus; fallback to native opus only if necessary
+            try:
+                av.Codec("libopus", "w")
+                codec_name = "libopus"
+            except av.codec.codec.UnknownCodecError:
+                logger.trace("libopus codec is not available, using opus")
+                codec_name = "opus"
+
+            self._output_path.parent.mkdir(parents=True, exist_ok=True)
+            # flush_packets: each Ogg page reaches the file as it is made (about every second of audio), so a crash
+            # loses at most the last write interval; without it FFmpeg's I/O buffer holds the first 256 KB (a call's
+            # first ~40 s) until the file is closed
+            with av.open(self._output_path, mode="w", format="ogg", options={"flush_packets": "1"}) as container:
+                stream: av.AudioStream = container.add_stream(  # type: ignore
+                    codec_name,
+                    rate=self._sample_rate,
+                    layout="stereo",
+                )
+
+                # native ffmpeg opus encoder is experimental
+                if codec_name == "opus":
+                    stream.codec_context.options["strict"] = FFMPEG_STRICT_LEVEL
+
+                while (item := self._q.get()) is not None:
+                    if isinstance(item, _Captured):
+                        tracks[item.channel].push(item.started_at, item.frame)
+                        continue
+
+                    if isinstance(item, _EndRun):
+                        tracks[item.channel].end_run()
+                        continue
+
+                    end = round((item.until - self._t0) * self._sample_rate)
+                    held = end - round(MAX_RESAMPLER_LAG * self._sample_rate)
+                    for track in tracks:
+                        if (through := track.placed_through) is None:
+                            continue
+                        if through >= held:
+                            end = min(end, through)
+                        else:
+                            # the source stopped delivering; place what it holds before
+                            # the cursor moves past the run it belongs to
+                            track.end_run()
+                    if end <= cursor:
+                        continue
+
+                    block = np.stack([t.take(cursor, end) for t in tracks])
+                    cursor = end
+
+                    av_frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+                    av_frame.sample_rate = self._sample_rate
+                    for packet in stream.encode(av_frame):
+                        container.mux(packet)
+
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        except Exception:
+            logger.exception("recorder encode thread failed; recording may be incomplete")
+        finally:
+            for label, track in zip(("input", "output"), tracks, strict=True):
+                if track.dropped_samples:
+                    logger.warning(
+                        "recorder dropped audio that reached it after its place in the timeline had been written",
+                        extra={"channel": label, "samples": track.dropped_samples},
+                    )
+
+            def resolve_close_fut() -> None:
+                if not self._close_fut.done():
+                    self._close_fut.set_result(None)
+
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(resolve_close_fut)
 
 
 def ogg_duration_ms(path: Path) -> int:
@@ -111,7 +204,15 @@ class CallRecording:
             await self._recorder.aclose()
             path = self._recorder.output_path
             duration_ms = await asyncio.to_thread(ogg_duration_ms, path) if path is not None else 0
-            size = await asyncio.to_thread(self.storage.finalize, self.key)
+            try:
+                size = await asyncio.to_thread(self.storage.finalize, self.key)
+            except FinalizeFailed as e:  # kept locally: the session says why, and nothing counts it as stored
+                error = str(e)
+                log.error("session %s: the recording was not kept: %s", sid, error)
+                await self.store.write(
+                    lambda db: sessions_repo.fail_recording(db, sid, duration_ms=duration_ms, error=error)
+                )
+                return None
             await self.store.write(
                 lambda db: sessions_repo.finish_recording(db, sid, duration_ms=duration_ms, size=size)
             )
@@ -121,3 +222,40 @@ class CallRecording:
         except Exception:
             log.exception("session %s: the recording could not be finalized", sid)
             return None
+
+
+async def keep_leftovers(store: Store, storage: RecordingStorage) -> int:
+    """At a node's start, before its worker takes a call: the recordings its jobs wrote and did not keep (a job that
+    crashed mid-call, an upload that failed) are kept now, each session given the file's length and size (and its
+    error cleared). Not metered: the ledger's storage line is the job's. Returns how many were kept."""
+    kept = 0
+    for key in await asyncio.to_thread(storage.leftovers):
+        sid = key.split("/", 1)[1].removesuffix(".ogg")
+        try:
+            row = await store.read(sessions_repo.get_row, sid)
+        except NotFoundError:
+            row = {}
+        if row.get("recording_key") != key:  # not this store's, or the recording was deleted: never guessed at
+            log.warning("recording %s: left in place at %s, no session names it", key, storage.writing_path(key))
+            continue
+        path = storage.writing_path(key)
+        try:
+            duration_ms = await asyncio.to_thread(ogg_duration_ms, path)
+        except Exception:
+            log.exception("recording %s: %s cannot be read, left in place", key, path)
+            continue
+        try:
+            size = await asyncio.to_thread(storage.finalize, key)
+        except FinalizeFailed as e:
+            error = str(e)
+            log.error("session %s: its recording is still not kept: %s", sid, error)
+            await store.write(
+                partial(sessions_repo.fail_recording, session_id=sid, duration_ms=duration_ms, error=error)
+            )
+            continue
+        await store.write(partial(sessions_repo.finish_recording, session_id=sid, duration_ms=duration_ms, size=size))
+        log.info(
+            "session %s: its recording left by an earlier run kept now, %.1f s, %d bytes", sid, duration_ms / 1000, size
+        )
+        kept += 1
+    return kept

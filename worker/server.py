@@ -10,11 +10,14 @@ import sys
 from api.app import create_app
 from api.keys import NODE
 from core.cluster import default_node_id
+from core.recordings import StorageMisconfigured
+from core.recordings import storage_for as recordings_storage
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store, prepare, private_dir
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
+from .recording import keep_leftovers
 from .usage_spill import SPILL_DIR, ingest_spilled
 
 log = logging.getLogger("voxarena")
@@ -42,6 +45,15 @@ async def run(settings: Settings) -> int:
     else:
         prepare(settings.database_path)  # a data dir that cannot be written is refused before anything is put in it
     store = Store(settings.database_target, secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir))
+    recordings = recordings_storage(settings)
+    try:  # a recording bucket that cannot be used is refused now, not at the end of the first recorded call
+        await recordings.check()
+    except StorageMisconfigured as e:
+        log.critical("%s", e)
+        store.close()
+        return 2
+    # before the worker takes a call, none of the files its jobs left is being written: keep them
+    await keep_leftovers(store, recordings)
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
-from core.recordings import CONTENT_TYPE
+from core.recordings import CONTENT_TYPE, ByteRange, RangeNotSatisfiable, StorageUnavailable
 from core.store import agent_webhooks as webhooks_repo
 from core.store import sessions as repo
 from core.store import usage as usage_repo
 from core.store.errors import NotFoundError
 from core.store.timefmt import today_utc
 
+from ..errors import Unavailable
 from ..keys import RECORDINGS, STORE
 from ..routing import RequestContext, Route
 from ..schemas.common import Deleted
@@ -65,13 +68,40 @@ async def get_session_webhooks(ctx: RequestContext) -> list:
 
 
 async def get_recording(ctx: RequestContext) -> web.StreamResponse:
-    """The call's recording as audio/ogg; a Range request gets its bytes (206, Content-Range), as a player asks."""
+    """The call's recording as audio/ogg; a Range request gets its bytes (206, Content-Range), as a player asks.
+    From the data dir, aiohttp's file response answers the Range; from object storage the one range is passed
+    through to the store and its bytes streamed on as they come."""
     row = await ctx.request.app[STORE].read(repo.recording, ctx.tenant_id, ctx.params["id"])
-    path = ctx.request.app[RECORDINGS].local_path(row["recording_key"])
-    if path is None:
+    if row["recording_error"]:
+        raise NotFoundError(f"the recording of session {row['id']} was not kept: {row['recording_error']}")
+    headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "private, no-store"}
+    try:
+        found = await ctx.request.app[RECORDINGS].open(
+            row["recording_key"], byte_range=ByteRange.parse(ctx.request.headers.get("Range"))
+        )
+    except RangeNotSatisfiable as e:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{e.size}"} if e.size is not None else None
+        ) from e
+    except StorageUnavailable as e:
+        raise Unavailable(str(e), retry_after=5) from e
+    if found is None:
         raise NotFoundError(f"the recording of session {row['id']} is gone")
-    # aiohttp's file response answers Range (206 with Content-Range, 416 past the end) and streams from the file
-    return web.FileResponse(path, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "private, no-store"})
+    if isinstance(found, Path):
+        # aiohttp's file response answers Range (206 with Content-Range, 416 past the end) and streams from the file
+        return web.FileResponse(found, headers=headers)
+    try:
+        headers |= {"Accept-Ranges": "bytes", "Content-Length": str(found.size)}
+        if found.content_range:
+            headers["Content-Range"] = found.content_range
+        resp = web.StreamResponse(status=206 if found.content_range else 200, headers=headers)
+        await resp.prepare(ctx.request)
+        async for chunk in found.chunks:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await found.close()
 
 
 async def delete_recording(ctx: RequestContext) -> dict:
@@ -79,7 +109,10 @@ async def delete_recording(ctx: RequestContext) -> dict:
     names its recording, never a file nobody can reach."""
     store = ctx.request.app[STORE]
     row = await store.read(repo.recording, ctx.tenant_id, ctx.params["id"])
-    ctx.request.app[RECORDINGS].delete(row["recording_key"])
+    try:
+        await ctx.request.app[RECORDINGS].delete(row["recording_key"])
+    except StorageUnavailable as e:
+        raise Unavailable(str(e), retry_after=5) from e
     await store.write(repo.clear_recording, row["id"])
     return {"success": True, "message": "recording deleted"}
 

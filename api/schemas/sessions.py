@@ -130,6 +130,11 @@ class Session(BaseModel):
     recordingDuration: float | None = Field(
         default=None, description="The recording's length in seconds (null: none, or the call is still recorded)."
     )
+    recordingError: str | None = Field(
+        default=None,
+        description="Why the call's recording could not be kept (its upload to object storage failed; the file "
+        "stays on the node that recorded it, recordingUrl is null); null: none, or it was kept.",
+    )
 
 
 class WebhookAttempt(BaseModel):
@@ -230,10 +235,13 @@ def session_wire(rec: dict[str, Any]) -> dict[str, Any]:
         "campaign": rec.get("campaign"),
         "toolCalls": [tool_call_wire(c) for c in rec.get("tool_calls") or ()],
         "answeredBy": rec.get("answered_by"),
-        "recordingUrl": f"/api/sessions/{rec['id']}/recording" if rec.get("recording_key") else None,
+        "recordingUrl": f"/api/sessions/{rec['id']}/recording"
+        if rec.get("recording_key") and not rec.get("recording_error")
+        else None,
         "recordingDuration": rec["recording_duration_ms"] / 1000
         if rec.get("recording_key") and rec.get("recording_duration_ms") is not None
         else None,
+        "recordingError": rec.get("recording_error") if rec.get("recording_key") else None,
     }
 
 

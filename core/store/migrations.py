@@ -727,6 +727,13 @@ ALTER TABLE usage_events_v23 RENAME TO usage_events;
 CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 """,
     ),
+    (
+        24,
+        "sessions: why a call's recording could not be kept (an upload to object storage that failed)",
+        """
+ALTER TABLE sessions ADD COLUMN recording_error TEXT;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

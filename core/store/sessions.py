@@ -142,30 +142,45 @@ def start_recording(db: sqlite_utils.Database, session_id: str, key: str) -> Non
     """The call's audio is being written under `key` (core/recordings.py): kept from the start, so the part of a
     call that crashed mid-way is still found; its duration and size come when it is finalized."""
     db.execute(
-        "UPDATE sessions SET recording_key = ?, recording_duration_ms = NULL, recording_bytes = NULL WHERE id = ?",
+        "UPDATE sessions SET recording_key = ?, recording_duration_ms = NULL, recording_bytes = NULL, "
+        "recording_error = NULL WHERE id = ?",
         [key, session_id],
     )
 
 
 def finish_recording(db: sqlite_utils.Database, session_id: str, *, duration_ms: int, size: int) -> None:
     db.execute(
-        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = ? WHERE id = ? AND recording_key IS NOT NULL",
+        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = ?, recording_error = NULL "
+        "WHERE id = ? AND recording_key IS NOT NULL",
         [duration_ms, size, session_id],
+    )
+
+
+def fail_recording(db: sqlite_utils.Database, session_id: str, *, duration_ms: int | None, error: str) -> None:
+    """The call's recording could not be kept (its upload failed): the session names it with why, and has no
+    size (nothing was stored); the duration is the length of what was recorded."""
+    db.execute(
+        "UPDATE sessions SET recording_duration_ms = ?, recording_bytes = NULL, recording_error = ? "
+        "WHERE id = ? AND recording_key IS NOT NULL",
+        [duration_ms, error, session_id],
     )
 
 
 def recording(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
     """The session's recording fields (``id``, ``owner_id``, ``recording_key``, ``recording_duration_ms``,
-    ``recording_bytes``); NotFoundError when the session is not the owner's or has no recording."""
+    ``recording_bytes``, ``recording_error``); NotFoundError when the session is not the owner's or has no
+    recording."""
     row = get_row(db, session_id, owner_id)
     if not row.get("recording_key"):
         raise NotFoundError(f"session {session_id} has no recording")
-    return {k: row[k] for k in ("id", "owner_id", "recording_key", "recording_duration_ms", "recording_bytes")}
+    fields = ("id", "owner_id", "recording_key", "recording_duration_ms", "recording_bytes", "recording_error")
+    return {k: row.get(k) for k in fields}
 
 
 def clear_recording(db: sqlite_utils.Database, session_id: str) -> None:
     db.execute(
-        "UPDATE sessions SET recording_key = NULL, recording_duration_ms = NULL, recording_bytes = NULL WHERE id = ?",
+        "UPDATE sessions SET recording_key = NULL, recording_duration_ms = NULL, recording_bytes = NULL, "
+        "recording_error = NULL WHERE id = ?",
         [session_id],
     )
 

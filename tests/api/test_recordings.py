@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -189,3 +190,98 @@ async def test_the_api_sweeps_expired_recordings_on_start_when_retention_is_set(
     assert store.read_sync(lambda db: repo.get_row(db, old))["recording_key"] is None
     assert storage.local_path(recent_key) is not None
     assert store.read_sync(lambda db: repo.get_row(db, recent))["recording_key"] == recent_key
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"VOXARENA_RECORDINGS_URL": "https://bucket/x"}, "must be s3://BUCKET/PREFIX"),
+        ({"VOXARENA_RECORDINGS_URL": "s3://Calls_Bucket/x"}, "'Calls_Bucket' is not an S3 bucket name"),
+        ({"VOXARENA_RECORDINGS_URL": "s3://ab"}, "'ab' is not an S3 bucket name"),
+        ({"VOXARENA_RECORDINGS_URL": "s3://calls/a b"}, "the prefix 'a b'"),
+        (
+            {"VOXARENA_RECORDINGS_URL": "s3://calls/x", "VOXARENA_RECORDINGS_S3_ENDPOINT": "127.0.0.1:8333"},
+            "RECORDINGS_S3_ENDPOINT must be an http:// or https:// URL",
+        ),
+        (
+            {"VOXARENA_RECORDINGS_URL": "s3://calls/x", "VOXARENA_RECORDINGS_S3_ACCESS_KEY_ID": "AKIDEXAMPLE"},
+            "RECORDINGS_S3_ACCESS_KEY_ID and VOXARENA_RECORDINGS_S3_SECRET_ACCESS_KEY go together",
+        ),
+        ({"VOXARENA_RECORDINGS_S3_ENDPOINT": "http://127.0.0.1:8333"}, "need VOXARENA_RECORDINGS_URL"),
+    ],
+)
+def test_a_bad_recordings_storage_setting_is_refused_with_what_is_wrong(env, says):
+    from core.settings import Settings
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Settings.from_env(env)
+
+
+def test_the_recordings_url_chooses_the_storage_and_its_prefix(tmp_path):
+    from core.recordings import storage_for
+    from core.recordings_s3 import S3Recordings
+    from core.settings import Settings
+
+    assert isinstance(storage_for(Settings(data_dir=tmp_path)), LocalRecordings)
+    s3 = storage_for(Settings(data_dir=tmp_path, recordings_url="s3://acme-calls/voxarena/rec/"))
+    assert isinstance(s3, S3Recordings) and s3.name == "s3"
+    assert (s3.bucket, s3.object_key("ten_a/b.ogg")) == ("acme-calls", "voxarena/rec/ten_a/b.ogg")
+    assert s3.writing_path("ten_a/b.ogg") == tmp_path / "recordings-pending" / "ten_a" / "b.ogg"
+    bare = storage_for(Settings(data_dir=tmp_path, recordings_url="s3://acme-calls"))
+    assert isinstance(bare, S3Recordings) and bare.object_key("ten_a/b.ogg") == "ten_a/b.ogg"
+    secret = Settings(
+        recordings_url="s3://a-b-c", recordings_s3_access_key_id="k", recordings_s3_secret_access_key="s3cr3t"
+    )
+    assert "s3cr3t" not in repr(secret)
+
+
+@pytest.mark.parametrize(
+    ("header", "parsed"),
+    [
+        ("bytes=0-99", (0, 99)),
+        ("bytes=100-", (100, None)),
+        ("bytes=-40", (None, 40)),
+        (None, None),
+        ("bytes=5-2", None),  # not satisfiable as written: the whole recording, as RFC 9110 allows
+        ("bytes=0-1,5-6", None),  # several ranges: the whole recording
+        ("items=0-1", None),
+        ("bytes=-", None),
+        ("bytes=-0", None),
+    ],
+)
+def test_a_range_header_is_one_byte_range_or_none(header, parsed):
+    from core.recordings import ByteRange
+
+    got = ByteRange.parse(header)
+    assert (None if got is None else (got.first, got.last)) == parsed
+    if got is not None:
+        assert got.header() == header
+
+
+async def test_object_storage_that_does_not_answer_is_a_503_and_the_session_keeps_its_recording(
+    settings, store, dns_server, token_for
+):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+    from tests.harness.procs import free_port
+
+    nobody = settings.with_(
+        recordings_url="s3://vx-recordings/calls",
+        recordings_s3_endpoint=f"http://127.0.0.1:{free_port('127.0.0.1')}",  # nothing listens there
+        recordings_s3_access_key_id="vx-test",
+        recordings_s3_secret_access_key="vx-test-secret",
+    )
+    _, sid = seed_call(store, "alice")
+    key = recording_key(tenant_of("alice"), sid)
+    store.write_sync(lambda db: repo.start_recording(db, sid, key))
+    store.write_sync(lambda db: repo.finish_recording(db, sid, duration_ms=1_000, size=10))
+    headers = {"Authorization": f"Bearer {token_for('alice')}"}
+    app = create_app(nobody, store=store, net_lookup=dns_server.lookup)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        body = await assert_error(await c.get(f"/api/sessions/{sid}/recording", headers=headers), 503)
+        assert body["detail"] == "object storage failed reading the recording: the store could not be reached"
+        resp = await c.delete(f"/api/sessions/{sid}/recording", headers=headers)
+        await assert_error(resp, 503, "service_unavailable")
+        assert resp.headers["Retry-After"] == "5"
+    assert store.read_sync(lambda db: repo.get_row(db, sid))["recording_key"] == key

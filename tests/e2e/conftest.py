@@ -106,6 +106,19 @@ VOICE_SCRIPT = {
 
 
 @pytest.fixture(scope="session")
+def s3_server(netns_ip: str, e2e_workdir: Path):
+    """A real S3-compatible store, SeaweedFS (tests/harness/seaweedfs.py), on loopback for the whole session; a
+    missing binary fails the tests that need it with the command that builds it."""
+    from tests.harness.seaweedfs import start_seaweedfs
+
+    server = _start_or_fail(start_seaweedfs, e2e_workdir / "seaweedfs")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def fakes(e2e_workdir: Path):
     """The provider fakes as their own process (tests/harness/fakes_proc.py)."""
     from tests.harness.fakes_proc import start_fakes
