@@ -9,13 +9,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import RunContext, function_tool
-from livekit.agents.llm import RawFunctionTool
+from livekit.agents.llm import RawFunctionTool, StopResponse
 
 from core.control import DTMF_CODES
 from core.tools import FILLER_DELAY_SECONDS, CallTool, HttpTool, Tool, ToolResult, ToolRunner, declaration
 
 from .commands import transfer_caller
 from .ending import Ending
+from .warm_transfer import warm_transfer
 
 if TYPE_CHECKING:
     from .entrypoint import CallJob
@@ -42,7 +43,8 @@ class CallActions:
         if tool.kind == "end_call":
             return self.end_call(context)
         if tool.kind == "transfer_call":
-            return await self.transfer_call(tool)
+            reason = arguments.get("reason")
+            return await self.transfer_call(tool, reason if isinstance(reason, str) else None)
         return await self.send_dtmf(str(arguments.get("digits", "")))
 
     def end_call(self, context: RunContext) -> ToolResult:
@@ -57,9 +59,22 @@ class CallActions:
         context.speech_handle.add_done_callback(ended)
         return ToolResult("ok", "The call ends after your next words: say a short goodbye, nothing else.")
 
-    async def transfer_call(self, tool: CallTool) -> ToolResult:
+    async def transfer_call(self, tool: CallTool, reason: str | None = None) -> ToolResult:
         if not tool.target:
             return ToolResult("error", "error: no transfer target is configured")
+        if tool.mode == "warm":
+            # in a task of the job, as below: the caller hanging up mid-transfer ends the call and this speech
+            warm = self.job.spawn(
+                warm_transfer(self.job, sip_target(tool.target), reason=reason, interrupt=False), "transfer"
+            )
+            outcome = await asyncio.shield(warm)
+            if outcome.connected:
+                return ToolResult("ok", "The caller is connected to your colleague; you have left the call.")
+            return ToolResult(
+                "error",
+                f"error: the transfer did not go through ({outcome.reason}: {outcome.detail}); the caller is back "
+                "with you: tell them, briefly, and go on helping",
+            )
         # The transfer ends the call, which closes the session and cancels the speech this tool runs in: the
         # transfer and the end run in a task of the job, which finishes them whatever happens to this one.
         transferring = self.job.spawn(transfer_caller(self.job, sip_target(tool.target)), "transfer")
@@ -92,6 +107,8 @@ def _function_tool(tool: Tool, runner: ToolRunner, actions: CallActions) -> RawF
                     return (await runner.call_http(tool, arguments, call_key)).text
             return (await runner.call_http(tool, arguments, call_key)).text
         result = await runner.tracked(tool, arguments, call_key, lambda: actions.run(tool, arguments, context))
+        if tool.kind == "transfer_call" and actions.job.warm_transfer is not None and result.status == "ok":
+            raise StopResponse()  # connected: the agent has left the conversation, it must not reply
         return result.text
 
     return function_tool(handler, raw_schema=declaration(tool))

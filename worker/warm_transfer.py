@@ -1,0 +1,538 @@
+"""A warm transfer (issue 29, section 2): the caller waits on hold while the agent calls a human in a side room,
+tells them what the call is about, and connects the two when the human accepts.
+
+1. `transfer.started`: the agent stops listening and speaking; the caller hears hold audio on a track of the job
+   (`VOXARENA_WARM_TRANSFER_HOLD_AUDIO`, or a quiet generated tone).
+2. The job joins a side room (`<room>-transfer-<n>`) and dials the human there (`CreateSIPParticipant`, waiting for
+   the answer within `VOXARENA_WARM_TRANSFER_RING_SECONDS`): a number through the outbound trunk, a SIP URI at its
+   own host. The INVITE carries a one-line summary as `X-Voxarena-Summary` (LiveKit passes it on when the trunk
+   sends headers).
+3. The human hears the briefing (the call so far, spoken by the agent's own TTS) and presses 1 to accept or 2 to
+   decline, within `VOXARENA_WARM_TRANSFER_DECIDE_SECONDS` after it.
+4. Accepted (`transfer.accepted`): the hold audio stops and the job carries the audio between the two rooms; the
+   agent says nothing more. Self-hosted livekit-server has no MoveParticipant ("not implemented" in its
+   RoomManager), which is what LiveKit's own `WarmTransferTask` (livekit-agents `beta.workflows`) merges the calls
+   with, so that task cannot connect them here; this module is the same flow on primitives livekit-server has.
+   The call ends `transferred` when the caller or the human hangs up (the other is hung up then).
+5. Declined, not answered, failed (`transfer.declined` with `reason` declined, no_answer or failed, and `detail`):
+   the human's leg is hung up, the hold audio stops, the agent listens and speaks again; the caller of this module
+   has the agent say so.
+
+The human's answered time is metered as its own `sip_minutes` (usage key `<scope>/transfer-<n>`), billed when their
+leg ends, or by the call's end path (worker/ending.py) when the call ends first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+import struct
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.duration_pb2 import Duration
+from livekit import api, rtc
+from livekit.agents import tts as agents_tts
+from livekit.agents import utils
+from livekit.agents.utils.audio import audio_frames_from_file
+
+from core.store import events as events_repo
+
+from .outbound import classify
+
+if TYPE_CHECKING:
+    from .entrypoint import CallJob
+
+log = logging.getLogger("voxarena.job")
+
+HUMAN_IDENTITY = "transfer-human"
+SUMMARY_HEADER = "X-Voxarena-Summary"
+MAX_HEADER_CHARS = 200
+ACCEPT_DIGIT, DECLINE_DIGIT = "1", "2"
+FRAME_MS = 20
+# The default hold audio: a soft 440 Hz beep (about -26 dBFS) every few seconds, so the caller knows the line is up.
+TONE_HZ, TONE_LEVEL, TONE_ON_S, TONE_PERIOD_S = 440.0, 0.05, 0.3, 3.0
+# How long the merge waits for the two tracks it connects (both are up already, unless a leg is just leaving).
+TRACK_WAIT_SECONDS = 5.0
+HANG_UP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """How a warm transfer went: `connected`, or why not (`reason`: declined, no_answer, failed; `detail`: a
+    sentence for a person)."""
+
+    connected: bool
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class HumanLeg:
+    """The human's answered phone leg of a warm transfer, metered as `sip_minutes` of its own."""
+
+    key: str  # the leg's part of the usage key
+    trunk: str | None
+    answered_at: float  # time.time()
+    ended_at: float | None = None
+    billed: bool = False
+
+    def end(self) -> None:
+        if self.ended_at is None:
+            self.ended_at = time.time()
+
+    @property
+    def answered_ms(self) -> int:
+        return max(0, round(((self.ended_at or time.time()) - self.answered_at) * 1000))
+
+
+@dataclass(frozen=True)
+class DialPlan:
+    """How the human is reached: a number through the outbound trunk, or a SIP URI's user at its own host."""
+
+    call_to: str
+    trunk_id: str | None = None
+    host: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def of(cls, target: str, *, trunk_id: str) -> DialPlan:
+        """`target` as the control message carries it (tel: or sip:/sips: URI); ValueError saying why not."""
+        scheme, _, rest = target.partition(":")
+        if scheme == "tel":
+            if not trunk_id:
+                raise ValueError("no outbound SIP trunk is configured (VOXARENA_SIP_OUTBOUND_TRUNK_ID)")
+            return cls(call_to=rest, trunk_id=trunk_id)
+        user, _, host = rest.partition("@")
+        host = host.split(";", 1)[0]
+        if scheme not in ("sip", "sips") or not user or not host:
+            raise ValueError(f"{target} is not a tel: or sip: URI with a user and a host")
+        return cls(call_to=user, host=host, tls=scheme == "sips")
+
+    def request(self, **fields: Any) -> api.CreateSIPParticipantRequest:
+        request = api.CreateSIPParticipantRequest(sip_call_to=self.call_to, **fields)
+        if self.trunk_id is not None:
+            request.sip_trunk_id = self.trunk_id
+        else:
+            transport = api.SIPTransport.SIP_TRANSPORT_TLS if self.tls else api.SIPTransport.SIP_TRANSPORT_UDP
+            request.trunk.CopyFrom(api.SIPOutboundConfig(hostname=self.host, transport=transport))
+        return request
+
+
+def call_summary(items: list[Any], *, agent_name: str, reason: str | None) -> tuple[str, str]:
+    """The briefing the human hears, and its one-line form for the SIP header, from the conversation so far (the
+    session's chat items: the caller's and the agent's messages)."""
+    said = [
+        (item.role, (item.text_content or "").strip())
+        for item in items
+        if getattr(item, "type", None) == "message" and item.role in ("user", "assistant")
+    ]
+    caller = [text for role, text in said if role == "user" and text][-3:]
+    spoken = [f"Hello, this is {agent_name or 'the assistant'} with a caller to transfer to you."]
+    if reason:
+        spoken.append(f"The reason: {reason.rstrip('.')}.")
+    if caller:
+        spoken.append("The caller said: " + " ".join(t if t[-1] in ".?!" else f"{t}." for t in caller))
+    else:
+        spoken.append("The caller has not said much yet.")
+    spoken.append("Press 1 to take the call, or 2 to decline.")
+    line = " | ".join(p for p in (reason or "", caller[-1] if caller else "") if p) or "warm transfer"
+    return " ".join(spoken), header_value(line)
+
+
+def header_value(text: str) -> str:
+    """Text as one safe SIP header value: printable ASCII on one line, at most `MAX_HEADER_CHARS`."""
+    flat = re.sub(r"\s+", " ", text.encode("ascii", "replace").decode()).strip()
+    flat = "".join(c for c in flat if 32 <= ord(c) < 127)
+    return flat[:MAX_HEADER_CHARS]
+
+
+def tone_frames(sample_rate: int) -> list[rtc.AudioFrame]:
+    """One period of the default hold audio, as 20 ms frames."""
+    per_frame = sample_rate * FRAME_MS // 1000
+    total = int(sample_rate * TONE_PERIOD_S)
+    on, fade = int(sample_rate * TONE_ON_S), sample_rate // 100
+    samples = []
+    for i in range(total):
+        if i < on:
+            envelope = min(1.0, i / fade, (on - i) / fade)
+            samples.append(int(32767 * TONE_LEVEL * envelope * math.sin(2 * math.pi * TONE_HZ * i / sample_rate)))
+        else:
+            samples.append(0)
+    frames = []
+    for start in range(0, total - per_frame + 1, per_frame):
+        chunk = samples[start : start + per_frame]
+        frames.append(rtc.AudioFrame(struct.pack(f"<{per_frame}h", *chunk), sample_rate, 1, per_frame))
+    return frames
+
+
+async def spoken(tts: agents_tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
+    """`text` in the agent's own voice (its TTS, metered like the rest of the call)."""
+    if tts.capabilities.streaming:
+        async with tts.stream() as stream:
+            stream.push_text(text)
+            stream.end_input()
+            async for ev in stream:
+                yield ev.frame
+    else:
+        async with tts.synthesize(text) as chunked:
+            async for ev in chunked:
+                yield ev.frame
+
+
+class WarmTransfer:
+    """One warm transfer of `job`'s caller to `target` (see the module's docstring). `run` returns the outcome
+    once the two are connected or the caller is back with the agent; `close` (the call's end path) hangs the
+    human up and stops what still runs."""
+
+    def __init__(
+        self, job: CallJob, target: str, *, reason: str | None = None, number: int = 1, interrupt: bool = True
+    ) -> None:
+        self.job = job
+        self.interrupt = interrupt
+        self.target = target
+        self.reason = reason
+        self.number = number
+        self.side: rtc.Room | None = None
+        self.side_name = f"{job.ctx.room.name}-transfer-{number}"
+        self.leg: HumanLeg | None = None
+        self.connected = False
+        self._hold_source: rtc.AudioSource | None = None
+        self._hold_track: rtc.LocalAudioTrack | None = None
+        self._hold_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._decision: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._closed = False
+        tts = job.session.tts if job.session is not None else None
+        self.rate = tts.sample_rate if tts is not None else 24_000
+
+    # ---- the flow ----
+
+    async def run(self) -> TransferOutcome:
+        job, settings = self.job, self.job.settings
+        await self._event("transfer.started", {"mode": "warm", "target": self.target, "reason": self.reason})
+        try:
+            plan = DialPlan.of(self.target, trunk_id=settings.sip_outbound_trunk_id)
+        except ValueError as e:
+            return await self._back(TransferOutcome(False, "failed", f"the transfer could not start: {e}"))
+        session, caller = job.session, job.caller
+        if session is None or caller is None:
+            return await self._back(TransferOutcome(False, "failed", "the caller is not connected"))
+        try:
+            await self._hold()
+            outcome = await self._consult(plan)
+        except Exception as e:
+            log.exception("session %s: the warm transfer to %s failed", job.session_id, self.target)
+            outcome = TransferOutcome(False, "failed", f"the transfer failed ({e or type(e).__name__})")
+        if outcome.connected:
+            return outcome
+        return await self._back(outcome)
+
+    async def _hold(self) -> None:
+        """The agent stops listening and speaking; the caller hears the hold audio on a track of its own, which
+        later carries the human's voice."""
+        job = self.job
+        assert job.session is not None
+        if self.interrupt:  # a supervisor's transfer cuts the agent short; the agent's own tool runs in its turn
+            await job.session.interrupt(force=True)
+        job.session.input.set_audio_enabled(False)
+        job.session.output.set_audio_enabled(False)
+        self._hold_source = rtc.AudioSource(self.rate, 1)
+        self._hold_track = rtc.LocalAudioTrack.create_audio_track("transfer", self._hold_source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await job.ctx.room.local_participant.publish_track(self._hold_track, options)
+        self._hold_task = job.spawn(self._play_hold(self._hold_source), "transfer-hold")
+
+    async def _play_hold(self, source: rtc.AudioSource) -> None:
+        path = self.job.settings.warm_transfer_hold_audio
+        frames = tone_frames(self.rate) if not path else []
+        while True:  # AudioSource.capture_frame waits while its queue is full: this plays in real time
+            if path:
+                async for frame in audio_frames_from_file(path, sample_rate=self.rate, num_channels=1):
+                    await source.capture_frame(frame)
+            else:
+                for frame in frames:
+                    await source.capture_frame(frame)
+
+    async def _stop_hold(self) -> None:
+        if self._hold_task is not None:
+            await utils.aio.cancel_and_wait(self._hold_task)
+            self._hold_task = None
+        if self._hold_source is not None:
+            self._hold_source.clear_queue()
+
+    async def _consult(self, plan: DialPlan) -> TransferOutcome:
+        """The side room, the dial, the briefing and the human's answer."""
+        job, settings = self.job, self.job.settings
+        side = self.side = rtc.Room()
+        side.on("sip_dtmf_received", self._on_dtmf)
+        side.on("participant_disconnected", self._on_human_left)
+        job.ctx.room.on("participant_disconnected", self._on_caller_left)
+        me = job.ctx.room.local_participant.identity
+        token = (
+            api.AccessToken()  # the worker's LIVEKIT_API_KEY/SECRET, which it exports for its jobs
+            .with_identity(me)
+            .with_kind("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=self.side_name, can_publish=True, can_subscribe=True))
+            .to_jwt()
+        )
+        await side.connect(os.environ["LIVEKIT_URL"], token)
+        brief_source = rtc.AudioSource(self.rate, 1)
+        brief_track = rtc.LocalAudioTrack.create_audio_track("transfer-brief", brief_source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await side.local_participant.publish_track(brief_track, options)
+
+        assert job.session is not None
+        briefing, header = call_summary(job.session.history.items, agent_name=self._agent_name(), reason=self.reason)
+        ring = settings.warm_transfer_ring_seconds
+        request = plan.request(
+            room_name=self.side_name,
+            participant_identity=HUMAN_IDENTITY,
+            participant_name="transfer",
+            wait_until_answered=True,
+            play_dialtone=False,
+            ringing_timeout=Duration(seconds=max(1, int(ring))),
+            max_call_duration=Duration(seconds=int(settings.sip_max_call_seconds)),
+            headers={SUMMARY_HEADER: header},
+            # the From number: a trunk has its own; a SIP URI dialled directly needs one (LiveKit refuses none)
+            sip_number=self._our_number() or ("" if plan.trunk_id else "voxarena"),
+        )
+        log.info("session %s: warm transfer: calling %s", job.session_id, self.target)
+        dialling = job.spawn(self._dial(request), "transfer-dial")
+        self._tasks.append(dialling)
+        waits: set[asyncio.Future[Any]] = {dialling, self._decision}
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if dialling not in done:  # the caller hung up while the human's phone rang
+            await utils.aio.cancel_and_wait(dialling)
+            return self._decided_outcome()
+        e = dialling.result()
+        if e is not None:
+            dial = classify(e, ring_timeout=ring)
+            reason = {"NO_ANSWER": "no_answer"}.get(dial.status) or (
+                "declined" if dial.end_reason in ("busy", "declined") else "failed"
+            )
+            log.warning("session %s: warm transfer to %s: %s (LiveKit: %s)", job.session_id, self.target, reason, e)
+            return TransferOutcome(False, reason, dial.detail)
+        self.leg = HumanLeg(key=f"transfer-{self.number}", trunk=plan.trunk_id, answered_at=time.time())
+        log.info("session %s: warm transfer: %s answered; briefing them", job.session_id, self.target)
+
+        briefing_task = job.spawn(self._brief(brief_source, briefing), "transfer-brief")
+        self._tasks.append(briefing_task)
+        waits = {briefing_task, self._decision}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._decision), settings.warm_transfer_decide_seconds)
+        except TimeoutError:
+            return TransferOutcome(
+                False,
+                "no_answer",
+                f"the human did not accept within {settings.warm_transfer_decide_seconds:g} s of the briefing",
+            )
+        finally:
+            await utils.aio.cancel_and_wait(briefing_task)
+            brief_source.clear_queue()
+        kind, _ = self._decision.result()
+        if kind != "accept":
+            return self._decided_outcome()
+        await self._merge(brief_source)
+        return TransferOutcome(True)
+
+    async def _dial(self, request: api.CreateSIPParticipantRequest) -> Exception | None:
+        """Rings the human; returns once they answered (None) or with why not (LiveKit's error, classified by the
+        caller: declined, busy, no answer)."""
+        try:
+            await self.job.ctx.api.sip.create_sip_participant(request)
+        except Exception as e:
+            return e
+        return None
+
+    async def _brief(self, source: rtc.AudioSource, text: str) -> None:
+        session = self.job.session
+        if session is None or session.tts is None:
+            return
+        async for frame in spoken(session.tts, text):
+            await source.capture_frame(frame)
+        await source.wait_for_playout()
+
+    def _decided_outcome(self) -> TransferOutcome:
+        kind, detail = self._decision.result()
+        return TransferOutcome(False, "failed" if kind == "caller_left" else kind, detail)
+
+    def _decide(self, kind: str, detail: str) -> None:
+        if not self._decision.done():
+            self._decision.set_result((kind, detail))
+
+    def _on_dtmf(self, dtmf: rtc.SipDTMF) -> None:
+        if dtmf.participant is None or dtmf.participant.identity != HUMAN_IDENTITY:
+            return
+        if dtmf.digit == ACCEPT_DIGIT:
+            self._decide("accept", "the human pressed 1")
+        elif dtmf.digit == DECLINE_DIGIT:
+            self._decide("declined", "the human pressed 2: they declined the call")
+
+    def _on_human_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity != HUMAN_IDENTITY or self.leg is None:
+            return  # before the answer, LiveKit's dial reports a decline or no answer itself
+        if self.leg is not None:
+            self.leg.end()
+        if self.connected:
+            log.info("session %s: the human hung up; the transferred call ends", self.job.session_id)
+            self.job.spawn(self._end_call(), "transfer-end")
+        else:
+            self._decide("declined", "the human hung up before accepting")
+
+    def _on_caller_left(self, participant: rtc.RemoteParticipant) -> None:
+        if self.job.caller is not None and participant.identity == self.job.caller.identity:
+            self._decide("caller_left", "the caller hung up during the transfer")
+
+    async def _end_call(self) -> None:
+        from .ending import Ending  # the end path imports this module's job fields
+
+        await self.job.end(Ending("transferred"))
+
+    async def _merge(self, side_source: rtc.AudioSource) -> None:
+        """The caller and the human hear each other: the job carries each one's audio into the other's room."""
+        job, side = self.job, self.side
+        assert side is not None and self._hold_source is not None
+        await self._stop_hold()
+        caller_track = await self._audio_track(job.ctx.room, job.caller.identity if job.caller else "")
+        human_track = await self._audio_track(side, HUMAN_IDENTITY)
+        self.connected = True
+        job.transferring = self.target
+        hold_source = self._hold_source
+        self._tasks.append(job.spawn(self._pump(caller_track, side_source), "transfer-to-human"))
+        self._tasks.append(job.spawn(self._pump(human_track, hold_source), "transfer-to-caller"))
+        await self._event("transfer.accepted", {"target": self.target, "by": "dtmf"})
+        log.info("session %s: warm transfer: the caller and %s are connected", job.session_id, self.target)
+
+    async def _audio_track(self, room: rtc.Room, identity: str) -> rtc.Track:
+        async def found() -> rtc.Track:
+            while True:
+                participant = room.remote_participants.get(identity)
+                for pub in participant.track_publications.values() if participant is not None else ():
+                    if pub.kind == rtc.TrackKind.KIND_AUDIO and pub.track is not None:
+                        return pub.track
+                await asyncio.sleep(0.05)
+
+        return await asyncio.wait_for(found(), TRACK_WAIT_SECONDS)
+
+    async def _pump(self, track: rtc.Track, source: rtc.AudioSource) -> None:
+        stream = rtc.AudioStream.from_track(track=track, sample_rate=self.rate, num_channels=1)
+        try:
+            async for event in stream:
+                await source.capture_frame(event.frame)
+        finally:
+            await stream.aclose()
+
+    async def _back(self, outcome: TransferOutcome) -> TransferOutcome:
+        """Not connected: the human hung up, the caller back with the agent, the session told why."""
+        job = self.job
+        log.warning("session %s: warm transfer to %s: %s", job.session_id, self.target, outcome.detail)
+        await self._release_human()
+        await self._stop_hold()
+        if self._hold_track is not None:
+            with contextlib.suppress(Exception):
+                await job.ctx.room.local_participant.unpublish_track(self._hold_track.sid)
+        if job.session is not None:
+            job.session.input.set_audio_enabled(True)
+            job.session.output.set_audio_enabled(True)
+        await self._event(
+            "transfer.declined", {"target": self.target, "reason": outcome.reason, "detail": outcome.detail}
+        )
+        await self.bill()
+        return outcome
+
+    async def _release_human(self) -> None:
+        """The human's leg hung up (the side room deleted: LiveKit SIP sends the BYE), the job out of the room."""
+        if self.leg is not None:
+            self.leg.end()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                await utils.aio.cancel_and_wait(task)
+        self.job.ctx.room.off("participant_disconnected", self._on_caller_left)
+        if self.side is None:
+            return
+        side, self.side = self.side, None
+        side.off("participant_disconnected", self._on_human_left)
+        try:
+            await asyncio.wait_for(
+                self.job.ctx.api.room.delete_room(api.DeleteRoomRequest(room=self.side_name)), HANG_UP_TIMEOUT
+            )
+        except Exception as e:
+            log.warning("session %s: could not close the transfer room %s: %s", self.job.session_id, self.side_name, e)
+        with contextlib.suppress(Exception):
+            await side.disconnect()
+
+    async def bill(self) -> None:
+        """The human's answered time as its own `sip_minutes`, once (their leg has ended, or the call is ending)."""
+        job, leg = self.job, self.leg
+        if leg is None or leg.billed or job.meter is None or job.meter_closed:
+            return
+        leg.end()
+        leg.billed = True
+        try:
+            await job.meter.record_sip_minutes(
+                carrier=job.settings.sip_carrier, trunk=leg.trunk, answered_ms=leg.answered_ms, leg=leg.key
+            )
+        except Exception:
+            log.exception("session %s: the transfer leg's minutes could not be recorded", job.session_id)
+
+    async def close(self) -> None:
+        """The call is ending (worker/ending.py): the human hung up, their minutes billed, nothing left running."""
+        if self._closed:
+            return
+        self._closed = True
+        self._decide("caller_left", "the call ended during the transfer")
+        await self._release_human()
+        await self._stop_hold()
+        await self.bill()
+
+    # ---- helpers ----
+
+    def _agent_name(self) -> str:
+        return str(self.job.agent_row.get("name") or "")
+
+    def _our_number(self) -> str | None:
+        facts = self.job.facts
+        return facts.get("to_number") if facts.get("direction") == "inbound" else facts.get("from_number")
+
+    async def _event(self, kind: str, payload: dict[str, Any]) -> None:
+        sid = self.job.session_id
+        try:
+            await self.job.store.write(lambda db: events_repo.emit_for_session(db, sid, kind, payload))
+        except Exception:
+            log.exception("session %s: the %s event could not be recorded", sid, kind)
+
+
+async def warm_transfer(
+    job: CallJob, target: str, *, reason: str | None = None, interrupt: bool = True
+) -> TransferOutcome:
+    """The caller warmly transferred to `target` (a tel: or sip: URI); see the module's docstring. One at a time:
+    another transfer while one runs (or after the call was handed on) fails without touching the call."""
+    if job.warm_transfer is not None or job.transferring is not None:
+        return TransferOutcome(False, "failed", "another transfer is in progress or done")
+    job.transfer_count += 1
+    transfer = job.warm_transfer = WarmTransfer(
+        job, target, reason=reason, number=job.transfer_count, interrupt=interrupt
+    )
+    outcome = await transfer.run()
+    if not outcome.connected:
+        job.warm_transfer = None
+    return outcome
+
+
+BACK_WITH_AGENT: dict[str, str] = {
+    "declined": "I'm sorry, my colleague can't take your call right now. I'm still here to help.",
+    "no_answer": "I'm sorry, nobody answered. I'm still here to help.",
+    "failed": "I'm sorry, I couldn't transfer you. I'm still here to help.",
+}
+
+
+def back_with_agent(outcome: TransferOutcome) -> str:
+    """What the agent says when the caller is back with it."""
+    return BACK_WITH_AGENT.get(outcome.reason or "failed", BACK_WITH_AGENT["failed"])
