@@ -25,23 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import math
 import os
 import re
-import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from livekit import api, rtc
+from livekit.agents import stt as agents_stt
 from livekit.agents import tts as agents_tts
 from livekit.agents import utils
 from livekit.agents.utils.audio import audio_frames_from_file
 
 from core.store import events as events_repo
+from pipelines.config import STT_SAMPLE_RATE
 
 from .outbound import classify
 
@@ -152,23 +154,38 @@ def header_value(text: str) -> str:
     return flat[:MAX_HEADER_CHARS]
 
 
-def tone_frames(sample_rate: int) -> list[rtc.AudioFrame]:
-    """One period of the default hold audio, as 20 ms frames."""
+@functools.cache
+def tone_frames(sample_rate: int) -> tuple[rtc.AudioFrame, ...]:
+    """One period of the default hold audio, as 20 ms frames (made once per rate, with numpy: no loop of Python)."""
     per_frame = sample_rate * FRAME_MS // 1000
-    total = int(sample_rate * TONE_PERIOD_S)
+    total = int(sample_rate * TONE_PERIOD_S) // per_frame * per_frame
     on, fade = int(sample_rate * TONE_ON_S), sample_rate // 100
-    samples = []
-    for i in range(total):
-        if i < on:
-            envelope = min(1.0, i / fade, (on - i) / fade)
-            samples.append(int(32767 * TONE_LEVEL * envelope * math.sin(2 * math.pi * TONE_HZ * i / sample_rate)))
-        else:
-            samples.append(0)
-    frames = []
-    for start in range(0, total - per_frame + 1, per_frame):
-        chunk = samples[start : start + per_frame]
-        frames.append(rtc.AudioFrame(struct.pack(f"<{per_frame}h", *chunk), sample_rate, 1, per_frame))
-    return frames
+    i = np.arange(total)
+    envelope = np.clip(np.minimum(i / fade, (on - i) / fade), 0.0, 1.0)
+    wave = (32767 * TONE_LEVEL * envelope * np.sin(2 * np.pi * TONE_HZ * i / sample_rate)).astype(np.int16)
+    return tuple(
+        rtc.AudioFrame(wave[start : start + per_frame].tobytes(), sample_rate, 1, per_frame)
+        for start in range(0, total, per_frame)
+    )
+
+
+ACCEPT_WORDS = frozenset({"yes", "yeah", "yep", "sure", "accept", "connect"})
+DECLINE_WORDS = frozenset({"no", "nope", "decline", "cannot", "can't", "busy"})
+# A spoken answer is a short utterance opening with one of these words ("Yes, put them through."); anything longer
+# or otherwise is the human talking, never a decision.
+MAX_ANSWER_WORDS = 6
+
+
+def spoken_answer(text: str) -> str | None:
+    """`accept`, `declined` or None for what the human said."""
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words or len(words) > MAX_ANSWER_WORDS:
+        return None
+    if words[0] in ACCEPT_WORDS:
+        return "accept"
+    if words[0] in DECLINE_WORDS:
+        return "declined"
+    return None
 
 
 async def spoken(tts: agents_tts.TTS, text: str) -> AsyncIterator[rtc.AudioFrame]:
@@ -202,6 +219,7 @@ class WarmTransfer:
         self.side_name = f"{job.ctx.room.name}-transfer-{number}"
         self.leg: HumanLeg | None = None
         self.connected = False
+        self.answered_by = "dtmf"  # how the human accepted: dtmf or speech
         self._hold_source: rtc.AudioSource | None = None
         self._hold_track: rtc.LocalAudioTrack | None = None
         self._hold_task: asyncio.Task[None] | None = None
@@ -250,7 +268,7 @@ class WarmTransfer:
 
     async def _play_hold(self, source: rtc.AudioSource) -> None:
         path = self.job.settings.warm_transfer_hold_audio
-        frames = tone_frames(self.rate) if not path else []
+        frames = tone_frames(self.rate) if not path else ()
         while True:  # AudioSource.capture_frame waits while its queue is full: this plays in real time
             if path:
                 async for frame in audio_frames_from_file(path, sample_rate=self.rate, num_channels=1):
@@ -323,6 +341,8 @@ class WarmTransfer:
 
         briefing_task = job.spawn(self._brief(brief_source, briefing), "transfer-brief")
         self._tasks.append(briefing_task)
+        listening = job.spawn(self._listen(), "transfer-listen")
+        self._tasks.append(listening)
         waits = {briefing_task, self._decision}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         try:
@@ -336,6 +356,7 @@ class WarmTransfer:
         finally:
             await utils.aio.cancel_and_wait(briefing_task)
             brief_source.clear_queue()
+        await utils.aio.cancel_and_wait(listening)
         kind, _ = self._decision.result()
         if kind != "accept":
             return self._decided_outcome()
@@ -359,6 +380,42 @@ class WarmTransfer:
             await source.capture_frame(frame)
         await source.wait_for_playout()
 
+    async def _listen(self) -> None:
+        """The human's spoken answer, through the agent's own STT (when it streams): a short yes or no decides like
+        the keys do."""
+        session, side = self.job.session, self.side
+        stt = session.stt if session is not None else None
+        if stt is None or side is None or not stt.capabilities.streaming:
+            return  # the keys still decide
+        try:
+            track = await self._audio_track(side, HUMAN_IDENTITY)
+        except TimeoutError:
+            log.warning("session %s: warm transfer: no audio from the human to listen to", self.job.session_id)
+            return
+        audio = rtc.AudioStream.from_track(track=track, sample_rate=STT_SAMPLE_RATE, num_channels=1)
+        recognize = stt.stream()
+
+        async def push() -> None:
+            async for event in audio:
+                recognize.push_frame(event.frame)
+
+        pushing = self.job.spawn(push(), "transfer-listen-push")
+        try:
+            async for ev in recognize:
+                if ev.type != agents_stt.SpeechEventType.FINAL_TRANSCRIPT or not ev.alternatives:
+                    continue
+                text = ev.alternatives[0].text
+                answer = spoken_answer(text)
+                if answer is not None:
+                    log.info("session %s: warm transfer: the human said %r", self.job.session_id, text)
+                    self.answered_by = "speech"
+                    self._decide(answer, f"the human said {text!r}")
+                    return
+        finally:
+            await utils.aio.cancel_and_wait(pushing)
+            await recognize.aclose()
+            await audio.aclose()
+
     def _decided_outcome(self) -> TransferOutcome:
         kind, detail = self._decision.result()
         return TransferOutcome(False, "failed" if kind == "caller_left" else kind, detail)
@@ -371,6 +428,7 @@ class WarmTransfer:
         if dtmf.participant is None or dtmf.participant.identity != HUMAN_IDENTITY:
             return
         if dtmf.digit == ACCEPT_DIGIT:
+            self.answered_by = "dtmf"
             self._decide("accept", "the human pressed 1")
         elif dtmf.digit == DECLINE_DIGIT:
             self._decide("declined", "the human pressed 2: they declined the call")
@@ -407,7 +465,7 @@ class WarmTransfer:
         hold_source = self._hold_source
         self._tasks.append(job.spawn(self._pump(caller_track, side_source), "transfer-to-human"))
         self._tasks.append(job.spawn(self._pump(human_track, hold_source), "transfer-to-caller"))
-        await self._event("transfer.accepted", {"target": self.target, "by": "dtmf"})
+        await self._event("transfer.accepted", {"target": self.target, "by": self.answered_by})
         log.info("session %s: warm transfer: the caller and %s are connected", job.session_id, self.target)
 
     async def _audio_track(self, room: rtc.Room, identity: str) -> rtc.Track:
