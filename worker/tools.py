@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ log = logging.getLogger("voxarena.job")
 DTMF_DIGITS = re.compile(r"^[0-9*#]{1,32}$")
 # Between two keys of one send_dtmf, as LiveKit's own send_dtmf tool waits.
 DTMF_GAP_SECONDS = 0.3
+# A warm transfer waits this long at most for the words the agent said before calling it.
+PLAYOUT_WAIT_SECONDS = 15.0
 
 
 def sip_target(target: str) -> str:
@@ -44,7 +47,7 @@ class CallActions:
             return self.end_call(context)
         if tool.kind == "transfer_call":
             reason = arguments.get("reason")
-            return await self.transfer_call(tool, reason if isinstance(reason, str) else None)
+            return await self.transfer_call(tool, context, reason if isinstance(reason, str) else None)
         return await self.send_dtmf(str(arguments.get("digits", "")))
 
     def end_call(self, context: RunContext) -> ToolResult:
@@ -59,10 +62,15 @@ class CallActions:
         context.speech_handle.add_done_callback(ended)
         return ToolResult("ok", "The call ends after your next words: say a short goodbye, nothing else.")
 
-    async def transfer_call(self, tool: CallTool, reason: str | None = None) -> ToolResult:
+    async def transfer_call(self, tool: CallTool, context: RunContext, reason: str | None = None) -> ToolResult:
         if not tool.target:
             return ToolResult("error", "error: no transfer target is configured")
         if tool.mode == "warm":
+            # what the agent said before calling the tool ("One moment, I'll get a colleague") is heard before the hold
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(context.wait_for_playout(), PLAYOUT_WAIT_SECONDS)
+            # the caller, back from hold, hears in full why (the reply to this tool is the same speech)
+            context.disallow_interruptions()
             # in a task of the job, as below: the caller hanging up mid-transfer ends the call and this speech
             warm = self.job.spawn(
                 warm_transfer(self.job, sip_target(tool.target), reason=reason, interrupt=False), "transfer"

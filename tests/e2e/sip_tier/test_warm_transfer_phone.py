@@ -165,3 +165,75 @@ async def test_a_warm_transfer_nobody_answers_brings_the_caller_back_after_the_d
     _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown")
     assert len([e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]) == 1, breakdown["events"]
     assert caller.received("BYE")
+
+
+async def _tool_call_in_progress(product, sip_callee, human) -> tuple[object, dict]:
+    """An answered outbound call whose agent has a warm transfer_call tool to the human."""
+    caller = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav(), timeout_s=120)
+    tool = {"type": "transfer_call", "target": f"sip:human@{human.address}", "mode": "warm"}
+    placed = await _place(product, await _agent(product, tools=[tool]))
+    await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
+    return caller, placed
+
+
+async def test_the_agents_warm_transfer_tool_hears_a_sip_decline_and_the_agent_tells_the_caller(
+    sip_product, sip_callee, sip_peer, fakes
+):
+    product = sip_product
+    sorry = "I'm afraid nobody can take your call right now."
+    fakes.script(
+        llm_tool_calls=[{"name": "transfer_call", "args": {"reason": "billing question"}}], llm_replies=[sorry]
+    )
+    human = sip_peer("uas_decline.xml", answer_after_ms=500, timeout_s=120)
+    caller, placed = await _tool_call_in_progress(product, sip_callee, human)
+    sid = placed["session_id"]
+    started = await _event(product, sid, "transfer.started", timeout=40)
+    assert started["reason"] == "billing question", started
+    declined = await _event(product, sid, "transfer.declined", timeout=20)
+    assert declined["reason"] == "declined" and "603" in declined["detail"], declined
+    # the SIP summary header carried the LLM's reason
+    (invite,) = [m for m in human.messages() if m.direction == "received" and m.first_line.startswith("INVITE ")]
+    assert invite.header("X-Voxarena-Summary").startswith("billing question"), invite.text
+    session = await product.wait_session(
+        sid,
+        "alice",
+        lambda s: sorry in [t["content"] for t in s["transcript"] if t["speaker"] == "AGENT"],
+        timeout=20,
+        what="the LLM telling the caller",
+    )
+    [call] = session["toolCalls"]
+    assert (call["name"], call["status"]) == ("transfer_call", "error") and "declined" in call["result"], call
+    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": sid})
+    assert status == 200
+    await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    assert caller.received("BYE")
+
+
+async def test_the_agents_warm_transfer_tool_connects_and_the_agent_says_nothing_more(
+    sip_product, sip_callee, sip_peer, fakes
+):
+    product = sip_product
+    fakes.script(
+        llm_tool_calls=[{"name": "transfer_call", "args": {"reason": "wants a person"}}],
+        llm_replies=["This must never be said."],
+    )
+    human = sip_peer("uas_answer_dtmf_hangup.xml", answer_after_ms=HUMAN_CALL_MS, play=speech_ulaw_wav())
+    caller, placed = await _tool_call_in_progress(product, sip_callee, human)
+    sid = placed["session_id"]
+    await asyncio.to_thread(human.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=40, what="the briefing")
+    human.rtp.send_dtmf("1")
+    accepted = await _event(product, sid, "transfer.accepted", timeout=15)
+    assert accepted["by"] == "dtmf", accepted
+    at_human = human.rtp.snapshot().nonsilent_packets
+    await asyncio.to_thread(
+        human.rtp.wait_for,
+        lambda s: s.nonsilent_packets >= at_human + HEARD,
+        timeout=10,
+        what="the caller's voice at the human",
+    )
+    await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
+    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    assert session["endReason"] == "transferred", session
+    [call] = session["toolCalls"]
+    assert (call["name"], call["status"]) == ("transfer_call", "ok"), call
+    assert "This must never be said." not in [t["content"] for t in session["transcript"]], session["transcript"]
