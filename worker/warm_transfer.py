@@ -268,14 +268,19 @@ class WarmTransfer:
 
     async def _play_hold(self, source: rtc.AudioSource) -> None:
         path = self.job.settings.warm_transfer_hold_audio
-        frames = tone_frames(self.rate) if not path else ()
-        while True:  # AudioSource.capture_frame waits while its queue is full: this plays in real time
-            if path:
-                async for frame in audio_frames_from_file(path, sample_rate=self.rate, num_channels=1):
-                    await source.capture_frame(frame)
-            else:
-                for frame in frames:
-                    await source.capture_frame(frame)
+        if path:
+            try:
+                while True:  # AudioSource.capture_frame waits while its queue is full: this plays in real time
+                    async for frame in audio_frames_from_file(path, sample_rate=self.rate, num_channels=1):
+                        await source.capture_frame(frame)
+            except Exception as e:  # a missing or unreadable file: the caller still hears that the line is up
+                log.error(
+                    "session %s: hold audio %s cannot be played (%s); the tone instead", self.job.session_id, path, e
+                )
+        frames = tone_frames(self.rate)
+        while True:
+            for frame in frames:
+                await source.capture_frame(frame)
 
     async def _stop_hold(self) -> None:
         if self._hold_task is not None:
@@ -496,9 +501,12 @@ class WarmTransfer:
         if self._hold_track is not None:
             with contextlib.suppress(Exception):
                 await job.ctx.room.local_participant.unpublish_track(self._hold_track.sid)
-        if job.session is not None:
-            job.session.input.set_audio_enabled(True)
-            job.session.output.set_audio_enabled(True)
+        if job.session is not None and job.end.ended is None:
+            try:
+                job.session.input.set_audio_enabled(True)
+                job.session.output.set_audio_enabled(True)
+            except Exception:
+                log.exception("session %s: the agent could not take the caller back", job.session_id)
         await self._event(
             "transfer.declined", {"target": self.target, "reason": outcome.reason, "detail": outcome.detail}
         )
