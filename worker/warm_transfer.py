@@ -45,6 +45,7 @@ from livekit.agents.utils.audio import audio_frames_from_file
 from core.store import events as events_repo
 from pipelines.config import STT_SAMPLE_RATE
 
+from .ending import Ending
 from .outbound import classify
 
 if TYPE_CHECKING:
@@ -441,8 +442,7 @@ class WarmTransfer:
     def _on_human_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity != HUMAN_IDENTITY or self.leg is None:
             return  # before the answer, LiveKit's dial reports a decline or no answer itself
-        if self.leg is not None:
-            self.leg.end()
+        self.leg.end()
         if self.connected:
             log.info("session %s: the human hung up; the transferred call ends", self.job.session_id)
             self.job.spawn(self._end_call(), "transfer-end")
@@ -454,8 +454,6 @@ class WarmTransfer:
             self._decide("caller_left", "the caller hung up during the transfer")
 
     async def _end_call(self) -> None:
-        from .ending import Ending  # the end path imports this module's job fields
-
         await self.job.end(Ending("transferred"))
 
     async def _merge(self, side_source: rtc.AudioSource) -> None:
