@@ -237,3 +237,29 @@ async def test_the_agents_warm_transfer_tool_connects_and_the_agent_says_nothing
     [call] = session["toolCalls"]
     assert (call["name"], call["status"]) == ("transfer_call", "ok"), call
     assert "This must never be said." not in [t["content"] for t in session["transcript"]], session["transcript"]
+
+
+async def test_the_human_may_accept_aloud(sip_product, sip_callee, sip_peer, fakes):
+    product = sip_product
+    human = sip_peer("uas_answer_dtmf_hangup.xml", answer_after_ms=HUMAN_CALL_MS, play=speech_ulaw_wav())
+    caller, placed = await _call_in_progress(product, sip_callee)
+    sid = placed["session_id"]
+    await _transfer(product, sid, human)
+    await _event(product, sid, "transfer.started", timeout=10)
+    # the caller is on hold (the agent hears nothing of them): the next thing the STT hears is the human
+    fakes.script(stt_transcripts=["Yes, put them through."])
+    try:
+        accepted = await _event(product, sid, "transfer.accepted", timeout=30)
+    finally:
+        fakes.script(stt_transcripts=[])
+    assert accepted["by"] == "speech", accepted
+    at_caller = caller.rtp.snapshot().nonsilent_packets
+    await asyncio.to_thread(
+        caller.rtp.wait_for,
+        lambda s: s.nonsilent_packets >= at_caller + HEARD,
+        timeout=10,
+        what="the human's voice at the caller",
+    )
+    await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
+    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    assert session["endReason"] == "transferred", session
