@@ -72,7 +72,7 @@ class CallCommands:
         session_id = self.job.session_id
         if message.mode == "warm":
             outcome = await warm_transfer(self.job, message.target)
-            if not outcome.connected and self.job.end.ended is None:
+            if not outcome.connected and not outcome.caller_gone and self.job.end.ended is None:
                 # heard in full: the caller, back from hold, may be talking over it
                 self.session.say(back_with_agent(outcome), allow_interruptions=False)
             return

@@ -73,6 +73,7 @@ class TransferOutcome:
     connected: bool
     reason: str | None = None
     detail: str | None = None
+    caller_gone: bool = False  # the caller hung up (or the call ended) during the transfer: nobody to take back
 
 
 @dataclass
@@ -418,13 +419,15 @@ class WarmTransfer:
                     self._decide(answer, f"the human said {text!r}")
                     return
         finally:
-            await utils.aio.cancel_and_wait(pushing)
-            await recognize.aclose()
-            await audio.aclose()
+            pushing.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(recognize.aclose(), audio.aclose()), HANG_UP_TIMEOUT)
 
     def _decided_outcome(self) -> TransferOutcome:
         kind, detail = self._decision.result()
-        return TransferOutcome(False, "failed" if kind == "caller_left" else kind, detail)
+        if kind == "caller_left":
+            return TransferOutcome(False, "failed", detail, caller_gone=True)
+        return TransferOutcome(False, kind, detail)
 
     def _decide(self, kind: str, detail: str) -> None:
         if not self._decision.done():
@@ -491,33 +494,39 @@ class WarmTransfer:
             await stream.aclose()
 
     async def _back(self, outcome: TransferOutcome) -> TransferOutcome:
-        """Not connected: the human hung up, the caller back with the agent, the session told why."""
+        """Not connected: the human hung up, the session told why, the caller back with the agent (unless the call
+        is ending). Every LiveKit step is bounded: on a call ending meanwhile its room may be gone, and a request
+        to it would never be answered (a SIP-tier run waited for one until the job's tasks were cancelled)."""
         job = self.job
         log.warning("session %s: warm transfer to %s: %s", job.session_id, self.target, outcome.detail)
         await self._release_human()
         await self._stop_hold()
-        if self._hold_track is not None:
-            with contextlib.suppress(Exception):
-                await job.ctx.room.local_participant.unpublish_track(self._hold_track.sid)
-        if job.session is not None and job.end.ended is None:
-            try:
-                job.session.input.set_audio_enabled(True)
-                job.session.output.set_audio_enabled(True)
-            except Exception:
-                log.exception("session %s: the agent could not take the caller back", job.session_id)
         await self._event(
             "transfer.declined", {"target": self.target, "reason": outcome.reason, "detail": outcome.detail}
         )
         await self.bill()
+        if outcome.caller_gone or job.end.ended is not None or job.session is None:
+            return outcome  # the session is closing: nobody to take back
+        if self._hold_track is not None:
+            with contextlib.suppress(Exception):
+                unpublish = job.ctx.room.local_participant.unpublish_track(self._hold_track.sid)
+                await asyncio.wait_for(unpublish, HANG_UP_TIMEOUT)
+        try:
+            job.session.input.set_audio_enabled(True)
+            job.session.output.set_audio_enabled(True)
+        except Exception:
+            log.exception("session %s: the agent could not take the caller back", job.session_id)
         return outcome
 
     async def _release_human(self) -> None:
         """The human's leg hung up (the side room deleted: LiveKit SIP sends the BYE), the job out of the room."""
         if self.leg is not None:
             self.leg.end()
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                await utils.aio.cancel_and_wait(task)
+        running = [t for t in self._tasks if t is not asyncio.current_task() and not t.done()]
+        for task in running:
+            task.cancel()
+        if running:  # bounded: a provider's stream closing slowly must not hold the human's hang-up
+            await asyncio.wait(running, timeout=HANG_UP_TIMEOUT)
         self.job.ctx.room.off("participant_disconnected", self._on_caller_left)
         if self.side is None:
             return
@@ -530,7 +539,7 @@ class WarmTransfer:
         except Exception as e:
             log.warning("session %s: could not close the transfer room %s: %s", self.job.session_id, self.side_name, e)
         with contextlib.suppress(Exception):
-            await side.disconnect()
+            await asyncio.wait_for(side.disconnect(), HANG_UP_TIMEOUT)
 
     async def bill(self) -> None:
         """The human's answered time as its own `sip_minutes`, once (their leg has ended, or the call is ending)."""

@@ -38,9 +38,13 @@ async def _event(product, sid: str, kind: str, *, timeout: float) -> dict:
         await asyncio.sleep(0.1)
 
 
-async def _call_in_progress(product, sip_callee):
-    """An answered outbound call whose callee (the caller of the transfer) has heard the agent's greeting."""
-    caller = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav(), timeout_s=120)
+async def _call_in_progress(product, sip_callee, *, hang_up_after_ms: int | None = None):
+    """An answered outbound call whose callee (the caller of the transfer) has heard the agent's greeting; the
+    callee hangs up `hang_up_after_ms` after answering, if given."""
+    if hang_up_after_ms is None:
+        caller = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav(), timeout_s=120)
+    else:
+        caller = sip_callee("uas_answer_hangup.xml", answer_after_ms=hang_up_after_ms, play=speech_ulaw_wav())
     placed = await _place(product, await _agent(product))
     await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
     await asyncio.to_thread(
@@ -263,3 +267,24 @@ async def test_the_human_may_accept_aloud(sip_product, sip_callee, sip_peer, fak
     await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
     session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
     assert session["endReason"] == "transferred", session
+
+
+async def test_a_caller_who_hangs_up_during_the_briefing_ends_the_call_and_the_humans_leg(
+    sip_product, sip_callee, sip_peer
+):
+    product = sip_product
+    human = sip_peer("uas_answer_dtmf.xml", answer_after_ms=300, play=speech_ulaw_wav(), timeout_s=120)
+    caller, placed = await _call_in_progress(product, sip_callee, hang_up_after_ms=10_000)
+    sid = placed["session_id"]
+    await _transfer(product, sid, human)
+    await asyncio.to_thread(human.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30, what="the briefing")
+    # the caller hangs up 10 s after answering, the human never presses a key: the human is hung up too
+    await asyncio.to_thread(human.wait_received, "BYE", timeout=25)
+    assert await asyncio.to_thread(caller.wait_exit, timeout=10) == 0, caller.describe()  # its BYE answered
+    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    assert session["endReason"] != "transferred", session
+    declined = await _event(product, sid, "transfer.declined", timeout=10)
+    assert declined["reason"] == "failed", declined
+    assert not [e for e in await _events(product, sid) if e["type"] == "transfer.accepted"]
+    _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown")
+    assert len([e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]) == 2, breakdown["events"]
