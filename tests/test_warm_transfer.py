@@ -1,6 +1,6 @@
-"""The parts of a warm transfer (worker/warm_transfer.py) that need no phone line: how the human is dialled, what
-they are told, what counts as their spoken answer, the hold tone and their leg's minutes. The whole flow runs on
-real lines in tests/e2e/sip_tier/test_warm_transfer_phone.py."""
+"""The parts of a warm transfer (worker/warm_transfer_parts.py, worker/warm_transfer.py) that need no phone line:
+how the human is dialled, what they are told, what counts as their spoken answer, the hold tone and their leg's
+minutes. The whole flow runs on real lines in tests/e2e/sip_tier/test_warm_transfer_phone.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from livekit import api
 
-from worker.warm_transfer import (
+from worker.warm_transfer import HumanLeg
+from worker.warm_transfer_parts import (
     MAX_HEADER_CHARS,
     TONE_LEVEL,
     DialPlan,
-    HumanLeg,
     call_summary,
     header_value,
     spoken_answer,
