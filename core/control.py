@@ -85,16 +85,24 @@ class SendDtmf(ControlMessage):
             raise BadControl(f"dtmf: {self.digit!r} is not one of 0-9 * # A-D")
 
 
+TRANSFER_MODES = ("cold", "warm")
+
+
 @dataclass(frozen=True)
 class Transfer(ControlMessage):
-    """A cold transfer of the phone caller (a SIP REFER) to ``target``, a sip: or tel: URI."""
+    """A transfer of the caller to ``target``, a sip: or tel: URI: ``cold`` hands the phone caller on (a SIP REFER),
+    ``warm`` has the agent reach the human first and connect the two when they accept (worker/warm_transfer.py).
+    A message without a mode (from an older API) is cold."""
 
     type: ClassVar[str] = "transfer"
     target: str
+    mode: str = "cold"
 
     def _check(self) -> None:
         if not isinstance(self.target, str) or not self.target.startswith(("sip:", "sips:", "tel:")):
             raise BadControl("transfer: the target is not a sip:, sips: or tel: URI")
+        if self.mode not in TRANSFER_MODES:
+            raise BadControl(f"transfer: mode {self.mode!r} is not one of {', '.join(TRANSFER_MODES)}")
 
 
 _KINDS: dict[str, type[ControlMessage]] = {k.type: k for k in (UpdateContext, Say, SendDtmf, Transfer)}

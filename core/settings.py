@@ -363,6 +363,27 @@ class Settings:
     sip_max_call_seconds: float = field(
         default=1800.0, metadata={"doc": "Longest call: outbound, and inbound (set on each number's trunk)."}
     )
+    warm_transfer_ring_seconds: float = field(
+        default=30.0,
+        metadata={
+            "doc": "A warm transfer's human who has not answered within this many seconds is given up "
+            "(`transfer.declined`, reason `no_answer`) and the caller is back with the agent."
+        },
+    )
+    warm_transfer_decide_seconds: float = field(
+        default=30.0,
+        metadata={
+            "doc": "After answering, the human has this long (from the end of the briefing) to accept (DTMF 1, "
+            "or a spoken yes) or decline (DTMF 2, a spoken no); silence is a `no_answer`."
+        },
+    )
+    warm_transfer_hold_audio: str = field(
+        default="",
+        metadata={
+            "doc": "Audio file (any format ffmpeg decodes: wav, mp3, ogg) the caller hears, looped, while a warm "
+            "transfer reaches the human; empty: a quiet generated tone (a soft beep every 3 s)."
+        },
+    )
     sip_inbound_allowed_addresses: tuple[str, ...] = field(
         default=(),
         metadata={

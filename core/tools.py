@@ -68,6 +68,7 @@ class CallTool:
     kind: str  # one of CALL_TOOLS; also its name
     description: str | None = None
     target: str | None = None  # transfer_call's number or SIP URI
+    mode: str = "cold"  # transfer_call's: cold (a SIP REFER) or warm (the human briefed first)
 
     @property
     def name(self) -> str:
@@ -96,7 +97,14 @@ def agent_tools(config: dict[str, Any]) -> list[Tool]:
                 )
             )
         elif kind in CALL_TOOLS:
-            out.append(CallTool(kind=kind, description=item.get("description"), target=item.get("target")))
+            out.append(
+                CallTool(
+                    kind=kind,
+                    description=item.get("description"),
+                    target=item.get("target"),
+                    mode=item.get("mode") or "cold",
+                )
+            )
         else:  # validated on the way in: a kind this version does not know was stored by a newer one
             log.warning("agent tool of unknown type %r skipped", kind)
     return out
@@ -127,11 +135,21 @@ _CALL_TOOL_SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+WARM_TRANSFER_DESCRIPTION = (
+    "Transfer the caller to a human colleague, warmly: the caller waits on hold while you call the colleague and "
+    "tell them what the call is about; they are connected if the colleague accepts. Call it when the caller asks "
+    "for a person, or when you cannot help; tell the caller first that you will put them on hold briefly. If the "
+    "colleague declines or does not answer, the caller is back with you: say so and go on helping."
+)
+
+
 def declaration(tool: Tool) -> dict[str, Any]:
     """The function the LLM sees: name, description, JSON Schema of its arguments (LiveKit's raw schema)."""
     if isinstance(tool, HttpTool):
         return {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
     description, parameters = _CALL_TOOL_SCHEMAS[tool.kind]
+    if tool.kind == "transfer_call" and tool.mode == "warm":
+        description = WARM_TRANSFER_DESCRIPTION
     if tool.description:
         description = f"{description} {tool.description}"
     return {"name": tool.name, "description": description, "parameters": parameters}

@@ -293,13 +293,14 @@ class CallMeter:
         async with self._lock:
             await self._write([e for e in events if e.quantity > 0])
 
-    async def record_sip_minutes(self, *, carrier: str, trunk: str | None, answered_ms: int) -> None:
-        """The phone line of an answered outbound call: its answered time, priced per carrier (and trunk)."""
+    async def record_sip_minutes(self, *, carrier: str, trunk: str | None, answered_ms: int, leg: str = "sip") -> None:
+        """A phone line of the call: its answered time, priced per carrier (and trunk). `leg` tells the call's lines
+        apart in the usage key: the caller's (``sip``), a warm transfer's human (``transfer-<n>``)."""
         minutes = (Decimal(answered_ms) / Decimal(60_000)).quantize(QUANTUM)
         if minutes <= 0:
             return
         async with self._lock:
-            await self._write([self._event(f"{self.scope}/sip", carrier, trunk, "sip_minutes", minutes)])
+            await self._write([self._event(f"{self.scope}/{leg}", carrier, trunk, "sip_minutes", minutes)])
 
     async def record_storage_minutes(self, *, storage: str, recorded_ms: int) -> None:
         """The call's recording: its length, priced per storage (``local``: the data dir) when a rate is set."""

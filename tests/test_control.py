@@ -16,8 +16,11 @@ EVERY_COMMAND = [
     ),
     (Say("Please hold."), {"type": "say", "text": "Please hold."}),
     (SendDtmf("#"), {"type": "dtmf", "digit": "#"}),
-    (Transfer("tel:+15551111111"), {"type": "transfer", "target": "tel:+15551111111"}),
-    (Transfer("sip:desk@pbx.example.com"), {"type": "transfer", "target": "sip:desk@pbx.example.com"}),
+    (Transfer("tel:+15551111111"), {"type": "transfer", "target": "tel:+15551111111", "mode": "cold"}),
+    (
+        Transfer("sip:desk@pbx.example.com", mode="warm"),
+        {"type": "transfer", "target": "sip:desk@pbx.example.com", "mode": "warm"},
+    ),
 ]
 
 
@@ -44,9 +47,14 @@ def test_the_round_trip_covers_every_kind():
         (b'{"type": "say", "text": "   "}', "no text"),
         (b'{"type": "dtmf", "digit": "12"}', "not one of"),
         (b'{"type": "transfer", "target": "http://example.com"}', "not a sip:"),
+        (b'{"type": "transfer", "target": "tel:+15551111111", "mode": "hot"}', "not one of cold, warm"),
         (b'{"type": "context", "context": "a string"}', "not an object"),
     ],
 )
 def test_anything_else_on_the_topic_is_refused_with_a_reason(raw, why):
     with pytest.raises(BadControl, match=why):
         ControlMessage.parse(raw)
+
+
+def test_a_transfer_from_an_api_that_knows_no_modes_is_cold():
+    assert ControlMessage.parse(b'{"type": "transfer", "target": "tel:+15551111111"}') == Transfer("tel:+15551111111")

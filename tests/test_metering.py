@@ -185,3 +185,8 @@ async def test_an_answered_line_is_one_sip_minutes_event_priced_per_carrier_and_
     assert (line.event_type, line.quantity, line.total_cost_nanos) == ("sip_minutes", Decimal("1.5"), 10_500_000)
     assert line.idempotency_key == sink.events[1].idempotency_key
     assert other.total_cost_nanos is None  # no rate for that carrier: unpriced, never 0
+    # a warm transfer's human: a line of its own, under its own key, priced like any line of that carrier
+    await m.record_sip_minutes(carrier="telnyx", trunk="ST_line", answered_ms=30_000, leg="transfer-1")
+    human = sink.events[-1]
+    assert (human.quantity, human.total_cost_nanos) == (Decimal("0.5"), 3_500_000)
+    assert human.idempotency_key not in {e.idempotency_key for e in sink.events[:-1]}

@@ -16,7 +16,7 @@ from core.secrets import SecretBox
 from core.store import calls as calls_repo
 from core.store import events as events_repo
 from core.store import sessions as sessions_repo
-from core.tools import MAX_RESULT_BYTES, HttpTool, ToolRunner
+from core.tools import MAX_RESULT_BYTES, HttpTool, ToolRunner, agent_tools, declaration
 from tests.api.seed import seed_call, tenant_of
 from tests.harness.tool_server import ToolServer, verify
 
@@ -164,3 +164,18 @@ async def test_an_llm_that_reuses_a_call_id_has_each_call_recorded(store, runner
     calls = store.read_sync(sessions_repo.get, tenant_of("alice"), runner.session_id)["tool_calls"]
     assert [(c["arguments"], c["status"]) for c in calls] == [({"time": "9"}, "ok"), ({"time": "10"}, "ok")]
     assert calls[0]["id"] == "same" and calls[1]["id"].startswith("same~")
+
+
+def test_a_transfer_tool_keeps_its_mode_and_a_warm_one_tells_the_llm_the_caller_waits_on_hold():
+    cold, warm = agent_tools(
+        {
+            "tools": [
+                {"type": "transfer_call", "target": "+15550100"},
+                {"type": "transfer_call", "target": "sip:desk@pbx.example.com", "mode": "warm"},
+            ]
+        }
+    )
+    assert (cold.mode, warm.mode) == ("cold", "warm")
+    assert "hold" not in declaration(cold)["description"]
+    assert "on hold" in declaration(warm)["description"]
+    assert declaration(warm)["parameters"] == declaration(cold)["parameters"]

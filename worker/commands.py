@@ -20,6 +20,7 @@ from pipelines.config import prompt_with_context
 from .control import ControlChannel
 from .ending import Ending
 from .outbound import transfer
+from .warm_transfer import back_with_agent, warm_transfer
 
 if TYPE_CHECKING:
     from .entrypoint import CallJob
@@ -65,9 +66,16 @@ class CallCommands:
         log.info("session %s: sent DTMF %s", self.job.session_id, digit)
 
     async def transfer(self, message: Transfer) -> None:
-        """A supervisor's transfer (`transfer_caller`). A failed transfer leaves the call with the agent, with an
-        `error` event (recoverable) on the session."""
+        """A supervisor's transfer: cold (`transfer_caller`) or warm (worker/warm_transfer.py). A failed cold
+        transfer leaves the call with the agent, with an `error` event (recoverable) on the session; a warm one
+        that does not connect has its `transfer.declined` event, and the agent tells the caller."""
         session_id = self.job.session_id
+        if message.mode == "warm":
+            outcome = await warm_transfer(self.job, message.target)
+            if not outcome.connected and not outcome.caller_gone and self.job.end.ended is None:
+                # heard in full: the caller, back from hold, may be talking over it
+                self.session.say(back_with_agent(outcome), allow_interruptions=False)
+            return
         failure = await transfer_caller(self.job, message.target)
         if failure is not None:
             await self.job.store.write(

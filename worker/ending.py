@@ -5,8 +5,9 @@ transfer, no answer or a failed dial, the agent was deleted, the caller never jo
 2. the end recorded on the session (and an outbound phone call) in one write, at the instant the call ended
    (after the apology): the session's duration and the line's billed minutes stop there. It is stored before the
    hang-up, whose room deletion makes LiveKit send room_finished: the reason recorded first is the one kept;
-3. the hang-up: the SIP participant removed and the room deleted, so the far end gets a BYE (phone) or a
-   disconnect (web) at once, never livekit-sip's media timeout or an open room;
+3. the hang-up: a warm transfer's human hung up (their side room deleted, their minutes billed), the SIP participant
+   removed and the room deleted, so the far end gets a BYE (phone) or a disconnect (web) at once, never
+   livekit-sip's media timeout or an open room;
 4. the meter closed, the job shut down.
 
 The first ending wins; any later one (the session closing because of the hang-up, the job's own end) waits for it
@@ -111,6 +112,8 @@ class CallEnd:
         # The end is stored before the room goes: its deletion makes LiveKit send room_finished, and the reason
         # recorded first is the one the call keeps.
         await self._record(ending, ended_at)
+        if job.warm_transfer is not None:  # the human's leg hung up too, and its minutes billed
+            await job.warm_transfer.close()
         await hang_up(self.ctx, job.caller_identity, why=f"session {job.session_id}")
         await self._bill_line(ended_at)
         await job.close_meter()

@@ -79,6 +79,7 @@ from .turn_trace import TurnTrace
 from .usage_sink import StoreUsageSink
 from .usage_spill import spill_path
 from .voicemail import VoicemailScreen
+from .warm_transfer import WarmTransfer
 
 log = logging.getLogger("voxarena.job")
 
@@ -147,7 +148,9 @@ class CallJob:
     line: InboundLine | None = None  # an inbound phone call's line, metered at the end
     caller_identity: str | None = None  # a phone call's SIP participant, hung up at the end
     caller: rtc.RemoteParticipant | None = None  # once the caller is in the room (None: nobody answered or joined)
-    transferring: str | None = None  # the target of a supervisor's transfer in flight or done
+    transferring: str | None = None  # the target of a transfer in flight (cold) or done (cold, warm)
+    warm_transfer: WarmTransfer | None = None  # a warm transfer under way, or connected (worker/warm_transfer.py)
+    transfer_count: int = 0  # warm transfers started: each human leg is metered under its own number
     tool_runner: ToolRunner | None = None  # runs and records the agent's tools, when it has any
     recording: CallRecording | None = None  # the call's audio, when its agent (or the product) records calls
     tasks: utils.aio.TaskSet = field(default_factory=utils.aio.TaskSet)

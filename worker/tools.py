@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import RunContext, function_tool
-from livekit.agents.llm import RawFunctionTool
+from livekit.agents.llm import RawFunctionTool, StopResponse
 
 from core.control import DTMF_CODES
 from core.tools import FILLER_DELAY_SECONDS, CallTool, HttpTool, Tool, ToolResult, ToolRunner, declaration
 
 from .commands import transfer_caller
 from .ending import Ending
+from .warm_transfer import warm_transfer
 
 if TYPE_CHECKING:
     from .entrypoint import CallJob
@@ -25,6 +27,8 @@ log = logging.getLogger("voxarena.job")
 DTMF_DIGITS = re.compile(r"^[0-9*#]{1,32}$")
 # Between two keys of one send_dtmf, as LiveKit's own send_dtmf tool waits.
 DTMF_GAP_SECONDS = 0.3
+# A warm transfer waits this long at most for the words the agent said before calling it.
+PLAYOUT_WAIT_SECONDS = 15.0
 
 
 def sip_target(target: str) -> str:
@@ -42,7 +46,8 @@ class CallActions:
         if tool.kind == "end_call":
             return self.end_call(context)
         if tool.kind == "transfer_call":
-            return await self.transfer_call(tool)
+            reason = arguments.get("reason")
+            return await self.transfer_call(tool, context, reason if isinstance(reason, str) else None)
         return await self.send_dtmf(str(arguments.get("digits", "")))
 
     def end_call(self, context: RunContext) -> ToolResult:
@@ -57,9 +62,27 @@ class CallActions:
         context.speech_handle.add_done_callback(ended)
         return ToolResult("ok", "The call ends after your next words: say a short goodbye, nothing else.")
 
-    async def transfer_call(self, tool: CallTool) -> ToolResult:
+    async def transfer_call(self, tool: CallTool, context: RunContext, reason: str | None = None) -> ToolResult:
         if not tool.target:
             return ToolResult("error", "error: no transfer target is configured")
+        if tool.mode == "warm":
+            # what the agent said before calling the tool ("One moment, I'll get a colleague") is heard before the hold
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(context.wait_for_playout(), PLAYOUT_WAIT_SECONDS)
+            # the caller, back from hold, hears in full why (the reply to this tool is the same speech)
+            context.disallow_interruptions()
+            # in a task of the job, as below: the caller hanging up mid-transfer ends the call and this speech
+            warm = self.job.spawn(
+                warm_transfer(self.job, sip_target(tool.target), reason=reason, interrupt=False), "transfer"
+            )
+            outcome = await asyncio.shield(warm)
+            if outcome.connected:
+                return ToolResult("ok", "The caller is connected to your colleague; you have left the call.")
+            return ToolResult(
+                "error",
+                f"error: the transfer did not go through ({outcome.reason}: {outcome.detail}); the caller is back "
+                "with you: tell them, briefly, and go on helping",
+            )
         # The transfer ends the call, which closes the session and cancels the speech this tool runs in: the
         # transfer and the end run in a task of the job, which finishes them whatever happens to this one.
         transferring = self.job.spawn(transfer_caller(self.job, sip_target(tool.target)), "transfer")
@@ -92,6 +115,8 @@ def _function_tool(tool: Tool, runner: ToolRunner, actions: CallActions) -> RawF
                     return (await runner.call_http(tool, arguments, call_key)).text
             return (await runner.call_http(tool, arguments, call_key)).text
         result = await runner.tracked(tool, arguments, call_key, lambda: actions.run(tool, arguments, context))
+        if tool.kind == "transfer_call" and actions.job.warm_transfer is not None and result.status == "ok":
+            raise StopResponse()  # connected: the agent has left the conversation, it must not reply
         return result.text
 
     return function_tool(handler, raw_schema=declaration(tool))

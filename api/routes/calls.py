@@ -237,15 +237,17 @@ async def override_dtmf(ctx: RequestContext) -> dict:
 
 
 async def override_transfer(ctx: RequestContext) -> dict:
-    """The job asks LiveKit to transfer its SIP participant (a SIP REFER to the caller's side); when the far end
-    accepts, the call ends `transferred`. A refused transfer leaves the call up with the agent, and says why in the
-    job's log and on the session's error."""
+    """Cold (the default): the job asks LiveKit to transfer its SIP participant (a SIP REFER to the caller's side);
+    when the far end accepts, the call ends `transferred`. Warm: the caller is put on hold while the agent calls the
+    target and briefs them, and the two are connected when the target accepts. A refused or failed transfer leaves
+    the call up with the agent, and says why in the job's log and on the session's events."""
     body: OverrideTransfer = ctx.body
     row = await _live(ctx, body.call_sid)
     _require_phone_call(row, "a transfer")
-    await record_override(ctx, body.call_sid, "transfer", {"target": body.target})
-    await _control(ctx, row, Transfer(transfer_uri(body.target)))
-    return {"success": True, "call_sid": body.call_sid, "message": f"Transferring to {body.target}"}
+    await record_override(ctx, body.call_sid, "transfer", {"target": body.target, "mode": body.mode})
+    await _control(ctx, row, Transfer(transfer_uri(body.target), mode=body.mode))
+    what = "Warm transfer to" if body.mode == "warm" else "Transferring to"
+    return {"success": True, "call_sid": body.call_sid, "message": f"{what} {body.target}"}
 
 
 async def override_end(ctx: RequestContext) -> dict:
@@ -328,7 +330,7 @@ ROUTES = [
         "POST",
         "/api/override/transfer",
         override_transfer,
-        "Transfer a phone call (SIP REFER)",
+        "Transfer a phone call (cold: SIP REFER; warm: the agent briefs the human first)",
         "override",
         response=OverrideDone,
         body=OverrideTransfer,

@@ -139,6 +139,12 @@ class OverrideTransfer(RequestBody):
         pattern=TRANSFER_TARGET_PATTERN,
         description="E.164 (+15551111111) or a SIP URI (sip:desk@pbx.example.com).",
     )
+    mode: Literal["cold", "warm"] = Field(
+        default="cold",
+        description="cold: the caller is handed on (SIP REFER) and the call ends `transferred`. warm: the caller "
+        "is put on hold while the agent calls the target and briefs them; they are connected when the target "
+        "accepts (DTMF 1 or a spoken yes), else the caller is back with the agent (docs/calls.md).",
+    )
 
 
 def transfer_uri(target: str) -> str:

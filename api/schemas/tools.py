@@ -80,6 +80,11 @@ class EndCallToolIn(RequestBody):
 class TransferCallToolIn(RequestBody):
     type: Literal["transfer_call"]
     target: str = Field(pattern=rf"{E164_PATTERN}|^sips?:[^\s]{{3,250}}$", description="An E.164 number or a sip: URI.")
+    mode: Literal["cold", "warm"] | None = Field(
+        default=None,
+        description="cold (unset): a SIP REFER hands the caller on. warm: the caller waits on hold while the agent "
+        "calls the target, briefs them and connects the two when they accept (docs/tools.md).",
+    )
     description: str | None = Field(default=None, max_length=2_000)
 
 

@@ -77,6 +77,13 @@ async def test_a_masked_header_sent_back_keeps_the_stored_value_and_a_new_one_re
     assert table_snapshot(settings) == before
 
 
+async def test_a_transfer_tool_keeps_its_warm_mode(client, auth):
+    warm = {"type": "transfer_call", "target": "sip:desk@pbx.clinic.test", "mode": "warm"}
+    resp = await _create(client, auth, [warm])
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["tools"] == [warm]
+
+
 @pytest.mark.parametrize(
     ("tools", "says"),
     [
@@ -94,6 +101,7 @@ async def test_a_masked_header_sent_back_keeps_the_stored_value_and_a_new_one_re
         ([{**BOOK, "headers": {"X-Voxarena-Signature": "forged"}}], "set by the product"),
         ([{**BOOK, "headers": {"X-A": "two\nlines"}}], "one line"),
         ([{"type": "transfer_call", "target": "bob"}], "target"),
+        ([{"type": "transfer_call", "target": "+15550100", "mode": "hot"}], "mode"),
         ([{"type": "shell", "command": "rm"}], "type"),
         ([{**BOOK, "name": f"tool_{i}"} for i in range(21)], "tools"),
     ],

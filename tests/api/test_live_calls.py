@@ -199,7 +199,24 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
             "/api/override/transfer", json={"call_sid": phone["call_sid"], "target": target}, headers=h
         )
         assert resp.status == 200, await resp.text()
-        assert sent() == {"type": "transfer", "target": wire}
+        assert sent() == {"type": "transfer", "target": wire, "mode": "cold"}
+    resp = await client.post(
+        "/api/override/transfer",
+        json={"call_sid": phone["call_sid"], "target": "+15551111111", "mode": "warm"},
+        headers=h,
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["message"] == "Warm transfer to +15551111111"
+    assert sent() == {"type": "transfer", "target": "tel:+15551111111", "mode": "warm"}
+    for mode in ("hot", "WARM", None, 1):
+        await assert_error(
+            await client.post(
+                "/api/override/transfer",
+                json={"call_sid": phone["call_sid"], "target": "+15551111111", "mode": mode},
+                headers=h,
+            ),
+            422,
+        )
     for bad in ("5551111111", "tel:+15551111111", "sip:nohost", "sip:a b@c", ""):
         await assert_error(
             await client.post("/api/override/transfer", json={"call_sid": phone["call_sid"], "target": bad}, headers=h),

@@ -22,6 +22,7 @@ _RTP_HEADER = struct.Struct("!BBHII")
 PCMU = 0
 TELEPHONE_EVENT = 101  # RFC 4733 events (DTMF), as tests/sip/uas_answer_dtmf.xml offers them
 DTMF_DIGITS = "0123456789*#ABCD"
+DTMF_PACKETS = 10  # a key held 200 ms: 10 event packets of 20 ms, then 3 end packets
 
 
 @dataclass
@@ -59,12 +60,15 @@ class RtpPeer:
         self._payload = _read_ulaw_wav(play) if play else None
         self._chunks: list[np.ndarray] = []
         self._lock = threading.Lock()
+        self._dtmf_out: list[str] = []  # digits to send as RFC 4733 events, in place of the played audio
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rtp-peer-{self.port}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         seq, ts, ssrc = 0, 0, 0x5A5A0000 | (self.port & 0xFFFF)
+        event: int | None = None  # the RFC 4733 event being sent (its code), its timestamp and packets so far
+        event_ts = event_packets = 0
         pos, next_send = 0, 0.0
         while not self._stop.is_set():
             try:
@@ -82,6 +86,22 @@ class RtpPeer:
             if next_send == 0.0:
                 next_send = now
             while next_send <= now:  # catch up after a slow recv without bursting more than a few packets
+                if event is None and self._dtmf_out:
+                    with self._lock:
+                        event, event_ts, event_packets = DTMF_DIGITS.index(self._dtmf_out.pop(0)), ts, 0
+                if event is not None:  # one 20 ms event packet in place of audio; the last 3 mark its end
+                    event_packets += 1
+                    end = event_packets > DTMF_PACKETS
+                    marker = 0x80 if event_packets == 1 else 0
+                    payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, 160 * min(event_packets, 10))
+                    header = _RTP_HEADER.pack(0x80, marker | TELEPHONE_EVENT, seq & 0xFFFF, event_ts, ssrc)
+                    with contextlib.suppress(OSError):
+                        self.sock.sendto(header + payload, remote)
+                    if event_packets >= DTMF_PACKETS + 3:
+                        event = None
+                    seq, ts = seq + 1, ts + 160
+                    next_send += 0.020
+                    continue
                 chunk = self._payload[pos : pos + 160]
                 if len(chunk) < 160:
                     pos, chunk = 0, self._payload[:160]
@@ -132,6 +152,16 @@ class RtpPeer:
                 if level > self.silence_dbfs:
                     st.nonsilent_packets += 1
                     st.last_nonsilent_at = now
+
+    def send_dtmf(self, digit: str) -> None:
+        """Press a key: an RFC 4733 event (PT 101, 200 ms, as uas_answer_dtmf.xml negotiates) sent in place of
+        the played audio, once the call's media flows (the peer must be playing: `play`)."""
+        if self._payload is None:
+            raise HarnessError("the RTP peer sends DTMF while it plays audio: start it with play=")
+        if digit not in DTMF_DIGITS:
+            raise HarnessError(f"not a DTMF digit: {digit!r}")
+        with self._lock:
+            self._dtmf_out.append(digit)
 
     def samples(self) -> np.ndarray:
         with self._lock:

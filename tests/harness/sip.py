@@ -437,6 +437,7 @@ class SipStack:
     workdir: Path
     _callee: SippCallee | None = field(default=None, repr=False)
     _count: int = field(default=0, repr=False)
+    _peers: list[SippCallee] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
@@ -522,6 +523,33 @@ class SipStack:
                 time.sleep(0.1)
         return closed
 
+    def start_peer(
+        self,
+        scenario: str,
+        *,
+        answer_after_ms: int = 500,
+        play: Path | None = None,
+        timeout_s: float = 60.0,
+    ) -> SippCallee:
+        """Another sipp UAS, on an address of its own (not the trunk's: the trunk's callee runs beside it), reached
+        by a SIP URI, `sip:<user>@<peer.address>` (a warm transfer's human, for one). Stopped by `stop_peers`."""
+        self._count += 1
+        peer = SippCallee(
+            scenario,
+            ip=self.callee_ip,
+            port=free_tcp_udp_port(self.callee_ip),
+            workdir=self.workdir / f"peer-{self._count}-{Path(scenario).stem}",
+            answer_after_ms=answer_after_ms,
+            play=play,
+            timeout_s=timeout_s,
+        )
+        self._peers.append(peer)
+        return peer
+
+    def stop_peers(self) -> None:
+        while self._peers:
+            self._peers.pop().stop()
+
     def describe(self) -> str:
         parts = [
             f"--- livekit-sip ---\n{self.sip.log_tail(60)}",
@@ -529,9 +557,12 @@ class SipStack:
         ]
         if self._callee is not None:
             parts.insert(0, f"--- callee ---\n{self._callee.describe()}")
+        for peer in self._peers:
+            parts.insert(1, f"--- peer ---\n{peer.describe()}")
         return "\n".join(parts)
 
     def stop(self) -> None:
+        self.stop_peers()
         self.stop_callee()
         self.sip.stop()
         self.livekit.stop()

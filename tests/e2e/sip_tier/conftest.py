@@ -60,6 +60,21 @@ def sip_callee(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
         sip_stack.stop_callee()
 
 
+@pytest.fixture
+def sip_peer(sip_stack: SipStack) -> Iterator[Callable[..., SippCallee]]:
+    """A factory: sip_peer("uas_answer_dtmf.xml", answer_after_ms=500, play=None, timeout_s=60) starts sipp on an
+    address of its own (`.address`, dialled as sip:<user>@<address>), beside the trunk's callee; stopped when the
+    test ends."""
+
+    def start(scenario: str, **kwargs) -> SippCallee:
+        return _or_fail(sip_stack.start_peer, scenario, **kwargs)
+
+    try:
+        yield start
+    finally:
+        sip_stack.stop_peers()
+
+
 @pytest.fixture(scope="session")
 def sip_product(sip_stack: SipStack, e2e_workdir: Path, fakes):
     """`voxarena serve` (API + worker) on the SIP stack's livekit-server, dialling through its outbound trunk, with
@@ -78,6 +93,7 @@ def sip_product(sip_stack: SipStack, e2e_workdir: Path, fakes):
         extra={
             "VOXARENA_SIP_OUTBOUND_TRUNK_ID": sip_stack.trunk_id,
             "VOXARENA_SIP_RING_TIMEOUT_SECONDS": "3",
+            "VOXARENA_WARM_TRANSFER_RING_SECONDS": "4",
             "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
             "VOXARENA_CALLBACK_BACKOFF_SECONDS": "0.1",
         },
