@@ -1,5 +1,6 @@
-"""The one outbound address policy, for every URL a tenant can set: callback URLs, a client's own LiveKit server
-and (coming) the agents' HTTP tools.
+"""The one outbound address policy, for every URL a tenant can set: callback URLs, a client's own LiveKit server,
+the agents' HTTP tools and webhooks, and the SIP hosts a warm transfer dials (`VOXARENA_SIP_TRANSFER_ALLOWED_HOSTS`
+lists the exceptions there).
 
 Only global addresses may be reached (`ipaddress`' ``is_global``, multicast excluded), after unwrapping the IPv6
 forms that carry an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, NAT64
@@ -15,6 +16,7 @@ nothing. An address literal in a URL never goes through a resolver: `check_url(.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -76,11 +78,14 @@ def _literal(host: str) -> IPAddress | None:
 class NetPolicy:
     allowed_hosts: frozenset[str] = frozenset()
     lookup: Lookup = field(default=system_lookup, compare=False)
+    # the setting that lists `allowed_hosts`, named to the tenant when a host is refused
+    setting: str = "VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS"
 
     @classmethod
-    def of(cls, allowed_hosts: Iterable[str], lookup: Lookup | None = None) -> NetPolicy:
+    def of(cls, allowed_hosts: Iterable[str], lookup: Lookup | None = None, *, setting: str | None = None) -> NetPolicy:
         hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
-        return cls(hosts) if lookup is None else cls(hosts, lookup)
+        policy = cls(hosts) if lookup is None else cls(hosts, lookup)
+        return dataclasses.replace(policy, setting=setting) if setting else policy
 
     def allowed(self, host: str) -> bool:
         return host.lower().strip("[]") in self.allowed_hosts
@@ -107,7 +112,7 @@ class NetPolicy:
         if refused:
             raise AddressRefused(
                 f"host {host!r} is a private, loopback, link-local or otherwise non-public address "
-                f"({', '.join(refused)}); list it in VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS to allow it"
+                f"({', '.join(refused)}); list it in {self.setting} to allow it"
             )
         return addresses
 

@@ -377,6 +377,14 @@ class Settings:
             "or a spoken yes) or decline (DTMF 2, a spoken no); silence is a `no_answer`."
         },
     )
+    sip_transfer_allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "Comma-separated SIP hosts a warm transfer may dial by SIP URI although they are (or resolve to) "
+            "non-public addresses (a PBX on the private network); any other such host is refused, and a public one "
+            "is dialled at the address checked (docs/calls.md, Warm transfer)."
+        },
+    )
     warm_transfer_hold_audio: str = field(
         default="",
         metadata={
@@ -522,6 +530,8 @@ class Settings:
             object.__setattr__(self, "jwt_audience", _split(self.jwt_audience))
         if isinstance(self.outbound_http_allowed_hosts, str):
             object.__setattr__(self, "outbound_http_allowed_hosts", _split(self.outbound_http_allowed_hosts))
+        if isinstance(self.sip_transfer_allowed_hosts, str):
+            object.__setattr__(self, "sip_transfer_allowed_hosts", _split(self.sip_transfer_allowed_hosts))
         if isinstance(self.sip_inbound_allowed_addresses, str):
             object.__setattr__(self, "sip_inbound_allowed_addresses", _split(self.sip_inbound_allowed_addresses))
         if bool(self.sip_inbound_auth_username) != bool(self.sip_inbound_auth_password):

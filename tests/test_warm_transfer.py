@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from livekit import api
 
+from core.netpolicy import AddressRefused, NetPolicy
 from worker.warm_transfer import HumanLeg
 from worker.warm_transfer_parts import (
     MAX_HEADER_CHARS,
@@ -48,11 +49,46 @@ def test_a_number_is_dialled_through_the_outbound_trunk_and_a_sip_uri_at_its_own
         ("sip:pbx.example.com", "a user and a host"),
         ("sip:desk@", "a user and a host"),
         ("http://desk@pbx.example.com", "a user and a host"),
+        ("sip:desk@pbx.example.com:99999", "no valid host and port"),
     ],
 )
 def test_a_target_that_cannot_be_dialled_says_why(target, why):
     with pytest.raises(ValueError, match=why):
         DialPlan.of(target, trunk_id="")
+
+
+async def test_a_sip_uri_is_dialled_only_at_an_address_the_policy_allows_and_at_that_address():
+    names = {
+        "pbx.example.com": ["93.184.216.34"],
+        "inside.example.com": ["10.1.2.3"],
+        "v6.example.com": ["2001:4860::8"],
+    }
+    asked = []
+
+    async def lookup(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return names[host]
+
+    policy = NetPolicy.of((), lookup, setting="VOXARENA_SIP_TRANSFER_ALLOWED_HOSTS")
+    # a public name: dialled at the address checked (a later DNS answer cannot send it elsewhere), its port kept
+    desk = await DialPlan.of("sip:desk@pbx.example.com:5070", trunk_id="").pinned(policy)
+    assert (desk.call_to, desk.host, desk.request().trunk.hostname) == (
+        "desk",
+        "93.184.216.34:5070",
+        "93.184.216.34:5070",
+    )
+    assert asked == [("pbx.example.com", 5070)]
+    assert (await DialPlan.of("sips:d@v6.example.com", trunk_id="").pinned(policy)).host == "[2001:4860::8]"
+    assert asked[-1] == ("v6.example.com", 5061)
+    # private, loopback, link-local: refused, naming the setting that would allow them
+    for target in ("sip:d@inside.example.com", "sip:d@10.0.0.5", "sip:d@169.254.169.254:5060", "sip:d@[::1]"):
+        with pytest.raises(AddressRefused, match="VOXARENA_SIP_TRANSFER_ALLOWED_HOSTS"):
+            await DialPlan.of(target, trunk_id="").pinned(policy)
+    # a host the operator listed passes; a number goes through the operator's trunk, as it is
+    listed = NetPolicy.of(("inside.example.com",), lookup)
+    assert (await DialPlan.of("sip:d@inside.example.com", trunk_id="").pinned(listed)).host == "10.1.2.3"
+    number = DialPlan.of("tel:+15551111111", trunk_id="ST_line")
+    assert await number.pinned(policy) is number
 
 
 def _said(role: str, text: str) -> SimpleNamespace:

@@ -13,6 +13,7 @@ from livekit.agents import RunContext, function_tool
 from livekit.agents.llm import RawFunctionTool, StopResponse
 
 from core.control import DTMF_CODES
+from core.sip_uri import transfer_uri
 from core.tools import FILLER_DELAY_SECONDS, CallTool, HttpTool, Tool, ToolResult, ToolRunner, declaration
 
 from .commands import transfer_caller
@@ -29,11 +30,6 @@ DTMF_DIGITS = re.compile(r"^[0-9*#]{1,32}$")
 DTMF_GAP_SECONDS = 0.3
 # A warm transfer waits this long at most for the words the agent said before calling it.
 PLAYOUT_WAIT_SECONDS = 15.0
-
-
-def sip_target(target: str) -> str:
-    """A tool's target as the REFER takes it: a number becomes a tel: URI."""
-    return f"tel:{target}" if target.startswith("+") else target
 
 
 class CallActions:
@@ -73,7 +69,7 @@ class CallActions:
             context.disallow_interruptions()
             # in a task of the job, as below: the caller hanging up mid-transfer ends the call and this speech
             warm = self.job.spawn(
-                warm_transfer(self.job, sip_target(tool.target), reason=reason, interrupt=False), "transfer"
+                warm_transfer(self.job, transfer_uri(tool.target), reason=reason, interrupt=False), "transfer"
             )
             outcome = await asyncio.shield(warm)
             if outcome.connected:
@@ -85,7 +81,7 @@ class CallActions:
             )
         # The transfer ends the call, which closes the session and cancels the speech this tool runs in: the
         # transfer and the end run in a task of the job, which finishes them whatever happens to this one.
-        transferring = self.job.spawn(transfer_caller(self.job, sip_target(tool.target)), "transfer")
+        transferring = self.job.spawn(transfer_caller(self.job, transfer_uri(tool.target)), "transfer")
         failure = await asyncio.shield(transferring)
         if failure is not None:
             return ToolResult("error", f"error: the transfer failed ({failure}); the caller is still with you")

@@ -37,6 +37,8 @@ from livekit.agents import stt as agents_stt
 from livekit.agents import utils
 from livekit.agents.utils.audio import audio_frames_from_file
 
+from core.netpolicy import AddressRefused
+from core.sip_uri import transfer_policy
 from core.store import events as events_repo
 from pipelines.config import STT_SAMPLE_RATE
 
@@ -119,8 +121,10 @@ class WarmTransfer:
         job, settings = self.job, self.job.settings
         await self._event("transfer.started", {"mode": "warm", "target": self.target, "reason": self.reason})
         try:
-            plan = DialPlan.of(self.target, trunk_id=settings.sip_outbound_trunk_id)
-        except ValueError as e:
+            plan = await DialPlan.of(self.target, trunk_id=settings.sip_outbound_trunk_id).pinned(
+                transfer_policy(settings)
+            )
+        except (ValueError, AddressRefused) as e:
             return await self._back(TransferOutcome(False, "failed", f"the transfer could not start: {e}"))
         session, caller = job.session, job.caller
         if session is None or caller is None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from livekit import api, rtc
 from livekit.agents import tts as agents_tts
+
+from core.netpolicy import NetPolicy
+from core.sip_uri import SipUri, checked_address
 
 SUMMARY_HEADER = "X-Voxarena-Summary"
 MAX_HEADER_CHARS = 200
@@ -28,6 +31,7 @@ class DialPlan:
     trunk_id: str | None = None
     host: str | None = None
     tls: bool = False
+    uri: SipUri | None = None  # the target's SIP URI, when it is one
 
     @classmethod
     def of(cls, target: str, *, trunk_id: str) -> DialPlan:
@@ -37,11 +41,17 @@ class DialPlan:
             if not trunk_id:
                 raise ValueError("no outbound SIP trunk is configured (VOXARENA_SIP_OUTBOUND_TRUNK_ID)")
             return cls(call_to=rest, trunk_id=trunk_id)
-        user, _, host = rest.partition("@")
-        host = host.split(";", 1)[0]
-        if scheme not in ("sip", "sips") or not user or not host:
-            raise ValueError(f"{target} is not a tel: or sip: URI with a user and a host")
-        return cls(call_to=user, host=host, tls=scheme == "sips")
+        uri = SipUri.parse(target)
+        return cls(call_to=uri.user, host=uri.hostport(), tls=uri.tls, uri=uri)
+
+    async def pinned(self, policy: NetPolicy) -> DialPlan:
+        """The plan with a SIP URI's host replaced by the address it was checked at: the product's SIP bridge dials
+        a tenant's host only where the policy lets it (public addresses, or a host the operator listed), and a name
+        that resolves elsewhere by the time of the dial (DNS rebinding) reaches nothing. Raises `AddressRefused`
+        saying why. A number through the trunk is the operator's own route: left as it is."""
+        if self.uri is None:
+            return self
+        return replace(self, host=self.uri.hostport(await checked_address(policy, self.uri)))
 
     def request(self, **fields: Any) -> api.CreateSIPParticipantRequest:
         request = api.CreateSIPParticipantRequest(sip_call_to=self.call_to, **fields)

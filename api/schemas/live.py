@@ -147,11 +147,6 @@ class OverrideTransfer(RequestBody):
     )
 
 
-def transfer_uri(target: str) -> str:
-    """What LiveKit's transfer takes (the REFER's Refer-To): a tel: URI for a number, a SIP URI as given."""
-    return f"tel:{target}" if target.startswith("+") else target
-
-
 class OverrideEnd(RequestBody):
     call_sid: str = Field(min_length=1, max_length=200)
 

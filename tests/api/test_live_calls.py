@@ -208,6 +208,32 @@ async def test_supervisor_controls_reach_the_live_call_and_nothing_else(client, 
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["message"] == "Warm transfer to +15551111111"
     assert sent() == {"type": "transfer", "target": "tel:+15551111111", "mode": "warm"}
+    # a warm transfer's SIP URI is dialled by the product's own SIP bridge: only a host the address policy allows
+    before = len(calls)
+    for private in ("sip:desk@10.0.0.5", "sip:x@169.254.169.254:5060", "sip:x@127.0.0.1", "sip:x@[::1]:5070"):
+        detail = (
+            await assert_error(
+                await client.post(
+                    "/api/override/transfer",
+                    json={"call_sid": phone["call_sid"], "target": private, "mode": "warm"},
+                    headers=h,
+                ),
+                422,
+            )
+        )["detail"]
+        assert detail.startswith("body target: host") and "VOXARENA_SIP_TRANSFER_ALLOWED_HOSTS" in detail, detail
+    assert len(calls) == before  # nothing sent to the call
+    resp = await client.post(
+        "/api/override/transfer",
+        json={"call_sid": phone["call_sid"], "target": "sip:desk@93.184.216.34:5062", "mode": "warm"},
+        headers=h,
+    )
+    assert resp.status == 200 and sent()["target"] == "sip:desk@93.184.216.34:5062"
+    # a cold transfer's REFER asks the caller's side to call: its host is not dialled from here
+    resp = await client.post(
+        "/api/override/transfer", json={"call_sid": phone["call_sid"], "target": "sip:desk@10.0.0.5"}, headers=h
+    )
+    assert resp.status == 200, await resp.text()
     for mode in ("hot", "WARM", None, 1):
         await assert_error(
             await client.post(

@@ -92,6 +92,8 @@ def sip_product(sip_stack: SipStack, e2e_workdir: Path, fakes):
         api_key=FAKE_KEY,
         extra={
             "VOXARENA_SIP_OUTBOUND_TRUNK_ID": sip_stack.trunk_id,
+            # warm transfers dial the human (a second sipp) by SIP URI on the test network's private address
+            "VOXARENA_SIP_TRANSFER_ALLOWED_HOSTS": sip_stack.callee_ip,
             "VOXARENA_SIP_RING_TIMEOUT_SECONDS": "3",
             "VOXARENA_WARM_TRANSFER_RING_SECONDS": "4",
             "VOXARENA_CALLBACK_ALLOWED_HOSTS": "127.0.0.1",
