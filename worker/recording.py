@@ -24,6 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.recorder_io import RecorderIO
 from livekit.agents.voice.recorder_io.recorder_io import (
@@ -67,6 +68,16 @@ class _AlignedRecorder(RecorderIO):
             self._input_settled = time.time()
             self._write_atask = asyncio.create_task(self._write_task())
             threading.Thread(target=self._encode_thread, daemon=True, name="recorder_io_encode_thread").start()
+
+    def tap(self, channel: int, frame: rtc.AudioFrame) -> None:
+        """Audio the session does not carry (a warm transfer's connected legs) into the recording: the caller's side
+        (0) or the other party's (1), timed by its arrival as LiveKit's own input is."""
+        if not self.recording:
+            return
+        started_at = time.time() - frame.duration
+        if channel == 0:
+            self._input_settled = started_at + frame.duration
+        self._put(_Captured(channel=channel, started_at=started_at, frame=frame))
 
     def _encode_thread(self) -> None:
         assert self._output_path is not None and self._t0 is not None
@@ -171,9 +182,15 @@ class CallRecording:
         self.storage = storage
         self.session_id = session_id
         self.key = recording_key(owner_id, session_id)
-        self._recorder: RecorderIO | None = None
+        self._recorder: _AlignedRecorder | None = None
         self._finished = False
         self.duration_ms: int | None = None  # once finished
+
+    def tap(self, channel: int, frame: rtc.AudioFrame) -> None:
+        """Audio carried outside the session into the recording (channel 0: the caller; 1: the agent's side, which
+        after a warm transfer is the human the caller talks to)."""
+        if self._recorder is not None and not self._finished:
+            self._recorder.tap(channel, frame)
 
     async def attach(self, session: AgentSession) -> None:
         if self._recorder is not None or session.input.audio is None or session.output.audio is None:

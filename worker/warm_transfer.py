@@ -355,8 +355,9 @@ class WarmTransfer:
         self.connected = True
         job.transferring = self.target
         hold_source = self._hold_source
-        self._tasks.append(job.spawn(self._pump(caller_track, side_source), "transfer-to-human"))
-        self._tasks.append(job.spawn(self._pump(human_track, hold_source), "transfer-to-caller"))
+        # a recorded call goes on being recorded: the caller on its side, the human where the agent was
+        self._tasks.append(job.spawn(self._pump(caller_track, side_source, channel=0), "transfer-to-human"))
+        self._tasks.append(job.spawn(self._pump(human_track, hold_source, channel=1), "transfer-to-caller"))
         await self._event("transfer.accepted", {"target": self.target, "by": self.answered_by})
         log.info("session %s: warm transfer: the caller and %s are connected", job.session_id, self.target)
 
@@ -371,11 +372,14 @@ class WarmTransfer:
 
         return await asyncio.wait_for(found(), TRACK_WAIT_SECONDS)
 
-    async def _pump(self, track: rtc.Track, source: rtc.AudioSource) -> None:
+    async def _pump(self, track: rtc.Track, source: rtc.AudioSource, *, channel: int) -> None:
         stream = rtc.AudioStream.from_track(track=track, sample_rate=self.rate, num_channels=1)
+        recording = self.job.recording
         try:
             async for event in stream:
                 await source.capture_frame(event.frame)
+                if recording is not None:
+                    recording.tap(channel, event.frame)
         finally:
             await stream.aclose()
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+
 from tests.e2e.sip_tier.test_outbound_calls import _agent, _place, _wait_status
+from tests.e2e.sip_tier.test_recordings_phone import WINDOW, _channels, _epoch, _probe, _windows_rms
 from tests.harness.audio import speech_ulaw_wav
 from worker.warm_transfer import BACK_WITH_AGENT
 
@@ -38,14 +41,14 @@ async def _event(product, sid: str, kind: str, *, timeout: float) -> dict:
         await asyncio.sleep(0.1)
 
 
-async def _call_in_progress(product, sip_callee, *, hang_up_after_ms: int | None = None):
+async def _call_in_progress(product, sip_callee, *, hang_up_after_ms: int | None = None, **agent_fields):
     """An answered outbound call whose callee (the caller of the transfer) has heard the agent's greeting; the
     callee hangs up `hang_up_after_ms` after answering, if given."""
     if hang_up_after_ms is None:
         caller = sip_callee("uas_answer.xml", answer_after_ms=300, play=speech_ulaw_wav(), timeout_s=120)
     else:
         caller = sip_callee("uas_answer_hangup.xml", answer_after_ms=hang_up_after_ms, play=speech_ulaw_wav())
-    placed = await _place(product, await _agent(product))
+    placed = await _place(product, await _agent(product, **agent_fields))
     await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
     await asyncio.to_thread(
         caller.rtp.wait_for, lambda s: s.nonsilent_packets >= 25, timeout=30, what="the agent's greeting"
@@ -68,7 +71,7 @@ async def test_an_accepted_warm_transfer_connects_the_caller_and_the_human_until
     product = sip_product
     # the human answers, and hangs up HUMAN_CALL_MS later
     human = sip_peer("uas_answer_dtmf_hangup.xml", answer_after_ms=HUMAN_CALL_MS, play=speech_ulaw_wav())
-    caller, placed = await _call_in_progress(product, sip_callee)
+    caller, placed = await _call_in_progress(product, sip_callee, recordingEnabled=True)
     sid = placed["session_id"]
     await _transfer(product, sid, human)
     started = await _event(product, sid, "transfer.started", timeout=10)
@@ -78,7 +81,7 @@ async def test_an_accepted_warm_transfer_connects_the_caller_and_the_human_until
     (invite,) = [m for m in human.messages() if m.direction == "received" and m.first_line.startswith("INVITE ")]
     assert invite.header("X-Voxarena-Summary"), invite.text
     human.rtp.send_dtmf("1")
-    await _event(product, sid, "transfer.accepted", timeout=15)
+    accepted = await _event(product, sid, "transfer.accepted", timeout=15)
     # from now on, what each hears is the other: the hold audio stopped, the agent is silent
     at_caller, at_human = caller.rtp.snapshot().nonsilent_packets, human.rtp.snapshot().nonsilent_packets
     await asyncio.to_thread(
@@ -112,6 +115,21 @@ async def test_an_accepted_warm_transfer_connects_the_caller_and_the_human_until
     human_seconds, caller_seconds = lines[0]["quantity"] * 60, lines[1]["quantity"] * 60
     assert abs(human_seconds - HUMAN_CALL_MS / 1000) <= 1.5, lines
     assert human_seconds < caller_seconds, lines
+
+    # the call was recorded to its end: after the merge, the caller on the left and the human where the agent was
+    session = await product.wait_session(
+        sid, "alice", lambda s: s["recordingDuration"] is not None, timeout=30, what="the recording finalized"
+    )
+    (path,) = (product.data_dir / "recordings").rglob(f"{sid}.ogg")
+    _stream, file_seconds = _probe(path)
+    assert abs(file_seconds - (_epoch(session["endedAt"]) - _epoch(session["startedAt"]))) < 0.5, file_seconds
+    caller_w, other_w = (_windows_rms(x) for x in _channels(path))
+    merged = int((_epoch(accepted["timestamp"]) - _epoch(session["startedAt"])) / WINDOW) + 5
+    after_caller, after_other = caller_w[merged:-5], other_w[merged:-5]
+    loud_caller, loud_other = np.mean(after_caller > 0.01), np.mean(after_other > 0.01)
+    print(f"after the merge: caller's side {loud_caller:.0%} loud, the human's {loud_other:.0%}")
+    assert loud_other > 0.3  # the human's looping speech (the agent itself is silent then)
+    assert loud_caller > 0.3  # the caller's looping speech
 
 
 async def test_a_declined_warm_transfer_brings_the_caller_back_to_the_agent(sip_product, sip_callee, sip_peer):
