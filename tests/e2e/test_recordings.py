@@ -114,22 +114,10 @@ async def test_a_recorded_web_call_is_stereo_ogg_aligned_with_the_session_and_th
     assert line["provider"] == "local" and line["total_cost_nanos"] == 0, line
     assert abs(float(line["quantity"]) * 60 - s["recordingDuration"]) < 0.001, line
 
-    # served to its owner: whole, and a range as the dashboard's player asks
-    whole = path.read_bytes()
-    headers = product.headers("alice")
-    async with aiohttp.ClientSession() as http:
-        async with http.get(product.base_url + s["recordingUrl"], headers=headers) as r:
-            assert r.status == 200 and r.headers["Content-Type"] == "audio/ogg"
-            assert await r.read() == whole
-        async with http.get(product.base_url + s["recordingUrl"], headers={**headers, "Range": "bytes=100-199"}) as r:
-            assert r.status == 206 and r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
-            assert await r.read() == whole[100:200]
-    status, _ = await product.request("GET", f"/api/sessions/{sid}/recording", "mallory")
-    assert status == 404
-    status, body = await product.request("DELETE", f"/api/sessions/{sid}/recording")
-    assert status == 200, body
+    await served_then_deleted(product, s, path.read_bytes())
     assert not path.exists()
     status, s = await product.request("GET", f"/api/sessions/{sid}")
+    assert status == 200, s
     assert s["recordingUrl"] is None and s["recordingDuration"] is None
 
 
@@ -145,3 +133,20 @@ async def _ledger_line(product, sid: str, event_type: str, *, timeout: float) ->
             return line
         await asyncio.sleep(0.2)
     raise AssertionError(f"no {event_type} line for session {sid} within {timeout} s: {costs}")
+
+
+async def served_then_deleted(product, s: dict, whole: bytes) -> None:
+    """The session's recording served to its owner, whole and by a range as the dashboard's player asks for it;
+    another tenant's 404; then deleted by its owner."""
+    sid, headers = s["id"], product.headers("alice")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(product.base_url + s["recordingUrl"], headers=headers) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "audio/ogg"
+            assert await r.read() == whole
+        async with http.get(product.base_url + s["recordingUrl"], headers={**headers, "Range": "bytes=100-199"}) as r:
+            assert r.status == 206 and r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+            assert await r.read() == whole[100:200]
+    status, _ = await product.request("GET", f"/api/sessions/{sid}/recording", "mallory")
+    assert status == 404
+    status, body = await product.request("DELETE", f"/api/sessions/{sid}/recording")
+    assert status == 200, body

@@ -31,6 +31,7 @@ from core.store import sessions as repo
 from core.store.timefmt import to_iso
 from tests.api.seed import seed_call, tenant_of
 from tests.conftest import assert_error
+from tests.e2e.test_recordings import served_then_deleted
 from worker.recording import CallRecording, keep_leftovers
 
 AUDIO = bytes(range(256)) * 400  # 102,400 bytes, each position telling its offset apart
@@ -389,19 +390,8 @@ async def test_a_recorded_web_call_is_uploaded_to_the_bucket_and_served_from_it(
     line = await _ledger_line(product, sid, "storage_minutes", timeout=15)
     assert line["provider"] == "s3" and line["total_cost_nanos"] == 0, line
 
-    # served from the bucket through the API: whole, and a range as the dashboard's player asks
-    headers = product.headers("alice")
-    async with aiohttp.ClientSession() as http:
-        async with http.get(product.base_url + s["recordingUrl"], headers=headers) as r:
-            assert r.status == 200 and r.headers["Content-Type"] == "audio/ogg"
-            assert await r.read() == whole
-        async with http.get(product.base_url + s["recordingUrl"], headers={**headers, "Range": "bytes=100-199"}) as r:
-            assert r.status == 206 and r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
-            assert await r.read() == whole[100:200]
-    status, _ = await product.request("GET", f"/api/sessions/{sid}/recording", "mallory")
-    assert status == 404
-    status, body = await product.request("DELETE", f"/api/sessions/{sid}/recording")
-    assert status == 200, body
+    # served from the bucket through the API, then deleted from it
+    await served_then_deleted(product, s, whole)
     assert key not in s3_server.objects(bucket, prefix)
 
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,19 @@ def _channels(path) -> tuple[np.ndarray, np.ndarray]:
     return left, right
 
 
+def recorded_file(product, s: dict, what: str) -> Path:
+    """The session's recording in the product's data dir: stereo Ogg/Opus, as long as the session (and as its
+    `recordingDuration` says) within 0.5 s. Returns its path."""
+    (path,) = (product.data_dir / "recordings").rglob(f"{s['id']}.ogg")
+    stream, file_seconds = _probe(path)
+    assert stream["codec_name"] == "opus" and stream["channels"] == 2, stream
+    session_seconds = _epoch(s["endedAt"]) - _epoch(s["startedAt"])
+    print(f"{what}: file {file_seconds:.3f} s, session {session_seconds:.3f} s")
+    assert abs(file_seconds - session_seconds) < 0.5
+    assert abs(s["recordingDuration"] - file_seconds) < 0.5, s["recordingDuration"]
+    return path
+
+
 def _windows_rms(x: np.ndarray) -> np.ndarray:
     n = int(WINDOW * RATE)
     usable = x[: len(x) // n * n].reshape(-1, n)
@@ -86,12 +100,7 @@ async def test_a_recorded_phone_call_has_the_caller_left_and_the_agent_right_as_
     # the notice first, heard whole; the caller's looping speech may then cut into the (interruptible) greeting
     assert (s["transcript"][0]["speaker"], s["transcript"][0]["content"]) == ("AGENT", NOTICE), s["transcript"]
     assert not s["transcript"][0]["interrupted"]
-    (path,) = (product.data_dir / "recordings").rglob(f"{s['id']}.ogg")
-    stream, file_seconds = _probe(path)
-    assert stream["codec_name"] == "opus" and stream["channels"] == 2, stream
-    session_seconds = _epoch(s["endedAt"]) - _epoch(s["startedAt"])
-    print(f"phone call: file {file_seconds:.3f} s, session {session_seconds:.3f} s")
-    assert abs(file_seconds - session_seconds) < 0.5
+    path = recorded_file(product, s, "phone call")
 
     left, right = _channels(path)
     caller_w, agent_w = _windows_rms(left), _windows_rms(right)
@@ -132,13 +141,7 @@ async def test_a_recorded_outbound_call_to_a_voicemail_holds_its_greeting_and_th
     assert (s["answeredBy"], s["endReason"]) == ("machine-vm", "voicemail"), s
     # a voicemail gets the message alone: the notice is the consent of a person on the line, said with the greeting
     assert [t["content"] for t in s["transcript"] if t["speaker"] == "AGENT"] == [MESSAGE], s["transcript"]
-    (path,) = (product.data_dir / "recordings").rglob(f"{s['id']}.ogg")
-    stream, file_seconds = _probe(path)
-    assert stream["codec_name"] == "opus" and stream["channels"] == 2, stream
-    session_seconds = _epoch(s["endedAt"]) - _epoch(s["startedAt"])
-    print(f"outbound call: file {file_seconds:.3f} s, session {session_seconds:.3f} s")
-    assert abs(file_seconds - session_seconds) < 0.5
-    assert abs(s["recordingDuration"] - file_seconds) < 0.5, s["recordingDuration"]
+    path = recorded_file(product, s, "outbound call")
 
     callee_w, agent_w = (_windows_rms(x) for x in _channels(path))
     loud = 0.01

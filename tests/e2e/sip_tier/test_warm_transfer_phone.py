@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from tests.e2e.sip_tier.test_outbound_calls import _agent, _place, _wait_status
-from tests.e2e.sip_tier.test_recordings_phone import WINDOW, _channels, _epoch, _probe, _windows_rms
+from tests.e2e.sip_tier.test_recordings_phone import WINDOW, _channels, _epoch, _windows_rms, recorded_file
 from tests.harness.audio import speech_ulaw_wav
 from worker.warm_transfer import BACK_WITH_AGENT
 
@@ -120,9 +120,7 @@ async def test_an_accepted_warm_transfer_connects_the_caller_and_the_human_until
     session = await product.wait_session(
         sid, "alice", lambda s: s["recordingDuration"] is not None, timeout=30, what="the recording finalized"
     )
-    (path,) = (product.data_dir / "recordings").rglob(f"{sid}.ogg")
-    _stream, file_seconds = _probe(path)
-    assert abs(file_seconds - (_epoch(session["endedAt"]) - _epoch(session["startedAt"]))) < 0.5, file_seconds
+    path = recorded_file(product, session, "transferred call")
     caller_w, other_w = (_windows_rms(x) for x in _channels(path))
     merged = int((_epoch(accepted["timestamp"]) - _epoch(session["startedAt"])) / WINDOW) + 5
     after_caller, after_other = caller_w[merged:-5], other_w[merged:-5]
