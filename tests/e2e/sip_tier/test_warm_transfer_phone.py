@@ -56,6 +56,19 @@ async def _call_in_progress(product, sip_callee, *, hang_up_after_ms: int | None
     return caller, placed
 
 
+async def _heard_until_the_human_hangs_up(product, sid: str, caller, *, listener, what: str) -> dict:
+    """After the merge `listener` (the caller or the human) hears the other; the human hangs up HUMAN_CALL_MS after
+    answering, the caller gets a BYE, and the call ends `transferred`. Returns the ended session."""
+    at = listener.rtp.snapshot().nonsilent_packets
+    await asyncio.to_thread(
+        listener.rtp.wait_for, lambda s: s.nonsilent_packets >= at + HEARD, timeout=10, what=f"{what} heard"
+    )
+    await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
+    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    assert session["endReason"] == "transferred", session
+    return session
+
+
 async def _transfer(product, sid: str, human) -> None:
     status, body = await product.request(
         "POST",
@@ -244,16 +257,7 @@ async def test_the_agents_warm_transfer_tool_connects_and_the_agent_says_nothing
     human.rtp.send_dtmf("1")
     accepted = await _event(product, sid, "transfer.accepted", timeout=15)
     assert accepted["by"] == "dtmf", accepted
-    at_human = human.rtp.snapshot().nonsilent_packets
-    await asyncio.to_thread(
-        human.rtp.wait_for,
-        lambda s: s.nonsilent_packets >= at_human + HEARD,
-        timeout=10,
-        what="the caller's voice at the human",
-    )
-    await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
-    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
-    assert session["endReason"] == "transferred", session
+    session = await _heard_until_the_human_hangs_up(product, sid, caller, listener=human, what="the caller's voice")
     [call] = session["toolCalls"]
     assert (call["name"], call["status"]) == ("transfer_call", "ok"), call
     assert "This must never be said." not in [t["content"] for t in session["transcript"]], session["transcript"]
@@ -273,16 +277,7 @@ async def test_the_human_may_accept_aloud(sip_product, sip_callee, sip_peer, fak
     finally:
         fakes.script(stt_transcripts=[])
     assert accepted["by"] == "speech", accepted
-    at_caller = caller.rtp.snapshot().nonsilent_packets
-    await asyncio.to_thread(
-        caller.rtp.wait_for,
-        lambda s: s.nonsilent_packets >= at_caller + HEARD,
-        timeout=10,
-        what="the human's voice at the caller",
-    )
-    await asyncio.to_thread(caller.wait_received, "BYE", timeout=HUMAN_CALL_MS / 1000 + 15)
-    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
-    assert session["endReason"] == "transferred", session
+    await _heard_until_the_human_hangs_up(product, sid, caller, listener=caller, what="the human's voice")
 
 
 async def test_a_caller_who_hangs_up_during_the_briefing_ends_the_call_and_the_humans_leg(
