@@ -240,8 +240,8 @@ class Settings:
     recording_default: bool = field(
         default=False,
         metadata={
-            "doc": "Whether calls are recorded when their agent leaves `recordingEnabled` unset (null); an agent's "
-            "own true or false wins (docs/calls.md, Recordings)."
+            "doc": "Whether calls are recorded when neither their agent's `recordingEnabled` nor their tenant's "
+            "`recording_default` says (both null); either one's true or false wins (docs/calls.md, Recordings)."
         },
     )
     recording_retention_days: float = field(

@@ -1,5 +1,6 @@
-"""Which calls are recorded: the agent's `recordingEnabled` when it set one, else the product's
-VOXARENA_RECORDING_DEFAULT, decided by the job's build phase (worker/entrypoint.py) on a real SQLite file."""
+"""Which calls are recorded: the agent's `recordingEnabled` when it set one, else its tenant's `recording_default`,
+else the product's VOXARENA_RECORDING_DEFAULT, decided by the job's build phase (worker/entrypoint.py) on a real
+SQLite file."""
 
 from __future__ import annotations
 
@@ -15,11 +16,20 @@ from worker.config import DispatchMeta
 
 
 @pytest.mark.parametrize(
-    ("agent_says", "product_default", "recorded"),
-    [(None, False, False), (None, True, True), (True, False, True), (False, True, False)],
+    ("agent_says", "tenant_says", "product_default", "recorded"),
+    [
+        (None, None, False, False),
+        (None, None, True, True),
+        (True, None, False, True),
+        (False, None, True, False),
+        (None, True, False, True),
+        (None, False, True, False),
+        (False, True, True, False),
+        (True, False, False, True),
+    ],
 )
-async def test_the_agents_own_choice_wins_and_null_leaves_the_products_default(
-    tmp_path, settings, agent_says, product_default, recorded
+async def test_the_agents_own_choice_wins_then_the_tenants_then_the_products_default(
+    tmp_path, settings, agent_says, tenant_says, product_default, recorded
 ):
     store = Store(tmp_path / "voxarena.db")
     try:
@@ -32,6 +42,7 @@ async def test_the_agents_own_choice_wins_and_null_leaves_the_products_default(
         ctx = _FakeRoomJob(store, sid)
         meta = DispatchMeta(agent_id=row["id"], session_id=sid, owner_id=row["owner_id"])
         job = _job(ctx, _keyed(settings).with_(recording_default=product_default), store, sid, row, meta)
+        job.tenant_recording = tenant_says  # as `load` reads it (tests/api/test_tenants.py: the repository's part)
         async with http_context.open():
             job.build()
         assert job.spec is not None and job.spec.recording is recorded

@@ -43,6 +43,7 @@ from core.store import call_views
 from core.store import calls as calls_repo
 from core.store import events as events_repo
 from core.store import sessions as sessions_repo
+from core.store import tenants as tenants_repo
 from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import now_iso
@@ -141,6 +142,7 @@ class CallJob:
     agent_row: dict[str, Any] = field(default_factory=dict)  # the stored agent, as `load` read it
     context: dict[str, Any] | None = None  # the call's context (Phony), stored with its session
     facts: dict[str, Any] = field(default_factory=dict)  # the call's numbers and direction (core/variables.py)
+    tenant_recording: bool | None = None  # the tenant's recording default (None: the product's)
     spec: AgentSpec | None = None
     session: AgentSession | None = None
     meter: CallMeter | None = None
@@ -213,7 +215,10 @@ class CallJob:
             )
             # a session reserved by the token route starts now, when its call does (and only for the first job)
             sessions_repo.mark_active(db, session_id, job_id=ctx.job.id, started_at=now_iso(), node_id=settings.node_id)
-            return sessions_repo.get_row(db, session_id)
+            return {
+                **sessions_repo.get_row(db, session_id),
+                "tenant_recording": tenants_repo.recording_default(db, owner),
+            }
 
         opened = await store.write(open_session)
         if opened["status"] != "active" or opened["job_id"] != ctx.job.id:
@@ -245,6 +250,7 @@ class CallJob:
             },
             line=inbound.line if inbound is not None else None,
             caller_identity=caller_identity,
+            tenant_recording=opened["tenant_recording"],
         )
         log.info("job %s: session %s for agent %s in room %s", ctx.job.id, session_id, meta.agent_id, ctx.room.name)
         return job
@@ -323,7 +329,7 @@ class CallJob:
             spec,
             system_prompt=fill(spec.system_prompt, values) or "",
             first_message=fill(spec.first_message, values),
-            recording=self.settings.recording_default if spec.recording is None else spec.recording,
+            recording=self.recorded(spec.recording),
         )
         if self.context:  # the call's context (Phony): in the prompt from the first turn
             spec = dataclasses.replace(spec, system_prompt=prompt_with_context(spec.system_prompt, self.context))
@@ -463,6 +469,13 @@ class CallJob:
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
+
+    def recorded(self, agent_says: bool | None) -> bool:
+        """Whether the call is recorded: the agent's own choice, else its tenant's default, else the product's."""
+        for choice in (agent_says, self.tenant_recording):
+            if choice is not None:
+                return choice
+        return self.settings.recording_default
 
     def tools(self) -> list[Any]:
         """The agent's tools (core/tools.py) as the LLM's function tools, run and recorded by the call's runner."""

@@ -13,6 +13,11 @@ _SUBDOMAIN = Field(default=None, pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?
 _LIMIT = Field(default=None, ge=0, le=1_000_000)
 _RPS = Field(default=None, gt=0, le=1_000_000)
 _EMAIL = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_RECORDING = Field(
+    default=None,
+    description="Whether the tenant's calls are recorded when their agent's recordingEnabled is null; null: the "
+    "product's default (VOXARENA_RECORDING_DEFAULT). An agent's own true or false wins.",
+)
 
 
 class TenantCreate(RequestBody):
@@ -22,6 +27,7 @@ class TenantCreate(RequestBody):
     max_concurrent_calls: int | None = _LIMIT
     billing_email: str | None = _EMAIL
     rate_limit_rps: float | None = _RPS
+    recording_default: bool | None = _RECORDING
     owner_user_id: str | None = Field(
         default=None, min_length=1, max_length=200, description="A user to add as the tenant's first owner."
     )
@@ -38,6 +44,7 @@ class TenantUpdate(RequestBody):
     max_concurrent_calls: int | None = _LIMIT
     status: TenantStatus | None = None
     rate_limit_rps: float | None = _RPS
+    recording_default: bool | None = _RECORDING
 
     @model_validator(mode="after")
     def _not_null(self) -> TenantUpdate:
@@ -64,6 +71,7 @@ class Tenant(BaseModel):
     limits: TenantLimits
     billing_email: str | None
     rate_limit_rps: float | None
+    recording_default: bool | None = _RECORDING
     personal: bool = Field(description="The personal tenant every user has.")
     updated_at: str
 
@@ -78,6 +86,7 @@ def tenant_wire(row: dict[str, Any]) -> dict[str, Any]:
         "limits": {"max_agents": row["max_agents"], "max_concurrent_calls": row["max_concurrent_calls"]},
         "billing_email": row["billing_email"],
         "rate_limit_rps": row["rate_limit_rps"],
+        "recording_default": None if row.get("recording_default") is None else bool(row["recording_default"]),
         "personal": row["personal_of"] is not None,
         "updated_at": row["updated_at"],
     }

@@ -734,6 +734,13 @@ CREATE INDEX usage_session ON usage_events(session_id, occurred_at);
 ALTER TABLE sessions ADD COLUMN recording_error TEXT;
 """,
     ),
+    (
+        25,
+        "tenants: whether their calls are recorded when the agent does not say (null: the product's default)",
+        """
+ALTER TABLE tenants ADD COLUMN recording_default INTEGER;
+""",
+    ),
 ]
 
 # Tables whose rows belong to an owner; version 5 rewrote each owner_id from a user id to that user's personal tenant.

@@ -16,7 +16,15 @@ from core.store.timefmt import now_iso
 
 ROLES = ("owner", "member")
 STATUSES = ("trial", "active", "suspended")
-UPDATABLE = ("name", "billing_email", "max_agents", "max_concurrent_calls", "status", "rate_limit_rps")
+UPDATABLE = (
+    "name",
+    "billing_email",
+    "max_agents",
+    "max_concurrent_calls",
+    "status",
+    "rate_limit_rps",
+    "recording_default",
+)
 
 
 def personal_tenant_id(user_id: str) -> str:
@@ -41,6 +49,7 @@ def unstored_personal(user_id: str) -> dict[str, Any]:
         "max_concurrent_calls": None,
         "rate_limit_rps": None,
         "billing_email": None,
+        "recording_default": None,
         "created_at": None,
         "updated_at": None,
     }
@@ -85,7 +94,7 @@ def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: st
     try:
         db.execute(
             "INSERT INTO tenants (id, name, subdomain, status, max_agents, max_concurrent_calls, rate_limit_rps, "
-            "billing_email, created_at, updated_at) VALUES (?, ?, ?, 'trial', ?, ?, ?, ?, ?, ?)",
+            "billing_email, recording_default, created_at, updated_at) VALUES (?, ?, ?, 'trial', ?, ?, ?, ?, ?, ?, ?)",
             [
                 tenant_id,
                 data["name"],
@@ -94,6 +103,7 @@ def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: st
                 data.get("max_concurrent_calls"),
                 data.get("rate_limit_rps"),
                 data.get("billing_email"),
+                _flag(data.get("recording_default")),
                 now,
                 now,
             ],
@@ -105,9 +115,20 @@ def create(db: sqlite_utils.Database, data: dict[str, Any], *, owner_user_id: st
     return get(db, tenant_id)
 
 
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def recording_default(db: sqlite_utils.Database, tenant_id: str) -> bool | None:
+    """Whether the tenant's calls are recorded when their agent does not say; None: the product's default (also
+    for a tenant with no row yet)."""
+    row = db.execute("SELECT recording_default FROM tenants WHERE id = ?", [tenant_id]).fetchone()
+    return None if row is None or row[0] is None else bool(row[0])
+
+
 def update(db: sqlite_utils.Database, tenant_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     get(db, tenant_id)
-    sets = {k: v for k, v in changes.items() if k in UPDATABLE}
+    sets = {k: _flag(v) if k == "recording_default" else v for k, v in changes.items() if k in UPDATABLE}
     sets["updated_at"] = now_iso()
     db.execute(f"UPDATE tenants SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?", [*sets.values(), tenant_id])
     return get(db, tenant_id)

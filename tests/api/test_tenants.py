@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet
 from core.secrets import SecretBox
 from core.store import migrations
 from core.store import sessions as sessions_repo
+from core.store import tenants as tenants_repo
 from core.store.db import Store
 from core.store.tenants import personal_tenant_id
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of
@@ -181,6 +182,35 @@ async def test_a_users_personal_tenant_is_stored_on_first_use_and_readable_by_th
     mine = await _json(await client.get(f"/tenants/{tenant_of('alice')}", headers=auth("alice")))
     assert mine["personal"] is True and mine["status"] == "active" and mine["limits"]["max_agents"] is None
     await assert_error(await client.get(f"/tenants/{tenant_of('alice')}", headers=auth("bob")), 404)
+
+
+async def test_an_owner_sets_whether_the_tenants_calls_are_recorded_by_default(client, auth, store):
+    team = await _tenant(client, auth, "alice")
+    assert team["recording_default"] is None  # the product's default
+    await _json(
+        await client.post(
+            f"/tenants/{team['id']}/members", json={"user_id": "carol", "role": "member"}, headers=auth("alice")
+        ),
+        201,
+    )
+    await assert_error(
+        await client.patch(f"/tenants/{team['id']}", json={"recording_default": True}, headers=auth("carol")), 403
+    )
+    await assert_error(
+        await client.patch(f"/tenants/{team['id']}", json={"recording_default": "yes"}, headers=auth("alice")), 422
+    )
+    assert store.read_sync(tenants_repo.recording_default, team["id"]) is None
+    for value in (True, False, None):
+        changed = await _json(
+            await client.patch(f"/tenants/{team['id']}", json={"recording_default": value}, headers=auth("alice"))
+        )
+        assert changed["recording_default"] is value
+        assert (await _json(await client.get(f"/tenants/{team['id']}", headers=auth("carol"))))[
+            "recording_default"
+        ] is value
+        assert store.read_sync(tenants_repo.recording_default, team["id"]) is value  # what the job reads
+    # a personal tenant with no row yet: the product's default
+    assert store.read_sync(tenants_repo.recording_default, tenant_of("nobody")) is None
 
 
 # ---- limits ----
