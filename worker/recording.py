@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
@@ -38,9 +39,12 @@ from livekit.agents.voice.recorder_io.recorder_io import (
 
 from core.recordings import FinalizeFailed, RecordingStorage, recording_key
 from core.store import sessions as sessions_repo
+from core.store import usage as usage_repo
 from core.store.db import Store
 from core.store.errors import NotFoundError
 from core.store.timefmt import parse_iso
+from pipelines.metering import QUANTUM, make_event
+from pipelines.pricing import PriceBook
 
 log = logging.getLogger("voxarena.job")
 
@@ -241,10 +245,12 @@ class CallRecording:
             return None
 
 
-async def keep_leftovers(store: Store, storage: RecordingStorage) -> int:
+async def keep_leftovers(store: Store, storage: RecordingStorage, book: PriceBook) -> int:
     """At a node's start, before its worker takes a call: the recordings its jobs wrote and did not keep (a job that
     crashed mid-call, an upload that failed) are kept now, each session given the file's length and size (and its
-    error cleared). Not metered: the ledger's storage line is the job's. Returns how many were kept."""
+    error cleared), and its `storage_minutes` put in the ledger (the job meters only a recording it kept; the key
+    `<session>/recording-kept` is this path's own, so a kept file is never counted twice). Returns how many were
+    kept."""
     kept = 0
     for key in await asyncio.to_thread(storage.leftovers):
         sid = key.split("/", 1)[1].removesuffix(".ogg")
@@ -271,6 +277,20 @@ async def keep_leftovers(store: Store, storage: RecordingStorage) -> int:
             )
             continue
         await store.write(partial(sessions_repo.finish_recording, session_id=sid, duration_ms=duration_ms, size=size))
+        minutes = (Decimal(duration_ms) / Decimal(60_000)).quantize(QUANTUM)
+        if minutes > 0:
+            event = make_event(
+                book,
+                key=f"{sid}/recording-kept",
+                owner_id=row["owner_id"],
+                session_id=sid,
+                agent_id=row.get("agent_id"),
+                provider=storage.name,
+                model=None,
+                event_type="storage_minutes",
+                quantity=minutes,
+            )
+            await store.write(usage_repo.record_events, [event.as_dict()])
         log.info(
             "session %s: its recording left by an earlier run kept now, %.1f s, %d bytes", sid, duration_ms / 1000, size
         )

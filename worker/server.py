@@ -15,6 +15,7 @@ from core.recordings import storage_for as recordings_storage
 from core.secrets import SecretBox
 from core.settings import Settings
 from core.store.db import Store, prepare, private_dir
+from pipelines.pricing import PriceBook
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
 from .recording import keep_leftovers
@@ -53,7 +54,7 @@ async def run(settings: Settings) -> int:
         store.close()
         return 2
     # before the worker takes a call, none of the files its jobs left is being written: keep them
-    await keep_leftovers(store, recordings)
+    await keep_leftovers(store, recordings, PriceBook.load(settings.pricing_file or None))
     # Usage a job could not write (its store was gone) was spilled to disk: into the ledger with it, once.
     await ingest_spilled(store, settings.data_dir / SPILL_DIR)
     stop = asyncio.Event()

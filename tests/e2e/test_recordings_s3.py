@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +30,7 @@ from core.recordings import FinalizeFailed, StorageMisconfigured, recording_key,
 from core.recordings_s3 import S3Recordings
 from core.store import sessions as repo
 from core.store.timefmt import to_iso
+from pipelines.pricing import PriceBook
 from tests.api.seed import seed_call, tenant_of
 from tests.conftest import assert_error
 from tests.e2e.test_recordings import served_then_deleted
@@ -258,7 +260,7 @@ async def test_an_upload_to_a_stopped_store_keeps_the_local_file_and_the_session
 
     # the node's next start, its store back: the file is kept then, and the session is whole
     storage = storage_for(s3_settings)
-    assert await keep_leftovers(store, storage) == 1
+    assert await keep_leftovers(store, storage, PriceBook.load()) == 1
     assert not path.exists()
     s = await (await s3_client.get(f"/api/sessions/{sid}", headers=auth("alice"))).json()
     assert s["recordingError"] is None and s["recordingUrl"] == f"/api/sessions/{sid}/recording", s
@@ -279,11 +281,24 @@ async def test_a_crashed_jobs_file_is_kept_at_the_nodes_next_start_and_one_no_se
     stray = recording_key(tenant_of("bob"), "0b1c2d3e-0000-4000-8000-000000000000")
     s3.writing_path(stray).write_bytes(b"not a session's")
     assert sorted(s3.leftovers()) == sorted([key, stray])
-    assert await keep_leftovers(store, s3) == 1
+    assert await keep_leftovers(store, s3, PriceBook.load()) == 1
     row = store.read_sync(lambda db: repo.get_row(db, sid))
     assert abs(row["recording_duration_ms"] - 3000) < 100 and row["recording_error"] is None, row
     assert s3_server.objects(bucket, prefix) == {f"{prefix}/{key}": row["recording_bytes"]}
     assert s3.leftovers() == [stray] and s3.writing_path(stray).read_bytes() == b"not a session's"
+
+    # its minutes in the ledger, once: the next start finds nothing more to keep or count
+    def storage_lines() -> list[dict]:
+        return store.read_sync(
+            lambda db: list(
+                db.query("SELECT * FROM usage_events WHERE session_id = ? AND event_type = 'storage_minutes'", [sid])
+            )
+        )
+
+    (line,) = storage_lines()
+    assert line["provider"] == "s3" and abs(Decimal(line["quantity"]) * 60_000 - row["recording_duration_ms"]) < 1
+    assert await keep_leftovers(store, s3, PriceBook.load()) == 0
+    assert len(storage_lines()) == 1
 
 
 async def test_a_bucket_that_cannot_be_used_is_refused_by_the_start_check(s3_settings, s3_server):
