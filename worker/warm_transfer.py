@@ -56,6 +56,8 @@ ACCEPT_DIGIT, DECLINE_DIGIT = "1", "2"
 # How long the merge waits for the two tracks it connects (both are up already, unless a leg is just leaving).
 TRACK_WAIT_SECONDS = 5.0
 HANG_UP_TIMEOUT = 5.0
+# Frames in a row (about a second) a connected leg's audio source may refuse before its pump gives up.
+MAX_REFUSED_FRAMES = 100
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,10 @@ class WarmTransfer:
             await utils.aio.cancel_and_wait(self._hold_task)
             self._hold_task = None
         if self._hold_source is not None:
+            # the queued tone dropped; a capture the cancel cut short settles (bounded), and what it queued goes too
+            self._hold_source.clear_queue()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hold_source.wait_for_playout(), 0.1)
             self._hold_source.clear_queue()
 
     async def _consult(self, plan: DialPlan) -> TransferOutcome:
@@ -375,9 +381,21 @@ class WarmTransfer:
     async def _pump(self, track: rtc.Track, source: rtc.AudioSource, *, channel: int) -> None:
         stream = rtc.AudioStream.from_track(track=track, sample_rate=self.rate, num_channels=1)
         recording = self.job.recording
+        refused = 0  # frames in a row the source refused
         try:
             async for event in stream:
-                await source.capture_frame(event.frame)
+                try:
+                    await source.capture_frame(event.frame)
+                    refused = 0
+                except Exception as e:
+                    # a frame refused right after the merge (the hold audio's last capture still settling, seen
+                    # once on a loaded machine: "InvalidState - failed to capture frame") costs that frame only;
+                    # a source that refuses a second of frames is broken, and the task fails saying so
+                    refused += 1
+                    if refused == 1 or refused >= MAX_REFUSED_FRAMES:
+                        log.warning("session %s: warm transfer audio frame refused: %s", self.job.session_id, e)
+                    if refused >= MAX_REFUSED_FRAMES:
+                        raise
                 if recording is not None:
                     recording.tap(channel, event.frame)
         finally:

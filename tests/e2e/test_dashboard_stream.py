@@ -157,7 +157,7 @@ async def test_the_live_page_follows_the_event_stream_and_transfers_a_call(serve
     req = proto_room.SendDataRequest()
     req.ParseFromString(raw)
     assert name == "SendData" and req.room == "room-phone"
-    assert json.loads(req.data) == {"type": "transfer", "target": "tel:+15551111111"}
+    assert json.loads(req.data) == {"type": "transfer", "target": "tel:+15551111111", "mode": "cold"}
 
     store.write_sync(lambda db: sessions.end(db, sid, reason="transferred", ended_at="2026-01-10T10:00:09.000000Z"))
     await expect(item).to_be_hidden(timeout=5_000)  # from the event, well before the 15 s safety poll
