@@ -69,6 +69,27 @@ async def _heard_until_the_human_hangs_up(product, sid: str, caller, *, listener
     return session
 
 
+async def _back_with_the_agent_then_ended(product, sid: str, caller, reason: str, *, sip_lines: int) -> dict:
+    """The transfer not connected (`reason`): the agent says so to the caller, the call goes on (active) until a
+    supervisor ends it, the caller gets its BYE, and the ledger holds `sip_lines` phone lines (the caller's, and the
+    human's when they answered). Returns the ended session."""
+    session = await product.wait_session(
+        sid,
+        "alice",
+        lambda s: BACK_WITH_AGENT[reason] in [t["content"] for t in s["transcript"] if t["speaker"] == "AGENT"],
+        timeout=20,
+        what=f"the agent saying the transfer was not connected ({reason})",
+    )
+    assert session["status"] == "active", session
+    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": sid})
+    assert status == 200
+    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown")
+    assert len([e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]) == sip_lines, breakdown["events"]
+    assert caller.received("BYE")
+    return session
+
+
 async def _transfer(product, sid: str, human) -> None:
     status, body = await product.request(
         "POST",
@@ -155,21 +176,8 @@ async def test_a_declined_warm_transfer_brings_the_caller_back_to_the_agent(sip_
     assert declined["reason"] == "declined", declined
     await asyncio.to_thread(human.wait_received, "BYE", timeout=15)  # the human's leg is hung up
     # the agent is back and says so; the call goes on
-    session = await product.wait_session(
-        sid,
-        "alice",
-        lambda s: BACK_WITH_AGENT["declined"] in [t["content"] for t in s["transcript"] if t["speaker"] == "AGENT"],
-        timeout=20,
-        what="the agent saying the transfer was declined",
-    )
-    assert session["status"] == "active", session
-    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": sid})
-    assert status == 200
-    session = await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
+    session = await _back_with_the_agent_then_ended(product, sid, caller, "declined", sip_lines=2)
     assert session["endReason"] != "transferred", session
-    _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown")
-    assert len([e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]) == 2, breakdown["events"]
-    assert caller.received("BYE")
 
 
 async def test_a_warm_transfer_nobody_answers_brings_the_caller_back_after_the_deadline(
@@ -184,20 +192,7 @@ async def test_a_warm_transfer_nobody_answers_brings_the_caller_back_after_the_d
     declined = await _event(product, sid, "transfer.declined", timeout=25)  # VOXARENA_WARM_TRANSFER_RING_SECONDS=4
     assert declined["reason"] == "no_answer", declined
     await asyncio.to_thread(human.wait_received, "CANCEL", timeout=15)
-    session = await product.wait_session(
-        sid,
-        "alice",
-        lambda s: BACK_WITH_AGENT["no_answer"] in [t["content"] for t in s["transcript"] if t["speaker"] == "AGENT"],
-        timeout=20,
-        what="the agent saying nobody answered",
-    )
-    assert session["status"] == "active", session
-    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": sid})
-    assert status == 200
-    await product.wait_session(sid, "alice", lambda s: s["status"] == "ended", timeout=30, what="ended")
-    _status, breakdown = await product.request("GET", f"/api/sessions/{sid}/cost-breakdown")
-    assert len([e for e in breakdown["events"] if e["event_type"] == "sip_minutes"]) == 1, breakdown["events"]
-    assert caller.received("BYE")
+    await _back_with_the_agent_then_ended(product, sid, caller, "no_answer", sip_lines=1)
 
 
 async def _tool_call_in_progress(product, sip_callee, human) -> tuple[object, dict]:
