@@ -38,6 +38,7 @@ async def test_an_unfinished_sentence_is_waited_for_and_a_finished_one_answered_
     try:
         client, tok = await product.join(agent_id)
         try:
+            await client.wait_for_agent()  # the agent waits for the caller: asked before it joined, it hears nothing
             sent = await client.publish_wav(speech_wav("So my number is"))
             try:
                 early = await client.wait_for_audio(after=sent.last_speech_at, timeout=1.2)
@@ -73,6 +74,7 @@ async def test_a_thirty_turn_call_has_every_turn_answered(voice_stack):
     client, tok = await product.join(agent_id)
     unanswered, measured = [], []
     try:
+        await client.wait_for_agent()
         for n in range(30):
             sent = await client.publish_wav(wav)
             try:

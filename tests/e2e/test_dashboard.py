@@ -286,9 +286,13 @@ async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voic
         session_id = tok["sessionId"]
         item = page.locator(f'button[data-sid="{session_id}"]')
         await expect(item).to_contain_text("Live desk", timeout=WAIT_MS)
+        button = await item.element_handle()
         await item.click()
         transcript = page.get_by_test_id("live-transcript")
         await expect(transcript).to_contain_text(GREETING, timeout=WAIT_MS)
+        # the list was redrawn since (the click itself, the events): the row's button is the same element, so a
+        # redraw between a click's press and release cannot lose the click (CI: "No call selected" after a click)
+        assert await button.evaluate("el => el.isConnected && el.getAttribute('aria-pressed') === 'true'")
         await expect(page.get_by_role("button", name="DTMF 5")).to_be_disabled()  # a web call has no phone line
         # step in: the agent says the supervisor's words (recorded as such), and the call takes a context
         await page.get_by_label("Text for the agent to say").fill("Please hold for a moment.")

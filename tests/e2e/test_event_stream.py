@@ -128,6 +128,7 @@ async def test_a_call_whose_llm_fails_streams_the_error_before_its_end(voice_sta
         fakes.script(failures={"gemini": "reject"})
         try:
             await events.wait_for(lambda e: e["type"] == "call.started", timeout=30, what="call.started")
+            await client.wait_for_agent()
             await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
             ended = await events.wait_for(lambda e: e["type"] == "call.ended", timeout=45, what="call.ended")
         finally:

@@ -36,6 +36,8 @@ async def _call(product, agent_id: str, *, user="alice", greet: bool = True, tur
         if greet:
             await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)
             await client.wait_for_quiet(quiet_s=0.8, timeout=30)  # the greeting finished
+        else:
+            await client.wait_for_agent()  # the agent waits for the caller: asked before it joined, it hears nothing
         latency = 0.0
         for _ in range(turns):
             sent = await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
@@ -113,6 +115,7 @@ async def test_a_broken_provider_ends_the_call_quickly_with_the_reason_recorded(
     try:
         client, tok = await product.join(agent_id)
         try:
+            await client.wait_for_agent()
             await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
             t0 = time.monotonic()
             s = await product.wait_session(

@@ -141,6 +141,22 @@ class AudioRoomClient:
             await asyncio.sleep(0.05)
         return p
 
+    async def wait_for_agent(self, *, timeout: float = 45.0) -> str:
+        """The agent's job is in the call: an agent participant whose audio this client receives. Its session has
+        started then (LiveKit's RoomIO opens its input before it publishes its output), so it hears what is said
+        from now on; a caller who speaks before the agent joined is not heard. Returns the agent's identity."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for p in self.room.remote_participants.values():
+                if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and self.stats.by_participant.get(p.identity):
+                    return p.identity
+            if time.monotonic() >= deadline:
+                have = [(p.identity, p.kind) for p in self.room.remote_participants.values()]
+                raise TimeoutError(
+                    f"no agent's audio after {timeout}s; participants {have}, {self.stats.by_participant}"
+                )
+            await asyncio.sleep(0.05)
+
     async def wait_for_attribute(self, identity: str, key: str, value: str, *, timeout: float = 10.0) -> None:
         """Wait until remote participant `identity` has attribute key == value (e.g. sip.callStatus == active)."""
         deadline = time.monotonic() + timeout

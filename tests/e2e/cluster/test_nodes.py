@@ -68,6 +68,10 @@ class Cluster:
         finally:
             db.close()
 
+    def describe(self) -> str:
+        """Each node's log tail, for a failed test's report (tests/e2e/conftest.py)."""
+        return "\n".join(f"--- node {name} ---\n{node.log_tail(60)}" for name, node in self.nodes.items())
+
     def any_node(self, but: str = "") -> Product:
         return next(p for name, p in self.nodes.items() if name != but and p.process.alive())
 
@@ -157,6 +161,9 @@ class Call:
 async def _start_call(cluster: Cluster, via: str, agent_id: str) -> Call:
     """A web call placed through node ``via``: the caller asks once and hears the answer (the call is up)."""
     client, tok = await cluster.nodes[via].join(agent_id, USER)
+    # the agent waits for the caller: asked before its job joined (slow under load), the question is not heard
+    # (CI, 2026-12-04: two calls whose agents sat silent for 45 s)
+    await client.wait_for_agent()
     sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
     await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=45)
     await client.wait_for_quiet(quiet_s=0.8, timeout=30)

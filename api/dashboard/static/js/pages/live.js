@@ -132,6 +132,8 @@ export async function render(main, params) {
           : [h("span", { class: "spinner" }), "connecting to the event stream…"]);
   }
 
+  const rows = new Map(); // call_sid -> { li, button, sig }
+  const listUl = h("ul", { style: "list-style:none;padding:0;margin:0" });
   function drawList() {
     if (st.error && !st.calls) {
       clear(listBox, errorState(st.error, poll));
@@ -142,16 +144,31 @@ export async function render(main, params) {
       clear(listBox, empty("No calls in progress. Start one from the Talk page or place an outbound call."));
       return;
     }
-    const focused = document.activeElement?.dataset?.sid;
-    const items = st.calls.map((c) => h("li", {},
-      h("button", { type: "button", class: "call-item", dataset: { sid: c.call_sid },
-        "aria-pressed": String(c.call_sid === st.selected), style: "width:100%;text-align:left;margin-bottom:.4rem",
-        onclick: () => select(c.call_sid) },
-      h("strong", {}, st.names[c.agent_id] || shortId(c.agent_id)), " ", statusBadge(c.status),
-      h("div", { class: "muted small" }, c.to_number ? `→ ${c.to_number}` : "web call", " · ",
-        h("span", { class: "ticker", dataset: { started: c.started_at } }, duration(elapsed(c.started_at)))))));
-    clear(listBox, h("ul", { style: "list-style:none;padding:0;margin:0" }, items));
-    if (focused) listBox.querySelector(`[data-sid="${CSS.escape(focused)}"]`)?.focus();
+    // A call's row is kept while it is listed and only its contents change, so a redraw (every event and poll)
+    // never swaps the button between a click's press and release: the click would be lost (CI, 2026-12-04).
+    const lis = st.calls.map((c) => {
+      let row = rows.get(c.call_sid);
+      if (!row) {
+        const button = h("button", { type: "button", class: "call-item", dataset: { sid: c.call_sid },
+          style: "width:100%;text-align:left;margin-bottom:.4rem", onclick: () => select(c.call_sid) });
+        row = { li: h("li", {}, button), button, sig: null };
+        rows.set(c.call_sid, row);
+      }
+      row.button.setAttribute("aria-pressed", String(c.call_sid === st.selected));
+      const sig = JSON.stringify([st.names[c.agent_id], c.agent_id, c.status, c.to_number, c.started_at]);
+      if (sig !== row.sig) {
+        row.sig = sig;
+        clear(row.button, h("strong", {}, st.names[c.agent_id] || shortId(c.agent_id)), " ", statusBadge(c.status),
+          h("div", { class: "muted small" }, c.to_number ? `→ ${c.to_number}` : "web call", " · ",
+            h("span", { class: "ticker", dataset: { started: c.started_at } }, duration(elapsed(c.started_at)))));
+      }
+      return row.li;
+    });
+    const listed = new Set(st.calls.map((c) => c.call_sid));
+    for (const sid of [...rows.keys()]) if (!listed.has(sid)) rows.delete(sid);
+    if (listUl.parentNode !== listBox) clear(listBox, listUl);
+    const same = listUl.children.length === lis.length && lis.every((li, i) => listUl.children[i] === li);
+    if (!same) listUl.replaceChildren(...lis);
   }
 
   function select(sid) {
