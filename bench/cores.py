@@ -22,7 +22,7 @@ from tests.harness.product import Product, job_process_pids
 
 from .common import Results, median, pct
 from .stack import bench_product, create_agent, servers
-from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, product_pids, pss_mb
+from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, log_since, product_pids, pss_mb, source_holes
 
 PRODUCT_CORE, REST_CORE = 0, 1
 STEPS = (1, 2, 4, 6, 8, 10, 12)
@@ -95,6 +95,7 @@ async def _step(
 ) -> dict[str, Any]:
     executor = VARIANTS[variant]["VOXARENA_JOB_EXECUTOR"]
     out: dict[str, Any] = {"load_before": _loadavg()}
+    log_start = product.process.log_path.stat().st_size
     pids = product_pids(product)
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
     cpu0, busy0, t0 = tree_cpu_seconds(pids), core_busy_seconds(PRODUCT_CORE), time.monotonic()
@@ -135,6 +136,9 @@ async def _step(
             break
         await asyncio.sleep(0.5)
     out["cpu_s"] = tree_cpu_seconds(product_pids(product)) - cpu0
+    # the holes the jobs counted at their rooms' audio sources (logged at each call's end): beside the client's
+    # gaps, they say on which side of the room a gap opened
+    out["source_reports"], out["source_holes"] = source_holes(log_since(product, log_start))
     # what else ran on the product's core meanwhile (another program on a shared machine): the step's disturbance
     out["others_on_core"] = max(0.0, core_busy_seconds(PRODUCT_CORE) - busy0 - out["cpu_s"]) / (time.monotonic() - t0)
     return out
@@ -228,6 +232,8 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
                 f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
                 f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
                 + (f" ({failed[0][:80]})" if failed else "")
+                + f"; at the product's audio sources {s.get('source_holes', 0)} holes"
+                f" ({s.get('source_reports', 0)} of {n} calls reported)"
                 + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms"
                 f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
                 "<= 2x single, 0 gaps" if n > 1 else "",

@@ -127,6 +127,23 @@ BLOCK_WARN_MS = 20
 _BLOCKED = re.compile(r"event loop blocked for (\d+)ms([^;]*)")
 
 
+_HOLES = re.compile(r"agent audio: [\d.]+ s to the room, (\d+) holes at the audio source")
+
+
+def source_holes(log_text: str) -> tuple[int, int]:
+    """(calls reported, holes) of the agent audio's holes at the room's audio source, as the jobs logged them at
+    their calls' ends (worker/audio_holes.py)."""
+    counts = [int(m.group(1)) for m in _HOLES.finditer(log_text)]
+    return len(counts), sum(counts)
+
+
+def log_since(product, offset: int) -> str:
+    """What the product logged from byte `offset` on (the log file is appended to run after run)."""
+    with product.process.log_path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def loop_blocks(log_text: str) -> list[tuple[int, str]]:
     """(milliseconds, where) of each block LiveKit's loop monitor logged."""
     return [(int(m.group(1)), m.group(2).strip()) for m in _BLOCKED.finditer(log_text)]
@@ -216,9 +233,7 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
             pair_gaps.append((pct(mine, 0.5) - pct(theirs, 0.5)) * 1000)
     lat = single["latencies"]
     floor = floor_out["latencies"]
-    with product.process.log_path.open("rb") as f:
-        f.seek(log_start)
-        blocks = loop_blocks(f.read().decode(errors="replace"))
+    blocks = loop_blocks(log_since(product, log_start))
     worst = sorted(blocks, reverse=True)[:3]
     results.add(
         "1 voice",

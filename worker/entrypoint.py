@@ -67,6 +67,8 @@ from pipelines.pricing import PriceBook
 from pipelines.providers import google as google_provider
 
 from .analysis import run_and_store
+from .audio_holes import AudioHoles
+from .audio_holes import watch as watch_audio_holes
 from .commands import CallCommands
 from .config import BadDispatch, DispatchMeta, agent_spec, parse_dispatch, providers_config
 from .control import ControlChannel
@@ -155,6 +157,7 @@ class CallJob:
     transfer_count: int = 0  # warm transfers started: each human leg is metered under its own number
     tool_runner: ToolRunner | None = None  # runs and records the agent's tools, when it has any
     recording: CallRecording | None = None  # the call's audio, when its agent (or the product) records calls
+    audio_holes: AudioHoles | None = None  # where the room's audio source ran dry in a reply (logged at the end)
     tasks: utils.aio.TaskSet = field(default_factory=utils.aio.TaskSet)
     end: CallEnd = field(init=False)
 
@@ -469,6 +472,7 @@ class CallJob:
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
+        self.audio_holes = watch_audio_holes(session)
 
     def recorded(self, agent_says: bool | None) -> bool:
         """Whether the call is recorded: the agent's own choice, else its tenant's default, else the product's."""
@@ -519,6 +523,8 @@ class CallJob:
         own failures are stored by `run_and_store`."""
         await self.settle()
         await self.end(Ending("job_ended"))  # nothing when the call already ended
+        if self.audio_holes is not None:
+            self.audio_holes.report(self.session_id)
         if self.tool_runner is not None:
             await self.tool_runner.aclose()
         if self.spec is None or self.session is None or self.caller is None:  # no conversation: already skipped

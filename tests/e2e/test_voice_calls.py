@@ -3,6 +3,7 @@ speaks (espeak-ng), and hears the agent; the session, its latencies and its anal
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -72,6 +73,9 @@ async def test_a_call_is_answered_recorded_with_latencies_and_analysed(voice_sta
     assert s["duration"] >= 3 and s["status"] == "ended" and s["endReason"] == "participant_disconnected"
     assert s["direction"] == "inbound" and s["error"] is None
     assert s["analysis"] == ANALYSIS_JSON and s["analysisStatus"] == "completed"
+    # the job counted the agent's audio at the room's source (the greeting and the reply: seconds of it)
+    said = re.search(rf"session {session_id}: agent audio: ([\d.]+) s to the room, \d+ holes", product.log_tail(2000))
+    assert said and float(said.group(1)) >= 1.0, "no audio-source report for the call in the product's log"
     status, analysis = await product.request("GET", f"/api/sessions/{session_id}/analysis")
     assert status == 200 and analysis == ANALYSIS_JSON
     after = fakes.counters()

@@ -1,0 +1,97 @@
+"""Holes in the agent's audio where the product makes it: the room's audio source running dry in a reply.
+
+LiveKit's RoomIO forwards the agent's speech to an `rtc.AudioSource` with a 200 ms queue; when the next frame comes
+after the queue ran out, the caller hears a hole. A machine short of CPU opens them (the forwarding task is late),
+and so can the WebRTC path after the source or the caller's own device: counting them here says on which side of
+the room a hole the caller heard opened. The job logs the count at the call's end (`agent audio: ... holes`), and
+the bench's calls-per-core section counts them beside the holes its client hears (bench/cores.py).
+
+A hole is the source dry for over 60 ms and at most 500 ms before its next frame, the bench client's own rule for a
+gap in what it receives; longer silences are the pauses between replies. The source is found on the session's
+output chain and its `capture_frame` wrapped on that one instance (LiveKit keeps it private to RoomIO's output:
+`_ParticipantAudioOutput._audio_source`; a public hook there, or a playout-underrun counter on `rtc.AudioSource`,
+would remove the wrapper). Nothing is counted when the source cannot be found."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+
+log = logging.getLogger("voxarena.job")
+
+HOLE_MIN_S = 0.06
+HOLE_MAX_S = 0.5
+
+
+@dataclass
+class AudioHoles:
+    """What the source was given and where it ran dry; `before` and `after` frame each captured frame."""
+
+    holes: int = 0
+    longest_s: float = 0.0
+    audio_s: float = 0.0
+    _dry_at: float | None = None
+
+    def before(self, now: float) -> None:
+        if self._dry_at is not None:
+            dry = now - self._dry_at
+            if HOLE_MIN_S < dry <= HOLE_MAX_S:
+                self.holes += 1
+                self.longest_s = max(self.longest_s, dry)
+
+    def after(self, now: float, queued_s: float, frame_s: float) -> None:
+        self._dry_at = now + queued_s  # when what the source holds has played out
+        self.audio_s += frame_s
+
+    def report(self, session_id: str) -> None:
+        if not self.audio_s:
+            return
+        level = logging.WARNING if self.holes else logging.INFO
+        log.log(
+            level,
+            "session %s: agent audio: %.1f s to the room, %d holes at the audio source (dry %d-%d ms before its "
+            "next frame; longest %d ms)%s",
+            session_id,
+            self.audio_s,
+            self.holes,
+            HOLE_MIN_S * 1000,
+            HOLE_MAX_S * 1000,
+            self.longest_s * 1000,
+            "; the job's loop was late: the machine may be short of CPU" if self.holes else "",
+        )
+
+
+def audio_source(session: Any) -> rtc.AudioSource | None:
+    """The room's audio source at the end of the session's audio output chain, if it is LiveKit's RoomIO one."""
+    out = getattr(session.output, "audio", None)
+    for _ in range(16):  # a chain of wrappers (the recording's tap, transcript sync) ends at the room's output
+        if out is None:
+            return None
+        source = getattr(out, "_audio_source", None)
+        if isinstance(source, rtc.AudioSource):
+            return source
+        out = getattr(out, "next_in_chain", None)
+    return None
+
+
+def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHoles | None:
+    """Counts the holes of the session's room audio from now on; None when its source is not found."""
+    source = audio_source(session)
+    if source is None:
+        log.info("the room's audio source was not found on the session's output: its holes are not counted")
+        return None
+    holes = AudioHoles()
+    capture = source.capture_frame
+
+    async def counted(frame: rtc.AudioFrame) -> None:
+        holes.before(clock())
+        await capture(frame)
+        holes.after(clock(), source.queued_duration, frame.duration)
+
+    source.capture_frame = counted  # type: ignore[method-assign]
+    return holes
