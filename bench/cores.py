@@ -52,6 +52,24 @@ TURNS = 25
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+class ClientStalls(LoopMonitor):
+    """This client's loop monitor, keeping each stall over `CLIENT_STALL_S` as the span its loop could not run:
+    frames are stamped as this loop takes them, so a gap that spans a stall may be this client's, not the room's."""
+
+    def __init__(self) -> None:
+        super().__init__(interval=0.01, window=1_000_000)
+        self.spans: list[tuple[float, float]] = []
+
+    async def _tick(self) -> None:
+        before = len(self.samples)
+        await super()._tick()
+        if len(self.samples) > before and self.samples[-1] > CLIENT_STALL_S and self._last is not None:
+            self.spans.append((self._last - self.samples[-1] - self.interval, self._last))
+
+    def explains(self, gap: tuple[float, float]) -> bool:
+        return any(start < gap[1] and gap[0] < end for start, end in self.spans)
+
+
 def tree_cpu_seconds(pids: list[int]) -> float:
     """utime + stime of every live process of the tree, plus what its exited children left in cutime + cstime
     (a job process that exits is reaped by the forkserver, whose counters keep its seconds)."""
@@ -100,7 +118,7 @@ async def _step(
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
     cpu0, busy0, t0 = tree_cpu_seconds(pids), core_busy_seconds(PRODUCT_CORE), time.monotonic()
     # this client's own loop: a stall of it delays every received frame, which reads as a hole in the agent's audio
-    client_loop = LoopMonitor(interval=0.01, window=1_000_000)
+    client_loop = ClientStalls()
     client_loop.start()
 
     async def call(i: int) -> None:
@@ -129,6 +147,7 @@ async def _step(
     await client_loop.stop()
     out["client_stalls"] = sum(1 for lag in client_loop.samples if lag > CLIENT_STALL_S)
     out["client_lag_max_ms"] = max(client_loop.samples, default=0.0) * 1000
+    out["gaps_in_client_stalls"] = sum(1 for gap in out.get("gap_spans", []) if client_loop.explains(gap))
     # the post-call analyses and the job processes' exits belong to the calls' cost
     await asyncio.to_thread(fakes.wait_idle, quiet_s=1.5, timeout=60)
     for _ in range(60):
@@ -138,7 +157,10 @@ async def _step(
     out["cpu_s"] = tree_cpu_seconds(product_pids(product)) - cpu0
     # the holes the jobs counted at their rooms' audio sources (logged at each call's end): beside the client's
     # gaps, they say on which side of the room a gap opened
-    out["source_reports"], out["source_holes"] = source_holes(log_since(product, log_start))
+    logged = log_since(product, log_start)
+    if "audio source was not found" in logged:
+        raise RuntimeError(f"{variant}: a job could not count its audio source's holes (see the product's log)")
+    out["source_reports"], out["source_holes"] = source_holes(logged)
     # what else ran on the product's core meanwhile (another program on a shared machine): the step's disturbance
     out["others_on_core"] = max(0.0, core_busy_seconds(PRODUCT_CORE) - busy0 - out["cpu_s"]) / (time.monotonic() - t0)
     return out
@@ -232,8 +254,9 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
                 f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
                 f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
                 + (f" ({failed[0][:80]})" if failed else "")
+                + f" ({s.get('gaps_in_client_stalls', 0)} of the gaps span a stall of this client's loop)"
                 + f"; at the product's audio sources {s.get('source_holes', 0)} holes"
-                f" ({s.get('source_reports', 0)} of {n} calls reported)"
+                f" in {s.get('source_reports', 0)} calls (a call without holes logs at INFO, below the bench's level)"
                 + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms"
                 f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
                 "<= 2x single, 0 gaps" if n > 1 else "",

@@ -88,7 +88,9 @@ async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
         latencies.append(heard - sent.last_speech_at)
         await asyncio.sleep(0.6)  # the short reply plays out
     times = [f.at for f in client.received if f.dbfs > client.silence_dbfs]
-    out["gaps"] = out.get("gaps", 0) + sum(1 for a, b in itertools.pairwise(times) if 0.06 < b - a < 0.5)
+    spans = [(a, b) for a, b in itertools.pairwise(times) if 0.06 < b - a < 0.5]
+    out["gaps"] = out.get("gaps", 0) + len(spans)
+    out.setdefault("gap_spans", []).extend(spans)  # (monotonic) between two loud frames' arrivals
     out["missed"] = out.get("missed", 0) + missed
     out.setdefault("latencies", []).extend(latencies)
     return latencies

@@ -83,7 +83,7 @@ def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHol
     """Counts the holes of the session's room audio from now on; None when its source is not found."""
     source = audio_source(session)
     if source is None:
-        log.info("the room's audio source was not found on the session's output: its holes are not counted")
+        log.warning("the room's audio source was not found on the session's output: its holes are not counted")
         return None
     holes = AudioHoles()
     capture = source.capture_frame
