@@ -62,7 +62,7 @@ class AudioHoles:
             HOLE_MIN_S * 1000,
             HOLE_MAX_S * 1000,
             self.longest_s * 1000,
-            "; the job's loop was late: the machine may be short of CPU" if self.holes else "",
+            "; frames came late (a machine short of CPU) or a reply paused for the caller" if self.holes else "",
         )
 
 
