@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+
+import psutil
+import pytest
 
 from worker.load import WorkerLoad
 
@@ -76,3 +80,37 @@ def test_the_call_limit_is_exact() -> None:
     assert "4 calls running or starting" in (load.why_full(reserved=1) or "")
     active[0] = 4
     assert load() >= 0.75 and "the most this worker takes is 4" in load.why_full()
+
+
+def test_the_tree_is_read_from_the_threads_children_lists_as_psutil_reads_it() -> None:
+    from worker.load import PROC_CHILDREN, proc_tree_cpu_seconds
+
+    assert PROC_CHILDREN  # Linux with /proc/<pid>/task/<tid>/children, as CI and the Dockerfile's image have
+    # a child that burns ~0.5 CPU-s, starts a grandchild that burns as much, then both sleep (live, not reaped)
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\n"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess,sys,time\n{burn}"
+            f"g=subprocess.Popen([sys.executable,'-c',{burn + 'time.sleep(30)'!r}])\ntime.sleep(30)",
+        ]
+    )
+    try:
+        top = psutil.Process(child.pid)
+        deadline = time.monotonic() + 30
+        while True:  # both burnt their share
+            tree = [top, *top.children(recursive=True)]
+            if len(tree) == 2 and all(p.cpu_times().user + p.cpu_times().system >= 0.45 for p in tree):
+                break
+            assert time.monotonic() < deadline, "the child and grandchild did not run"
+            time.sleep(0.1)
+        by_psutil = sum(t.user + t.system + t.children_user + t.children_system for t in (p.cpu_times() for p in tree))
+        assert by_psutil >= 0.9 and abs(proc_tree_cpu_seconds(child.pid) - by_psutil) < 0.05, by_psutil
+    finally:
+        for p in psutil.Process(child.pid).children(recursive=True):
+            p.kill()
+        child.kill()
+        child.wait(timeout=10)
+    with pytest.raises(OSError):
+        proc_tree_cpu_seconds(child.pid)  # a process that is gone is an error: the load falls back to psutil

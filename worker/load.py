@@ -10,12 +10,14 @@ refused with "no servers available". Here the load is the larger of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 from livekit.agents.utils.hw import get_cpu_monitor
@@ -23,6 +25,42 @@ from livekit.agents.utils.hw import get_cpu_monitor
 log = logging.getLogger("voxarena.worker")
 
 WINDOW_SECONDS = 2.5  # averaged like LiveKit's default, so one busy moment does not refuse calls
+
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# Linux lists each thread's children in /proc (CONFIG_PROC_CHILDREN); psutil finds children by reading the stat file
+# of every process on the machine, twice a second: an idle node's largest cost after its own loop (bench/README.md)
+PROC_CHILDREN = Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children").exists()
+
+
+def proc_tree_cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of `pid` and its descendants, found through /proc/<pid>/task/*/children.
+    OSError when `pid` itself is gone; a descendant that exits meanwhile is skipped."""
+    ticks, frontier, first = 0, [pid], True
+    while frontier:
+        p = frontier.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            kids = [
+                int(k)
+                for task in os.listdir(f"/proc/{p}/task")
+                for k in _read(f"/proc/{p}/task/{task}/children").split()
+            ]
+        except OSError:
+            if first:
+                raise
+            continue
+        first = False
+        ticks += sum(int(f) for f in fields[11:15])
+        frontier += kids
+    return ticks / TICK
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:  # a thread that ended between the listing and the read
+        return b""
 
 
 def effective_max_calls(configured: int) -> int:
@@ -49,6 +87,9 @@ class WorkerLoad:
 
     def _tree_cpu_seconds(self) -> float:
         """CPU seconds used so far by this process and its live descendants (reaped ones count in `children_*`)."""
+        if PROC_CHILDREN:
+            with contextlib.suppress(OSError):
+                return proc_tree_cpu_seconds(self._me.pid)
         total = 0.0
         for proc in [self._me, *self._me.children(recursive=True)]:
             try:
