@@ -19,6 +19,7 @@ from typing import Any
 
 from api.loopmon import LoopMonitor
 from tests.harness.product import Product, job_process_pids
+from worker.load import proc_tree_cpu_seconds
 
 from .common import Results, median, pct
 from .stack import bench_product, create_agent, servers
@@ -71,19 +72,6 @@ class ClientStalls(LoopMonitor):
         return any(start < gap[1] and gap[0] < end for start, end in self.spans)
 
 
-def tree_cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of every live process of the tree, plus what its exited children left in cutime + cstime
-    (a job process that exits is reaped by the forkserver, whose counters keep its seconds)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (fields 14-17)
-    return total / TICK
-
-
 def unpinned(pids: list[int], core: int) -> list[tuple[int, set[int]]]:
     """Threads of `pids` allowed anywhere but `core`."""
     bad = []
@@ -115,9 +103,9 @@ async def _step(
     executor = VARIANTS[variant]["VOXARENA_JOB_EXECUTOR"]
     out: dict[str, Any] = {"load_before": _loadavg()}
     log_start = product.process.log_path.stat().st_size
-    pids = product_pids(product)
     out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
-    cpu0, busy0, t0 = tree_cpu_seconds(pids), core_busy_seconds(PRODUCT_CORE), time.monotonic()
+    # utime + stime of the tree, plus what its reaped job processes left in the forkserver's cutime + cstime
+    cpu0, busy0, t0 = proc_tree_cpu_seconds(product.process.pid), core_busy_seconds(PRODUCT_CORE), time.monotonic()
     # this client's own loop: a stall of it delays every received frame, which reads as a hole in the agent's audio
     client_loop = ClientStalls()
     client_loop.start()
@@ -146,7 +134,7 @@ async def _step(
     _, health = await product.request("GET", "/health", None)
     out["loop"] = health["event_loop"]
     await client_loop.stop()
-    out["client_stalls"] = sum(1 for lag in client_loop.samples if lag > CLIENT_STALL_S)
+    out["client_stalls"] = len(client_loop.spans)
     out["client_lag_max_ms"] = max(client_loop.samples, default=0.0) * 1000
     out["gaps_in_client_stalls"] = sum(1 for gap in out.get("gap_spans", []) if client_loop.explains(gap))
     # the post-call analyses and the job processes' exits belong to the calls' cost
@@ -155,7 +143,7 @@ async def _step(
         if executor != "process" or len(job_process_pids(product)) <= out["idle_job_processes"]:
             break
         await asyncio.sleep(0.5)
-    out["cpu_s"] = tree_cpu_seconds(product_pids(product)) - cpu0
+    out["cpu_s"] = proc_tree_cpu_seconds(product.process.pid) - cpu0
     # the holes the jobs counted at their rooms' audio sources (logged at each call's end): beside the client's
     # gaps, they say on which side of the room a gap opened
     logged = log_since(product, log_start)
