@@ -168,7 +168,11 @@ export async function render(main, params) {
     for (const sid of [...rows.keys()]) if (!listed.has(sid)) rows.delete(sid);
     if (listUl.parentNode !== listBox) clear(listBox, listUl);
     const same = listUl.children.length === lis.length && lis.every((li, i) => listUl.children[i] === li);
-    if (!same) listUl.replaceChildren(...lis);
+    if (!same) { // a row moved: moving the focused button takes its focus away, so it is given back
+      const focused = document.activeElement?.dataset?.sid;
+      listUl.replaceChildren(...lis);
+      if (focused) rows.get(focused)?.button.focus();
+    }
   }
 
   function select(sid) {
