@@ -229,33 +229,39 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
         f"{len(next(iter(raw.values()))[steps[0]].get('latencies', []))} turns per call at 1",
     )
     for ex, by_n in raw.items():
-        single = (pct(by_n[steps[0]].get("latencies", []), 0.95) - INJECTED) * 1000
-        pss1 = by_n[steps[0]]["pss_mb"]
-        best = 0
+        first = by_n[steps[0]]
+        single = {clock: _overhead_p95(first, clock) for clock in CLOCKS}
+        pss1 = first["pss_mb"]
+        best = dict.fromkeys(CLOCKS, 0)
         for n in steps:
             s = by_n[n]
-            lat = s.get("latencies", [])
-            o95 = (pct(lat, 0.95) - INJECTED) * 1000
-            gaps, missed, failed = s.get("gaps", 0), s.get("missed", 0), s["failed"]
+            missed, failed = s.get("missed", 0), s["failed"]
             call_s = sum(s.get("call_seconds", []))
             cpu_ms = s["cpu_s"] * 1000 / call_s if call_s else float("nan")
             per_call = (s["pss_mb"] - pss1) / (n - 1) if n > 1 else float("nan")
-            ok = _ok(s, single)
-            if all(_ok(by_n[m], single) for m in steps if m <= n):
-                best = n
+            for clock in CLOCKS:
+                if all(_ok(by_n[m], single[clock], clock) for m in steps if m <= n):
+                    best[clock] = n
             joins = s.get("agent_join_s", [])
+            inbound = s.get("inbound", {})
             results.add(
                 section,
-                f"{ex} {n:>2} calls: overhead p95 / gaps / unanswered / failed",
-                f"{o95:.0f} ms / {gaps} / {missed} / {len(failed)}"
+                f"{ex} {n:>2} calls: overhead p95 / gaps, as the client took the frames and on the playout clock;"
+                " unanswered / failed",
+                f"{_overhead_p95(s, 'arrival'):.0f} ms / {s.get('gaps', 0)};"
+                f" {_overhead_p95(s, 'playout'):.0f} ms / {s.get('playout_gaps', 0)}; {missed} / {len(failed)}"
                 + (f" ({failed[0][:80]})" if failed else "")
-                + f" ({s.get('gaps_in_client_stalls', 0)} of the gaps span a stall of this client's loop)"
+                + f" ({s.get('gaps_in_client_stalls', 0)} of the arrival gaps span a stall of this client's loop)"
                 + f"; at the product's audio sources {s.get('source_holes', 0)} holes"
                 f" in {s.get('source_reports', 0)} calls (a call without holes logs at INFO, below the bench's level)"
+                + f"; WebRTC concealed {inbound.get('concealed_samples', 0) / 48:.0f} ms in"
+                f" {inbound.get('concealment_events', 0):.0f} events"
+                f" ({inbound.get('silent_concealed_samples', 0) / 48:.0f} ms of it silent), packets lost"
+                f" {inbound.get('packets_lost', 0):.0f}"
                 + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms"
                 f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
-                "<= 2x single, 0 gaps" if n > 1 else "",
-                ok if n > 1 else None,
+                "<= 2x single, 0 gaps (playout clock)" if n > 1 else "",
+                _ok(s, single["playout"], "playout") if n > 1 else None,
             )
             results.add(
                 section,
@@ -268,10 +274,12 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
             )
         results.add(
             section,
-            f"{ex}: most calls on one core with p95 overhead <= 2x single ({single:.0f} ms), 0 gaps, 0 unanswered",
-            f"{best}",
-            ">= 8",
-            best >= 8,
+            f"{ex}: most calls on one core with p95 overhead <= 2x single, 0 gaps, 0 unanswered, every agent joined"
+            f" within {JOIN_LIMIT_S:.0f} s; on the playout clock (single {single['playout']:.0f} ms) / as the client"
+            f" took the frames (single {single['arrival']:.0f} ms)",
+            f"{best['playout']} / {best['arrival']}",
+            ">= 8 (playout clock)",
+            best["playout"] >= 8,
         )
     names = list(raw)
     for other in names[1:]:
@@ -284,6 +292,22 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
         )
 
 
-def _ok(s: dict[str, Any], single: float) -> bool:
-    o95 = (pct(s.get("latencies", []), 0.95) - INJECTED) * 1000
-    return o95 <= 2 * single and s.get("gaps", 0) == 0 and s.get("missed", 0) == 0 and not s["failed"]
+# the two clocks a reply's frames are timed on: when this client's loop took them, and when they were due to play
+# (the playout clock: libwebrtc's 10 ms pulls, which this client's stalls do not move; tests/harness/client.py)
+CLOCKS = ("playout", "arrival")
+JOIN_LIMIT_S = 2.0
+
+
+def _overhead_p95(s: dict[str, Any], clock: str) -> float:
+    return (pct(s.get("playout_latencies" if clock == "playout" else "latencies", []), 0.95) - INJECTED) * 1000
+
+
+def _ok(s: dict[str, Any], single: float, clock: str) -> bool:
+    gaps = s.get("playout_gaps" if clock == "playout" else "gaps", 0)
+    return (
+        _overhead_p95(s, clock) <= 2 * single
+        and gaps == 0
+        and s.get("missed", 0) == 0
+        and not s["failed"]
+        and pct(s.get("agent_join_s", []), 0.95) <= JOIN_LIMIT_S
+    )

@@ -9,7 +9,6 @@ Runs inside the test network namespace."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.harness.audio import speech_wav
-from tests.harness.client import AudioRoomClient
+from tests.harness.client import AudioRoomClient, ReceivedFrame
 
 from .common import Results, median, pct
 from .floor_agent import FloorAgent
@@ -76,6 +75,7 @@ async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
     """Speak, wait for the first non-silent reply frame, let it play; the same for the product and the floor."""
     wav = speech_wav(UTTERANCE)
     latencies, missed = [], 0
+    heard_at: list[tuple[float, ReceivedFrame | None]] = []  # each answered turn: speech end, first reply frame
     await client.wait_for_participant(timeout=20)
     await asyncio.sleep(1.0)
     for _ in range(turns):
@@ -86,11 +86,22 @@ async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
             missed += 1  # a turn never answered: counted and reported, not timed
             continue
         latencies.append(heard - sent.last_speech_at)
+        heard_at.append((sent.last_speech_at, client.first_loud_frame_after(sent.last_speech_at)))
         await asyncio.sleep(0.6)  # the short reply plays out
-    times = [f.at for f in client.received if f.dbfs > client.silence_dbfs]
-    spans = [(a, b) for a, b in itertools.pairwise(times) if 0.06 < b - a < 0.5]
+    spans = client.gaps("arrival")
     out["gaps"] = out.get("gaps", 0) + len(spans)
     out.setdefault("gap_spans", []).extend(spans)  # (monotonic) between two loud frames' arrivals
+    # the same rule on the playout clock: a hole in the audio itself (at the source, in WebRTC or the SFU), not a
+    # late wake-up of this process
+    out["playout_gaps"] = out.get("playout_gaps", 0) + len(client.gaps("playout"))
+    # the same latencies on the playout clock: when the reply's first frame was due to play, not when this process's
+    # loop took it (the client shares a core with livekit-server and the fakes, and its stalls read as latency)
+    offsets = client.playout_offsets()
+    out.setdefault("playout_latencies", []).extend(
+        f.pos_s + offsets[f.track_sid] - spoke for spoke, f in heard_at if f is not None
+    )
+    for name, value in (await client.inbound_audio_stats()).items():
+        out.setdefault("inbound", {})[name] = out.get("inbound", {}).get(name, 0) + value
     out["missed"] = out.get("missed", 0) + missed
     out.setdefault("latencies", []).extend(latencies)
     return latencies

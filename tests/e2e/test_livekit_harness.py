@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
+import numpy as np
 import pytest
 from livekit import api, rtc
 
+from tests.fakes.audio import voice_like_pcm
 from tests.harness.audio import nonsilent_frame_indexes, read_wav, speech_wav
 from tests.harness.client import AudioRoomClient
 from tests.harness.livekit_server import LiveKitServer
@@ -114,3 +118,54 @@ async def test_publish_paces_in_real_time(livekit_server: LiveKitServer, frame_m
         await c.disconnect()
     took = sent.finished_at - sent.started_at
     assert sent.duration_s * 0.95 <= took <= sent.duration_s + 1.0, (took, sent.duration_s)
+
+
+async def test_the_playout_clock_keeps_a_hole_in_the_audio_and_drops_a_stall_of_the_listener(
+    livekit_server: LiveKitServer,
+) -> None:
+    """The bench's two clocks (bench/cores.py): a hole in the audio is one on both; a stall of the listening
+    process is a gap only as the frames arrive, since libwebrtc pulled them on time."""
+    room = _room()
+    rate = 48000
+    # 1 s of voice, a 200 ms hole, 2 s of voice, pushed through a 1 s queue: the speaker stays ahead of the stall
+    audio = np.frombuffer(
+        voice_like_pcm(1.0, rate) + bytes(int(0.2 * rate) * 2) + voice_like_pcm(2.0, rate), dtype=np.int16
+    )
+    speaker = rtc.Room()
+    source = rtc.AudioSource(rate, 1, queue_size_ms=1000)
+    listener = AudioRoomClient(livekit_server.url, livekit_server.token("listener", room), identity="listener")
+
+    async def speak() -> None:
+        step = rate // 100
+        for i in range(0, len(audio), step):
+            await source.capture_frame(rtc.AudioFrame(audio[i : i + step].tobytes(), rate, 1, step))
+        await source.wait_for_playout()
+
+    async def heard(seconds: float, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while listener.stats.nonsilent_duration_s < seconds:
+            assert time.monotonic() < deadline, f"heard {listener.stats.nonsilent_duration_s:.2f} s of {seconds}"
+            await asyncio.sleep(0.01)
+
+    try:
+        await listener.connect()
+        await speaker.connect(livekit_server.url, livekit_server.token("speaker", room))
+        track = rtc.LocalAudioTrack.create_audio_track("voice", source)
+        await speaker.local_participant.publish_track(track, rtc.TrackPublishOptions())
+        speaking = asyncio.ensure_future(speak())
+        await heard(1.6)  # past the hole
+        # the listener's loop stalls (its frames wait in the SDK) while the speaker's queue plays on
+        time.sleep(0.3)  # noqa: ASYNC251 (the stall under test)
+        await heard(2.8)
+        await asyncio.wait_for(speaking, 10)
+    finally:
+        await listener.disconnect()
+        await speaker.disconnect()
+
+    on_playout = listener.gaps("playout")
+    assert len(on_playout) == 1 and 0.15 < on_playout[0][1] - on_playout[0][0] < 0.3, on_playout
+    arrival = [b - a for a, b in listener.gaps("arrival")]
+    assert any(0.15 < g < 0.3 for g in arrival) and any(g >= 0.28 for g in arrival), arrival
+    # the frames the stall held back were due before they arrived
+    offset = listener.playout_offsets()[listener.received[-1].track_sid]
+    assert max(f.at - (f.pos_s + offset) for f in listener.received) >= 0.25

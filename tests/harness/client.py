@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
+from worker.audio_holes import HOLE_MAX_S, HOLE_MIN_S
+
 from .audio import SILENCE_DBFS, dbfs, read_wav
 
 
@@ -47,6 +49,23 @@ class ReceivedFrame:
     track_sid: str
     duration_s: float
     dbfs: float
+    # seconds of this track's audio before this frame: the stream's own playout clock. libwebrtc's audio device
+    # pulls every remote track's audio every 10 ms, silence or concealment included, so a gap on this clock is a
+    # hole the caller hears, whereas a gap between arrival times (`at`) may be this process's loop coming late
+    pos_s: float = 0.0
+
+
+# inbound-rtp counters of a received audio track (WebRTC's own statistics): what its jitter buffer had to invent
+INBOUND_AUDIO_COUNTERS = (
+    "concealment_events",
+    "concealed_samples",
+    "silent_concealed_samples",
+    "total_samples_received",
+    "inserted_samples_for_deceleration",
+    "removed_samples_for_acceleration",
+    "jitter_buffer_emitted_count",
+    "jitter_buffer_delay",  # seconds, summed over the emitted samples: / jitter_buffer_emitted_count is the mean
+)
 
 
 @dataclass
@@ -83,6 +102,7 @@ class AudioRoomClient:
         self._nonsilent_times: list[float] = []
         self._new_audio = asyncio.Event()
         self._stream_tasks: set[asyncio.Task] = set()
+        self._remote_tracks: dict[str, rtc.Track] = {}  # sid -> subscribed remote audio track
         self._source: rtc.AudioSource | None = None
         self._track: rtc.LocalAudioTrack | None = None
         self._publication: rtc.LocalTrackPublication | None = None
@@ -234,12 +254,14 @@ class AudioRoomClient:
     ) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
             return
+        self._remote_tracks[track.sid] = track
         task = asyncio.ensure_future(self._consume(track, participant.identity))
         self._stream_tasks.add(task)
         task.add_done_callback(self._stream_tasks.discard)
 
     async def _consume(self, track: rtc.Track, identity: str) -> None:
         stream = rtc.AudioStream.from_track(track=track, sample_rate=self.sample_rate, num_channels=1)
+        pos = 0.0
         try:
             async for ev in stream:
                 now = time.monotonic()
@@ -254,11 +276,62 @@ class AudioRoomClient:
                     self.stats.nonsilent_duration_s += dur
                     self._nonsilent_times.append(now)
                 if self.keep_frames:
-                    self.received.append(ReceivedFrame(now, identity, track.sid, dur, level))
+                    self.received.append(ReceivedFrame(now, identity, track.sid, dur, level, pos))
+                pos += dur
                 self._new_audio.set()
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
+
+    async def inbound_audio_stats(self) -> dict[str, float]:
+        """INBOUND_AUDIO_COUNTERS and packets_lost summed over the remote audio tracks subscribed so far (call before
+        disconnect)."""
+        totals = dict.fromkeys((*INBOUND_AUDIO_COUNTERS, "packets_lost"), 0.0)
+        for track in list(self._remote_tracks.values()):
+            for st in await track.get_stats():
+                if st.WhichOneof("stats") != "inbound_rtp":
+                    continue
+                for name in INBOUND_AUDIO_COUNTERS:
+                    totals[name] += getattr(st.inbound_rtp.inbound, name)
+                totals["packets_lost"] += max(0, st.inbound_rtp.received.packets_lost)
+        return totals
+
+    def playout_offsets(self) -> dict[str, float]:
+        """Per track sid, the monotonic time of its playout clock's zero: the earliest any frame arrived relative to
+        its place in the stream (min of `at - pos_s`). libwebrtc pulls every 10 ms on a schedule that makes up for
+        late pulls, so `pos_s + offset` is when a frame was due to play out, however late this process's loop took
+        it; only frames the caller hears are counted, not this process's stalls."""
+        offsets: dict[str, float] = {}
+        for f in self.received:
+            lag = f.at - f.pos_s
+            if lag < offsets.get(f.track_sid, float("inf")):
+                offsets[f.track_sid] = lag
+        return offsets
+
+    def gaps(self, clock: str = "arrival") -> list[tuple[float, float]]:
+        """Holes in the received audio: two consecutive non-silent frames of one track over HOLE_MIN_S and at most
+        HOLE_MAX_S apart (the product's own rule at its audio source; longer silences are pauses between replies),
+        as (start, end) on `clock`: "arrival" (when this process took the frames, `at`) or "playout" (the stream's
+        own clock, `pos_s`: a hole in the audio itself, wherever it opened upstream, and none for a stall of this
+        process). Needs keep_frames=True."""
+        if clock not in ("arrival", "playout"):
+            raise ValueError(f"unknown clock {clock!r}")
+        last: dict[str, ReceivedFrame] = {}
+        spans = []
+        for f in self.received:
+            if f.dbfs <= self.silence_dbfs:
+                continue
+            prev = last.get(f.track_sid)
+            last[f.track_sid] = f
+            if prev is not None:
+                a, b = (prev.at, f.at) if clock == "arrival" else (prev.pos_s, f.pos_s)
+                if HOLE_MIN_S < b - a <= HOLE_MAX_S:
+                    spans.append((a, b))
+        return spans
+
+    def first_loud_frame_after(self, after: float) -> ReceivedFrame | None:
+        """The first non-silent received frame that arrived at or after `after` (needs keep_frames=True)."""
+        return next((f for f in self.received if f.at >= after and f.dbfs > self.silence_dbfs), None)
 
     def first_nonsilent_after(self, after: float = 0.0) -> float | None:
         """time.monotonic() of the first non-silent received frame at or after `after`, if any."""
