@@ -110,10 +110,12 @@ class FloorAgent:
                 n = len(pending) // 2 * 2
                 if n:
                     pcm, pending = pending[:n], pending[n:]
-                    await self.source.capture_frame(rtc.AudioFrame(pcm, RATE, 1, n // 2))
+                    # stamped as the audio is handed over, as the product's `published` is: a capture returns only
+                    # once its audio fits the source's 200 ms queue, ~50 ms into a 250 ms chunk
                     if first and self._last_loud is not None:
                         self.v2v.append(time.monotonic() - self._last_loud)
                     first = False
+                    await self.source.capture_frame(rtc.AudioFrame(pcm, RATE, 1, n // 2))
             if data.get("isFinal"):
                 break
         await tts.close()

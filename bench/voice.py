@@ -134,6 +134,12 @@ async def _floor_call(server, fakes_urls: dict[str, str], turns: int, out: dict[
     out.setdefault("pairs", []).extend(zip(latencies, agent.v2v, strict=False))  # a turn the agent missed has no v2v
 
 
+def _jitter_ms(out: dict[str, Any]) -> float:
+    inbound = out.get("inbound", {})
+    emitted = inbound.get("jitter_buffer_emitted_count", 0)
+    return inbound.get("jitter_buffer_delay", 0) / emitted * 1000 if emitted else float("nan")
+
+
 READ_RATE = 200  # API reads per second beside the calls
 # LiveKit's job-loop monitor logs every block of a job's event loop over this (the job-start target: none over 20 ms)
 BLOCK_WARN_MS = 20
@@ -310,6 +316,11 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         "1 voice",
         "transport share: client-measured minus the floor's own voice-to-voice, median",
         f"{share:.0f} ms over {len(floor_gaps)} turns",
+    )
+    results.add(
+        "1 voice",
+        "the caller's jitter buffer (WebRTC's inbound-rtp counters), mean delay of a played sample: product / floor",
+        f"{_jitter_ms(single):.0f} / {_jitter_ms(floor_out):.0f} ms",
     )
     results.add(
         "1 voice",
