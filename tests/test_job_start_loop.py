@@ -13,11 +13,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from livekit.agents import llm
 from livekit.agents.utils import http_context
 
 from api.loopmon import LoopMonitor
 from core.settings import Settings
-from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
+from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session, chat_models
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from worker import entrypoint
 
@@ -86,6 +87,9 @@ async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loo
     proc.userdata["store"].close()
     models = [m for m in vars(genai_types).values() if isinstance(m, type) and issubclass(m, BaseModel)]
     assert models and all(m.__pydantic_complete__ for m in models)
+    # LiveKit's chat models too: the session's first message (its instructions, at job start) built ChatMessage
+    chat = chat_models()
+    assert llm.ChatMessage in chat and all(m.__pydantic_complete__ for m in chat)
     async with FakeProviders(api_key="k") as fakes:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
         cfg = ProvidersConfig(
@@ -107,3 +111,4 @@ async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loo
                 await session.aclose()
         assert sorted(set(sys.modules) - before) == []
         assert all(m.__pydantic_complete__ for m in models)
+        assert all(m.__pydantic_complete__ for m in chat)
