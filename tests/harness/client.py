@@ -300,7 +300,7 @@ class AudioRoomClient:
         """Per track sid, the monotonic time of its playout clock's zero: the earliest any frame arrived relative to
         its place in the stream (min of `at - pos_s`). libwebrtc pulls every 10 ms on a schedule that makes up for
         late pulls, so `pos_s + offset` is when a frame was due to play out, however late this process's loop took
-        it; only frames the caller hears are counted, not this process's stalls."""
+        it (the earliest frame sets the offset; a stall of this process only makes later frames arrive later)."""
         offsets: dict[str, float] = {}
         for f in self.received:
             lag = f.at - f.pos_s
