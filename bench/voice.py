@@ -396,6 +396,8 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         if failed:
             results.add("2 concurrency", f"{n} calls: calls that failed", f"{len(failed)}: {failed[0]}", "0", False)
     ns = sorted(mem)
+    if len(ns) < 2:  # one step (VOXARENA_BENCH_VOICE_STEPS=1): nothing to compare
+        return
     per_call = (mem[ns[-1]] - mem[ns[0]]) / (ns[-1] - ns[0])
     results.add(
         "2 concurrency",
