@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail] [--quick]`:
+"""`python -m bench [--only eot,turns,voice,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail,llm] [--quick]`:
 every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
@@ -26,6 +26,7 @@ SECTIONS = (
     "pg",
     "noise",
     "voicemail",
+    "llm",
 )
 
 
@@ -97,6 +98,10 @@ def main() -> int:
         from . import voicemail
 
         asyncio.run(voicemail.run(results, quick=args.quick))
+    if "llm" in only:
+        from . import llm_client
+
+        asyncio.run(llm_client.run(results, quick=args.quick))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"

@@ -229,6 +229,11 @@ VOICE_ENV = {
 async def run(results: Results, *, quick: bool = False) -> None:
     executor = os.environ.get("VOXARENA_BENCH_EXECUTOR", "process")
     env = {**VOICE_ENV, "VOXARENA_JOB_EXECUTOR": executor, "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(BLOCK_WARN_MS)}
+    # product settings to try, e.g. VOXARENA_BENCH_VOICE_SETTINGS="VOXARENA_AUDIO_INPUT_FRAME_MS=20" (the product
+    # harness passes no VOXARENA_ variable of the bench's own environment through)
+    for item in filter(None, os.environ.get("VOXARENA_BENCH_VOICE_SETTINGS", "").split(",")):
+        name, _, value = item.partition("=")
+        env[name.strip()] = value.strip()
     with product_stack("voice", SCRIPT, env) as (product, server, fakes):
         await _run(results, product, server, fakes, executor, quick)
 
