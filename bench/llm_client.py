@@ -1,4 +1,4 @@
-"""Section 7 (llm): what the Gemini client costs before the first token, against the conversation's length.
+"""Section 1c (`--only llm`): what the Gemini client costs before the first token, against the conversation's length.
 
 The product's LLM (`pipelines.providers.google.llm`: LiveKit's google plugin on google-genai) and a plain aiohttp
 request of the same conversation, side by side against the Gemini fake (its own process, first token at once), at
@@ -99,7 +99,7 @@ async def run(results: Results, *, quick: bool = False) -> None:
         fakes.terminate()
         fakes.wait(10)
 
-    section = "7 LLM client"
+    section = "1c LLM client"
     results.add(
         section,
         "setup",
