@@ -60,6 +60,7 @@ class Periodic:
 
     async def _run(self) -> None:
         storage_failing = False
+        me = asyncio.current_task()
         while True:
             try:
                 if await self._holds():
@@ -70,9 +71,16 @@ class Periodic:
                     self.log.warning("%s skipped while the storage fails: %s", self.name, e)
                 storage_failing = True
             except Exception:
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError from None  # a cancellation the step turned into an error
                 self.log.exception("%s failed", self.name)
             else:
                 storage_failing = False
+            if me is not None and me.cancelling():
+                # a cancellation the step swallowed (a library catching it, Python 3.11's wait_for racing its inner
+                # future): the loop ends anyway, or `stop` waits for it forever (seen in CI: a test's app shutdown
+                # hung on the dispatch watchdog, cancelled and still sleeping between its steps)
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval)
 
 
