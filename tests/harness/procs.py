@@ -85,6 +85,19 @@ def free_port_range(
     raise HarnessError(f"no run of {count} free ports on {ip}")
 
 
+def sipp_ports(ip: str, sip_port: int, *, attempts: int = 50) -> tuple[int, int]:
+    """(media port, control port) for a sipp on `sip_port`: sipp binds its audio RTP at the media port and its video
+    RTP two above it (RTCP at +1 and +3), so the whole run of four must be free and apart from its SIP port (CI: a
+    media port two below the SIP port made sipp exit with "Unable to bind video RTP socket")."""
+    for _ in range(attempts):
+        first, last = free_port_range(ip, 4)
+        control = free_port(ip, socket.SOCK_DGRAM)
+        taken = set(range(first, last + 1))
+        if sip_port not in taken and control not in taken | {sip_port}:
+            return first, control
+    raise HarnessError(f"no sipp media ports apart from {sip_port} on {ip}")
+
+
 class ManagedProcess:
     """A child process in its own process group, stdout+stderr to `log_path`."""
 

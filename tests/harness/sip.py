@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .livekit_server import LiveKitServer, require_binary, start_livekit_server
 from .netns import require_test_netns
-from .procs import HarnessError, ManagedProcess, free_port, free_port_range, free_tcp_udp_port
+from .procs import HarnessError, ManagedProcess, free_port, free_port_range, free_tcp_udp_port, sipp_ports
 from .redis_server import RedisServer, start_redis
 from .rtp import RtpPeer, RtpStats
 
@@ -259,6 +259,7 @@ class SippCallee:
         self.screen_path = workdir / "screen.log"
         if stream is not None:
             shutil.copyfile(stream, workdir / self.STREAM_NAME)
+        media_port, control_port = sipp_ports(ip, port)
         argv = [
             sipp,
             "-sf",
@@ -270,9 +271,9 @@ class SippCallee:
             "-mi",
             ip,
             "-mp",
-            str(free_port(ip, socket.SOCK_DGRAM)),
+            str(media_port),
             "-cp",
-            str(free_port(ip, socket.SOCK_DGRAM)),
+            str(control_port),
             "-key",
             "rtp_port",
             str(self.rtp.port),

@@ -4,10 +4,9 @@ the product's numbers would. Same logs and helpers as the callee (tests/harness/
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
-from .procs import HarnessError, ManagedProcess, free_port, free_tcp_udp_port
+from .procs import HarnessError, ManagedProcess, free_tcp_udp_port, sipp_ports
 from .rtp import RtpPeer
 from .sip import SCENARIO_DIR, SippCallee, require_sipp
 
@@ -46,6 +45,7 @@ class SippCaller(SippCallee):
         self.messages_path = workdir / "messages.log"
         self.errors_path = workdir / "errors.log"
         self.screen_path = workdir / "screen.log"
+        media_port, control_port = sipp_ports(ip, self.port)
         argv = [
             sipp,
             "-sf",
@@ -57,9 +57,9 @@ class SippCaller(SippCallee):
             "-mi",
             ip,
             "-mp",
-            str(free_port(ip, socket.SOCK_DGRAM)),
+            str(media_port),
             "-cp",
-            str(free_port(ip, socket.SOCK_DGRAM)),
+            str(control_port),
             "-key",
             "rtp_port",
             str(self.rtp.port),
