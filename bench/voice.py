@@ -166,25 +166,23 @@ def log_since(product, offset: int) -> str:
         return f.read().decode(errors="replace")
 
 
-def loop_blocks(log_text: str) -> list[tuple[int, str]]:
-    """(milliseconds, where) of each block LiveKit's loop monitor logged."""
-    return [(int(m.group(1)), m.group(2).strip()) for m in _BLOCKED.finditer(log_text)]
-
-
-def loop_blocks_at(log_text: str, spans: list[tuple[float, float]]) -> list[tuple[int, str]]:
-    """The blocks logged inside any of `spans` (time.time() seconds), by each log line's own timestamp."""
-    inside = []
+def loop_blocks(log_text: str, spans: list[tuple[float, float]] | None = None) -> list[tuple[int, str]]:
+    """(milliseconds, where) of each block LiveKit's loop monitor logged; with `spans` (time.time() seconds), only
+    those logged inside one of them, by each log line's own timestamp."""
+    found = []
     for line in log_text.splitlines():
         m = _BLOCKED.search(line)
         if m is None:
             continue
-        try:
-            at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        except ValueError:
-            continue
-        if any(start <= at <= end for start, end in spans):
-            inside.append((int(m.group(1)), m.group(2).strip()))
-    return inside
+        if spans is not None:
+            try:
+                at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if not any(start <= at <= end for start, end in spans):
+                continue
+        found.append((int(m.group(1)), m.group(2).strip()))
+    return found
 
 
 ADMIN = "bench-admin"
@@ -278,7 +276,7 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
     floor = floor_out["latencies"]
     logged = log_since(product, log_start)
     blocks = loop_blocks(logged)
-    at_start = loop_blocks_at(logged, single.get("job_starts", []))
+    at_start = loop_blocks(logged, single.get("job_starts", []))
 
     def listed(found: list[tuple[int, str]]) -> str:
         worst = sorted(found, reverse=True)[:3]
