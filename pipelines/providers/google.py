@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from ..config import AgentSpec, ProviderConfigError, ProvidersConfig, require_key
 from ..wire_meter import Counter, TextWire
+from . import gemini_request
 
 # The plugin's scope for its own client (livekit/plugins/google/tts.py `_ensure_client`).
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -42,7 +43,8 @@ def _genai_client(**kwargs: Any) -> genai.Client:
         "http_options",
         genai_types.HttpOptions(client_args={"verify": tls}, async_client_args={"verify": tls, "ssl": tls}),
     )
-    return genai.Client(**kwargs)
+    # the conversation of each streamed request converted without genai re-validating it (gemini_request.py)
+    return gemini_request.install(genai.Client(**kwargs))
 
 
 def prewarm() -> None:
