@@ -147,6 +147,8 @@ READ_RATE = 200  # API reads per second beside the calls
 # LiveKit's job-loop monitor logs every block of a job's event loop over this (the job-start target: none over 20 ms)
 BLOCK_WARN_MS = 20
 _BLOCKED = re.compile(r"event loop blocked for (\d+)ms([^;]*)")
+# what the product's log adds to each (worker/server.py LoopBlockDetail): the loop thread's CPU and GC time
+_BLOCK_DETAIL = re.compile(r"\[(cpu [^\]]*)\]\s*$")
 
 
 _HOLES = re.compile(r"agent audio: [\d.]+ s to the room, (\d+) holes at the audio source")
@@ -167,7 +169,7 @@ def log_since(product, offset: int) -> str:
 
 
 def loop_blocks(log_text: str, spans: list[tuple[float, float]] | None = None) -> list[tuple[int, str]]:
-    """(milliseconds, where) of each block LiveKit's loop monitor logged; with `spans` (time.time() seconds), only
+    """(milliseconds, where and its CPU and GC time) of each block LiveKit's loop monitor logged; with `spans` (time.time() seconds), only
     those logged inside one of them, by each log line's own timestamp."""
     found = []
     for line in log_text.splitlines():
@@ -181,7 +183,9 @@ def loop_blocks(log_text: str, spans: list[tuple[float, float]] | None = None) -
                 continue
             if not any(start <= at <= end for start, end in spans):
                 continue
-        found.append((int(m.group(1)), m.group(2).strip()))
+        detail = _BLOCK_DETAIL.search(line)
+        where = m.group(2).strip()
+        found.append((int(m.group(1)), f"{where} ({detail.group(1)})".strip() if detail else where))
     return found
 
 

@@ -24,12 +24,30 @@ from .usage_spill import SPILL_DIR, ingest_spilled
 log = logging.getLogger("voxarena")
 
 
+class LoopBlockDetail(logging.Filter):
+    """LiveKit's loop monitor puts what tells a block's causes apart in the record's extras, which a plain log
+    line drops: the CPU time the job's loop thread used during the block and the garbage collector's share (a
+    block of mostly GC, or of little CPU, is not synchronous work of the code it names), and, when it took no
+    stack sample, why not. Appended to the message, so the log line carries them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "livekit.agents" and isinstance(getattr(record, "cpu_time", None), float):
+            detail = f"cpu {record.cpu_time * 1000:.0f} ms, gc {getattr(record, 'gc_time', 0.0) * 1000:.0f} ms"
+            stack = getattr(record, "stack", "")
+            if isinstance(stack, str) and stack.startswith("# no sample"):
+                detail += f"; {stack[2:].splitlines()[0]}"
+            record.msg, record.args = f"{record.getMessage()} [{detail}]", None
+        return True
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LoopBlockDetail())
 
 
 def serve(settings: Settings) -> int:
