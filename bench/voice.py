@@ -169,8 +169,8 @@ def log_since(product, offset: int) -> str:
 
 
 def loop_blocks(log_text: str, spans: list[tuple[float, float]] | None = None) -> list[tuple[int, str]]:
-    """(milliseconds, where and its CPU and GC time) of each block LiveKit's loop monitor logged; with `spans` (time.time() seconds), only
-    those logged inside one of them, by each log line's own timestamp."""
+    """(milliseconds, where, with its CPU and GC time) of each block LiveKit's loop monitor logged; with `spans`
+    (time.time() seconds), only those logged inside one of them, by each log line's own timestamp."""
     found = []
     for line in log_text.splitlines():
         m = _BLOCKED.search(line)
