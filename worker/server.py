@@ -31,8 +31,9 @@ class LoopBlockDetail(logging.Filter):
     stack sample, why not. Appended to the message, so the log line carries them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "livekit.agents" and isinstance(getattr(record, "cpu_time", None), float):
-            detail = f"cpu {record.cpu_time * 1000:.0f} ms, gc {getattr(record, 'gc_time', 0.0) * 1000:.0f} ms"
+        cpu = getattr(record, "cpu_time", None)
+        if record.name == "livekit.agents" and isinstance(cpu, float):
+            detail = f"cpu {cpu * 1000:.0f} ms, gc {getattr(record, 'gc_time', 0.0) * 1000:.0f} ms"
             stack = getattr(record, "stack", "")
             if isinstance(stack, str) and stack.startswith("# no sample"):
                 detail += f"; {stack[2:].splitlines()[0]}"
