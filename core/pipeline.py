@@ -40,6 +40,7 @@ def providers_config(s: Settings) -> ProvidersConfig:
         openai=ProviderCredentials(s.openai_api_key, s.openai_base_url),
         gemini_model=s.gemini_model,
         openai_model=s.openai_model,
+        stt_chunk_ms=min(s.audio_input_frame_ms, 50),
     )
 
 

@@ -55,6 +55,9 @@ class ProvidersConfig:
     openai: ProviderCredentials = ProviderCredentials()
     gemini_model: str = "gemini-2.5-flash"
     openai_model: str = "gpt-4o-mini"
+    # Milliseconds of caller audio a streaming STT is sent at a time (where its plugin lets the product choose): the
+    # job's input frame, so no audio waits for a larger chunk to fill; at most 50 ms, the plugins' own chunk.
+    stt_chunk_ms: int = 50
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,7 @@ async def handle_listen(request: web.Request) -> web.StreamResponse:
                     if failure == "drop" or (failure is None and state.take_live_drop(DEEPGRAM)):
                         await drop(ws)
                         break
+                    state.add(DEEPGRAM, "audio_messages")
                     session.feed_audio(msg.data)
                 elif msg.type == WSMsgType.TEXT:
                     kind = json.loads(msg.data).get("type")

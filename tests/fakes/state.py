@@ -111,6 +111,7 @@ def _zero_counters() -> dict[str, dict[str, int | float]]:
         "auth_failures": 0,
         "injected_failures": 0,
         "audio_bytes": 0,
+        "audio_messages": 0,  # binary websocket messages (the Deepgram fake)
         "audio_seconds": 0.0,
         "utterances": 0,
         "final_transcripts": 0,
