@@ -41,7 +41,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "process": {"VOXARENA_JOB_EXECUTOR": "process"},
     "thread": {"VOXARENA_JOB_EXECUTOR": "thread"},
     "process-native": {"VOXARENA_JOB_EXECUTOR": "process", **NATIVE},
-    # the defaults with 20 ms input frames (the STT hop ~12 ms shorter: section 1)
+    # the defaults with 20 ms input frames (the STT hop 12-17 ms shorter: section 1)
     "process-20ms": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_AUDIO_INPUT_FRAME_MS": "20"},
     "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},

@@ -32,7 +32,8 @@ class LoopBlockDetail(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         cpu = getattr(record, "cpu_time", None)
-        if record.name == "livekit.agents" and isinstance(cpu, float):
+        if record.name == "livekit.agents" and isinstance(cpu, float) and not hasattr(record, "voxarena_detail"):
+            record.voxarena_detail = True  # once, whichever handlers the record passes
             detail = f"cpu {cpu * 1000:.0f} ms, gc {getattr(record, 'gc_time', 0.0) * 1000:.0f} ms"
             stack = getattr(record, "stack", "")
             if isinstance(stack, str) and stack.startswith("# no sample"):

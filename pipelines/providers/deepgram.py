@@ -4,10 +4,10 @@ job's input frame rather than the plugin's fixed 50 ms.
 The plugin re-chunks whatever it is given into 50 ms pieces before it sends them, so with 20 ms input frames the
 audio still reaches Deepgram up to 50 ms after it was spoken, and Deepgram's endpointing can only hear the end of a
 turn on a 50 ms grid: the final came 22 ms after the hand-written floor's (10 ms frames) at p50. Sent as the frames
-come, with 20 ms frames, the STT hop is 12 ms shorter (bench/README.md, section 1). `SpeechStream._run` is the
-plugin's own (livekit-plugins-deepgram 1.8.9) with the lines marked `# voxarena` changed;
-tests/test_deepgram_chunks.py fails when the plugin's `_run` no longer matches it. What would remove it: a chunk
-size option in the plugin (or sending frames as they come, as its other streaming plugins do).
+come, with 20 ms frames, the STT hop is 12-17 ms shorter (bench/README.md, section 1); with the default 50 ms frames
+nothing changes. `SpeechStream._run` is the plugin's own (livekit-plugins-deepgram 1.8.9) with the lines marked
+`# voxarena` changed; tests/test_deepgram_chunks.py fails when the plugin's `_run` no longer matches it. What would
+remove it: a chunk size option in the plugin.
 """
 
 from __future__ import annotations
