@@ -30,6 +30,7 @@ from .errors import SEED_ERROR_PATHS, ApiError, error_middleware
 from .keys import (
     AGENT_LISTS,
     CHAT,
+    DISPATCH_WATCHDOG,
     EVENTS,
     GATEWAYS,
     HTTP,
@@ -267,6 +268,7 @@ def create_app(
                 timeout_seconds=settings.dispatch_timeout_seconds,
                 lease=node.lease("dispatch-watchdog", 10.0),
             )
+            app[DISPATCH_WATCHDOG] = watchdog
             watchdog.start()
         dialer = None
         if gateway.configured and settings.campaign_dial_interval_seconds > 0:

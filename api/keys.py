@@ -21,6 +21,7 @@ from .auth import LocalIssuer, Verifier
 from .loopmon import LoopMonitor
 from .services.agents import AgentListCache
 from .services.chat import ChatService
+from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.sockets import SocketGuard
 from .tenancy import Tenants
@@ -46,5 +47,6 @@ WORKER_CAPACITY: web.AppKey[Callable[[], Awaitable[str | None]]] = web.AppKey("w
 CHAT = web.AppKey("chat", ChatService)  # text and ConversationRelay conversations, their tasks and sockets
 EVENTS = web.AppKey("live_events", EventHub)  # the /events/ws fan-out
 SOCKETS = web.AppKey("socket_guard", SocketGuard)  # caps and credential re-checks of /ws/chat and /events/ws
+DISPATCH_WATCHDOG = web.AppKey("dispatch_watchdog", DispatchWatchdog)  # only with the product's LiveKit configured
 NODE = web.AppKey("cluster_node", ClusterNode)  # this process as a node of the cluster (core/cluster.py)
 RECORDINGS: web.AppKey[RecordingStorage] = web.AppKey("recordings")  # where call recordings are kept

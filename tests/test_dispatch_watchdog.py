@@ -11,7 +11,7 @@ import pytest
 from livekit import api as lk
 from livekit.protocol import agent_dispatch as proto_dispatch
 
-from api.keys import GATEWAYS
+from api.keys import DISPATCH_WATCHDOG, GATEWAYS
 from api.services.dispatch import DispatchWatchdog
 from core.store import sessions as repo
 from core.store.timefmt import now_iso
@@ -27,6 +27,13 @@ async def _token(client, auth, room: str) -> str:
     resp = await client.post("/api/livekit/token", json={"agentId": agent_id, "roomName": room}, headers=h)
     assert resp.status == 200
     return (await resp.json())["sessionId"]
+
+
+@pytest.fixture(autouse=True)
+async def _alone(client) -> None:
+    """These tests drive a watchdog of their own on a made-up clock: the app's, on the real clock, would record the
+    caller's join at the real time between their passes."""
+    await client.app[DISPATCH_WATCHDOG].stop()
 
 
 def _names(calls) -> list[str]:

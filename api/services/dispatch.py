@@ -78,7 +78,10 @@ class DispatchWatchdog:
                 if not row["room_name"] or not await gateway.caller_present(row["room_name"]):
                     continue  # nobody is waiting yet
                 joined = to_iso(now)
-                await self.store.write(lambda db, room=row["room_name"], at=joined: repo.caller_joined(db, room, at=at))
+                if not await self.store.write(
+                    lambda db, room=row["room_name"], at=joined: repo.caller_joined(db, room, at=at)
+                ):
+                    continue  # another pass (another node's) recorded the join first: the next pass reads its time
             since = max(parse_iso(joined), parse_iso(row["dispatched_at"] or joined))
             if now - since < self.timeout:
                 continue
