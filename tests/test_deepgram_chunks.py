@@ -35,7 +35,7 @@ async def fakes() -> AsyncIterator[FakeProviders]:
         yield running
 
 
-def _normalized(function: object, changes: list[tuple[str, str]] = []) -> str:  # noqa: B006 - read only
+def _normalized(function: object, changes: tuple[tuple[str, str], ...] = ()) -> str:
     source = textwrap.dedent(inspect.getsource(function))  # type: ignore[arg-type]
     for old, new in changes:
         assert re.search(old, source, re.M), f"the plugin's SpeechStream._run changed: {old!r} is gone"
@@ -48,14 +48,14 @@ def test_the_stream_is_the_plugins_own_run_but_for_the_chunk_size() -> None:
     pipelines/providers/deepgram.py (or drop the copy, if the plugin lets the chunk be chosen)."""
     plugin_run = _normalized(
         deepgram_stt.SpeechStream._run,
-        [
+        (
             (r"^ *samples_50ms = self\._opts\.sample_rate // 20\n", ""),
             (
                 r"samples_per_channel=samples_50ms",
                 "samples_per_channel=self._opts.sample_rate * self._chunk_ms // 1000",
             ),
             (r"\bSpeechStream\._", "_PluginStream._"),
-        ],
+        ),
     )
     assert _normalized(product_deepgram.SpeechStream._run) == plugin_run
 
