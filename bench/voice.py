@@ -9,6 +9,7 @@ Runs inside the test network namespace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import re
@@ -22,7 +23,7 @@ from tests.harness.client import AudioRoomClient, ReceivedFrame
 
 from .common import Results, median, pct
 from .floor_agent import FloorAgent
-from .stack import KEY, create_agent, product_stack
+from .stack import KEY, bench_product, create_agent, servers
 
 STT_MS, LLM_MS, TTS_MS = 100, 200, 150
 INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
@@ -135,6 +136,84 @@ async def _floor_call(server, fakes_urls: dict[str, str], turns: int, out: dict[
         await client.disconnect()
         await agent.stop()
     out.setdefault("pairs", []).extend(zip(latencies, agent.v2v, strict=False))  # a turn the agent missed has no v2v
+
+
+async def _stored(product, sessions: list[tuple[str, list[float]]]):
+    """The stored per-turn figures of the calls against what the client measured: |e2e_latency - client| (ms),
+    client - voice_to_voice (ms), and each hop's mark (after the last loud frame) and length (ms) by its name."""
+    diffs: list[float] = []
+    gaps: list[float] = []
+    hops_at: dict[str, list[float]] = {}
+    hops_s: dict[str, list[float]] = {}
+    for sid, measured in sessions:
+        s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30, what="ended")
+        replies = [t["metrics"] for t in s["transcript"] if t["speaker"] == "AGENT" and t.get("metrics")]
+        for m, client_s in zip(replies, measured, strict=False):  # replies the client did not time are skipped
+            if m.get("e2e_latency"):
+                diffs.append(abs(m["e2e_latency"] - client_s) * 1000)
+            if m.get("voice_to_voice"):
+                gaps.append((client_s - m["voice_to_voice"]) * 1000)
+                for h in m["hops"]:
+                    hops_at.setdefault(h["mark"], []).append(h["at"] * 1000)
+                    hops_s.setdefault(h["mark"], []).append(h["seconds"] * 1000)
+    return diffs, gaps, hops_at, hops_s
+
+
+def _listed(found: list[tuple[int, str]]) -> str:
+    """Loop blocks as a count, the longest, and the worst three with where and what they were."""
+    worst = sorted(found, reverse=True)[:3]
+    return f"{len(found)}" + (
+        f" / {worst[0][0]} ms; " + "; ".join(f"{ms} ms {where}" for ms, where in worst) if worst else ""
+    )
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.0f} / {median(values):.0f} / {max(values):.0f} over {len(values)}"
+
+
+async def _report_beside(
+    results: Results,
+    other,
+    settings: dict[str, str],
+    out: dict[str, Any],
+    rounds: list[dict[str, float]],
+    logged: str,
+) -> None:
+    """Section 1's rows for the product with other settings, measured in the same rounds as the product and the
+    floor: its p50 against both, round by round, and its STT hop beside the product's."""
+    named = ", ".join(f"{k}={v}" for k, v in settings.items())
+    section = f"1 voice beside ({named})"
+    lat = out["latencies"]
+    results.raw["voice_beside"] = {"settings": settings, "latencies": lat, "rounds": rounds}
+    results.add(
+        section,
+        "client-measured voice-to-voice p50 / p95; unanswered",
+        f"{pct(lat, 0.5) * 1000:.0f} / {pct(lat, 0.95) * 1000:.0f} ms over {len(lat)} turns; {out['missed']}",
+    )
+    vs_floor = [r["beside"] - r["floor"] for r in rounds]
+    vs_product = [r["beside"] - r["product"] for r in rounds]
+    results.add(
+        section,
+        "beside p50 - floor p50, rounds' p50s: min / median / max",
+        f"{median(vs_floor):.0f} ms ({_spread(vs_floor)})",
+        "<= 30 ms",
+        median(vs_floor) <= 30,
+    )
+    results.add(section, "beside p50 - product p50, rounds' p50s: min / median / max", _spread(vs_product))
+    _, gaps, hops_at, hops_s = await _stored(other, out["sessions"])
+    results.add(
+        section,
+        "each hop (time since the mark before it), p50 / p95 (ms)",
+        "; ".join(
+            f"{k} {median(hops_s[k]):.0f}/{pct(hops_s[k], 0.95):.0f}"
+            for k in sorted(hops_at, key=lambda k: median(hops_at[k]))
+        ),
+    )
+    results.add(section, "client-measured minus stored voice_to_voice, median", f"{median(gaps):.0f} ms")
+    blocks = loop_blocks(logged, out.get("job_starts", []))
+    results.add(
+        section, f"job event-loop blocks over {BLOCK_WARN_MS} ms at job start, count / longest", _listed(blocks)
+    )
 
 
 def _jitter_ms(out: dict[str, Any]) -> float:
@@ -252,54 +331,80 @@ async def run(results: Results, *, quick: bool = False) -> None:
     env = {**VOICE_ENV, "VOXARENA_JOB_EXECUTOR": executor, "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(BLOCK_WARN_MS)}
     # product settings to try, e.g. VOXARENA_BENCH_VOICE_SETTINGS="VOXARENA_AUDIO_INPUT_FRAME_MS=20" (the product
     # harness passes no VOXARENA_ variable of the bench's own environment through)
-    for item in filter(None, os.environ.get("VOXARENA_BENCH_VOICE_SETTINGS", "").split(",")):
-        name, _, value = item.partition("=")
-        env[name.strip()] = value.strip()
-    with product_stack("voice", SCRIPT, env) as (product, server, fakes):
-        await _run(results, product, server, fakes, executor, quick)
+    env.update(_settings(os.environ.get("VOXARENA_BENCH_VOICE_SETTINGS", "")))
+    # a second product with other settings measured inside section 1, its calls interleaved with the product's and
+    # the floor's: VOXARENA_BENCH_VOICE_BESIDE="VOXARENA_AUDIO_INPUT_FRAME_MS=20"
+    beside = _settings(os.environ.get("VOXARENA_BENCH_VOICE_BESIDE", ""))
+    with servers("voice", SCRIPT) as (work, server, fakes), contextlib.ExitStack() as stop:
+        product = bench_product(work / "product", server, fakes, env)
+        stop.callback(product.stop)
+        other = None
+        if beside:  # its own agent name, so its calls' jobs go to it
+            other = bench_product(
+                work / "product-beside", server, fakes, {**env, **beside, "VOXARENA_AGENT_NAME": "voxarena-beside"}
+            )
+            stop.callback(other.stop)
+        await _run(results, product, server, fakes, executor, quick, (other, beside))
 
 
-async def _run(results: Results, product, server, fakes, executor: str, quick: bool) -> None:
+def _settings(value: str) -> dict[str, str]:
+    """`NAME=value,NAME=value` as a dict."""
+    pairs = (item.partition("=") for item in value.split(",") if item.strip())
+    return {name.strip(): v.strip() for name, _, v in pairs}
+
+
+async def _run(
+    results: Results, product, server, fakes, executor: str, quick: bool, beside: tuple[Any, dict[str, str]]
+) -> None:
     log_start = product.process.log_path.stat().st_size  # the log file is appended to run after run
+    other, other_settings = beside
+    other_start = other.process.log_path.stat().st_size if other else 0
     reader = await reading_tenant(product, "bench", READ_RATE)
     agent_id = await create_agent(product, "bench")
+    other_agent = await create_agent(other, "bench") if other else ""
     single_turns = 40 if quick else 200
-    # 1. one call at a time, with the floor measured in between, same run
+    # 1. one call at a time, with the floor (and the product beside, if any) measured in between, same run
     single: dict[str, Any] = {}
     calls = 2 if quick else 5
     floor_out: dict[str, Any] = {}
-    pair_gaps = []  # product p50 - floor p50 of each pair of calls: the spread of repeated runs
-    for _ in range(calls):  # interleaved, so both see the same machine
-        seen = len(single.get("latencies", [])), len(floor_out.get("latencies", []))
-        await _call(product, agent_id, "bench", single_turns // calls, single)
-        await _floor_call(server, fakes.urls, single_turns // calls, floor_out)
-        mine, theirs = single.get("latencies", [])[seen[0] :], floor_out.get("latencies", [])[seen[1] :]
-        if mine and theirs:
-            pair_gaps.append((pct(mine, 0.5) - pct(theirs, 0.5)) * 1000)
+    other_out: dict[str, Any] = {}
+    each = single_turns // calls
+    runs = {
+        "product": (single, lambda: _call(product, agent_id, "bench", each, single)),
+        "floor": (floor_out, lambda: _floor_call(server, fakes.urls, each, floor_out)),
+    }
+    if other:
+        runs["beside"] = (other_out, lambda: _call(other, other_agent, "bench", each, other_out))
+    # each round's p50 of each: product - floor (and beside - floor, beside - product) per round is the spread of
+    # repeated runs
+    rounds: list[dict[str, float]] = []
+    names = list(runs)
+    for i in range(calls):  # interleaved, so all see the same machine; the order turns each round
+        seen = {name: len(out.get("latencies", [])) for name, (out, _) in runs.items()}
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            await runs[name][1]()
+        got = {name: out.get("latencies", [])[seen[name] :] for name, (out, _) in runs.items()}
+        if all(got.values()):
+            rounds.append({name: pct(lat, 0.5) * 1000 for name, lat in got.items()})
+    pair_gaps = [r["product"] - r["floor"] for r in rounds]
     lat = single["latencies"]
     floor = floor_out["latencies"]
     logged = log_since(product, log_start)
     blocks = loop_blocks(logged)
     at_start = loop_blocks(logged, single.get("job_starts", []))
 
-    def listed(found: list[tuple[int, str]]) -> str:
-        worst = sorted(found, reverse=True)[:3]
-        return f"{len(found)}" + (
-            f" / {worst[0][0]} ms; " + "; ".join(f"{ms} ms {where}" for ms, where in worst) if worst else ""
-        )
-
     results.add(
         "1 voice",
         f"job event-loop blocks over {BLOCK_WARN_MS} ms at job start (token to the caller's first word, {calls}"
         " calls), count / longest",
-        listed(at_start),
+        _listed(at_start),
         "0",
         not at_start,
     )
     results.add(
         "1 voice",
         f"job event-loop blocks over {BLOCK_WARN_MS} ms in all ({calls} calls: job start and turns), count / longest",
-        listed(blocks),
+        _listed(blocks),
     )
     over = [x - INJECTED for x in lat]
     p50, p95 = pct(over, 0.5) * 1000, pct(over, 0.95) * 1000
@@ -332,18 +437,7 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         gap <= 30,
     )
     # stored per-turn latencies against what the client measured
-    diffs, gaps, hops_at, hops_s = [], [], {}, {}
-    for sid, measured in single["sessions"]:
-        s = await product.wait_session(sid, "bench", lambda s: s["endedAt"] is not None, timeout=30, what="ended")
-        replies = [t["metrics"] for t in s["transcript"] if t["speaker"] == "AGENT" and t.get("metrics")]
-        for m, client_s in zip(replies, measured, strict=False):  # replies the client did not time are skipped
-            if m.get("e2e_latency"):
-                diffs.append(abs(m["e2e_latency"] - client_s) * 1000)
-            if m.get("voice_to_voice"):
-                gaps.append((client_s - m["voice_to_voice"]) * 1000)
-                for h in m["hops"]:
-                    hops_at.setdefault(h["mark"], []).append(h["at"] * 1000)
-                    hops_s.setdefault(h["mark"], []).append(h["seconds"] * 1000)
+    diffs, gaps, hops_at, hops_s = await _stored(product, single["sessions"])
     results.add(
         "1 voice",
         "stored e2e_latency (LiveKit's) vs client, median |diff| / p95",
@@ -379,6 +473,8 @@ async def _run(results: Results, product, server, fakes, executor: str, quick: b
         "each hop (time since the mark before it), p50 / p95 (ms)",
         "; ".join(f"{k} {median(hops_s[k]):.0f}/{pct(hops_s[k], 0.95):.0f}" for k in order),
     )
+    if other:
+        await _report_beside(results, other, other_settings, other_out, rounds, log_since(other, other_start))
 
     # 2. concurrency, with 200 requests/s of API reads running
     p95_single = None
