@@ -29,7 +29,7 @@ PRODUCT_CORE, REST_CORE = 0, 1
 STEPS = (1, 2, 4, 6, 8, 10, 12)
 # What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,thread"): the job executor, LiveKit's
 # native VAD (one model shared by the job processes) in place of the onnx one, and the settings that trade a little
-# latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 50, no AGC, no LiveKit job-loop monitor).
+# latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 20, no AGC, no LiveKit job-loop monitor).
 NATIVE = {"VOXARENA_VAD_ENGINE": "native"}
 LEAN = {
     **NATIVE,
@@ -41,8 +41,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "process": {"VOXARENA_JOB_EXECUTOR": "process"},
     "thread": {"VOXARENA_JOB_EXECUTOR": "thread"},
     "process-native": {"VOXARENA_JOB_EXECUTOR": "process", **NATIVE},
-    # the defaults with 20 ms input frames (the STT hop 12-17 ms shorter: section 1)
-    "process-20ms": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_AUDIO_INPUT_FRAME_MS": "20"},
+    # the defaults with 50 ms input frames (the default until 2026-12-05; each reply ~25 ms later: section 1)
+    "process-50ms": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_AUDIO_INPUT_FRAME_MS": "50"},
     "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
 }

@@ -203,12 +203,12 @@ class Settings:
         },
     )
     audio_input_frame_ms: int = field(
-        default=50,
+        default=20,
         metadata={
             "doc": "Milliseconds of caller audio per frame handed to the VAD and the STT (LiveKit's RoomIO "
             "`frame_size_ms`; Deepgram is sent each frame as it comes, up to 50 ms): larger frames wake the job "
-            "less often (less CPU per call) and reach the STT later by up to the difference (20 ms: the STT's "
-            "final 12-17 ms sooner for ~18 % more CPU per call-second at 4 calls, bench/README.md)."
+            "less often (less CPU per call) and reach the STT later by up to the difference (50 ms: the caller "
+            "waits ~25 ms longer for each reply, for ~15 % less CPU per call-second, bench/README.md)."
         },
     )
     auto_gain_control: bool = field(

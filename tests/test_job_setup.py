@@ -30,7 +30,7 @@ def test_the_callers_audio_arrives_at_the_stt_sample_rate_in_the_configured_fram
     options = entrypoint.room_options("caller", Settings(data_dir=tmp_path))
     audio = options.get_audio_input_options()
     assert audio is not None and audio.sample_rate == STT_SAMPLE_RATE
-    assert audio.frame_size_ms == 50 and audio.auto_gain_control is True  # the defaults
+    assert audio.frame_size_ms == 20 and audio.auto_gain_control is True  # the defaults
     assert options.participant_identity == "caller" and options.close_on_disconnect
     lean = entrypoint.room_options(
         "caller", Settings(data_dir=tmp_path, audio_input_frame_ms=100, auto_gain_control=False)
