@@ -233,7 +233,15 @@ def prewarm_first_reply() -> None:
     """What a call's first reply would otherwise import or build on its event loop: up to ~70 ms of imports, the
     transcript synchronizer's hyphenation table (~27 ms, built on its first word) and LiveKit's chat models (pydantic
     builds `ChatMessage` at its first instance, the session's instructions at job start: 2-6 ms on a quiet machine,
-    the loop monitor's 35-51 ms block in pydantic at a busy job start). For a job process's prewarm."""
+    the loop monitor's 35-51 ms block in pydantic at a busy job start). For a job process's prewarm.
+
+    Pydantic also asks, at a model's first instance, whether each private attribute's default factory takes the
+    validated data, and keeps the answer. For `AgentConfigUpdate` (made as the session starts) the factory is the
+    builtin `list`, whose signature `inspect` parses from its text after copying `sys.modules`: in a job process
+    forked from the forkserver that copy writes the reference count of every module object (~3,200) and so copies
+    each page they share with the forkserver, the largest single cost of the job start's blocks. Asked here, the
+    answer is kept in the forkserver's own models (upstream: pydantic caching it at class build, or LiveKit's
+    models using `Field`/`default_factory=lambda: []` where a builtin's signature is not parsed)."""
     for name in _FIRST_REPLY_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -241,6 +249,8 @@ def prewarm_first_reply() -> None:
     for model in chat_models():
         if not model.__pydantic_complete__:
             model.model_rebuild()
+        for private in model.__private_attributes__.values():
+            private.default_factory_takes_validated_data  # noqa: B018 (pydantic keeps the answer)
 
 
 def chat_models() -> list[type[BaseModel]]:
