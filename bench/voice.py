@@ -285,8 +285,8 @@ async def reading_tenant(product, user: str, rate: float) -> dict[str, str]:
 
 
 async def _api_reads(product, headers: dict[str, str], rate: float, stop: asyncio.Event, out: dict[str, int]) -> None:
-    """`rate` reads per second until `stop`: `ok`, `refused` (429: the rate limit) and `failed` (anything else)
-    counted apart, the first failure kept."""
+    """`rate` reads per second until `stop`: `ok`, `refused` (429: the rate limit), `unanswered` (still waiting 30 s
+    after `stop`) and `failed` (anything else) counted apart, the first failure kept."""
     paths = ["/api/sessions?limit=10", "/api/costs/summary", "/api/agents", "/api/dashboard/metrics"]
     pending: set[asyncio.Task[None]] = set()
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -312,6 +312,11 @@ async def _api_reads(product, headers: dict[str, str], rate: float, stop: asynci
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         if pending:
             await asyncio.wait(pending, timeout=30)
+        # still unanswered: the API fell behind the reads (counted apart; closing the session would fail them)
+        out["unanswered"] = len(pending)
+        for task in list(pending):
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 # `stt` turn detection with min_delay 0 (the STT's endpointing only, as the floor); never full, so the bench measures
@@ -522,8 +527,8 @@ async def _run(
         )
         results.add(
             "2 concurrency",
-            f"{n} calls: API reads ok / refused by the rate limit / failed otherwise",
-            f"{reads.get('ok', 0)} / {reads.get('refused', 0)} / {reads.get('failed', 0)}"
+            f"{n} calls: API reads ok / refused by the rate limit / unanswered 30 s after the step / failed otherwise",
+            " / ".join(str(reads.get(kind, 0)) for kind in ("ok", "refused", "unanswered", "failed"))
             + (f" (first: {reads['first_failure']})" if reads.get("first_failure") else ""),
             "0 failed",
             reads.get("failed", 0) == 0,
