@@ -239,7 +239,7 @@ def prewarm_first_reply() -> None:
     validated data, and keeps the answer. For `AgentConfigUpdate` (made as the session starts) the factory is the
     builtin `list`, whose signature `inspect` parses from its text after copying `sys.modules`: in a job process
     forked from the forkserver that copy writes the reference count of every module object (~3,200) and so copies
-    each page they share with the forkserver, the largest single cost of the job start's blocks. Asked here, the
+    each page they share with the forkserver (11 ms of a 34 ms loop iteration in a profiled job start). Asked here, the
     answer is kept in the forkserver's own models (upstream: pydantic caching it at class build, or LiveKit's
     models using `Field`/`default_factory=lambda: []` where a builtin's signature is not parsed)."""
     for name in _FIRST_REPLY_MODULES:
