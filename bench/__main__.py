@@ -1,5 +1,5 @@
-"""`python -m bench [--only eot,turns,voice,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail,llm] [--quick]`:
-every benchmark, one table.
+"""`python -m bench [--only eot,turns,voice,jobstart,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail,llm]
+[--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
 
@@ -17,6 +17,7 @@ SECTIONS = (
     "eot",
     "turns",
     "voice",
+    "jobstart",
     "cores",
     "jobmem",
     "ingest",
@@ -51,6 +52,10 @@ def main() -> int:
         from . import voice
 
         asyncio.run(voice.run(results, quick=args.quick))
+    if "jobstart" in only:
+        from . import job_start
+
+        asyncio.run(job_start.run(results, quick=args.quick))
     if "cores" in only:
         from . import cores
 
