@@ -3,9 +3,9 @@ probe `bench/jobstart_site/sitecustomize.py` (through `PYTHONPATH`; the product 
 start (the token to the caller's first word), from the loop iterations whose callbacks ran longer than 5 ms: their
 CPU time in all, the minor page faults they took (a process forked from the forkserver copies each page it first
 writes, a reference count included), the longest iteration by CPU time and by wall time (wall beyond CPU is the
-process waiting for a core) and how many carried over 20 ms of CPU, the job-start target's measure; and the
-callbacks of the longest. `VOXARENA_BENCH_JOBSTART_PROFILE=1` adds a cProfile of each iteration to the raw results
-(slowing what it measures)."""
+process waiting for a core) and how many carried over 20 ms of CPU, the loop's own share of the job-start target;
+and the callbacks of the longest. `VOXARENA_BENCH_JOBSTART_PROFILE=1` adds a cProfile of each iteration to the raw
+results (slowing what it measures)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ SITE = Path(__file__).resolve().parent / "jobstart_site"
 
 def _iterations(out_dir: Path) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for path in out_dir.glob("*.json"):
-        found.extend(json.loads(path.read_text()))
+    for path in out_dir.glob("*.jsonl"):
+        found.extend(json.loads(line) for line in path.read_text().splitlines())
     return sorted(found, key=lambda r: r["at"])
 
 

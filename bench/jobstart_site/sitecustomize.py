@@ -1,6 +1,6 @@
 """The job-start section's probe (`bench/job_start.py`), loaded through `PYTHONPATH` into the product it starts, never
 into the product itself: in each process forked from LiveKit's forkserver (the job processes), every event-loop
-iteration whose callbacks ran longer than `JOBSTART_MS` is written to `JOBSTART_OUT/<pid>.json` with its wall time
+iteration whose callbacks ran longer than `JOBSTART_MS` is a line of `JOBSTART_OUT/<pid>.jsonl` with its wall time
 (first callback's start to last one's end), its thread's CPU time and minor page faults, and its longest callbacks;
 with `JOBSTART_PROFILE=1`, also a cProfile of it (which slows the iteration it measures)."""
 
@@ -22,14 +22,8 @@ if os.environ.get("JOBSTART_OUT"):
     _MS = float(os.environ.get("JOBSTART_MS", "5"))
     _PROFILE = os.environ.get("JOBSTART_PROFILE") == "1"
     _forked = threading.Event()
-    _records: list = []
     _local = threading.local()
-
-    def _in_child() -> None:
-        _forked.set()
-        _records.clear()
-
-    os.register_at_fork(after_in_child=_in_child)
+    os.register_at_fork(after_in_child=_forked.set)
 
     def _name(handle) -> str:
         owner = getattr(handle._callback, "__self__", None)
@@ -73,7 +67,7 @@ if os.environ.get("JOBSTART_OUT"):
                 text = io.StringIO()
                 if profile:
                     pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(40)
-                _records.append(
+                record = json.dumps(
                     {
                         "at": time.time(),
                         "wall_ms": round(wall, 1),
@@ -83,8 +77,8 @@ if os.environ.get("JOBSTART_OUT"):
                         "profile": text.getvalue(),
                     }
                 )
-                with open(os.path.join(_OUT, f"{os.getpid()}.json"), "w") as f:
-                    json.dump(_records, f)
+                with open(os.path.join(_OUT, f"{os.getpid()}.jsonl"), "a") as f:
+                    f.write(record + "\n")
 
     _events.Handle._run = _timed_run
     _base_events.BaseEventLoop._run_once = _timed_run_once
