@@ -97,7 +97,10 @@ class LiveKitSip:
     process: ManagedProcess = field(repr=False)
 
     def log_tail(self, lines: int = 80) -> str:
-        return self.process.tail(lines)
+        """The last `lines` of its log without pion's WebRTC transport lines (debug level: every SCTP chunk, which
+        otherwise fill a failed test's report and hide the SIP signalling)."""
+        kept = [line for line in self.log_text().splitlines() if "\tsip.pion." not in line]
+        return "\n".join(kept[-lines:])
 
     def log_text(self) -> str:
         self.process.tail(1)  # flushes

@@ -6,8 +6,9 @@ every LiveKit node posting its webhooks to every voxarena node.
   mid-call, the node running an outbound phone call (livekit-sip on the same Redis, a sipp callee): its calls end
   as `worker_lost` with the reason, recorded by a surviving node within 30 s, their callers disconnected (the
   phone's line hung up, its callbacks RINGING, ANSWERED, FAILED delivered once each); the other nodes' calls go on
-  (a turn after the kill is answered, no hole over 500 ms in their audio) and end `completed`, analysed once;
-  nothing metered counts twice and at most the last flush of each killed call is unmetered (the fakes' counters).
+  (a turn after the kill is answered, no hole over 500 ms in the agent's voice on the stream's playout clock) and
+  end `completed`, analysed once; nothing metered counts twice and at most the last flush of each killed call is
+  unmetered (the fakes' counters).
 - SIGTERM of a node: it stops taking calls, its call in progress is answered to its end, then it exits 0; a call
   placed while it drains is taken by another node.
 """
@@ -69,8 +70,10 @@ class Cluster:
             db.close()
 
     def describe(self) -> str:
-        """Each node's log tail, for a failed test's report (tests/e2e/conftest.py)."""
-        return "\n".join(f"--- node {name} ---\n{node.log_tail(60)}" for name, node in self.nodes.items())
+        """Each node's and each LiveKit node's log tail, for a failed test's report (tests/e2e/conftest.py)."""
+        nodes = [f"--- node {name} ---\n{node.log_tail(60)}" for name, node in self.nodes.items()]
+        livekit = [f"--- livekit-server {'ab'[i]} ---\n{lk.log_tail(40)}" for i, lk in enumerate(self.livekit)]
+        return "\n".join(nodes + livekit)
 
     def any_node(self, but: str = "") -> Product:
         return next(p for name, p in self.nodes.items() if name != but and p.process.alive())
@@ -177,6 +180,17 @@ async def _turn(call: Call) -> float:
     return heard - sent.last_speech_at
 
 
+def _longest_hole_in_reply(call: Call, after: float) -> float:
+    """The longest stretch without the agent's voice inside its reply after `after`, on the stream's own playout
+    clock (tests/harness/client.py ReceivedFrame.pos_s): a stall of the agent is a hole there, a stall of this test
+    process (its loop taking the frames late) is not."""
+    client = call.client
+    voiced = [f for f in client.received if f.at >= after and f.dbfs > client.silence_dbfs]
+    assert voiced, "no agent voice reached a surviving call after the kill"
+    holes = [b.pos_s - a.pos_s - a.duration_s for a, b in itertools.pairwise(voiced) if a.track_sid == b.track_sid]
+    return max(holes, default=0.0)
+
+
 async def _wait(predicate, *, timeout: float, what: str, interval: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -250,17 +264,15 @@ async def test_a_killed_node_s_calls_end_as_worker_lost_and_the_others_go_on(clu
     killed_at = time.monotonic()
     killed_wall = datetime.now(UTC)
     os.killpg(cluster.nodes[victim].process.pid, signal.SIGKILL)  # the API, the worker and its job processes
-    cluster.nodes[victim].process.wait_exit(10)
+    # off this loop: it takes the surviving calls' audio meanwhile (a blocking wait here held every call's frames
+    # back for 2.4 s in CI on 2026-12-05, which the arrival clock then counted as a hole in each)
+    assert await asyncio.to_thread(cluster.nodes[victim].process.wait_exit, 10) is not None
 
-    # The survivors' calls go on: a turn after the kill is answered, and their agent audio never stalls.
+    # The survivors' calls go on: a turn after the kill is answered, and their agent's voice never stalls in it.
     latencies = [await _turn(c) for c in survivors]
-    gaps = []
-    for c in survivors:
-        times = [f.at for f in c.client.received if f.at >= killed_at]
-        assert times, "no audio reached a surviving call after the kill"
-        gaps.append(max(b - a for a, b in itertools.pairwise(times)))
-    print(f"longest hole in the surviving calls' received audio after the kill: {max(gaps) * 1000:.0f} ms")
-    assert max(gaps) < 0.5, gaps
+    holes = [_longest_hole_in_reply(c, killed_at) for c in survivors]
+    print(f"longest hole in the surviving agents' replies after the kill (playout clock): {max(holes) * 1000:.0f} ms")
+    assert max(holes) < 0.5, holes
     print(
         f"turns answered on the surviving nodes after the kill: {len(latencies)}, max {max(latencies, default=0):.2f} s"
     )
