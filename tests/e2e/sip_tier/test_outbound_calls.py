@@ -279,3 +279,41 @@ async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call
     (row,) = [c for c in history["calls"] if c["call_sid"] == sid]
     assert row["status"] == "transferred", row
     assert await asyncio.to_thread(callee.wait_exit, timeout=20) == 0, callee.describe()
+
+
+async def test_a_transfer_the_phone_system_refuses_leaves_the_call_with_the_agent_and_says_why(sip_product, sip_callee):
+    product = sip_product
+    callee = sip_callee("uas_answer_refer_decline.xml", answer_after_ms=300, play=speech_ulaw_wav())
+    placed = await _place(product, await _agent(product))
+    sid = placed["session_id"]
+    await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
+    await product.wait_session(
+        sid, "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
+    )
+    status, sent = await product.request(
+        "POST", "/api/override/transfer", json={"call_sid": sid, "target": "+15559990000"}
+    )
+    assert status == 200, sent
+    await asyncio.to_thread(callee.wait_received, "REFER", timeout=20)
+
+    async def transfer_errors() -> list[dict]:
+        status, events = await product.request("GET", f"/api/calls/{sid}/events")
+        assert status == 200, events
+        return [e for e in events["events"] if e["type"] == "error" and e.get("stage") == "transfer"]
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while not (errors := await transfer_errors()):
+        assert asyncio.get_running_loop().time() < deadline, "no transfer error on the session within 20 s"
+        await asyncio.sleep(0.2)
+    (error,) = errors
+    assert error["recoverable"] is True and "603" in error["detail"], error
+    # the call goes on with the agent: still answered, the session active, the line up until the end below
+    status, call = await product.request("GET", f"/api/calls/{placed['call_id']}/status")
+    assert status == 200 and call["call_status"] == "ANSWERED", call
+    session = await product.wait_session(sid, "alice", lambda s: True, timeout=5, what="the session")
+    assert session["status"] == "active" and session["endReason"] is None, session
+    status, _ = await product.request("POST", "/api/override/end", json={"call_sid": sid})
+    assert status == 200
+    ended = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=20)
+    assert ended["call_status"] == "COMPLETED" and ended["end_reason"] != "transferred", ended
+    assert await asyncio.to_thread(callee.wait_exit, timeout=20) == 0, callee.describe()
