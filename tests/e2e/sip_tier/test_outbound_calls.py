@@ -253,20 +253,27 @@ async def test_dtmf_from_the_supervisor_reaches_the_callee_as_rfc_4733_events(si
     await _wait_status(product, placed["call_id"], {"COMPLETED"}, timeout=15)
 
 
-async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call_transferred(sip_product, sip_callee):
-    product = sip_product
-    callee = sip_callee("uas_answer_refer.xml", answer_after_ms=300, play=speech_ulaw_wav())
+async def _supervisor_transfer(product, sip_callee, scenario: str) -> tuple[SippCallee, dict]:
+    """An answered phone call whose callee runs `scenario`, its job running, transferred by a supervisor to
+    +15559990000: returns the callee once it has the REFER, and the placed call."""
+    callee = sip_callee(scenario, answer_after_ms=300, play=speech_ulaw_wav())
     placed = await _place(product, await _agent(product))
-    sid = placed["session_id"]
     await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
     await product.wait_session(
-        sid, "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
+        placed["session_id"], "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
     )
     status, sent = await product.request(
-        "POST", "/api/override/transfer", json={"call_sid": sid, "target": "+15559990000"}
+        "POST", "/api/override/transfer", json={"call_sid": placed["session_id"], "target": "+15559990000"}
     )
     assert status == 200, sent
     await asyncio.to_thread(callee.wait_received, "REFER", timeout=20)
+    return callee, placed
+
+
+async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call_transferred(sip_product, sip_callee):
+    product = sip_product
+    callee, placed = await _supervisor_transfer(product, sip_callee, "uas_answer_refer.xml")
+    sid = placed["session_id"]
     (refer,) = [m for m in callee.messages() if m.direction == "received" and m.first_line.startswith("REFER ")]
     assert "Refer-To: <tel:+15559990000>" in refer.text or "Refer-To: tel:+15559990000" in refer.text, refer.text
     ended = await _wait_status(product, placed["call_id"], {"COMPLETED", "FAILED"}, timeout=20)
@@ -276,6 +283,7 @@ async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call
     )
     assert session["endReason"] == "transferred" and not session["error"], session
     status, history = await product.request("GET", "/api/calls/history")
+    assert status == 200, history
     (row,) = [c for c in history["calls"] if c["call_sid"] == sid]
     assert row["status"] == "transferred", row
     assert await asyncio.to_thread(callee.wait_exit, timeout=20) == 0, callee.describe()
@@ -283,18 +291,8 @@ async def test_a_supervisors_transfer_sends_the_callee_a_refer_and_ends_the_call
 
 async def test_a_transfer_the_phone_system_refuses_leaves_the_call_with_the_agent_and_says_why(sip_product, sip_callee):
     product = sip_product
-    callee = sip_callee("uas_answer_refer_decline.xml", answer_after_ms=300, play=speech_ulaw_wav())
-    placed = await _place(product, await _agent(product))
+    callee, placed = await _supervisor_transfer(product, sip_callee, "uas_answer_refer_decline.xml")
     sid = placed["session_id"]
-    await _wait_status(product, placed["call_id"], {"ANSWERED"}, timeout=40)
-    await product.wait_session(
-        sid, "alice", lambda s: s["status"] == "active", timeout=20, what="the call's job running"
-    )
-    status, sent = await product.request(
-        "POST", "/api/override/transfer", json={"call_sid": sid, "target": "+15559990000"}
-    )
-    assert status == 200, sent
-    await asyncio.to_thread(callee.wait_received, "REFER", timeout=20)
 
     async def transfer_errors() -> list[dict]:
         status, events = await product.request("GET", f"/api/calls/{sid}/events")
