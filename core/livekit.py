@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -304,19 +305,30 @@ class Gateways:
         self._client_livekit = client_livekit
         self._by_ident: OrderedDict[tuple[str, str, str], ClientGateway] = OrderedDict()
         self._ident_of: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._lookups = itertools.count()  # the order lookups began in
+        self._applied: dict[tuple[str, str], int] = {}  # per client, the latest lookup whose settings were applied
         self._closing: set[asyncio.Task[None]] = set()
 
     async def for_client(self, owner_id: str, client_id: str | None) -> LiveKitGateway:
         if client_id is None:
             return self.default
+        key = (owner_id, client_id)
+        lookup = next(self._lookups)
         settings = await self._client_livekit(owner_id, client_id)
-        if settings is None:
+        if self._applied.get(key, -1) > lookup:
+            # A lookup begun after this one has already answered, with settings at least as new as these: use
+            # its gateway (applying these would close the gateway a newer request is using).
+            ident = self._ident_of.get(key)
+        else:
+            self._applied[key] = lookup
+            ident = None if settings is None else (settings["server_url"], settings["api_key"], settings["api_secret"])
+            old = self._ident_of.pop(key, None)
+            if ident is not None:
+                self._ident_of[key] = ident
+            if old is not None and old != ident and old not in self._ident_of.values():
+                self._close(self._by_ident.pop(old, None))  # nobody uses the old settings any more
+        if ident is None:
             return self.default
-        ident = (settings["server_url"], settings["api_key"], settings["api_secret"])
-        old = self._ident_of.get((owner_id, client_id))
-        self._ident_of[(owner_id, client_id)] = ident
-        if old is not None and old != ident and old not in self._ident_of.values():
-            self._close(self._by_ident.pop(old, None))  # nobody uses the old settings any more
         gateway = self._by_ident.get(ident)
         if gateway is None:
             gateway = ClientGateway(
@@ -349,5 +361,6 @@ class Gateways:
             await gateway.aclose()
         self._by_ident.clear()
         self._ident_of.clear()
+        self._applied.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
