@@ -1,8 +1,9 @@
 """Who a request acts for: API keys resolved to their tenant, the tenant a user picked with `X-Tenant-ID`
 (default: their personal tenant), platform admins, and the tenant's status.
 
-Tenant records and memberships are cached for a few seconds and dropped at once when this process changes them;
-API keys are looked up on every request, so a revoked key stops working at once.
+Tenant records (and the absence of a personal tenant's row) and memberships are cached for a few seconds and dropped
+at once when this process changes them; API keys are looked up on every request, so a revoked key stops working at
+once.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Tenants:
         self._store = store
         self._admins = set(settings.admin_users)
         self._records = _Ttl(self.CACHE_SECONDS)
+        self._unstored = _Ttl(self.CACHE_SECONDS)  # personal tenants found not stored (most users')
         self._roles = _Ttl(self.CACHE_SECONDS)
         self._admin_accounts = _Ttl(self.CACHE_SECONDS)
         self._touched: dict[str, float] = {}
@@ -134,11 +136,17 @@ class Tenants:
         """The user's personal tenant. Until something needs its row (a member added, an admin's change, a read of
         the tenant itself) it is the default one, unstored: a request that is refused writes nothing."""
         tenant_id = repo.personal_tenant_id(user_id)
-        return await self.record(tenant_id) or repo.unstored_personal(user_id)
+        if self._unstored.get(tenant_id):  # asked within `CACHE_SECONDS`: no row, no store read for each request
+            return repo.unstored_personal(user_id)
+        tenant = await self.record(tenant_id)
+        if tenant is None:
+            self._unstored.put(tenant_id, True)
+        return tenant or repo.unstored_personal(user_id)
 
     def changed(self, tenant_id: str) -> None:
         """This process wrote the tenant or its members: forget what was cached about it."""
         self._records.drop(lambda k: k == tenant_id)
+        self._unstored.drop(lambda k: k == tenant_id)
         self._roles.drop(lambda k: k[0] == tenant_id)
 
     async def resolve(self, request: web.Request, principal: Principal) -> Tenancy:

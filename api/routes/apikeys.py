@@ -6,7 +6,7 @@ from core.store import apikeys as repo
 from core.store import tenants as tenants_repo
 
 from ..errors import Forbidden
-from ..keys import STORE
+from ..keys import STORE, TENANTS
 from ..routing import RequestContext, Route
 from ..schemas.apikeys import ApiKeyCreate, ApiKeyList, NewApiKey, key_wire
 from ..schemas.common import Success
@@ -28,6 +28,8 @@ async def create_key(ctx: RequestContext) -> dict:
         return repo.create(db, ctx.tenant_id, ctx.body.name, ctx.user_id)
 
     record, key = await ctx.request.app[STORE].write(create)
+    if personal:
+        ctx.request.app[TENANTS].changed(ctx.tenant_id)  # stored now, no longer the unstored default
     return {**key_wire(record), "key": key}
 
 
