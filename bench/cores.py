@@ -44,6 +44,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     # the defaults with 50 ms input frames (the default until 2026-12-05; each reply ~25 ms later: section 1)
     "process-50ms": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_AUDIO_INPUT_FRAME_MS": "50"},
     "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},
+    # the lean settings but the default 20 ms input frames: what the frames buy apart from the rest
+    "process-lean20": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN, "VOXARENA_AUDIO_INPUT_FRAME_MS": "20"},
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
 }
 ARRIVAL_S = 0.5
