@@ -2,8 +2,9 @@
 (default: their personal tenant), platform admins, and the tenant's status.
 
 Tenant records (and the absence of a personal tenant's row) and memberships are cached for a few seconds and dropped
-at once when this process changes them; API keys are looked up on every request, so a revoked key stops working at
-once.
+at once when this process changes them. An API key found live is remembered for a few seconds on SQLite, where this
+process is the only one serving the store, and forgotten as soon as it revokes any key; on PostgreSQL (many nodes)
+it is looked up on every request. Either way a revoked key stops working at once.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class _Ttl:
 
 class Tenants:
     CACHE_SECONDS = 2.0
+    KEY_CACHE_SECONDS = 5.0
     TOUCH_SECONDS = 60.0
 
     def __init__(self, store: Callable[[], Store], settings: Settings) -> None:
@@ -82,6 +84,10 @@ class Tenants:
         self._roles = _Ttl(self.CACHE_SECONDS)
         self._admin_accounts = _Ttl(self.CACHE_SECONDS)
         self._touched: dict[str, float] = {}
+        # live API keys by hash, on SQLite only (each lookup is a hop to a reader thread: an API-key request ran at
+        # under half a JWT's rate); a read begun before a revocation never stores what it saw (the generation)
+        self._keys = None if settings.database_url else _Ttl(self.KEY_CACHE_SECONDS)
+        self._key_generation = 0
         self._credential_rps: dict[str, float | None] = {}  # credential sha256 -> its tenant's rate_limit_rps
 
     # ---- principals ----
@@ -90,7 +96,7 @@ class Tenants:
         if not apikeys.well_formed(key):
             raise Unauthorized("malformed API key")
         store = self._store()
-        record = await store.read(apikeys.resolve, key)
+        record = await self._live_key(store, key)
         if record is None:
             raise Unauthorized("unknown or revoked API key")
         if client_id is not None and not await store.read(clients_repo.exists, record["owner_id"], client_id):
@@ -100,6 +106,24 @@ class Tenants:
             self._touched[record["id"]] = now
             store.submit(apikeys.touch, record["id"], now_iso())  # the writer owns it; nobody waits for it
         return Principal(user_id=f"key:{record['id']}", key_id=record["id"], tenant_id=record["owner_id"])
+
+    async def _live_key(self, store: Store, key: str) -> dict[str, Any] | None:
+        if self._keys is None:
+            return await store.read(apikeys.resolve, key)
+        digest = apikeys.hash_key(key)
+        record = self._keys.get(digest)
+        if record is None:
+            generation = self._key_generation
+            record = await store.read(apikeys.resolve, key)
+            if record is not None and generation == self._key_generation:
+                self._keys.put(digest, record)
+        return record
+
+    def keys_revoked(self) -> None:
+        """This process revoked a key: no key is taken from memory any more, nor stored by a read begun before."""
+        self._key_generation += 1
+        if self._keys is not None:
+            self._keys.drop(lambda _: True)
 
     async def is_admin(self, principal: Principal) -> bool:
         if principal.key_id is not None:

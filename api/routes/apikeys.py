@@ -40,7 +40,10 @@ async def list_keys(ctx: RequestContext) -> dict:
 
 async def delete_key(ctx: RequestContext) -> dict:
     _users_only(ctx)
-    await ctx.request.app[STORE].write(repo.revoke, ctx.tenant_id, ctx.params["id"])
+    try:
+        await ctx.request.app[STORE].write(repo.revoke, ctx.tenant_id, ctx.params["id"])
+    finally:  # whatever the write's outcome, no key is trusted from memory after it
+        ctx.request.app[TENANTS].keys_revoked()
     return {"success": True}
 
 

@@ -3,12 +3,17 @@ isolation matrix across two tenants, a member of both and a key of each."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import pytest
 from cryptography.fernet import Fernet
 
+from api.errors import Unauthorized
+from api.tenancy import Tenants
 from core.secrets import SecretBox
+from core.settings import Settings
+from core.store import apikeys as apikeys_repo
 from core.store import migrations
 from core.store import sessions as sessions_repo
 from core.store import tenants as tenants_repo
@@ -17,6 +22,7 @@ from core.store.tenants import personal_tenant_id
 from tests.api.seed import AGENT_WIRE, seed_call, tenant_of
 from tests.api.test_ownership import SAMPLE_BODIES, owned_routes
 from tests.conftest import assert_error, table_snapshot
+from tests.harness.sip import eventually
 
 ADMIN = "root"
 
@@ -337,6 +343,62 @@ async def test_keys_act_for_their_tenant_through_both_headers_and_stop_at_once_w
     for bad in ("vxa_" + "A" * 43, "vxa_short", "not-a-key"):
         await assert_error(await client.get("/api/agents", headers={"X-API-Key": bad}), 401, "unauthorized")
     assert (await _json(await client.get("/api/keys", headers=h)))["total"] == 0
+
+
+async def test_a_live_key_is_looked_up_once_on_sqlite_and_on_every_request_on_postgresql(
+    client, auth, settings, monkeypatch
+):
+    """Each lookup is a hop to a reader thread (an API-key request ran at under half a JWT's rate, bench section 5);
+    on SQLite this process is the only one serving the store, so it may remember a live key, never past a revocation;
+    on PostgreSQL another node may revoke it at any moment."""
+    key = (await _json(await client.post("/api/keys", json={"name": "k"}, headers=auth("alice")), 201))["key"]
+    made = await _json(await client.get("/api/keys", headers=auth("alice")))
+    lookups: list[str] = []
+    resolve = apikeys_repo.resolve
+
+    def counted(db, value):
+        lookups.append(value)
+        return resolve(db, value)
+
+    monkeypatch.setattr(apikeys_repo, "resolve", counted)
+    for _ in range(20):
+        await _json(await client.get("/api/agents", headers={"X-API-Key": key}))
+    if settings.database_url:  # each request (and the rate limiter's first look at the key)
+        assert len(lookups) >= 20
+    else:
+        assert len(lookups) == 1
+    assert (await client.delete(f"/api/keys/{made['keys'][0]['id']}", headers=auth("alice"))).status == 200
+    await assert_error(await client.get("/api/agents", headers={"X-API-Key": key}), 401, "unauthorized")
+
+
+async def test_a_key_lookup_begun_before_a_revocation_does_not_keep_the_key(tmp_path):
+    """The lookup saw the key live, the revocation landed while it was on its way back: it answers its own request
+    (begun before the revocation) but the next request looks the key up again."""
+    key = "vxa_" + "k" * 43
+    gate = asyncio.Event()
+    reads: list[str] = []
+
+    class Store:
+        async def read(self, fn, value):
+            reads.append(value)
+            if len(reads) == 1:
+                await gate.wait()
+                return {"id": "key_1", "owner_id": tenant_of("alice")}
+            return None  # revoked
+
+        def submit(self, fn, *args):  # the key's last use, written by the store's writer
+            pass
+
+    store = Store()
+    tenants = Tenants(lambda: store, Settings(data_dir=tmp_path))
+    first = asyncio.create_task(tenants.verify_key(key, None))
+    await eventually(lambda: reads, timeout=5, what="the first lookup begun")
+    tenants.keys_revoked()
+    gate.set()
+    assert (await first).key_id == "key_1"
+    with pytest.raises(Unauthorized):
+        await tenants.verify_key(key, None)
+    assert len(reads) == 2
 
 
 # ---- the isolation matrix ----
