@@ -190,17 +190,23 @@ async def test_a_users_personal_tenant_is_stored_on_first_use_and_readable_by_th
     await assert_error(await client.get(f"/tenants/{tenant_of('alice')}", headers=auth("bob")), 404)
 
 
+def _calls(monkeypatch, repo, name: str) -> list[str]:
+    """The argument of each call of a repository's read `name(db, value)` from now on (it still reads)."""
+    calls: list[str] = []
+    read = getattr(repo, name)
+
+    def counted(db, value):
+        calls.append(value)
+        return read(db, value)
+
+    monkeypatch.setattr(repo, name, counted)
+    return calls
+
+
 async def test_a_user_whose_personal_tenant_is_not_stored_is_not_looked_up_on_every_request(client, auth, monkeypatch):
     """Before: the tenant cache kept only found rows, so each request of a user with no stored personal tenant (most
     users) read the store in a thread: `GET /api/agents` served 0.21x a bare aiohttp server's rate (bench section 5)."""
-    lookups: list[str] = []
-    find = tenants_repo.find
-
-    def counted(db, tenant_id):
-        lookups.append(tenant_id)
-        return find(db, tenant_id)
-
-    monkeypatch.setattr(tenants_repo, "find", counted)
+    lookups = _calls(monkeypatch, tenants_repo, "find")
     for _ in range(20):
         await _json(await client.get("/api/agents", headers=auth("alice")))
     assert lookups == [tenant_of("alice")]
@@ -353,14 +359,7 @@ async def test_a_live_key_is_looked_up_once_on_sqlite_and_on_every_request_on_po
     on PostgreSQL another node may revoke it at any moment."""
     key = (await _json(await client.post("/api/keys", json={"name": "k"}, headers=auth("alice")), 201))["key"]
     made = await _json(await client.get("/api/keys", headers=auth("alice")))
-    lookups: list[str] = []
-    resolve = apikeys_repo.resolve
-
-    def counted(db, value):
-        lookups.append(value)
-        return resolve(db, value)
-
-    monkeypatch.setattr(apikeys_repo, "resolve", counted)
+    lookups = _calls(monkeypatch, apikeys_repo, "resolve")
     for _ in range(20):
         await _json(await client.get("/api/agents", headers={"X-API-Key": key}))
     if settings.database_url:  # each request (and the rate limiter's first look at the key)
