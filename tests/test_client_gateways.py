@@ -28,6 +28,11 @@ class _SlowStore:
         return seen
 
 
+def _default() -> LiveKitGateway:
+    """The product's own server, which a client without LiveKit settings of its own uses."""
+    return LiveKitGateway("ws://127.0.0.1:1", "key", "secret", agent_name="a", signer=DispatchSigner(b"k" * 32))
+
+
 async def _drain(gateways: Gateways) -> None:
     while gateways._closing:
         await asyncio.gather(*gateways._closing)
@@ -37,8 +42,7 @@ async def test_a_lookup_that_answers_after_a_newer_one_does_not_close_the_newer_
     """Before: the dispatch watchdog's lookup, begun before a secret change and answered after the token route's,
     put the old secret back and closed the gateway the token route was sending on ('Connector is closed')."""
     store = _SlowStore()
-    default = LiveKitGateway("ws://127.0.0.1:1", "key", "secret", agent_name="a", signer=DispatchSigner(b"k" * 32))
-    gateways = Gateways(default, store)
+    gateways = Gateways(_default(), store)
     try:
         stale = asyncio.create_task(gateways.for_client("alice", "c1"))  # reads v1
         await eventually(lambda: len(store.pending) == 1, timeout=5, what="lookup 1 begun")
@@ -68,16 +72,16 @@ async def test_a_lookup_that_answers_after_a_newer_one_does_not_close_the_newer_
 
 
 async def test_a_client_whose_livekit_settings_are_removed_goes_back_to_the_products_server():
-    store = _SlowStore()
-    default = LiveKitGateway("ws://127.0.0.1:1", "key", "secret", agent_name="a", signer=DispatchSigner(b"k" * 32))
+    secret: str | None = "v1"
 
     async def lookup(owner_id: str, client_id: str):
-        return None if store.secret is None else _settings(store.secret)
+        return None if secret is None else _settings(secret)
 
+    default = _default()
     gateways = Gateways(default, lookup)
     try:
         assert (await gateways.for_client("alice", "c1")).api_secret == "v1"
-        store.secret = None
+        secret = None
         assert await gateways.for_client("alice", "c1") is default
         await _drain(gateways)
         assert gateways.open_client_gateways == 0
