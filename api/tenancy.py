@@ -66,6 +66,9 @@ class _Ttl:
             self._items.clear()
         self._items[key] = (value, time.monotonic() + self.seconds)
 
+    def clear(self) -> None:
+        self._items.clear()
+
     def drop(self, match: Callable[[Any], bool]) -> None:
         for key in [k for k in self._items if match(k)]:
             del self._items[key]
@@ -123,7 +126,7 @@ class Tenants:
         """This process revoked a key: no key is taken from memory any more, nor stored by a read begun before."""
         self._key_generation += 1
         if self._keys is not None:
-            self._keys.drop(lambda _: True)
+            self._keys.clear()
 
     async def is_admin(self, principal: Principal) -> bool:
         if principal.key_id is not None:
