@@ -205,7 +205,8 @@ class Tenants:
             return
         if len(self._credential_rps) > 100_000:
             self._credential_rps.clear()
-        self._credential_rps[hashlib.sha256(cred.encode()).hexdigest()] = tenant["rate_limit_rps"]
+        digest = request.get(ratelimit.CREDENTIAL_SHA256) or hashlib.sha256(cred.encode()).hexdigest()
+        self._credential_rps[digest] = tenant["rate_limit_rps"]
 
     async def rate_override(self, credential_sha256: str) -> float | None:
         """The rate limiter's hook: a credential's tenant's own ``rate_limit_rps``, once a request of that

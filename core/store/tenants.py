@@ -3,6 +3,7 @@ personal tenant, whose id is derived from the user's id so it needs no lookup ta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -27,6 +28,7 @@ UPDATABLE = (
 )
 
 
+@functools.lru_cache(maxsize=65536)  # asked on every request of a user
 def personal_tenant_id(user_id: str) -> str:
     return "ten_" + hashlib.sha256(b"personal:" + user_id.encode()).hexdigest()[:24]
 

@@ -15,8 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from api import ratelimit
 from api.app import create_app
 from api.auth import LocalIssuer
 from api.keys import SETTINGS
@@ -197,6 +199,46 @@ async def test_a_rate_override_hook_sets_the_rate_of_a_credential(settings, stor
         resp = await c.get("/api/agents", headers={"Authorization": f"Bearer {plain}"})
         assert resp.headers["X-RateLimit-Limit"] == "1"
     assert len(seen) == 2
+
+
+async def test_a_credential_is_verified_once_while_it_is_remembered_and_again_after(settings, monkeypatch):
+    """Hashing and verifying each request's credential was a tenth of the API's loop under load: a credential given
+    its own bucket is remembered for a moment (per client address); its rate is still asked on every request."""
+    verified: list[str] = []
+    rates: list[str] = []
+    override_rate: list[float | None] = [None]
+
+    async def user_of(token: str) -> str | None:
+        verified.append(token)
+        return "alice" if token == "good" else None
+
+    async def override(digest: str) -> float | None:
+        rates.append(digest)
+        return override_rate[0]
+
+    app = web.Application()
+    app[RATE_OVERRIDE] = override
+    identify = ratelimit.default_identify(settings.with_(rate_limit_rps=10.0, rate_limit_burst=0), user_of)
+
+    def request(token: str, remote: str = "10.0.0.1"):
+        req = make_mocked_request("GET", "/api/agents", headers={"Authorization": f"Bearer {token}"}, app=app)
+        return req.clone(remote=remote)
+
+    buckets = [await identify(request("good")) for _ in range(5)]
+    assert verified == ["good"] and len(rates) == 5
+    assert {b.id for b in buckets} == {"user:alice"} and {b.refusals.id for b in buckets} == {"addr:10.0.0.1"}
+    other = await identify(request("good", "10.0.0.2"))  # another address: its own refusals bucket
+    assert verified == ["good", "good"] and other.id == "user:alice" and other.refusals.id == "addr:10.0.0.2"
+    override_rate[0] = 50.0  # the tenant's own rate applies at once, remembered or not
+    assert (await identify(request("good"))).rate == 50.0 and verified == ["good", "good"]
+    for _ in range(3):  # a token that does not verify is never remembered: it counts against its address each time
+        assert (await identify(request("forged"))).id == "addr:10.0.0.1"
+    assert verified.count("forged") == 3
+    monkeypatch.setattr(ratelimit, "KNOWN_SECONDS", 0.0)  # what is remembered expires: verified again
+    identify = ratelimit.default_identify(settings, user_of)
+    for _ in range(2):
+        await identify(request("good"))
+    assert verified.count("good") == 4
 
 
 def test_a_memory_bucket_refills_at_its_rate_up_to_its_burst():
