@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from google import genai
 from google.genai import models
 from google.genai import types as genai_types
@@ -144,3 +148,67 @@ async def test_concurrent_requests_on_one_client_keep_their_own_conversations(
     phrases = [f"number {n}" for n in range(8)]
     assert await asyncio.gather(*(say(p) for p in phrases)) == [f"You said: {p}" for p in phrases]
     await product.aclose()
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.calls: list[str] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.calls.append(getattr(fn, "__qualname__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_after_its_first_request_a_client_sends_without_a_hop_to_a_thread(
+    fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """genai's session trusts the environment, and aiohttp then asked it (a proxy, ~/.netrc) in the loop's default
+    executor on every request: two thread hops before each request left, on a job's loop that is carrying audio."""
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+    fakes.update_script(llm_replies=["Booked."] * 4)
+    executor = _CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    product = google_provider.llm(SPEC, _config(fakes))
+    assert await _ask(product) == "Booked."
+    first = list(executor.calls)
+    assert 1 <= len(first) <= 3, first  # the environment, asked once
+    for _ in range(3):
+        assert await _ask(product) == "Booked."
+    assert executor.calls == first, executor.calls[len(first) :]
+    await product.aclose()
+
+
+async def test_a_proxy_from_the_environment_still_carries_every_request(
+    fakes: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked once, the environment's proxy is the session's default: the first request and the ones after it all go
+    through it, as they did when aiohttp asked on each."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:  # a forwarding HTTP proxy (absolute-form requests)
+        seen.append(str(request.url))
+        skip = {"host", "content-length", "transfer-encoding", "proxy-connection"}
+        async with aiohttp.ClientSession() as upstream_session:
+            async with upstream_session.request(
+                request.method,
+                request.url,
+                headers={k: v for k, v in request.headers.items() if k.lower() not in skip},
+                data=await request.read(),
+            ) as upstream:
+                return web.Response(body=await upstream.read(), status=upstream.status, content_type=upstream.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    async with TestServer(app, host="127.0.0.1") as server:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+        fakes.update_script(llm_replies=["Booked."] * 3)
+        product = google_provider.llm(SPEC, _config(fakes))
+        for _ in range(3):
+            assert await _ask(product) == "Booked."
+        streamed = [url for url in seen if "streamGenerateContent" in url]
+        assert len(streamed) == 3 and all(url.startswith(fakes.gemini_base_url.rstrip("/")) for url in streamed), seen
+        await product.aclose()
