@@ -189,14 +189,16 @@ async def test_a_proxy_from_the_environment_still_carries_every_request(
     async def proxy(request: web.Request) -> web.Response:  # a forwarding HTTP proxy (absolute-form requests)
         seen.append(str(request.url))
         skip = {"host", "content-length", "transfer-encoding", "proxy-connection"}
-        async with aiohttp.ClientSession() as upstream_session:
-            async with upstream_session.request(
+        async with (
+            aiohttp.ClientSession() as upstream_session,
+            upstream_session.request(
                 request.method,
                 request.url,
                 headers={k: v for k, v in request.headers.items() if k.lower() not in skip},
                 data=await request.read(),
-            ) as upstream:
-                return web.Response(body=await upstream.read(), status=upstream.status, content_type=upstream.content_type)
+            ) as upstream,
+        ):
+            return web.Response(body=await upstream.read(), status=upstream.status, content_type=upstream.content_type)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy)
