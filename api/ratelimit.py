@@ -234,6 +234,7 @@ KEY_TRUST_SECONDS = 60.0
 
 
 KNOWN_SECONDS = 1.0  # how long a credential's bucket is remembered (its rate is still asked on every request)
+KNOWN_MAX = 10_000  # credentials remembered at once (each for KNOWN_SECONDS)
 
 
 def default_identify(settings: Settings, user_of: UserOf | None = None, key_ok: KeyOk | None = None) -> Identify:
@@ -296,8 +297,12 @@ def default_identify(settings: Settings, user_of: UserOf | None = None, key_ok: 
         request[CREDENTIAL_SHA256] = digest
         rate = await _rate(request, digest, rate)
         bucket = Bucket(bucket_id, rate, burst_for(rate, settings.rate_limit_burst), refusals=address)
-        if len(known) >= 100_000:
-            known.clear()
+        if len(known) >= KNOWN_MAX:  # credentials are long (a JWT ~1 KB): forget the expired, else all
+            now = time.monotonic()
+            for key in [k for k, v in known.items() if v[0] <= now]:
+                del known[key]
+            if len(known) >= KNOWN_MAX:
+                known.clear()
         known[(cred, addr)] = (time.monotonic() + KNOWN_SECONDS, bucket_id, digest, bucket)
         return bucket
 

@@ -81,6 +81,8 @@ async def _resolve_environment_once(session: aiohttp.ClientSession, base_url: st
     credentials for its host), asked once in a thread and kept as the session's defaults; the session then stops
     asking. Every request of a genai session goes to the one API host, so the answer holds for all of them."""
     url = URL(base_url)
+    if not url.host:  # no URL to ask about: aiohttp goes on asking per request
+        return
 
     def ask() -> tuple[URL | None, aiohttp.BasicAuth | None, aiohttp.BasicAuth | None]:
         try:

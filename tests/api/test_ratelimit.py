@@ -371,3 +371,35 @@ def test_two_api_processes_share_one_bucket_through_redis(two_api_processes):
     # another token: its own bucket, in both processes
     other = LocalIssuer(data).issue("bob")
     assert _get(b + "/api/agents", other)[0] == 200
+
+
+async def test_remembered_credentials_are_bounded_and_the_expired_go_first(settings, monkeypatch):
+    """Each remembered credential is held in full (a JWT is ~1 KB): past KNOWN_MAX the expired ones are dropped, and
+    a live one is remembered still."""
+    verified: list[str] = []
+
+    async def user_of(token: str) -> str | None:
+        verified.append(token)
+        return token
+
+    monkeypatch.setattr(ratelimit, "KNOWN_MAX", 3)
+    identify = ratelimit.default_identify(settings, user_of)
+    app = web.Application()
+
+    def request(token: str):
+        return make_mocked_request("GET", "/api/agents", headers={"Authorization": f"Bearer {token}"}, app=app)
+
+    monkeypatch.setattr(ratelimit, "KNOWN_SECONDS", 60.0)
+    await identify(request("live"))
+    monkeypatch.setattr(ratelimit, "KNOWN_SECONDS", -1.0)  # these expire at once
+    for token in ("b", "c"):
+        await identify(request(token))
+    monkeypatch.setattr(ratelimit, "KNOWN_SECONDS", 60.0)
+    await identify(request("d"))  # full: the two expired are dropped to make room, the live one kept
+    await identify(request("d"))
+    await identify(request("live"))
+    assert verified == ["live", "b", "c", "d"]
+    for token in ("e", "f"):  # full of live ones: all forgotten
+        await identify(request(token))
+    await identify(request("live"))
+    assert verified[-3:] == ["e", "f", "live"]
