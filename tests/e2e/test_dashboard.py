@@ -8,6 +8,7 @@ Screenshots of every page go to $VOXARENA_TEST_ARTIFACTS (default tests/.artifac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -131,7 +132,7 @@ async def wait_priced(product, session_id: str, user: str, timeout: float = 30) 
         status, body = await product.request("GET", f"/api/sessions/{session_id}/cost-breakdown", user)
         if status == 200 and body["total_cost_nanos"] > 0:
             return body
-        await __import__("asyncio").sleep(0.25)
+        await asyncio.sleep(0.25)
     raise AssertionError(f"session {session_id} has no priced usage after {timeout}s: {body}")
 
 
@@ -340,7 +341,36 @@ async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voi
         status, active = await product.request("GET", "/api/calls/active", user_id)
         if not any(c["agent_id"] == agent_id for c in active):
             break
-        await __import__("asyncio").sleep(0.25)
+        await asyncio.sleep(0.25)
+    assert not any(c["agent_id"] == agent_id for c in active), active
+    assert errors == []
+
+
+async def test_hanging_up_while_the_agent_speaks_cuts_its_transcript_without_a_page_error(
+    voice_stack, account, browser
+):
+    """The agent's words arrive as a text stream in step with its audio; hanging up mid-sentence ends the stream
+    with the room, which the page must take as the end of that segment (it threw 'Room disconnected in the middle of
+    receiving data' as an unhandled error)."""
+    product, _, _ = voice_stack
+    email, user_id = account
+    words = [f"word{i}" for i in range(60)]
+    agent_id = await product.create_agent(user_id, name="Long talker", firstMessage="Hello " + " ".join(words))
+    page, errors = await open_page(browser, product)
+    await sign_in(page, email)
+    await go(page, f"#/talk/{agent_id}", "Talk")
+    await page.get_by_role("button", name="Start call").click()
+    transcript = page.get_by_test_id("talk-transcript")
+    await expect(transcript).to_contain_text("word2", timeout=45_000)
+    await page.get_by_role("button", name="Hang up").click()
+    await expect(page.get_by_test_id("talk-status")).to_contain_text("ended")
+    assert words[-1] not in await transcript.inner_text()  # the hang-up came mid-sentence
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, active = await product.request("GET", "/api/calls/active", user_id)
+        if status == 200 and not any(c["agent_id"] == agent_id for c in active):
+            break
+        await asyncio.sleep(0.25)
     assert not any(c["agent_id"] == agent_id for c in active), active
     assert errors == []
 

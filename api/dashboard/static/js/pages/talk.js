@@ -157,10 +157,16 @@ export async function render(main, params) {
       // interim transcripts as one stream each; either way the stream's text is the segment's text so far.
       let text = "";
       seg.partial = true;
-      for await (const chunk of reader) {
-        text += chunk;
-        seg.content = text;
-        drawTranscript();
+      try {
+        for await (const chunk of reader) {
+          text += chunk;
+          seg.content = text;
+          drawTranscript();
+        }
+      } catch (err) {
+        // The room closed while this segment was still arriving (a hang-up mid-sentence): what came is kept. Only a
+        // stream cut short while the call goes on is worth a word in the console.
+        if (room === r) console.warn("transcript stream cut short:", err);
       }
       seg.partial = attrs["lk.transcription_final"] === "false";
       drawTranscript();
