@@ -321,6 +321,17 @@ async def test_a_live_call_appears_on_the_live_page_and_is_ended_from_there(voic
     assert errors == []
 
 
+async def wait_no_active_call(product, user_id: str, agent_id: str, timeout: float = 30) -> None:
+    """Until the agent has no call in /api/calls/active (a call the page hung up is ended by the product)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, active = await product.request("GET", "/api/calls/active", user_id)
+        if status == 200 and not any(c["agent_id"] == agent_id for c in active):
+            return
+        assert time.monotonic() < deadline, active
+        await asyncio.sleep(0.25)
+
+
 async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voice_stack, account, browser, shots):
     product, _, _ = voice_stack
     email, user_id = account
@@ -336,13 +347,7 @@ async def test_talk_calls_an_agent_from_the_browser_with_the_transcript_live(voi
     assert status == 200 and any(c["agent_id"] == agent_id for c in active), active
     await page.get_by_role("button", name="Hang up").click()
     await expect(page.get_by_test_id("talk-status")).to_contain_text("ended")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status, active = await product.request("GET", "/api/calls/active", user_id)
-        if not any(c["agent_id"] == agent_id for c in active):
-            break
-        await asyncio.sleep(0.25)
-    assert not any(c["agent_id"] == agent_id for c in active), active
+    await wait_no_active_call(product, user_id, agent_id)
     assert errors == []
 
 
@@ -365,13 +370,7 @@ async def test_hanging_up_while_the_agent_speaks_cuts_its_transcript_without_a_p
     await page.get_by_role("button", name="Hang up").click()
     await expect(page.get_by_test_id("talk-status")).to_contain_text("ended")
     assert words[-1] not in await transcript.inner_text()  # the hang-up came mid-sentence
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status, active = await product.request("GET", "/api/calls/active", user_id)
-        if status == 200 and not any(c["agent_id"] == agent_id for c in active):
-            break
-        await asyncio.sleep(0.25)
-    assert not any(c["agent_id"] == agent_id for c in active), active
+    await wait_no_active_call(product, user_id, agent_id)
     assert errors == []
 
 
