@@ -81,7 +81,8 @@ async def _resolve_environment_once(session: aiohttp.ClientSession, base_url: st
     credentials for its host), asked once in a thread and kept as the session's defaults; the session then stops
     asking. Every request of a genai session goes to the one API host, so the answer holds for all of them."""
     url = URL(base_url)
-    if not url.host:  # no URL to ask about: aiohttp goes on asking per request
+    host = url.host
+    if not host:  # no URL to ask about: aiohttp goes on asking per request
         return
 
     def ask() -> tuple[URL | None, aiohttp.BasicAuth | None, aiohttp.BasicAuth | None]:
@@ -89,7 +90,7 @@ async def _resolve_environment_once(session: aiohttp.ClientSession, base_url: st
             proxy, proxy_auth = get_env_proxy_for_url(url)
         except LookupError:
             proxy, proxy_auth = None, None
-        return proxy, proxy_auth, session._get_netrc_auth(url.host) if url.host else None
+        return proxy, proxy_auth, session._get_netrc_auth(host)
 
     proxy, proxy_auth, auth = await asyncio.to_thread(ask)
     if not session.trust_env:  # a concurrent first request already did
