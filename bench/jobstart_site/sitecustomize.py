@@ -29,7 +29,9 @@ if os.environ.get("JOBSTART_OUT"):
         owner = getattr(handle._callback, "__self__", None)
         if isinstance(owner, _tasks.Task):
             return f"task {getattr(owner.get_coro(), '__qualname__', owner.get_coro())}"
-        return getattr(handle._callback, "__qualname__", repr(handle._callback))[:120]
+        # never repr() the callback (it ran for every callback of the loop): aiohttp's ClientResponse repr reads its
+        # `headers`, a reify that caches None before the response has started, and the request then fails
+        return getattr(handle._callback, "__qualname__", type(handle._callback).__name__)[:120]
 
     _run = _events.Handle._run
 
