@@ -14,6 +14,7 @@ from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType
 
 from core.cluster import Lease, default_node_id
+from core.heap import freeze_startup_objects
 from core.livekit import http_url
 from core.periodic import Periodic
 from core.settings import Settings
@@ -53,6 +54,7 @@ class Runtime:
             ),
         )
         self.registered = False
+        self._frozen = False  # the start's objects frozen out of the collector (core/heap.py)
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
         self.load = WorkerLoad(
             max_calls=effective_max_calls(settings.max_concurrent_calls),
@@ -146,6 +148,10 @@ class Runtime:
     def _on_registered(self, worker_id: str, server_info: Any) -> None:
         self.registered = True
         log.info("worker %s registered with LiveKit as agent %r", worker_id, self.settings.agent_name)
+        if not self._frozen:  # what the worker built to run (its process pool, its connection) lives as long as it
+            # does; once only: a later registration (after a reconnect) may find calls of the thread executor running
+            self._frozen = True
+            freeze_startup_objects("worker registered")
 
     async def health(self) -> dict[str, Any]:
         s = self.settings

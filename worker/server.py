@@ -10,6 +10,7 @@ import sys
 from api.app import create_app
 from api.keys import NODE
 from core.cluster import default_node_id
+from core.heap import freeze_startup_objects
 from core.recordings import StorageMisconfigured
 from core.recordings import storage_for as recordings_storage
 from core.secrets import SecretBox
@@ -103,6 +104,8 @@ async def run(settings: Settings) -> int:
     accept_log.install()
     runner = make_runner(app, settings)
     await runner.setup()
+    # the imports and the app live as long as the process: out of the collector's full collections (core/heap.py)
+    freeze_startup_objects("started")
     site, _ = await start_site(runner, settings)
     log.info(
         "control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)",

@@ -15,6 +15,16 @@ class LoopLag(BaseModel):
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
+    gc_full_collections: int = Field(
+        description="Full (generation 2) garbage collections in this process since the API started."
+    )
+    gc_full_pause_max_ms: float = Field(
+        description="The longest of the last 100 full collections: the process's threads and its event loop "
+        "wait for each."
+    )
+    gc_frozen_objects: int = Field(
+        description="Objects made at start and frozen out of full collections (the imports, the app)."
+    )
 
 
 class NodeHealth(BaseModel):
