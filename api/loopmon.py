@@ -51,7 +51,9 @@ class LoopMonitor:
         self._last = now
 
     def reset(self) -> None:
+        """A new window: the wake-up under way does not count either (its lateness began before)."""
         self.samples.clear()
+        self._last = None
 
     def snapshot(self) -> dict[str, float | int]:
         """The loop's lateness over the window, and the collector's full collections: how many since start, the

@@ -89,3 +89,16 @@ async def test_a_started_api_has_frozen_its_imports_and_says_so_in_health(tmp_pa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_a_new_window_does_not_count_the_wake_up_under_way():
+    """The process resets the window once started: the start's own blocks (its collection and freeze, ~200 ms)
+    must not become the first sample of the served loop."""
+    monitor = LoopMonitor(interval=0.02)
+    await monitor._tick()
+    time.sleep(0.1)  # noqa: ASYNC251 - the start blocking the loop, on purpose
+    monitor.reset()
+    await monitor._tick()
+    assert list(monitor.samples) == []
+    await monitor._tick()
+    assert len(monitor.samples) == 1

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from api.app import create_app
-from api.keys import NODE
+from api.keys import LOOP, NODE
 from core.cluster import default_node_id
 from core.heap import freeze_startup_objects
 from core.recordings import StorageMisconfigured
@@ -106,6 +106,7 @@ async def run(settings: Settings) -> int:
     await runner.setup()
     # the imports and the app live as long as the process: out of the collector's full collections (core/heap.py)
     freeze_startup_objects("started")
+    app[LOOP].reset()  # the start's own blocks (that collection among them) are not the served loop's lateness
     site, _ = await start_site(runner, settings)
     log.info(
         "control API listening on http://%s:%d, dashboard at http://%s:%d/ (data dir %s)",
