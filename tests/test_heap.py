@@ -7,7 +7,6 @@ import asyncio
 import gc
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from api.loopmon import LoopMonitor
 from core import heap
 from core.heap import freeze_startup_objects
+from tests.harness.procs import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,28 +67,21 @@ async def test_the_monitor_counts_full_collections_and_their_pauses_but_not_the_
 async def test_a_started_api_has_frozen_its_imports_and_says_so_in_health(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXARENA_")}
     env.update(PYTHONPATH=str(ROOT))
-    log_path = tmp_path / "serve.log"
     argv = [sys.executable, "-m", "worker", "serve", "--no-worker", "--port", "0", "--data-dir", str(tmp_path / "d")]
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    proc = ManagedProcess("voxarena", argv, tmp_path / "serve.log", env=env)
     try:
         deadline = time.monotonic() + 120
-        while not (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", log_path.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        while not (m := re.search(r"listening on http://127\.0\.0\.1:(\d+)", proc.log_path.read_text())):
+            assert proc.alive() and time.monotonic() < deadline, proc.tail()
             await asyncio.sleep(0.1)
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{m.group(1)}/health") as resp:
             loop = (await resp.json())["event_loop"]
         # the imports alone (LiveKit, its plugins, google-genai's models, aiohttp) are ~330,000 objects; without
         # the freeze this is 0 and every full collection walks them all
         assert loop["gc_frozen_objects"] > 100_000, loop
-        assert re.search(r"started: \d+ objects frozen out of the garbage collector", log_path.read_text())
+        assert re.search(r"started: \d+ objects frozen out of the garbage collector", proc.log_path.read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop(timeout=30)
 
 
 async def test_a_new_window_does_not_count_the_wake_up_under_way():
