@@ -502,12 +502,13 @@ async def _run(
         o95 = (pct(out["latencies"], 0.95) - INJECTED) * 1000
         if n == 1:
             p95_single = o95
-        lag = health["event_loop"]["lag_p99_ms"]
+        loop = health["event_loop"]  # with the garbage collector's full collections since start, which stop it
+        lag = loop["lag_p99_ms"]
         results.raw.setdefault("voice_concurrency", {})[n] = {
             "latencies": out["latencies"],
             "gaps": out["gaps"],
             "reads": reads,
-            "loop": health["event_loop"],
+            "loop": loop,
             "pss_mb": mem[n],
         }
         results.add(
@@ -517,7 +518,6 @@ async def _run(
             "<= 2x single" if n > 1 else "",
             (o95 <= 2 * p95_single) if n > 1 else None,
         )
-        loop = health["event_loop"]  # with the garbage collector's full collections since start, which stop it
         results.add(
             "2 concurrency",
             f"{n} calls: loop lateness p99 (the API process's full garbage collections since start: how many, the"
