@@ -11,7 +11,7 @@ import pytest
 from livekit import api
 
 from core.netpolicy import AddressRefused, NetPolicy
-from worker.warm_transfer import HumanLeg
+from worker.warm_transfer import HUMAN_IDENTITY, HumanLeg, WarmTransfer
 from worker.warm_transfer_parts import (
     MAX_HEADER_CHARS,
     TONE_LEVEL,
@@ -151,3 +151,26 @@ def test_the_humans_leg_runs_from_the_answer_to_its_end():
     leg.ended_at = 1012.3456
     leg.end()  # a second end keeps the first
     assert leg.answered_ms == 12_346
+
+
+async def test_the_humans_hang_up_is_taken_from_their_status_once_and_their_leave_adds_nothing():
+    ended: list[str] = []
+
+    def spawn(coro, name):
+        coro.close()
+        ended.append(name)
+
+    room = SimpleNamespace(name="r")
+    job = SimpleNamespace(ctx=SimpleNamespace(room=room), session=None, session_id="s", spawn=spawn)
+    transfer = WarmTransfer(job, "sip:human@pbx.example.com")  # type: ignore[arg-type]
+    human = SimpleNamespace(identity=HUMAN_IDENTITY)
+    transfer.leg = HumanLeg(key="transfer-1", trunk=None, answered_at=1000.0)
+    transfer.connected = True
+
+    transfer._on_human_status({"sip.callStatus": "active"}, human)  # type: ignore[arg-type]
+    transfer._on_human_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="caller"))  # type: ignore[arg-type]
+    assert ended == [] and transfer.leg.ended_at is None
+    transfer._on_human_status({"sip.callStatus": "hangup"}, human)  # type: ignore[arg-type]
+    assert ended == ["transfer-end"] and transfer.leg.ended_at is not None
+    transfer._on_human_left(human)
+    assert ended == ["transfer-end"]

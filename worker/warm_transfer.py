@@ -43,6 +43,7 @@ from core.store import events as events_repo
 from pipelines.config import STT_SAMPLE_RATE
 
 from .ending import Ending
+from .inbound import CALL_STATUS
 from .outbound import classify
 from .warm_transfer_parts import SUMMARY_HEADER, DialPlan, call_summary, spoken, spoken_answer, tone_frames
 
@@ -108,6 +109,7 @@ class WarmTransfer:
         self.leg: HumanLeg | None = None
         self.connected = False
         self.answered_by = "dtmf"  # how the human accepted: dtmf or speech
+        self._human_gone = False  # their hang-up seen (by their status or their leave)
         self._hold_source: rtc.AudioSource | None = None
         self._hold_track: rtc.LocalAudioTrack | None = None
         self._hold_task: asyncio.Task[None] | None = None
@@ -189,6 +191,7 @@ class WarmTransfer:
         side = self.side = rtc.Room()
         side.on("sip_dtmf_received", self._on_dtmf)
         side.on("participant_disconnected", self._on_human_left)
+        side.on("participant_attributes_changed", self._on_human_status)
         job.ctx.room.on("participant_disconnected", self._on_caller_left)
         me = job.ctx.room.local_participant.identity
         token = (
@@ -334,9 +337,17 @@ class WarmTransfer:
         elif dtmf.digit == DECLINE_DIGIT:
             self._decide("declined", "the human pressed 2: they declined the call")
 
-    def _on_human_left(self, participant: rtc.RemoteParticipant) -> None:
-        if participant.identity != HUMAN_IDENTITY or self.leg is None:
-            return  # before the answer, LiveKit's dial reports a decline or no answer itself
+    def _on_human_status(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        # livekit-sip marks the leg `hangup` on the human's BYE, then leaves the room; LiveKit has been seen (in CI,
+        # once) to miss that leave and keep the participant through its reconnect window (over 16 s): the status
+        # is the first word of the hang-up, the leave the fallback
+        if participant.identity == HUMAN_IDENTITY and changed.get(CALL_STATUS) == "hangup":
+            self._on_human_left(participant)
+
+    def _on_human_left(self, participant: rtc.Participant) -> None:
+        if participant.identity != HUMAN_IDENTITY or self.leg is None or self._human_gone:
+            return  # before the answer, LiveKit's dial reports a decline or no answer itself; after it, once
+        self._human_gone = True
         self.leg.end()
         if self.connected:
             log.info("session %s: the human hung up; the transferred call ends", self.job.session_id)
@@ -440,6 +451,7 @@ class WarmTransfer:
             return
         side, self.side = self.side, None
         side.off("participant_disconnected", self._on_human_left)
+        side.off("participant_attributes_changed", self._on_human_status)
         try:
             await asyncio.wait_for(
                 self.job.ctx.api.room.delete_room(api.DeleteRoomRequest(room=self.side_name)), HANG_UP_TIMEOUT
