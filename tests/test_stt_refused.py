@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from livekit import rtc
+from livekit.agents import APIConnectionError, APIConnectOptions
 from livekit.agents.utils import http_context
 from livekit.agents.voice import io
 from livekit.plugins import silero
 
 from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
 from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
+from pipelines.providers import deepgram as product_deepgram
 from tests.fakes import FakeProviders
 
 SPEC = AgentSpec(
@@ -116,3 +118,16 @@ async def test_a_refused_stt_is_tried_three_times_with_backoff_and_logged_once_p
     stt_lines = [r for r in records.records if "speech" in r.getMessage() or "STT" in r.getMessage()]
     assert len(stt_lines) == 3, [r.getMessage() for r in stt_lines]  # one per failed attempt
     assert sum(1 for r in records.records if r.exc_info) == 1  # one traceback, for the failure
+
+
+async def test_a_frame_pushed_after_the_stream_failed_for_good_is_dropped_not_raised(refusing_port: int) -> None:
+    """LiveKit's input pump can push one more frame between the stream's failure and its own cancellation; the
+    closed stream raising there was a second traceback of the one failure."""
+    config = ProvidersConfig(deepgram=ProviderCredentials("k", f"http://127.0.0.1:{refusing_port}/v1/listen"))
+    async with http_context.open():
+        stream = product_deepgram.stt(SPEC, config).stream(conn_options=APIConnectOptions(max_retry=0, timeout=2))
+        with pytest.raises(APIConnectionError):
+            async for _ in stream:
+                pass
+        stream.push_frame(rtc.AudioFrame(b"\0\0" * 320, 16_000, 1, 320))  # raised RuntimeError: the stream is closed
+        await stream.aclose()
