@@ -48,6 +48,7 @@ from .keys import (
     STARTED,
     STORE,
     TENANTS,
+    TRANSCRIPTS,
     VERIFIER,
     WORKER_CAPACITY,
 )
@@ -84,6 +85,7 @@ from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.post_call import PostCallSender
 from .services.sockets import SocketGuard, SocketLeases
+from .services.transcripts import TranscriptCache
 from .tenancy import Tenants
 from .version import VERSION
 
@@ -209,6 +211,7 @@ def create_app(
     # the lists are cached by this process only while it is the only one serving the store (SQLite): on PostgreSQL
     # another node may change an agent at any moment, and a cached list would be stale there
     app[AGENT_LISTS] = AgentListCache(max_bytes=0) if settings.database_url else AgentListCache()
+    app[TRANSCRIPTS] = TranscriptCache()  # exact on any store: each read checks the transcripts' versions
     app[STARTED] = time.monotonic()
     app[ratelimit.RATE_LIMITER] = limiter
     app[LOGIN_THROTTLE] = login_throttle or LoginThrottle(

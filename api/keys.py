@@ -24,6 +24,7 @@ from .services.chat import ChatService
 from .services.dispatch import DispatchWatchdog
 from .services.events import EventHub
 from .services.sockets import SocketGuard
+from .services.transcripts import TranscriptCache
 from .tenancy import Tenants
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -37,6 +38,7 @@ SECRETS = web.AppKey("secret_box", SecretBox)
 NETPOLICY = web.AppKey("outbound_policy", NetPolicy)  # what a tenant-set URL may reach (core/netpolicy.py)
 PRICEBOOK = web.AppKey("pricebook", PriceBook)
 AGENT_LISTS = web.AppKey("agent_lists", AgentListCache)  # serialised GET /api/agents per owner
+TRANSCRIPTS = web.AppKey("transcripts", TranscriptCache)  # validated transcripts by session and version
 LOOP = web.AppKey("loop_monitor", LoopMonitor)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 STARTED = web.AppKey("started_monotonic", float)

@@ -14,7 +14,7 @@ from core.store.errors import NotFoundError
 from core.store.timefmt import today_utc
 
 from ..errors import Unavailable
-from ..keys import RECORDINGS, STORE
+from ..keys import RECORDINGS, STORE, TRANSCRIPTS
 from ..routing import RequestContext, Route
 from ..schemas.common import Deleted
 from ..schemas.sessions import (
@@ -30,13 +30,15 @@ from ..schemas.sessions import (
     session_wire,
     webhook_attempt_wire,
 )
+from ..services import transcripts
 
 
 async def list_sessions(ctx: RequestContext) -> dict:
     q: SessionQuery = ctx.query
     start, end = date_bounds(q)
     listed = await ctx.request.app[STORE].read(
-        lambda db: repo.list_(
+        lambda db: transcripts.list_sessions(
+            ctx.request.app[TRANSCRIPTS],
             db,
             ctx.tenant_id,
             page=q.page,

@@ -432,15 +432,40 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _items_by_session(db: sqlite_utils.Database, session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
+    return {sid: items for sid, (_, items) in transcripts(db, session_ids).items()}
+
+
+def transcripts(
+    db: sqlite_utils.Database, session_ids: list[str]
+) -> dict[str, tuple[tuple[int, int], list[dict[str, Any]]]]:
+    """Each session's transcript items, in order, with the version they make (see `transcript_versions`)."""
+    items: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
+    newest = dict.fromkeys(session_ids, 0)
+    if session_ids:
+        marks = in_marks(session_ids)
+        for row in db.query(
+            f"SELECT * FROM transcript_items WHERE session_id IN ({marks}) ORDER BY session_id, timestamp, id",
+            session_ids,
+        ):
+            sid = row["session_id"]
+            items[sid].append(_item(row))
+            newest[sid] = max(newest[sid], row["id"])
+    return {sid: ((len(items[sid]), newest[sid]), items[sid]) for sid in session_ids}
+
+
+def transcript_versions(db: sqlite_utils.Database, session_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Each session's transcript version: its number of items and the newest item's id ((0, 0) for none). Items are
+    only ever appended (a retried append is a no-op) and go only with their session, so two reads with the same
+    version read the same transcript."""
+    out = dict.fromkeys(session_ids, (0, 0))
     if not session_ids:
         return out
     marks = in_marks(session_ids)
-    for row in db.query(
-        f"SELECT * FROM transcript_items WHERE session_id IN ({marks}) ORDER BY session_id, timestamp, id",
+    for sid, count, newest in db.execute(
+        f"SELECT session_id, COUNT(*), MAX(id) FROM transcript_items WHERE session_id IN ({marks}) GROUP BY session_id",
         session_ids,
-    ):
-        out[row["session_id"]].append(_item(row))
+    ).fetchall():
+        out[sid] = (int(count), int(newest))
     return out
 
 
@@ -455,17 +480,21 @@ def items_for(db: sqlite_utils.Database, session_id: str) -> list[dict[str, Any]
     return _items_by_session(db, [session_id])[session_id]
 
 
-def _records(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _records(
+    db: sqlite_utils.Database, rows: list[dict[str, Any]], *, with_transcripts: bool = True
+) -> list[dict[str, Any]]:
     """Session rows with their transcript items and analysis row (None until one exists); the wire shape is made
-    in ``api/schemas/sessions.py``."""
+    in ``api/schemas/sessions.py``. Without transcripts, each carries its `transcript_version` instead."""
     ids = [r["id"] for r in rows]
-    items = _items_by_session(db, ids)
     analyses = _analyses_by_session(db, ids)
     tools = tool_calls_repo.by_session(db, ids)
-    return [
-        {**r, "transcript": items[r["id"]], "analysis_row": analyses.get(r["id"]), "tool_calls": tools[r["id"]]}
-        for r in rows
-    ]
+    if with_transcripts:
+        items = _items_by_session(db, ids)
+        part: dict[str, dict[str, Any]] = {sid: {"transcript": items[sid]} for sid in ids}
+    else:
+        versions = transcript_versions(db, ids)
+        part = {sid: {"transcript_version": versions[sid]} for sid in ids}
+    return [{**r, **part[r["id"]], "analysis_row": analyses.get(r["id"]), "tool_calls": tools[r["id"]]} for r in rows]
 
 
 def get(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
@@ -487,7 +516,10 @@ def list_(
     end_exclusive: str | None,
     direction: str | None,
     channel: str | None = None,
+    with_transcripts: bool = True,
 ) -> dict[str, Any]:
+    """A page of the owner's sessions, newest first, and how many match; `with_transcripts=False` leaves their
+    items out (each record carries its `transcript_version`) for a caller that keeps transcripts it has read."""
     # A pending session is a token handed out for a call that has not started; it is not a call yet.
     where = ["owner_id = ?", "status != 'pending'"]
     args: list[Any] = [owner_id]
@@ -511,7 +543,7 @@ def list_(
             [*args, limit, (page - 1) * limit],
         )
     )
-    return {"sessions": _records(db, rows), "total": total}
+    return {"sessions": _records(db, rows, with_transcripts=with_transcripts), "total": total}
 
 
 def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from api.schemas.sessions import TranscriptItem
+from api.services.transcripts import TranscriptCache
 from core.store import sessions as repo
 from core.store.timefmt import now_iso
 from tests.api.seed import ANALYSIS, seed_call
@@ -75,6 +77,49 @@ async def test_list_pages_filters_by_date_and_direction(client, auth, store):
     assert out["total"] == 3 and {s["call_direction"] for s in out["sessions"]} == {"OUTBOUND"}
     beyond = await (await client.get("/api/sessions?page=99", headers=h)).json()
     assert beyond == {"sessions": [], "total": 7}
+
+
+async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(client, auth, store, monkeypatch):
+    _, sid = seed_call(store, "alice", turns=2, ended_at=None)
+    _, ended = seed_call(store, "alice", turns=1, started_at="2026-01-09T10:00:00.000000Z")
+    read: list[set[str]] = []
+    real = repo.transcripts
+    monkeypatch.setattr(repo, "transcripts", lambda db, ids: read.append(set(ids)) or real(db, ids))
+    h = auth("alice")
+    first = await (await client.get("/api/sessions", headers=h)).json()
+    again = await (await client.get("/api/sessions", headers=h)).json()
+    assert again == first and read == [{sid, ended}, set()]  # the second read read no items
+    assert [len(s["transcript"]) for s in first["sessions"]] == [4, 2]
+
+    # the live call says one more thing: the next read shows it, and reads only that call's items again
+    store.write_sync(
+        lambda db: repo.append_item(
+            db, session_id=sid, item_key="u9", speaker="USER", content="one more", timestamp=now_iso()
+        )
+    )
+    later = await (await client.get("/api/sessions", headers=h)).json()
+    assert read[-1] == {sid}
+    assert [t["content"] for t in later["sessions"][0]["transcript"]][-1] == "one more"
+    assert later["sessions"][0] == await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
+    assert later["sessions"][1] == first["sessions"][1]
+
+
+def test_the_transcript_cache_keeps_the_newest_version_within_its_items():
+    item = TranscriptItem(speaker="USER", content="hi", timestamp="2026-01-10T10:00:00Z")
+    cache = TranscriptCache(max_items=12)
+    cache.put("a", (2, 10), [item] * 2)
+    assert cache.get("a", (2, 10)) == [item] * 2 and cache.get("a", (3, 11)) is None
+    cache.put("a", (3, 11), [item] * 3)  # a newer version replaces the older
+    assert cache.get("a", (2, 10)) is None and cache.items == 3
+    cache.put("b", (2, 5), [item] * 2)
+    cache.get("a", (3, 11))  # a used last: b goes first
+    cache.put("c", (3, 6), [item] * 3)
+    cache.put("d", (3, 7), [item] * 3)
+    cache.put("f", (2, 9), [item] * 2)  # 13 items: over the budget
+    assert cache.get("b", (2, 5)) is None and cache.get("a", (3, 11)) is not None
+    assert cache.items == 11 and len(cache) == 4
+    cache.put("e", (4, 8), [item] * 4)  # over a quarter of the budget: not kept
+    assert cache.get("e", (4, 8)) is None and cache.items == 11
 
 
 async def test_dashboard_metrics_count_only_the_callers_data(client, auth, store):
