@@ -217,14 +217,6 @@ class STT(deepgram.STT):
         super().__init__(**kwargs)
         self._chunk_ms = chunk_ms
 
-    def push_frame(self, frame: rtc.AudioFrame) -> None:
-        # Failed for good (its retries spent, the session told): LiveKit's input pump may still hold a frame it
-        # pushes before it is cancelled, and the closed stream's RuntimeError would be logged as a second
-        # traceback of the one failure (seen under load). That frame has nowhere to go: dropped.
-        if self._event_ch.closed:
-            return
-        super().push_frame(frame)
-
     def stream(  # as the plugin's, with the product's stream
         self,
         *,

@@ -84,7 +84,12 @@ async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(cl
     _, ended = seed_call(store, "alice", turns=1, started_at="2026-01-09T10:00:00.000000Z")
     read: list[set[str]] = []
     real = repo.transcripts
-    monkeypatch.setattr(repo, "transcripts", lambda db, ids: read.append(set(ids)) or real(db, ids))
+
+    def transcripts(db, ids):
+        read.append(set(ids))
+        return real(db, ids)
+
+    monkeypatch.setattr(repo, "transcripts", transcripts)
     h = auth("alice")
     first = await (await client.get("/api/sessions", headers=h)).json()
     again = await (await client.get("/api/sessions", headers=h)).json()
