@@ -71,7 +71,7 @@ class TranscriptCache:
 def list_sessions(cache: TranscriptCache, db: sqlite_utils.Database, owner_id: str, **query: Any) -> dict[str, Any]:
     """`repo.list_` with each session's transcript as validated items: the kept ones from `cache`, the rest read
     and validated here, then kept. Runs on a reader thread."""
-    listed = repo.list_(db, owner_id, with_transcripts=False, **query)
+    listed = repo.list_(db, owner_id, **query)
     missing = []
     for rec in listed["sessions"]:
         rec["transcript"] = cache.get(rec["id"], rec["transcript_version"])

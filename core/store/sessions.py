@@ -516,10 +516,10 @@ def list_(
     end_exclusive: str | None,
     direction: str | None,
     channel: str | None = None,
-    with_transcripts: bool = True,
 ) -> dict[str, Any]:
-    """A page of the owner's sessions, newest first, and how many match; `with_transcripts=False` leaves their
-    items out (each record carries its `transcript_version`) for a caller that keeps transcripts it has read."""
+    """A page of the owner's sessions, newest first, and how many match. Each record carries its
+    `transcript_version`, not its items: the caller keeps the transcripts it has read and reads the others
+    (`transcripts`)."""
     # A pending session is a token handed out for a call that has not started; it is not a call yet.
     where = ["owner_id = ?", "status != 'pending'"]
     args: list[Any] = [owner_id]
@@ -543,7 +543,7 @@ def list_(
             [*args, limit, (page - 1) * limit],
         )
     )
-    return {"sessions": _records(db, rows, with_transcripts=with_transcripts), "total": total}
+    return {"sessions": _records(db, rows, with_transcripts=False), "total": total}
 
 
 def dashboard(db: sqlite_utils.Database, owner_id: str) -> dict[str, Any]:
