@@ -8,6 +8,14 @@ come, with 20 ms frames, the STT hop is 12-17 ms shorter (bench/README.md, secti
 nothing changes. `SpeechStream._run` is the plugin's own (livekit-plugins-deepgram 1.8.9) with the lines marked
 `# voxarena` changed; tests/test_deepgram_chunks.py fails when the plugin's `_run` no longer matches it. What would
 remove it: a chunk size option in the plugin.
+
+Deepgram's endpoint (`speech_final`) comes in the message that carries the turn's last final transcript, and the
+plugin emits that final before the end of speech. In `stt` turn detection LiveKit starts a preemptive generation on
+a final only once the turn's speech has ended, so with the plugin's order it never did: the LLM request waited for
+the turn's commit (~10 ms of the job's loop later, bench/README.md section 1). The stream emits the end of speech
+first when one message carries both (the order LiveKit handles for providers that send them apart): the LLM
+request starts on the final, as in the other turn detection modes. What would remove it: the plugin emitting the
+end of speech before the final it ends.
 """
 
 from __future__ import annotations
@@ -39,6 +47,24 @@ PLUGIN_CHUNK_MS = 50
 _PluginStream = deepgram_stt.SpeechStream
 
 
+class _Events(list[stt_base.SpeechEvent]):
+    """What the plugin emits for one message, collected to be sent in the order LiveKit acts on soonest."""
+
+    def send_nowait(self, ev: stt_base.SpeechEvent) -> None:
+        self.append(ev)
+
+    def end_of_speech_first(self) -> list[stt_base.SpeechEvent]:
+        """A final transcript followed by the end of speech it came with: the end of speech first."""
+        evs = list(self)
+        for i in range(len(evs) - 1):
+            if (
+                evs[i].type == stt_base.SpeechEventType.FINAL_TRANSCRIPT
+                and evs[i + 1].type == stt_base.SpeechEventType.END_OF_SPEECH
+            ):
+                evs[i], evs[i + 1] = evs[i + 1], evs[i]
+        return evs
+
+
 class SpeechStream(deepgram_stt.SpeechStream):
     def __init__(self, *, chunk_ms: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,6 +77,19 @@ class SpeechStream(deepgram_stt.SpeechStream):
         if self._event_ch.closed:
             return
         super().push_frame(frame)
+
+    def _process_stream_event(self, data: dict[str, Any]) -> None:
+        if data.get("type") != "Results" or not data.get("speech_final"):
+            super()._process_stream_event(data)
+            return
+        channel, events = self._event_ch, _Events()
+        self._event_ch = events  # type: ignore[assignment]  # the plugin only sends on it here, synchronously
+        try:
+            super()._process_stream_event(data)
+        finally:
+            self._event_ch = channel
+        for ev in events.end_of_speech_first():
+            channel.send_nowait(ev)
 
     async def _run(self) -> None:
         closing_ws = False
