@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from livekit import rtc
 from livekit.agents import AgentSession, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
+from livekit.rtc._ffi_client import FfiClient  # private: rtc has no public "start the runtime"
 
 from core.livekit import sip_identity
 from core.netpolicy import NetPolicy
@@ -263,6 +264,9 @@ class CallJob:
         try:
             await self.precall_context()
             pipeline = self.build()
+            # building the pipeline and the room's connect are each several ms of the job's loop at its busiest
+            # moment: an iteration each (the loop monitor's blocks at job start were these stretches, summed)
+            await asyncio.sleep(0)
             if self.screens_voicemail:  # the agent listens before the phone is answered: the first "Hello?" counts
                 assert self.caller_identity is not None  # an outbound call's SIP participant
                 await self.ctx.connect()
@@ -471,6 +475,7 @@ class CallJob:
         commands = CallCommands(self, session, agent, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
+        await asyncio.sleep(0)  # building the session and the agent, then starting it: an iteration each
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
         self.audio_holes = watch_audio_holes(session)
 
@@ -620,6 +625,10 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay)
     google_provider.prewarm()
     prewarm_first_reply()
+    # LiveKit's native runtime: loaded and started here rather than by the call's room connect, on the job's loop
+    # (2-5 ms and ~500 page faults of a job start's longest iteration). Never in the forkserver: it cannot cross a
+    # fork (its client checks the pid); a job process is forked before its prewarm.
+    FfiClient.instance  # noqa: B018 (a class property that starts it)
 
 
 async def entrypoint(ctx: JobContext) -> None:
