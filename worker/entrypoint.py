@@ -472,10 +472,12 @@ class CallJob:
             audio_ready=self.recording.attach if self.recording is not None else None,
         )
         recorder.clock = agent.clock
+        # building the session and the agent, then starting it: an iteration each (the control channel begins
+        # listening in the iteration the session starts in)
+        await asyncio.sleep(0)
         commands = CallCommands(self, session, agent, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
-        await asyncio.sleep(0)  # building the session and the agent, then starting it: an iteration each
         await session.start(agent=agent, room=self.ctx.room, room_options=options)
         self.audio_holes = watch_audio_holes(session)
 
