@@ -135,16 +135,20 @@ def test_the_prewarm_starts_livekits_native_runtime_in_the_job_process(tmp_path:
     """The call's room connect finds LiveKit's native runtime started (its library loaded and initialised: 2-5 ms
     and ~500 page faults of a job start's longest loop iteration otherwise). In a fresh process, as a job
     process is: this test process may have started it already."""
-    code = (
-        "import sys; from types import SimpleNamespace; from core.settings import Settings; "
-        "from worker import entrypoint; from livekit.rtc._ffi_client import FfiClient; "
-        "assert FfiClient._instance is None, 'started before the prewarm'; "
-        "proc = SimpleNamespace(userdata={}); "
-        f"entrypoint.prewarm(Settings(data_dir={str(tmp_path)!r}, worker_enabled=False), proc); "
-        "proc.userdata['store'].close(); "
-        "client = FfiClient._instance; assert client is not None and client._pid == __import__('os').getpid(); "
-        "print('started')"
-    )
+    code = f"""
+import os
+from types import SimpleNamespace
+from core.settings import Settings
+from livekit.rtc._ffi_client import FfiClient
+from worker import entrypoint
+
+assert FfiClient._instance is None, "started before the prewarm"
+proc = SimpleNamespace(userdata={{}})
+entrypoint.prewarm(Settings(data_dir={str(tmp_path)!r}, worker_enabled=False), proc)
+proc.userdata["store"].close()
+assert FfiClient._instance is not None and FfiClient._instance._pid == os.getpid()
+print("started")
+"""
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
     )
