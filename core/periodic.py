@@ -4,7 +4,6 @@ logged and tried again next time; it never ends the loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -85,9 +84,15 @@ class Periodic:
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancels an owned background task and waits until it has finished (nothing to do for None)."""
+    """Cancels an owned background task and waits until it has finished (nothing to do for None). The task's own
+    cancellation ends here; the caller's, arriving while it waits, goes on up (suppressing every CancelledError
+    swallowed it: a shutdown cancelled there carried on as if nothing had happened)."""
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        if me is not None and me.cancelling():
+            raise

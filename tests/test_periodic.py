@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from core.periodic import Periodic
+from core.periodic import Periodic, cancel_and_wait
 
 log = logging.getLogger("test.periodic")
 
@@ -53,3 +53,34 @@ async def test_a_failing_step_is_tried_again_and_stop_still_ends_it(caplog: pyte
         await asyncio.sleep(0.01)
     await asyncio.wait_for(periodic.stop(), 5)
     assert "flaky failed" in caplog.text
+
+
+async def test_cancel_and_wait_keeps_the_callers_own_cancellation() -> None:
+    """A caller cancelled while it waits for the task to end stays cancelled; the task's cancellation alone ends
+    there."""
+    ending = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            ending.set()
+            await asyncio.sleep(0.2)  # its cleanup takes a while
+            raise
+
+    async def stops(task: asyncio.Task[None]) -> str:
+        await cancel_and_wait(task)
+        return "went on"
+
+    quick = asyncio.create_task(asyncio.sleep(30))
+    await asyncio.sleep(0)
+    assert await stops(quick) == "went on"  # only the task was cancelled: the caller goes on
+
+    slow = asyncio.create_task(slow_to_end())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(stops(slow))
+    await asyncio.wait_for(ending.wait(), 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(caller, 5)
+    assert slow.cancelled()
