@@ -53,7 +53,10 @@ async def list_sessions(ctx: RequestContext) -> dict:
 
 
 async def get_session(ctx: RequestContext) -> dict:
-    return session_wire(await ctx.request.app[STORE].read(repo.get, ctx.tenant_id, ctx.params["id"]))
+    cache, sid = ctx.request.app[TRANSCRIPTS], ctx.params["id"]
+    return session_wire(
+        await ctx.request.app[STORE].read(lambda db: transcripts.get_session(cache, db, ctx.tenant_id, sid))
+    )
 
 
 async def get_session_transcripts(ctx: RequestContext) -> list:

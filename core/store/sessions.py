@@ -497,8 +497,10 @@ def _records(
     return [{**r, **part[r["id"]], "analysis_row": analyses.get(r["id"]), "tool_calls": tools[r["id"]]} for r in rows]
 
 
-def get(db: sqlite_utils.Database, owner_id: str, session_id: str) -> dict[str, Any]:
-    return _records(db, [get_row(db, session_id, owner_id)])[0]
+def get(db: sqlite_utils.Database, owner_id: str, session_id: str, *, with_transcript: bool = True) -> dict[str, Any]:
+    """The owner's session with its transcript items, or (`with_transcript=False`) with its `transcript_version`
+    for a caller that keeps the transcripts it has read (`transcripts`)."""
+    return _records(db, [get_row(db, session_id, owner_id)], with_transcripts=with_transcript)[0]
 
 
 def transcript(db: sqlite_utils.Database, owner_id: str, session_id: str) -> list[dict[str, Any]]:

@@ -107,6 +107,36 @@ async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(cl
     assert [t["content"] for t in later["sessions"][0]["transcript"]][-1] == "one more"
     assert later["sessions"][0] == await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
     assert later["sessions"][1] == first["sessions"][1]
+    assert read[-1] == set()  # the session's own read found the transcript the list kept
+
+
+async def test_a_session_read_again_keeps_its_transcript_and_shows_each_new_item(client, auth, store, monkeypatch):
+    _, sid = seed_call(store, "alice", turns=2, ended_at=None)
+    read: list[set[str]] = []
+    real = repo.transcripts
+
+    def transcripts(db, ids):
+        read.append(set(ids))
+        return real(db, ids)
+
+    monkeypatch.setattr(repo, "transcripts", transcripts)
+    h = auth("alice")
+    first = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
+    again = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
+    assert again == first and read == [{sid}, set()] and len(first["transcript"]) == 4
+    store.write_sync(
+        lambda db: repo.append_item(
+            db, session_id=sid, item_key="u9", speaker="USER", content="one more", timestamp=now_iso()
+        )
+    )
+    later = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
+    assert read[-1] == {sid} and [t["content"] for t in later["transcript"]][-1] == "one more"
+    assert {k: v for k, v in later.items() if k != "transcript"} == {
+        k: v for k, v in first.items() if k != "transcript"
+    }
+    # the list finds it kept
+    listed = await (await client.get("/api/sessions", headers=h)).json()
+    assert read[-1] == set() and listed["sessions"][0] == later
 
 
 def test_the_transcript_cache_keeps_the_newest_version_within_its_items():
