@@ -86,13 +86,15 @@ class Periodic:
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancels an owned background task and waits until it has finished (nothing to do for None). The task's own
     cancellation ends here; the caller's, arriving while it waits, goes on up (suppressing every CancelledError
-    swallowed it: a shutdown cancelled there carried on as if nothing had happened)."""
+    swallowed it: a shutdown cancelled there carried on as if nothing had happened). A caller already being
+    cancelled when it calls this (its cleanup) goes on with that cleanup."""
     if task is None:
         return
+    me = asyncio.current_task()
+    before = me.cancelling() if me is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        me = asyncio.current_task()
-        if me is not None and me.cancelling():
+        if me is not None and me.cancelling() > before:
             raise

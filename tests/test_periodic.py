@@ -84,3 +84,22 @@ async def test_cancel_and_wait_keeps_the_callers_own_cancellation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(caller, 5)
     assert slow.cancelled()
+
+
+async def test_cancel_and_wait_in_a_cancelled_tasks_cleanup_lets_the_cleanup_go_on() -> None:
+    cleaned: list[str] = []
+
+    async def owner() -> None:
+        child = asyncio.create_task(asyncio.sleep(30))
+        try:
+            await asyncio.sleep(30)
+        finally:  # being cancelled: its cleanup stops the child, then goes on
+            await cancel_and_wait(child)
+            cleaned.append("after the child")
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert cleaned == ["after the child"]
