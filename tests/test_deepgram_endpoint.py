@@ -14,6 +14,7 @@ from livekit import rtc
 from livekit.agents import stt
 from livekit.agents.utils import http_context
 from livekit.agents.voice import io
+from livekit.plugins.deepgram import stt as deepgram_stt
 
 from core.settings import Settings
 from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
@@ -74,6 +75,22 @@ def test_only_a_final_followed_by_its_end_of_speech_is_turned() -> None:
     assert events.end_of_speech_first() == [start, end, final]
     assert product_deepgram._Events([start, final]).end_of_speech_first() == [start, final]
     assert product_deepgram._Events([end, final]).end_of_speech_first() == [end, final]
+
+
+def test_what_the_plugin_emitted_before_failing_on_a_message_still_goes_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    final = stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT)
+
+    def emits_then_fails(self: Any, data: dict[str, Any]) -> None:
+        self._event_ch.send_nowait(final)
+        raise KeyError("metadata")
+
+    monkeypatch.setattr(deepgram_stt.SpeechStream, "_process_stream_event", emits_then_fails)
+    stream = object.__new__(product_deepgram.SpeechStream)
+    sent: list[stt.SpeechEvent] = []
+    stream._event_ch = SimpleNamespace(send_nowait=sent.append)  # type: ignore[assignment]
+    with pytest.raises(KeyError):
+        stream._process_stream_event({"type": "Results", "speech_final": True})
+    assert sent == [final] and stream._event_ch.send_nowait == sent.append  # type: ignore[attr-defined]
 
 
 class Caller(io.AudioInput):

@@ -86,10 +86,10 @@ class SpeechStream(deepgram_stt.SpeechStream):
         self._event_ch = events  # type: ignore[assignment]  # the plugin only sends on it here, synchronously
         try:
             super()._process_stream_event(data)
-        finally:
+        finally:  # what it emitted before any failure goes out, as the plugin's own sends would have
             self._event_ch = channel
-        for ev in events.end_of_speech_first():
-            channel.send_nowait(ev)
+            for ev in events.end_of_speech_first():
+                channel.send_nowait(ev)
 
     async def _run(self) -> None:
         closing_ws = False
