@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from api.schemas.sessions import TranscriptItem
 from api.services.transcripts import TranscriptCache
 from core.store import sessions as repo
@@ -79,9 +81,9 @@ async def test_list_pages_filters_by_date_and_direction(client, auth, store):
     assert beyond == {"sessions": [], "total": 7}
 
 
-async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(client, auth, store, monkeypatch):
-    _, sid = seed_call(store, "alice", turns=2, ended_at=None)
-    _, ended = seed_call(store, "alice", turns=1, started_at="2026-01-09T10:00:00.000000Z")
+@pytest.fixture
+def transcript_reads(monkeypatch) -> list[set[str]]:
+    """The session ids of each read of transcript items, in order."""
     read: list[set[str]] = []
     real = repo.transcripts
 
@@ -90,6 +92,13 @@ async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(cl
         return real(db, ids)
 
     monkeypatch.setattr(repo, "transcripts", transcripts)
+    return read
+
+
+async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(client, auth, store, transcript_reads):
+    _, sid = seed_call(store, "alice", turns=2, ended_at=None)
+    _, ended = seed_call(store, "alice", turns=1, started_at="2026-01-09T10:00:00.000000Z")
+    read = transcript_reads
     h = auth("alice")
     first = await (await client.get("/api/sessions", headers=h)).json()
     again = await (await client.get("/api/sessions", headers=h)).json()
@@ -110,16 +119,9 @@ async def test_the_list_keeps_the_transcripts_it_read_and_shows_each_new_item(cl
     assert read[-1] == set()  # the session's own read found the transcript the list kept
 
 
-async def test_a_session_read_again_keeps_its_transcript_and_shows_each_new_item(client, auth, store, monkeypatch):
+async def test_a_session_read_again_keeps_its_transcript_and_shows_each_new_item(client, auth, store, transcript_reads):
     _, sid = seed_call(store, "alice", turns=2, ended_at=None)
-    read: list[set[str]] = []
-    real = repo.transcripts
-
-    def transcripts(db, ids):
-        read.append(set(ids))
-        return real(db, ids)
-
-    monkeypatch.setattr(repo, "transcripts", transcripts)
+    read = transcript_reads
     h = auth("alice")
     first = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
     again = await (await client.get(f"/api/sessions/{sid}", headers=h)).json()
