@@ -134,7 +134,9 @@ async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loo
 def test_the_prewarm_starts_livekits_native_runtime_in_the_job_process(tmp_path: Path) -> None:
     """The call's room connect finds LiveKit's native runtime started (its library loaded and initialised: 2-5 ms
     and ~500 page faults of a job start's longest loop iteration otherwise). In a fresh process, as a job
-    process is: this test process may have started it already."""
+    process is: this test process may have started it already. The child ends as a job process does, with
+    `os._exit`: an interpreter finalizing with the runtime started aborts now and then (LiveKit's Rust threads
+    calling back into it: 4 of 20 plain exits here), which job processes never do."""
     code = f"""
 import os
 from types import SimpleNamespace
@@ -147,7 +149,8 @@ proc = SimpleNamespace(userdata={{}})
 entrypoint.prewarm(Settings(data_dir={str(tmp_path)!r}, worker_enabled=False), proc)
 proc.userdata["store"].close()
 assert FfiClient._instance is not None and FfiClient._instance._pid == os.getpid()
-print("started")
+print("started", flush=True)
+os._exit(0)  # as a job process ends (multiprocessing's child exit)
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
