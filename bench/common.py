@@ -80,3 +80,9 @@ def machine() -> str:
         f"{os.cpu_count()} vCPU {cpu}{mem}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def env_settings(value: str) -> dict[str, str]:
+    """`NAME=value,NAME=value` (a bench setting naming the product's settings for a run) as a dict."""
+    pairs = (item.partition("=") for item in value.split(",") if item.strip())
+    return {name.strip(): v.strip() for name, _, v in pairs}

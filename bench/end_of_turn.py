@@ -16,7 +16,7 @@ from core.settings import Settings
 from tests.harness.audio import speech_wav
 from tests.harness.product import Product
 
-from .common import Results, pct
+from .common import Results, env_settings, pct
 from .eot_corpus import COMPLETE, CORPUS, INCOMPLETE, VOICES, Conversation
 from .stack import create_agent, product_stack
 
@@ -128,9 +128,48 @@ async def run(results: Results, *, quick: bool = False) -> None:
 
         lean_env = {k: v for k, v in LEAN.items() if k.startswith("VOXARENA_")}
         await _mode(results, "1a end of turn, lean audio settings", None, convs, voices[:1], lean_env)
+    beside = env_settings(os.environ.get("VOXARENA_BENCH_EOT_BESIDE", ""))
+    if beside:
+        # the same corpus and voices with other settings (e.g. VOXARENA_VAD_ENGINE=native), after the default's
+        label = ", ".join(f"{k}={v}" for k, v in beside.items())
+        other = await _mode(results, f"1a end of turn, {label}", None, convs, voices, beside)
+        _compare(results, "1a end of turn, the default beside " + label, on, other)
     if not quick and os.environ.get("VOXARENA_BENCH_EOT_MODEL", "1") != "0":
         # LiveKit's local audio end-of-turn model on the same corpus, one voice, for comparison
         await _mode(results, "1a end of turn, `model` mode", "model", convs, VOICES[:1])
+
+
+def _compare(results: Results, section: str, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    """The default's turns against another setting's, utterance by utterance: when each turn ended, when the caller
+    heard the reply, and whether the same utterances were answered before the caller finished."""
+    for kind in (COMPLETE, INCOMPLETE):
+        rows = [(x, y) for x, y in zip(a, b, strict=True) if x["kind"] == kind]
+        eot = [(y["eot_s"] - x["eot_s"]) for x, y in rows if x["eot_s"] is not None and y["eot_s"] is not None]
+        heard = [(y["client_s"] - x["client_s"]) for x, y in rows if x["client_s"] and y["client_s"]]
+        results.add(
+            section,
+            f"{kind}: the other minus the default per utterance, end_of_turn_delay / client silence to reply, p50 "
+            "(min / max)",
+            f"{pct(eot, 0.5) * 1000:+.0f} ({min(eot) * 1000:+.0f} / {max(eot) * 1000:+.0f}) / "
+            f"{pct(heard, 0.5) * 1000:+.0f} ({min(heard) * 1000:+.0f} / {max(heard) * 1000:+.0f}) ms over "
+            f"{len(heard)} turns",
+        )
+    early = [
+        {(r["voice"], r["text"]) for r in rows if r["kind"] == INCOMPLETE and (r["eot_s"] or 0) < WAITED}
+        for rows in (a, b)
+    ]
+    results.add(
+        section,
+        "incomplete utterances answered early: only the default / only the other",
+        f"{len(early[0] - early[1])} / {len(early[1] - early[0])}"
+        + "".join(
+            f'; {who}: "{t}" ({v})'
+            for who, d in (("default", early[0] - early[1]), ("other", early[1] - early[0]))
+            for v, t in sorted(d)
+        ),
+        "0 / 0",
+        early[0] == early[1],
+    )
 
 
 def _compare_preemptive(results: Results, on: list[dict[str, Any]], off: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ import aiohttp
 from tests.harness.audio import speech_wav
 from tests.harness.client import AudioRoomClient, ReceivedFrame
 
-from .common import Results, median, pct
+from .common import Results, env_settings, median, pct
 from .floor_agent import FloorAgent
 from .stack import KEY, bench_product, create_agent, servers
 
@@ -336,10 +336,10 @@ async def run(results: Results, *, quick: bool = False) -> None:
     env = {**VOICE_ENV, "VOXARENA_JOB_EXECUTOR": executor, "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS": str(BLOCK_WARN_MS)}
     # product settings to try, e.g. VOXARENA_BENCH_VOICE_SETTINGS="VOXARENA_AUDIO_INPUT_FRAME_MS=20" (the product
     # harness passes no VOXARENA_ variable of the bench's own environment through)
-    env.update(_settings(os.environ.get("VOXARENA_BENCH_VOICE_SETTINGS", "")))
+    env.update(env_settings(os.environ.get("VOXARENA_BENCH_VOICE_SETTINGS", "")))
     # a second product with other settings measured inside section 1, its calls interleaved with the product's and
     # the floor's: VOXARENA_BENCH_VOICE_BESIDE="VOXARENA_AUDIO_INPUT_FRAME_MS=20"
-    beside = _settings(os.environ.get("VOXARENA_BENCH_VOICE_BESIDE", ""))
+    beside = env_settings(os.environ.get("VOXARENA_BENCH_VOICE_BESIDE", ""))
     with servers("voice", SCRIPT) as (work, server, fakes), contextlib.ExitStack() as stop:
         product = bench_product(work / "product", server, fakes, env)
         stop.callback(product.stop)
@@ -350,12 +350,6 @@ async def run(results: Results, *, quick: bool = False) -> None:
             )
             stop.callback(other.stop)
         await _run(results, product, server, fakes, executor, quick, (other, beside))
-
-
-def _settings(value: str) -> dict[str, str]:
-    """`NAME=value,NAME=value` as a dict."""
-    pairs = (item.partition("=") for item in value.split(",") if item.strip())
-    return {name.strip(): v.strip() for name, _, v in pairs}
 
 
 async def _run(
