@@ -173,7 +173,7 @@ class Settings:
         default=TURN_DETECTION_MODES[0],
         metadata={
             "doc": "`transcript` (the caller's words decide whether the turn is over, after silero VAD's end "
-            "of speech), `model` (LiveKit's local audio end-of-turn model), `vad` or `stt`."
+            "of speech), `model` (LiveKit's local audio end-of-turn model, under LiveKit's Model License), `vad` or `stt`."
         },
     )
     endpointing_min_delay: float = field(
@@ -190,8 +190,10 @@ class Settings:
     vad_engine: str = field(
         default=VAD_ENGINES[0],
         metadata={
-            "doc": "`onnx` (livekit-plugins-silero on onnxruntime, a model per job process) or `native` (LiveKit's "
-            "livekit-local-inference build of the same silero model, loaded once and shared by the job processes)."
+            "doc": "`onnx` (livekit-plugins-silero on onnxruntime, MIT, a model per job process) or `native` "
+            "(LiveKit's livekit-local-inference build of the same silero model, loaded once and shared by the job "
+            "processes: ~12 MB less per call; its models are under LiveKit's Model License, for use with LiveKit "
+            "Agents only, so it is not the default)."
         },
     )
     preemptive_generation: bool = field(
