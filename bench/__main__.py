@@ -1,4 +1,4 @@
-"""`python -m bench [--only eot,turns,voice,jobstart,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail,llm]
+"""`python -m bench [--only eot,turns,voice,jobstart,cores,jobmem,ingest,costs,api,external,pg,noise,voicemail,llm,vad]
 [--quick]`: every benchmark, one table.
 
 Run it through `make bench` (inside the test network namespace, after installing what it needs)."""
@@ -28,6 +28,7 @@ SECTIONS = (
     "noise",
     "voicemail",
     "llm",
+    "vad",
 )
 
 
@@ -107,6 +108,10 @@ def main() -> int:
         from . import llm_client
 
         asyncio.run(llm_client.run(results, quick=args.quick))
+    if "vad" in only:
+        from . import vad_inference
+
+        asyncio.run(vad_inference.run(results, quick=args.quick))
     table = results.table()
     print(f"\nmachine: {machine()}; {time.time() - started:.0f}s\n\n{table}")
     out = Path(__file__).resolve().parent / "results"

@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "process": {"VOXARENA_JOB_EXECUTOR": "process"},
     "thread": {"VOXARENA_JOB_EXECUTOR": "thread"},
     "process-native": {"VOXARENA_JOB_EXECUTOR": "process", **NATIVE},
+    # the VAD's inference handed to a thread each 32 ms window, as LiveKit runs it (inline on the loop by default)
+    "process-vad-thread": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_VAD_INLINE": "false"},
     # the defaults with 50 ms input frames (the default until 2026-12-05; each reply ~25 ms later: section 1)
     "process-50ms": {"VOXARENA_JOB_EXECUTOR": "process", "VOXARENA_AUDIO_INPUT_FRAME_MS": "50"},
     "process-lean": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN},

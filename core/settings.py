@@ -173,7 +173,8 @@ class Settings:
         default=TURN_DETECTION_MODES[0],
         metadata={
             "doc": "`transcript` (the caller's words decide whether the turn is over, after silero VAD's end "
-            "of speech), `model` (LiveKit's local audio end-of-turn model, under LiveKit's Model License), `vad` or `stt`."
+            "of speech), `model` (LiveKit's local audio end-of-turn model, under LiveKit's Model License), `vad` or "
+            "`stt`."
         },
     )
     endpointing_min_delay: float = field(
@@ -194,6 +195,14 @@ class Settings:
             "(LiveKit's livekit-local-inference build of the same silero model, loaded once and shared by the job "
             "processes: ~12 MB less per call; its models are under LiveKit's Model License, for use with LiveKit "
             "Agents only, so it is not the default)."
+        },
+    )
+    vad_inline: bool = field(
+        default=True,
+        metadata={
+            "doc": "Run the VAD's inference of each 32 ms window on the call's event loop (~0.16 ms a window with "
+            "`onnx`, ~0.03 with `native`) rather than handing each window to a thread and back, as LiveKit does: "
+            "the hop costs more CPU than the inference. `false` gives the loop that time back, for more CPU per call."
         },
     )
     preemptive_generation: bool = field(

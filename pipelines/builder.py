@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import importlib
@@ -220,8 +221,43 @@ class InlineExecutor(futures.Executor):
 INLINE = InlineExecutor()
 
 
-def native_vad(min_silence: float) -> vad.VAD:
-    return inference.VAD(min_silence_duration=min_silence, executor=INLINE)
+def native_vad(min_silence: float, *, inline: bool = True) -> vad.VAD:
+    """LiveKit's native VAD; `inline`: each window's inference on the call's loop, else in the stream's own thread."""
+    return inference.VAD(min_silence_duration=min_silence, executor=INLINE if inline else None)
+
+
+class _InlineInference:
+    """Stands in for a silero stream's event loop, which the stream reads only to run each 32 ms window's onnx
+    inference in the loop's default thread pool (`self._loop.run_in_executor(None, self._model, ...)` in the plugin's
+    `_main_task`). Here the inference runs at once on the call's loop (~0.16 ms of CPU a window on a 2 vCPU EPYC):
+    no hop to a pool thread and back through the loop's self-pipe, 31 times a second per call, which cost more CPU
+    than the inference (bench/README.md, section 6). Everything else is the loop's. Upstream, an `executor` argument
+    to silero's `VAD` (LiveKit's native VAD has one) would remove this."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def run_in_executor(self, executor: Any, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        done = self._loop.create_future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as e:  # handed to the awaiting coroutine, as the pool would
+            done.set_exception(e)
+        return done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+
+class SileroVAD(silero.VAD):
+    """livekit-plugins-silero's VAD whose streams run their inference inline (`_InlineInference`)."""
+
+    def stream(self) -> silero.VADStream:
+        stream = super().stream()
+        loop = getattr(stream, "_loop", None)
+        if isinstance(loop, asyncio.AbstractEventLoop):
+            stream._loop = _InlineInference(loop)  # type: ignore[assignment]
+        return stream
 
 
 # Imported by a call's first reply, not before: the session's toolsets, the async backend of google-genai's HTTP
@@ -262,12 +298,13 @@ def chat_models() -> list[type[BaseModel]]:
     ]
 
 
-def load_vad(engine: str, min_delay: float) -> vad.VAD:
-    """The job process's VAD (its prewarm loads it once), ending speech after `vad_min_silence(min_delay)`."""
+def load_vad(engine: str, min_delay: float, *, inline: bool = True) -> vad.VAD:
+    """The job process's VAD (its prewarm loads it once), ending speech after `vad_min_silence(min_delay)`, its
+    inference on the call's loop (`inline`) or, as LiveKit runs it, in a thread."""
     silence = vad_min_silence(min_delay)
     if engine == "native":
-        return native_vad(silence)
-    return silero.VAD.load(min_silence_duration=silence)
+        return native_vad(silence, inline=inline)
+    return (SileroVAD if inline else silero.VAD).load(min_silence_duration=silence)
 
 
 def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
@@ -275,14 +312,16 @@ def call_vad(shared: vad.VAD, min_delay: float) -> vad.VAD:
     end-of-speech silence fits, else one with the call's silence on the same model (no second model in memory).
     The native engine's model is a process-wide singleton, so a new `inference.VAD` costs nothing; for the onnx one
     this reads silero's `_onnx_session` and `_opts`: its `VAD` has no public copy-with-options (an upstream
-    `VAD.with_options(...)` would remove that)."""
+    `VAD.with_options(...)` would remove that). The call's VAD runs its inference where the process's does."""
     wanted = vad_min_silence(min_delay)
     if isinstance(shared, inference.VAD):
-        return shared if shared.min_silence_duration == wanted else native_vad(wanted)
+        if shared.min_silence_duration == wanted:
+            return shared
+        return native_vad(wanted, inline=getattr(shared, "_executor", None) is INLINE)
     opts = getattr(shared, "_opts", None)
     if not isinstance(shared, silero.VAD) or opts is None or shared.min_silence_duration == wanted:
         return shared
-    return silero.VAD(session=shared._onnx_session, opts=dataclasses.replace(opts, min_silence_duration=wanted))
+    return type(shared)(session=shared._onnx_session, opts=dataclasses.replace(opts, min_silence_duration=wanted))
 
 
 def build_session(

@@ -4,6 +4,7 @@ call gets for its own delay, and backchannel words heard while the agent speaks.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import wave
 from types import SimpleNamespace
@@ -13,8 +14,16 @@ from livekit import rtc
 from livekit.agents import inference, stt, vad
 from livekit.plugins import silero
 
-from pipelines.builder import TurnDefaults, VoiceAgent, backchannel_matcher, call_vad, load_vad, turn_handling
-from pipelines.config import AgentSpec, TurnTaking
+from pipelines.builder import (
+    SileroVAD,
+    TurnDefaults,
+    VoiceAgent,
+    backchannel_matcher,
+    call_vad,
+    load_vad,
+    turn_handling,
+)
+from pipelines.config import VAD_ENGINES, AgentSpec, TurnTaking
 from pipelines.turn_detector import TranscriptTurnDetector
 from tests.harness.audio import speech_wav
 
@@ -138,23 +147,63 @@ def test_the_native_engine_shares_livekits_process_wide_model_and_takes_the_call
     assert isinstance(load_vad("onnx", 0.4), silero.VAD)
 
 
-async def test_the_native_vad_runs_inline_and_ends_speech_after_the_calls_silence():
-    """The native VAD on the inline executor, on real speech: one start and one end of speech, the end no sooner
-    than its silence after the speech, and no thread of its own."""
+async def _vad_events(stream: vad.VADStream) -> tuple[list[vad.VADEvent], float]:
+    """The VAD's start and end of speech on espeak's "Hello there, how are you today?" and a second of silence after
+    it, pushed in 10 ms frames; and the speech's length in seconds."""
     with wave.open(str(speech_wav("Hello there, how are you today?", sample_rate=16_000)), "rb") as w:
         pcm = w.readframes(w.getnframes())
-    speech_s = len(pcm) / 2 / 16_000
-    threads = {t.name for t in threading.enumerate()}
-    stream = load_vad("native", 0.3).stream()
     step = 160 * 2  # 10 ms of int16 at 16 kHz
-    audio = pcm + bytes(16_000 * 2)  # then a second of silence
+    audio = pcm + bytes(16_000 * 2)
     for i in range(0, len(audio), step):
         stream.push_frame(rtc.AudioFrame(audio[i : i + step], 16_000, 1, len(audio[i : i + step]) // 2))
     stream.end_input()
     events = [ev async for ev in stream if ev.type != vad.VADEventType.INFERENCE_DONE]
     await stream.aclose()
+    return events, len(pcm) / 2 / 16_000
+
+
+async def test_the_native_vad_runs_inline_and_ends_speech_after_the_calls_silence():
+    """The native VAD on the inline executor, on real speech: one start and one end of speech, the end no sooner
+    than its silence after the speech, and no thread of its own."""
+    threads = {t.name for t in threading.enumerate()}
+    events, speech_s = await _vad_events(load_vad("native", 0.3).stream())
     kinds = [ev.type for ev in events]
     assert kinds == [vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH], kinds
     end = events[1]
     assert end.silence_duration >= 0.3 and end.timestamp <= speech_s + 0.8
     assert not any(t.name.startswith("inference.vad") for t in threading.enumerate() if t.name not in threads)
+
+
+async def test_the_onnx_vad_runs_inline_with_the_same_events_as_in_livekits_thread(monkeypatch):
+    """livekit-plugins-silero hands each 32 ms window to the loop's thread pool; the product's stream runs it on the
+    loop (`SileroVAD`): no window reaches the pool, and the events are the plugin's own, to the sample. Fails when
+    an upgraded plugin runs its inference some other way than through the stream's `_loop`."""
+    loop = asyncio.get_running_loop()
+    hops = []
+    pool = loop.run_in_executor
+
+    def counted(executor, fn, *args):
+        hops.append(fn)
+        return pool(executor, fn, *args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counted)
+    theirs, speech_s = await _vad_events(load_vad("onnx", 0.3, inline=False).stream())
+    in_pool = len(hops)
+    ours, _ = await _vad_events(load_vad("onnx", 0.3).stream())
+    assert in_pool > speech_s / 0.032 and len(hops) == in_pool  # one hop per window theirs, none ours
+
+    def seen(events):
+        return [(e.type, e.samples_index, round(e.timestamp, 6), round(e.silence_duration, 6)) for e in events]
+
+    assert [e.type for e in ours] == [vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH]
+    assert seen(ours) == seen(theirs)
+
+
+def test_a_calls_own_vad_runs_its_inference_where_the_processs_does():
+    for engine in VAD_ENGINES:
+        for inline in (True, False):
+            shared = load_vad(engine, 0.4, inline=inline)
+            own = call_vad(shared, 0.3)
+            assert own is not shared and type(own) is type(shared)
+            assert getattr(own, "_executor", None) is getattr(shared, "_executor", None)
+    assert isinstance(load_vad("onnx", 0.4), SileroVAD) and type(load_vad("onnx", 0.4, inline=False)) is silero.VAD

@@ -624,7 +624,7 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata["store"] = Store(settings.database_target, readers=2)
     proc.userdata["secrets"] = SecretBox.from_settings(settings.secret_key, settings.data_dir)  # tools' headers
     proc.userdata["pricebook"] = PriceBook.load(settings.pricing_file or None)
-    proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay)
+    proc.userdata["vad"] = load_vad(settings.vad_engine, settings.endpointing_min_delay, inline=settings.vad_inline)
     google_provider.prewarm()
     prewarm_first_reply()
     # LiveKit's native runtime: loaded and started here rather than by the call's room connect, on the job's loop
