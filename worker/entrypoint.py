@@ -478,7 +478,11 @@ class CallJob:
         commands = CallCommands(self, session, agent, base_prompt=agent_spec(self.agent_row).system_prompt)
         commands.listen(ControlChannel(self.ctx.room, self.session_id, self.spawn))
         options = room_options(caller_identity, settings, output_rate=pipeline.tts.sample_rate)
-        await session.start(agent=agent, room=self.ctx.room, room_options=options)
+        # No LiveKit session host: it would send every session event (each interim transcript, the tool calls with
+        # their arguments and results, the usage) to every participant of the room, and answer any participant's
+        # requests for the agent's instructions and the chat history, or run text input as the caller's turn. The
+        # caller is a participant; the product's own API and event stream carry all of it to the owner.
+        await session.start(agent=agent, room=self.ctx.room, room_options=options, session_host=False)
         self.audio_holes = watch_audio_holes(session)
 
     def recorded(self, agent_says: bool | None) -> bool:

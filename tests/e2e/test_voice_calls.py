@@ -12,6 +12,8 @@ from tests.e2e.conftest import ANALYSIS_JSON
 from tests.harness.audio import speech_wav
 
 GREETING = "Hello! Thanks for calling. How can I help?"
+# LiveKit's session host's topic (livekit.agents.voice.remote_session)
+SESSION_TOPIC = "lk.agent.session"
 
 
 async def _agent(product, user="alice", **over) -> str:
@@ -153,3 +155,34 @@ async def test_every_provider_answers_a_call_through_its_real_plugin(voice_stack
     tts_key = "elevenlabs_tts" if tts == "elevenlabs" else tts
     assert after[stt_key]["audio_seconds"] > before[stt_key]["audio_seconds"]
     assert after[tts_key]["characters"] > before[tts_key]["characters"]
+
+
+async def test_the_room_gets_no_session_events_and_cannot_ask_the_agent_for_its_instructions(voice_stack):
+    """LiveKit's session host would send the session's events (transcripts, tool calls and results, usage) to every
+    participant, and answer any participant's request for the agent's instructions and history: the caller's room
+    client hears the greeting, asks for the agent's instructions, says a turn and hears the reply, and by then has
+    been sent nothing on the session topic."""
+    from livekit.protocol.agent_pb import agent_session as agent_pb
+
+    product, _, _ = voice_stack
+    agent_id = await _agent(product, systemPrompt="Secret pricing rules: never go below 90 dollars.")
+    client, _ = await product.join(agent_id, "alice")
+    streams: list[str] = []
+    client.room.register_byte_stream_handler(SESSION_TOPIC, lambda reader, who: streams.append(who))
+    try:
+        t0 = time.monotonic()
+        agent = await client.wait_for_agent()
+        await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)  # the session has started
+        ask = agent_pb.AgentSessionMessage(
+            request=agent_pb.SessionRequest(request_id="r1", get_agent_info=agent_pb.SessionRequest.GetAgentInfo())
+        )
+        await client.room.local_participant.send_bytes(
+            ask.SerializeToString(), name="AS_r1", topic=SESSION_TOPIC, destination_identities=[agent]
+        )
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+        sent = await client.publish_wav(speech_wav("What are your opening hours?"), trail_silence=0.3)
+        await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
+        await client.wait_for_quiet(quiet_s=0.8, timeout=30)
+    finally:
+        await client.disconnect()
+    assert streams == []
