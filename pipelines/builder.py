@@ -230,8 +230,9 @@ class _InlineInference:
     """Stands in for a silero stream's event loop, which the stream reads only to run each 32 ms window's onnx
     inference in the loop's default thread pool (`self._loop.run_in_executor(None, self._model, ...)` in the plugin's
     `_main_task`). Here the inference runs at once on the call's loop (~0.16 ms of CPU a window on a 2 vCPU EPYC):
-    no hop to a pool thread and back through the loop's self-pipe, 31 times a second per call, which cost more CPU
-    than the inference (bench/README.md, section 6). Everything else is the loop's. Upstream, an `executor` argument
+    no hop to a pool thread and back through the loop's self-pipe, 31 times a second per call, which cost about as
+    much CPU as the inference (bench/README.md, section 6c: 8.9 against 16.4 CPU-ms per call-second). Everything else
+    is the loop's. Upstream, an `executor` argument
     to silero's `VAD` (LiveKit's native VAD has one) would remove this."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
