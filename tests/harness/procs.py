@@ -49,10 +49,21 @@ def distinct_free_ports(ip: str, kinds: list[int]) -> list[int]:
     return ports
 
 
-def free_tcp_udp_port(ip: str, *, attempts: int = 50) -> int:
-    """A port number free for both TCP and UDP on `ip` (SIP and some servers use both)."""
+def free_tcp_udp_port(ip: str, *, attempts: int = 50, lo: int | None = None, hi: int | None = None) -> int:
+    """A port number free for both TCP and UDP on `ip` (SIP and some servers use both): one the kernel picks from its
+    ephemeral range, or one in [lo, hi) when given."""
+    import random
+
     for _ in range(attempts):
-        port = free_port(ip, socket.SOCK_STREAM)
+        if lo is not None and hi is not None:
+            port = random.randrange(lo, hi)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((ip, port))
+                except OSError:
+                    continue
+        else:
+            port = free_port(ip, socket.SOCK_STREAM)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             try:
                 u.bind((ip, port))

@@ -18,6 +18,7 @@ message log tell which SIP messages it received (e.g. the scenario `uas_answer.x
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -49,15 +50,44 @@ def require_sipp() -> str:
     return path
 
 
-def _udp_bound(ip: str, port: int) -> bool:
-    """True if a UDP socket is bound to ip:port here. Read from /proc/net/udp rather than probed with a bind, which
-    would hold the port for a moment and could make the process we are waiting for fail to bind it."""
-    want = f"{socket.inet_aton(ip)[::-1].hex().upper()}:{port:04X}"
+def _udp_inodes(ip: str, port: int) -> set[int]:
+    """The inodes of the UDP sockets bound to ip:port (or to 0.0.0.0:port, which holds it too) here. Read from
+    /proc/net/udp rather than probed with a bind, which would hold the port for a moment and could make the process
+    we are waiting for fail to bind it."""
+    wanted = {f"{socket.inet_aton(a)[::-1].hex().upper()}:{port:04X}" for a in (ip, "0.0.0.0")}
     try:
         lines = Path("/proc/net/udp").read_text().splitlines()[1:]
     except OSError:
-        return False
-    return any(line.split()[1] == want for line in lines if len(line.split()) > 1)
+        return set()
+    return {int(f[9]) for f in (line.split() for line in lines) if len(f) > 9 and f[1] in wanted}
+
+
+def _udp_bound(ip: str, port: int) -> bool:
+    """True if a UDP socket is bound to ip:port here."""
+    return bool(_udp_inodes(ip, port))
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd.path)
+                if link.startswith("socket:["):
+                    inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def _udp_holders(ip: str, port: int) -> list[str]:
+    """Who holds ip:port/udp: each process with one of its sockets, as "pid command line"."""
+    inodes = _udp_inodes(ip, port)
+    holders = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _socket_inodes(int(entry.name)) & inodes:
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                holders.append(f"{entry.name} {cmd.strip()[:200]}")
+    return holders
 
 
 def _http_status(url: str) -> int:
@@ -298,13 +328,37 @@ class SippCallee:
             str(self.screen_path),
         ]
         try:
-            self.process = ManagedProcess(f"sipp[{path.name}]", argv, workdir / "sipp.stdout.log", cwd=workdir)
-            self.process.wait_until(lambda: _udp_bound(ip, port), timeout=10, what=f"listening on {ip}:{port}/udp")
+            self._start(argv, ip, port)
         except BaseException:
             self.rtp.close()
             if hasattr(self, "process"):
                 self.process.stop()
             raise
+
+    def _start(self, argv: list[str], ip: str, port: int, *, attempts: int = 3, free_within: float = 10.0) -> None:
+        """Start sipp and wait until the socket on ip:port is its own (another process's socket there would make a
+        plain "something is bound" check pass while sipp exits with "Unable to bind main socket"). When the port
+        is taken, say by whom, wait for it to be free and try again."""
+        for attempt in range(1, attempts + 1):
+            self.process = ManagedProcess(
+                f"sipp[{self.scenario.name}]", argv, self.workdir / "sipp.stdout.log", cwd=self.workdir
+            )
+            try:
+                self.process.wait_until(
+                    lambda: bool(_udp_inodes(ip, port) & _socket_inodes(self.process.proc.pid)),
+                    timeout=10,
+                    what=f"listening on {ip}:{port}/udp",
+                )
+                return
+            except HarnessError as e:
+                holders = _udp_holders(ip, port)
+                self.process.stop()
+                if not holders or attempt == attempts:
+                    raise HarnessError(f"{e}\n--- holding {ip}:{port}/udp: {holders or 'nobody'}") from None
+                print(f"sipp: {ip}:{port}/udp is held by {holders}; waiting for it (attempt {attempt} of {attempts})")
+                deadline = time.monotonic() + free_within
+                while _udp_bound(ip, port) and time.monotonic() < deadline:
+                    time.sleep(0.1)
 
     @property
     def address(self) -> str:
@@ -590,7 +644,9 @@ def start_sip_stack(workdir: Path) -> SipStack:
         started.append(livekit)
         sip = start_livekit_sip(livekit, redis, workdir / "livekit-sip")
         started.append(sip)
-        callee_port = free_tcp_udp_port(callee_ip)
+        # outside the kernel's ephemeral range and the harness's RTP ranges (20000 and up): between tests no callee
+        # holds it, and a socket bound to port 0 there (WebRTC's, a resolver's) must not take it from the next one
+        callee_port = free_tcp_udp_port(callee_ip, lo=10000, hi=20000)
         trunk_id = asyncio.run(create_outbound_trunk(livekit, f"{callee_ip}:{callee_port}"))
     except BaseException:
         for p in reversed(started):

@@ -177,3 +177,49 @@ async def test_a_call_a_test_leaves_up_is_hung_up_at_its_own_callee_not_the_next
     finally:
         sip_stack.stop_callee()
     assert second.process.proc.poll() is not None
+
+
+def test_a_callee_whose_port_another_process_holds_says_who_and_starts_once_it_is_free(sip_stack: SipStack):
+    """sipp exits at once when the trunk's port is taken ("Unable to bind main socket"); a check that only sees
+    something bound there passed, and the test went on against no callee. The callee now waits for its own socket,
+    names the holder, and starts again once the port is free."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.harness.procs import HarnessError
+
+    ip, port = sip_stack.callee_ip, sip_stack.callee_port
+    hold = (
+        "import socket,sys,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+        "s.bind((sys.argv[1],int(sys.argv[2])))"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold + "; print('bound',flush=True); time.sleep(60)", ip, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "bound"
+        with pytest.raises(HarnessError) as failed:
+            sip_stack.start_callee("uas_answer.xml")
+        held = str(failed.value).partition(f"holding {ip}:{port}/udp: ")[2]
+        assert held.startswith(("['", '["')) and held[2:].startswith(f"{holder.pid} "), held
+    finally:
+        holder.kill()
+        holder.wait()
+    # held for the first attempt only: the second starts
+    late = subprocess.Popen(
+        [sys.executable, "-c", hold + "; print('bound',flush=True); time.sleep(1)", ip, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert late.stdout.readline().strip() == "bound"
+        callee = sip_stack.start_callee("uas_answer.xml")
+        assert callee.process.alive()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
+            s.bind((ip, port))  # sipp's now
+    finally:
+        late.wait(timeout=10)
+        sip_stack.stop_callee()
