@@ -184,23 +184,12 @@ def test_a_callee_whose_port_another_process_holds_says_who_and_starts_once_it_i
     something bound there passed, and the test went on against no callee. The callee now waits for its own socket,
     names the holder, and starts again once the port is free."""
     import socket
-    import subprocess
-    import sys
 
     from tests.harness.procs import HarnessError
 
     ip, port = sip_stack.callee_ip, sip_stack.callee_port
-    hold = (
-        "import socket,sys,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
-        "s.bind((sys.argv[1],int(sys.argv[2])))"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold + "; print('bound',flush=True); time.sleep(60)", ip, str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_udp(ip, port, seconds=60)
     try:
-        assert holder.stdout.readline().strip() == "bound"
         with pytest.raises(HarnessError) as failed:
             sip_stack.start_callee("uas_answer.xml")
         held = str(failed.value).partition(f"holding {ip}:{port}/udp: ")[2]
@@ -208,14 +197,8 @@ def test_a_callee_whose_port_another_process_holds_says_who_and_starts_once_it_i
     finally:
         holder.kill()
         holder.wait()
-    # held for the first attempt only: the second starts
-    late = subprocess.Popen(
-        [sys.executable, "-c", hold + "; print('bound',flush=True); time.sleep(1)", ip, str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    late = _hold_udp(ip, port, seconds=1)  # held for the first attempt only: the second starts
     try:
-        assert late.stdout.readline().strip() == "bound"
         callee = sip_stack.start_callee("uas_answer.xml")
         assert callee.process.alive()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(OSError):
@@ -223,3 +206,19 @@ def test_a_callee_whose_port_another_process_holds_says_who_and_starts_once_it_i
     finally:
         late.wait(timeout=10)
         sip_stack.stop_callee()
+
+
+def _hold_udp(ip: str, port: int, *, seconds: float):
+    """Another process bound to ip:port/udp for `seconds`; returned once it is bound."""
+    import subprocess
+    import sys
+
+    hold = (
+        "import socket,sys,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); "
+        "s.bind((sys.argv[1],int(sys.argv[2]))); print('bound',flush=True); time.sleep(float(sys.argv[3]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", hold, ip, str(port), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "bound"
+    return proc
