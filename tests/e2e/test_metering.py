@@ -10,6 +10,18 @@ from tests.e2e.test_voice_calls import _agent, _call, _ended_with_analysis
 BOOK = PriceBook.load()
 
 
+def _requests(log: list[dict]) -> str:
+    """The LLM requests the fake answered, one line each: what a count that differs is made of."""
+    from tests.fakes.gemini import prompt_tokens
+
+    lines = []
+    for entry in log:
+        body = entry["request"]
+        last = (body.get("contents") or [{}])[-1].get("parts") or [{}]
+        lines.append(f"json={entry['json_mode']} prompt={prompt_tokens(body)} last={str(last[0].get('text', ''))[:60]!r}")
+    return "the fake's requests:\n" + "\n".join(lines)
+
+
 def _usd(rate: str, quantity: Decimal) -> Decimal:
     return Decimal(rate) * quantity
 
@@ -18,6 +30,7 @@ async def test_the_ledger_matches_the_providers_own_counts_to_the_cent(voice_sta
     product, _, fakes = voice_stack
     user = "ledger-user"
     agent_id = await _agent(product, user)
+    await product.wait_settled()  # an earlier test's call, or its analysis, would be counted by the fakes
     fakes.reset()
     sessions = []
     for turns in (1, 2):
@@ -55,7 +68,7 @@ async def test_the_ledger_matches_the_providers_own_counts_to_the_cent(voice_sta
         f"{qty('llm_tokens', 'gemini', 'input')}/{qty('llm_tokens', 'gemini', 'output')}; "
         f"characters {chars} vs {counted['elevenlabs_tts']['characters']}"
     )
-    assert qty("llm_tokens", "gemini", "input") == counted["gemini"]["prompt_tokens"]
+    assert qty("llm_tokens", "gemini", "input") == counted["gemini"]["prompt_tokens"], _requests(fakes.log("gemini"))
     assert qty("llm_tokens", "gemini", "output") == counted["gemini"]["completion_tokens"]
     assert chars == counted["elevenlabs_tts"]["characters"]  # metered from what the TTS was sent
 
