@@ -18,7 +18,8 @@ def _requests(log: list[dict]) -> str:
     for entry in log:
         body = entry["request"]
         last = (body.get("contents") or [{}])[-1].get("parts") or [{}]
-        lines.append(f"json={entry['json_mode']} prompt={prompt_tokens(body)} last={str(last[0].get('text', ''))[:60]!r}")
+        text = str(last[0].get("text", ""))[:60]
+        lines.append(f"json={entry['json_mode']} prompt={prompt_tokens(body)} last={text!r}")
     return "the fake's requests:\n" + "\n".join(lines)
 
 
