@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from livekit import api
 from livekit.agents import AgentServer
+from livekit.agents.ipc.job_executor import JobStatus
 from livekit.agents.job import JobExecutorType
 
 from core.cluster import Lease, default_node_id
@@ -54,6 +56,8 @@ class Runtime:
             ),
         )
         self.registered = False
+        self._watching_jobs = False
+        self._tasks: set[asyncio.Task[None]] = set()  # calls whose job died, being ended
         self._frozen = False  # the start's objects frozen out of the collector (core/heap.py)
         self._probe: tuple[float, dict[str, Any]] = (0.0, {})
         self.load = WorkerLoad(
@@ -148,10 +152,38 @@ class Runtime:
     def _on_registered(self, worker_id: str, server_info: Any) -> None:
         self.registered = True
         log.info("worker %s registered with LiveKit as agent %r", worker_id, self.settings.agent_name)
+        if not self._watching_jobs and self.server is not None:
+            self._watching_jobs = True
+            self.server._proc_pool.on("process_closed", self._on_executor_closed)
         if not self._frozen:  # what the worker built to run (its process pool, its connection) lives as long as it
             # does; once only: a later registration (after a reconnect) may find calls of the thread executor running
             self._frozen = True
             freeze_startup_objects("worker registered")
+
+    def _on_executor_closed(self, proc: Any) -> None:
+        """A job's executor has ended: a job that failed (its process died, or its job host) ends its call here,
+        since the job itself cannot: the session says why and the room is closed (the caller is not left alone in
+        it until the orphan sweep)."""
+        info = proc.running_job
+        if info is None or proc.status != JobStatus.FAILED:
+            return
+        why = getattr(proc, "lost", None) or f"its job process exited (code {getattr(proc, 'exitcode', None)})"
+        task = asyncio.create_task(self._end_failed_job(info.job.id, info.job.room.name, why))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_failed_job(self, job_id: str, room: str, why: str) -> None:
+        error = f"the call's job died mid-call: {why}"
+        session_id = await self.store.write(sessions_repo.end_job_session, job_id, error)
+        if session_id is None:
+            return
+        log.error("session %s: %s; its room %s is closed", session_id, error, room)
+        s = self.settings
+        try:
+            async with api.LiveKitAPI(http_url(s.livekit_url), s.livekit_api_key, s.livekit_api_secret) as lk:
+                await asyncio.wait_for(lk.room.delete_room(api.DeleteRoomRequest(room=room)), 5)
+        except Exception as e:  # the room empties and closes on its own; the session has ended either way
+            log.warning("session %s: its room %s could not be closed: %s", session_id, room, e)
 
     async def health(self) -> dict[str, Any]:
         s = self.settings
@@ -223,6 +255,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self._sweeper.stop()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
         if self.server is not None:
             try:
                 await self.server.aclose()

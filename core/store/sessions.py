@@ -339,6 +339,15 @@ def room_taken_by_other(db: sqlite_utils.Database, room_name: str, owner_id: str
     )
 
 
+def end_job_session(db: sqlite_utils.Database, job_id: str, error: str) -> str | None:
+    """The live session of a LiveKit job whose executor died mid-call, ended as an error; its id (None: the job had
+    no live session: it ended it itself, or never started one)."""
+    row = db.execute("SELECT id FROM sessions WHERE job_id = ? AND status != 'ended'", [job_id]).fetchone()
+    if row is None or not end(db, row[0], reason="error", error=error):
+        return None
+    return str(row[0])
+
+
 def live_sessions_for_room(db: sqlite_utils.Database, room_name: str) -> list[str]:
     return [
         r[0]

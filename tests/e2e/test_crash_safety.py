@@ -73,3 +73,25 @@ async def test_sigkill_mid_call_loses_nothing_metered_and_counts_nothing_twice(v
     # ... and nothing already metered lost: at most the last flush window (1 s of audio) per killed job is
     # unmetered, plus audio the provider received from the dying process after its last flush.
     assert served - stt <= Decimal(len(sessions)) * Decimal("1.5"), (stt, served)
+
+
+async def test_a_call_whose_job_process_dies_ends_at_once_saying_why_and_its_caller_is_disconnected(voice_stack):
+    product, _, _ = voice_stack
+    agent_id = await _agent(product, "crash-user")
+    client, tok = await product.join(agent_id, "crash-user")
+    gone = asyncio.get_running_loop().create_future()
+    client.room.on("disconnected", lambda *_: gone.done() or gone.set_result(None))
+    try:
+        t0 = time.monotonic()
+        await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)  # the call is up: greeted
+        pids = job_process_pids(product)
+        assert pids, "no job processes found to kill"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        s = await product.wait_session(
+            tok["sessionId"], "crash-user", lambda s: s["endedAt"] is not None, timeout=30, what="ended with its job"
+        )
+        await asyncio.wait_for(gone, 30)  # the room closed with it, not left to the caller
+    finally:
+        await client.disconnect()
+    assert s["endReason"] == "error" and "job process exited (code -9)" in s["error"], s
