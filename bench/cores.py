@@ -49,6 +49,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     # the lean settings but the default 20 ms input frames: what the frames buy apart from the rest
     "process-lean20": {"VOXARENA_JOB_EXECUTOR": "process", **LEAN, "VOXARENA_AUDIO_INPUT_FRAME_MS": "20"},
     "thread-lean": {"VOXARENA_JOB_EXECUTOR": "thread", **LEAN},
+    # several calls per job process, each on its own thread (worker/job_hosts.py; VOXARENA_CALLS_PER_HOST, 4)
+    "hosted": {"VOXARENA_JOB_EXECUTOR": "hosted"},
+    "hosted-lean": {"VOXARENA_JOB_EXECUTOR": "hosted", **LEAN},
 }
 ARRIVAL_S = 0.5
 # a wake-up of the client's loop this late (with 10 ms frames) opens a gap of over 60 ms in the frames' arrival times
@@ -109,7 +112,7 @@ async def _step(
     executor = VARIANTS[variant]["VOXARENA_JOB_EXECUTOR"]
     out: dict[str, Any] = {"load_before": _loadavg()}
     log_start = product.process.log_path.stat().st_size
-    out["idle_job_processes"] = len(job_process_pids(product)) if executor == "process" else None
+    out["idle_job_processes"] = len(job_process_pids(product)) if executor != "thread" else None
     # utime + stime of the tree, plus what its reaped job processes left in the forkserver's cutime + cstime
     cpu0, busy0, t0 = proc_tree_cpu_seconds(product.process.pid), core_busy_seconds(PRODUCT_CORE), time.monotonic()
     # this client's own loop: a stall of it delays every received frame, which reads as a hole in the agent's audio
@@ -146,7 +149,7 @@ async def _step(
     # the post-call analyses and the job processes' exits belong to the calls' cost
     await asyncio.to_thread(fakes.wait_idle, quiet_s=1.5, timeout=60)
     for _ in range(60):
-        if executor != "process" or len(job_process_pids(product)) <= out["idle_job_processes"]:
+        if executor == "thread" or len(job_process_pids(product)) <= out["idle_job_processes"]:
             break
         await asyncio.sleep(0.5)
     out["cpu_s"] = proc_tree_cpu_seconds(product.process.pid) - cpu0

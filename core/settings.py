@@ -167,7 +167,27 @@ class Settings:
     agent_name: str = field(default="voxarena", metadata={"doc": "Agent name the worker registers under."})
     worker_enabled: bool = field(default=True, metadata={"doc": "Run the LiveKit worker beside the API."})
     worker_port: int = field(default=8081, metadata={"doc": "Port of the worker's built-in health server."})
-    job_executor: str = field(default="process", metadata={"doc": "`process` (isolated jobs) or `thread`."})
+    job_executor: str = field(
+        default="process",
+        metadata={
+            "doc": "`process` (each call in a process of its own), `thread` (every call in the worker's process) or "
+            "`hosted` (up to `CALLS_PER_HOST` calls per job process, each on its own thread: docs/deployment.md)."
+        },
+    )
+    calls_per_host: int = field(
+        default=4, metadata={"doc": "With the `hosted` executor: calls one job process runs at once."}
+    )
+    job_host_memory_mb: float = field(
+        default=600,
+        metadata={"doc": "With the `hosted` executor: a job process over this resident memory takes no new call."},
+    )
+    job_host_memory_limit_mb: float = field(
+        default=1200,
+        metadata={
+            "doc": "With the `hosted` executor: a job process over this is killed (its calls end, the other "
+            "processes' go on); 0 for no limit."
+        },
+    )
     num_idle_processes: int = field(default=1, metadata={"doc": "Job processes kept warm."})
     turn_detection: str = field(
         default=TURN_DETECTION_MODES[0],
@@ -553,8 +573,12 @@ class Settings:
             object.__setattr__(self, "success_outcomes", _split(self.success_outcomes))
         if isinstance(self.admin_users, str):
             object.__setattr__(self, "admin_users", _split(self.admin_users))
-        if self.job_executor not in {"process", "thread"}:
-            raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process' or 'thread', not {self.job_executor!r}")
+        if self.job_executor not in {"process", "thread", "hosted"}:
+            raise ValueError(f"{PREFIX}JOB_EXECUTOR must be 'process', 'thread' or 'hosted', not {self.job_executor!r}")
+        if self.calls_per_host < 1:
+            raise ValueError(f"{PREFIX}CALLS_PER_HOST must be at least 1")
+        if self.job_host_memory_mb < 0 or self.job_host_memory_limit_mb < 0:
+            raise ValueError(f"{PREFIX}JOB_HOST_MEMORY_MB and {PREFIX}JOB_HOST_MEMORY_LIMIT_MB must not be negative")
         if not self.rate_limit_rps > 0 or not self.rate_limit_auth_rps > 0:
             raise ValueError(f"{PREFIX}RATE_LIMIT_RPS and {PREFIX}RATE_LIMIT_AUTH_RPS must be positive")
         if self.rate_limit_burst < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from core.store.db import Store
 from core.store.timefmt import to_iso
 
 from . import entrypoint as job
+from .job_hosts import JobHosts, install, uninstall
 from .livekit_dev import LocalLiveKit
 from .load import WorkerLoad, effective_max_calls
 
@@ -44,6 +46,7 @@ class Runtime:
         self.store = store
         self.local_livekit: LocalLiveKit | None = None
         self.server: AgentServer | None = None
+        self.job_hosts: JobHosts | None = None
         self._server_task: asyncio.Task[None] | None = None
         # one node of a cluster sweeps at a time; the lease outlives a few sweeps so that it stays put
         self._sweeper = Periodic(
@@ -85,6 +88,7 @@ class Runtime:
     def _build_server(self) -> AgentServer:
         s = self.settings
         server = AgentServer(
+            # `hosted` is LiveKit's thread executor with each thread in a job host (worker/job_hosts.py)
             job_executor_type=JobExecutorType.PROCESS if s.job_executor == "process" else JobExecutorType.THREAD,
             setup_fnc=job.process_setup(s),
             # imported once in the forkserver and inherited copy-on-write, not again by every job process
@@ -218,6 +222,16 @@ class Runtime:
             await stop.wait()
             return 0
         self.server = self._build_server()
+        if self.settings.job_executor == "hosted":
+            self.job_hosts = JobHosts(
+                mp_ctx=multiprocessing.get_context("forkserver"),  # LiveKit's, its preload set by the server's run
+                calls_per_host=self.settings.calls_per_host,
+                memory_mb=self.settings.job_host_memory_mb,
+                memory_limit_mb=self.settings.job_host_memory_limit_mb,
+                loop=asyncio.get_running_loop(),
+                log_level=self.settings.log_level,
+            )
+            install(self.job_hosts)
         self._server_task = asyncio.create_task(self.server.run(devmode=False), name="agent-server")
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({self._server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -264,5 +278,8 @@ class Runtime:
                 log.warning("worker close: %s", e)
         if self._server_task is not None and not self._server_task.done():
             self._server_task.cancel()
+        if self.job_hosts is not None:
+            await self.job_hosts.aclose()
+            uninstall(self.job_hosts)
         if self.local_livekit is not None:
             await self.local_livekit.stop()

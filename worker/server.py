@@ -19,6 +19,7 @@ from core.store.db import Store, prepare, private_dir
 from pipelines.pricing import PriceBook
 
 from .connections import AcceptErrorLog, make_runner, raise_fd_limit, start_site
+from .job_hosts import LOG_FORMAT
 from .recording import keep_leftovers
 from .usage_spill import SPILL_DIR, ingest_spilled
 
@@ -46,7 +47,7 @@ class LoopBlockDetail(logging.Filter):
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     for handler in logging.getLogger().handlers:
