@@ -127,6 +127,7 @@ class JobHost:
     jobs: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
     full: bool = False  # over the memory cap: no new call
     killed: bool = False  # over the memory limit
+    ended: bool = False  # its control socket closed: the host has exited or is exiting
     reader: asyncio.Task[None] | None = None
 
     @property
@@ -135,7 +136,7 @@ class JobHost:
 
     @property
     def alive(self) -> bool:
-        return self.reader is not None and not self.reader.done()
+        return self.reader is not None and not self.ended
 
 
 class JobHosts:
@@ -221,6 +222,7 @@ class JobHosts:
                 if not host.jobs and (host.full or self._spare(host)):
                     self._retire(host)
         finally:
+            host.ended = True  # no job is placed here any more (the reader may wait for the exit a while)
             with contextlib.suppress(OSError):
                 host.ctrl.close()
             code = await asyncio.to_thread(self._reap, host)
