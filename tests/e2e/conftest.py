@@ -3,10 +3,12 @@ outside it they fail with a message saying how to run, they never skip."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,42 @@ def _start_or_fail(start, *args, **kwargs):
     except RuntimeError as e:
         message = str(e)
     pytest.fail(message, pytrace=False)
+
+
+@contextlib.contextmanager
+def own_stack(
+    e2e_workdir: Path, fakes, name: str, *, extra: dict[str, str] | None = None, database_url: str = ""
+) -> Iterator[tuple[Any, LiveKitServer]]:
+    """`voxarena serve` on the provider fakes with a livekit-server of its own, which posts its webhooks to it (one
+    worker per server, so dispatch is unambiguous); `extra` settings on top. Yields (product, livekit_server)."""
+    from tests.harness.procs import free_port
+    from tests.harness.product import product_env, start_product
+
+    port = free_port("127.0.0.1")
+    server = _start_or_fail(
+        start_livekit_server,
+        workdir=e2e_workdir / f"livekit-{name}",
+        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
+    )
+    env = product_env(
+        data_dir=e2e_workdir / f"product-{name}-data",
+        port=port,
+        livekit=server,
+        fakes_urls=fakes.urls,
+        api_key=FAKE_KEY,
+        database_url=database_url,
+        extra=extra,
+    )
+    try:
+        product = _start_or_fail(start_product, workdir=e2e_workdir / f"product-{name}", port=port, env=env)
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        yield product, server
+    finally:
+        product.stop()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -141,32 +179,7 @@ def e2e_database_url(postgres) -> str:
 def voice_stack(netns_ip: str, e2e_workdir: Path, fakes, e2e_database_url: str):
     """`voxarena serve` (API + worker + job processes) with its own livekit-server, which posts its webhooks to
     the product. Yields (product, livekit_server, fakes)."""
-    from tests.harness.procs import free_port
-    from tests.harness.product import product_env, start_product
-
-    port = free_port("127.0.0.1")
-    server = _start_or_fail(
-        start_livekit_server,
-        workdir=e2e_workdir / "livekit-voice",
-        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
-    )
-    env = product_env(
-        data_dir=e2e_workdir / "product-data",
-        port=port,
-        livekit=server,
-        fakes_urls=fakes.urls,
-        api_key=FAKE_KEY,
-        database_url=e2e_database_url,
-        # agents' HTTP tools reach a business API the tests run on loopback (tests/e2e/test_tools.py)
-        extra={"VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS": "127.0.0.1"},
-    )
-    try:
-        product = _start_or_fail(start_product, workdir=e2e_workdir / "product", port=port, env=env)
-    except BaseException:
-        server.stop()
-        raise
-    try:
+    # agents' HTTP tools reach a business API the tests run on loopback (tests/e2e/test_tools.py)
+    extra = {"VOXARENA_OUTBOUND_HTTP_ALLOWED_HOSTS": "127.0.0.1"}
+    with own_stack(e2e_workdir, fakes, "voice", extra=extra, database_url=e2e_database_url) as (product, server):
         yield product, server, fakes
-    finally:
-        product.stop()
-        server.stop()

@@ -9,47 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FAKE_KEY, _start_or_fail
+from tests.e2e.conftest import own_stack
 from tests.e2e.test_voice_calls import _agent, _call, _ended_with_analysis
-from tests.harness.livekit_server import start_livekit_server
 
 
 @pytest.fixture(scope="module")
 def google_stack(netns_ip: str, e2e_workdir: Path, fakes):
     """`voxarena serve` configured for Google Cloud TTS against the fakes (its own livekit-server: one worker per
     server, so dispatch is unambiguous). Yields (product, fakes)."""
-    from tests.harness.procs import free_port
-    from tests.harness.product import product_env, start_product
-
-    port = free_port("127.0.0.1")
-    server = _start_or_fail(
-        start_livekit_server,
-        workdir=e2e_workdir / "livekit-google",
-        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
-    )
-    env = product_env(
-        data_dir=e2e_workdir / "product-google-data",
-        port=port,
-        livekit=server,
-        fakes_urls=fakes.urls,
-        api_key=FAKE_KEY,
-        extra={
-            "VOXARENA_GOOGLE_CREDENTIALS_FILE": fakes.urls["google_credentials_file"],
-            "VOXARENA_GOOGLE_TTS_ENDPOINT": fakes.urls["google_tts_endpoint"],
-            # gRPC trusts the fake's certificate (read once per process, before any channel)
-            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": fakes.urls["google_tts_ca_file"],
-        },
-    )
-    try:
-        product = _start_or_fail(start_product, workdir=e2e_workdir / "product-google", port=port, env=env)
-    except BaseException:
-        server.stop()
-        raise
-    try:
+    extra = {
+        "VOXARENA_GOOGLE_CREDENTIALS_FILE": fakes.urls["google_credentials_file"],
+        "VOXARENA_GOOGLE_TTS_ENDPOINT": fakes.urls["google_tts_endpoint"],
+        # gRPC trusts the fake's certificate (read once per process, before any channel)
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": fakes.urls["google_tts_ca_file"],
+    }
+    with own_stack(e2e_workdir, fakes, "google", extra=extra) as (product, _server):
         yield product, fakes
-    finally:
-        product.stop()
-        server.stop()
 
 
 async def test_a_call_through_google_tts_is_heard_and_its_characters_billed_exactly(google_stack):

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FAKE_KEY, _start_or_fail
+from tests.e2e.conftest import own_stack
 from tests.e2e.test_voice_calls import _agent
 from tests.harness.audio import speech_wav
-from tests.harness.livekit_server import start_livekit_server
 
 QUESTION = "What are your opening hours?"
 
@@ -24,33 +23,9 @@ QUESTION = "What are your opening hours?"
 def hosted_product(netns_ip: str, e2e_workdir: Path, fakes):
     """`voxarena serve` with the hosted executor, two calls per job host, on a livekit-server of its own (its
     webhooks come back to it)."""
-    from tests.harness.procs import free_port
-    from tests.harness.product import product_env, start_product
-
-    port = free_port("127.0.0.1")
-    server = _start_or_fail(
-        start_livekit_server,
-        workdir=e2e_workdir / "livekit-hosted",
-        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
-    )
-    env = product_env(
-        data_dir=e2e_workdir / "hosted-data",
-        port=port,
-        livekit=server,
-        fakes_urls=fakes.urls,
-        api_key=FAKE_KEY,
-        extra={"VOXARENA_JOB_EXECUTOR": "hosted", "VOXARENA_CALLS_PER_HOST": "2"},
-    )
-    try:
-        product = _start_or_fail(start_product, workdir=e2e_workdir / "hosted", port=port, env=env)
-    except BaseException:
-        server.stop()
-        raise
-    try:
+    extra = {"VOXARENA_JOB_EXECUTOR": "hosted", "VOXARENA_CALLS_PER_HOST": "2"}
+    with own_stack(e2e_workdir, fakes, "hosted", extra=extra) as (product, _server):
         yield product
-    finally:
-        product.stop()
-        server.stop()
 
 
 def _host_of(product, session_id: str, timeout: float = 20) -> int:

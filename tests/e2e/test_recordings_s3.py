@@ -320,43 +320,18 @@ async def test_finalize_without_a_file_fails_and_stores_nothing(s3, s3_server, b
 def s3_voice_stack(netns_ip, e2e_workdir, fakes, e2e_database_url, s3_server):
     """`voxarena serve` keeping its recordings in the harness's SeaweedFS (its own livekit-server, like
     voice_stack). Yields (product, bucket, prefix)."""
-    from tests.e2e.conftest import FAKE_KEY, _start_or_fail
-    from tests.harness.livekit_server import start_livekit_server
-    from tests.harness.procs import free_port
-    from tests.harness.product import product_env, start_product
+    from tests.e2e.conftest import own_stack
 
     bucket, prefix = s3_server.bucket, f"calls-{secrets.token_hex(4)}/rec"
-    port = free_port("127.0.0.1")
-    server = _start_or_fail(
-        start_livekit_server,
-        workdir=e2e_workdir / "livekit-s3",
-        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
-    )
-    env = product_env(
-        data_dir=e2e_workdir / "product-s3-data",
-        port=port,
-        livekit=server,
-        fakes_urls=fakes.urls,
-        api_key=FAKE_KEY,
-        database_url=e2e_database_url,
-        extra={
-            "VOXARENA_RECORDINGS_URL": f"s3://{bucket}/{prefix}",
-            "VOXARENA_RECORDINGS_S3_ENDPOINT": s3_server.endpoint,
-            "VOXARENA_RECORDINGS_S3_REGION": s3_server.region,
-            "VOXARENA_RECORDINGS_S3_ACCESS_KEY_ID": s3_server.access_key_id,
-            "VOXARENA_RECORDINGS_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
-        },
-    )
-    try:
-        product = _start_or_fail(start_product, workdir=e2e_workdir / "product-s3", port=port, env=env)
-    except BaseException:
-        server.stop()
-        raise
-    try:
+    extra = {
+        "VOXARENA_RECORDINGS_URL": f"s3://{bucket}/{prefix}",
+        "VOXARENA_RECORDINGS_S3_ENDPOINT": s3_server.endpoint,
+        "VOXARENA_RECORDINGS_S3_REGION": s3_server.region,
+        "VOXARENA_RECORDINGS_S3_ACCESS_KEY_ID": s3_server.access_key_id,
+        "VOXARENA_RECORDINGS_S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
+    }
+    with own_stack(e2e_workdir, fakes, "s3", extra=extra, database_url=e2e_database_url) as (product, _server):
         yield product, bucket, prefix
-    finally:
-        product.stop()
-        server.stop()
 
 
 async def test_a_recorded_web_call_is_uploaded_to_the_bucket_and_served_from_it(s3_voice_stack, s3_server, tmp_path):

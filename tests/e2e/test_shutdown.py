@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FAKE_KEY, _start_or_fail
-from tests.harness.livekit_server import start_livekit_server
-from tests.harness.procs import free_port
-from tests.harness.product import Product, product_env, start_product
+from tests.e2e.conftest import own_stack
+from tests.harness.product import Product
 
 GREETING = "Hello! Thanks for calling. How can I help?"
 DRAIN_SECONDS = 3
@@ -22,30 +20,9 @@ DRAIN_SECONDS = 3
 @pytest.fixture
 def short_drain(e2e_workdir: Path, fakes) -> Iterator[Product]:
     """A product of its own (it is stopped by the test) on its own livekit-server, draining for DRAIN_SECONDS."""
-    port = free_port("127.0.0.1")
-    server = _start_or_fail(
-        start_livekit_server,
-        workdir=e2e_workdir / "livekit-shutdown",
-        webhook_urls=[f"http://127.0.0.1:{port}/api/livekit/webhook"],
-    )
-    env = product_env(
-        data_dir=e2e_workdir / "product-shutdown-data",
-        port=port,
-        livekit=server,
-        fakes_urls=fakes.urls,
-        api_key=FAKE_KEY,
-        extra={"VOXARENA_DRAIN_TIMEOUT_SECONDS": str(DRAIN_SECONDS)},
-    )
-    try:
-        product = _start_or_fail(start_product, workdir=e2e_workdir / "product-shutdown", port=port, env=env)
-    except BaseException:
-        server.stop()
-        raise
-    try:
+    extra = {"VOXARENA_DRAIN_TIMEOUT_SECONDS": str(DRAIN_SECONDS)}
+    with own_stack(e2e_workdir, fakes, "shutdown", extra=extra) as (product, _server):
         yield product
-    finally:
-        product.stop()
-        server.stop()
 
 
 async def test_a_call_up_when_the_drain_times_out_is_hung_up_and_ends_worker_shutdown(short_drain):
