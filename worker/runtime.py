@@ -178,9 +178,10 @@ class Runtime:
 
     async def _end_failed_job(self, job_id: str, room: str, why: str) -> None:
         error = f"the call's job died mid-call: {why}"
-        session_id = await self.store.write(sessions_repo.end_job_session, job_id, error)
-        if session_id is None:
+        ended = await self.store.write(sessions_repo.end_job_session, job_id, room, error)
+        if not ended:
             return
+        session_id = ", ".join(ended)
         log.error("session %s: %s; its room %s is closed", session_id, error, room)
         s = self.settings
         try:

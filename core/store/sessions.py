@@ -339,13 +339,21 @@ def room_taken_by_other(db: sqlite_utils.Database, room_name: str, owner_id: str
     )
 
 
-def end_job_session(db: sqlite_utils.Database, job_id: str, error: str) -> str | None:
-    """The live session of a LiveKit job whose executor died mid-call, ended as an error; its id (None: the job had
-    no live session: it ended it itself, or never started one)."""
-    row = db.execute("SELECT id FROM sessions WHERE job_id = ? AND status != 'ended'", [job_id]).fetchone()
-    if row is None or not end(db, row[0], reason="error", error=error):
-        return None
-    return str(row[0])
+def end_job_session(db: sqlite_utils.Database, job_id: str, room: str, error: str) -> list[str]:
+    """The live sessions of a LiveKit job whose executor died mid-call (the one it runs, or, if it died before taking
+    it, its room's session no job has taken), ended as an error, their analysis skipped: the job that would run it is
+    gone (the transcript up to the failure is kept). Returns their ids (none: the job had ended its call itself)."""
+    rows = db.execute("SELECT id FROM sessions WHERE job_id = ? AND status != 'ended'", [job_id]).fetchall()
+    if not rows:
+        rows = db.execute(
+            "SELECT id FROM sessions WHERE room_name = ? AND job_id IS NULL AND status != 'ended'", [room]
+        ).fetchall()
+    ended = []
+    for (session_id,) in rows:
+        if end(db, session_id, reason="error", error=error):
+            skip_analysis(db, session_id, reason="skipped: the call's job died before the call's end")
+            ended.append(str(session_id))
+    return ended
 
 
 def live_sessions_for_room(db: sqlite_utils.Database, room_name: str) -> list[str]:

@@ -95,3 +95,4 @@ async def test_a_call_whose_job_process_dies_ends_at_once_saying_why_and_its_cal
     finally:
         await client.disconnect()
     assert s["endReason"] == "error" and "job process exited (code -9)" in s["error"], s
+    assert s["analysisStatus"] == "skipped", s  # not pending for ever: no job is left to run it

@@ -88,6 +88,7 @@ async def test_calls_share_job_hosts_and_a_killed_host_ends_only_its_own_call(ho
     log = product.process.log_path.read_text(errors="replace")
     assert re.search(rf"job host \S+ \(pid {hosts[2]}\) exited \(code -9\)", log), product.log_tail(60)
     assert lost["endReason"] == "error" and f"(pid {hosts[2]}) exited (code -9)" in lost["error"], lost
+    assert lost["analysisStatus"] == "skipped", lost
     for _, sid in calls[:2]:
         s = await product.wait_session(sid, "hosted-user", lambda s: s["endedAt"] is not None, timeout=60, what="ended")
         assert s["endReason"] != "error" and s["error"] is None, s
