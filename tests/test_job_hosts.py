@@ -169,3 +169,23 @@ def test_the_settings_take_the_hosted_executor_and_refuse_a_host_of_no_calls():
     assert s.job_executor == "hosted" and s.calls_per_host == 3
     with pytest.raises(ValueError, match="CALLS_PER_HOST"):
         Settings.from_env({"VOXARENA_JOB_EXECUTOR": "hosted", "VOXARENA_CALLS_PER_HOST": "0"})
+
+
+def test_the_job_threads_of_one_process_share_its_store_vad_and_price_book(tmp_path):
+    """A host's (or the thread executor's) later job threads reuse what the first one's prewarm built."""
+    from types import SimpleNamespace
+
+    from core.settings import Settings
+    from worker import entrypoint
+
+    settings = Settings(data_dir=tmp_path, worker_enabled=False)
+    first, second = SimpleNamespace(userdata={}), SimpleNamespace(userdata={})
+    entrypoint.prewarm(settings, first)  # type: ignore[arg-type]
+    entrypoint.prewarm(settings, second)  # type: ignore[arg-type]
+    for key in ("store", "vad", "pricebook", "secrets"):
+        assert second.userdata[key] is first.userdata[key], key
+    other = SimpleNamespace(userdata={})
+    entrypoint.prewarm(Settings(data_dir=tmp_path / "other", worker_enabled=False), other)  # type: ignore[arg-type]
+    assert other.userdata["store"] is not first.userdata["store"]  # other settings, other resources
+    first.userdata["store"].close()
+    other.userdata["store"].close()
