@@ -270,13 +270,13 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self._sweeper.stop()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
         if self.server is not None:
             try:
                 await self.server.aclose()
             except Exception as e:
                 log.warning("worker close: %s", e)
+        if self._tasks:  # calls whose job died, the server's close included, ended before the store closes
+            await asyncio.wait(self._tasks, timeout=10)
         if self._server_task is not None and not self._server_task.done():
             self._server_task.cancel()
         if self.job_hosts is not None:
