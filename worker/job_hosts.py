@@ -272,7 +272,7 @@ class JobHosts:
             if self.memory_limit_mb and mb > self.memory_limit_mb:
                 log.error(
                     "job host %s (pid %d) uses %.0f MB, over VOXARENA_JOB_HOST_MEMORY_LIMIT_MB (%.0f): killed, "
-                    "its %d calls end",
+                    "with its %d job threads (their calls end)",
                     host.name,
                     host.pid,
                     mb,

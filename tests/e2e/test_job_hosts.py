@@ -28,14 +28,14 @@ def hosted_product(netns_ip: str, e2e_workdir: Path, fakes):
         yield product
 
 
-def _host_of(product, session_id: str, timeout: float = 20) -> int:
+async def _host_of(product, session_id: str, timeout: float = 20) -> int:
     """The job host whose thread runs the session's job: its pid, from the job's first log line there."""
     pattern = re.compile(rf"voxarena\.job \[job host (\d+)\]: job \S+: session {session_id} ")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if m := pattern.search(product.process.log_path.read_text(errors="replace")):
             return int(m.group(1))
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     raise AssertionError(f"no job host logged session {session_id}\n{product.log_tail(60)}")
 
 
@@ -65,7 +65,7 @@ async def test_calls_share_job_hosts_and_a_killed_host_ends_only_its_own_call(ho
             t0 = time.monotonic()
             await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)  # greeted
             await client.wait_for_quiet(quiet_s=0.8, timeout=30)
-        hosts = [_host_of(product, sid) for _, sid in calls]
+        hosts = [await _host_of(product, sid) for _, sid in calls]
         assert hosts[0] == hosts[1] != hosts[2], f"two calls in the first host, the third in another: {hosts}"
         assert os.getpid() not in hosts and product.process.pid not in hosts
 
@@ -81,7 +81,7 @@ async def test_calls_share_job_hosts_and_a_killed_host_ends_only_its_own_call(ho
         client, tok = await product.join(agent_id, "hosted-user")  # and a new call finds a place
         calls.append((client, tok["sessionId"]))
         await _turn(client)
-        assert _host_of(product, tok["sessionId"]) != hosts[2]
+        assert await _host_of(product, tok["sessionId"]) != hosts[2]
     finally:
         for client, _ in calls:
             await client.disconnect()
