@@ -26,8 +26,7 @@ async def test_a_failing_provider_on_a_web_call_disconnects_the_caller_within_tw
     product, server, fakes = voice_stack
     agent_id = await product.create_agent(firstMessage=GREETING)
     client, tok = await product.join(agent_id)
-    disconnected = asyncio.get_running_loop().create_future()
-    client.room.on("disconnected", lambda *_: disconnected.done() or disconnected.set_result(time.monotonic()))
+    disconnected = client.disconnected()
     try:
         await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)
         await client.wait_for_quiet(quiet_s=0.8, timeout=30)

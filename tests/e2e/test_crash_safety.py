@@ -79,8 +79,7 @@ async def test_a_call_whose_job_process_dies_ends_at_once_saying_why_and_its_cal
     product, _, _ = voice_stack
     agent_id = await _agent(product, "crash-user")
     client, tok = await product.join(agent_id, "crash-user")
-    gone = asyncio.get_running_loop().create_future()
-    client.room.on("disconnected", lambda *_: gone.done() or gone.set_result(None))
+    gone = client.disconnected()
     try:
         t0 = time.monotonic()
         await client.wait_for_audio(after=t0, min_nonsilent_s=0.5, timeout=30)  # the call is up: greeted

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import own_stack
+from tests.e2e.test_failures import _ask
 from tests.e2e.test_voice_calls import _agent
-from tests.harness.audio import speech_wav
-
-QUESTION = "What are your opening hours?"
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +35,6 @@ async def _host_of(product, session_id: str, timeout: float = 20) -> int:
             return int(m.group(1))
         await asyncio.sleep(0.2)
     raise AssertionError(f"no job host logged session {session_id}\n{product.log_tail(60)}")
-
-
-async def _turn(client) -> None:
-    """The caller asks, and hears a reply."""
-    sent = await client.publish_wav(speech_wav(QUESTION), trail_silence=0.3)
-    await client.wait_for_audio(after=sent.last_speech_at, min_nonsilent_s=0.5, timeout=30)
-    await client.wait_for_quiet(quiet_s=0.8, timeout=30)
 
 
 def _gone(pid: int) -> bool:
@@ -69,18 +60,17 @@ async def test_calls_share_job_hosts_and_a_killed_host_ends_only_its_own_call(ho
         assert hosts[0] == hosts[1] != hosts[2], f"two calls in the first host, the third in another: {hosts}"
         assert os.getpid() not in hosts and product.process.pid not in hosts
 
-        gone = asyncio.get_running_loop().create_future()
-        calls[2][0].room.on("disconnected", lambda *_: gone.done() or gone.set_result(None))
+        gone = calls[2][0].disconnected()
         os.kill(hosts[2], signal.SIGKILL)  # the third call's host dies
         lost = await product.wait_session(
             calls[2][1], "hosted-user", lambda s: s["endedAt"] is not None, timeout=30, what="ended with its host"
         )
         await asyncio.wait_for(gone, 30)  # its room closed: the caller is not left alone in it
         for client, _ in calls[:2]:  # the first host's calls answer another turn each
-            await _turn(client)
+            await _ask(client)
         client, tok = await product.join(agent_id, "hosted-user")  # and a new call finds a place
         calls.append((client, tok["sessionId"]))
-        await _turn(client)
+        await _ask(client)
         assert await _host_of(product, tok["sessionId"]) != hosts[2]
     finally:
         for client, _ in calls:

@@ -29,8 +29,7 @@ async def test_a_call_up_when_the_drain_times_out_is_hung_up_and_ends_worker_shu
     product = short_drain
     agent_id = await product.create_agent(firstMessage=GREETING)
     client, tok = await product.join(agent_id)
-    gone = asyncio.get_running_loop().create_future()
-    client.room.on("disconnected", lambda *_: gone.done() or gone.set_result(True))
+    gone = client.disconnected()
     try:
         await client.wait_for_audio(min_nonsilent_s=0.5, timeout=30)
         # a deploy: SIGTERM, the drain waits DRAIN_SECONDS for the call, which goes on, then the product stops;

@@ -111,6 +111,12 @@ class AudioRoomClient:
 
     # --- connection --------------------------------------------------------------------------------------
 
+    def disconnected(self) -> asyncio.Future[float]:
+        """A future of when (monotonic) the server disconnects this client: the room closed, or it was removed."""
+        gone: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.room.on("disconnected", lambda *_: gone.done() or gone.set_result(time.monotonic()))
+        return gone
+
     async def connect(self, timeout: float = 15.0) -> None:
         try:
             await asyncio.wait_for(
