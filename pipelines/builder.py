@@ -402,6 +402,8 @@ class VoiceAgent(Agent):
         # wraps them there, before a word is said or heard)
         self.audio_ready = audio_ready
         self.notice: SpeechHandle | None = None
+        # set as the call ends (`stop_replying`): from then on no turn is answered and no LLM request is made
+        self.ended = False
 
     async def on_enter(self) -> None:
         self.session.on("agent_state_changed", self._on_agent_state)
@@ -426,7 +428,16 @@ class VoiceAgent(Agent):
         if ev.new_state == "speaking":  # the first frame of the reply went out to the room
             self.clock.mark("published")
 
+    def stop_replying(self) -> None:
+        """The call has ended: a turn still heard (an STT final of audio already sent), or the reply LiveKit starts
+        after a tool returns (a transfer's), is not answered. Between the end and the session's close the job
+        hangs up and shuts down; an LLM request there would cost tokens for a call already over, and the apology
+        and the goodbye, said before the end, are not LLM replies."""
+        self.ended = True
+
     async def on_user_turn_completed(self, turn_ctx: llm_base.ChatContext, new_message: llm_base.ChatMessage) -> None:
+        if self.ended:
+            raise StopResponse()
         if self.before_first_word is not None and self.greets_first and not (self.greeting and self.greeting.done()):
             # a greeting held back (voicemail detection) answers the callee's first words ("Hello?"): no second
             # reply on top of it; the words stay in the conversation
@@ -473,6 +484,9 @@ class VoiceAgent(Agent):
     async def llm_node(
         self, chat_ctx: llm_base.ChatContext, tools: list[llm_base.Tool], model_settings: ModelSettings
     ) -> AsyncIterator[Any]:
+        if self.ended:
+            log.info("the call has ended: no reply, no LLM request")
+            return
         self.clock.llm_request()
         async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
             if chunk if isinstance(chunk, str) else getattr(getattr(chunk, "delta", None), "content", None):

@@ -1,6 +1,6 @@
 """The job's one end path (worker/ending.py) on a real SQLite file: it hangs up before it records the end, records
-it once however many ways end the call at the same time, skips the analysis of a call never answered, and says in
-words why a dial failed."""
+it once however many ways end the call at the same time, skips the analysis of a call never answered, says in
+words why a dial failed, and leaves the agent answering nothing more (no LLM request) once the call has ended."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from livekit import api
+from livekit.agents import StopResponse, llm
+from livekit.agents.utils import http_context
+from livekit.plugins import silero
 
 from core.store import calls as calls_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
+from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
+from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.api.seed import tenant_of
+from tests.fakes import FakeProviders
 from tests.test_call_endings import PHONE, _placed
+from tests.test_stt_refused import Silence
 from worker.config import DispatchMeta
 from worker.ending import CallEnd, Ending
 from worker.entrypoint import CallJob
@@ -119,5 +127,76 @@ async def test_words_kept_at_the_end_are_not_recorded_twice_when_the_framework_c
         await rec.flush()
         said = [(t["speaker"], t["content"]) for t in store.read_sync(sessions_repo.items_for, sid)]
         assert said == [("USER", "What are your opening hours?")]
+    finally:
+        store.close()
+
+
+async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_ended_the_call(
+    tmp_path, settings, monkeypatch
+):
+    """A cold transfer ends the call while its tool runs (the caller's side leaves as the REFER completes); LiveKit
+    then asks the LLM for the tool's follow-up reply, and an STT final of audio already sent can still start a turn.
+    Through the real session, agent and Gemini plugin against the Gemini fake: after the one end path has run, no
+    LLM request is made, and a turn heard then gets no reply (one such request, from the call before, took the next
+    test's scripted tool call on the SIP tier)."""
+    store, sid, _ = _placed(tmp_path)
+    spec = AgentSpec(
+        id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini", tts_provider="elevenlabs"
+    )
+    ctx = _FakeJob(store, sid)
+    job = CallJob(
+        ctx=ctx,
+        settings=settings,
+        store=store,
+        meta=DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound"),
+        session_id=sid,
+        recorder=SessionRecorder(store, sid),
+        caller_identity="sip-call_1",
+    )
+    end = CallEnd(job)
+    ran: list[str] = []
+
+    @llm.function_tool
+    async def transfer_call(reason: str) -> str:
+        """Transfer the caller to a person."""
+        ran.append(reason)
+        await end(Ending("transferred"))  # as the caller's side leaves during the REFER
+        return "Transferred."
+
+    try:
+        async with FakeProviders(api_key="k") as fakes:
+            monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+            fakes.update_script(llm_tool_calls=[{"name": "transfer_call", "args": {"reason": "a person"}}])
+            cfg = ProvidersConfig(
+                deepgram=ProviderCredentials("k", fakes.deepgram_url),
+                google=ProviderCredentials("k", fakes.gemini_base_url),
+                elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url),
+            )
+            async with http_context.open():
+                vad = silero.VAD.load()
+                pipeline = build_pipeline(spec, cfg, vad_model=vad)
+                session = build_session(pipeline, vad_model=vad, defaults=TurnDefaults(mode="vad"))
+                session.input.audio = Silence()
+                job.agent = agent = VoiceAgent(spec, tools=[transfer_call])
+                await session.start(agent)
+                try:
+                    turn = session.generate_reply(user_input="Can I talk to a person?")
+                    await asyncio.wait_for(turn.wait_for_playout(), 20)
+                    assert ran == ["a person"] and ctx.steps[-1] == ("shutdown", "transferred"), ctx.steps
+                    # LiveKit's follow-up to the tool's result is its own speech: wait until the agent is idle
+                    deadline = asyncio.get_running_loop().time() + 10
+                    while session.current_speech is not None:
+                        assert asyncio.get_running_loop().time() < deadline, "the follow-up never finished"
+                        await asyncio.sleep(0.05)
+                    late = session.generate_reply(user_input="Hello? Are you still there?")
+                    await asyncio.wait_for(late.wait_for_playout(), 20)
+                    c = fakes.counters()["gemini"]
+                    # the transfer's own request only: neither the tool's follow-up nor the late turn reached it
+                    assert (c["requests"], c["function_calls"]) == (1, 1), c
+                    # a turn the STT finishes after the end is not answered either
+                    with pytest.raises(StopResponse):
+                        await agent.on_user_turn_completed(llm.ChatContext(), llm.ChatMessage(role="user", content=[]))
+                finally:
+                    await session.aclose()
     finally:
         store.close()

@@ -10,6 +10,9 @@ transfer, no answer or a failed dial, the agent was deleted, the caller never jo
    livekit-sip's media timeout or an open room;
 4. the meter closed, the job shut down.
 
+From the first step on, the agent answers nothing more (a turn still heard, a tool's follow-up reply): no LLM
+request is made for a call that is over.
+
 The first ending wins; any later one (the session closing because of the hang-up, the job's own end) waits for it
 and changes nothing."""
 
@@ -106,6 +109,8 @@ class CallEnd:
         (log.error if ending.error else log.info)(
             "session %s ends: %s%s", job.session_id, ending.reason, f" ({ending.error})" if ending.error else ""
         )
+        if job.agent is not None:  # nothing heard from now on is answered
+            job.agent.stop_replying()
         if ending.failed_stage is not None and ending.failed_stage != "tts":
             await self._apologise()
         self.ended_at = ended_at = now_iso()

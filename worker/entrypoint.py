@@ -148,6 +148,7 @@ class CallJob:
     tenant_recording: bool | None = None  # the tenant's recording default (None: the product's)
     spec: AgentSpec | None = None
     session: AgentSession | None = None
+    agent: VoiceAgent | None = None  # the session's agent, told to stop replying as the call ends
     meter: CallMeter | None = None
     meter_closed: bool = False
     line: InboundLine | None = None  # an inbound phone call's line, metered at the end
@@ -471,6 +472,7 @@ class CallJob:
             before_first_word=screen.start if screen is not None else None,
             audio_ready=self.recording.attach if self.recording is not None else None,
         )
+        self.agent = agent
         recorder.clock = agent.clock
         # building the session and the agent, then starting it: an iteration each (the control channel begins
         # listening in the iteration the session starts in)
