@@ -319,8 +319,9 @@ async def _api_reads(product, headers: dict[str, str], rate: float, stop: asynci
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-# `stt` turn detection with min_delay 0 (the STT's endpointing only, as the floor); never full, so the bench measures
-# capacity rather than admission
+# `stt` turn detection with min_delay 0 (the STT's endpointing only, as the floor); the worker never says it is full
+# itself, so the bench measures capacity rather than admission (livekit-server still offers no job to a worker whose
+# load is 1.0: its processes used the whole of their cores over the load's window)
 VOICE_ENV = {
     "VOXARENA_TURN_DETECTION": "stt",
     "VOXARENA_ENDPOINTING_MIN_DELAY": "0",
