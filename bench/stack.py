@@ -59,7 +59,8 @@ def bench_product(
         livekit=server,
         fakes_urls=fakes.urls,
         api_key=KEY,
-        extra={"VOXARENA_LOG_LEVEL": "WARNING", **extra_env},
+        # WARNING keeps a long run's log small; VOXARENA_BENCH_LOG_LEVEL=INFO shows each job's start and end
+        extra={"VOXARENA_LOG_LEVEL": os.environ.get("VOXARENA_BENCH_LOG_LEVEL", "WARNING"), **extra_env},
     )
     return start_product(workdir=work, port=port, env=env, argv_prefix=argv_prefix)
 
