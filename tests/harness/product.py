@@ -74,8 +74,8 @@ class Product:
     env: dict[str, str] = field(repr=False)
     # the tenant every request acts in (X-Tenant-ID); None: each user's personal tenant
     tenant: str | None = None
-    # every web call this harness started (session id, user): what `wait_settled` waits for
-    calls: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    # every web call this harness started (session id, user, tenant): what `wait_settled` waits for
+    calls: list[tuple[str, str, str | None]] = field(default_factory=list, repr=False)
 
     def token(self, user: str) -> str:
         from api.auth import LocalIssuer
@@ -94,7 +94,7 @@ class Product:
         ):
             body = await r.json(content_type=None)
         if method == "POST" and path == "/api/livekit/token" and r.status == 200 and user:
-            self.calls.append((body["sessionId"], user))
+            self.calls.append((body["sessionId"], user, self.tenant))
         return r.status, body
 
     async def wait_session(self, session_id: str, user: str, predicate, *, timeout: float, what: str) -> dict:
@@ -115,14 +115,19 @@ class Product:
         of them will ask a provider for anything more. A test that counts provider usage waits for this first, or an
         earlier test's call (its post-call analysis above all) lands in its counts."""
         deadline = time.monotonic() + timeout
-        for session_id, user in list(self.calls):
-            await self.wait_session(
-                session_id,
-                user,
-                lambda s: s["endedAt"] is not None and s["analysisStatus"] not in (None, "pending"),
-                timeout=max(deadline - time.monotonic(), 1.0),
-                what="ended with its analysis done (an earlier test's call still running)",
-            )
+        current = self.tenant
+        try:
+            for session_id, user, tenant in list(self.calls):
+                self.tenant = tenant  # asked in the tenant the call was started in
+                await self.wait_session(
+                    session_id,
+                    user,
+                    lambda s: s["endedAt"] is not None and s["analysisStatus"] not in (None, "pending"),
+                    timeout=max(deadline - time.monotonic(), 1.0),
+                    what="ended with its analysis done (an earlier test's call still running)",
+                )
+        finally:
+            self.tenant = current
 
     async def join(self, agent_id: str, user: str = "alice"):
         """A call: a token from POST /api/livekit/token, and a room client connected with it.
