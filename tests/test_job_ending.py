@@ -18,10 +18,12 @@ from core.store import calls as calls_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
 from pipelines.builder import TurnDefaults, VoiceAgent, build_pipeline, build_session
-from pipelines.config import AgentSpec, ProviderCredentials, ProvidersConfig
 from tests.api.seed import tenant_of
 from tests.fakes import FakeProviders
+from tests.harness.sip import eventually
 from tests.test_call_endings import PHONE, _placed
+from tests.test_deepgram_endpoint import _config
+from tests.test_job_start_loop import SPEC
 from tests.test_stt_refused import Silence
 from worker.config import DispatchMeta
 from worker.ending import CallEnd, Ending
@@ -140,9 +142,6 @@ async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_en
     LLM request is made, and a turn heard then gets no reply (one such request, from the call before, took the next
     test's scripted tool call on the SIP tier)."""
     store, sid, _ = _placed(tmp_path)
-    spec = AgentSpec(
-        id="a", name="a", system_prompt="", stt_provider="deepgram", llm_provider="gemini", tts_provider="elevenlabs"
-    )
     ctx = _FakeJob(store, sid)
     job = CallJob(
         ctx=ctx,
@@ -167,27 +166,19 @@ async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_en
         async with FakeProviders(api_key="k") as fakes:
             monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
             fakes.update_script(llm_tool_calls=[{"name": "transfer_call", "args": {"reason": "a person"}}])
-            cfg = ProvidersConfig(
-                deepgram=ProviderCredentials("k", fakes.deepgram_url),
-                google=ProviderCredentials("k", fakes.gemini_base_url),
-                elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url),
-            )
             async with http_context.open():
                 vad = silero.VAD.load()
-                pipeline = build_pipeline(spec, cfg, vad_model=vad)
+                pipeline = build_pipeline(SPEC, _config(fakes), vad_model=vad)
                 session = build_session(pipeline, vad_model=vad, defaults=TurnDefaults(mode="vad"))
                 session.input.audio = Silence()
-                job.agent = agent = VoiceAgent(spec, tools=[transfer_call])
+                job.agent = agent = VoiceAgent(SPEC, tools=[transfer_call])
                 await session.start(agent)
                 try:
                     turn = session.generate_reply(user_input="Can I talk to a person?")
                     await asyncio.wait_for(turn.wait_for_playout(), 20)
                     assert ran == ["a person"] and ctx.steps[-1] == ("shutdown", "transferred"), ctx.steps
                     # LiveKit's follow-up to the tool's result is its own speech: wait until the agent is idle
-                    deadline = asyncio.get_running_loop().time() + 10
-                    while session.current_speech is not None:
-                        assert asyncio.get_running_loop().time() < deadline, "the follow-up never finished"
-                        await asyncio.sleep(0.05)
+                    await eventually(lambda: session.current_speech is None, timeout=10, what="the follow-up finished")
                     late = session.generate_reply(user_input="Hello? Are you still there?")
                     await asyncio.wait_for(late.wait_for_playout(), 20)
                     c = fakes.counters()["gemini"]

@@ -84,6 +84,7 @@ async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loo
     from pydantic.fields import _Unset
 
     from tests.fakes import FakeProviders
+    from tests.test_deepgram_endpoint import _config
     from tests.test_stt_refused import Silence
 
     for model in chat_models():  # as in a fresh process (another test's session has made them)
@@ -99,11 +100,7 @@ async def test_after_prewarm_a_first_reply_imports_and_builds_nothing_on_the_loo
     assert llm.ChatMessage in chat and all(m.__pydantic_complete__ for m in chat)
     async with FakeProviders(api_key="k") as fakes:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
-        cfg = ProvidersConfig(
-            deepgram=ProviderCredentials("k", fakes.deepgram_url),
-            google=ProviderCredentials("k", fakes.gemini_base_url),
-            elevenlabs=ProviderCredentials("k", fakes.elevenlabs_base_url),
-        )
+        cfg = _config(fakes)
         before = set(sys.modules)
         # inspect parses a builtin's signature from its text after copying sys.modules, which in a job process forked
         # from the forkserver copies the pages of every module object (pydantic asked it of `list` at job start)
