@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.agents import StopResponse, llm
 from livekit.agents.utils import http_context
 from livekit.plugins import silero
@@ -189,5 +189,48 @@ async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_en
                         await agent.on_user_turn_completed(llm.ChatContext(), llm.ChatMessage(role="user", content=[]))
                 finally:
                     await session.aclose()
+    finally:
+        store.close()
+
+
+async def test_a_phone_caller_whose_line_says_hangup_ends_the_call_as_one_who_left(tmp_path, settings):
+    """livekit-sip marks the caller's line `hangup` on their BYE, then leaves; LiveKit was seen to lose that leave
+    (the call ran on until a drain gave up). The status alone ends the call through the one end path, as the caller
+    leaving does; the same status from anyone else, or any other status, ends nothing."""
+    store, sid, call_id = _placed(tmp_path)
+    try:
+        store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
+        store.write_sync(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
+        ctx = _FakeJob(store, sid)
+        meta = DispatchMeta(
+            agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound", call_id=call_id
+        )
+        job = CallJob(
+            ctx=ctx,
+            settings=settings,
+            store=store,
+            meta=meta,
+            session_id=sid,  # type: ignore[arg-type]
+            recorder=SessionRecorder(store, sid),
+            caller_identity="sip-call_1",
+        )
+        sip, web = rtc.ParticipantKind.PARTICIPANT_KIND_SIP, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+        caller = SimpleNamespace(identity="sip-call_1", kind=sip)
+        job._on_line_status({"sip.callStatus": "hangup"}, caller)  # before the answer: the dial's outcome decides
+        job.caller = caller
+        job._on_line_status({"sip.callStatus": "active"}, caller)
+        job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-human", kind=sip))
+        job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-call_1", kind=web))
+        await job.settle()
+        assert ctx.steps == [] and job.end.ended is None, ctx.steps
+        job._on_line_status({"sip.callStatus": "hangup"}, caller)
+        await eventually(lambda: ctx.steps[-1:] == [("shutdown", "participant_disconnected")], timeout=10, what="end")
+        session = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
+        assert (session["status"], session["end_reason"], session["error"]) == (
+            "ended",
+            "participant_disconnected",
+            None,
+        ), session
+        assert store.read_sync(calls_repo.get_any, call_id)["status"] == "COMPLETED"
     finally:
         store.close()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from livekit import rtc
-from livekit.agents import AgentSession, JobContext, JobProcess, utils
+from livekit.agents import AgentSession, CloseReason, JobContext, JobProcess, utils
 from livekit.agents.voice import room_io
 from livekit.rtc._ffi_client import FfiClient  # private: rtc has no public "start the runtime"
 
@@ -74,7 +74,7 @@ from .commands import CallCommands
 from .config import BadDispatch, DispatchMeta, agent_spec, parse_dispatch, providers_config
 from .control import ControlChannel
 from .ending import CallEnd, Ending
-from .inbound import InboundLine, admit, refuse_unassigned
+from .inbound import CALL_STATUS, InboundLine, admit, refuse_unassigned
 from .outbound import DialOutcome, dial
 from .recorder import SessionRecorder
 from .recording import CallRecording
@@ -457,6 +457,7 @@ class CallJob:
         TurnTrace(self.session_id).attach(session)
         session.on("session_usage_updated", lambda ev: meter.on_usage(ev.usage.model_usage))
         session.on("close", self._on_session_close)
+        self.ctx.room.on("participant_attributes_changed", self._on_line_status)
         voicemail = self.spec.voicemail if self.screens_voicemail else None
         screen = VoicemailScreen(self, voicemail, caller_identity) if voicemail is not None else None
         if self.spec.recording:
@@ -524,6 +525,21 @@ class CallJob:
             log.info("session %s: the session closed (%s) before the callee answered", self.session_id, reason)
             return
         self.spawn(self.end(Ending(reason, error)), "end")
+
+    def _on_line_status(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        """A phone caller who hangs up: livekit-sip marks their line `hangup` on the BYE, then leaves the room.
+        LiveKit has been seen (on the SIP tier, with several calls ending at once) to lose that leave: livekit-sip
+        closed its signalling socket before the leave was read, and LiveKit kept the participant through its
+        reconnect window while the agent talked on (a call being drained then ran out the drain and was recorded
+        `worker_shutdown`). The status is the hang-up's first word, the leave its fallback; both end the call as
+        the caller leaving does."""
+        caller = self.caller
+        if caller is None or participant.identity != caller.identity or changed.get(CALL_STATUS) != "hangup":
+            return
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:  # only livekit-sip speaks for a line
+            return
+        log.info("session %s: the caller hung up (their line is marked hangup)", self.session_id)
+        self.spawn(self.end(Ending(CloseReason.PARTICIPANT_DISCONNECTED.value)), "end-hangup")
 
     # ---- phase 5 ----
 
