@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -52,6 +53,20 @@ def configure_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(LoopBlockDetail())
+
+
+# How long the close after the drain (the worker, the job processes, the API, the store) may take before the
+# process stops itself with every thread's stack in its log (`arm_exit_watchdog`).
+SHUTDOWN_GRACE = 15.0
+
+
+def arm_exit_watchdog(seconds: float) -> None:
+    """A process told to stop ends within `seconds`, whatever its event loop does: past them, Python's fault
+    handler (a native thread, no event loop, no GIL needed) writes every thread's stack to the log and exits with
+    code 1. A shutdown that hangs (a loop blocked for good) then says where, instead of waiting for a supervisor's
+    SIGKILL that leaves no trace."""
+    log.info("the process ends within %.0f s (its drain, then %.0f s to close)", seconds, SHUTDOWN_GRACE)
+    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.stderr)
 
 
 def serve(settings: Settings) -> int:
@@ -119,6 +134,8 @@ async def run(settings: Settings) -> int:
     )
 
     def draining() -> None:
+        if not stop.is_set():  # the first signal: from now on the process ends within its drain and a grace
+            arm_exit_watchdog(settings.drain_timeout_seconds + SHUTDOWN_GRACE)
         stop.set()
         if NODE in app:  # /health and the node's heartbeat say so while its calls finish
             app[NODE].draining = True
