@@ -22,6 +22,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
@@ -666,6 +667,9 @@ def prewarm(settings: Settings, proc: JobProcess) -> None:
     proc.userdata.update(_process_resources(settings))
     google_provider.prewarm()
     prewarm_first_reply()
+    # LiveKit's JobContext makes a temporary directory for every job; the process's first finds the temp dir by
+    # writing a file in each candidate, on the job's loop (a 197 ms block of a job start, seen on the SIP tier)
+    tempfile.gettempdir()
     # LiveKit's native runtime: loaded and started here rather than by the call's room connect, on the job's loop
     # (2-5 ms and ~500 page faults of a job start's longest iteration). Never in the forkserver: it cannot cross a
     # fork (its client checks the pid); a job process is forked before its prewarm.
