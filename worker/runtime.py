@@ -15,6 +15,8 @@ from livekit import api
 from livekit.agents import AgentServer
 from livekit.agents.ipc.job_executor import JobStatus
 from livekit.agents.job import JobExecutorType
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.utils import is_given
 
 from core.cluster import Lease, default_node_id
 from core.heap import freeze_startup_objects
@@ -38,6 +40,42 @@ log = logging.getLogger("voxarena.worker")
 MAX_RETRY = 1_000_000_000
 # A call dispatched within this long and not started yet holds a slot (a caller normally joins within seconds).
 RESERVATION_SECONDS = 60.0
+
+
+class Server(AgentServer):
+    """LiveKit's AgentServer with a drain that cannot spin.
+
+    Upstream's `drain` (livekit-agents 1.8.9) waits for the job processes in a loop that lists every process with a
+    job still in the pool and joins each. A process leaves the pool only when its monitor task runs, one loop
+    iteration after its process was joined; `join` of a process already joined returns without yielding. When a
+    second process ends in the same iteration as the one being awaited (several calls hanging up together), the
+    loop found it joined and still listed, joined it again without yielding, and so on for good: the event loop
+    blocked (no API, no heartbeat, the drain's own timeout never fired) until a SIGKILL. Seen on the SIP tier as a
+    restart with three calls ending at once. Here each process is joined once and the loop yields between rounds;
+    the upstream fix that would remove this: join each listed process at most once (or `gather` them)."""
+
+    async def drain(self, timeout: Any = NOT_GIVEN) -> None:
+        timeout = timeout if is_given(timeout) else self._drain_timeout
+        async with self._lock:
+            if self._draining:
+                return
+            log.info("draining: no new calls; waiting for the %d running", len(self.active_jobs))
+            self._draining = True
+            await self._update_worker_status()
+
+            async def _drain() -> None:
+                await asyncio.gather(*self._job_lifecycle_tasks, return_exceptions=True)  # jobs being launched
+                joined: set[int] = set()
+                while procs := [
+                    p for p in self._proc_pool.processes if p.running_job is not None and id(p) not in joined
+                ]:
+                    await asyncio.gather(*(p.join() for p in procs))
+                    joined.update(id(p) for p in procs)
+
+            if timeout:
+                await asyncio.wait_for(_drain(), timeout)
+            else:
+                await _drain()
 
 
 class Runtime:
@@ -87,7 +125,7 @@ class Runtime:
 
     def _build_server(self) -> AgentServer:
         s = self.settings
-        server = AgentServer(
+        server = Server(
             # `hosted` is LiveKit's thread executor with each thread in a job host (worker/job_hosts.py)
             job_executor_type=JobExecutorType.PROCESS if s.job_executor == "process" else JobExecutorType.THREAD,
             setup_fnc=job.process_setup(s),
