@@ -14,8 +14,8 @@ from worker.server import arm_exit_watchdog
 
 async def main():
     arm_exit_watchdog(1.0)
-    while True:  # a loop that never yields: no timeout or signal handler of asyncio can run
-        pass
+    # a loop that never yields: no timeout or signal handler of asyncio can run
+    while True: pass
 
 asyncio.run(main())
 """
