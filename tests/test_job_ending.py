@@ -14,6 +14,7 @@ from livekit.agents import StopResponse, llm
 from livekit.agents.utils import http_context
 from livekit.plugins import silero
 
+from core.settings import Settings
 from core.store import calls as calls_repo
 from core.store import sessions as sessions_repo
 from core.store.db import Store
@@ -66,6 +67,27 @@ class _FakeJob:
         self.steps.append(("shutdown", reason))
 
 
+def _job(
+    ctx: _FakeJob,
+    settings: Settings,
+    store: Store,
+    sid: str,
+    row: dict[str, Any],
+    meta: DispatchMeta,
+    caller_identity: str | None = None,
+) -> CallJob:
+    return CallJob(
+        ctx=ctx,
+        settings=settings,
+        store=store,
+        meta=meta,
+        session_id=sid,  # type: ignore[arg-type]
+        recorder=SessionRecorder(store, sid),
+        agent_row=row,
+        caller_identity=caller_identity,
+    )
+
+
 async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(tmp_path, settings):
     store, sid, call_id = _placed(tmp_path)
     try:
@@ -79,15 +101,7 @@ async def test_a_call_never_answered_is_hung_up_recorded_once_and_not_analysed(t
             call_id=call_id,
         )
         ctx = _FakeJob(store, sid)
-        job = CallJob(
-            ctx=ctx,
-            settings=settings,
-            store=store,
-            meta=meta,
-            session_id=sid,  # type: ignore[arg-type]
-            recorder=SessionRecorder(store, sid),
-            caller_identity="sip-call_1",
-        )
+        job = _job(ctx, settings, store, sid, {}, meta, caller_identity="sip-call_1")
         end = CallEnd(job)
         outcome = classify(
             api.TwirpError("unknown", "x", status=480, metadata={"sip_status_code": "480"}), ring_timeout=30
@@ -143,13 +157,13 @@ async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_en
     test's scripted tool call on the SIP tier)."""
     store, sid, _ = _placed(tmp_path)
     ctx = _FakeJob(store, sid)
-    job = CallJob(
-        ctx=ctx,
-        settings=settings,
-        store=store,
-        meta=DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound"),
-        session_id=sid,
-        recorder=SessionRecorder(store, sid),
+    job = _job(
+        ctx,
+        settings,
+        store,
+        sid,
+        {},
+        DispatchMeta(agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound"),
         caller_identity="sip-call_1",
     )
     end = CallEnd(job)
@@ -205,15 +219,7 @@ async def test_a_phone_caller_whose_line_says_hangup_ends_the_call_as_one_who_le
         meta = DispatchMeta(
             agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound", call_id=call_id
         )
-        job = CallJob(
-            ctx=ctx,
-            settings=settings,
-            store=store,
-            meta=meta,
-            session_id=sid,  # type: ignore[arg-type]
-            recorder=SessionRecorder(store, sid),
-            caller_identity="sip-call_1",
-        )
+        job = _job(ctx, settings, store, sid, {}, meta, caller_identity="sip-call_1")
         sip, web = rtc.ParticipantKind.PARTICIPANT_KIND_SIP, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
         caller = SimpleNamespace(identity="sip-call_1", kind=sip)
         job._on_line_status({"sip.callStatus": "hangup"}, caller)  # before the answer: the dial's outcome decides

@@ -22,11 +22,9 @@ from core.store.db import Store
 from pipelines.pricing import PriceBook
 from tests.api.seed import seed_agent, tenant_of
 from tests.test_call_endings import PHONE, _placed
-from tests.test_job_ending import _FakeJob
+from tests.test_job_ending import _FakeJob, _job
 from worker import entrypoint
 from worker.config import DispatchMeta
-from worker.entrypoint import CallJob
-from worker.recorder import SessionRecorder
 
 
 class _FakeRoomJob(_FakeJob):
@@ -58,27 +56,6 @@ def _web_call(store: Store) -> tuple[str, dict[str, Any]]:
     )  # a web call
     store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
     return sid, store.read_sync(agents_repo.get_any_owner, agent["id"])
-
-
-def _job(
-    ctx: _FakeRoomJob,
-    settings: Settings,
-    store: Store,
-    sid: str,
-    row: dict[str, Any],
-    meta: DispatchMeta,
-    caller_identity: str | None = None,
-) -> CallJob:
-    return CallJob(
-        ctx=ctx,
-        settings=settings,
-        store=store,
-        meta=meta,
-        session_id=sid,  # type: ignore[arg-type]
-        recorder=SessionRecorder(store, sid),
-        agent_row=row,
-        caller_identity=caller_identity,
-    )
 
 
 async def test_a_deleted_agent_is_refused_by_the_build_and_the_call_ends_before_it_joins_the_room(tmp_path, settings):
