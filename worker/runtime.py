@@ -50,9 +50,11 @@ class Server(AgentServer):
     iteration after its process was joined; `join` of a process already joined returns without yielding. When a
     second process ends in the same iteration as the one being awaited (several calls hanging up together), the
     loop found it joined and still listed, joined it again without yielding, and so on for good: the event loop
-    blocked (no API, no heartbeat, the drain's own timeout never fired) until a SIGKILL. Seen on the SIP tier as a
-    restart with three calls ending at once. Here each process is joined once and the loop yields between rounds;
-    the upstream fix that would remove this: join each listed process at most once (or `gather` them)."""
+    blocked (no API, no heartbeat, the drain's own timeout never fired) until a SIGKILL. A restart on the SIP tier
+    hung just so: its log and heartbeat stopped as its three calls' processes ended together, and nothing was
+    logged until the harness killed it (tests/test_drain.py shows upstream's drain spinning on that interleaving).
+    Here each process is joined once and the loop yields between rounds; the upstream fix that would remove this
+    class: join each listed process at most once (or `gather` them)."""
 
     async def drain(self, timeout: Any = NOT_GIVEN) -> None:
         timeout = timeout if is_given(timeout) else self._drain_timeout
