@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from livekit import api, rtc
-from livekit.agents import StopResponse, llm
+from livekit.agents import CloseReason, StopResponse, llm
 from livekit.agents.utils import http_context
 from livekit.plugins import silero
 
@@ -207,36 +207,56 @@ async def test_after_the_end_the_agent_answers_nothing_not_even_the_tool_that_en
         store.close()
 
 
-async def test_a_phone_caller_whose_line_says_hangup_ends_the_call_as_one_who_left(tmp_path, settings):
+async def test_a_phone_caller_whose_line_says_hangup_ends_the_call_as_one_who_left(tmp_path, settings, monkeypatch):
     """livekit-sip marks the caller's line `hangup` on their BYE, then leaves; LiveKit was seen to lose that leave
-    (the call ran on until a drain gave up). The status alone ends the call through the one end path, as the caller
-    leaving does; the same status from anyone else, or any other status, ends nothing."""
+    (the call ran on until a drain gave up). Through the real session (Gemini plugin against the fake): the status
+    alone closes it as the caller's leave does, and the call ends through the one end path from that close; the
+    same status from anyone else, from a participant that is not a phone line, or before the answer ends nothing."""
     store, sid, call_id = _placed(tmp_path)
+    store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
+    store.write_sync(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
+    ctx = _FakeJob(store, sid)
+    meta = DispatchMeta(
+        agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound", call_id=call_id
+    )
+    job = _job(ctx, settings, store, sid, {}, meta, caller_identity="sip-call_1")
+    sip, web = rtc.ParticipantKind.PARTICIPANT_KIND_SIP, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    caller = SimpleNamespace(identity="sip-call_1", kind=sip)
     try:
-        store.write_sync(lambda db: sessions_repo.mark_active(db, sid, job_id="AJ_1"))
-        store.write_sync(lambda db: calls_repo.transition(db, call_id, "ANSWERED"))
-        ctx = _FakeJob(store, sid)
-        meta = DispatchMeta(
-            agent_id="a", session_id=sid, owner_id=tenant_of("alice"), direction="outbound", call_id=call_id
-        )
-        job = _job(ctx, settings, store, sid, {}, meta, caller_identity="sip-call_1")
-        sip, web = rtc.ParticipantKind.PARTICIPANT_KIND_SIP, rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
-        caller = SimpleNamespace(identity="sip-call_1", kind=sip)
-        job._on_line_status({"sip.callStatus": "hangup"}, caller)  # before the answer: the dial's outcome decides
-        job.caller = caller
-        job._on_line_status({"sip.callStatus": "active"}, caller)
-        job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-human", kind=sip))
-        job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-call_1", kind=web))
-        await job.settle()
-        assert ctx.steps == [] and job.end.ended is None, ctx.steps
-        job._on_line_status({"sip.callStatus": "hangup"}, caller)
-        await eventually(lambda: ctx.steps[-1:] == [("shutdown", "participant_disconnected")], timeout=10, what="end")
-        session = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
-        assert (session["status"], session["end_reason"], session["error"]) == (
-            "ended",
-            "participant_disconnected",
-            None,
-        ), session
+        async with FakeProviders(api_key="k") as fakes:
+            monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fakes.gemini_base_url)
+            async with http_context.open():
+                vad = silero.VAD.load()
+                pipeline = build_pipeline(SPEC, _config(fakes), vad_model=vad)
+                session = job.session = build_session(pipeline, vad_model=vad, defaults=TurnDefaults(mode="vad"))
+                session.input.audio = Silence()
+                session.on("close", job._on_session_close)
+                await session.start(VoiceAgent(SPEC))
+                closes: list[CloseReason] = []
+                close_soon = session._close_soon
+
+                def recorded_close(**kw: Any) -> None:  # the handler's one call is synchronous
+                    closes.append(kw["reason"])
+                    close_soon(**kw)
+
+                monkeypatch.setattr(session, "_close_soon", recorded_close)
+                try:
+                    job._on_line_status({"sip.callStatus": "hangup"}, caller)  # before the answer: the dial decides
+                    job.caller = caller  # type: ignore[assignment]
+                    job._on_line_status({"sip.callStatus": "active"}, caller)
+                    job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-human", kind=sip))
+                    job._on_line_status({"sip.callStatus": "hangup"}, SimpleNamespace(identity="sip-call_1", kind=web))
+                    assert closes == [] and ctx.steps == [], (closes, ctx.steps)
+                    job._on_line_status({"sip.callStatus": "hangup"}, caller)
+                    assert closes == [CloseReason.PARTICIPANT_DISCONNECTED]
+                    await eventually(
+                        lambda: ctx.steps[-1:] == [("shutdown", "participant_disconnected")], timeout=10, what="end"
+                    )
+                finally:
+                    await session.aclose()
+                    await job.settle()
+        row = store.read_sync(lambda db: sessions_repo.get(db, tenant_of("alice"), sid))
+        assert (row["status"], row["end_reason"], row["error"]) == ("ended", "participant_disconnected", None), row
         assert store.read_sync(calls_repo.get_any, call_id)["status"] == "COMPLETED"
     finally:
         store.close()

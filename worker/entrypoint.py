@@ -532,15 +532,17 @@ class CallJob:
         LiveKit has been seen (on the SIP tier, with several calls ending at once) to lose that leave: livekit-sip
         closed its signalling socket before the leave was read, and LiveKit kept the participant through its
         reconnect window while the agent talked on (a call being drained then ran out the drain and was recorded
-        `worker_shutdown`). The status is the hang-up's first word, the leave its fallback; both end the call as
-        the caller leaving does."""
-        caller = self.caller
-        if caller is None or participant.identity != caller.identity or changed.get(CALL_STATUS) != "hangup":
+        `worker_shutdown`). The status is the hang-up's first word, the leave its fallback: either closes the
+        session as LiveKit's RoomIO does when the caller leaves (its `_close_soon`, private, once whichever comes
+        first), so the call ends the same way (the caller's last words flushed, then the end path from the
+        session's close)."""
+        caller, session = self.caller, self.session
+        if caller is None or session is None or participant.identity != caller.identity:
             return
-        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:  # only livekit-sip speaks for a line
-            return
+        if changed.get(CALL_STATUS) != "hangup" or participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+            return  # only livekit-sip speaks for a line
         log.info("session %s: the caller hung up (their line is marked hangup)", self.session_id)
-        self.spawn(self.end(Ending(CloseReason.PARTICIPANT_DISCONNECTED.value)), "end-hangup")
+        session._close_soon(reason=CloseReason.PARTICIPANT_DISCONNECTED)
 
     # ---- phase 5 ----
 
