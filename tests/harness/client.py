@@ -206,6 +206,13 @@ class AudioRoomClient:
             self._publication = await asyncio.wait_for(self.room.local_participant.publish_track(self._track, opts), 15)
         return self._source
 
+    async def publish_microphone(self, frame_ms: int = 20) -> None:
+        """Publish the microphone track now, silent until `publish_wav` speaks on it, as LiveKit's web and mobile
+        clients do as they join. livekit-server tells a room's others about a participant with no track only in its
+        participant updates batched every 3 s: an agent that joins while this client is still joining would
+        otherwise not see it for up to 3 s."""
+        await self._ensure_track(frame_ms)
+
     async def publish_wav(
         self, path: Path | str, *, lead_silence: float = 0.0, trail_silence: float = 0.0, frame_ms: int = 20
     ) -> PublishStats:
