@@ -21,7 +21,7 @@ from api.loopmon import LoopMonitor
 from tests.harness.product import Product, job_process_pids
 from worker.load import proc_tree_cpu_seconds
 
-from .common import Results, median, pct
+from .common import Results, env_settings, median, pct
 from .stack import bench_product, create_agent, servers
 from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, log_since, product_pids, pss_mb, source_holes
 
@@ -204,6 +204,8 @@ async def _run(results: Results, quick: bool) -> None:
                     "VOXARENA_AGENT_NAME": f"voxarena-{ex}",
                     # what LiveKit sizes its pool by (it reads no affinity): the one core this product has
                     "NUM_CPUS": "1",
+                    # settings to try on every variant, e.g. "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS=100"
+                    **env_settings(os.environ.get("VOXARENA_BENCH_CORES_SETTINGS", "")),
                 },
                 argv_prefix=("taskset", "-c", str(PRODUCT_CORE)),
             )

@@ -29,6 +29,17 @@ def test_a_reply_fed_in_time_has_no_hole_and_a_late_frame_mid_reply_is_one():
     assert late.holes == 1 and abs(late.longest_s - 0.2) < 1e-9
 
 
+def test_a_hole_says_where_in_the_reply_it_opened_and_whether_the_output_was_paused_across_it():
+    holes = AudioHoles()
+    _play(holes, [0.0], queued=0.0)  # a reply before: its pause to the next is no hole and starts a new reply
+    _play(holes, [3.0 + i * FRAME for i in range(5)], queued=0.0)
+    holes.pause()  # the session paused its output for the caller 100 ms into the reply; it resumed 320 ms on
+    _play(holes, [3.4, 3.42], queued=0.0)
+    _play(holes, [3.8], queued=0.0)  # then a late frame, no pause
+    assert holes.holes == 2 and holes.paused == 1
+    assert [(n, round(at, 2), round(dry, 2)) for n, at, dry in holes.where] == [(2, 0.1, 0.32), (2, 0.14, 0.38)]
+
+
 def test_a_dry_spell_at_the_edges_of_the_rule_and_the_pause_between_replies_are_no_holes():
     for gap, counted in ((0.06, 0), (0.0601, 1), (0.5, 1), (0.51, 0), (3.0, 0)):
         holes = AudioHoles()
@@ -41,6 +52,10 @@ class _Output:
     def __init__(self, source=None, next_in_chain=None):
         self._audio_source = source
         self.next_in_chain = next_in_chain
+        self.pauses = 0
+
+    def pause(self):
+        self.pauses += 1
 
 
 class _Session:
@@ -59,11 +74,13 @@ def test_the_source_is_found_down_the_chain_and_its_frames_counted():
             assert holes is not None
             frame = rtc.AudioFrame(b"\0\0" * 480, 24_000, 1, 480)
             await source.capture_frame(frame)
+            session.output.audio.next_in_chain.pause()  # the output's pause is seen, and still pauses it
+            assert session.output.audio.next_in_chain.pauses == 1
             await source.capture_frame(frame)
             return holes
         finally:
             await source.aclose()
 
     holes = asyncio.run(run())
-    assert holes.holes == 1 and abs(holes.audio_s - 0.04) < 1e-9
+    assert holes.holes == 1 and holes.paused == 1 and abs(holes.audio_s - 0.04) < 1e-9
     assert watch(_Session(_Output(None, None))) is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import rtc
@@ -35,18 +35,35 @@ class AudioHoles:
     holes: int = 0
     longest_s: float = 0.0
     audio_s: float = 0.0
+    # each hole: (which reply, from 1; seconds of the reply's audio given before it; how long the source was dry)
+    where: list[tuple[int, float, float]] = field(default_factory=list)
+    paused: int = 0  # of the holes, those that opened across a pause of the output (the session paused for the caller)
     _dry_at: float | None = None
+    _pause_seen: bool = False
+    _reply_s: float = 0.0  # the audio given since the last pause between replies
+    _replies: int = 0
 
     def before(self, now: float) -> None:
+        if self._dry_at is None or now - self._dry_at > HOLE_MAX_S:
+            self._replies += 1
         if self._dry_at is not None:
             dry = now - self._dry_at
             if HOLE_MIN_S < dry <= HOLE_MAX_S:
                 self.holes += 1
                 self.longest_s = max(self.longest_s, dry)
+                self.where.append((self._replies, self._reply_s, dry))
+                self.paused += self._pause_seen
+            elif dry > HOLE_MAX_S:
+                self._reply_s = 0.0
+        self._pause_seen = False
+
+    def pause(self) -> None:
+        self._pause_seen = True
 
     def after(self, now: float, queued_s: float, frame_s: float) -> None:
         self._dry_at = now + queued_s  # when what the source holds has played out
         self.audio_s += frame_s
+        self._reply_s += frame_s
 
     def report(self, session_id: str) -> None:
         if not self.audio_s:
@@ -55,43 +72,57 @@ class AudioHoles:
         log.log(
             level,
             "session %s: agent audio: %.1f s to the room, %d holes at the audio source (dry %d-%d ms before its "
-            "next frame; longest %d ms)%s",
+            "next frame; longest %d ms; %d across a pause of the output)%s%s",
             session_id,
             self.audio_s,
             self.holes,
             HOLE_MIN_S * 1000,
             HOLE_MAX_S * 1000,
             self.longest_s * 1000,
+            self.paused,
+            "".join(f"; {dry * 1000:.0f} ms after {at:.2f} s of reply {n}" for n, at, dry in self.where),
             "; frames came late (a machine short of CPU) or a reply paused for the caller" if self.holes else "",
         )
 
 
-def audio_source(session: Any) -> rtc.AudioSource | None:
-    """The room's audio source at the end of the session's audio output chain, if it is LiveKit's RoomIO one."""
+def room_output(session: Any) -> tuple[Any, rtc.AudioSource] | None:
+    """LiveKit's RoomIO audio output at the end of the session's output chain, and its room audio source."""
     out = getattr(session.output, "audio", None)
     for _ in range(16):  # a chain of wrappers (the recording's tap, transcript sync) ends at the room's output
         if out is None:
             return None
         source = getattr(out, "_audio_source", None)
         if isinstance(source, rtc.AudioSource):
-            return source
+            return out, source
         out = getattr(out, "next_in_chain", None)
     return None
 
 
+def audio_source(session: Any) -> rtc.AudioSource | None:
+    """The room's audio source at the end of the session's audio output chain, if it is LiveKit's RoomIO one."""
+    found = room_output(session)
+    return None if found is None else found[1]
+
+
 def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHoles | None:
     """Counts the holes of the session's room audio from now on; None when its source is not found."""
-    source = audio_source(session)
-    if source is None:
+    found = room_output(session)
+    if found is None:
         log.warning("the room's audio source was not found on the session's output: its holes are not counted")
         return None
+    output, source = found
     holes = AudioHoles()
-    capture = source.capture_frame
+    capture, pause = source.capture_frame, output.pause
 
     async def counted(frame: rtc.AudioFrame) -> None:
         holes.before(clock())
         await capture(frame)
         holes.after(clock(), source.queued_duration, frame.duration)
 
+    def paused() -> None:
+        holes.pause()
+        pause()
+
     source.capture_frame = counted  # type: ignore[method-assign]
+    output.pause = paused
     return holes
