@@ -110,7 +110,7 @@ async def _step(
     product: Product, fakes, agent_id: str, n: int, variant: str, turns: int, rest: list[int]
 ) -> dict[str, Any]:
     executor = VARIANTS[variant]["VOXARENA_JOB_EXECUTOR"]
-    out: dict[str, Any] = {"load_before": _loadavg()}
+    out: dict[str, Any] = {"load_before": _loadavg(), "turns_sent": n * turns}
     log_start = product.process.log_path.stat().st_size
     out["idle_job_processes"] = len(job_process_pids(product)) if executor != "thread" else None
     # utime + stime of the tree, plus what its reaped job processes left in the forkserver's cutime + cstime
@@ -118,6 +118,8 @@ async def _step(
     # this client's own loop: a stall of it delays every received frame, which reads as a hole in the agent's audio
     client_loop = ClientStalls()
     client_loop.start()
+    # the caller's utterances as the STT heard them: one per turn unless an utterance reached it with a hole
+    utterances0 = (await asyncio.to_thread(fakes.counters)).get("deepgram", {}).get("utterances", 0)
 
     async def call(i: int) -> None:
         await asyncio.sleep(i * ARRIVAL_S)
@@ -153,6 +155,7 @@ async def _step(
             break
         await asyncio.sleep(0.5)
     out["cpu_s"] = proc_tree_cpu_seconds(product.process.pid) - cpu0
+    out["utterances"] = (await asyncio.to_thread(fakes.counters)).get("deepgram", {}).get("utterances", 0) - utterances0
     # the holes the jobs counted at their rooms' audio sources (logged at each call's end): beside the client's
     # gaps, they say on which side of the room a gap opened
     logged = log_since(product, log_start)
@@ -270,7 +273,9 @@ def _report(results: Results, raw: dict[str, dict[int, dict[str, Any]]], steps: 
                 f" ({inbound.get('silent_concealed_samples', 0) / 48:.0f} ms of it silent), packets lost"
                 f" {inbound.get('packets_lost', 0):.0f}"
                 + f"; the client's own loop stalled over {CLIENT_STALL_S * 1000:.0f} ms"
-                f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)",
+                f" {s.get('client_stalls', 0)} times (longest {s.get('client_lag_max_ms', 0.0):.0f} ms)"
+                + f"; the caller's audio ran dry {s.get('caller_starves', 0)} times as it spoke, and the STT heard"
+                f" {s.get('utterances', 0)} utterances in {s.get('turns_sent', 0)} turns",
                 "<= 2x single, 0 gaps (playout clock)" if n > 1 else "",
                 _ok(s, single["playout"], "playout") if n > 1 else None,
             )

@@ -29,6 +29,11 @@ STT_MS, LLM_MS, TTS_MS = 100, 200, 150
 INJECTED = (STT_MS + LLM_MS + TTS_MS) / 1000
 UTTERANCE = "Hello there."
 REPLY = "Okay."
+# how far the bench's caller sends ahead of the wall clock: a browser's or a phone's audio thread never starves, but
+# this client shares a core with livekit-server and the fakes, and a stall of its loop longer than its source held
+# put a hole in the caller's own speech (the STT heard two utterances: the agent answered the first half and was cut
+# off by the second: bench/README.md, section 6)
+CALLER_AHEAD_S = 0.2
 SCRIPT = {
     "stt_default_transcript": UTTERANCE,
     # the fake's end of speech is 100 ms of silence, and its final follows at once: 100 ms after speech ends
@@ -82,6 +87,8 @@ async def _turns(client, turns: int, out: dict[str, Any]) -> list[float]:
     await asyncio.sleep(1.0)
     for _ in range(turns):
         sent = await client.publish_wav(wav, trail_silence=0.6)
+        # this client's loop stalled past what its source held: the caller's own audio had a hole (bench/README.md)
+        out["caller_starves"] = out.get("caller_starves", 0) + sent.starves
         try:
             heard = await client.wait_for_audio(after=sent.last_speech_at, timeout=5)
         except TimeoutError:
@@ -115,7 +122,7 @@ async def _call(product, agent_id: str, user: str, turns: int, out: dict[str, An
     try:
         # the caller's microphone is up as it joins, as a web caller's is: a caller with no track and an agent
         # joining at the same moment see each other only on livekit-server's 3 s batch (bench/README.md, cores)
-        await client.publish_microphone()
+        await client.publish_microphone(ahead_s=CALLER_AHEAD_S)
         await client.wait_for_participant(timeout=20)
         out.setdefault("agent_join_s", []).append(time.monotonic() - started)  # token to the agent in the room
         # the job's start, in the product log's clock: from the token to the caller's first word (`_turns` waits 1 s)
@@ -134,6 +141,7 @@ async def _floor_call(server, fakes_urls: dict[str, str], turns: int, out: dict[
     client = AudioRoomClient(server.url, server.token("floor-caller", room), identity="floor-caller")
     await client.connect()
     try:
+        await client.publish_microphone(ahead_s=CALLER_AHEAD_S)
         latencies = await _turns(client, turns, out)
     finally:
         await client.disconnect()

@@ -69,7 +69,7 @@ def test_the_source_is_found_down_the_chain_and_its_frames_counted():
         try:
             session = _Session(_Output(None, _Output(source)))  # a wrapper (e.g. the recording's tap), then RoomIO's
             assert audio_source(session) is source
-            ticks = iter([0.0, 0.0, 0.3, 0.3])  # the second frame comes 300 ms after the first: the queue ran dry
+            ticks = iter([0.0, 0.3])  # the second frame comes 300 ms after the first: the queue ran dry
             holes = watch(session, clock=lambda: next(ticks))
             assert holes is not None
             frame = rtc.AudioFrame(b"\0\0" * 480, 24_000, 1, 480)
@@ -84,3 +84,28 @@ def test_the_source_is_found_down_the_chain_and_its_frames_counted():
     holes = asyncio.run(run())
     assert holes.holes == 1 and holes.paused == 1 and abs(holes.audio_s - 0.04) < 1e-9
     assert watch(_Session(_Output(None, None))) is None
+
+
+def test_a_stall_while_a_capture_is_awaited_is_still_a_hole():
+    async def run() -> AudioHoles:
+        source = rtc.AudioSource(24_000, 1, queue_size_ms=200)
+        now = [0.0]
+        capture = source.capture_frame
+
+        async def stalling(frame: rtc.AudioFrame) -> None:
+            await capture(frame)
+            now[0] += 0.3  # the loop ran nothing else for 300 ms while this capture was awaited
+
+        source.capture_frame = stalling  # type: ignore[method-assign]
+        try:
+            holes = watch(_Session(_Output(source)), clock=lambda: now[0])
+            assert holes is not None
+            frame = rtc.AudioFrame(b"\0\0" * 480, 24_000, 1, 480)
+            await source.capture_frame(frame)  # handed in at 0.0 to an empty source: dry at 0.02
+            await source.capture_frame(frame)  # the next one handed in only at 0.3
+            return holes
+        finally:
+            await source.aclose()
+
+    holes = asyncio.run(run())
+    assert holes.holes == 1 and abs(holes.longest_s - 0.28) < 1e-9

@@ -61,6 +61,7 @@ class AudioHoles:
         self._pause_seen = True
 
     def after(self, now: float, queued_s: float, frame_s: float) -> None:
+        """A frame handed in at `now`, the source then holding `queued_s` with it."""
         self._dry_at = now + queued_s  # when what the source holds has played out
         self.audio_s += frame_s
         self._reply_s += frame_s
@@ -115,9 +116,12 @@ def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHol
     capture, pause = source.capture_frame, output.pause
 
     async def counted(frame: rtc.AudioFrame) -> None:
-        holes.before(clock())
+        # the source's state as the frame is handed in: a loop stalled while the capture is awaited still leaves
+        # the source dry when what it held has played
+        now, queued = clock(), source.queued_duration
+        holes.before(now)
         await capture(frame)
-        holes.after(clock(), source.queued_duration, frame.duration)
+        holes.after(now, queued + frame.duration, frame.duration)
 
     def paused() -> None:
         holes.pause()

@@ -120,6 +120,33 @@ async def test_publish_paces_in_real_time(livekit_server: LiveKitServer, frame_m
     assert sent.duration_s * 0.95 <= took <= sent.duration_s + 1.0, (took, sent.duration_s)
 
 
+@pytest.mark.parametrize("ahead_s", [0.0, 0.4])
+async def test_a_stall_of_the_speakers_loop_is_a_hole_in_its_speech_unless_it_sends_ahead(
+    livekit_server: LiveKitServer, ahead_s: float
+) -> None:
+    """The bench's caller shares a core with the server and the fakes: a stall of its loop longer than its source
+    holds is a hole in what it says (the STT hears two utterances). Sending ahead is what keeps its speech whole."""
+    room = _room()
+    c = AudioRoomClient(livekit_server.url, livekit_server.token("staller", room), identity="staller")
+    try:
+        await c.connect()
+        await c.publish_microphone(ahead_s=ahead_s)
+
+        async def stall() -> None:
+            await asyncio.sleep(0.6)
+            time.sleep(0.25)  # noqa: ASYNC251 (the stall itself: this loop runs nothing for 250 ms)
+
+        staller = asyncio.ensure_future(stall())
+        sent = await c.publish_wav(speech_wav(sample_rate=48000))
+        await staller
+    finally:
+        await c.disconnect()
+    if ahead_s:
+        assert sent.starves == 0, sent
+    else:
+        assert sent.starves >= 1 and sent.starved_s > 0.1, sent
+
+
 async def test_the_playout_clock_keeps_a_hole_in_the_audio_and_drops_a_stall_of_the_listener(
     livekit_server: LiveKitServer,
 ) -> None:

@@ -40,6 +40,10 @@ class PublishStats:
     first_speech_at: float | None = None  # send time of the first non-silent input frame
     last_speech_at: float | None = None  # send time of the end of the last non-silent input frame
     duration_s: float = 0.0  # audio duration pushed, silence included
+    # the source ran dry for over 60 ms between two of its frames (this process's loop late by more than the queue
+    # held): what the room received has a hole there
+    starved_s: float = 0.0
+    starves: int = 0
 
 
 @dataclass
@@ -104,6 +108,7 @@ class AudioRoomClient:
         self._stream_tasks: set[asyncio.Task] = set()
         self._remote_tracks: dict[str, rtc.Track] = {}  # sid -> subscribed remote audio track
         self._source: rtc.AudioSource | None = None
+        self._ahead_s = 0.0
         self._track: rtc.LocalAudioTrack | None = None
         self._publication: rtc.LocalTrackPublication | None = None
         self._connected = False
@@ -197,21 +202,27 @@ class AudioRoomClient:
 
     # --- publishing --------------------------------------------------------------------------------------
 
-    async def _ensure_track(self, frame_ms: int) -> rtc.AudioSource:
+    async def _ensure_track(self, frame_ms: int, ahead_s: float = 0.0) -> rtc.AudioSource:
         if self._source is None:
             # A small queue keeps "pushed" close to "sent"; we pace in real time ourselves.
-            self._source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=max(100, 4 * frame_ms))
+            self._ahead_s = ahead_s
+            queue_ms = max(100, 4 * frame_ms) + round(ahead_s * 1000)
+            self._source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=queue_ms)
             self._track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
             opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             self._publication = await asyncio.wait_for(self.room.local_participant.publish_track(self._track, opts), 15)
         return self._source
 
-    async def publish_microphone(self, frame_ms: int = 20) -> None:
+    async def publish_microphone(self, frame_ms: int = 20, ahead_s: float = 0.0) -> None:
         """Publish the microphone track now, silent until `publish_wav` speaks on it, as LiveKit's web and mobile
         clients do as they join. livekit-server tells a room's others about a participant with no track only in its
         participant updates batched every 3 s: an agent that joins while this client is still joining would
-        otherwise not see it for up to 3 s."""
-        await self._ensure_track(frame_ms)
+        otherwise not see it for up to 3 s.
+
+        `ahead_s`: how far `publish_wav` may run ahead of the wall clock (its source's queue grows by as much), so a
+        stall of this process's loop shorter than that leaves no hole in what it sends, as a browser's or a phone's
+        audio thread never does; 0 keeps what is queued at one frame."""
+        await self._ensure_track(frame_ms, ahead_s)
 
     async def publish_wav(
         self, path: Path | str, *, lead_silence: float = 0.0, trail_silence: float = 0.0, frame_ms: int = 20
@@ -234,15 +245,21 @@ class AudioRoomClient:
 
         stats = PublishStats(started_at=time.monotonic())
         t0 = stats.started_at
+        dry_at: float | None = None
         for i in range(0, len(all_samples), n):
             chunk = all_samples[i : i + n]
-            # real-time pacing: never run ahead of the wall clock by more than one frame
-            delay = t0 + (i // n) * frame_s - time.monotonic() - frame_s
+            # real-time pacing: never run ahead of the wall clock by more than one frame (and `ahead_s`)
+            delay = t0 + (i // n) * frame_s - time.monotonic() - frame_s - self._ahead_s
             if delay > 0:
                 await asyncio.sleep(delay)
+            now = time.monotonic()
+            if dry_at is not None and (dry := now - dry_at) > HOLE_MIN_S:
+                stats.starves += 1
+                stats.starved_s += dry
+            sent_at = now + source.queued_duration  # start of this frame on the wire
+            dry_at = sent_at + frame_s  # as handed in: a stall while the capture is awaited is no excuse
             frame = rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk))
             await source.capture_frame(frame)
-            sent_at = time.monotonic() + source.queued_duration - frame_s  # start of this frame on the wire
             stats.frames_sent += 1
             if dbfs(chunk) > self.silence_dbfs:
                 stats.speech_frames_sent += 1
