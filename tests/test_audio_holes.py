@@ -40,6 +40,16 @@ def test_a_hole_says_where_in_the_reply_it_opened_and_whether_the_output_was_pau
     assert [(n, round(at, 2), round(dry, 2)) for n, at, dry in holes.where] == [(2, 0.1, 0.32), (2, 0.14, 0.38)]
 
 
+def test_the_silence_after_a_reply_the_caller_cut_off_is_no_hole():
+    holes = AudioHoles()
+    _play(holes, [i * FRAME for i in range(3)], queued=0.0)  # 60 ms of a reply, then the caller barges in
+    holes.cut_off()
+    _play(holes, [0.4 + i * FRAME for i in range(5)], queued=0.0)  # the next reply 340 ms after the last frame ran out
+    assert holes.holes == 0 and holes._replies == 2
+    _play(holes, [0.8], queued=0.0)  # a late frame in that reply is still one
+    assert holes.holes == 1 and holes.where[0][0] == 2
+
+
 def test_a_dry_spell_at_the_edges_of_the_rule_and_the_pause_between_replies_are_no_holes():
     for gap, counted in ((0.06, 0), (0.0601, 1), (0.5, 1), (0.51, 0), (3.0, 0)):
         holes = AudioHoles()
@@ -53,9 +63,13 @@ class _Output:
         self._audio_source = source
         self.next_in_chain = next_in_chain
         self.pauses = 0
+        self.clears = 0
 
     def pause(self):
         self.pauses += 1
+
+    def clear_buffer(self):
+        self.clears += 1
 
 
 class _Session:
@@ -74,9 +88,12 @@ def test_the_source_is_found_down_the_chain_and_its_frames_counted():
             assert holes is not None
             frame = rtc.AudioFrame(b"\0\0" * 480, 24_000, 1, 480)
             await source.capture_frame(frame)
-            session.output.audio.next_in_chain.pause()  # the output's pause is seen, and still pauses it
-            assert session.output.audio.next_in_chain.pauses == 1
+            room_output = session.output.audio.next_in_chain
+            room_output.pause()  # the output's pause is seen, and still pauses it
+            assert room_output.pauses == 1
             await source.capture_frame(frame)
+            room_output.clear_buffer()  # so is its clear (a reply cut off), which still clears it
+            assert room_output.clears == 1 and holes._dry_at is None
             return holes
         finally:
             await source.aclose()

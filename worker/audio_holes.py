@@ -7,8 +7,11 @@ the room a hole the caller heard opened. The job logs the count at the call's en
 the bench's calls-per-core section counts them beside the holes its client hears (bench/cores.py).
 
 A hole is the source dry for over 60 ms and at most 500 ms before its next frame, the bench client's own rule for a
-gap in what it receives; longer silences are the pauses between replies. The source is found on the session's
-output chain and its `capture_frame` wrapped on that one instance (LiveKit keeps it private to RoomIO's output:
+gap in what it receives; longer silences are the pauses between replies, and so is the silence after a reply the
+caller cut off (the output's buffer cleared), however short. Each hole says which reply it opened in, how far into
+it, and whether the session paused its output across it (a pause for a caller who may be barging in). The source
+is found on the session's output chain and its `capture_frame` wrapped on that one instance, with the output's
+`pause` and `clear_buffer` (LiveKit keeps the source private to RoomIO's output:
 `_ParticipantAudioOutput._audio_source`; a public hook there, or a playout-underrun counter on `rtc.AudioSource`,
 would remove the wrapper). Nothing is counted when the source cannot be found."""
 
@@ -59,6 +62,12 @@ class AudioHoles:
 
     def pause(self) -> None:
         self._pause_seen = True
+
+    def cut_off(self) -> None:
+        """The reply was cut off (the caller barged in): the next frame begins another reply, and the silence
+        before it is the pause between two replies, not a hole in one."""
+        self._dry_at = None
+        self._reply_s = 0.0
 
     def after(self, now: float, queued_s: float, frame_s: float) -> None:
         """A frame handed in at `now`, the source then holding `queued_s` with it."""
@@ -113,7 +122,7 @@ def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHol
         return None
     output, source = found
     holes = AudioHoles()
-    capture, pause = source.capture_frame, output.pause
+    capture, pause, clear_buffer = source.capture_frame, output.pause, output.clear_buffer
 
     async def counted(frame: rtc.AudioFrame) -> None:
         # the source's state as the frame is handed in: a loop stalled while the capture is awaited still leaves
@@ -127,6 +136,11 @@ def watch(session: Any, clock: Callable[[], float] = time.monotonic) -> AudioHol
         holes.pause()
         pause()
 
+    def cleared() -> None:
+        holes.cut_off()
+        clear_buffer()
+
     source.capture_frame = counted  # type: ignore[method-assign]
     output.pause = paused
+    output.clear_buffer = cleared
     return holes
