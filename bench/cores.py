@@ -27,7 +27,8 @@ from .voice import INJECTED, SCRIPT, VOICE_ENV, _call, log_since, product_pids, 
 
 PRODUCT_CORE, REST_CORE = 0, 1
 STEPS = (1, 2, 4, 6, 8, 10, 12)
-# What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,thread"): the job executor, LiveKit's
+# What runs side by side (`VOXARENA_BENCH_CORES_VARIANTS`, default "process,hosted-lean": the defaults beside the
+# profile that holds the most calls per core): the job executor, LiveKit's
 # native VAD (one model shared by the job processes) in place of the onnx one, and the settings that trade a little
 # latency for fewer wake-ups per call (RoomIO frames of 100 ms instead of 20, no AGC, no LiveKit job-loop monitor).
 NATIVE = {"VOXARENA_VAD_ENGINE": "native"}
@@ -190,7 +191,7 @@ async def _run(results: Results, quick: bool) -> None:
     steps, turns = ((1, 2), 4) if quick else (STEPS, TURNS)
     if os.environ.get("VOXARENA_BENCH_CORES_STEPS"):
         steps = tuple(int(n) for n in os.environ["VOXARENA_BENCH_CORES_STEPS"].split(","))
-    variants = [v.strip() for v in os.environ.get("VOXARENA_BENCH_CORES_VARIANTS", "process,thread").split(",")]
+    variants = [v.strip() for v in os.environ.get("VOXARENA_BENCH_CORES_VARIANTS", "process,hosted-lean").split(",")]
     with servers("cores", SCRIPT) as (work, server, fakes), contextlib.ExitStack() as stop:
         rest = [server.process.pid, fakes.process.pid, os.getpid()]
         assert not unpinned(rest, REST_CORE), unpinned(rest, REST_CORE)
