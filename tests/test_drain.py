@@ -6,11 +6,11 @@ timeout of asyncio can fire): the process is given a deadline from outside."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from worker.load import proc_tree_cpu_seconds
 
 SCENARIO = """
 import asyncio, faulthandler, sys
@@ -69,11 +69,6 @@ def test_the_drain_ends_when_processes_end_together():
     assert done.returncode == 0 and done.stdout.split() == ["started", "drained", "0"], done.stderr[-3000:]
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def test_the_scenario_is_the_one_upstream_spins_on():
     """The same scenario with LiveKit's own drain never ends, and its process burns CPU all the while: its loop
     spins in the drain's own code instead of waiting in the selector (no timer of it can fire), the reason for the
@@ -85,13 +80,13 @@ def test_the_scenario_is_the_one_upstream_spins_on():
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "started"  # imports done
-        start = _cpu_s(proc.pid)
+        start = proc_tree_cpu_seconds(proc.pid)
         deadline = time.monotonic() + 30
         spun = 0.0
         # an idle loop, hung or not, takes no CPU; a drain that ends exits at once: 1 s of CPU is the spin
         while time.monotonic() < deadline and proc.poll() is None and spun < 1.0:
             time.sleep(0.1)
-            spun = _cpu_s(proc.pid) - start
+            spun = proc_tree_cpu_seconds(proc.pid) - start
         assert proc.poll() is None, f"upstream's drain ended: {proc.communicate()}"
         assert spun >= 1.0, f"still draining after 30 s but idle ({spun:.2f} s of CPU): not the spin"
     finally:
