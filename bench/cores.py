@@ -107,6 +107,11 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+async def _utterances(fakes) -> float:
+    """The utterances the STT fake (as Deepgram) has heard so far."""
+    return (await asyncio.to_thread(fakes.counters)).get("deepgram", {}).get("utterances", 0)
+
+
 async def _step(
     product: Product, fakes, agent_id: str, n: int, variant: str, turns: int, rest: list[int]
 ) -> dict[str, Any]:
@@ -120,7 +125,7 @@ async def _step(
     client_loop = ClientStalls()
     client_loop.start()
     # the caller's utterances as the STT heard them: one per turn unless an utterance reached it with a hole
-    utterances0 = (await asyncio.to_thread(fakes.counters)).get("deepgram", {}).get("utterances", 0)
+    utterances0 = await _utterances(fakes)
 
     async def call(i: int) -> None:
         await asyncio.sleep(i * ARRIVAL_S)
@@ -156,7 +161,7 @@ async def _step(
             break
         await asyncio.sleep(0.5)
     out["cpu_s"] = proc_tree_cpu_seconds(product.process.pid) - cpu0
-    out["utterances"] = (await asyncio.to_thread(fakes.counters)).get("deepgram", {}).get("utterances", 0) - utterances0
+    out["utterances"] = await _utterances(fakes) - utterances0
     # the holes the jobs counted at their rooms' audio sources (logged at each call's end): beside the client's
     # gaps, they say on which side of the room a gap opened
     logged = log_since(product, log_start)
